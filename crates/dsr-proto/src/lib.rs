@@ -1,0 +1,26 @@
+//! Code generated from `proto/` and the descriptor set for gRPC reflection.
+//! Nothing else lives here: conversion to domain types happens in each
+//! service's `grpc` module.
+
+/// Shared nouns: identities, controllers, categories, legal bases, pages.
+pub mod common {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.common.v1");
+    }
+}
+
+/// The transfer registry API.
+pub mod transfer {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.transfer.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every DSR Mesh proto file (and the
+/// well-known types they import), for the reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dsr_descriptor.bin"));
