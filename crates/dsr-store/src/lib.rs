@@ -1,1 +1,168 @@
+//! Opening a service's database and running its migrations.
+//!
+//! One URL decides the backend: `sqlite://path/to/file.db` (the embedded
+//! default, one file per service under the data directory) or
+//! `postgres://user@host/db` (production). SQLite files are created when
+//! missing and run in WAL mode with a busy timeout and foreign keys on.
+//!
+//! Each service keeps its migrations in its own crate (one file per
+//! migration) and its own migration table, so several services can share one
+//! PostgreSQL database.
+#![forbid(unsafe_code)]
 
+pub mod testing;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm_migration::MigratorTrait;
+
+pub use sea_orm::DatabaseConnection as Db;
+
+/// Why a database could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URL names neither SQLite nor PostgreSQL.
+    #[error("database url must start with sqlite:// or postgres:// (got scheme {0:?})")]
+    UnsupportedScheme(String),
+    /// The directory for a SQLite file could not be created.
+    #[error("cannot create directory {path} for the SQLite database: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Connecting failed.
+    #[error("cannot open database: {0}")]
+    Connect(#[source] DbErr),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[source] DbErr),
+}
+
+/// Connection settings beyond the URL.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Most pooled connections (PostgreSQL). SQLite uses one writer.
+    pub max_connections: u32,
+    /// How long a SQLite writer waits for a lock before giving up.
+    pub busy_timeout: Duration,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The backend a URL names.
+pub fn backend_of(url: &str) -> Result<DbBackend, Error> {
+    let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+    match scheme {
+        "sqlite" => Ok(DbBackend::Sqlite),
+        "postgres" | "postgresql" => Ok(DbBackend::Postgres),
+        other => Err(Error::UnsupportedScheme(other.to_owned())),
+    }
+}
+
+/// A `sqlite://` URL for a file, created on first open.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// Opens the database at `url`.
+pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection, Error> {
+    let backend = backend_of(url)?;
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.acquire_timeout(cfg.acquire_timeout).sqlx_logging(false);
+    match backend {
+        DbBackend::Sqlite => {
+            if let Some(dir) = sqlite_file(url).and_then(|p| p.parent().map(Path::to_path_buf)) {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+            let busy = cfg.busy_timeout;
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            // One writer at a time is SQLite's model; a single pooled connection also
+            // keeps an in-memory database alive and shared.
+            opts.max_connections(if in_memory { 1 } else { 4 }).min_connections(1);
+            opts.map_sqlx_sqlite_opts(move |o| {
+                let o = o.busy_timeout(busy).foreign_keys(true);
+                if in_memory {
+                    o
+                } else {
+                    o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal)
+                }
+            });
+        }
+        DbBackend::Postgres => {
+            opts.max_connections(cfg.max_connections);
+        }
+        _ => return Err(Error::UnsupportedScheme(url.split(':').next().unwrap_or("").to_owned())),
+    }
+    Database::connect(opts).await.map_err(Error::Connect)
+}
+
+fn sqlite_file(url: &str) -> Option<&Path> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
+}
+
+/// Applies every pending migration of `M`.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), Error> {
+    M::up(db, None).await.map_err(Error::Migrate)
+}
+
+/// The migrations of `M` not yet applied.
+pub async fn pending<M: MigratorTrait>(db: &DatabaseConnection) -> Result<usize, Error> {
+    Ok(M::get_pending_migrations(db).await.map_err(Error::Migrate)?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    #[test]
+    fn schemes() {
+        assert_eq!(backend_of("sqlite://x.db").unwrap(), DbBackend::Sqlite);
+        assert_eq!(backend_of("postgres://u@h/db").unwrap(), DbBackend::Postgres);
+        assert!(matches!(backend_of("mysql://h/db"), Err(Error::UnsupportedScheme(s)) if s == "mysql"));
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_created_in_wal_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/store.db");
+        let db = connect(&sqlite_url(&path), &StoreConfig::default()).await.unwrap();
+        let row = db
+            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA journal_mode"))
+            .await
+            .unwrap()
+            .unwrap();
+        let mode: String = row.try_get_by_index(0).unwrap();
+        assert_eq!(mode, "wal");
+        let row = db
+            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA busy_timeout"))
+            .await
+            .unwrap()
+            .unwrap();
+        let busy: i64 = row.try_get_by_index(0).unwrap();
+        assert_eq!(busy, 5000);
+        assert!(path.exists());
+    }
+}

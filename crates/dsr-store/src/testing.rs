@@ -1,0 +1,129 @@
+//! Databases for tests: SQLite by default, PostgreSQL when
+//! `DSR_TEST_POSTGRES_URL` is set. Each [`TestDb`] gets a database of its
+//! own (a temporary SQLite file, or a fresh PostgreSQL database dropped
+//! afterwards), so test runs never see each other's data.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+
+use crate::{Error, StoreConfig, connect, sqlite_url};
+
+/// The environment variable naming a PostgreSQL server for tests, e.g.
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub const POSTGRES_ENV: &str = "DSR_TEST_POSTGRES_URL";
+
+/// A database owned by one test.
+#[derive(Debug)]
+pub struct TestDb {
+    /// The URL to open it.
+    pub url: String,
+    /// An open connection.
+    pub db: DatabaseConnection,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    /// Creates a database for one test: PostgreSQL when
+    /// [`POSTGRES_ENV`] is set, else a SQLite file in a temporary directory.
+    pub async fn new() -> Result<Self, Error> {
+        match std::env::var(POSTGRES_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => Self::postgres(&admin_url).await,
+            _ => Self::sqlite().await,
+        }
+    }
+
+    /// A SQLite file in a fresh temporary directory.
+    pub async fn sqlite() -> Result<Self, Error> {
+        let dir = tempfile::tempdir().map_err(|source| Error::CreateDir {
+            path: std::env::temp_dir().display().to_string(),
+            source,
+        })?;
+        let url = sqlite_url(&dir.path().join("test.db"));
+        let db = connect(&url, &StoreConfig::default()).await?;
+        Ok(Self { url, db, cleanup: Cleanup::Sqlite(dir) })
+    }
+
+    /// A fresh database on the PostgreSQL server at `admin_url`.
+    pub async fn postgres(admin_url: &str) -> Result<Self, Error> {
+        let name = format!(
+            "dsr_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            chrono_free_nanos()
+        );
+        let admin = Database::connect(admin_url).await.map_err(Error::Connect)?;
+        admin
+            .execute_raw(Statement::from_string(DbBackend::Postgres, format!("CREATE DATABASE \"{name}\"")))
+            .await
+            .map_err(Error::Connect)?;
+        admin.close().await.map_err(Error::Connect)?;
+        let url = replace_db_name(admin_url, &name);
+        let db = connect(&url, &StoreConfig { max_connections: 4, ..StoreConfig::default() }).await?;
+        Ok(Self { url, db, cleanup: Cleanup::Postgres { admin_url: admin_url.to_owned(), name } })
+    }
+
+    /// Which backend this test runs on.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Closes the connection and drops the database (PostgreSQL) or removes
+    /// the file (SQLite).
+    pub async fn finish(self) {
+        let _ = self.db.close().await;
+        if let Cleanup::Postgres { admin_url, name } = self.cleanup {
+            if let Ok(admin) = Database::connect(&admin_url).await {
+                let _ = admin
+                    .execute_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+                    ))
+                    .await;
+                let _ = admin.close().await;
+            }
+        }
+    }
+}
+
+fn chrono_free_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000)
+}
+
+/// `admin_url` with its database name replaced by `name`.
+fn replace_db_name(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin_url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut url = format!("{}/{name}", &base[..host_part_end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_db_name;
+
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(replace_db_name("postgres://postgres@127.0.0.1:5432/test", "x"), "postgres://postgres@127.0.0.1:5432/x");
+        assert_eq!(replace_db_name("postgres://h:1/test?sslmode=disable", "x"), "postgres://h:1/x?sslmode=disable");
+        assert_eq!(replace_db_name("postgres://h", "x"), "postgres://h/x");
+    }
+}
