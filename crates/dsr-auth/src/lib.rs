@@ -1,1 +1,225 @@
+//! Who is calling: JWT validation on the server side, service tokens on the
+//! client side.
+//!
+//! - [`KeySet`]: verification keys from a JWKS document (a file, or inline
+//!   in the configuration). Only asymmetric keys are accepted (RS256, ES256,
+//!   EdDSA), so `alg: none` and HMAC tokens can never verify.
+//! - [`Validator`]: signature, key id, algorithm, issuer, audience, `exp` and
+//!   `nbf` (with a small leeway); yields a typed [`Principal`].
+//! - [`AuthLayer`]: a tower layer around one gRPC service with that service's
+//!   table of required scopes per RPC ([`ScopeRule`]); the principal reaches
+//!   the handler in the request extensions.
+//! - [`TokenSigner`] and [`ServiceTokenInterceptor`]: tokens minted for calls
+//!   between services.
+#![forbid(unsafe_code)]
 
+mod keys;
+mod layer;
+mod signer;
+
+pub use keys::{DevKeyPair, KeySet, generate_ed25519};
+pub use layer::{AuthLayer, AuthService, ScopeRule};
+pub use signer::{ServiceTokenInterceptor, TokenRequest, TokenSigner};
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use jsonwebtoken::Validation;
+use serde::{Deserialize, Serialize};
+
+/// Why a token or key was refused. Messages never contain token contents.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// No `authorization: Bearer` metadata.
+    #[error("no bearer token")]
+    Missing,
+    /// Not a JWT, or a header that does not parse (including `alg: none`).
+    #[error("token is malformed")]
+    Malformed,
+    /// The header has no `kid`, or names a key not in the key set.
+    #[error("token signed by an unknown key")]
+    UnknownKey,
+    /// The header's algorithm is not the key's.
+    #[error("token algorithm does not match its key")]
+    AlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// Expired (beyond the leeway).
+    #[error("token has expired")]
+    Expired,
+    /// Not valid yet (beyond the leeway).
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// Issued by an issuer not configured.
+    #[error("token issuer is not accepted")]
+    Issuer,
+    /// Meant for another audience.
+    #[error("token audience is not this service")]
+    Audience,
+    /// A required claim is missing or has the wrong type.
+    #[error("token claims are invalid")]
+    Claims,
+    /// The principal lacks a scope the RPC requires.
+    #[error("missing scope {0}")]
+    MissingScope(&'static str),
+    /// The RPC has no scope rule (a deployment error: refused to fail closed).
+    #[error("no scope rule for this method")]
+    NoRule,
+    /// A key in the key set is unusable.
+    #[error("key set is invalid: {0}")]
+    KeySet(String),
+    /// Signing failed.
+    #[error("cannot sign token: {0}")]
+    Signing(String),
+}
+
+impl Error {
+    /// Stable machine-readable reason for `google.rpc.ErrorInfo`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "TOKEN_MISSING",
+            Self::Malformed => "TOKEN_MALFORMED",
+            Self::UnknownKey => "TOKEN_KEY_UNKNOWN",
+            Self::AlgorithmMismatch => "TOKEN_ALGORITHM",
+            Self::BadSignature => "TOKEN_SIGNATURE",
+            Self::Expired => "TOKEN_EXPIRED",
+            Self::NotYetValid => "TOKEN_NOT_YET_VALID",
+            Self::Issuer => "TOKEN_ISSUER",
+            Self::Audience => "TOKEN_AUDIENCE",
+            Self::Claims => "TOKEN_CLAIMS",
+            Self::MissingScope(_) => "SCOPE_MISSING",
+            Self::NoRule => "NO_SCOPE_RULE",
+            Self::KeySet(_) => "KEY_SET_INVALID",
+            Self::Signing(_) => "SIGNING_FAILED",
+        }
+    }
+}
+
+/// The claims DSR Mesh reads from a token.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Who: a portal user, a case handler, or a service name.
+    pub sub: String,
+    /// Issuer.
+    pub iss: String,
+    /// Audience: one service name or several.
+    pub aud: Audience,
+    /// Expiry (seconds since the epoch).
+    pub exp: u64,
+    /// Not before (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Space-separated scopes (OAuth 2.0 `scope`).
+    #[serde(default)]
+    pub scope: String,
+    /// Token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// A token's audience: one value or a list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+/// The verified caller, available to handlers as a request extension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's subject.
+    pub subject: String,
+    /// The token's issuer.
+    pub issuer: String,
+    /// Granted scopes.
+    pub scopes: BTreeSet<String>,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+impl Principal {
+    /// Whether the principal holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+}
+
+/// What a validator accepts.
+#[derive(Clone, Debug)]
+pub struct ValidatorConfig {
+    /// Accepted issuers (`iss`). At least one.
+    pub issuers: Vec<String>,
+    /// This service's audience (`aud` must contain it).
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+/// Validates bearer tokens for one service.
+#[derive(Clone, Debug)]
+pub struct Validator {
+    keys: Arc<KeySet>,
+    cfg: ValidatorConfig,
+}
+
+impl Validator {
+    /// A validator with `keys` and `cfg`.
+    pub fn new(keys: Arc<KeySet>, cfg: ValidatorConfig) -> Self {
+        Self { keys, cfg }
+    }
+
+    /// The audience this validator checks.
+    pub fn audience(&self) -> &str {
+        &self.cfg.audience
+    }
+
+    /// Verifies `token` and returns the principal.
+    pub fn validate(&self, token: &str) -> Result<Principal, Error> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Malformed)?;
+        let kid = header.kid.as_deref().ok_or(Error::UnknownKey)?;
+        let (key, alg) = self.keys.get(kid).ok_or(Error::UnknownKey)?;
+        if header.alg != alg {
+            return Err(Error::AlgorithmMismatch);
+        }
+        let mut v = Validation::new(alg);
+        v.algorithms = vec![alg];
+        v.leeway = self.cfg.leeway_secs;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.set_issuer(&self.cfg.issuers);
+        v.set_audience(&[&self.cfg.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::InvalidSignature => Error::BadSignature,
+                K::ExpiredSignature => Error::Expired,
+                K::ImmatureSignature => Error::NotYetValid,
+                K::InvalidIssuer => Error::Issuer,
+                K::InvalidAudience => Error::Audience,
+                K::InvalidAlgorithm => Error::AlgorithmMismatch,
+                K::MissingRequiredClaim(_) | K::Json(_) | K::InvalidClaimFormat(_) => Error::Claims,
+                _ => Error::Malformed,
+            }
+        })?;
+        let c = data.claims;
+        Ok(Principal {
+            subject: c.sub,
+            issuer: c.iss,
+            scopes: c.scope.split_whitespace().map(str::to_owned).collect(),
+            expires_at: c.exp,
+        })
+    }
+}
+
+/// Seconds since the epoch, now.
+pub fn now_secs() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}

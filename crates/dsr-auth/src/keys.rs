@@ -1,0 +1,129 @@
+//! Verification keys (JWKS) and development key pairs.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::Error;
+
+/// Verification keys by key id. Holds only RS256, ES256 and EdDSA keys.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    keys: HashMap<String, (DecodingKey, Algorithm)>,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kids: Vec<&String> = self.keys.keys().collect();
+        kids.sort();
+        f.debug_struct("KeySet").field("kids", &kids).finish()
+    }
+}
+
+impl KeySet {
+    /// Reads a JWKS document (`{"keys": [...]}`). Every key needs a `kid`;
+    /// symmetric (`oct`) keys and algorithms other than RS256, ES256 and
+    /// EdDSA are refused, naming the key.
+    pub fn from_jwks_json(text: &str) -> Result<Self, Error> {
+        let set: JwkSet =
+            serde_json::from_str(text).map_err(|e| Error::KeySet(format!("not a JWKS document: {e}")))?;
+        let mut keys = HashMap::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| Error::KeySet(format!("key {i} has no kid")))?;
+            let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+                (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+                (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
+                    if p.curve == EllipticCurve::P256 =>
+                {
+                    Algorithm::ES256
+                }
+                (AlgorithmParameters::OctetKeyPair(p), None | Some(KeyAlgorithm::EdDSA))
+                    if p.curve == EllipticCurve::Ed25519 =>
+                {
+                    Algorithm::EdDSA
+                }
+                (AlgorithmParameters::OctetKey(_), _) => {
+                    return Err(Error::KeySet(format!("key {kid}: symmetric keys are not accepted")));
+                }
+                _ => {
+                    return Err(Error::KeySet(format!(
+                        "key {kid}: only RS256, ES256 (P-256) and EdDSA (Ed25519) keys are accepted"
+                    )));
+                }
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| Error::KeySet(format!("key {kid}: {e}")))?;
+            if keys.insert(kid.clone(), (key, alg)).is_some() {
+                return Err(Error::KeySet(format!("key id {kid} appears twice")));
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    /// Adds every key of `other`; a key id present in both is an error.
+    pub fn merge(&mut self, other: KeySet) -> Result<(), Error> {
+        for (kid, v) in other.keys {
+            if self.keys.contains_key(&kid) {
+                return Err(Error::KeySet(format!("key id {kid} appears twice")));
+            }
+            self.keys.insert(kid, v);
+        }
+        Ok(())
+    }
+
+    /// The key and algorithm for `kid`.
+    pub(crate) fn get(&self, kid: &str) -> Option<(&DecodingKey, Algorithm)> {
+        self.keys.get(kid).map(|(k, a)| (k, *a))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// A freshly generated Ed25519 key pair for development and tests.
+#[derive(Clone)]
+pub struct DevKeyPair {
+    /// Key id.
+    pub kid: String,
+    /// Private key, PKCS#8 PEM.
+    pub private_pem: String,
+    /// A JWKS document holding the public key.
+    pub jwks_json: String,
+}
+
+impl fmt::Debug for DevKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevKeyPair").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+/// Generates an Ed25519 key pair with key id `kid`.
+pub fn generate_ed25519(kid: &str) -> Result<DevKeyPair, Error> {
+    let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+    let private_pem = signing
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| Error::Signing(e.to_string()))?
+        .to_string();
+    let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+    let jwks_json = serde_json::json!({
+        "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" }]
+    })
+    .to_string();
+    Ok(DevKeyPair { kid: kid.to_owned(), private_pem, jwks_json })
+}
