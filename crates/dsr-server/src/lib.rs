@@ -1,1 +1,270 @@
+//! Serving a set of DSR Mesh gRPC services on an already-bound listener.
+//!
+//! [`serve`] mounts, next to the given services:
+//! - gRPC health (`grpc.health.v1.Health`), one status per service plus the
+//!   overall status "", all SERVING while up;
+//! - reflection v1 and v1alpha (grpcurl and Python clients use v1alpha);
+//! - a request context layer: a request id (`x-request-id`, taken from the
+//!   caller or made up), a span per call whose parent is the caller's W3C
+//!   trace context;
+//! - a server-wide concurrency limit with load shedding (RESOURCE_EXHAUSTED
+//!   when full) and tonic's per-request timeout, which also honours the
+//!   caller's `grpc-timeout`;
+//! - optional TLS (rustls), requiring client certificates when a CA is set.
+//!
+//! When the shutdown future completes, every health status turns
+//! NOT_SERVING, the listener closes (new connections are refused, open ones
+//! get GOAWAY so new calls are refused), and in-flight calls run to completion
+//! within the grace period.
+#![forbid(unsafe_code)]
 
+mod context;
+
+pub use context::{RequestContextLayer, RequestId};
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tower::ServiceBuilder;
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A TLS file could not be read.
+    #[error("cannot read {what} {path}: {source}")]
+    TlsFile {
+        /// Which file.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS configuration was refused.
+    #[error("invalid TLS configuration: {0}")]
+    Tls(#[source] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor sets.
+    #[error("invalid descriptor set for reflection: {0}")]
+    Reflection(String),
+    /// The server failed.
+    #[error("server error: {0}")]
+    Transport(#[source] tonic::transport::Error),
+}
+
+/// TLS settings: PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// How a server runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Longest a call may take; a shorter `grpc-timeout` from the caller wins.
+    pub request_timeout: Duration,
+    /// Most calls in progress at once across all connections; beyond it calls
+    /// are refused with RESOURCE_EXHAUSTED.
+    pub concurrency_limit: usize,
+    /// After shutdown starts, how long in-flight calls may still run.
+    pub shutdown_grace: Duration,
+    /// After health turns NOT_SERVING, how long to keep accepting calls so that
+    /// load balancers notice (0 in development, a few seconds on Kubernetes).
+    pub drain_delay: Duration,
+    /// TLS, or plaintext when `None`.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            concurrency_limit: 256,
+            shutdown_grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+            tls: None,
+        }
+    }
+}
+
+/// The gRPC services one server serves, with the descriptor sets reflection
+/// should describe.
+#[derive(Debug)]
+pub struct ServiceSet {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+    descriptor_sets: Vec<&'static [u8]>,
+}
+
+impl Default for ServiceSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServiceSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self { routes: RoutesBuilder::default(), names: Vec::new(), descriptor_sets: Vec::new() }
+    }
+
+    /// Adds a service.
+    pub fn add<S>(&mut self, svc: S) -> &mut Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(svc);
+        self
+    }
+
+    /// Adds an encoded `FileDescriptorSet` for reflection.
+    pub fn describe(&mut self, descriptor_set: &'static [u8]) -> &mut Self {
+        if !self.descriptor_sets.contains(&descriptor_set) {
+            self.descriptor_sets.push(descriptor_set);
+        }
+        self
+    }
+
+    /// The fully qualified names of the services added.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::TlsFile { what, path: path.clone(), source })
+}
+
+/// Builds the rustls configuration for `tls`.
+pub fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, Error> {
+    let identity = Identity::from_pem(read("certificate", &tls.cert)?, read("private key", &tls.key)?);
+    let mut cfg = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        cfg = cfg.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
+    }
+    Ok(cfg)
+}
+
+/// Serves `services` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    services: ServiceSet,
+    cfg: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let ServiceSet { mut routes, names, descriptor_sets } = services;
+    let local = listener.local_addr().ok();
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in &names {
+        reporter.set_service_status(*name, ServingStatus::Serving).await;
+    }
+
+    let mut v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let mut v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for set in &descriptor_sets {
+        v1 = v1.register_encoded_file_descriptor_set(set);
+        v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
+    }
+    let v1 = v1.build_v1().map_err(|e| Error::Reflection(e.to_string()))?;
+    let v1alpha = v1alpha.build_v1alpha().map_err(|e| Error::Reflection(e.to_string()))?;
+    routes.add_service(health).add_service(v1).add_service(v1alpha);
+
+    let layers = ServiceBuilder::new()
+        .layer(RequestContextLayer)
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.concurrency_limit))
+        .into_inner();
+    let mut builder = Server::builder().timeout(cfg.request_timeout);
+    if let Some(tls) = &cfg.tls {
+        builder = builder.tls_config(tls_config(tls)?).map_err(Error::Tls)?;
+    }
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_delay = cfg.drain_delay;
+    let signal = {
+        let reporter = reporter.clone();
+        let names = names.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: health NOT_SERVING, draining in-flight calls");
+            reporter.set_service_status("", ServingStatus::NotServing).await;
+            for name in names {
+                reporter.set_service_status(name, ServingStatus::NotServing).await;
+            }
+            if !drain_delay.is_zero() {
+                tokio::time::sleep(drain_delay).await;
+            }
+            let _ = stopping_tx.send(());
+        }
+    };
+
+    tracing::info!(addr = ?local, services = ?names, tls = cfg.tls.is_some(), "serving");
+    let server = builder
+        .layer(layers)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::pin!(server);
+    let grace = cfg.shutdown_grace;
+    let expired = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        res = &mut server => {
+            res.map_err(Error::Transport)?;
+            tracing::info!("stopped");
+        }
+        () = expired => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over: closing remaining calls");
+        }
+    }
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
+        () = term => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}
