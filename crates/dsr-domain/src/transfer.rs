@@ -651,8 +651,18 @@ pub struct TransferCheck<'a> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TransferPolicy {
     /// Categories that never leave the EEA, whatever the safeguard (the seed
-    /// policy: customer-survey data).
+    /// policy: customer-survey data). An entry covers the category of that id
+    /// and every category below it: "survey" covers "survey.answers".
     pub eea_only_categories: BTreeSet<String>,
+}
+
+impl TransferPolicy {
+    /// Whether `category` must stay in the EEA.
+    pub fn is_eea_only(&self, category: &str) -> bool {
+        self.eea_only_categories.iter().any(|p| {
+            category == p || (category.starts_with(p.as_str()) && category.as_bytes().get(p.len()) == Some(&b'.'))
+        })
+    }
 }
 
 struct Reasons(Vec<Reason>);
@@ -755,7 +765,7 @@ pub fn assess(
         CountryStatus::ThirdCountry => safeguard_basis(recipient, &country_name, on, &mut r),
     };
     if basis != TransferBasis::WithinEea {
-        for cat in check.categories.intersection(&policy.eea_only_categories) {
+        for cat in check.categories.iter().filter(|c| policy.is_eea_only(c)) {
             r.block(
                 ReasonCode::EeaOnlyCategory,
                 format!("category {cat} may not leave the EEA under the controller's policy"),
@@ -932,7 +942,7 @@ mod tests {
 
     fn check(rec: &Recipient, cats: &[&str]) -> Assessment {
         let cats: BTreeSet<String> = cats.iter().map(|c| (*c).to_owned()).collect();
-        let policy = TransferPolicy { eea_only_categories: ["survey.answers".to_owned()].into() };
+        let policy = TransferPolicy { eea_only_categories: ["survey".to_owned()].into() };
         assess(rec, &TransferCheck { categories: &cats, controller: None, on: d("2026-11-23") }, &CountryTables::shipped(), &policy)
     }
 
@@ -978,6 +988,15 @@ mod tests {
             assert_eq!((a.lawful, a.basis), (lawful, basis), "{name}: {:?}", a.reasons);
             assert_eq!(codes(&a), want, "{name}");
         }
+    }
+
+    #[test]
+    fn eea_only_patterns_cover_sub_categories() {
+        let p = TransferPolicy { eea_only_categories: ["survey".to_owned()].into() };
+        assert!(p.is_eea_only("survey"));
+        assert!(p.is_eea_only("survey.answers"));
+        assert!(!p.is_eea_only("surveyor.name"));
+        assert!(!p.is_eea_only("contact.email"));
     }
 
     #[test]

@@ -1,0 +1,21 @@
+//! Schema migrations of the transfer registry, one file each, recorded in
+//! their own table (`seaql_migrations_transfer`) so services can share a
+//! PostgreSQL database.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_recipient;
+
+/// The registry's migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migration_table_name() -> DynIden {
+        "seaql_migrations_transfer".into_iden()
+    }
+
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_recipient::Migration)]
+    }
+}
