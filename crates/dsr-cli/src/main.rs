@@ -1,1 +1,254 @@
-fn main() {}
+//! `dsr`: one binary for every DSR Mesh service and its tools.
+//!
+//! - `dsr up`: the embedded mesh: every service on its own loopback port,
+//!   SQLite files and development keys in the data directory, the reference
+//!   data seeded.
+//! - `dsr serve <service>`: one service, as on Kubernetes.
+//! - `dsr migrate`, `dsr token`, `dsr transfers …`: operations and local use.
+#![forbid(unsafe_code)]
+
+mod config;
+mod dev;
+mod services;
+mod transfers;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+use crate::services::{Schema, ServiceKind, Trust};
+
+#[derive(Debug, Parser)]
+#[command(name = "dsr", version, about = "DSR Mesh: data-subject-rights engine")]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "DSR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite files, development keys).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log filter, e.g. "info" or "info,dsr_server=debug".
+    #[arg(long, global = true)]
+    log: Option<String>,
+    /// Log format: auto, pretty or json.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service on loopback ports with SQLite and development keys.
+    Up(UpArgs),
+    /// Run one service.
+    Serve(ServeArgs),
+    /// Apply database migrations.
+    Migrate(MigrateArgs),
+    /// Mint a development token from the data directory's key (local use only).
+    Token(TokenArgs),
+    /// Work with the transfer registry.
+    Transfers(transfers::TransfersArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// First port; each service takes the next one.
+    #[arg(long)]
+    base_port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Which service.
+    service: ServiceKind,
+    /// Address to listen on, e.g. 0.0.0.0:50051.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Database URL (sqlite://… or postgres://…).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Apply pending migrations before serving.
+    #[arg(long)]
+    migrate: bool,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// Services to migrate (default: all).
+    services: Vec<ServiceKind>,
+    /// Database URL (sqlite://… or postgres://…).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Scopes (default: every scope of every service).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Audiences (default: every service).
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    /// Subject.
+    #[arg(long, default_value = "dev-portal")]
+    subject: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl_secs: u64,
+}
+
+fn flags(cli: &Cli) -> Overrides {
+    use toml::Value as V;
+    let mut f: Overrides = Vec::new();
+    if let Some(d) = &cli.data_dir {
+        f.push(("data_dir", V::String(d.display().to_string())));
+    }
+    if let Some(l) = &cli.log {
+        f.push(("log", V::String(l.clone())));
+    }
+    if let Some(l) = &cli.log_format {
+        f.push(("log_format", V::String(l.clone())));
+    }
+    match &cli.command {
+        Command::Up(a) => {
+            if let Some(p) = a.base_port {
+                f.push(("up.base_port", V::Integer(i64::from(p))));
+            }
+        }
+        Command::Serve(a) => {
+            if let Some(l) = &a.listen {
+                f.push(("server.listen", V::String(l.clone())));
+            }
+            if let Some(u) = &a.database_url {
+                f.push(("database.url", V::String(u.clone())));
+            }
+            if a.migrate {
+                f.push(("database.migrate_on_start", V::Boolean(true)));
+            }
+        }
+        Command::Migrate(a) => {
+            if let Some(u) = &a.database_url {
+                f.push(("database.url", V::String(u.clone())));
+            }
+        }
+        Command::Token(_) | Command::Transfers(_) => {}
+    }
+    f
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref(), std::env::vars(), flags(&cli)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dsr: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dsr: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli, cfg));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dsr: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn telemetry(cfg: &Config, service: &str) -> anyhow::Result<dsr_telemetry::TelemetryGuard> {
+    let mut t = dsr_telemetry::TelemetryConfig::from_env(service);
+    t.filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cfg.log.clone());
+    t.log_format = dsr_telemetry::LogFormat::parse(&cfg.log_format).unwrap_or_default();
+    if !cfg.otlp_endpoint.is_empty() {
+        t.otlp_endpoint = Some(cfg.otlp_endpoint.clone());
+    }
+    let key = dev::redaction_key(&cfg.redaction_key_file, &cfg.data_dir)?;
+    dsr_telemetry::set_redaction_key(key);
+    Ok(dsr_telemetry::init(&t)?)
+}
+
+async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(_) => {
+            let guard = telemetry(&cfg, "dsr")?;
+            let res = up::run(&cfg).await;
+            tokio::task::spawn_blocking(move || guard.shutdown()).await?;
+            res
+        }
+        Command::Serve(args) => {
+            let guard = telemetry(&cfg, &format!("dsr-{}", args.service.name()))?;
+            let res = serve(&cfg, args.service).await;
+            tokio::task::spawn_blocking(move || guard.shutdown()).await?;
+            res
+        }
+        Command::Migrate(args) => {
+            let guard = telemetry(&cfg, "dsr-migrate")?;
+            let kinds = if args.services.is_empty() { ServiceKind::ALL.to_vec() } else { args.services };
+            let res = migrate(&cfg, &kinds).await;
+            tokio::task::spawn_blocking(move || guard.shutdown()).await?;
+            res
+        }
+        Command::Token(args) => token(&cfg, args),
+        Command::Transfers(args) => transfers::run(&cfg, args).await,
+    }
+}
+
+async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
+    let trust = Trust::from_config(cfg, &[], &[])?;
+    let schema = if cfg.database.migrate_on_start { Schema::Migrate } else { Schema::Require };
+    let set = services::prepare(kind, cfg, &trust, schema).await?;
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    dsr_server::serve(listener, set, &cfg.server_config(), dsr_server::shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn migrate(cfg: &Config, kinds: &[ServiceKind]) -> anyhow::Result<()> {
+    for kind in kinds {
+        let db = dsr_store::connect(&kind.database_url(cfg), &dsr_store::StoreConfig::default())
+            .await
+            .with_context(|| format!("{}: cannot open its database", kind.name()))?;
+        let applied = kind.migrate(&db).await.with_context(|| format!("{}: migration failed", kind.name()))?;
+        tracing::info!(service = kind.name(), applied, "migrated");
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn token(cfg: &Config, args: TokenArgs) -> anyhow::Result<()> {
+    let key = dev::load_dev_key(&cfg.data_dir)?;
+    let signer = dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?;
+    let scopes = if args.scopes.is_empty() {
+        ServiceKind::ALL.iter().flat_map(|k| k.scopes().iter().map(|s| (*s).to_owned())).collect()
+    } else {
+        args.scopes
+    };
+    let audiences = if args.audiences.is_empty() {
+        ServiceKind::ALL.iter().map(|k| k.audience().to_owned()).collect()
+    } else {
+        args.audiences
+    };
+    let token = signer.mint(&dsr_auth::TokenRequest {
+        subject: args.subject,
+        audiences,
+        scopes,
+        ttl: Duration::from_secs(args.ttl_secs),
+    })?;
+    println!("{token}");
+    Ok(())
+}

@@ -221,7 +221,8 @@ pub async fn serve(
         }
     };
 
-    tracing::info!(addr = ?local, services = ?names, tls = cfg.tls.is_some(), "serving");
+    let addr = local.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(%addr, services = ?names, tls = cfg.tls.is_some(), "serving");
     let server = builder
         .layer(layers)
         .add_routes(routes.routes())

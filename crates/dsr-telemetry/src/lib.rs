@@ -3,7 +3,8 @@
 //! - [`init`]: a `tracing` subscriber, pretty on a terminal and JSON
 //!   otherwise, plus OpenTelemetry trace export over OTLP/gRPC when an
 //!   endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`), and nothing when
-//!   not.
+//!   not; metrics go the same way (instruments are made with
+//!   `opentelemetry::global::meter`, and are no-ops without an endpoint).
 //! - [`propagation`]: W3C `traceparent` read from incoming gRPC metadata and
 //!   written into outgoing calls, so one request is one trace across services.
 //! - [`Redacted`]: shows identity values as a keyed short hash.
@@ -23,6 +24,7 @@ use std::io::IsTerminal;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -98,6 +100,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
 }
 
 impl TelemetryGuard {
@@ -112,6 +115,10 @@ impl TelemetryGuard {
         if let Some(p) = self.provider.take() {
             let _ = p.force_flush();
             let _ = p.shutdown();
+        }
+        if let Some(m) = self.meters.take() {
+            let _ = m.force_flush();
+            let _ = m.shutdown();
         }
     }
 }
@@ -139,6 +146,14 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
         Some(endpoint) => Some(otlp_provider(&cfg.service_name, endpoint)?),
         None => None,
     };
+    let meters = match &cfg.otlp_endpoint {
+        Some(endpoint) => {
+            let m = otlp_meters(&cfg.service_name, endpoint)?;
+            opentelemetry::global::set_meter_provider(m.clone());
+            Some(m)
+        }
+        None => None,
+    };
     let otel_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer().with_tracer(p.tracer(cfg.service_name.clone()))
     });
@@ -148,7 +163,19 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
         .with(otel_layer)
         .try_init()
         .map_err(|_| Error::AlreadyInstalled)?;
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider, meters })
+}
+
+fn otlp_meters(service: &str, endpoint: &str) -> Result<SdkMeterProvider, Error> {
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| Error::Exporter(e.to_string()))?;
+    Ok(SdkMeterProvider::builder()
+        .with_periodic_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+        .build())
 }
 
 fn otlp_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider, Error> {

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod entity;
+pub mod metrics;
 pub mod grpc;
 pub mod migration;
 pub mod registry;

@@ -1,0 +1,347 @@
+//! Configuration: defaults, then a TOML file, then `DSR_`-prefixed
+//! environment variables, then command-line flags; validated before anything
+//! starts. A nested key is written with `__` in the environment:
+//! `DSR_DATABASE__URL`, `DSR_SERVER__CONCURRENCY_LIMIT`. Values are read as
+//! TOML when they parse (`30`, `true`, `["a","b"]`) and as strings otherwise.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where SQLite files, development keys and outboxes live.
+    pub data_dir: PathBuf,
+    /// Log filter (`RUST_LOG` syntax).
+    pub log: String,
+    /// auto, pretty or json.
+    pub log_format: String,
+    /// OTLP/gRPC endpoint for traces; empty for none. Defaults to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: String,
+    /// A file holding the 32-byte redaction key (hex); empty: a key is kept in
+    /// the data directory.
+    pub redaction_key_file: String,
+    pub server: ServerSection,
+    pub auth: AuthSection,
+    pub database: DatabaseSection,
+    pub up: UpSection,
+    pub transfer_registry: TransferRegistrySection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerSection {
+    /// Address `dsr serve` listens on.
+    pub listen: String,
+    pub request_timeout_secs: u64,
+    pub concurrency_limit: usize,
+    pub shutdown_grace_secs: u64,
+    pub drain_delay_secs: u64,
+    /// PEM certificate chain; TLS is on when set.
+    pub tls_cert: String,
+    /// PEM private key.
+    pub tls_key: String,
+    /// PEM CA for client certificates; mutual TLS when set.
+    pub tls_client_ca: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthSection {
+    /// Accepted token issuers.
+    pub issuers: Vec<String>,
+    /// A JWKS file with the verification keys.
+    pub jwks_file: String,
+    /// A JWKS document inline.
+    pub jwks: String,
+    /// Clock skew tolerated, seconds.
+    pub leeway_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatabaseSection {
+    /// `sqlite://…` or `postgres://…`; empty: a SQLite file per service in the
+    /// data directory.
+    pub url: String,
+    pub max_connections: u32,
+    /// Apply pending migrations when `dsr serve` starts (`dsr up` always does).
+    pub migrate_on_start: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpSection {
+    /// First port; each service takes the next.
+    pub base_port: u16,
+    /// Loopback address the services bind.
+    pub host: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TransferRegistrySection {
+    /// Seed file; empty: the shipped seed. Seeds only an empty registry.
+    pub seed_file: String,
+    /// Seed at start.
+    pub seed: bool,
+    /// Country tables (EEA, adequacy); empty: the shipped tables.
+    pub countries_file: String,
+    /// Window of the "reviews due" metric, days.
+    pub review_window_days: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./dsr-data"),
+            log: "info".into(),
+            log_format: "auto".into(),
+            otlp_endpoint: String::new(),
+            redaction_key_file: String::new(),
+            server: ServerSection {
+                listen: "127.0.0.1:50051".into(),
+                request_timeout_secs: 30,
+                concurrency_limit: 256,
+                shutdown_grace_secs: 30,
+                drain_delay_secs: 0,
+                tls_cert: String::new(),
+                tls_key: String::new(),
+                tls_client_ca: String::new(),
+            },
+            auth: AuthSection { issuers: vec![], jwks_file: String::new(), jwks: String::new(), leeway_secs: 30 },
+            database: DatabaseSection { url: String::new(), max_connections: 10, migrate_on_start: false },
+            up: UpSection { base_port: 50051, host: "127.0.0.1".into() },
+            transfer_registry: TransferRegistrySection {
+                seed_file: String::new(),
+                seed: true,
+                countries_file: String::new(),
+                review_window_days: 30,
+            },
+        }
+    }
+}
+
+/// Flags given on the command line, as (dotted key, value) pairs.
+pub(crate) type Overrides = Vec<(&'static str, toml::Value)>;
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn set_path(root: &mut toml::Value, path: &[&str], value: toml::Value) {
+    let mut cur = root;
+    for (i, key) in path.iter().enumerate() {
+        let table = match cur {
+            toml::Value::Table(t) => t,
+            other => {
+                *other = toml::Value::Table(toml::map::Map::new());
+                let toml::Value::Table(t) = other else { unreachable!("just set") };
+                t
+            }
+        };
+        if i == path.len() - 1 {
+            table.insert((*key).to_owned(), value);
+            return;
+        }
+        cur = table.entry((*key).to_owned()).or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
+    }
+}
+
+fn env_value(raw: &str, default: Option<&toml::Value>) -> toml::Value {
+    // A string setting takes the text as it is; others parse as TOML.
+    if matches!(default, Some(toml::Value::String(_))) {
+        return toml::Value::String(raw.to_owned());
+    }
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+fn lookup<'a>(root: &'a toml::Value, path: &[&str]) -> Option<&'a toml::Value> {
+    path.iter().try_fold(root, |cur, k| cur.get(k))
+}
+
+impl Config {
+    /// Layers defaults, the file (if any), the environment and `flags`.
+    pub(crate) fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: Overrides,
+    ) -> anyhow::Result<Self> {
+        let mut value = toml::Value::try_from(Config::default()).context("serialising defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let over: toml::Value =
+                toml::from_str(&text).with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            merge(&mut value, over);
+        }
+        let defaults = toml::Value::try_from(Config::default())?;
+        for (key, raw) in env {
+            let Some(rest) = key.strip_prefix("DSR_") else { continue };
+            // Variables that are not settings: the config path, tokens, test hooks.
+            if matches!(rest, "CONFIG" | "TOKEN" | "ENDPOINT") || rest.starts_with("TEST_") {
+                continue;
+            }
+            let lower = rest.to_ascii_lowercase();
+            let path: Vec<&str> = lower.split("__").collect();
+            if lookup(&defaults, &path).is_none() {
+                bail!("unknown setting in environment variable {key} (nested keys use __, e.g. DSR_DATABASE__URL)");
+            }
+            let v = env_value(&raw, lookup(&defaults, &path));
+            set_path(&mut value, &path, v);
+        }
+        for (key, v) in flags {
+            let path: Vec<&str> = key.split('.').collect();
+            set_path(&mut value, &path, v);
+        }
+        let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow::anyhow!("invalid configuration: {path}: {}", e.into_inner().message().trim())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if dsr_telemetry::LogFormat::parse(&self.log_format).is_none() {
+            bail!("invalid configuration: log_format must be auto, pretty or json");
+        }
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            bail!("invalid configuration: server.listen must be host:port, e.g. 0.0.0.0:50051");
+        }
+        if self.server.request_timeout_secs == 0 {
+            bail!("invalid configuration: server.request_timeout_secs must be at least 1");
+        }
+        if self.server.concurrency_limit == 0 {
+            bail!("invalid configuration: server.concurrency_limit must be at least 1");
+        }
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            bail!("invalid configuration: server.tls_cert and server.tls_key go together");
+        }
+        if !self.server.tls_client_ca.is_empty() && self.server.tls_cert.is_empty() {
+            bail!("invalid configuration: server.tls_client_ca needs server.tls_cert and server.tls_key");
+        }
+        for (name, path) in [
+            ("server.tls_cert", &self.server.tls_cert),
+            ("server.tls_key", &self.server.tls_key),
+            ("server.tls_client_ca", &self.server.tls_client_ca),
+            ("auth.jwks_file", &self.auth.jwks_file),
+            ("transfer_registry.seed_file", &self.transfer_registry.seed_file),
+            ("transfer_registry.countries_file", &self.transfer_registry.countries_file),
+            ("redaction_key_file", &self.redaction_key_file),
+        ] {
+            if !path.is_empty() && !Path::new(path).is_file() {
+                bail!("invalid configuration: {name}: no such file {path}");
+            }
+        }
+        if !self.database.url.is_empty() {
+            dsr_store::backend_of(&self.database.url).context("invalid configuration: database.url")?;
+        }
+        if self.database.max_connections == 0 {
+            bail!("invalid configuration: database.max_connections must be at least 1");
+        }
+        if self.up.host.parse::<std::net::IpAddr>().is_err() {
+            bail!("invalid configuration: up.host must be an IP address");
+        }
+        if self.auth.issuers.iter().any(|i| i.trim().is_empty()) {
+            bail!("invalid configuration: auth.issuers has an empty entry");
+        }
+        if self.transfer_registry.review_window_days > 3650 {
+            bail!("invalid configuration: transfer_registry.review_window_days must be at most 3650");
+        }
+        Ok(())
+    }
+
+    /// The TLS settings, when TLS is on.
+    pub(crate) fn tls(&self) -> Option<dsr_server::TlsConfig> {
+        (!self.server.tls_cert.is_empty()).then(|| dsr_server::TlsConfig {
+            cert: PathBuf::from(&self.server.tls_cert),
+            key: PathBuf::from(&self.server.tls_key),
+            client_ca: (!self.server.tls_client_ca.is_empty()).then(|| PathBuf::from(&self.server.tls_client_ca)),
+        })
+    }
+
+    /// The server runtime settings.
+    pub(crate) fn server_config(&self) -> dsr_server::ServerConfig {
+        use std::time::Duration;
+        dsr_server::ServerConfig {
+            request_timeout: Duration::from_secs(self.server.request_timeout_secs),
+            concurrency_limit: self.server.concurrency_limit,
+            shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
+            drain_delay: Duration::from_secs(self.server.drain_delay_secs),
+            tls: self.tls(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dsr.toml");
+        std::fs::write(&file, "log = \"debug\"\n[server]\nconcurrency_limit = 10\nrequest_timeout_secs = 5\n").unwrap();
+        let cfg = Config::load(
+            Some(&file),
+            env(&[("DSR_SERVER__CONCURRENCY_LIMIT", "20"), ("DSR_DATA_DIR", "/tmp/x"), ("DSR_TEST_POSTGRES_URL", "ignored"), ("PATH", "/bin")]),
+            vec![("server.concurrency_limit", toml::Value::Integer(30))],
+        )
+        .unwrap();
+        assert_eq!(cfg.log, "debug"); // file
+        assert_eq!(cfg.server.request_timeout_secs, 5); // file
+        assert_eq!(cfg.data_dir, PathBuf::from("/tmp/x")); // env
+        assert_eq!(cfg.server.concurrency_limit, 30); // flag beats env beats file
+        assert_eq!(cfg.server.shutdown_grace_secs, 30); // default
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let err = Config::load(None, env(&[("DSR_DATABSE__URL", "x")]), vec![]).unwrap_err().to_string();
+        assert!(err.contains("DSR_DATABSE__URL"), "{err}");
+        let err = Config::load(None, env(&[("DSR_SERVER__CONCURRENCY_LIMIT", "lots")]), vec![]).unwrap_err().to_string();
+        assert!(err.contains("concurrency_limit"), "{err}");
+        let err = Config::load(None, env(&[("DSR_DATABASE__URL", "mysql://h/db")]), vec![]).unwrap_err();
+        assert!(format!("{err:#}").contains("database.url"), "{err:#}");
+        let err = Config::load(None, vec![], vec![("server.listen", toml::Value::String("nowhere".into()))]).unwrap_err().to_string();
+        assert!(err.contains("server.listen"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dsr.toml");
+        std::fs::write(&file, "[server]\nlisten_port = 1\n").unwrap();
+        let err = Config::load(Some(&file), vec![], vec![]).unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn string_settings_keep_their_text() {
+        let cfg = Config::load(None, env(&[("DSR_LOG", "info,dsr_server=debug"), ("DSR_AUTH__ISSUERS", "[\"a\", \"b\"]")]), vec![]).unwrap();
+        assert_eq!(cfg.log, "info,dsr_server=debug");
+        assert_eq!(cfg.auth.issuers, ["a", "b"]);
+    }
+}

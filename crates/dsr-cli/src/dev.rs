@@ -1,0 +1,104 @@
+//! The data directory's development material: the signing key that local
+//! tools mint tokens with, its JWKS, and the redaction key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// Issuer of development tokens.
+pub(crate) const DEV_ISSUER: &str = "dsr-dev";
+
+const KEY_FILE: &str = "dev-signing-key.pem";
+const JWKS_FILE: &str = "dev-jwks.json";
+const META_FILE: &str = "dev-signing-key.json";
+const REDACTION_FILE: &str = "redaction.key";
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    kid: String,
+    issuer: String,
+}
+
+/// The development signing key of a data directory.
+#[derive(Debug)]
+pub(crate) struct DevKey {
+    pub(crate) kid: String,
+    pub(crate) private_pem: String,
+    pub(crate) jwks_path: PathBuf,
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// Creates the development key in `dir` unless it exists; returns it.
+pub(crate) fn ensure_dev_key(dir: &Path) -> anyhow::Result<DevKey> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    if !dir.join(KEY_FILE).exists() {
+        let kid = format!("dev-{}", &uuid_like()[..8]);
+        let pair = dsr_auth::generate_ed25519(&kid)?;
+        write_private(&dir.join(KEY_FILE), &pair.private_pem)?;
+        std::fs::write(dir.join(JWKS_FILE), &pair.jwks_json)?;
+        std::fs::write(
+            dir.join(META_FILE),
+            serde_json::to_string_pretty(&Meta { kid, issuer: DEV_ISSUER.into() })?,
+        )?;
+    }
+    load_dev_key(dir)
+}
+
+/// Loads the development key of `dir`.
+pub(crate) fn load_dev_key(dir: &Path) -> anyhow::Result<DevKey> {
+    let meta_path = dir.join(META_FILE);
+    let meta: Meta = serde_json::from_str(&std::fs::read_to_string(&meta_path).with_context(|| {
+        format!("no development key in {} (run `dsr up` once to create it)", dir.display())
+    })?)
+    .with_context(|| format!("{} is not valid", meta_path.display()))?;
+    let private_pem = std::fs::read_to_string(dir.join(KEY_FILE))
+        .with_context(|| format!("cannot read {}", dir.join(KEY_FILE).display()))?;
+    Ok(DevKey { kid: meta.kid, private_pem, jwks_path: dir.join(JWKS_FILE) })
+}
+
+/// The redaction key: from `file` (64 hex digits) when given, else kept in
+/// the data directory (created once), so hashes in logs stay comparable
+/// across restarts.
+pub(crate) fn redaction_key(file: &str, dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = if file.is_empty() { dir.join(REDACTION_FILE) } else { PathBuf::from(file) };
+    if file.is_empty() && !path.exists() {
+        std::fs::create_dir_all(dir)?;
+        write_private(&path, &format!("{}\n", uuid_like()))?;
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = hex_decode(text.trim()).with_context(|| format!("{} must hold 64 hex digits", path.display()))?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("{} must hold 64 hex digits", path.display()))
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// 64 random hex digits.
+fn uuid_like() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("{a}{b}")
+}
