@@ -3,7 +3,10 @@
 use std::{env, path::PathBuf};
 
 const PROTO_ROOT: &str = "../../proto";
-const PROTOS: &[&str] = &["dsr/common/v1/common.proto", "dsr/transfer/v1/transfer.proto"];
+const PROTOS: &[&str] = &[
+    "dsr/common/v1/common.proto",
+    "dsr/transfer/v1/transfer.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

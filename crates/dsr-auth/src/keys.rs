@@ -31,8 +31,8 @@ impl KeySet {
     /// symmetric (`oct`) keys and algorithms other than RS256, ES256 and
     /// EdDSA are refused, naming the key.
     pub fn from_jwks_json(text: &str) -> Result<Self, Error> {
-        let set: JwkSet =
-            serde_json::from_str(text).map_err(|e| Error::KeySet(format!("not a JWKS document: {e}")))?;
+        let set: JwkSet = serde_json::from_str(text)
+            .map_err(|e| Error::KeySet(format!("not a JWKS document: {e}")))?;
         let mut keys = HashMap::new();
         for (i, jwk) in set.keys.iter().enumerate() {
             let kid = jwk
@@ -53,7 +53,9 @@ impl KeySet {
                     Algorithm::EdDSA
                 }
                 (AlgorithmParameters::OctetKey(_), _) => {
-                    return Err(Error::KeySet(format!("key {kid}: symmetric keys are not accepted")));
+                    return Err(Error::KeySet(format!(
+                        "key {kid}: symmetric keys are not accepted"
+                    )));
                 }
                 _ => {
                     return Err(Error::KeySet(format!(
@@ -61,7 +63,8 @@ impl KeySet {
                     )));
                 }
             };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| Error::KeySet(format!("key {kid}: {e}")))?;
+            let key =
+                DecodingKey::from_jwk(jwk).map_err(|e| Error::KeySet(format!("key {kid}: {e}")))?;
             if keys.insert(kid.clone(), (key, alg)).is_some() {
                 return Err(Error::KeySet(format!("key id {kid} appears twice")));
             }
@@ -109,7 +112,9 @@ pub struct DevKeyPair {
 
 impl fmt::Debug for DevKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DevKeyPair").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("DevKeyPair")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -125,5 +130,9 @@ pub fn generate_ed25519(kid: &str) -> Result<DevKeyPair, Error> {
         "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" }]
     })
     .to_string();
-    Ok(DevKeyPair { kid: kid.to_owned(), private_pem, jwks_json })
+    Ok(DevKeyPair {
+        kid: kid.to_owned(),
+        private_pem,
+        jwks_json,
+    })
 }

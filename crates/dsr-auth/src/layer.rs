@@ -40,7 +40,11 @@ impl AuthLayer {
 impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, validator: self.validator.clone(), rules: self.rules }
+        AuthService {
+            inner,
+            validator: self.validator.clone(),
+            rules: self.rules,
+        }
     }
 }
 
@@ -59,7 +63,9 @@ impl<S: NamedService> NamedService for AuthService<S> {
 /// The gRPC status for an authentication or authorisation failure.
 pub(crate) fn status_for(err: &Error) -> tonic::Status {
     let (code, message) = match err {
-        Error::MissingScope(_) | Error::NoRule => (tonic::Code::PermissionDenied, "permission denied"),
+        Error::MissingScope(_) | Error::NoRule => {
+            (tonic::Code::PermissionDenied, "permission denied")
+        }
         Error::Missing => (tonic::Code::Unauthenticated, "authentication required"),
         Error::KeySet(_) | Error::Signing(_) => (tonic::Code::Internal, "internal error"),
         Error::Malformed
@@ -84,7 +90,9 @@ pub(crate) fn status_for(err: &Error) -> tonic::Status {
 }
 
 fn bearer(headers: &http::HeaderMap) -> Result<&str, Error> {
-    let value = headers.get(http::header::AUTHORIZATION).ok_or(Error::Missing)?;
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(Error::Missing)?;
     let value = value.to_str().map_err(|_| Error::Malformed)?;
     let (scheme, token) = value.split_once(' ').ok_or(Error::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
@@ -101,7 +109,10 @@ fn authorise(
 ) -> Result<Principal, Error> {
     let principal = validator.validate(bearer(headers)?)?;
     let method = path.rsplit('/').next().unwrap_or_default();
-    let rule = rules.iter().find(|r| r.method == method).ok_or(Error::NoRule)?;
+    let rule = rules
+        .iter()
+        .find(|r| r.method == method)
+        .ok_or(Error::NoRule)?;
     if let Some(missing) = rule.scopes.iter().find(|s| !principal.has_scope(s)) {
         return Err(Error::MissingScope(missing));
     }
@@ -146,5 +157,9 @@ where
 
 /// "service" or "user", for logs (the subject itself may identify a person).
 fn principal_kind(p: &Principal) -> &'static str {
-    if p.subject.starts_with("service:") { "service" } else { "user" }
+    if p.subject.starts_with("service:") {
+        "service"
+    } else {
+        "user"
+    }
 }

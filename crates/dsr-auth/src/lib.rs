@@ -198,6 +198,8 @@ impl Validator {
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
+            // ErrorKind is non-exhaustive: every other kind is a malformed token.
+            #[allow(clippy::wildcard_enum_match_arm)]
             match e.kind() {
                 K::InvalidSignature => Error::BadSignature,
                 K::ExpiredSignature => Error::Expired,

@@ -18,7 +18,10 @@ pub struct TokenSigner {
 
 impl fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSigner").field("kid", &self.kid).field("issuer", &self.issuer).finish()
+        f.debug_struct("TokenSigner")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .finish()
     }
 }
 
@@ -38,8 +41,13 @@ pub struct TokenRequest {
 impl TokenSigner {
     /// A signer from a PKCS#8 PEM Ed25519 private key.
     pub fn from_ed25519_pem(pem: &str, kid: &str, issuer: &str) -> Result<Self, Error> {
-        let key = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| Error::Signing(e.to_string()))?;
-        Ok(Self { key, kid: kid.to_owned(), issuer: issuer.to_owned() })
+        let key =
+            EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| Error::Signing(e.to_string()))?;
+        Ok(Self {
+            key,
+            kid: kid.to_owned(),
+            issuer: issuer.to_owned(),
+        })
     }
 
     /// The issuer written into tokens.
@@ -80,7 +88,9 @@ pub struct ServiceTokenInterceptor {
 
 impl fmt::Debug for ServiceTokenInterceptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceTokenInterceptor").field("subject", &self.request.subject).finish()
+        f.debug_struct("ServiceTokenInterceptor")
+            .field("subject", &self.request.subject)
+            .finish()
     }
 }
 
@@ -88,16 +98,23 @@ impl ServiceTokenInterceptor {
     /// Tokens for `request.subject` (the calling service) with `request`'s
     /// audiences and scopes.
     pub fn new(signer: Arc<TokenSigner>, request: TokenRequest) -> Self {
-        Self { signer, request, cached: Arc::new(Mutex::new(None)) }
+        Self {
+            signer,
+            request,
+            cached: Arc::new(Mutex::new(None)),
+        }
     }
 
     fn token(&self) -> Result<String, Error> {
-        let mut cached = self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let margin = (self.request.ttl.as_secs() / 5).max(5);
-        if let Some((token, exp)) = cached.as_ref() {
-            if now_secs() + margin < *exp {
-                return Ok(token.clone());
-            }
+        if let Some((token, exp)) = cached.as_ref()
+            && now_secs() + margin < *exp
+        {
+            return Ok(token.clone());
         }
         let token = self.signer.mint(&self.request)?;
         *cached = Some((token.clone(), now_secs() + self.request.ttl.as_secs()));
@@ -107,7 +124,9 @@ impl ServiceTokenInterceptor {
 
 impl tonic::service::Interceptor for ServiceTokenInterceptor {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let token = self.token().map_err(|_| tonic::Status::internal("cannot mint service token"))?;
+        let token = self
+            .token()
+            .map_err(|_| tonic::Status::internal("cannot mint service token"))?;
         let value = format!("Bearer {token}")
             .parse()
             .map_err(|_| tonic::Status::internal("cannot mint service token"))?;

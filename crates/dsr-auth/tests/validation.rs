@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use dsr_auth::{Audience, Claims, Error, KeySet, TokenRequest, TokenSigner, Validator, ValidatorConfig, now_secs};
+use dsr_auth::{
+    Audience, Claims, Error, KeySet, TokenRequest, TokenSigner, Validator, ValidatorConfig,
+    now_secs,
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 const JWKS: &str = include_str!("fixtures/jwks.json");
@@ -13,7 +16,11 @@ const JWKS: &str = include_str!("fixtures/jwks.json");
 fn validator() -> Validator {
     Validator::new(
         Arc::new(KeySet::from_jwks_json(JWKS).unwrap()),
-        ValidatorConfig { issuers: vec!["https://idp.test".into()], audience: "dsr-transfer-registry".into(), leeway_secs: 30 },
+        ValidatorConfig {
+            issuers: vec!["https://idp.test".into()],
+            audience: "dsr-transfer-registry".into(),
+            leeway_secs: 30,
+        },
     )
 }
 
@@ -32,11 +39,13 @@ fn claims() -> Claims {
 }
 
 fn sign(alg: Algorithm, kid: &str, claims: &Claims) -> String {
-    let key = match alg {
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-1.pem")).unwrap(),
-        Algorithm::ES256 => EncodingKey::from_ec_pem(include_bytes!("fixtures/ec-1.pem")).unwrap(),
-        Algorithm::EdDSA => EncodingKey::from_ed_pem(include_bytes!("fixtures/ed-1.pem")).unwrap(),
-        other => panic!("no fixture for {other:?}"),
+    let key = if alg == Algorithm::RS256 {
+        EncodingKey::from_rsa_pem(include_bytes!("fixtures/rsa-1.pem")).unwrap()
+    } else if alg == Algorithm::ES256 {
+        EncodingKey::from_ec_pem(include_bytes!("fixtures/ec-1.pem")).unwrap()
+    } else {
+        assert_eq!(alg, Algorithm::EdDSA, "no fixture for {alg:?}");
+        EncodingKey::from_ed_pem(include_bytes!("fixtures/ed-1.pem")).unwrap()
     };
     let mut header = Header::new(alg);
     header.kid = Some(kid.into());
@@ -46,8 +55,14 @@ fn sign(alg: Algorithm, kid: &str, claims: &Claims) -> String {
 #[test]
 fn every_key_type_verifies() {
     let v = validator();
-    for (alg, kid) in [(Algorithm::RS256, "rsa-1"), (Algorithm::ES256, "ec-1"), (Algorithm::EdDSA, "ed-1")] {
-        let p = v.validate(&sign(alg, kid, &claims())).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+    for (alg, kid) in [
+        (Algorithm::RS256, "rsa-1"),
+        (Algorithm::ES256, "ec-1"),
+        (Algorithm::EdDSA, "ed-1"),
+    ] {
+        let p = v
+            .validate(&sign(alg, kid, &claims()))
+            .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
         assert_eq!(p.subject, "portal-user-1");
         assert!(p.has_scope("transfers:write"));
         assert!(!p.has_scope("admin"));
@@ -59,12 +74,64 @@ fn bad_tokens_are_refused_for_the_right_reason() {
     let v = validator();
     let now = now_secs();
     let cases: Vec<(&str, String, Error)> = vec![
-        ("wrong audience", sign(Algorithm::EdDSA, "ed-1", &Claims { aud: Audience::One("other".into()), ..claims() }), Error::Audience),
-        ("expired beyond leeway", sign(Algorithm::EdDSA, "ed-1", &Claims { exp: now - 60, ..claims() }), Error::Expired),
-        ("not yet valid", sign(Algorithm::EdDSA, "ed-1", &Claims { nbf: Some(now + 120), ..claims() }), Error::NotYetValid),
-        ("wrong issuer", sign(Algorithm::EdDSA, "ed-1", &Claims { iss: "https://evil.test".into(), ..claims() }), Error::Issuer),
-        ("unknown kid", sign(Algorithm::EdDSA, "ed-9", &claims()), Error::UnknownKey),
-        ("kid of another algorithm", sign(Algorithm::EdDSA, "rsa-1", &claims()), Error::AlgorithmMismatch),
+        (
+            "wrong audience",
+            sign(
+                Algorithm::EdDSA,
+                "ed-1",
+                &Claims {
+                    aud: Audience::One("other".into()),
+                    ..claims()
+                },
+            ),
+            Error::Audience,
+        ),
+        (
+            "expired beyond leeway",
+            sign(
+                Algorithm::EdDSA,
+                "ed-1",
+                &Claims {
+                    exp: now - 60,
+                    ..claims()
+                },
+            ),
+            Error::Expired,
+        ),
+        (
+            "not yet valid",
+            sign(
+                Algorithm::EdDSA,
+                "ed-1",
+                &Claims {
+                    nbf: Some(now + 120),
+                    ..claims()
+                },
+            ),
+            Error::NotYetValid,
+        ),
+        (
+            "wrong issuer",
+            sign(
+                Algorithm::EdDSA,
+                "ed-1",
+                &Claims {
+                    iss: "https://evil.test".into(),
+                    ..claims()
+                },
+            ),
+            Error::Issuer,
+        ),
+        (
+            "unknown kid",
+            sign(Algorithm::EdDSA, "ed-9", &claims()),
+            Error::UnknownKey,
+        ),
+        (
+            "kid of another algorithm",
+            sign(Algorithm::EdDSA, "rsa-1", &claims()),
+            Error::AlgorithmMismatch,
+        ),
         ("not a jwt", "abc.def".into(), Error::Malformed),
     ];
     for (name, token, want) in cases {
@@ -75,7 +142,14 @@ fn bad_tokens_are_refused_for_the_right_reason() {
 #[test]
 fn expiry_within_leeway_is_accepted() {
     let v = validator();
-    let t = sign(Algorithm::EdDSA, "ed-1", &Claims { exp: now_secs() - 10, ..claims() });
+    let t = sign(
+        Algorithm::EdDSA,
+        "ed-1",
+        &Claims {
+            exp: now_secs() - 10,
+            ..claims()
+        },
+    );
     assert!(v.validate(&t).is_ok());
 }
 
@@ -94,16 +168,25 @@ fn hmac_signed_with_the_public_key_is_refused() {
     let v = validator();
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some("rsa-1".into());
-    let token = jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(include_bytes!("fixtures/rsa-1.pub.pem"))).unwrap();
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims(),
+        &EncodingKey::from_secret(include_bytes!("fixtures/rsa-1.pub.pem")),
+    )
+    .unwrap();
     assert_eq!(v.validate(&token).unwrap_err(), Error::AlgorithmMismatch);
 }
 
 #[test]
 fn symmetric_and_kidless_keys_are_not_accepted() {
     let oct = r#"{"keys":[{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}"#;
-    assert!(matches!(KeySet::from_jwks_json(oct), Err(Error::KeySet(m)) if m.contains("symmetric")));
+    assert!(
+        matches!(KeySet::from_jwks_json(oct), Err(Error::KeySet(m)) if m.contains("symmetric"))
+    );
     let no_kid = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
-    assert!(matches!(KeySet::from_jwks_json(no_kid), Err(Error::KeySet(m)) if m.contains("no kid")));
+    assert!(
+        matches!(KeySet::from_jwks_json(no_kid), Err(Error::KeySet(m)) if m.contains("no kid"))
+    );
     assert!(KeySet::from_jwks_json("{}").is_err());
 }
 
@@ -121,7 +204,11 @@ fn generated_dev_keys_sign_and_verify() {
         .unwrap();
     let v = Validator::new(
         Arc::new(KeySet::from_jwks_json(&pair.jwks_json).unwrap()),
-        ValidatorConfig { issuers: vec!["dsr-dev".into()], audience: "dsr-transfer-registry".into(), leeway_secs: 30 },
+        ValidatorConfig {
+            issuers: vec!["dsr-dev".into()],
+            audience: "dsr-transfer-registry".into(),
+            leeway_secs: 30,
+        },
     );
     let p = v.validate(&token).unwrap();
     assert_eq!(p.subject, "service:orchestrator");

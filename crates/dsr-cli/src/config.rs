@@ -114,9 +114,21 @@ impl Default for Config {
                 tls_key: String::new(),
                 tls_client_ca: String::new(),
             },
-            auth: AuthSection { issuers: vec![], jwks_file: String::new(), jwks: String::new(), leeway_secs: 30 },
-            database: DatabaseSection { url: String::new(), max_connections: 10, migrate_on_start: false },
-            up: UpSection { base_port: 50051, host: "127.0.0.1".into() },
+            auth: AuthSection {
+                issuers: vec![],
+                jwks_file: String::new(),
+                jwks: String::new(),
+                leeway_secs: 30,
+            },
+            database: DatabaseSection {
+                url: String::new(),
+                max_connections: 10,
+                migrate_on_start: false,
+            },
+            up: UpSection {
+                base_port: 50051,
+                host: "127.0.0.1".into(),
+            },
             transfer_registry: TransferRegistrySection {
                 seed_file: String::new(),
                 seed: true,
@@ -147,21 +159,26 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 }
 
 fn set_path(root: &mut toml::Value, path: &[&str], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = root;
-    for (i, key) in path.iter().enumerate() {
-        let table = match cur {
-            toml::Value::Table(t) => t,
-            other => {
-                *other = toml::Value::Table(toml::map::Map::new());
-                let toml::Value::Table(t) = other else { unreachable!("just set") };
-                t
-            }
-        };
-        if i == path.len() - 1 {
-            table.insert((*key).to_owned(), value);
-            return;
+    for key in parents {
+        if !cur.is_table() {
+            *cur = toml::Value::Table(toml::map::Map::new());
         }
-        cur = table.entry((*key).to_owned()).or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
+        let toml::Value::Table(table) = cur else {
+            return;
+        };
+        cur = table
+            .entry((*key).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
+    }
+    if !cur.is_table() {
+        *cur = toml::Value::Table(toml::map::Map::new());
+    }
+    if let toml::Value::Table(table) = cur {
+        table.insert((*last).to_owned(), value);
     }
 }
 
@@ -191,13 +208,15 @@ impl Config {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read config file {}", path.display()))?;
-            let over: toml::Value =
-                toml::from_str(&text).with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            let over: toml::Value = toml::from_str(&text)
+                .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
             merge(&mut value, over);
         }
         let defaults = toml::Value::try_from(Config::default())?;
         for (key, raw) in env {
-            let Some(rest) = key.strip_prefix("DSR_") else { continue };
+            let Some(rest) = key.strip_prefix("DSR_") else {
+                continue;
+            };
             // Variables that are not settings: the config path, tokens, test hooks.
             if matches!(rest, "CONFIG" | "TOKEN" | "ENDPOINT") || rest.starts_with("TEST_") {
                 continue;
@@ -205,7 +224,9 @@ impl Config {
             let lower = rest.to_ascii_lowercase();
             let path: Vec<&str> = lower.split("__").collect();
             if lookup(&defaults, &path).is_none() {
-                bail!("unknown setting in environment variable {key} (nested keys use __, e.g. DSR_DATABASE__URL)");
+                bail!(
+                    "unknown setting in environment variable {key} (nested keys use __, e.g. DSR_DATABASE__URL)"
+                );
             }
             let v = env_value(&raw, lookup(&defaults, &path));
             set_path(&mut value, &path, v);
@@ -216,7 +237,10 @@ impl Config {
         }
         let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            anyhow::anyhow!("invalid configuration: {path}: {}", e.into_inner().message().trim())
+            anyhow::anyhow!(
+                "invalid configuration: {path}: {}",
+                e.into_inner().message().trim()
+            )
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -240,15 +264,23 @@ impl Config {
             bail!("invalid configuration: server.tls_cert and server.tls_key go together");
         }
         if !self.server.tls_client_ca.is_empty() && self.server.tls_cert.is_empty() {
-            bail!("invalid configuration: server.tls_client_ca needs server.tls_cert and server.tls_key");
+            bail!(
+                "invalid configuration: server.tls_client_ca needs server.tls_cert and server.tls_key"
+            );
         }
         for (name, path) in [
             ("server.tls_cert", &self.server.tls_cert),
             ("server.tls_key", &self.server.tls_key),
             ("server.tls_client_ca", &self.server.tls_client_ca),
             ("auth.jwks_file", &self.auth.jwks_file),
-            ("transfer_registry.seed_file", &self.transfer_registry.seed_file),
-            ("transfer_registry.countries_file", &self.transfer_registry.countries_file),
+            (
+                "transfer_registry.seed_file",
+                &self.transfer_registry.seed_file,
+            ),
+            (
+                "transfer_registry.countries_file",
+                &self.transfer_registry.countries_file,
+            ),
             ("redaction_key_file", &self.redaction_key_file),
         ] {
             if !path.is_empty() && !Path::new(path).is_file() {
@@ -256,7 +288,8 @@ impl Config {
             }
         }
         if !self.database.url.is_empty() {
-            dsr_store::backend_of(&self.database.url).context("invalid configuration: database.url")?;
+            dsr_store::backend_of(&self.database.url)
+                .context("invalid configuration: database.url")?;
         }
         if self.database.max_connections == 0 {
             bail!("invalid configuration: database.max_connections must be at least 1");
@@ -268,7 +301,9 @@ impl Config {
             bail!("invalid configuration: auth.issuers has an empty entry");
         }
         if self.transfer_registry.review_window_days > 3650 {
-            bail!("invalid configuration: transfer_registry.review_window_days must be at most 3650");
+            bail!(
+                "invalid configuration: transfer_registry.review_window_days must be at most 3650"
+            );
         }
         Ok(())
     }
@@ -278,7 +313,8 @@ impl Config {
         (!self.server.tls_cert.is_empty()).then(|| dsr_server::TlsConfig {
             cert: PathBuf::from(&self.server.tls_cert),
             key: PathBuf::from(&self.server.tls_key),
-            client_ca: (!self.server.tls_client_ca.is_empty()).then(|| PathBuf::from(&self.server.tls_client_ca)),
+            client_ca: (!self.server.tls_client_ca.is_empty())
+                .then(|| PathBuf::from(&self.server.tls_client_ca)),
         })
     }
 
@@ -300,17 +336,29 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dsr.toml");
-        std::fs::write(&file, "log = \"debug\"\n[server]\nconcurrency_limit = 10\nrequest_timeout_secs = 5\n").unwrap();
+        std::fs::write(
+            &file,
+            "log = \"debug\"\n[server]\nconcurrency_limit = 10\nrequest_timeout_secs = 5\n",
+        )
+        .unwrap();
         let cfg = Config::load(
             Some(&file),
-            env(&[("DSR_SERVER__CONCURRENCY_LIMIT", "20"), ("DSR_DATA_DIR", "/tmp/x"), ("DSR_TEST_POSTGRES_URL", "ignored"), ("PATH", "/bin")]),
+            env(&[
+                ("DSR_SERVER__CONCURRENCY_LIMIT", "20"),
+                ("DSR_DATA_DIR", "/tmp/x"),
+                ("DSR_TEST_POSTGRES_URL", "ignored"),
+                ("PATH", "/bin"),
+            ]),
             vec![("server.concurrency_limit", toml::Value::Integer(30))],
         )
         .unwrap();
@@ -323,24 +371,49 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named() {
-        let err = Config::load(None, env(&[("DSR_DATABSE__URL", "x")]), vec![]).unwrap_err().to_string();
+        let err = Config::load(None, env(&[("DSR_DATABSE__URL", "x")]), vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DSR_DATABSE__URL"), "{err}");
-        let err = Config::load(None, env(&[("DSR_SERVER__CONCURRENCY_LIMIT", "lots")]), vec![]).unwrap_err().to_string();
+        let err = Config::load(
+            None,
+            env(&[("DSR_SERVER__CONCURRENCY_LIMIT", "lots")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("concurrency_limit"), "{err}");
-        let err = Config::load(None, env(&[("DSR_DATABASE__URL", "mysql://h/db")]), vec![]).unwrap_err();
+        let err =
+            Config::load(None, env(&[("DSR_DATABASE__URL", "mysql://h/db")]), vec![]).unwrap_err();
         assert!(format!("{err:#}").contains("database.url"), "{err:#}");
-        let err = Config::load(None, vec![], vec![("server.listen", toml::Value::String("nowhere".into()))]).unwrap_err().to_string();
+        let err = Config::load(
+            None,
+            vec![],
+            vec![("server.listen", toml::Value::String("nowhere".into()))],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("server.listen"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dsr.toml");
         std::fs::write(&file, "[server]\nlisten_port = 1\n").unwrap();
-        let err = Config::load(Some(&file), vec![], vec![]).unwrap_err().to_string();
+        let err = Config::load(Some(&file), vec![], vec![])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_port"), "{err}");
     }
 
     #[test]
     fn string_settings_keep_their_text() {
-        let cfg = Config::load(None, env(&[("DSR_LOG", "info,dsr_server=debug"), ("DSR_AUTH__ISSUERS", "[\"a\", \"b\"]")]), vec![]).unwrap();
+        let cfg = Config::load(
+            None,
+            env(&[
+                ("DSR_LOG", "info,dsr_server=debug"),
+                ("DSR_AUTH__ISSUERS", "[\"a\", \"b\"]"),
+            ]),
+            vec![],
+        )
+        .unwrap();
         assert_eq!(cfg.log, "info,dsr_server=debug");
         assert_eq!(cfg.auth.issuers, ["a", "b"]);
     }

@@ -49,7 +49,8 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 /// Creates the development key in `dir` unless it exists; returns it.
 pub(crate) fn ensure_dev_key(dir: &Path) -> anyhow::Result<DevKey> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     if !dir.join(KEY_FILE).exists() {
         let kid = format!("dev-{}", &uuid_like()[..8]);
         let pair = dsr_auth::generate_ed25519(&kid)?;
@@ -57,7 +58,10 @@ pub(crate) fn ensure_dev_key(dir: &Path) -> anyhow::Result<DevKey> {
         std::fs::write(dir.join(JWKS_FILE), &pair.jwks_json)?;
         std::fs::write(
             dir.join(META_FILE),
-            serde_json::to_string_pretty(&Meta { kid, issuer: DEV_ISSUER.into() })?,
+            serde_json::to_string_pretty(&Meta {
+                kid,
+                issuer: DEV_ISSUER.into(),
+            })?,
         )?;
     }
     load_dev_key(dir)
@@ -66,34 +70,53 @@ pub(crate) fn ensure_dev_key(dir: &Path) -> anyhow::Result<DevKey> {
 /// Loads the development key of `dir`.
 pub(crate) fn load_dev_key(dir: &Path) -> anyhow::Result<DevKey> {
     let meta_path = dir.join(META_FILE);
-    let meta: Meta = serde_json::from_str(&std::fs::read_to_string(&meta_path).with_context(|| {
-        format!("no development key in {} (run `dsr up` once to create it)", dir.display())
-    })?)
-    .with_context(|| format!("{} is not valid", meta_path.display()))?;
+    let meta: Meta =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).with_context(|| {
+            format!(
+                "no development key in {} (run `dsr up` once to create it)",
+                dir.display()
+            )
+        })?)
+        .with_context(|| format!("{} is not valid", meta_path.display()))?;
     let private_pem = std::fs::read_to_string(dir.join(KEY_FILE))
         .with_context(|| format!("cannot read {}", dir.join(KEY_FILE).display()))?;
-    Ok(DevKey { kid: meta.kid, private_pem, jwks_path: dir.join(JWKS_FILE) })
+    Ok(DevKey {
+        kid: meta.kid,
+        private_pem,
+        jwks_path: dir.join(JWKS_FILE),
+    })
 }
 
 /// The redaction key: from `file` (64 hex digits) when given, else kept in
 /// the data directory (created once), so hashes in logs stay comparable
 /// across restarts.
 pub(crate) fn redaction_key(file: &str, dir: &Path) -> anyhow::Result<[u8; 32]> {
-    let path = if file.is_empty() { dir.join(REDACTION_FILE) } else { PathBuf::from(file) };
+    let path = if file.is_empty() {
+        dir.join(REDACTION_FILE)
+    } else {
+        PathBuf::from(file)
+    };
     if file.is_empty() && !path.exists() {
         std::fs::create_dir_all(dir)?;
         write_private(&path, &format!("{}\n", uuid_like()))?;
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let bytes = hex_decode(text.trim()).with_context(|| format!("{} must hold 64 hex digits", path.display()))?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("{} must hold 64 hex digits", path.display()))
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = hex_decode(text.trim())
+        .with_context(|| format!("{} must hold 64 hex digits", path.display()))?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{} must hold 64 hex digits", path.display()))
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// 64 random hex digits.

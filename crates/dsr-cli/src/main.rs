@@ -151,7 +151,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("dsr: cannot start the runtime: {e}");
@@ -197,7 +200,11 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => {
             let guard = telemetry(&cfg, "dsr-migrate")?;
-            let kinds = if args.services.is_empty() { ServiceKind::ALL.to_vec() } else { args.services };
+            let kinds = if args.services.is_empty() {
+                ServiceKind::ALL.to_vec()
+            } else {
+                args.services
+            };
             let res = migrate(&cfg, &kinds).await;
             tokio::task::spawn_blocking(move || guard.shutdown()).await?;
             res
@@ -209,12 +216,22 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
 
 async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
     let trust = Trust::from_config(cfg, &[], &[])?;
-    let schema = if cfg.database.migrate_on_start { Schema::Migrate } else { Schema::Require };
+    let schema = if cfg.database.migrate_on_start {
+        Schema::Migrate
+    } else {
+        Schema::Require
+    };
     let set = services::prepare(kind, cfg, &trust, schema).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
-    dsr_server::serve(listener, set, &cfg.server_config(), dsr_server::shutdown_signal()).await?;
+    dsr_server::serve(
+        listener,
+        set,
+        &cfg.server_config(),
+        dsr_server::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -223,7 +240,10 @@ async fn migrate(cfg: &Config, kinds: &[ServiceKind]) -> anyhow::Result<()> {
         let db = dsr_store::connect(&kind.database_url(cfg), &dsr_store::StoreConfig::default())
             .await
             .with_context(|| format!("{}: cannot open its database", kind.name()))?;
-        let applied = kind.migrate(&db).await.with_context(|| format!("{}: migration failed", kind.name()))?;
+        let applied = kind
+            .migrate(&db)
+            .await
+            .with_context(|| format!("{}: migration failed", kind.name()))?;
         tracing::info!(service = kind.name(), applied, "migrated");
     }
     Ok(())
@@ -232,14 +252,21 @@ async fn migrate(cfg: &Config, kinds: &[ServiceKind]) -> anyhow::Result<()> {
 #[allow(clippy::print_stdout)]
 fn token(cfg: &Config, args: TokenArgs) -> anyhow::Result<()> {
     let key = dev::load_dev_key(&cfg.data_dir)?;
-    let signer = dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?;
+    let signer =
+        dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?;
     let scopes = if args.scopes.is_empty() {
-        ServiceKind::ALL.iter().flat_map(|k| k.scopes().iter().map(|s| (*s).to_owned())).collect()
+        ServiceKind::ALL
+            .iter()
+            .flat_map(|k| k.scopes().iter().map(|s| (*s).to_owned()))
+            .collect()
     } else {
         args.scopes
     };
     let audiences = if args.audiences.is_empty() {
-        ServiceKind::ALL.iter().map(|k| k.audience().to_owned()).collect()
+        ServiceKind::ALL
+            .iter()
+            .map(|k| k.audience().to_owned())
+            .collect()
     } else {
         args.audiences
     };

@@ -64,17 +64,23 @@ impl ServiceKind {
     /// Applies the service's pending migrations; returns how many there were.
     pub(crate) async fn migrate(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
         let pending = match self {
-            Self::TransferRegistry => dsr_store::pending::<transfer::migration::Migrator>(db).await?,
+            Self::TransferRegistry => {
+                dsr_store::pending::<transfer::migration::Migrator>(db).await?
+            }
         };
         match self {
-            Self::TransferRegistry => dsr_store::migrate::<transfer::migration::Migrator>(db).await?,
+            Self::TransferRegistry => {
+                dsr_store::migrate::<transfer::migration::Migrator>(db).await?
+            }
         }
         Ok(pending)
     }
 
     async fn pending(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
         Ok(match self {
-            Self::TransferRegistry => dsr_store::pending::<transfer::migration::Migrator>(db).await?,
+            Self::TransferRegistry => {
+                dsr_store::pending::<transfer::migration::Migrator>(db).await?
+            }
         })
     }
 }
@@ -89,7 +95,11 @@ pub(crate) struct Trust {
 
 impl Trust {
     /// The configured keys (file and inline), plus `extra_jwks` files.
-    pub(crate) fn from_config(cfg: &Config, extra_jwks: &[&Path], extra_issuers: &[&str]) -> anyhow::Result<Self> {
+    pub(crate) fn from_config(
+        cfg: &Config,
+        extra_jwks: &[&Path],
+        extra_issuers: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut keys = KeySet::default();
         let mut docs: Vec<(String, String)> = Vec::new();
         if !cfg.auth.jwks_file.is_empty() {
@@ -101,28 +111,41 @@ impl Trust {
             docs.push(("auth.jwks".into(), cfg.auth.jwks.clone()));
         }
         for path in extra_jwks {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             docs.push((path.display().to_string(), text));
         }
         for (what, text) in docs {
-            let set = KeySet::from_jwks_json(&text).with_context(|| format!("invalid configuration: {what}"))?;
-            keys.merge(set).with_context(|| format!("invalid configuration: {what}"))?;
+            let set = KeySet::from_jwks_json(&text)
+                .with_context(|| format!("invalid configuration: {what}"))?;
+            keys.merge(set)
+                .with_context(|| format!("invalid configuration: {what}"))?;
         }
         if keys.is_empty() {
-            bail!("invalid configuration: no token verification keys (set auth.jwks_file or auth.jwks)");
+            bail!(
+                "invalid configuration: no token verification keys (set auth.jwks_file or auth.jwks)"
+            );
         }
         let mut issuers = cfg.auth.issuers.clone();
         issuers.extend(extra_issuers.iter().map(|s| (*s).to_owned()));
         if issuers.is_empty() {
             bail!("invalid configuration: auth.issuers is empty");
         }
-        Ok(Self { keys: Arc::new(keys), issuers, leeway_secs: cfg.auth.leeway_secs })
+        Ok(Self {
+            keys: Arc::new(keys),
+            issuers,
+            leeway_secs: cfg.auth.leeway_secs,
+        })
     }
 
     fn validator(&self, audience: &str) -> Arc<Validator> {
         Arc::new(Validator::new(
             self.keys.clone(),
-            ValidatorConfig { issuers: self.issuers.clone(), audience: audience.to_owned(), leeway_secs: self.leeway_secs },
+            ValidatorConfig {
+                issuers: self.issuers.clone(),
+                audience: audience.to_owned(),
+                leeway_secs: self.leeway_secs,
+            },
         ))
     }
 }
@@ -137,17 +160,28 @@ pub(crate) enum Schema {
 }
 
 /// Builds the service set of `kind`: database, migrations, seed, handlers.
-pub(crate) async fn prepare(kind: ServiceKind, cfg: &Config, trust: &Trust, schema: Schema) -> anyhow::Result<ServiceSet> {
+pub(crate) async fn prepare(
+    kind: ServiceKind,
+    cfg: &Config,
+    trust: &Trust,
+    schema: Schema,
+) -> anyhow::Result<ServiceSet> {
     let url = kind.database_url(cfg);
     let db = dsr_store::connect(
         &url,
-        &dsr_store::StoreConfig { max_connections: cfg.database.max_connections, ..dsr_store::StoreConfig::default() },
+        &dsr_store::StoreConfig {
+            max_connections: cfg.database.max_connections,
+            ..dsr_store::StoreConfig::default()
+        },
     )
     .await
     .with_context(|| format!("{}: cannot open its database", kind.name()))?;
     match schema {
         Schema::Migrate => {
-            let applied = kind.migrate(&db).await.with_context(|| format!("{}: migration failed", kind.name()))?;
+            let applied = kind
+                .migrate(&db)
+                .await
+                .with_context(|| format!("{}: migration failed", kind.name()))?;
             if applied > 0 {
                 tracing::info!(service = kind.name(), applied, "migrations applied");
             }
@@ -171,20 +205,29 @@ pub(crate) async fn prepare(kind: ServiceKind, cfg: &Config, trust: &Trust, sche
                 CountryTables::shipped()
             } else {
                 let text = std::fs::read_to_string(&section.countries_file)?;
-                CountryTables::from_toml(&text)
-                    .with_context(|| format!("invalid configuration: transfer_registry.countries_file {}", section.countries_file))?
+                CountryTables::from_toml(&text).with_context(|| {
+                    format!(
+                        "invalid configuration: transfer_registry.countries_file {}",
+                        section.countries_file
+                    )
+                })?
             };
             let seed_text = if section.seed_file.is_empty() {
                 transfer::seed::SHIPPED.to_owned()
             } else {
                 std::fs::read_to_string(&section.seed_file)?
             };
-            let seed = transfer::seed::parse(&seed_text, &tables, chrono::Utc::now().date_naive()).with_context(|| {
-                format!(
-                    "invalid seed {}",
-                    if section.seed_file.is_empty() { "(shipped)" } else { section.seed_file.as_str() }
-                )
-            })?;
+            let seed = transfer::seed::parse(&seed_text, &tables, chrono::Utc::now().date_naive())
+                .with_context(|| {
+                    format!(
+                        "invalid seed {}",
+                        if section.seed_file.is_empty() {
+                            "(shipped)"
+                        } else {
+                            section.seed_file.as_str()
+                        }
+                    )
+                })?;
             let registry = transfer::Registry::new(db, Arc::new(tables), Arc::new(seed.policy));
             if section.seed {
                 let created = registry.seed(seed.recipients).await?;
@@ -192,9 +235,16 @@ pub(crate) async fn prepare(kind: ServiceKind, cfg: &Config, trust: &Trust, sche
                     tracing::info!(service = kind.name(), created, "registry seeded");
                 }
             }
-            transfer::metrics::spawn_reviews_gauge(registry.clone(), section.review_window_days, Duration::from_secs(300));
-            set.add(transfer::grpc::service(registry, trust.validator(kind.audience())))
-                .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+            transfer::metrics::spawn_reviews_gauge(
+                registry.clone(),
+                section.review_window_days,
+                Duration::from_secs(300),
+            );
+            set.add(transfer::grpc::service(
+                registry,
+                trust.validator(kind.audience()),
+            ))
+            .describe(dsr_proto::FILE_DESCRIPTOR_SET);
         }
     }
     Ok(set)

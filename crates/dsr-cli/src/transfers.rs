@@ -20,7 +20,12 @@ use crate::dev;
 #[derive(Debug, Args)]
 pub(crate) struct TransfersArgs {
     /// The registry's address.
-    #[arg(long, env = "DSR_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "DSR_ENDPOINT",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     endpoint: String,
     /// Bearer token (default: minted from the data directory's development key).
     #[arg(long, env = "DSR_TOKEN", global = true, hide_env_values = true)]
@@ -91,7 +96,8 @@ struct Client {
 impl Client {
     fn req<T>(&self, msg: T) -> anyhow::Result<tonic::Request<T>> {
         let mut r = tonic::Request::new(msg);
-        r.metadata_mut().insert("authorization", format!("Bearer {}", self.token).parse()?);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {}", self.token).parse()?);
         r.set_timeout(Duration::from_secs(30));
         Ok(r)
     }
@@ -111,21 +117,38 @@ fn explain(status: tonic::Status) -> anyhow::Error {
 }
 
 fn controller(org: Option<String>) -> Option<common::ControllerRef> {
-    org.map(|organisation_number| common::ControllerRef { organisation_number })
+    org.map(|organisation_number| common::ControllerRef {
+        organisation_number,
+    })
 }
 
 fn date(d: Option<&common::Date>) -> String {
-    d.map_or_else(|| "-".to_owned(), |d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day),
+    )
 }
 
 fn safeguard(r: &pb::Recipient) -> String {
     use pb::safeguard::Mechanism as M;
     match r.safeguard.as_ref().and_then(|s| s.mechanism.as_ref()) {
         None => "-".into(),
-        Some(M::Scc(s)) => format!("SCC module {} signed {}", s.module, date(s.signed_on.as_ref())),
+        Some(M::Scc(s)) => format!(
+            "SCC module {} signed {}",
+            s.module,
+            date(s.signed_on.as_ref())
+        ),
         Some(M::Bcr(b)) => format!("BCR {}", b.approval_reference),
         Some(M::Derogation(d)) => format!("Art. 49 derogation ({})", d.ground),
-        Some(M::Dpf(d)) => format!("DPF {} review by {}", if d.active { "certified" } else { "not certified" }, date(d.review_by.as_ref())),
+        Some(M::Dpf(d)) => format!(
+            "DPF {} review by {}",
+            if d.active {
+                "certified"
+            } else {
+                "not certified"
+            },
+            date(d.review_by.as_ref())
+        ),
     }
 }
 
@@ -143,14 +166,13 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
         Some(t) => t,
         None => {
             let key = dev::load_dev_key(&cfg.data_dir).context("no --token given")?;
-            dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?.mint(
-                &dsr_auth::TokenRequest {
+            dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?
+                .mint(&dsr_auth::TokenRequest {
                     subject: "dsr-cli".into(),
                     audiences: vec![SERVICE_NAME.into()],
                     scopes: vec![grpc::SCOPE_READ.into(), grpc::SCOPE_WRITE.into()],
                     ttl: Duration::from_secs(300),
-                },
-            )?
+                })?
         }
     };
     let channel = Channel::from_shared(args.endpoint.clone())
@@ -158,15 +180,26 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
         .connect()
         .await
         .with_context(|| format!("cannot reach the transfer registry at {}", args.endpoint))?;
-    let mut c = Client { inner: TransferRegistryClient::new(channel), token };
+    let mut c = Client {
+        inner: TransferRegistryClient::new(channel),
+        token,
+    };
     match args.command {
-        TransfersCommand::List { country, controller: ctrl, systems, categories } => {
+        TransfersCommand::List {
+            country,
+            controller: ctrl,
+            systems,
+            categories,
+        } => {
             let mut page_token = String::new();
             loop {
                 let resp = c
                     .inner
                     .list_recipients(c.req(pb::ListRecipientsRequest {
-                        page: Some(common::PageRequest { page_size: 100, page_token: page_token.clone() }),
+                        page: Some(common::PageRequest {
+                            page_size: 100,
+                            page_token: page_token.clone(),
+                        }),
                         controller: controller(ctrl.clone()),
                         system_ids: systems.clone(),
                         category_ids: categories.clone(),
@@ -183,15 +216,35 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
             }
         }
         TransfersCommand::Get { id } => {
-            let r = c.inner.get_recipient(c.req(pb::GetRecipientRequest { id })?).await.map_err(explain)?.into_inner();
+            let r = c
+                .inner
+                .get_recipient(c.req(pb::GetRecipientRequest { id })?)
+                .await
+                .map_err(explain)?
+                .into_inner();
             let r = r.recipient.context("empty answer")?;
             print_recipient(&r);
-            println!("{:<27} controllers: {}", "", r.controllers.iter().map(|c| c.organisation_number.as_str()).collect::<Vec<_>>().join(", "));
+            println!(
+                "{:<27} controllers: {}",
+                "",
+                r.controllers
+                    .iter()
+                    .map(|c| c.organisation_number.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             println!("{:<27} categories: {}", "", r.category_ids.join(", "));
             println!("{:<27} systems: {}", "", r.system_ids.join(", "));
-            println!("{:<27} agreement: {}  revision: {}", "", r.dpa_reference, r.revision);
+            println!(
+                "{:<27} agreement: {}  revision: {}",
+                "", r.dpa_reference, r.revision
+            );
         }
-        TransfersCommand::Check { id, categories, controller: ctrl } => {
+        TransfersCommand::Check {
+            id,
+            categories,
+            controller: ctrl,
+        } => {
             let a = c
                 .inner
                 .check_transfer(c.req(pb::CheckTransferRequest {
@@ -206,17 +259,34 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
                 .assessment
                 .context("empty answer")?;
             let basis = pb::TransferBasis::try_from(a.basis).map_or("?", |b| b.as_str_name());
-            println!("{} ({basis}, {})", if a.lawful { "LAWFUL" } else { "NOT LAWFUL" }, a.country);
+            println!(
+                "{} ({basis}, {})",
+                if a.lawful { "LAWFUL" } else { "NOT LAWFUL" },
+                a.country
+            );
             println!("  {}", a.safeguard_summary);
             for r in &a.reasons {
-                println!("  {} {}: {}", if r.blocking { "x" } else { "-" }, r.code, r.message);
+                println!(
+                    "  {} {}: {}",
+                    if r.blocking { "x" } else { "-" },
+                    r.code,
+                    r.message
+                );
             }
         }
         TransfersCommand::Countries => {
-            let list = c.inner.list_countries(c.req(pb::ListCountriesRequest {})?).await.map_err(explain)?.into_inner();
+            let list = c
+                .inner
+                .list_countries(c.req(pb::ListCountriesRequest {})?)
+                .await
+                .map_err(explain)?
+                .into_inner();
             for k in list.countries {
                 let status = pb::CountryStatus::try_from(k.status).map_or("?", |s| s.as_str_name());
-                println!("{} {:<28} {:<22} {} {}", k.code, k.name, status, k.decision_reference, k.scope);
+                println!(
+                    "{} {:<28} {:<22} {} {}",
+                    k.code, k.name, status, k.decision_reference, k.scope
+                );
             }
         }
         TransfersCommand::Reviews { within_days } => {
@@ -231,44 +301,77 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
             }
             for r in list.reviews {
                 let basis = pb::TransferBasis::try_from(r.basis).map_or("?", |b| b.as_str_name());
-                println!("{} {:<24} {basis}{}", date(r.review_by.as_ref()), r.recipient_id, if r.overdue { "  OVERDUE" } else { "" });
+                println!(
+                    "{} {:<24} {basis}{}",
+                    date(r.review_by.as_ref()),
+                    r.recipient_id,
+                    if r.overdue { "  OVERDUE" } else { "" }
+                );
             }
         }
         TransfersCommand::Put { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let parsed: seed::SeedFile = toml::from_str(&text).with_context(|| format!("{} is not valid", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let parsed: seed::SeedFile = toml::from_str(&text)
+                .with_context(|| format!("{} is not valid", file.display()))?;
             let tables = CountryTables::shipped();
             if parsed.recipients.is_empty() {
                 bail!("{} has no [[recipient]] tables", file.display());
             }
             for (i, spec) in parsed.recipients.into_iter().enumerate() {
-                let domain = spec.build(&tables, &format!("recipient[{i}]")).map_err(|v| {
-                    anyhow::anyhow!(v.iter().map(|x| format!("{}: {}", x.field, x.description)).collect::<Vec<_>>().join("; "))
-                })?;
+                let domain = spec
+                    .build(&tables, &format!("recipient[{i}]"))
+                    .map_err(|v| {
+                        anyhow::anyhow!(
+                            v.iter()
+                                .map(|x| format!("{}: {}", x.field, x.description))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )
+                    })?;
                 let recipient = grpc::recipient_to_pb(&domain);
-                let exists = c.inner.get_recipient(c.req(pb::GetRecipientRequest { id: domain.id.clone() })?).await.is_ok();
+                let exists = c
+                    .inner
+                    .get_recipient(c.req(pb::GetRecipientRequest {
+                        id: domain.id.clone(),
+                    })?)
+                    .await
+                    .is_ok();
                 let stored = if exists {
                     c.inner
-                        .update_recipient(c.req(pb::UpdateRecipientRequest { recipient: Some(recipient), expected_revision: 0 })?)
+                        .update_recipient(c.req(pb::UpdateRecipientRequest {
+                            recipient: Some(recipient),
+                            expected_revision: 0,
+                        })?)
                         .await
                         .map_err(explain)?
                         .into_inner()
                         .recipient
                 } else {
                     c.inner
-                        .create_recipient(c.req(pb::CreateRecipientRequest { recipient: Some(recipient) })?)
+                        .create_recipient(c.req(pb::CreateRecipientRequest {
+                            recipient: Some(recipient),
+                        })?)
                         .await
                         .map_err(explain)?
                         .into_inner()
                         .recipient
                 };
                 let stored = stored.context("empty answer")?;
-                println!("{} {} (revision {})", if exists { "updated" } else { "created" }, stored.id, stored.revision);
+                println!(
+                    "{} {} (revision {})",
+                    if exists { "updated" } else { "created" },
+                    stored.id,
+                    stored.revision
+                );
             }
         }
         TransfersCommand::Delete { id } => {
             c.inner
-                .delete_recipient(c.req(pb::DeleteRecipientRequest { id: id.clone(), expected_revision: 0 })?)
+                .delete_recipient(c.req(pb::DeleteRecipientRequest {
+                    id: id.clone(),
+                    expected_revision: 0,
+                })?)
                 .await
                 .map_err(explain)?;
             println!("deleted {id}");

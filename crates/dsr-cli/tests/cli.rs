@@ -15,17 +15,33 @@ use tonic_health::pb::health_client::HealthClient;
 const DSR: &str = env!("CARGO_BIN_EXE_dsr");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn dsr(args: &[&str]) -> Output {
-    Command::new(DSR).args(args).env_remove("DSR_TEST_POSTGRES_URL").output().unwrap()
+    Command::new(DSR)
+        .args(args)
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap()
 }
 
 /// `dsr up` in the background, returned once it printed its banner.
 fn up(data: &Path, port: u16) -> Child {
     let mut child = Command::new(DSR)
-        .args(["up", "--data-dir", data.to_str().unwrap(), "--base-port", &port.to_string(), "--log-format", "json"])
+        .args([
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--base-port",
+            &port.to_string(),
+            "--log-format",
+            "json",
+        ])
         .env_remove("DSR_TEST_POSTGRES_URL")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -41,14 +57,22 @@ fn up(data: &Path, port: u16) -> Child {
 }
 
 fn terminate(mut child: Child) -> (bool, String) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read as _;
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (st.success(), err);
         }
         assert!(Instant::now() < deadline, "dsr did not stop after SIGTERM");
@@ -57,7 +81,11 @@ fn terminate(mut child: Child) -> (bool, String) {
 }
 
 fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
@@ -70,10 +98,16 @@ async fn up_serves_authenticates_persists_and_stops_on_sigterm() {
     let port = free_port();
     let child = up(&data, port);
     let endpoint = format!("http://127.0.0.1:{port}");
-    let ch = Channel::from_shared(endpoint.clone()).unwrap().connect().await.unwrap();
+    let ch = Channel::from_shared(endpoint.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
 
     let st = HealthClient::new(ch.clone())
-        .check(HealthCheckRequest { service: "dsr.transfer.v1.TransferRegistry".into() })
+        .check(HealthCheckRequest {
+            service: "dsr.transfer.v1.TransferRegistry".into(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -81,38 +115,107 @@ async fn up_serves_authenticates_persists_and_stops_on_sigterm() {
     assert_eq!(st, 1, "SERVING");
 
     let mut client = TransferRegistryClient::new(ch.clone());
-    let err = client.get_recipient(pb::GetRecipientRequest { id: "print-mail".into() }).await.unwrap_err();
+    let err = client
+        .get_recipient(pb::GetRecipientRequest {
+            id: "print-mail".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 
-    let token = stdout(&dsr(&["token", "--data-dir", data.to_str().unwrap()])).trim().to_owned();
-    let mut req = tonic::Request::new(pb::GetRecipientRequest { id: "print-mail".into() });
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-    assert_eq!(client.get_recipient(req).await.unwrap().into_inner().recipient.unwrap().id, "print-mail");
+    let token = stdout(&dsr(&["token", "--data-dir", data.to_str().unwrap()]))
+        .trim()
+        .to_owned();
+    let mut req = tonic::Request::new(pb::GetRecipientRequest {
+        id: "print-mail".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    assert_eq!(
+        client
+            .get_recipient(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .recipient
+            .unwrap()
+            .id,
+        "print-mail"
+    );
 
     // the CLI against the running mesh
     let d = data.to_str().unwrap();
-    let check = stdout(&dsr(&["transfers", "--endpoint", &endpoint, "--data-dir", d, "check", "storage-us", "--category", "contact.email"]));
-    assert!(check.starts_with("LAWFUL (TRANSFER_BASIS_DATA_PRIVACY_FRAMEWORK, US)"), "{check}");
+    let check = stdout(&dsr(&[
+        "transfers",
+        "--endpoint",
+        &endpoint,
+        "--data-dir",
+        d,
+        "check",
+        "storage-us",
+        "--category",
+        "contact.email",
+    ]));
+    assert!(
+        check.starts_with("LAWFUL (TRANSFER_BASIS_DATA_PRIVACY_FRAMEWORK, US)"),
+        "{check}"
+    );
     let file = dir.path().join("r.toml");
     std::fs::write(
         &file,
         "[[recipient]]\nid = \"agent-in\"\nname = \"Agent in India\"\nrole = \"agent\"\ncountry = \"IN\"\ncontrollers = [\"556134-1248\"]\ncategories = [\"contact.name\"]\ndpa_reference = \"AG-1\"\n",
     )
     .unwrap();
-    let put = stdout(&dsr(&["transfers", "--endpoint", &endpoint, "--data-dir", d, "put", "--file", file.to_str().unwrap()]));
+    let put = stdout(&dsr(&[
+        "transfers",
+        "--endpoint",
+        &endpoint,
+        "--data-dir",
+        d,
+        "put",
+        "--file",
+        file.to_str().unwrap(),
+    ]));
     assert_eq!(put.trim(), "created agent-in (revision 1)");
-    let check = stdout(&dsr(&["transfers", "--endpoint", &endpoint, "--data-dir", d, "check", "agent-in", "--category", "contact.name"]));
-    assert!(check.starts_with("NOT LAWFUL (TRANSFER_BASIS_NONE, IN)") && check.contains("NO_SAFEGUARD"), "{check}");
+    let check = stdout(&dsr(&[
+        "transfers",
+        "--endpoint",
+        &endpoint,
+        "--data-dir",
+        d,
+        "check",
+        "agent-in",
+        "--category",
+        "contact.name",
+    ]));
+    assert!(
+        check.starts_with("NOT LAWFUL (TRANSFER_BASIS_NONE, IN)") && check.contains("NO_SAFEGUARD"),
+        "{check}"
+    );
 
     // SIGTERM: exit 0, then nothing listens
     let (ok, logs) = terminate(child);
     assert!(ok, "exit status not 0; logs:\n{logs}");
     assert!(logs.contains("draining in-flight calls"), "{logs}");
-    assert!(Channel::from_shared(endpoint.clone()).unwrap().connect().await.is_err());
+    assert!(
+        Channel::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+            .is_err()
+    );
 
     // data survives a restart
     let child = up(&data, port);
-    let got = stdout(&dsr(&["transfers", "--endpoint", &endpoint, "--data-dir", d, "get", "agent-in"]));
+    let got = stdout(&dsr(&[
+        "transfers",
+        "--endpoint",
+        &endpoint,
+        "--data-dir",
+        d,
+        "get",
+        "agent-in",
+    ]));
     assert!(got.contains("Agent in India"), "{got}");
     let (ok, _) = terminate(child);
     assert!(ok);
@@ -128,11 +231,17 @@ fn bad_configuration_stops_with_a_clear_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.concurrency_limit must be at least 1"), "{err}");
+    assert!(
+        err.contains("server.concurrency_limit must be at least 1"),
+        "{err}"
+    );
 
     let cfg = dir.path().join("dsr.toml");
     std::fs::write(&cfg, "[database]\nurl = \"mysql://db/x\"\n").unwrap();
-    let out = Command::new(DSR).args(["--config", cfg.to_str().unwrap(), "migrate"]).output().unwrap();
+    let out = Command::new(DSR)
+        .args(["--config", cfg.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("database.url"));
 }
@@ -144,13 +253,27 @@ fn serve_requires_migrations_and_keys() {
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     // no verification keys
-    let out = dsr(&["serve", "transfer-registry", "--data-dir", d, "--listen", &listen]);
+    let out = dsr(&[
+        "serve",
+        "transfer-registry",
+        "--data-dir",
+        d,
+        "--listen",
+        &listen,
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no token verification keys"));
 
     let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsr-auth/tests/fixtures/jwks.json");
     let serve = |extra: &[&str]| {
-        let mut args = vec!["serve", "transfer-registry", "--data-dir", d, "--listen", &listen];
+        let mut args = vec![
+            "serve",
+            "transfer-registry",
+            "--data-dir",
+            d,
+            "--listen",
+            &listen,
+        ];
         args.extend_from_slice(extra);
         Command::new(DSR)
             .args(&args)
@@ -164,7 +287,10 @@ fn serve_requires_migrations_and_keys() {
     // an unmigrated database is refused
     let out = serve(&[]).wait_with_output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pending migrations: run `dsr migrate transfer-registry`"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("pending migrations: run `dsr migrate transfer-registry`")
+    );
     // after `dsr migrate` it serves, and SIGTERM stops it with 0
     stdout(&dsr(&["migrate", "--data-dir", d]));
     let child = serve(&[]);

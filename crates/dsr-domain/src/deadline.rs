@@ -91,10 +91,19 @@ impl HolidayCalendar {
             return Err(CalendarError::Inconsistent("first_year after last_year"));
         }
         let days: BTreeSet<NaiveDate> = file.days.into_iter().map(|d| d.date).collect();
-        if days.iter().any(|d| d.year() < file.first_year || d.year() > file.last_year) {
-            return Err(CalendarError::Inconsistent("a day outside first_year..=last_year"));
+        if days
+            .iter()
+            .any(|d| d.year() < file.first_year || d.year() > file.last_year)
+        {
+            return Err(CalendarError::Inconsistent(
+                "a day outside first_year..=last_year",
+            ));
         }
-        Ok(Self { first_year: file.first_year, last_year: file.last_year, days })
+        Ok(Self {
+            first_year: file.first_year,
+            last_year: file.last_year,
+            days,
+        })
     }
 
     /// Whether a period may end on `date`.
@@ -112,7 +121,9 @@ impl HolidayCalendar {
     /// `date` if it is a working day, else the next one.
     pub fn next_working_day(&self, mut date: NaiveDate) -> Result<NaiveDate, DeadlineError> {
         while !self.is_working_day(date)? {
-            date = date.succ_opt().expect("dates in the calendar range have a successor");
+            date = date
+                .succ_opt()
+                .expect("dates in the calendar range have a successor");
         }
         Ok(date)
     }
@@ -122,7 +133,8 @@ impl HolidayCalendar {
 /// last day of the target month when it is shorter.
 pub fn add_months(date: NaiveDate, months: u32) -> NaiveDate {
     // chrono clamps to the last day of the month, which is the EDPB rule.
-    date.checked_add_months(Months::new(months)).expect("date within chrono's range")
+    date.checked_add_months(Months::new(months))
+        .expect("date within chrono's range")
 }
 
 /// An Art. 12(3) extension, as decided.
@@ -148,9 +160,17 @@ pub struct Deadline {
 impl Deadline {
     /// The deadline of a request received on `received_on` (the controller's
     /// local date).
-    pub fn for_request(received_on: NaiveDate, cal: &HolidayCalendar) -> Result<Self, DeadlineError> {
+    pub fn for_request(
+        received_on: NaiveDate,
+        cal: &HolidayCalendar,
+    ) -> Result<Self, DeadlineError> {
         let due = cal.next_working_day(add_months(received_on, 1))?;
-        Ok(Self { received_on, original_due: due, extension: None, due })
+        Ok(Self {
+            received_on,
+            original_due: due,
+            extension: None,
+            due,
+        })
     }
 
     /// Extends the deadline by `months` (total extension at most two
@@ -182,7 +202,11 @@ impl Deadline {
         Ok(Self {
             received_on: self.received_on,
             original_due: self.original_due,
-            extension: Some(Extension { months: total, reason: reason.to_owned(), decided_on }),
+            extension: Some(Extension {
+                months: total,
+                reason: reason.to_owned(),
+                decided_on,
+            }),
             due,
         })
     }
@@ -261,22 +285,39 @@ mod tests {
     fn extension_rules() {
         let cal = HolidayCalendar::swedish();
         let dl = Deadline::for_request(d("2026-11-23"), &cal).unwrap();
-        assert_eq!(dl.extend(2, "  ", d("2026-11-30"), &cal), Err(DeadlineError::ReasonRequired));
-        assert_eq!(dl.extend(3, "many systems", d("2026-11-30"), &cal), Err(DeadlineError::TooLong));
-        assert_eq!(dl.extend(0, "many systems", d("2026-11-30"), &cal), Err(DeadlineError::TooLong));
+        assert_eq!(
+            dl.extend(2, "  ", d("2026-11-30"), &cal),
+            Err(DeadlineError::ReasonRequired)
+        );
+        assert_eq!(
+            dl.extend(3, "many systems", d("2026-11-30"), &cal),
+            Err(DeadlineError::TooLong)
+        );
+        assert_eq!(
+            dl.extend(0, "many systems", d("2026-11-30"), &cal),
+            Err(DeadlineError::TooLong)
+        );
         assert_eq!(
             dl.extend(1, "many systems", d("2026-12-24"), &cal),
             Err(DeadlineError::OutsideFirstMonth)
         );
-        assert_eq!(dl.extend(1, "x", d("2026-11-22"), &cal), Err(DeadlineError::BeforeReceipt));
+        assert_eq!(
+            dl.extend(1, "x", d("2026-11-22"), &cal),
+            Err(DeadlineError::BeforeReceipt)
+        );
 
         let once = dl.extend(1, "many systems", d("2026-12-23"), &cal).unwrap();
         assert_eq!(once.due(), d("2027-01-25")); // Jan 23 2027 is a Saturday
         assert_eq!(once.original_due(), d("2026-12-23"));
-        let twice = once.extend(1, "a processor abroad", d("2026-12-01"), &cal).unwrap();
+        let twice = once
+            .extend(1, "a processor abroad", d("2026-12-01"), &cal)
+            .unwrap();
         assert_eq!(twice.due(), d("2027-02-23"));
         assert_eq!(twice.extension().unwrap().months, 2);
-        assert_eq!(twice.extend(1, "more", d("2026-12-01"), &cal), Err(DeadlineError::TooLong));
+        assert_eq!(
+            twice.extend(1, "more", d("2026-12-01"), &cal),
+            Err(DeadlineError::TooLong)
+        );
         assert!(twice.is_overdue(d("2027-02-24")));
         assert!(!twice.is_overdue(d("2027-02-23")));
     }
@@ -294,7 +335,13 @@ mod tests {
             Err(CalendarError::Inconsistent("first_year after last_year"))
         );
         let outside = "country = \"SE\"\nfirst_year = 2026\nlast_year = 2026\ndays = [{ date = \"2027-01-01\", name = \"x\" }]\n";
-        assert!(matches!(HolidayCalendar::from_toml(outside), Err(CalendarError::Inconsistent(_))));
-        assert!(matches!(HolidayCalendar::from_toml("nonsense"), Err(CalendarError::Syntax(_))));
+        assert!(matches!(
+            HolidayCalendar::from_toml(outside),
+            Err(CalendarError::Inconsistent(_))
+        ));
+        assert!(matches!(
+            HolidayCalendar::from_toml("nonsense"),
+            Err(CalendarError::Syntax(_))
+        ));
     }
 }

@@ -118,7 +118,10 @@ fn normalise_email(raw: &str) -> Result<String, InvalidIdentity> {
         .rsplit_once('@')
         .ok_or(InvalidIdentity::Malformed(T, "no @"))?;
     if local.is_empty() || local.len() > 64 {
-        return Err(InvalidIdentity::Malformed(T, "local part empty or longer than 64"));
+        return Err(InvalidIdentity::Malformed(
+            T,
+            "local part empty or longer than 64",
+        ));
     }
     if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(InvalidIdentity::Malformed(T, "contains white space"));
@@ -150,7 +153,10 @@ fn normalise_phone(raw: &str) -> Result<String, InvalidIdentity> {
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' ' | '(' | ')' | '.' | '/'))
     {
-        return Err(InvalidIdentity::Malformed(T, "only digits, +, -, space, ., / and () allowed"));
+        return Err(InvalidIdentity::Malformed(
+            T,
+            "only digits, +, -, space, ., / and () allowed",
+        ));
     }
     // "00" is the international prefix dialled from Sweden.
     let prepared = match raw.strip_prefix("00") {
@@ -160,7 +166,10 @@ fn normalise_phone(raw: &str) -> Result<String, InvalidIdentity> {
     let number = phonenumber::parse(Some(phonenumber::country::Id::SE), &prepared)
         .map_err(|_| InvalidIdentity::Malformed(T, "not a telephone number"))?;
     if !phonenumber::is_valid(&number) {
-        return Err(InvalidIdentity::Malformed(T, "not a valid number for its country"));
+        return Err(InvalidIdentity::Malformed(
+            T,
+            "not a valid number for its country",
+        ));
     }
     Ok(number.format().mode(phonenumber::Mode::E164).to_string())
 }
@@ -170,8 +179,14 @@ fn normalise_customer_id(raw: &str) -> Result<String, InvalidIdentity> {
     if raw.len() > 64 {
         return Err(InvalidIdentity::TooLong(T));
     }
-    if !raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(InvalidIdentity::Malformed(T, "only letters, digits, -, _ and . allowed"));
+    if !raw
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(InvalidIdentity::Malformed(
+            T,
+            "only letters, digits, -, _ and . allowed",
+        ));
     }
     Ok(raw.to_owned())
 }
@@ -186,7 +201,7 @@ fn luhn_valid(digits: &[u8]) -> bool {
             if p > 9 { p - 9 } else { p }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn digits_of(s: &str) -> Vec<u8> {
@@ -219,25 +234,38 @@ impl Personnummer {
             Some(pos) => {
                 let (l, r) = s.split_at(pos);
                 if r.len() != 5 {
-                    return Err(InvalidIdentity::Malformed(T, "separator in the wrong place"));
+                    return Err(InvalidIdentity::Malformed(
+                        T,
+                        "separator in the wrong place",
+                    ));
                 }
                 (format!("{l}{}", &r[1..]), Some(r.as_bytes()[0]))
             }
             None => (s.to_owned(), None),
         };
         if !body.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(InvalidIdentity::Malformed(T, "only digits, - and + allowed"));
+            return Err(InvalidIdentity::Malformed(
+                T,
+                "only digits, - and + allowed",
+            ));
         }
         let (year, rest) = match body.len() {
             12 => {
                 if sep == Some(b'+') {
-                    return Err(InvalidIdentity::Malformed(T, "+ is only used with 10 digits"));
+                    return Err(InvalidIdentity::Malformed(
+                        T,
+                        "+ is only used with 10 digits",
+                    ));
                 }
-                let year: i32 = body[..4].parse().map_err(|_| InvalidIdentity::Malformed(T, "year"))?;
+                let year: i32 = body[..4]
+                    .parse()
+                    .map_err(|_| InvalidIdentity::Malformed(T, "year"))?;
                 (year, &body[2..])
             }
             10 => {
-                let yy: i32 = body[..2].parse().map_err(|_| InvalidIdentity::Malformed(T, "year"))?;
+                let yy: i32 = body[..2]
+                    .parse()
+                    .map_err(|_| InvalidIdentity::Malformed(T, "year"))?;
                 let mut year = today.year() / 100 * 100 + yy;
                 // The most recent year with that ending that is not after this year
                 // (the exact date is checked below).
@@ -271,7 +299,12 @@ impl Personnummer {
             return Err(InvalidIdentity::InvalidDate(T));
         }
         let serial = u16::from(d[6]) * 100 + u16::from(d[7]) * 10 + u16::from(d[8]);
-        Ok(Self { birth_date, coordination, serial, check: d[9] })
+        Ok(Self {
+            birth_date,
+            coordination,
+            serial,
+            check: d[9],
+        })
     }
 
     /// The date of birth.
@@ -312,7 +345,12 @@ impl Organisationsnummer {
         let s = raw.trim();
         let body: String = match s.find('-') {
             Some(pos) if s.len() - pos == 5 && s.matches('-').count() == 1 => s.replace('-', ""),
-            Some(_) => return Err(InvalidIdentity::Malformed(T, "separator in the wrong place")),
+            Some(_) => {
+                return Err(InvalidIdentity::Malformed(
+                    T,
+                    "separator in the wrong place",
+                ));
+            }
             None => s.to_owned(),
         };
         if !body.bytes().all(|b| b.is_ascii_digit()) {
@@ -321,7 +359,12 @@ impl Organisationsnummer {
         let ten = match body.len() {
             10 => body.as_str(),
             12 if body.starts_with("16") => &body[2..],
-            12 => return Err(InvalidIdentity::Malformed(T, "12-digit form must start with 16")),
+            12 => {
+                return Err(InvalidIdentity::Malformed(
+                    T,
+                    "12-digit form must start with 16",
+                ));
+            }
             _ => return Err(InvalidIdentity::Malformed(T, "must have 10 digits")),
         };
         let d = digits_of(ten);
@@ -329,7 +372,10 @@ impl Organisationsnummer {
             return Err(InvalidIdentity::Malformed(T, "unknown group digit"));
         }
         if d[2] * 10 + d[3] < 20 {
-            return Err(InvalidIdentity::Malformed(T, "third and fourth digits must be at least 20"));
+            return Err(InvalidIdentity::Malformed(
+                T,
+                "third and fourth digits must be at least 20",
+            ));
         }
         if !luhn_valid(&d) {
             return Err(InvalidIdentity::CheckDigit(T));
@@ -364,20 +410,48 @@ mod tests {
             ("8112189876", Ok("198112189876")),
             ("198112189876", Ok("198112189876")),
             ("19811218-9876", Ok("198112189876")),
-            ("811218-9877", Err(InvalidIdentity::CheckDigit(IdentityType::Personnummer))),
+            (
+                "811218-9877",
+                Err(InvalidIdentity::CheckDigit(IdentityType::Personnummer)),
+            ),
             // samordningsnummer: day + 60
             ("811278-9873", Ok("198112789873")),
             // '+' marks a person aged 100 or more
             ("121212+1212", Ok("191212121212")),
             ("121212-1212", Ok("201212121212")),
-            ("811232-9878", Err(InvalidIdentity::InvalidDate(IdentityType::Personnummer))),
-            ("811218-987", Err(InvalidIdentity::Malformed(IdentityType::Personnummer, "separator in the wrong place"))),
-            ("81121898761", Err(InvalidIdentity::Malformed(IdentityType::Personnummer, "must have 10 or 12 digits"))),
-            ("8112a89876", Err(InvalidIdentity::Malformed(IdentityType::Personnummer, "only digits, - and + allowed"))),
+            (
+                "811232-9878",
+                Err(InvalidIdentity::InvalidDate(IdentityType::Personnummer)),
+            ),
+            (
+                "811218-987",
+                Err(InvalidIdentity::Malformed(
+                    IdentityType::Personnummer,
+                    "separator in the wrong place",
+                )),
+            ),
+            (
+                "81121898761",
+                Err(InvalidIdentity::Malformed(
+                    IdentityType::Personnummer,
+                    "must have 10 or 12 digits",
+                )),
+            ),
+            (
+                "8112a89876",
+                Err(InvalidIdentity::Malformed(
+                    IdentityType::Personnummer,
+                    "only digits, - and + allowed",
+                )),
+            ),
         ];
         for (raw, want) in cases {
             let got = Personnummer::parse_at(raw, today()).map(|p| p.to_string());
-            assert_eq!(got.as_deref().map_err(Clone::clone), want.clone(), "input {raw}");
+            assert_eq!(
+                got.as_deref().map_err(Clone::clone),
+                want.clone(),
+                "input {raw}"
+            );
         }
     }
 
@@ -406,14 +480,23 @@ mod tests {
         );
         // the 10-digit form of a date later this century is read as last century
         let ten = with_check_digit("300101123");
-        assert_eq!(Personnummer::parse_at(&ten, today()).unwrap().birth_date().year(), 1930);
+        assert_eq!(
+            Personnummer::parse_at(&ten, today())
+                .unwrap()
+                .birth_date()
+                .year(),
+            1930
+        );
     }
 
     #[test]
     fn coordination_flag() {
         let p = Personnummer::parse_at("811278-9873", today()).unwrap();
         assert!(p.is_coordination_number());
-        assert_eq!(p.birth_date(), NaiveDate::from_ymd_opt(1981, 12, 18).unwrap());
+        assert_eq!(
+            p.birth_date(),
+            NaiveDate::from_ymd_opt(1981, 12, 18).unwrap()
+        );
     }
 
     #[test]
@@ -430,13 +513,32 @@ mod tests {
             ("556786-4854", Ok("556786-4854")),
             ("556397-1414", Ok("556397-1414")),
             // a personnummer is not an organisationsnummer (month < 20)
-            ("811218-9876", Err(InvalidIdentity::Malformed(t, "third and fourth digits must be at least 20"))),
-            ("456134-1248", Err(InvalidIdentity::Malformed(t, "unknown group digit"))),
-            ("175561341248", Err(InvalidIdentity::Malformed(t, "12-digit form must start with 16"))),
+            (
+                "811218-9876",
+                Err(InvalidIdentity::Malformed(
+                    t,
+                    "third and fourth digits must be at least 20",
+                )),
+            ),
+            (
+                "456134-1248",
+                Err(InvalidIdentity::Malformed(t, "unknown group digit")),
+            ),
+            (
+                "175561341248",
+                Err(InvalidIdentity::Malformed(
+                    t,
+                    "12-digit form must start with 16",
+                )),
+            ),
         ];
         for (raw, want) in cases {
             let got = Organisationsnummer::parse(raw).map(|o| o.to_string());
-            assert_eq!(got.as_deref().map_err(Clone::clone), want.clone(), "input {raw}");
+            assert_eq!(
+                got.as_deref().map_err(Clone::clone),
+                want.clone(),
+                "input {raw}"
+            );
         }
     }
 
@@ -449,9 +551,23 @@ mod tests {
             ("Åsa@exempel.se", "åsa@exempel.se"),
         ];
         for (raw, want) in ok {
-            assert_eq!(Identity::parse(t, raw).unwrap().value(), want, "input {raw}");
+            assert_eq!(
+                Identity::parse(t, raw).unwrap().value(),
+                want,
+                "input {raw}"
+            );
         }
-        for bad in ["", "   ", "no-at.example.se", "@example.se", "a@b", "a b@example.se", "a..b@example.se", "a@-x.se", "a@x..se"] {
+        for bad in [
+            "",
+            "   ",
+            "no-at.example.se",
+            "@example.se",
+            "a@b",
+            "a b@example.se",
+            "a..b@example.se",
+            "a@-x.se",
+            "a@x..se",
+        ] {
             assert!(Identity::parse(t, bad).is_err(), "accepted {bad:?}");
         }
     }
@@ -468,9 +584,18 @@ mod tests {
             ("+1 202 456 1111", "+12024561111"),
         ];
         for (raw, want) in ok {
-            assert_eq!(Identity::parse(t, raw).unwrap().value(), want, "input {raw}");
+            assert_eq!(
+                Identity::parse(t, raw).unwrap().value(),
+                want,
+                "input {raw}"
+            );
         }
-        for bad in ["abc", "070-12", "+46 70 123 45 67 89 01 23", "070 123 45 67 x"] {
+        for bad in [
+            "abc",
+            "070-12",
+            "+46 70 123 45 67 89 01 23",
+            "070 123 45 67 x",
+        ] {
             assert!(Identity::parse(t, bad).is_err(), "accepted {bad:?}");
         }
     }
@@ -479,8 +604,17 @@ mod tests {
     fn customer_id_rules() {
         let t = IdentityType::CustomerId;
         assert_eq!(Identity::parse(t, " C-1001 ").unwrap().value(), "C-1001");
-        assert_eq!(Identity::parse(t, "a b"), Err(InvalidIdentity::Malformed(t, "only letters, digits, -, _ and . allowed")));
-        assert_eq!(Identity::parse(t, &"x".repeat(65)), Err(InvalidIdentity::TooLong(t)));
+        assert_eq!(
+            Identity::parse(t, "a b"),
+            Err(InvalidIdentity::Malformed(
+                t,
+                "only letters, digits, -, _ and . allowed"
+            ))
+        );
+        assert_eq!(
+            Identity::parse(t, &"x".repeat(65)),
+            Err(InvalidIdentity::TooLong(t))
+        );
     }
 
     #[test]

@@ -96,7 +96,8 @@ struct AdequacyEntry {
 impl CountryTables {
     /// The tables shipped with DSR Mesh (`data/countries.toml`).
     pub fn shipped() -> Self {
-        Self::from_toml(include_str!("../data/countries.toml")).expect("shipped country tables are valid")
+        Self::from_toml(include_str!("../data/countries.toml"))
+            .expect("shipped country tables are valid")
     }
 
     /// Reads tables in the format of `data/countries.toml`.
@@ -106,15 +107,23 @@ impl CountryTables {
         let names: BTreeMap<String, String> = file.iso3166.into_iter().collect();
         let known = |c: &str| names.contains_key(c);
         if let Some(bad) = file.eea.iter().find(|c| !known(c)) {
-            return Err(CountryTablesError(format!("EEA member {bad} is not an ISO 3166-1 code")));
+            return Err(CountryTablesError(format!(
+                "EEA member {bad} is not an ISO 3166-1 code"
+            )));
         }
         let mut adequacy = BTreeMap::new();
         for a in file.adequacy {
             if !known(&a.country) {
-                return Err(CountryTablesError(format!("adequacy country {} is unknown", a.country)));
+                return Err(CountryTablesError(format!(
+                    "adequacy country {} is unknown",
+                    a.country
+                )));
             }
             if file.eea.contains(&a.country) {
-                return Err(CountryTablesError(format!("{} is both EEA and adequate", a.country)));
+                return Err(CountryTablesError(format!(
+                    "{} is both EEA and adequate",
+                    a.country
+                )));
             }
             adequacy.insert(
                 a.country,
@@ -127,7 +136,11 @@ impl CountryTables {
                 },
             );
         }
-        Ok(Self { names, eea: file.eea.into_iter().collect(), adequacy })
+        Ok(Self {
+            names,
+            eea: file.eea.into_iter().collect(),
+            adequacy,
+        })
     }
 
     /// Validates a country code (upper-casing it).
@@ -159,7 +172,9 @@ impl CountryTables {
 
     /// Adequate countries with their decisions, ordered by code.
     pub fn adequate(&self) -> impl Iterator<Item = (CountryCode, &AdequacyDecision)> + '_ {
-        self.adequacy.iter().map(|(c, a)| (CountryCode(c.clone()), a))
+        self.adequacy
+            .iter()
+            .map(|(c, a)| (CountryCode(c.clone()), a))
     }
 }
 
@@ -223,9 +238,10 @@ impl RecipientRole {
             Self::IndependentController | Self::Authority => &[SccModule::ControllerToController],
             // A group company or an agent may act as processor or as controller in
             // its own right; either module fits, the contract says which.
-            Self::GroupCompany | Self::Agent => {
-                &[SccModule::ControllerToController, SccModule::ControllerToProcessor]
-            }
+            Self::GroupCompany | Self::Agent => &[
+                SccModule::ControllerToController,
+                SccModule::ControllerToProcessor,
+            ],
         }
     }
 }
@@ -413,14 +429,19 @@ pub struct FieldViolation {
 impl FieldViolation {
     /// A violation of `field`.
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
     }
 }
 
 /// Whether `id` is a valid recipient or system id.
 pub fn valid_slug(id: &str) -> bool {
     (2..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-')
         && !id.ends_with('-')
 }
@@ -428,7 +449,9 @@ pub fn valid_slug(id: &str) -> bool {
 /// Whether `id` is a valid data category id.
 pub fn valid_category_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
         && !id.starts_with('.')
         && !id.ends_with('.')
 }
@@ -439,17 +462,29 @@ impl Recipient {
     pub fn validate(&self, today: NaiveDate) -> Vec<FieldViolation> {
         let mut v = Vec::new();
         if !valid_slug(&self.id) {
-            v.push(FieldViolation::new("recipient.id", "2-64 lower-case letters, digits and -"));
+            v.push(FieldViolation::new(
+                "recipient.id",
+                "2-64 lower-case letters, digits and -",
+            ));
         }
         let name = self.name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            v.push(FieldViolation::new("recipient.name", "required, at most 200 characters"));
+            v.push(FieldViolation::new(
+                "recipient.name",
+                "required, at most 200 characters",
+            ));
         }
         if self.controllers.is_empty() {
-            v.push(FieldViolation::new("recipient.controllers", "at least one controller"));
+            v.push(FieldViolation::new(
+                "recipient.controllers",
+                "at least one controller",
+            ));
         }
         if self.categories.is_empty() {
-            v.push(FieldViolation::new("recipient.category_ids", "at least one category"));
+            v.push(FieldViolation::new(
+                "recipient.category_ids",
+                "at least one category",
+            ));
         }
         if self.role.needs_agreement() && self.dpa_reference.trim().is_empty() {
             v.push(FieldViolation::new(
@@ -458,14 +493,24 @@ impl Recipient {
             ));
         }
         if self.dpa_reference.chars().count() > 200 {
-            v.push(FieldViolation::new("recipient.dpa_reference", "at most 200 characters"));
+            v.push(FieldViolation::new(
+                "recipient.dpa_reference",
+                "at most 200 characters",
+            ));
         }
         if self.purpose.chars().count() > 500 {
-            v.push(FieldViolation::new("recipient.purpose", "at most 500 characters"));
+            v.push(FieldViolation::new(
+                "recipient.purpose",
+                "at most 500 characters",
+            ));
         }
         match &self.safeguard {
             None => {}
-            Some(Safeguard::Scc { signed_on, assessed_on, .. }) => {
+            Some(Safeguard::Scc {
+                signed_on,
+                assessed_on,
+                ..
+            }) => {
                 if *signed_on < scc_2021_effective() {
                     v.push(FieldViolation::new(
                         "recipient.safeguard.scc.signed_on",
@@ -473,17 +518,27 @@ impl Recipient {
                     ));
                 }
                 if *signed_on > today {
-                    v.push(FieldViolation::new("recipient.safeguard.scc.signed_on", "in the future"));
+                    v.push(FieldViolation::new(
+                        "recipient.safeguard.scc.signed_on",
+                        "in the future",
+                    ));
                 }
                 if assessed_on.is_some_and(|a| a > today) {
-                    v.push(FieldViolation::new("recipient.safeguard.scc.assessed_on", "in the future"));
+                    v.push(FieldViolation::new(
+                        "recipient.safeguard.scc.assessed_on",
+                        "in the future",
+                    ));
                 }
             }
-            Some(Safeguard::Bcr { approval_reference, .. }) => {
-                if approval_reference.trim().is_empty() {
-                    v.push(FieldViolation::new("recipient.safeguard.bcr.approval_reference", "required"));
-                }
+            Some(Safeguard::Bcr {
+                approval_reference, ..
+            }) if approval_reference.trim().is_empty() => {
+                v.push(FieldViolation::new(
+                    "recipient.safeguard.bcr.approval_reference",
+                    "required",
+                ));
             }
+            Some(Safeguard::Bcr { .. }) => {}
             Some(Safeguard::Derogation { justification, .. }) => {
                 let j = justification.trim();
                 if j.is_empty() || j.chars().count() > 2000 {
@@ -493,7 +548,11 @@ impl Recipient {
                     ));
                 }
             }
-            Some(Safeguard::Dpf { verified_on, review_by, .. }) => {
+            Some(Safeguard::Dpf {
+                verified_on,
+                review_by,
+                ..
+            }) => {
                 if self.country.as_str() != "US" {
                     v.push(FieldViolation::new(
                         "recipient.safeguard.dpf",
@@ -501,10 +560,16 @@ impl Recipient {
                     ));
                 }
                 if *verified_on > today {
-                    v.push(FieldViolation::new("recipient.safeguard.dpf.verified_on", "in the future"));
+                    v.push(FieldViolation::new(
+                        "recipient.safeguard.dpf.verified_on",
+                        "in the future",
+                    ));
                 }
                 if review_by < verified_on {
-                    v.push(FieldViolation::new("recipient.safeguard.dpf.review_by", "before verified_on"));
+                    v.push(FieldViolation::new(
+                        "recipient.safeguard.dpf.review_by",
+                        "before verified_on",
+                    ));
                 }
             }
         }
@@ -660,7 +725,9 @@ impl TransferPolicy {
     /// Whether `category` must stay in the EEA.
     pub fn is_eea_only(&self, category: &str) -> bool {
         self.eea_only_categories.iter().any(|p| {
-            category == p || (category.starts_with(p.as_str()) && category.as_bytes().get(p.len()) == Some(&b'.'))
+            category == p
+                || (category.starts_with(p.as_str())
+                    && category.as_bytes().get(p.len()) == Some(&b'.'))
         })
     }
 }
@@ -669,10 +736,18 @@ struct Reasons(Vec<Reason>);
 
 impl Reasons {
     fn block(&mut self, code: ReasonCode, message: String) {
-        self.0.push(Reason { code, message, blocking: true });
+        self.0.push(Reason {
+            code,
+            message,
+            blocking: true,
+        });
     }
     fn note(&mut self, code: ReasonCode, message: String) {
-        self.0.push(Reason { code, message, blocking: false });
+        self.0.push(Reason {
+            code,
+            message,
+            blocking: false,
+        });
     }
 }
 
@@ -685,13 +760,13 @@ pub fn assess(
 ) -> Assessment {
     let mut r = Reasons(Vec::new());
     let on = check.on;
-    if let Some(c) = check.controller {
-        if !recipient.controllers.contains(c) {
-            r.block(
-                ReasonCode::ControllerNotServed,
-                format!("the recipient does not receive data from controller {c}"),
-            );
-        }
+    if let Some(c) = check.controller
+        && !recipient.controllers.contains(c)
+    {
+        r.block(
+            ReasonCode::ControllerNotServed,
+            format!("the recipient does not receive data from controller {c}"),
+        );
     }
     for cat in check.categories.difference(&recipient.categories) {
         r.block(
@@ -703,20 +778,32 @@ pub fn assess(
     let mut decision_reference = None;
     let (basis, summary) = match tables.status(&recipient.country) {
         CountryStatus::Eea => {
-            r.note(ReasonCode::WithinEea, format!("{country_name} is in the EEA: no transfer"));
-            (TransferBasis::WithinEea, format!("processed in {country_name}, inside the EEA"))
+            r.note(
+                ReasonCode::WithinEea,
+                format!("{country_name} is in the EEA: no transfer"),
+            );
+            (
+                TransferBasis::WithinEea,
+                format!("processed in {country_name}, inside the EEA"),
+            )
         }
         CountryStatus::Adequate(decision) if !decision.dpf_only => {
             if decision.valid_until.is_some_and(|until| until < on) {
                 r.note(
                     ReasonCode::AdequacyLapsed,
-                    format!("the adequacy decision {} for {country_name} has lapsed", decision.reference),
+                    format!(
+                        "the adequacy decision {} for {country_name} has lapsed",
+                        decision.reference
+                    ),
                 );
                 safeguard_basis(recipient, &country_name, on, &mut r)
             } else {
                 r.note(
                     ReasonCode::AdequacyDecision,
-                    format!("adequacy decision {} covers {country_name}", decision.reference),
+                    format!(
+                        "adequacy decision {} covers {country_name}",
+                        decision.reference
+                    ),
                 );
                 if let Some(scope) = &decision.scope {
                     r.note(
@@ -727,41 +814,55 @@ pub fn assess(
                 decision_reference = Some(decision.reference.clone());
                 (
                     TransferBasis::Adequacy,
-                    format!("{country_name}: EU adequacy decision {}", decision.reference),
-                )
-            }
-        }
-        CountryStatus::Adequate(decision) => match &recipient.safeguard {
-            Some(Safeguard::Dpf { active: true, verified_on, review_by }) if *review_by >= on => {
-                r.note(
-                    ReasonCode::DpfCertified,
-                    format!("certified under the EU-US Data Privacy Framework, verified {verified_on}"),
-                );
-                decision_reference = Some(decision.reference.clone());
-                (
-                    TransferBasis::DataPrivacyFramework,
                     format!(
-                        "{country_name}: EU-US Data Privacy Framework, adequacy decision {}, certification verified {verified_on}",
+                        "{country_name}: EU adequacy decision {}",
                         decision.reference
                     ),
                 )
             }
-            Some(Safeguard::Dpf { active: true, review_by, .. }) => {
-                r.block(
+        }
+        CountryStatus::Adequate(decision) => {
+            match &recipient.safeguard {
+                Some(Safeguard::Dpf {
+                    active: true,
+                    verified_on,
+                    review_by,
+                }) if *review_by >= on => {
+                    r.note(
+                    ReasonCode::DpfCertified,
+                    format!("certified under the EU-US Data Privacy Framework, verified {verified_on}"),
+                );
+                    decision_reference = Some(decision.reference.clone());
+                    (
+                        TransferBasis::DataPrivacyFramework,
+                        format!(
+                            "{country_name}: EU-US Data Privacy Framework, adequacy decision {}, certification verified {verified_on}",
+                            decision.reference
+                        ),
+                    )
+                }
+                Some(Safeguard::Dpf {
+                    active: true,
+                    review_by,
+                    ..
+                }) => {
+                    r.block(
                     ReasonCode::DpfReviewOverdue,
                     format!("the Data Privacy Framework certification was due for review on {review_by} and is unconfirmed"),
                 );
-                (TransferBasis::None, "no confirmed safeguard".to_owned())
+                    (TransferBasis::None, "no confirmed safeguard".to_owned())
+                }
+                Some(Safeguard::Dpf { active: false, .. }) => {
+                    r.block(
+                        ReasonCode::DpfNotCertified,
+                        "the recipient is not certified under the EU-US Data Privacy Framework"
+                            .to_owned(),
+                    );
+                    (TransferBasis::None, "no safeguard".to_owned())
+                }
+                _ => safeguard_basis(recipient, &country_name, on, &mut r),
             }
-            Some(Safeguard::Dpf { active: false, .. }) => {
-                r.block(
-                    ReasonCode::DpfNotCertified,
-                    "the recipient is not certified under the EU-US Data Privacy Framework".to_owned(),
-                );
-                (TransferBasis::None, "no safeguard".to_owned())
-            }
-            _ => safeguard_basis(recipient, &country_name, on, &mut r),
-        },
+        }
         CountryStatus::ThirdCountry => safeguard_basis(recipient, &country_name, on, &mut r),
     };
     if basis != TransferBasis::WithinEea {
@@ -802,7 +903,12 @@ fn safeguard_basis(
             );
             (TransferBasis::None, "no safeguard".to_owned())
         }
-        Some(Safeguard::Scc { module, signed_on, assessed_on, review_by }) => {
+        Some(Safeguard::Scc {
+            module,
+            signed_on,
+            assessed_on,
+            review_by,
+        }) => {
             let fitting = recipient.role.fitting_scc_modules();
             if !fitting.contains(module) {
                 let want: Vec<String> = fitting.iter().map(|m| m.number().to_string()).collect();
@@ -823,7 +929,10 @@ fn safeguard_basis(
             } else {
                 r.note(
                     ReasonCode::SccInForce,
-                    format!("EU standard contractual clauses 2021/914 module {} signed {signed_on}", module.number()),
+                    format!(
+                        "EU standard contractual clauses 2021/914 module {} signed {signed_on}",
+                        module.number()
+                    ),
                 );
             }
             if assessed_on.is_none() {
@@ -833,7 +942,10 @@ fn safeguard_basis(
                 );
             }
             if review_by.is_some_and(|d| d < on) {
-                r.note(ReasonCode::SccReviewOverdue, "the clauses' review date has passed".to_owned());
+                r.note(
+                    ReasonCode::SccReviewOverdue,
+                    "the clauses' review date has passed".to_owned(),
+                );
             }
             (
                 TransferBasis::Scc,
@@ -843,17 +955,26 @@ fn safeguard_basis(
                 ),
             )
         }
-        Some(Safeguard::Bcr { approval_reference, review_by }) => {
+        Some(Safeguard::Bcr {
+            approval_reference,
+            review_by,
+        }) => {
             if recipient.role != RecipientRole::GroupCompany {
                 r.block(
                     ReasonCode::BcrNotGroup,
                     "binding corporate rules cover only companies of the group".to_owned(),
                 );
             } else {
-                r.note(ReasonCode::BcrInForce, format!("binding corporate rules {approval_reference}"));
+                r.note(
+                    ReasonCode::BcrInForce,
+                    format!("binding corporate rules {approval_reference}"),
+                );
             }
             if review_by.is_some_and(|d| d < on) {
-                r.note(ReasonCode::BcrReviewOverdue, "the rules' review date has passed".to_owned());
+                r.note(
+                    ReasonCode::BcrReviewOverdue,
+                    "the rules' review date has passed".to_owned(),
+                );
             }
             (
                 TransferBasis::Bcr,
@@ -863,17 +984,24 @@ fn safeguard_basis(
         Some(Safeguard::Derogation { ground, .. }) => {
             r.note(
                 ReasonCode::DerogationOccasionalOnly,
-                format!("Art. {} derogation: for occasional transfers only, never systematic ones", ground.as_str()),
+                format!(
+                    "Art. {} derogation: for occasional transfers only, never systematic ones",
+                    ground.as_str()
+                ),
             );
             if *ground == DerogationGround::CompellingLegitimateInterests {
                 r.note(
                     ReasonCode::DerogationInformAuthority,
-                    "the supervisory authority and the person must be informed of the transfer".to_owned(),
+                    "the supervisory authority and the person must be informed of the transfer"
+                        .to_owned(),
                 );
             }
             (
                 TransferBasis::Derogation,
-                format!("{country_name}: derogation under GDPR Art. {}", ground.as_str()),
+                format!(
+                    "{country_name}: derogation under GDPR Art. {}",
+                    ground.as_str()
+                ),
             )
         }
     }
@@ -912,7 +1040,11 @@ pub fn reviews_due<'a>(
             })
         })
         .collect();
-    due.sort_by(|a, b| a.review_by.cmp(&b.review_by).then(a.recipient.id.cmp(&b.recipient.id)));
+    due.sort_by(|a, b| {
+        a.review_by
+            .cmp(&b.review_by)
+            .then(a.recipient.id.cmp(&b.recipient.id))
+    });
     due
 }
 
@@ -932,7 +1064,12 @@ mod tests {
             role,
             country: tables.code(country).unwrap(),
             controllers: [Organisationsnummer::parse("556134-1248").unwrap()].into(),
-            categories: ["contact.email".to_owned(), "contact.name".to_owned(), "survey.answers".to_owned()].into(),
+            categories: [
+                "contact.email".to_owned(),
+                "contact.name".to_owned(),
+                "survey.answers".to_owned(),
+            ]
+            .into(),
             systems: BTreeSet::new(),
             dpa_reference: "DPA-1".into(),
             safeguard,
@@ -942,8 +1079,19 @@ mod tests {
 
     fn check(rec: &Recipient, cats: &[&str]) -> Assessment {
         let cats: BTreeSet<String> = cats.iter().map(|c| (*c).to_owned()).collect();
-        let policy = TransferPolicy { eea_only_categories: ["survey".to_owned()].into() };
-        assess(rec, &TransferCheck { categories: &cats, controller: None, on: d("2026-11-23") }, &CountryTables::shipped(), &policy)
+        let policy = TransferPolicy {
+            eea_only_categories: ["survey".to_owned()].into(),
+        };
+        assess(
+            rec,
+            &TransferCheck {
+                categories: &cats,
+                controller: None,
+                on: d("2026-11-23"),
+            },
+            &CountryTables::shipped(),
+            &policy,
+        )
     }
 
     fn codes(a: &Assessment) -> Vec<&'static str> {
@@ -951,48 +1099,226 @@ mod tests {
     }
 
     fn scc(module: SccModule) -> Option<Safeguard> {
-        Some(Safeguard::Scc { module, signed_on: d("2023-03-01"), assessed_on: Some(d("2023-02-15")), review_by: Some(d("2027-03-01")) })
+        Some(Safeguard::Scc {
+            module,
+            signed_on: d("2023-03-01"),
+            assessed_on: Some(d("2023-02-15")),
+            review_by: Some(d("2027-03-01")),
+        })
     }
 
     fn dpf(active: bool, review_by: &str) -> Option<Safeguard> {
-        Some(Safeguard::Dpf { active, verified_on: d("2026-06-01"), review_by: d(review_by) })
+        Some(Safeguard::Dpf {
+            active,
+            verified_on: d("2026-06-01"),
+            review_by: d(review_by),
+        })
     }
 
     #[test]
     fn table_of_outcomes() {
         use RecipientRole::*;
         use TransferBasis as B;
-        let cases: Vec<(&str, Recipient, &[&str], bool, TransferBasis, &[&str])> = vec![
-            ("EEA", recipient("SE", Processor, None), &["contact.email"], true, B::WithinEea, &["WITHIN_EEA"]),
-            ("EEA, survey data may stay", recipient("DE", Processor, None), &["survey.answers"], true, B::WithinEea, &["WITHIN_EEA"]),
-            ("adequate country", recipient("JP", Processor, None), &["contact.email"], true, B::Adequacy, &["ADEQUACY_DECISION", "ADEQUACY_PARTIAL_SCOPE"]),
-            ("adequate UK", recipient("GB", Agent, None), &["contact.email"], true, B::Adequacy, &["ADEQUACY_DECISION"]),
-            ("adequate Brazil", recipient("BR", Agent, None), &["contact.email"], true, B::Adequacy, &["ADEQUACY_DECISION"]),
-            ("third country, nothing", recipient("IN", Processor, None), &["contact.email"], false, B::None, &["NO_SAFEGUARD"]),
-            ("third country, SCC module 2 for a processor", recipient("IN", Processor, scc(SccModule::ControllerToProcessor)), &["contact.email"], true, B::Scc, &["SCC_IN_FORCE"]),
-            ("SCC module 1 for a processor", recipient("IN", Processor, scc(SccModule::ControllerToController)), &["contact.email"], false, B::Scc, &["SCC_MODULE_MISMATCH"]),
-            ("SCC module 3 for a sub-processor", recipient("PH", SubProcessor, scc(SccModule::ProcessorToProcessor)), &["contact.email"], true, B::Scc, &["SCC_IN_FORCE"]),
-            ("US certified", recipient("US", Processor, dpf(true, "2027-06-01")), &["contact.email"], true, B::DataPrivacyFramework, &["DPF_CERTIFIED"]),
-            ("US not certified", recipient("US", Processor, dpf(false, "2027-06-01")), &["contact.email"], false, B::None, &["DPF_NOT_CERTIFIED"]),
-            ("US certification unconfirmed", recipient("US", Processor, dpf(true, "2026-11-01")), &["contact.email"], false, B::None, &["DPF_REVIEW_OVERDUE"]),
-            ("US nothing", recipient("US", Processor, None), &["contact.email"], false, B::None, &["NO_SAFEGUARD"]),
-            ("US uncertified but SCCs", recipient("US", Processor, scc(SccModule::ControllerToProcessor)), &["contact.email"], true, B::Scc, &["SCC_IN_FORCE"]),
-            ("survey data abroad", recipient("IN", Processor, scc(SccModule::ControllerToProcessor)), &["survey.answers"], false, B::Scc, &["EEA_ONLY_CATEGORY", "SCC_IN_FORCE"]),
-            ("category not agreed", recipient("SE", Processor, None), &["aml.identity_document"], false, B::WithinEea, &["CATEGORY_NOT_AGREED", "WITHIN_EEA"]),
-            ("BCR inside group", recipient("IN", GroupCompany, Some(Safeguard::Bcr { approval_reference: "IMY-2020-1".into(), review_by: None })), &["contact.email"], true, B::Bcr, &["BCR_IN_FORCE"]),
-            ("BCR outside group", recipient("IN", Processor, Some(Safeguard::Bcr { approval_reference: "IMY-2020-1".into(), review_by: None })), &["contact.email"], false, B::Bcr, &["BCR_NOT_GROUP"]),
-            ("legal-claims derogation", recipient("TR", Agent, Some(Safeguard::Derogation { ground: DerogationGround::LegalClaims, justification: "claim".into() })), &["contact.name"], true, B::Derogation, &["DEROGATION_OCCASIONAL_ONLY"]),
+        type Case<'a> = (
+            &'a str,
+            Recipient,
+            &'a [&'a str],
+            bool,
+            TransferBasis,
+            &'a [&'a str],
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "EEA",
+                recipient("SE", Processor, None),
+                &["contact.email"],
+                true,
+                B::WithinEea,
+                &["WITHIN_EEA"],
+            ),
+            (
+                "EEA, survey data may stay",
+                recipient("DE", Processor, None),
+                &["survey.answers"],
+                true,
+                B::WithinEea,
+                &["WITHIN_EEA"],
+            ),
+            (
+                "adequate country",
+                recipient("JP", Processor, None),
+                &["contact.email"],
+                true,
+                B::Adequacy,
+                &["ADEQUACY_DECISION", "ADEQUACY_PARTIAL_SCOPE"],
+            ),
+            (
+                "adequate UK",
+                recipient("GB", Agent, None),
+                &["contact.email"],
+                true,
+                B::Adequacy,
+                &["ADEQUACY_DECISION"],
+            ),
+            (
+                "adequate Brazil",
+                recipient("BR", Agent, None),
+                &["contact.email"],
+                true,
+                B::Adequacy,
+                &["ADEQUACY_DECISION"],
+            ),
+            (
+                "third country, nothing",
+                recipient("IN", Processor, None),
+                &["contact.email"],
+                false,
+                B::None,
+                &["NO_SAFEGUARD"],
+            ),
+            (
+                "third country, SCC module 2 for a processor",
+                recipient("IN", Processor, scc(SccModule::ControllerToProcessor)),
+                &["contact.email"],
+                true,
+                B::Scc,
+                &["SCC_IN_FORCE"],
+            ),
+            (
+                "SCC module 1 for a processor",
+                recipient("IN", Processor, scc(SccModule::ControllerToController)),
+                &["contact.email"],
+                false,
+                B::Scc,
+                &["SCC_MODULE_MISMATCH"],
+            ),
+            (
+                "SCC module 3 for a sub-processor",
+                recipient("PH", SubProcessor, scc(SccModule::ProcessorToProcessor)),
+                &["contact.email"],
+                true,
+                B::Scc,
+                &["SCC_IN_FORCE"],
+            ),
+            (
+                "US certified",
+                recipient("US", Processor, dpf(true, "2027-06-01")),
+                &["contact.email"],
+                true,
+                B::DataPrivacyFramework,
+                &["DPF_CERTIFIED"],
+            ),
+            (
+                "US not certified",
+                recipient("US", Processor, dpf(false, "2027-06-01")),
+                &["contact.email"],
+                false,
+                B::None,
+                &["DPF_NOT_CERTIFIED"],
+            ),
+            (
+                "US certification unconfirmed",
+                recipient("US", Processor, dpf(true, "2026-11-01")),
+                &["contact.email"],
+                false,
+                B::None,
+                &["DPF_REVIEW_OVERDUE"],
+            ),
+            (
+                "US nothing",
+                recipient("US", Processor, None),
+                &["contact.email"],
+                false,
+                B::None,
+                &["NO_SAFEGUARD"],
+            ),
+            (
+                "US uncertified but SCCs",
+                recipient("US", Processor, scc(SccModule::ControllerToProcessor)),
+                &["contact.email"],
+                true,
+                B::Scc,
+                &["SCC_IN_FORCE"],
+            ),
+            (
+                "survey data abroad",
+                recipient("IN", Processor, scc(SccModule::ControllerToProcessor)),
+                &["survey.answers"],
+                false,
+                B::Scc,
+                &["EEA_ONLY_CATEGORY", "SCC_IN_FORCE"],
+            ),
+            (
+                "category not agreed",
+                recipient("SE", Processor, None),
+                &["aml.identity_document"],
+                false,
+                B::WithinEea,
+                &["CATEGORY_NOT_AGREED", "WITHIN_EEA"],
+            ),
+            (
+                "BCR inside group",
+                recipient(
+                    "IN",
+                    GroupCompany,
+                    Some(Safeguard::Bcr {
+                        approval_reference: "IMY-2020-1".into(),
+                        review_by: None,
+                    }),
+                ),
+                &["contact.email"],
+                true,
+                B::Bcr,
+                &["BCR_IN_FORCE"],
+            ),
+            (
+                "BCR outside group",
+                recipient(
+                    "IN",
+                    Processor,
+                    Some(Safeguard::Bcr {
+                        approval_reference: "IMY-2020-1".into(),
+                        review_by: None,
+                    }),
+                ),
+                &["contact.email"],
+                false,
+                B::Bcr,
+                &["BCR_NOT_GROUP"],
+            ),
+            (
+                "legal-claims derogation",
+                recipient(
+                    "TR",
+                    Agent,
+                    Some(Safeguard::Derogation {
+                        ground: DerogationGround::LegalClaims,
+                        justification: "claim".into(),
+                    }),
+                ),
+                &["contact.name"],
+                true,
+                B::Derogation,
+                &["DEROGATION_OCCASIONAL_ONLY"],
+            ),
         ];
         for (name, rec, cats, lawful, basis, want) in cases {
             let a = check(&rec, cats);
-            assert_eq!((a.lawful, a.basis), (lawful, basis), "{name}: {:?}", a.reasons);
+            assert_eq!(
+                (a.lawful, a.basis),
+                (lawful, basis),
+                "{name}: {:?}",
+                a.reasons
+            );
             assert_eq!(codes(&a), want, "{name}");
         }
     }
 
     #[test]
     fn eea_only_patterns_cover_sub_categories() {
-        let p = TransferPolicy { eea_only_categories: ["survey".to_owned()].into() };
+        let p = TransferPolicy {
+            eea_only_categories: ["survey".to_owned()].into(),
+        };
         assert!(p.is_eea_only("survey"));
         assert!(p.is_eea_only("survey.answers"));
         assert!(!p.is_eea_only("surveyor.name"));
@@ -1006,7 +1332,11 @@ mod tests {
         let cats: BTreeSet<String> = ["contact.email".to_owned()].into();
         let a = assess(
             &rec,
-            &TransferCheck { categories: &cats, controller: Some(&other), on: d("2026-11-23") },
+            &TransferCheck {
+                categories: &cats,
+                controller: Some(&other),
+                on: d("2026-11-23"),
+            },
             &CountryTables::shipped(),
             &TransferPolicy::default(),
         );
@@ -1019,35 +1349,92 @@ mod tests {
         let rec = recipient(
             "IN",
             RecipientRole::Processor,
-            Some(Safeguard::Scc { module: SccModule::ControllerToProcessor, signed_on: d("2022-01-10"), assessed_on: None, review_by: Some(d("2026-01-01")) }),
+            Some(Safeguard::Scc {
+                module: SccModule::ControllerToProcessor,
+                signed_on: d("2022-01-10"),
+                assessed_on: None,
+                review_by: Some(d("2026-01-01")),
+            }),
         );
         let a = check(&rec, &["contact.email"]);
         assert!(a.lawful);
-        assert_eq!(codes(&a), ["SCC_IN_FORCE", "SCC_ASSESSMENT_MISSING", "SCC_REVIEW_OVERDUE"]);
+        assert_eq!(
+            codes(&a),
+            [
+                "SCC_IN_FORCE",
+                "SCC_ASSESSMENT_MISSING",
+                "SCC_REVIEW_OVERDUE"
+            ]
+        );
     }
 
     #[test]
     fn validation_names_fields() {
-        let mut rec = recipient("SE", RecipientRole::Processor, Some(Safeguard::Scc { module: SccModule::ControllerToProcessor, signed_on: d("2020-01-01"), assessed_on: None, review_by: None }));
+        let mut rec = recipient(
+            "SE",
+            RecipientRole::Processor,
+            Some(Safeguard::Scc {
+                module: SccModule::ControllerToProcessor,
+                signed_on: d("2020-01-01"),
+                assessed_on: None,
+                review_by: None,
+            }),
+        );
         rec.dpa_reference.clear();
         rec.id = "Bad Id".into();
-        let fields: Vec<String> = rec.validate(d("2026-11-23")).into_iter().map(|v| v.field).collect();
-        assert_eq!(fields, ["recipient.id", "recipient.dpa_reference", "recipient.safeguard.scc.signed_on"]);
+        let fields: Vec<String> = rec
+            .validate(d("2026-11-23"))
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "recipient.id",
+                "recipient.dpa_reference",
+                "recipient.safeguard.scc.signed_on"
+            ]
+        );
         let dpf_abroad = recipient("IN", RecipientRole::Processor, dpf(true, "2027-01-01"));
-        let fields: Vec<String> = dpf_abroad.validate(d("2026-11-23")).into_iter().map(|v| v.field).collect();
+        let fields: Vec<String> = dpf_abroad
+            .validate(d("2026-11-23"))
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
         assert_eq!(fields, ["recipient.safeguard.dpf"]);
     }
 
     #[test]
     fn reviews_due_orders_and_flags() {
         let a = recipient("US", RecipientRole::Processor, dpf(true, "2026-12-10"));
-        let mut b = recipient("IN", RecipientRole::Processor, Some(Safeguard::Scc { module: SccModule::ControllerToProcessor, signed_on: d("2022-01-10"), assessed_on: None, review_by: Some(d("2026-11-01")) }));
+        let mut b = recipient(
+            "IN",
+            RecipientRole::Processor,
+            Some(Safeguard::Scc {
+                module: SccModule::ControllerToProcessor,
+                signed_on: d("2022-01-10"),
+                assessed_on: None,
+                review_by: Some(d("2026-11-01")),
+            }),
+        );
         b.id = "r-2".into();
-        let mut c = recipient("IN", RecipientRole::Processor, Some(Safeguard::Scc { module: SccModule::ControllerToProcessor, signed_on: d("2022-01-10"), assessed_on: None, review_by: Some(d("2027-11-01")) }));
+        let mut c = recipient(
+            "IN",
+            RecipientRole::Processor,
+            Some(Safeguard::Scc {
+                module: SccModule::ControllerToProcessor,
+                signed_on: d("2022-01-10"),
+                assessed_on: None,
+                review_by: Some(d("2027-11-01")),
+            }),
+        );
         c.id = "r-3".into();
         let all = [a, b, c];
         let due = reviews_due(&all, d("2026-11-23"), 30);
-        let got: Vec<(&str, bool)> = due.iter().map(|r| (r.recipient.id.as_str(), r.overdue)).collect();
+        let got: Vec<(&str, bool)> = due
+            .iter()
+            .map(|r| (r.recipient.id.as_str(), r.overdue))
+            .collect();
         assert_eq!(got, [("r-2", true), ("r-1", false)]);
     }
 
@@ -1055,9 +1442,18 @@ mod tests {
     fn tables_hold_the_eea_and_adequacy() {
         let t = CountryTables::shipped();
         assert_eq!(t.eea().count(), 30);
-        assert!(matches!(t.status(&t.code("no").unwrap()), CountryStatus::Eea));
-        assert!(matches!(t.status(&t.code("CH").unwrap()), CountryStatus::Adequate(_)));
-        assert!(matches!(t.status(&t.code("CN").unwrap()), CountryStatus::ThirdCountry));
+        assert!(matches!(
+            t.status(&t.code("no").unwrap()),
+            CountryStatus::Eea
+        ));
+        assert!(matches!(
+            t.status(&t.code("CH").unwrap()),
+            CountryStatus::Adequate(_)
+        ));
+        assert!(matches!(
+            t.status(&t.code("CN").unwrap()),
+            CountryStatus::ThirdCountry
+        ));
         assert!(t.code("XX").is_none());
         let bad = "iso3166 = [[\"SE\", \"Sweden\"]]\neea = [\"SE\", \"QQ\"]\nadequacy = []\n";
         assert!(CountryTables::from_toml(bad).is_err());

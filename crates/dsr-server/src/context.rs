@@ -23,7 +23,8 @@ fn request_id(headers: &http::HeaderMap) -> String {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 128
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         })
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
@@ -65,7 +66,10 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let id = request_id(req.headers());
         let path = req.uri().path().to_owned();
-        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", &path));
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("", &path));
         let span = tracing::info_span!(
             "rpc",
             otel.name = %path.trim_start_matches('/'),
@@ -87,12 +91,19 @@ where
                 res.headers_mut().insert(HEADER, v);
             }
             // A trailers-only response (every error) carries its status in the headers.
-            let code = res.headers().get("grpc-status").and_then(|v| v.to_str().ok());
+            let code = res
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok());
             if let Some(code) = code {
                 tracing::Span::current().record("rpc.grpc.status_code", code);
             }
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            tracing::debug!(latency_ms, grpc_status = code.unwrap_or("in trailers"), "call answered");
+            tracing::debug!(
+                latency_ms,
+                grpc_status = code.unwrap_or("in trailers"),
+                "call answered"
+            );
             Ok(res)
         }
         .instrument(span)

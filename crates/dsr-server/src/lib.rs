@@ -118,7 +118,11 @@ impl Default for ServiceSet {
 impl ServiceSet {
     /// An empty set.
     pub fn new() -> Self {
-        Self { routes: RoutesBuilder::default(), names: Vec::new(), descriptor_sets: Vec::new() }
+        Self {
+            routes: RoutesBuilder::default(),
+            names: Vec::new(),
+            descriptor_sets: Vec::new(),
+        }
     }
 
     /// Adds a service.
@@ -152,12 +156,19 @@ impl ServiceSet {
 }
 
 fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::TlsFile { what, path: path.clone(), source })
+    std::fs::read(path).map_err(|source| Error::TlsFile {
+        what,
+        path: path.clone(),
+        source,
+    })
 }
 
 /// Builds the rustls configuration for `tls`.
 pub fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, Error> {
-    let identity = Identity::from_pem(read("certificate", &tls.cert)?, read("private key", &tls.key)?);
+    let identity = Identity::from_pem(
+        read("certificate", &tls.cert)?,
+        read("private key", &tls.key)?,
+    );
     let mut cfg = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &tls.client_ca {
         cfg = cfg.client_ca_root(Certificate::from_pem(read("client CA", ca)?));
@@ -172,12 +183,18 @@ pub async fn serve(
     cfg: &ServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let ServiceSet { mut routes, names, descriptor_sets } = services;
+    let ServiceSet {
+        mut routes,
+        names,
+        descriptor_sets,
+    } = services;
     let local = listener.local_addr().ok();
 
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in &names {
-        reporter.set_service_status(*name, ServingStatus::Serving).await;
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
 
     let mut v1 = tonic_reflection::server::Builder::configure()
@@ -188,14 +205,23 @@ pub async fn serve(
         v1 = v1.register_encoded_file_descriptor_set(set);
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
     }
-    let v1 = v1.build_v1().map_err(|e| Error::Reflection(e.to_string()))?;
-    let v1alpha = v1alpha.build_v1alpha().map_err(|e| Error::Reflection(e.to_string()))?;
-    routes.add_service(health).add_service(v1).add_service(v1alpha);
+    let v1 = v1
+        .build_v1()
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+    let v1alpha = v1alpha
+        .build_v1alpha()
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+    routes
+        .add_service(health)
+        .add_service(v1)
+        .add_service(v1alpha);
 
     let layers = ServiceBuilder::new()
         .layer(RequestContextLayer)
         .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(cfg.concurrency_limit))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            cfg.concurrency_limit,
+        ))
         .into_inner();
     let mut builder = Server::builder().timeout(cfg.request_timeout);
     if let Some(tls) = &cfg.tls {
@@ -210,9 +236,13 @@ pub async fn serve(
         async move {
             shutdown.await;
             tracing::info!("shutdown requested: health NOT_SERVING, draining in-flight calls");
-            reporter.set_service_status("", ServingStatus::NotServing).await;
+            reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
             for name in names {
-                reporter.set_service_status(name, ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
             if !drain_delay.is_zero() {
                 tokio::time::sleep(drain_delay).await;

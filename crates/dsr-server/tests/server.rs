@@ -12,9 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Request, Response, Status};
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 /// A test double: `GetRecipient` takes `delay` and answers; the rest is
 /// unimplemented.
@@ -25,35 +25,70 @@ struct Slow {
 
 #[tonic::async_trait]
 impl TransferRegistry for Slow {
-    async fn create_recipient(&self, _: Request<pb::CreateRecipientRequest>) -> Result<Response<pb::CreateRecipientResponse>, Status> {
+    async fn create_recipient(
+        &self,
+        _: Request<pb::CreateRecipientRequest>,
+    ) -> Result<Response<pb::CreateRecipientResponse>, Status> {
         Err(Status::unimplemented("test double"))
     }
-    async fn get_recipient(&self, req: Request<pb::GetRecipientRequest>) -> Result<Response<pb::GetRecipientResponse>, Status> {
-        let request_id = req.extensions().get::<dsr_server::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    async fn get_recipient(
+        &self,
+        req: Request<pb::GetRecipientRequest>,
+    ) -> Result<Response<pb::GetRecipientResponse>, Status> {
+        let request_id = req
+            .extensions()
+            .get::<dsr_server::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
         tokio::time::sleep(self.delay).await;
         Ok(Response::new(pb::GetRecipientResponse {
-            recipient: Some(pb::Recipient { id: req.into_inner().id, name: request_id, ..Default::default() }),
+            recipient: Some(pb::Recipient {
+                id: req.into_inner().id,
+                name: request_id,
+                ..Default::default()
+            }),
         }))
     }
-    async fn update_recipient(&self, _: Request<pb::UpdateRecipientRequest>) -> Result<Response<pb::UpdateRecipientResponse>, Status> {
+    async fn update_recipient(
+        &self,
+        _: Request<pb::UpdateRecipientRequest>,
+    ) -> Result<Response<pb::UpdateRecipientResponse>, Status> {
         Err(Status::unimplemented("test double"))
     }
-    async fn delete_recipient(&self, _: Request<pb::DeleteRecipientRequest>) -> Result<Response<pb::DeleteRecipientResponse>, Status> {
+    async fn delete_recipient(
+        &self,
+        _: Request<pb::DeleteRecipientRequest>,
+    ) -> Result<Response<pb::DeleteRecipientResponse>, Status> {
         Err(Status::unimplemented("test double"))
     }
-    async fn list_recipients(&self, _: Request<pb::ListRecipientsRequest>) -> Result<Response<pb::ListRecipientsResponse>, Status> {
+    async fn list_recipients(
+        &self,
+        _: Request<pb::ListRecipientsRequest>,
+    ) -> Result<Response<pb::ListRecipientsResponse>, Status> {
         Err(Status::unimplemented("test double"))
     }
-    async fn list_disclosure_recipients(&self, _: Request<pb::ListDisclosureRecipientsRequest>) -> Result<Response<pb::ListDisclosureRecipientsResponse>, Status> {
+    async fn list_disclosure_recipients(
+        &self,
+        _: Request<pb::ListDisclosureRecipientsRequest>,
+    ) -> Result<Response<pb::ListDisclosureRecipientsResponse>, Status> {
         Err(Status::unimplemented("test double"))
     }
-    async fn check_transfer(&self, _: Request<pb::CheckTransferRequest>) -> Result<Response<pb::CheckTransferResponse>, Status> {
+    async fn check_transfer(
+        &self,
+        _: Request<pb::CheckTransferRequest>,
+    ) -> Result<Response<pb::CheckTransferResponse>, Status> {
         Err(Status::unimplemented("test double"))
     }
-    async fn list_countries(&self, _: Request<pb::ListCountriesRequest>) -> Result<Response<pb::ListCountriesResponse>, Status> {
+    async fn list_countries(
+        &self,
+        _: Request<pb::ListCountriesRequest>,
+    ) -> Result<Response<pb::ListCountriesResponse>, Status> {
         Err(Status::unimplemented("test double"))
     }
-    async fn list_reviews_due(&self, _: Request<pb::ListReviewsDueRequest>) -> Result<Response<pb::ListReviewsDueResponse>, Status> {
+    async fn list_reviews_due(
+        &self,
+        _: Request<pb::ListReviewsDueRequest>,
+    ) -> Result<Response<pb::ListReviewsDueResponse>, Status> {
         Err(Status::unimplemented("test double"))
     }
 }
@@ -70,7 +105,8 @@ async fn start(delay: Duration, cfg: ServerConfig) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut set = ServiceSet::new();
-    set.add(TransferRegistryServer::new(Slow { delay })).describe(dsr_proto::FILE_DESCRIPTOR_SET);
+    set.add(TransferRegistryServer::new(Slow { delay }))
+        .describe(dsr_proto::FILE_DESCRIPTOR_SET);
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         serve(listener, set, &cfg, async {
@@ -78,15 +114,25 @@ async fn start(delay: Duration, cfg: ServerConfig) -> Running {
         })
         .await
     });
-    Running { addr, stop: Some(stop), done }
+    Running {
+        addr,
+        stop: Some(stop),
+        done,
+    }
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 async fn get(ch: Channel, id: &str) -> Result<Response<pb::GetRecipientResponse>, Status> {
-    TransferRegistryClient::new(ch).get_recipient(pb::GetRecipientRequest { id: id.into() }).await
+    TransferRegistryClient::new(ch)
+        .get_recipient(pb::GetRecipientRequest { id: id.into() })
+        .await
 }
 
 #[tokio::test]
@@ -95,37 +141,79 @@ async fn health_reflection_and_request_id() {
     let ch = channel(s.addr).await;
     let mut health = HealthClient::new(ch.clone());
     for service in [NAME, ""] {
-        let st = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+        let st = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
         assert_eq!(st, ServingStatus::Serving as i32, "service {service:?}");
     }
-    let unknown = health.check(HealthCheckRequest { service: "nope.v1.Nope".into() }).await.unwrap_err();
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "nope.v1.Nope".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     // reflection v1alpha lists the service, health and reflection itself
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     let mut refl = ServerReflectionClient::new(ch.clone());
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
     let resp = stream.message().await.unwrap().unwrap();
-    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("unexpected reflection answer") };
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("unexpected reflection answer")
+    };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in [NAME, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    for want in [
+        NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
 
     // a caller's request id is used and echoed; a bad one is replaced
     let mut req = Request::new(pb::GetRecipientRequest { id: "r".into() });
-    req.metadata_mut().insert("x-request-id", "req-123".parse().unwrap());
-    let resp = TransferRegistryClient::new(ch.clone()).get_recipient(req).await.unwrap();
+    req.metadata_mut()
+        .insert("x-request-id", "req-123".parse().unwrap());
+    let resp = TransferRegistryClient::new(ch.clone())
+        .get_recipient(req)
+        .await
+        .unwrap();
     assert_eq!(resp.metadata().get("x-request-id").unwrap(), "req-123");
     assert_eq!(resp.into_inner().recipient.unwrap().name, "req-123");
     let mut req = Request::new(pb::GetRecipientRequest { id: "r".into() });
-    req.metadata_mut().insert("x-request-id", "bad id with spaces".parse().unwrap());
-    let resp = TransferRegistryClient::new(ch).get_recipient(req).await.unwrap();
-    let echoed = resp.metadata().get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    req.metadata_mut()
+        .insert("x-request-id", "bad id with spaces".parse().unwrap());
+    let resp = TransferRegistryClient::new(ch)
+        .get_recipient(req)
+        .await
+        .unwrap();
+    let echoed = resp
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(echoed.len(), 36, "a UUID replaces the bad id");
 }
 
@@ -135,14 +223,26 @@ async fn grpc_timeout_is_honoured() {
     let mut req = Request::new(pb::GetRecipientRequest { id: "r".into() });
     req.set_timeout(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    let err = TransferRegistryClient::new(channel(s.addr).await).get_recipient(req).await.unwrap_err();
-    assert!(matches!(err.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded), "{err:?}");
+    let err = TransferRegistryClient::new(channel(s.addr).await)
+        .get_recipient(req)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        ),
+        "{err:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
 #[tokio::test]
 async fn concurrency_limit_sheds_load_across_connections() {
-    let cfg = ServerConfig { concurrency_limit: 1, ..ServerConfig::default() };
+    let cfg = ServerConfig {
+        concurrency_limit: 1,
+        ..ServerConfig::default()
+    };
     let s = start(Duration::from_millis(800), cfg).await;
     let (a, b) = (channel(s.addr).await, channel(s.addr).await);
     let first = tokio::spawn(get(a, "a"));
@@ -157,49 +257,95 @@ async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
     let mut s = start(Duration::from_millis(700), ServerConfig::default()).await;
     let ch = channel(s.addr).await;
     let mut watch = HealthClient::new(ch.clone())
-        .watch(HealthCheckRequest { service: NAME.into() })
+        .watch(HealthCheckRequest {
+            service: NAME.into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(watch.message().await.unwrap().unwrap().status, ServingStatus::Serving as i32);
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        ServingStatus::Serving as i32
+    );
 
     let in_flight = tokio::spawn(get(ch.clone(), "in-flight"));
     tokio::time::sleep(Duration::from_millis(150)).await;
     s.stop.take().unwrap().send(()).unwrap();
 
     // health turns NOT_SERVING first
-    let next = tokio::time::timeout(Duration::from_secs(2), watch.message()).await.unwrap().unwrap().unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(2), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(next.status, ServingStatus::NotServing as i32);
     // the call that was in flight completes
     let done = in_flight.await.unwrap().unwrap().into_inner();
     assert_eq!(done.recipient.unwrap().id, "in-flight");
     // the server stops cleanly, and new connections are refused
     drop(watch);
-    tokio::time::timeout(Duration::from_secs(5), &mut s.done).await.unwrap().unwrap().unwrap();
-    let refused = Channel::from_shared(format!("http://{}", s.addr)).unwrap().connect().await;
+    tokio::time::timeout(Duration::from_secs(5), &mut s.done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let refused = Channel::from_shared(format!("http://{}", s.addr))
+        .unwrap()
+        .connect()
+        .await;
     assert!(refused.is_err());
 }
 
 fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 #[tokio::test]
 async fn mutual_tls_requires_a_client_certificate() {
-    let tls = TlsConfig { cert: fixture("server.pem"), key: fixture("server.key"), client_ca: Some(fixture("ca.pem")) };
-    let s = start(Duration::ZERO, ServerConfig { tls: Some(tls), ..ServerConfig::default() }).await;
+    let tls = TlsConfig {
+        cert: fixture("server.pem"),
+        key: fixture("server.key"),
+        client_ca: Some(fixture("ca.pem")),
+    };
+    let s = start(
+        Duration::ZERO,
+        ServerConfig {
+            tls: Some(tls),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
     let ca = Certificate::from_pem(std::fs::read(fixture("ca.pem")).unwrap());
     let url = format!("https://localhost:{}", s.addr.port());
 
     let with_cert = ClientTlsConfig::new()
         .ca_certificate(ca.clone())
         .domain_name("localhost")
-        .identity(Identity::from_pem(std::fs::read(fixture("client.pem")).unwrap(), std::fs::read(fixture("client.key")).unwrap()));
-    let ch = Channel::from_shared(url.clone()).unwrap().tls_config(with_cert).unwrap().connect().await.unwrap();
+        .identity(Identity::from_pem(
+            std::fs::read(fixture("client.pem")).unwrap(),
+            std::fs::read(fixture("client.key")).unwrap(),
+        ));
+    let ch = Channel::from_shared(url.clone())
+        .unwrap()
+        .tls_config(with_cert)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     assert!(get(ch, "x").await.is_ok());
 
-    let without = ClientTlsConfig::new().ca_certificate(ca).domain_name("localhost");
-    let refused = match Channel::from_shared(url).unwrap().tls_config(without).unwrap().connect().await {
+    let without = ClientTlsConfig::new()
+        .ca_certificate(ca)
+        .domain_name("localhost");
+    let refused = match Channel::from_shared(url)
+        .unwrap()
+        .tls_config(without)
+        .unwrap()
+        .connect()
+        .await
+    {
         Err(_) => true,
         Ok(ch) => get(ch, "x").await.is_err(),
     };

@@ -80,44 +80,55 @@ pub fn sqlite_url(path: &Path) -> String {
 }
 
 /// Opens the database at `url`.
+// `backend_of` only answers SQLite or PostgreSQL; DbBackend is non-exhaustive.
+#[allow(clippy::wildcard_enum_match_arm)]
 pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection, Error> {
     let backend = backend_of(url)?;
     let mut opts = ConnectOptions::new(url.to_owned());
-    opts.acquire_timeout(cfg.acquire_timeout).sqlx_logging(false);
+    opts.acquire_timeout(cfg.acquire_timeout)
+        .sqlx_logging(false);
     match backend {
         DbBackend::Sqlite => {
-            if let Some(dir) = sqlite_file(url).and_then(|p| p.parent().map(Path::to_path_buf)) {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
-                        path: dir.display().to_string(),
-                        source,
-                    })?;
-                }
+            if let Some(dir) = sqlite_file(url).and_then(|p| p.parent().map(Path::to_path_buf))
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
             }
             let busy = cfg.busy_timeout;
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             // One writer at a time is SQLite's model; a single pooled connection also
             // keeps an in-memory database alive and shared.
-            opts.max_connections(if in_memory { 1 } else { 4 }).min_connections(1);
+            opts.max_connections(if in_memory { 1 } else { 4 })
+                .min_connections(1);
             opts.map_sqlx_sqlite_opts(move |o| {
                 let o = o.busy_timeout(busy).foreign_keys(true);
                 if in_memory {
                     o
                 } else {
-                    o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal)
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
                 }
             });
         }
         DbBackend::Postgres => {
             opts.max_connections(cfg.max_connections);
         }
-        _ => return Err(Error::UnsupportedScheme(url.split(':').next().unwrap_or("").to_owned())),
+        _ => {
+            return Err(Error::UnsupportedScheme(
+                url.split(':').next().unwrap_or("").to_owned(),
+            ));
+        }
     }
     Database::connect(opts).await.map_err(Error::Connect)
 }
 
 fn sqlite_file(url: &str) -> Option<&Path> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
 }
@@ -129,7 +140,10 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), Er
 
 /// The migrations of `M` not yet applied.
 pub async fn pending<M: MigratorTrait>(db: &DatabaseConnection) -> Result<usize, Error> {
-    Ok(M::get_pending_migrations(db).await.map_err(Error::Migrate)?.len())
+    Ok(M::get_pending_migrations(db)
+        .await
+        .map_err(Error::Migrate)?
+        .len())
 }
 
 #[cfg(test)]
@@ -140,24 +154,37 @@ mod tests {
     #[test]
     fn schemes() {
         assert_eq!(backend_of("sqlite://x.db").unwrap(), DbBackend::Sqlite);
-        assert_eq!(backend_of("postgres://u@h/db").unwrap(), DbBackend::Postgres);
-        assert!(matches!(backend_of("mysql://h/db"), Err(Error::UnsupportedScheme(s)) if s == "mysql"));
+        assert_eq!(
+            backend_of("postgres://u@h/db").unwrap(),
+            DbBackend::Postgres
+        );
+        assert!(
+            matches!(backend_of("mysql://h/db"), Err(Error::UnsupportedScheme(s)) if s == "mysql")
+        );
     }
 
     #[tokio::test]
     async fn sqlite_file_is_created_in_wal_mode() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/dir/store.db");
-        let db = connect(&sqlite_url(&path), &StoreConfig::default()).await.unwrap();
+        let db = connect(&sqlite_url(&path), &StoreConfig::default())
+            .await
+            .unwrap();
         let row = db
-            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA journal_mode"))
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA journal_mode",
+            ))
             .await
             .unwrap()
             .unwrap();
         let mode: String = row.try_get_by_index(0).unwrap();
         assert_eq!(mode, "wal");
         let row = db
-            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "PRAGMA busy_timeout"))
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA busy_timeout",
+            ))
             .await
             .unwrap()
             .unwrap();

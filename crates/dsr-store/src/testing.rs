@@ -49,7 +49,11 @@ impl TestDb {
         })?;
         let url = sqlite_url(&dir.path().join("test.db"));
         let db = connect(&url, &StoreConfig::default()).await?;
-        Ok(Self { url, db, cleanup: Cleanup::Sqlite(dir) })
+        Ok(Self {
+            url,
+            db,
+            cleanup: Cleanup::Sqlite(dir),
+        })
     }
 
     /// A fresh database on the PostgreSQL server at `admin_url`.
@@ -62,13 +66,30 @@ impl TestDb {
         );
         let admin = Database::connect(admin_url).await.map_err(Error::Connect)?;
         admin
-            .execute_raw(Statement::from_string(DbBackend::Postgres, format!("CREATE DATABASE \"{name}\"")))
+            .execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!("CREATE DATABASE \"{name}\""),
+            ))
             .await
             .map_err(Error::Connect)?;
         admin.close().await.map_err(Error::Connect)?;
         let url = replace_db_name(admin_url, &name);
-        let db = connect(&url, &StoreConfig { max_connections: 4, ..StoreConfig::default() }).await?;
-        Ok(Self { url, db, cleanup: Cleanup::Postgres { admin_url: admin_url.to_owned(), name } })
+        let db = connect(
+            &url,
+            &StoreConfig {
+                max_connections: 4,
+                ..StoreConfig::default()
+            },
+        )
+        .await?;
+        Ok(Self {
+            url,
+            db,
+            cleanup: Cleanup::Postgres {
+                admin_url: admin_url.to_owned(),
+                name,
+            },
+        })
     }
 
     /// Which backend this test runs on.
@@ -80,16 +101,16 @@ impl TestDb {
     /// the file (SQLite).
     pub async fn finish(self) {
         let _ = self.db.close().await;
-        if let Cleanup::Postgres { admin_url, name } = self.cleanup {
-            if let Ok(admin) = Database::connect(&admin_url).await {
-                let _ = admin
-                    .execute_raw(Statement::from_string(
-                        DbBackend::Postgres,
-                        format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-                    ))
-                    .await;
-                let _ = admin.close().await;
-            }
+        if let Cleanup::Postgres { admin_url, name } = self.cleanup
+            && let Ok(admin) = Database::connect(&admin_url).await
+        {
+            let _ = admin
+                .execute_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+                ))
+                .await;
+            let _ = admin.close().await;
         }
     }
 }
@@ -107,7 +128,9 @@ fn replace_db_name(admin_url: &str, name: &str) -> String {
         None => (admin_url, None),
     };
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_part_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let host_part_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     let mut url = format!("{}/{name}", &base[..host_part_end]);
     if let Some(q) = query {
         url.push('?');
@@ -122,8 +145,14 @@ mod tests {
 
     #[test]
     fn database_name_is_replaced() {
-        assert_eq!(replace_db_name("postgres://postgres@127.0.0.1:5432/test", "x"), "postgres://postgres@127.0.0.1:5432/x");
-        assert_eq!(replace_db_name("postgres://h:1/test?sslmode=disable", "x"), "postgres://h:1/x?sslmode=disable");
+        assert_eq!(
+            replace_db_name("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            replace_db_name("postgres://h:1/test?sslmode=disable", "x"),
+            "postgres://h:1/x?sslmode=disable"
+        );
         assert_eq!(replace_db_name("postgres://h", "x"), "postgres://h/x");
     }
 }

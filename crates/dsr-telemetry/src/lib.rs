@@ -76,7 +76,9 @@ impl TelemetryConfig {
             service_name: service_name.into(),
             log_format: LogFormat::Auto,
             filter: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
-            otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|s| !s.is_empty()),
+            otlp_endpoint: std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 }
@@ -140,7 +142,10 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
             .with_writer(std::io::stderr)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_target(false).with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     let provider = match &cfg.otlp_endpoint {
         Some(endpoint) => Some(otlp_provider(&cfg.service_name, endpoint)?),
@@ -154,9 +159,9 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
         }
         None => None,
     };
-    let otel_layer = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(cfg.service_name.clone()))
-    });
+    let otel_layer = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(cfg.service_name.clone())));
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)
@@ -174,7 +179,11 @@ fn otlp_meters(service: &str, endpoint: &str) -> Result<SdkMeterProvider, Error>
         .map_err(|e| Error::Exporter(e.to_string()))?;
     Ok(SdkMeterProvider::builder()
         .with_periodic_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
         .build())
 }
 
@@ -186,6 +195,10 @@ fn otlp_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider, Err
         .map_err(|e| Error::Exporter(e.to_string()))?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
         .build())
 }

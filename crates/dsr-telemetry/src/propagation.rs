@@ -65,7 +65,9 @@ impl tonic::service::Interceptor for TraceContextInterceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
 
     #[test]
     fn round_trip_through_metadata() {
@@ -85,7 +87,10 @@ mod tests {
         );
         let headers = md.into_headers();
         let back = extract(&headers);
-        assert_eq!(back.span().span_context().trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            back.span().span_context().trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@
 #![forbid(unsafe_code)]
 
 mod entity;
-pub mod metrics;
 pub mod grpc;
+pub mod metrics;
 pub mod migration;
 pub mod registry;
 pub mod seed;

@@ -11,7 +11,11 @@ use opentelemetry::KeyValue;
 use crate::Registry;
 
 /// Recomputes the review counts every `every` and exports them as gauges.
-pub fn spawn_reviews_gauge(registry: Registry, window_days: u32, every: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn_reviews_gauge(
+    registry: Registry,
+    window_days: u32,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     let due = Arc::new(AtomicU64::new(0));
     let overdue = Arc::new(AtomicU64::new(0));
     let meter = opentelemetry::global::meter("dsr-transfer-registry");

@@ -61,7 +61,9 @@ pub struct ListFilter {
 
 impl ListFilter {
     fn matches(&self, r: &Recipient) -> bool {
-        self.controller.as_ref().is_none_or(|c| r.controllers.contains(c))
+        self.controller
+            .as_ref()
+            .is_none_or(|c| r.controllers.contains(c))
             && (self.systems.is_empty() || !self.systems.is_disjoint(&r.systems))
             && (self.categories.is_empty() || !self.categories.is_disjoint(&r.categories))
             && self.country.as_ref().is_none_or(|c| *c == r.country)
@@ -95,8 +97,16 @@ pub struct Registry {
 impl Registry {
     /// A registry over `db` (migrated), with the country tables and the
     /// controller's transfer policy.
-    pub fn new(db: DatabaseConnection, tables: Arc<CountryTables>, policy: Arc<TransferPolicy>) -> Self {
-        Self { store: Store::new(db), tables, policy }
+    pub fn new(
+        db: DatabaseConnection,
+        tables: Arc<CountryTables>,
+        policy: Arc<TransferPolicy>,
+    ) -> Self {
+        Self {
+            store: Store::new(db),
+            tables,
+            policy,
+        }
     }
 
     /// The country tables in use.
@@ -110,7 +120,11 @@ impl Registry {
 
     fn check_rules(&self, r: &Recipient) -> Result<(), Error> {
         let violations = r.validate(Self::today());
-        if violations.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(violations)) }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(violations))
+        }
     }
 
     /// Records a new recipient.
@@ -127,13 +141,20 @@ impl Registry {
     }
 
     /// Replaces a recipient; with `expected_revision`, only if unchanged since.
-    pub async fn update(&self, r: Recipient, expected_revision: Option<u64>) -> Result<StoredRecipient, Error> {
+    pub async fn update(
+        &self,
+        r: Recipient,
+        expected_revision: Option<u64>,
+    ) -> Result<StoredRecipient, Error> {
         self.check_rules(&r)?;
         let expected = match expected_revision {
             Some(rev) => rev,
             None => self.store.get(&r.id, &self.tables).await?.revision,
         };
-        let stored = self.store.replace(&r, expected, Utc::now(), &self.tables).await?;
+        let stored = self
+            .store
+            .replace(&r, expected, Utc::now(), &self.tables)
+            .await?;
         tracing::info!(recipient = %stored.recipient.id, revision = stored.revision, "recipient updated");
         Ok(stored)
     }
@@ -181,7 +202,11 @@ impl Registry {
         let stored = self.get(recipient_id).await?;
         Ok(transfer::assess(
             &stored.recipient,
-            &TransferCheck { categories, controller, on },
+            &TransferCheck {
+                categories,
+                controller,
+                on,
+            },
             &self.tables,
             &self.policy,
         ))
@@ -200,20 +225,35 @@ impl Registry {
         Ok(all
             .into_iter()
             .filter(|s| s.recipient.controllers.contains(controller))
-            .filter(|s| !s.recipient.systems.is_disjoint(systems) || !s.recipient.categories.is_disjoint(categories))
+            .filter(|s| {
+                !s.recipient.systems.is_disjoint(systems)
+                    || !s.recipient.categories.is_disjoint(categories)
+            })
             .map(|s| {
                 let matched: BTreeSet<String> = if categories.is_empty() {
                     s.recipient.categories.clone()
                 } else {
-                    s.recipient.categories.intersection(categories).cloned().collect()
+                    s.recipient
+                        .categories
+                        .intersection(categories)
+                        .cloned()
+                        .collect()
                 };
                 let assessment = transfer::assess(
                     &s.recipient,
-                    &TransferCheck { categories: &matched, controller: Some(controller), on },
+                    &TransferCheck {
+                        categories: &matched,
+                        controller: Some(controller),
+                        on,
+                    },
                     &self.tables,
                     &self.policy,
                 );
-                Disclosure { recipient: s, matched_categories: matched, assessment }
+                Disclosure {
+                    recipient: s,
+                    matched_categories: matched,
+                    assessment,
+                }
             })
             .collect())
     }
@@ -223,16 +263,18 @@ impl Registry {
     pub async fn reviews_due(&self, within_days: u32) -> Result<Vec<ReviewDue>, Error> {
         let all = self.store.list_after(None, &self.tables).await?;
         let recipients: Vec<Recipient> = all.into_iter().map(|s| s.recipient).collect();
-        Ok(transfer::reviews_due(&recipients, Self::today(), within_days)
-            .into_iter()
-            .map(|r| ReviewDue {
-                recipient_id: r.recipient.id.clone(),
-                recipient_name: r.recipient.name.clone(),
-                basis: r.basis,
-                review_by: r.review_by,
-                overdue: r.overdue,
-            })
-            .collect())
+        Ok(
+            transfer::reviews_due(&recipients, Self::today(), within_days)
+                .into_iter()
+                .map(|r| ReviewDue {
+                    recipient_id: r.recipient.id.clone(),
+                    recipient_name: r.recipient.name.clone(),
+                    basis: r.basis,
+                    review_by: r.review_by,
+                    overdue: r.overdue,
+                })
+                .collect(),
+        )
     }
 
     /// Creates the recipients of `seed` when the registry is empty (its first
@@ -299,7 +341,11 @@ impl RecipientDraft {
     /// Validates the syntax of every field (field paths under `prefix`) and
     /// builds the domain value. The rules between fields are checked by
     /// [`Recipient::validate`] when the recipient is stored.
-    pub fn build(self, tables: &CountryTables, prefix: &str) -> Result<Recipient, Vec<FieldViolation>> {
+    pub fn build(
+        self,
+        tables: &CountryTables,
+        prefix: &str,
+    ) -> Result<Recipient, Vec<FieldViolation>> {
         let mut v = Vec::new();
         let f = |name: &str| format!("{prefix}.{name}");
         if self.role.is_none() {
@@ -307,7 +353,10 @@ impl RecipientDraft {
         }
         let country = tables.code(&self.country);
         if country.is_none() {
-            v.push(FieldViolation::new(f("country"), "not an ISO 3166-1 alpha-2 code"));
+            v.push(FieldViolation::new(
+                f("country"),
+                "not an ISO 3166-1 alpha-2 code",
+            ));
         }
         let mut controllers = BTreeSet::new();
         for (i, c) in self.controllers.iter().enumerate() {
@@ -315,7 +364,10 @@ impl RecipientDraft {
                 Ok(o) => {
                     controllers.insert(o);
                 }
-                Err(e) => v.push(FieldViolation::new(format!("{}[{i}]", f("controllers")), e.to_string())),
+                Err(e) => v.push(FieldViolation::new(
+                    format!("{}[{i}]", f("controllers")),
+                    e.to_string(),
+                )),
             }
         }
         for (i, c) in self.categories.iter().enumerate() {
@@ -328,7 +380,10 @@ impl RecipientDraft {
         }
         for (i, s) in self.systems.iter().enumerate() {
             if !transfer::valid_slug(s) {
-                v.push(FieldViolation::new(format!("{}[{i}]", f("system_ids")), "2-64 lower-case letters, digits and -"));
+                v.push(FieldViolation::new(
+                    format!("{}[{i}]", f("system_ids")),
+                    "2-64 lower-case letters, digits and -",
+                ));
             }
         }
         match (self.role, country, v.is_empty()) {

@@ -6,7 +6,8 @@
 
 use chrono::NaiveDate;
 use dsr_domain::transfer::{
-    CountryTables, DerogationGround, FieldViolation, Recipient, RecipientRole, SccModule, Safeguard, TransferPolicy,
+    CountryTables, DerogationGround, FieldViolation, Recipient, RecipientRole, Safeguard,
+    SccModule, TransferPolicy,
 };
 use serde::Deserialize;
 
@@ -27,7 +28,10 @@ pub enum SeedError {
 }
 
 fn format_violations(v: &[FieldViolation]) -> String {
-    v.iter().map(|x| format!("{}: {}", x.field, x.description)).collect::<Vec<_>>().join("; ")
+    v.iter()
+        .map(|x| format!("{}: {}", x.field, x.description))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A seed file.
@@ -122,30 +126,73 @@ pub enum SafeguardSpec {
 
 impl RecipientSpec {
     /// Validates the syntax and builds the domain value (paths under `prefix`).
-    pub fn build(self, tables: &CountryTables, prefix: &str) -> Result<Recipient, Vec<FieldViolation>> {
+    pub fn build(
+        self,
+        tables: &CountryTables,
+        prefix: &str,
+    ) -> Result<Recipient, Vec<FieldViolation>> {
         let mut early = Vec::new();
         let role = RecipientRole::parse(&self.role);
         if role.is_none() {
-            early.push(FieldViolation::new(format!("{prefix}.role"), "unknown role"));
+            early.push(FieldViolation::new(
+                format!("{prefix}.role"),
+                "unknown role",
+            ));
         }
         let safeguard = match self.safeguard {
             None => None,
-            Some(SafeguardSpec::Scc { module, signed_on, assessed_on, review_by }) => match SccModule::from_number(module) {
-                Some(module) => Some(Safeguard::Scc { module, signed_on, assessed_on, review_by }),
+            Some(SafeguardSpec::Scc {
+                module,
+                signed_on,
+                assessed_on,
+                review_by,
+            }) => match SccModule::from_number(module) {
+                Some(module) => Some(Safeguard::Scc {
+                    module,
+                    signed_on,
+                    assessed_on,
+                    review_by,
+                }),
                 None => {
-                    early.push(FieldViolation::new(format!("{prefix}.safeguard.module"), "1 to 4"));
+                    early.push(FieldViolation::new(
+                        format!("{prefix}.safeguard.module"),
+                        "1 to 4",
+                    ));
                     None
                 }
             },
-            Some(SafeguardSpec::Bcr { approval_reference, review_by }) => Some(Safeguard::Bcr { approval_reference, review_by }),
-            Some(SafeguardSpec::Derogation { ground, justification }) => match DerogationGround::parse(&ground) {
-                Some(ground) => Some(Safeguard::Derogation { ground, justification }),
+            Some(SafeguardSpec::Bcr {
+                approval_reference,
+                review_by,
+            }) => Some(Safeguard::Bcr {
+                approval_reference,
+                review_by,
+            }),
+            Some(SafeguardSpec::Derogation {
+                ground,
+                justification,
+            }) => match DerogationGround::parse(&ground) {
+                Some(ground) => Some(Safeguard::Derogation {
+                    ground,
+                    justification,
+                }),
                 None => {
-                    early.push(FieldViolation::new(format!("{prefix}.safeguard.ground"), "49-1-a .. 49-1-g or 49-1-2"));
+                    early.push(FieldViolation::new(
+                        format!("{prefix}.safeguard.ground"),
+                        "49-1-a .. 49-1-g or 49-1-2",
+                    ));
                     None
                 }
             },
-            Some(SafeguardSpec::Dpf { active, verified_on, review_by }) => Some(Safeguard::Dpf { active, verified_on, review_by }),
+            Some(SafeguardSpec::Dpf {
+                active,
+                verified_on,
+                review_by,
+            }) => Some(Safeguard::Dpf {
+                active,
+                verified_on,
+                review_by,
+            }),
         };
         let draft = RecipientDraft {
             id: self.id,
@@ -202,7 +249,9 @@ pub fn parse(text: &str, tables: &CountryTables, today: NaiveDate) -> Result<See
         return Err(SeedError::Invalid(violations));
     }
     Ok(Seed {
-        policy: TransferPolicy { eea_only_categories: file.policy.eea_only_categories.into_iter().collect() },
+        policy: TransferPolicy {
+            eea_only_categories: file.policy.eea_only_categories.into_iter().collect(),
+        },
         recipients,
     })
 }
@@ -213,12 +262,21 @@ mod tests {
 
     #[test]
     fn shipped_seed_is_valid() {
-        let seed = parse(SHIPPED, &CountryTables::shipped(), NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()).unwrap();
+        let seed = parse(
+            SHIPPED,
+            &CountryTables::shipped(),
+            NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        )
+        .unwrap();
         assert!(seed.recipients.len() >= 8);
         assert!(seed.policy.is_eea_only("survey.answers"));
         // the policy's recipients outside the EEA: an agent and a storage provider
-        let abroad: Vec<&str> =
-            seed.recipients.iter().filter(|r| !["SE", "IE", "DE", "FI", "NO", "DK"].contains(&r.country.as_str())).map(|r| r.id.as_str()).collect();
+        let abroad: Vec<&str> = seed
+            .recipients
+            .iter()
+            .filter(|r| !["SE", "IE", "DE", "FI", "NO", "DK"].contains(&r.country.as_str()))
+            .map(|r| r.id.as_str())
+            .collect();
         assert!(abroad.len() >= 2, "{abroad:?}");
     }
 
@@ -233,9 +291,19 @@ country = "ZZ"
 controllers = ["556134-1247"]
 categories = ["Bad Category"]
 "#;
-        let err = parse(text, &CountryTables::shipped(), NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()).unwrap_err();
+        let err = parse(
+            text,
+            &CountryTables::shipped(),
+            NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        )
+        .unwrap_err();
         let msg = err.to_string();
-        for want in ["recipient[0].role", "recipient[0].country", "recipient[0].controllers[0]", "recipient[0].category_ids[0]"] {
+        for want in [
+            "recipient[0].role",
+            "recipient[0].country",
+            "recipient[0].controllers[0]",
+            "recipient[0].category_ids[0]",
+        ] {
             assert!(msg.contains(want), "{want} missing in {msg}");
         }
     }

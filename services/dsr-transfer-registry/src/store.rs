@@ -4,9 +4,12 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use dsr_domain::identity::Organisationsnummer;
-use dsr_domain::transfer::{CountryTables, DerogationGround, Recipient, RecipientRole, Safeguard, SccModule};
+use dsr_domain::transfer::{
+    CountryTables, DerogationGround, Recipient, RecipientRole, Safeguard, SccModule,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    SqlErr,
 };
 use serde::{Deserialize, Serialize};
 
@@ -16,53 +19,112 @@ use crate::registry::{Error, StoredRecipient};
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum StoredSafeguard {
-    Scc { module: u8, signed_on: NaiveDate, assessed_on: Option<NaiveDate>, review_by: Option<NaiveDate> },
-    Bcr { approval_reference: String, review_by: Option<NaiveDate> },
-    Derogation { ground: String, justification: String },
-    Dpf { active: bool, verified_on: NaiveDate, review_by: NaiveDate },
+    Scc {
+        module: u8,
+        signed_on: NaiveDate,
+        assessed_on: Option<NaiveDate>,
+        review_by: Option<NaiveDate>,
+    },
+    Bcr {
+        approval_reference: String,
+        review_by: Option<NaiveDate>,
+    },
+    Derogation {
+        ground: String,
+        justification: String,
+    },
+    Dpf {
+        active: bool,
+        verified_on: NaiveDate,
+        review_by: NaiveDate,
+    },
 }
 
 impl From<&Safeguard> for StoredSafeguard {
     fn from(s: &Safeguard) -> Self {
         match s {
-            Safeguard::Scc { module, signed_on, assessed_on, review_by } => Self::Scc {
+            Safeguard::Scc {
+                module,
+                signed_on,
+                assessed_on,
+                review_by,
+            } => Self::Scc {
                 module: module.number(),
                 signed_on: *signed_on,
                 assessed_on: *assessed_on,
                 review_by: *review_by,
             },
-            Safeguard::Bcr { approval_reference, review_by } => {
-                Self::Bcr { approval_reference: approval_reference.clone(), review_by: *review_by }
-            }
-            Safeguard::Derogation { ground, justification } => {
-                Self::Derogation { ground: ground.as_str().to_owned(), justification: justification.clone() }
-            }
-            Safeguard::Dpf { active, verified_on, review_by } => {
-                Self::Dpf { active: *active, verified_on: *verified_on, review_by: *review_by }
-            }
+            Safeguard::Bcr {
+                approval_reference,
+                review_by,
+            } => Self::Bcr {
+                approval_reference: approval_reference.clone(),
+                review_by: *review_by,
+            },
+            Safeguard::Derogation {
+                ground,
+                justification,
+            } => Self::Derogation {
+                ground: ground.as_str().to_owned(),
+                justification: justification.clone(),
+            },
+            Safeguard::Dpf {
+                active,
+                verified_on,
+                review_by,
+            } => Self::Dpf {
+                active: *active,
+                verified_on: *verified_on,
+                review_by: *review_by,
+            },
         }
     }
 }
 
 fn corrupt(what: &str) -> Error {
-    Error::Storage(DbErr::Custom(format!("stored recipient has an invalid {what}")))
+    Error::Storage(DbErr::Custom(format!(
+        "stored recipient has an invalid {what}"
+    )))
 }
 
 impl StoredSafeguard {
     fn into_domain(self) -> Result<Safeguard, Error> {
         Ok(match self {
-            Self::Scc { module, signed_on, assessed_on, review_by } => Safeguard::Scc {
+            Self::Scc {
+                module,
+                signed_on,
+                assessed_on,
+                review_by,
+            } => Safeguard::Scc {
                 module: SccModule::from_number(module).ok_or_else(|| corrupt("SCC module"))?,
                 signed_on,
                 assessed_on,
                 review_by,
             },
-            Self::Bcr { approval_reference, review_by } => Safeguard::Bcr { approval_reference, review_by },
-            Self::Derogation { ground, justification } => Safeguard::Derogation {
-                ground: DerogationGround::parse(&ground).ok_or_else(|| corrupt("derogation ground"))?,
+            Self::Bcr {
+                approval_reference,
+                review_by,
+            } => Safeguard::Bcr {
+                approval_reference,
+                review_by,
+            },
+            Self::Derogation {
+                ground,
+                justification,
+            } => Safeguard::Derogation {
+                ground: DerogationGround::parse(&ground)
+                    .ok_or_else(|| corrupt("derogation ground"))?,
                 justification,
             },
-            Self::Dpf { active, verified_on, review_by } => Safeguard::Dpf { active, verified_on, review_by },
+            Self::Dpf {
+                active,
+                verified_on,
+                review_by,
+            } => Safeguard::Dpf {
+                active,
+                verified_on,
+                review_by,
+            },
         })
     }
 }
@@ -75,20 +137,26 @@ fn parse_list(text: &str, what: &str) -> Result<Vec<String>, Error> {
     serde_json::from_str(text).map_err(|_| corrupt(what))
 }
 
-fn to_row(r: &Recipient, revision: u64, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> recipient::ActiveModel {
+fn to_row(
+    r: &Recipient,
+    revision: u64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+) -> recipient::ActiveModel {
     recipient::ActiveModel {
         id: Set(r.id.clone()),
         name: Set(r.name.clone()),
         role: Set(r.role.as_str().to_owned()),
         country: Set(r.country.as_str().to_owned()),
-        controllers: Set(json_list(r.controllers.iter().map(Organisationsnummer::as_str))),
+        controllers: Set(json_list(
+            r.controllers.iter().map(Organisationsnummer::as_str),
+        )),
         category_ids: Set(json_list(r.categories.iter().map(String::as_str))),
         system_ids: Set(json_list(r.systems.iter().map(String::as_str))),
         dpa_reference: Set(r.dpa_reference.clone()),
-        safeguard: Set(r
-            .safeguard
-            .as_ref()
-            .map(|s| serde_json::to_string(&StoredSafeguard::from(s)).expect("safeguard serialises"))),
+        safeguard: Set(r.safeguard.as_ref().map(|s| {
+            serde_json::to_string(&StoredSafeguard::from(s)).expect("safeguard serialises")
+        })),
         purpose: Set(r.purpose.clone()),
         revision: Set(i64::try_from(revision).unwrap_or(i64::MAX)),
         created_at: Set(created_at),
@@ -103,7 +171,9 @@ fn from_row(m: recipient::Model, tables: &CountryTables) -> Result<StoredRecipie
         .collect::<Result<BTreeSet<_>, _>>()?;
     let safeguard = match m.safeguard.as_deref() {
         Some(text) => Some(
-            serde_json::from_str::<StoredSafeguard>(text).map_err(|_| corrupt("safeguard"))?.into_domain()?,
+            serde_json::from_str::<StoredSafeguard>(text)
+                .map_err(|_| corrupt("safeguard"))?
+                .into_domain()?,
         ),
         None => None,
     };
@@ -112,8 +182,12 @@ fn from_row(m: recipient::Model, tables: &CountryTables) -> Result<StoredRecipie
             role: RecipientRole::parse(&m.role).ok_or_else(|| corrupt("role"))?,
             country: tables.code(&m.country).ok_or_else(|| corrupt("country"))?,
             controllers,
-            categories: parse_list(&m.category_ids, "category list")?.into_iter().collect(),
-            systems: parse_list(&m.system_ids, "system list")?.into_iter().collect(),
+            categories: parse_list(&m.category_ids, "category list")?
+                .into_iter()
+                .collect(),
+            systems: parse_list(&m.system_ids, "system list")?
+                .into_iter()
+                .collect(),
             id: m.id,
             name: m.name,
             dpa_reference: m.dpa_reference,
@@ -137,9 +211,17 @@ impl Store {
         Self { db }
     }
 
-    pub(crate) async fn insert(&self, r: &Recipient, now: DateTime<Utc>, tables: &CountryTables) -> Result<StoredRecipient, Error> {
+    pub(crate) async fn insert(
+        &self,
+        r: &Recipient,
+        now: DateTime<Utc>,
+        tables: &CountryTables,
+    ) -> Result<StoredRecipient, Error> {
         let row = to_row(r, 1, now, now);
-        match Recipients::insert(row).exec_without_returning(&self.db).await {
+        match Recipients::insert(row)
+            .exec_without_returning(&self.db)
+            .await
+        {
             Ok(_) => {}
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
                 return Err(Error::AlreadyExists);
@@ -149,8 +231,15 @@ impl Store {
         self.get(&r.id, tables).await
     }
 
-    pub(crate) async fn get(&self, id: &str, tables: &CountryTables) -> Result<StoredRecipient, Error> {
-        let row = Recipients::find_by_id(id.to_owned()).one(&self.db).await.map_err(Error::Storage)?;
+    pub(crate) async fn get(
+        &self,
+        id: &str,
+        tables: &CountryTables,
+    ) -> Result<StoredRecipient, Error> {
+        let row = Recipients::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(Error::Storage)?;
         from_row(row.ok_or(Error::NotFound)?, tables)
     }
 
@@ -188,18 +277,34 @@ impl Store {
         }
         let res = q.exec(&self.db).await.map_err(Error::Storage)?;
         if res.rows_affected == 0 {
-            let exists = Recipients::find_by_id(id.to_owned()).one(&self.db).await.map_err(Error::Storage)?;
-            return Err(if exists.is_some() { Error::RevisionMismatch } else { Error::NotFound });
+            let exists = Recipients::find_by_id(id.to_owned())
+                .one(&self.db)
+                .await
+                .map_err(Error::Storage)?;
+            return Err(if exists.is_some() {
+                Error::RevisionMismatch
+            } else {
+                Error::NotFound
+            });
         }
         Ok(())
     }
 
     /// Every recipient with an id after `after`, ordered by id.
-    pub(crate) async fn list_after(&self, after: Option<&str>, tables: &CountryTables) -> Result<Vec<StoredRecipient>, Error> {
+    pub(crate) async fn list_after(
+        &self,
+        after: Option<&str>,
+        tables: &CountryTables,
+    ) -> Result<Vec<StoredRecipient>, Error> {
         let mut q = Recipients::find().order_by_asc(recipient::Column::Id);
         if let Some(after) = after {
             q = q.filter(recipient::Column::Id.gt(after));
         }
-        q.all(&self.db).await.map_err(Error::Storage)?.into_iter().map(|m| from_row(m, tables)).collect()
+        q.all(&self.db)
+            .await
+            .map_err(Error::Storage)?
+            .into_iter()
+            .map(|m| from_row(m, tables))
+            .collect()
     }
 }

@@ -8,8 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{Datelike, NaiveDate, Utc};
 use dsr_domain::identity::Organisationsnummer;
 use dsr_domain::transfer::{
-    self, Assessment, CountryCode, CountryStatus, CountryTables, DerogationGround, FieldViolation, RecipientRole,
-    Safeguard, SccModule, TransferBasis,
+    self, Assessment, CountryCode, CountryStatus, CountryTables, DerogationGround, FieldViolation,
+    RecipientRole, Safeguard, SccModule, TransferBasis,
 };
 use dsr_proto::common::v1 as common;
 use dsr_proto::transfer::v1 as pb;
@@ -38,7 +38,11 @@ impl Violations {
     }
 
     pub(crate) fn finish(self) -> Result<(), Status> {
-        if self.0.is_empty() { Ok(()) } else { Err(super::error::invalid_argument(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(super::error::invalid_argument(self.0))
+        }
     }
 
     pub(crate) fn id(&mut self, id: &str, field: &str) -> String {
@@ -51,7 +55,10 @@ impl Violations {
     pub(crate) fn slugs(&mut self, ids: Vec<String>, field: &str) -> BTreeSet<String> {
         for (i, id) in ids.iter().enumerate() {
             if !transfer::valid_slug(id) {
-                self.push(format!("{field}[{i}]"), "2-64 lower-case letters, digits and -");
+                self.push(
+                    format!("{field}[{i}]"),
+                    "2-64 lower-case letters, digits and -",
+                );
             }
         }
         ids.into_iter().collect()
@@ -60,7 +67,10 @@ impl Violations {
     pub(crate) fn categories(&mut self, ids: Vec<String>, field: &str) -> BTreeSet<String> {
         for (i, id) in ids.iter().enumerate() {
             if !transfer::valid_category_id(id) {
-                self.push(format!("{field}[{i}]"), "lower-case letters, digits, _ and ., at most 64");
+                self.push(
+                    format!("{field}[{i}]"),
+                    "lower-case letters, digits, _ and ., at most 64",
+                );
             }
         }
         ids.into_iter().collect()
@@ -73,7 +83,9 @@ impl Violations {
         required: bool,
     ) -> Option<Organisationsnummer> {
         match c {
-            Some(common::ControllerRef { organisation_number }) if !organisation_number.is_empty() => {
+            Some(common::ControllerRef {
+                organisation_number,
+            }) if !organisation_number.is_empty() => {
                 match Organisationsnummer::parse(&organisation_number) {
                     Ok(o) => Some(o),
                     Err(e) => {
@@ -91,7 +103,12 @@ impl Violations {
         }
     }
 
-    pub(crate) fn country(&mut self, raw: &str, field: &str, tables: &CountryTables) -> Option<CountryCode> {
+    pub(crate) fn country(
+        &mut self,
+        raw: &str,
+        field: &str,
+        tables: &CountryTables,
+    ) -> Option<CountryCode> {
         let code = tables.code(raw);
         if code.is_none() {
             self.push(field, "not an ISO 3166-1 alpha-2 code");
@@ -142,7 +159,10 @@ impl Violations {
         default: usize,
         max: usize,
     ) -> (usize, Option<String>) {
-        let common::PageRequest { page_size, page_token } = page.unwrap_or_default();
+        let common::PageRequest {
+            page_size,
+            page_token,
+        } = page.unwrap_or_default();
         let size = match usize::try_from(page_size).unwrap_or(usize::MAX) {
             0 => default,
             n if n > max => {
@@ -154,7 +174,11 @@ impl Violations {
         let after = if page_token.is_empty() {
             None
         } else {
-            match URL_SAFE_NO_PAD.decode(&page_token).ok().and_then(|b| String::from_utf8(b).ok()) {
+            match URL_SAFE_NO_PAD
+                .decode(&page_token)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            {
                 Some(id) if transfer::valid_slug(&id) => Some(id),
                 _ => {
                     self.push("page.page_token", "not a token from this listing");
@@ -169,12 +193,25 @@ impl Violations {
         let pb::Safeguard { mechanism } = s?;
         let p = "recipient.safeguard";
         match mechanism? {
-            pb::safeguard::Mechanism::Scc(pb::StandardContractualClauses { module, signed_on, assessed_on, review_by }) => {
+            pb::safeguard::Mechanism::Scc(pb::StandardContractualClauses {
+                module,
+                signed_on,
+                assessed_on,
+                review_by,
+            }) => {
                 let module = match pb::SccModule::try_from(module) {
-                    Ok(pb::SccModule::ControllerToController) => Some(SccModule::ControllerToController),
-                    Ok(pb::SccModule::ControllerToProcessor) => Some(SccModule::ControllerToProcessor),
-                    Ok(pb::SccModule::ProcessorToProcessor) => Some(SccModule::ProcessorToProcessor),
-                    Ok(pb::SccModule::ProcessorToController) => Some(SccModule::ProcessorToController),
+                    Ok(pb::SccModule::ControllerToController) => {
+                        Some(SccModule::ControllerToController)
+                    }
+                    Ok(pb::SccModule::ControllerToProcessor) => {
+                        Some(SccModule::ControllerToProcessor)
+                    }
+                    Ok(pb::SccModule::ProcessorToProcessor) => {
+                        Some(SccModule::ProcessorToProcessor)
+                    }
+                    Ok(pb::SccModule::ProcessorToController) => {
+                        Some(SccModule::ProcessorToController)
+                    }
                     Ok(pb::SccModule::Unspecified) | Err(_) => {
                         self.push(format!("{p}.scc.module"), "required");
                         None
@@ -183,21 +220,47 @@ impl Violations {
                 let signed_on = self.required_date(signed_on, &format!("{p}.scc.signed_on"));
                 let assessed_on = self.date(assessed_on, &format!("{p}.scc.assessed_on"));
                 let review_by = self.date(review_by, &format!("{p}.scc.review_by"));
-                Some(Safeguard::Scc { module: module?, signed_on: signed_on?, assessed_on, review_by })
+                Some(Safeguard::Scc {
+                    module: module?,
+                    signed_on: signed_on?,
+                    assessed_on,
+                    review_by,
+                })
             }
-            pb::safeguard::Mechanism::Bcr(pb::BindingCorporateRules { approval_reference, review_by }) => {
+            pb::safeguard::Mechanism::Bcr(pb::BindingCorporateRules {
+                approval_reference,
+                review_by,
+            }) => {
                 let review_by = self.date(review_by, &format!("{p}.bcr.review_by"));
-                Some(Safeguard::Bcr { approval_reference, review_by })
+                Some(Safeguard::Bcr {
+                    approval_reference,
+                    review_by,
+                })
             }
-            pb::safeguard::Mechanism::Derogation(pb::Derogation { ground, justification }) => {
+            pb::safeguard::Mechanism::Derogation(pb::Derogation {
+                ground,
+                justification,
+            }) => {
                 let ground = match pb::DerogationGround::try_from(ground) {
-                    Ok(pb::DerogationGround::ExplicitConsent) => Some(DerogationGround::ExplicitConsent),
-                    Ok(pb::DerogationGround::ContractWithSubject) => Some(DerogationGround::ContractWithSubject),
-                    Ok(pb::DerogationGround::ContractInSubjectInterest) => Some(DerogationGround::ContractInSubjectInterest),
-                    Ok(pb::DerogationGround::PublicInterest) => Some(DerogationGround::PublicInterest),
+                    Ok(pb::DerogationGround::ExplicitConsent) => {
+                        Some(DerogationGround::ExplicitConsent)
+                    }
+                    Ok(pb::DerogationGround::ContractWithSubject) => {
+                        Some(DerogationGround::ContractWithSubject)
+                    }
+                    Ok(pb::DerogationGround::ContractInSubjectInterest) => {
+                        Some(DerogationGround::ContractInSubjectInterest)
+                    }
+                    Ok(pb::DerogationGround::PublicInterest) => {
+                        Some(DerogationGround::PublicInterest)
+                    }
                     Ok(pb::DerogationGround::LegalClaims) => Some(DerogationGround::LegalClaims),
-                    Ok(pb::DerogationGround::VitalInterests) => Some(DerogationGround::VitalInterests),
-                    Ok(pb::DerogationGround::PublicRegister) => Some(DerogationGround::PublicRegister),
+                    Ok(pb::DerogationGround::VitalInterests) => {
+                        Some(DerogationGround::VitalInterests)
+                    }
+                    Ok(pb::DerogationGround::PublicRegister) => {
+                        Some(DerogationGround::PublicRegister)
+                    }
                     Ok(pb::DerogationGround::CompellingLegitimateInterests) => {
                         Some(DerogationGround::CompellingLegitimateInterests)
                     }
@@ -206,12 +269,23 @@ impl Violations {
                         None
                     }
                 };
-                Some(Safeguard::Derogation { ground: ground?, justification })
+                Some(Safeguard::Derogation {
+                    ground: ground?,
+                    justification,
+                })
             }
-            pb::safeguard::Mechanism::Dpf(pb::DataPrivacyFrameworkCertification { active, verified_on, review_by }) => {
+            pb::safeguard::Mechanism::Dpf(pb::DataPrivacyFrameworkCertification {
+                active,
+                verified_on,
+                review_by,
+            }) => {
                 let verified_on = self.required_date(verified_on, &format!("{p}.dpf.verified_on"));
                 let review_by = self.required_date(review_by, &format!("{p}.dpf.review_by"));
-                Some(Safeguard::Dpf { active, verified_on: verified_on?, review_by: review_by? })
+                Some(Safeguard::Dpf {
+                    active,
+                    verified_on: verified_on?,
+                    review_by: review_by?,
+                })
             }
         }
     }
@@ -242,7 +316,10 @@ fn role_to_pb(role: RecipientRole) -> pb::RecipientRole {
 
 /// A recipient from the API (syntax checked; the rules between fields are
 /// the registry's).
-pub(crate) fn recipient(r: Option<pb::Recipient>, tables: &CountryTables) -> Result<transfer::Recipient, Status> {
+pub(crate) fn recipient(
+    r: Option<pb::Recipient>,
+    tables: &CountryTables,
+) -> Result<transfer::Recipient, Status> {
     let Some(pb::Recipient {
         id,
         name,
@@ -268,7 +345,14 @@ pub(crate) fn recipient(r: Option<pb::Recipient>, tables: &CountryTables) -> Res
         name,
         role: role_from_pb(role),
         country,
-        controllers: controllers.into_iter().map(|common::ControllerRef { organisation_number }| organisation_number).collect(),
+        controllers: controllers
+            .into_iter()
+            .map(
+                |common::ControllerRef {
+                     organisation_number,
+                 }| organisation_number,
+            )
+            .collect(),
         categories: category_ids,
         systems: system_ids,
         dpa_reference,
@@ -296,13 +380,21 @@ pub(crate) fn date_to_pb(d: NaiveDate) -> common::Date {
 }
 
 fn timestamp(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
 }
 
 fn safeguard_to_pb(s: &Safeguard) -> pb::Safeguard {
     use pb::safeguard::Mechanism;
     let mechanism = match s {
-        Safeguard::Scc { module, signed_on, assessed_on, review_by } => Mechanism::Scc(pb::StandardContractualClauses {
+        Safeguard::Scc {
+            module,
+            signed_on,
+            assessed_on,
+            review_by,
+        } => Mechanism::Scc(pb::StandardContractualClauses {
             module: match module {
                 SccModule::ControllerToController => pb::SccModule::ControllerToController,
                 SccModule::ControllerToProcessor => pb::SccModule::ControllerToProcessor,
@@ -313,30 +405,46 @@ fn safeguard_to_pb(s: &Safeguard) -> pb::Safeguard {
             assessed_on: assessed_on.map(date_to_pb),
             review_by: review_by.map(date_to_pb),
         }),
-        Safeguard::Bcr { approval_reference, review_by } => Mechanism::Bcr(pb::BindingCorporateRules {
+        Safeguard::Bcr {
+            approval_reference,
+            review_by,
+        } => Mechanism::Bcr(pb::BindingCorporateRules {
             approval_reference: approval_reference.clone(),
             review_by: review_by.map(date_to_pb),
         }),
-        Safeguard::Derogation { ground, justification } => Mechanism::Derogation(pb::Derogation {
+        Safeguard::Derogation {
+            ground,
+            justification,
+        } => Mechanism::Derogation(pb::Derogation {
             ground: match ground {
                 DerogationGround::ExplicitConsent => pb::DerogationGround::ExplicitConsent,
                 DerogationGround::ContractWithSubject => pb::DerogationGround::ContractWithSubject,
-                DerogationGround::ContractInSubjectInterest => pb::DerogationGround::ContractInSubjectInterest,
+                DerogationGround::ContractInSubjectInterest => {
+                    pb::DerogationGround::ContractInSubjectInterest
+                }
                 DerogationGround::PublicInterest => pb::DerogationGround::PublicInterest,
                 DerogationGround::LegalClaims => pb::DerogationGround::LegalClaims,
                 DerogationGround::VitalInterests => pb::DerogationGround::VitalInterests,
                 DerogationGround::PublicRegister => pb::DerogationGround::PublicRegister,
-                DerogationGround::CompellingLegitimateInterests => pb::DerogationGround::CompellingLegitimateInterests,
+                DerogationGround::CompellingLegitimateInterests => {
+                    pb::DerogationGround::CompellingLegitimateInterests
+                }
             } as i32,
             justification: justification.clone(),
         }),
-        Safeguard::Dpf { active, verified_on, review_by } => Mechanism::Dpf(pb::DataPrivacyFrameworkCertification {
+        Safeguard::Dpf {
+            active,
+            verified_on,
+            review_by,
+        } => Mechanism::Dpf(pb::DataPrivacyFrameworkCertification {
             active: *active,
             verified_on: Some(date_to_pb(*verified_on)),
             review_by: Some(date_to_pb(*review_by)),
         }),
     };
-    pb::Safeguard { mechanism: Some(mechanism) }
+    pb::Safeguard {
+        mechanism: Some(mechanism),
+    }
 }
 
 /// A domain recipient in API form (without stored metadata).
@@ -349,7 +457,9 @@ pub fn recipient_to_pb(r: &transfer::Recipient) -> pb::Recipient {
         controllers: r
             .controllers
             .iter()
-            .map(|c| common::ControllerRef { organisation_number: c.as_str().to_owned() })
+            .map(|c| common::ControllerRef {
+                organisation_number: c.as_str().to_owned(),
+            })
             .collect(),
         category_ids: r.categories.iter().cloned().collect(),
         system_ids: r.systems.iter().cloned().collect(),
@@ -392,7 +502,11 @@ pub(crate) fn assessment_to_pb(a: &Assessment) -> pb::TransferAssessment {
         reasons: a
             .reasons
             .iter()
-            .map(|r| pb::Reason { code: r.code.as_str().to_owned(), message: r.message.clone(), blocking: r.blocking })
+            .map(|r| pb::Reason {
+                code: r.code.as_str().to_owned(),
+                message: r.message.clone(),
+                blocking: r.blocking,
+            })
             .collect(),
         safeguard_summary: a.safeguard_summary.clone(),
     }
@@ -407,7 +521,11 @@ pub(crate) fn disclosure_to_pb(d: &Disclosure) -> pb::Disclosure {
 }
 
 pub(crate) fn page_response(next_after: Option<String>) -> common::PageResponse {
-    common::PageResponse { next_page_token: next_after.map(|id| URL_SAFE_NO_PAD.encode(id)).unwrap_or_default() }
+    common::PageResponse {
+        next_page_token: next_after
+            .map(|id| URL_SAFE_NO_PAD.encode(id))
+            .unwrap_or_default(),
+    }
 }
 
 pub(crate) fn countries(tables: &CountryTables) -> Vec<pb::Country> {

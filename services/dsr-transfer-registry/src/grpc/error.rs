@@ -24,15 +24,25 @@ impl From<Error> for Status {
         let (code, message, reason) = match &e {
             Error::InvalidArgument(v) => return invalid_argument(v.clone()),
             Error::NotFound => (Code::NotFound, "recipient not found", "RECIPIENT_NOT_FOUND"),
-            Error::AlreadyExists => (Code::AlreadyExists, "recipient already exists", "RECIPIENT_EXISTS"),
-            Error::RevisionMismatch => {
-                (Code::Aborted, "recipient changed since the expected revision", "REVISION_MISMATCH")
-            }
+            Error::AlreadyExists => (
+                Code::AlreadyExists,
+                "recipient already exists",
+                "RECIPIENT_EXISTS",
+            ),
+            Error::RevisionMismatch => (
+                Code::Aborted,
+                "recipient changed since the expected revision",
+                "REVISION_MISMATCH",
+            ),
             Error::Storage(err) => {
                 tracing::error!(error = %err, "storage failure");
                 (Code::Internal, "internal error", "INTERNAL")
             }
         };
-        Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, []))
+        Status::with_error_details(
+            code,
+            message,
+            ErrorDetails::with_error_info(reason, DOMAIN, []),
+        )
     }
 }

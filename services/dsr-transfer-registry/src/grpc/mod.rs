@@ -25,15 +25,42 @@ pub const SCOPE_WRITE: &str = "transfers:write";
 /// Required scopes per RPC (every RPC must be listed: unlisted ones are
 /// refused).
 pub const SCOPES: &[ScopeRule] = &[
-    ScopeRule { method: "CreateRecipient", scopes: &[SCOPE_WRITE] },
-    ScopeRule { method: "GetRecipient", scopes: &[SCOPE_READ] },
-    ScopeRule { method: "UpdateRecipient", scopes: &[SCOPE_WRITE] },
-    ScopeRule { method: "DeleteRecipient", scopes: &[SCOPE_WRITE] },
-    ScopeRule { method: "ListRecipients", scopes: &[SCOPE_READ] },
-    ScopeRule { method: "ListDisclosureRecipients", scopes: &[SCOPE_READ] },
-    ScopeRule { method: "CheckTransfer", scopes: &[SCOPE_READ] },
-    ScopeRule { method: "ListCountries", scopes: &[SCOPE_READ] },
-    ScopeRule { method: "ListReviewsDue", scopes: &[SCOPE_READ] },
+    ScopeRule {
+        method: "CreateRecipient",
+        scopes: &[SCOPE_WRITE],
+    },
+    ScopeRule {
+        method: "GetRecipient",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "UpdateRecipient",
+        scopes: &[SCOPE_WRITE],
+    },
+    ScopeRule {
+        method: "DeleteRecipient",
+        scopes: &[SCOPE_WRITE],
+    },
+    ScopeRule {
+        method: "ListRecipients",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "ListDisclosureRecipients",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "CheckTransfer",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "ListCountries",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "ListReviewsDue",
+        scopes: &[SCOPE_READ],
+    },
 ];
 
 /// The tonic service, behind authentication.
@@ -60,7 +87,9 @@ impl TransferRegistry for Handlers {
         let pb::CreateRecipientRequest { recipient } = req.into_inner();
         let recipient = convert::recipient(recipient, self.registry.tables())?;
         let stored = self.registry.create(recipient).await?;
-        Ok(Response::new(pb::CreateRecipientResponse { recipient: Some(convert::stored_to_pb(&stored)) }))
+        Ok(Response::new(pb::CreateRecipientResponse {
+            recipient: Some(convert::stored_to_pb(&stored)),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -70,7 +99,9 @@ impl TransferRegistry for Handlers {
     ) -> Result<Response<pb::GetRecipientResponse>, Status> {
         let pb::GetRecipientRequest { id } = req.into_inner();
         let stored = self.registry.get(&convert::required_id(&id, "id")?).await?;
-        Ok(Response::new(pb::GetRecipientResponse { recipient: Some(convert::stored_to_pb(&stored)) }))
+        Ok(Response::new(pb::GetRecipientResponse {
+            recipient: Some(convert::stored_to_pb(&stored)),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -78,10 +109,21 @@ impl TransferRegistry for Handlers {
         &self,
         req: Request<pb::UpdateRecipientRequest>,
     ) -> Result<Response<pb::UpdateRecipientResponse>, Status> {
-        let pb::UpdateRecipientRequest { recipient, expected_revision } = req.into_inner();
+        let pb::UpdateRecipientRequest {
+            recipient,
+            expected_revision,
+        } = req.into_inner();
         let recipient = convert::recipient(recipient, self.registry.tables())?;
-        let stored = self.registry.update(recipient, (expected_revision > 0).then_some(expected_revision)).await?;
-        Ok(Response::new(pb::UpdateRecipientResponse { recipient: Some(convert::stored_to_pb(&stored)) }))
+        let stored = self
+            .registry
+            .update(
+                recipient,
+                (expected_revision > 0).then_some(expected_revision),
+            )
+            .await?;
+        Ok(Response::new(pb::UpdateRecipientResponse {
+            recipient: Some(convert::stored_to_pb(&stored)),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -89,9 +131,14 @@ impl TransferRegistry for Handlers {
         &self,
         req: Request<pb::DeleteRecipientRequest>,
     ) -> Result<Response<pb::DeleteRecipientResponse>, Status> {
-        let pb::DeleteRecipientRequest { id, expected_revision } = req.into_inner();
+        let pb::DeleteRecipientRequest {
+            id,
+            expected_revision,
+        } = req.into_inner();
         let id = convert::required_id(&id, "id")?;
-        self.registry.delete(&id, (expected_revision > 0).then_some(expected_revision)).await?;
+        self.registry
+            .delete(&id, (expected_revision > 0).then_some(expected_revision))
+            .await?;
         Ok(Response::new(pb::DeleteRecipientResponse {}))
     }
 
@@ -100,7 +147,13 @@ impl TransferRegistry for Handlers {
         &self,
         req: Request<pb::ListRecipientsRequest>,
     ) -> Result<Response<pb::ListRecipientsResponse>, Status> {
-        let pb::ListRecipientsRequest { page, controller, system_ids, category_ids, country } = req.into_inner();
+        let pb::ListRecipientsRequest {
+            page,
+            controller,
+            system_ids,
+            category_ids,
+            country,
+        } = req.into_inner();
         let mut v = Violations::default();
         let (page_size, after) = v.page(page, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
         let filter = ListFilter {
@@ -112,7 +165,10 @@ impl TransferRegistry for Handlers {
                 .flatten(),
         };
         v.finish()?;
-        let (items, next) = self.registry.list(&filter, after.as_deref(), page_size).await?;
+        let (items, next) = self
+            .registry
+            .list(&filter, after.as_deref(), page_size)
+            .await?;
         Ok(Response::new(pb::ListRecipientsResponse {
             recipients: items.iter().map(convert::stored_to_pb).collect(),
             page: Some(convert::page_response(next)),
@@ -124,14 +180,23 @@ impl TransferRegistry for Handlers {
         &self,
         req: Request<pb::ListDisclosureRecipientsRequest>,
     ) -> Result<Response<pb::ListDisclosureRecipientsResponse>, Status> {
-        let pb::ListDisclosureRecipientsRequest { controller, system_ids, category_ids } = req.into_inner();
+        let pb::ListDisclosureRecipientsRequest {
+            controller,
+            system_ids,
+            category_ids,
+        } = req.into_inner();
         let mut v = Violations::default();
         let controller = v.controller(controller, "controller", true);
         let systems = v.slugs(system_ids, "system_ids");
         let categories = v.categories(category_ids, "category_ids");
         v.finish()?;
-        let Some(controller) = controller else { return Err(Status::internal("internal error")) };
-        let found = self.registry.disclosures(&controller, &systems, &categories).await?;
+        let Some(controller) = controller else {
+            return Err(Status::internal("internal error"));
+        };
+        let found = self
+            .registry
+            .disclosures(&controller, &systems, &categories)
+            .await?;
         Ok(Response::new(pb::ListDisclosureRecipientsResponse {
             disclosures: found.iter().map(convert::disclosure_to_pb).collect(),
         }))
@@ -142,7 +207,12 @@ impl TransferRegistry for Handlers {
         &self,
         req: Request<pb::CheckTransferRequest>,
     ) -> Result<Response<pb::CheckTransferResponse>, Status> {
-        let pb::CheckTransferRequest { recipient_id, category_ids, controller, at } = req.into_inner();
+        let pb::CheckTransferRequest {
+            recipient_id,
+            category_ids,
+            controller,
+            at,
+        } = req.into_inner();
         let mut v = Violations::default();
         let id = v.id(&recipient_id, "recipient_id");
         let categories: BTreeSet<String> = v.categories(category_ids, "category_ids");
@@ -152,8 +222,13 @@ impl TransferRegistry for Handlers {
         let controller = v.controller(controller, "controller", false);
         let on = v.day(at, "at");
         v.finish()?;
-        let assessment = self.registry.check(&id, &categories, controller.as_ref(), on).await?;
-        Ok(Response::new(pb::CheckTransferResponse { assessment: Some(convert::assessment_to_pb(&assessment)) }))
+        let assessment = self
+            .registry
+            .check(&id, &categories, controller.as_ref(), on)
+            .await?;
+        Ok(Response::new(pb::CheckTransferResponse {
+            assessment: Some(convert::assessment_to_pb(&assessment)),
+        }))
     }
 
     #[tracing::instrument(skip_all)]
@@ -162,7 +237,9 @@ impl TransferRegistry for Handlers {
         req: Request<pb::ListCountriesRequest>,
     ) -> Result<Response<pb::ListCountriesResponse>, Status> {
         let pb::ListCountriesRequest {} = req.into_inner();
-        Ok(Response::new(pb::ListCountriesResponse { countries: convert::countries(self.registry.tables()) }))
+        Ok(Response::new(pb::ListCountriesResponse {
+            countries: convert::countries(self.registry.tables()),
+        }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -58,6 +58,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(TransferRecipient::Table).to_owned()).await
+        m.drop_table(Table::drop().table(TransferRecipient::Table).to_owned())
+            .await
     }
 }
