@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::identity::Organisationsnummer;
 
@@ -246,8 +246,9 @@ impl RecipientRole {
     }
 }
 
-/// Modules of Decision (EU) 2021/914.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Modules of Decision (EU) 2021/914. Written as the module's number (1-4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
 pub enum SccModule {
     /// Module 1.
     ControllerToController,
@@ -282,8 +283,10 @@ impl SccModule {
     }
 }
 
-/// The Art. 49(1) derogations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The Art. 49(1) derogations. Written as "49-1-a" .. "49-1-g", or "49-1-2"
+/// for the second subparagraph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
 pub enum DerogationGround {
     /// (a)
     ExplicitConsent,
@@ -335,14 +338,44 @@ impl DerogationGround {
     }
 }
 
+impl TryFrom<u8> for SccModule {
+    type Error = String;
+    fn try_from(n: u8) -> Result<Self, String> {
+        Self::from_number(n).ok_or_else(|| format!("SCC module {n} does not exist (1 to 4)"))
+    }
+}
+
+impl From<SccModule> for u8 {
+    fn from(m: SccModule) -> u8 {
+        m.number()
+    }
+}
+
+impl TryFrom<String> for DerogationGround {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+            .ok_or_else(|| format!("unknown derogation {s:?} (49-1-a .. 49-1-g or 49-1-2)"))
+    }
+}
+
+impl From<DerogationGround> for &'static str {
+    fn from(g: DerogationGround) -> &'static str {
+        g.as_str()
+    }
+}
+
 /// The date Decision 2021/914 took effect; earlier clauses are the repealed
 /// 2001/2004/2010 sets.
 pub fn scc_2021_effective() -> NaiveDate {
     NaiveDate::from_ymd_opt(2021, 6, 27).expect("valid date")
 }
 
-/// The safeguard for a transfer outside the EEA.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The safeguard for a transfer outside the EEA. Its serde form (used by the
+/// registry's storage and seed files) is tagged by `kind`: `scc`, `bcr`,
+/// `derogation` or `dpf`, with dates as "YYYY-MM-DD".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Safeguard {
     /// Standard contractual clauses.
     Scc {
@@ -351,8 +384,10 @@ pub enum Safeguard {
         /// When both parties signed.
         signed_on: NaiveDate,
         /// When the transfer impact assessment was last done.
+        #[serde(default)]
         assessed_on: Option<NaiveDate>,
         /// When to review next.
+        #[serde(default)]
         review_by: Option<NaiveDate>,
     },
     /// Binding corporate rules.
@@ -360,6 +395,7 @@ pub enum Safeguard {
         /// The approving authority's reference.
         approval_reference: String,
         /// When to review next.
+        #[serde(default)]
         review_by: Option<NaiveDate>,
     },
     /// An Art. 49 derogation.
@@ -1436,6 +1472,44 @@ mod tests {
             .map(|r| (r.recipient.id.as_str(), r.overdue))
             .collect();
         assert_eq!(got, [("r-2", true), ("r-1", false)]);
+    }
+
+    #[test]
+    fn safeguards_round_trip_through_their_serde_form() {
+        let all = [
+            scc(SccModule::ProcessorToProcessor).unwrap(),
+            Safeguard::Bcr {
+                approval_reference: "IMY-1".into(),
+                review_by: None,
+            },
+            Safeguard::Derogation {
+                ground: DerogationGround::LegalClaims,
+                justification: "claim".into(),
+            },
+            dpf(true, "2027-01-01").unwrap(),
+        ];
+        for s in all {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Safeguard>(&json).unwrap(),
+                s,
+                "{json}"
+            );
+        }
+        let json = serde_json::to_string(&scc(SccModule::ControllerToProcessor).unwrap()).unwrap();
+        assert!(json.contains(r#""kind":"scc","module":2"#), "{json}");
+        let bad = serde_json::from_str::<Safeguard>(
+            r#"{"kind":"scc","module":5,"signed_on":"2023-01-01"}"#,
+        );
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("SCC module 5 does not exist")
+        );
+        let bad = serde_json::from_str::<Safeguard>(
+            r#"{"kind":"derogation","ground":"49-1-z","justification":"x"}"#,
+        );
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -197,10 +197,14 @@ pub async fn serve(
             .await;
     }
 
+    // Health, and google.rpc's error details so that clients such as grpcurl
+    // can decode the ErrorInfo and BadRequest attached to errors.
     let mut v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
     let mut v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
     for set in &descriptor_sets {
         v1 = v1.register_encoded_file_descriptor_set(set);
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);

@@ -351,3 +351,56 @@ async fn mutual_tls_requires_a_client_certificate() {
     };
     assert!(refused, "a client without a certificate was served");
 }
+
+#[tokio::test]
+async fn the_call_span_continues_the_callers_trace() {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    // current-thread runtime: the server's tasks run on this thread, under this subscriber
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let s = start(Duration::ZERO, ServerConfig::default()).await;
+    let mut req = Request::new(pb::GetRecipientRequest { id: "r".into() });
+    req.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    req.metadata_mut()
+        .insert("x-request-id", "trace-test-1".parse().unwrap());
+    TransferRegistryClient::new(channel(s.addr).await)
+        .get_recipient(req)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let span = spans
+        .iter()
+        .find(|s| s.name == "dsr.transfer.v1.TransferRegistry/GetRecipient")
+        .unwrap_or_else(|| {
+            panic!(
+                "no call span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(
+        span.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert_eq!(span.parent_span_id.to_string(), "00f067aa0ba902b7");
+    assert!(
+        span.attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "request_id" && kv.value.as_str() == "trace-test-1")
+    );
+}

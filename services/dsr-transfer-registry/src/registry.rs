@@ -349,7 +349,7 @@ impl RecipientDraft {
         let mut v = Vec::new();
         let f = |name: &str| format!("{prefix}.{name}");
         if self.role.is_none() {
-            v.push(FieldViolation::new(f("role"), "required"));
+            v.push(FieldViolation::new(f("role"), "required: one of the roles"));
         }
         let country = tables.code(&self.country);
         if country.is_none() {

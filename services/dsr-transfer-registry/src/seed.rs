@@ -6,8 +6,7 @@
 
 use chrono::NaiveDate;
 use dsr_domain::transfer::{
-    CountryTables, DerogationGround, FieldViolation, Recipient, RecipientRole, Safeguard,
-    SccModule, TransferPolicy,
+    CountryTables, FieldViolation, Recipient, RecipientRole, Safeguard, TransferPolicy,
 };
 use serde::Deserialize;
 
@@ -80,48 +79,8 @@ pub struct RecipientSpec {
     /// Purpose in plain words.
     #[serde(default)]
     pub purpose: String,
-    /// Safeguard.
-    pub safeguard: Option<SafeguardSpec>,
-}
-
-/// A safeguard in TOML.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SafeguardSpec {
-    /// SCCs.
-    Scc {
-        /// 1 to 4.
-        module: u8,
-        /// Signing date.
-        signed_on: NaiveDate,
-        /// Transfer impact assessment date.
-        assessed_on: Option<NaiveDate>,
-        /// Review date.
-        review_by: Option<NaiveDate>,
-    },
-    /// BCRs.
-    Bcr {
-        /// Approval reference.
-        approval_reference: String,
-        /// Review date.
-        review_by: Option<NaiveDate>,
-    },
-    /// Art. 49 derogation.
-    Derogation {
-        /// "49-1-a" .. "49-1-g" or "49-1-2".
-        ground: String,
-        /// Why.
-        justification: String,
-    },
-    /// Data Privacy Framework.
-    Dpf {
-        /// Active.
-        active: bool,
-        /// Verified.
-        verified_on: NaiveDate,
-        /// Review.
-        review_by: NaiveDate,
-    },
+    /// Safeguard, e.g. `{ kind = "scc", module = 2, signed_on = "2024-05-02" }`.
+    pub safeguard: Option<Safeguard>,
 }
 
 impl RecipientSpec {
@@ -131,90 +90,19 @@ impl RecipientSpec {
         tables: &CountryTables,
         prefix: &str,
     ) -> Result<Recipient, Vec<FieldViolation>> {
-        let mut early = Vec::new();
-        let role = RecipientRole::parse(&self.role);
-        if role.is_none() {
-            early.push(FieldViolation::new(
-                format!("{prefix}.role"),
-                "unknown role",
-            ));
-        }
-        let safeguard = match self.safeguard {
-            None => None,
-            Some(SafeguardSpec::Scc {
-                module,
-                signed_on,
-                assessed_on,
-                review_by,
-            }) => match SccModule::from_number(module) {
-                Some(module) => Some(Safeguard::Scc {
-                    module,
-                    signed_on,
-                    assessed_on,
-                    review_by,
-                }),
-                None => {
-                    early.push(FieldViolation::new(
-                        format!("{prefix}.safeguard.module"),
-                        "1 to 4",
-                    ));
-                    None
-                }
-            },
-            Some(SafeguardSpec::Bcr {
-                approval_reference,
-                review_by,
-            }) => Some(Safeguard::Bcr {
-                approval_reference,
-                review_by,
-            }),
-            Some(SafeguardSpec::Derogation {
-                ground,
-                justification,
-            }) => match DerogationGround::parse(&ground) {
-                Some(ground) => Some(Safeguard::Derogation {
-                    ground,
-                    justification,
-                }),
-                None => {
-                    early.push(FieldViolation::new(
-                        format!("{prefix}.safeguard.ground"),
-                        "49-1-a .. 49-1-g or 49-1-2",
-                    ));
-                    None
-                }
-            },
-            Some(SafeguardSpec::Dpf {
-                active,
-                verified_on,
-                review_by,
-            }) => Some(Safeguard::Dpf {
-                active,
-                verified_on,
-                review_by,
-            }),
-        };
         let draft = RecipientDraft {
             id: self.id,
             name: self.name,
-            role,
+            role: RecipientRole::parse(&self.role),
             country: self.country,
             controllers: self.controllers,
             categories: self.categories,
             systems: self.systems,
             dpa_reference: self.dpa_reference,
             purpose: self.purpose,
-            safeguard,
+            safeguard: self.safeguard,
         };
-        let built = draft.build(tables, prefix);
-        match built {
-            Ok(r) if early.is_empty() => Ok(r),
-            Ok(_) => Err(early),
-            Err(mut v) => {
-                v.extend(early.into_iter().filter(|e| !e.field.ends_with(".role")));
-                Err(v)
-            }
-        }
+        draft.build(tables, prefix)
     }
 }
 

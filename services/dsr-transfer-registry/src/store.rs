@@ -2,131 +2,21 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use dsr_domain::identity::Organisationsnummer;
-use dsr_domain::transfer::{
-    CountryTables, DerogationGround, Recipient, RecipientRole, Safeguard, SccModule,
-};
+use dsr_domain::transfer::{CountryTables, Recipient, RecipientRole, Safeguard};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     SqlErr,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::entity::recipient::{self, Entity as Recipients};
 use crate::registry::{Error, StoredRecipient};
-
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum StoredSafeguard {
-    Scc {
-        module: u8,
-        signed_on: NaiveDate,
-        assessed_on: Option<NaiveDate>,
-        review_by: Option<NaiveDate>,
-    },
-    Bcr {
-        approval_reference: String,
-        review_by: Option<NaiveDate>,
-    },
-    Derogation {
-        ground: String,
-        justification: String,
-    },
-    Dpf {
-        active: bool,
-        verified_on: NaiveDate,
-        review_by: NaiveDate,
-    },
-}
-
-impl From<&Safeguard> for StoredSafeguard {
-    fn from(s: &Safeguard) -> Self {
-        match s {
-            Safeguard::Scc {
-                module,
-                signed_on,
-                assessed_on,
-                review_by,
-            } => Self::Scc {
-                module: module.number(),
-                signed_on: *signed_on,
-                assessed_on: *assessed_on,
-                review_by: *review_by,
-            },
-            Safeguard::Bcr {
-                approval_reference,
-                review_by,
-            } => Self::Bcr {
-                approval_reference: approval_reference.clone(),
-                review_by: *review_by,
-            },
-            Safeguard::Derogation {
-                ground,
-                justification,
-            } => Self::Derogation {
-                ground: ground.as_str().to_owned(),
-                justification: justification.clone(),
-            },
-            Safeguard::Dpf {
-                active,
-                verified_on,
-                review_by,
-            } => Self::Dpf {
-                active: *active,
-                verified_on: *verified_on,
-                review_by: *review_by,
-            },
-        }
-    }
-}
 
 fn corrupt(what: &str) -> Error {
     Error::Storage(DbErr::Custom(format!(
         "stored recipient has an invalid {what}"
     )))
-}
-
-impl StoredSafeguard {
-    fn into_domain(self) -> Result<Safeguard, Error> {
-        Ok(match self {
-            Self::Scc {
-                module,
-                signed_on,
-                assessed_on,
-                review_by,
-            } => Safeguard::Scc {
-                module: SccModule::from_number(module).ok_or_else(|| corrupt("SCC module"))?,
-                signed_on,
-                assessed_on,
-                review_by,
-            },
-            Self::Bcr {
-                approval_reference,
-                review_by,
-            } => Safeguard::Bcr {
-                approval_reference,
-                review_by,
-            },
-            Self::Derogation {
-                ground,
-                justification,
-            } => Safeguard::Derogation {
-                ground: DerogationGround::parse(&ground)
-                    .ok_or_else(|| corrupt("derogation ground"))?,
-                justification,
-            },
-            Self::Dpf {
-                active,
-                verified_on,
-                review_by,
-            } => Safeguard::Dpf {
-                active,
-                verified_on,
-                review_by,
-            },
-        })
-    }
 }
 
 fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
@@ -154,9 +44,10 @@ fn to_row(
         category_ids: Set(json_list(r.categories.iter().map(String::as_str))),
         system_ids: Set(json_list(r.systems.iter().map(String::as_str))),
         dpa_reference: Set(r.dpa_reference.clone()),
-        safeguard: Set(r.safeguard.as_ref().map(|s| {
-            serde_json::to_string(&StoredSafeguard::from(s)).expect("safeguard serialises")
-        })),
+        safeguard: Set(r
+            .safeguard
+            .as_ref()
+            .map(|s| serde_json::to_string(s).expect("safeguard serialises"))),
         purpose: Set(r.purpose.clone()),
         revision: Set(i64::try_from(revision).unwrap_or(i64::MAX)),
         created_at: Set(created_at),
@@ -170,11 +61,9 @@ fn from_row(m: recipient::Model, tables: &CountryTables) -> Result<StoredRecipie
         .map(|c| Organisationsnummer::parse(c).map_err(|_| corrupt("controller")))
         .collect::<Result<BTreeSet<_>, _>>()?;
     let safeguard = match m.safeguard.as_deref() {
-        Some(text) => Some(
-            serde_json::from_str::<StoredSafeguard>(text)
-                .map_err(|_| corrupt("safeguard"))?
-                .into_domain()?,
-        ),
+        Some(text) => {
+            Some(serde_json::from_str::<Safeguard>(text).map_err(|_| corrupt("safeguard"))?)
+        }
         None => None,
     };
     Ok(StoredRecipient {
