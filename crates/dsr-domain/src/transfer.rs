@@ -492,36 +492,54 @@ pub fn valid_category_id(id: &str) -> bool {
         && !id.ends_with('.')
 }
 
+/// The checks of a recipient's id, name and lists that need no typed
+/// field, under `recipient.`; part of [`Recipient::validate`], and usable on
+/// input that did not parse.
+pub fn basic_violations(
+    id: &str,
+    name: &str,
+    controllers: usize,
+    categories: usize,
+) -> Vec<FieldViolation> {
+    let mut v = Vec::new();
+    if !valid_slug(id) {
+        v.push(FieldViolation::new(
+            "recipient.id",
+            "2-64 lower-case letters, digits and -",
+        ));
+    }
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        v.push(FieldViolation::new(
+            "recipient.name",
+            "required, at most 200 characters",
+        ));
+    }
+    if controllers == 0 {
+        v.push(FieldViolation::new(
+            "recipient.controllers",
+            "at least one controller",
+        ));
+    }
+    if categories == 0 {
+        v.push(FieldViolation::new(
+            "recipient.category_ids",
+            "at least one category",
+        ));
+    }
+    v
+}
+
 impl Recipient {
     /// The rules a recipient must meet beyond field syntax, checked on
     /// `today`. Field paths are prefixed with `recipient.`.
     pub fn validate(&self, today: NaiveDate) -> Vec<FieldViolation> {
-        let mut v = Vec::new();
-        if !valid_slug(&self.id) {
-            v.push(FieldViolation::new(
-                "recipient.id",
-                "2-64 lower-case letters, digits and -",
-            ));
-        }
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            v.push(FieldViolation::new(
-                "recipient.name",
-                "required, at most 200 characters",
-            ));
-        }
-        if self.controllers.is_empty() {
-            v.push(FieldViolation::new(
-                "recipient.controllers",
-                "at least one controller",
-            ));
-        }
-        if self.categories.is_empty() {
-            v.push(FieldViolation::new(
-                "recipient.category_ids",
-                "at least one category",
-            ));
-        }
+        let mut v = basic_violations(
+            &self.id,
+            &self.name,
+            self.controllers.len(),
+            self.categories.len(),
+        );
         if self.role.needs_agreement() && self.dpa_reference.trim().is_empty() {
             v.push(FieldViolation::new(
                 "recipient.dpa_reference",

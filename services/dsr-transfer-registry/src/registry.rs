@@ -386,6 +386,25 @@ impl RecipientDraft {
                 ));
             }
         }
+        if !v.is_empty() {
+            // Report the field checks that need no parsed value too, so one answer
+            // names every problem.
+            let basic = transfer::basic_violations(
+                &self.id,
+                &self.name,
+                self.controllers.len(),
+                self.categories.len(),
+            );
+            let mut all: Vec<FieldViolation> = basic
+                .into_iter()
+                .map(|b| FieldViolation {
+                    field: b.field.replacen("recipient", prefix, 1),
+                    description: b.description,
+                })
+                .collect();
+            all.extend(v);
+            return Err(all);
+        }
         match (self.role, country, v.is_empty()) {
             (Some(role), Some(country), true) => Ok(Recipient {
                 id: self.id.trim().to_owned(),

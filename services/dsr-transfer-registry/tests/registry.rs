@@ -483,6 +483,7 @@ async fn recipients_are_managed_and_survive_a_restart() {
     assert_eq!(
         fields(&err),
         [
+            "recipient.id",
             "recipient.role",
             "recipient.country",
             "recipient.controllers[1]",
