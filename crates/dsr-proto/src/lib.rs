@@ -11,6 +11,15 @@ pub mod common {
     }
 }
 
+/// The contract every data system implements.
+pub mod system {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.system.v1");
+    }
+}
+
 /// The transfer registry API.
 pub mod transfer {
     /// Version 1.
