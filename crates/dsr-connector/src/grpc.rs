@@ -1,0 +1,247 @@
+//! The proto edge of the kit: the instruction header in, operations and
+//! receipts out, and a status for every refusal (fixed messages, ErrorInfo
+//! reasons, BadRequest field violations, no personal data).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use dsr_domain::identity::Organisationsnummer;
+use dsr_proto::common::v1 as common;
+use dsr_proto::system::v1 as pb;
+use prost::Message as _;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::instruction::{Instruction, Refusal, valid_idempotency_key};
+use crate::operations::{self, OpState, Operation};
+use crate::signing::{self, Signed};
+
+/// The ErrorInfo domain of the contract.
+pub const DOMAIN: &str = "system.dsr-mesh";
+
+/// INVALID_ARGUMENT naming each `(field, description)`.
+pub fn invalid_argument(violations: Vec<(String, String)>) -> Status {
+    let mut details = ErrorDetails::with_error_info("INVALID_ARGUMENT", DOMAIN, []);
+    for (field, description) in violations {
+        details.add_bad_request_violation(field, description);
+    }
+    Status::with_error_details(Code::InvalidArgument, "invalid request", details)
+}
+
+/// A status with a fixed message and a reason.
+pub fn status(code: Code, message: &str, reason: &str) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, []),
+    )
+}
+
+/// The status for a refused instruction.
+pub fn refusal_status(r: &Refusal) -> Status {
+    let message = match r {
+        Refusal::Misrouted => "instruction is addressed to another system",
+        Refusal::Expired => "instruction has expired",
+        Refusal::NotYetValid => "instruction is not valid yet",
+        Refusal::BadWindow => "instruction window must be at most 15 minutes",
+        Refusal::ControllerNotServed => "controller not served by this system",
+    };
+    status(Code::FailedPrecondition, message, r.reason())
+}
+
+/// The status for a ledger error.
+pub fn ledger_status(e: operations::Error) -> Status {
+    match e {
+        operations::Error::KeyReused => status(
+            Code::AlreadyExists,
+            "idempotency key already used for a different instruction",
+            "IDEMPOTENCY_KEY_REUSED",
+        ),
+        operations::Error::NotFound => {
+            status(Code::NotFound, "operation not found", "OPERATION_NOT_FOUND")
+        }
+        operations::Error::Storage(err) => {
+            tracing::error!(error = %err, "connector storage failure");
+            status(Code::Internal, "internal error", "INTERNAL")
+        }
+    }
+}
+
+/// A timestamp from the proto, or None when absent or out of range.
+pub fn time(t: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let t = t?;
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// A proto timestamp.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A date from the proto.
+pub fn date(d: Option<common::Date>) -> Option<NaiveDate> {
+    let common::Date { year, month, day } = d?;
+    NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)
+}
+
+/// A proto date.
+pub fn date_to_pb(d: NaiveDate) -> common::Date {
+    use chrono::Datelike as _;
+    common::Date {
+        year: d.year(),
+        month: i32::try_from(d.month()).unwrap_or(0),
+        day: i32::try_from(d.day()).unwrap_or(0),
+    }
+}
+
+/// Parses the header (INVALID_ARGUMENT naming each bad field under
+/// `instruction.`) and checks it against this system now
+/// (FAILED_PRECONDITION with the refusal's reason).
+pub fn instruction(
+    header: Option<pb::Instruction>,
+    system_id: &str,
+    controllers: &BTreeSet<Organisationsnummer>,
+) -> Result<Instruction, Status> {
+    let Some(pb::Instruction {
+        request_id,
+        controller,
+        system_id: target,
+        due_date,
+        issued_at,
+        expires_at,
+        idempotency_key,
+    }) = header
+    else {
+        return Err(invalid_argument(vec![(
+            "instruction".into(),
+            "required".into(),
+        )]));
+    };
+    let mut v: Vec<(String, String)> = Vec::new();
+    let mut bad = |f: &str, d: &str| v.push((format!("instruction.{f}"), d.to_owned()));
+    if request_id.is_empty() || request_id.len() > 64 {
+        bad("request_id", "required, at most 64 characters");
+    }
+    let controller = match controller.map(|c| c.organisation_number) {
+        Some(org) if !org.is_empty() => match Organisationsnummer::parse(&org) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                bad("controller.organisation_number", &e.to_string());
+                None
+            }
+        },
+        _ => {
+            bad("controller.organisation_number", "required");
+            None
+        }
+    };
+    if target.is_empty() {
+        bad("system_id", "required");
+    }
+    let due = date(due_date);
+    if due.is_none() {
+        bad("due_date", "required, a valid date");
+    }
+    let issued = time(issued_at);
+    if issued.is_none() {
+        bad("issued_at", "required");
+    }
+    let expires = time(expires_at);
+    if expires.is_none() {
+        bad("expires_at", "required");
+    }
+    if !valid_idempotency_key(&idempotency_key) {
+        bad("idempotency_key", "8 to 128 of A-Z a-z 0-9 . _ : -");
+    }
+    let (Some(controller), Some(due_date), Some(issued_at), Some(expires_at), true) =
+        (controller, due, issued, expires, v.is_empty())
+    else {
+        return Err(invalid_argument(v));
+    };
+    let i = Instruction {
+        request_id,
+        controller,
+        system_id: target,
+        due_date,
+        issued_at,
+        expires_at,
+        idempotency_key,
+    };
+    i.check(system_id, controllers, Utc::now())
+        .map_err(|r| refusal_status(&r))?;
+    Ok(i)
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// SHA-256 of `bytes`.
+pub fn digest_bytes(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+/// A signed receipt in proto form.
+pub fn signed_to_pb(s: &Signed) -> pb::SignedReceipt {
+    pb::SignedReceipt {
+        payload: s.payload.clone(),
+        key_id: s.key_id.clone(),
+        signature: s.signature.clone(),
+    }
+}
+
+/// Why a receipt could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    /// The signature does not verify.
+    #[error(transparent)]
+    Signature(#[from] signing::SigningError),
+    /// The signed bytes are not a Receipt.
+    #[error("receipt payload does not decode")]
+    Decode,
+}
+
+/// Verifies a signed receipt against a system's published keys, then decodes
+/// it.
+pub fn verify_receipt(
+    signed: &pb::SignedReceipt,
+    keys: &[pb::SigningKey],
+) -> Result<pb::Receipt, ReceiptError> {
+    let s = Signed {
+        payload: signed.payload.clone(),
+        key_id: signed.key_id.clone(),
+        signature: signed.signature.clone(),
+    };
+    let published: Vec<(String, Vec<u8>)> = keys
+        .iter()
+        .filter(|k| k.algorithm == "Ed25519")
+        .map(|k| (k.key_id.clone(), k.public_key.clone()))
+        .collect();
+    let payload = signing::verify(&s, &published)?;
+    pb::Receipt::decode(payload).map_err(|_| ReceiptError::Decode)
+}
+
+/// An operation in proto form.
+pub fn operation_to_pb(op: &Operation) -> pb::Operation {
+    pb::Operation {
+        id: op.id.clone(),
+        state: match op.state {
+            OpState::Pending => pb::OperationState::Pending,
+            OpState::Running => pb::OperationState::Running,
+            OpState::Succeeded => pb::OperationState::Succeeded,
+            OpState::Failed => pb::OperationState::Failed,
+        } as i32,
+        done: op.done,
+        total: op.total,
+        receipt: op.receipt.as_ref().map(signed_to_pb),
+        error: op.error.clone().unwrap_or_default(),
+        start_time: Some(timestamp(op.started_at)),
+        end_time: op.ended_at.map(timestamp),
+    }
+}
