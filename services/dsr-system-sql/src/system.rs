@@ -1,0 +1,1044 @@
+//! The contract's operations over a manifest-described database.
+//!
+//! All SQL is built with sea-query and parameterised; table and column names
+//! come only from the manifest (checked against the live schema at start),
+//! never from a request. Every query that takes record keys from a request is
+//! scoped to the instruction's controller: a table naming the controller
+//! filters on it, a child table through its parents.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Months, NaiveDate, Utc};
+use dsr_connector::instruction::Instruction;
+use dsr_connector::operations::{self, Claim, Operation, Operations};
+use dsr_connector::signing::ReceiptSigner;
+use dsr_domain::identity::{Identity, Organisationsnummer};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, TransactionTrait};
+
+use crate::manifest::{ErasureAction, KeyType, Manifest, TableSpec};
+
+/// Keys per query.
+const CHUNK: usize = 500;
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input: (field, description) pairs, no values.
+    #[error("invalid argument")]
+    InvalidArgument(Vec<(String, String)>),
+    /// The database failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] DbErr),
+    /// The ledger refused or failed.
+    #[error(transparent)]
+    Ledger(#[from] operations::Error),
+}
+
+/// A record pointer.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RecordRef {
+    /// Table.
+    pub store: String,
+    /// Primary key as text.
+    pub key: String,
+}
+
+/// Records found in one table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocatedStore {
+    /// Table.
+    pub store: String,
+    /// Primary keys.
+    pub keys: Vec<String>,
+    /// The table's categories.
+    pub categories: BTreeSet<String>,
+}
+
+/// The answer to Locate.
+#[derive(Clone, Debug, Default)]
+pub struct Located {
+    /// Per table.
+    pub stores: Vec<LocatedStore>,
+    /// Identities found that were not asked about.
+    pub linked: Vec<Identity>,
+}
+
+/// One field of a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldValue {
+    /// Column.
+    pub name: String,
+    /// Category.
+    pub category: String,
+    /// Value as text.
+    pub value: Option<String>,
+}
+
+/// One record's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordData {
+    /// Which.
+    pub reference: RecordRef,
+    /// Fields.
+    pub fields: Vec<FieldValue>,
+    /// Restricted.
+    pub restricted: bool,
+    /// Purposes objected to.
+    pub objected: Vec<String>,
+}
+
+/// Erasure methods, as the contract names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Method {
+    /// Rows deleted.
+    Delete,
+    /// Personal-data columns set to null.
+    Nullify,
+    /// Personal data and the link to the parent set to null.
+    Anonymise,
+}
+
+/// What a write did in one store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// Table.
+    pub store: String,
+    /// Its categories.
+    pub categories: BTreeSet<String>,
+    /// Records matched.
+    pub matched: u64,
+    /// Records changed.
+    pub affected: u64,
+    /// Records left alone because no acceptable method applies.
+    pub refused: u64,
+    /// The erasure method, for erasures.
+    pub method: Option<Method>,
+}
+
+/// A record kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retained {
+    /// Which.
+    pub reference: RecordRef,
+    /// Its categories.
+    pub categories: BTreeSet<String>,
+    /// Why.
+    pub legal_ground: String,
+    /// Until when, when the period has begun.
+    pub until: Option<NaiveDate>,
+}
+
+/// What a write reports, to be signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptData {
+    /// The system.
+    pub system_id: String,
+    /// The instruction.
+    pub instruction: Instruction,
+    /// SHA-256 of the instruction (without its validity window).
+    pub instruction_digest: Vec<u8>,
+    /// What.
+    pub action: Action,
+    /// Per store.
+    pub stores: Vec<StoreOutcome>,
+    /// Kept records.
+    pub retained: Vec<Retained>,
+    /// When the data stopped being visible.
+    pub hidden_at: DateTime<Utc>,
+    /// When backups holding it expire.
+    pub backup_expiry: DateTime<Utc>,
+    /// Completed.
+    pub completed_at: DateTime<Utc>,
+}
+
+/// Write actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Erase.
+    Erase,
+    /// Rectify.
+    Rectify,
+    /// Restrict.
+    Restrict,
+    /// Lift a restriction.
+    Lift,
+    /// Object.
+    Object,
+    /// Sweep.
+    Sweep,
+}
+
+impl Action {
+    fn kind(self) -> &'static str {
+        match self {
+            Self::Erase => "erase",
+            Self::Rectify => "rectify",
+            Self::Restrict => "restrict",
+            Self::Lift => "lift_restriction",
+            Self::Object => "object",
+            Self::Sweep => "sweep",
+        }
+    }
+}
+
+/// Encodes a receipt for signing (the proto edge implements it).
+pub trait ReceiptCodec: Send + Sync {
+    /// The exact bytes to sign.
+    fn encode(&self, receipt: &ReceiptData) -> Vec<u8>;
+}
+
+/// A write asked of the system.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Erase, by one of `acceptable` methods, keeping `retain`.
+    Erase {
+        /// Records.
+        records: Vec<RecordRef>,
+        /// Acceptable methods.
+        acceptable: BTreeSet<Method>,
+        /// Retention orders: record, ground, until.
+        retain: Vec<(RecordRef, String, Option<NaiveDate>)>,
+    },
+    /// Correct fields: record, column, value.
+    Rectify(Vec<(RecordRef, String, String)>),
+    /// Restrict or lift.
+    Restrict {
+        /// Records.
+        records: Vec<RecordRef>,
+        /// Lift instead.
+        lift: bool,
+    },
+    /// Object to purposes.
+    Object {
+        /// Records.
+        records: Vec<RecordRef>,
+        /// Purposes (direct marketing included as "direct_marketing").
+        purposes: BTreeSet<String>,
+    },
+}
+
+/// The purpose name an objection to direct marketing records.
+pub const DIRECT_MARKETING: &str = "direct_marketing";
+
+/// One system served by the generic connector.
+#[derive(Clone)]
+pub struct SqlSystem {
+    db: DatabaseConnection,
+    manifest: Arc<Manifest>,
+    controllers: BTreeSet<Organisationsnummer>,
+    ops: Operations,
+    signer: ReceiptSigner,
+    codec: Arc<dyn ReceiptCodec>,
+}
+
+impl std::fmt::Debug for SqlSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlSystem")
+            .field("system", &self.manifest.system.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn text_col(col: &str) -> Expr {
+    Expr::col(Alias::new(col)).cast_as(Alias::new("text"))
+}
+
+fn get_text(row: &QueryResult, i: usize) -> Result<Option<String>, DbErr> {
+    row.try_get_by_index::<Option<String>>(i)
+        .map_err(Into::into)
+}
+
+impl SqlSystem {
+    /// A system over `db` with its manifest (already checked against the
+    /// schema), operations ledger, signer and receipt codec.
+    pub fn new(
+        db: DatabaseConnection,
+        manifest: Arc<Manifest>,
+        signer: ReceiptSigner,
+        codec: Arc<dyn ReceiptCodec>,
+    ) -> Self {
+        let controllers = manifest.controllers();
+        Self {
+            ops: Operations::new(db.clone()),
+            db,
+            manifest,
+            controllers,
+            signer,
+            codec,
+        }
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The controllers served.
+    pub fn controllers(&self) -> &BTreeSet<Organisationsnummer> {
+        &self.controllers
+    }
+
+    /// The signer (for Describe's published key).
+    pub fn signer(&self) -> &ReceiptSigner {
+        &self.signer
+    }
+
+    /// The operations.
+    pub fn operations(&self) -> &Operations {
+        &self.ops
+    }
+
+    fn key_value(&self, table: &TableSpec, key: &str) -> Option<Value> {
+        match table.primary_key.kind {
+            KeyType::Integer => key.parse::<i64>().ok().map(Value::from),
+            KeyType::Text => Some(Value::from(key.to_owned())),
+        }
+    }
+
+    /// The condition keeping `table`'s rows to `controller`'s.
+    fn scope(&self, table: &TableSpec, controller: &Organisationsnummer) -> Option<Expr> {
+        if let Some(col) = &table.controller_column {
+            return Some(Expr::col(Alias::new(col)).eq(controller.as_str()));
+        }
+        let parent_ref = table.parent.as_ref()?;
+        let parent = self.manifest.table(&parent_ref.table)?;
+        let parent_scope = self.scope(parent, controller)?;
+        let mut sub = Query::select();
+        sub.column(Alias::new(&parent.primary_key.column))
+            .from(Alias::new(&parent.name))
+            .and_where(parent_scope);
+        Some(Expr::col(Alias::new(&parent_ref.column)).in_subquery(sub))
+    }
+
+    async fn query<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        sel: &SelectStatement,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        conn.query_all_raw(conn.get_database_backend().build(sel))
+            .await
+    }
+
+    /// Validates record refs: known store, key of the right type.
+    fn check_refs(&self, refs: &[RecordRef], field: &str) -> Result<(), Error> {
+        let mut v = Vec::new();
+        for (i, r) in refs.iter().enumerate() {
+            match self.manifest.table(&r.store) {
+                None => v.push((
+                    format!("{field}[{i}].store"),
+                    "no such store in this system".to_owned(),
+                )),
+                Some(t) if self.key_value(t, &r.key).is_none() => {
+                    v.push((
+                        format!("{field}[{i}].key"),
+                        "not a key of this store".to_owned(),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if v.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(v))
+        }
+    }
+
+    /// Finds the person's records and linked identities.
+    pub async fn locate(
+        &self,
+        controller: &Organisationsnummer,
+        identities: Vec<Identity>,
+    ) -> Result<Located, Error> {
+        let asked: BTreeSet<Identity> = identities.iter().cloned().collect();
+        let mut known = asked.clone();
+        let mut queue: Vec<Identity> = identities;
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // Identity expansion inside the system, bounded.
+        for _round in 0..4 {
+            if queue.is_empty() {
+                break;
+            }
+            let batch = std::mem::take(&mut queue);
+            for t in self
+                .manifest
+                .tables
+                .iter()
+                .filter(|t| !t.identities.is_empty())
+            {
+                for id_col in &t.identities {
+                    let values: Vec<String> = batch
+                        .iter()
+                        .filter(|i| i.kind() == id_col.kind.domain())
+                        .map(|i| i.value().to_owned())
+                        .collect();
+                    for chunk in values.chunks(CHUNK) {
+                        let mut sel = Query::select();
+                        sel.expr(text_col(&t.primary_key.column))
+                            .from(Alias::new(&t.name));
+                        for c in &t.identities {
+                            sel.expr(text_col(&c.column));
+                        }
+                        let col = Expr::col(Alias::new(&id_col.column));
+                        sel.and_where(if let [one] = chunk {
+                            col.eq(one.as_str())
+                        } else {
+                            col.is_in(chunk.iter().map(String::as_str))
+                        });
+                        if let Some(scope) = self.scope(t, controller) {
+                            sel.and_where(scope);
+                        }
+                        for row in self.query(&self.db, &sel).await? {
+                            if let Some(key) = get_text(&row, 0)? {
+                                found.entry(t.name.clone()).or_default().insert(key);
+                            }
+                            for (i, c) in t.identities.iter().enumerate() {
+                                let Some(raw) = get_text(&row, i + 1)? else {
+                                    continue;
+                                };
+                                if let Ok(id) = Identity::parse(c.kind.domain(), &raw) {
+                                    if known.insert(id.clone()) {
+                                        queue.push(id);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Records linked to those found, down every parent reference.
+        let mut frontier: Vec<(String, Vec<String>)> = found
+            .iter()
+            .map(|(t, k)| (t.clone(), k.iter().cloned().collect()))
+            .collect();
+        while let Some((parent_name, keys)) = frontier.pop() {
+            let Some(parent) = self.manifest.table(&parent_name) else {
+                continue;
+            };
+            for child in self.manifest.children(&parent_name) {
+                let Some(p) = &child.parent else { continue };
+                let mut new_keys = Vec::new();
+                for chunk in keys.chunks(CHUNK) {
+                    let values: Vec<Value> = chunk
+                        .iter()
+                        .filter_map(|k| self.key_value(parent, k))
+                        .collect();
+                    let mut sel = Query::select();
+                    sel.expr(text_col(&child.primary_key.column))
+                        .from(Alias::new(&child.name))
+                        .and_where(Expr::col(Alias::new(&p.column)).is_in(values));
+                    for row in self.query(&self.db, &sel).await? {
+                        if let Some(key) = get_text(&row, 0)? {
+                            if found
+                                .entry(child.name.clone())
+                                .or_default()
+                                .insert(key.clone())
+                            {
+                                new_keys.push(key);
+                            }
+                        }
+                    }
+                }
+                if !new_keys.is_empty() {
+                    frontier.push((child.name.clone(), new_keys));
+                }
+            }
+        }
+        let stores = found
+            .into_iter()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(store, keys)| {
+                let categories = self
+                    .manifest
+                    .table(&store)
+                    .map(|t| t.categories().into_iter().map(str::to_owned).collect())
+                    .unwrap_or_default();
+                LocatedStore {
+                    store,
+                    keys: keys.into_iter().collect(),
+                    categories,
+                }
+            })
+            .collect();
+        Ok(Located {
+            stores,
+            linked: known.difference(&asked).cloned().collect(),
+        })
+    }
+
+    /// Validates `refs` and streams their content in batches of at most
+    /// `batch` records, through a channel of two batches (bounded memory).
+    pub fn access(
+        &self,
+        controller: Organisationsnummer,
+        refs: Vec<RecordRef>,
+        portable_only: bool,
+        batch: usize,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Vec<RecordData>, Error>>, Error> {
+        self.check_refs(&refs, "records")?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in refs {
+                by_table.entry(r.store).or_default().push(r.key);
+            }
+            for (store, keys) in by_table {
+                let Some(t) = this.manifest.table(&store) else {
+                    continue;
+                };
+                for chunk in keys.chunks(batch.clamp(1, CHUNK)) {
+                    let res = this.read_chunk(t, chunk, &controller, portable_only).await;
+                    let stop = res.is_err();
+                    if tx.send(res.map_err(Error::from)).await.is_err() || stop {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn read_chunk(
+        &self,
+        t: &TableSpec,
+        keys: &[String],
+        controller: &Organisationsnummer,
+        portable_only: bool,
+    ) -> Result<Vec<RecordData>, DbErr> {
+        let portable: BTreeSet<&str> = self
+            .manifest
+            .categories
+            .iter()
+            .filter(|c| c.portable)
+            .map(|c| c.id.as_str())
+            .collect();
+        let columns: Vec<_> = t
+            .columns
+            .iter()
+            .filter(|c| !portable_only || portable.contains(c.category.as_str()))
+            .collect();
+        let mut sel = Query::select();
+        sel.expr(text_col(&t.primary_key.column))
+            .from(Alias::new(&t.name));
+        sel.expr(text_col(&t.restriction_column));
+        sel.expr(
+            t.objection_column
+                .as_deref()
+                .map_or_else(|| Expr::value(Option::<String>::None), text_col),
+        );
+        for c in &columns {
+            sel.expr(text_col(&c.name));
+        }
+        let values: Vec<Value> = keys.iter().filter_map(|k| self.key_value(t, k)).collect();
+        sel.and_where(Expr::col(Alias::new(&t.primary_key.column)).is_in(values));
+        if let Some(scope) = self.scope(t, controller) {
+            sel.and_where(scope);
+        }
+        let rows = self.query(&self.db, &sel).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = get_text(&row, 0)?.unwrap_or_default();
+            let restricted = get_text(&row, 1)?.is_some();
+            let objected = get_text(&row, 2)?
+                .map(|s| {
+                    s.split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut fields = Vec::with_capacity(columns.len());
+            for (i, c) in columns.iter().enumerate() {
+                fields.push(FieldValue {
+                    name: c.name.clone(),
+                    category: c.category.clone(),
+                    value: get_text(&row, i + 3)?,
+                });
+            }
+            out.push(RecordData {
+                reference: RecordRef {
+                    store: t.name.clone(),
+                    key,
+                },
+                fields,
+                restricted,
+                objected,
+            });
+        }
+        Ok(out)
+    }
+
+    fn validate_write(&self, write: &Write) -> Result<(), Error> {
+        match write {
+            Write::Erase {
+                records,
+                acceptable,
+                retain,
+            } => {
+                self.check_refs(records, "records")?;
+                let orders: Vec<RecordRef> = retain.iter().map(|(r, _, _)| r.clone()).collect();
+                self.check_refs(&orders, "retain")?;
+                let mut v = Vec::new();
+                if acceptable.is_empty() {
+                    v.push((
+                        "acceptable_methods".to_owned(),
+                        "at least one method".to_owned(),
+                    ));
+                }
+                for (i, (_, ground, _)) in retain.iter().enumerate() {
+                    if ground.trim().is_empty() {
+                        v.push((format!("retain[{i}].legal_ground"), "required".to_owned()));
+                    }
+                }
+                if v.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidArgument(v))
+                }
+            }
+            Write::Rectify(changes) => {
+                let refs: Vec<RecordRef> = changes.iter().map(|(r, _, _)| r.clone()).collect();
+                self.check_refs(&refs, "changes")?;
+                let mut v = Vec::new();
+                for (i, (r, col, value)) in changes.iter().enumerate() {
+                    let Some(t) = self.manifest.table(&r.store) else {
+                        continue;
+                    };
+                    if t.category_of(col).is_none() {
+                        v.push((
+                            format!("changes[{i}].field"),
+                            "not a field of this store".to_owned(),
+                        ));
+                    } else if let Some(idc) = t.identities.iter().find(|c| c.column == *col) {
+                        if let Err(e) = Identity::parse(idc.kind.domain(), value) {
+                            v.push((format!("changes[{i}].value"), e.to_string()));
+                        }
+                    }
+                }
+                if v.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidArgument(v))
+                }
+            }
+            Write::Restrict { records, .. } => self.check_refs(records, "records"),
+            Write::Object { records, purposes } => {
+                self.check_refs(records, "records")?;
+                if purposes.is_empty() {
+                    return Err(Error::InvalidArgument(vec![(
+                        "purposes".to_owned(),
+                        "at least one purpose, or direct_marketing".to_owned(),
+                    )]));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs a write under the instruction's idempotency key: validates it,
+    /// claims the key with `digest` (the instruction without its validity
+    /// window), does the work in one transaction, and signs the receipt.
+    pub async fn write(
+        &self,
+        instruction: Instruction,
+        digest: Vec<u8>,
+        write: Write,
+    ) -> Result<Operation, Error> {
+        self.validate_write(&write)?;
+        let action = match &write {
+            Write::Erase { .. } => Action::Erase,
+            Write::Rectify(_) => Action::Rectify,
+            Write::Restrict { lift: false, .. } => Action::Restrict,
+            Write::Restrict { lift: true, .. } => Action::Lift,
+            Write::Object { .. } => Action::Object,
+        };
+        let hex_digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let id = match self
+            .ops
+            .claim(&instruction.idempotency_key, &hex_digest, action.kind())
+            .await?
+        {
+            Claim::Existing(op) => return Ok(op),
+            Claim::New(id) | Claim::Retry(id) => id,
+        };
+        let total = match &write {
+            Write::Erase { records, .. }
+            | Write::Restrict { records, .. }
+            | Write::Object { records, .. } => records.len(),
+            Write::Rectify(c) => c.len(),
+        };
+        self.ops.start(&id, total as u64).await?;
+        let now = Utc::now();
+        let result = self.apply(&instruction.controller, &write, now).await;
+        match result {
+            Ok((stores, retained)) => {
+                let backup_days = u64::from(self.manifest.system.backup_retention_days);
+                let receipt = ReceiptData {
+                    system_id: self.manifest.system.id.clone(),
+                    instruction,
+                    instruction_digest: digest,
+                    action,
+                    stores,
+                    retained,
+                    hidden_at: now,
+                    backup_expiry: now + chrono::Days::new(backup_days),
+                    completed_at: Utc::now(),
+                };
+                let signed = self.signer.sign(self.codec.encode(&receipt));
+                Ok(self.ops.succeed(&id, total as u64, signed).await?)
+            }
+            Err(e) => {
+                tracing::error!(operation = %id, error = %e, "write failed");
+                self.ops
+                    .fail(&id, "the write failed; retry with the same idempotency key")
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        controller: &Organisationsnummer,
+        write: &Write,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<StoreOutcome>, Vec<Retained>), Error> {
+        let txn = self.db.begin().await?;
+        let mut stores = Vec::new();
+        let mut retained = Vec::new();
+        let by_table = |refs: &[RecordRef]| {
+            let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in refs {
+                m.entry(r.store.clone()).or_default().push(r.key.clone());
+            }
+            m
+        };
+        match write {
+            Write::Erase {
+                records,
+                acceptable,
+                retain,
+            } => {
+                let groups = by_table(records);
+                let orders: BTreeMap<RecordRef, (String, Option<NaiveDate>)> = retain
+                    .iter()
+                    .map(|(r, g, u)| (r.clone(), (g.clone(), *u)))
+                    .collect();
+                for t in self.manifest.children_first() {
+                    let Some(keys) = groups.get(&t.name) else {
+                        continue;
+                    };
+                    let matched = self.matched(&txn, t, keys, controller).await?;
+                    let cats: BTreeSet<String> =
+                        t.categories().into_iter().map(str::to_owned).collect();
+                    let (kept, erase): (Vec<String>, Vec<String>) =
+                        matched.iter().cloned().partition(|k| {
+                            t.erasure == ErasureAction::Retain
+                                || orders.contains_key(&RecordRef {
+                                    store: t.name.clone(),
+                                    key: k.clone(),
+                                })
+                        });
+                    for k in &kept {
+                        let r = RecordRef {
+                            store: t.name.clone(),
+                            key: k.clone(),
+                        };
+                        let (ground, until) = match orders.get(&r) {
+                            Some((g, u)) => (g.clone(), *u),
+                            None => {
+                                let spec = t
+                                    .retain
+                                    .as_ref()
+                                    .expect("manifest check: retain tables have retain");
+                                (
+                                    spec.legal_ground.clone(),
+                                    self.anchor_until(&txn, t, k, &spec.anchor_column, spec.months)
+                                        .await?,
+                                )
+                            }
+                        };
+                        retained.push(Retained {
+                            reference: r,
+                            categories: cats.clone(),
+                            legal_ground: ground,
+                            until,
+                        });
+                    }
+                    self.set_restriction(&txn, t, &kept, Some(now)).await?;
+                    let method = match t.erasure {
+                        ErasureAction::Delete => Some(Method::Delete),
+                        ErasureAction::Nullify => Some(Method::Nullify),
+                        ErasureAction::Anonymise => Some(Method::Anonymise),
+                        ErasureAction::Retain => None,
+                    };
+                    let (affected, refused) = match method {
+                        Some(m) if acceptable.contains(&m) => {
+                            (self.erase_rows(&txn, t, &erase, m).await?, 0)
+                        }
+                        Some(_) => (0, erase.len() as u64),
+                        None => (0, 0),
+                    };
+                    stores.push(StoreOutcome {
+                        store: t.name.clone(),
+                        categories: cats,
+                        matched: matched.len() as u64,
+                        affected,
+                        refused,
+                        method,
+                    });
+                }
+            }
+            Write::Restrict { records, lift } => {
+                for (store, keys) in by_table(records) {
+                    let Some(t) = self.manifest.table(&store) else {
+                        continue;
+                    };
+                    let matched = self.matched(&txn, t, &keys, controller).await?;
+                    let affected = self
+                        .set_restriction(&txn, t, &matched, (!lift).then_some(now))
+                        .await?;
+                    stores.push(self.outcome(t, matched.len(), affected));
+                }
+            }
+            Write::Object { records, purposes } => {
+                for (store, keys) in by_table(records) {
+                    let Some(t) = self.manifest.table(&store) else {
+                        continue;
+                    };
+                    let matched = self.matched(&txn, t, &keys, controller).await?;
+                    let affected = match &t.objection_column {
+                        Some(col) => {
+                            self.add_objections(&txn, t, col, &matched, purposes)
+                                .await?
+                        }
+                        None => 0,
+                    };
+                    let mut o = self.outcome(t, matched.len(), affected);
+                    o.refused = matched.len() as u64 - affected;
+                    stores.push(o);
+                }
+            }
+            Write::Rectify(changes) => {
+                let mut per_store: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+                for (r, col, value) in changes {
+                    let Some(t) = self.manifest.table(&r.store) else {
+                        continue;
+                    };
+                    let matched = self
+                        .matched(&txn, t, std::slice::from_ref(&r.key), controller)
+                        .await?;
+                    let entry = per_store.entry(t.name.clone()).or_default();
+                    entry.0 += matched.len();
+                    if matched.is_empty() {
+                        continue;
+                    }
+                    let value = match t.identities.iter().find(|c| c.column == *col) {
+                        Some(c) => Identity::parse(c.kind.domain(), value)
+                            .map(|i| i.value().to_owned())
+                            .map_err(|e| {
+                                Error::InvalidArgument(vec![(
+                                    "changes.value".into(),
+                                    e.to_string(),
+                                )])
+                            })?,
+                        None => value.clone(),
+                    };
+                    let mut upd = Query::update();
+                    upd.table(Alias::new(&t.name))
+                        .value(Alias::new(col), value)
+                        .and_where(
+                            Expr::col(Alias::new(&t.primary_key.column))
+                                .is_in(self.values(t, &matched)),
+                        );
+                    let res = txn
+                        .execute_raw(txn.get_database_backend().build(&upd))
+                        .await?;
+                    entry.1 += res.rows_affected();
+                }
+                for (store, (matched, affected)) in per_store {
+                    if let Some(t) = self.manifest.table(&store) {
+                        stores.push(self.outcome(t, matched, affected));
+                    }
+                }
+            }
+        }
+        txn.commit().await?;
+        Ok((stores, retained))
+    }
+
+    fn outcome(&self, t: &TableSpec, matched: usize, affected: u64) -> StoreOutcome {
+        StoreOutcome {
+            store: t.name.clone(),
+            categories: t.categories().into_iter().map(str::to_owned).collect(),
+            matched: matched as u64,
+            affected,
+            refused: 0,
+            method: None,
+        }
+    }
+
+    fn values(&self, t: &TableSpec, keys: &[String]) -> Vec<Value> {
+        keys.iter().filter_map(|k| self.key_value(t, k)).collect()
+    }
+
+    /// The keys among `keys` that exist and belong to `controller`.
+    async fn matched<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        t: &TableSpec,
+        keys: &[String],
+        controller: &Organisationsnummer,
+    ) -> Result<Vec<String>, DbErr> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let mut sel = Query::select();
+            sel.expr(text_col(&t.primary_key.column))
+                .from(Alias::new(&t.name))
+                .and_where(
+                    Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk)),
+                );
+            if let Some(scope) = self.scope(t, controller) {
+                sel.and_where(scope);
+            }
+            for row in self.query(conn, &sel).await? {
+                if let Some(k) = get_text(&row, 0)? {
+                    out.push(k);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn anchor_until<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        t: &TableSpec,
+        key: &str,
+        anchor: &str,
+        months: u32,
+    ) -> Result<Option<NaiveDate>, DbErr> {
+        let mut sel = Query::select();
+        sel.expr(text_col(anchor))
+            .from(Alias::new(&t.name))
+            .and_where(
+                Expr::col(Alias::new(&t.primary_key.column))
+                    .is_in(self.values(t, &[key.to_owned()])),
+            );
+        let rows = self.query(conn, &sel).await?;
+        let anchor = rows.first().map(|r| get_text(r, 0)).transpose()?.flatten();
+        Ok(anchor
+            .and_then(|a| NaiveDate::parse_from_str(a.get(..10).unwrap_or(&a), "%Y-%m-%d").ok())
+            .and_then(|d| d.checked_add_months(Months::new(months))))
+    }
+
+    async fn set_restriction<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        t: &TableSpec,
+        keys: &[String],
+        at: Option<DateTime<Utc>>,
+    ) -> Result<u64, DbErr> {
+        let mut affected = 0;
+        for chunk in keys.chunks(CHUNK) {
+            let mut upd = Query::update();
+            upd.table(Alias::new(&t.name))
+                .value(Alias::new(&t.restriction_column), at)
+                .and_where(
+                    Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk)),
+                );
+            affected += conn
+                .execute_raw(conn.get_database_backend().build(&upd))
+                .await?
+                .rows_affected();
+        }
+        Ok(affected)
+    }
+
+    async fn erase_rows<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        t: &TableSpec,
+        keys: &[String],
+        m: Method,
+    ) -> Result<u64, DbErr> {
+        let mut affected = 0;
+        for chunk in keys.chunks(CHUNK) {
+            let cond = Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk));
+            let stmt = match m {
+                Method::Delete => {
+                    let mut del = Query::delete();
+                    del.from_table(Alias::new(&t.name)).and_where(cond);
+                    conn.get_database_backend().build(&del)
+                }
+                Method::Nullify | Method::Anonymise => {
+                    let mut upd = Query::update();
+                    upd.table(Alias::new(&t.name));
+                    let mut cols: BTreeSet<&str> =
+                        t.columns.iter().map(|c| c.name.as_str()).collect();
+                    cols.extend(t.identities.iter().map(|c| c.column.as_str()));
+                    if m == Method::Anonymise {
+                        if let Some(p) = &t.parent {
+                            cols.insert(&p.column);
+                        }
+                    }
+                    for c in cols {
+                        upd.value(Alias::new(c), Option::<String>::None);
+                    }
+                    upd.and_where(cond);
+                    conn.get_database_backend().build(&upd)
+                }
+            };
+            affected += conn.execute_raw(stmt).await?.rows_affected();
+        }
+        Ok(affected)
+    }
+
+    async fn add_objections<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        t: &TableSpec,
+        col: &str,
+        keys: &[String],
+        purposes: &BTreeSet<String>,
+    ) -> Result<u64, DbErr> {
+        let mut affected = 0;
+        for key in keys {
+            let mut sel = Query::select();
+            sel.expr(text_col(col)).from(Alias::new(&t.name)).and_where(
+                Expr::col(Alias::new(&t.primary_key.column))
+                    .is_in(self.values(t, std::slice::from_ref(key))),
+            );
+            let rows = self.query(conn, &sel).await?;
+            let current = rows
+                .first()
+                .map(|r| get_text(r, 0))
+                .transpose()?
+                .flatten()
+                .unwrap_or_default();
+            let mut all: BTreeSet<String> = current
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect();
+            all.extend(purposes.iter().cloned());
+            let joined = all.into_iter().collect::<Vec<_>>().join(",");
+            let mut upd = Query::update();
+            upd.table(Alias::new(&t.name))
+                .value(Alias::new(col), joined)
+                .and_where(
+                    Expr::col(Alias::new(&t.primary_key.column))
+                        .is_in(self.values(t, std::slice::from_ref(key))),
+                );
+            affected += conn
+                .execute_raw(conn.get_database_backend().build(&upd))
+                .await?
+                .rows_affected();
+        }
+        Ok(affected)
+    }
+}
