@@ -10,6 +10,7 @@
 //! - `grpc`: the thin handlers.
 #![forbid(unsafe_code)]
 
+pub mod grpc;
 pub mod manifest;
 pub mod schema;
 pub mod system;

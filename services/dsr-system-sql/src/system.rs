@@ -871,6 +871,144 @@ impl SqlSystem {
         Ok((stores, retained))
     }
 
+    /// Starts a retention sweep in the background and returns its operation:
+    /// every table with a retention rule, in keyset-paged batches of `batch`
+    /// rows, one transaction per batch. A dry run counts and changes nothing.
+    pub async fn sweep(
+        &self,
+        instruction: Instruction,
+        digest: Vec<u8>,
+        dry_run: bool,
+        batch: usize,
+    ) -> Result<Operation, Error> {
+        let hex_digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let id = match self
+            .ops
+            .claim(
+                &instruction.idempotency_key,
+                &hex_digest,
+                Action::Sweep.kind(),
+            )
+            .await?
+        {
+            Claim::Existing(op) => return Ok(op),
+            Claim::New(id) | Claim::Retry(id) => id,
+        };
+        let op = self.ops.start(&id, 0).await?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            let now = Utc::now();
+            match this
+                .run_sweep(
+                    &id,
+                    &instruction.controller,
+                    dry_run,
+                    batch.clamp(1, 10_000),
+                    now,
+                )
+                .await
+            {
+                Ok((stores, done)) => {
+                    let receipt = ReceiptData {
+                        system_id: this.manifest.system.id.clone(),
+                        instruction,
+                        instruction_digest: digest,
+                        action: Action::Sweep,
+                        stores,
+                        retained: Vec::new(),
+                        hidden_at: now,
+                        backup_expiry: now
+                            + chrono::Days::new(u64::from(
+                                this.manifest.system.backup_retention_days,
+                            )),
+                        completed_at: Utc::now(),
+                    };
+                    let signed = this.signer.sign(this.codec.encode(&receipt));
+                    if let Err(e) = this.ops.succeed(&id, done, signed).await {
+                        tracing::error!(operation = %id, error = %e, "cannot record the sweep's receipt");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(operation = %id, error = %e, "sweep failed");
+                    let _ = this.ops.fail(&id, "the sweep failed; run it again").await;
+                }
+            }
+        });
+        Ok(op)
+    }
+
+    async fn run_sweep(
+        &self,
+        id: &str,
+        controller: &Organisationsnummer,
+        dry_run: bool,
+        batch: usize,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<StoreOutcome>, u64), Error> {
+        let mut stores = Vec::new();
+        let mut done = 0u64;
+        for t in self.manifest.children_first() {
+            let Some(rule) = &t.retention else { continue };
+            let cutoff = now
+                .date_naive()
+                .checked_sub_months(Months::new(rule.months))
+                .unwrap_or(NaiveDate::MIN);
+            let method = match t.erasure {
+                ErasureAction::Nullify => Method::Nullify,
+                ErasureAction::Anonymise => Method::Anonymise,
+                ErasureAction::Delete | ErasureAction::Retain => Method::Delete,
+            };
+            let mut last: Option<Value> = None;
+            let (mut matched, mut affected) = (0u64, 0u64);
+            loop {
+                let mut sel = Query::select();
+                sel.expr(text_col(&t.primary_key.column))
+                    .from(Alias::new(&t.name))
+                    .and_where(Expr::col(Alias::new(&rule.anchor_column)).is_not_null())
+                    .and_where(Expr::col(Alias::new(&rule.anchor_column)).lt(cutoff))
+                    .order_by(
+                        Alias::new(&t.primary_key.column),
+                        sea_orm::sea_query::Order::Asc,
+                    )
+                    .limit(batch as u64);
+                if let Some(scope) = self.scope(t, controller) {
+                    sel.and_where(scope);
+                }
+                if let Some(v) = last.clone() {
+                    sel.and_where(Expr::col(Alias::new(&t.primary_key.column)).gt(v));
+                }
+                let keys: Vec<String> = self
+                    .query(&self.db, &sel)
+                    .await?
+                    .iter()
+                    .filter_map(|r| get_text(r, 0).ok().flatten())
+                    .collect();
+                let Some(last_key) = keys.last() else { break };
+                last = self.key_value(t, last_key);
+                matched += keys.len() as u64;
+                if !dry_run {
+                    let txn = self.db.begin().await?;
+                    affected += self.erase_rows(&txn, t, &keys, method).await?;
+                    txn.commit().await?;
+                }
+                done += keys.len() as u64;
+                self.ops.progress(id, done).await?;
+                if keys.len() < batch {
+                    break;
+                }
+            }
+            stores.push(StoreOutcome {
+                store: t.name.clone(),
+                categories: t.categories().into_iter().map(str::to_owned).collect(),
+                matched,
+                affected,
+                refused: 0,
+                method: (!dry_run).then_some(method),
+            });
+        }
+        Ok((stores, done))
+    }
+
     fn outcome(&self, t: &TableSpec, matched: usize, affected: u64) -> StoreOutcome {
         StoreOutcome {
             store: t.name.clone(),

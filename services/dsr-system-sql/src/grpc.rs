@@ -1,0 +1,756 @@
+//! The gRPC edge of the SQL connector: thin handlers, conversions, the
+//! receipt codec and the scope table.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use dsr_auth::{AuthLayer, AuthService, ScopeRule, Validator};
+use dsr_connector::grpc::{self as kit, date_to_pb, invalid_argument, timestamp};
+use dsr_domain::identity::{Identity, IdentityType};
+use dsr_proto::common::v1 as common;
+use dsr_proto::system::v1 as pb;
+use dsr_proto::system::v1::data_system_server::{DataSystem, DataSystemServer};
+use prost::Message as _;
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status};
+use tower_layer::Layer;
+
+use crate::manifest::{self, Role};
+use crate::system::{self, Action, Method, RecordRef, SqlSystem, Write};
+
+/// Scope of Describe.
+pub const SCOPE_DESCRIBE: &str = "system:describe";
+/// Scope of Locate, Access and the operation calls.
+pub const SCOPE_READ: &str = "system:read";
+/// Scope of the writes and Sweep.
+pub const SCOPE_WRITE: &str = "system:write";
+
+/// Required scopes per RPC.
+pub const SCOPES: &[ScopeRule] = &[
+    ScopeRule {
+        method: "Describe",
+        scopes: &[SCOPE_DESCRIBE],
+    },
+    ScopeRule {
+        method: "Locate",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "Access",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "Erase",
+        scopes: &[SCOPE_WRITE],
+    },
+    ScopeRule {
+        method: "Rectify",
+        scopes: &[SCOPE_WRITE],
+    },
+    ScopeRule {
+        method: "Restrict",
+        scopes: &[SCOPE_WRITE],
+    },
+    ScopeRule {
+        method: "Object",
+        scopes: &[SCOPE_WRITE],
+    },
+    ScopeRule {
+        method: "GetOperation",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "WatchOperation",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "Sweep",
+        scopes: &[SCOPE_WRITE],
+    },
+];
+
+/// The authenticated service.
+pub type Service = AuthService<DataSystemServer<Handlers>>;
+
+/// Builds the service over `system`.
+pub fn service(system: SqlSystem, validator: Arc<Validator>) -> Service {
+    AuthLayer::new(validator, SCOPES).layer(DataSystemServer::new(Handlers { system }))
+}
+
+/// Encodes receipts as `dsr.system.v1.Receipt`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProtoReceipts;
+
+fn method_to_pb(m: Method) -> pb::ErasureMethod {
+    match m {
+        Method::Delete => pb::ErasureMethod::Delete,
+        Method::Nullify => pb::ErasureMethod::Nullify,
+        Method::Anonymise => pb::ErasureMethod::Anonymise,
+    }
+}
+
+impl system::ReceiptCodec for ProtoReceipts {
+    fn encode(&self, r: &system::ReceiptData) -> Vec<u8> {
+        pb::Receipt {
+            system_id: r.system_id.clone(),
+            request_id: r.instruction.request_id.clone(),
+            idempotency_key: r.instruction.idempotency_key.clone(),
+            instruction_digest: r.instruction_digest.clone(),
+            action: match r.action {
+                Action::Erase => pb::ReceiptAction::Erase,
+                Action::Rectify => pb::ReceiptAction::Rectify,
+                Action::Restrict => pb::ReceiptAction::Restrict,
+                Action::Lift => pb::ReceiptAction::LiftRestriction,
+                Action::Object => pb::ReceiptAction::Object,
+                Action::Sweep => pb::ReceiptAction::Sweep,
+            } as i32,
+            stores: r
+                .stores
+                .iter()
+                .map(|s| pb::StoreResult {
+                    store: s.store.clone(),
+                    category_ids: s.categories.iter().cloned().collect(),
+                    matched: s.matched,
+                    affected: s.affected,
+                    method: s
+                        .method
+                        .map_or(pb::ErasureMethod::Unspecified, method_to_pb)
+                        as i32,
+                    hidden_at: s.method.map(|_| timestamp(r.hidden_at)),
+                    purge_deadline: s.method.map(|_| timestamp(r.hidden_at)),
+                    backup_expiry: s.method.map(|_| timestamp(r.backup_expiry)),
+                    refused: s.refused,
+                })
+                .collect(),
+            retained: r
+                .retained
+                .iter()
+                .map(|x| pb::RetainedItem {
+                    record: Some(pb::RecordRef {
+                        store: x.reference.store.clone(),
+                        key: x.reference.key.clone(),
+                    }),
+                    category_ids: x.categories.iter().cloned().collect(),
+                    legal_ground: x.legal_ground.clone(),
+                    retain_until: x.until.map(date_to_pb),
+                    restricted: true,
+                })
+                .collect(),
+            completed_at: Some(timestamp(r.completed_at)),
+            controller: Some(common::ControllerRef {
+                organisation_number: r.instruction.controller.as_str().to_owned(),
+            }),
+        }
+        .encode_to_vec()
+    }
+}
+
+impl From<system::Error> for Status {
+    fn from(e: system::Error) -> Self {
+        match e {
+            system::Error::InvalidArgument(v) => invalid_argument(v),
+            system::Error::Ledger(l) => kit::ledger_status(l),
+            system::Error::Storage(err) => {
+                tracing::error!(error = %err, "storage failure");
+                kit::status(Code::Internal, "internal error", "INTERNAL")
+            }
+        }
+    }
+}
+
+/// The handlers.
+#[derive(Clone, Debug)]
+pub struct Handlers {
+    system: SqlSystem,
+}
+
+fn identity_type_from_pb(t: i32) -> Option<IdentityType> {
+    match common::IdentityType::try_from(t).ok()? {
+        common::IdentityType::Email => Some(IdentityType::Email),
+        common::IdentityType::Phone => Some(IdentityType::Phone),
+        common::IdentityType::SePersonnummer => Some(IdentityType::Personnummer),
+        common::IdentityType::SeOrganisationsnummer => Some(IdentityType::Organisationsnummer),
+        common::IdentityType::CustomerId => Some(IdentityType::CustomerId),
+        common::IdentityType::Unspecified => None,
+    }
+}
+
+fn identity_type_to_pb(t: IdentityType) -> common::IdentityType {
+    match t {
+        IdentityType::Email => common::IdentityType::Email,
+        IdentityType::Phone => common::IdentityType::Phone,
+        IdentityType::Personnummer => common::IdentityType::SePersonnummer,
+        IdentityType::Organisationsnummer => common::IdentityType::SeOrganisationsnummer,
+        IdentityType::CustomerId => common::IdentityType::CustomerId,
+    }
+}
+
+fn refs(records: Vec<pb::RecordRef>) -> Vec<RecordRef> {
+    records
+        .into_iter()
+        .map(|pb::RecordRef { store, key }| RecordRef { store, key })
+        .collect()
+}
+
+/// The digest binding a receipt to its instruction: SHA-256 of the request
+/// with the validity window cleared (a retry re-issues the window).
+fn digest<M: prost::Message + Clone>(msg: &M, clear: impl FnOnce(&mut M)) -> Vec<u8> {
+    let mut m = msg.clone();
+    clear(&mut m);
+    kit::digest_bytes(&m.encode_to_vec())
+}
+
+fn clear_window(i: &mut Option<pb::Instruction>) {
+    if let Some(i) = i.as_mut() {
+        i.issued_at = None;
+        i.expires_at = None;
+    }
+}
+
+impl Handlers {
+    fn instruction(
+        &self,
+        header: Option<pb::Instruction>,
+    ) -> Result<dsr_connector::instruction::Instruction, Status> {
+        kit::instruction(
+            header,
+            &self.system.manifest().system.id,
+            self.system.controllers(),
+        )
+    }
+
+    fn describe_pb(&self) -> pb::DescribeResponse {
+        let m = self.system.manifest();
+        let s = &m.system;
+        let mut rights = vec![
+            pb::Right::Access,
+            pb::Right::Portability,
+            pb::Right::Erasure,
+            pb::Right::Rectification,
+            pb::Right::Restriction,
+        ];
+        if m.tables.iter().any(|t| t.objection_column.is_some()) {
+            rights.push(pb::Right::Objection);
+        }
+        let mut methods: BTreeSet<i32> = BTreeSet::new();
+        for t in &m.tables {
+            let method = match t.erasure {
+                manifest::ErasureAction::Delete => Some(pb::ErasureMethod::Delete),
+                manifest::ErasureAction::Nullify => Some(pb::ErasureMethod::Nullify),
+                manifest::ErasureAction::Anonymise => Some(pb::ErasureMethod::Anonymise),
+                manifest::ErasureAction::Retain => None,
+            };
+            methods.extend(method.map(|x| x as i32));
+        }
+        pb::DescribeResponse {
+            system_id: s.id.clone(),
+            display_name: s.display_name.clone(),
+            role: match s.role {
+                Role::Controller => pb::SystemRole::Controller,
+                Role::Processor => pb::SystemRole::Processor,
+            } as i32,
+            operator_recipient_id: s.operator_recipient_id.clone(),
+            controllers: self
+                .system
+                .controllers()
+                .iter()
+                .map(|c| common::ControllerRef {
+                    organisation_number: c.as_str().to_owned(),
+                })
+                .collect(),
+            supported_rights: rights.into_iter().map(|r| r as i32).collect(),
+            accepted_identities: m
+                .accepted_identity_types()
+                .into_iter()
+                .map(|t| pb::AcceptedIdentity {
+                    r#type: identity_type_to_pb(t) as i32,
+                    formats: vec![common::IdentityFormat::Raw as i32],
+                })
+                .collect(),
+            categories: m
+                .categories
+                .iter()
+                .map(|c| pb::CategoryDescription {
+                    category: Some(common::DataCategory {
+                        id: c.id.clone(),
+                        display_name: c.display_name.clone(),
+                        sensitivity: match c.sensitivity {
+                            manifest::Sensitivity::Ordinary => common::Sensitivity::Ordinary,
+                            manifest::Sensitivity::SpecialCategory => {
+                                common::Sensitivity::SpecialCategory
+                            }
+                            manifest::Sensitivity::Criminal => common::Sensitivity::Criminal,
+                            manifest::Sensitivity::NationalId => common::Sensitivity::NationalId,
+                        } as i32,
+                    }),
+                    purposes: c.purposes.clone(),
+                    legal_basis: match c.legal_basis {
+                        manifest::LegalBasis::Consent => common::LegalBasis::Consent,
+                        manifest::LegalBasis::Contract => common::LegalBasis::Contract,
+                        manifest::LegalBasis::LegalObligation => {
+                            common::LegalBasis::LegalObligation
+                        }
+                        manifest::LegalBasis::VitalInterests => common::LegalBasis::VitalInterests,
+                        manifest::LegalBasis::PublicTask => common::LegalBasis::PublicTask,
+                        manifest::LegalBasis::LegitimateInterests => {
+                            common::LegalBasis::LegitimateInterests
+                        }
+                    } as i32,
+                    retention: Some(pb::RetentionRule {
+                        description: c.retention.description.clone(),
+                        legal_ground: c.retention.legal_ground.clone(),
+                        months: c.retention.months.unwrap_or(0),
+                        anchor: c.retention.anchor.clone(),
+                    }),
+                    source: c.source.clone(),
+                    provided_by_subject: c.provided_by_subject,
+                    portable: c.portable,
+                    automated_decision: c.automated_decision,
+                    automated_decision_logic: c.automated_decision_logic.clone(),
+                })
+                .collect(),
+            erasure_methods: methods.into_iter().collect(),
+            signing_keys: vec![pb::SigningKey {
+                key_id: self.system.signer().key_id().to_owned(),
+                algorithm: "Ed25519".into(),
+                public_key: self.system.signer().public_key().to_vec(),
+                not_after: None,
+            }],
+            typical_completion: Some(prost_types::Duration {
+                seconds: i64::try_from(s.typical_completion_secs).unwrap_or(i64::MAX),
+                nanos: 0,
+            }),
+            backup_retention: Some(prost_types::Duration {
+                seconds: i64::from(s.backup_retention_days) * 86_400,
+                nanos: 0,
+            }),
+            api_version: "1".into(),
+        }
+    }
+}
+
+type AccessStream = Pin<Box<dyn Stream<Item = Result<pb::AccessResponse, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchOperationResponse, Status>> + Send>>;
+
+fn methods_from_pb(v: &[i32]) -> Result<BTreeSet<Method>, Status> {
+    let mut out = BTreeSet::new();
+    for (i, m) in v.iter().enumerate() {
+        match pb::ErasureMethod::try_from(*m) {
+            Ok(pb::ErasureMethod::Delete) => {
+                out.insert(Method::Delete);
+            }
+            Ok(pb::ErasureMethod::Nullify) => {
+                out.insert(Method::Nullify);
+            }
+            Ok(pb::ErasureMethod::Anonymise) => {
+                out.insert(Method::Anonymise);
+            }
+            // Methods this connector never applies: accepted in the list, never used.
+            Ok(pb::ErasureMethod::Mask | pb::ErasureMethod::CryptoShred) => {}
+            Ok(pb::ErasureMethod::Unspecified) | Err(_) => {
+                return Err(invalid_argument(vec![(
+                    format!("acceptable_methods[{i}]"),
+                    "unknown method".into(),
+                )]));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tonic::async_trait]
+impl DataSystem for Handlers {
+    type AccessStream = AccessStream;
+    type WatchOperationStream = WatchStream;
+
+    async fn describe(
+        &self,
+        req: Request<pb::DescribeRequest>,
+    ) -> Result<Response<pb::DescribeResponse>, Status> {
+        let pb::DescribeRequest {} = req.into_inner();
+        Ok(Response::new(self.describe_pb()))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn locate(
+        &self,
+        req: Request<pb::LocateRequest>,
+    ) -> Result<Response<pb::LocateResponse>, Status> {
+        let pb::LocateRequest {
+            instruction,
+            identities,
+        } = req.into_inner();
+        let instruction = self.instruction(instruction)?;
+        let accepted = self.system.manifest().accepted_identity_types();
+        let mut ids = Vec::new();
+        let mut ignored = BTreeSet::new();
+        let mut v = Vec::new();
+        for (
+            i,
+            common::Identity {
+                r#type,
+                format,
+                value,
+                hmac_key_id: _,
+            },
+        ) in identities.into_iter().enumerate()
+        {
+            let Some(kind) = identity_type_from_pb(r#type) else {
+                v.push((format!("identities[{i}].type"), "required".to_owned()));
+                continue;
+            };
+            let raw = matches!(
+                common::IdentityFormat::try_from(format),
+                Ok(common::IdentityFormat::Raw | common::IdentityFormat::Unspecified)
+            );
+            if !accepted.contains(&kind) || !raw {
+                ignored.insert(identity_type_to_pb(kind) as i32);
+                continue;
+            }
+            match Identity::parse(kind, &value) {
+                Ok(id) => ids.push(id),
+                Err(e) => v.push((format!("identities[{i}].value"), e.to_string())),
+            }
+        }
+        if !v.is_empty() {
+            return Err(invalid_argument(v));
+        }
+        if ids.is_empty() && ignored.is_empty() {
+            return Err(invalid_argument(vec![(
+                "identities".into(),
+                "at least one identity".into(),
+            )]));
+        }
+        let located = self.system.locate(&instruction.controller, ids).await?;
+        Ok(Response::new(pb::LocateResponse {
+            found: !located.stores.is_empty(),
+            stores: located
+                .stores
+                .into_iter()
+                .map(|s| pb::LocatedStore {
+                    records: s
+                        .keys
+                        .into_iter()
+                        .map(|key| pb::RecordRef {
+                            store: s.store.clone(),
+                            key,
+                        })
+                        .collect(),
+                    store: s.store,
+                    category_ids: s.categories.into_iter().collect(),
+                })
+                .collect(),
+            linked_identities: located
+                .linked
+                .iter()
+                .map(|i| common::Identity {
+                    r#type: identity_type_to_pb(i.kind()) as i32,
+                    format: common::IdentityFormat::Raw as i32,
+                    value: i.value().to_owned(),
+                    hmac_key_id: String::new(),
+                })
+                .collect(),
+            ignored_identity_types: ignored.into_iter().collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn access(
+        &self,
+        req: Request<pb::AccessRequest>,
+    ) -> Result<Response<Self::AccessStream>, Status> {
+        let pb::AccessRequest {
+            instruction,
+            records,
+            portable_only,
+        } = req.into_inner();
+        let instruction = self.instruction(instruction)?;
+        let rx = self
+            .system
+            .access(instruction.controller, refs(records), portable_only, 200)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map_results();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn erase(
+        &self,
+        req: Request<pb::EraseRequest>,
+    ) -> Result<Response<pb::EraseResponse>, Status> {
+        let msg = req.into_inner();
+        let d = digest(&msg, |m| clear_window(&mut m.instruction));
+        let pb::EraseRequest {
+            instruction,
+            records,
+            acceptable_methods,
+            retain,
+        } = msg;
+        let instruction = self.instruction(instruction)?;
+        let acceptable = methods_from_pb(&acceptable_methods)?;
+        let mut orders = Vec::new();
+        for pb::RetentionOrder {
+            record,
+            legal_ground,
+            retain_until,
+        } in retain
+        {
+            let Some(pb::RecordRef { store, key }) = record else {
+                return Err(invalid_argument(vec![(
+                    "retain.record".into(),
+                    "required".into(),
+                )]));
+            };
+            orders.push((
+                RecordRef { store, key },
+                legal_ground,
+                kit::date(retain_until),
+            ));
+        }
+        let op = self
+            .system
+            .write(
+                instruction,
+                d,
+                Write::Erase {
+                    records: refs(records),
+                    acceptable,
+                    retain: orders,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::EraseResponse {
+            operation: Some(kit::operation_to_pb(&op)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn rectify(
+        &self,
+        req: Request<pb::RectifyRequest>,
+    ) -> Result<Response<pb::RectifyResponse>, Status> {
+        let msg = req.into_inner();
+        let d = digest(&msg, |m| clear_window(&mut m.instruction));
+        let pb::RectifyRequest {
+            instruction,
+            changes,
+        } = msg;
+        let instruction = self.instruction(instruction)?;
+        let mut out = Vec::new();
+        for (
+            i,
+            pb::FieldChange {
+                record,
+                field,
+                value,
+            },
+        ) in changes.into_iter().enumerate()
+        {
+            let Some(pb::RecordRef { store, key }) = record else {
+                return Err(invalid_argument(vec![(
+                    format!("changes[{i}].record"),
+                    "required".into(),
+                )]));
+            };
+            out.push((RecordRef { store, key }, field, value));
+        }
+        if out.is_empty() {
+            return Err(invalid_argument(vec![(
+                "changes".into(),
+                "at least one change".into(),
+            )]));
+        }
+        let op = self
+            .system
+            .write(instruction, d, Write::Rectify(out))
+            .await?;
+        Ok(Response::new(pb::RectifyResponse {
+            operation: Some(kit::operation_to_pb(&op)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn restrict(
+        &self,
+        req: Request<pb::RestrictRequest>,
+    ) -> Result<Response<pb::RestrictResponse>, Status> {
+        let msg = req.into_inner();
+        let d = digest(&msg, |m| clear_window(&mut m.instruction));
+        let pb::RestrictRequest {
+            instruction,
+            records,
+            lift,
+            reason: _,
+        } = msg;
+        let instruction = self.instruction(instruction)?;
+        let op = self
+            .system
+            .write(
+                instruction,
+                d,
+                Write::Restrict {
+                    records: refs(records),
+                    lift,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RestrictResponse {
+            operation: Some(kit::operation_to_pb(&op)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn object(
+        &self,
+        req: Request<pb::ObjectRequest>,
+    ) -> Result<Response<pb::ObjectResponse>, Status> {
+        let msg = req.into_inner();
+        let d = digest(&msg, |m| clear_window(&mut m.instruction));
+        let pb::ObjectRequest {
+            instruction,
+            records,
+            purposes,
+            direct_marketing,
+        } = msg;
+        let instruction = self.instruction(instruction)?;
+        let mut all: BTreeSet<String> = purposes.into_iter().collect();
+        if direct_marketing {
+            all.insert(system::DIRECT_MARKETING.to_owned());
+        }
+        let op = self
+            .system
+            .write(
+                instruction,
+                d,
+                Write::Object {
+                    records: refs(records),
+                    purposes: all,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::ObjectResponse {
+            operation: Some(kit::operation_to_pb(&op)),
+        }))
+    }
+
+    async fn get_operation(
+        &self,
+        req: Request<pb::GetOperationRequest>,
+    ) -> Result<Response<pb::GetOperationResponse>, Status> {
+        let pb::GetOperationRequest { id } = req.into_inner();
+        let op = self
+            .system
+            .operations()
+            .get(&id)
+            .await
+            .map_err(kit::ledger_status)?;
+        Ok(Response::new(pb::GetOperationResponse {
+            operation: Some(kit::operation_to_pb(&op)),
+        }))
+    }
+
+    async fn watch_operation(
+        &self,
+        req: Request<pb::WatchOperationRequest>,
+    ) -> Result<Response<Self::WatchOperationStream>, Status> {
+        let pb::WatchOperationRequest { id } = req.into_inner();
+        let mut rx = self
+            .system
+            .operations()
+            .watch(&id)
+            .await
+            .map_err(kit::ledger_status)?;
+        let (tx, out) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let op = rx.borrow_and_update().clone();
+                let last = op.state.is_final();
+                if tx
+                    .send(Ok(pb::WatchOperationResponse {
+                        operation: Some(kit::operation_to_pb(&op)),
+                    }))
+                    .await
+                    .is_err()
+                    || last
+                {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn sweep(
+        &self,
+        req: Request<pb::SweepRequest>,
+    ) -> Result<Response<pb::SweepResponse>, Status> {
+        let msg = req.into_inner();
+        let d = digest(&msg, |m| clear_window(&mut m.instruction));
+        let pb::SweepRequest {
+            instruction,
+            dry_run,
+            batch_size,
+        } = msg;
+        let instruction = self.instruction(instruction)?;
+        if batch_size > 10_000 {
+            return Err(invalid_argument(vec![(
+                "batch_size".into(),
+                "1 to 10000".into(),
+            )]));
+        }
+        let batch = if batch_size == 0 {
+            500
+        } else {
+            batch_size as usize
+        };
+        let op = self.system.sweep(instruction, d, dry_run, batch).await?;
+        Ok(Response::new(pb::SweepResponse {
+            operation: Some(kit::operation_to_pb(&op)),
+        }))
+    }
+}
+
+trait MapResults {
+    fn map_results(self) -> AccessStream;
+}
+
+impl MapResults
+    for tokio_stream::wrappers::ReceiverStream<Result<Vec<system::RecordData>, system::Error>>
+{
+    fn map_results(self) -> AccessStream {
+        use tokio_stream::StreamExt as _;
+        Box::pin(self.map(|batch| {
+            batch
+                .map_err(Status::from)
+                .map(|records| pb::AccessResponse {
+                    records: records
+                        .into_iter()
+                        .map(|r| pb::Record {
+                            r#ref: Some(pb::RecordRef {
+                                store: r.reference.store,
+                                key: r.reference.key,
+                            }),
+                            fields: r
+                                .fields
+                                .into_iter()
+                                .map(|f| pb::Field {
+                                    null: f.value.is_none(),
+                                    value: f.value.unwrap_or_default(),
+                                    name: f.name,
+                                    category_id: f.category,
+                                })
+                                .collect(),
+                            restricted: r.restricted,
+                            objected_purposes: r.objected,
+                        })
+                        .collect(),
+                })
+        }))
+    }
+}
