@@ -12,5 +12,6 @@
 
 pub mod grpc;
 pub mod manifest;
+pub mod reference;
 pub mod schema;
 pub mod system;

@@ -289,6 +289,11 @@ pub struct ColumnSpec {
     pub name: String,
     /// Category id.
     pub category: String,
+    /// Keep this column when the table's erasure is `anonymise` (what stays
+    /// no longer relates to anyone once the row is unlinked, e.g. survey
+    /// answers).
+    #[serde(default)]
+    pub keep_when_anonymised: bool,
 }
 
 /// What erasure does to a table's rows.

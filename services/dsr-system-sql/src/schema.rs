@@ -8,6 +8,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 use crate::manifest::{Manifest, ManifestError};
 
+// Only SQLite and PostgreSQL are opened (dsr-store); DbBackend is non-exhaustive.
+#[allow(clippy::wildcard_enum_match_arm)]
 async fn columns(db: &DatabaseConnection, table: &str) -> Result<BTreeSet<String>, sea_orm::DbErr> {
     let stmt = match db.get_database_backend() {
         DbBackend::Postgres => Statement::from_sql_and_values(
@@ -28,6 +30,7 @@ async fn columns(db: &DatabaseConnection, table: &str) -> Result<BTreeSet<String
 }
 
 /// Columns that lead some index of `table`.
+#[allow(clippy::wildcard_enum_match_arm)]
 async fn indexed_first_columns(
     db: &DatabaseConnection,
     table: &str,

@@ -247,7 +247,6 @@ fn text_col(col: &str) -> Expr {
 
 fn get_text(row: &QueryResult, i: usize) -> Result<Option<String>, DbErr> {
     row.try_get_by_index::<Option<String>>(i)
-        .map_err(Into::into)
 }
 
 impl SqlSystem {
@@ -398,10 +397,10 @@ impl SqlSystem {
                                 let Some(raw) = get_text(&row, i + 1)? else {
                                     continue;
                                 };
-                                if let Ok(id) = Identity::parse(c.kind.domain(), &raw) {
-                                    if known.insert(id.clone()) {
-                                        queue.push(id);
-                                    }
+                                if let Ok(id) = Identity::parse(c.kind.domain(), &raw)
+                                    && known.insert(id.clone())
+                                {
+                                    queue.push(id);
                                 }
                             }
                         }
@@ -431,14 +430,13 @@ impl SqlSystem {
                         .from(Alias::new(&child.name))
                         .and_where(Expr::col(Alias::new(&p.column)).is_in(values));
                     for row in self.query(&self.db, &sel).await? {
-                        if let Some(key) = get_text(&row, 0)? {
-                            if found
+                        if let Some(key) = get_text(&row, 0)?
+                            && found
                                 .entry(child.name.clone())
                                 .or_default()
                                 .insert(key.clone())
-                            {
-                                new_keys.push(key);
-                            }
+                        {
+                            new_keys.push(key);
                         }
                     }
                 }
@@ -613,10 +611,10 @@ impl SqlSystem {
                             format!("changes[{i}].field"),
                             "not a field of this store".to_owned(),
                         ));
-                    } else if let Some(idc) = t.identities.iter().find(|c| c.column == *col) {
-                        if let Err(e) = Identity::parse(idc.kind.domain(), value) {
-                            v.push((format!("changes[{i}].value"), e.to_string()));
-                        }
+                    } else if let Some(idc) = t.identities.iter().find(|c| c.column == *col)
+                        && let Err(e) = Identity::parse(idc.kind.domain(), value)
+                    {
+                        v.push((format!("changes[{i}].value"), e.to_string()));
                     }
                 }
                 if v.is_empty() {
@@ -1116,13 +1114,17 @@ impl SqlSystem {
                 Method::Nullify | Method::Anonymise => {
                     let mut upd = Query::update();
                     upd.table(Alias::new(&t.name));
-                    let mut cols: BTreeSet<&str> =
-                        t.columns.iter().map(|c| c.name.as_str()).collect();
+                    let mut cols: BTreeSet<&str> = t
+                        .columns
+                        .iter()
+                        .filter(|c| m == Method::Nullify || !c.keep_when_anonymised)
+                        .map(|c| c.name.as_str())
+                        .collect();
                     cols.extend(t.identities.iter().map(|c| c.column.as_str()));
-                    if m == Method::Anonymise {
-                        if let Some(p) = &t.parent {
-                            cols.insert(&p.column);
-                        }
+                    if m == Method::Anonymise
+                        && let Some(p) = &t.parent
+                    {
+                        cols.insert(&p.column);
                     }
                     for c in cols {
                         upd.value(Alias::new(c), Option::<String>::None);

@@ -1,0 +1,459 @@
+//! The reference systems on a real database (SQLite, or PostgreSQL with
+//! DSR_TEST_POSTGRES_URL): schema and seed, the manifest against the live
+//! schema, index lookups, and the contract over gRPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use dsr_auth::{KeySet, TokenRequest, TokenSigner, Validator, ValidatorConfig};
+use dsr_connector::signing::ReceiptSigner;
+use dsr_proto::common::v1 as common;
+use dsr_proto::system::v1 as pb;
+use dsr_proto::system::v1::data_system_client::DataSystemClient;
+use dsr_server::{ServerConfig, ServiceSet, serve};
+use dsr_store::testing::TestDb;
+use dsr_system_sql::grpc::{self, ProtoReceipts};
+use dsr_system_sql::manifest::Manifest;
+use dsr_system_sql::reference::{self, Reference};
+use dsr_system_sql::{schema, system::SqlSystem};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+async fn seeded(r: Reference, subjects: usize) -> TestDb {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<dsr_connector::migration::Migrator>(&db.db)
+        .await
+        .unwrap();
+    r.create_schema(&db.db).await.unwrap();
+    r.seed(&db.db, subjects, 42, 0).await.unwrap();
+    db
+}
+
+#[tokio::test]
+async fn manifests_match_their_schemas_and_a_bad_one_is_named() {
+    for r in Reference::ALL {
+        let db = seeded(r, 30).await;
+        let m = Manifest::parse(r.manifest(), r.manifest_name()).unwrap();
+        schema::check(&db.db, &m, r.manifest_name()).await.unwrap();
+        let broken = r.manifest().replacen(
+            "restriction_column: restricted_at",
+            "restriction_column: restricted_when",
+            1,
+        );
+        let m = Manifest::parse(&broken, "broken.yaml").unwrap();
+        let err = schema::check(&db.db, &m, "broken.yaml").await.unwrap_err();
+        assert_eq!(err.field, "tables[0].restriction_column", "{err}");
+        assert!(
+            err.to_string().starts_with(
+                "manifest broken.yaml: tables[0].restriction_column: no column restricted_when"
+            ),
+            "{err}"
+        );
+        db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn identity_lookups_use_indexes() {
+    let db = seeded(Reference::Crm, 50).await;
+    // On PostgreSQL a small table is cheaper to scan: forbid scans, so the
+    // plan shows whether an index can serve the lookup at all.
+    let postgres = db.backend() == DbBackend::Postgres;
+    if postgres {
+        db.db
+            .execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SET enable_seqscan = off",
+            ))
+            .await
+            .unwrap();
+    }
+    let sql = if postgres {
+        "EXPLAIN"
+    } else {
+        "EXPLAIN QUERY PLAN"
+    };
+    for (table, col) in [
+        ("contacts", "email"),
+        ("contacts", "phone"),
+        ("contacts", "personnummer"),
+        ("prospects", "email"),
+        ("kyc_documents", "contact_id"),
+    ] {
+        let q = format!("{sql} SELECT id FROM {table} WHERE {col} = '1'");
+        let rows = db
+            .db
+            .query_all_raw(Statement::from_string(db.backend(), q))
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                r.try_get_by_index::<String>(if db.backend() == DbBackend::Postgres {
+                    0
+                } else {
+                    3
+                })
+                .unwrap()
+            })
+            .collect();
+        let text = plan.join("\n");
+        assert!(
+            text.contains("USING INDEX")
+                || text.contains("USING COVERING INDEX")
+                || text.contains("Index Scan")
+                || text.contains("Index Only Scan")
+                || text.contains("Bitmap Index Scan"),
+            "{table}.{col}: {text}"
+        );
+    }
+    db.finish().await;
+}
+
+struct Running {
+    client: DataSystemClient<Channel>,
+    token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn start(db: &TestDb, r: Reference) -> Running {
+    let m = Arc::new(Manifest::parse(r.manifest(), r.manifest_name()).unwrap());
+    schema::check(&db.db, &m, r.manifest_name()).await.unwrap();
+    let system = SqlSystem::new(
+        db.db.clone(),
+        m,
+        ReceiptSigner::generate("test"),
+        Arc::new(ProtoReceipts),
+    );
+    let keys = dsr_auth::generate_ed25519("k").unwrap();
+    let validator = Arc::new(Validator::new(
+        Arc::new(KeySet::from_jwks_json(&keys.jwks_json).unwrap()),
+        ValidatorConfig {
+            issuers: vec!["t".into()],
+            audience: r.id().into(),
+            leeway_secs: 5,
+        },
+    ));
+    let token = TokenSigner::from_ed25519_pem(&keys.private_pem, "k", "t")
+        .unwrap()
+        .mint(&TokenRequest {
+            subject: "service:orchestrator".into(),
+            audiences: vec![r.id().into()],
+            scopes: vec![
+                grpc::SCOPE_DESCRIBE.into(),
+                grpc::SCOPE_READ.into(),
+                grpc::SCOPE_WRITE.into(),
+            ],
+            ttl: Duration::from_secs(300),
+        })
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut set = ServiceSet::new();
+    set.add(grpc::service(system, validator))
+        .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        serve(listener, set, &ServerConfig::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    let client = DataSystemClient::new(
+        Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    Running {
+        client,
+        token,
+        stop: Some(stop),
+    }
+}
+
+impl Running {
+    fn req<T>(&self, m: T) -> Request<T> {
+        let mut r = Request::new(m);
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        r
+    }
+}
+
+fn header(system: &str, controller: &str, key: &str) -> Option<pb::Instruction> {
+    let now = Utc::now();
+    Some(pb::Instruction {
+        request_id: "7f0c2a4e-0000-4000-8000-000000000001".into(),
+        controller: Some(common::ControllerRef {
+            organisation_number: controller.into(),
+        }),
+        system_id: system.into(),
+        due_date: Some(common::Date {
+            year: 2026,
+            month: 12,
+            day: 23,
+        }),
+        issued_at: Some(prost_types::Timestamp {
+            seconds: now.timestamp() - 5,
+            nanos: 0,
+        }),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: now.timestamp() + 300,
+            nanos: 0,
+        }),
+        idempotency_key: key.into(),
+    })
+}
+
+fn email(v: &str) -> common::Identity {
+    common::Identity {
+        r#type: common::IdentityType::Email as i32,
+        format: common::IdentityFormat::Raw as i32,
+        value: v.into(),
+        hmac_key_id: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn crm_locate_access_erase_restrict_over_grpc() {
+    let db = seeded(Reference::Crm, 100).await;
+    let mut s = start(&db, Reference::Crm).await;
+    // person 0: a contact with KYC documents (idx % 5 == 0) and a prospect entry (idx % 5 < 2)
+    let p = &reference::people(100, 42)[0];
+    let ctrl = p.controller;
+
+    let loc = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("crm", ctrl, "locate-0001"),
+            identities: vec![email(&p.email.to_uppercase())],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(loc.found);
+    let stores: Vec<&str> = loc.stores.iter().map(|s| s.store.as_str()).collect();
+    for want in ["contacts", "kyc_documents", "pep_screenings", "prospects"] {
+        assert!(stores.contains(&want), "{want} missing from {stores:?}");
+    }
+    let linked: Vec<&str> = loc
+        .linked_identities
+        .iter()
+        .map(|i| i.value.as_str())
+        .collect();
+    assert!(
+        linked.contains(&p.phone.as_str()) && linked.contains(&p.customer_number.as_str()),
+        "{linked:?}"
+    );
+
+    // another controller sees nothing; an unknown person is an answer, not an error
+    let other = reference::CONTROLLERS.iter().find(|c| **c != ctrl).unwrap();
+    let none = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("crm", other, "locate-0002"),
+            identities: vec![email(&p.email)],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!none.found);
+    let none = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("crm", ctrl, "locate-0003"),
+            identities: vec![email("nobody@nowhere.se")],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!none.found && none.stores.is_empty());
+
+    // access streams every located record
+    let records: Vec<pb::RecordRef> = loc.stores.iter().flat_map(|s| s.records.clone()).collect();
+    let mut stream = s
+        .client
+        .access(s.req(pb::AccessRequest {
+            instruction: header("crm", ctrl, "access-0001"),
+            records: records.clone(),
+            portable_only: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    let mut saw_email = false;
+    while let Some(batch) = stream.message().await.unwrap() {
+        for r in batch.records {
+            seen += 1;
+            saw_email |= r
+                .fields
+                .iter()
+                .any(|f| f.name == "email" && f.value == p.email);
+        }
+    }
+    assert_eq!(seen, records.len());
+    assert!(saw_email);
+
+    // erase: contacts deleted, AML documents retained (restricted) with their ground
+    let erase = pb::EraseRequest {
+        instruction: header("crm", ctrl, "erase-0000001"),
+        records: records.clone(),
+        acceptable_methods: vec![
+            pb::ErasureMethod::Delete as i32,
+            pb::ErasureMethod::Anonymise as i32,
+            pb::ErasureMethod::Nullify as i32,
+        ],
+        retain: vec![],
+    };
+    let op = s
+        .client
+        .erase(s.req(erase.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32);
+    let describe = s
+        .client
+        .describe(s.req(pb::DescribeRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let receipt =
+        dsr_connector::grpc::verify_receipt(op.receipt.as_ref().unwrap(), &describe.signing_keys)
+            .unwrap();
+    let contacts = receipt
+        .stores
+        .iter()
+        .find(|s| s.store == "contacts")
+        .unwrap();
+    assert_eq!(
+        (contacts.matched, contacts.affected, contacts.method),
+        (1, 1, pb::ErasureMethod::Delete as i32)
+    );
+    assert!(
+        receipt
+            .retained
+            .iter()
+            .any(|r| r.record.as_ref().unwrap().store == "kyc_documents"
+                && r.legal_ground.contains("17(3)(b)"))
+    );
+
+    // the same key and instruction: the same receipt, byte for byte; another instruction: refused
+    let again = s
+        .client
+        .erase(s.req(erase.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(again.receipt.unwrap().payload, op.receipt.unwrap().payload);
+    let mut other_payload = erase.clone();
+    other_payload.records.truncate(1);
+    let err = s.client.erase(s.req(other_payload)).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    // the person is gone from contacts; locate now finds only what was retained
+    let after = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("crm", ctrl, "locate-0004"),
+            identities: vec![email(&p.email)],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!after.stores.iter().any(|s| s.store == "contacts"));
+
+    // misrouted and expired instructions are refused
+    let err = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("legal", ctrl, "locate-0005"),
+            identities: vec![email(&p.email)],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let mut expired = header("crm", ctrl, "locate-0006").unwrap();
+    expired.expires_at = Some(prost_types::Timestamp {
+        seconds: Utc::now().timestamp() - 1,
+        nanos: 0,
+    });
+    expired.issued_at = Some(prost_types::Timestamp {
+        seconds: Utc::now().timestamp() - 60,
+        nanos: 0,
+    });
+    let err = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: Some(expired),
+            identities: vec![email(&p.email)],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // restrict another person's records, then access shows them restricted
+    let q = &reference::people(100, 42)[1];
+    let loc = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("crm", q.controller, "locate-0007"),
+            identities: vec![email(&q.email)],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let recs: Vec<pb::RecordRef> = loc.stores.iter().flat_map(|s| s.records.clone()).collect();
+    let op = s
+        .client
+        .restrict(s.req(pb::RestrictRequest {
+            instruction: header("crm", q.controller, "restrict-0001"),
+            records: recs.clone(),
+            lift: false,
+            reason: "accuracy contested".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32);
+    let mut stream = s
+        .client
+        .access(s.req(pb::AccessRequest {
+            instruction: header("crm", q.controller, "access-0002"),
+            records: recs,
+            portable_only: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(batch) = stream.message().await.unwrap() {
+        assert!(batch.records.iter().all(|r| r.restricted));
+    }
+
+    // malformed input names the field
+    let err = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("crm", ctrl, "locate-0008"),
+            identities: vec![email("not an email")],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    s.stop.take().unwrap().send(()).unwrap();
+    db.finish().await;
+}
