@@ -31,6 +31,24 @@ pub(crate) struct Config {
     pub database: DatabaseSection,
     pub up: UpSection,
     pub transfer_registry: TransferRegistrySection,
+    pub system_sql: SystemSqlSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SystemSqlSection {
+    /// The manifest `dsr serve system-sql` serves.
+    pub manifest: String,
+    /// Or a reference system: crm, print-mail or legal (its schema is created
+    /// and seeded when empty).
+    pub reference: String,
+    /// The receipt signing key (PKCS#8 PEM, created if missing); empty:
+    /// `<data_dir>/keys/<system>-receipt.pem`.
+    pub signing_key_file: String,
+    /// People seeded into an empty reference system.
+    pub seed_subjects: usize,
+    /// The generator's seed.
+    pub seed: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -134,6 +152,13 @@ impl Default for Config {
                 seed: true,
                 countries_file: String::new(),
                 review_window_days: 30,
+            },
+            system_sql: SystemSqlSection {
+                manifest: String::new(),
+                reference: String::new(),
+                signing_key_file: String::new(),
+                seed_subjects: 1000,
+                seed: 1,
             },
         }
     }
@@ -282,6 +307,7 @@ impl Config {
                 &self.transfer_registry.countries_file,
             ),
             ("redaction_key_file", &self.redaction_key_file),
+            ("system_sql.manifest", &self.system_sql.manifest),
         ] {
             if !path.is_empty() && !Path::new(path).is_file() {
                 bail!("invalid configuration: {name}: no such file {path}");
@@ -299,6 +325,16 @@ impl Config {
         }
         if self.auth.issuers.iter().any(|i| i.trim().is_empty()) {
             bail!("invalid configuration: auth.issuers has an empty entry");
+        }
+        if !self.system_sql.reference.is_empty()
+            && dsr_system_sql::reference::Reference::parse(&self.system_sql.reference).is_none()
+        {
+            bail!("invalid configuration: system_sql.reference must be crm, print-mail or legal");
+        }
+        if !self.system_sql.manifest.is_empty() && !self.system_sql.reference.is_empty() {
+            bail!(
+                "invalid configuration: set system_sql.manifest or system_sql.reference, not both"
+            );
         }
         if self.transfer_registry.review_window_days > 3650 {
             bail!(

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod conformance;
 mod dev;
 mod services;
 mod transfers;
@@ -21,7 +22,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
-use crate::services::{Schema, ServiceKind, Trust};
+use crate::services::{Instance, Schema, ServiceKind, Trust};
 
 #[derive(Debug, Parser)]
 #[command(name = "dsr", version, about = "DSR Mesh: data-subject-rights engine")]
@@ -54,6 +55,29 @@ enum Command {
     Token(TokenArgs),
     /// Work with the transfer registry.
     Transfers(transfers::TransfersArgs),
+    /// Create a reference system's schema and fill it with synthetic people.
+    Seed(SeedArgs),
+    /// Check a DataSystem implementation against the contract.
+    Conformance(conformance::ConformanceArgs),
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    /// Which reference system: crm, print-mail or legal.
+    #[arg(long)]
+    system: String,
+    /// How many people.
+    #[arg(long, default_value_t = 1000)]
+    subjects: usize,
+    /// The generator's seed: the same seed gives the same data.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Extra letters for the first print-mail recipient (benchmarks).
+    #[arg(long, default_value_t = 0)]
+    extra_letters: usize,
+    /// Database URL (sqlite://… or postgres://…).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +100,12 @@ struct ServeArgs {
     /// Apply pending migrations before serving.
     #[arg(long)]
     migrate: bool,
+    /// system-sql: the manifest to serve.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// system-sql: a reference system to serve (crm, print-mail, legal).
+    #[arg(long)]
+    reference: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -131,13 +161,24 @@ fn flags(cli: &Cli) -> Overrides {
             if a.migrate {
                 f.push(("database.migrate_on_start", V::Boolean(true)));
             }
+            if let Some(m) = &a.manifest {
+                f.push(("system_sql.manifest", V::String(m.display().to_string())));
+            }
+            if let Some(r) = &a.reference {
+                f.push(("system_sql.reference", V::String(r.clone())));
+            }
+        }
+        Command::Seed(a) => {
+            if let Some(u) = &a.database_url {
+                f.push(("database.url", V::String(u.clone())));
+            }
         }
         Command::Migrate(a) => {
             if let Some(u) = &a.database_url {
                 f.push(("database.url", V::String(u.clone())));
             }
         }
-        Command::Token(_) | Command::Transfers(_) => {}
+        Command::Token(_) | Command::Transfers(_) | Command::Conformance(_) => {}
     }
     f
 }
@@ -200,17 +241,14 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Migrate(args) => {
             let guard = telemetry(&cfg, "dsr-migrate")?;
-            let kinds = if args.services.is_empty() {
-                ServiceKind::ALL.to_vec()
-            } else {
-                args.services
-            };
-            let res = migrate(&cfg, &kinds).await;
+            let res = migrate(&cfg, &args.services).await;
             tokio::task::spawn_blocking(move || guard.shutdown()).await?;
             res
         }
         Command::Token(args) => token(&cfg, args),
         Command::Transfers(args) => transfers::run(&cfg, args).await,
+        Command::Seed(args) => seed(&cfg, args).await,
+        Command::Conformance(args) => conformance::run(&cfg, args).await,
     }
 }
 
@@ -221,7 +259,8 @@ async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
     } else {
         Schema::Require
     };
-    let set = services::prepare(kind, cfg, &trust, schema).await?;
+    let inst = Instance::from_config(kind, cfg)?;
+    let set = services::prepare(&inst, cfg, &trust, schema).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
@@ -236,15 +275,52 @@ async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
 }
 
 async fn migrate(cfg: &Config, kinds: &[ServiceKind]) -> anyhow::Result<()> {
-    for kind in kinds {
-        let db = dsr_store::connect(&kind.database_url(cfg), &dsr_store::StoreConfig::default())
-            .await
-            .with_context(|| format!("{}: cannot open its database", kind.name()))?;
-        let applied = kind
+    // Without a list: the registry, and the data system when one is configured.
+    let instances: Vec<Instance> = if kinds.is_empty() {
+        let mut v = vec![Instance::registry()];
+        v.extend(Instance::from_config(ServiceKind::SystemSql, cfg).ok());
+        v
+    } else {
+        kinds
+            .iter()
+            .map(|k| Instance::from_config(*k, cfg))
+            .collect::<anyhow::Result<_>>()?
+    };
+    for inst in instances {
+        let db = inst.connect(cfg).await?;
+        let applied = inst
+            .kind
             .migrate(&db)
             .await
-            .with_context(|| format!("{}: migration failed", kind.name()))?;
-        tracing::info!(service = kind.name(), applied, "migrated");
+            .with_context(|| format!("{}: migration failed", inst.name))?;
+        tracing::info!(service = %inst.name, applied, "migrated");
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn seed(cfg: &Config, args: SeedArgs) -> anyhow::Result<()> {
+    let r = dsr_system_sql::reference::Reference::parse(&args.system).with_context(|| {
+        format!(
+            "unknown reference system {:?}: crm, print-mail or legal",
+            args.system
+        )
+    })?;
+    let inst = Instance::reference(r);
+    let db = inst.connect(cfg).await?;
+    inst.kind.migrate(&db).await?;
+    r.create_schema(&db).await?;
+    let rows = r
+        .seed(&db, args.subjects, args.seed, args.extra_letters)
+        .await
+        .with_context(|| {
+            format!(
+                "{}: cannot seed (a database that already holds data is not seeded twice)",
+                r.id()
+            )
+        })?;
+    for (table, n) in rows {
+        println!("{table:<24} {n}");
     }
     Ok(())
 }
@@ -255,18 +331,15 @@ fn token(cfg: &Config, args: TokenArgs) -> anyhow::Result<()> {
     let signer =
         dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?;
     let scopes = if args.scopes.is_empty() {
-        ServiceKind::ALL
+        services::ALL_SCOPES
             .iter()
-            .flat_map(|k| k.scopes().iter().map(|s| (*s).to_owned()))
+            .map(|s| (*s).to_owned())
             .collect()
     } else {
         args.scopes
     };
     let audiences = if args.audiences.is_empty() {
-        ServiceKind::ALL
-            .iter()
-            .map(|k| k.audience().to_owned())
-            .collect()
+        services::all_audiences()
     } else {
         args.audiences
     };

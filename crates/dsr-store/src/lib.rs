@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
 
 pub use sea_orm::DatabaseConnection as Db;
@@ -52,6 +52,11 @@ pub struct StoreConfig {
     pub busy_timeout: Duration,
     /// How long to wait for a pooled connection.
     pub acquire_timeout: Duration,
+    /// PostgreSQL only: the schema the service's tables live in (created if
+    /// missing, and put first on the search path), so several services share
+    /// one database without sharing tables. Ignored for SQLite, where each
+    /// service has its own file.
+    pub schema: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -60,6 +65,7 @@ impl Default for StoreConfig {
             max_connections: 10,
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(10),
+            schema: None,
         }
     }
 }
@@ -115,6 +121,20 @@ pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection,
         }
         DbBackend::Postgres => {
             opts.max_connections(cfg.max_connections);
+            if let Some(schema) = &cfg.schema {
+                if !valid_schema_name(schema) {
+                    return Err(Error::Connect(DbErr::Custom(format!(
+                        "schema name {schema:?} must be lower-case letters, digits and _"
+                    ))));
+                }
+                let admin = Database::connect(url).await.map_err(Error::Connect)?;
+                admin
+                    .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                    .await
+                    .map_err(Error::Connect)?;
+                admin.close().await.map_err(Error::Connect)?;
+                opts.set_schema_search_path(schema.clone());
+            }
         }
         _ => {
             return Err(Error::UnsupportedScheme(
@@ -123,6 +143,13 @@ pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection,
         }
     }
     Database::connect(opts).await.map_err(Error::Connect)
+}
+
+fn valid_schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn sqlite_file(url: &str) -> Option<&Path> {

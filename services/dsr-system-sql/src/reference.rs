@@ -411,6 +411,51 @@ impl Reference {
         }
     }
 
+    /// An identity, as `type:value`, of a person this system holds when
+    /// seeded from `seed` (for `dsr conformance`).
+    pub fn sample_identity(self, seed: u64) -> String {
+        let people = people(2, seed);
+        match self {
+            Self::Crm => format!("email:{}", people[0].email),
+            Self::PrintMail => format!("customer_id:{}", people[1].customer_number),
+            Self::Legal => format!("phone:{}", people[0].phone),
+        }
+    }
+
+    /// Whether the system's database already holds people.
+    pub async fn is_seeded(self, db: &DatabaseConnection) -> Result<bool, DbErr> {
+        let table = match self {
+            Self::Crm => "contacts",
+            Self::PrintMail => "recipients",
+            Self::Legal => "parties",
+        };
+        let mut sel = Query::select();
+        sel.expr(sea_orm::sea_query::Expr::val(1))
+            .from(Alias::new(table))
+            .limit(1);
+        Ok(!db.query_all(&sel).await?.is_empty())
+    }
+
+    /// Creates the schema, and seeds `subjects` people from `seed` when the
+    /// database holds none. Returns the rows written (0 when it held people).
+    pub async fn ensure(
+        self,
+        db: &DatabaseConnection,
+        subjects: usize,
+        seed: u64,
+    ) -> Result<usize, DbErr> {
+        self.create_schema(db).await?;
+        if self.is_seeded(db).await? {
+            return Ok(0);
+        }
+        Ok(self
+            .seed(db, subjects, seed, 0)
+            .await?
+            .iter()
+            .map(|(_, n)| n)
+            .sum())
+    }
+
     /// Generates `subjects` people from `seed` and writes this system's share
     /// of them (and `extra_letters` more letters to the first recipient, for
     /// benchmarks). Returns the rows written per table.
