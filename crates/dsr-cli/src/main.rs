@@ -7,6 +7,7 @@
 //! - `dsr migrate`, `dsr token`, `dsr transfers …`: operations and local use.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod config;
 mod conformance;
 mod dev;
@@ -59,6 +60,8 @@ enum Command {
     Seed(SeedArgs),
     /// Check a DataSystem implementation against the contract.
     Conformance(conformance::ConformanceArgs),
+    /// Measure Locate latency and Access memory on the reference systems.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -178,7 +181,8 @@ fn flags(cli: &Cli) -> Overrides {
                 f.push(("database.url", V::String(u.clone())));
             }
         }
-        Command::Token(_) | Command::Transfers(_) | Command::Conformance(_) => {}
+        Command::Token(_) | Command::Transfers(_) | Command::Conformance(_) | Command::Bench(_) => {
+        }
     }
     f
 }
@@ -249,6 +253,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Transfers(args) => transfers::run(&cfg, args).await,
         Command::Seed(args) => seed(&cfg, args).await,
         Command::Conformance(args) => conformance::run(&cfg, args).await,
+        Command::Bench(args) => bench::run(&cfg, args).await,
     }
 }
 

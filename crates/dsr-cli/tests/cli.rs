@@ -313,7 +313,9 @@ fn serve_requires_migrations_and_keys() {
 fn free_ports() -> u16 {
     for _ in 0..50 {
         let base = free_port();
-        if base < 65_000 && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        if base < 65_000
+            && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+        {
             return base;
         }
     }
@@ -329,7 +331,9 @@ async fn conformance_passes_against_every_reference_system() {
     let d = data.to_str().unwrap();
     // On PostgreSQL when DSR_TEST_POSTGRES_URL is set: a fresh database, a schema per service.
     let pg = match std::env::var(dsr_store::testing::POSTGRES_ENV) {
-        Ok(url) if !url.is_empty() => Some(dsr_store::testing::TestDb::postgres(&url).await.unwrap()),
+        Ok(url) if !url.is_empty() => {
+            Some(dsr_store::testing::TestDb::postgres(&url).await.unwrap())
+        }
         _ => None,
     };
     let mut env = vec![("DSR_SYSTEM_SQL__SEED_SUBJECTS", "200")];
@@ -340,14 +344,33 @@ async fn conformance_passes_against_every_reference_system() {
     let child = up_with(&data, port, &env);
     for (i, r) in Reference::ALL.iter().enumerate() {
         let endpoint = format!("http://127.0.0.1:{}", port + 1 + i as u16);
-        let out = dsr(&["conformance", &endpoint, "--data-dir", d, "--identity", &r.sample_identity(1)]);
+        let out = dsr(&[
+            "conformance",
+            &endpoint,
+            "--data-dir",
+            d,
+            "--identity",
+            &r.sample_identity(1),
+        ]);
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}: {text}{}", r.id(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {text}{}",
+            r.id(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.contains("11 passed, 0 failed"), "{}: {text}", r.id());
     }
     // the same person again: gone, so conformance fails and says why
     let endpoint = format!("http://127.0.0.1:{}", port + 1);
-    let out = dsr(&["conformance", &endpoint, "--data-dir", d, "--identity", &Reference::Crm.sample_identity(1)]);
+    let out = dsr(&[
+        "conformance",
+        &endpoint,
+        "--data-dir",
+        d,
+        "--identity",
+        &Reference::Crm.sample_identity(1),
+    ]);
     assert!(!out.status.success());
     let (ok, logs) = terminate(child);
     assert!(ok, "{logs}");
@@ -360,13 +383,33 @@ async fn conformance_passes_against_every_reference_system() {
 fn a_manifest_naming_a_missing_column_stops_the_connector() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    stdout(&dsr(&["seed", "--system", "crm", "--subjects", "5", "--data-dir", d]));
+    stdout(&dsr(&[
+        "seed",
+        "--system",
+        "crm",
+        "--subjects",
+        "5",
+        "--data-dir",
+        d,
+    ]));
     let manifest = dir.path().join("crm-broken.yaml");
-    let text = dsr_system_sql::reference::Reference::Crm.manifest().replacen("name: job_title,", "name: job_titel,", 1);
+    let text = dsr_system_sql::reference::Reference::Crm
+        .manifest()
+        .replacen("name: job_title,", "name: job_titel,", 1);
     std::fs::write(&manifest, text).unwrap();
     let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsr-auth/tests/fixtures/jwks.json");
     let out = Command::new(DSR)
-        .args(["serve", "system-sql", "--manifest", manifest.to_str().unwrap(), "--data-dir", d, "--migrate", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "system-sql",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--data-dir",
+            d,
+            "--migrate",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("DSR_AUTH__JWKS_FILE", &jwks)
         .env("DSR_AUTH__ISSUERS", "[\"https://idp.test\"]")
         .env_remove("DSR_TEST_POSTGRES_URL")
@@ -374,6 +417,9 @@ fn a_manifest_naming_a_missing_column_stops_the_connector() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    let want = format!("manifest {}: tables[0].columns[1].name: no column job_titel in table contacts", manifest.display());
+    let want = format!(
+        "manifest {}: tables[0].columns[1].name: no column job_titel in table contacts",
+        manifest.display()
+    );
     assert!(err.contains(&want), "{err}");
 }

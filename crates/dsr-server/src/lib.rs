@@ -260,7 +260,7 @@ pub async fn serve(
     let server = builder
         .layer(layers)
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming(listener), signal);
     tokio::pin!(server);
     let grace = cfg.shutdown_grace;
     let expired = async move {
@@ -280,6 +280,20 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: gRPC writes headers and
+/// body separately, and with delayed acknowledgements a small answer would
+/// otherwise wait about 40 ms.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt as _;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -1,0 +1,371 @@
+//! `dsr bench`: figures that tests must not assert (the machines are shared
+//! and noisy), measured on demand.
+//!
+//! - `locate`: per reference system, Locate over gRPC (real server on
+//!   loopback, real token) next to the raw indexed SQL lookup of the same
+//!   identity on the same database.
+//! - `access`: peak resident memory while streaming Access for one person
+//!   with `--records` letters at the print-and-mail vendor.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use dsr_auth::{KeySet, TokenRequest, TokenSigner, Validator, ValidatorConfig};
+use dsr_connector::signing::ReceiptSigner;
+use dsr_proto::common::v1 as common;
+use dsr_proto::system::v1 as pb;
+use dsr_proto::system::v1::data_system_client::DataSystemClient;
+use dsr_system_sql::manifest::Manifest;
+use dsr_system_sql::reference::{self, Reference};
+use tonic::transport::Channel;
+
+use crate::config::Config;
+
+/// Arguments of `dsr bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Database URL for the benchmark databases (default: SQLite files in a
+    /// temporary directory). On PostgreSQL each system gets its own schema.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Locate latency per system against the raw indexed SQL lookup.
+    Locate {
+        /// People seeded.
+        #[arg(long, default_value_t = 1000)]
+        subjects: usize,
+        /// Lookups per system.
+        #[arg(long, default_value_t = 300)]
+        iterations: usize,
+    },
+    /// Peak memory of Access for one person with many records.
+    Access {
+        /// Letters held for the person.
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+    },
+}
+
+struct Bench {
+    client: DataSystemClient<Channel>,
+    token: String,
+    db: dsr_store::Db,
+    system_id: String,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+async fn start(
+    r: Reference,
+    url: Option<&str>,
+    subjects: usize,
+    extra_letters: usize,
+) -> anyhow::Result<Bench> {
+    let dir = tempfile::tempdir()?;
+    let (url, schema) = match url {
+        Some(u) => (
+            u.to_owned(),
+            Some(format!("dsr_bench_{}", r.id().replace('-', "_"))),
+        ),
+        None => (
+            dsr_store::sqlite_url(&dir.path().join(format!("{}.db", r.id()))),
+            None,
+        ),
+    };
+    let db = dsr_store::connect(
+        &url,
+        &dsr_store::StoreConfig {
+            schema,
+            ..dsr_store::StoreConfig::default()
+        },
+    )
+    .await?;
+    dsr_store::migrate::<dsr_connector::migration::Migrator>(&db).await?;
+    r.create_schema(&db).await?;
+    if r.is_seeded(&db).await? {
+        anyhow::bail!(
+            "{}: the benchmark database already holds data; give an empty one",
+            r.id()
+        );
+    }
+    r.seed(&db, subjects, 1, extra_letters).await?;
+    let manifest = Arc::new(Manifest::parse(r.manifest(), r.manifest_name())?);
+    dsr_system_sql::schema::check(&db, &manifest, r.manifest_name()).await?;
+    let system = dsr_system_sql::system::SqlSystem::new(
+        db.clone(),
+        manifest,
+        ReceiptSigner::generate("bench"),
+        Arc::new(dsr_system_sql::grpc::ProtoReceipts),
+    );
+    let keys = dsr_auth::generate_ed25519("bench")?;
+    let validator = Arc::new(Validator::new(
+        Arc::new(KeySet::from_jwks_json(&keys.jwks_json)?),
+        ValidatorConfig {
+            issuers: vec!["bench".into()],
+            audience: r.id().into(),
+            leeway_secs: 5,
+        },
+    ));
+    let token = TokenSigner::from_ed25519_pem(&keys.private_pem, "bench", "bench")?.mint(
+        &TokenRequest {
+            subject: "service:bench".into(),
+            audiences: vec![r.id().into()],
+            scopes: vec![dsr_system_sql::grpc::SCOPE_READ.into()],
+            ttl: Duration::from_secs(3600),
+        },
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut set = dsr_server::ServiceSet::new();
+    set.add(dsr_system_sql::grpc::service(system, validator));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = dsr_server::serve(listener, set, &dsr_server::ServerConfig::default(), async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    let client = DataSystemClient::new(
+        Channel::from_shared(format!("http://{addr}"))?
+            .connect()
+            .await?,
+    )
+    .max_decoding_message_size(64 * 1024 * 1024)
+    .max_encoding_message_size(64 * 1024 * 1024);
+    Ok(Bench {
+        client,
+        token,
+        db,
+        system_id: r.id().into(),
+        _dir: dir,
+        stop: Some(stop),
+    })
+}
+
+impl Bench {
+    fn req<T>(&self, m: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut r = tonic::Request::new(m);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {}", self.token).parse()?);
+        Ok(r)
+    }
+
+    fn header(&self, controller: &str, n: usize) -> pb::Instruction {
+        let now = chrono::Utc::now();
+        pb::Instruction {
+            request_id: "bench".into(),
+            controller: Some(common::ControllerRef {
+                organisation_number: controller.into(),
+            }),
+            system_id: self.system_id.clone(),
+            due_date: Some(dsr_connector::grpc::date_to_pb(now.date_naive())),
+            issued_at: Some(dsr_connector::grpc::timestamp(
+                now - chrono::Duration::seconds(5),
+            )),
+            expires_at: Some(dsr_connector::grpc::timestamp(
+                now + chrono::Duration::minutes(10),
+            )),
+            idempotency_key: format!("bench-locate-{n:08}"),
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn identity_of(
+    r: Reference,
+    p: &reference::Person,
+) -> Option<(common::IdentityType, String, &'static str, &'static str)> {
+    match r {
+        Reference::Crm => Some((
+            common::IdentityType::Email,
+            p.email.clone(),
+            "contacts",
+            "email",
+        )),
+        Reference::PrintMail => (!p.idx.is_multiple_of(3)).then(|| {
+            (
+                common::IdentityType::CustomerId,
+                p.customer_number.clone(),
+                "recipients",
+                "customer_number",
+            )
+        }),
+        Reference::Legal => p.idx.is_multiple_of(7).then(|| {
+            (
+                common::IdentityType::Phone,
+                p.phone.clone(),
+                "parties",
+                "phone",
+            )
+        }),
+    }
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn current_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs a benchmark and prints its figures.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(_cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
+    let url = args.database_url.as_deref();
+    match args.command {
+        BenchCommand::Locate {
+            subjects,
+            iterations,
+        } => {
+            println!(
+                "Locate over gRPC vs the raw indexed SQL lookup ({subjects} people, {iterations} lookups per system, {})",
+                url.map_or("SQLite", |_| "PostgreSQL")
+            );
+            println!(
+                "{:<12} {:>12} {:>12} {:>12} {:>12} {:>8}",
+                "system", "locate p50", "locate p95", "sql p50", "sql p95", "ratio"
+            );
+            let people = reference::people(subjects, 1);
+            for r in Reference::ALL {
+                let mut b = start(r, url, subjects, 0).await?;
+                let sample: Vec<_> = people
+                    .iter()
+                    .filter_map(|p| identity_of(r, p).map(|i| (p.controller, i)))
+                    .collect();
+                anyhow::ensure!(!sample.is_empty(), "{}: nobody to look up", r.id());
+                let (mut grpc, mut sql) = (
+                    Vec::with_capacity(iterations),
+                    Vec::with_capacity(iterations),
+                );
+                for n in 0..iterations {
+                    let (controller, (t, value, table, column)) = &sample[n % sample.len()];
+                    let identity = common::Identity {
+                        r#type: *t as i32,
+                        format: common::IdentityFormat::Raw as i32,
+                        value: value.clone(),
+                        hmac_key_id: String::new(),
+                    };
+                    let started = Instant::now();
+                    let resp = b
+                        .client
+                        .locate(b.req(pb::LocateRequest {
+                            instruction: Some(b.header(controller, n)),
+                            identities: vec![identity],
+                        })?)
+                        .await?;
+                    grpc.push(started.elapsed());
+                    anyhow::ensure!(
+                        resp.into_inner().found,
+                        "{}: a seeded person was not found",
+                        r.id()
+                    );
+                    let started = Instant::now();
+                    let stmt = sea_orm::Statement::from_sql_and_values(
+                        sea_orm::ConnectionTrait::get_database_backend(&b.db),
+                        if url.is_some() {
+                            format!("SELECT id FROM {table} WHERE {column} = $1")
+                        } else {
+                            format!("SELECT id FROM {table} WHERE {column} = ?")
+                        },
+                        [value.clone().into()],
+                    );
+                    let rows = sea_orm::ConnectionTrait::query_all_raw(&b.db, stmt).await?;
+                    sql.push(started.elapsed());
+                    anyhow::ensure!(!rows.is_empty(), "raw lookup found nothing");
+                }
+                grpc.sort();
+                sql.sort();
+                let (g50, g95, s50, s95) = (
+                    percentile(&grpc, 0.5),
+                    percentile(&grpc, 0.95),
+                    percentile(&sql, 0.5),
+                    percentile(&sql, 0.95),
+                );
+                println!(
+                    "{:<12} {:>10.0}µs {:>10.0}µs {:>10.0}µs {:>10.0}µs {:>7.1}x",
+                    r.id(),
+                    g50.as_secs_f64() * 1e6,
+                    g95.as_secs_f64() * 1e6,
+                    s50.as_secs_f64() * 1e6,
+                    s95.as_secs_f64() * 1e6,
+                    g50.as_secs_f64() / s50.as_secs_f64().max(1e-9)
+                );
+                if let Some(s) = b.stop.take() {
+                    let _ = s.send(());
+                }
+            }
+            println!(
+                "(Locate includes the token check, the instruction checks, identity normalisation, identity expansion and every linked table.)"
+            );
+        }
+        BenchCommand::Access { records } => {
+            let b = start(Reference::PrintMail, url, 10, records)
+                .await
+                .context("seeding")?;
+            let person = &reference::people(2, 1)[1];
+            let identity = common::Identity {
+                r#type: common::IdentityType::CustomerId as i32,
+                format: common::IdentityFormat::Raw as i32,
+                value: person.customer_number.clone(),
+                hmac_key_id: String::new(),
+            };
+            let mut client = b.client.clone();
+            let loc = client
+                .locate(b.req(pb::LocateRequest {
+                    instruction: Some(b.header(person.controller, 0)),
+                    identities: vec![identity],
+                })?)
+                .await?
+                .into_inner();
+            let refs: Vec<pb::RecordRef> =
+                loc.stores.iter().flat_map(|s| s.records.clone()).collect();
+            let before = current_rss_kib().unwrap_or(0);
+            // Reset the peak (Linux: "5" clears VmHWM).
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let started = Instant::now();
+            let mut stream = client
+                .access(b.req(pb::AccessRequest {
+                    instruction: Some(b.header(person.controller, 1)),
+                    records: refs.clone(),
+                    portable_only: false,
+                })?)
+                .await?
+                .into_inner();
+            let (mut n, mut messages) = (0usize, 0usize);
+            while let Some(batch) = stream.message().await? {
+                n += batch.records.len();
+                messages += 1;
+            }
+            let took = started.elapsed();
+            let peak = peak_rss_kib().unwrap_or(0);
+            println!(
+                "Access for one person: {} records located, {n} streamed in {messages} messages, {:.2} s",
+                refs.len(),
+                took.as_secs_f64()
+            );
+            println!(
+                "resident memory before: {:.1} MiB; peak while streaming (client and server in this process): {:.1} MiB; growth {:.1} MiB",
+                before as f64 / 1024.0,
+                peak as f64 / 1024.0,
+                peak.saturating_sub(before) as f64 / 1024.0
+            );
+        }
+    }
+    Ok(())
+}
