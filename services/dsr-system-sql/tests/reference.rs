@@ -17,6 +17,7 @@ use dsr_system_sql::grpc::{self, ProtoReceipts};
 use dsr_system_sql::manifest::Manifest;
 use dsr_system_sql::reference::{self, Reference};
 use dsr_system_sql::{schema, system::SqlSystem};
+use prost::Message as _;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
@@ -456,4 +457,237 @@ async fn crm_locate_access_erase_restrict_over_grpc() {
     assert_eq!(err.code(), Code::InvalidArgument);
     s.stop.take().unwrap().send(()).unwrap();
     db.finish().await;
+}
+
+#[tokio::test]
+async fn rectify_object_and_sweep() {
+    let db = seeded(Reference::Crm, 100).await;
+    let mut s = start(&db, Reference::Crm).await;
+    let people = reference::people(100, 42);
+    let p = &people[1]; // a contact and a prospect (idx % 5 < 2)
+    let loc = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("crm", p.controller, "locate-1001"),
+            identities: vec![email(&p.email)],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let contact = loc
+        .stores
+        .iter()
+        .find(|x| x.store == "contacts")
+        .unwrap()
+        .records[0]
+        .clone();
+    let prospect = loc
+        .stores
+        .iter()
+        .find(|x| x.store == "prospects")
+        .unwrap()
+        .records[0]
+        .clone();
+
+    // rectify: a field is corrected; an identity field is normalised, a bad one refused
+    let changes = vec![
+        pb::FieldChange {
+            record: Some(contact.clone()),
+            field: "job_title".into(),
+            value: "Chief financial officer".into(),
+        },
+        pb::FieldChange {
+            record: Some(contact.clone()),
+            field: "phone".into(),
+            value: "070-999 88 77".into(),
+        },
+    ];
+    let op = s
+        .client
+        .rectify(s.req(pb::RectifyRequest {
+            instruction: header("crm", p.controller, "rectify-0001"),
+            changes,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32);
+    let bad = vec![pb::FieldChange {
+        record: Some(contact.clone()),
+        field: "email".into(),
+        value: "not an email".into(),
+    }];
+    let err = s
+        .client
+        .rectify(s.req(pb::RectifyRequest {
+            instruction: header("crm", p.controller, "rectify-0002"),
+            changes: bad,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let unknown = vec![pb::FieldChange {
+        record: Some(contact.clone()),
+        field: "salary".into(),
+        value: "1".into(),
+    }];
+    let err = s
+        .client
+        .rectify(s.req(pb::RectifyRequest {
+            instruction: header("crm", p.controller, "rectify-0003"),
+            changes: unknown,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // object to direct marketing on the prospect entry
+    let op = s
+        .client
+        .object(s.req(pb::ObjectRequest {
+            instruction: header("crm", p.controller, "object-0001"),
+            records: vec![prospect.clone()],
+            purposes: vec![],
+            direct_marketing: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    assert_eq!(op.state, pb::OperationState::Succeeded as i32);
+
+    let mut stream = s
+        .client
+        .access(s.req(pb::AccessRequest {
+            instruction: header("crm", p.controller, "access-1001"),
+            records: vec![contact, prospect],
+            portable_only: false,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(b) = stream.message().await.unwrap() {
+        records.extend(b.records);
+    }
+    let c = records
+        .iter()
+        .find(|r| r.r#ref.as_ref().unwrap().store == "contacts")
+        .unwrap();
+    let field = |name: &str| {
+        c.fields
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap()
+            .value
+            .clone()
+    };
+    assert_eq!(field("job_title"), "Chief financial officer");
+    assert_eq!(field("phone"), "+46709998877");
+    let pr = records
+        .iter()
+        .find(|r| r.r#ref.as_ref().unwrap().store == "prospects")
+        .unwrap();
+    assert_eq!(pr.objected_purposes, ["direct_marketing"]);
+
+    // sweep: a dry run counts, the real run erases exactly that, in batches
+    let count = |table: &'static str| {
+        let db = db.db.clone();
+        async move {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    db.get_database_backend(),
+                    format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<String>(0)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        }
+    };
+    let before = count("contacts").await;
+    let mut total_due = 0;
+    for controller in reference::CONTROLLERS {
+        let dry = s
+            .client
+            .sweep(s.req(pb::SweepRequest {
+                instruction: header("crm", controller, &format!("sweep-dry-{controller}")),
+                dry_run: true,
+                batch_size: 7,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap();
+        let done = watch(&mut s, &dry.id).await;
+        let receipt = pb::Receipt::decode(done.receipt.unwrap().payload.as_slice()).unwrap();
+        let contacts = receipt
+            .stores
+            .iter()
+            .find(|x| x.store == "contacts")
+            .unwrap();
+        assert_eq!(contacts.affected, 0, "a dry run changes nothing");
+        total_due += contacts.matched;
+    }
+    assert!(
+        total_due > 0,
+        "some relationships ended more than 24 months ago"
+    );
+    assert_eq!(count("contacts").await, before);
+    let mut erased = 0;
+    for controller in reference::CONTROLLERS {
+        let op = s
+            .client
+            .sweep(s.req(pb::SweepRequest {
+                instruction: header("crm", controller, &format!("sweep-run-{controller}")),
+                dry_run: false,
+                batch_size: 7,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap();
+        let done = watch(&mut s, &op.id).await;
+        let receipt = pb::Receipt::decode(done.receipt.unwrap().payload.as_slice()).unwrap();
+        erased += receipt
+            .stores
+            .iter()
+            .find(|x| x.store == "contacts")
+            .unwrap()
+            .affected;
+    }
+    assert_eq!(erased, total_due);
+    assert_eq!(count("contacts").await, before - erased);
+    s.stop.take().unwrap().send(()).unwrap();
+    db.finish().await;
+}
+
+/// Follows WatchOperation until the operation ends.
+async fn watch(s: &mut Running, id: &str) -> pb::Operation {
+    let mut stream = s
+        .client
+        .watch_operation(s.req(pb::WatchOperationRequest { id: id.into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        last = m.operation;
+    }
+    let op = last.unwrap();
+    assert_eq!(
+        op.state,
+        pb::OperationState::Succeeded as i32,
+        "{}",
+        op.error
+    );
+    op
 }
