@@ -151,8 +151,8 @@ impl From<system::Error> for Status {
         match e {
             system::Error::InvalidArgument(v) => invalid_argument(v),
             system::Error::Ledger(l) => kit::ledger_status(l),
-            system::Error::Storage(err) => {
-                tracing::error!(error = %err, "storage failure");
+            e @ system::Error::Storage(_) => {
+                tracing::error!(error = e.log_kind(), "storage failure");
                 kit::status(Code::Internal, "internal error", "INTERNAL")
             }
         }

@@ -36,6 +36,29 @@ pub enum Error {
     Ledger(#[from] operations::Error),
 }
 
+impl Error {
+    /// A description safe for logs: database messages can quote the values
+    /// of the system's own rows (a unique-constraint detail names the
+    /// duplicate value), so only the kind of failure is logged.
+    pub fn log_kind(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "invalid argument",
+            Self::Ledger(operations::Error::KeyReused) => "idempotency key reused",
+            Self::Ledger(operations::Error::NotFound) => "operation not found",
+            Self::Storage(e) | Self::Ledger(operations::Error::Storage(e)) => match e.sql_err() {
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => "unique constraint violated",
+                Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+                    "foreign key constraint violated"
+                }
+                _ => match e {
+                    DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => "database unavailable",
+                    _ => "database error",
+                },
+            },
+        }
+    }
+}
+
 /// A record pointer.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RecordRef {
@@ -180,6 +203,14 @@ impl Action {
             Self::Object => "object",
             Self::Sweep => "sweep",
         }
+    }
+}
+
+fn system_error_kind(e: &operations::Error) -> &'static str {
+    match e {
+        operations::Error::KeyReused => "idempotency key reused",
+        operations::Error::NotFound => "operation not found",
+        operations::Error::Storage(_) => "database error",
     }
 }
 
@@ -690,7 +721,7 @@ impl SqlSystem {
                 Ok(self.ops.succeed(&id, total as u64, signed).await?)
             }
             Err(e) => {
-                tracing::error!(operation = %id, error = %e, "write failed");
+                tracing::error!(operation = %id, error = e.log_kind(), "write failed");
                 self.ops
                     .fail(&id, "the write failed; retry with the same idempotency key")
                     .await?;
@@ -923,11 +954,11 @@ impl SqlSystem {
                     };
                     let signed = this.signer.sign(this.codec.encode(&receipt));
                     if let Err(e) = this.ops.succeed(&id, done, signed).await {
-                        tracing::error!(operation = %id, error = %e, "cannot record the sweep's receipt");
+                        tracing::error!(operation = %id, error = system_error_kind(&e), "cannot record the sweep's receipt");
                     }
                 }
                 Err(e) => {
-                    tracing::error!(operation = %id, error = %e, "sweep failed");
+                    tracing::error!(operation = %id, error = e.log_kind(), "sweep failed");
                     let _ = this.ops.fail(&id, "the sweep failed; run it again").await;
                 }
             }
