@@ -45,16 +45,18 @@ impl Error {
             Self::InvalidArgument(_) => "invalid argument",
             Self::Ledger(operations::Error::KeyReused) => "idempotency key reused",
             Self::Ledger(operations::Error::NotFound) => "operation not found",
-            Self::Storage(e) | Self::Ledger(operations::Error::Storage(e)) => match e.sql_err() {
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => "unique constraint violated",
-                Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_)) => {
+            Self::Storage(e) | Self::Ledger(operations::Error::Storage(e)) => {
+                let sql = e.sql_err();
+                if matches!(sql, Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
+                    "unique constraint violated"
+                } else if matches!(sql, Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))) {
                     "foreign key constraint violated"
+                } else if matches!(e, DbErr::ConnectionAcquire(_) | DbErr::Conn(_)) {
+                    "database unavailable"
+                } else {
+                    "database error"
                 }
-                _ => match e {
-                    DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => "database unavailable",
-                    _ => "database error",
-                },
-            },
+            }
         }
     }
 }
