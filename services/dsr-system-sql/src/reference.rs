@@ -190,10 +190,26 @@ impl Reference {
         };
         match self {
             Self::Crm => vec![
+                // Companies are not personal data (the manifest leaves them out);
+                // a contact's relationship ends when their company's does.
+                table(
+                    "companies",
+                    vec![
+                        pk("id"),
+                        text_nn("organisationsnummer"),
+                        text("name"),
+                        text("kind"),
+                        text_nn("controller_orgnr"),
+                        date("relationship_start"),
+                        date("relationship_end"),
+                    ],
+                )
+                .to_owned(),
                 table(
                     "contacts",
                     vec![
                         pk("id"),
+                        int("company_id"),
                         text_nn("controller_orgnr"),
                         text("full_name"),
                         text("job_title"),
@@ -208,6 +224,12 @@ impl Reference {
                         text("objected_purposes"),
                     ],
                 )
+                .foreign_key(&mut fk(
+                    "contacts",
+                    "company_id",
+                    "companies",
+                    ForeignKeyAction::SetNull,
+                ))
                 .to_owned(),
                 table(
                     "kyc_documents",
@@ -472,10 +494,24 @@ impl Reference {
         let base = base_date();
         match self {
             Self::Crm => {
+                let mut companies = Rows::new(
+                    "companies",
+                    &[
+                        "id",
+                        "organisationsnummer",
+                        "name",
+                        "kind",
+                        "controller_orgnr",
+                        "relationship_start",
+                        "relationship_end",
+                    ],
+                );
+                let mut company_end: Option<NaiveDate> = None;
                 let mut contacts = Rows::new(
                     "contacts",
                     &[
                         "id",
+                        "company_id",
                         "controller_orgnr",
                         "full_name",
                         "job_title",
@@ -543,11 +579,31 @@ impl Reference {
                 );
                 for p in &people {
                     let id = p.idx as i64 + 1;
-                    let ended = rng
-                        .gen_bool(0.3)
-                        .then(|| base - Duration::days(rng.gen_range(30..3000)));
+                    let company = (p.idx / PER_COMPANY) as i64 + 1;
+                    if p.idx % PER_COMPANY == 0 {
+                        let start = base - Duration::days(rng.gen_range(3000..6000));
+                        company_end = rng
+                            .gen_bool(0.3)
+                            .then(|| base - Duration::days(rng.gen_range(30..3000)));
+                        companies.push(vec![
+                            company.into(),
+                            organisationsnummer(&mut rng).into(),
+                            format!(
+                                "{} {}",
+                                LAST[rng.gen_range(0..LAST.len())],
+                                ["AB", "Handelsbolag", "Ekonomisk förening"][rng.gen_range(0..3)]
+                            )
+                            .into(),
+                            ["customer", "supplier", "partner"][rng.gen_range(0..3)].into(),
+                            p.controller.into(),
+                            start.into(),
+                            company_end.into(),
+                        ]);
+                    }
+                    let ended = company_end;
                     contacts.push(vec![
                         id.into(),
+                        company.into(),
                         p.controller.into(),
                         p.name().into(),
                         JOBS[rng.gen_range(0..JOBS.len())].into(),
@@ -642,7 +698,16 @@ impl Reference {
                         ]);
                     }
                 }
-                for rows in [contacts, kyc, pep, events, surveys, prospects, interactions] {
+                for rows in [
+                    companies,
+                    contacts,
+                    kyc,
+                    pep,
+                    events,
+                    surveys,
+                    prospects,
+                    interactions,
+                ] {
                     out.push((rows.table, rows.write(db).await?));
                 }
             }
@@ -904,6 +969,21 @@ const DOMAINS: [&str; 6] = [
     "industri.se",
 ];
 
+/// Contacts per company in the CRM.
+const PER_COMPANY: usize = 5;
+
+/// A valid organisationsnummer of an aktiebolag-like group (group digit 5,
+/// third and fourth digits at least 20, Luhn check digit).
+fn organisationsnummer(rng: &mut ChaCha8Rng) -> String {
+    let nine = format!(
+        "5{}{}{:05}",
+        rng.gen_range(0..10),
+        rng.gen_range(20..100),
+        rng.gen_range(0..100_000)
+    );
+    format!("{}-{}{}", &nine[..6], &nine[6..], luhn_digit(&nine))
+}
+
 /// A synthetic person.
 #[derive(Clone, Debug)]
 pub struct Person {
@@ -929,7 +1009,8 @@ pub struct Person {
     pub city: &'static str,
     /// sv or en.
     pub language: &'static str,
-    /// The controller the person's company deals with.
+    /// The controller the person's company deals with (the same for every
+    /// contact of a company).
     pub controller: &'static str,
 }
 
@@ -1017,7 +1098,7 @@ pub fn people(n: usize, seed: u64) -> Vec<Person> {
                 postal_code: format!("{zip}{} {:02}", rng.gen_range(0..10), rng.gen_range(0..100)),
                 city,
                 language: if rng.gen_bool(0.85) { "sv" } else { "en" },
-                controller: CONTROLLERS[idx % CONTROLLERS.len()],
+                controller: CONTROLLERS[(idx / PER_COMPANY) % CONTROLLERS.len()],
             }
         })
         .collect()
@@ -1056,5 +1137,15 @@ mod tests {
             }
         }
         assert!(a.iter().filter(|p| p.personnummer.is_some()).count() > 60);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..50 {
+            let o = organisationsnummer(&mut rng);
+            assert_eq!(
+                dsr_domain::identity::Organisationsnummer::parse(&o)
+                    .unwrap()
+                    .as_str(),
+                o
+            );
+        }
     }
 }
