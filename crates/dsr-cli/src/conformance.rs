@@ -106,6 +106,22 @@ impl Client {
         Ok(r)
     }
 
+    async fn locate(
+        &mut self,
+        instruction: pb::Instruction,
+        identity: common::Identity,
+    ) -> anyhow::Result<Result<pb::LocateResponse, Status>> {
+        let req = self.req(pb::LocateRequest {
+            instruction: Some(instruction),
+            identities: vec![identity],
+        })?;
+        Ok(self
+            .inner
+            .locate(req)
+            .await
+            .map(tonic::Response::into_inner))
+    }
+
     fn header(&mut self, controller: &str) -> pb::Instruction {
         self.n += 1;
         self.header_with_key(controller, format!("conformance-{}-{}", self.run, self.n))
@@ -200,22 +216,17 @@ fn describe_coherent(d: &pb::DescribeResponse) -> Result<String, String> {
 #[allow(clippy::print_stdout, clippy::too_many_lines)]
 pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<()> {
     let person = parse_identity(&args.identity)?;
-    let token = match args.token {
-        Some(t) => t,
-        None => {
-            let key = dev::load_dev_key(&cfg.data_dir).context("no --token given")?;
-            dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?
-                .mint(&dsr_auth::TokenRequest {
-                    subject: "service:conformance".into(),
-                    audiences: services::all_audiences(),
-                    scopes: services::ALL_SCOPES
-                        .iter()
-                        .map(|s| (*s).to_owned())
-                        .collect(),
-                    ttl: Duration::from_secs(600),
-                })?
-        }
-    };
+    let token = dev::token_or_mint(
+        &cfg.data_dir,
+        args.token,
+        "service:conformance",
+        services::all_audiences(),
+        services::ALL_SCOPES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        Duration::from_secs(600),
+    )?;
     let channel = Channel::from_shared(args.endpoint.clone())
         .context("invalid endpoint")?
         .connect()
@@ -254,19 +265,12 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
     let mut located = None;
     for org in &controllers {
         let h = c.header(org);
-        let r = c
-            .inner
-            .locate(c.req(pb::LocateRequest {
-                instruction: Some(h),
-                identities: vec![id_pb(person.kind(), person.value())],
-            })?)
-            .await;
-        if let Ok(resp) = r {
-            let resp = resp.into_inner();
-            if resp.found {
-                located = Some((org.clone(), resp));
-                break;
-            }
+        let r = c.locate(h, id_pb(person.kind(), person.value())).await?;
+        if let Ok(resp) = r
+            && resp.found
+        {
+            located = Some((org.clone(), resp));
+            break;
         }
     }
     let Some((org, loc)) = located else {
@@ -289,31 +293,19 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
 
     let h = c.header(&org);
     let unknown = c
-        .inner
-        .locate(c.req(pb::LocateRequest {
-            instruction: Some(h),
-            identities: vec![id_pb(person.kind(), &unknown_value(person.kind()))],
-        })?)
-        .await;
+        .locate(h, id_pb(person.kind(), &unknown_value(person.kind())))
+        .await?;
     checks.push(check(
         "Locate answers NOT_FOUND as a result, not an error",
         match unknown {
-            Ok(r) if !r.get_ref().found && r.get_ref().stores.is_empty() => {
-                Ok("found = false".into())
-            }
+            Ok(r) if !r.found && r.stores.is_empty() => Ok("found = false".into()),
             Ok(_) => Err("an unknown person was found".into()),
             Err(s) => Err(format!("error {:?} instead of an answer", s.code())),
         },
     ));
 
     let h = c.header(&org);
-    let malformed = c
-        .inner
-        .locate(c.req(pb::LocateRequest {
-            instruction: Some(h),
-            identities: vec![id_pb(person.kind(), "@@ not valid @@")],
-        })?)
-        .await;
+    let malformed = c.locate(h, id_pb(person.kind(), "@@ not valid @@")).await?;
     checks.push(check(
         "Malformed input is INVALID_ARGUMENT",
         expect_code(malformed, Code::InvalidArgument),
@@ -328,12 +320,8 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
         now - chrono::Duration::minutes(1),
     ));
     let r = c
-        .inner
-        .locate(c.req(pb::LocateRequest {
-            instruction: Some(expired),
-            identities: vec![id_pb(person.kind(), person.value())],
-        })?)
-        .await;
+        .locate(expired, id_pb(person.kind(), person.value()))
+        .await?;
     checks.push(check(
         "An expired instruction is refused",
         expect_code(r, Code::FailedPrecondition),
@@ -342,12 +330,8 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
     let mut misrouted = c.header(&org);
     misrouted.system_id = format!("not-{}", c.system_id);
     let r = c
-        .inner
-        .locate(c.req(pb::LocateRequest {
-            instruction: Some(misrouted),
-            identities: vec![id_pb(person.kind(), person.value())],
-        })?)
-        .await;
+        .locate(misrouted, id_pb(person.kind(), person.value()))
+        .await?;
     checks.push(check(
         "A misrouted instruction is refused",
         expect_code(r, Code::FailedPrecondition),

@@ -87,6 +87,32 @@ pub(crate) fn load_dev_key(dir: &Path) -> anyhow::Result<DevKey> {
     })
 }
 
+/// `given` when set, else a development token minted with the data
+/// directory's key for `subject`, `audiences` and `scopes`.
+pub(crate) fn token_or_mint(
+    dir: &Path,
+    given: Option<String>,
+    subject: &str,
+    audiences: Vec<String>,
+    scopes: Vec<String>,
+    ttl: std::time::Duration,
+) -> anyhow::Result<String> {
+    if let Some(t) = given {
+        return Ok(t);
+    }
+    let key = load_dev_key(dir).context("no --token given")?;
+    Ok(
+        dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, DEV_ISSUER)?.mint(
+            &dsr_auth::TokenRequest {
+                subject: subject.to_owned(),
+                audiences,
+                scopes,
+                ttl,
+            },
+        )?,
+    )
+}
+
 /// The redaction key: from `file` (64 hex digits) when given, else kept in
 /// the data directory (created once), so hashes in logs stay comparable
 /// across restarts.

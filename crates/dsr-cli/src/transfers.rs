@@ -162,19 +162,14 @@ fn print_recipient(r: &pb::Recipient) {
 /// Runs a `dsr transfers` subcommand.
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()> {
-    let token = match args.token {
-        Some(t) => t,
-        None => {
-            let key = dev::load_dev_key(&cfg.data_dir).context("no --token given")?;
-            dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?
-                .mint(&dsr_auth::TokenRequest {
-                    subject: "dsr-cli".into(),
-                    audiences: vec![SERVICE_NAME.into()],
-                    scopes: vec![grpc::SCOPE_READ.into(), grpc::SCOPE_WRITE.into()],
-                    ttl: Duration::from_secs(300),
-                })?
-        }
-    };
+    let token = dev::token_or_mint(
+        &cfg.data_dir,
+        args.token,
+        "dsr-cli",
+        vec![SERVICE_NAME.into()],
+        vec![grpc::SCOPE_READ.into(), grpc::SCOPE_WRITE.into()],
+        Duration::from_secs(300),
+    )?;
     let channel = Channel::from_shared(args.endpoint.clone())
         .context("invalid --endpoint")?
         .connect()
