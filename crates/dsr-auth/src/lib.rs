@@ -182,6 +182,20 @@ impl Validator {
 
     /// Verifies `token` and returns the principal.
     pub fn validate(&self, token: &str) -> Result<Principal, Error> {
+        let c: Claims = self.decode(token, &["exp", "iss", "aud", "sub"])?;
+        Ok(Principal {
+            subject: c.sub,
+            issuer: c.iss,
+            scopes: c.scope.split_whitespace().map(str::to_owned).collect(),
+            expires_at: c.exp,
+        })
+    }
+
+    /// Verifies `token` (key id, algorithm, signature, issuer, audience,
+    /// `exp` and `nbf` with the leeway, and the `required` claims) and
+    /// decodes its claims as `T`: for tokens other than access tokens, such
+    /// as an identity provider's assertion or a verification token.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, token: &str, required: &[&str]) -> Result<T, Error> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Malformed)?;
         let kid = header.kid.as_deref().ok_or(Error::UnknownKey)?;
         let (key, alg) = self.keys.get(kid).ok_or(Error::UnknownKey)?;
@@ -195,8 +209,8 @@ impl Validator {
         v.validate_nbf = true;
         v.set_issuer(&self.cfg.issuers);
         v.set_audience(&[&self.cfg.audience]);
-        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(|e| {
+        v.set_required_spec_claims(required);
+        let data = jsonwebtoken::decode::<T>(token, key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             // ErrorKind is non-exhaustive: every other kind is a malformed token.
             #[allow(clippy::wildcard_enum_match_arm)]
@@ -211,13 +225,7 @@ impl Validator {
                 _ => Error::Malformed,
             }
         })?;
-        let c = data.claims;
-        Ok(Principal {
-            subject: c.sub,
-            issuer: c.iss,
-            scopes: c.scope.split_whitespace().map(str::to_owned).collect(),
-            expires_at: c.exp,
-        })
+        Ok(data.claims)
     }
 }
 
