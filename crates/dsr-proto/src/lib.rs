@@ -11,6 +11,15 @@ pub mod common {
     }
 }
 
+/// Identity verification.
+pub mod identity {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.identity.v1");
+    }
+}
+
 /// The contract every data system implements.
 pub mod system {
     /// Version 1.

@@ -1,0 +1,205 @@
+//! Verification tokens: short-lived EdDSA JWTs listing the verified
+//! identities and the assurance level, and the JWKS other services verify
+//! them with.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use dsr_domain::identity::{Identity, IdentityType};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Serialize};
+
+/// The issuer of verification tokens.
+pub const ISSUER: &str = "dsr-identity";
+/// Their audience: every service of the mesh.
+pub const AUDIENCE: &str = "dsr-mesh";
+
+/// How strongly the identities were verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assurance {
+    /// Control of an email address or phone number.
+    Low,
+    /// eIDAS substantial (e.g. BankID).
+    Substantial,
+    /// eIDAS high.
+    High,
+    /// A case handler identified the person.
+    Attested,
+}
+
+/// An identity in a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIdentity {
+    /// "email", "phone", "personnummer", "organisationsnummer", "customer_id".
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The normalised value.
+    pub value: String,
+}
+
+impl TokenIdentity {
+    /// From a domain identity.
+    pub fn from_identity(i: &Identity) -> Self {
+        Self { kind: i.kind().as_str().to_owned(), value: i.value().to_owned() }
+    }
+
+    /// Back to a domain identity (validated again).
+    pub fn to_identity(&self) -> Option<Identity> {
+        let kind = [
+            IdentityType::Email,
+            IdentityType::Phone,
+            IdentityType::Personnummer,
+            IdentityType::Organisationsnummer,
+            IdentityType::CustomerId,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == self.kind)?;
+        Identity::parse(kind, &self.value).ok()
+    }
+}
+
+/// The claims of a verification token. Other services decode them with
+/// `dsr_auth::Validator::decode` over the identity service's JWKS, issuer
+/// [`ISSUER`] and audience [`AUDIENCE`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// The verification's id.
+    pub sub: String,
+    /// Expiry.
+    pub exp: u64,
+    /// Issued at.
+    pub iat: u64,
+    /// Not before.
+    pub nbf: u64,
+    /// Token id.
+    pub jti: String,
+    /// Assurance level.
+    pub acr: Assurance,
+    /// "email_code", "sms_code", "idp_assertion", "case_handler_attestation".
+    pub method: String,
+    /// The verified identities.
+    pub identities: Vec<TokenIdentity>,
+}
+
+/// Why a key could not be loaded or a token signed.
+#[derive(Debug, thiserror::Error)]
+#[error("verification token key: {0}")]
+pub struct KeyError(pub String);
+
+/// Signs verification tokens.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    key: EncodingKey,
+    public: [u8; 32],
+    kid: String,
+    ttl: chrono::Duration,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+/// A signed token and what it says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    /// The JWT.
+    pub jwt: String,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Assurance.
+    pub assurance: Assurance,
+    /// Identities.
+    pub identities: Vec<Identity>,
+}
+
+impl TokenIssuer {
+    fn from_key(signing: &SigningKey, ttl: chrono::Duration) -> Result<Self, KeyError> {
+        let pem = signing
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| KeyError(e.to_string()))?;
+        let key = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| KeyError(e.to_string()))?;
+        let public = signing.verifying_key().to_bytes();
+        use sha2::Digest as _;
+        let kid = format!("identity-{}", &hex::encode(sha2::Sha256::digest(public))[..16]);
+        Ok(Self { key, public, kid, ttl })
+    }
+
+    /// A fresh key (tests).
+    pub fn generate(ttl: chrono::Duration) -> Result<Self, KeyError> {
+        Self::from_key(&SigningKey::generate(&mut rand::rngs::OsRng), ttl)
+    }
+
+    /// Loads the PKCS#8 PEM key at `path`, creating it (mode 0600) when
+    /// missing.
+    pub fn load_or_create(path: &Path, ttl: chrono::Duration) -> Result<Self, KeyError> {
+        if !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| KeyError(e.to_string()))?;
+            }
+            let key = SigningKey::generate(&mut rand::rngs::OsRng);
+            let pem = key
+                .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+                .map_err(|e| KeyError(e.to_string()))?;
+            write_private(path, pem.as_bytes()).map_err(|e| KeyError(e.to_string()))?;
+        }
+        let pem = std::fs::read_to_string(path).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
+        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
+        Self::from_key(&key, ttl)
+    }
+
+    /// The JWKS document with the public key.
+    pub fn jwks(&self) -> String {
+        serde_json::json!({
+            "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(self.public),
+                       "kid": self.kid, "alg": "EdDSA", "use": "sig" }]
+        })
+        .to_string()
+    }
+
+    /// Signs a token for `identities` at `assurance`.
+    pub fn issue(&self, verification_id: &str, method: &str, assurance: Assurance, identities: Vec<Identity>) -> Result<Issued, KeyError> {
+        let now = Utc::now();
+        let expires_at = now + self.ttl;
+        let secs = |t: DateTime<Utc>| u64::try_from(t.timestamp()).unwrap_or(0);
+        let claims = VerificationClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: verification_id.to_owned(),
+            exp: secs(expires_at),
+            iat: secs(now),
+            nbf: secs(now),
+            jti: uuid::Uuid::new_v4().to_string(),
+            acr: assurance,
+            method: method.to_owned(),
+            identities: identities.iter().map(TokenIdentity::from_identity).collect(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let jwt = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| KeyError(e.to_string()))?;
+        Ok(Issued { jwt, expires_at, assurance, identities })
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
