@@ -195,7 +195,11 @@ impl Validator {
     /// `exp` and `nbf` with the leeway, and the `required` claims) and
     /// decodes its claims as `T`: for tokens other than access tokens, such
     /// as an identity provider's assertion or a verification token.
-    pub fn decode<T: serde::de::DeserializeOwned>(&self, token: &str, required: &[&str]) -> Result<T, Error> {
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        required: &[&str],
+    ) -> Result<T, Error> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Malformed)?;
         let kid = header.kid.as_deref().ok_or(Error::UnknownKey)?;
         let (key, alg) = self.keys.get(kid).ok_or(Error::UnknownKey)?;

@@ -6,7 +6,9 @@ use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, Validator};
 use dsr_domain::identity::{Identity, IdentityType};
 use dsr_proto::common::v1 as common;
 use dsr_proto::identity::v1 as pb;
-use dsr_proto::identity::v1::identity_verification_server::{IdentityVerification, IdentityVerificationServer};
+use dsr_proto::identity::v1::identity_verification_server::{
+    IdentityVerification, IdentityVerificationServer,
+};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use tower_layer::Layer;
@@ -22,9 +24,18 @@ pub const SCOPE_ATTEST: &str = "identity:attest";
 /// Required scopes per RPC (an attestation also needs [`SCOPE_ATTEST`],
 /// checked in the handler since it depends on the method).
 pub const SCOPES: &[ScopeRule] = &[
-    ScopeRule { method: "StartVerification", scopes: &[SCOPE_VERIFY] },
-    ScopeRule { method: "CompleteVerification", scopes: &[SCOPE_VERIFY] },
-    ScopeRule { method: "GetJwks", scopes: &[] },
+    ScopeRule {
+        method: "StartVerification",
+        scopes: &[SCOPE_VERIFY],
+    },
+    ScopeRule {
+        method: "CompleteVerification",
+        scopes: &[SCOPE_VERIFY],
+    },
+    ScopeRule {
+        method: "GetJwks",
+        scopes: &[],
+    },
 ];
 
 const DOMAIN: &str = "identity.dsr-mesh";
@@ -44,7 +55,11 @@ pub struct Handlers {
 }
 
 fn status(code: Code, message: &str, reason: &str) -> Status {
-    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, DOMAIN, []))
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, []),
+    )
 }
 
 fn invalid(v: Vec<(String, String)>) -> Status {
@@ -59,19 +74,51 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::InvalidArgument(v) => invalid(v),
-            Error::RateLimited => status(Code::ResourceExhausted, "too many codes for this identity; try again later", "IDENTITY_RATE_LIMITED"),
+            Error::RateLimited => status(
+                Code::ResourceExhausted,
+                "too many codes for this identity; try again later",
+                "IDENTITY_RATE_LIMITED",
+            ),
             Error::NotFound => status(Code::NotFound, "challenge not found", "CHALLENGE_NOT_FOUND"),
-            Error::Expired => status(Code::FailedPrecondition, "the code has expired; start again", "CHALLENGE_EXPIRED"),
-            Error::Locked => status(Code::FailedPrecondition, "too many wrong codes; start again", "CHALLENGE_LOCKED"),
-            Error::Used => status(Code::FailedPrecondition, "the challenge was already completed", "CHALLENGE_USED"),
+            Error::Expired => status(
+                Code::FailedPrecondition,
+                "the code has expired; start again",
+                "CHALLENGE_EXPIRED",
+            ),
+            Error::Locked => status(
+                Code::FailedPrecondition,
+                "too many wrong codes; start again",
+                "CHALLENGE_LOCKED",
+            ),
+            Error::Used => status(
+                Code::FailedPrecondition,
+                "the challenge was already completed",
+                "CHALLENGE_USED",
+            ),
             Error::WrongCode { remaining } => {
-                let mut d = ErrorDetails::with_error_info("CODE_MISMATCH", DOMAIN, [("remaining_attempts".to_owned(), remaining.to_string())]);
+                let mut d = ErrorDetails::with_error_info(
+                    "CODE_MISMATCH",
+                    DOMAIN,
+                    [("remaining_attempts".to_owned(), remaining.to_string())],
+                );
                 d.add_bad_request_violation("code", "does not match");
                 Status::with_error_details(Code::InvalidArgument, "the code does not match", d)
             }
-            Error::AssertionRejected(reason) => status(Code::Unauthenticated, "identity-provider assertion rejected", reason),
-            Error::NoIdentityProvider => status(Code::FailedPrecondition, "no identity provider is configured", "NO_IDENTITY_PROVIDER"),
-            Error::Delivery => status(Code::Unavailable, "the code could not be delivered; try again", "DELIVERY_FAILED"),
+            Error::AssertionRejected(reason) => status(
+                Code::Unauthenticated,
+                "identity-provider assertion rejected",
+                reason,
+            ),
+            Error::NoIdentityProvider => status(
+                Code::FailedPrecondition,
+                "no identity provider is configured",
+                "NO_IDENTITY_PROVIDER",
+            ),
+            Error::Delivery => status(
+                Code::Unavailable,
+                "the code could not be delivered; try again",
+                "DELIVERY_FAILED",
+            ),
             Error::Internal(m) => {
                 tracing::error!(error = %m, "identity service failure");
                 status(Code::Internal, "internal error", "INTERNAL")
@@ -99,18 +146,35 @@ fn identity_to_pb(i: &Identity) -> common::Identity {
         IdentityType::Organisationsnummer => common::IdentityType::SeOrganisationsnummer,
         IdentityType::CustomerId => common::IdentityType::CustomerId,
     };
-    common::Identity { r#type: t as i32, format: common::IdentityFormat::Raw as i32, value: i.value().to_owned(), hmac_key_id: String::new() }
+    common::Identity {
+        r#type: t as i32,
+        format: common::IdentityFormat::Raw as i32,
+        value: i.value().to_owned(),
+        hmac_key_id: String::new(),
+    }
 }
 
 fn claimed(list: Vec<common::Identity>) -> Result<Vec<Identity>, Status> {
     let mut v = Vec::new();
     let mut out = Vec::new();
-    for (i, common::Identity { r#type, format, value, hmac_key_id: _ }) in list.into_iter().enumerate() {
+    for (
+        i,
+        common::Identity {
+            r#type,
+            format,
+            value,
+            hmac_key_id: _,
+        },
+    ) in list.into_iter().enumerate()
+    {
         let Some(kind) = identity_type(r#type) else {
             v.push((format!("claimed[{i}].type"), "required".to_owned()));
             continue;
         };
-        if !matches!(common::IdentityFormat::try_from(format), Ok(common::IdentityFormat::Raw | common::IdentityFormat::Unspecified)) {
+        if !matches!(
+            common::IdentityFormat::try_from(format),
+            Ok(common::IdentityFormat::Raw | common::IdentityFormat::Unspecified)
+        ) {
             v.push((format!("claimed[{i}].format"), "raw values only".to_owned()));
             continue;
         }
@@ -119,13 +183,20 @@ fn claimed(list: Vec<common::Identity>) -> Result<Vec<Identity>, Status> {
             Err(e) => v.push((format!("claimed[{i}].value"), e.to_string())),
         }
     }
-    if v.is_empty() { Ok(out) } else { Err(invalid(v)) }
+    if v.is_empty() {
+        Ok(out)
+    } else {
+        Err(invalid(v))
+    }
 }
 
 fn token_to_pb(t: &Issued) -> pb::VerificationToken {
     pb::VerificationToken {
         jwt: t.jwt.clone(),
-        expires_at: Some(prost_types::Timestamp { seconds: t.expires_at.timestamp(), nanos: 0 }),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: t.expires_at.timestamp(),
+            nanos: 0,
+        }),
         assurance: match t.assurance {
             Assurance::Low => pb::Assurance::Low,
             Assurance::Substantial => pb::Assurance::Substantial,
@@ -144,21 +215,42 @@ impl IdentityVerification for Handlers {
         req: Request<pb::StartVerificationRequest>,
     ) -> Result<Response<pb::StartVerificationResponse>, Status> {
         let principal = req.extensions().get::<Principal>().cloned();
-        let pb::StartVerificationRequest { claimed: ids, method, idp_assertion, attestation, language } = req.into_inner();
-        let language = if language.is_empty() { "sv".to_owned() } else { language };
+        let pb::StartVerificationRequest {
+            claimed: ids,
+            method,
+            idp_assertion,
+            attestation,
+            language,
+        } = req.into_inner();
+        let language = if language.is_empty() {
+            "sv".to_owned()
+        } else {
+            language
+        };
         if !matches!(language.as_str(), "sv" | "en") {
             return Err(invalid(vec![("language".into(), "sv or en".into())]));
         }
         match pb::Method::try_from(method) {
             Ok(m @ (pb::Method::EmailCode | pb::Method::SmsCode)) => {
                 let ids = claimed(ids)?;
-                let [to] = <[Identity; 1]>::try_from(ids)
-                    .map_err(|_| invalid(vec![("claimed".into(), "exactly one identity: where the code goes".into())]))?;
-                let channel = if m == pb::Method::EmailCode { Channel::Email } else { Channel::Sms };
+                let [to] = <[Identity; 1]>::try_from(ids).map_err(|_| {
+                    invalid(vec![(
+                        "claimed".into(),
+                        "exactly one identity: where the code goes".into(),
+                    )])
+                })?;
+                let channel = if m == pb::Method::EmailCode {
+                    Channel::Email
+                } else {
+                    Channel::Sms
+                };
                 let started = self.verifier.start_code(to, channel, &language).await?;
                 Ok(Response::new(pb::StartVerificationResponse {
                     challenge_id: started.challenge_id,
-                    challenge_expires_at: Some(prost_types::Timestamp { seconds: started.expires_at.timestamp(), nanos: 0 }),
+                    challenge_expires_at: Some(prost_types::Timestamp {
+                        seconds: started.expires_at.timestamp(),
+                        nanos: 0,
+                    }),
                     token: None,
                 }))
             }
@@ -167,14 +259,22 @@ impl IdentityVerification for Handlers {
                     return Err(invalid(vec![("idp_assertion".into(), "required".into())]));
                 }
                 let issued = self.verifier.assertion(&idp_assertion).await?;
-                Ok(Response::new(pb::StartVerificationResponse { challenge_id: String::new(), challenge_expires_at: None, token: Some(token_to_pb(&issued)) }))
+                Ok(Response::new(pb::StartVerificationResponse {
+                    challenge_id: String::new(),
+                    challenge_expires_at: None,
+                    token: Some(token_to_pb(&issued)),
+                }))
             }
             Ok(pb::Method::CaseHandlerAttestation) => {
                 let Some(p) = principal.filter(|p| p.has_scope(SCOPE_ATTEST)) else {
                     return Err(Status::with_error_details(
                         Code::PermissionDenied,
                         "permission denied",
-                        ErrorDetails::with_error_info("SCOPE_MISSING", "auth.dsr-mesh", [("scope".to_owned(), SCOPE_ATTEST.to_owned())]),
+                        ErrorDetails::with_error_info(
+                            "SCOPE_MISSING",
+                            "auth.dsr-mesh",
+                            [("scope".to_owned(), SCOPE_ATTEST.to_owned())],
+                        ),
                     ));
                 };
                 let Some(pb::Attestation { evidence, note }) = attestation else {
@@ -184,14 +284,26 @@ impl IdentityVerification for Handlers {
                     Ok(pb::AttestationEvidence::InPerson) => Evidence::InPerson,
                     Ok(pb::AttestationEvidence::Document) => Evidence::Document,
                     Ok(pb::AttestationEvidence::Unspecified) | Err(_) => {
-                        return Err(invalid(vec![("attestation.evidence".into(), "required".into())]));
+                        return Err(invalid(vec![(
+                            "attestation.evidence".into(),
+                            "required".into(),
+                        )]));
                     }
                 };
                 let ids = claimed(ids)?;
-                let issued = self.verifier.attest(&p.subject, ids, evidence, &note).await?;
-                Ok(Response::new(pb::StartVerificationResponse { challenge_id: String::new(), challenge_expires_at: None, token: Some(token_to_pb(&issued)) }))
+                let issued = self
+                    .verifier
+                    .attest(&p.subject, ids, evidence, &note)
+                    .await?;
+                Ok(Response::new(pb::StartVerificationResponse {
+                    challenge_id: String::new(),
+                    challenge_expires_at: None,
+                    token: Some(token_to_pb(&issued)),
+                }))
             }
-            Ok(pb::Method::Unspecified) | Err(_) => Err(invalid(vec![("method".into(), "required".into())])),
+            Ok(pb::Method::Unspecified) | Err(_) => {
+                Err(invalid(vec![("method".into(), "required".into())]))
+            }
         }
     }
 
@@ -202,14 +314,24 @@ impl IdentityVerification for Handlers {
     ) -> Result<Response<pb::CompleteVerificationResponse>, Status> {
         let pb::CompleteVerificationRequest { challenge_id, code } = req.into_inner();
         if uuid::Uuid::parse_str(&challenge_id).is_err() {
-            return Err(invalid(vec![("challenge_id".into(), "not a challenge id".into())]));
+            return Err(invalid(vec![(
+                "challenge_id".into(),
+                "not a challenge id".into(),
+            )]));
         }
         let issued = self.verifier.complete(&challenge_id, code.trim()).await?;
-        Ok(Response::new(pb::CompleteVerificationResponse { token: Some(token_to_pb(&issued)) }))
+        Ok(Response::new(pb::CompleteVerificationResponse {
+            token: Some(token_to_pb(&issued)),
+        }))
     }
 
-    async fn get_jwks(&self, req: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
+    async fn get_jwks(
+        &self,
+        req: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
         let pb::GetJwksRequest {} = req.into_inner();
-        Ok(Response::new(pb::GetJwksResponse { jwks: self.verifier.jwks() }))
+        Ok(Response::new(pb::GetJwksResponse {
+            jwks: self.verifier.jwks(),
+        }))
     }
 }

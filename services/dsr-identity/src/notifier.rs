@@ -18,7 +18,9 @@ pub struct Message {
 
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Message").field("to", &self.to.kind()).finish_non_exhaustive()
+        f.debug_struct("Message")
+            .field("to", &self.to.kind())
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,15 +52,24 @@ impl Outbox {
 #[tonic::async_trait]
 impl Notifier for Outbox {
     async fn send(&self, m: &Message) -> Result<(), DeliveryError> {
-        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| DeliveryError(e.kind().to_string()))?;
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(|e| DeliveryError(e.kind().to_string()))?;
         let name = format!(
             "{}-{}-{}.txt",
             chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
             m.to.kind(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let text = format!("To: {}\nSubject: {}\n\n{}\n", m.to.value(), m.subject, m.body);
-        tokio::fs::write(self.dir.join(name), text).await.map_err(|e| DeliveryError(e.kind().to_string()))
+        let text = format!(
+            "To: {}\nSubject: {}\n\n{}\n",
+            m.to.value(),
+            m.subject,
+            m.body
+        );
+        tokio::fs::write(self.dir.join(name), text)
+            .await
+            .map_err(|e| DeliveryError(e.kind().to_string()))
     }
 }
 
@@ -80,12 +91,22 @@ impl std::fmt::Debug for Smtp {
 impl Smtp {
     /// A relay at `url` (`smtp://host:587` with STARTTLS, `smtps://host:465`,
     /// credentials in the URL), sending as `from`.
-    pub fn new(url: &str, from: &str, sms_gateway_domain: Option<String>) -> Result<Self, DeliveryError> {
+    pub fn new(
+        url: &str,
+        from: &str,
+        sms_gateway_domain: Option<String>,
+    ) -> Result<Self, DeliveryError> {
         let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
             .map_err(|_| DeliveryError("invalid SMTP URL".into()))?
             .build();
-        let from = from.parse().map_err(|_| DeliveryError("invalid sender address".into()))?;
-        Ok(Self { transport, from, sms_gateway_domain })
+        let from = from
+            .parse()
+            .map_err(|_| DeliveryError("invalid sender address".into()))?;
+        Ok(Self {
+            transport,
+            from,
+            sms_gateway_domain,
+        })
     }
 }
 
@@ -99,16 +120,24 @@ impl Notifier for Smtp {
                 Some(domain) => format!("{}@{domain}", m.to.value().trim_start_matches('+')),
                 None => return Err(DeliveryError("no SMS gateway configured".into())),
             },
-            IdentityType::Personnummer | IdentityType::Organisationsnummer | IdentityType::CustomerId => {
+            IdentityType::Personnummer
+            | IdentityType::Organisationsnummer
+            | IdentityType::CustomerId => {
                 return Err(DeliveryError("not a reachable identity".into()));
             }
         };
         let email = lettre::Message::builder()
             .from(self.from.clone())
-            .to(to.parse().map_err(|_| DeliveryError("invalid recipient".into()))?)
+            .to(to
+                .parse()
+                .map_err(|_| DeliveryError("invalid recipient".into()))?)
             .subject(m.subject.clone())
             .body(m.body.clone())
             .map_err(|_| DeliveryError("cannot build the message".into()))?;
-        self.transport.send(email).await.map(|_| ()).map_err(|_| DeliveryError("the relay refused the message".into()))
+        self.transport
+            .send(email)
+            .await
+            .map(|_| ())
+            .map_err(|_| DeliveryError("the relay refused the message".into()))
     }
 }

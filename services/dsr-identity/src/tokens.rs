@@ -45,7 +45,10 @@ pub struct TokenIdentity {
 impl TokenIdentity {
     /// From a domain identity.
     pub fn from_identity(i: &Identity) -> Self {
-        Self { kind: i.kind().as_str().to_owned(), value: i.value().to_owned() }
+        Self {
+            kind: i.kind().as_str().to_owned(),
+            value: i.value().to_owned(),
+        }
     }
 
     /// Back to a domain identity (validated again).
@@ -106,7 +109,9 @@ pub struct TokenIssuer {
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenIssuer").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("TokenIssuer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,8 +136,16 @@ impl TokenIssuer {
         let key = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| KeyError(e.to_string()))?;
         let public = signing.verifying_key().to_bytes();
         use sha2::Digest as _;
-        let kid = format!("identity-{}", &hex::encode(sha2::Sha256::digest(public))[..16]);
-        Ok(Self { key, public, kid, ttl })
+        let kid = format!(
+            "identity-{}",
+            &hex::encode(sha2::Sha256::digest(public))[..16]
+        );
+        Ok(Self {
+            key,
+            public,
+            kid,
+            ttl,
+        })
     }
 
     /// A fresh key (tests).
@@ -153,8 +166,10 @@ impl TokenIssuer {
                 .map_err(|e| KeyError(e.to_string()))?;
             write_private(path, pem.as_bytes()).map_err(|e| KeyError(e.to_string()))?;
         }
-        let pem = std::fs::read_to_string(path).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
-        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
+        let key = SigningKey::from_pkcs8_pem(&pem)
+            .map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
         Self::from_key(&key, ttl)
     }
 
@@ -168,7 +183,13 @@ impl TokenIssuer {
     }
 
     /// Signs a token for `identities` at `assurance`.
-    pub fn issue(&self, verification_id: &str, method: &str, assurance: Assurance, identities: Vec<Identity>) -> Result<Issued, KeyError> {
+    pub fn issue(
+        &self,
+        verification_id: &str,
+        method: &str,
+        assurance: Assurance,
+        identities: Vec<Identity>,
+    ) -> Result<Issued, KeyError> {
         let now = Utc::now();
         let expires_at = now + self.ttl;
         let secs = |t: DateTime<Utc>| u64::try_from(t.timestamp()).unwrap_or(0);
@@ -182,12 +203,21 @@ impl TokenIssuer {
             jti: uuid::Uuid::new_v4().to_string(),
             acr: assurance,
             method: method.to_owned(),
-            identities: identities.iter().map(TokenIdentity::from_identity).collect(),
+            identities: identities
+                .iter()
+                .map(TokenIdentity::from_identity)
+                .collect(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let jwt = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| KeyError(e.to_string()))?;
-        Ok(Issued { jwt, expires_at, assurance, identities })
+        let jwt = jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| KeyError(e.to_string()))?;
+        Ok(Issued {
+            jwt,
+            expires_at,
+            assurance,
+            identities,
+        })
     }
 }
 
@@ -195,7 +225,11 @@ impl TokenIssuer {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 

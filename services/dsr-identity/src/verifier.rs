@@ -13,8 +13,8 @@ use hmac::{Hmac, Mac};
 use rand::Rng as _;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter,
 };
 use serde::Deserialize;
 use sha2::Sha256;
@@ -66,7 +66,14 @@ pub enum Error {
 
 impl From<DbErr> for Error {
     fn from(e: DbErr) -> Self {
-        Self::Internal(format!("storage: {}", if matches!(e, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) { "unavailable" } else { "error" }))
+        Self::Internal(format!(
+            "storage: {}",
+            if matches!(e, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) {
+                "unavailable"
+            } else {
+                "error"
+            }
+        ))
     }
 }
 
@@ -83,7 +90,11 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { code_ttl: Duration::minutes(10), max_attempts: 5, per_hour: 5 }
+        Self {
+            code_ttl: Duration::minutes(10),
+            max_attempts: 5,
+            per_hour: 5,
+        }
     }
 }
 
@@ -149,7 +160,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,7 +181,14 @@ impl Verifier {
         hmac_key: [u8; 32],
         idp: Option<Arc<Validator>>,
     ) -> Self {
-        Self { db, settings, notifier, issuer, hmac_key, idp }
+        Self {
+            db,
+            settings,
+            notifier,
+            issuer,
+            hmac_key,
+            idp,
+        }
     }
 
     /// The JWKS verification tokens are checked with.
@@ -185,7 +205,13 @@ impl Verifier {
         hex::encode(m.finalize().into_bytes())
     }
 
-    async fn audit(&self, challenge_id: &str, method: &str, outcome: &str, actor: &str) -> Result<(), Error> {
+    async fn audit(
+        &self,
+        challenge_id: &str,
+        method: &str,
+        outcome: &str,
+        actor: &str,
+    ) -> Result<(), Error> {
         attempt::ActiveModel {
             challenge_id: Set(challenge_id.to_owned()),
             method: Set(method.to_owned()),
@@ -196,13 +222,23 @@ impl Verifier {
         }
         .insert(&self.db)
         .await?;
-        tracing::info!(challenge = challenge_id, method, outcome, "verification attempt");
+        tracing::info!(
+            challenge = challenge_id,
+            method,
+            outcome,
+            "verification attempt"
+        );
         Ok(())
     }
 
     /// Sends a code to `to` (an email address or phone number matching
     /// `channel`). The answer is the same whoever the person is.
-    pub async fn start_code(&self, to: Identity, channel: Channel, language: &str) -> Result<Started, Error> {
+    pub async fn start_code(
+        &self,
+        to: Identity,
+        channel: Channel,
+        language: &str,
+    ) -> Result<Started, Error> {
         let expected = match channel {
             Channel::Email => IdentityType::Email,
             Channel::Sms => IdentityType::Phone,
@@ -214,20 +250,26 @@ impl Verifier {
             )]));
         }
         let now = Utc::now();
-        let identity_hash = self.mac(&[b"identity", to.kind().as_str().as_bytes(), to.value().as_bytes()]);
+        let identity_hash = self.mac(&[
+            b"identity",
+            to.kind().as_str().as_bytes(),
+            to.value().as_bytes(),
+        ]);
         let recent = challenge::Entity::find()
             .filter(challenge::Column::IdentityHash.eq(identity_hash.as_str()))
             .filter(challenge::Column::CreatedAt.gt(now - Duration::hours(1)))
             .count(&self.db)
             .await?;
         if recent >= self.settings.per_hour {
-            self.audit("-", channel.method(), "rate_limited", "subject").await?;
+            self.audit("-", channel.method(), "rate_limited", "subject")
+                .await?;
             return Err(Error::RateLimited);
         }
         let id = uuid::Uuid::new_v4().to_string();
         let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
         let expires_at = now + self.settings.code_ttl;
-        let identities = serde_json::to_string(&[TokenIdentity::from_identity(&to)]).map_err(|e| Error::Internal(e.to_string()))?;
+        let identities = serde_json::to_string(&[TokenIdentity::from_identity(&to)])
+            .map_err(|e| Error::Internal(e.to_string()))?;
         challenge::ActiveModel {
             id: Set(id.clone()),
             method: Set(channel.method().to_owned()),
@@ -243,53 +285,89 @@ impl Verifier {
         .await?;
         let minutes = std::cmp::max(self.settings.code_ttl.num_minutes(), 1);
         let (subject, body) = if language == "en" {
-            ("Your verification code".to_owned(), format!("Your verification code is {code}. It is valid for {minutes} minutes. If you did not ask for it, ignore this message."))
+            (
+                "Your verification code".to_owned(),
+                format!(
+                    "Your verification code is {code}. It is valid for {minutes} minutes. If you did not ask for it, ignore this message."
+                ),
+            )
         } else {
-            ("Din verifieringskod".to_owned(), format!("Din verifieringskod är {code}. Den gäller i {minutes} minuter. Om du inte har bett om den kan du bortse från meddelandet."))
+            (
+                "Din verifieringskod".to_owned(),
+                format!(
+                    "Din verifieringskod är {code}. Den gäller i {minutes} minuter. Om du inte har bett om den kan du bortse från meddelandet."
+                ),
+            )
         };
-        if self.notifier.send(&Message { to, subject, body }).await.is_err() {
-            self.audit(&id, channel.method(), "delivery_failed", "subject").await?;
+        if self
+            .notifier
+            .send(&Message { to, subject, body })
+            .await
+            .is_err()
+        {
+            self.audit(&id, channel.method(), "delivery_failed", "subject")
+                .await?;
             return Err(Error::Delivery);
         }
-        self.audit(&id, channel.method(), "code_sent", "subject").await?;
-        Ok(Started { challenge_id: id, expires_at })
+        self.audit(&id, channel.method(), "code_sent", "subject")
+            .await?;
+        Ok(Started {
+            challenge_id: id,
+            expires_at,
+        })
     }
 
     /// Checks a code. A wrong one counts an attempt; the last one locks the
     /// challenge.
     pub async fn complete(&self, challenge_id: &str, code: &str) -> Result<Issued, Error> {
         if !code.bytes().all(|b| b.is_ascii_digit()) || code.len() != 6 {
-            return Err(Error::InvalidArgument(vec![("code".into(), "6 digits".into())]));
+            return Err(Error::InvalidArgument(vec![(
+                "code".into(),
+                "6 digits".into(),
+            )]));
         }
-        let Some(c) = challenge::Entity::find_by_id(challenge_id.to_owned()).one(&self.db).await? else {
+        let Some(c) = challenge::Entity::find_by_id(challenge_id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
             return Err(Error::NotFound);
         };
         match c.state.as_str() {
             "locked" => {
-                self.audit(challenge_id, &c.method, "refused_locked", "subject").await?;
+                self.audit(challenge_id, &c.method, "refused_locked", "subject")
+                    .await?;
                 return Err(Error::Locked);
             }
             "used" => {
-                self.audit(challenge_id, &c.method, "refused_used", "subject").await?;
+                self.audit(challenge_id, &c.method, "refused_used", "subject")
+                    .await?;
                 return Err(Error::Used);
             }
             _ => {}
         }
         if Utc::now() > c.expires_at {
-            self.audit(challenge_id, &c.method, "refused_expired", "subject").await?;
+            self.audit(challenge_id, &c.method, "refused_expired", "subject")
+                .await?;
             return Err(Error::Expired);
         }
         // Count the attempt first, atomically, so parallel guesses cannot
         // exceed the limit.
         let counted = challenge::Entity::update_many()
-            .col_expr(challenge::Column::Attempts, Expr::col(challenge::Column::Attempts).add(1))
+            .col_expr(
+                challenge::Column::Attempts,
+                Expr::col(challenge::Column::Attempts).add(1),
+            )
             .filter(challenge::Column::Id.eq(challenge_id))
             .filter(challenge::Column::State.eq("pending"))
-            .filter(challenge::Column::Attempts.lt(i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX)))
+            .filter(
+                challenge::Column::Attempts
+                    .lt(i32::try_from(self.settings.max_attempts).unwrap_or(i32::MAX)),
+            )
             .exec(&self.db)
             .await?;
         if counted.rows_affected == 0 {
-            self.audit(challenge_id, &c.method, "refused_locked", "subject").await?;
+            self.audit(challenge_id, &c.method, "refused_locked", "subject")
+                .await?;
             return Err(Error::Locked);
         }
         let attempts = u32::try_from(c.attempts).unwrap_or(0) + 1;
@@ -303,7 +381,17 @@ impl Verifier {
                     .exec(&self.db)
                     .await?;
             }
-            self.audit(challenge_id, &c.method, if remaining == 0 { "wrong_code_locked" } else { "wrong_code" }, "subject").await?;
+            self.audit(
+                challenge_id,
+                &c.method,
+                if remaining == 0 {
+                    "wrong_code_locked"
+                } else {
+                    "wrong_code"
+                },
+                "subject",
+            )
+            .await?;
             return Err(Error::WrongCode { remaining });
         }
         let used = challenge::Entity::update_many()
@@ -315,10 +403,18 @@ impl Verifier {
         if used.rows_affected == 0 {
             return Err(Error::Used);
         }
-        let identities: Vec<TokenIdentity> = serde_json::from_str(&c.identities).map_err(|e| Error::Internal(e.to_string()))?;
-        let identities: Vec<Identity> = identities.iter().filter_map(TokenIdentity::to_identity).collect();
-        let issued = self.issuer.issue(challenge_id, &c.method, Assurance::Low, identities).map_err(|e| Error::Internal(e.to_string()))?;
-        self.audit(challenge_id, &c.method, "verified", "subject").await?;
+        let identities: Vec<TokenIdentity> =
+            serde_json::from_str(&c.identities).map_err(|e| Error::Internal(e.to_string()))?;
+        let identities: Vec<Identity> = identities
+            .iter()
+            .filter_map(TokenIdentity::to_identity)
+            .collect();
+        let issued = self
+            .issuer
+            .issue(challenge_id, &c.method, Assurance::Low, identities)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.audit(challenge_id, &c.method, "verified", "subject")
+            .await?;
         Ok(issued)
     }
 
@@ -330,7 +426,8 @@ impl Verifier {
         let claims: IdpClaims = match idp.decode(jwt, &["exp", "iss", "aud", "sub"]) {
             Ok(c) => c,
             Err(e) => {
-                self.audit(&id, "idp_assertion", e.reason(), "subject").await?;
+                self.audit(&id, "idp_assertion", e.reason(), "subject")
+                    .await?;
                 return Err(Error::AssertionRejected(e.reason()));
             }
         };
@@ -342,32 +439,56 @@ impl Verifier {
         } else if acr.ends_with("low") {
             Assurance::Low
         } else {
-            self.audit(&id, "idp_assertion", "unknown_acr", "subject").await?;
+            self.audit(&id, "idp_assertion", "unknown_acr", "subject")
+                .await?;
             return Err(Error::AssertionRejected("ASSERTION_ACR_UNKNOWN"));
         };
         let mut identities = Vec::new();
         if let Some(p) = claims.personnummer.as_deref() {
-            identities.push(Identity::parse(IdentityType::Personnummer, p).map_err(|_| Error::AssertionRejected("ASSERTION_IDENTITY_INVALID"))?);
+            identities.push(
+                Identity::parse(IdentityType::Personnummer, p)
+                    .map_err(|_| Error::AssertionRejected("ASSERTION_IDENTITY_INVALID"))?,
+            );
         }
         if let (Some(e), true) = (claims.email.as_deref(), claims.email_verified) {
-            identities.push(Identity::parse(IdentityType::Email, e).map_err(|_| Error::AssertionRejected("ASSERTION_IDENTITY_INVALID"))?);
+            identities.push(
+                Identity::parse(IdentityType::Email, e)
+                    .map_err(|_| Error::AssertionRejected("ASSERTION_IDENTITY_INVALID"))?,
+            );
         }
         if identities.is_empty() {
-            self.audit(&id, "idp_assertion", "no_identity", "subject").await?;
+            self.audit(&id, "idp_assertion", "no_identity", "subject")
+                .await?;
             return Err(Error::AssertionRejected("ASSERTION_NO_IDENTITY"));
         }
-        let issued = self.issuer.issue(&id, "idp_assertion", assurance, identities).map_err(|e| Error::Internal(e.to_string()))?;
-        self.audit(&id, "idp_assertion", "verified", "subject").await?;
+        let issued = self
+            .issuer
+            .issue(&id, "idp_assertion", assurance, identities)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.audit(&id, "idp_assertion", "verified", "subject")
+            .await?;
         Ok(issued)
     }
 
     /// Records a case handler's attestation and issues a token.
-    pub async fn attest(&self, handler: &str, identities: Vec<Identity>, evidence: Evidence, note: &str) -> Result<Issued, Error> {
+    pub async fn attest(
+        &self,
+        handler: &str,
+        identities: Vec<Identity>,
+        evidence: Evidence,
+        note: &str,
+    ) -> Result<Issued, Error> {
         if identities.is_empty() {
-            return Err(Error::InvalidArgument(vec![("claimed".into(), "at least one identity".into())]));
+            return Err(Error::InvalidArgument(vec![(
+                "claimed".into(),
+                "at least one identity".into(),
+            )]));
         }
         if note.chars().count() > 500 {
-            return Err(Error::InvalidArgument(vec![("attestation.note".into(), "at most 500 characters".into())]));
+            return Err(Error::InvalidArgument(vec![(
+                "attestation.note".into(),
+                "at most 500 characters".into(),
+            )]));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let outcome = match evidence {
@@ -376,9 +497,15 @@ impl Verifier {
         };
         let issued = self
             .issuer
-            .issue(&id, "case_handler_attestation", Assurance::Attested, identities)
+            .issue(
+                &id,
+                "case_handler_attestation",
+                Assurance::Attested,
+                identities,
+            )
             .map_err(|e| Error::Internal(e.to_string()))?;
-        self.audit(&id, "case_handler_attestation", outcome, handler).await?;
+        self.audit(&id, "case_handler_attestation", outcome, handler)
+            .await?;
         Ok(issued)
     }
 

@@ -75,7 +75,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.drop_table(Table::drop().table(IdentityAttempt::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(IdentityChallenge::Table).to_owned()).await
+        m.drop_table(Table::drop().table(IdentityAttempt::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(IdentityChallenge::Table).to_owned())
+            .await
     }
 }
