@@ -32,6 +32,44 @@ pub(crate) struct Config {
     pub up: UpSection,
     pub transfer_registry: TransferRegistrySection,
     pub system_sql: SystemSqlSection,
+    pub identity: IdentitySection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdentitySection {
+    /// How long a one-time code works, seconds.
+    pub code_ttl_secs: u64,
+    /// Wrong codes before a challenge locks.
+    pub max_attempts: u32,
+    /// Codes per identity per hour.
+    pub codes_per_hour: u64,
+    /// Lifetime of verification tokens, seconds.
+    pub token_ttl_secs: u64,
+    /// Where codes are written when no SMTP relay is set; empty:
+    /// `<data_dir>/outbox`.
+    pub outbox_dir: String,
+    /// SMTP relay (`smtp://user:pass@host:587`, `smtps://…`); set in production.
+    pub smtp_url: String,
+    /// Sender address of code messages.
+    pub smtp_from: String,
+    /// The relay's email-to-SMS gateway domain, for codes by SMS.
+    pub sms_gateway_domain: String,
+    /// The company identity provider's JWKS; empty: assertions are refused.
+    pub idp_jwks_file: String,
+    /// The identity provider's issuer.
+    pub idp_issuer: String,
+    /// The audience the identity provider issues assertions for.
+    pub idp_audience: String,
+    /// The key verification tokens are signed with (created when missing);
+    /// empty: `<data_dir>/keys/identity-signing.pem`.
+    pub signing_key_file: String,
+    /// Where the public JWKS is written at start; empty:
+    /// `<data_dir>/identity-jwks.json`.
+    pub jwks_out: String,
+    /// 64 hex digits keying the hashes of codes and identities (created when
+    /// missing); empty: `<data_dir>/keys/identity-hmac.key`.
+    pub hmac_key_file: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -152,6 +190,22 @@ impl Default for Config {
                 seed: true,
                 countries_file: String::new(),
                 review_window_days: 30,
+            },
+            identity: IdentitySection {
+                code_ttl_secs: 600,
+                max_attempts: 5,
+                codes_per_hour: 5,
+                token_ttl_secs: 900,
+                outbox_dir: String::new(),
+                smtp_url: String::new(),
+                smtp_from: String::new(),
+                sms_gateway_domain: String::new(),
+                idp_jwks_file: String::new(),
+                idp_issuer: String::new(),
+                idp_audience: "dsr-identity".into(),
+                signing_key_file: String::new(),
+                jwks_out: String::new(),
+                hmac_key_file: String::new(),
             },
             system_sql: SystemSqlSection {
                 manifest: String::new(),
@@ -308,6 +362,7 @@ impl Config {
             ),
             ("redaction_key_file", &self.redaction_key_file),
             ("system_sql.manifest", &self.system_sql.manifest),
+            ("identity.idp_jwks_file", &self.identity.idp_jwks_file),
         ] {
             if !path.is_empty() && !Path::new(path).is_file() {
                 bail!("invalid configuration: {name}: no such file {path}");
@@ -334,6 +389,26 @@ impl Config {
         if !self.system_sql.manifest.is_empty() && !self.system_sql.reference.is_empty() {
             bail!(
                 "invalid configuration: set system_sql.manifest or system_sql.reference, not both"
+            );
+        }
+        let id = &self.identity;
+        if id.code_ttl_secs == 0 || id.code_ttl_secs > 3600 {
+            bail!("invalid configuration: identity.code_ttl_secs must be 1 to 3600");
+        }
+        if id.max_attempts == 0 || id.codes_per_hour == 0 {
+            bail!(
+                "invalid configuration: identity.max_attempts and identity.codes_per_hour must be at least 1"
+            );
+        }
+        if id.token_ttl_secs == 0 || id.token_ttl_secs > 86_400 {
+            bail!("invalid configuration: identity.token_ttl_secs must be 1 to 86400");
+        }
+        if !id.smtp_url.is_empty() && id.smtp_from.is_empty() {
+            bail!("invalid configuration: identity.smtp_from is required with identity.smtp_url");
+        }
+        if !id.idp_jwks_file.is_empty() && id.idp_issuer.is_empty() {
+            bail!(
+                "invalid configuration: identity.idp_issuer is required with identity.idp_jwks_file"
             );
         }
         if self.transfer_registry.review_window_days > 3650 {

@@ -117,13 +117,21 @@ pub(crate) fn token_or_mint(
 /// the data directory (created once), so hashes in logs stay comparable
 /// across restarts.
 pub(crate) fn redaction_key(file: &str, dir: &Path) -> anyhow::Result<[u8; 32]> {
+    secret_key(file, &dir.join(REDACTION_FILE))
+}
+
+/// A 32-byte secret kept as 64 hex digits: from `file` when given (it must
+/// exist), else from `default`, created with a random key the first time.
+pub(crate) fn secret_key(file: &str, default: &Path) -> anyhow::Result<[u8; 32]> {
     let path = if file.is_empty() {
-        dir.join(REDACTION_FILE)
+        default.to_path_buf()
     } else {
         PathBuf::from(file)
     };
     if file.is_empty() && !path.exists() {
-        std::fs::create_dir_all(dir)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         write_private(&path, &format!("{}\n", uuid_like()))?;
     }
     let text = std::fs::read_to_string(&path)

@@ -14,6 +14,7 @@ mod dev;
 mod services;
 mod transfers;
 mod up;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,8 @@ enum Command {
     Conformance(conformance::ConformanceArgs),
     /// Measure Locate latency and Access memory on the reference systems.
     Bench(bench::BenchArgs),
+    /// Verify a person with a one-time code (local use).
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -181,8 +184,11 @@ fn flags(cli: &Cli) -> Overrides {
                 f.push(("database.url", V::String(u.clone())));
             }
         }
-        Command::Token(_) | Command::Transfers(_) | Command::Conformance(_) | Command::Bench(_) => {
-        }
+        Command::Token(_)
+        | Command::Transfers(_)
+        | Command::Conformance(_)
+        | Command::Bench(_)
+        | Command::Verify(_) => {}
     }
     f
 }
@@ -254,6 +260,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Seed(args) => seed(&cfg, args).await,
         Command::Conformance(args) => conformance::run(&cfg, args).await,
         Command::Bench(args) => bench::run(&cfg, args).await,
+        Command::Verify(args) => verify::run(&cfg, args).await,
     }
 }
 

@@ -23,6 +23,8 @@ pub(crate) enum ServiceKind {
     TransferRegistry,
     /// The generic SQL connector (dsr.system.v1.DataSystem) over a manifest.
     SystemSql,
+    /// Identity verification (dsr.identity.v1.IdentityVerification).
+    Identity,
 }
 
 impl ServiceKind {
@@ -31,6 +33,7 @@ impl ServiceKind {
         match self {
             Self::TransferRegistry => "transfer-registry",
             Self::SystemSql => "system-sql",
+            Self::Identity => "identity",
         }
     }
 
@@ -42,6 +45,7 @@ impl ServiceKind {
                 dsr_store::migrate::<transfer::migration::Migrator>(db).await?
             }
             Self::SystemSql => dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?,
+            Self::Identity => dsr_store::migrate::<dsr_identity::migration::Migrator>(db).await?,
         }
         Ok(pending)
     }
@@ -52,6 +56,7 @@ impl ServiceKind {
                 dsr_store::pending::<transfer::migration::Migrator>(db).await?
             }
             Self::SystemSql => dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?,
+            Self::Identity => dsr_store::pending::<dsr_identity::migration::Migrator>(db).await?,
         })
     }
 }
@@ -63,12 +68,17 @@ pub(crate) const ALL_SCOPES: &[&str] = &[
     dsr_system_sql::grpc::SCOPE_DESCRIBE,
     dsr_system_sql::grpc::SCOPE_READ,
     dsr_system_sql::grpc::SCOPE_WRITE,
+    dsr_identity::grpc::SCOPE_VERIFY,
+    dsr_identity::grpc::SCOPE_ATTEST,
 ];
 
 /// Every audience a development token may name: the registry and the
 /// reference systems.
 pub(crate) fn all_audiences() -> Vec<String> {
-    let mut v = vec![transfer::SERVICE_NAME.to_owned()];
+    let mut v = vec![
+        transfer::SERVICE_NAME.to_owned(),
+        dsr_identity::SERVICE_NAME.to_owned(),
+    ];
     v.extend(Reference::ALL.iter().map(|r| r.id().to_owned()));
     v
 }
@@ -101,6 +111,15 @@ impl Instance {
         }
     }
 
+    /// Identity verification.
+    pub(crate) fn identity() -> Self {
+        Self {
+            kind: ServiceKind::Identity,
+            name: "identity".into(),
+            system: None,
+        }
+    }
+
     /// A reference data system.
     pub(crate) fn reference(r: Reference) -> Self {
         Self {
@@ -114,6 +133,7 @@ impl Instance {
     pub(crate) fn from_config(kind: ServiceKind, cfg: &Config) -> anyhow::Result<Self> {
         match kind {
             ServiceKind::TransferRegistry => Ok(Self::registry()),
+            ServiceKind::Identity => Ok(Self::identity()),
             ServiceKind::SystemSql => {
                 if let Some(r) = Reference::parse(&cfg.system_sql.reference) {
                     Ok(Self::reference(r))
@@ -139,6 +159,7 @@ impl Instance {
         match self.kind {
             ServiceKind::TransferRegistry => &["dsr.transfer.v1.TransferRegistry"],
             ServiceKind::SystemSql => &["dsr.system.v1.DataSystem"],
+            ServiceKind::Identity => &["dsr.identity.v1.IdentityVerification"],
         }
     }
 
@@ -323,6 +344,83 @@ pub(crate) async fn prepare(
             set.add(transfer::grpc::service(
                 registry,
                 trust.validator(transfer::SERVICE_NAME),
+            ))
+            .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+        }
+        (ServiceKind::Identity, _) => {
+            let id = &cfg.identity;
+            let data = &cfg.data_dir;
+            let key_file = if id.signing_key_file.is_empty() {
+                data.join("keys/identity-signing.pem")
+            } else {
+                PathBuf::from(&id.signing_key_file)
+            };
+            let issuer = dsr_identity::tokens::TokenIssuer::load_or_create(
+                &key_file,
+                chrono::Duration::seconds(i64::try_from(id.token_ttl_secs).unwrap_or(900)),
+            )?;
+            let jwks_out = if id.jwks_out.is_empty() {
+                data.join("identity-jwks.json")
+            } else {
+                PathBuf::from(&id.jwks_out)
+            };
+            if let Some(dir) = jwks_out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&jwks_out, issuer.jwks())
+                .with_context(|| format!("cannot write {}", jwks_out.display()))?;
+            let notifier: Arc<dyn dsr_identity::notifier::Notifier> = if id.smtp_url.is_empty() {
+                let dir = if id.outbox_dir.is_empty() {
+                    data.join("outbox")
+                } else {
+                    PathBuf::from(&id.outbox_dir)
+                };
+                Arc::new(dsr_identity::notifier::Outbox::new(dir))
+            } else {
+                Arc::new(
+                    dsr_identity::notifier::Smtp::new(
+                        &id.smtp_url,
+                        &id.smtp_from,
+                        (!id.sms_gateway_domain.is_empty()).then(|| id.sms_gateway_domain.clone()),
+                    )
+                    .context("invalid configuration: identity.smtp_url or identity.smtp_from")?,
+                )
+            };
+            let idp = if id.idp_jwks_file.is_empty() {
+                None
+            } else {
+                let text = std::fs::read_to_string(&id.idp_jwks_file)?;
+                let keys = KeySet::from_jwks_json(&text)
+                    .context("invalid configuration: identity.idp_jwks_file")?;
+                Some(Arc::new(Validator::new(
+                    Arc::new(keys),
+                    ValidatorConfig {
+                        issuers: vec![id.idp_issuer.clone()],
+                        audience: id.idp_audience.clone(),
+                        leeway_secs: cfg.auth.leeway_secs,
+                    },
+                )))
+            };
+            let hmac =
+                crate::dev::secret_key(&id.hmac_key_file, &data.join("keys/identity-hmac.key"))?;
+            let verifier = dsr_identity::verifier::Verifier::new(
+                db,
+                dsr_identity::verifier::Settings {
+                    code_ttl: chrono::Duration::seconds(
+                        i64::try_from(id.code_ttl_secs).unwrap_or(600),
+                    ),
+                    max_attempts: id.max_attempts,
+                    per_hour: id.codes_per_hour,
+                },
+                notifier,
+                issuer,
+                hmac,
+                idp,
+            );
+            verifier.spawn_purge(Duration::from_secs(60));
+            set.add(dsr_identity::grpc::service(
+                verifier,
+                trust.validator(dsr_identity::SERVICE_NAME),
             ))
             .describe(dsr_proto::FILE_DESCRIPTOR_SET);
         }

@@ -13,7 +13,8 @@ use crate::services::{self, Instance, Schema, Trust};
 /// Runs every service until SIGINT or SIGTERM, then drains them all: the
 /// transfer registry on the base port, then the three reference systems
 /// (CRM, print-and-mail, legal) on the next ports, each with its own
-/// database, seeded with synthetic people when empty.
+/// database, seeded with synthetic people when empty, then identity
+/// verification (codes go to `<data_dir>/outbox`).
 pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     let key = dev::ensure_dev_key(&cfg.data_dir)?;
     let trust = Trust::from_config(cfg, &[key.jwks_path.as_path()], &[dev::DEV_ISSUER])?;
@@ -22,6 +23,7 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     let mut endpoints = Vec::new();
     let mut instances = vec![Instance::registry()];
     instances.extend(Reference::ALL.into_iter().map(Instance::reference));
+    instances.push(Instance::identity());
     for (i, inst) in instances.into_iter().enumerate() {
         let port = cfg
             .up
@@ -95,6 +97,11 @@ fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)]) {
                 r.sample_identity(cfg.system_sql.seed)
             );
         }
+    }
+    if endpoints.iter().any(|(i, _)| i.name == "identity") {
+        println!("Verify a person (the code lands in {dir}/outbox):");
+        println!("  dsr verify start{data} --email anna.svensson@example.se");
+        println!("  dsr verify complete{data} --challenge <id> --code <code>");
     }
     println!("Stop with Ctrl-C.");
 }

@@ -101,7 +101,7 @@ fn stdout(o: &Output) -> String {
 async fn up_serves_authenticates_persists_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
+    let port = free_ports();
     let child = up(&data, port);
     let endpoint = format!("http://127.0.0.1:{port}");
     let ch = Channel::from_shared(endpoint.clone())
@@ -422,4 +422,92 @@ fn a_manifest_naming_a_missing_column_stops_the_connector() {
         manifest.display()
     );
     assert!(err.contains(&want), "{err}");
+}
+
+// Multi-threaded for the same reason as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_verification_under_dsr_up_gives_a_token_other_services_accept() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let port = free_ports();
+    let child = up_with(&data, port, &[("DSR_SYSTEM_SQL__SEED_SUBJECTS", "20")]);
+    let endpoint = format!("http://127.0.0.1:{}", port + 4);
+    let challenge = stdout(&dsr(&[
+        "verify",
+        "start",
+        "--data-dir",
+        d,
+        "--endpoint",
+        &endpoint,
+        "--email",
+        "Karin.Lind@Exempel.se",
+        "--language",
+        "en",
+    ]));
+    let challenge = challenge.trim();
+    let message = std::fs::read_dir(data.join("outbox"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(message).unwrap();
+    assert!(text.starts_with("To: karin.lind@exempel.se\n"), "{text}");
+    let i = text.find("code is ").unwrap() + 8;
+    let code = &text[i..i + 6];
+    let token = stdout(&dsr(&[
+        "verify",
+        "complete",
+        "--data-dir",
+        d,
+        "--endpoint",
+        &endpoint,
+        "--challenge",
+        challenge,
+        "--code",
+        code,
+    ]));
+    let token = token.trim();
+
+    // Another service verifies it offline with the JWKS published in the data directory.
+    let jwks = std::fs::read_to_string(data.join("identity-jwks.json")).unwrap();
+    let validator = dsr_auth::Validator::new(
+        Arc::new(dsr_auth::KeySet::from_jwks_json(&jwks).unwrap()),
+        dsr_auth::ValidatorConfig {
+            issuers: vec![dsr_identity::tokens::ISSUER.into()],
+            audience: dsr_identity::tokens::AUDIENCE.into(),
+            leeway_secs: 0,
+        },
+    );
+    let claims: dsr_identity::tokens::VerificationClaims = validator
+        .decode(token, &["exp", "iss", "aud", "sub"])
+        .unwrap();
+    assert_eq!(claims.identities[0].value, "karin.lind@exempel.se");
+    assert_eq!(claims.acr, dsr_identity::tokens::Assurance::Low);
+    // The same code again is refused.
+    let again = dsr(&[
+        "verify",
+        "complete",
+        "--data-dir",
+        d,
+        "--endpoint",
+        &endpoint,
+        "--challenge",
+        challenge,
+        "--code",
+        code,
+    ]);
+    assert!(!again.status.success());
+
+    let (ok, logs) = terminate(child);
+    assert!(ok, "{logs}");
+    for secret in [code, token, "karin.lind", "Karin.Lind"] {
+        assert!(
+            !logs.contains(secret),
+            "a secret appears in the logs of dsr up: {secret}"
+        );
+    }
+    assert!(logs.contains("verification attempt"));
 }
