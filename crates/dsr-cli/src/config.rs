@@ -49,7 +49,8 @@ pub(crate) struct IdentitySection {
     /// Where codes are written when no SMTP relay is set; empty:
     /// `<data_dir>/outbox`.
     pub outbox_dir: String,
-    /// SMTP relay (`smtp://user:pass@host:587`, `smtps://…`); set in production.
+    /// SMTP relay (`smtps://user:pass@host:465`, or `smtp://…:587?tls=required`
+    /// for STARTTLS); set in production.
     pub smtp_url: String,
     /// Sender address of code messages.
     pub smtp_from: String,

@@ -89,7 +89,8 @@ impl std::fmt::Debug for Smtp {
 }
 
 impl Smtp {
-    /// A relay at `url` (`smtp://host:587` with STARTTLS, `smtps://host:465`,
+    /// A relay at `url` (`smtp://host:587?tls=required` with STARTTLS,
+    /// `smtps://host:465` with TLS, plain `smtp://host:25` inside a cluster;
     /// credentials in the URL), sending as `from`.
     pub fn new(
         url: &str,
