@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -135,4 +136,42 @@ pub fn generate_ed25519(kid: &str) -> Result<DevKeyPair, Error> {
         private_pem,
         jwks_json,
     })
+}
+
+/// Writes `bytes` to a new file at `path` that only its owner can read
+/// (mode 0600 on Unix); fails if the file exists.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(bytes)
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, bytes)
+    }
+}
+
+/// Loads the Ed25519 private key (PKCS#8 PEM) at `path`, creating the file
+/// (and its directory) with a new random key when it does not exist.
+pub fn load_or_create_ed25519(path: &Path) -> Result<SigningKey, Error> {
+    let err = |reason: String| Error::KeySet(format!("{}: {reason}", path.display()));
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let key = SigningKey::generate(&mut rand::rngs::OsRng);
+        let pem = key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| err(e.to_string()))?;
+        write_private(path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
+    }
+    let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    SigningKey::from_pkcs8_pem(&pem).map_err(|e| err(e.to_string()))
 }

@@ -17,7 +17,7 @@ mod keys;
 mod layer;
 mod signer;
 
-pub use keys::{DevKeyPair, KeySet, generate_ed25519};
+pub use keys::{DevKeyPair, KeySet, generate_ed25519, load_or_create_ed25519, write_private};
 pub use layer::{AuthLayer, AuthService, ScopeRule};
 pub use signer::{ServiceTokenInterceptor, TokenRequest, TokenSigner};
 

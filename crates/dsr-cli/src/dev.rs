@@ -28,23 +28,9 @@ pub(crate) struct DevKey {
     pub(crate) jwks_path: PathBuf,
 }
 
-#[cfg(unix)]
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("cannot create {}", path.display()))
+    dsr_auth::write_private(path, contents.as_bytes())
+        .with_context(|| format!("cannot create {}", path.display()))
 }
 
 /// Creates the development key in `dir` unless it exists; returns it.

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 
 /// What is signed: this prefix, then the payload.
@@ -69,22 +68,10 @@ impl ReceiptSigner {
     /// Loads the PKCS#8 PEM key at `path`, creating it (mode 0600) when it
     /// does not exist. The key id is derived from the public key.
     pub fn load_or_create(path: &Path) -> Result<Self, SigningError> {
-        let err = |reason: String| SigningError::KeyFile {
+        let key = dsr_auth::load_or_create_ed25519(path).map_err(|e| SigningError::KeyFile {
             path: path.display().to_string(),
-            reason,
-        };
-        if !path.exists() {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-            }
-            let key = SigningKey::generate(&mut rand::rngs::OsRng);
-            let pem = key
-                .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-                .map_err(|e| err(e.to_string()))?;
-            write_private(path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
-        }
-        let pem = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| err(e.to_string()))?;
+            reason: e.to_string(),
+        })?;
         let key_id = key_id_of(&key.verifying_key());
         Ok(Self { key, key_id })
     }
@@ -117,23 +104,6 @@ pub fn key_id_of(key: &VerifyingKey) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(key.as_bytes());
     format!("ed25519-{}", &hex::encode(digest)[..16])
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
 
 /// Verifies `signed` against the published keys `(key_id, public key)` and

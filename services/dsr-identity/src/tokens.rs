@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use dsr_domain::identity::{Identity, IdentityType};
 use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
@@ -156,20 +156,7 @@ impl TokenIssuer {
     /// Loads the PKCS#8 PEM key at `path`, creating it (mode 0600) when
     /// missing.
     pub fn load_or_create(path: &Path, ttl: chrono::Duration) -> Result<Self, KeyError> {
-        if !path.exists() {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| KeyError(e.to_string()))?;
-            }
-            let key = SigningKey::generate(&mut rand::rngs::OsRng);
-            let pem = key
-                .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-                .map_err(|e| KeyError(e.to_string()))?;
-            write_private(path, pem.as_bytes()).map_err(|e| KeyError(e.to_string()))?;
-        }
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
-        let key = SigningKey::from_pkcs8_pem(&pem)
-            .map_err(|e| KeyError(format!("{}: {e}", path.display())))?;
+        let key = dsr_auth::load_or_create_ed25519(path).map_err(|e| KeyError(e.to_string()))?;
         Self::from_key(&key, ttl)
     }
 
@@ -219,21 +206,4 @@ impl TokenIssuer {
             identities,
         })
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
