@@ -5,6 +5,7 @@ use std::{env, path::PathBuf};
 const PROTO_ROOT: &str = "../../proto";
 const PROTOS: &[&str] = &[
     "dsr/common/v1/common.proto",
+    "dsr/discovery/v1/discovery.proto",
     "dsr/identity/v1/identity.proto",
     "dsr/system/v1/system.proto",
     "dsr/transfer/v1/transfer.proto",

@@ -245,3 +245,75 @@ pub fn operation_to_pb(op: &Operation) -> pb::Operation {
         end_time: op.ended_at.map(timestamp),
     }
 }
+
+/// The domain identity type of a proto one (None when unspecified).
+pub fn identity_type_from_pb(t: i32) -> Option<dsr_domain::identity::IdentityType> {
+    use dsr_domain::identity::IdentityType as T;
+    match common::IdentityType::try_from(t).ok()? {
+        common::IdentityType::Email => Some(T::Email),
+        common::IdentityType::Phone => Some(T::Phone),
+        common::IdentityType::SePersonnummer => Some(T::Personnummer),
+        common::IdentityType::SeOrganisationsnummer => Some(T::Organisationsnummer),
+        common::IdentityType::CustomerId => Some(T::CustomerId),
+        common::IdentityType::Unspecified => None,
+    }
+}
+
+/// The proto identity type of a domain one.
+pub fn identity_type_to_pb(t: dsr_domain::identity::IdentityType) -> common::IdentityType {
+    use dsr_domain::identity::IdentityType as T;
+    match t {
+        T::Email => common::IdentityType::Email,
+        T::Phone => common::IdentityType::Phone,
+        T::Personnummer => common::IdentityType::SePersonnummer,
+        T::Organisationsnummer => common::IdentityType::SeOrganisationsnummer,
+        T::CustomerId => common::IdentityType::CustomerId,
+    }
+}
+
+/// A domain identity in proto form (raw format).
+pub fn identity_to_pb(i: &dsr_domain::identity::Identity) -> common::Identity {
+    common::Identity {
+        r#type: identity_type_to_pb(i.kind()) as i32,
+        format: common::IdentityFormat::Raw as i32,
+        value: i.value().to_owned(),
+        hmac_key_id: String::new(),
+    }
+}
+
+/// Parses raw proto identities; each bad one is a `(field, description)`
+/// violation under `field[i]`, without its value.
+pub fn identities_from_pb(
+    list: Vec<common::Identity>,
+    field: &str,
+) -> Result<Vec<dsr_domain::identity::Identity>, Vec<(String, String)>> {
+    let mut v = Vec::new();
+    let mut out = Vec::new();
+    for (
+        i,
+        common::Identity {
+            r#type,
+            format,
+            value,
+            hmac_key_id: _,
+        },
+    ) in list.into_iter().enumerate()
+    {
+        let Some(kind) = identity_type_from_pb(r#type) else {
+            v.push((format!("{field}[{i}].type"), "required".to_owned()));
+            continue;
+        };
+        if !matches!(
+            common::IdentityFormat::try_from(format),
+            Ok(common::IdentityFormat::Raw | common::IdentityFormat::Unspecified)
+        ) {
+            v.push((format!("{field}[{i}].format"), "raw values only".to_owned()));
+            continue;
+        }
+        match dsr_domain::identity::Identity::parse(kind, &value) {
+            Ok(id) => out.push(id),
+            Err(e) => v.push((format!("{field}[{i}].value"), e.to_string())),
+        }
+    }
+    if v.is_empty() { Ok(out) } else { Err(v) }
+}

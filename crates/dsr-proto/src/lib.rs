@@ -11,6 +11,15 @@ pub mod common {
     }
 }
 
+/// Discovery: the registry of data systems and Locate across them.
+pub mod discovery {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.discovery.v1");
+    }
+}
+
 /// Identity verification.
 pub mod identity {
     /// Version 1.

@@ -1,0 +1,356 @@
+//! The gRPC edge of discovery: the handlers, and the tonic implementation of
+//! [`DataSystems`] (one lazily connected client per system, a service token
+//! minted for each system, the caller's trace context carried on).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use dsr_auth::{
+    AuthLayer, AuthService, ScopeRule, ServiceTokenInterceptor, TokenRequest, TokenSigner,
+    Validator,
+};
+use dsr_connector::grpc::{
+    self as kit, identities_from_pb, identity_to_pb, identity_type_to_pb, invalid_argument,
+};
+use dsr_domain::identity::{Identity, Organisationsnummer};
+use dsr_proto::discovery::v1 as pb;
+use dsr_proto::discovery::v1::discovery_server::{Discovery, DiscoveryServer};
+use dsr_proto::system::v1 as sys;
+use dsr_proto::system::v1::data_system_client::DataSystemClient;
+use tokio::sync::RwLock;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tower_layer::Layer;
+
+use crate::locator::{
+    Capabilities, DataSystems, Found, FoundStore, Header, Locator, Outcome, SystemError,
+};
+
+/// Scope of Locate.
+pub const SCOPE_LOCATE: &str = "discovery:locate";
+/// Scope of ListSystems.
+pub const SCOPE_READ: &str = "discovery:read";
+
+/// Required scopes per RPC.
+pub const SCOPES: &[ScopeRule] = &[
+    ScopeRule {
+        method: "ListSystems",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "Locate",
+        scopes: &[SCOPE_LOCATE],
+    },
+];
+
+/// A data system as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemEndpoint {
+    /// Its id.
+    pub id: String,
+    /// Its gRPC address, e.g. "http://crm:50051".
+    pub endpoint: String,
+    /// The operator's recipient id.
+    pub operator_recipient_id: String,
+}
+
+/// Attaches the service token and the current trace context.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    token: ServiceTokenInterceptor,
+}
+
+impl Interceptor for Outgoing {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let req = dsr_telemetry::propagation::TraceContextInterceptor.call(req)?;
+        self.token.call(req)
+    }
+}
+
+type Client = DataSystemClient<InterceptedService<Channel, Outgoing>>;
+
+/// The data systems over gRPC.
+#[derive(Debug)]
+pub struct GrpcSystems {
+    clients: BTreeMap<String, (SystemEndpoint, Client)>,
+    described: RwLock<BTreeMap<String, sys::DescribeResponse>>,
+}
+
+impl GrpcSystems {
+    /// Clients for `systems`, calling as `service:dsr-discovery` with tokens
+    /// from `signer`. Connections are made on first use.
+    pub fn new(systems: Vec<SystemEndpoint>, signer: Arc<TokenSigner>) -> Result<Self, String> {
+        let mut clients = BTreeMap::new();
+        for s in systems {
+            let channel = Channel::from_shared(s.endpoint.clone())
+                .map_err(|_| format!("system {}: invalid endpoint", s.id))?
+                .connect_lazy();
+            let token = ServiceTokenInterceptor::new(
+                signer.clone(),
+                TokenRequest {
+                    subject: format!("service:{}", crate::SERVICE_NAME),
+                    audiences: vec![s.id.clone()],
+                    scopes: vec!["system:describe".into(), "system:read".into()],
+                    ttl: std::time::Duration::from_secs(300),
+                },
+            );
+            let client = DataSystemClient::with_interceptor(channel, Outgoing { token })
+                .max_decoding_message_size(64 * 1024 * 1024);
+            clients.insert(s.id.clone(), (s, client));
+        }
+        Ok(Self {
+            clients,
+            described: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    /// The configured systems.
+    pub fn endpoints(&self) -> impl Iterator<Item = &SystemEndpoint> {
+        self.clients.values().map(|(e, _)| e)
+    }
+
+    /// The last Describe of each system.
+    pub async fn descriptions(&self) -> BTreeMap<String, sys::DescribeResponse> {
+        self.described.read().await.clone()
+    }
+
+    fn client(&self, system: &str) -> Result<Client, SystemError> {
+        self.clients
+            .get(system)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| SystemError::Failed("UNKNOWN_SYSTEM".into()))
+    }
+}
+
+fn failed(s: &Status) -> SystemError {
+    SystemError::Failed(format!("{:?}", s.code()).to_uppercase())
+}
+
+#[tonic::async_trait]
+impl DataSystems for GrpcSystems {
+    fn ids(&self) -> Vec<String> {
+        self.clients.keys().cloned().collect()
+    }
+
+    async fn describe(&self, system: &str) -> Result<Capabilities, SystemError> {
+        let d = self
+            .client(system)?
+            .describe(sys::DescribeRequest {})
+            .await
+            .map_err(|s| failed(&s))?
+            .into_inner();
+        let caps = Capabilities {
+            accepted: d
+                .accepted_identities
+                .iter()
+                .filter(|a| {
+                    a.formats
+                        .contains(&(dsr_proto::common::v1::IdentityFormat::Raw as i32))
+                })
+                .filter_map(|a| kit::identity_type_from_pb(a.r#type))
+                .collect(),
+            controllers: d
+                .controllers
+                .iter()
+                .filter_map(|c| Organisationsnummer::parse(&c.organisation_number).ok())
+                .collect(),
+        };
+        self.described.write().await.insert(system.to_owned(), d);
+        Ok(caps)
+    }
+
+    async fn locate(
+        &self,
+        system: &str,
+        h: &Header,
+        identities: &[Identity],
+    ) -> Result<Found, SystemError> {
+        let now = chrono::Utc::now();
+        let instruction = sys::Instruction {
+            request_id: h.request_id.clone(),
+            controller: Some(dsr_proto::common::v1::ControllerRef {
+                organisation_number: h.controller.as_str().to_owned(),
+            }),
+            system_id: system.to_owned(),
+            due_date: Some(kit::date_to_pb(h.due_date)),
+            issued_at: Some(kit::timestamp(now - chrono::Duration::seconds(5))),
+            expires_at: Some(kit::timestamp(now + chrono::Duration::minutes(5))),
+            idempotency_key: h.idempotency_key.clone(),
+        };
+        let resp = self
+            .client(system)?
+            .locate(sys::LocateRequest {
+                instruction: Some(instruction),
+                identities: identities.iter().map(identity_to_pb).collect(),
+            })
+            .await
+            .map_err(|s| failed(&s))?
+            .into_inner();
+        let mut stores = BTreeMap::new();
+        for s in resp.stores {
+            let entry: &mut FoundStore = stores.entry(s.store.clone()).or_default();
+            entry.keys.extend(s.records.into_iter().map(|r| r.key));
+            entry.categories.extend(s.category_ids);
+        }
+        let linked = identities_from_pb(resp.linked_identities, "linked").unwrap_or_default();
+        Ok(Found { stores, linked })
+    }
+}
+
+/// The service.
+pub type Service = AuthService<DiscoveryServer<Handlers>>;
+
+/// Builds the service.
+pub fn service(locator: Locator, systems: Arc<GrpcSystems>, validator: Arc<Validator>) -> Service {
+    AuthLayer::new(validator, SCOPES).layer(DiscoveryServer::new(Handlers { locator, systems }))
+}
+
+/// The handlers.
+#[derive(Debug)]
+pub struct Handlers {
+    locator: Locator,
+    systems: Arc<GrpcSystems>,
+}
+
+fn outcome_to_pb(o: Outcome) -> pb::Outcome {
+    match o {
+        Outcome::Found => pb::Outcome::Found,
+        Outcome::NotFound => pb::Outcome::NotFound,
+        Outcome::NoAcceptedIdentity => pb::Outcome::NoAcceptedIdentity,
+        Outcome::Failed => pb::Outcome::Failed,
+        Outcome::TimedOut => pb::Outcome::TimedOut,
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for Handlers {
+    async fn list_systems(
+        &self,
+        req: Request<pb::ListSystemsRequest>,
+    ) -> Result<Response<pb::ListSystemsResponse>, Status> {
+        let pb::ListSystemsRequest {} = req.into_inner();
+        let states = self.locator.states().await;
+        let described = self.systems.descriptions().await;
+        let systems = self
+            .systems
+            .endpoints()
+            .map(|e| {
+                let st = states.get(&e.id);
+                pb::SystemInfo {
+                    system_id: e.id.clone(),
+                    endpoint: e.endpoint.clone(),
+                    operator_recipient_id: e.operator_recipient_id.clone(),
+                    reachable: st
+                        .is_some_and(|s| s.last_error.is_none() && s.described_at.is_some()),
+                    described_at: st.and_then(|s| s.described_at).map(kit::timestamp),
+                    description: described.get(&e.id).cloned(),
+                    last_error: st.and_then(|s| s.last_error.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListSystemsResponse { systems }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn locate(
+        &self,
+        req: Request<pb::LocateRequest>,
+    ) -> Result<Response<pb::LocateResponse>, Status> {
+        let pb::LocateRequest {
+            request_id,
+            controller,
+            due_date,
+            identities,
+            max_rounds,
+        } = req.into_inner();
+        let mut v: Vec<(String, String)> = Vec::new();
+        if request_id.is_empty()
+            || request_id.len() > 64
+            || !request_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            v.push((
+                "request_id".into(),
+                "required: up to 64 letters, digits and -".into(),
+            ));
+        }
+        let controller =
+            match controller.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
+                Some(Ok(o)) => Some(o),
+                Some(Err(e)) => {
+                    v.push(("controller.organisation_number".into(), e.to_string()));
+                    None
+                }
+                None => {
+                    v.push(("controller.organisation_number".into(), "required".into()));
+                    None
+                }
+            };
+        let due = kit::date(due_date);
+        if due.is_none() {
+            v.push(("due_date".into(), "required, a valid date".into()));
+        }
+        let ids = match identities_from_pb(identities, "identities") {
+            Ok(ids) if ids.is_empty() => {
+                v.push(("identities".into(), "at least one identity".into()));
+                ids
+            }
+            Ok(ids) => ids,
+            Err(bad) => {
+                v.extend(bad);
+                Vec::new()
+            }
+        };
+        if max_rounds > crate::locator::MAX_ROUNDS {
+            v.push(("max_rounds".into(), "0 to 5".into()));
+        }
+        let (Some(controller), Some(due), true) = (controller, due, v.is_empty()) else {
+            return Err(invalid_argument(v));
+        };
+        let rounds = if max_rounds == 0 { 3 } else { max_rounds };
+        let map = self
+            .locator
+            .locate(&request_id, &controller, due, ids, rounds)
+            .await;
+        Ok(Response::new(pb::LocateResponse {
+            subject_map: Some(pb::SubjectMap {
+                identities: map.identities.iter().map(identity_to_pb).collect(),
+                systems: map
+                    .systems
+                    .into_iter()
+                    .map(|s| pb::SystemLocation {
+                        outcome: outcome_to_pb(s.outcome) as i32,
+                        stores: s
+                            .stores
+                            .into_iter()
+                            .map(|(store, f)| sys::LocatedStore {
+                                records: f
+                                    .keys
+                                    .into_iter()
+                                    .map(|key| sys::RecordRef {
+                                        store: store.clone(),
+                                        key,
+                                    })
+                                    .collect(),
+                                category_ids: f.categories.into_iter().collect(),
+                                store,
+                            })
+                            .collect(),
+                        error_reason: s.error_reason.unwrap_or_default(),
+                        asked_with: s
+                            .asked_with
+                            .into_iter()
+                            .map(|t| identity_type_to_pb(t) as i32)
+                            .collect(),
+                        system_id: s.system_id,
+                    })
+                    .collect(),
+                partial: map.partial,
+                rounds: map.rounds,
+            }),
+        }))
+    }
+}

@@ -1,0 +1,271 @@
+//! The fan-out and the identity expansion, against test doubles of data
+//! systems (no sockets): what is found, what is asked of whom, and what a
+//! failure or a timeout does to the map.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use dsr_discovery::locator::{
+    Capabilities, DataSystems, Found, FoundStore, Header, Locator, Outcome, SystemError,
+};
+use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
+
+fn id(t: IdentityType, v: &str) -> Identity {
+    Identity::parse(t, v).unwrap()
+}
+
+fn org(s: &str) -> Organisationsnummer {
+    Organisationsnummer::parse(s).unwrap()
+}
+
+/// A test double: each system accepts some identity types, knows the person
+/// by some identities, links others, and may fail or hang.
+#[derive(Default)]
+struct Fake {
+    systems: BTreeMap<String, FakeSystem>,
+    calls: Mutex<Vec<(String, Vec<IdentityType>)>>,
+}
+
+#[derive(Clone)]
+struct FakeSystem {
+    accepted: BTreeSet<IdentityType>,
+    controllers: BTreeSet<Organisationsnummer>,
+    knows: BTreeSet<Identity>,
+    links: Vec<Identity>,
+    behaviour: Behaviour,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    Answers,
+    Fails,
+    Hangs,
+}
+
+#[tonic::async_trait]
+impl DataSystems for Fake {
+    fn ids(&self) -> Vec<String> {
+        self.systems.keys().cloned().collect()
+    }
+    async fn describe(&self, system: &str) -> Result<Capabilities, SystemError> {
+        let s = &self.systems[system];
+        Ok(Capabilities {
+            accepted: s.accepted.clone(),
+            controllers: s.controllers.clone(),
+        })
+    }
+    async fn locate(
+        &self,
+        system: &str,
+        _h: &Header,
+        ids: &[Identity],
+    ) -> Result<Found, SystemError> {
+        let s = self.systems[system].clone();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((system.to_owned(), ids.iter().map(Identity::kind).collect()));
+        match s.behaviour {
+            Behaviour::Fails => return Err(SystemError::Failed("UNAVAILABLE".into())),
+            Behaviour::Hangs => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Behaviour::Answers => {}
+        }
+        if ids.iter().any(|i| s.knows.contains(i)) {
+            let mut stores = BTreeMap::new();
+            stores.insert(
+                "people".to_owned(),
+                FoundStore {
+                    keys: ["1".to_owned()].into(),
+                    categories: ["contact.name".to_owned()].into(),
+                },
+            );
+            Ok(Found {
+                stores,
+                linked: s.links.clone(),
+            })
+        } else {
+            Ok(Found::default())
+        }
+    }
+}
+
+fn mesh(behaviours: [Behaviour; 3]) -> Arc<Fake> {
+    let email = id(IdentityType::Email, "anna@example.se");
+    let phone = id(IdentityType::Phone, "+46701234567");
+    let cust = id(IdentityType::CustomerId, "C-000001");
+    let ctrl: BTreeSet<_> = [org("556134-1248")].into();
+    let mut systems = BTreeMap::new();
+    // The CRM knows the email and links the phone and the customer number.
+    systems.insert(
+        "crm".into(),
+        FakeSystem {
+            accepted: [
+                IdentityType::Email,
+                IdentityType::Phone,
+                IdentityType::CustomerId,
+            ]
+            .into(),
+            controllers: ctrl.clone(),
+            knows: [email.clone()].into(),
+            links: vec![phone.clone(), cust.clone()],
+            behaviour: behaviours[0],
+        },
+    );
+    // The legal vendor knows only the phone.
+    systems.insert(
+        "legal".into(),
+        FakeSystem {
+            accepted: [IdentityType::Phone].into(),
+            controllers: ctrl.clone(),
+            knows: [phone].into(),
+            links: vec![],
+            behaviour: behaviours[1],
+        },
+    );
+    // The print vendor knows only the customer number.
+    systems.insert(
+        "print".into(),
+        FakeSystem {
+            accepted: [IdentityType::CustomerId].into(),
+            controllers: ctrl,
+            knows: [cust].into(),
+            links: vec![],
+            behaviour: behaviours[2],
+        },
+    );
+    // A system of another controller is never asked.
+    systems.insert(
+        "other".into(),
+        FakeSystem {
+            accepted: [IdentityType::Email].into(),
+            controllers: [org("556885-5265")].into(),
+            knows: [email].into(),
+            links: vec![],
+            behaviour: Behaviour::Answers,
+        },
+    );
+    Arc::new(Fake {
+        systems,
+        calls: Mutex::new(Vec::new()),
+    })
+}
+
+fn due() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 12, 23).unwrap()
+}
+
+#[tokio::test]
+async fn expansion_reaches_systems_that_know_the_person_by_other_identities() {
+    let fake = mesh([Behaviour::Answers; 3]);
+    let locator = Locator::new(fake.clone(), Duration::from_secs(2));
+    locator.refresh().await;
+    let map = locator
+        .locate(
+            "req-1",
+            &org("556134-1248"),
+            due(),
+            vec![id(IdentityType::Email, "Anna@Example.se")],
+            3,
+        )
+        .await;
+    assert!(!map.partial);
+    let outcomes: Vec<(&str, Outcome)> = map
+        .systems
+        .iter()
+        .map(|s| (s.system_id.as_str(), s.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("crm", Outcome::Found),
+            ("legal", Outcome::Found),
+            ("print", Outcome::Found)
+        ]
+    );
+    assert_eq!(map.identities.len(), 3);
+    assert_eq!(map.rounds, 2);
+    // Minimisation: each system was asked only with the types it accepts, and never twice with one identity.
+    let calls = fake.calls.lock().unwrap().clone();
+    assert!(
+        calls
+            .iter()
+            .all(|(s, types)| s != "other" && (s != "legal" || types == &[IdentityType::Phone]))
+    );
+    assert!(
+        calls.iter().filter(|(s, _)| s == "crm").count() == 2,
+        "{calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_or_silent_system_makes_the_map_partial() {
+    let fake = mesh([Behaviour::Answers, Behaviour::Fails, Behaviour::Hangs]);
+    let locator = Locator::new(fake, Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let map = locator
+        .locate(
+            "req-2",
+            &org("556134-1248"),
+            due(),
+            vec![id(IdentityType::Email, "anna@example.se")],
+            3,
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(map.partial);
+    let by: BTreeMap<&str, (Outcome, Option<String>)> = map
+        .systems
+        .iter()
+        .map(|s| (s.system_id.as_str(), (s.outcome, s.error_reason.clone())))
+        .collect();
+    assert_eq!(by["crm"].0, Outcome::Found);
+    assert_eq!(by["legal"], (Outcome::Failed, Some("UNAVAILABLE".into())));
+    assert_eq!(by["print"], (Outcome::TimedOut, Some("TIMED_OUT".into())));
+}
+
+#[tokio::test]
+async fn nothing_found_is_not_found_and_the_round_limit_holds() {
+    let fake = mesh([Behaviour::Answers; 3]);
+    let locator = Locator::new(fake.clone(), Duration::from_secs(2));
+    let map = locator
+        .locate(
+            "req-3",
+            &org("556134-1248"),
+            due(),
+            vec![id(IdentityType::Email, "nobody@example.se")],
+            3,
+        )
+        .await;
+    assert!(!map.partial);
+    let outcomes: Vec<Outcome> = map.systems.iter().map(|s| s.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::NotFound,
+            Outcome::NoAcceptedIdentity,
+            Outcome::NoAcceptedIdentity
+        ]
+    );
+    // One round only: without expansion the email reaches the CRM alone.
+    let map = locator
+        .locate(
+            "req-4",
+            &org("556134-1248"),
+            due(),
+            vec![id(IdentityType::Email, "anna@example.se")],
+            1,
+        )
+        .await;
+    assert_eq!(map.rounds, 1);
+    assert_eq!(
+        map.systems
+            .iter()
+            .filter(|s| s.outcome == Outcome::Found)
+            .count(),
+        1
+    );
+}
