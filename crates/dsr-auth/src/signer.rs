@@ -50,6 +50,34 @@ impl TokenSigner {
         })
     }
 
+    /// A signer from the Ed25519 key file at `path` (created when missing),
+    /// with key id `kid` or, when `None`, one derived from the public key;
+    /// also returns the JWKS document that verifies its tokens.
+    pub fn from_key_file(
+        path: &std::path::Path,
+        kid: Option<&str>,
+        issuer: &str,
+    ) -> Result<(Self, String), Error> {
+        use base64::Engine as _;
+        use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+        let key = crate::keys::load_or_create_ed25519(path)?;
+        let public = key.verifying_key().to_bytes();
+        let kid = match kid {
+            Some(k) => k.to_owned(),
+            None => derived_kid(&public),
+        };
+        let pem = key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| Error::Signing(e.to_string()))?;
+        let signer = Self::from_ed25519_pem(&pem, &kid, issuer)?;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public);
+        let jwks = serde_json::json!({
+            "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" }]
+        })
+        .to_string();
+        Ok((signer, jwks))
+    }
+
     /// The issuer written into tokens.
     pub fn issuer(&self) -> &str {
         &self.issuer
@@ -133,4 +161,10 @@ impl tonic::service::Interceptor for ServiceTokenInterceptor {
         req.metadata_mut().insert("authorization", value);
         Ok(req)
     }
+}
+
+/// A key id from the public key: "svc-" and its first 8 bytes in hex.
+fn derived_kid(public: &[u8; 32]) -> String {
+    let hex: String = public[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("svc-{hex}")
 }

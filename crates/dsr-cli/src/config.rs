@@ -33,6 +33,34 @@ pub(crate) struct Config {
     pub transfer_registry: TransferRegistrySection,
     pub system_sql: SystemSqlSection,
     pub identity: IdentitySection,
+    pub discovery: DiscoverySection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiscoverySection {
+    /// The data systems (`[[discovery.systems]]` with id, endpoint,
+    /// operator_recipient_id); `dsr up` registers the reference systems.
+    pub systems: Vec<DiscoverySystem>,
+    /// How long to wait for one system's answer, milliseconds.
+    pub timeout_ms: u64,
+    /// How often to Describe every system again, seconds.
+    pub refresh_secs: u64,
+    /// The Ed25519 key (PKCS#8 PEM) discovery signs its service tokens with
+    /// (created when missing); the systems must trust its public key and
+    /// issuer. Empty under `dsr up`: the development key.
+    pub service_key_file: String,
+    /// The issuer of those tokens.
+    pub service_token_issuer: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiscoverySystem {
+    pub id: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub operator_recipient_id: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -191,6 +219,13 @@ impl Default for Config {
                 seed: true,
                 countries_file: String::new(),
                 review_window_days: 30,
+            },
+            discovery: DiscoverySection {
+                systems: Vec::new(),
+                timeout_ms: 2000,
+                refresh_secs: 60,
+                service_key_file: String::new(),
+                service_token_issuer: "dsr-discovery".into(),
             },
             identity: IdentitySection {
                 code_ttl_secs: 600,
@@ -411,6 +446,23 @@ impl Config {
             bail!(
                 "invalid configuration: identity.idp_issuer is required with identity.idp_jwks_file"
             );
+        }
+        if self.discovery.timeout_ms == 0 || self.discovery.refresh_secs == 0 {
+            bail!(
+                "invalid configuration: discovery.timeout_ms and discovery.refresh_secs must be at least 1"
+            );
+        }
+        for (i, s) in self.discovery.systems.iter().enumerate() {
+            if !dsr_domain::transfer::valid_slug(&s.id) {
+                bail!(
+                    "invalid configuration: discovery.systems[{i}].id must be 2-64 lower-case letters, digits and -"
+                );
+            }
+            if !(s.endpoint.starts_with("http://") || s.endpoint.starts_with("https://")) {
+                bail!(
+                    "invalid configuration: discovery.systems[{i}].endpoint must start with http:// or https://"
+                );
+            }
         }
         if self.transfer_registry.review_window_days > 3650 {
             bail!(

@@ -25,6 +25,8 @@ pub(crate) enum ServiceKind {
     SystemSql,
     /// Identity verification (dsr.identity.v1.IdentityVerification).
     Identity,
+    /// Discovery (dsr.discovery.v1.Discovery): the registry of data systems.
+    Discovery,
 }
 
 impl ServiceKind {
@@ -34,6 +36,7 @@ impl ServiceKind {
             Self::TransferRegistry => "transfer-registry",
             Self::SystemSql => "system-sql",
             Self::Identity => "identity",
+            Self::Discovery => "discovery",
         }
     }
 
@@ -46,6 +49,8 @@ impl ServiceKind {
             }
             Self::SystemSql => dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?,
             Self::Identity => dsr_store::migrate::<dsr_identity::migration::Migrator>(db).await?,
+            // Discovery keeps no state of its own.
+            Self::Discovery => {}
         }
         Ok(pending)
     }
@@ -57,6 +62,7 @@ impl ServiceKind {
             }
             Self::SystemSql => dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?,
             Self::Identity => dsr_store::pending::<dsr_identity::migration::Migrator>(db).await?,
+            Self::Discovery => 0,
         })
     }
 }
@@ -70,6 +76,8 @@ pub(crate) const ALL_SCOPES: &[&str] = &[
     dsr_system_sql::grpc::SCOPE_WRITE,
     dsr_identity::grpc::SCOPE_VERIFY,
     dsr_identity::grpc::SCOPE_ATTEST,
+    dsr_discovery::grpc::SCOPE_LOCATE,
+    dsr_discovery::grpc::SCOPE_READ,
 ];
 
 /// Every audience a development token may name: the registry and the
@@ -78,6 +86,7 @@ pub(crate) fn all_audiences() -> Vec<String> {
     let mut v = vec![
         transfer::SERVICE_NAME.to_owned(),
         dsr_identity::SERVICE_NAME.to_owned(),
+        dsr_discovery::SERVICE_NAME.to_owned(),
     ];
     v.extend(Reference::ALL.iter().map(|r| r.id().to_owned()));
     v
@@ -120,6 +129,15 @@ impl Instance {
         }
     }
 
+    /// Discovery.
+    pub(crate) fn discovery() -> Self {
+        Self {
+            kind: ServiceKind::Discovery,
+            name: "discovery".into(),
+            system: None,
+        }
+    }
+
     /// A reference data system.
     pub(crate) fn reference(r: Reference) -> Self {
         Self {
@@ -134,6 +152,7 @@ impl Instance {
         match kind {
             ServiceKind::TransferRegistry => Ok(Self::registry()),
             ServiceKind::Identity => Ok(Self::identity()),
+            ServiceKind::Discovery => Ok(Self::discovery()),
             ServiceKind::SystemSql => {
                 if let Some(r) = Reference::parse(&cfg.system_sql.reference) {
                     Ok(Self::reference(r))
@@ -160,6 +179,7 @@ impl Instance {
             ServiceKind::TransferRegistry => &["dsr.transfer.v1.TransferRegistry"],
             ServiceKind::SystemSql => &["dsr.system.v1.DataSystem"],
             ServiceKind::Identity => &["dsr.identity.v1.IdentityVerification"],
+            ServiceKind::Discovery => &["dsr.discovery.v1.Discovery"],
         }
     }
 
@@ -275,6 +295,9 @@ pub(crate) async fn prepare(
     trust: &Trust,
     schema: Schema,
 ) -> anyhow::Result<ServiceSet> {
+    if inst.kind == ServiceKind::Discovery {
+        return prepare_discovery(cfg, trust);
+    }
     let db = inst.connect(cfg).await?;
     match schema {
         Schema::Migrate => {
@@ -300,6 +323,8 @@ pub(crate) async fn prepare(
     }
     let mut set = ServiceSet::new();
     match (&inst.kind, &inst.system) {
+        // Handled above, before any database is opened.
+        (ServiceKind::Discovery, _) => return prepare_discovery(cfg, trust),
         (ServiceKind::TransferRegistry, _) => {
             let section = &cfg.transfer_registry;
             let tables = if section.countries_file.is_empty() {
@@ -469,5 +494,51 @@ pub(crate) async fn prepare(
             .describe(dsr_proto::FILE_DESCRIPTOR_SET);
         }
     }
+    Ok(set)
+}
+
+/// Discovery keeps no database: the systems come from the configuration.
+fn prepare_discovery(cfg: &Config, trust: &Trust) -> anyhow::Result<ServiceSet> {
+    let d = &cfg.discovery;
+    let key_file = if d.service_key_file.is_empty() {
+        cfg.data_dir.join("keys/discovery-service.pem")
+    } else {
+        PathBuf::from(&d.service_key_file)
+    };
+    // Under `dsr up` the development key signs, under its own key id.
+    let dev_kid = crate::dev::load_dev_key(&cfg.data_dir)
+        .ok()
+        .filter(|_| key_file == cfg.data_dir.join("dev-signing-key.pem"))
+        .map(|k| k.kid);
+    let (signer, jwks) = dsr_auth::TokenSigner::from_key_file(
+        &key_file,
+        dev_kid.as_deref(),
+        &d.service_token_issuer,
+    )?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    std::fs::write(cfg.data_dir.join("discovery-jwks.json"), jwks)?;
+    let endpoints = d
+        .systems
+        .iter()
+        .map(|s| dsr_discovery::grpc::SystemEndpoint {
+            id: s.id.clone(),
+            endpoint: s.endpoint.clone(),
+            operator_recipient_id: s.operator_recipient_id.clone(),
+        })
+        .collect();
+    let systems = Arc::new(
+        dsr_discovery::grpc::GrpcSystems::new(endpoints, Arc::new(signer))
+            .map_err(|e| anyhow::anyhow!("invalid configuration: discovery.systems: {e}"))?,
+    );
+    let locator =
+        dsr_discovery::locator::Locator::new(systems.clone(), Duration::from_millis(d.timeout_ms));
+    locator.spawn_refresh(Duration::from_secs(d.refresh_secs));
+    let mut set = ServiceSet::new();
+    set.add(dsr_discovery::grpc::service(
+        locator,
+        systems,
+        trust.validator(dsr_discovery::SERVICE_NAME),
+    ))
+    .describe(dsr_proto::FILE_DESCRIPTOR_SET);
     Ok(set)
 }

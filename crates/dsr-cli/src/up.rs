@@ -14,7 +14,8 @@ use crate::services::{self, Instance, Schema, Trust};
 /// transfer registry on the base port, then the three reference systems
 /// (CRM, print-and-mail, legal) on the next ports, each with its own
 /// database, seeded with synthetic people when empty, then identity
-/// verification (codes go to `<data_dir>/outbox`).
+/// verification (codes go to `<data_dir>/outbox`), then discovery over the
+/// reference systems.
 pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     let key = dev::ensure_dev_key(&cfg.data_dir)?;
     let trust = Trust::from_config(cfg, &[key.jwks_path.as_path()], &[dev::DEV_ISSUER])?;
@@ -24,6 +25,30 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     let mut instances = vec![Instance::registry()];
     instances.extend(Reference::ALL.into_iter().map(Instance::reference));
     instances.push(Instance::identity());
+    instances.push(Instance::discovery());
+    // Discovery knows the reference systems, and signs its calls to them with
+    // the development key (which they trust).
+    let mut cfg = cfg.clone();
+    cfg.discovery.systems = Reference::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, r)| crate::config::DiscoverySystem {
+            id: r.id().to_owned(),
+            endpoint: format!(
+                "http://{}:{}",
+                cfg.up.host,
+                cfg.up.base_port.saturating_add(1 + i as u16)
+            ),
+            operator_recipient_id: r.operator_recipient_id().to_owned(),
+        })
+        .collect();
+    cfg.discovery.service_key_file = cfg
+        .data_dir
+        .join("dev-signing-key.pem")
+        .display()
+        .to_string();
+    cfg.discovery.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    let cfg = &cfg;
     for (i, inst) in instances.into_iter().enumerate() {
         let port = cfg
             .up

@@ -342,6 +342,55 @@ async fn conformance_passes_against_every_reference_system() {
     }
     let port = free_ports();
     let child = up_with(&data, port, &env);
+
+    // Discovery finds person 0 at the CRM by email, and at the legal vendor
+    // only through the phone number the CRM links.
+    {
+        use dsr_proto::discovery::v1 as dpb;
+        let p = &dsr_system_sql::reference::people(1, 1)[0];
+        let token = stdout(&dsr(&["token", "--data-dir", d])).trim().to_owned();
+        let ch = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", port + 5))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut req = tonic::Request::new(dpb::LocateRequest {
+            request_id: "7f0c2a4e-0000-4000-8000-000000000001".into(),
+            controller: Some(dsr_proto::common::v1::ControllerRef {
+                organisation_number: p.controller.into(),
+            }),
+            due_date: Some(dsr_proto::common::v1::Date {
+                year: 2026,
+                month: 12,
+                day: 23,
+            }),
+            identities: vec![dsr_proto::common::v1::Identity {
+                r#type: dsr_proto::common::v1::IdentityType::Email as i32,
+                format: 0,
+                value: p.email.clone(),
+                hmac_key_id: String::new(),
+            }],
+            max_rounds: 0,
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let map = dsr_proto::discovery::v1::discovery_client::DiscoveryClient::new(ch)
+            .locate(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .subject_map
+            .unwrap();
+        let found: Vec<&str> = map
+            .systems
+            .iter()
+            .filter(|s| s.outcome == dpb::Outcome::Found as i32)
+            .map(|s| s.system_id.as_str())
+            .collect();
+        assert_eq!(found, ["crm", "legal"], "{map:?}");
+        assert!(!map.partial);
+    }
+
     for (i, r) in Reference::ALL.iter().enumerate() {
         let endpoint = format!("http://127.0.0.1:{}", port + 1 + i as u16);
         let out = dsr(&[

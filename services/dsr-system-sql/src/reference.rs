@@ -53,6 +53,15 @@ impl Reference {
         Self::ALL.into_iter().find(|r| r.id() == id)
     }
 
+    /// Its operator's recipient id in the transfer registry's seed.
+    pub fn operator_recipient_id(self) -> &'static str {
+        match self {
+            Self::Crm => "crm-vendor",
+            Self::PrintMail => "print-mail",
+            Self::Legal => "legal-representatives",
+        }
+    }
+
     /// The manifest.
     pub fn manifest(self) -> &'static str {
         match self {
