@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "dsr/common/v1/common.proto",
     "dsr/discovery/v1/discovery.proto",
     "dsr/identity/v1/identity.proto",
+    "dsr/orchestrator/v1/orchestrator.proto",
     "dsr/system/v1/system.proto",
     "dsr/transfer/v1/transfer.proto",
 ];

@@ -29,6 +29,15 @@ pub mod identity {
     }
 }
 
+/// The portals' API (being built: issue [D]).
+pub mod orchestrator {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.orchestrator.v1");
+    }
+}
+
 /// The contract every data system implements.
 pub mod system {
     /// Version 1.
