@@ -11,4 +11,5 @@
 
 pub mod deadline;
 pub mod identity;
+pub mod request;
 pub mod transfer;
