@@ -1,0 +1,457 @@
+//! The durable ledger: requests, their moves, and the hash-chained audit
+//! trail, in one transaction per change.
+
+use chrono::{NaiveDate, Utc};
+use dsr_domain::deadline::{Deadline, DeadlineError, HolidayCalendar};
+use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
+use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+
+use crate::entity::{audit, request as req};
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No such request.
+    #[error("request not found")]
+    NotFound,
+    /// The idempotency key was used with another payload.
+    #[error("idempotency key reused with another payload")]
+    KeyReused,
+    /// The state machine refuses the move.
+    #[error(transparent)]
+    IllegalMove(#[from] IllegalMove),
+    /// The deadline rules refuse the extension.
+    #[error(transparent)]
+    Deadline(#[from] DeadlineError),
+    /// The database failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] DbErr),
+}
+
+/// A validated submission.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    /// What.
+    pub kind: Kind,
+    /// To whom.
+    pub controller: Organisationsnummer,
+    /// The person's claimed identities.
+    pub identities: Vec<Identity>,
+    /// sv or en.
+    pub language: String,
+    /// The portal's key.
+    pub idempotency_key: String,
+}
+
+/// Why a request was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Art. 12(6).
+    IdentityInsufficient,
+    /// Art. 12(5).
+    ManifestlyUnfoundedOrExcessive,
+    /// No data.
+    NoData,
+    /// Other.
+    Other,
+}
+
+impl Rejection {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::IdentityInsufficient => "identity_insufficient",
+            Self::ManifestlyUnfoundedOrExcessive => "manifestly_unfounded_or_excessive",
+            Self::NoData => "no_data",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A request as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Id.
+    pub id: String,
+    /// Kind.
+    pub kind: Kind,
+    /// State.
+    pub state: State,
+    /// Controller.
+    pub controller: Organisationsnummer,
+    /// Language.
+    pub language: String,
+    /// The claimed identities.
+    pub identities: Vec<Identity>,
+    /// The deadline.
+    pub deadline: Deadline,
+    /// For a rejection: reason and note.
+    pub rejection: Option<(String, String)>,
+}
+
+fn kind_str(k: Kind) -> &'static str {
+    match k {
+        Kind::Access => "access",
+        Kind::Portability => "portability",
+    }
+}
+
+fn kind_parse(s: &str) -> Option<Kind> {
+    match s {
+        "access" => Some(Kind::Access),
+        "portability" => Some(Kind::Portability),
+        _ => None,
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Storage(DbErr::Custom(format!(
+        "stored request has an invalid {what}"
+    )))
+}
+
+fn identity_json(ids: &[Identity]) -> String {
+    let v: Vec<[&str; 2]> = ids.iter().map(|i| [i.kind().as_str(), i.value()]).collect();
+    serde_json::to_string(&v).expect("strings serialise")
+}
+
+fn parse_identities(text: &str) -> Result<Vec<Identity>, Error> {
+    let v: Vec<[String; 2]> = serde_json::from_str(text).map_err(|_| corrupt("identity list"))?;
+    v.iter()
+        .map(|[t, val]| {
+            let kind = [
+                IdentityType::Email,
+                IdentityType::Phone,
+                IdentityType::Personnummer,
+                IdentityType::Organisationsnummer,
+                IdentityType::CustomerId,
+            ]
+            .into_iter()
+            .find(|k| k.as_str() == t)
+            .ok_or_else(|| corrupt("identity type"))?;
+            Identity::parse(kind, val).map_err(|_| corrupt("identity"))
+        })
+        .collect()
+}
+
+/// The digest that decides whether a repeated key carries the same payload.
+fn payload_digest(s: &Submission) -> String {
+    let mut ids: Vec<String> = s
+        .identities
+        .iter()
+        .map(|i| format!("{}={}", i.kind(), i.value()))
+        .collect();
+    ids.sort();
+    let mut h = Sha256::new();
+    for part in [
+        kind_str(s.kind),
+        s.controller.as_str(),
+        s.language.as_str(),
+        &ids.join("\n"),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The ledger.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    db: DatabaseConnection,
+    calendar: HolidayCalendar,
+}
+
+impl Ledger {
+    /// A ledger over `db` (migrated), computing deadlines with `calendar`.
+    pub fn new(db: DatabaseConnection, calendar: HolidayCalendar) -> Self {
+        Self { db, calendar }
+    }
+
+    fn request_of(&self, m: req::Model) -> Result<Request, Error> {
+        let mut deadline = Deadline::for_request(m.received_on, &self.calendar)?;
+        if m.extended_months > 0 {
+            deadline = deadline.extend(
+                u32::try_from(m.extended_months).map_err(|_| corrupt("extension"))?,
+                m.extension_reason.as_deref().unwrap_or_default(),
+                m.extension_decided_on.unwrap_or(m.received_on),
+                &self.calendar,
+            )?;
+        }
+        Ok(Request {
+            kind: kind_parse(&m.kind).ok_or_else(|| corrupt("kind"))?,
+            state: State::parse(&m.state).ok_or_else(|| corrupt("state"))?,
+            controller: Organisationsnummer::parse(&m.controller)
+                .map_err(|_| corrupt("controller"))?,
+            identities: parse_identities(&m.identities)?,
+            rejection: m
+                .rejection_reason
+                .map(|r| (r, m.rejection_note.unwrap_or_default())),
+            id: m.id,
+            language: m.language,
+            deadline,
+        })
+    }
+
+    async fn append<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        actor: &str,
+        request_id: &str,
+        action: &str,
+    ) -> Result<(), DbErr> {
+        let last = audit::Entity::find()
+            .order_by_desc(audit::Column::Seq)
+            .one(conn)
+            .await?;
+        let prev = last.map(|m| AuditEvent {
+            seq: u64::try_from(m.seq).unwrap_or(0),
+            at: m.at,
+            actor: m.actor,
+            request_id: m.request_id,
+            action: m.action,
+            prev_hash: m.prev_hash,
+            hash: m.hash,
+        });
+        let e = request::next_event(prev.as_ref(), Utc::now(), actor, request_id, action);
+        audit::ActiveModel {
+            seq: Set(i64::try_from(e.seq).unwrap_or(i64::MAX)),
+            at: Set(e.at),
+            actor: Set(e.actor),
+            request_id: Set(e.request_id),
+            action: Set(e.action),
+            prev_hash: Set(e.prev_hash),
+            hash: Set(e.hash),
+        }
+        .insert(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a submission received on `received_on`; returns the request and
+    /// whether it was new. The same key with the same payload returns the
+    /// request first recorded; with another payload it is refused.
+    pub async fn submit(
+        &self,
+        s: Submission,
+        received_on: NaiveDate,
+        actor: &str,
+    ) -> Result<(Request, bool), Error> {
+        let digest = payload_digest(&s);
+        for _ in 0..3 {
+            if let Some(m) = req::Entity::find()
+                .filter(req::Column::IdempotencyKey.eq(s.idempotency_key.as_str()))
+                .one(&self.db)
+                .await?
+            {
+                if m.payload_digest != digest {
+                    return Err(Error::KeyReused);
+                }
+                return Ok((self.request_of(m)?, false));
+            }
+            let deadline = Deadline::for_request(received_on, &self.calendar)?;
+            let id = uuid::Uuid::new_v4().to_string();
+            let now = Utc::now();
+            let txn = self.db.begin().await?;
+            let inserted = req::ActiveModel {
+                id: Set(id.clone()),
+                kind: Set(kind_str(s.kind).to_owned()),
+                state: Set(State::Submitted.as_str().to_owned()),
+                controller: Set(s.controller.as_str().to_owned()),
+                language: Set(s.language.clone()),
+                identities: Set(identity_json(&s.identities)),
+                received_on: Set(received_on),
+                original_due: Set(deadline.original_due()),
+                due: Set(deadline.due()),
+                extended_months: Set(0),
+                extension_reason: Set(None),
+                extension_decided_on: Set(None),
+                rejection_reason: Set(None),
+                rejection_note: Set(None),
+                idempotency_key: Set(s.idempotency_key.clone()),
+                payload_digest: Set(digest.clone()),
+                submitted_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&txn)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    self.append(&txn, actor, &id, &format!("submitted:{}", kind_str(s.kind)))
+                        .await?;
+                    txn.commit().await?;
+                    tracing::info!(request = %id, kind = kind_str(s.kind), "request submitted");
+                    return Ok((self.get(&id).await?, true));
+                }
+                // The same key at the same moment from another caller: read theirs.
+                Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                    txn.rollback().await?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Storage(DbErr::Custom(
+            "submission did not settle".into(),
+        )))
+    }
+
+    /// One request.
+    pub async fn get(&self, id: &str) -> Result<Request, Error> {
+        let m = req::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(Error::NotFound)?;
+        self.request_of(m)
+    }
+
+    async fn change(
+        &self,
+        id: &str,
+        actor: &str,
+        action: String,
+        f: impl FnOnce(&req::Model, &mut req::ActiveModel) -> Result<(), Error>,
+    ) -> Result<Request, Error> {
+        let txn = self.db.begin().await?;
+        let m = req::Entity::find_by_id(id.to_owned())
+            .one(&txn)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let current = m.clone();
+        let mut am: req::ActiveModel = m.into();
+        f(&current, &mut am)?;
+        am.updated_at = Set(Utc::now());
+        // Only if nobody moved it meanwhile.
+        let res = req::Entity::update_many()
+            .set(am)
+            .filter(req::Column::Id.eq(id))
+            .filter(req::Column::State.eq(current.state.as_str()))
+            .filter(req::Column::UpdatedAt.eq(current.updated_at))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            return Err(Error::Storage(DbErr::Custom(
+                "request changed concurrently; retry".into(),
+            )));
+        }
+        self.append(&txn, actor, id, &action).await?;
+        txn.commit().await?;
+        self.get(id).await
+    }
+
+    /// Moves a request to `to` (the state machine decides).
+    pub async fn advance(&self, id: &str, to: State, actor: &str) -> Result<Request, Error> {
+        self.change(id, actor, format!("state:{}", to.as_str()), |m, am| {
+            let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
+            request::check_move(from, to)?;
+            am.state = Set(to.as_str().to_owned());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cancels a request that has not begun irreversible work.
+    pub async fn cancel(&self, id: &str, actor: &str) -> Result<Request, Error> {
+        self.advance(id, State::Cancelled, actor).await
+    }
+
+    /// Rejects a request, with a reason and a note.
+    pub async fn reject(
+        &self,
+        id: &str,
+        reason: Rejection,
+        note: &str,
+        actor: &str,
+    ) -> Result<Request, Error> {
+        let note = note.to_owned();
+        self.change(
+            id,
+            actor,
+            format!("rejected:{}", reason.as_str()),
+            move |m, am| {
+                let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
+                request::check_move(from, State::Rejected)?;
+                am.state = Set(State::Rejected.as_str().to_owned());
+                am.rejection_reason = Set(Some(reason.as_str().to_owned()));
+                am.rejection_note = Set(Some(note.clone()));
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Extends the deadline (Art. 12(3)), decided on `today`.
+    pub async fn extend(
+        &self,
+        id: &str,
+        months: u32,
+        reason: &str,
+        today: NaiveDate,
+        actor: &str,
+    ) -> Result<Request, Error> {
+        let current = self.get(id).await?;
+        if current.state.is_final() {
+            return Err(IllegalMove {
+                from: current.state,
+                to: current.state,
+            }
+            .into());
+        }
+        let extended = current
+            .deadline
+            .extend(months, reason, today, &self.calendar)?;
+        let ext = extended
+            .extension()
+            .cloned()
+            .expect("extend sets an extension");
+        self.change(
+            id,
+            actor,
+            format!("extended:{}", ext.months),
+            move |_, am| {
+                am.due = Set(extended.due());
+                am.extended_months = Set(i32::try_from(ext.months).unwrap_or(2));
+                am.extension_reason = Set(Some(ext.reason.clone()));
+                am.extension_decided_on = Set(Some(ext.decided_on));
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// Checks the whole audit trail; returns the number of events.
+    pub async fn verify_audit(&self) -> Result<u64, AuditError> {
+        let rows = audit::Entity::find()
+            .order_by_asc(audit::Column::Seq)
+            .all(&self.db)
+            .await
+            .map_err(AuditError::Storage)?;
+        let events: Vec<AuditEvent> = rows
+            .into_iter()
+            .map(|m| AuditEvent {
+                seq: u64::try_from(m.seq).unwrap_or(0),
+                at: m.at,
+                actor: m.actor,
+                request_id: m.request_id,
+                action: m.action,
+                prev_hash: m.prev_hash,
+                hash: m.hash,
+            })
+            .collect();
+        request::verify_chain(&events).map_err(AuditError::Broken)
+    }
+}
+
+/// Why the audit trail did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The chain is broken.
+    #[error("audit trail broken: {0}")]
+    Broken(ChainError),
+    /// The database failed.
+    #[error("storage error: {0}")]
+    Storage(DbErr),
+}

@@ -1,0 +1,19 @@
+//! The ledger's tables. Recorded in `seaql_migrations_orchestrator`.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_ledger;
+
+/// The migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migration_table_name() -> DynIden {
+        "seaql_migrations_orchestrator".into_iden()
+    }
+
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_ledger::Migration)]
+    }
+}

@@ -1,0 +1,167 @@
+//! The ledger on a real database (SQLite, or PostgreSQL with
+//! DSR_TEST_POSTGRES_URL): idempotent submission, the state machine, the
+//! Art. 12(3) extension rules, and an audit trail that detects tampering.
+
+use chrono::NaiveDate;
+use dsr_domain::deadline::HolidayCalendar;
+use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
+use dsr_domain::request::{Kind, State};
+use dsr_orchestrator::ledger::{AuditError, Error, Ledger, Rejection, Submission};
+use dsr_orchestrator::migration::Migrator;
+use dsr_store::testing::TestDb;
+use sea_orm::{ConnectionTrait, Statement};
+
+fn submission(key: &str, email: &str) -> Submission {
+    Submission {
+        kind: Kind::Access,
+        controller: Organisationsnummer::parse("556134-1248").unwrap(),
+        identities: vec![Identity::parse(IdentityType::Email, email).unwrap()],
+        language: "sv".into(),
+        idempotency_key: key.into(),
+    }
+}
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_ledger_keeps_its_rules_and_its_trail() {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let ledger = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+
+    // idempotent submission
+    let (r, created) = ledger
+        .submit(
+            submission("portal-key-0001", "anna@example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(r.state, State::Submitted);
+    assert_eq!(
+        r.deadline.due(),
+        d("2026-12-28"),
+        "Dec 24-27 are not working days"
+    );
+    let (again, created) = ledger
+        .submit(
+            submission("portal-key-0001", "Anna@Example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again.id, r.id);
+    assert!(matches!(
+        ledger
+            .submit(
+                submission("portal-key-0001", "bo@example.se"),
+                d("2026-11-24"),
+                "portal"
+            )
+            .await,
+        Err(Error::KeyReused)
+    ));
+
+    // the state machine
+    assert!(matches!(
+        ledger
+            .advance(&r.id, State::Completed, "service:orchestrator")
+            .await,
+        Err(Error::IllegalMove(_))
+    ));
+    let r = ledger
+        .advance(&r.id, State::Verifying, "service:orchestrator")
+        .await
+        .unwrap();
+    assert_eq!(r.state, State::Verifying);
+
+    // Art. 12(3): a reason, inside the first month, two months at most
+    assert!(matches!(
+        ledger
+            .extend(&r.id, 1, " ", d("2026-11-30"), "case-handler")
+            .await,
+        Err(Error::Deadline(_))
+    ));
+    assert!(matches!(
+        ledger
+            .extend(&r.id, 1, "many systems", d("2026-12-29"), "case-handler")
+            .await,
+        Err(Error::Deadline(_))
+    ));
+    let r = ledger
+        .extend(
+            &r.id,
+            2,
+            "records at agents abroad",
+            d("2026-12-01"),
+            "case-handler",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.deadline.due(), d("2027-02-24"));
+    assert_eq!(
+        r.deadline.extension().unwrap().reason,
+        "records at agents abroad"
+    );
+    assert!(matches!(
+        ledger
+            .extend(&r.id, 1, "more", d("2026-12-01"), "case-handler")
+            .await,
+        Err(Error::Deadline(_))
+    ));
+
+    // a rejection is typed and final
+    let r = ledger
+        .reject(
+            &r.id,
+            Rejection::IdentityInsufficient,
+            "no reply to the code",
+            "case-handler",
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.state, State::Rejected);
+    assert!(matches!(
+        ledger.cancel(&r.id, "portal").await,
+        Err(Error::IllegalMove(_))
+    ));
+
+    // another request is cancelled before any work
+    let (r2, _) = ledger
+        .submit(
+            submission("portal-key-0002", "bo@example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.cancel(&r2.id, "portal").await.unwrap().state,
+        State::Cancelled
+    );
+    assert!(matches!(
+        ledger.get("no-such-request").await,
+        Err(Error::NotFound)
+    ));
+
+    // the audit trail verifies, and a changed event breaks it
+    assert_eq!(ledger.verify_audit().await.unwrap(), 6);
+    db.db
+        .execute_raw(Statement::from_string(
+            db.backend(),
+            "UPDATE orchestrator_audit SET actor = 'someone-else' WHERE seq = 3",
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(
+        ledger.verify_audit().await,
+        Err(AuditError::Broken(_))
+    ));
+    db.finish().await;
+}
