@@ -6,8 +6,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, Validator};
-use dsr_connector::grpc::{self as kit, date_to_pb, invalid_argument, timestamp};
-use dsr_domain::identity::{Identity, IdentityType};
+use dsr_connector::grpc::{
+    self as kit, date_to_pb, identity_type_from_pb, identity_type_to_pb, invalid_argument,
+    timestamp,
+};
+use dsr_domain::identity::Identity;
 use dsr_proto::common::v1 as common;
 use dsr_proto::system::v1 as pb;
 use dsr_proto::system::v1::data_system_server::{DataSystem, DataSystemServer};
@@ -163,27 +166,6 @@ impl From<system::Error> for Status {
 #[derive(Clone, Debug)]
 pub struct Handlers {
     system: SqlSystem,
-}
-
-fn identity_type_from_pb(t: i32) -> Option<IdentityType> {
-    match common::IdentityType::try_from(t).ok()? {
-        common::IdentityType::Email => Some(IdentityType::Email),
-        common::IdentityType::Phone => Some(IdentityType::Phone),
-        common::IdentityType::SePersonnummer => Some(IdentityType::Personnummer),
-        common::IdentityType::SeOrganisationsnummer => Some(IdentityType::Organisationsnummer),
-        common::IdentityType::CustomerId => Some(IdentityType::CustomerId),
-        common::IdentityType::Unspecified => None,
-    }
-}
-
-fn identity_type_to_pb(t: IdentityType) -> common::IdentityType {
-    match t {
-        IdentityType::Email => common::IdentityType::Email,
-        IdentityType::Phone => common::IdentityType::Phone,
-        IdentityType::Personnummer => common::IdentityType::SePersonnummer,
-        IdentityType::Organisationsnummer => common::IdentityType::SeOrganisationsnummer,
-        IdentityType::CustomerId => common::IdentityType::CustomerId,
-    }
 }
 
 fn refs(records: Vec<pb::RecordRef>) -> Vec<RecordRef> {
