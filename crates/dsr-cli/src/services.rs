@@ -288,16 +288,12 @@ pub(crate) enum Schema {
     Require,
 }
 
-/// Builds the service set of `inst`: database, migrations, seed, handlers.
-pub(crate) async fn prepare(
+/// Opens an instance's database and applies (or requires) its migrations.
+async fn open_database(
     inst: &Instance,
     cfg: &Config,
-    trust: &Trust,
     schema: Schema,
-) -> anyhow::Result<ServiceSet> {
-    if inst.kind == ServiceKind::Discovery {
-        return prepare_discovery(cfg, trust);
-    }
+) -> anyhow::Result<dsr_store::Db> {
     let db = inst.connect(cfg).await?;
     match schema {
         Schema::Migrate => {
@@ -321,11 +317,22 @@ pub(crate) async fn prepare(
             }
         }
     }
+    Ok(db)
+}
+
+/// Builds the service set of `inst`: database, migrations, seed, handlers.
+pub(crate) async fn prepare(
+    inst: &Instance,
+    cfg: &Config,
+    trust: &Trust,
+    schema: Schema,
+) -> anyhow::Result<ServiceSet> {
     let mut set = ServiceSet::new();
     match (&inst.kind, &inst.system) {
-        // Handled above, before any database is opened.
+        // Discovery keeps no database.
         (ServiceKind::Discovery, _) => return prepare_discovery(cfg, trust),
         (ServiceKind::TransferRegistry, _) => {
+            let db = open_database(inst, cfg, schema).await?;
             let section = &cfg.transfer_registry;
             let tables = if section.countries_file.is_empty() {
                 CountryTables::shipped()
@@ -373,6 +380,7 @@ pub(crate) async fn prepare(
             .describe(dsr_proto::FILE_DESCRIPTOR_SET);
         }
         (ServiceKind::Identity, _) => {
+            let db = open_database(inst, cfg, schema).await?;
             let id = &cfg.identity;
             let data = &cfg.data_dir;
             let key_file = if id.signing_key_file.is_empty() {
@@ -450,6 +458,7 @@ pub(crate) async fn prepare(
             .describe(dsr_proto::FILE_DESCRIPTOR_SET);
         }
         (ServiceKind::SystemSql, source) => {
+            let db = open_database(inst, cfg, schema).await?;
             let (manifest, file) = match source {
                 Some(SystemSource::Reference(r)) => {
                     let rows = r
