@@ -30,6 +30,11 @@ fn dsr(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Tests that run `dsr up` take it in turn: each binds six consecutive ports,
+/// and two picking overlapping ranges at once would fail for no fault of
+/// the code.
+static UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `dsr up` in the background, returned once it printed its banner.
 fn up(data: &Path, port: u16) -> Child {
     up_with(data, port, &[])
@@ -55,7 +60,12 @@ fn up_with(data: &Path, port: u16, env: &[(&str, &str)]) -> Child {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("dsr up printed nothing").unwrap();
+    let Some(Ok(first)) = lines.next() else {
+        let mut err = String::new();
+        use std::io::Read as _;
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("dsr up did not start:\n{err}");
+    };
     assert!(first.starts_with("DSR Mesh is up"), "{first}");
     // keep draining stdout so the child never blocks on a full pipe
     std::thread::spawn(move || for _ in lines {});
@@ -99,6 +109,7 @@ fn stdout(o: &Output) -> String {
 // shutdown handshake while the test thread waits for the process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_authenticates_persists_and_stops_on_sigterm() {
+    let _turn = UP.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_ports();
@@ -325,6 +336,7 @@ fn free_ports() -> u16 {
 // Multi-threaded for the same reason as above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_passes_against_every_reference_system() {
+    let _turn = UP.lock().await;
     use dsr_system_sql::reference::Reference;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -476,6 +488,7 @@ fn a_manifest_naming_a_missing_column_stops_the_connector() {
 // Multi-threaded for the same reason as above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_verification_under_dsr_up_gives_a_token_other_services_accept() {
+    let _turn = UP.lock().await;
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
