@@ -45,6 +45,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod client;
 mod entity;
 pub mod grpc;
 pub mod instruction;

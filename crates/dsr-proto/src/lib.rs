@@ -20,6 +20,15 @@ pub mod discovery {
     }
 }
 
+/// Export: access and portability packages.
+pub mod export {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.export.v1");
+    }
+}
+
 /// Identity verification.
 pub mod identity {
     /// Version 1.
@@ -29,7 +38,7 @@ pub mod identity {
     }
 }
 
-/// The portals' API (being built: issue [D]).
+/// The portals' API: data-subject requests.
 pub mod orchestrator {
     /// Version 1.
     pub mod v1 {

@@ -5,10 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dsr_auth::{
-    AuthLayer, AuthService, ScopeRule, ServiceTokenInterceptor, TokenRequest, TokenSigner,
-    Validator,
-};
+use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
+use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
 use dsr_connector::grpc::{
     self as kit, identities_from_pb, identity_to_pb, identity_type_to_pb, invalid_argument,
 };
@@ -18,7 +16,6 @@ use dsr_proto::discovery::v1::discovery_server::{Discovery, DiscoveryServer};
 use dsr_proto::system::v1 as sys;
 use dsr_proto::system::v1::data_system_client::DataSystemClient;
 use tokio::sync::RwLock;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -56,19 +53,6 @@ pub struct SystemEndpoint {
     pub operator_recipient_id: String,
 }
 
-/// Attaches the service token and the current trace context.
-#[derive(Clone, Debug)]
-pub struct Outgoing {
-    token: ServiceTokenInterceptor,
-}
-
-impl Interceptor for Outgoing {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let req = dsr_telemetry::propagation::TraceContextInterceptor.call(req)?;
-        self.token.call(req)
-    }
-}
-
 type Client = DataSystemClient<InterceptedService<Channel, Outgoing>>;
 
 /// The data systems over gRPC.
@@ -84,19 +68,14 @@ impl GrpcSystems {
     pub fn new(systems: Vec<SystemEndpoint>, signer: Arc<TokenSigner>) -> Result<Self, String> {
         let mut clients = BTreeMap::new();
         for s in systems {
-            let channel = Channel::from_shared(s.endpoint.clone())
-                .map_err(|_| format!("system {}: invalid endpoint", s.id))?
-                .connect_lazy();
-            let token = ServiceTokenInterceptor::new(
+            let channel = lazy_channel(&s.endpoint).map_err(|e| format!("system {}: {e}", s.id))?;
+            let token = Outgoing::new(
                 signer.clone(),
-                TokenRequest {
-                    subject: format!("service:{}", crate::SERVICE_NAME),
-                    audiences: vec![s.id.clone()],
-                    scopes: vec!["system:describe".into(), "system:read".into()],
-                    ttl: std::time::Duration::from_secs(300),
-                },
+                crate::SERVICE_NAME,
+                &s.id,
+                &["system:describe", "system:read"],
             );
-            let client = DataSystemClient::with_interceptor(channel, Outgoing { token })
+            let client = DataSystemClient::with_interceptor(channel, token)
                 .max_decoding_message_size(64 * 1024 * 1024);
             clients.insert(s.id.clone(), (s, client));
         }
@@ -125,7 +104,7 @@ impl GrpcSystems {
 }
 
 fn failed(s: &Status) -> SystemError {
-    SystemError::Failed(format!("{:?}", s.code()).to_uppercase())
+    SystemError::Failed(failure_reason(s))
 }
 
 #[tonic::async_trait]

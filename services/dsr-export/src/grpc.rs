@@ -1,0 +1,568 @@
+//! The gRPC edge of export: the handlers, and the tonic implementation of
+//! [`Sources`] (the data systems and the transfer registry, each called with
+//! a service token of its own and the caller's trace context).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
+use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
+use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
+use dsr_domain::identity::Organisationsnummer;
+use dsr_proto::common::v1 as common;
+use dsr_proto::export::v1 as pb;
+use dsr_proto::export::v1::export_server::{Export, ExportServer};
+use dsr_proto::system::v1 as sys;
+use dsr_proto::system::v1::data_system_client::DataSystemClient;
+use dsr_proto::transfer::v1 as tr;
+use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
+use futures_util::Stream;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tower_layer::Layer;
+
+use crate::exporter::{BuildError, Exporter};
+use crate::model::{
+    BuildRequest, Category, Disclosure, Field, Header, Kind, Language, MapStore, MapSystem, Record,
+    SourceError, Sources, SubjectMap, SystemInfo,
+};
+use crate::store::{PackageInfo, StoreError};
+
+/// Scope of BuildPackage (the orchestrator).
+pub const SCOPE_BUILD: &str = "export:build";
+/// Scope of GetPackage and Download (portals).
+pub const SCOPE_READ: &str = "export:read";
+
+/// Required scopes per RPC.
+pub const SCOPES: &[ScopeRule] = &[
+    ScopeRule {
+        method: "BuildPackage",
+        scopes: &[SCOPE_BUILD],
+    },
+    ScopeRule {
+        method: "GetPackage",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "Download",
+        scopes: &[SCOPE_READ],
+    },
+];
+
+/// The service.
+pub type Service = AuthService<ExportServer<Handlers>>;
+
+/// Builds the service.
+pub fn service(exporter: Exporter, validator: Arc<Validator>) -> Service {
+    AuthLayer::new(validator, SCOPES).layer(ExportServer::new(Handlers { exporter }))
+}
+
+/// The handlers.
+#[derive(Debug)]
+pub struct Handlers {
+    exporter: Exporter,
+}
+
+fn kind_to_pb(k: Kind) -> pb::PackageKind {
+    match k {
+        Kind::Access => pb::PackageKind::Access,
+        Kind::Portability => pb::PackageKind::Portability,
+    }
+}
+
+fn package_to_pb(p: PackageInfo) -> pb::Package {
+    pb::Package {
+        kind: kind_to_pb(p.kind) as i32,
+        files: p
+            .files
+            .into_iter()
+            .map(|f| pb::PackageFile {
+                name: f.name,
+                media_type: f.media_type,
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect(),
+        create_time: Some(kit::timestamp(p.created_at)),
+        expire_time: Some(kit::timestamp(p.expires_at)),
+        record_count: p.record_count,
+        system_ids: p.system_ids,
+        id: p.id,
+        request_id: p.request_id,
+    }
+}
+
+fn store_status(e: &StoreError) -> Status {
+    match e {
+        StoreError::NotFound => {
+            kit::status(Code::NotFound, "package not found", "PACKAGE_NOT_FOUND")
+        }
+        StoreError::NoSuchFile => kit::status(
+            Code::NotFound,
+            "no such file in the package",
+            "FILE_NOT_FOUND",
+        ),
+        StoreError::Crypt(_) => kit::status(
+            Code::DataLoss,
+            "package data does not authenticate",
+            "PACKAGE_CORRUPT",
+        ),
+        StoreError::Io(_) | StoreError::Db(_) => {
+            tracing::error!(error = %e, "package store failed");
+            kit::status(Code::Unavailable, "package storage unavailable", "STORAGE")
+        }
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn map_from_pb(
+    m: dsr_proto::discovery::v1::SubjectMap,
+    v: &mut Vec<(String, String)>,
+) -> SubjectMap {
+    let identities = match identities_from_pb(m.identities, "subject_map.identities") {
+        Ok(ids) => ids,
+        Err(bad) => {
+            v.extend(bad);
+            Vec::new()
+        }
+    };
+    let systems = m
+        .systems
+        .into_iter()
+        .map(|s| MapSystem {
+            system_id: s.system_id,
+            stores: s
+                .stores
+                .into_iter()
+                .map(|st| MapStore {
+                    keys: st.records.into_iter().map(|r| r.key).collect(),
+                    categories: st.category_ids,
+                    store: st.store,
+                })
+                .collect(),
+        })
+        .collect();
+    SubjectMap {
+        identities,
+        systems,
+        partial: m.partial,
+    }
+}
+
+type DownloadStream = Pin<Box<dyn Stream<Item = Result<pb::DownloadResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Export for Handlers {
+    #[tracing::instrument(skip_all)]
+    async fn build_package(
+        &self,
+        req: Request<pb::BuildPackageRequest>,
+    ) -> Result<Response<pb::BuildPackageResponse>, Status> {
+        let pb::BuildPackageRequest {
+            request_id,
+            kind,
+            controller,
+            due_date,
+            language,
+            subject_map,
+        } = req.into_inner();
+        let mut v: Vec<(String, String)> = Vec::new();
+        if !valid_id(&request_id) {
+            v.push((
+                "request_id".into(),
+                "required: up to 64 letters, digits and -".into(),
+            ));
+        }
+        let kind = match pb::PackageKind::try_from(kind) {
+            Ok(pb::PackageKind::Access) => Some(Kind::Access),
+            Ok(pb::PackageKind::Portability) => Some(Kind::Portability),
+            Ok(pb::PackageKind::Unspecified) | Err(_) => {
+                v.push(("kind".into(), "required: ACCESS or PORTABILITY".into()));
+                None
+            }
+        };
+        let controller =
+            match controller.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
+                Some(Ok(o)) => Some(o),
+                Some(Err(e)) => {
+                    v.push(("controller.organisation_number".into(), e.to_string()));
+                    None
+                }
+                None => {
+                    v.push(("controller.organisation_number".into(), "required".into()));
+                    None
+                }
+            };
+        let due = kit::date(due_date);
+        if due.is_none() {
+            v.push(("due_date".into(), "required, a valid date".into()));
+        }
+        let language = Language::parse(&language);
+        if language.is_none() {
+            v.push(("language".into(), "\"sv\" or \"en\"".into()));
+        }
+        let map = match subject_map {
+            Some(m) => Some(map_from_pb(m, &mut v)),
+            None => {
+                v.push(("subject_map".into(), "required".into()));
+                None
+            }
+        };
+        let (Some(kind), Some(controller), Some(due_date), Some(language), Some(map), true) =
+            (kind, controller, due, language, map, v.is_empty())
+        else {
+            return Err(invalid_argument(v));
+        };
+        let built = self
+            .exporter
+            .build(BuildRequest {
+                request_id,
+                kind,
+                controller,
+                due_date,
+                language,
+                map,
+            })
+            .await;
+        match built {
+            Ok(p) => Ok(Response::new(pb::BuildPackageResponse {
+                package: Some(package_to_pb(p)),
+            })),
+            Err(BuildError::Partial) => Err(kit::status(
+                Code::FailedPrecondition,
+                "the subject map is partial; locate again when every system answers",
+                "SUBJECT_MAP_PARTIAL",
+            )),
+            Err(BuildError::UnknownController) => Err(invalid_argument(vec![(
+                "controller.organisation_number".into(),
+                "not one of the group's controllers".into(),
+            )])),
+            Err(BuildError::Source(e)) => {
+                tracing::warn!(error = %e, "a source failed while building");
+                Err(kit::status(
+                    Code::Unavailable,
+                    &e.to_string(),
+                    "SOURCE_UNAVAILABLE",
+                ))
+            }
+            Err(BuildError::Store(e)) => Err(store_status(&e)),
+        }
+    }
+
+    async fn get_package(
+        &self,
+        req: Request<pb::GetPackageRequest>,
+    ) -> Result<Response<pb::GetPackageResponse>, Status> {
+        let pb::GetPackageRequest { package_id } = req.into_inner();
+        if !valid_id(&package_id) {
+            return Err(invalid_argument(vec![(
+                "package_id".into(),
+                "required".into(),
+            )]));
+        }
+        let p = self
+            .exporter
+            .packages()
+            .get(&package_id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::GetPackageResponse {
+            package: Some(package_to_pb(p)),
+        }))
+    }
+
+    type DownloadStream = DownloadStream;
+
+    async fn download(
+        &self,
+        req: Request<pb::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let pb::DownloadRequest {
+            package_id,
+            file_name,
+        } = req.into_inner();
+        let mut v = Vec::new();
+        if !valid_id(&package_id) {
+            v.push(("package_id".into(), "required".into()));
+        }
+        if file_name.is_empty() || file_name.len() > 128 {
+            v.push((
+                "file_name".into(),
+                "required: a name from Package.files".into(),
+            ));
+        }
+        if !v.is_empty() {
+            return Err(invalid_argument(v));
+        }
+        let mut rx = self
+            .exporter
+            .packages()
+            .open(&package_id, &file_name)
+            .await
+            .map_err(|e| store_status(&e))?;
+        let stream = async_stream_of(move |tx| async move {
+            let mut offset: u64 = 0;
+            while let Some(chunk) = rx.recv().await {
+                let item = chunk
+                    .map(|c| {
+                        let len = c.len() as u64;
+                        let resp = pb::DownloadResponse { chunk: c, offset };
+                        offset += len;
+                        resp
+                    })
+                    .map_err(|e| store_status(&e));
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+/// A stream fed by a task.
+fn async_stream_of<F, Fut>(f: F) -> DownloadStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::DownloadResponse, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// A data system as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemEndpoint {
+    /// Its id.
+    pub id: String,
+    /// Its gRPC address.
+    pub endpoint: String,
+}
+
+type SystemClient = DataSystemClient<InterceptedService<Channel, Outgoing>>;
+type RegistryClient = TransferRegistryClient<InterceptedService<Channel, Outgoing>>;
+
+/// The data systems and the registry over gRPC.
+#[derive(Debug)]
+pub struct GrpcSources {
+    systems: BTreeMap<String, SystemClient>,
+    registry: RegistryClient,
+}
+
+impl GrpcSources {
+    /// Clients calling as `service:dsr-export`, with tokens from `signer`.
+    pub fn new(
+        systems: &[SystemEndpoint],
+        registry_endpoint: &str,
+        registry_audience: &str,
+        signer: Arc<TokenSigner>,
+    ) -> Result<Self, String> {
+        let mut clients = BTreeMap::new();
+        for s in systems {
+            let channel = lazy_channel(&s.endpoint).map_err(|e| format!("system {}: {e}", s.id))?;
+            let out = Outgoing::new(
+                signer.clone(),
+                crate::SERVICE_NAME,
+                &s.id,
+                &["system:describe", "system:read"],
+            );
+            clients.insert(
+                s.id.clone(),
+                DataSystemClient::with_interceptor(channel, out)
+                    .max_decoding_message_size(64 * 1024 * 1024),
+            );
+        }
+        let channel =
+            lazy_channel(registry_endpoint).map_err(|e| format!("transfer registry: {e}"))?;
+        let out = Outgoing::new(
+            signer,
+            crate::SERVICE_NAME,
+            registry_audience,
+            &["transfers:read"],
+        );
+        Ok(Self {
+            systems: clients,
+            registry: TransferRegistryClient::with_interceptor(channel, out),
+        })
+    }
+
+    fn system(&self, id: &str) -> Result<SystemClient, SourceError> {
+        self.systems.get(id).cloned().ok_or_else(|| SourceError {
+            what: format!("system {id}"),
+            reason: "UNKNOWN_SYSTEM".into(),
+        })
+    }
+}
+
+fn enum_name(full: &str, prefix: &str) -> String {
+    full.trim_start_matches(prefix).to_lowercase()
+}
+
+fn source_err(what: &str, s: &Status) -> SourceError {
+    SourceError {
+        what: what.to_owned(),
+        reason: failure_reason(s),
+    }
+}
+
+#[tonic::async_trait]
+impl Sources for GrpcSources {
+    async fn describe(&self, system: &str) -> Result<SystemInfo, SourceError> {
+        let what = format!("system {system}");
+        let d = self
+            .system(system)?
+            .describe(sys::DescribeRequest {})
+            .await
+            .map_err(|s| source_err(&what, &s))?
+            .into_inner();
+        Ok(SystemInfo {
+            id: d.system_id,
+            display_name: d.display_name,
+            role: sys::SystemRole::try_from(d.role)
+                .map(|r| enum_name(r.as_str_name(), "SYSTEM_ROLE_"))
+                .unwrap_or_default(),
+            operator_recipient_id: d.operator_recipient_id,
+            categories: d
+                .categories
+                .into_iter()
+                .map(|c| {
+                    let cat = c.category.unwrap_or_default();
+                    let retention = c.retention.unwrap_or_default();
+                    Category {
+                        id: cat.id,
+                        display_name: cat.display_name,
+                        sensitivity: common::Sensitivity::try_from(cat.sensitivity)
+                            .ok()
+                            .filter(|s| *s != common::Sensitivity::Unspecified)
+                            .map(|s| enum_name(s.as_str_name(), "SENSITIVITY_"))
+                            .unwrap_or_else(|| "ordinary".into()),
+                        purposes: c.purposes,
+                        legal_basis: common::LegalBasis::try_from(c.legal_basis)
+                            .map(|b| enum_name(b.as_str_name(), "LEGAL_BASIS_"))
+                            .unwrap_or_default(),
+                        retention: retention.description,
+                        retention_legal_ground: retention.legal_ground,
+                        source: c.source,
+                        provided_by_subject: c.provided_by_subject,
+                        portable: c.portable,
+                        automated_decision: c.automated_decision,
+                        automated_decision_logic: c.automated_decision_logic,
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    async fn access(
+        &self,
+        system: &str,
+        h: &Header,
+        refs: &[(String, String)],
+        portable_only: bool,
+    ) -> Result<Vec<Record>, SourceError> {
+        let what = format!("system {system}");
+        let now = chrono::Utc::now();
+        let instruction = sys::Instruction {
+            request_id: h.request_id.clone(),
+            controller: Some(common::ControllerRef {
+                organisation_number: h.controller.as_str().to_owned(),
+            }),
+            system_id: system.to_owned(),
+            due_date: Some(kit::date_to_pb(h.due_date)),
+            issued_at: Some(kit::timestamp(now - chrono::Duration::seconds(5))),
+            expires_at: Some(kit::timestamp(now + chrono::Duration::minutes(10))),
+            idempotency_key: format!("export-{}", h.request_id),
+        };
+        let mut stream = self
+            .system(system)?
+            .access(sys::AccessRequest {
+                instruction: Some(instruction),
+                records: refs
+                    .iter()
+                    .map(|(store, key)| sys::RecordRef {
+                        store: store.clone(),
+                        key: key.clone(),
+                    })
+                    .collect(),
+                portable_only,
+            })
+            .await
+            .map_err(|s| source_err(&what, &s))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(batch) = stream.message().await.map_err(|s| source_err(&what, &s))? {
+            out.extend(batch.records.into_iter().map(|r| {
+                let rf = r.r#ref.unwrap_or_default();
+                Record {
+                    store: rf.store,
+                    key: rf.key,
+                    fields: r
+                        .fields
+                        .into_iter()
+                        .map(|f| Field {
+                            value: (!f.null).then_some(f.value),
+                            name: f.name,
+                            category: f.category_id,
+                        })
+                        .collect(),
+                    restricted: r.restricted,
+                    objected_purposes: r.objected_purposes,
+                }
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn disclosures(
+        &self,
+        controller: &Organisationsnummer,
+        systems: &[String],
+        categories: &[String],
+    ) -> Result<Vec<Disclosure>, SourceError> {
+        let resp = self
+            .registry
+            .clone()
+            .list_disclosure_recipients(tr::ListDisclosureRecipientsRequest {
+                controller: Some(common::ControllerRef {
+                    organisation_number: controller.as_str().to_owned(),
+                }),
+                system_ids: systems.to_vec(),
+                category_ids: categories.to_vec(),
+            })
+            .await
+            .map_err(|s| source_err("transfer registry", &s))?
+            .into_inner();
+        Ok(resp
+            .disclosures
+            .into_iter()
+            .map(|d| {
+                let r = d.recipient.unwrap_or_default();
+                let a = d.assessment.unwrap_or_default();
+                let basis =
+                    tr::TransferBasis::try_from(a.basis).unwrap_or(tr::TransferBasis::Unspecified);
+                Disclosure {
+                    recipient_id: r.id,
+                    name: r.name,
+                    role: tr::RecipientRole::try_from(r.role)
+                        .map(|x| enum_name(x.as_str_name(), "RECIPIENT_ROLE_"))
+                        .unwrap_or_default(),
+                    country: r.country,
+                    purpose: r.purpose,
+                    categories: d.matched_category_ids,
+                    outside_eea: basis != tr::TransferBasis::WithinEea,
+                    lawful: a.lawful,
+                    transfer_basis: enum_name(basis.as_str_name(), "TRANSFER_BASIS_"),
+                    safeguard: a.safeguard_summary,
+                    decision_reference: a.decision_reference,
+                }
+            })
+            .collect())
+    }
+}

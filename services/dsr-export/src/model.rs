@@ -1,0 +1,254 @@
+//! What export works with, free of the wire types: the subject map it is
+//! given, what the systems and the registry say, and the sources it reads
+//! them from (gRPC in production, test doubles in tests).
+
+use chrono::NaiveDate;
+use dsr_domain::identity::{Identity, Organisationsnummer};
+use serde::Serialize;
+
+/// Access or portability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Art. 15.
+    Access,
+    /// Art. 20.
+    Portability,
+}
+
+impl Kind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::Portability => "portability",
+        }
+    }
+
+    /// Parses [`Kind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Access, Self::Portability]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// The language of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    /// Swedish (the default).
+    Sv,
+    /// English.
+    En,
+}
+
+impl Language {
+    /// "" and "sv" → Swedish, "en" → English.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "sv" => Some(Self::Sv),
+            "en" => Some(Self::En),
+            _ => None,
+        }
+    }
+
+    /// The code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Sv => "sv",
+            Self::En => "en",
+        }
+    }
+}
+
+/// The records of one store of one system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapStore {
+    /// The store.
+    pub store: String,
+    /// Record keys.
+    pub keys: Vec<String>,
+    /// Categories found there.
+    pub categories: Vec<String>,
+}
+
+/// One system of the subject map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSystem {
+    /// The system.
+    pub system_id: String,
+    /// Its stores with records (empty when nothing was found).
+    pub stores: Vec<MapStore>,
+}
+
+/// The subject map, as discovery produced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectMap {
+    /// The person's identities.
+    pub identities: Vec<Identity>,
+    /// Per system.
+    pub systems: Vec<MapSystem>,
+    /// Some system did not answer.
+    pub partial: bool,
+}
+
+/// What to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildRequest {
+    /// The orchestrator's request id.
+    pub request_id: String,
+    /// Access or portability.
+    pub kind: Kind,
+    /// The controller.
+    pub controller: Organisationsnummer,
+    /// The due date.
+    pub due_date: NaiveDate,
+    /// The language.
+    pub language: Language,
+    /// Where the data is.
+    pub map: SubjectMap,
+}
+
+/// What a system declares about a category (Describe).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Category {
+    /// Id, e.g. "contact.email".
+    pub id: String,
+    /// Name for people.
+    pub display_name: String,
+    /// "ordinary", "special_category" (Art. 9), "criminal" (Art. 10),
+    /// "national_id" (Art. 87).
+    pub sensitivity: String,
+    /// Purposes (Art. 15(1)(a)).
+    pub purposes: Vec<String>,
+    /// Legal basis, e.g. "contract" (Art. 6(1)(b)).
+    pub legal_basis: String,
+    /// Retention in words (Art. 15(1)(d)).
+    pub retention: String,
+    /// The law setting the period, when one does.
+    pub retention_legal_ground: String,
+    /// Where it came from when not from the person (Art. 15(1)(g)).
+    pub source: String,
+    /// Provided by the person.
+    pub provided_by_subject: bool,
+    /// Portable (Art. 20).
+    pub portable: bool,
+    /// Feeds an automated decision (Art. 22).
+    pub automated_decision: bool,
+    /// The logic, significance and consequences (Art. 15(1)(h)).
+    pub automated_decision_logic: String,
+}
+
+/// What a system declares about itself (Describe).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemInfo {
+    /// Id.
+    pub id: String,
+    /// Name for people.
+    pub display_name: String,
+    /// "processor" or "controller".
+    pub role: String,
+    /// The operator's recipient id (empty when the controller runs it).
+    pub operator_recipient_id: String,
+    /// Its categories.
+    pub categories: Vec<Category>,
+}
+
+/// One field of a record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Field {
+    /// The name.
+    pub name: String,
+    /// Its category.
+    pub category: String,
+    /// The value; `None` for no value.
+    pub value: Option<String>,
+}
+
+/// One record, as its system returned it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Record {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: String,
+    /// Its personal data.
+    pub fields: Vec<Field>,
+    /// Processing restricted to storage (Art. 18).
+    pub restricted: bool,
+    /// Purposes objected to (Art. 21).
+    pub objected_purposes: Vec<String>,
+}
+
+/// A recipient the person's data is disclosed to, with its transfer
+/// assessment (Art. 15(1)(c), 15(2)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Disclosure {
+    /// Registry id.
+    pub recipient_id: String,
+    /// Name.
+    pub name: String,
+    /// "processor", "agent", "authority", ...
+    pub role: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// Why it receives data.
+    pub purpose: String,
+    /// The person's categories it receives.
+    pub categories: Vec<String>,
+    /// Outside the EEA.
+    pub outside_eea: bool,
+    /// The transfer is lawful.
+    pub lawful: bool,
+    /// "within_eea", "adequacy", "standard_contractual_clauses", ...
+    pub transfer_basis: String,
+    /// The safeguard in words (e.g. the SCC module and date), or the
+    /// adequacy decision.
+    pub safeguard: String,
+    /// The adequacy decision or framework, when one applies.
+    pub decision_reference: String,
+}
+
+/// Why a source failed. No personal data: a stable reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct SourceError {
+    /// Which source, e.g. "system crm" or "transfer registry".
+    pub what: String,
+    /// E.g. "UNAVAILABLE".
+    pub reason: String,
+}
+
+/// The header of an Access instruction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The request.
+    pub request_id: String,
+    /// The controller.
+    pub controller: Organisationsnummer,
+    /// The due date.
+    pub due_date: NaiveDate,
+}
+
+/// Where export reads from.
+#[tonic::async_trait]
+pub trait Sources: Send + Sync {
+    /// What a system declares.
+    async fn describe(&self, system: &str) -> Result<SystemInfo, SourceError>;
+    /// The records, read from their system (streamed there; collected here).
+    async fn access(
+        &self,
+        system: &str,
+        header: &Header,
+        refs: &[(String, String)],
+        portable_only: bool,
+    ) -> Result<Vec<Record>, SourceError>;
+    /// The recipients of these systems and categories, for the controller.
+    async fn disclosures(
+        &self,
+        controller: &Organisationsnummer,
+        systems: &[String],
+        categories: &[String],
+    ) -> Result<Vec<Disclosure>, SourceError>;
+}

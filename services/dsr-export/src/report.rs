@@ -1,0 +1,648 @@
+//! The package's documents: the Art. 15 access document (JSON, schema
+//! `dsr.export.access/1`) and its HTML rendering in Swedish or English, and
+//! the Art. 20 portability archive (JSON and CSV in a zip).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::model::{Category, Disclosure, Language, Record};
+
+/// The access document's schema id.
+pub const ACCESS_SCHEMA: &str = "dsr.export.access/1";
+/// The portability document's schema id.
+pub const PORTABILITY_SCHEMA: &str = "dsr.export.portability/1";
+
+/// The controller answering.
+#[derive(Clone, Debug, Serialize)]
+pub struct ControllerOut {
+    /// Organisationsnummer.
+    pub organisation_number: String,
+    /// Name.
+    pub name: String,
+}
+
+/// The policy in force.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyOut {
+    /// Version.
+    pub version: String,
+    /// Published.
+    pub published: NaiveDate,
+}
+
+/// Where to complain (Art. 15(1)(f)).
+#[derive(Clone, Debug, Serialize)]
+pub struct ComplaintOut {
+    /// First the DPO.
+    pub data_protection_officer: String,
+    /// Then the supervisory authority.
+    pub supervisory_authority: String,
+    /// Its web site.
+    pub supervisory_authority_url: String,
+}
+
+/// An identity the answer covers.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentityOut {
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Value.
+    pub value: String,
+}
+
+/// One system's records.
+#[derive(Clone, Debug, Serialize)]
+pub struct SystemOut {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub display_name: String,
+    /// "processor" or "controller".
+    pub role: String,
+    /// The operator in the registry.
+    pub operator_recipient_id: String,
+    /// Its records.
+    pub records: Vec<Record>,
+}
+
+/// One category of the person's data, with its declarations.
+#[derive(Clone, Debug, Serialize)]
+pub struct CategoryOut {
+    /// What the system declared.
+    #[serde(flatten)]
+    pub category: Category,
+    /// The systems holding it.
+    pub systems: Vec<String>,
+}
+
+/// An automated decision (Art. 15(1)(h)).
+#[derive(Clone, Debug, Serialize)]
+pub struct AutomatedOut {
+    /// The category it produces.
+    pub category: String,
+    /// Its name.
+    pub display_name: String,
+    /// The system making it.
+    pub system: String,
+    /// Logic, significance and consequences.
+    pub logic: String,
+}
+
+/// One of the person's rights, as the report states it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RightOut {
+    /// Stable id, e.g. "erasure".
+    pub right: &'static str,
+    /// The article.
+    pub article: &'static str,
+    /// What it means, in the report's language.
+    pub text: &'static str,
+}
+
+/// The Art. 15 answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccessDocument {
+    /// [`ACCESS_SCHEMA`].
+    pub schema: &'static str,
+    /// The request.
+    pub request_id: String,
+    /// When built.
+    pub generated_at: String,
+    /// "sv" or "en".
+    pub language: &'static str,
+    /// Who answers.
+    pub controller: ControllerOut,
+    /// The privacy policy in force.
+    pub policy: PolicyOut,
+    /// Art. 15(1): whether any personal data is processed.
+    pub data_processed: bool,
+    /// Records in the answer.
+    pub record_count: u64,
+    /// The identities searched for.
+    pub identities: Vec<IdentityOut>,
+    /// Art. 15(3): the copy, per system.
+    pub systems: Vec<SystemOut>,
+    /// Art. 15(1)(a), (b), (d), (g): per category.
+    pub categories: Vec<CategoryOut>,
+    /// Art. 15(1)(c) and 15(2): recipients and transfers.
+    pub recipients: Vec<Disclosure>,
+    /// Art. 15(1)(h).
+    pub automated_decisions: Vec<AutomatedOut>,
+    /// Art. 15(1)(e).
+    pub rights: Vec<RightOut>,
+    /// Art. 15(1)(f).
+    pub complaint: ComplaintOut,
+}
+
+/// The rights the report states (Art. 15(1)(e), plus access and
+/// portability themselves), in `lang`.
+pub fn rights(lang: Language) -> Vec<RightOut> {
+    let t = |sv: &'static str, en: &'static str| match lang {
+        Language::Sv => sv,
+        Language::En => en,
+    };
+    vec![
+        RightOut {
+            right: "rectification",
+            article: "16",
+            text: t(
+                "Du har rätt att få felaktiga uppgifter om dig rättade och ofullständiga uppgifter kompletterade.",
+                "You have the right to have inaccurate data about you corrected and incomplete data completed.",
+            ),
+        },
+        RightOut {
+            right: "erasure",
+            article: "17",
+            text: t(
+                "Du har rätt att få dina uppgifter raderade, utom när vi måste behålla dem enligt lag (till exempel penningtvättslagen) eller för rättsliga anspråk.",
+                "You have the right to have your data erased, except where the law (for example the anti-money-laundering act) or legal claims require us to keep it.",
+            ),
+        },
+        RightOut {
+            right: "restriction",
+            article: "18",
+            text: t(
+                "Du har rätt att begära att behandlingen begränsas, till exempel medan riktigheten i uppgifterna kontrolleras.",
+                "You have the right to have processing restricted, for example while the accuracy of the data is checked.",
+            ),
+        },
+        RightOut {
+            right: "portability",
+            article: "20",
+            text: t(
+                "Du har rätt att få ut de uppgifter du själv lämnat, på avtal eller samtycke, i ett maskinläsbart format.",
+                "You have the right to receive the data you provided yourself, on contract or consent, in a machine-readable format.",
+            ),
+        },
+        RightOut {
+            right: "objection",
+            article: "21",
+            text: t(
+                "Du har rätt att invända mot behandling som grundas på berättigat intresse. Invänder du mot direktmarknadsföring, inklusive profilering för den, upphör den behandlingen.",
+                "You have the right to object to processing based on legitimate interests. If you object to direct marketing, including profiling for it, that processing stops.",
+            ),
+        },
+        RightOut {
+            right: "withdraw_consent",
+            article: "7(3)",
+            text: t(
+                "Du kan när som helst återkalla ett samtycke; det påverkar inte behandlingen innan återkallelsen.",
+                "You may withdraw consent at any time; this does not affect processing before the withdrawal.",
+            ),
+        },
+        RightOut {
+            right: "automated_decisions",
+            article: "22",
+            text: t(
+                "Du har rätt att inte bli föremål för ett beslut som enbart grundas på automatiserad behandling om det har rättsliga följder eller på liknande sätt i betydande grad påverkar dig.",
+                "You have the right not to be subject to a decision based solely on automated processing that produces legal or similarly significant effects on you.",
+            ),
+        },
+    ]
+}
+
+/// RFC 3339, seconds, UTC.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+struct Labels {
+    title: &'static str,
+    intro: &'static str,
+    controller: &'static str,
+    policy: &'static str,
+    none_found: &'static str,
+    identities: &'static str,
+    categories: &'static str,
+    category: &'static str,
+    purposes: &'static str,
+    basis: &'static str,
+    retention: &'static str,
+    source: &'static str,
+    from_you: &'static str,
+    systems: &'static str,
+    recipients: &'static str,
+    no_recipients: &'static str,
+    recipient: &'static str,
+    country: &'static str,
+    transfer: &'static str,
+    within_eea: &'static str,
+    automated: &'static str,
+    no_automated: &'static str,
+    rights: &'static str,
+    complaint: &'static str,
+    complaint_text: &'static str,
+    data: &'static str,
+    field: &'static str,
+    value: &'static str,
+    restricted: &'static str,
+    objected: &'static str,
+}
+
+const SV: Labels = Labels {
+    title: "Registerutdrag",
+    intro: "Det här är vårt svar på din begäran om tillgång enligt artikel 15 i dataskyddsförordningen (GDPR).",
+    controller: "Personuppgiftsansvarig",
+    policy: "Integritetspolicy i kraft",
+    none_found: "Vi behandlar inga personuppgifter om dig i de system som söktes.",
+    identities: "Uppgifter vi har sökt på",
+    categories: "Kategorier av personuppgifter, ändamål, rättslig grund och lagringstid (art. 15.1 a, b, d, g)",
+    category: "Kategori",
+    purposes: "Ändamål",
+    basis: "Rättslig grund",
+    retention: "Lagringstid",
+    source: "Källa",
+    from_you: "Från dig",
+    systems: "System",
+    recipients: "Mottagare och överföringar till tredjeland (art. 15.1 c, 15.2)",
+    no_recipients: "Inga mottagare har fått dessa uppgifter.",
+    recipient: "Mottagare",
+    country: "Land",
+    transfer: "Skyddsåtgärd vid överföring",
+    within_eea: "Inom EES",
+    automated: "Automatiserat beslutsfattande och profilering (art. 15.1 h)",
+    no_automated: "Inga automatiserade beslut fattas om dig.",
+    rights: "Dina rättigheter (art. 15.1 e)",
+    complaint: "Klagomål (art. 15.1 f)",
+    complaint_text: "Kontakta först vårt dataskyddsombud. Du har också rätt att klaga hos tillsynsmyndigheten:",
+    data: "Dina uppgifter (art. 15.3)",
+    field: "Fält",
+    value: "Värde",
+    restricted: "begränsad (art. 18)",
+    objected: "invändning mot",
+};
+
+const EN: Labels = Labels {
+    title: "Access report",
+    intro: "This is our answer to your request for access under Article 15 of the General Data Protection Regulation (GDPR).",
+    controller: "Controller",
+    policy: "Privacy policy in force",
+    none_found: "We process no personal data about you in the systems searched.",
+    identities: "What we searched for",
+    categories: "Categories of personal data, purposes, legal basis and retention (Art. 15(1)(a), (b), (d), (g))",
+    category: "Category",
+    purposes: "Purposes",
+    basis: "Legal basis",
+    retention: "Retention",
+    source: "Source",
+    from_you: "From you",
+    systems: "Systems",
+    recipients: "Recipients and transfers outside the EEA (Art. 15(1)(c), 15(2))",
+    no_recipients: "No recipient has received this data.",
+    recipient: "Recipient",
+    country: "Country",
+    transfer: "Transfer safeguard",
+    within_eea: "Within the EEA",
+    automated: "Automated decision-making and profiling (Art. 15(1)(h))",
+    no_automated: "No automated decisions are made about you.",
+    rights: "Your rights (Art. 15(1)(e))",
+    complaint: "Complaints (Art. 15(1)(f))",
+    complaint_text: "Contact our data protection officer first. You also have the right to lodge a complaint with the supervisory authority:",
+    data: "Your data (Art. 15(3))",
+    field: "Field",
+    value: "Value",
+    restricted: "restricted (Art. 18)",
+    objected: "objected to",
+};
+
+/// The legal basis in words, with its article.
+pub fn basis_text(basis: &str, lang: Language) -> String {
+    let (sv, en, art) = match basis {
+        "consent" => ("Samtycke", "Consent", "6(1)(a)"),
+        "contract" => ("Avtal", "Contract", "6(1)(b)"),
+        "legal_obligation" => ("Rättslig förpliktelse", "Legal obligation", "6(1)(c)"),
+        "vital_interests" => ("Grundläggande intressen", "Vital interests", "6(1)(d)"),
+        "public_task" => ("Allmänt intresse", "Public task", "6(1)(e)"),
+        "legitimate_interests" => ("Berättigat intresse", "Legitimate interests", "6(1)(f)"),
+        other => (other, other, ""),
+    };
+    match lang {
+        Language::Sv => format!(
+            "{sv} (art. {})",
+            art.replace("(1)(", ".1 ").replace(')', "")
+        ),
+        Language::En => format!("{en} (Art. {art})"),
+    }
+}
+
+/// The report as a self-contained HTML page.
+pub fn render_html(doc: &AccessDocument, lang: Language) -> String {
+    let l = match lang {
+        Language::Sv => &SV,
+        Language::En => &EN,
+    };
+    let mut h = String::with_capacity(16 * 1024);
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title>\
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}}\
+table{{border-collapse:collapse;width:100%;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}}\
+th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
+        lang.code(),
+        l.title,
+        l.title,
+        l.intro
+    );
+    let _ = writeln!(
+        h,
+        "<p><strong>{}:</strong> {} ({})<br><strong>{}:</strong> {} ({})<br>{}: {}</p>",
+        l.controller,
+        esc(&doc.controller.name),
+        esc(&doc.controller.organisation_number),
+        l.policy,
+        esc(&doc.policy.version),
+        doc.policy.published,
+        match lang {
+            Language::Sv => "Ärende",
+            Language::En => "Request",
+        },
+        esc(&doc.request_id)
+    );
+    let _ = write!(h, "<h2>{}</h2>\n<ul>", l.identities);
+    for i in &doc.identities {
+        let _ = write!(h, "<li>{}: {}</li>", esc(&i.kind), esc(&i.value));
+    }
+    h.push_str("</ul>\n");
+    if !doc.data_processed {
+        let _ = writeln!(h, "<p><strong>{}</strong></p>", l.none_found);
+    }
+    let _ = write!(
+        h,
+        "<h2>{}</h2>\n<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>\n",
+        l.categories, l.category, l.purposes, l.basis, l.retention, l.source, l.systems
+    );
+    for c in &doc.categories {
+        let cat = &c.category;
+        let source = if cat.provided_by_subject && cat.source.is_empty() {
+            l.from_you.to_owned()
+        } else if cat.provided_by_subject {
+            format!("{}; {}", l.from_you, cat.source)
+        } else {
+            cat.source.clone()
+        };
+        let retention = if cat.retention_legal_ground.is_empty() {
+            cat.retention.clone()
+        } else {
+            format!("{} ({})", cat.retention, cat.retention_legal_ground)
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&cat.display_name),
+            esc(&cat.purposes.join("; ")),
+            esc(&basis_text(&cat.legal_basis, lang)),
+            esc(&retention),
+            esc(&source),
+            esc(&c.systems.join(", "))
+        );
+    }
+    h.push_str("</table>\n");
+    let _ = writeln!(h, "<h2>{}</h2>", l.recipients);
+    if doc.recipients.is_empty() {
+        let _ = writeln!(h, "<p>{}</p>", l.no_recipients);
+    } else {
+        let _ = writeln!(
+            h,
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>",
+            l.recipient, l.category, l.country, l.transfer
+        );
+        for r in &doc.recipients {
+            let transfer = if r.outside_eea {
+                r.safeguard.clone()
+            } else {
+                l.within_eea.to_owned()
+            };
+            let _ = writeln!(
+                h,
+                "<tr><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.name),
+                esc(&r.purpose),
+                esc(&r.categories.join(", ")),
+                esc(&r.country),
+                esc(&transfer)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    let _ = writeln!(h, "<h2>{}</h2>", l.automated);
+    if doc.automated_decisions.is_empty() {
+        let _ = writeln!(h, "<p>{}</p>", l.no_automated);
+    }
+    for a in &doc.automated_decisions {
+        let _ = writeln!(
+            h,
+            "<p><strong>{}</strong> ({}): {}</p>",
+            esc(&a.display_name),
+            esc(&a.system),
+            esc(&a.logic)
+        );
+    }
+    let _ = write!(h, "<h2>{}</h2>\n<ul>", l.rights);
+    for r in &doc.rights {
+        let _ = write!(
+            h,
+            "<li>{} ({} {})</li>",
+            esc(r.text),
+            match lang {
+                Language::Sv => "art.",
+                Language::En => "Art.",
+            },
+            r.article
+        );
+    }
+    h.push_str("</ul>\n");
+    let _ = writeln!(
+        h,
+        "<h2>{}</h2>\n<p>{} <a href=\"mailto:{dpo}\">{dpo}</a>. {} {} (<a href=\"{url}\">{url}</a>).</p>",
+        l.complaint,
+        match lang {
+            Language::Sv => "Dataskyddsombud:",
+            Language::En => "Data protection officer:",
+        },
+        l.complaint_text,
+        esc(&doc.complaint.supervisory_authority),
+        dpo = esc(&doc.complaint.data_protection_officer),
+        url = esc(&doc.complaint.supervisory_authority_url),
+    );
+    let _ = writeln!(h, "<h2>{}</h2>", l.data);
+    for s in &doc.systems {
+        let _ = writeln!(h, "<h3>{} ({})</h3>", esc(&s.display_name), esc(&s.id));
+        for r in &s.records {
+            let mut flags = Vec::new();
+            if r.restricted {
+                flags.push(l.restricted.to_owned());
+            }
+            if !r.objected_purposes.is_empty() {
+                flags.push(format!("{} {}", l.objected, r.objected_purposes.join(", ")));
+            }
+            let _ = writeln!(
+                h,
+                "<table><tr><th colspan=\"2\">{} {}{}</th></tr><tr><th>{}</th><th>{}</th></tr>",
+                esc(&r.store),
+                esc(&r.key),
+                if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", esc(&flags.join("; ")))
+                },
+                l.field,
+                l.value
+            );
+            for f in &r.fields {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    esc(&f.name),
+                    esc(f.value.as_deref().unwrap_or("–"))
+                );
+            }
+            h.push_str("</table>\n");
+        }
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The portability document.
+#[derive(Clone, Debug, Serialize)]
+pub struct PortabilityDocument {
+    /// [`PORTABILITY_SCHEMA`].
+    pub schema: &'static str,
+    /// The request.
+    pub request_id: String,
+    /// When built.
+    pub generated_at: String,
+    /// Who answers.
+    pub controller: ControllerOut,
+    /// Per system, the records with only their portable fields.
+    pub systems: Vec<PortableSystem>,
+}
+
+/// One system's portable records.
+#[derive(Clone, Debug, Serialize)]
+pub struct PortableSystem {
+    /// Id.
+    pub id: String,
+    /// Records.
+    pub records: Vec<PortableRecord>,
+}
+
+/// One record: field name → value.
+#[derive(Clone, Debug, Serialize)]
+pub struct PortableRecord {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: String,
+    /// The fields.
+    pub fields: BTreeMap<String, Option<String>>,
+}
+
+fn csv_cell(v: &str) -> String {
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_owned()
+    }
+}
+
+/// One CSV per store of each system: a header of field names, a row per
+/// record.
+pub fn portability_csvs(doc: &PortabilityDocument) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for s in &doc.systems {
+        let mut by_store: BTreeMap<&str, Vec<&PortableRecord>> = BTreeMap::new();
+        for r in &s.records {
+            by_store.entry(r.store.as_str()).or_default().push(r);
+        }
+        for (store, records) in by_store {
+            let mut columns: Vec<&str> = Vec::new();
+            for r in &records {
+                for k in r.fields.keys() {
+                    if !columns.contains(&k.as_str()) {
+                        columns.push(k);
+                    }
+                }
+            }
+            let mut text = String::from("record_key");
+            for c in &columns {
+                text.push(',');
+                text.push_str(&csv_cell(c));
+            }
+            text.push_str("\r\n");
+            for r in records {
+                text.push_str(&csv_cell(&r.key));
+                for c in &columns {
+                    text.push(',');
+                    if let Some(Some(v)) = r.fields.get(*c) {
+                        text.push_str(&csv_cell(v));
+                    }
+                }
+                text.push_str("\r\n");
+            }
+            out.push((format!("{}/{store}.csv", s.id), text));
+        }
+    }
+    out
+}
+
+/// The zip of `data.json` and the CSVs.
+pub fn portability_zip(doc: &PortabilityDocument) -> std::io::Result<Vec<u8>> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("data.json", opts)?;
+    zip.write_all(&serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?)?;
+    for (name, text) in portability_csvs(doc) {
+        zip.start_file(name, opts)?;
+        zip.write_all(text.as_bytes())?;
+    }
+    Ok(zip.finish()?.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_escapes_values() {
+        assert_eq!(esc("<b a=\"x\">&'"), "&lt;b a=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn legal_bases_name_their_article_in_both_languages() {
+        assert_eq!(
+            basis_text("contract", Language::En),
+            "Contract (Art. 6(1)(b))"
+        );
+        assert_eq!(basis_text("consent", Language::Sv), "Samtycke (art. 6.1 a)");
+    }
+}

@@ -1,0 +1,326 @@
+//! Where packages live: the index in the database, the sealed files on
+//! disk (`<dir>/<package id>/<file index>.sealed`: no names, no personal
+//! data in paths), and their deletion at expiry.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, SqlErr,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt as _;
+use tokio::sync::mpsc;
+
+use crate::crypt::{CHUNK, CryptError, MasterKey, TAG};
+use crate::entity::package;
+use crate::model::Kind;
+
+/// One file of a package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// Its name.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// A package as indexed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackageInfo {
+    /// Id.
+    pub id: String,
+    /// The request.
+    pub request_id: String,
+    /// Kind.
+    pub kind: Kind,
+    /// Files.
+    pub files: Vec<FileInfo>,
+    /// Built.
+    pub created_at: DateTime<Utc>,
+    /// Deleted at.
+    pub expires_at: DateTime<Utc>,
+    /// Records.
+    pub record_count: u64,
+    /// Systems.
+    pub system_ids: Vec<String>,
+}
+
+/// A file to store.
+#[derive(Clone, Debug)]
+pub struct NewFile {
+    /// Name.
+    pub name: String,
+    /// Media type.
+    pub media_type: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such package, or it expired.
+    #[error("package not found")]
+    NotFound,
+    /// No such file in the package.
+    #[error("file not found in the package")]
+    NoSuchFile,
+    /// The sealed data does not open.
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
+    /// The disk failed.
+    #[error("package storage failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database failed.
+    #[error("storage error: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// The package store.
+#[derive(Clone, Debug)]
+pub struct Packages {
+    db: DatabaseConnection,
+    dir: Arc<PathBuf>,
+    master: MasterKey,
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn aad(package_id: &str, index: usize) -> Vec<u8> {
+    format!("{package_id}/{index}").into_bytes()
+}
+
+impl Packages {
+    /// A store over `db` (migrated) and the directory `dir`.
+    pub fn new(db: DatabaseConnection, dir: PathBuf, master: MasterKey) -> Self {
+        Self {
+            db,
+            dir: Arc::new(dir),
+            master,
+        }
+    }
+
+    fn info(m: package::Model) -> Result<PackageInfo, StoreError> {
+        let corrupt = |what: &str| {
+            StoreError::Db(DbErr::Custom(format!(
+                "stored package has an invalid {what}"
+            )))
+        };
+        Ok(PackageInfo {
+            kind: Kind::parse(&m.kind).ok_or_else(|| corrupt("kind"))?,
+            files: serde_json::from_str(&m.files).map_err(|_| corrupt("file list"))?,
+            system_ids: serde_json::from_str(&m.system_ids).map_err(|_| corrupt("system list"))?,
+            record_count: u64::try_from(m.record_count).unwrap_or(0),
+            id: m.id,
+            request_id: m.request_id,
+            created_at: m.created_at,
+            expires_at: m.expires_at,
+        })
+    }
+
+    /// Seals and stores the files (the digests are of the plain bytes) and
+    /// indexes the package. When another package for the same request won
+    /// the race, its files are removed and the existing package returned.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn save(
+        &self,
+        id: &str,
+        request_id: &str,
+        kind: Kind,
+        files: Vec<NewFile>,
+        record_count: u64,
+        system_ids: &[String],
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<PackageInfo, StoreError> {
+        let (key, wrapped) = self.master.new_package_key(id)?;
+        let pdir = self.dir.join(id);
+        tokio::fs::create_dir_all(&pdir).await?;
+        let mut infos = Vec::with_capacity(files.len());
+        for (i, f) in files.into_iter().enumerate() {
+            let idx = u32::try_from(i).unwrap_or(u32::MAX);
+            let sealed = key.seal_file(idx, &aad(id, i), &f.bytes);
+            let tmp = pdir.join(format!("{i}.tmp"));
+            tokio::fs::write(&tmp, &sealed).await?;
+            tokio::fs::rename(&tmp, pdir.join(format!("{i}.sealed"))).await?;
+            infos.push(FileInfo {
+                sha256: sha256_hex(&f.bytes),
+                size: f.bytes.len() as u64,
+                name: f.name,
+                media_type: f.media_type,
+            });
+        }
+        let inserted = package::ActiveModel {
+            id: Set(id.to_owned()),
+            request_id: Set(request_id.to_owned()),
+            kind: Set(kind.as_str().to_owned()),
+            created_at: Set(created_at),
+            expires_at: Set(expires_at),
+            wrapped_key: Set(hex::encode(&wrapped)),
+            files: Set(serde_json::to_string(&infos).expect("serialisable")),
+            record_count: Set(i64::try_from(record_count).unwrap_or(i64::MAX)),
+            system_ids: Set(serde_json::to_string(system_ids).expect("serialisable")),
+        }
+        .insert(&self.db)
+        .await;
+        match inserted {
+            Ok(m) => Self::info(m),
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                let _ = tokio::fs::remove_dir_all(&pdir).await;
+                self.by_request(request_id)
+                    .await?
+                    .ok_or(StoreError::NotFound)
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&pdir).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The live package of a request, if any.
+    pub async fn by_request(&self, request_id: &str) -> Result<Option<PackageInfo>, StoreError> {
+        let m = package::Entity::find()
+            .filter(package::Column::RequestId.eq(request_id))
+            .filter(package::Column::ExpiresAt.gt(Utc::now()))
+            .one(&self.db)
+            .await?;
+        m.map(Self::info).transpose()
+    }
+
+    /// A live package.
+    pub async fn get(&self, id: &str) -> Result<PackageInfo, StoreError> {
+        let m = package::Entity::find_by_id(id.to_owned())
+            .filter(package::Column::ExpiresAt.gt(Utc::now()))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Self::info(m)
+    }
+
+    /// Streams one file, decrypted, chunk by chunk. A chunk that does not
+    /// authenticate ends the stream with an error.
+    pub async fn open(
+        &self,
+        id: &str,
+        name: &str,
+    ) -> Result<mpsc::Receiver<Result<Vec<u8>, StoreError>>, StoreError> {
+        let m = package::Entity::find_by_id(id.to_owned())
+            .filter(package::Column::ExpiresAt.gt(Utc::now()))
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let wrapped = hex::decode(&m.wrapped_key).map_err(|_| CryptError::Corrupt)?;
+        let key = self.master.unwrap_key(id, &wrapped)?;
+        let info = Self::info(m)?;
+        let index = info
+            .files
+            .iter()
+            .position(|f| f.name == name)
+            .ok_or(StoreError::NoSuchFile)?;
+        let mut file = tokio::fs::File::open(self.dir.join(id).join(format!("{index}.sealed")))
+            .await
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    StoreError::NotFound
+                } else {
+                    StoreError::Io(e)
+                }
+            })?;
+        let aad = aad(id, index);
+        let file_index = u32::try_from(index).unwrap_or(u32::MAX);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut current = match read_sealed_chunk(&mut file).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let mut n: u64 = 0;
+            loop {
+                let next = match read_sealed_chunk(&mut file).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let last = next.is_empty();
+                let opened = key
+                    .open_chunk(file_index, &aad, n, last, &current)
+                    .map_err(StoreError::from);
+                let failed = opened.is_err();
+                if tx.send(opened).await.is_err() || failed || last {
+                    return;
+                }
+                current = next;
+                n += 1;
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Deletes every package whose expiry has passed (files, then index
+    /// entry, so the key goes last); returns how many.
+    pub async fn purge_expired(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let expired = package::Entity::find()
+            .filter(package::Column::ExpiresAt.lte(now))
+            .all(&self.db)
+            .await?;
+        let mut n = 0;
+        for m in expired {
+            match tokio::fs::remove_dir_all(self.dir.join(&m.id)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            package::Entity::delete_by_id(m.id).exec(&self.db).await?;
+            n += 1;
+        }
+        if n > 0 {
+            tracing::info!(deleted = n, "expired packages deleted");
+        }
+        Ok(n)
+    }
+
+    /// Purges expired packages every `every`, for the life of the process.
+    pub fn spawn_purge(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.purge_expired(Utc::now()).await {
+                    tracing::warn!(error = %e, "package purge failed");
+                }
+            }
+        })
+    }
+}
+
+/// Reads up to one sealed chunk (fewer bytes only at the end of the file).
+async fn read_sealed_chunk(f: &mut tokio::fs::File) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; CHUNK + TAG];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = f.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
