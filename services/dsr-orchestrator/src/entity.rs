@@ -29,6 +29,20 @@ pub(crate) mod request {
         pub payload_digest: String,
         pub submitted_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        pub challenge_id: Option<String>,
+        /// The verified identities, as JSON (personal data).
+        pub verified_identities: Option<String>,
+        /// The subject map, as JSON (personal data).
+        pub subject_map: Option<String>,
+        pub package_id: Option<String>,
+        pub record_count: Option<i64>,
+        pub system_ids: Option<String>,
+        pub cancel_reason: Option<String>,
+        pub lease_owner: Option<String>,
+        pub lease_until_ms: Option<i64>,
+        pub next_attempt_ms: Option<i64>,
+        pub attempts: i32,
+        pub last_error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -51,6 +65,31 @@ pub(crate) mod audit {
         pub action: String,
         pub prev_hash: String,
         pub hash: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod step {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orchestrator_step")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub request_id: String,
+        pub step: String,
+        pub attempt: i32,
+        pub worker: String,
+        pub started_at: DateTimeUtc,
+        pub finished_at: Option<DateTimeUtc>,
+        /// "running", "done", "failed" or "abandoned".
+        pub outcome: String,
+        pub error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

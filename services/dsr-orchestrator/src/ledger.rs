@@ -1,7 +1,7 @@
 //! The durable ledger: requests, their moves, and the hash-chained audit
 //! trail, in one transaction per change.
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use dsr_domain::deadline::{Deadline, DeadlineError, HolidayCalendar};
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State};
@@ -12,6 +12,7 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 
 use crate::entity::{audit, request as req};
+use crate::mesh::SubjectMap;
 
 /// Why a ledger operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,10 @@ pub struct Submission {
     pub language: String,
     /// The portal's key.
     pub idempotency_key: String,
+    /// The identities a verification token vouched for, when the portal
+    /// verified the person before submitting; `None` means the orchestrator
+    /// verifies.
+    pub verified: Option<Vec<Identity>>,
 }
 
 /// Why a request was rejected.
@@ -91,9 +96,34 @@ pub struct Request {
     pub deadline: Deadline,
     /// For a rejection: reason and note.
     pub rejection: Option<(String, String)>,
+    /// The verified identities, once verified.
+    pub verified: Option<Vec<Identity>>,
+    /// While verifying: the challenge.
+    pub challenge_id: Option<String>,
+    /// Once located.
+    pub subject_map: Option<SubjectMap>,
+    /// Once exported.
+    pub package_id: Option<String>,
+    /// Once exported: records in the package.
+    pub record_count: Option<u64>,
+    /// Once exported: the systems the records came from.
+    pub system_ids: Vec<String>,
+    /// For a cancellation.
+    pub cancel_reason: Option<String>,
+    /// Failed attempts of the step in progress.
+    pub attempts: u32,
+    /// The last failure of the step in progress.
+    pub last_error: Option<String>,
+    /// When a worker may next take it up (`None`: waiting for a person,
+    /// or final).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Submitted.
+    pub submitted_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
 }
 
-fn kind_str(k: Kind) -> &'static str {
+pub(crate) fn kind_str(k: Kind) -> &'static str {
     match k {
         Kind::Access => "access",
         Kind::Portability => "portability",
@@ -108,33 +138,35 @@ fn kind_parse(s: &str) -> Option<Kind> {
     }
 }
 
-fn corrupt(what: &str) -> Error {
+pub(crate) fn corrupt(what: &str) -> Error {
     Error::Storage(DbErr::Custom(format!(
         "stored request has an invalid {what}"
     )))
 }
 
-fn identity_json(ids: &[Identity]) -> String {
+pub(crate) fn identity_json(ids: &[Identity]) -> String {
     let v: Vec<[&str; 2]> = ids.iter().map(|i| [i.kind().as_str(), i.value()]).collect();
     serde_json::to_string(&v).expect("strings serialise")
 }
 
-fn parse_identities(text: &str) -> Result<Vec<Identity>, Error> {
+/// An identity from its stored (type, value) pair.
+pub(crate) fn identity_from_parts(kind: &str, value: &str) -> Option<Identity> {
+    let kind = [
+        IdentityType::Email,
+        IdentityType::Phone,
+        IdentityType::Personnummer,
+        IdentityType::Organisationsnummer,
+        IdentityType::CustomerId,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == kind)?;
+    Identity::parse(kind, value).ok()
+}
+
+pub(crate) fn parse_identities(text: &str) -> Result<Vec<Identity>, Error> {
     let v: Vec<[String; 2]> = serde_json::from_str(text).map_err(|_| corrupt("identity list"))?;
     v.iter()
-        .map(|[t, val]| {
-            let kind = [
-                IdentityType::Email,
-                IdentityType::Phone,
-                IdentityType::Personnummer,
-                IdentityType::Organisationsnummer,
-                IdentityType::CustomerId,
-            ]
-            .into_iter()
-            .find(|k| k.as_str() == t)
-            .ok_or_else(|| corrupt("identity type"))?;
-            Identity::parse(kind, val).map_err(|_| corrupt("identity"))
-        })
+        .map(|[t, val]| identity_from_parts(t, val).ok_or_else(|| corrupt("identity")))
         .collect()
 }
 
@@ -144,6 +176,12 @@ fn payload_digest(s: &Submission) -> String {
         .identities
         .iter()
         .map(|i| format!("{}={}", i.kind(), i.value()))
+        .chain(
+            s.verified
+                .iter()
+                .flatten()
+                .map(|i| format!("verified:{}={}", i.kind(), i.value())),
+        )
         .collect();
     ids.sort();
     let mut h = Sha256::new();
@@ -172,6 +210,16 @@ impl Ledger {
         Self { db, calendar }
     }
 
+    /// The database.
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// A request from its row.
+    pub(crate) fn from_row(&self, m: req::Model) -> Result<Request, Error> {
+        self.request_of(m)
+    }
+
     fn request_of(&self, m: req::Model) -> Result<Request, Error> {
         let mut deadline = Deadline::for_request(m.received_on, &self.calendar)?;
         if m.extended_months > 0 {
@@ -183,6 +231,33 @@ impl Ledger {
             )?;
         }
         Ok(Request {
+            verified: m
+                .verified_identities
+                .as_deref()
+                .map(parse_identities)
+                .transpose()?,
+            challenge_id: m.challenge_id,
+            subject_map: m
+                .subject_map
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("subject map"))?,
+            package_id: m.package_id,
+            record_count: m.record_count.map(|n| u64::try_from(n).unwrap_or(0)),
+            system_ids: m
+                .system_ids
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("system list"))?
+                .unwrap_or_default(),
+            cancel_reason: m.cancel_reason,
+            attempts: u32::try_from(m.attempts).unwrap_or(0),
+            last_error: m.last_error,
+            next_attempt_at: m.next_attempt_ms.and_then(DateTime::from_timestamp_millis),
+            submitted_at: m.submitted_at,
+            updated_at: m.updated_at,
             kind: kind_parse(&m.kind).ok_or_else(|| corrupt("kind"))?,
             state: State::parse(&m.state).ok_or_else(|| corrupt("state"))?,
             controller: Organisationsnummer::parse(&m.controller)
@@ -197,7 +272,7 @@ impl Ledger {
         })
     }
 
-    async fn append<C: ConnectionTrait>(
+    pub(crate) async fn append<C: ConnectionTrait>(
         &self,
         conn: &C,
         actor: &str,
@@ -276,6 +351,19 @@ impl Ledger {
                 payload_digest: Set(digest.clone()),
                 submitted_at: Set(now),
                 updated_at: Set(now),
+                challenge_id: Set(None),
+                verified_identities: Set(s.verified.as_deref().map(identity_json)),
+                subject_map: Set(None),
+                package_id: Set(None),
+                record_count: Set(None),
+                system_ids: Set(None),
+                cancel_reason: Set(None),
+                lease_owner: Set(None),
+                lease_until_ms: Set(None),
+                // The verify step may start at once.
+                next_attempt_ms: Set(Some(now.timestamp_millis())),
+                attempts: Set(0),
+                last_error: Set(None),
             }
             .insert(&txn)
             .await;
@@ -308,7 +396,7 @@ impl Ledger {
         self.request_of(m)
     }
 
-    async fn change(
+    pub(crate) async fn change(
         &self,
         id: &str,
         actor: &str,
@@ -354,8 +442,19 @@ impl Ledger {
     }
 
     /// Cancels a request that has not begun irreversible work.
-    pub async fn cancel(&self, id: &str, actor: &str) -> Result<Request, Error> {
-        self.advance(id, State::Cancelled, actor).await
+    pub async fn cancel(&self, id: &str, reason: &str, actor: &str) -> Result<Request, Error> {
+        let reason = reason.to_owned();
+        self.change(id, actor, "state:cancelled".into(), move |m, am| {
+            let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
+            request::check_move(from, State::Cancelled)?;
+            am.state = Set(State::Cancelled.as_str().to_owned());
+            am.cancel_reason = Set(Some(reason.clone()));
+            am.next_attempt_ms = Set(None);
+            am.lease_owner = Set(None);
+            am.lease_until_ms = Set(None);
+            Ok(())
+        })
+        .await
     }
 
     /// Rejects a request, with a reason and a note.
@@ -377,6 +476,9 @@ impl Ledger {
                 am.state = Set(State::Rejected.as_str().to_owned());
                 am.rejection_reason = Set(Some(reason.as_str().to_owned()));
                 am.rejection_note = Set(Some(note.clone()));
+                am.next_attempt_ms = Set(None);
+                am.lease_owner = Set(None);
+                am.lease_until_ms = Set(None);
                 Ok(())
             },
         )

@@ -1,10 +1,20 @@
-//! The orchestrator (`dsr.orchestrator.v1.Requests`), being built for
-//! issue [D]. What exists: the durable [`ledger`] of requests, with the
-//! state machine and the deadline rules of `dsr_domain` and the
-//! hash-chained audit trail. What follows: the gRPC API, the work queue with
-//! leases, and the calls to identity, discovery and export.
+//! The orchestrator (`dsr.orchestrator.v1.Requests`): the portals' API over
+//! a durable [`ledger`] of requests (state machine and deadline rules from
+//! `dsr_domain`, a hash-chained audit trail), a leased work [`queue`] that
+//! several replicas share, and the [`worker`] that runs each request's
+//! steps (verify, locate, export) against the services behind the
+//! [`mesh`] traits, implemented over gRPC in [`grpc::clients`].
 #![forbid(unsafe_code)]
 
 mod entity;
+pub mod grpc;
 pub mod ledger;
+pub mod listing;
+pub mod mesh;
+pub mod metrics;
 pub mod migration;
+pub mod queue;
+pub mod worker;
+
+/// The audience tokens for this service name.
+pub const SERVICE_NAME: &str = "dsr-orchestrator";

@@ -18,6 +18,7 @@ fn submission(key: &str, email: &str) -> Submission {
         identities: vec![Identity::parse(IdentityType::Email, email).unwrap()],
         language: "sv".into(),
         idempotency_key: key.into(),
+        verified: None,
     }
 }
 
@@ -128,7 +129,7 @@ async fn the_ledger_keeps_its_rules_and_its_trail() {
         .unwrap();
     assert_eq!(r.state, State::Rejected);
     assert!(matches!(
-        ledger.cancel(&r.id, "portal").await,
+        ledger.cancel(&r.id, "withdrawn by the person", "portal").await,
         Err(Error::IllegalMove(_))
     ));
 
@@ -142,7 +143,7 @@ async fn the_ledger_keeps_its_rules_and_its_trail() {
         .await
         .unwrap();
     assert_eq!(
-        ledger.cancel(&r2.id, "portal").await.unwrap().state,
+        ledger.cancel(&r2.id, "withdrawn by the person", "portal").await.unwrap().state,
         State::Cancelled
     );
     assert!(matches!(

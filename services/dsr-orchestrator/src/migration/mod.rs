@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_ledger;
+mod m20261124_000002_work_queue;
 
 /// The migrations.
 #[derive(Debug)]
@@ -14,6 +15,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_ledger::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_ledger::Migration),
+            Box::new(m20261124_000002_work_queue::Migration),
+        ]
     }
 }

@@ -1,0 +1,343 @@
+//! The tonic implementations of the [`crate::mesh`] traits: identity,
+//! discovery and export, each called with a service token for its audience,
+//! the caller's trace context, and the step's deadline as `grpc-timeout`.
+
+use std::sync::Arc;
+
+use dsr_auth::TokenSigner;
+use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
+use dsr_connector::grpc::{self as kit, identity_to_pb};
+use dsr_domain::identity::Identity;
+use dsr_domain::request::Kind;
+use dsr_proto::common::v1 as common;
+use dsr_proto::discovery::v1 as disc;
+use dsr_proto::discovery::v1::discovery_client::DiscoveryClient;
+use dsr_proto::export::v1 as exp;
+use dsr_proto::export::v1::export_client::ExportClient;
+use dsr_proto::identity::v1 as idv;
+use dsr_proto::identity::v1::identity_verification_client::IdentityVerificationClient;
+use dsr_proto::system::v1 as sys;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt as _;
+
+use crate::mesh::{
+    Call, CallError, Challenge, Discovery, Export, PackageRef, Store, SubjectMap, SystemFound,
+    Verification,
+};
+
+type Intercepted = InterceptedService<Channel, Outgoing>;
+
+/// Where the other services are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Identity verification.
+    pub identity: String,
+    /// Discovery.
+    pub discovery: String,
+    /// Export.
+    pub export: String,
+}
+
+/// The mesh over gRPC.
+#[derive(Clone, Debug)]
+pub struct GrpcMesh {
+    identity: IdentityVerificationClient<Intercepted>,
+    discovery: DiscoveryClient<Intercepted>,
+    export: ExportClient<Intercepted>,
+}
+
+impl GrpcMesh {
+    /// Clients calling as `service:dsr-orchestrator`, with tokens from
+    /// `signer`. Connections are made on first use.
+    pub fn new(e: &Endpoints, signer: Arc<TokenSigner>) -> Result<Self, String> {
+        let me = crate::SERVICE_NAME;
+        let ch = |what: &str, url: &str| lazy_channel(url).map_err(|err| format!("{what}: {err}"));
+        Ok(Self {
+            identity: IdentityVerificationClient::with_interceptor(
+                ch("identity", &e.identity)?,
+                Outgoing::new(signer.clone(), me, "dsr-identity", &["identity:verify"]),
+            ),
+            discovery: DiscoveryClient::with_interceptor(
+                ch("discovery", &e.discovery)?,
+                Outgoing::new(signer.clone(), me, "dsr-discovery", &["discovery:locate"]),
+            )
+            .max_decoding_message_size(64 * 1024 * 1024),
+            export: ExportClient::with_interceptor(
+                ch("export", &e.export)?,
+                Outgoing::new(signer, me, "dsr-export", &["export:build"]),
+            )
+            .max_encoding_message_size(64 * 1024 * 1024),
+        })
+    }
+}
+
+/// A failed call: the callee's ErrorInfo reason when it gave one, else the
+/// code; retryable when the callee was unavailable, timed out or busy.
+fn call_error(service: &str, s: &Status) -> CallError {
+    let reason = s
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| failure_reason(s));
+    CallError {
+        service: service.to_owned(),
+        reason,
+        retryable: matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::Internal
+                | Code::Unknown
+                | Code::FailedPrecondition
+        ),
+    }
+}
+
+fn with_deadline<T>(call: &Call, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(call.timeout);
+    r
+}
+
+fn controller(call: &Call) -> Option<common::ControllerRef> {
+    Some(common::ControllerRef {
+        organisation_number: call.controller.as_str().to_owned(),
+    })
+}
+
+fn outcome_name(o: i32) -> String {
+    disc::Outcome::try_from(o)
+        .map(|x| x.as_str_name().trim_start_matches("OUTCOME_").to_lowercase())
+        .unwrap_or_else(|_| "unspecified".into())
+}
+
+/// From discovery's subject map.
+pub fn map_from_pb(m: disc::SubjectMap) -> SubjectMap {
+    SubjectMap {
+        identities: m
+            .identities
+            .into_iter()
+            .filter_map(|i| {
+                kit::identity_type_from_pb(i.r#type).map(|t| (t.as_str().to_owned(), i.value))
+            })
+            .collect(),
+        systems: m
+            .systems
+            .into_iter()
+            .map(|s| SystemFound {
+                outcome: outcome_name(s.outcome),
+                stores: s
+                    .stores
+                    .into_iter()
+                    .map(|st| Store {
+                        keys: st.records.into_iter().map(|r| r.key).collect(),
+                        categories: st.category_ids,
+                        store: st.store,
+                    })
+                    .collect(),
+                error_reason: s.error_reason,
+                system_id: s.system_id,
+            })
+            .collect(),
+        partial: m.partial,
+        rounds: m.rounds,
+    }
+}
+
+/// Back to discovery's subject map, for export.
+pub fn map_to_pb(m: &SubjectMap) -> disc::SubjectMap {
+    disc::SubjectMap {
+        identities: m
+            .identities
+            .iter()
+            .filter_map(|(t, v)| crate::ledger::identity_from_parts(t, v))
+            .map(|i| identity_to_pb(&i))
+            .collect(),
+        systems: m
+            .systems
+            .iter()
+            .map(|s| disc::SystemLocation {
+                system_id: s.system_id.clone(),
+                outcome: disc::Outcome::from_str_name(&format!(
+                    "OUTCOME_{}",
+                    s.outcome.to_uppercase()
+                ))
+                .unwrap_or(disc::Outcome::Unspecified) as i32,
+                stores: s
+                    .stores
+                    .iter()
+                    .map(|st| sys::LocatedStore {
+                        store: st.store.clone(),
+                        records: st
+                            .keys
+                            .iter()
+                            .map(|k| sys::RecordRef {
+                                store: st.store.clone(),
+                                key: k.clone(),
+                            })
+                            .collect(),
+                        category_ids: st.categories.clone(),
+                    })
+                    .collect(),
+                error_reason: s.error_reason.clone(),
+                asked_with: Vec::new(),
+            })
+            .collect(),
+        partial: m.partial,
+        rounds: m.rounds,
+    }
+}
+
+#[tonic::async_trait]
+impl Verification for GrpcMesh {
+    async fn start(
+        &self,
+        call: &Call,
+        claimed: &[Identity],
+        language: &str,
+    ) -> Result<Challenge, CallError> {
+        // A code to the first email, else the first phone.
+        let target = claimed
+            .iter()
+            .find(|i| i.kind() == dsr_domain::identity::IdentityType::Email)
+            .or_else(|| {
+                claimed
+                    .iter()
+                    .find(|i| i.kind() == dsr_domain::identity::IdentityType::Phone)
+            })
+            .ok_or_else(|| CallError {
+                service: "identity".into(),
+                reason: "NO_CONTACT_IDENTITY".into(),
+                retryable: false,
+            })?;
+        let method = if target.kind() == dsr_domain::identity::IdentityType::Email {
+            idv::Method::EmailCode
+        } else {
+            idv::Method::SmsCode
+        };
+        let resp = self
+            .identity
+            .clone()
+            .start_verification(with_deadline(
+                call,
+                idv::StartVerificationRequest {
+                    claimed: claimed.iter().map(identity_to_pb).collect(),
+                    method: method as i32,
+                    idp_assertion: String::new(),
+                    attestation: None,
+                    language: language.to_owned(),
+                },
+            ))
+            .await
+            .map_err(|s| call_error("identity", &s))?
+            .into_inner();
+        Ok(Challenge {
+            id: resp.challenge_id,
+        })
+    }
+
+    async fn complete(
+        &self,
+        call: &Call,
+        challenge_id: &str,
+        code: &str,
+    ) -> Result<String, CallError> {
+        let resp = self
+            .identity
+            .clone()
+            .complete_verification(with_deadline(
+                call,
+                idv::CompleteVerificationRequest {
+                    challenge_id: challenge_id.to_owned(),
+                    code: code.to_owned(),
+                },
+            ))
+            .await
+            .map_err(|s| {
+                let mut e = call_error("identity", &s);
+                // A refused code is the person's answer, not an outage.
+                e.retryable = e.retryable && s.code() != Code::FailedPrecondition;
+                e
+            })?
+            .into_inner();
+        resp.token.map(|t| t.jwt).ok_or_else(|| CallError {
+            service: "identity".into(),
+            reason: "NO_TOKEN".into(),
+            retryable: true,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for GrpcMesh {
+    async fn locate(&self, call: &Call, identities: &[Identity]) -> Result<SubjectMap, CallError> {
+        let resp = self
+            .discovery
+            .clone()
+            .locate(with_deadline(
+                call,
+                disc::LocateRequest {
+                    request_id: call.request_id.clone(),
+                    controller: controller(call),
+                    due_date: Some(kit::date_to_pb(call.due_date)),
+                    identities: identities.iter().map(identity_to_pb).collect(),
+                    max_rounds: 0,
+                },
+            ))
+            .await
+            .map_err(|s| call_error("discovery", &s))?
+            .into_inner();
+        resp.subject_map.map(map_from_pb).ok_or_else(|| CallError {
+            service: "discovery".into(),
+            reason: "NO_SUBJECT_MAP".into(),
+            retryable: true,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Export for GrpcMesh {
+    async fn build(
+        &self,
+        call: &Call,
+        kind: Kind,
+        language: &str,
+        map: &SubjectMap,
+    ) -> Result<PackageRef, CallError> {
+        let resp = self
+            .export
+            .clone()
+            .build_package(with_deadline(
+                call,
+                exp::BuildPackageRequest {
+                    request_id: call.request_id.clone(),
+                    kind: match kind {
+                        Kind::Access => exp::PackageKind::Access,
+                        Kind::Portability => exp::PackageKind::Portability,
+                    } as i32,
+                    controller: controller(call),
+                    due_date: Some(kit::date_to_pb(call.due_date)),
+                    language: language.to_owned(),
+                    subject_map: Some(map_to_pb(map)),
+                },
+            ))
+            .await
+            .map_err(|s| call_error("export", &s))?
+            .into_inner();
+        let p = resp.package.ok_or_else(|| CallError {
+            service: "export".into(),
+            reason: "NO_PACKAGE".into(),
+            retryable: true,
+        })?;
+        Ok(PackageRef {
+            id: p.id,
+            record_count: p.record_count,
+            system_ids: p.system_ids,
+        })
+    }
+}

@@ -1,0 +1,708 @@
+//! The gRPC edge of the orchestrator: the `Requests` handlers (validation,
+//! conversion, one mapping from ledger errors to statuses) and, in
+//! [`clients`], the tonic implementations of the mesh traits.
+
+pub mod clients;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, Validator};
+use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
+use dsr_domain::deadline::DeadlineError;
+use dsr_domain::group::Group;
+use dsr_domain::identity::{Identity, Organisationsnummer};
+use dsr_domain::request::{Kind, State};
+use dsr_identity::tokens::VerificationClaims;
+use dsr_proto::common::v1 as common;
+use dsr_proto::orchestrator::v1 as pb;
+use dsr_proto::orchestrator::v1::requests_server::{Requests, RequestsServer};
+use futures_util::Stream;
+use tokio::sync::{Notify, broadcast};
+use tonic::{Code, Request, Response, Status};
+use tower_layer::Layer;
+
+use crate::ledger::{self, Ledger, Rejection, Submission};
+use crate::listing::Filter;
+use crate::mesh::{Call, Verification};
+use crate::queue::StepView;
+
+/// Scope of Submit and Verify.
+pub const SCOPE_SUBMIT: &str = "requests:submit";
+/// Scope of Get, List and Watch.
+pub const SCOPE_READ: &str = "requests:read";
+/// Scope of Cancel, Extend, Approve and Reject (case handlers).
+pub const SCOPE_MANAGE: &str = "requests:manage";
+
+/// Required scopes per RPC.
+pub const SCOPES: &[ScopeRule] = &[
+    ScopeRule {
+        method: "Submit",
+        scopes: &[SCOPE_SUBMIT],
+    },
+    ScopeRule {
+        method: "Verify",
+        scopes: &[SCOPE_SUBMIT],
+    },
+    ScopeRule {
+        method: "Get",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "List",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "Watch",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "Cancel",
+        scopes: &[SCOPE_MANAGE],
+    },
+    ScopeRule {
+        method: "Extend",
+        scopes: &[SCOPE_MANAGE],
+    },
+    ScopeRule {
+        method: "Approve",
+        scopes: &[SCOPE_MANAGE],
+    },
+    ScopeRule {
+        method: "Reject",
+        scopes: &[SCOPE_MANAGE],
+    },
+];
+
+/// What the handlers need.
+#[derive(Clone)]
+pub struct Deps {
+    /// The ledger.
+    pub ledger: Ledger,
+    /// The controllers.
+    pub group: Arc<Group>,
+    /// Checks verification tokens (the identity service's keys, issuer
+    /// `dsr-identity`, audience `dsr-mesh`).
+    pub verification_tokens: Arc<Validator>,
+    /// Completes challenges for Verify.
+    pub verification: Arc<dyn Verification>,
+    /// Wakes the worker when work arrives.
+    pub wake: Arc<Notify>,
+    /// Ids of requests that changed in this process.
+    pub changes: broadcast::Sender<String>,
+    /// How often Watch looks for changes made by other replicas.
+    pub watch_poll: Duration,
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deps(..)")
+    }
+}
+
+/// The service.
+pub type Service = AuthService<RequestsServer<Handlers>>;
+
+/// Builds the service.
+pub fn service(deps: Deps, validator: Arc<Validator>) -> Service {
+    AuthLayer::new(validator, SCOPES).layer(RequestsServer::new(Handlers { d: deps }))
+}
+
+/// The handlers.
+#[derive(Debug)]
+pub struct Handlers {
+    d: Deps,
+}
+
+fn actor<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<Principal>()
+        .map(|p| p.subject.clone())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn ledger_status(e: ledger::Error) -> Status {
+    match e {
+        ledger::Error::NotFound => kit::status(Code::NotFound, "request not found", "REQUEST_NOT_FOUND"),
+        ledger::Error::KeyReused => kit::status(
+            Code::AlreadyExists,
+            "the idempotency key was used with another payload",
+            "IDEMPOTENCY_KEY_REUSED",
+        ),
+        ledger::Error::IllegalMove(m) => kit::status(
+            Code::FailedPrecondition,
+            &format!("a request cannot move from {} to {}", m.from, m.to),
+            "ILLEGAL_STATE_CHANGE",
+        ),
+        ledger::Error::Deadline(d) => {
+            let reason = match d {
+                DeadlineError::ReasonRequired => "EXTENSION_REASON_REQUIRED",
+                DeadlineError::TooLong => "EXTENSION_TOO_LONG",
+                DeadlineError::OutsideFirstMonth => "EXTENSION_OUTSIDE_FIRST_MONTH",
+                DeadlineError::BeforeReceipt | DeadlineError::OutsideCalendar { .. } => {
+                    "DEADLINE_RULES"
+                }
+            };
+            kit::status(Code::FailedPrecondition, &d.to_string(), reason)
+        }
+        ledger::Error::Storage(e) => {
+            tracing::error!(error = %e, "ledger storage failed");
+            kit::status(Code::Unavailable, "the ledger is unavailable", "STORAGE")
+        }
+    }
+}
+
+fn kind_to_pb(k: Kind) -> pb::Kind {
+    match k {
+        Kind::Access => pb::Kind::Access,
+        Kind::Portability => pb::Kind::Portability,
+    }
+}
+
+fn kind_from_pb(k: i32) -> Option<Kind> {
+    match pb::Kind::try_from(k).ok()? {
+        pb::Kind::Access => Some(Kind::Access),
+        pb::Kind::Portability => Some(Kind::Portability),
+        pb::Kind::Unspecified => None,
+    }
+}
+
+fn state_to_pb(s: State) -> pb::State {
+    match s {
+        State::Submitted => pb::State::Submitted,
+        State::Verifying => pb::State::Verifying,
+        State::Locating => pb::State::Locating,
+        State::AwaitingApproval => pb::State::AwaitingApproval,
+        State::Exporting => pb::State::Exporting,
+        State::Completed => pb::State::Completed,
+        State::Rejected => pb::State::Rejected,
+        State::Cancelled => pb::State::Cancelled,
+    }
+}
+
+fn state_from_pb(s: i32) -> Option<State> {
+    Some(match pb::State::try_from(s).ok()? {
+        pb::State::Unspecified => return None,
+        pb::State::Submitted => State::Submitted,
+        pb::State::Verifying => State::Verifying,
+        pb::State::Locating => State::Locating,
+        pb::State::AwaitingApproval => State::AwaitingApproval,
+        pb::State::Exporting => State::Exporting,
+        pb::State::Completed => State::Completed,
+        pb::State::Rejected => State::Rejected,
+        pb::State::Cancelled => State::Cancelled,
+    })
+}
+
+fn rejection_to_pb(r: &str) -> pb::RejectionReason {
+    match r {
+        "identity_insufficient" => pb::RejectionReason::IdentityInsufficient,
+        "manifestly_unfounded_or_excessive" => pb::RejectionReason::ManifestlyUnfoundedOrExcessive,
+        "no_data" => pb::RejectionReason::NoData,
+        "other" => pb::RejectionReason::Other,
+        _ => pb::RejectionReason::Unspecified,
+    }
+}
+
+fn step_to_pb(s: &StepView) -> pb::Step {
+    pb::Step {
+        name: s.name.to_owned(),
+        status: s.status.to_owned(),
+        attempts: s.attempts,
+        last_error: s.last_error.clone().unwrap_or_default(),
+        next_attempt_at: s.next_attempt_at.map(kit::timestamp),
+        done_at: s.done_at.map(kit::timestamp),
+    }
+}
+
+/// The wire form of a request with its steps.
+pub fn request_to_pb(r: &ledger::Request, steps: &[StepView], today: chrono::NaiveDate) -> pb::DataSubjectRequest {
+    let d = &r.deadline;
+    let ext = d.extension();
+    pb::DataSubjectRequest {
+        id: r.id.clone(),
+        kind: kind_to_pb(r.kind) as i32,
+        state: state_to_pb(r.state) as i32,
+        controller: Some(common::ControllerRef {
+            organisation_number: r.controller.as_str().to_owned(),
+        }),
+        deadline: Some(pb::Deadline {
+            received_on: Some(kit::date_to_pb(d.received_on())),
+            original_due: Some(kit::date_to_pb(d.original_due())),
+            due: Some(kit::date_to_pb(d.due())),
+            extended_months: ext.map(|e| e.months).unwrap_or(0),
+            extension_reason: ext.map(|e| e.reason.clone()).unwrap_or_default(),
+            overdue: !r.state.is_final() && today > d.due(),
+        }),
+        language: r.language.clone(),
+        steps: steps.iter().map(step_to_pb).collect(),
+        rejection_reason: r
+            .rejection
+            .as_ref()
+            .map(|(reason, _)| rejection_to_pb(reason) as i32)
+            .unwrap_or(0),
+        rejection_note: r.rejection.as_ref().map(|(_, n)| n.clone()).unwrap_or_default(),
+        package_id: r.package_id.clone().unwrap_or_default(),
+        submit_time: Some(kit::timestamp(r.submitted_at)),
+        update_time: Some(kit::timestamp(r.updated_at)),
+        challenge_id: r.challenge_id.clone().unwrap_or_default(),
+        retrying: r.attempts > 0 && r.next_attempt_at.is_some(),
+        record_count: r.record_count.unwrap_or(0),
+        system_ids: r.system_ids.clone(),
+        cancel_reason: r.cancel_reason.clone().unwrap_or_default(),
+    }
+}
+
+fn valid_key(k: &str) -> bool {
+    (8..=128).contains(&k.len())
+        && k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn require_id(id: &str) -> Result<(), Status> {
+    if valid_id(id) {
+        Ok(())
+    } else {
+        Err(invalid_argument(vec![("id".into(), "required: a request id".into())]))
+    }
+}
+
+fn language(l: &str, v: &mut Vec<(String, String)>) -> String {
+    match l {
+        "" | "sv" => "sv".into(),
+        "en" => "en".into(),
+        _ => {
+            v.push(("language".into(), "\"sv\" or \"en\"".into()));
+            String::new()
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+impl Handlers {
+    async fn view(&self, r: &ledger::Request) -> Result<pb::DataSubjectRequest, Status> {
+        let steps = self.d.ledger.steps(r).await.map_err(ledger_status)?;
+        Ok(request_to_pb(r, &steps, Utc::now().date_naive()))
+    }
+
+    /// The identities a verification token vouches for.
+    fn token_identities(&self, token: &str) -> Result<Vec<Identity>, String> {
+        let claims: VerificationClaims = self
+            .d
+            .verification_tokens
+            .decode(token, &["exp", "iss", "aud", "sub"])
+            .map_err(|e| format!("not a valid verification token ({})", e.reason()))?;
+        let ids: Vec<Identity> = claims
+            .identities
+            .iter()
+            .filter_map(dsr_identity::tokens::TokenIdentity::to_identity)
+            .collect();
+        if ids.is_empty() {
+            return Err("the token vouches for no identity".into());
+        }
+        Ok(ids)
+    }
+
+    fn changed(&self, id: &str) {
+        let _ = self.d.changes.send(id.to_owned());
+    }
+}
+
+#[tonic::async_trait]
+impl Requests for Handlers {
+    #[tracing::instrument(skip_all)]
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitRequest>,
+    ) -> Result<Response<pb::SubmitResponse>, Status> {
+        let actor = actor(&req);
+        let pb::SubmitRequest {
+            kind,
+            controller,
+            claimed,
+            verification_token,
+            language: lang,
+            idempotency_key,
+        } = req.into_inner();
+        let mut v: Vec<(String, String)> = Vec::new();
+        let kind = kind_from_pb(kind);
+        if kind.is_none() {
+            v.push(("kind".into(), "required: ACCESS or PORTABILITY".into()));
+        }
+        let controller = match controller.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
+            Some(Ok(o)) if self.d.group.controller(&o).is_some() => Some(o),
+            Some(Ok(_)) => {
+                v.push((
+                    "controller.organisation_number".into(),
+                    "not one of the group's controllers".into(),
+                ));
+                None
+            }
+            Some(Err(e)) => {
+                v.push(("controller.organisation_number".into(), e.to_string()));
+                None
+            }
+            None => {
+                v.push(("controller.organisation_number".into(), "required".into()));
+                None
+            }
+        };
+        let claimed = match identities_from_pb(claimed, "claimed") {
+            Ok(ids) => ids,
+            Err(bad) => {
+                v.extend(bad);
+                Vec::new()
+            }
+        };
+        let verified = if verification_token.is_empty() {
+            if claimed.is_empty() && !v.iter().any(|(f, _)| f.starts_with("claimed")) {
+                v.push((
+                    "claimed".into(),
+                    "required unless verification_token is set".into(),
+                ));
+            }
+            None
+        } else {
+            match self.token_identities(&verification_token) {
+                Ok(ids) => Some(ids),
+                Err(why) => {
+                    v.push(("verification_token".into(), why));
+                    None
+                }
+            }
+        };
+        let language = language(&lang, &mut v);
+        if idempotency_key.is_empty() {
+            v.push(("idempotency_key".into(), "required".into()));
+        } else if !valid_key(&idempotency_key) {
+            v.push((
+                "idempotency_key".into(),
+                "8 to 128 of [A-Za-z0-9._:-]".into(),
+            ));
+        }
+        let (Some(kind), Some(controller), true) = (kind, controller, v.is_empty()) else {
+            return Err(invalid_argument(v));
+        };
+        let (r, new) = self
+            .d
+            .ledger
+            .submit(
+                Submission {
+                    kind,
+                    controller,
+                    identities: claimed,
+                    language,
+                    idempotency_key,
+                    verified,
+                },
+                Utc::now().date_naive(),
+                &actor,
+            )
+            .await
+            .map_err(ledger_status)?;
+        if new {
+            self.d.wake.notify_one();
+            self.changed(&r.id);
+        }
+        Ok(Response::new(pb::SubmitResponse {
+            request: Some(self.view(&r).await?),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        let actor = actor(&req);
+        let pb::VerifyRequest {
+            id,
+            code,
+            verification_token,
+        } = req.into_inner();
+        require_id(&id)?;
+        if code.is_empty() == verification_token.is_empty() {
+            return Err(invalid_argument(vec![(
+                "code".into(),
+                "exactly one of code and verification_token".into(),
+            )]));
+        }
+        let r = self.d.ledger.get(&id).await.map_err(ledger_status)?;
+        if r.state != State::Verifying {
+            return Err(kit::status(
+                Code::FailedPrecondition,
+                "the request is not waiting for verification",
+                "NOT_VERIFYING",
+            ));
+        }
+        let token = if verification_token.is_empty() {
+            let challenge = r.challenge_id.clone().unwrap_or_default();
+            let call = Call {
+                request_id: r.id.clone(),
+                controller: r.controller.clone(),
+                due_date: r.deadline.due(),
+                timeout: Duration::from_secs(10),
+            };
+            match self.d.verification.complete(&call, &challenge, &code).await {
+                Ok(t) => t,
+                Err(e) if e.retryable => {
+                    return Err(kit::status(Code::Unavailable, "identity verification is unavailable", "IDENTITY_UNAVAILABLE"));
+                }
+                Err(e) if e.reason == "CODE_MISMATCH" => {
+                    return Err(invalid_argument(vec![(
+                        "code".into(),
+                        "does not match (CODE_MISMATCH)".into(),
+                    )]));
+                }
+                Err(e) => {
+                    return Err(kit::status(Code::FailedPrecondition, "the challenge cannot be completed", &e.reason));
+                }
+            }
+        } else {
+            verification_token
+        };
+        let ids = self
+            .token_identities(&token)
+            .map_err(|why| invalid_argument(vec![("verification_token".into(), why)]))?;
+        let r = self
+            .d
+            .ledger
+            .verified(&id, &ids, &actor)
+            .await
+            .map_err(ledger_status)?;
+        self.d.wake.notify_one();
+        self.changed(&r.id);
+        Ok(Response::new(pb::VerifyResponse {
+            request: Some(self.view(&r).await?),
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let pb::GetRequest { id } = req.into_inner();
+        require_id(&id)?;
+        let r = self.d.ledger.get(&id).await.map_err(ledger_status)?;
+        Ok(Response::new(pb::GetResponse {
+            request: Some(self.view(&r).await?),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let pb::ListRequest {
+            page,
+            state,
+            kind,
+            controller,
+            overdue,
+        } = req.into_inner();
+        let mut v = Vec::new();
+        let page = page.unwrap_or_default();
+        if page.page_size > 500 {
+            v.push(("page.page_size".into(), "0 to 500".into()));
+        }
+        let controller = match controller {
+            None => None,
+            Some(c) => match Organisationsnummer::parse(&c.organisation_number) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    v.push(("controller.organisation_number".into(), e.to_string()));
+                    None
+                }
+            },
+        };
+        if pb::State::try_from(state).is_err() {
+            v.push(("state".into(), "unknown state".into()));
+        }
+        if pb::Kind::try_from(kind).is_err() {
+            v.push(("kind".into(), "unknown kind".into()));
+        }
+        if !v.is_empty() {
+            return Err(invalid_argument(v));
+        }
+        let filter = Filter {
+            state: state_from_pb(state),
+            kind: kind_from_pb(kind),
+            controller,
+            overdue_on: overdue.then(|| Utc::now().date_naive()),
+        };
+        let size = if page.page_size == 0 { 50 } else { u64::from(page.page_size) };
+        let token = (!page.page_token.is_empty()).then_some(page.page_token.as_str());
+        let listed = self
+            .d
+            .ledger
+            .list(&filter, size, token)
+            .await
+            .map_err(ledger_status)?
+            .map_err(|_| invalid_argument(vec![("page.page_token".into(), "invalid page token".into())]))?;
+        let mut requests = Vec::with_capacity(listed.requests.len());
+        for r in &listed.requests {
+            requests.push(self.view(r).await?);
+        }
+        Ok(Response::new(pb::ListResponse {
+            requests,
+            page: Some(common::PageResponse {
+                next_page_token: listed.next.unwrap_or_default(),
+            }),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let pb::WatchRequest { id } = req.into_inner();
+        require_id(&id)?;
+        let first = self.d.ledger.get(&id).await.map_err(ledger_status)?;
+        let mut changes = self.d.changes.subscribe();
+        let ledger = self.d.ledger.clone();
+        let poll = self.d.watch_poll;
+        let me = Handlers { d: self.d.clone() };
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            let mut last = None;
+            let mut current = first;
+            loop {
+                let key = (current.state, current.updated_at);
+                if last != Some(key) {
+                    last = Some(key);
+                    let item = me.view(&current).await.map(|r| pb::WatchResponse { request: Some(r) });
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        return;
+                    }
+                }
+                if current.state.is_final() {
+                    return;
+                }
+                // A change here, a change by another replica (the poll), or the
+                // watcher gone.
+                tokio::select! {
+                    changed = changes.recv() => {
+                        if matches!(changed, Ok(ref c) if c != &current.id) {
+                            continue;
+                        }
+                    }
+                    () = tokio::time::sleep(poll) => {}
+                    () = tx.closed() => return,
+                }
+                match ledger.get(&current.id).await {
+                    Ok(r) => current = r,
+                    Err(e) => {
+                        let _ = tx.send(Err(ledger_status(e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn cancel(
+        &self,
+        req: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let actor = actor(&req);
+        let pb::CancelRequest { id, reason } = req.into_inner();
+        require_id(&id)?;
+        if reason.trim().is_empty() {
+            return Err(invalid_argument(vec![("reason".into(), "required".into())]));
+        }
+        let r = self.d.ledger.cancel(&id, &reason, &actor).await.map_err(ledger_status)?;
+        self.changed(&r.id);
+        Ok(Response::new(pb::CancelResponse {
+            request: Some(self.view(&r).await?),
+        }))
+    }
+
+    async fn extend(
+        &self,
+        req: Request<pb::ExtendRequest>,
+    ) -> Result<Response<pb::ExtendResponse>, Status> {
+        let actor = actor(&req);
+        let pb::ExtendRequest { id, months, reason } = req.into_inner();
+        require_id(&id)?;
+        let mut v = Vec::new();
+        if !(1..=2).contains(&months) {
+            v.push(("months".into(), "1 or 2".into()));
+        }
+        if reason.trim().is_empty() {
+            v.push(("reason".into(), "required: it is told to the person".into()));
+        }
+        if !v.is_empty() {
+            return Err(invalid_argument(v));
+        }
+        let r = self
+            .d
+            .ledger
+            .extend(&id, months, &reason, Utc::now().date_naive(), &actor)
+            .await
+            .map_err(ledger_status)?;
+        self.changed(&r.id);
+        Ok(Response::new(pb::ExtendResponse {
+            request: Some(self.view(&r).await?),
+        }))
+    }
+
+    async fn approve(
+        &self,
+        req: Request<pb::ApproveRequest>,
+    ) -> Result<Response<pb::ApproveResponse>, Status> {
+        let actor = actor(&req);
+        let pb::ApproveRequest { id, note: _ } = req.into_inner();
+        require_id(&id)?;
+        let r = self.d.ledger.approve(&id, &actor).await.map_err(ledger_status)?;
+        self.d.wake.notify_one();
+        self.changed(&r.id);
+        Ok(Response::new(pb::ApproveResponse {
+            request: Some(self.view(&r).await?),
+        }))
+    }
+
+    async fn reject(
+        &self,
+        req: Request<pb::RejectRequest>,
+    ) -> Result<Response<pb::RejectResponse>, Status> {
+        let actor = actor(&req);
+        let pb::RejectRequest { id, reason, note } = req.into_inner();
+        require_id(&id)?;
+        let reason = match pb::RejectionReason::try_from(reason) {
+            Ok(pb::RejectionReason::IdentityInsufficient) => Rejection::IdentityInsufficient,
+            Ok(pb::RejectionReason::ManifestlyUnfoundedOrExcessive) => {
+                Rejection::ManifestlyUnfoundedOrExcessive
+            }
+            Ok(pb::RejectionReason::NoData) => Rejection::NoData,
+            Ok(pb::RejectionReason::Other) if note.trim().is_empty() => {
+                return Err(invalid_argument(vec![(
+                    "note".into(),
+                    "required for REJECTION_REASON_OTHER".into(),
+                )]));
+            }
+            Ok(pb::RejectionReason::Other) => Rejection::Other,
+            Ok(pb::RejectionReason::Unspecified) | Err(_) => {
+                return Err(invalid_argument(vec![("reason".into(), "required".into())]));
+            }
+        };
+        let r = self
+            .d
+            .ledger
+            .reject(&id, reason, &note, &actor)
+            .await
+            .map_err(ledger_status)?;
+        self.changed(&r.id);
+        Ok(Response::new(pb::RejectResponse {
+            request: Some(self.view(&r).await?),
+        }))
+    }
+}

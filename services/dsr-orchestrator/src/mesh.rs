@@ -1,0 +1,159 @@
+//! The other services as the orchestrator sees them: traits owned by its
+//! domain, implemented over gRPC in [`crate::grpc::clients`] and by test
+//! doubles in tests. Every call gets a deadline, passed down as
+//! `grpc-timeout`.
+
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use dsr_domain::identity::{Identity, Organisationsnummer};
+use dsr_domain::request::Kind;
+use serde::{Deserialize, Serialize};
+
+/// Why a call failed: a stable reason without personal data, and whether
+/// trying again may help.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{service}: {reason}")]
+pub struct CallError {
+    /// Which service, e.g. "discovery".
+    pub service: String,
+    /// E.g. "UNAVAILABLE", or "system crm: UNAVAILABLE".
+    pub reason: String,
+    /// Worth retrying (unavailable, timed out, partial answers).
+    pub retryable: bool,
+}
+
+/// The records of one store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Store {
+    /// The store.
+    pub store: String,
+    /// Record keys.
+    pub keys: Vec<String>,
+    /// Categories.
+    pub categories: Vec<String>,
+}
+
+/// One system in the subject map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemFound {
+    /// The system.
+    pub system_id: String,
+    /// "found", "not_found", "no_accepted_identity", "failed", "timed_out".
+    pub outcome: String,
+    /// Its stores with records.
+    pub stores: Vec<Store>,
+    /// For failures.
+    pub error_reason: String,
+}
+
+/// Where the person's data is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectMap {
+    /// Every identity known at the end, as (type, value).
+    pub identities: Vec<(String, String)>,
+    /// Per system.
+    pub systems: Vec<SystemFound>,
+    /// Some system failed.
+    pub partial: bool,
+    /// Expansion rounds.
+    pub rounds: u32,
+}
+
+impl SubjectMap {
+    /// Records found, over all systems.
+    pub fn record_count(&self) -> u64 {
+        self.systems
+            .iter()
+            .flat_map(|s| &s.stores)
+            .map(|st| st.keys.len() as u64)
+            .sum()
+    }
+
+    /// The systems that failed, with their reasons: no personal data.
+    pub fn failures(&self) -> Vec<String> {
+        self.systems
+            .iter()
+            .filter(|s| matches!(s.outcome.as_str(), "failed" | "timed_out"))
+            .map(|s| {
+                if s.error_reason.is_empty() {
+                    format!("system {}: {}", s.system_id, s.outcome.to_uppercase())
+                } else {
+                    format!("system {}: {}", s.system_id, s.error_reason)
+                }
+            })
+            .collect()
+    }
+}
+
+/// The header every downstream call carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// The request.
+    pub request_id: String,
+    /// The controller.
+    pub controller: Organisationsnummer,
+    /// The due date.
+    pub due_date: NaiveDate,
+    /// The deadline of the call.
+    pub timeout: Duration,
+}
+
+/// A started verification challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// Its id at the identity service.
+    pub id: String,
+}
+
+/// A built package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackageRef {
+    /// Its id at export.
+    pub id: String,
+    /// Records in it.
+    pub record_count: u64,
+    /// The systems they came from.
+    pub system_ids: Vec<String>,
+}
+
+/// Identity verification.
+#[tonic::async_trait]
+pub trait Verification: Send + Sync {
+    /// Starts a challenge for the claimed identities (the code goes to the
+    /// person).
+    async fn start(
+        &self,
+        call: &Call,
+        claimed: &[Identity],
+        language: &str,
+    ) -> Result<Challenge, CallError>;
+    /// Completes a challenge with the person's code; returns the
+    /// verification token.
+    async fn complete(
+        &self,
+        call: &Call,
+        challenge_id: &str,
+        code: &str,
+    ) -> Result<String, CallError>;
+}
+
+/// Discovery.
+#[tonic::async_trait]
+pub trait Discovery: Send + Sync {
+    /// Locates the person in every system serving the controller.
+    async fn locate(&self, call: &Call, identities: &[Identity]) -> Result<SubjectMap, CallError>;
+}
+
+/// Export.
+#[tonic::async_trait]
+pub trait Export: Send + Sync {
+    /// Builds (or returns the already built) package of the request.
+    async fn build(
+        &self,
+        call: &Call,
+        kind: Kind,
+        language: &str,
+        map: &SubjectMap,
+    ) -> Result<PackageRef, CallError>;
+}

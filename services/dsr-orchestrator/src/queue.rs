@@ -1,0 +1,436 @@
+//! The work queue over the ledger. A worker claims a runnable request with a
+//! lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer, so
+//! the claiming statement alone is atomic there), records the attempt in the
+//! step log, and completes or fails it only while its lease holds: every
+//! write is fenced on the lease token, so a worker that lost its lease (it
+//! stalled, or was presumed dead) changes nothing. A step's completion is
+//! unique in the database (`ux_orchestrator_step_done`): no step of a
+//! request is done twice, whatever the number of replicas.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dsr_domain::identity::Identity;
+use dsr_domain::request::{self, State};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait, Value,
+};
+
+use crate::entity::{request as req, step};
+use crate::ledger::{Error, Ledger, Request, corrupt, identity_json};
+use crate::mesh::{PackageRef, SubjectMap};
+
+/// The steps, in order.
+pub const STEPS: [&str; 3] = ["verify", "locate", "export"];
+
+/// The step a request in `state` runs next, if a worker should run one.
+pub fn step_for(state: State) -> Option<&'static str> {
+    match state {
+        State::Submitted => Some("verify"),
+        State::Locating => Some("locate"),
+        State::Exporting => Some("export"),
+        State::Verifying
+        | State::AwaitingApproval
+        | State::Completed
+        | State::Rejected
+        | State::Cancelled => None,
+    }
+}
+
+/// A claimed request: the worker holds its lease until `until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The request.
+    pub request_id: String,
+    /// The lease token (worker id and a fresh nonce).
+    pub token: String,
+}
+
+/// What a completed step produced, and where the request goes next.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Verified at once (a token at submission): on to locating.
+    Verified,
+    /// A challenge was started: wait for the person's code.
+    ChallengeStarted(String),
+    /// Located: on to approval or export.
+    Located {
+        /// The map.
+        map: SubjectMap,
+        /// Whether a case handler must approve first.
+        needs_approval: bool,
+    },
+    /// Exported: completed.
+    Exported(PackageRef),
+}
+
+/// One step of a request as the step log shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepView {
+    /// Its name.
+    pub name: &'static str,
+    /// "pending", "running", "waiting_retry", "done" or "failed".
+    pub status: &'static str,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last failure, without personal data.
+    pub last_error: Option<String>,
+    /// The next attempt, while waiting to retry.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When it was done.
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+/// One row of the step log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepRun {
+    /// The request.
+    pub request_id: String,
+    /// The step.
+    pub step: String,
+    /// Its attempt number.
+    pub attempt: u32,
+    /// The worker.
+    pub worker: String,
+    /// "running", "done", "failed" or "abandoned".
+    pub outcome: String,
+    /// The failure.
+    pub error: Option<String>,
+}
+
+fn lost() -> Error {
+    Error::Storage(DbErr::Custom("lease lost".into()))
+}
+
+impl Ledger {
+    /// Claims the runnable request whose attempt is due first, for `lease`.
+    pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, Error> {
+        let now = Utc::now().timestamp_millis();
+        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
+        let db = self.db();
+        let backend = db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => {
+                "UPDATE orchestrator_request SET lease_owner = $1, lease_until_ms = $2 \
+                 WHERE id = (SELECT id FROM orchestrator_request \
+                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
+                   AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+                   ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id"
+            }
+            _ => {
+                "UPDATE orchestrator_request SET lease_owner = ?, lease_until_ms = ? \
+                 WHERE id = (SELECT id FROM orchestrator_request \
+                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
+                   AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
+                   ORDER BY next_attempt_ms LIMIT 1) \
+                 RETURNING id"
+            }
+        };
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    Value::from(token.clone()),
+                    Value::from(until),
+                    Value::from(now),
+                ],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let request_id: String = row.try_get("", "id")?;
+        Ok(Some(Claim { request_id, token }))
+    }
+
+    /// Extends a held lease; false when it was lost.
+    pub async fn renew(&self, claim: &Claim, lease: Duration) -> Result<bool, Error> {
+        let until =
+            Utc::now().timestamp_millis() + i64::try_from(lease.as_millis()).unwrap_or(0);
+        let res = req::Entity::update_many()
+            .col_expr(req::Column::LeaseUntilMs, until.into())
+            .filter(req::Column::Id.eq(claim.request_id.as_str()))
+            .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
+            .exec(self.db())
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Gives a lease back without changing anything else (a worker shutting
+    /// down, or a request with nothing to run).
+    pub async fn release(&self, claim: &Claim) -> Result<(), Error> {
+        req::Entity::update_many()
+            .col_expr(req::Column::LeaseOwner, Option::<String>::None.into())
+            .col_expr(req::Column::LeaseUntilMs, Option::<i64>::None.into())
+            .filter(req::Column::Id.eq(claim.request_id.as_str()))
+            .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
+            .exec(self.db())
+            .await?;
+        Ok(())
+    }
+
+    /// Records the start of an attempt of `name`; earlier attempts still
+    /// "running" (their worker died) become "abandoned". Returns the log
+    /// row's id and the attempt number.
+    pub async fn start_step(
+        &self,
+        claim: &Claim,
+        name: &str,
+        worker: &str,
+    ) -> Result<(i64, u32), Error> {
+        let txn = self.db().begin().await?;
+        let held = req::Entity::find_by_id(claim.request_id.clone())
+            .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
+            .one(&txn)
+            .await?
+            .is_some();
+        if !held {
+            return Err(lost());
+        }
+        step::Entity::update_many()
+            .col_expr(step::Column::Outcome, "abandoned".into())
+            .filter(step::Column::RequestId.eq(claim.request_id.as_str()))
+            .filter(step::Column::Step.eq(name))
+            .filter(step::Column::Outcome.eq("running"))
+            .exec(&txn)
+            .await?;
+        let previous = step::Entity::find()
+            .filter(step::Column::RequestId.eq(claim.request_id.as_str()))
+            .filter(step::Column::Step.eq(name))
+            .all(&txn)
+            .await?
+            .len();
+        let attempt = u32::try_from(previous + 1).unwrap_or(u32::MAX);
+        let row = step::ActiveModel {
+            request_id: Set(claim.request_id.clone()),
+            step: Set(name.to_owned()),
+            attempt: Set(i32::try_from(attempt).unwrap_or(i32::MAX)),
+            worker: Set(worker.to_owned()),
+            started_at: Set(Utc::now()),
+            finished_at: Set(None),
+            outcome: Set("running".into()),
+            error: Set(None),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok((row.id, attempt))
+    }
+
+    /// Completes a step: the log row done, the outputs stored, the request
+    /// moved on, the audit event appended, the lease given back; all in one
+    /// transaction and only while the lease holds.
+    pub async fn complete_step(
+        &self,
+        claim: &Claim,
+        step_row: i64,
+        outcome: Outcome,
+        actor: &str,
+    ) -> Result<Request, Error> {
+        let txn = self.db().begin().await?;
+        let m = req::Entity::find_by_id(claim.request_id.clone())
+            .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
+            .one(&txn)
+            .await?
+            .ok_or_else(lost)?;
+        let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
+        let now = Utc::now();
+        let mut am: req::ActiveModel = m.into();
+        let (to, runnable) = match &outcome {
+            Outcome::Verified => (State::Locating, true),
+            Outcome::ChallengeStarted(id) => {
+                am.challenge_id = Set(Some(id.clone()));
+                (State::Verifying, false)
+            }
+            Outcome::Located {
+                map,
+                needs_approval,
+            } => {
+                am.subject_map = Set(Some(
+                    serde_json::to_string(map).expect("serialisable map"),
+                ));
+                if *needs_approval {
+                    (State::AwaitingApproval, false)
+                } else {
+                    (State::Exporting, true)
+                }
+            }
+            Outcome::Exported(p) => {
+                am.package_id = Set(Some(p.id.clone()));
+                am.record_count = Set(Some(i64::try_from(p.record_count).unwrap_or(i64::MAX)));
+                am.system_ids = Set(Some(
+                    serde_json::to_string(&p.system_ids).expect("serialisable"),
+                ));
+                (State::Completed, false)
+            }
+        };
+        request::check_move(from, to)?;
+        am.state = Set(to.as_str().to_owned());
+        am.next_attempt_ms = Set(runnable.then_some(now.timestamp_millis()));
+        am.lease_owner = Set(None);
+        am.lease_until_ms = Set(None);
+        am.attempts = Set(0);
+        am.last_error = Set(None);
+        am.updated_at = Set(now);
+        am.update(&txn).await?;
+        let done = step::Entity::update_many()
+            .col_expr(step::Column::Outcome, "done".into())
+            .col_expr(step::Column::FinishedAt, now.into())
+            .filter(step::Column::Id.eq(step_row))
+            .filter(step::Column::Outcome.eq("running"))
+            .exec(&txn)
+            .await?;
+        if done.rows_affected != 1 {
+            return Err(lost());
+        }
+        self.append(&txn, actor, &claim.request_id, &format!("state:{}", to.as_str()))
+            .await?;
+        txn.commit().await?;
+        self.get(&claim.request_id).await
+    }
+
+    /// Fails an attempt: the log row failed with the reason, the request's
+    /// failure count and error updated, its next attempt at `retry_at`
+    /// (`None`: the attempts are exhausted and it waits for a person).
+    pub async fn fail_step(
+        &self,
+        claim: &Claim,
+        step_row: i64,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error> {
+        let txn = self.db().begin().await?;
+        let m = req::Entity::find_by_id(claim.request_id.clone())
+            .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
+            .one(&txn)
+            .await?
+            .ok_or_else(lost)?;
+        let attempts = m.attempts.saturating_add(1);
+        let mut am: req::ActiveModel = m.into();
+        am.attempts = Set(attempts);
+        am.last_error = Set(Some(error.to_owned()));
+        am.next_attempt_ms = Set(retry_at.map(|t| t.timestamp_millis()));
+        am.lease_owner = Set(None);
+        am.lease_until_ms = Set(None);
+        am.updated_at = Set(Utc::now());
+        am.update(&txn).await?;
+        step::Entity::update_many()
+            .col_expr(step::Column::Outcome, "failed".into())
+            .col_expr(step::Column::FinishedAt, Utc::now().into())
+            .col_expr(step::Column::Error, Some(error.to_owned()).into())
+            .filter(step::Column::Id.eq(step_row))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Records the person's verified identities for a request waiting in
+    /// VERIFYING, and makes it runnable for locating.
+    pub async fn verified(
+        &self,
+        id: &str,
+        identities: &[Identity],
+        actor: &str,
+    ) -> Result<Request, Error> {
+        let json = identity_json(identities);
+        self.change(id, actor, "state:locating".into(), move |m, am| {
+            let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
+            request::check_move(from, State::Locating)?;
+            if from != State::Verifying {
+                return Err(request::IllegalMove {
+                    from,
+                    to: State::Locating,
+                }
+                .into());
+            }
+            am.state = Set(State::Locating.as_str().to_owned());
+            am.verified_identities = Set(Some(json.clone()));
+            am.challenge_id = Set(None);
+            am.next_attempt_ms = Set(Some(Utc::now().timestamp_millis()));
+            Ok(())
+        })
+        .await
+    }
+
+    /// A case handler approves a request awaiting approval: on to export.
+    pub async fn approve(&self, id: &str, actor: &str) -> Result<Request, Error> {
+        self.change(id, actor, "approved".into(), |m, am| {
+            let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
+            request::check_move(from, State::Exporting)?;
+            if !from.awaits_decision() {
+                return Err(request::IllegalMove {
+                    from,
+                    to: State::Exporting,
+                }
+                .into());
+            }
+            am.state = Set(State::Exporting.as_str().to_owned());
+            am.next_attempt_ms = Set(Some(Utc::now().timestamp_millis()));
+            Ok(())
+        })
+        .await
+    }
+
+    /// The step log of a request, as steps.
+    pub async fn steps(&self, r: &Request) -> Result<Vec<StepView>, Error> {
+        let rows = step::Entity::find()
+            .filter(step::Column::RequestId.eq(r.id.as_str()))
+            .order_by_asc(step::Column::Id)
+            .all(self.db())
+            .await?;
+        let current = step_for(r.state);
+        Ok(STEPS
+            .iter()
+            .map(|name| {
+                let mine: Vec<&step::Model> = rows.iter().filter(|x| x.step == *name).collect();
+                let last = mine.last();
+                let done = mine.iter().find(|x| x.outcome == "done");
+                let last_error = mine.iter().rev().find_map(|x| x.error.clone());
+                let status = match (done, last.map(|x| x.outcome.as_str())) {
+                    (Some(_), _) => "done",
+                    (None, None) => "pending",
+                    (None, Some("running")) => "running",
+                    (None, Some(_)) if current == Some(*name) && r.next_attempt_at.is_some() => {
+                        "waiting_retry"
+                    }
+                    (None, Some(_)) if current == Some(*name) => "failed",
+                    (None, Some(_)) => "pending",
+                };
+                StepView {
+                    name,
+                    status,
+                    attempts: u32::try_from(mine.len()).unwrap_or(u32::MAX),
+                    last_error,
+                    next_attempt_at: (status == "waiting_retry")
+                        .then_some(r.next_attempt_at)
+                        .flatten(),
+                    done_at: done.and_then(|x| x.finished_at),
+                }
+            })
+            .collect())
+    }
+
+    /// Every row of the step log of a request, in order (for tests and
+    /// operators).
+    pub async fn step_log(&self, request_id: &str) -> Result<Vec<StepRun>, Error> {
+        Ok(step::Entity::find()
+            .filter(step::Column::RequestId.eq(request_id))
+            .order_by_asc(step::Column::Id)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|m| StepRun {
+                request_id: m.request_id,
+                step: m.step,
+                attempt: u32::try_from(m.attempt).unwrap_or(0),
+                worker: m.worker,
+                outcome: m.outcome,
+                error: m.error,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,318 @@
+//! The worker: claims runnable requests from the ledger's queue and runs
+//! their next step against the mesh, with bounded retries (exponential
+//! backoff with jitter) and a lease kept alive while the step runs. Steps
+//! are idempotent downstream (Locate reads; export builds one package per
+//! request), so an attempt cut off by a crash is simply run again, and its
+//! completion is recorded once.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use dsr_domain::identity::Organisationsnummer;
+use rand::Rng as _;
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
+
+use crate::ledger::{Ledger, Request};
+use crate::mesh::{Call, CallError, Discovery, Export, Verification};
+use crate::metrics::Metrics;
+use crate::queue::{Claim, Outcome, step_for};
+
+/// How the worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// This worker's id (in leases and the step log), e.g. the pod name.
+    pub worker_id: String,
+    /// How long a claim holds without renewal.
+    pub lease: Duration,
+    /// How often to look for work when idle.
+    pub poll: Duration,
+    /// Requests worked on at once.
+    pub concurrency: usize,
+    /// First retry delay.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Attempts of one step before it waits for a person.
+    pub max_attempts: u32,
+    /// Deadline of each downstream call.
+    pub call_timeout: Duration,
+    /// Controllers whose requests a case handler approves before export.
+    pub approval_controllers: BTreeSet<Organisationsnummer>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!("worker-{}", std::process::id()),
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            concurrency: 16,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            max_attempts: 50,
+            call_timeout: Duration::from_secs(60),
+            approval_controllers: BTreeSet::new(),
+        }
+    }
+}
+
+/// The services the steps call.
+#[derive(Clone)]
+pub struct Mesh {
+    /// Identity verification.
+    pub verification: Arc<dyn Verification>,
+    /// Discovery.
+    pub discovery: Arc<dyn Discovery>,
+    /// Export.
+    pub export: Arc<dyn Export>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mesh(..)")
+    }
+}
+
+/// The delay before retry `attempt` (1-based): `base · 2^(attempt-1)`,
+/// capped at `max`, then drawn uniformly from its upper half (jitter, so
+/// that requests failing together do not retry together).
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let d = exp.min(max);
+    let half = d / 2;
+    half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+}
+
+/// The worker.
+#[derive(Clone, Debug)]
+pub struct Worker {
+    ledger: Ledger,
+    mesh: Mesh,
+    cfg: Arc<WorkerConfig>,
+    wake: Arc<Notify>,
+    changes: broadcast::Sender<String>,
+    metrics: Metrics,
+}
+
+impl Worker {
+    /// A worker over `ledger`. `wake` is notified when work arrives;
+    /// `changes` carries the ids of requests it moved.
+    pub fn new(
+        ledger: Ledger,
+        mesh: Mesh,
+        cfg: WorkerConfig,
+        wake: Arc<Notify>,
+        changes: broadcast::Sender<String>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            ledger,
+            mesh,
+            cfg: Arc::new(cfg),
+            wake,
+            changes,
+            metrics,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then lets the steps in progress
+    /// finish.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        tracing::info!(worker = %self.cfg.worker_id, "worker started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("semaphore open"),
+                _ = shutdown.changed() => break,
+            };
+            match self.ledger.claim(&self.cfg.worker_id, self.cfg.lease).await {
+                Ok(Some(claim)) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.run_claim(claim).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        () = tokio::time::sleep(self.cfg.poll) => {}
+                        () = self.wake.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "cannot claim work");
+                    tokio::time::sleep(self.cfg.poll).await;
+                }
+            }
+        }
+        let n = u32::try_from(self.cfg.concurrency.max(1)).unwrap_or(u32::MAX);
+        let _ = permits.acquire_many(n).await;
+        tracing::info!(worker = %self.cfg.worker_id, "worker stopped");
+    }
+
+    #[tracing::instrument(skip_all, fields(request = %claim.request_id, step))]
+    async fn run_claim(&self, claim: Claim) {
+        let r = match self.ledger.get(&claim.request_id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a claimed request");
+                let _ = self.ledger.release(&claim).await;
+                return;
+            }
+        };
+        let Some(step) = step_for(r.state) else {
+            let _ = self.ledger.release(&claim).await;
+            return;
+        };
+        tracing::Span::current().record("step", step);
+        let (row, _attempt) = match self
+            .ledger
+            .start_step(&claim, step, &self.cfg.worker_id)
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the step");
+                return;
+            }
+        };
+        let started = Instant::now();
+        let renew = async {
+            loop {
+                tokio::time::sleep(self.cfg.lease / 3).await;
+                match self.ledger.renew(&claim, self.cfg.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
+                }
+            }
+        };
+        let result = tokio::select! {
+            res = self.execute(step, &r) => Some(res),
+            () = renew => None,
+        };
+        let elapsed = started.elapsed();
+        let actor = format!("service:orchestrator/{}", self.cfg.worker_id);
+        match result {
+            None => {
+                tracing::warn!("lease lost; the step is left to the worker that holds it");
+            }
+            Some(Ok(outcome)) => {
+                match self
+                    .ledger
+                    .complete_step(&claim, row, outcome, &actor)
+                    .await
+                {
+                    Ok(r) => {
+                        self.metrics.step_done(step, "done", elapsed);
+                        tracing::info!(state = %r.state, "step done");
+                        let _ = self.changes.send(r.id.clone());
+                        if step_for(r.state).is_some() {
+                            self.wake.notify_one();
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot record the step as done"),
+                }
+            }
+            Some(Err(e)) => {
+                let failures = r.attempts + 1;
+                let retry_at = (e.retryable && failures < self.cfg.max_attempts).then(|| {
+                    Utc::now()
+                        + backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
+                });
+                self.metrics.step_done(step, "failed", elapsed);
+                tracing::warn!(error = %e, failures, retry = retry_at.is_some(), "step failed");
+                if let Err(err) = self
+                    .ledger
+                    .fail_step(&claim, row, &e.to_string(), retry_at)
+                    .await
+                {
+                    tracing::warn!(error = %err, "cannot record the failure");
+                }
+                let _ = self.changes.send(r.id.clone());
+            }
+        }
+    }
+
+    async fn execute(&self, step: &str, r: &Request) -> Result<Outcome, CallError> {
+        let call = Call {
+            request_id: r.id.clone(),
+            controller: r.controller.clone(),
+            due_date: r.deadline.due(),
+            timeout: self.cfg.call_timeout,
+        };
+        match step {
+            "verify" => {
+                if r.verified.is_some() {
+                    return Ok(Outcome::Verified);
+                }
+                let c = self
+                    .mesh
+                    .verification
+                    .start(&call, &r.identities, &r.language)
+                    .await?;
+                Ok(Outcome::ChallengeStarted(c.id))
+            }
+            "locate" => {
+                let ids = r.verified.clone().unwrap_or_default();
+                let map = self.mesh.discovery.locate(&call, &ids).await?;
+                if map.partial {
+                    return Err(CallError {
+                        service: "discovery".into(),
+                        reason: format!("partial subject map ({})", map.failures().join(", ")),
+                        retryable: true,
+                    });
+                }
+                Ok(Outcome::Located {
+                    needs_approval: self.cfg.approval_controllers.contains(&r.controller),
+                    map,
+                })
+            }
+            "export" => {
+                let map = r.subject_map.as_ref().ok_or_else(|| CallError {
+                    service: "orchestrator".into(),
+                    reason: "no subject map recorded".into(),
+                    retryable: false,
+                })?;
+                let p = self
+                    .mesh
+                    .export
+                    .build(&call, r.kind, &r.language, map)
+                    .await?;
+                Ok(Outcome::Exported(p))
+            }
+            other => Err(CallError {
+                service: "orchestrator".into(),
+                reason: format!("unknown step {other}"),
+                retryable: false,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for _ in 0..200 {
+            let d1 = backoff(1, base, max);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= base, "{d1:?}");
+            let d3 = backoff(3, base, max);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+            let d30 = backoff(30, base, max);
+            assert!(d30 >= Duration::from_secs(1) && d30 <= max);
+        }
+    }
+}
