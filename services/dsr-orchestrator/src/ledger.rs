@@ -6,8 +6,9 @@ use dsr_domain::deadline::{Deadline, DeadlineError, HolidayCalendar};
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
@@ -215,6 +216,18 @@ impl Ledger {
         &self.db
     }
 
+    /// A transaction that writes: on SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers wait for each other instead of
+    /// failing when a reader turns writer.
+    pub(crate) async fn write_txn(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+    }
+
     /// A request from its row.
     pub(crate) fn from_row(&self, m: req::Model) -> Result<Request, Error> {
         self.request_of(m)
@@ -279,6 +292,12 @@ impl Ledger {
         request_id: &str,
         action: &str,
     ) -> Result<(), DbErr> {
+        // One appender at a time across replicas: the chain has one head.
+        // (SQLite's write lock already serialises.)
+        if conn.get_database_backend() == DbBackend::Postgres {
+            conn.execute_unprepared("SELECT pg_advisory_xact_lock(7361001)")
+                .await?;
+        }
         let last = audit::Entity::find()
             .order_by_desc(audit::Column::Seq)
             .one(conn)
@@ -331,7 +350,7 @@ impl Ledger {
             let deadline = Deadline::for_request(received_on, &self.calendar)?;
             let id = uuid::Uuid::new_v4().to_string();
             let now = Utc::now();
-            let txn = self.db.begin().await?;
+            let txn = self.write_txn().await?;
             let inserted = req::ActiveModel {
                 id: Set(id.clone()),
                 kind: Set(kind_str(s.kind).to_owned()),
@@ -403,7 +422,7 @@ impl Ledger {
         action: String,
         f: impl FnOnce(&req::Model, &mut req::ActiveModel) -> Result<(), Error>,
     ) -> Result<Request, Error> {
-        let txn = self.db.begin().await?;
+        let txn = self.write_txn().await?;
         let m = req::Entity::find_by_id(id.to_owned())
             .one(&txn)
             .await?

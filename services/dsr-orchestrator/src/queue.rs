@@ -14,7 +14,7 @@ use dsr_domain::identity::Identity;
 use dsr_domain::request::{self, State};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, Statement, TransactionTrait, Value,
+    EntityTrait, QueryFilter, QueryOrder, Statement, Value,
 };
 
 use crate::entity::{request as req, step};
@@ -180,7 +180,7 @@ impl Ledger {
         name: &str,
         worker: &str,
     ) -> Result<(i64, u32), Error> {
-        let txn = self.db().begin().await?;
+        let txn = self.write_txn().await?;
         let held = req::Entity::find_by_id(claim.request_id.clone())
             .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
             .one(&txn)
@@ -230,7 +230,7 @@ impl Ledger {
         outcome: Outcome,
         actor: &str,
     ) -> Result<Request, Error> {
-        let txn = self.db().begin().await?;
+        let txn = self.write_txn().await?;
         let m = req::Entity::find_by_id(claim.request_id.clone())
             .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
             .one(&txn)
@@ -302,7 +302,7 @@ impl Ledger {
         error: &str,
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<(), Error> {
-        let txn = self.db().begin().await?;
+        let txn = self.write_txn().await?;
         let m = req::Entity::find_by_id(claim.request_id.clone())
             .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
             .one(&txn)

@@ -1,0 +1,276 @@
+//! The work queue and the worker, with test doubles for the mesh: a request
+//! runs its steps to completion; a failing system makes it retry with the
+//! failure visible and it completes when the system returns; two workers on
+//! one database complete every request with each step done exactly once.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dsr_domain::deadline::HolidayCalendar;
+use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
+use dsr_domain::request::{Kind, State};
+use dsr_orchestrator::ledger::{Ledger, Submission};
+use dsr_orchestrator::mesh::{
+    Call, CallError, Challenge, Discovery, Export, PackageRef, Store, SubjectMap, SystemFound,
+    Verification,
+};
+use dsr_orchestrator::metrics::Metrics;
+use dsr_orchestrator::migration::Migrator;
+use dsr_orchestrator::worker::{Mesh, Worker, WorkerConfig};
+use dsr_store::testing::TestDb;
+use tokio::sync::{Notify, broadcast, watch};
+
+#[derive(Default)]
+struct Fake {
+    system_down: AtomicBool,
+    locates: AtomicU32,
+    builds: Mutex<BTreeMap<String, u32>>,
+}
+
+#[tonic::async_trait]
+impl Verification for Fake {
+    async fn start(&self, _: &Call, _: &[Identity], _: &str) -> Result<Challenge, CallError> {
+        Ok(Challenge { id: "challenge-1".into() })
+    }
+    async fn complete(&self, _: &Call, _: &str, _: &str) -> Result<String, CallError> {
+        unreachable!("the worker never completes challenges")
+    }
+}
+
+#[tonic::async_trait]
+impl Discovery for Fake {
+    async fn locate(&self, _: &Call, ids: &[Identity]) -> Result<SubjectMap, CallError> {
+        assert!(!ids.is_empty(), "locate gets the verified identities");
+        self.locates.fetch_add(1, Ordering::SeqCst);
+        let down = self.system_down.load(Ordering::SeqCst);
+        Ok(SubjectMap {
+            identities: vec![("email".into(), "anna@example.se".into())],
+            systems: vec![SystemFound {
+                system_id: "crm".into(),
+                outcome: if down { "failed" } else { "found" }.into(),
+                stores: if down {
+                    vec![]
+                } else {
+                    vec![Store {
+                        store: "contacts".into(),
+                        keys: vec!["1".into()],
+                        categories: vec!["contact.email".into()],
+                    }]
+                },
+                error_reason: if down { "UNAVAILABLE".into() } else { String::new() },
+            }],
+            partial: down,
+            rounds: 1,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Export for Fake {
+    async fn build(
+        &self,
+        call: &Call,
+        _: Kind,
+        _: &str,
+        map: &SubjectMap,
+    ) -> Result<PackageRef, CallError> {
+        *self
+            .builds
+            .lock()
+            .unwrap()
+            .entry(call.request_id.clone())
+            .or_default() += 1;
+        Ok(PackageRef {
+            id: format!("pkg-{}", call.request_id),
+            record_count: map.record_count(),
+            system_ids: vec!["crm".into()],
+        })
+    }
+}
+
+fn submission(key: &str) -> Submission {
+    let email = Identity::parse(IdentityType::Email, "anna@example.se").unwrap();
+    Submission {
+        kind: Kind::Access,
+        controller: Organisationsnummer::parse("556134-1248").unwrap(),
+        identities: vec![email.clone()],
+        language: "sv".into(),
+        idempotency_key: key.into(),
+        verified: Some(vec![email]),
+    }
+}
+
+fn config(id: &str) -> WorkerConfig {
+    WorkerConfig {
+        worker_id: id.into(),
+        lease: Duration::from_secs(5),
+        poll: Duration::from_millis(20),
+        concurrency: 8,
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        max_attempts: 1000,
+        call_timeout: Duration::from_secs(5),
+        approval_controllers: Default::default(),
+    }
+}
+
+fn start(ledger: &Ledger, fake: &Arc<Fake>, id: &str, stop: &watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let mesh = Mesh {
+        verification: fake.clone(),
+        discovery: fake.clone(),
+        export: fake.clone(),
+    };
+    let (changes, _) = broadcast::channel(64);
+    let w = Worker::new(
+        ledger.clone(),
+        mesh,
+        config(id),
+        Arc::new(Notify::new()),
+        changes,
+        Metrics::new(),
+    );
+    tokio::spawn(w.run(stop.clone()))
+}
+
+async fn wait_for(ledger: &Ledger, id: &str, state: State) -> dsr_orchestrator::ledger::Request {
+    for _ in 0..1000 {
+        let r = ledger.get(id).await.unwrap();
+        if r.state == state {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("request never reached {state}");
+}
+
+async fn ledger() -> (TestDb, Ledger) {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let l = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+    (db, l)
+}
+
+#[tokio::test]
+async fn a_request_runs_its_steps_and_retries_while_a_system_is_down() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    fake.system_down.store(true, Ordering::SeqCst);
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = start(&ledger, &fake, "w1", &stop);
+    let today = chrono::Utc::now().date_naive();
+    let (r, _) = ledger.submit(submission("key-00001"), today, "portal").await.unwrap();
+    // The system is down: the locate step fails and waits to retry, visibly.
+    let mut seen_retry = false;
+    for _ in 0..500 {
+        let r = ledger.get(&r.id).await.unwrap();
+        if r.state == State::Locating && r.attempts >= 2 && r.next_attempt_at.is_some() {
+            assert!(
+                r.last_error.as_deref().unwrap().contains("system crm: UNAVAILABLE"),
+                "{:?}",
+                r.last_error
+            );
+            let steps = ledger.steps(&r).await.unwrap();
+            let locate = steps.iter().find(|s| s.name == "locate").unwrap();
+            assert!(matches!(locate.status, "waiting_retry" | "running"), "{locate:?}");
+            assert!(locate.attempts >= 2);
+            seen_retry = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen_retry, "the failure shows on the request");
+    // The system returns: the request completes.
+    fake.system_down.store(false, Ordering::SeqCst);
+    let done = wait_for(&ledger, &r.id, State::Completed).await;
+    assert_eq!(done.package_id.as_deref(), Some(format!("pkg-{}", r.id).as_str()));
+    assert_eq!(done.record_count, Some(1));
+    let log = ledger.step_log(&r.id).await.unwrap();
+    for step in ["verify", "locate", "export"] {
+        assert_eq!(
+            log.iter().filter(|x| x.step == step && x.outcome == "done").count(),
+            1,
+            "{step} done once: {log:?}"
+        );
+    }
+    assert!(log.iter().filter(|x| x.step == "locate" && x.outcome == "failed").count() >= 2);
+    assert_eq!(ledger.verify_audit().await.unwrap() as usize, 4, "submitted + three moves");
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn two_workers_share_the_queue_and_no_step_is_done_twice() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let w1 = start(&ledger, &fake, "w1", &stop);
+    let w2 = start(&ledger, &fake, "w2", &stop);
+    let today = chrono::Utc::now().date_naive();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let (r, _) = ledger
+            .submit(submission(&format!("key-{i:05}")), today, "portal")
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    for id in &ids {
+        wait_for(&ledger, id, State::Completed).await;
+    }
+    let mut workers = std::collections::BTreeSet::new();
+    for id in &ids {
+        let log = ledger.step_log(id).await.unwrap();
+        for step in ["verify", "locate", "export"] {
+            let runs: Vec<_> = log.iter().filter(|x| x.step == step).collect();
+            assert_eq!(runs.len(), 1, "{step} of {id} ran once: {log:?}");
+            assert_eq!(runs[0].outcome, "done");
+        }
+        workers.extend(log.iter().map(|x| x.worker.clone()));
+    }
+    assert_eq!(workers.len(), 2, "both workers took work");
+    assert_eq!(fake.locates.load(Ordering::SeqCst), 60);
+    assert!(fake.builds.lock().unwrap().values().all(|n| *n == 1));
+    stop_tx.send(true).unwrap();
+    w1.await.unwrap();
+    w2.await.unwrap();
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
+    let (db, ledger) = ledger().await;
+    let today = chrono::Utc::now().date_naive();
+    let (r, _) = ledger.submit(submission("key-dead1"), today, "portal").await.unwrap();
+    // A worker claims it, starts the step, and dies.
+    let claim = ledger
+        .claim("dead", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.request_id, r.id);
+    ledger.start_step(&claim, "verify", "dead").await.unwrap();
+    // While the lease holds nobody else gets it.
+    assert!(ledger.claim("other", Duration::from_secs(5)).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fake = Arc::new(Fake::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let w = start(&ledger, &fake, "alive", &stop);
+    wait_for(&ledger, &r.id, State::Completed).await;
+    // The dead worker's late completion is refused: its lease is gone.
+    let late = ledger
+        .complete_step(&claim, 1, dsr_orchestrator::queue::Outcome::Verified, "dead")
+        .await;
+    assert!(late.is_err());
+    let log = ledger.step_log(&r.id).await.unwrap();
+    let verify: Vec<_> = log.iter().filter(|x| x.step == "verify").collect();
+    assert_eq!(verify.len(), 2, "{log:?}");
+    assert_eq!(verify[0].outcome, "abandoned");
+    assert_eq!(verify[1].outcome, "done");
+    assert_eq!(verify[1].worker, "alive");
+    stop_tx.send(true).unwrap();
+    w.await.unwrap();
+    db.finish().await;
+}
