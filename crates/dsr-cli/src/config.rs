@@ -34,6 +34,71 @@ pub(crate) struct Config {
     pub system_sql: SystemSqlSection,
     pub identity: IdentitySection,
     pub discovery: DiscoverySection,
+    pub orchestrator: OrchestratorSection,
+    pub export: ExportSection,
+    /// The controller group (controllers, DPO, authority, policy version),
+    /// TOML as crates/dsr-domain/data/group.toml; empty: the shipped one.
+    pub group_file: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrchestratorSection {
+    /// The identity service, e.g. "http://identity:50051".
+    pub identity_endpoint: String,
+    /// Discovery.
+    pub discovery_endpoint: String,
+    /// Export.
+    pub export_endpoint: String,
+    /// The identity service's JWKS (verification tokens); empty:
+    /// `<data_dir>/identity-jwks.json`.
+    pub identity_jwks_file: String,
+    /// The Ed25519 key (PKCS#8 PEM) for the orchestrator's service tokens
+    /// (created when missing); the other services must trust it.
+    pub service_key_file: String,
+    /// The issuer of those tokens.
+    pub service_token_issuer: String,
+    /// This replica's id in leases and the step log; empty: host name and
+    /// process id.
+    pub worker_id: String,
+    /// Requests one replica works on at once; 0 runs no worker (API only).
+    pub workers: usize,
+    /// How long a claim holds without renewal, seconds.
+    pub lease_secs: u64,
+    /// How often an idle worker looks for work, milliseconds.
+    pub poll_ms: u64,
+    /// First retry delay, milliseconds (doubling, with jitter).
+    pub backoff_base_ms: u64,
+    /// Longest retry delay, seconds.
+    pub backoff_max_secs: u64,
+    /// Attempts of one step before it waits for a case handler.
+    pub max_attempts: u32,
+    /// Deadline of each call to another service, seconds.
+    pub call_timeout_secs: u64,
+    /// Controllers (organisationsnummer) whose requests a case handler
+    /// approves before the answer is built.
+    pub approval_controllers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExportSection {
+    /// The transfer registry, e.g. "http://transfer-registry:50051". The
+    /// data systems are those of `discovery.systems`.
+    pub registry_endpoint: String,
+    /// The registry's token audience.
+    pub registry_audience: String,
+    /// Where sealed packages are kept; empty: `<data_dir>/packages`.
+    pub package_dir: String,
+    /// How long a package is kept before it is deleted, days.
+    pub package_ttl_days: u32,
+    /// The 32-byte master key (64 hex digits) wrapping package keys; empty:
+    /// kept in the data directory, created once.
+    pub master_key_file: String,
+    /// The Ed25519 key for export's service tokens (created when missing).
+    pub service_key_file: String,
+    /// The issuer of those tokens.
+    pub service_token_issuer: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -243,6 +308,33 @@ impl Default for Config {
                 jwks_out: String::new(),
                 hmac_key_file: String::new(),
             },
+            orchestrator: OrchestratorSection {
+                identity_endpoint: String::new(),
+                discovery_endpoint: String::new(),
+                export_endpoint: String::new(),
+                identity_jwks_file: String::new(),
+                service_key_file: String::new(),
+                service_token_issuer: "dsr-orchestrator".into(),
+                worker_id: String::new(),
+                workers: 16,
+                lease_secs: 30,
+                poll_ms: 500,
+                backoff_base_ms: 1000,
+                backoff_max_secs: 300,
+                max_attempts: 50,
+                call_timeout_secs: 60,
+                approval_controllers: Vec::new(),
+            },
+            export: ExportSection {
+                registry_endpoint: String::new(),
+                registry_audience: "dsr-transfer-registry".into(),
+                package_dir: String::new(),
+                package_ttl_days: 30,
+                master_key_file: String::new(),
+                service_key_file: String::new(),
+                service_token_issuer: "dsr-export".into(),
+            },
+            group_file: String::new(),
             system_sql: SystemSqlSection {
                 manifest: String::new(),
                 reference: String::new(),
@@ -399,6 +491,11 @@ impl Config {
             ("redaction_key_file", &self.redaction_key_file),
             ("system_sql.manifest", &self.system_sql.manifest),
             ("identity.idp_jwks_file", &self.identity.idp_jwks_file),
+            ("group_file", &self.group_file),
+            (
+                "orchestrator.identity_jwks_file",
+                &self.orchestrator.identity_jwks_file,
+            ),
         ] {
             if !path.is_empty() && !Path::new(path).is_file() {
                 bail!("invalid configuration: {name}: no such file {path}");
@@ -463,6 +560,41 @@ impl Config {
                     "invalid configuration: discovery.systems[{i}].endpoint must start with http:// or https://"
                 );
             }
+        }
+        let o = &self.orchestrator;
+        for (name, url) in [
+            ("orchestrator.identity_endpoint", &o.identity_endpoint),
+            ("orchestrator.discovery_endpoint", &o.discovery_endpoint),
+            ("orchestrator.export_endpoint", &o.export_endpoint),
+            ("export.registry_endpoint", &self.export.registry_endpoint),
+        ] {
+            if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("invalid configuration: {name} must start with http:// or https://");
+            }
+        }
+        if o.lease_secs < 3 || o.poll_ms == 0 || o.backoff_base_ms == 0 || o.call_timeout_secs == 0
+        {
+            bail!(
+                "invalid configuration: orchestrator.lease_secs must be at least 3, and poll_ms, backoff_base_ms and call_timeout_secs at least 1"
+            );
+        }
+        if o.max_attempts == 0 {
+            bail!("invalid configuration: orchestrator.max_attempts must be at least 1");
+        }
+        if u128::from(o.backoff_base_ms) > u128::from(o.backoff_max_secs) * 1000 {
+            bail!(
+                "invalid configuration: orchestrator.backoff_base_ms must not exceed backoff_max_secs"
+            );
+        }
+        for (i, c) in o.approval_controllers.iter().enumerate() {
+            if dsr_domain::identity::Organisationsnummer::parse(c).is_err() {
+                bail!(
+                    "invalid configuration: orchestrator.approval_controllers[{i}] is not an organisationsnummer"
+                );
+            }
+        }
+        if self.export.package_ttl_days == 0 || self.export.package_ttl_days > 365 {
+            bail!("invalid configuration: export.package_ttl_days must be 1 to 365");
         }
         if self.transfer_registry.review_window_days > 3650 {
             bail!(

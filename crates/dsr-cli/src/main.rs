@@ -11,6 +11,7 @@ mod bench;
 mod config;
 mod conformance;
 mod dev;
+mod request;
 mod services;
 mod transfers;
 mod up;
@@ -65,6 +66,27 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Verify a person with a one-time code (local use).
     Verify(verify::VerifyArgs),
+    /// Submit and follow data-subject requests (the portal's side).
+    Request(request::RequestArgs),
+    /// Check the orchestrator's hash-chained audit trail.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify every event's hash and link; exit 1 at the first break.
+    Verify {
+        /// Database URL (sqlite://… or postgres://…); default: the
+        /// configured orchestrator database.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -184,11 +206,19 @@ fn flags(cli: &Cli) -> Overrides {
                 f.push(("database.url", V::String(u.clone())));
             }
         }
+        Command::Audit(AuditArgs {
+            command: AuditCommand::Verify { database_url },
+        }) => {
+            if let Some(u) = database_url {
+                f.push(("database.url", V::String(u.clone())));
+            }
+        }
         Command::Token(_)
         | Command::Transfers(_)
         | Command::Conformance(_)
         | Command::Bench(_)
-        | Command::Verify(_) => {}
+        | Command::Verify(_)
+        | Command::Request(_) => {}
     }
     f
 }
@@ -261,7 +291,26 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Conformance(args) => conformance::run(&cfg, args).await,
         Command::Bench(args) => bench::run(&cfg, args).await,
         Command::Verify(args) => verify::run(&cfg, args).await,
+        Command::Request(args) => request::run(&cfg, args).await,
+        Command::Audit(AuditArgs {
+            command: AuditCommand::Verify { .. },
+        }) => audit_verify(&cfg).await,
     }
+}
+
+#[allow(clippy::print_stdout)]
+async fn audit_verify(cfg: &Config) -> anyhow::Result<()> {
+    let inst = Instance::orchestrator();
+    let db = inst.connect(cfg).await?;
+    let pending = inst.kind.pending_migrations(&db).await?;
+    if pending > 0 {
+        anyhow::bail!("the orchestrator database has {pending} pending migrations");
+    }
+    let ledger =
+        dsr_orchestrator::ledger::Ledger::new(db, dsr_domain::deadline::HolidayCalendar::swedish());
+    let n = ledger.verify_audit().await?;
+    println!("audit trail intact: {n} events, every hash and link verified");
+    Ok(())
 }
 
 async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {

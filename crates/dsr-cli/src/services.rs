@@ -27,6 +27,11 @@ pub(crate) enum ServiceKind {
     Identity,
     /// Discovery (dsr.discovery.v1.Discovery): the registry of data systems.
     Discovery,
+    /// Export (dsr.export.v1.Export): access and portability packages.
+    Export,
+    /// The orchestrator (dsr.orchestrator.v1.Requests): the portals' API and
+    /// the work queue.
+    Orchestrator,
 }
 
 impl ServiceKind {
@@ -37,6 +42,8 @@ impl ServiceKind {
             Self::SystemSql => "system-sql",
             Self::Identity => "identity",
             Self::Discovery => "discovery",
+            Self::Export => "export",
+            Self::Orchestrator => "orchestrator",
         }
     }
 
@@ -49,10 +56,19 @@ impl ServiceKind {
             }
             Self::SystemSql => dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?,
             Self::Identity => dsr_store::migrate::<dsr_identity::migration::Migrator>(db).await?,
+            Self::Export => dsr_store::migrate::<dsr_export::migration::Migrator>(db).await?,
+            Self::Orchestrator => {
+                dsr_store::migrate::<dsr_orchestrator::migration::Migrator>(db).await?
+            }
             // Discovery keeps no state of its own.
             Self::Discovery => {}
         }
         Ok(pending)
+    }
+
+    /// The service's migrations not yet applied.
+    pub(crate) async fn pending_migrations(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
+        self.pending(db).await
     }
 
     async fn pending(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
@@ -62,6 +78,10 @@ impl ServiceKind {
             }
             Self::SystemSql => dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?,
             Self::Identity => dsr_store::pending::<dsr_identity::migration::Migrator>(db).await?,
+            Self::Export => dsr_store::pending::<dsr_export::migration::Migrator>(db).await?,
+            Self::Orchestrator => {
+                dsr_store::pending::<dsr_orchestrator::migration::Migrator>(db).await?
+            }
             Self::Discovery => 0,
         })
     }
@@ -78,6 +98,11 @@ pub(crate) const ALL_SCOPES: &[&str] = &[
     dsr_identity::grpc::SCOPE_ATTEST,
     dsr_discovery::grpc::SCOPE_LOCATE,
     dsr_discovery::grpc::SCOPE_READ,
+    dsr_export::grpc::SCOPE_BUILD,
+    dsr_export::grpc::SCOPE_READ,
+    dsr_orchestrator::grpc::SCOPE_SUBMIT,
+    dsr_orchestrator::grpc::SCOPE_READ,
+    dsr_orchestrator::grpc::SCOPE_MANAGE,
 ];
 
 /// Every audience a development token may name: the registry and the
@@ -87,6 +112,8 @@ pub(crate) fn all_audiences() -> Vec<String> {
         transfer::SERVICE_NAME.to_owned(),
         dsr_identity::SERVICE_NAME.to_owned(),
         dsr_discovery::SERVICE_NAME.to_owned(),
+        dsr_export::SERVICE_NAME.to_owned(),
+        dsr_orchestrator::SERVICE_NAME.to_owned(),
     ];
     v.extend(Reference::ALL.iter().map(|r| r.id().to_owned()));
     v
@@ -138,6 +165,24 @@ impl Instance {
         }
     }
 
+    /// Export.
+    pub(crate) fn export() -> Self {
+        Self {
+            kind: ServiceKind::Export,
+            name: "export".into(),
+            system: None,
+        }
+    }
+
+    /// The orchestrator.
+    pub(crate) fn orchestrator() -> Self {
+        Self {
+            kind: ServiceKind::Orchestrator,
+            name: "orchestrator".into(),
+            system: None,
+        }
+    }
+
     /// A reference data system.
     pub(crate) fn reference(r: Reference) -> Self {
         Self {
@@ -153,6 +198,8 @@ impl Instance {
             ServiceKind::TransferRegistry => Ok(Self::registry()),
             ServiceKind::Identity => Ok(Self::identity()),
             ServiceKind::Discovery => Ok(Self::discovery()),
+            ServiceKind::Export => Ok(Self::export()),
+            ServiceKind::Orchestrator => Ok(Self::orchestrator()),
             ServiceKind::SystemSql => {
                 if let Some(r) = Reference::parse(&cfg.system_sql.reference) {
                     Ok(Self::reference(r))
@@ -180,6 +227,8 @@ impl Instance {
             ServiceKind::SystemSql => &["dsr.system.v1.DataSystem"],
             ServiceKind::Identity => &["dsr.identity.v1.IdentityVerification"],
             ServiceKind::Discovery => &["dsr.discovery.v1.Discovery"],
+            ServiceKind::Export => &["dsr.export.v1.Export"],
+            ServiceKind::Orchestrator => &["dsr.orchestrator.v1.Requests"],
         }
     }
 
@@ -331,6 +380,14 @@ pub(crate) async fn prepare(
     match (&inst.kind, &inst.system) {
         // Discovery keeps no database.
         (ServiceKind::Discovery, _) => return prepare_discovery(cfg, trust),
+        (ServiceKind::Export, _) => {
+            let db = open_database(inst, cfg, schema).await?;
+            return prepare_export(db, cfg, trust);
+        }
+        (ServiceKind::Orchestrator, _) => {
+            let db = open_database(inst, cfg, schema).await?;
+            return prepare_orchestrator(db, cfg, trust);
+        }
         (ServiceKind::TransferRegistry, _) => {
             let db = open_database(inst, cfg, schema).await?;
             let section = &cfg.transfer_registry;
@@ -509,23 +566,12 @@ pub(crate) async fn prepare(
 /// Discovery keeps no database: the systems come from the configuration.
 fn prepare_discovery(cfg: &Config, trust: &Trust) -> anyhow::Result<ServiceSet> {
     let d = &cfg.discovery;
-    let key_file = if d.service_key_file.is_empty() {
-        cfg.data_dir.join("keys/discovery-service.pem")
-    } else {
-        PathBuf::from(&d.service_key_file)
-    };
-    // Under `dsr up` the development key signs, under its own key id.
-    let dev_kid = crate::dev::load_dev_key(&cfg.data_dir)
-        .ok()
-        .filter(|_| key_file == cfg.data_dir.join("dev-signing-key.pem"))
-        .map(|k| k.kid);
-    let (signer, jwks) = dsr_auth::TokenSigner::from_key_file(
-        &key_file,
-        dev_kid.as_deref(),
+    let signer = service_signer(
+        cfg,
+        &d.service_key_file,
+        "discovery",
         &d.service_token_issuer,
     )?;
-    std::fs::create_dir_all(&cfg.data_dir)?;
-    std::fs::write(cfg.data_dir.join("discovery-jwks.json"), jwks)?;
     let endpoints = d
         .systems
         .iter()
@@ -536,7 +582,7 @@ fn prepare_discovery(cfg: &Config, trust: &Trust) -> anyhow::Result<ServiceSet> 
         })
         .collect();
     let systems = Arc::new(
-        dsr_discovery::grpc::GrpcSystems::new(endpoints, Arc::new(signer))
+        dsr_discovery::grpc::GrpcSystems::new(endpoints, signer)
             .map_err(|e| anyhow::anyhow!("invalid configuration: discovery.systems: {e}"))?,
     );
     let locator =
@@ -547,6 +593,220 @@ fn prepare_discovery(cfg: &Config, trust: &Trust) -> anyhow::Result<ServiceSet> 
         locator,
         systems,
         trust.validator(dsr_discovery::SERVICE_NAME),
+    ))
+    .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+    Ok(set)
+}
+
+/// The signer of a service's outgoing tokens: its key file (created when
+/// missing; `<data_dir>/keys/<name>-service.pem` by default), with its JWKS
+/// written to `<data_dir>/<name>-jwks.json` for the callees to trust. Under
+/// `dsr up` the key is the development key, under its own key id.
+fn service_signer(
+    cfg: &Config,
+    key_file: &str,
+    name: &str,
+    issuer: &str,
+) -> anyhow::Result<Arc<dsr_auth::TokenSigner>> {
+    let key_file = if key_file.is_empty() {
+        cfg.data_dir.join(format!("keys/{name}-service.pem"))
+    } else {
+        PathBuf::from(key_file)
+    };
+    let dev_kid = crate::dev::load_dev_key(&cfg.data_dir)
+        .ok()
+        .filter(|_| key_file == cfg.data_dir.join("dev-signing-key.pem"))
+        .map(|k| k.kid);
+    let (signer, jwks) =
+        dsr_auth::TokenSigner::from_key_file(&key_file, dev_kid.as_deref(), issuer)?;
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    std::fs::write(cfg.data_dir.join(format!("{name}-jwks.json")), jwks)?;
+    Ok(Arc::new(signer))
+}
+
+/// The controller group: the configured file, else the shipped one.
+pub(crate) fn group(cfg: &Config) -> anyhow::Result<Arc<dsr_domain::group::Group>> {
+    if cfg.group_file.is_empty() {
+        return Ok(Arc::new(dsr_domain::group::Group::shipped()));
+    }
+    let text = std::fs::read_to_string(&cfg.group_file)
+        .with_context(|| format!("cannot read group_file {}", cfg.group_file))?;
+    Ok(Arc::new(
+        dsr_domain::group::Group::from_toml(&text)
+            .with_context(|| format!("invalid configuration: group_file {}", cfg.group_file))?,
+    ))
+}
+
+/// Export: the package index in its database, sealed files on disk, the
+/// data systems of `discovery.systems` and the registry as sources.
+fn prepare_export(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Result<ServiceSet> {
+    let e = &cfg.export;
+    if e.registry_endpoint.is_empty() {
+        bail!("invalid configuration: export.registry_endpoint is required");
+    }
+    let signer = service_signer(cfg, &e.service_key_file, "export", &e.service_token_issuer)?;
+    let systems: Vec<dsr_export::grpc::SystemEndpoint> = cfg
+        .discovery
+        .systems
+        .iter()
+        .map(|s| dsr_export::grpc::SystemEndpoint {
+            id: s.id.clone(),
+            endpoint: s.endpoint.clone(),
+        })
+        .collect();
+    let sources = dsr_export::grpc::GrpcSources::new(
+        &systems,
+        &e.registry_endpoint,
+        &e.registry_audience,
+        signer,
+    )
+    .map_err(|err| anyhow::anyhow!("invalid configuration: export: {err}"))?;
+    let master = crate::dev::secret_key(
+        &e.master_key_file,
+        &cfg.data_dir.join("keys/export-master.key"),
+    )?;
+    let dir = if e.package_dir.is_empty() {
+        cfg.data_dir.join("packages")
+    } else {
+        PathBuf::from(&e.package_dir)
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the package directory {}", dir.display()))?;
+    let packages =
+        dsr_export::store::Packages::new(db, dir, dsr_export::crypt::MasterKey::new(&master));
+    packages.spawn_purge(Duration::from_secs(300));
+    let exporter = dsr_export::exporter::Exporter::new(
+        Arc::new(sources),
+        packages,
+        group(cfg)?,
+        chrono::Duration::days(i64::from(e.package_ttl_days)),
+    );
+    let mut set = ServiceSet::new();
+    set.add(dsr_export::grpc::service(
+        exporter,
+        trust.validator(dsr_export::SERVICE_NAME),
+    ))
+    .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+    Ok(set)
+}
+
+/// The orchestrator: the ledger in its database, the API, and (unless
+/// `orchestrator.workers` is 0) a worker that stops taking work at SIGTERM.
+fn prepare_orchestrator(
+    db: dsr_store::Db,
+    cfg: &Config,
+    trust: &Trust,
+) -> anyhow::Result<ServiceSet> {
+    use dsr_orchestrator as orch;
+    let o = &cfg.orchestrator;
+    for (name, url) in [
+        ("orchestrator.identity_endpoint", &o.identity_endpoint),
+        ("orchestrator.discovery_endpoint", &o.discovery_endpoint),
+        ("orchestrator.export_endpoint", &o.export_endpoint),
+    ] {
+        if url.is_empty() {
+            bail!("invalid configuration: {name} is required");
+        }
+    }
+    let jwks_file = if o.identity_jwks_file.is_empty() {
+        cfg.data_dir.join("identity-jwks.json")
+    } else {
+        PathBuf::from(&o.identity_jwks_file)
+    };
+    let text = std::fs::read_to_string(&jwks_file).with_context(|| {
+        format!(
+            "cannot read the identity service's keys {} (orchestrator.identity_jwks_file)",
+            jwks_file.display()
+        )
+    })?;
+    let keys = KeySet::from_jwks_json(&text)
+        .context("invalid configuration: orchestrator.identity_jwks_file")?;
+    let verification_tokens = Arc::new(Validator::new(
+        Arc::new(keys),
+        ValidatorConfig {
+            issuers: vec![dsr_identity::tokens::ISSUER.to_owned()],
+            audience: dsr_identity::tokens::AUDIENCE.to_owned(),
+            leeway_secs: cfg.auth.leeway_secs,
+        },
+    ));
+    let signer = service_signer(
+        cfg,
+        &o.service_key_file,
+        "orchestrator",
+        &o.service_token_issuer,
+    )?;
+    let mesh = Arc::new(
+        orch::grpc::clients::GrpcMesh::new(
+            &orch::grpc::clients::Endpoints {
+                identity: o.identity_endpoint.clone(),
+                discovery: o.discovery_endpoint.clone(),
+                export: o.export_endpoint.clone(),
+            },
+            signer,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid configuration: orchestrator: {e}"))?,
+    );
+    let ledger = orch::ledger::Ledger::new(db, dsr_domain::deadline::HolidayCalendar::swedish());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let (changes, _) = tokio::sync::broadcast::channel(1024);
+    let metrics = orch::metrics::Metrics::new();
+    orch::metrics::spawn_request_gauges(ledger.clone(), Duration::from_secs(30));
+    if o.workers > 0 {
+        let worker_id = if o.worker_id.is_empty() {
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "orchestrator".into()),
+                std::process::id()
+            )
+        } else {
+            o.worker_id.clone()
+        };
+        let worker = orch::worker::Worker::new(
+            ledger.clone(),
+            orch::worker::Mesh {
+                verification: mesh.clone(),
+                discovery: mesh.clone(),
+                export: mesh.clone(),
+            },
+            orch::worker::WorkerConfig {
+                worker_id,
+                lease: Duration::from_secs(o.lease_secs),
+                poll: Duration::from_millis(o.poll_ms),
+                concurrency: o.workers,
+                backoff_base: Duration::from_millis(o.backoff_base_ms),
+                backoff_max: Duration::from_secs(o.backoff_max_secs),
+                max_attempts: o.max_attempts,
+                call_timeout: Duration::from_secs(o.call_timeout_secs),
+                approval_controllers: o
+                    .approval_controllers
+                    .iter()
+                    .filter_map(|c| dsr_domain::identity::Organisationsnummer::parse(c).ok())
+                    .collect(),
+            },
+            wake.clone(),
+            changes.clone(),
+            metrics,
+        );
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            dsr_server::shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        tokio::spawn(worker.run(stop_rx));
+    }
+    let deps = orch::grpc::Deps {
+        ledger,
+        group: group(cfg)?,
+        verification_tokens,
+        verification: mesh,
+        wake,
+        changes,
+        watch_poll: Duration::from_secs(1),
+    };
+    let mut set = ServiceSet::new();
+    set.add(orch::grpc::service(
+        deps,
+        trust.validator(orch::SERVICE_NAME),
     ))
     .describe(dsr_proto::FILE_DESCRIPTOR_SET);
     Ok(set)

@@ -15,7 +15,8 @@ use crate::services::{self, Instance, Schema, Trust};
 /// (CRM, print-and-mail, legal) on the next ports, each with its own
 /// database, seeded with synthetic people when empty, then identity
 /// verification (codes go to `<data_dir>/outbox`), then discovery over the
-/// reference systems.
+/// reference systems, then export (packages in `<data_dir>/packages`), then
+/// the orchestrator (base port + 7), the portals' entry point.
 pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     let key = dev::ensure_dev_key(&cfg.data_dir)?;
     let trust = Trust::from_config(cfg, &[key.jwks_path.as_path()], &[dev::DEV_ISSUER])?;
@@ -26,6 +27,8 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     instances.extend(Reference::ALL.into_iter().map(Instance::reference));
     instances.push(Instance::identity());
     instances.push(Instance::discovery());
+    instances.push(Instance::export());
+    instances.push(Instance::orchestrator());
     // Discovery knows the reference systems, and signs its calls to them with
     // the development key (which they trust).
     let mut cfg = cfg.clone();
@@ -48,6 +51,28 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
         .display()
         .to_string();
     cfg.discovery.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    // Export reads the systems and the registry; the orchestrator calls
+    // identity, discovery and export: all with the development key.
+    let port = |offset: u16| {
+        format!(
+            "http://{}:{}",
+            cfg.up.host,
+            cfg.up.base_port.saturating_add(offset)
+        )
+    };
+    let dev_key = cfg
+        .data_dir
+        .join("dev-signing-key.pem")
+        .display()
+        .to_string();
+    cfg.export.registry_endpoint = port(0);
+    cfg.export.service_key_file = dev_key.clone();
+    cfg.export.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    cfg.orchestrator.identity_endpoint = port(4);
+    cfg.orchestrator.discovery_endpoint = port(5);
+    cfg.orchestrator.export_endpoint = port(6);
+    cfg.orchestrator.service_key_file = dev_key;
+    cfg.orchestrator.service_token_issuer = dev::DEV_ISSUER.to_owned();
     let cfg = &cfg;
     for (i, inst) in instances.into_iter().enumerate() {
         let port = cfg

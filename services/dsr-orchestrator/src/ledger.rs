@@ -229,7 +229,7 @@ impl Ledger {
     }
 
     /// A request from its row.
-    pub(crate) fn from_row(&self, m: req::Model) -> Result<Request, Error> {
+    pub(crate) fn request_from_row(&self, m: req::Model) -> Result<Request, Error> {
         self.request_of(m)
     }
 

@@ -92,13 +92,11 @@ impl Ledger {
                 return Ok(Err(BadToken));
             };
             q = q.filter(
-                Condition::any()
-                    .add(req::Column::SubmittedAt.lt(at))
-                    .add(
-                        Condition::all()
-                            .add(req::Column::SubmittedAt.eq(at))
-                            .add(req::Column::Id.lt(id)),
-                    ),
+                Condition::any().add(req::Column::SubmittedAt.lt(at)).add(
+                    Condition::all()
+                        .add(req::Column::SubmittedAt.eq(at))
+                        .add(req::Column::Id.lt(id)),
+                ),
             );
         }
         let rows = q
@@ -109,8 +107,11 @@ impl Ledger {
             .await?;
         let more = rows.len() as u64 > page_size;
         let mut requests = Vec::with_capacity(rows.len());
-        for m in rows.into_iter().take(usize::try_from(page_size).unwrap_or(usize::MAX)) {
-            requests.push(self.from_row(m)?);
+        for m in rows
+            .into_iter()
+            .take(usize::try_from(page_size).unwrap_or(usize::MAX))
+        {
+            requests.push(self.request_from_row(m)?);
         }
         let next = more
             .then(|| requests.last().map(|r| encode_token(r.submitted_at, &r.id)))

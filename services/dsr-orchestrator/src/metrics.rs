@@ -100,7 +100,8 @@ pub fn spawn_request_gauges(ledger: Ledger, every: Duration) -> tokio::task::Joi
                     if c.overdue > 0 {
                         tracing::warn!(overdue = c.overdue, "requests past their deadline");
                     }
-                    *counts.lock().expect("metrics lock") = (c.by_kind_state, c.overdue, c.due_soon);
+                    *counts.lock().expect("metrics lock") =
+                        (c.by_kind_state, c.overdue, c.due_soon);
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot count requests"),
             }

@@ -111,23 +111,21 @@ impl Ledger {
         let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
         let db = self.db();
         let backend = db.get_database_backend();
-        let sql = match backend {
-            DbBackend::Postgres => {
-                "UPDATE orchestrator_request SET lease_owner = $1, lease_until_ms = $2 \
+        let sql = if backend == DbBackend::Postgres {
+            "UPDATE orchestrator_request SET lease_owner = $1, lease_until_ms = $2 \
                  WHERE id = (SELECT id FROM orchestrator_request \
                    WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
                    AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
                    ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
                  RETURNING id"
-            }
-            _ => {
-                "UPDATE orchestrator_request SET lease_owner = ?, lease_until_ms = ? \
+        } else {
+            // SQLite: one writer at a time makes the statement atomic.
+            "UPDATE orchestrator_request SET lease_owner = ?, lease_until_ms = ? \
                  WHERE id = (SELECT id FROM orchestrator_request \
                    WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
                    AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
                    ORDER BY next_attempt_ms LIMIT 1) \
                  RETURNING id"
-            }
         };
         let row = db
             .query_one_raw(Statement::from_sql_and_values(
@@ -147,8 +145,7 @@ impl Ledger {
 
     /// Extends a held lease; false when it was lost.
     pub async fn renew(&self, claim: &Claim, lease: Duration) -> Result<bool, Error> {
-        let until =
-            Utc::now().timestamp_millis() + i64::try_from(lease.as_millis()).unwrap_or(0);
+        let until = Utc::now().timestamp_millis() + i64::try_from(lease.as_millis()).unwrap_or(0);
         let res = req::Entity::update_many()
             .col_expr(req::Column::LeaseUntilMs, until.into())
             .filter(req::Column::Id.eq(claim.request_id.as_str()))
@@ -249,9 +246,7 @@ impl Ledger {
                 map,
                 needs_approval,
             } => {
-                am.subject_map = Set(Some(
-                    serde_json::to_string(map).expect("serialisable map"),
-                ));
+                am.subject_map = Set(Some(serde_json::to_string(map).expect("serialisable map")));
                 if *needs_approval {
                     (State::AwaitingApproval, false)
                 } else {
@@ -286,8 +281,13 @@ impl Ledger {
         if done.rows_affected != 1 {
             return Err(lost());
         }
-        self.append(&txn, actor, &claim.request_id, &format!("state:{}", to.as_str()))
-            .await?;
+        self.append(
+            &txn,
+            actor,
+            &claim.request_id,
+            &format!("state:{}", to.as_str()),
+        )
+        .await?;
         txn.commit().await?;
         self.get(&claim.request_id).await
     }

@@ -225,8 +225,7 @@ impl Worker {
             Some(Err(e)) => {
                 let failures = r.attempts + 1;
                 let retry_at = (e.retryable && failures < self.cfg.max_attempts).then(|| {
-                    Utc::now()
-                        + backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
+                    Utc::now() + backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
                 });
                 self.metrics.step_done(step, "failed", elapsed);
                 tracing::warn!(error = %e, failures, retry = retry_at.is_some(), "step failed");

@@ -129,7 +129,9 @@ async fn the_ledger_keeps_its_rules_and_its_trail() {
         .unwrap();
     assert_eq!(r.state, State::Rejected);
     assert!(matches!(
-        ledger.cancel(&r.id, "withdrawn by the person", "portal").await,
+        ledger
+            .cancel(&r.id, "withdrawn by the person", "portal")
+            .await,
         Err(Error::IllegalMove(_))
     ));
 
@@ -143,7 +145,11 @@ async fn the_ledger_keeps_its_rules_and_its_trail() {
         .await
         .unwrap();
     assert_eq!(
-        ledger.cancel(&r2.id, "withdrawn by the person", "portal").await.unwrap().state,
+        ledger
+            .cancel(&r2.id, "withdrawn by the person", "portal")
+            .await
+            .unwrap()
+            .state,
         State::Cancelled
     );
     assert!(matches!(

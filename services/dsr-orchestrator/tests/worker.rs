@@ -32,7 +32,9 @@ struct Fake {
 #[tonic::async_trait]
 impl Verification for Fake {
     async fn start(&self, _: &Call, _: &[Identity], _: &str) -> Result<Challenge, CallError> {
-        Ok(Challenge { id: "challenge-1".into() })
+        Ok(Challenge {
+            id: "challenge-1".into(),
+        })
     }
     async fn complete(&self, _: &Call, _: &str, _: &str) -> Result<String, CallError> {
         unreachable!("the worker never completes challenges")
@@ -59,7 +61,11 @@ impl Discovery for Fake {
                         categories: vec!["contact.email".into()],
                     }]
                 },
-                error_reason: if down { "UNAVAILABLE".into() } else { String::new() },
+                error_reason: if down {
+                    "UNAVAILABLE".into()
+                } else {
+                    String::new()
+                },
             }],
             partial: down,
             rounds: 1,
@@ -116,7 +122,12 @@ fn config(id: &str) -> WorkerConfig {
     }
 }
 
-fn start(ledger: &Ledger, fake: &Arc<Fake>, id: &str, stop: &watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+fn start(
+    ledger: &Ledger,
+    fake: &Arc<Fake>,
+    id: &str,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let mesh = Mesh {
         verification: fake.clone(),
         discovery: fake.clone(),
@@ -160,20 +171,29 @@ async fn a_request_runs_its_steps_and_retries_while_a_system_is_down() {
     let (stop_tx, stop) = watch::channel(false);
     let worker = start(&ledger, &fake, "w1", &stop);
     let today = chrono::Utc::now().date_naive();
-    let (r, _) = ledger.submit(submission("key-00001"), today, "portal").await.unwrap();
+    let (r, _) = ledger
+        .submit(submission("key-00001"), today, "portal")
+        .await
+        .unwrap();
     // The system is down: the locate step fails and waits to retry, visibly.
     let mut seen_retry = false;
     for _ in 0..500 {
         let r = ledger.get(&r.id).await.unwrap();
         if r.state == State::Locating && r.attempts >= 2 && r.next_attempt_at.is_some() {
             assert!(
-                r.last_error.as_deref().unwrap().contains("system crm: UNAVAILABLE"),
+                r.last_error
+                    .as_deref()
+                    .unwrap()
+                    .contains("system crm: UNAVAILABLE"),
                 "{:?}",
                 r.last_error
             );
             let steps = ledger.steps(&r).await.unwrap();
             let locate = steps.iter().find(|s| s.name == "locate").unwrap();
-            assert!(matches!(locate.status, "waiting_retry" | "running"), "{locate:?}");
+            assert!(
+                matches!(locate.status, "waiting_retry" | "running"),
+                "{locate:?}"
+            );
             assert!(locate.attempts >= 2);
             seen_retry = true;
             break;
@@ -184,18 +204,32 @@ async fn a_request_runs_its_steps_and_retries_while_a_system_is_down() {
     // The system returns: the request completes.
     fake.system_down.store(false, Ordering::SeqCst);
     let done = wait_for(&ledger, &r.id, State::Completed).await;
-    assert_eq!(done.package_id.as_deref(), Some(format!("pkg-{}", r.id).as_str()));
+    assert_eq!(
+        done.package_id.as_deref(),
+        Some(format!("pkg-{}", r.id).as_str())
+    );
     assert_eq!(done.record_count, Some(1));
     let log = ledger.step_log(&r.id).await.unwrap();
     for step in ["verify", "locate", "export"] {
         assert_eq!(
-            log.iter().filter(|x| x.step == step && x.outcome == "done").count(),
+            log.iter()
+                .filter(|x| x.step == step && x.outcome == "done")
+                .count(),
             1,
             "{step} done once: {log:?}"
         );
     }
-    assert!(log.iter().filter(|x| x.step == "locate" && x.outcome == "failed").count() >= 2);
-    assert_eq!(ledger.verify_audit().await.unwrap() as usize, 4, "submitted + three moves");
+    assert!(
+        log.iter()
+            .filter(|x| x.step == "locate" && x.outcome == "failed")
+            .count()
+            >= 2
+    );
+    assert_eq!(
+        ledger.verify_audit().await.unwrap() as usize,
+        4,
+        "submitted + three moves"
+    );
     stop_tx.send(true).unwrap();
     worker.await.unwrap();
     db.finish().await;
@@ -243,7 +277,10 @@ async fn two_workers_share_the_queue_and_no_step_is_done_twice() {
 async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
     let (db, ledger) = ledger().await;
     let today = chrono::Utc::now().date_naive();
-    let (r, _) = ledger.submit(submission("key-dead1"), today, "portal").await.unwrap();
+    let (r, _) = ledger
+        .submit(submission("key-dead1"), today, "portal")
+        .await
+        .unwrap();
     // A worker claims it, starts the step, and dies.
     let claim = ledger
         .claim("dead", Duration::from_millis(200))
@@ -253,7 +290,13 @@ async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
     assert_eq!(claim.request_id, r.id);
     ledger.start_step(&claim, "verify", "dead").await.unwrap();
     // While the lease holds nobody else gets it.
-    assert!(ledger.claim("other", Duration::from_secs(5)).await.unwrap().is_none());
+    assert!(
+        ledger
+            .claim("other", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_none()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fake = Arc::new(Fake::default());
     let (stop_tx, stop) = watch::channel(false);
@@ -261,7 +304,12 @@ async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
     wait_for(&ledger, &r.id, State::Completed).await;
     // The dead worker's late completion is refused: its lease is gone.
     let late = ledger
-        .complete_step(&claim, 1, dsr_orchestrator::queue::Outcome::Verified, "dead")
+        .complete_step(
+            &claim,
+            1,
+            dsr_orchestrator::queue::Outcome::Verified,
+            "dead",
+        )
         .await;
     assert!(late.is_err());
     let log = ledger.step_log(&r.id).await.unwrap();

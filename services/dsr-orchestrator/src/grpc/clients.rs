@@ -112,7 +112,11 @@ fn controller(call: &Call) -> Option<common::ControllerRef> {
 
 fn outcome_name(o: i32) -> String {
     disc::Outcome::try_from(o)
-        .map(|x| x.as_str_name().trim_start_matches("OUTCOME_").to_lowercase())
+        .map(|x| {
+            x.as_str_name()
+                .trim_start_matches("OUTCOME_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| "unspecified".into())
 }
 
@@ -226,7 +230,8 @@ impl Verification for GrpcMesh {
             .start_verification(with_deadline(
                 call,
                 idv::StartVerificationRequest {
-                    claimed: claimed.iter().map(identity_to_pb).collect(),
+                    // The code goes to one address: the challenge names it alone.
+                    claimed: vec![identity_to_pb(target)],
                     method: method as i32,
                     idp_assertion: String::new(),
                     attestation: None,

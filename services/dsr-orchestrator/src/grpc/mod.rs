@@ -125,7 +125,9 @@ fn actor<T>(req: &Request<T>) -> String {
 
 fn ledger_status(e: ledger::Error) -> Status {
     match e {
-        ledger::Error::NotFound => kit::status(Code::NotFound, "request not found", "REQUEST_NOT_FOUND"),
+        ledger::Error::NotFound => {
+            kit::status(Code::NotFound, "request not found", "REQUEST_NOT_FOUND")
+        }
         ledger::Error::KeyReused => kit::status(
             Code::AlreadyExists,
             "the idempotency key was used with another payload",
@@ -218,7 +220,11 @@ fn step_to_pb(s: &StepView) -> pb::Step {
 }
 
 /// The wire form of a request with its steps.
-pub fn request_to_pb(r: &ledger::Request, steps: &[StepView], today: chrono::NaiveDate) -> pb::DataSubjectRequest {
+pub fn request_to_pb(
+    r: &ledger::Request,
+    steps: &[StepView],
+    today: chrono::NaiveDate,
+) -> pb::DataSubjectRequest {
     let d = &r.deadline;
     let ext = d.extension();
     pb::DataSubjectRequest {
@@ -243,7 +249,11 @@ pub fn request_to_pb(r: &ledger::Request, steps: &[StepView], today: chrono::Nai
             .as_ref()
             .map(|(reason, _)| rejection_to_pb(reason) as i32)
             .unwrap_or(0),
-        rejection_note: r.rejection.as_ref().map(|(_, n)| n.clone()).unwrap_or_default(),
+        rejection_note: r
+            .rejection
+            .as_ref()
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default(),
         package_id: r.package_id.clone().unwrap_or_default(),
         submit_time: Some(kit::timestamp(r.submitted_at)),
         update_time: Some(kit::timestamp(r.updated_at)),
@@ -257,8 +267,7 @@ pub fn request_to_pb(r: &ledger::Request, steps: &[StepView], today: chrono::Nai
 
 fn valid_key(k: &str) -> bool {
     (8..=128).contains(&k.len())
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
@@ -270,7 +279,10 @@ fn require_id(id: &str) -> Result<(), Status> {
     if valid_id(id) {
         Ok(())
     } else {
-        Err(invalid_argument(vec![("id".into(), "required: a request id".into())]))
+        Err(invalid_argument(vec![(
+            "id".into(),
+            "required: a request id".into(),
+        )]))
     }
 }
 
@@ -337,24 +349,25 @@ impl Requests for Handlers {
         if kind.is_none() {
             v.push(("kind".into(), "required: ACCESS or PORTABILITY".into()));
         }
-        let controller = match controller.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
-            Some(Ok(o)) if self.d.group.controller(&o).is_some() => Some(o),
-            Some(Ok(_)) => {
-                v.push((
-                    "controller.organisation_number".into(),
-                    "not one of the group's controllers".into(),
-                ));
-                None
-            }
-            Some(Err(e)) => {
-                v.push(("controller.organisation_number".into(), e.to_string()));
-                None
-            }
-            None => {
-                v.push(("controller.organisation_number".into(), "required".into()));
-                None
-            }
-        };
+        let controller =
+            match controller.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
+                Some(Ok(o)) if self.d.group.controller(&o).is_some() => Some(o),
+                Some(Ok(_)) => {
+                    v.push((
+                        "controller.organisation_number".into(),
+                        "not one of the group's controllers".into(),
+                    ));
+                    None
+                }
+                Some(Err(e)) => {
+                    v.push(("controller.organisation_number".into(), e.to_string()));
+                    None
+                }
+                None => {
+                    v.push(("controller.organisation_number".into(), "required".into()));
+                    None
+                }
+            };
         let claimed = match identities_from_pb(claimed, "claimed") {
             Ok(ids) => ids,
             Err(bad) => {
@@ -454,7 +467,11 @@ impl Requests for Handlers {
             match self.d.verification.complete(&call, &challenge, &code).await {
                 Ok(t) => t,
                 Err(e) if e.retryable => {
-                    return Err(kit::status(Code::Unavailable, "identity verification is unavailable", "IDENTITY_UNAVAILABLE"));
+                    return Err(kit::status(
+                        Code::Unavailable,
+                        "identity verification is unavailable",
+                        "IDENTITY_UNAVAILABLE",
+                    ));
                 }
                 Err(e) if e.reason == "CODE_MISMATCH" => {
                     return Err(invalid_argument(vec![(
@@ -463,7 +480,11 @@ impl Requests for Handlers {
                     )]));
                 }
                 Err(e) => {
-                    return Err(kit::status(Code::FailedPrecondition, "the challenge cannot be completed", &e.reason));
+                    return Err(kit::status(
+                        Code::FailedPrecondition,
+                        "the challenge cannot be completed",
+                        &e.reason,
+                    ));
                 }
             }
         } else {
@@ -535,7 +556,11 @@ impl Requests for Handlers {
             controller,
             overdue_on: overdue.then(|| Utc::now().date_naive()),
         };
-        let size = if page.page_size == 0 { 50 } else { u64::from(page.page_size) };
+        let size = if page.page_size == 0 {
+            50
+        } else {
+            u64::from(page.page_size)
+        };
         let token = (!page.page_token.is_empty()).then_some(page.page_token.as_str());
         let listed = self
             .d
@@ -543,7 +568,12 @@ impl Requests for Handlers {
             .list(&filter, size, token)
             .await
             .map_err(ledger_status)?
-            .map_err(|_| invalid_argument(vec![("page.page_token".into(), "invalid page token".into())]))?;
+            .map_err(|_| {
+                invalid_argument(vec![(
+                    "page.page_token".into(),
+                    "invalid page token".into(),
+                )])
+            })?;
         let mut requests = Vec::with_capacity(listed.requests.len());
         for r in &listed.requests {
             requests.push(self.view(r).await?);
@@ -577,7 +607,10 @@ impl Requests for Handlers {
                 let key = (current.state, current.updated_at);
                 if last != Some(key) {
                     last = Some(key);
-                    let item = me.view(&current).await.map(|r| pb::WatchResponse { request: Some(r) });
+                    let item = me
+                        .view(&current)
+                        .await
+                        .map(|r| pb::WatchResponse { request: Some(r) });
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
                         return;
@@ -606,7 +639,9 @@ impl Requests for Handlers {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn cancel(
@@ -619,7 +654,12 @@ impl Requests for Handlers {
         if reason.trim().is_empty() {
             return Err(invalid_argument(vec![("reason".into(), "required".into())]));
         }
-        let r = self.d.ledger.cancel(&id, &reason, &actor).await.map_err(ledger_status)?;
+        let r = self
+            .d
+            .ledger
+            .cancel(&id, &reason, &actor)
+            .await
+            .map_err(ledger_status)?;
         self.changed(&r.id);
         Ok(Response::new(pb::CancelResponse {
             request: Some(self.view(&r).await?),
@@ -662,7 +702,12 @@ impl Requests for Handlers {
         let actor = actor(&req);
         let pb::ApproveRequest { id, note: _ } = req.into_inner();
         require_id(&id)?;
-        let r = self.d.ledger.approve(&id, &actor).await.map_err(ledger_status)?;
+        let r = self
+            .d
+            .ledger
+            .approve(&id, &actor)
+            .await
+            .map_err(ledger_status)?;
         self.d.wake.notify_one();
         self.changed(&r.id);
         Ok(Response::new(pb::ApproveResponse {

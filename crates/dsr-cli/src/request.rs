@@ -1,0 +1,743 @@
+//! `dsr request …`: the portal's side of the orchestrator from the command
+//! line. Under `dsr up` it acts as a portal with the development token, and
+//! reads the person's one-time code from the development outbox (in
+//! production the person types it).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use dsr_proto::common::v1 as common;
+use dsr_proto::export::v1 as exp;
+use dsr_proto::export::v1::export_client::ExportClient;
+use dsr_proto::orchestrator::v1 as pb;
+use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
+use sha2::Digest as _;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+use crate::config::Config;
+use crate::dev;
+
+/// Arguments of `dsr request`.
+#[derive(Debug, Args)]
+pub(crate) struct RequestArgs {
+    /// The orchestrator (default: `dsr up`'s, base port + 7).
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+    /// Export, for downloads (default: `dsr up`'s, base port + 6).
+    #[arg(long, global = true)]
+    export_endpoint: Option<String>,
+    /// Bearer token (default: minted from the data directory's development key).
+    #[arg(long, env = "DSR_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: RequestCommand,
+}
+
+#[derive(Debug, Args)]
+struct NewRequest {
+    /// The person's email address.
+    #[arg(long)]
+    email: Option<String>,
+    /// The person's phone number.
+    #[arg(long)]
+    phone: Option<String>,
+    /// The person's personnummer.
+    #[arg(long)]
+    personnummer: Option<String>,
+    /// The controller (organisationsnummer); default Intrum Sverige AB.
+    #[arg(long, default_value = "556134-1248")]
+    controller: String,
+    /// Language of the answer: sv or en.
+    #[arg(long, default_value = "sv")]
+    language: String,
+    /// Idempotency key (default: a new one).
+    #[arg(long)]
+    key: Option<String>,
+    /// A verification token the portal already holds (skips the code).
+    #[arg(long)]
+    verification_token: Option<String>,
+    /// The one-time code the person received (default: read from the
+    /// development outbox, else asked for).
+    #[arg(long)]
+    code: Option<String>,
+    /// Wait until the request ends.
+    #[arg(long)]
+    wait: bool,
+    /// Download the package into this directory (implies --wait).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StateArg {
+    Submitted,
+    Verifying,
+    Locating,
+    AwaitingApproval,
+    Exporting,
+    Completed,
+    Rejected,
+    Cancelled,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KindArg {
+    Access,
+    Portability,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RejectArg {
+    IdentityInsufficient,
+    ManifestlyUnfoundedOrExcessive,
+    NoData,
+    Other,
+}
+
+#[derive(Debug, Subcommand)]
+enum RequestCommand {
+    /// Submit an access request (Art. 15).
+    Access(NewRequest),
+    /// Submit a portability request (Art. 20).
+    Portability(NewRequest),
+    /// Pass the person's one-time code for a request waiting in VERIFYING.
+    Verify {
+        /// The request id.
+        id: String,
+        /// The code.
+        #[arg(long)]
+        code: String,
+    },
+    /// Show one request, with its deadline and step log.
+    Show {
+        /// The request id.
+        id: String,
+    },
+    /// List requests, newest first.
+    List {
+        /// Only in this state.
+        #[arg(long)]
+        state: Option<StateArg>,
+        /// Only of this kind.
+        #[arg(long)]
+        kind: Option<KindArg>,
+        /// Only for this controller.
+        #[arg(long)]
+        controller: Option<String>,
+        /// Only overdue requests.
+        #[arg(long)]
+        overdue: bool,
+        /// Requests per page.
+        #[arg(long, default_value_t = 50)]
+        page_size: u32,
+        /// Continue from a previous page.
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// Follow a request until it ends.
+    Watch {
+        /// The request id.
+        id: String,
+    },
+    /// Extend the deadline (Art. 12(3)).
+    Extend {
+        /// The request id.
+        id: String,
+        /// 1 or 2.
+        #[arg(long)]
+        months: u32,
+        /// The reason, as told to the person.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Cancel a request that has not begun irreversible work.
+    Cancel {
+        /// The request id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve a request awaiting approval.
+    Approve {
+        /// The request id.
+        id: String,
+    },
+    /// Reject a request.
+    Reject {
+        /// The request id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: RejectArg,
+        /// An explanation (required for `other`).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Download a completed request's package.
+    Download {
+        /// The request id.
+        id: String,
+        /// Into this directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// A status as a line a person can act on: code, message, and each field
+/// violation.
+pub(crate) fn explain(s: &tonic::Status) -> anyhow::Error {
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    let details = s.get_error_details();
+    if let Some(info) = details.error_info() {
+        text.push_str(&format!(" [{}]", info.reason));
+    }
+    if let Some(br) = details.bad_request() {
+        for v in &br.field_violations {
+            text.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    anyhow::anyhow!(text)
+}
+
+struct Portal {
+    token: String,
+    requests: RequestsClient<Channel>,
+    export_endpoint: String,
+}
+
+impl Portal {
+    fn req<T>(&self, m: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut r = tonic::Request::new(m);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {}", self.token).parse()?);
+        Ok(r)
+    }
+
+    async fn get(&mut self, id: &str) -> anyhow::Result<pb::DataSubjectRequest> {
+        let r = self.req(pb::GetRequest { id: id.to_owned() })?;
+        self.requests
+            .get(r)
+            .await
+            .map_err(|s| explain(&s))?
+            .into_inner()
+            .request
+            .context("empty answer")
+    }
+}
+
+async fn connect(endpoint: &str, what: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(endpoint.to_owned())
+        .with_context(|| format!("invalid {what} endpoint"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {what} at {endpoint}"))
+}
+
+fn state_name(s: i32) -> String {
+    pb::State::try_from(s)
+        .map(|x| x.as_str_name().trim_start_matches("STATE_").to_lowercase())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn date(d: Option<&common::Date>) -> String {
+    d.map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
+        .unwrap_or_default()
+}
+
+#[allow(clippy::print_stdout)]
+fn print_request(r: &pb::DataSubjectRequest) {
+    let kind = pb::Kind::try_from(r.kind)
+        .map(|k| k.as_str_name().trim_start_matches("KIND_").to_lowercase())
+        .unwrap_or_default();
+    println!("request    {}", r.id);
+    println!("kind       {kind}");
+    println!("state      {}", state_name(r.state));
+    if let Some(c) = &r.controller {
+        println!("controller {}", c.organisation_number);
+    }
+    if let Some(d) = &r.deadline {
+        println!(
+            "received   {}   due {}{}{}",
+            date(d.received_on.as_ref()),
+            date(d.due.as_ref()),
+            if d.extended_months > 0 {
+                format!(
+                    " (extended {} months: {})",
+                    d.extended_months, d.extension_reason
+                )
+            } else {
+                String::new()
+            },
+            if d.overdue { "   OVERDUE" } else { "" }
+        );
+    }
+    if !r.package_id.is_empty() {
+        println!(
+            "package    {} ({} records from {})",
+            r.package_id,
+            r.record_count,
+            r.system_ids.join(", ")
+        );
+    }
+    if !r.rejection_note.is_empty() || r.rejection_reason != 0 {
+        println!(
+            "rejected   {} {}",
+            pb::RejectionReason::try_from(r.rejection_reason)
+                .map(|x| x.as_str_name())
+                .unwrap_or("?"),
+            r.rejection_note
+        );
+    }
+    if !r.cancel_reason.is_empty() {
+        println!("cancelled  {}", r.cancel_reason);
+    }
+    println!("steps");
+    for s in &r.steps {
+        let mut line = format!("  {:<8} {:<14} attempts {}", s.name, s.status, s.attempts);
+        if !s.last_error.is_empty() {
+            line.push_str(&format!("  last error: {}", s.last_error));
+        }
+        println!("{line}");
+    }
+}
+
+/// The newest code sent to `to` in the development outbox after `since`.
+fn code_from_outbox(dir: &Path, to: &str, since: std::time::SystemTime) -> Option<String> {
+    let mut newest: Option<(std::time::SystemTime, String)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let modified = e.metadata().ok()?.modified().ok()?;
+        if modified < since {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).ok()?;
+        if !text.starts_with(&format!("To: {to}\n")) {
+            continue;
+        }
+        let code: String = text
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 6)?
+            .to_owned();
+        if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
+            newest = Some((modified, code));
+        }
+    }
+    newest.map(|(_, c)| c)
+}
+
+/// Runs `dsr request`.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
+    let base = |offset: u16| {
+        format!(
+            "http://{}:{}",
+            cfg.up.host,
+            cfg.up.base_port.saturating_add(offset)
+        )
+    };
+    let endpoint = args.endpoint.unwrap_or_else(|| base(7));
+    let token = dev::token_or_mint(
+        &cfg.data_dir,
+        args.token,
+        "dsr-cli",
+        vec![
+            dsr_orchestrator::SERVICE_NAME.into(),
+            dsr_export::SERVICE_NAME.into(),
+        ],
+        vec![
+            dsr_orchestrator::grpc::SCOPE_SUBMIT.into(),
+            dsr_orchestrator::grpc::SCOPE_READ.into(),
+            dsr_orchestrator::grpc::SCOPE_MANAGE.into(),
+            dsr_export::grpc::SCOPE_READ.into(),
+        ],
+        Duration::from_secs(3600),
+    )?;
+    let mut p = Portal {
+        token,
+        requests: RequestsClient::new(connect(&endpoint, "the orchestrator").await?),
+        export_endpoint: args.export_endpoint.unwrap_or_else(|| base(6)),
+    };
+    match args.command {
+        RequestCommand::Access(n) => submit(cfg, &mut p, pb::Kind::Access, n).await,
+        RequestCommand::Portability(n) => submit(cfg, &mut p, pb::Kind::Portability, n).await,
+        RequestCommand::Verify { id, code } => {
+            let r = p.req(pb::VerifyRequest {
+                id,
+                code,
+                verification_token: String::new(),
+            })?;
+            let r = p
+                .requests
+                .verify(r)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            print_request(&r.request.context("empty answer")?);
+            Ok(())
+        }
+        RequestCommand::Show { id } => {
+            print_request(&p.get(&id).await?);
+            Ok(())
+        }
+        RequestCommand::List {
+            state,
+            kind,
+            controller,
+            overdue,
+            page_size,
+            page_token,
+        } => {
+            let r = p.req(pb::ListRequest {
+                page: Some(common::PageRequest {
+                    page_size,
+                    page_token: page_token.unwrap_or_default(),
+                }),
+                state: state.map_or(0, |s| {
+                    (match s {
+                        StateArg::Submitted => pb::State::Submitted,
+                        StateArg::Verifying => pb::State::Verifying,
+                        StateArg::Locating => pb::State::Locating,
+                        StateArg::AwaitingApproval => pb::State::AwaitingApproval,
+                        StateArg::Exporting => pb::State::Exporting,
+                        StateArg::Completed => pb::State::Completed,
+                        StateArg::Rejected => pb::State::Rejected,
+                        StateArg::Cancelled => pb::State::Cancelled,
+                    }) as i32
+                }),
+                kind: match kind {
+                    None => 0,
+                    Some(KindArg::Access) => pb::Kind::Access as i32,
+                    Some(KindArg::Portability) => pb::Kind::Portability as i32,
+                },
+                controller: controller.map(|c| common::ControllerRef {
+                    organisation_number: c,
+                }),
+                overdue,
+            })?;
+            let r = p
+                .requests
+                .list(r)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            for x in &r.requests {
+                println!(
+                    "{}  {:<12} {:<18} due {}{}",
+                    x.id,
+                    pb::Kind::try_from(x.kind)
+                        .map(|k| k.as_str_name().trim_start_matches("KIND_").to_lowercase())
+                        .unwrap_or_default(),
+                    state_name(x.state),
+                    date(x.deadline.as_ref().and_then(|d| d.due.as_ref())),
+                    if x.deadline.as_ref().is_some_and(|d| d.overdue) {
+                        "  OVERDUE"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            if let Some(next) = r.page.filter(|pg| !pg.next_page_token.is_empty()) {
+                println!("next page: --page-token {}", next.next_page_token);
+            }
+            Ok(())
+        }
+        RequestCommand::Watch { id } => {
+            let r = p.req(pb::WatchRequest { id })?;
+            let mut stream = p
+                .requests
+                .watch(r)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            while let Some(m) = stream.message().await.map_err(|s| explain(&s))? {
+                if let Some(r) = m.request {
+                    let current = r
+                        .steps
+                        .iter()
+                        .find(|s| s.status != "done" && s.status != "pending");
+                    println!(
+                        "{}  {}{}",
+                        chrono::Utc::now().format("%H:%M:%S"),
+                        state_name(r.state),
+                        current
+                            .map(|s| format!(
+                                "  ({} {}{})",
+                                s.name,
+                                s.status,
+                                if s.last_error.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(": {}", s.last_error)
+                                }
+                            ))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        RequestCommand::Extend { id, months, reason } => {
+            let r = p.req(pb::ExtendRequest { id, months, reason })?;
+            let r = p
+                .requests
+                .extend(r)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            print_request(&r.request.context("empty answer")?);
+            Ok(())
+        }
+        RequestCommand::Cancel { id, reason } => {
+            let r = p.req(pb::CancelRequest { id, reason })?;
+            let r = p
+                .requests
+                .cancel(r)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            print_request(&r.request.context("empty answer")?);
+            Ok(())
+        }
+        RequestCommand::Approve { id } => {
+            let r = p.req(pb::ApproveRequest {
+                id,
+                note: String::new(),
+            })?;
+            let r = p
+                .requests
+                .approve(r)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            print_request(&r.request.context("empty answer")?);
+            Ok(())
+        }
+        RequestCommand::Reject { id, reason, note } => {
+            let reason = match reason {
+                RejectArg::IdentityInsufficient => pb::RejectionReason::IdentityInsufficient,
+                RejectArg::ManifestlyUnfoundedOrExcessive => {
+                    pb::RejectionReason::ManifestlyUnfoundedOrExcessive
+                }
+                RejectArg::NoData => pb::RejectionReason::NoData,
+                RejectArg::Other => pb::RejectionReason::Other,
+            };
+            let r = p.req(pb::RejectRequest {
+                id,
+                reason: reason as i32,
+                note,
+            })?;
+            let r = p
+                .requests
+                .reject(r)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            print_request(&r.request.context("empty answer")?);
+            Ok(())
+        }
+        RequestCommand::Download { id, out } => {
+            let r = p.get(&id).await?;
+            download(&p, &r, &out).await
+        }
+    }
+}
+
+fn identity(t: common::IdentityType, v: &str) -> common::Identity {
+    common::Identity {
+        r#type: t as i32,
+        format: common::IdentityFormat::Raw as i32,
+        value: v.to_owned(),
+        hmac_key_id: String::new(),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn submit(cfg: &Config, p: &mut Portal, kind: pb::Kind, n: NewRequest) -> anyhow::Result<()> {
+    let mut claimed = Vec::new();
+    if let Some(e) = &n.email {
+        claimed.push(identity(common::IdentityType::Email, e));
+    }
+    if let Some(ph) = &n.phone {
+        claimed.push(identity(common::IdentityType::Phone, ph));
+    }
+    if let Some(pn) = &n.personnummer {
+        claimed.push(identity(common::IdentityType::SePersonnummer, pn));
+    }
+    let started = std::time::SystemTime::now() - Duration::from_secs(1);
+    let r = p.req(pb::SubmitRequest {
+        kind: kind as i32,
+        controller: Some(common::ControllerRef {
+            organisation_number: n.controller.clone(),
+        }),
+        claimed,
+        verification_token: n.verification_token.clone().unwrap_or_default(),
+        language: n.language.clone(),
+        idempotency_key: n
+            .key
+            .clone()
+            .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple())),
+    })?;
+    let mut r = p
+        .requests
+        .submit(r)
+        .await
+        .map_err(|s| explain(&s))?
+        .into_inner()
+        .request
+        .context("empty answer")?;
+    println!("{}", r.id);
+    eprintln!("submitted: {}", state_name(r.state));
+    if !n.wait && n.out.is_none() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(n.timeout_secs);
+    let mut verified = false;
+    loop {
+        let state = pb::State::try_from(r.state).unwrap_or(pb::State::Unspecified);
+        if matches!(
+            state,
+            pb::State::Completed | pb::State::Rejected | pb::State::Cancelled
+        ) {
+            break;
+        }
+        if state == pb::State::Verifying && !verified && !r.challenge_id.is_empty() {
+            let code = match &n.code {
+                Some(c) => c.clone(),
+                None => wait_for_code(cfg, &n, started, deadline).await?,
+            };
+            let v = p.req(pb::VerifyRequest {
+                id: r.id.clone(),
+                code,
+                verification_token: String::new(),
+            })?;
+            r = p
+                .requests
+                .verify(v)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner()
+                .request
+                .context("empty answer")?;
+            verified = true;
+            eprintln!("verified: {}", state_name(r.state));
+            continue;
+        }
+        if Instant::now() > deadline {
+            print_request(&r);
+            bail!("gave up waiting after {} s", n.timeout_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        r = p.get(&r.id).await?;
+    }
+    print_request(&r);
+    if r.state != pb::State::Completed as i32 {
+        bail!("the request ended {}", state_name(r.state));
+    }
+    if let Some(out) = &n.out {
+        download(p, &r, out).await?;
+    }
+    Ok(())
+}
+
+async fn wait_for_code(
+    cfg: &Config,
+    n: &NewRequest,
+    since: std::time::SystemTime,
+    deadline: Instant,
+) -> anyhow::Result<String> {
+    let outbox = cfg.data_dir.join("outbox");
+    let to = n
+        .email
+        .as_deref()
+        .map(|e| {
+            dsr_domain::identity::Identity::parse(dsr_domain::identity::IdentityType::Email, e)
+                .map(|i| i.value().to_owned())
+        })
+        .or_else(|| {
+            n.phone.as_deref().map(|ph| {
+                dsr_domain::identity::Identity::parse(dsr_domain::identity::IdentityType::Phone, ph)
+                    .map(|i| i.value().to_owned())
+            })
+        })
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("give --email or --phone to receive a code, or --verification-token")?;
+    while Instant::now() < deadline {
+        if let Some(code) = code_from_outbox(&outbox, &to, since) {
+            eprintln!("code read from the development outbox {}", outbox.display());
+            return Ok(code);
+        }
+        if since.elapsed().unwrap_or_default() > Duration::from_secs(15) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!(
+        "no code found in {} (not under `dsr up`?): pass the person's code with --code, or later with `dsr request verify <id> --code …`",
+        outbox.display()
+    )
+}
+
+#[allow(clippy::print_stdout)]
+async fn download(p: &Portal, r: &pb::DataSubjectRequest, out: &Path) -> anyhow::Result<()> {
+    if r.package_id.is_empty() {
+        bail!("the request has no package (state {})", state_name(r.state));
+    }
+    let mut client = ExportClient::new(connect(&p.export_endpoint, "export").await?)
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let pkg = client
+        .get_package(p.req(exp::GetPackageRequest {
+            package_id: r.package_id.clone(),
+        })?)
+        .await
+        .map_err(|s| explain(&s))?
+        .into_inner()
+        .package
+        .context("empty answer")?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for f in &pkg.files {
+        let mut stream = client
+            .download(p.req(exp::DownloadRequest {
+                package_id: pkg.id.clone(),
+                file_name: f.name.clone(),
+            })?)
+            .await
+            .map_err(|s| explain(&s))?
+            .into_inner();
+        let mut bytes = Vec::with_capacity(usize::try_from(f.size).unwrap_or(0));
+        while let Some(chunk) = stream.message().await.map_err(|s| explain(&s))? {
+            if chunk.offset != bytes.len() as u64 {
+                bail!("{}: chunk out of order", f.name);
+            }
+            bytes.extend_from_slice(&chunk.chunk);
+        }
+        let digest = hex::encode(sha2::Sha256::digest(&bytes));
+        if digest != f.sha256 {
+            bail!("{}: SHA-256 does not match the package's manifest", f.name);
+        }
+        std::fs::write(out.join(&f.name), &bytes)
+            .with_context(|| format!("cannot write {}", out.join(&f.name).display()))?;
+        println!(
+            "  {:<18} {:>9} bytes  sha256 {}",
+            f.name,
+            bytes.len(),
+            &f.sha256[..16]
+        );
+    }
+    println!(
+        "package {} written to {} (expires {})",
+        pkg.id,
+        out.display(),
+        pkg.expire_time
+            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default()
+    );
+    Ok(())
+}
