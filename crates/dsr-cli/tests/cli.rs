@@ -30,7 +30,7 @@ fn dsr(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Tests that run `dsr up` take it in turn: each binds six consecutive ports,
+/// Tests that run `dsr up` take it in turn: each binds eight consecutive ports,
 /// and two picking overlapping ranges at once would fail for no fault of
 /// the code.
 static UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -325,12 +325,12 @@ fn free_ports() -> u16 {
     for _ in 0..50 {
         let base = free_port();
         if base < 65_000
-            && (1..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+            && (1..8).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
         {
             return base;
         }
     }
-    panic!("no four consecutive free ports");
+    panic!("no eight consecutive free ports (dsr up binds eight)");
 }
 
 // Multi-threaded for the same reason as above.
