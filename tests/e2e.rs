@@ -198,14 +198,14 @@ fn code_in_outbox(data: &Path, to: &str, after: usize) -> Option<String> {
     files
         .iter()
         .skip(after)
+        .rev()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .filter(|t| t.starts_with(&format!("To: {to}\n")))
-        .filter_map(|t| {
+        .find_map(|t| {
             t.split(|c: char| !c.is_ascii_digit())
                 .find(|w| w.len() == 6)
                 .map(str::to_owned)
         })
-        .last()
 }
 
 fn outbox_len(data: &Path) -> usize {
