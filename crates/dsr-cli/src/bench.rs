@@ -6,6 +6,10 @@
 //!   identity on the same database.
 //! - `access`: peak resident memory while streaming Access for one person
 //!   with `--records` letters at the print-and-mail vendor.
+//! - `requests`: access requests Submit → COMPLETED over the whole embedded
+//!   mesh, at concurrency 1 and N.
+
+mod requests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +54,26 @@ enum BenchCommand {
         /// Letters held for the person.
         #[arg(long, default_value_t = 100_000)]
         records: usize,
+    },
+    /// Access requests end to end over the embedded mesh: latency at
+    /// concurrency 1, throughput at --concurrency.
+    Requests {
+        /// People seeded in each reference system.
+        #[arg(long, default_value_t = 100_000)]
+        subjects: usize,
+        /// Requests one after another.
+        #[arg(long, default_value_t = 200)]
+        sequential: usize,
+        /// Requests at --concurrency.
+        #[arg(long, default_value_t = 1000)]
+        concurrent: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Keep the mesh's data directory (databases with the step log) and
+        /// print where it is.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -226,9 +250,29 @@ fn current_rss_kib() -> Option<u64> {
 
 /// Runs a benchmark and prints its figures.
 #[allow(clippy::print_stdout)]
-pub(crate) async fn run(_cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let url = args.database_url.as_deref();
     match args.command {
+        BenchCommand::Requests {
+            subjects,
+            sequential,
+            concurrent,
+            concurrency,
+            keep,
+        } => {
+            requests::run(
+                cfg,
+                requests::Plan {
+                    subjects,
+                    sequential,
+                    concurrent,
+                    concurrency,
+                    keep,
+                    database_url: args.database_url.clone(),
+                },
+            )
+            .await?;
+        }
         BenchCommand::Locate {
             subjects,
             iterations,

@@ -289,7 +289,13 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Transfers(args) => transfers::run(&cfg, args).await,
         Command::Seed(args) => seed(&cfg, args).await,
         Command::Conformance(args) => conformance::run(&cfg, args).await,
-        Command::Bench(args) => bench::run(&cfg, args).await,
+        Command::Bench(args) => {
+            // The services a benchmark starts log as they would in production.
+            let guard = telemetry(&cfg, "dsr-bench")?;
+            let res = bench::run(&cfg, args).await;
+            tokio::task::spawn_blocking(move || guard.shutdown()).await?;
+            res
+        }
         Command::Verify(args) => verify::run(&cfg, args).await,
         Command::Request(args) => request::run(&cfg, args).await,
         Command::Audit(AuditArgs {

@@ -811,3 +811,50 @@ fn prepare_orchestrator(
     .describe(dsr_proto::FILE_DESCRIPTOR_SET);
     Ok(set)
 }
+
+#[cfg(test)]
+mod tests {
+    use dsr_auth::ScopeRule;
+    use prost::Message as _;
+
+    /// Every RPC of every service has a scope rule, and every rule names an
+    /// RPC (a method without a rule would be refused to everyone).
+    #[test]
+    fn every_rpc_of_every_service_has_a_scope_rule() {
+        let fds = prost_types::FileDescriptorSet::decode(dsr_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let tables: [(&str, &str, &[ScopeRule]); 6] = [
+            (
+                "dsr.transfer.v1",
+                "TransferRegistry",
+                dsr_transfer_registry::grpc::SCOPES,
+            ),
+            ("dsr.system.v1", "DataSystem", dsr_system_sql::grpc::SCOPES),
+            (
+                "dsr.identity.v1",
+                "IdentityVerification",
+                dsr_identity::grpc::SCOPES,
+            ),
+            ("dsr.discovery.v1", "Discovery", dsr_discovery::grpc::SCOPES),
+            ("dsr.export.v1", "Export", dsr_export::grpc::SCOPES),
+            (
+                "dsr.orchestrator.v1",
+                "Requests",
+                dsr_orchestrator::grpc::SCOPES,
+            ),
+        ];
+        for (package, name, rules) in tables {
+            let service = fds
+                .file
+                .iter()
+                .flat_map(|f| f.service.iter().map(move |s| (f.package(), s)))
+                .find(|(p, s)| *p == package && s.name() == name)
+                .unwrap_or_else(|| panic!("{package}.{name} not in the descriptors"))
+                .1;
+            let mut methods: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+            let mut ruled: Vec<&str> = rules.iter().map(|r| r.method).collect();
+            methods.sort_unstable();
+            ruled.sort_unstable();
+            assert_eq!(methods, ruled, "{package}.{name}");
+        }
+    }
+}

@@ -18,6 +18,36 @@ use crate::services::{self, Instance, Schema, Trust};
 /// reference systems, then export (packages in `<data_dir>/packages`), then
 /// the orchestrator (base port + 7), the portals' entry point.
 pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
+    let mesh = start(cfg).await?;
+    banner(&mesh.cfg, &mesh.endpoints);
+    dsr_server::shutdown_signal().await;
+    mesh.stop().await
+}
+
+/// A running embedded mesh.
+#[derive(Debug)]
+pub(crate) struct Mesh {
+    /// The configuration the services run with (endpoints filled in).
+    pub(crate) cfg: Config,
+    /// Each service and its address.
+    pub(crate) endpoints: Vec<(Instance, SocketAddr)>,
+    stop_tx: watch::Sender<bool>,
+    running: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Mesh {
+    /// Drains every service and waits for them.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop_tx.send(true);
+        for r in self.running {
+            r.await??;
+        }
+        Ok(())
+    }
+}
+
+/// Starts every service of the embedded mesh; returns once all listen.
+pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     let key = dev::ensure_dev_key(&cfg.data_dir)?;
     let trust = Trust::from_config(cfg, &[key.jwks_path.as_path()], &[dev::DEV_ISSUER])?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -103,13 +133,12 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
         }));
         endpoints.push((inst, addr));
     }
-    banner(cfg, &endpoints);
-    dsr_server::shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    for r in running {
-        r.await??;
-    }
-    Ok(())
+    Ok(Mesh {
+        cfg: cfg.clone(),
+        endpoints,
+        stop_tx,
+        running,
+    })
 }
 
 #[allow(clippy::print_stdout)]

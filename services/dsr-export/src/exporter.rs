@@ -93,6 +93,7 @@ impl Exporter {
             due_date: req.due_date,
         };
         let portable_only = req.kind == Kind::Portability;
+        let t0 = std::time::Instant::now();
         // Read each system with records (in parallel), with its declarations.
         let reads = req
             .map
@@ -122,6 +123,7 @@ impl Exporter {
         let mut systems: Vec<(SystemInfo, Vec<Record>, BTreeSet<String>)> =
             futures_util::future::try_join_all(reads).await?;
         systems.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        let read_ms = t0.elapsed().as_millis();
         let now = Utc::now();
         let package_id = uuid::Uuid::new_v4().to_string();
         let expires_at = now + self.ttl;
@@ -175,6 +177,7 @@ impl Exporter {
             media_type: "application/json".into(),
             bytes: manifest,
         });
+        let built_ms = t0.elapsed().as_millis() - read_ms;
         let info = self
             .packages
             .save(
@@ -188,7 +191,14 @@ impl Exporter {
                 expires_at,
             )
             .await?;
-        tracing::info!(package = %info.id, records = info.record_count, "package built");
+        tracing::info!(
+            package = %info.id,
+            records = info.record_count,
+            read_ms,
+            built_ms,
+            total_ms = t0.elapsed().as_millis(),
+            "package built"
+        );
         Ok(info)
     }
 

@@ -349,11 +349,15 @@ pub struct SystemEndpoint {
 type SystemClient = DataSystemClient<InterceptedService<Channel, Outgoing>>;
 type RegistryClient = TransferRegistryClient<InterceptedService<Channel, Outgoing>>;
 
+/// How long a system's Describe is reused.
+const DESCRIBE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The data systems and the registry over gRPC.
 #[derive(Debug)]
 pub struct GrpcSources {
     systems: BTreeMap<String, SystemClient>,
     registry: RegistryClient,
+    described: std::sync::RwLock<BTreeMap<String, (std::time::Instant, SystemInfo)>>,
 }
 
 impl GrpcSources {
@@ -390,6 +394,7 @@ impl GrpcSources {
         Ok(Self {
             systems: clients,
             registry: TransferRegistryClient::with_interceptor(channel, out),
+            described: std::sync::RwLock::default(),
         })
     }
 
@@ -412,9 +417,8 @@ fn source_err(what: &str, s: &Status) -> SourceError {
     }
 }
 
-#[tonic::async_trait]
-impl Sources for GrpcSources {
-    async fn describe(&self, system: &str) -> Result<SystemInfo, SourceError> {
+impl GrpcSources {
+    async fn describe_now(&self, system: &str) -> Result<SystemInfo, SourceError> {
         let what = format!("system {system}");
         let d = self
             .system(system)?
@@ -458,6 +462,29 @@ impl Sources for GrpcSources {
                 })
                 .collect(),
         })
+    }
+}
+
+#[tonic::async_trait]
+impl Sources for GrpcSources {
+    async fn describe(&self, system: &str) -> Result<SystemInfo, SourceError> {
+        // What a system declares changes with its deployments, not per
+        // request: reuse it for a minute.
+        if let Some((at, info)) = self
+            .described
+            .read()
+            .expect("describe cache lock")
+            .get(system)
+            && at.elapsed() < DESCRIBE_TTL
+        {
+            return Ok(info.clone());
+        }
+        let info = self.describe_now(system).await?;
+        self.described
+            .write()
+            .expect("describe cache lock")
+            .insert(system.to_owned(), (std::time::Instant::now(), info.clone()));
+        Ok(info)
     }
 
     async fn access(

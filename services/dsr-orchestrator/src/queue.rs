@@ -218,14 +218,16 @@ impl Ledger {
     }
 
     /// Completes a step: the log row done, the outputs stored, the request
-    /// moved on, the audit event appended, the lease given back; all in one
-    /// transaction and only while the lease holds.
+    /// moved on, the audit event appended; all in one transaction and only
+    /// while the lease holds. The lease is given back, unless `keep` and the
+    /// request has a next step to run (the caller runs it at once).
     pub async fn complete_step(
         &self,
         claim: &Claim,
         step_row: i64,
         outcome: Outcome,
         actor: &str,
+        keep: bool,
     ) -> Result<Request, Error> {
         let txn = self.write_txn().await?;
         let m = req::Entity::find_by_id(claim.request_id.clone())
@@ -265,8 +267,10 @@ impl Ledger {
         request::check_move(from, to)?;
         am.state = Set(to.as_str().to_owned());
         am.next_attempt_ms = Set(runnable.then_some(now.timestamp_millis()));
-        am.lease_owner = Set(None);
-        am.lease_until_ms = Set(None);
+        if !(runnable && keep) {
+            am.lease_owner = Set(None);
+            am.lease_until_ms = Set(None);
+        }
         am.attempts = Set(0);
         am.last_error = Set(None);
         am.updated_at = Set(now);

@@ -158,9 +158,11 @@ impl Worker {
         tracing::info!(worker = %self.cfg.worker_id, "worker stopped");
     }
 
-    #[tracing::instrument(skip_all, fields(request = %claim.request_id, step))]
+    /// Runs the claimed request's steps one after another while it has
+    /// one to run and the lease holds.
+    #[tracing::instrument(skip_all, fields(request = %claim.request_id))]
     async fn run_claim(&self, claim: Claim) {
-        let r = match self.ledger.get(&claim.request_id).await {
+        let mut r = match self.ledger.get(&claim.request_id).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read a claimed request");
@@ -168,23 +170,6 @@ impl Worker {
                 return;
             }
         };
-        let Some(step) = step_for(r.state) else {
-            let _ = self.ledger.release(&claim).await;
-            return;
-        };
-        tracing::Span::current().record("step", step);
-        let (row, _attempt) = match self
-            .ledger
-            .start_step(&claim, step, &self.cfg.worker_id)
-            .await
-        {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the step");
-                return;
-            }
-        };
-        let started = Instant::now();
         let renew = async {
             loop {
                 tokio::time::sleep(self.cfg.lease / 3).await;
@@ -195,48 +180,73 @@ impl Worker {
                 }
             }
         };
-        let result = tokio::select! {
-            res = self.execute(step, &r) => Some(res),
-            () = renew => None,
-        };
-        let elapsed = started.elapsed();
+        tokio::pin!(renew);
         let actor = format!("service:orchestrator/{}", self.cfg.worker_id);
-        match result {
-            None => {
-                tracing::warn!("lease lost; the step is left to the worker that holds it");
-            }
-            Some(Ok(outcome)) => {
-                match self
-                    .ledger
-                    .complete_step(&claim, row, outcome, &actor)
-                    .await
-                {
-                    Ok(r) => {
-                        self.metrics.step_done(step, "done", elapsed);
-                        tracing::info!(state = %r.state, "step done");
-                        let _ = self.changes.send(r.id.clone());
-                        if step_for(r.state).is_some() {
-                            self.wake.notify_one();
+        loop {
+            let Some(step) = step_for(r.state) else {
+                let _ = self.ledger.release(&claim).await;
+                return;
+            };
+            let (row, _attempt) = match self
+                .ledger
+                .start_step(&claim, step, &self.cfg.worker_id)
+                .await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, step, "cannot start the step");
+                    return;
+                }
+            };
+            let started = Instant::now();
+            let result = tokio::select! {
+                res = self.execute(step, &r) => Some(res),
+                () = &mut renew => None,
+            };
+            let elapsed = started.elapsed();
+            match result {
+                None => {
+                    tracing::warn!(
+                        step,
+                        "lease lost; the step is left to the worker that holds it"
+                    );
+                    return;
+                }
+                Some(Ok(outcome)) => {
+                    match self
+                        .ledger
+                        .complete_step(&claim, row, outcome, &actor, true)
+                        .await
+                    {
+                        Ok(next) => {
+                            self.metrics.step_done(step, "done", elapsed);
+                            tracing::info!(step, state = %next.state, "step done");
+                            let _ = self.changes.send(next.id.clone());
+                            r = next;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, step, "cannot record the step as done");
+                            return;
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot record the step as done"),
                 }
-            }
-            Some(Err(e)) => {
-                let failures = r.attempts + 1;
-                let retry_at = (e.retryable && failures < self.cfg.max_attempts).then(|| {
-                    Utc::now() + backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
-                });
-                self.metrics.step_done(step, "failed", elapsed);
-                tracing::warn!(error = %e, failures, retry = retry_at.is_some(), "step failed");
-                if let Err(err) = self
-                    .ledger
-                    .fail_step(&claim, row, &e.to_string(), retry_at)
-                    .await
-                {
-                    tracing::warn!(error = %err, "cannot record the failure");
+                Some(Err(e)) => {
+                    let failures = r.attempts + 1;
+                    let retry_at = (e.retryable && failures < self.cfg.max_attempts).then(|| {
+                        Utc::now() + backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
+                    });
+                    self.metrics.step_done(step, "failed", elapsed);
+                    tracing::warn!(error = %e, step, failures, retry = retry_at.is_some(), "step failed");
+                    if let Err(err) = self
+                        .ledger
+                        .fail_step(&claim, row, &e.to_string(), retry_at)
+                        .await
+                    {
+                        tracing::warn!(error = %err, "cannot record the failure");
+                    }
+                    let _ = self.changes.send(r.id.clone());
+                    return;
                 }
-                let _ = self.changes.send(r.id.clone());
             }
         }
     }

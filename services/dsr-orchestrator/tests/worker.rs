@@ -309,6 +309,7 @@ async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
             1,
             dsr_orchestrator::queue::Outcome::Verified,
             "dead",
+            false,
         )
         .await;
     assert!(late.is_err());

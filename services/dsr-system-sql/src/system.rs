@@ -334,14 +334,23 @@ impl SqlSystem {
         if let Some(col) = &table.controller_column {
             return Some(Expr::col(Alias::new(col)).eq(controller.as_str()));
         }
+        // A correlated EXISTS: one primary-key lookup of the parent per row,
+        // where `IN (SELECT …)` would list every parent of the controller.
         let parent_ref = table.parent.as_ref()?;
         let parent = self.manifest.table(&parent_ref.table)?;
         let parent_scope = self.scope(parent, controller)?;
         let mut sub = Query::select();
-        sub.column(Alias::new(&parent.primary_key.column))
+        sub.expr(Expr::val(1))
             .from(Alias::new(&parent.name))
+            .and_where(
+                Expr::col((
+                    Alias::new(&parent.name),
+                    Alias::new(&parent.primary_key.column),
+                ))
+                .equals((Alias::new(&table.name), Alias::new(&parent_ref.column))),
+            )
             .and_where(parent_scope);
-        Some(Expr::col(Alias::new(&parent_ref.column)).in_subquery(sub))
+        Some(Expr::exists(sub))
     }
 
     async fn query<C: ConnectionTrait>(
