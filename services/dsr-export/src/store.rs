@@ -145,14 +145,11 @@ impl Packages {
     ) -> Result<PackageInfo, StoreError> {
         let (key, wrapped) = self.master.new_package_key(id)?;
         let pdir = self.dir.join(id);
-        tokio::fs::create_dir_all(&pdir).await?;
         let mut infos = Vec::with_capacity(files.len());
+        let mut sealed = Vec::with_capacity(files.len());
         for (i, f) in files.into_iter().enumerate() {
             let idx = u32::try_from(i).unwrap_or(u32::MAX);
-            let sealed = key.seal_file(idx, &aad(id, i), &f.bytes);
-            let tmp = pdir.join(format!("{i}.tmp"));
-            tokio::fs::write(&tmp, &sealed).await?;
-            tokio::fs::rename(&tmp, pdir.join(format!("{i}.sealed"))).await?;
+            sealed.push(key.seal_file(idx, &aad(id, i), &f.bytes));
             infos.push(FileInfo {
                 sha256: sha256_hex(&f.bytes),
                 size: f.bytes.len() as u64,
@@ -160,6 +157,19 @@ impl Packages {
                 media_type: f.media_type,
             });
         }
+        // Written into a scratch directory, then moved into place at once:
+        // a crash leaves no half-written package under its id.
+        let scratch = self.dir.join(format!("{id}.partial"));
+        let target = pdir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&scratch)?;
+            for (i, bytes) in sealed.iter().enumerate() {
+                std::fs::write(scratch.join(format!("{i}.sealed")), bytes)?;
+            }
+            std::fs::rename(&scratch, &target)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         let inserted = package::ActiveModel {
             id: Set(id.to_owned()),
             request_id: Set(request_id.to_owned()),

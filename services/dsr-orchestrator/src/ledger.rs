@@ -349,12 +349,19 @@ impl Ledger {
             }
             let deadline = Deadline::for_request(received_on, &self.calendar)?;
             let id = uuid::Uuid::new_v4().to_string();
+            // A verification token checked at submission is the verify step,
+            // done by the API: the request starts out locating.
+            let state = if s.verified.is_some() {
+                State::Locating
+            } else {
+                State::Submitted
+            };
             let now = Utc::now();
             let txn = self.write_txn().await?;
             let inserted = req::ActiveModel {
                 id: Set(id.clone()),
                 kind: Set(kind_str(s.kind).to_owned()),
-                state: Set(State::Submitted.as_str().to_owned()),
+                state: Set(state.as_str().to_owned()),
                 controller: Set(s.controller.as_str().to_owned()),
                 language: Set(s.language.clone()),
                 identities: Set(identity_json(&s.identities)),
@@ -390,6 +397,10 @@ impl Ledger {
                 Ok(_) => {
                     self.append(&txn, actor, &id, &format!("submitted:{}", kind_str(s.kind)))
                         .await?;
+                    if state == State::Locating {
+                        crate::queue::record_done(&txn, &id, "verify", "api").await?;
+                        self.append(&txn, actor, &id, "state:locating").await?;
+                    }
                     txn.commit().await?;
                     tracing::info!(request = %id, kind = kind_str(s.kind), "request submitted");
                     return Ok((self.get(&id).await?, true));

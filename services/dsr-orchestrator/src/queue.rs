@@ -14,7 +14,7 @@ use dsr_domain::identity::Identity;
 use dsr_domain::request::{self, State};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, Statement, Value,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Statement, Value,
 };
 
 use crate::entity::{request as req, step};
@@ -103,6 +103,68 @@ fn lost() -> Error {
     Error::Storage(DbErr::Custom("lease lost".into()))
 }
 
+/// Records a new attempt of `name` (earlier attempts still "running" become
+/// "abandoned"); returns the log row's id and the attempt number.
+async fn begin_attempt<C: ConnectionTrait>(
+    conn: &C,
+    request_id: &str,
+    name: &str,
+    worker: &str,
+) -> Result<(i64, u32), Error> {
+    step::Entity::update_many()
+        .col_expr(step::Column::Outcome, "abandoned".into())
+        .filter(step::Column::RequestId.eq(request_id))
+        .filter(step::Column::Step.eq(name))
+        .filter(step::Column::Outcome.eq("running"))
+        .exec(conn)
+        .await?;
+    let previous = step::Entity::find()
+        .filter(step::Column::RequestId.eq(request_id))
+        .filter(step::Column::Step.eq(name))
+        .count(conn)
+        .await?;
+    let attempt = u32::try_from(previous + 1).unwrap_or(u32::MAX);
+    let row = step::ActiveModel {
+        request_id: Set(request_id.to_owned()),
+        step: Set(name.to_owned()),
+        attempt: Set(i32::try_from(attempt).unwrap_or(i32::MAX)),
+        worker: Set(worker.to_owned()),
+        started_at: Set(Utc::now()),
+        finished_at: Set(None),
+        outcome: Set("running".into()),
+        error: Set(None),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok((row.id, attempt))
+}
+
+/// Records a step the API did itself (a verification token checked at
+/// submission) as one done attempt.
+pub(crate) async fn record_done<C: ConnectionTrait>(
+    conn: &C,
+    request_id: &str,
+    name: &str,
+    worker: &str,
+) -> Result<(), Error> {
+    let now = Utc::now();
+    step::ActiveModel {
+        request_id: Set(request_id.to_owned()),
+        step: Set(name.to_owned()),
+        attempt: Set(1),
+        worker: Set(worker.to_owned()),
+        started_at: Set(now),
+        finished_at: Set(Some(now)),
+        outcome: Set("done".into()),
+        error: Set(None),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
 impl Ledger {
     /// Claims the runnable request whose attempt is due first, for `lease`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, Error> {
@@ -186,49 +248,25 @@ impl Ledger {
         if !held {
             return Err(lost());
         }
-        step::Entity::update_many()
-            .col_expr(step::Column::Outcome, "abandoned".into())
-            .filter(step::Column::RequestId.eq(claim.request_id.as_str()))
-            .filter(step::Column::Step.eq(name))
-            .filter(step::Column::Outcome.eq("running"))
-            .exec(&txn)
-            .await?;
-        let previous = step::Entity::find()
-            .filter(step::Column::RequestId.eq(claim.request_id.as_str()))
-            .filter(step::Column::Step.eq(name))
-            .all(&txn)
-            .await?
-            .len();
-        let attempt = u32::try_from(previous + 1).unwrap_or(u32::MAX);
-        let row = step::ActiveModel {
-            request_id: Set(claim.request_id.clone()),
-            step: Set(name.to_owned()),
-            attempt: Set(i32::try_from(attempt).unwrap_or(i32::MAX)),
-            worker: Set(worker.to_owned()),
-            started_at: Set(Utc::now()),
-            finished_at: Set(None),
-            outcome: Set("running".into()),
-            error: Set(None),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
+        let (row, attempt) = begin_attempt(&txn, &claim.request_id, name, worker).await?;
         txn.commit().await?;
-        Ok((row.id, attempt))
+        Ok((row, attempt))
     }
 
     /// Completes a step: the log row done, the outputs stored, the request
     /// moved on, the audit event appended; all in one transaction and only
-    /// while the lease holds. The lease is given back, unless `keep` and the
-    /// request has a next step to run (the caller runs it at once).
+    /// while the lease holds. The lease is given back, unless `keep_as` names
+    /// the worker and the request has a next step: then that step's attempt
+    /// is begun in the same transaction and its log row returned, for the
+    /// caller to run at once.
     pub async fn complete_step(
         &self,
         claim: &Claim,
         step_row: i64,
         outcome: Outcome,
         actor: &str,
-        keep: bool,
-    ) -> Result<Request, Error> {
+        keep_as: Option<&str>,
+    ) -> Result<(Request, Option<i64>), Error> {
         let txn = self.write_txn().await?;
         let m = req::Entity::find_by_id(claim.request_id.clone())
             .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
@@ -267,7 +305,8 @@ impl Ledger {
         request::check_move(from, to)?;
         am.state = Set(to.as_str().to_owned());
         am.next_attempt_ms = Set(runnable.then_some(now.timestamp_millis()));
-        if !(runnable && keep) {
+        let keep = keep_as.filter(|_| runnable);
+        if keep.is_none() {
             am.lease_owner = Set(None);
             am.lease_until_ms = Set(None);
         }
@@ -292,8 +331,16 @@ impl Ledger {
             &format!("state:{}", to.as_str()),
         )
         .await?;
+        let next = match (keep, step_for(to)) {
+            (Some(worker), Some(name)) => Some(
+                begin_attempt(&txn, &claim.request_id, name, worker)
+                    .await?
+                    .0,
+            ),
+            _ => None,
+        };
         txn.commit().await?;
-        self.get(&claim.request_id).await
+        Ok((self.get(&claim.request_id).await?, next))
     }
 
     /// Fails an attempt: the log row failed with the reason, the request's

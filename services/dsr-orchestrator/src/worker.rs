@@ -182,21 +182,26 @@ impl Worker {
         };
         tokio::pin!(renew);
         let actor = format!("service:orchestrator/{}", self.cfg.worker_id);
+        // The next step's attempt, when the previous completion began it.
+        let mut begun: Option<i64> = None;
         loop {
             let Some(step) = step_for(r.state) else {
                 let _ = self.ledger.release(&claim).await;
                 return;
             };
-            let (row, _attempt) = match self
-                .ledger
-                .start_step(&claim, step, &self.cfg.worker_id)
-                .await
-            {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, step, "cannot start the step");
-                    return;
-                }
+            let row = match begun.take() {
+                Some(row) => row,
+                None => match self
+                    .ledger
+                    .start_step(&claim, step, &self.cfg.worker_id)
+                    .await
+                {
+                    Ok((row, _attempt)) => row,
+                    Err(e) => {
+                        tracing::warn!(error = %e, step, "cannot start the step");
+                        return;
+                    }
+                },
             };
             let started = Instant::now();
             let result = tokio::select! {
@@ -215,14 +220,15 @@ impl Worker {
                 Some(Ok(outcome)) => {
                     match self
                         .ledger
-                        .complete_step(&claim, row, outcome, &actor, true)
+                        .complete_step(&claim, row, outcome, &actor, Some(&self.cfg.worker_id))
                         .await
                     {
-                        Ok(next) => {
+                        Ok((next, next_row)) => {
                             self.metrics.step_done(step, "done", elapsed);
                             tracing::info!(step, state = %next.state, "step done");
                             let _ = self.changes.send(next.id.clone());
                             r = next;
+                            begun = next_row;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, step, "cannot record the step as done");

@@ -262,9 +262,13 @@ async fn two_workers_share_the_queue_and_no_step_is_done_twice() {
             assert_eq!(runs.len(), 1, "{step} of {id} ran once: {log:?}");
             assert_eq!(runs[0].outcome, "done");
         }
-        workers.extend(log.iter().map(|x| x.worker.clone()));
+        workers.extend(
+            log.iter()
+                .filter(|x| x.worker != "api")
+                .map(|x| x.worker.clone()),
+        );
     }
-    assert_eq!(workers.len(), 2, "both workers took work");
+    assert_eq!(workers.len(), 2, "both workers took work: {workers:?}");
     assert_eq!(fake.locates.load(Ordering::SeqCst), 60);
     assert!(fake.builds.lock().unwrap().values().all(|n| *n == 1));
     stop_tx.send(true).unwrap();
@@ -288,7 +292,10 @@ async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
         .unwrap()
         .unwrap();
     assert_eq!(claim.request_id, r.id);
-    ledger.start_step(&claim, "verify", "dead").await.unwrap();
+    // (The verification token was checked at submission: the request is
+    // locating.)
+    assert_eq!(ledger.get(&r.id).await.unwrap().state, State::Locating);
+    let (dead_row, _) = ledger.start_step(&claim, "locate", "dead").await.unwrap();
     // While the lease holds nobody else gets it.
     assert!(
         ledger
@@ -306,19 +313,25 @@ async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
     let late = ledger
         .complete_step(
             &claim,
-            1,
+            dead_row,
             dsr_orchestrator::queue::Outcome::Verified,
             "dead",
-            false,
+            None,
         )
         .await;
     assert!(late.is_err());
     let log = ledger.step_log(&r.id).await.unwrap();
+    let locate: Vec<_> = log.iter().filter(|x| x.step == "locate").collect();
+    assert_eq!(locate.len(), 2, "{log:?}");
+    assert_eq!(locate[0].outcome, "abandoned");
+    assert_eq!(locate[1].outcome, "done");
+    assert_eq!(locate[1].worker, "alive");
     let verify: Vec<_> = log.iter().filter(|x| x.step == "verify").collect();
-    assert_eq!(verify.len(), 2, "{log:?}");
-    assert_eq!(verify[0].outcome, "abandoned");
-    assert_eq!(verify[1].outcome, "done");
-    assert_eq!(verify[1].worker, "alive");
+    assert_eq!(verify.len(), 1);
+    assert_eq!(
+        verify[0].worker, "api",
+        "the token was checked at submission"
+    );
     stop_tx.send(true).unwrap();
     w.await.unwrap();
     db.finish().await;
