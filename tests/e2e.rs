@@ -584,6 +584,144 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
     }
     assert_eq!(count(&mut client).await, before, "nothing recorded");
 
+    // Idempotency, the case handler's moves, and their refusals.
+    let first = client
+        .submit(bearer(&token, good.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let again = client
+        .submit(bearer(&token, good.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(
+        first.id, again.id,
+        "same key, same payload: the same request"
+    );
+    let other = client
+        .submit(bearer(
+            &token,
+            pb::SubmitRequest {
+                kind: pb::Kind::Portability as i32,
+                ..good.clone()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::AlreadyExists);
+    let waiting = wait_state(
+        &mut client,
+        &token,
+        &first.id,
+        pb::State::Verifying,
+        Duration::from_secs(30),
+    )
+    .await;
+    let no_reason = client
+        .extend(bearer(
+            &token,
+            pb::ExtendRequest {
+                id: waiting.id.clone(),
+                months: 1,
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(no_reason.code(), tonic::Code::InvalidArgument);
+    let extended = client
+        .extend(bearer(
+            &token,
+            pb::ExtendRequest {
+                id: waiting.id.clone(),
+                months: 2,
+                reason: "many systems to search".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let d = extended.deadline.unwrap();
+    assert_eq!(d.extended_months, 2);
+    assert_eq!(d.extension_reason, "many systems to search");
+    assert_ne!(d.due, d.original_due);
+    let more = client
+        .extend(bearer(
+            &token,
+            pb::ExtendRequest {
+                id: waiting.id.clone(),
+                months: 1,
+                reason: "still more".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        more.code(),
+        tonic::Code::FailedPrecondition,
+        "at most two months"
+    );
+    let cancelled = client
+        .cancel(bearer(
+            &token,
+            pb::CancelRequest {
+                id: waiting.id.clone(),
+                reason: "withdrawn by the person".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    assert_eq!(cancelled.state, pb::State::Cancelled as i32);
+    assert_eq!(cancelled.cancel_reason, "withdrawn by the person");
+    let completed_id = {
+        let list = client
+            .list(bearer(
+                &token,
+                pb::ListRequest {
+                    state: pb::State::Completed as i32,
+                    kind: pb::Kind::Portability as i32,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .requests;
+        assert_eq!(list.len(), 1, "one completed portability request");
+        list[0].id.clone()
+    };
+    let late = client
+        .cancel(bearer(
+            &token,
+            pb::CancelRequest {
+                id: completed_id,
+                reason: "too late".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), tonic::Code::FailedPrecondition);
+    let unknown = client
+        .get(bearer(
+            &token,
+            pb::GetRequest {
+                id: "00000000-0000-0000-0000-000000000000".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
     // The audit trail verifies.
     let mut audit = Command::new(DSR);
     audit

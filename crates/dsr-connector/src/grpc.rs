@@ -317,3 +317,29 @@ pub fn identities_from_pb(
     }
     if v.is_empty() { Ok(out) } else { Err(v) }
 }
+
+/// The controller of a request: parsed, or a field violation
+/// (`controller.organisation_number`) added to `v`.
+pub fn controller_from_pb(
+    c: Option<common::ControllerRef>,
+    v: &mut Vec<(String, String)>,
+) -> Option<Organisationsnummer> {
+    const FIELD: &str = "controller.organisation_number";
+    match c.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
+        Some(Ok(o)) => Some(o),
+        Some(Err(e)) => {
+            v.push((FIELD.into(), e.to_string()));
+            None
+        }
+        None => {
+            v.push((FIELD.into(), "required".into()));
+            None
+        }
+    }
+}
+
+/// Whether `s` can be a request or package id: 1 to 64 letters, digits and
+/// `-` (a UUID).
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}

@@ -34,6 +34,19 @@ impl IdentityType {
             Self::CustomerId => "customer_id",
         }
     }
+
+    /// Parses [`IdentityType::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Email,
+            Self::Phone,
+            Self::Personnummer,
+            Self::Organisationsnummer,
+            Self::CustomerId,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == name)
+    }
 }
 
 impl fmt::Display for IdentityType {

@@ -245,29 +245,13 @@ impl Discovery for Handlers {
             max_rounds,
         } = req.into_inner();
         let mut v: Vec<(String, String)> = Vec::new();
-        if request_id.is_empty()
-            || request_id.len() > 64
-            || !request_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
+        if !kit::valid_id(&request_id) {
             v.push((
                 "request_id".into(),
                 "required: up to 64 letters, digits and -".into(),
             ));
         }
-        let controller =
-            match controller.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
-                Some(Ok(o)) => Some(o),
-                Some(Err(e)) => {
-                    v.push(("controller.organisation_number".into(), e.to_string()));
-                    None
-                }
-                None => {
-                    v.push(("controller.organisation_number".into(), "required".into()));
-                    None
-                }
-            };
+        let controller = kit::controller_from_pb(controller, &mut v);
         let due = kit::date(due_date);
         if due.is_none() {
             v.push(("due_date".into(), "required, a valid date".into()));

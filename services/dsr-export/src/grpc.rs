@@ -116,10 +116,6 @@ fn store_status(e: &StoreError) -> Status {
     }
 }
 
-fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
 fn map_from_pb(
     m: dsr_proto::discovery::v1::SubjectMap,
     v: &mut Vec<(String, String)>,
@@ -172,7 +168,7 @@ impl Export for Handlers {
             subject_map,
         } = req.into_inner();
         let mut v: Vec<(String, String)> = Vec::new();
-        if !valid_id(&request_id) {
+        if !kit::valid_id(&request_id) {
             v.push((
                 "request_id".into(),
                 "required: up to 64 letters, digits and -".into(),
@@ -186,18 +182,7 @@ impl Export for Handlers {
                 None
             }
         };
-        let controller =
-            match controller.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
-                Some(Ok(o)) => Some(o),
-                Some(Err(e)) => {
-                    v.push(("controller.organisation_number".into(), e.to_string()));
-                    None
-                }
-                None => {
-                    v.push(("controller.organisation_number".into(), "required".into()));
-                    None
-                }
-            };
+        let controller = kit::controller_from_pb(controller, &mut v);
         let due = kit::date(due_date);
         if due.is_none() {
             v.push(("due_date".into(), "required, a valid date".into()));
@@ -259,7 +244,7 @@ impl Export for Handlers {
         req: Request<pb::GetPackageRequest>,
     ) -> Result<Response<pb::GetPackageResponse>, Status> {
         let pb::GetPackageRequest { package_id } = req.into_inner();
-        if !valid_id(&package_id) {
+        if !kit::valid_id(&package_id) {
             return Err(invalid_argument(vec![(
                 "package_id".into(),
                 "required".into(),
@@ -287,7 +272,7 @@ impl Export for Handlers {
             file_name,
         } = req.into_inner();
         let mut v = Vec::new();
-        if !valid_id(&package_id) {
+        if !kit::valid_id(&package_id) {
             v.push(("package_id".into(), "required".into()));
         }
         if file_name.is_empty() || file_name.len() > 128 {

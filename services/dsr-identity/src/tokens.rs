@@ -53,16 +53,7 @@ impl TokenIdentity {
 
     /// Back to a domain identity (validated again).
     pub fn to_identity(&self) -> Option<Identity> {
-        let kind = [
-            IdentityType::Email,
-            IdentityType::Phone,
-            IdentityType::Personnummer,
-            IdentityType::Organisationsnummer,
-            IdentityType::CustomerId,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == self.kind)?;
-        Identity::parse(kind, &self.value).ok()
+        Identity::parse(IdentityType::parse(&self.kind)?, &self.value).ok()
     }
 }
 

@@ -152,16 +152,7 @@ pub(crate) fn identity_json(ids: &[Identity]) -> String {
 
 /// An identity from its stored (type, value) pair.
 pub(crate) fn identity_from_parts(kind: &str, value: &str) -> Option<Identity> {
-    let kind = [
-        IdentityType::Email,
-        IdentityType::Phone,
-        IdentityType::Personnummer,
-        IdentityType::Organisationsnummer,
-        IdentityType::CustomerId,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == kind)?;
-    Identity::parse(kind, value).ok()
+    Identity::parse(IdentityType::parse(kind)?, value).ok()
 }
 
 pub(crate) fn parse_identities(text: &str) -> Result<Vec<Identity>, Error> {

@@ -271,12 +271,8 @@ fn valid_key(k: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
 fn require_id(id: &str) -> Result<(), Status> {
-    if valid_id(id) {
+    if kit::valid_id(id) {
         Ok(())
     } else {
         Err(invalid_argument(vec![(
@@ -349,25 +345,17 @@ impl Requests for Handlers {
         if kind.is_none() {
             v.push(("kind".into(), "required: ACCESS or PORTABILITY".into()));
         }
-        let controller =
-            match controller.map(|c| Organisationsnummer::parse(&c.organisation_number)) {
-                Some(Ok(o)) if self.d.group.controller(&o).is_some() => Some(o),
-                Some(Ok(_)) => {
-                    v.push((
-                        "controller.organisation_number".into(),
-                        "not one of the group's controllers".into(),
-                    ));
-                    None
-                }
-                Some(Err(e)) => {
-                    v.push(("controller.organisation_number".into(), e.to_string()));
-                    None
-                }
-                None => {
-                    v.push(("controller.organisation_number".into(), "required".into()));
-                    None
-                }
-            };
+        let controller = kit::controller_from_pb(controller, &mut v).and_then(|o| {
+            if self.d.group.controller(&o).is_some() {
+                Some(o)
+            } else {
+                v.push((
+                    "controller.organisation_number".into(),
+                    "not one of the group's controllers".into(),
+                ));
+                None
+            }
+        });
         let claimed = match identities_from_pb(claimed, "claimed") {
             Ok(ids) => ids,
             Err(bad) => {
