@@ -247,6 +247,45 @@ async fn wait_state(
     }
 }
 
+/// (system, field name) of every field of `categories` in an access document.
+fn fields_of(doc: &serde_json::Value, categories: &[&str]) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for s in doc["systems"].as_array().unwrap() {
+        for r in s["records"].as_array().unwrap() {
+            for f in r["fields"].as_array().unwrap() {
+                if categories.contains(&f["category"].as_str().unwrap()) {
+                    out.insert((
+                        s["id"].as_str().unwrap().to_owned(),
+                        f["name"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (system, field name) of every field in a portability package's data.json.
+fn portable_fields(zip_path: &Path) -> BTreeSet<(String, String)> {
+    let bytes = std::fs::read(zip_path).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut text = String::new();
+    zip.by_name("data.json")
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let port: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = BTreeSet::new();
+    for s in port["systems"].as_array().unwrap() {
+        for r in s["records"].as_array().unwrap() {
+            for (name, _) in r["fields"].as_object().unwrap() {
+                out.insert((s["id"].as_str().unwrap().to_owned(), name.clone()));
+            }
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------
 // Under `dsr up`.
 
@@ -483,12 +522,12 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         })
         .collect();
     assert!(!excluded.is_empty(), "the person has PEP and score data");
-    let mut portable_fields = 0;
+    let mut portable_count = 0;
     for s in port["systems"].as_array().unwrap() {
         let sid = s["id"].as_str().unwrap();
         for r in s["records"].as_array().unwrap() {
             for (name, _) in r["fields"].as_object().unwrap() {
-                portable_fields += 1;
+                portable_count += 1;
                 assert!(
                     !excluded.contains(&(sid.to_owned(), name.clone())),
                     "{sid}.{name} is not portable"
@@ -496,11 +535,51 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
             }
         }
     }
-    assert!(portable_fields > 0);
+    assert!(portable_count > 0);
     assert!(
         text.contains(PERSON),
         "the contact data the person gave is there"
     );
+
+    // Seeded person 161 answered a survey and is known to all three systems;
+    // only the email is claimed: the print-and-mail vendor knows the person
+    // by customer number, the legal vendor by phone, both linked by the CRM.
+    // The survey's IP address is left out of the portability package.
+    let p161 = &dsr_system_sql::reference::people(162, 1)[161];
+    assert_eq!(p161.controller, SVERIGE);
+    let (aout, pout2) = (
+        dir.path().join("access-161"),
+        dir.path().join("portability-161"),
+    );
+    for (kind, out) in [("access", &aout), ("portability", &pout2)] {
+        ok(&cli(
+            &data,
+            base,
+            &[
+                "request",
+                kind,
+                "--email",
+                &p161.email,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ));
+    }
+    let doc161: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(aout.join("access.json")).unwrap()).unwrap();
+    let systems161: BTreeSet<&str> = doc161["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(systems161, BTreeSet::from(["crm", "legal", "print-mail"]));
+    let ip = fields_of(&doc161, &["survey.ip_address"]);
+    assert!(!ip.is_empty(), "the person answered a survey");
+    let portable = portable_fields(&pout2.join("portability.zip"));
+    assert!(!portable.is_empty());
+    assert!(portable.is_disjoint(&ip), "{portable:?}");
+    assert!(portable.is_disjoint(&fields_of(&doc161, &["aml.pep_status", "prospect.score"])));
 
     // Bad submissions: INVALID_ARGUMENT naming the field; nothing recorded.
     let token = ok(&cli(&data, base, &["token"])).trim().to_owned();
@@ -527,7 +606,7 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         }
     };
     let before = count(&mut client).await;
-    assert_eq!(before, 2);
+    assert_eq!(before, 4);
     let good = pb::SubmitRequest {
         kind: pb::Kind::Access as i32,
         controller: controller(SVERIGE),
@@ -697,7 +776,7 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
             .unwrap()
             .into_inner()
             .requests;
-        assert_eq!(list.len(), 1, "one completed portability request");
+        assert_eq!(list.len(), 2, "the two completed portability requests");
         list[0].id.clone()
     };
     let late = client
@@ -735,7 +814,13 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
 
     let log = up.kill();
     // No identity value in the mesh's logs.
-    for secret in [PERSON, "+46720000003", "Per Johansson"] {
+    for secret in [
+        PERSON,
+        "+46720000003",
+        "Per Johansson",
+        p161.email.as_str(),
+        p161.phone.as_str(),
+    ] {
         assert!(!log.contains(secret), "{secret} in the logs");
     }
     if let Some(p) = pg {
