@@ -336,3 +336,87 @@ async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
     w.await.unwrap();
     db.finish().await;
 }
+
+#[tokio::test]
+async fn a_controller_that_requires_approval_waits_for_a_case_handler() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let mesh = Mesh {
+        verification: fake.clone(),
+        discovery: fake.clone(),
+        export: fake.clone(),
+    };
+    let mut cfg = config("w1");
+    cfg.approval_controllers = [Organisationsnummer::parse("556134-1248").unwrap()].into();
+    let (changes, _) = broadcast::channel(64);
+    let w = tokio::spawn(
+        Worker::new(
+            ledger.clone(),
+            mesh,
+            cfg,
+            Arc::new(Notify::new()),
+            changes,
+            Metrics::new(),
+        )
+        .run(stop.clone()),
+    );
+    let today = chrono::Utc::now().date_naive();
+    let (a, _) = ledger
+        .submit(submission("key-appr-1"), today, "portal")
+        .await
+        .unwrap();
+    let (b, _) = ledger
+        .submit(submission("key-appr-2"), today, "portal")
+        .await
+        .unwrap();
+    for id in [&a.id, &b.id] {
+        let r = wait_for(&ledger, id, State::AwaitingApproval).await;
+        assert!(r.subject_map.is_some(), "located before approval");
+        assert!(
+            r.next_attempt_at.is_none(),
+            "nothing to run until a decision"
+        );
+    }
+    // Nothing is exported without a decision.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(fake.builds.lock().unwrap().is_empty());
+    ledger.approve(&a.id, "case-handler-7").await.unwrap();
+    let done = wait_for(&ledger, &a.id, State::Completed).await;
+    assert!(done.package_id.is_some());
+    let rejected = ledger
+        .reject(
+            &b.id,
+            dsr_orchestrator::ledger::Rejection::ManifestlyUnfoundedOrExcessive,
+            "the fifth identical request this month",
+            "case-handler-7",
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected.state, State::Rejected);
+    assert_eq!(
+        rejected.rejection,
+        Some((
+            "manifestly_unfounded_or_excessive".to_owned(),
+            "the fifth identical request this month".to_owned()
+        ))
+    );
+    // A decided request cannot be approved again, nor a completed one rejected.
+    assert!(ledger.approve(&b.id, "case-handler-7").await.is_err());
+    assert!(
+        ledger
+            .reject(
+                &a.id,
+                dsr_orchestrator::ledger::Rejection::Other,
+                "late",
+                "case-handler-7"
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(fake.builds.lock().unwrap().len(), 1);
+    assert!(ledger.verify_audit().await.unwrap() >= 8);
+    stop_tx.send(true).unwrap();
+    w.await.unwrap();
+    db.finish().await;
+}
