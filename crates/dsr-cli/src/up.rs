@@ -182,5 +182,18 @@ fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)]) {
         println!("  dsr verify start{data} --email anna.svensson@example.se");
         println!("  dsr verify complete{data} --challenge <id> --code <code>");
     }
+    if endpoints.iter().any(|(i, _)| i.name == "orchestrator") {
+        let person = dsr_system_sql::reference::people(1, cfg.system_sql.seed);
+        println!("Ask for a person's data as a portal would (the code is read from the outbox):");
+        let port = if cfg.up.base_port == 50051 {
+            String::new()
+        } else {
+            format!("DSR_UP__BASE_PORT={} ", cfg.up.base_port)
+        };
+        println!(
+            "  {port}dsr request access{data} --email {} --wait --out ./answer",
+            person[0].email
+        );
+    }
     println!("Stop with Ctrl-C.");
 }
