@@ -39,6 +39,9 @@ pub(crate) struct Config {
     /// The controller group (controllers, DPO, authority, policy version),
     /// TOML as crates/dsr-domain/data/group.toml; empty: the shipped one.
     pub group_file: String,
+    /// The retention policy in TOML (format:
+    /// crates/dsr-domain/data/retention.toml); empty: the seed policy's.
+    pub retention_file: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -335,6 +338,7 @@ impl Default for Config {
                 service_token_issuer: "dsr-export".into(),
             },
             group_file: String::new(),
+            retention_file: String::new(),
             system_sql: SystemSqlSection {
                 manifest: String::new(),
                 reference: String::new(),
@@ -492,6 +496,7 @@ impl Config {
             ("system_sql.manifest", &self.system_sql.manifest),
             ("identity.idp_jwks_file", &self.identity.idp_jwks_file),
             ("group_file", &self.group_file),
+            ("retention_file", &self.retention_file),
             (
                 "orchestrator.identity_jwks_file",
                 &self.orchestrator.identity_jwks_file,
@@ -593,6 +598,7 @@ impl Config {
                 );
             }
         }
+        self.retention_policy()?;
         if self.export.package_ttl_days == 0 || self.export.package_ttl_days > 365 {
             bail!("invalid configuration: export.package_ttl_days must be 1 to 365");
         }
@@ -602,6 +608,23 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The retention policy: the configured file, else the seed policy's.
+    pub(crate) fn retention_policy(
+        &self,
+    ) -> anyhow::Result<dsr_domain::retention::RetentionPolicy> {
+        if self.retention_file.is_empty() {
+            return Ok(dsr_domain::retention::RetentionPolicy::shipped());
+        }
+        let text = std::fs::read_to_string(&self.retention_file)
+            .with_context(|| format!("cannot read retention_file {}", self.retention_file))?;
+        dsr_domain::retention::RetentionPolicy::from_toml(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: retention_file {}: {e}",
+                self.retention_file
+            )
+        })
     }
 
     /// The TLS settings, when TLS is on.

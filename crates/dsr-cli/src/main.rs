@@ -70,6 +70,20 @@ enum Command {
     Request(request::RequestArgs),
     /// Check the orchestrator's hash-chained audit trail.
     Audit(AuditArgs),
+    /// Show the retention policy in force (validated).
+    Policy(PolicyArgs),
+}
+
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    #[command(subcommand)]
+    command: PolicyCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Print every rule: activity, categories, period, ground.
+    Show,
 }
 
 #[derive(Debug, Args)]
@@ -218,7 +232,8 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::Conformance(_)
         | Command::Bench(_)
         | Command::Verify(_)
-        | Command::Request(_) => {}
+        | Command::Request(_)
+        | Command::Policy(_) => {}
     }
     f
 }
@@ -301,7 +316,48 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Audit(AuditArgs {
             command: AuditCommand::Verify { .. },
         }) => audit_verify(&cfg).await,
+        Command::Policy(PolicyArgs {
+            command: PolicyCommand::Show,
+        }) => policy_show(&cfg),
     }
+}
+
+#[allow(clippy::print_stdout)]
+fn policy_show(cfg: &Config) -> anyhow::Result<()> {
+    let p = cfg.retention_policy()?;
+    println!(
+        "Retention policy (privacy policy {}; {}):",
+        p.policy_version,
+        if cfg.retention_file.is_empty() {
+            "the seed policy"
+        } else {
+            cfg.retention_file.as_str()
+        }
+    );
+    for r in &p.rules {
+        println!();
+        println!("{}  {}", r.id, r.activity);
+        println!("  categories  {}", r.categories.join(", "));
+        println!(
+            "  keep        {} months after {}, then {}",
+            r.months,
+            r.anchor,
+            r.at_end.as_str()
+        );
+        if !r.ground_while_anchor_open.is_empty() {
+            println!("  until then  {}", r.ground_while_anchor_open);
+        }
+        if r.set_by_law() {
+            println!(
+                "  by law      {} (kept over an erasure request)",
+                r.legal_ground
+            );
+        }
+        if !r.restrict_to.is_empty() {
+            println!("  used only   for {}", r.restrict_to);
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]

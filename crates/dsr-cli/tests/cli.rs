@@ -573,3 +573,32 @@ async fn a_code_verification_under_dsr_up_gives_a_token_other_services_accept() 
     }
     assert!(logs.contains("verification attempt"));
 }
+
+#[test]
+fn policy_show_prints_the_rules_and_a_bad_policy_stops_with_its_field() {
+    let out = stdout(&dsr(&["policy", "show"]));
+    assert!(out.contains("aml-kyc"), "{out}");
+    assert!(out.contains("60 months after relationship_end"), "{out}");
+    assert!(out.contains("17(3)(b)"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("retention.toml");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dsr-domain/data/retention.toml"
+    ))
+    .unwrap()
+    .replacen("anchor = \"event_date\"", "anchor = \"birthday\"", 1);
+    std::fs::write(&bad, text).unwrap();
+    let o = Command::new(DSR)
+        .args(["policy", "show"])
+        .env("DSR_RETENTION_FILE", &bad)
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("retention_file") && err.contains(".anchor"),
+        "{err}"
+    );
+}

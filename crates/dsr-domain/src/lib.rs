@@ -13,4 +13,5 @@ pub mod deadline;
 pub mod group;
 pub mod identity;
 pub mod request;
+pub mod retention;
 pub mod transfer;

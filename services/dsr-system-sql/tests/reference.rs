@@ -691,3 +691,51 @@ async fn watch(s: &mut Running, id: &str) -> pb::Operation {
     );
     op
 }
+
+/// What the reference systems declare about retention agrees with the
+/// group's retention policy: every category is covered by a rule; the
+/// controller's own system (the CRM), and a processor for data only it
+/// holds, keep it for the rule's period from the rule's event (a processor
+/// that also holds a copy of contact data keeps it by its own agreement,
+/// e.g. letters 24 months after sending); a period set by law names the law
+/// in both.
+#[test]
+fn reference_declarations_agree_with_the_retention_policy() {
+    use dsr_system_sql::reference::Reference;
+    let policy = dsr_domain::retention::RetentionPolicy::shipped();
+    let manifests: Vec<_> = Reference::ALL
+        .iter()
+        .map(|r| {
+            (
+                *r,
+                dsr_system_sql::manifest::Manifest::parse(r.manifest(), r.manifest_name()).unwrap(),
+            )
+        })
+        .collect();
+    let holders = |id: &str| {
+        manifests
+            .iter()
+            .filter(|(_, m)| m.categories.iter().any(|c| c.id == id))
+            .count()
+    };
+    for (r, m) in &manifests {
+        for c in &m.categories {
+            let rule = policy
+                .rule_for(&c.id)
+                .unwrap_or_else(|| panic!("{}: {} has no retention rule", r.id(), c.id));
+            if let Some(months) = c.retention.months
+                && (*r == Reference::Crm || holders(&c.id) == 1)
+            {
+                assert_eq!(months, rule.months, "{}: {}", r.id(), c.id);
+                assert_eq!(c.retention.anchor, rule.anchor, "{}: {}", r.id(), c.id);
+            }
+            assert_eq!(
+                c.retention.legal_ground.is_empty(),
+                !rule.set_by_law(),
+                "{}: {}",
+                r.id(),
+                c.id
+            );
+        }
+    }
+}
