@@ -364,7 +364,7 @@ fn policy_show(cfg: &Config) -> anyhow::Result<()> {
 async fn audit_verify(cfg: &Config) -> anyhow::Result<()> {
     let inst = Instance::orchestrator();
     let db = inst.connect(cfg).await?;
-    let pending = inst.kind.pending_migrations(&db).await?;
+    let pending = inst.kind.pending(&db).await?;
     if pending > 0 {
         anyhow::bail!("the orchestrator database has {pending} pending migrations");
     }

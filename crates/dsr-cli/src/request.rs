@@ -309,7 +309,11 @@ fn print_request(r: &pb::DataSubjectRequest) {
 }
 
 /// The newest code sent to `to` in the development outbox after `since`.
-fn code_from_outbox(dir: &Path, to: &str, since: std::time::SystemTime) -> Option<String> {
+pub(crate) fn code_from_outbox(
+    dir: &Path,
+    to: &str,
+    since: std::time::SystemTime,
+) -> Option<String> {
     let mut newest: Option<(std::time::SystemTime, String)> = None;
     for e in std::fs::read_dir(dir).ok()?.flatten() {
         let modified = e.metadata().ok()?.modified().ok()?;

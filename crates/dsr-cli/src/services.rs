@@ -67,11 +67,7 @@ impl ServiceKind {
     }
 
     /// The service's migrations not yet applied.
-    pub(crate) async fn pending_migrations(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
-        self.pending(db).await
-    }
-
-    async fn pending(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
+    pub(crate) async fn pending(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
         Ok(match self {
             Self::TransferRegistry => {
                 dsr_store::pending::<transfer::migration::Migrator>(db).await?
@@ -795,10 +791,9 @@ fn prepare_orchestrator(
         tokio::spawn(worker.run(stop_rx));
     }
     let deps = orch::grpc::Deps {
+        intake: orch::intake::Intake::new(ledger.clone(), verification_tokens, mesh),
         ledger,
         group: group(cfg)?,
-        verification_tokens,
-        verification: mesh,
         wake,
         changes,
         watch_poll: Duration::from_secs(1),

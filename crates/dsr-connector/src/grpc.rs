@@ -343,3 +343,13 @@ pub fn controller_from_pb(
 pub fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
+
+/// Adds a field violation for `request_id` unless it is a valid id.
+pub fn check_request_id(request_id: &str, v: &mut Vec<(String, String)>) {
+    if !valid_id(request_id) {
+        v.push((
+            "request_id".into(),
+            "required: up to 64 letters, digits and -".into(),
+        ));
+    }
+}

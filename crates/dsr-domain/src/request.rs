@@ -18,6 +18,23 @@ pub enum Kind {
     Portability,
 }
 
+impl Kind {
+    /// Stable lower-case name, for storage and the audit trail.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::Portability => "portability",
+        }
+    }
+
+    /// Parses [`Kind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Access, Self::Portability]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
 /// Where a request is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum State {

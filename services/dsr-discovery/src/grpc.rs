@@ -245,12 +245,7 @@ impl Discovery for Handlers {
             max_rounds,
         } = req.into_inner();
         let mut v: Vec<(String, String)> = Vec::new();
-        if !kit::valid_id(&request_id) {
-            v.push((
-                "request_id".into(),
-                "required: up to 64 letters, digits and -".into(),
-            ));
-        }
+        kit::check_request_id(&request_id, &mut v);
         let controller = kit::controller_from_pb(controller, &mut v);
         let due = kit::date(due_date);
         if due.is_none() {

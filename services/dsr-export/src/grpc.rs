@@ -168,12 +168,7 @@ impl Export for Handlers {
             subject_map,
         } = req.into_inner();
         let mut v: Vec<(String, String)> = Vec::new();
-        if !kit::valid_id(&request_id) {
-            v.push((
-                "request_id".into(),
-                "required: up to 64 letters, digits and -".into(),
-            ));
-        }
+        kit::check_request_id(&request_id, &mut v);
         let kind = match pb::PackageKind::try_from(kind) {
             Ok(pb::PackageKind::Access) => Some(Kind::Access),
             Ok(pb::PackageKind::Portability) => Some(Kind::Portability),

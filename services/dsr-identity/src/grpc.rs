@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, Validator};
-use dsr_domain::identity::{Identity, IdentityType};
+use dsr_connector::grpc::{identities_from_pb, identity_to_pb};
+use dsr_domain::identity::Identity;
 use dsr_proto::common::v1 as common;
 use dsr_proto::identity::v1 as pb;
 use dsr_proto::identity::v1::identity_verification_server::{
@@ -127,67 +128,9 @@ impl From<Error> for Status {
     }
 }
 
-fn identity_type(t: i32) -> Option<IdentityType> {
-    match common::IdentityType::try_from(t).ok()? {
-        common::IdentityType::Email => Some(IdentityType::Email),
-        common::IdentityType::Phone => Some(IdentityType::Phone),
-        common::IdentityType::SePersonnummer => Some(IdentityType::Personnummer),
-        common::IdentityType::SeOrganisationsnummer => Some(IdentityType::Organisationsnummer),
-        common::IdentityType::CustomerId => Some(IdentityType::CustomerId),
-        common::IdentityType::Unspecified => None,
-    }
-}
-
-fn identity_to_pb(i: &Identity) -> common::Identity {
-    let t = match i.kind() {
-        IdentityType::Email => common::IdentityType::Email,
-        IdentityType::Phone => common::IdentityType::Phone,
-        IdentityType::Personnummer => common::IdentityType::SePersonnummer,
-        IdentityType::Organisationsnummer => common::IdentityType::SeOrganisationsnummer,
-        IdentityType::CustomerId => common::IdentityType::CustomerId,
-    };
-    common::Identity {
-        r#type: t as i32,
-        format: common::IdentityFormat::Raw as i32,
-        value: i.value().to_owned(),
-        hmac_key_id: String::new(),
-    }
-}
-
+/// The claimed identities, or every bad one as a field violation.
 fn claimed(list: Vec<common::Identity>) -> Result<Vec<Identity>, Status> {
-    let mut v = Vec::new();
-    let mut out = Vec::new();
-    for (
-        i,
-        common::Identity {
-            r#type,
-            format,
-            value,
-            hmac_key_id: _,
-        },
-    ) in list.into_iter().enumerate()
-    {
-        let Some(kind) = identity_type(r#type) else {
-            v.push((format!("claimed[{i}].type"), "required".to_owned()));
-            continue;
-        };
-        if !matches!(
-            common::IdentityFormat::try_from(format),
-            Ok(common::IdentityFormat::Raw | common::IdentityFormat::Unspecified)
-        ) {
-            v.push((format!("claimed[{i}].format"), "raw values only".to_owned()));
-            continue;
-        }
-        match Identity::parse(kind, &value) {
-            Ok(id) => out.push(id),
-            Err(e) => v.push((format!("claimed[{i}].value"), e.to_string())),
-        }
-    }
-    if v.is_empty() {
-        Ok(out)
-    } else {
-        Err(invalid(v))
-    }
+    identities_from_pb(list, "claimed").map_err(invalid)
 }
 
 fn token_to_pb(t: &Issued) -> pb::VerificationToken {

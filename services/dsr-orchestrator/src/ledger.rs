@@ -124,21 +124,6 @@ pub struct Request {
     pub updated_at: DateTime<Utc>,
 }
 
-pub(crate) fn kind_str(k: Kind) -> &'static str {
-    match k {
-        Kind::Access => "access",
-        Kind::Portability => "portability",
-    }
-}
-
-fn kind_parse(s: &str) -> Option<Kind> {
-    match s {
-        "access" => Some(Kind::Access),
-        "portability" => Some(Kind::Portability),
-        _ => None,
-    }
-}
-
 pub(crate) fn corrupt(what: &str) -> Error {
     Error::Storage(DbErr::Custom(format!(
         "stored request has an invalid {what}"
@@ -178,7 +163,7 @@ fn payload_digest(s: &Submission) -> String {
     ids.sort();
     let mut h = Sha256::new();
     for part in [
-        kind_str(s.kind),
+        s.kind.as_str(),
         s.controller.as_str(),
         s.language.as_str(),
         &ids.join("\n"),
@@ -262,7 +247,7 @@ impl Ledger {
             next_attempt_at: m.next_attempt_ms.and_then(DateTime::from_timestamp_millis),
             submitted_at: m.submitted_at,
             updated_at: m.updated_at,
-            kind: kind_parse(&m.kind).ok_or_else(|| corrupt("kind"))?,
+            kind: Kind::parse(&m.kind).ok_or_else(|| corrupt("kind"))?,
             state: State::parse(&m.state).ok_or_else(|| corrupt("state"))?,
             controller: Organisationsnummer::parse(&m.controller)
                 .map_err(|_| corrupt("controller"))?,
@@ -351,7 +336,7 @@ impl Ledger {
             let txn = self.write_txn().await?;
             let inserted = req::ActiveModel {
                 id: Set(id.clone()),
-                kind: Set(kind_str(s.kind).to_owned()),
+                kind: Set(s.kind.as_str().to_owned()),
                 state: Set(state.as_str().to_owned()),
                 controller: Set(s.controller.as_str().to_owned()),
                 language: Set(s.language.clone()),
@@ -386,14 +371,14 @@ impl Ledger {
             .await;
             match inserted {
                 Ok(_) => {
-                    self.append(&txn, actor, &id, &format!("submitted:{}", kind_str(s.kind)))
+                    self.append(&txn, actor, &id, &format!("submitted:{}", s.kind.as_str()))
                         .await?;
                     if state == State::Locating {
                         crate::queue::record_done(&txn, &id, "verify", "api").await?;
                         self.append(&txn, actor, &id, "state:locating").await?;
                     }
                     txn.commit().await?;
-                    tracing::info!(request = %id, kind = kind_str(s.kind), "request submitted");
+                    tracing::info!(request = %id, kind = s.kind.as_str(), "request submitted");
                     return Ok((self.get(&id).await?, true));
                 }
                 // The same key at the same moment from another caller: read theirs.

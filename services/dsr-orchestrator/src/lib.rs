@@ -8,6 +8,7 @@
 
 mod entity;
 pub mod grpc;
+pub mod intake;
 pub mod ledger;
 pub mod listing;
 pub mod mesh;

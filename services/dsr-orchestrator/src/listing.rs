@@ -11,7 +11,7 @@ use sea_orm::{
 };
 
 use crate::entity::request as req;
-use crate::ledger::{Error, Ledger, Request, kind_str};
+use crate::ledger::{Error, Ledger, Request};
 
 const FINAL: [&str; 3] = ["completed", "rejected", "cancelled"];
 
@@ -77,7 +77,7 @@ impl Ledger {
             q = q.filter(req::Column::State.eq(s.as_str()));
         }
         if let Some(k) = filter.kind {
-            q = q.filter(req::Column::Kind.eq(kind_str(k)));
+            q = q.filter(req::Column::Kind.eq(k.as_str()));
         }
         if let Some(c) = &filter.controller {
             q = q.filter(req::Column::Controller.eq(c.as_str()));

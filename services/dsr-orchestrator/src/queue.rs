@@ -38,7 +38,7 @@ pub fn step_for(state: State) -> Option<&'static str> {
     }
 }
 
-/// A claimed request: the worker holds its lease until `until`.
+/// A claimed request: the worker holds its lease while it renews it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
     /// The request.
@@ -101,6 +101,15 @@ pub struct StepRun {
 
 fn lost() -> Error {
     Error::Storage(DbErr::Custom("lease lost".into()))
+}
+
+/// The claimed request's row, while the claim's lease holds.
+async fn leased<C: ConnectionTrait>(conn: &C, claim: &Claim) -> Result<req::Model, Error> {
+    req::Entity::find_by_id(claim.request_id.clone())
+        .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
+        .one(conn)
+        .await?
+        .ok_or_else(lost)
 }
 
 /// Records a new attempt of `name` (earlier attempts still "running" become
@@ -240,14 +249,7 @@ impl Ledger {
         worker: &str,
     ) -> Result<(i64, u32), Error> {
         let txn = self.write_txn().await?;
-        let held = req::Entity::find_by_id(claim.request_id.clone())
-            .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
-            .one(&txn)
-            .await?
-            .is_some();
-        if !held {
-            return Err(lost());
-        }
+        leased(&txn, claim).await?;
         let (row, attempt) = begin_attempt(&txn, &claim.request_id, name, worker).await?;
         txn.commit().await?;
         Ok((row, attempt))
@@ -268,11 +270,7 @@ impl Ledger {
         keep_as: Option<&str>,
     ) -> Result<(Request, Option<i64>), Error> {
         let txn = self.write_txn().await?;
-        let m = req::Entity::find_by_id(claim.request_id.clone())
-            .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
-            .one(&txn)
-            .await?
-            .ok_or_else(lost)?;
+        let m = leased(&txn, claim).await?;
         let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
         let now = Utc::now();
         let mut am: req::ActiveModel = m.into();
@@ -354,11 +352,7 @@ impl Ledger {
         retry_at: Option<DateTime<Utc>>,
     ) -> Result<(), Error> {
         let txn = self.write_txn().await?;
-        let m = req::Entity::find_by_id(claim.request_id.clone())
-            .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
-            .one(&txn)
-            .await?
-            .ok_or_else(lost)?;
+        let m = leased(&txn, claim).await?;
         let attempts = m.attempts.saturating_add(1);
         let mut am: req::ActiveModel = m.into();
         am.attempts = Set(attempts);

@@ -34,25 +34,6 @@ fn bearer<T>(token: &str, m: T) -> anyhow::Result<tonic::Request<T>> {
     Ok(r)
 }
 
-/// The newest code sent to `to`, from the development outbox.
-fn code_for(outbox: &std::path::Path, to: &str) -> Option<String> {
-    let mut files: Vec<_> = std::fs::read_dir(outbox)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files.iter().rev().find_map(|f| {
-        let t = std::fs::read_to_string(f).ok()?;
-        if !t.starts_with(&format!("To: {to}\n")) {
-            return None;
-        }
-        t.split(|c: char| !c.is_ascii_digit())
-            .find(|w| w.len() == 6)
-            .map(str::to_owned)
-    })
-}
-
 /// One request, Submit to COMPLETED (followed with Watch).
 async fn one(
     client: &mut RequestsClient<Channel>,
@@ -181,8 +162,12 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
             .await
             .map_err(|s| crate::request::explain(&s))?
             .into_inner();
-        let code = code_for(&mesh.cfg.data_dir.join("outbox"), &p.email)
-            .context("no code in the outbox")?;
+        let code = crate::request::code_from_outbox(
+            &mesh.cfg.data_dir.join("outbox"),
+            &p.email,
+            std::time::UNIX_EPOCH,
+        )
+        .context("no code in the outbox")?;
         let t = identity
             .complete_verification(bearer(
                 &token,

@@ -13,9 +13,8 @@ use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, Validator};
 use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
 use dsr_domain::deadline::DeadlineError;
 use dsr_domain::group::Group;
-use dsr_domain::identity::{Identity, Organisationsnummer};
+use dsr_domain::identity::Organisationsnummer;
 use dsr_domain::request::{Kind, State};
-use dsr_identity::tokens::VerificationClaims;
 use dsr_proto::common::v1 as common;
 use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_server::{Requests, RequestsServer};
@@ -24,9 +23,9 @@ use tokio::sync::{Notify, broadcast};
 use tonic::{Code, Request, Response, Status};
 use tower_layer::Layer;
 
+use crate::intake::{Intake, IntakeError, Proof};
 use crate::ledger::{self, Ledger, Rejection, Submission};
 use crate::listing::Filter;
-use crate::mesh::{Call, Verification};
 use crate::queue::StepView;
 
 /// Scope of Submit and Verify.
@@ -83,11 +82,8 @@ pub struct Deps {
     pub ledger: Ledger,
     /// The controllers.
     pub group: Arc<Group>,
-    /// Checks verification tokens (the identity service's keys, issuer
-    /// `dsr-identity`, audience `dsr-mesh`).
-    pub verification_tokens: Arc<Validator>,
-    /// Completes challenges for Verify.
-    pub verification: Arc<dyn Verification>,
+    /// Checks verification tokens and completes challenges.
+    pub intake: Intake,
     /// Wakes the worker when work arrives.
     pub wake: Arc<Notify>,
     /// Ids of requests that changed in this process.
@@ -153,6 +149,32 @@ fn ledger_status(e: ledger::Error) -> Status {
             tracing::error!(error = %e, "ledger storage failed");
             kit::status(Code::Unavailable, "the ledger is unavailable", "STORAGE")
         }
+    }
+}
+
+fn intake_status(e: IntakeError) -> Status {
+    match e {
+        IntakeError::BadToken(why) => invalid_argument(vec![("verification_token".into(), why)]),
+        IntakeError::CodeMismatch => invalid_argument(vec![(
+            "code".into(),
+            "does not match (CODE_MISMATCH)".into(),
+        )]),
+        IntakeError::NotVerifying => kit::status(
+            Code::FailedPrecondition,
+            "the request is not waiting for verification",
+            "NOT_VERIFYING",
+        ),
+        IntakeError::ChallengeRefused(reason) => kit::status(
+            Code::FailedPrecondition,
+            "the challenge cannot be completed",
+            &reason,
+        ),
+        IntakeError::Unavailable => kit::status(
+            Code::Unavailable,
+            "identity verification is unavailable",
+            "IDENTITY_UNAVAILABLE",
+        ),
+        IntakeError::Ledger(e) => ledger_status(e),
     }
 }
 
@@ -301,24 +323,6 @@ impl Handlers {
         Ok(request_to_pb(r, &steps, Utc::now().date_naive()))
     }
 
-    /// The identities a verification token vouches for.
-    fn token_identities(&self, token: &str) -> Result<Vec<Identity>, String> {
-        let claims: VerificationClaims = self
-            .d
-            .verification_tokens
-            .decode(token, &["exp", "iss", "aud", "sub"])
-            .map_err(|e| format!("not a valid verification token ({})", e.reason()))?;
-        let ids: Vec<Identity> = claims
-            .identities
-            .iter()
-            .filter_map(dsr_identity::tokens::TokenIdentity::to_identity)
-            .collect();
-        if ids.is_empty() {
-            return Err("the token vouches for no identity".into());
-        }
-        Ok(ids)
-    }
-
     fn changed(&self, id: &str) {
         let _ = self.d.changes.send(id.to_owned());
     }
@@ -372,10 +376,10 @@ impl Requests for Handlers {
             }
             None
         } else {
-            match self.token_identities(&verification_token) {
+            match self.d.intake.token_identities(&verification_token) {
                 Ok(ids) => Some(ids),
                 Err(why) => {
-                    v.push(("verification_token".into(), why));
+                    v.push(("verification_token".into(), why.to_string()));
                     None
                 }
             }
@@ -436,57 +440,17 @@ impl Requests for Handlers {
                 "exactly one of code and verification_token".into(),
             )]));
         }
-        let r = self.d.ledger.get(&id).await.map_err(ledger_status)?;
-        if r.state != State::Verifying {
-            return Err(kit::status(
-                Code::FailedPrecondition,
-                "the request is not waiting for verification",
-                "NOT_VERIFYING",
-            ));
-        }
-        let token = if verification_token.is_empty() {
-            let challenge = r.challenge_id.clone().unwrap_or_default();
-            let call = Call {
-                request_id: r.id.clone(),
-                controller: r.controller.clone(),
-                due_date: r.deadline.due(),
-                timeout: Duration::from_secs(10),
-            };
-            match self.d.verification.complete(&call, &challenge, &code).await {
-                Ok(t) => t,
-                Err(e) if e.retryable => {
-                    return Err(kit::status(
-                        Code::Unavailable,
-                        "identity verification is unavailable",
-                        "IDENTITY_UNAVAILABLE",
-                    ));
-                }
-                Err(e) if e.reason == "CODE_MISMATCH" => {
-                    return Err(invalid_argument(vec![(
-                        "code".into(),
-                        "does not match (CODE_MISMATCH)".into(),
-                    )]));
-                }
-                Err(e) => {
-                    return Err(kit::status(
-                        Code::FailedPrecondition,
-                        "the challenge cannot be completed",
-                        &e.reason,
-                    ));
-                }
-            }
+        let proof = if code.is_empty() {
+            Proof::Token(verification_token)
         } else {
-            verification_token
+            Proof::Code(code)
         };
-        let ids = self
-            .token_identities(&token)
-            .map_err(|why| invalid_argument(vec![("verification_token".into(), why)]))?;
         let r = self
             .d
-            .ledger
-            .verified(&id, &ids, &actor)
+            .intake
+            .verify(&id, proof, &actor)
             .await
-            .map_err(ledger_status)?;
+            .map_err(intake_status)?;
         self.d.wake.notify_one();
         self.changed(&r.id);
         Ok(Response::new(pb::VerifyResponse {

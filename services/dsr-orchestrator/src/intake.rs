@@ -1,0 +1,137 @@
+//! Proving who the person is: verification tokens checked offline against
+//! the identity service's keys (at submission, or later), and the person's
+//! one-time code completed with the identity service for a request waiting
+//! in VERIFYING. The gRPC handlers validate the wire and map the errors;
+//! the flow lives here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsr_auth::Validator;
+use dsr_domain::identity::Identity;
+use dsr_domain::request::State;
+use dsr_identity::tokens::{TokenIdentity, VerificationClaims};
+
+use crate::ledger::{self, Ledger, Request};
+use crate::mesh::{Call, Verification};
+
+/// What the person offers as proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Proof {
+    /// The one-time code they received.
+    Code(String),
+    /// A verification token a portal obtained.
+    Token(String),
+}
+
+/// Why a proof was not accepted. No personal data.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// The token does not verify, or vouches for no one.
+    #[error("{0}")]
+    BadToken(String),
+    /// The request is not waiting for verification.
+    #[error("the request is not waiting for verification")]
+    NotVerifying,
+    /// The code does not match.
+    #[error("the code does not match")]
+    CodeMismatch,
+    /// The identity service refused the challenge (a stable reason, e.g.
+    /// CHALLENGE_EXPIRED or CHALLENGE_LOCKED).
+    #[error("the challenge cannot be completed: {0}")]
+    ChallengeRefused(String),
+    /// The identity service did not answer.
+    #[error("identity verification is unavailable")]
+    Unavailable,
+    /// The ledger refused or failed.
+    #[error(transparent)]
+    Ledger(#[from] ledger::Error),
+}
+
+/// Checks tokens and completes challenges.
+#[derive(Clone)]
+pub struct Intake {
+    ledger: Ledger,
+    tokens: Arc<Validator>,
+    verification: Arc<dyn Verification>,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Intake(..)")
+    }
+}
+
+impl Intake {
+    /// Over `ledger`, checking tokens with `tokens` (the identity service's
+    /// keys, issuer `dsr-identity`, audience `dsr-mesh`), completing codes
+    /// through `verification`.
+    pub fn new(
+        ledger: Ledger,
+        tokens: Arc<Validator>,
+        verification: Arc<dyn Verification>,
+    ) -> Self {
+        Self {
+            ledger,
+            tokens,
+            verification,
+        }
+    }
+
+    /// The identities a verification token vouches for.
+    pub fn token_identities(&self, token: &str) -> Result<Vec<Identity>, IntakeError> {
+        let claims: VerificationClaims = self
+            .tokens
+            .decode(token, &["exp", "iss", "aud", "sub"])
+            .map_err(|e| {
+            IntakeError::BadToken(format!("not a valid verification token ({})", e.reason()))
+        })?;
+        let ids: Vec<Identity> = claims
+            .identities
+            .iter()
+            .filter_map(TokenIdentity::to_identity)
+            .collect();
+        if ids.is_empty() {
+            return Err(IntakeError::BadToken(
+                "the token vouches for no identity".into(),
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// Verifies a request waiting in VERIFYING with the person's proof;
+    /// on success the request moves on to locating.
+    pub async fn verify(
+        &self,
+        id: &str,
+        proof: Proof,
+        actor: &str,
+    ) -> Result<Request, IntakeError> {
+        let r = self.ledger.get(id).await?;
+        if r.state != State::Verifying {
+            return Err(IntakeError::NotVerifying);
+        }
+        let token = match proof {
+            Proof::Token(t) => t,
+            Proof::Code(code) => {
+                let call = Call {
+                    request_id: r.id.clone(),
+                    controller: r.controller.clone(),
+                    due_date: r.deadline.due(),
+                    timeout: Duration::from_secs(10),
+                };
+                let challenge = r.challenge_id.clone().unwrap_or_default();
+                match self.verification.complete(&call, &challenge, &code).await {
+                    Ok(t) => t,
+                    Err(e) if e.retryable => return Err(IntakeError::Unavailable),
+                    Err(e) if e.reason == "CODE_MISMATCH" => {
+                        return Err(IntakeError::CodeMismatch);
+                    }
+                    Err(e) => return Err(IntakeError::ChallengeRefused(e.reason)),
+                }
+            }
+        };
+        let ids = self.token_identities(&token)?;
+        Ok(self.ledger.verified(id, &ids, actor).await?)
+    }
+}
