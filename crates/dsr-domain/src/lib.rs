@@ -10,6 +10,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod deadline;
+pub mod erasure;
 pub mod group;
 pub mod identity;
 pub mod request;

@@ -57,6 +57,11 @@ pub struct Rule {
     /// request (it is restricted to it).
     #[serde(default)]
     pub restrict_to: String,
+    /// Whether `ground_while_anchor_open` keeps the data over an erasure
+    /// request (an open contract, a legal obligation, legal claims); a
+    /// legitimate interest does not (Art. 17(1)(c)).
+    #[serde(default)]
+    pub open_ground_holds_over_erasure: bool,
 }
 
 impl Rule {
@@ -155,6 +160,12 @@ impl RetentionPolicy {
             }
             if r.months > 1200 {
                 return Err(at("months", "at most 1200"));
+            }
+            if r.open_ground_holds_over_erasure && r.ground_while_anchor_open.trim().is_empty() {
+                return Err(at(
+                    "open_ground_holds_over_erasure",
+                    "needs ground_while_anchor_open",
+                ));
             }
             if !r.restrict_to.is_empty() && r.legal_ground.is_empty() {
                 return Err(at(

@@ -730,6 +730,7 @@ impl MapResults
                                 .collect(),
                             restricted: r.restricted,
                             objected_purposes: r.objected,
+                            retention_anchor: r.retention_anchor.map(kit::date_to_pb),
                         })
                         .collect(),
                 })

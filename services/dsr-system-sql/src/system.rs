@@ -112,6 +112,9 @@ pub struct RecordData {
     pub restricted: bool,
     /// Purposes objected to.
     pub objected: Vec<String>,
+    /// The date its retention period runs from, once the anchor event has
+    /// happened.
+    pub retention_anchor: Option<NaiveDate>,
 }
 
 /// Erasure methods, as the contract names them.
@@ -570,6 +573,12 @@ impl SqlSystem {
                 .as_deref()
                 .map_or_else(|| Expr::value(Option::<String>::None), text_col),
         );
+        let anchor = t
+            .retain
+            .as_ref()
+            .map(|r| r.anchor_column.as_str())
+            .or(t.retention.as_ref().map(|r| r.anchor_column.as_str()));
+        sel.expr(anchor.map_or_else(|| Expr::value(Option::<String>::None), text_col));
         for c in &columns {
             sel.expr(text_col(&c.name));
         }
@@ -591,12 +600,15 @@ impl SqlSystem {
                         .collect()
                 })
                 .unwrap_or_default();
+            let retention_anchor = get_text(&row, 3)?.and_then(|a| {
+                NaiveDate::parse_from_str(a.get(..10).unwrap_or(&a), "%Y-%m-%d").ok()
+            });
             let mut fields = Vec::with_capacity(columns.len());
             for (i, c) in columns.iter().enumerate() {
                 fields.push(FieldValue {
                     name: c.name.clone(),
                     category: c.category.clone(),
-                    value: get_text(&row, i + 3)?,
+                    value: get_text(&row, i + 4)?,
                 });
             }
             out.push(RecordData {
@@ -607,6 +619,7 @@ impl SqlSystem {
                 fields,
                 restricted,
                 objected,
+                retention_anchor,
             });
         }
         Ok(out)
