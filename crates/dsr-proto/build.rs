@@ -6,6 +6,7 @@ const PROTO_ROOT: &str = "../../proto";
 const PROTOS: &[&str] = &[
     "dsr/common/v1/common.proto",
     "dsr/discovery/v1/discovery.proto",
+    "dsr/erasure/v1/erasure.proto",
     "dsr/export/v1/export.proto",
     "dsr/identity/v1/identity.proto",
     "dsr/orchestrator/v1/orchestrator.proto",

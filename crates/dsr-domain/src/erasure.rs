@@ -302,13 +302,7 @@ mod tests {
     #[test]
     fn a_category_without_a_rule_is_erased() {
         let p = RetentionPolicy::shipped();
-        let dec = decide(
-            &p,
-            &cats(&["unknown.thing"]),
-            None,
-            &[],
-            d("2026-12-01"),
-        );
+        let dec = decide(&p, &cats(&["unknown.thing"]), None, &[], d("2026-12-01"));
         assert_eq!(dec.action, Action::Erase);
     }
 }

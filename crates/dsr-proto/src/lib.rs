@@ -20,6 +20,15 @@ pub mod discovery {
     }
 }
 
+/// Erasure: plans, receipts, deferred erasures, holds, replay.
+pub mod erasure {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.erasure.v1");
+    }
+}
+
 /// Export: access and portability packages.
 pub mod export {
     /// Version 1.

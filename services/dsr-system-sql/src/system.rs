@@ -788,46 +788,49 @@ impl SqlSystem {
                     let matched = self.matched(&txn, t, keys, controller).await?;
                     let cats: BTreeSet<String> =
                         t.categories().into_iter().map(str::to_owned).collect();
-                    let (kept, erase): (Vec<String>, Vec<String>) =
-                        matched.iter().cloned().partition(|k| {
-                            t.erasure == ErasureAction::Retain
-                                || orders.contains_key(&RecordRef {
-                                    store: t.name.clone(),
-                                    key: k.clone(),
-                                })
-                        });
-                    for k in &kept {
+                    // A record is kept when the controller orders it, or
+                    // when the system's own rule keeps its table and the
+                    // period has not ended (no anchor yet, or its end ahead).
+                    let today = now.date_naive();
+                    let mut kept = Vec::new();
+                    let mut erase = Vec::new();
+                    for k in &matched {
                         let r = RecordRef {
                             store: t.name.clone(),
                             key: k.clone(),
                         };
-                        let (ground, until) = match orders.get(&r) {
-                            Some((g, u)) => (g.clone(), *u),
-                            None => {
-                                let spec = t
-                                    .retain
-                                    .as_ref()
-                                    .expect("manifest check: retain tables have retain");
-                                (
-                                    spec.legal_ground.clone(),
-                                    self.anchor_until(&txn, t, k, &spec.anchor_column, spec.months)
-                                        .await?,
-                                )
+                        let keep = match (orders.get(&r), &t.retain) {
+                            (Some((g, u)), _) => Some((g.clone(), *u)),
+                            (None, Some(spec)) if t.erasure == ErasureAction::Retain => {
+                                let until = self
+                                    .anchor_until(&txn, t, k, &spec.anchor_column, spec.months)
+                                    .await?;
+                                until
+                                    .is_none_or(|u| u >= today)
+                                    .then(|| (spec.legal_ground.clone(), until))
                             }
+                            (None, _) => None,
                         };
-                        retained.push(Retained {
-                            reference: r,
-                            categories: cats.clone(),
-                            legal_ground: ground,
-                            until,
-                        });
+                        match keep {
+                            Some((ground, until)) => {
+                                kept.push(k.clone());
+                                retained.push(Retained {
+                                    reference: r,
+                                    categories: cats.clone(),
+                                    legal_ground: ground,
+                                    until,
+                                });
+                            }
+                            None => erase.push(k.clone()),
+                        }
                     }
                     self.set_restriction(&txn, t, &kept, Some(now)).await?;
                     let method = match t.erasure {
-                        ErasureAction::Delete => Some(Method::Delete),
                         ErasureAction::Nullify => Some(Method::Nullify),
                         ErasureAction::Anonymise => Some(Method::Anonymise),
-                        ErasureAction::Retain => None,
+                        // A retained table's records whose period has ended
+                        // are deleted.
+                        ErasureAction::Delete | ErasureAction::Retain => Some(Method::Delete),
                     };
                     let (affected, refused) = match method {
                         Some(m) if acceptable.contains(&m) => {
@@ -836,6 +839,8 @@ impl SqlSystem {
                         Some(_) => (0, erase.len() as u64),
                         None => (0, 0),
                     };
+                    let method =
+                        method.filter(|_| !erase.is_empty() || t.erasure != ErasureAction::Retain);
                     stores.push(StoreOutcome {
                         store: t.name.clone(),
                         categories: cats,

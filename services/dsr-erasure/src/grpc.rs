@@ -1,0 +1,897 @@
+//! The gRPC edge of erasure: the handlers, and the tonic implementation of
+//! [`Systems`] (each data system called with a service token of its own;
+//! receipts verified against the keys its `Describe` publishes).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, TokenSigner, Validator};
+use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
+use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
+use dsr_domain::erasure::Action;
+use dsr_proto::common::v1 as common;
+use dsr_proto::erasure::v1 as pb;
+use dsr_proto::erasure::v1::erasure_server::{Erasure, ErasureServer};
+use dsr_proto::system::v1 as sys;
+use dsr_proto::system::v1::data_system_client::DataSystemClient;
+use prost::Message as _;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tower_layer::Layer;
+
+use crate::eraser::{EraseError, Eraser, Execution, SystemOutcome};
+use crate::model::{
+    EraseOrder, Header, MapStore, MapSystem, Plan, Receipt, RecordRef, StoreResult, SubjectMap,
+    SystemError, Systems,
+};
+use crate::store::{Hold, HoldScope, StoreError, StoredReceipt};
+
+/// Scope of Plan, Execute, ExecuteDeferred (the orchestrator).
+pub const SCOPE_EXECUTE: &str = "erasure:execute";
+/// Scope of GetPlan and ListReceipts.
+pub const SCOPE_READ: &str = "erasure:read";
+/// Scope of the hold RPCs.
+pub const SCOPE_HOLDS: &str = "erasure:holds";
+/// Scope of ReplayErasures.
+pub const SCOPE_REPLAY: &str = "erasure:replay";
+
+/// Required scopes per RPC.
+pub const SCOPES: &[ScopeRule] = &[
+    ScopeRule {
+        method: "Plan",
+        scopes: &[SCOPE_EXECUTE],
+    },
+    ScopeRule {
+        method: "Execute",
+        scopes: &[SCOPE_EXECUTE],
+    },
+    ScopeRule {
+        method: "ExecuteDeferred",
+        scopes: &[SCOPE_EXECUTE],
+    },
+    ScopeRule {
+        method: "GetPlan",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "ListReceipts",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "PlaceHold",
+        scopes: &[SCOPE_HOLDS],
+    },
+    ScopeRule {
+        method: "LiftHold",
+        scopes: &[SCOPE_HOLDS],
+    },
+    ScopeRule {
+        method: "ListHolds",
+        scopes: &[SCOPE_HOLDS],
+    },
+    ScopeRule {
+        method: "ReplayErasures",
+        scopes: &[SCOPE_REPLAY],
+    },
+];
+
+/// The service.
+pub type Service = AuthService<ErasureServer<Handlers>>;
+
+/// Builds the service.
+pub fn service(eraser: Eraser, validator: Arc<Validator>) -> Service {
+    AuthLayer::new(validator, SCOPES).layer(ErasureServer::new(Handlers { eraser }))
+}
+
+/// The handlers.
+#[derive(Debug)]
+pub struct Handlers {
+    eraser: Eraser,
+}
+
+fn actor<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<Principal>()
+        .map(|p| p.subject.clone())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn erase_status(e: EraseError) -> Status {
+    match e {
+        EraseError::Partial => kit::status(
+            Code::FailedPrecondition,
+            "the subject map is partial; locate again when every system answers",
+            "SUBJECT_MAP_PARTIAL",
+        ),
+        EraseError::NoPlan => {
+            kit::status(Code::NotFound, "no plan for this request", "PLAN_NOT_FOUND")
+        }
+        EraseError::System(e) => {
+            kit::status(Code::Unavailable, &e.to_string(), "SYSTEM_UNAVAILABLE")
+        }
+        EraseError::Store(e) => store_status(&e),
+    }
+}
+
+fn store_status(e: &StoreError) -> Status {
+    match e {
+        StoreError::NotFound => kit::status(Code::NotFound, "not found", "NOT_FOUND"),
+        StoreError::Db(_) | StoreError::Corrupt(_) => {
+            tracing::error!(error = %e, "erasure store failed");
+            kit::status(Code::Unavailable, "erasure storage unavailable", "STORAGE")
+        }
+    }
+}
+
+fn action_to_pb(a: Action) -> pb::PlanAction {
+    match a {
+        Action::Erase => pb::PlanAction::Erase,
+        Action::Anonymise => pb::PlanAction::Anonymise,
+        Action::Retain => pb::PlanAction::Retain,
+    }
+}
+
+fn ref_to_pb(r: &RecordRef) -> sys::RecordRef {
+    sys::RecordRef {
+        store: r.store.clone(),
+        key: r.key.clone(),
+    }
+}
+
+fn controller_pb(orgnr: &str) -> Option<common::ControllerRef> {
+    Some(common::ControllerRef {
+        organisation_number: orgnr.to_owned(),
+    })
+}
+
+fn plan_to_pb(p: &Plan) -> pb::Plan {
+    let count = |a: Action| {
+        u32::try_from(p.records.iter().filter(|r| r.decision.action == a).count())
+            .unwrap_or(u32::MAX)
+    };
+    pb::Plan {
+        request_id: p.request_id.clone(),
+        controller: controller_pb(&p.controller),
+        created_at: Some(kit::timestamp(p.created_at)),
+        policy_version: p.policy_version.clone(),
+        records: p
+            .records
+            .iter()
+            .map(|r| pb::PlannedRecord {
+                system_id: r.system_id.clone(),
+                record: Some(ref_to_pb(&r.record)),
+                category_ids: r.categories.clone(),
+                action: action_to_pb(r.decision.action) as i32,
+                legal_ground: r.decision.ground.clone(),
+                retain_until: r.decision.retain_until.map(kit::date_to_pb),
+                rule_id: r.decision.rule_id.clone(),
+                restrict_to: r.decision.restrict_to.clone(),
+                retention_anchor: r.anchor.map(kit::date_to_pb),
+            })
+            .collect(),
+        erase_count: count(Action::Erase),
+        anonymise_count: count(Action::Anonymise),
+        retain_count: count(Action::Retain),
+        next_deferred_on: p
+            .records
+            .iter()
+            .filter(|r| r.decision.action == Action::Retain)
+            .filter_map(|r| r.decision.retain_until)
+            .min()
+            .and_then(|d| d.succ_opt())
+            .map(kit::date_to_pb),
+    }
+}
+
+fn execution_to_pb(e: &Execution) -> pb::Execution {
+    pb::Execution {
+        request_id: e.request_id.clone(),
+        complete: e.complete(),
+        retained_count: e.retained,
+        next_deferred_on: e.next_deferred_on.map(kit::date_to_pb),
+        systems: e
+            .systems
+            .iter()
+            .map(|(id, o)| match o {
+                SystemOutcome::Done(r) => pb::SystemExecution {
+                    system_id: id.clone(),
+                    state: pb::SystemState::Done as i32,
+                    receipt_id: r.id.clone(),
+                    affected: r.receipt.affected(),
+                    refused: r.receipt.refused(),
+                    retained: r.receipt.retained,
+                    error: String::new(),
+                },
+                SystemOutcome::Failed(reason) => pb::SystemExecution {
+                    system_id: id.clone(),
+                    state: pb::SystemState::Failed as i32,
+                    error: reason.clone(),
+                    ..Default::default()
+                },
+                SystemOutcome::ReceiptInvalid(reason) => pb::SystemExecution {
+                    system_id: id.clone(),
+                    state: pb::SystemState::ReceiptInvalid as i32,
+                    error: reason.clone(),
+                    ..Default::default()
+                },
+            })
+            .collect(),
+    }
+}
+
+fn receipt_to_pb(r: &StoredReceipt) -> pb::StoredReceipt {
+    pb::StoredReceipt {
+        id: r.id.clone(),
+        request_id: r.request_id.clone(),
+        system_id: r.system_id.clone(),
+        phase: r.phase.clone(),
+        signed: Some(sys::SignedReceipt {
+            payload: r.receipt.payload.clone(),
+            key_id: r.receipt.key_id.clone(),
+            signature: r.receipt.signature.clone(),
+        }),
+        receipt: sys::Receipt::decode(r.receipt.payload.as_slice()).ok(),
+        verified: r.verified,
+        received_at: Some(kit::timestamp(r.received_at)),
+    }
+}
+
+fn hold_to_pb(h: &Hold) -> pb::Hold {
+    let (scope, record) = match &h.scope {
+        HoldScope::Person(_) => ("person", None),
+        HoldScope::Record { system_id, record } => (
+            "record",
+            Some(pb::SystemRecord {
+                system_id: system_id.clone(),
+                record: Some(ref_to_pb(record)),
+            }),
+        ),
+    };
+    pb::Hold {
+        id: h.id.clone(),
+        scope: scope.into(),
+        record,
+        ground: h.ground.clone(),
+        until: h.until.map(kit::date_to_pb),
+        placed_by: h.placed_by.clone(),
+        placed_at: Some(kit::timestamp(h.placed_at)),
+        lifted_at: h.lifted_at.map(kit::timestamp),
+        lifted_by: h.lifted_by.clone().unwrap_or_default(),
+    }
+}
+
+fn map_from_pb(
+    m: dsr_proto::discovery::v1::SubjectMap,
+    v: &mut Vec<(String, String)>,
+) -> SubjectMap {
+    let identities = match identities_from_pb(m.identities, "subject_map.identities") {
+        Ok(ids) => ids
+            .into_iter()
+            .map(|i| (i.kind().as_str().to_owned(), i.value().to_owned()))
+            .collect(),
+        Err(bad) => {
+            v.extend(bad);
+            Vec::new()
+        }
+    };
+    let systems = m
+        .systems
+        .into_iter()
+        .map(|s| MapSystem {
+            system_id: s.system_id,
+            stores: s
+                .stores
+                .into_iter()
+                .map(|st| MapStore {
+                    keys: st.records.into_iter().map(|r| r.key).collect(),
+                    categories: st.category_ids,
+                    store: st.store,
+                })
+                .collect(),
+        })
+        .collect();
+    SubjectMap {
+        identities,
+        systems,
+        partial: m.partial,
+    }
+}
+
+fn required_request_id(id: &str) -> Result<(), Status> {
+    let mut v = Vec::new();
+    kit::check_request_id(id, &mut v);
+    if v.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_argument(v))
+    }
+}
+
+fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+#[tonic::async_trait]
+impl Erasure for Handlers {
+    #[tracing::instrument(skip_all)]
+    async fn plan(
+        &self,
+        req: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        let pb::PlanRequest {
+            request_id,
+            controller,
+            due_date,
+            subject_map,
+        } = req.into_inner();
+        let mut v = Vec::new();
+        kit::check_request_id(&request_id, &mut v);
+        let controller = kit::controller_from_pb(controller, &mut v);
+        let due = kit::date(due_date);
+        if due.is_none() {
+            v.push(("due_date".into(), "required, a valid date".into()));
+        }
+        let map = match subject_map {
+            Some(m) => Some(map_from_pb(m, &mut v)),
+            None => {
+                v.push(("subject_map".into(), "required".into()));
+                None
+            }
+        };
+        let (Some(controller), Some(due_date), Some(map), true) =
+            (controller, due, map, v.is_empty())
+        else {
+            return Err(invalid_argument(v));
+        };
+        let h = Header {
+            request_id,
+            controller,
+            due_date,
+        };
+        let plan = self
+            .eraser
+            .plan(&h, &map, today())
+            .await
+            .map_err(erase_status)?;
+        Ok(Response::new(pb::PlanResponse {
+            plan: Some(plan_to_pb(&plan)),
+        }))
+    }
+
+    async fn get_plan(
+        &self,
+        req: Request<pb::GetPlanRequest>,
+    ) -> Result<Response<pb::GetPlanResponse>, Status> {
+        let id = req.into_inner().request_id;
+        required_request_id(&id)?;
+        let plan = self
+            .eraser
+            .store()
+            .plan(&id)
+            .await
+            .map_err(|e| erase_status(e.into()))?;
+        Ok(Response::new(pb::GetPlanResponse {
+            plan: Some(plan_to_pb(&plan)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn execute(
+        &self,
+        req: Request<pb::ExecuteRequest>,
+    ) -> Result<Response<pb::ExecuteResponse>, Status> {
+        let pb::ExecuteRequest {
+            request_id,
+            due_date,
+        } = req.into_inner();
+        let h = self.header(request_id, due_date).await?;
+        let e = self.eraser.execute(&h).await.map_err(erase_status)?;
+        Ok(Response::new(pb::ExecuteResponse {
+            execution: Some(execution_to_pb(&e)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn execute_deferred(
+        &self,
+        req: Request<pb::ExecuteDeferredRequest>,
+    ) -> Result<Response<pb::ExecuteDeferredResponse>, Status> {
+        let pb::ExecuteDeferredRequest {
+            request_id,
+            as_of,
+            due_date,
+        } = req.into_inner();
+        let as_of = match as_of {
+            None => today(),
+            Some(d) => kit::date(Some(d))
+                .ok_or_else(|| invalid_argument(vec![("as_of".into(), "a valid date".into())]))?,
+        };
+        let h = self.header(request_id, due_date).await?;
+        let e = self
+            .eraser
+            .execute_deferred(&h, as_of)
+            .await
+            .map_err(erase_status)?;
+        Ok(Response::new(pb::ExecuteDeferredResponse {
+            execution: Some(execution_to_pb(&e)),
+        }))
+    }
+
+    async fn list_receipts(
+        &self,
+        req: Request<pb::ListReceiptsRequest>,
+    ) -> Result<Response<pb::ListReceiptsResponse>, Status> {
+        let id = req.into_inner().request_id;
+        required_request_id(&id)?;
+        let receipts = self
+            .eraser
+            .store()
+            .receipts(&id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::ListReceiptsResponse {
+            receipts: receipts.iter().map(receipt_to_pb).collect(),
+        }))
+    }
+
+    async fn place_hold(
+        &self,
+        req: Request<pb::PlaceHoldRequest>,
+    ) -> Result<Response<pb::PlaceHoldResponse>, Status> {
+        let by = actor(&req);
+        let pb::PlaceHoldRequest {
+            target,
+            ground,
+            until,
+            controller,
+        } = req.into_inner();
+        let mut v = Vec::new();
+        let controller = kit::controller_from_pb(controller, &mut v);
+        let scope = match target.and_then(|t| t.target) {
+            Some(pb::hold_target::Target::Identity(i)) => {
+                match identities_from_pb(vec![i], "target.identity") {
+                    Ok(ids) => ids.first().map(|i| {
+                        HoldScope::Person(self.eraser.hasher().hash(i.kind().as_str(), i.value()))
+                    }),
+                    Err(bad) => {
+                        v.extend(bad);
+                        None
+                    }
+                }
+            }
+            Some(pb::hold_target::Target::Record(r)) => {
+                let rec = r.record.unwrap_or_default();
+                if !kit::valid_id(&r.system_id) {
+                    v.push(("target.record.system_id".into(), "required".into()));
+                }
+                if rec.store.is_empty() || rec.key.is_empty() {
+                    v.push((
+                        "target.record.record".into(),
+                        "store and key required".into(),
+                    ));
+                }
+                Some(HoldScope::Record {
+                    system_id: r.system_id,
+                    record: RecordRef {
+                        store: rec.store,
+                        key: rec.key,
+                    },
+                })
+            }
+            None => {
+                v.push(("target".into(), "required: an identity or a record".into()));
+                None
+            }
+        };
+        let ground = ground.trim().to_owned();
+        if ground.is_empty() || ground.chars().count() > 500 {
+            v.push(("ground".into(), "required, at most 500 characters".into()));
+        }
+        let until = match until {
+            None => None,
+            Some(d) => match kit::date(Some(d)) {
+                Some(d) if d >= today() => Some(d),
+                Some(_) | None => {
+                    v.push(("until".into(), "a valid date, not in the past".into()));
+                    None
+                }
+            },
+        };
+        let (Some(controller), Some(scope), true) = (controller, scope, v.is_empty()) else {
+            return Err(invalid_argument(v));
+        };
+        let hold = self
+            .eraser
+            .place_hold(controller.as_str(), scope, &ground, until, &by)
+            .await
+            .map_err(|e| store_status(&e))?;
+        tracing::info!(hold = %hold.id, "legal hold placed");
+        Ok(Response::new(pb::PlaceHoldResponse {
+            hold: Some(hold_to_pb(&hold)),
+        }))
+    }
+
+    async fn lift_hold(
+        &self,
+        req: Request<pb::LiftHoldRequest>,
+    ) -> Result<Response<pb::LiftHoldResponse>, Status> {
+        let by = actor(&req);
+        let id = req.into_inner().id;
+        if !kit::valid_id(&id) {
+            return Err(invalid_argument(vec![("id".into(), "required".into())]));
+        }
+        let hold = self
+            .eraser
+            .store()
+            .lift_hold(&id, &by)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => {
+                    kit::status(Code::NotFound, "no such hold", "HOLD_NOT_FOUND")
+                }
+                other @ (StoreError::Db(_) | StoreError::Corrupt(_)) => store_status(&other),
+            })?;
+        tracing::info!(hold = %hold.id, "legal hold lifted");
+        Ok(Response::new(pb::LiftHoldResponse {
+            hold: Some(hold_to_pb(&hold)),
+        }))
+    }
+
+    async fn list_holds(
+        &self,
+        req: Request<pb::ListHoldsRequest>,
+    ) -> Result<Response<pb::ListHoldsResponse>, Status> {
+        let all = req.into_inner().include_lifted;
+        let holds = self
+            .eraser
+            .store()
+            .holds(all, today())
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::ListHoldsResponse {
+            holds: holds.iter().map(hold_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn replay_erasures(
+        &self,
+        req: Request<pb::ReplayErasuresRequest>,
+    ) -> Result<Response<pb::ReplayErasuresResponse>, Status> {
+        let pb::ReplayErasuresRequest {
+            since,
+            system_ids,
+            dry_run,
+        } = req.into_inner();
+        let since = kit::time(since).ok_or_else(|| {
+            invalid_argument(vec![("since".into(), "required, a timestamp".into())])
+        })?;
+        if since > Utc::now() {
+            return Err(invalid_argument(vec![(
+                "since".into(),
+                "in the future".into(),
+            )]));
+        }
+        let only: BTreeSet<String> = system_ids.into_iter().collect();
+        let r = self
+            .eraser
+            .replay(since, &only, dry_run, today())
+            .await
+            .map_err(erase_status)?;
+        tracing::info!(replay = %r.id, tombstones = r.tombstones, dry_run, "erasures replayed");
+        Ok(Response::new(pb::ReplayErasuresResponse {
+            replay_id: r.id,
+            tombstones: r.tombstones,
+            systems: r
+                .systems
+                .into_iter()
+                .map(|(id, s)| pb::ReplayedSystem {
+                    system_id: id,
+                    erasures: s.erasures,
+                    erased_again: s.erased_again,
+                    restricted_again: s.restricted_again,
+                    error: s.error.unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+}
+
+impl Handlers {
+    /// The header of an execution: the plan's controller, the request's
+    /// due date.
+    async fn header(
+        &self,
+        request_id: String,
+        due_date: Option<common::Date>,
+    ) -> Result<Header, Status> {
+        let mut v = Vec::new();
+        kit::check_request_id(&request_id, &mut v);
+        let due = kit::date(due_date);
+        if due.is_none() {
+            v.push(("due_date".into(), "required, a valid date".into()));
+        }
+        let (Some(due_date), true) = (due, v.is_empty()) else {
+            return Err(invalid_argument(v));
+        };
+        let plan = self
+            .eraser
+            .store()
+            .plan(&request_id)
+            .await
+            .map_err(|e| erase_status(e.into()))?;
+        let controller = dsr_domain::identity::Organisationsnummer::parse(&plan.controller)
+            .map_err(|_| store_status(&StoreError::Corrupt("plan")))?;
+        Ok(Header {
+            request_id,
+            controller,
+            due_date,
+        })
+    }
+}
+
+/// A data system as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemEndpoint {
+    /// Its id.
+    pub id: String,
+    /// Its gRPC address.
+    pub endpoint: String,
+}
+
+type SystemClient = DataSystemClient<InterceptedService<Channel, Outgoing>>;
+
+/// How long a system's published keys are reused.
+const KEYS_TTL: Duration = Duration::from_secs(60);
+/// How long to wait for an asynchronous erasure before trying again later.
+const OPERATION_WAIT: Duration = Duration::from_secs(120);
+
+/// The data systems over gRPC.
+#[derive(Debug)]
+pub struct GrpcSystems {
+    systems: BTreeMap<String, SystemClient>,
+    keys: std::sync::RwLock<BTreeMap<String, (Instant, Vec<sys::SigningKey>)>>,
+}
+
+impl GrpcSystems {
+    /// Clients calling as `service:dsr-erasure`, with tokens from `signer`.
+    pub fn new(systems: &[SystemEndpoint], signer: Arc<TokenSigner>) -> Result<Self, String> {
+        let mut clients = BTreeMap::new();
+        for s in systems {
+            let channel = lazy_channel(&s.endpoint).map_err(|e| format!("system {}: {e}", s.id))?;
+            let out = Outgoing::new(
+                signer.clone(),
+                crate::SERVICE_NAME,
+                &s.id,
+                &["system:describe", "system:read", "system:write"],
+            );
+            clients.insert(
+                s.id.clone(),
+                DataSystemClient::with_interceptor(channel, out)
+                    .max_decoding_message_size(64 * 1024 * 1024),
+            );
+        }
+        Ok(Self {
+            systems: clients,
+            keys: std::sync::RwLock::default(),
+        })
+    }
+
+    fn system(&self, id: &str) -> Result<SystemClient, SystemError> {
+        self.systems.get(id).cloned().ok_or_else(|| SystemError {
+            system: id.to_owned(),
+            reason: "UNKNOWN_SYSTEM".into(),
+            receipt_invalid: false,
+        })
+    }
+
+    async fn published_keys(
+        &self,
+        system: &str,
+        fresh: bool,
+    ) -> Result<Vec<sys::SigningKey>, SystemError> {
+        if !fresh
+            && let Some((at, keys)) = self.keys.read().expect("keys lock").get(system)
+            && at.elapsed() < KEYS_TTL
+        {
+            return Ok(keys.clone());
+        }
+        let d = self
+            .system(system)?
+            .describe(sys::DescribeRequest {})
+            .await
+            .map_err(|s| failed(system, &s))?
+            .into_inner();
+        self.keys
+            .write()
+            .expect("keys lock")
+            .insert(system.to_owned(), (Instant::now(), d.signing_keys.clone()));
+        Ok(d.signing_keys)
+    }
+
+    /// Verifies a receipt (with the cached keys, then fresh ones for a key
+    /// rotated since) and checks it answers this instruction.
+    async fn verify(
+        &self,
+        system: &str,
+        h: &Header,
+        key: &str,
+        signed: &sys::SignedReceipt,
+    ) -> Result<Receipt, SystemError> {
+        let invalid = |reason: &str| SystemError {
+            system: system.to_owned(),
+            reason: reason.to_owned(),
+            receipt_invalid: true,
+        };
+        let mut decoded = kit::verify_receipt(signed, &self.published_keys(system, false).await?);
+        if decoded.is_err() {
+            decoded = kit::verify_receipt(signed, &self.published_keys(system, true).await?);
+        }
+        let r = decoded.map_err(|_| invalid("RECEIPT_SIGNATURE"))?;
+        if r.system_id != system || r.request_id != h.request_id || r.idempotency_key != key {
+            return Err(invalid("RECEIPT_MISMATCH"));
+        }
+        if r.action != sys::ReceiptAction::Erase as i32 {
+            return Err(invalid("RECEIPT_ACTION"));
+        }
+        Ok(Receipt {
+            payload: signed.payload.clone(),
+            key_id: signed.key_id.clone(),
+            signature: signed.signature.clone(),
+            system_id: r.system_id,
+            request_id: r.request_id,
+            idempotency_key: r.idempotency_key,
+            stores: r
+                .stores
+                .iter()
+                .map(|s| StoreResult {
+                    store: s.store.clone(),
+                    matched: s.matched,
+                    affected: s.affected,
+                    refused: s.refused,
+                })
+                .collect(),
+            retained: r.retained.len() as u64,
+        })
+    }
+}
+
+fn failed(system: &str, s: &Status) -> SystemError {
+    SystemError {
+        system: system.to_owned(),
+        reason: failure_reason(s),
+        receipt_invalid: false,
+    }
+}
+
+fn instruction(system: &str, h: &Header, key: &str) -> sys::Instruction {
+    let now = Utc::now();
+    sys::Instruction {
+        request_id: h.request_id.clone(),
+        controller: controller_pb(h.controller.as_str()),
+        system_id: system.to_owned(),
+        due_date: Some(kit::date_to_pb(h.due_date)),
+        issued_at: Some(kit::timestamp(now - chrono::Duration::seconds(5))),
+        expires_at: Some(kit::timestamp(now + chrono::Duration::minutes(10))),
+        idempotency_key: key.to_owned(),
+    }
+}
+
+#[tonic::async_trait]
+impl Systems for GrpcSystems {
+    async fn anchors(
+        &self,
+        system: &str,
+        h: &Header,
+        refs: &[RecordRef],
+    ) -> Result<Vec<(RecordRef, Option<NaiveDate>)>, SystemError> {
+        let key = format!("erasure-plan-{}", h.request_id);
+        let mut stream = self
+            .system(system)?
+            .access(sys::AccessRequest {
+                instruction: Some(instruction(system, h, &key)),
+                records: refs.iter().map(ref_to_pb).collect(),
+                portable_only: false,
+            })
+            .await
+            .map_err(|s| failed(system, &s))?
+            .into_inner();
+        let mut out = Vec::with_capacity(refs.len());
+        while let Some(batch) = stream.message().await.map_err(|s| failed(system, &s))? {
+            for r in batch.records {
+                let rf = r.r#ref.unwrap_or_default();
+                out.push((
+                    RecordRef {
+                        store: rf.store,
+                        key: rf.key,
+                    },
+                    kit::date(r.retention_anchor),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn erase(
+        &self,
+        system: &str,
+        h: &Header,
+        idempotency_key: &str,
+        order: &EraseOrder,
+    ) -> Result<Receipt, SystemError> {
+        let mut client = self.system(system)?;
+        let req = sys::EraseRequest {
+            instruction: Some(instruction(system, h, idempotency_key)),
+            records: order.records.iter().map(ref_to_pb).collect(),
+            // Masking is pseudonymisation, not erasure: never acceptable.
+            acceptable_methods: vec![
+                sys::ErasureMethod::Delete as i32,
+                sys::ErasureMethod::Anonymise as i32,
+                sys::ErasureMethod::Nullify as i32,
+                sys::ErasureMethod::CryptoShred as i32,
+            ],
+            retain: order
+                .retain
+                .iter()
+                .map(|o| sys::RetentionOrder {
+                    record: Some(ref_to_pb(&o.record)),
+                    legal_ground: o.ground.clone(),
+                    retain_until: o.until.map(kit::date_to_pb),
+                })
+                .collect(),
+        };
+        let mut op = client
+            .erase(req)
+            .await
+            .map_err(|s| failed(system, &s))?
+            .into_inner()
+            .operation
+            .unwrap_or_default();
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match sys::OperationState::try_from(op.state) {
+                Ok(sys::OperationState::Succeeded) => break,
+                Ok(sys::OperationState::Failed) => {
+                    return Err(SystemError {
+                        system: system.to_owned(),
+                        reason: "OPERATION_FAILED".into(),
+                        receipt_invalid: false,
+                    });
+                }
+                Ok(
+                    sys::OperationState::Pending
+                    | sys::OperationState::Running
+                    | sys::OperationState::Unspecified,
+                )
+                | Err(_) => {
+                    if started.elapsed() > OPERATION_WAIT {
+                        return Err(SystemError {
+                            system: system.to_owned(),
+                            reason: "OPERATION_PENDING".into(),
+                            receipt_invalid: false,
+                        });
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                    op = client
+                        .get_operation(sys::GetOperationRequest { id: op.id.clone() })
+                        .await
+                        .map_err(|s| failed(system, &s))?
+                        .into_inner()
+                        .operation
+                        .unwrap_or_default();
+                }
+            }
+        }
+        let signed = op.receipt.ok_or_else(|| SystemError {
+            system: system.to_owned(),
+            reason: "RECEIPT_MISSING".into(),
+            receipt_invalid: true,
+        })?;
+        self.verify(system, h, idempotency_key, &signed).await
+    }
+}

@@ -1,0 +1,19 @@
+//! Plans, receipts, holds, tombstones. Recorded in `seaql_migrations_erasure`.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261201_000001_create_erasure;
+
+/// The migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migration_table_name() -> DynIden {
+        "seaql_migrations_erasure".into_iden()
+    }
+
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261201_000001_create_erasure::Migration)]
+    }
+}

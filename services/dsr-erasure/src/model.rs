@@ -1,0 +1,203 @@
+//! What erasure works with, free of the wire types: the subject map it is
+//! given, plans, receipts as the systems signed them, holds, and the
+//! systems it calls (gRPC in production, test doubles in tests).
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use dsr_domain::erasure::Decision;
+use dsr_domain::identity::Organisationsnummer;
+use serde::{Deserialize, Serialize};
+
+/// A record of a system.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RecordRef {
+    /// The store.
+    pub store: String,
+    /// The key.
+    pub key: String,
+}
+
+/// The records of one store, as discovery found them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapStore {
+    /// The store.
+    pub store: String,
+    /// Record keys.
+    pub keys: Vec<String>,
+    /// The categories the store holds.
+    pub categories: Vec<String>,
+}
+
+/// One system of the subject map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSystem {
+    /// The system.
+    pub system_id: String,
+    /// Its stores with records.
+    pub stores: Vec<MapStore>,
+}
+
+/// The subject map, as far as erasure needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubjectMap {
+    /// Every identity of the person, as (type, normalised value).
+    pub identities: Vec<(String, String)>,
+    /// Per system.
+    pub systems: Vec<MapSystem>,
+    /// Some system failed.
+    pub partial: bool,
+}
+
+/// The header of every instruction to a system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The request.
+    pub request_id: String,
+    /// The controller.
+    pub controller: Organisationsnummer,
+    /// The request's due date.
+    pub due_date: NaiveDate,
+}
+
+/// One record of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedRecord {
+    /// The system.
+    pub system_id: String,
+    /// The record.
+    pub record: RecordRef,
+    /// Its categories.
+    pub categories: Vec<String>,
+    /// Its retention anchor, as the system reported it.
+    pub anchor: Option<NaiveDate>,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// A plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The request.
+    pub request_id: String,
+    /// The controller.
+    pub controller: String,
+    /// Built.
+    pub created_at: DateTime<Utc>,
+    /// The policy version.
+    pub policy_version: String,
+    /// The records.
+    pub records: Vec<PlannedRecord>,
+    /// Keyed hashes of the person's identities (for tombstones and person
+    /// holds; never the identities).
+    pub identity_hashes: Vec<String>,
+}
+
+impl Plan {
+    /// The systems with records, in order.
+    pub fn systems(&self) -> BTreeSet<&str> {
+        self.records.iter().map(|r| r.system_id.as_str()).collect()
+    }
+}
+
+/// A retention order sent with an erasure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainOrder {
+    /// The record.
+    pub record: RecordRef,
+    /// The ground.
+    pub ground: String,
+    /// Until when.
+    pub until: Option<NaiveDate>,
+}
+
+/// An erasure instruction to one system.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseOrder {
+    /// The records to erase or anonymise (the retained ones included, the
+    /// system keeps them by the orders).
+    pub records: Vec<RecordRef>,
+    /// The retention orders.
+    pub retain: Vec<RetainOrder>,
+}
+
+/// What a receipt says, per store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreResult {
+    /// The store.
+    pub store: String,
+    /// Matched.
+    pub matched: u64,
+    /// Changed.
+    pub affected: u64,
+    /// Left alone: no acceptable method.
+    pub refused: u64,
+}
+
+/// A receipt, verified and decoded by the edge that received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The serialised receipt, as signed.
+    pub payload: Vec<u8>,
+    /// The signing key's id.
+    pub key_id: String,
+    /// The signature.
+    pub signature: Vec<u8>,
+    /// The system named in it.
+    pub system_id: String,
+    /// The request named in it.
+    pub request_id: String,
+    /// The idempotency key named in it.
+    pub idempotency_key: String,
+    /// Per store.
+    pub stores: Vec<StoreResult>,
+    /// Records retained.
+    pub retained: u64,
+}
+
+impl Receipt {
+    /// Records changed, over all stores.
+    pub fn affected(&self) -> u64 {
+        self.stores.iter().map(|s| s.affected).sum()
+    }
+
+    /// Records refused, over all stores.
+    pub fn refused(&self) -> u64 {
+        self.stores.iter().map(|s| s.refused).sum()
+    }
+}
+
+/// Why a system call failed: a stable reason without personal data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("system {system}: {reason}")]
+pub struct SystemError {
+    /// The system.
+    pub system: String,
+    /// E.g. "UNAVAILABLE", "RECEIPT_SIGNATURE".
+    pub reason: String,
+    /// The receipt came but does not verify.
+    pub receipt_invalid: bool,
+}
+
+/// The data systems, as erasure calls them.
+#[tonic::async_trait]
+pub trait Systems: Send + Sync {
+    /// The retention anchor of each record (read through `Access`).
+    async fn anchors(
+        &self,
+        system: &str,
+        h: &Header,
+        refs: &[RecordRef],
+    ) -> Result<Vec<(RecordRef, Option<NaiveDate>)>, SystemError>;
+
+    /// Sends `Erase` under `idempotency_key`, waits for the operation to
+    /// end, verifies the receipt against the system's published keys and
+    /// checks that it names this system, request and key.
+    async fn erase(
+        &self,
+        system: &str,
+        h: &Header,
+        idempotency_key: &str,
+        order: &EraseOrder,
+    ) -> Result<Receipt, SystemError>;
+}

@@ -1,0 +1,385 @@
+//! Where erasure keeps its evidence: plans, receipts (the signed bytes as
+//! the systems sent them), legal holds and tombstones.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, SqlErr,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::entity::{hold, plan, receipt, tombstone};
+use crate::model::{EraseOrder, Plan, Receipt, RecordRef, StoreResult};
+
+/// A receipt as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// Its id.
+    pub id: String,
+    /// The request.
+    pub request_id: String,
+    /// The system.
+    pub system_id: String,
+    /// "erase", "deferred:<date>", "replay:<id>".
+    pub phase: String,
+    /// The receipt.
+    pub receipt: Receipt,
+    /// Verified when stored.
+    pub verified: bool,
+    /// Stored at.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What a hold covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldScope {
+    /// A person, by the keyed hash of one identity.
+    Person(String),
+    /// One record of one system.
+    Record {
+        /// The system.
+        system_id: String,
+        /// The record.
+        record: RecordRef,
+    },
+}
+
+/// A legal hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// Id.
+    pub id: String,
+    /// The controller.
+    pub controller: String,
+    /// What it covers.
+    pub scope: HoldScope,
+    /// Why.
+    pub ground: String,
+    /// Until when.
+    pub until: Option<NaiveDate>,
+    /// Placed by.
+    pub placed_by: String,
+    /// Placed at.
+    pub placed_at: DateTime<Utc>,
+    /// Lifted at.
+    pub lifted_at: Option<DateTime<Utc>>,
+    /// Lifted by.
+    pub lifted_by: Option<String>,
+}
+
+/// A tombstone: what one erasure erased, without the person's identities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// Id.
+    pub id: String,
+    /// The request.
+    pub request_id: String,
+    /// The phase.
+    pub phase: String,
+    /// The controller.
+    pub controller: String,
+    /// Keyed hashes of the person's identities.
+    pub identity_hashes: Vec<String>,
+    /// Per system, the order that was carried out.
+    pub orders: BTreeMap<String, EraseOrder>,
+    /// When.
+    pub erased_at: DateTime<Utc>,
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Not there.
+    #[error("not found")]
+    NotFound,
+    /// The database.
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    /// A stored document does not parse.
+    #[error("stored {0} is corrupt")]
+    Corrupt(&'static str),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Summary {
+    system_id: String,
+    request_id: String,
+    idempotency_key: String,
+    stores: Vec<StoreResult>,
+}
+
+/// The store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+fn unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+impl Store {
+    /// Over `db` (migrated).
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Saves a plan unless one exists for its request; returns the one
+    /// stored.
+    pub async fn save_plan(&self, p: &Plan) -> Result<Plan, StoreError> {
+        let am = plan::ActiveModel {
+            request_id: Set(p.request_id.clone()),
+            controller: Set(p.controller.clone()),
+            created_at: Set(p.created_at),
+            policy_version: Set(p.policy_version.clone()),
+            body: Set(serde_json::to_string(p).expect("serialisable plan")),
+        };
+        match am.insert(&self.db).await {
+            Ok(_) => Ok(p.clone()),
+            Err(e) if unique_violation(&e) => self.plan(&p.request_id).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A request's plan.
+    pub async fn plan(&self, request_id: &str) -> Result<Plan, StoreError> {
+        let m = plan::Entity::find_by_id(request_id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        serde_json::from_str(&m.body).map_err(|_| StoreError::Corrupt("plan"))
+    }
+
+    fn receipt_from(m: receipt::Model) -> Result<StoredReceipt, StoreError> {
+        let s: Summary =
+            serde_json::from_str(&m.summary).map_err(|_| StoreError::Corrupt("receipt"))?;
+        Ok(StoredReceipt {
+            receipt: Receipt {
+                payload: hex::decode(&m.payload).map_err(|_| StoreError::Corrupt("receipt"))?,
+                key_id: m.key_id,
+                signature: hex::decode(&m.signature).map_err(|_| StoreError::Corrupt("receipt"))?,
+                system_id: s.system_id,
+                request_id: s.request_id,
+                idempotency_key: s.idempotency_key,
+                stores: s.stores,
+                retained: u64::try_from(m.retained).unwrap_or(0),
+            },
+            id: m.id,
+            request_id: m.request_id,
+            system_id: m.system_id,
+            phase: m.phase,
+            verified: m.verified,
+            received_at: m.received_at,
+        })
+    }
+
+    /// The receipt stored under an idempotency key.
+    pub async fn receipt_by_key(&self, key: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        receipt::Entity::find()
+            .filter(receipt::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?
+            .map(Self::receipt_from)
+            .transpose()
+    }
+
+    /// Stores a verified receipt (once per idempotency key: a second store
+    /// of the same key returns the first).
+    pub async fn save_receipt(
+        &self,
+        request_id: &str,
+        phase: &str,
+        r: &Receipt,
+    ) -> Result<StoredReceipt, StoreError> {
+        let summary = Summary {
+            system_id: r.system_id.clone(),
+            request_id: r.request_id.clone(),
+            idempotency_key: r.idempotency_key.clone(),
+            stores: r.stores.clone(),
+        };
+        let am = receipt::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            request_id: Set(request_id.to_owned()),
+            system_id: Set(r.system_id.clone()),
+            phase: Set(phase.to_owned()),
+            idempotency_key: Set(r.idempotency_key.clone()),
+            payload: Set(hex::encode(&r.payload)),
+            key_id: Set(r.key_id.clone()),
+            signature: Set(hex::encode(&r.signature)),
+            verified: Set(true),
+            summary: Set(serde_json::to_string(&summary).expect("serialisable")),
+            retained: Set(i64::try_from(r.retained).unwrap_or(i64::MAX)),
+            received_at: Set(Utc::now()),
+        };
+        match am.insert(&self.db).await {
+            Ok(m) => Self::receipt_from(m),
+            Err(e) if unique_violation(&e) => self
+                .receipt_by_key(&r.idempotency_key)
+                .await?
+                .ok_or(StoreError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A request's receipts, oldest first.
+    pub async fn receipts(&self, request_id: &str) -> Result<Vec<StoredReceipt>, StoreError> {
+        receipt::Entity::find()
+            .filter(receipt::Column::RequestId.eq(request_id))
+            .order_by_asc(receipt::Column::ReceivedAt)
+            .order_by_asc(receipt::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Self::receipt_from)
+            .collect()
+    }
+
+    fn hold_from(m: hold::Model) -> Result<Hold, StoreError> {
+        let scope = match (m.scope.as_str(), m.subject_hash, m.system_id) {
+            ("person", Some(h), _) => HoldScope::Person(h),
+            ("record", _, Some(system_id)) => HoldScope::Record {
+                system_id,
+                record: RecordRef {
+                    store: m.store.unwrap_or_default(),
+                    key: m.record_key.unwrap_or_default(),
+                },
+            },
+            _ => return Err(StoreError::Corrupt("hold")),
+        };
+        Ok(Hold {
+            id: m.id,
+            controller: m.controller,
+            scope,
+            ground: m.ground,
+            until: m.until,
+            placed_by: m.placed_by,
+            placed_at: m.placed_at,
+            lifted_at: m.lifted_at,
+            lifted_by: m.lifted_by,
+        })
+    }
+
+    /// Places a hold.
+    pub async fn place_hold(
+        &self,
+        controller: &str,
+        scope: HoldScope,
+        ground: &str,
+        until: Option<NaiveDate>,
+        by: &str,
+    ) -> Result<Hold, StoreError> {
+        let (name, subject, system, store, key) = match scope {
+            HoldScope::Person(h) => ("person", Some(h), None, None, None),
+            HoldScope::Record { system_id, record } => (
+                "record",
+                None,
+                Some(system_id),
+                Some(record.store),
+                Some(record.key),
+            ),
+        };
+        let m = hold::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            controller: Set(controller.to_owned()),
+            scope: Set(name.to_owned()),
+            subject_hash: Set(subject),
+            system_id: Set(system),
+            store: Set(store),
+            record_key: Set(key),
+            ground: Set(ground.to_owned()),
+            until: Set(until),
+            placed_by: Set(by.to_owned()),
+            placed_at: Set(Utc::now()),
+            lifted_at: Set(None),
+            lifted_by: Set(None),
+        }
+        .insert(&self.db)
+        .await?;
+        Self::hold_from(m)
+    }
+
+    /// Lifts a hold (lifting a lifted hold changes nothing).
+    pub async fn lift_hold(&self, id: &str, by: &str) -> Result<Hold, StoreError> {
+        let m = hold::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if m.lifted_at.is_some() {
+            return Self::hold_from(m);
+        }
+        let mut am: hold::ActiveModel = m.into();
+        am.lifted_at = Set(Some(Utc::now()));
+        am.lifted_by = Set(Some(by.to_owned()));
+        Self::hold_from(am.update(&self.db).await?)
+    }
+
+    /// The holds: standing ones (not lifted, not past their date) unless
+    /// `include_lifted`.
+    pub async fn holds(
+        &self,
+        include_lifted: bool,
+        today: NaiveDate,
+    ) -> Result<Vec<Hold>, StoreError> {
+        let mut q = hold::Entity::find().order_by_asc(hold::Column::PlacedAt);
+        if !include_lifted {
+            q = q.filter(hold::Column::LiftedAt.is_null());
+        }
+        let all: Vec<Hold> = q
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Self::hold_from)
+            .collect::<Result<_, _>>()?;
+        Ok(all
+            .into_iter()
+            .filter(|h| include_lifted || h.until.is_none_or(|u| u >= today))
+            .collect())
+    }
+
+    /// Records a tombstone (once per request and phase).
+    pub async fn save_tombstone(&self, t: &Tombstone) -> Result<(), StoreError> {
+        let am = tombstone::ActiveModel {
+            id: Set(t.id.clone()),
+            request_id: Set(t.request_id.clone()),
+            phase: Set(t.phase.clone()),
+            controller: Set(t.controller.clone()),
+            identity_hashes: Set(serde_json::to_string(&t.identity_hashes).expect("serialisable")),
+            orders: Set(serde_json::to_string(&t.orders).expect("serialisable")),
+            erased_at: Set(t.erased_at),
+        };
+        match am.insert(&self.db).await {
+            Ok(_) => Ok(()),
+            Err(e) if unique_violation(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Tombstones of erasures completed at or after `since`, oldest first.
+    pub async fn tombstones_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Tombstone>, StoreError> {
+        tombstone::Entity::find()
+            .filter(tombstone::Column::ErasedAt.gte(since))
+            .order_by_asc(tombstone::Column::ErasedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| {
+                Ok(Tombstone {
+                    identity_hashes: serde_json::from_str(&m.identity_hashes)
+                        .map_err(|_| StoreError::Corrupt("tombstone"))?,
+                    orders: serde_json::from_str(&m.orders)
+                        .map_err(|_| StoreError::Corrupt("tombstone"))?,
+                    id: m.id,
+                    request_id: m.request_id,
+                    phase: m.phase,
+                    controller: m.controller,
+                    erased_at: m.erased_at,
+                })
+            })
+            .collect()
+    }
+}
