@@ -16,6 +16,8 @@ pub enum Kind {
     Access,
     /// Art. 20.
     Portability,
+    /// Art. 17.
+    Erasure,
 }
 
 impl Kind {
@@ -24,12 +26,19 @@ impl Kind {
         match self {
             Self::Access => "access",
             Self::Portability => "portability",
+            Self::Erasure => "erasure",
         }
+    }
+
+    /// Whether the answer is a package (access, portability) rather than a
+    /// change in the systems.
+    pub fn exports(self) -> bool {
+        matches!(self, Self::Access | Self::Portability)
     }
 
     /// Parses [`Kind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Access, Self::Portability]
+        [Self::Access, Self::Portability, Self::Erasure]
             .into_iter()
             .find(|k| k.as_str() == s)
     }
@@ -48,8 +57,15 @@ pub enum State {
     AwaitingApproval,
     /// Building the answer.
     Exporting,
+    /// Erasure: planning what happens to every record.
+    Planning,
+    /// Erasure: the systems are erasing.
+    Executing,
     /// Answered.
     Completed,
+    /// Erasure answered, with records retained on a legal ground; their
+    /// deferred erasure is scheduled when their date is known.
+    CompletedWithRetained,
     /// Rejected by a case handler.
     Rejected,
     /// Cancelled.
@@ -65,7 +81,10 @@ impl State {
             Self::Locating => "locating",
             Self::AwaitingApproval => "awaiting_approval",
             Self::Exporting => "exporting",
+            Self::Planning => "planning",
+            Self::Executing => "executing",
             Self::Completed => "completed",
+            Self::CompletedWithRetained => "completed_with_retained",
             Self::Rejected => "rejected",
             Self::Cancelled => "cancelled",
         }
@@ -79,7 +98,10 @@ impl State {
             Self::Locating,
             Self::AwaitingApproval,
             Self::Exporting,
+            Self::Planning,
+            Self::Executing,
             Self::Completed,
+            Self::CompletedWithRetained,
             Self::Rejected,
             Self::Cancelled,
         ]
@@ -92,13 +114,22 @@ impl State {
         matches!(self, Self::Completed | Self::Rejected | Self::Cancelled)
     }
 
+    /// Whether the person has their answer (the deadline no longer runs).
+    pub fn is_answered(self) -> bool {
+        self.is_final() || self == Self::CompletedWithRetained
+    }
+
     /// Whether the request may still be cancelled: before the answer is
     /// built (for an access request, building the package is the
     /// irreversible work: data has left the systems).
     pub fn cancellable(self) -> bool {
         matches!(
             self,
-            Self::Submitted | Self::Verifying | Self::Locating | Self::AwaitingApproval
+            Self::Submitted
+                | Self::Verifying
+                | Self::Locating
+                | Self::AwaitingApproval
+                | Self::Planning
         )
     }
 
@@ -133,9 +164,11 @@ pub fn check_move(from: State, to: State) -> Result<(), IllegalMove> {
     let ok = match (from, to) {
         (Submitted, Verifying | Locating)
         | (Verifying, Locating)
-        | (Locating, AwaitingApproval | Exporting)
-        | (AwaitingApproval, Exporting)
+        | (Locating, AwaitingApproval | Exporting | Planning)
+        | (AwaitingApproval, Exporting | Executing)
         | (Exporting, Completed)
+        | (Planning, AwaitingApproval | Executing)
+        | (Executing | CompletedWithRetained, Completed | CompletedWithRetained)
         | (Verifying | AwaitingApproval, Rejected) => true,
         (f, Cancelled) => f.cancellable(),
         _ => false,
@@ -286,7 +319,10 @@ mod tests {
             Locating,
             AwaitingApproval,
             Exporting,
+            Planning,
+            Executing,
             Completed,
+            CompletedWithRetained,
             Rejected,
             Cancelled,
         ];
@@ -304,6 +340,15 @@ mod tests {
             (AwaitingApproval, Rejected),
             (AwaitingApproval, Cancelled),
             (Exporting, Completed),
+            (Locating, Planning),
+            (Planning, AwaitingApproval),
+            (Planning, Executing),
+            (Planning, Cancelled),
+            (AwaitingApproval, Executing),
+            (Executing, Completed),
+            (Executing, CompletedWithRetained),
+            (CompletedWithRetained, CompletedWithRetained),
+            (CompletedWithRetained, Completed),
         ];
         for from in all {
             for to in all {

@@ -37,6 +37,7 @@ pub(crate) mod request {
         pub package_id: Option<String>,
         pub record_count: Option<i64>,
         pub system_ids: Option<String>,
+        pub retained_count: Option<i64>,
         pub cancel_reason: Option<String>,
         pub lease_owner: Option<String>,
         pub lease_until_ms: Option<i64>,

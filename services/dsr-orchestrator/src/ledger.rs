@@ -107,8 +107,12 @@ pub struct Request {
     pub package_id: Option<String>,
     /// Once exported: records in the package.
     pub record_count: Option<u64>,
-    /// Once exported: the systems the records came from.
+    /// Once exported or erased: the systems the records came from, or
+    /// that erased.
     pub system_ids: Vec<String>,
+    /// Once erased: records retained on a legal ground (deferred erasures
+    /// still to run).
+    pub retained_count: Option<u64>,
     /// For a cancellation.
     pub cancel_reason: Option<String>,
     /// Failed attempts of the step in progress.
@@ -241,6 +245,7 @@ impl Ledger {
                 .transpose()
                 .map_err(|_| corrupt("system list"))?
                 .unwrap_or_default(),
+            retained_count: m.retained_count.map(|n| u64::try_from(n).unwrap_or(0)),
             cancel_reason: m.cancel_reason,
             attempts: u32::try_from(m.attempts).unwrap_or(0),
             last_error: m.last_error,
@@ -359,6 +364,7 @@ impl Ledger {
                 package_id: Set(None),
                 record_count: Set(None),
                 system_ids: Set(None),
+                retained_count: Set(None),
                 cancel_reason: Set(None),
                 lease_owner: Set(None),
                 lease_until_ms: Set(None),
@@ -501,7 +507,7 @@ impl Ledger {
         actor: &str,
     ) -> Result<Request, Error> {
         let current = self.get(id).await?;
-        if current.state.is_final() {
+        if current.state.is_answered() {
             return Err(IllegalMove {
                 from: current.state,
                 to: current.state,

@@ -13,7 +13,12 @@ use sea_orm::{
 use crate::entity::request as req;
 use crate::ledger::{Error, Ledger, Request};
 
-const FINAL: [&str; 3] = ["completed", "rejected", "cancelled"];
+const FINAL: [&str; 4] = [
+    "completed",
+    "completed_with_retained",
+    "rejected",
+    "cancelled",
+];
 
 /// Filters of a listing; they combine with AND.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

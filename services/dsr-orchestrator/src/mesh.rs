@@ -157,3 +157,44 @@ pub trait Export: Send + Sync {
         map: &SubjectMap,
     ) -> Result<PackageRef, CallError>;
 }
+
+/// An erasure plan, as counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    /// Records to erase.
+    pub erase: u32,
+    /// Records to anonymise.
+    pub anonymise: u32,
+    /// Records to retain.
+    pub retain: u32,
+}
+
+/// What an erasure execution (or a deferred one) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Erased {
+    /// Every system answered with a verified receipt.
+    pub complete: bool,
+    /// The systems that did not, with their reasons.
+    pub failures: Vec<String>,
+    /// Records erased or anonymised in this execution.
+    pub affected: u64,
+    /// Records a system could not erase by an acceptable method.
+    pub refused: u64,
+    /// Records still retained.
+    pub retained: u32,
+    /// When the next deferred erasure is due.
+    pub next_deferred_on: Option<NaiveDate>,
+    /// The systems with work.
+    pub system_ids: Vec<String>,
+}
+
+/// Erasure.
+#[tonic::async_trait]
+pub trait Erasure: Send + Sync {
+    /// Plans the request's erasure (or returns the plan already built).
+    async fn plan(&self, call: &Call, map: &SubjectMap) -> Result<Planned, CallError>;
+    /// Executes the plan (idempotent).
+    async fn execute(&self, call: &Call) -> Result<Erased, CallError>;
+    /// Runs the deferred erasures due before `as_of`.
+    async fn deferred(&self, call: &Call, as_of: NaiveDate) -> Result<Erased, CallError>;
+}

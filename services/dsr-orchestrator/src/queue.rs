@@ -4,14 +4,14 @@
 //! step log, and completes or fails it only while its lease holds: every
 //! write is fenced on the lease token, so a worker that lost its lease (it
 //! stalled, or was presumed dead) changes nothing. A step's completion is
-//! unique in the database (`ux_orchestrator_step_done`): no step of a
+//! unique in the database (`ux_orchestrator_step_once`): no step of a
 //! request is done twice, whatever the number of replicas.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dsr_domain::identity::Identity;
-use dsr_domain::request::{self, State};
+use dsr_domain::request::{self, Kind, State};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Statement, Value,
@@ -19,10 +19,23 @@ use sea_orm::{
 
 use crate::entity::{request as req, step};
 use crate::ledger::{Error, Ledger, Request, corrupt, identity_json};
-use crate::mesh::{PackageRef, SubjectMap};
+use crate::mesh::{Erased, PackageRef, Planned, SubjectMap};
 
 /// The steps, in order.
 pub const STEPS: [&str; 3] = ["verify", "locate", "export"];
+
+/// The steps of an erasure request, in order ("deferred" runs once per
+/// retain-until date).
+pub const ERASURE_STEPS: [&str; 5] = ["verify", "locate", "plan", "execute", "deferred"];
+
+/// The steps of a request of `kind`.
+pub fn steps_of(kind: Kind) -> &'static [&'static str] {
+    if kind.exports() {
+        &STEPS
+    } else {
+        &ERASURE_STEPS
+    }
+}
 
 /// The step a request in `state` runs next, if a worker should run one.
 pub fn step_for(state: State) -> Option<&'static str> {
@@ -30,6 +43,9 @@ pub fn step_for(state: State) -> Option<&'static str> {
         State::Submitted => Some("verify"),
         State::Locating => Some("locate"),
         State::Exporting => Some("export"),
+        State::Planning => Some("plan"),
+        State::Executing => Some("execute"),
+        State::CompletedWithRetained => Some("deferred"),
         State::Verifying
         | State::AwaitingApproval
         | State::Completed
@@ -63,6 +79,16 @@ pub enum Outcome {
     },
     /// Exported: completed.
     Exported(PackageRef),
+    /// Planned: on to approval or execution.
+    Planned {
+        /// The plan's counts.
+        plan: Planned,
+        /// Whether a case handler must approve first.
+        needs_approval: bool,
+    },
+    /// Erased (or a deferred erasure done): completed, or completed with
+    /// records retained until their deferred erasure.
+    Erased(Erased),
 }
 
 /// One step of a request as the step log shows it.
@@ -272,8 +298,11 @@ impl Ledger {
         let txn = self.write_txn().await?;
         let m = leased(&txn, claim).await?;
         let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
+        let kind = Kind::parse(&m.kind).ok_or_else(|| corrupt("kind"))?;
         let now = Utc::now();
         let mut am: req::ActiveModel = m.into();
+        // When the next step may run: now, at a date, or when a person acts.
+        let mut at: Option<i64> = None;
         let (to, runnable) = match &outcome {
             Outcome::Verified => (State::Locating, true),
             Outcome::ChallengeStarted(id) => {
@@ -285,10 +314,48 @@ impl Ledger {
                 needs_approval,
             } => {
                 am.subject_map = Set(Some(serde_json::to_string(map).expect("serialisable map")));
-                if *needs_approval {
+                if !kind.exports() {
+                    (State::Planning, true)
+                } else if *needs_approval {
                     (State::AwaitingApproval, false)
                 } else {
                     (State::Exporting, true)
+                }
+            }
+            Outcome::Planned {
+                plan: _,
+                needs_approval,
+            } => {
+                if *needs_approval {
+                    (State::AwaitingApproval, false)
+                } else {
+                    (State::Executing, true)
+                }
+            }
+            Outcome::Erased(e) => {
+                let prior = if from == State::CompletedWithRetained {
+                    am.record_count.clone().unwrap().unwrap_or(0)
+                } else {
+                    0
+                };
+                am.record_count = Set(Some(
+                    prior.saturating_add(i64::try_from(e.affected).unwrap_or(i64::MAX)),
+                ));
+                if from == State::Executing {
+                    am.system_ids = Set(Some(
+                        serde_json::to_string(&e.system_ids).expect("serialisable"),
+                    ));
+                }
+                am.retained_count = Set(Some(i64::from(e.retained)));
+                if e.retained == 0 {
+                    (State::Completed, false)
+                } else {
+                    // The deferred erasure runs by itself on its date.
+                    at = e
+                        .next_deferred_on
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                        .map(|t| t.and_utc().timestamp_millis());
+                    (State::CompletedWithRetained, false)
                 }
             }
             Outcome::Exported(p) => {
@@ -302,7 +369,11 @@ impl Ledger {
         };
         request::check_move(from, to)?;
         am.state = Set(to.as_str().to_owned());
-        am.next_attempt_ms = Set(runnable.then_some(now.timestamp_millis()));
+        am.next_attempt_ms = Set(if runnable {
+            Some(now.timestamp_millis())
+        } else {
+            at
+        });
         let keep = keep_as.filter(|_| runnable);
         if keep.is_none() {
             am.lease_owner = Set(None);
@@ -401,19 +472,22 @@ impl Ledger {
         .await
     }
 
-    /// A case handler approves a request awaiting approval: on to export.
+    /// A case handler approves a request awaiting approval: on to export,
+    /// or to the erasure of the plan they saw.
     pub async fn approve(&self, id: &str, actor: &str) -> Result<Request, Error> {
         self.change(id, actor, "approved".into(), |m, am| {
             let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
-            request::check_move(from, State::Exporting)?;
+            let kind = Kind::parse(&m.kind).ok_or_else(|| corrupt("kind"))?;
+            let to = if kind.exports() {
+                State::Exporting
+            } else {
+                State::Executing
+            };
+            request::check_move(from, to)?;
             if !from.awaits_decision() {
-                return Err(request::IllegalMove {
-                    from,
-                    to: State::Exporting,
-                }
-                .into());
+                return Err(request::IllegalMove { from, to }.into());
             }
-            am.state = Set(State::Exporting.as_str().to_owned());
+            am.state = Set(to.as_str().to_owned());
             am.next_attempt_ms = Set(Some(Utc::now().timestamp_millis()));
             Ok(())
         })
@@ -428,7 +502,7 @@ impl Ledger {
             .all(self.db())
             .await?;
         let current = step_for(r.state);
-        Ok(STEPS
+        Ok(steps_of(r.kind)
             .iter()
             .map(|name| {
                 let mine: Vec<&step::Model> = rows.iter().filter(|x| x.step == *name).collect();

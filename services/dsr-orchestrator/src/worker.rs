@@ -15,7 +15,7 @@ use rand::Rng as _;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
 use crate::ledger::{Ledger, Request};
-use crate::mesh::{Call, CallError, Discovery, Export, Verification};
+use crate::mesh::{Call, CallError, Discovery, Erased, Erasure, Export, Verification};
 use crate::metrics::Metrics;
 use crate::queue::{Claim, Outcome, step_for};
 
@@ -67,6 +67,8 @@ pub struct Mesh {
     pub discovery: Arc<dyn Discovery>,
     /// Export.
     pub export: Arc<dyn Export>,
+    /// Erasure.
+    pub erasure: Arc<dyn Erasure>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -304,12 +306,51 @@ impl Worker {
                     .await?;
                 Ok(Outcome::Exported(p))
             }
+            "plan" => {
+                let map = r.subject_map.as_ref().ok_or_else(|| CallError {
+                    service: "orchestrator".into(),
+                    reason: "no subject map recorded".into(),
+                    retryable: false,
+                })?;
+                let plan = self.mesh.erasure.plan(&call, map).await?;
+                Ok(Outcome::Planned {
+                    plan,
+                    needs_approval: self.cfg.approval_controllers.contains(&r.controller),
+                })
+            }
+            "execute" => {
+                let e = self.mesh.erasure.execute(&call).await?;
+                complete(e)
+            }
+            "deferred" => {
+                let e = self
+                    .mesh
+                    .erasure
+                    .deferred(&call, Utc::now().date_naive())
+                    .await?;
+                complete(e)
+            }
             other => Err(CallError {
                 service: "orchestrator".into(),
                 reason: format!("unknown step {other}"),
                 retryable: false,
             }),
         }
+    }
+}
+
+/// An execution every system answered is the step's outcome; one with a
+/// system still to answer is a failure worth retrying (the next attempt
+/// asks only the systems without a receipt).
+fn complete(e: Erased) -> Result<Outcome, CallError> {
+    if e.complete {
+        Ok(Outcome::Erased(e))
+    } else {
+        Err(CallError {
+            service: "erasure".into(),
+            reason: format!("incomplete ({})", e.failures.join(", ")),
+            retryable: true,
+        })
     }
 }
 

@@ -13,8 +13,8 @@ use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{Kind, State};
 use dsr_orchestrator::ledger::{Ledger, Submission};
 use dsr_orchestrator::mesh::{
-    Call, CallError, Challenge, Discovery, Export, PackageRef, Store, SubjectMap, SystemFound,
-    Verification,
+    Call, CallError, Challenge, Discovery, Erased, Erasure, Export, PackageRef, Planned, Store,
+    SubjectMap, SystemFound, Verification,
 };
 use dsr_orchestrator::metrics::Metrics;
 use dsr_orchestrator::migration::Migrator;
@@ -27,6 +27,12 @@ struct Fake {
     system_down: AtomicBool,
     locates: AtomicU32,
     builds: Mutex<BTreeMap<String, u32>>,
+    /// Executions that answer incomplete (a system down) before one
+    /// completes.
+    executions_failing: AtomicU32,
+    plans: AtomicU32,
+    executions: AtomicU32,
+    deferred: AtomicU32,
 }
 
 #[tonic::async_trait]
@@ -96,6 +102,60 @@ impl Export for Fake {
     }
 }
 
+#[tonic::async_trait]
+impl Erasure for Fake {
+    async fn plan(&self, _: &Call, map: &SubjectMap) -> Result<Planned, CallError> {
+        assert_eq!(map.record_count(), 1, "the plan gets the subject map");
+        self.plans.fetch_add(1, Ordering::SeqCst);
+        Ok(Planned {
+            erase: 0,
+            anonymise: 0,
+            retain: 1,
+        })
+    }
+
+    async fn execute(&self, _: &Call) -> Result<Erased, CallError> {
+        self.executions.fetch_add(1, Ordering::SeqCst);
+        let failing = self.executions_failing.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.executions_failing.store(failing - 1, Ordering::SeqCst);
+            return Ok(Erased {
+                complete: false,
+                failures: vec!["system legal: UNAVAILABLE".into()],
+                affected: 0,
+                refused: 0,
+                retained: 1,
+                next_deferred_on: None,
+                system_ids: vec!["crm".into(), "legal".into()],
+            });
+        }
+        // One record retained until yesterday: its deferred erasure is due.
+        Ok(Erased {
+            complete: true,
+            failures: vec![],
+            affected: 3,
+            refused: 0,
+            retained: 1,
+            next_deferred_on: Some(chrono::Utc::now().date_naive()),
+            system_ids: vec!["crm".into(), "legal".into()],
+        })
+    }
+
+    async fn deferred(&self, _: &Call, as_of: chrono::NaiveDate) -> Result<Erased, CallError> {
+        assert_eq!(as_of, chrono::Utc::now().date_naive());
+        self.deferred.fetch_add(1, Ordering::SeqCst);
+        Ok(Erased {
+            complete: true,
+            failures: vec![],
+            affected: 1,
+            refused: 0,
+            retained: 0,
+            next_deferred_on: None,
+            system_ids: vec!["crm".into()],
+        })
+    }
+}
+
 fn submission(key: &str) -> Submission {
     let email = Identity::parse(IdentityType::Email, "anna@example.se").unwrap();
     Submission {
@@ -132,6 +192,7 @@ fn start(
         verification: fake.clone(),
         discovery: fake.clone(),
         export: fake.clone(),
+        erasure: fake.clone(),
     };
     let (changes, _) = broadcast::channel(64);
     let w = Worker::new(
@@ -346,6 +407,7 @@ async fn a_controller_that_requires_approval_waits_for_a_case_handler() {
         verification: fake.clone(),
         discovery: fake.clone(),
         export: fake.clone(),
+        erasure: fake.clone(),
     };
     let mut cfg = config("w1");
     cfg.approval_controllers = [Organisationsnummer::parse("556134-1248").unwrap()].into();
@@ -419,4 +481,46 @@ async fn a_controller_that_requires_approval_waits_for_a_case_handler() {
     stop_tx.send(true).unwrap();
     w.await.unwrap();
     db.finish().await;
+}
+
+#[tokio::test]
+async fn an_erasure_plans_executes_until_every_system_answers_then_runs_its_deferred_erasure() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    fake.executions_failing.store(2, Ordering::SeqCst);
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = start(&ledger, &fake, "w1", &stop);
+    let today = chrono::Utc::now().date_naive();
+    let mut sub = submission("erase-0001");
+    sub.kind = Kind::Erasure;
+    let (r, _) = ledger.submit(sub, today, "portal").await.unwrap();
+    let done = wait_for(&ledger, &r.id, State::Completed).await;
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    assert_eq!(fake.plans.load(Ordering::SeqCst), 1);
+    // Two incomplete executions retried, then one complete.
+    assert_eq!(fake.executions.load(Ordering::SeqCst), 3);
+    assert_eq!(fake.deferred.load(Ordering::SeqCst), 1);
+    assert_eq!(done.record_count, Some(4), "3 erased, then 1 deferred");
+    assert_eq!(done.retained_count, Some(0));
+    assert_eq!(done.system_ids, vec!["crm".to_owned(), "legal".to_owned()]);
+    let steps = ledger.steps(&done).await.unwrap();
+    let names: Vec<(&str, &str, u32)> = steps
+        .iter()
+        .map(|s| (s.name, s.status, s.attempts))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("verify", "done", 1),
+            ("locate", "done", 1),
+            ("plan", "done", 1),
+            ("execute", "done", 3),
+            ("deferred", "done", 1),
+        ]
+    );
+    // Submitted (verified: straight to locating), then planning, executing,
+    // completed with retained, completed: the chain holds.
+    assert_eq!(ledger.verify_audit().await.unwrap(), 6);
+    drop(db);
 }

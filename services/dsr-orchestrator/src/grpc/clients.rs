@@ -1,5 +1,5 @@
 //! The tonic implementations of the [`crate::mesh`] traits: identity,
-//! discovery and export, each called with a service token for its audience,
+//! discovery, export and erasure, each called with a service token for its audience,
 //! the caller's trace context, and the step's deadline as `grpc-timeout`.
 
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use dsr_domain::request::Kind;
 use dsr_proto::common::v1 as common;
 use dsr_proto::discovery::v1 as disc;
 use dsr_proto::discovery::v1::discovery_client::DiscoveryClient;
+use dsr_proto::erasure::v1 as era;
+use dsr_proto::erasure::v1::erasure_client::ErasureClient;
 use dsr_proto::export::v1 as exp;
 use dsr_proto::export::v1::export_client::ExportClient;
 use dsr_proto::identity::v1 as idv;
@@ -23,8 +25,8 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use crate::mesh::{
-    Call, CallError, Challenge, Discovery, Export, PackageRef, Store, SubjectMap, SystemFound,
-    Verification,
+    Call, CallError, Challenge, Discovery, Erased, Erasure, Export, PackageRef, Planned, Store,
+    SubjectMap, SystemFound, Verification,
 };
 
 type Intercepted = InterceptedService<Channel, Outgoing>;
@@ -38,6 +40,8 @@ pub struct Endpoints {
     pub discovery: String,
     /// Export.
     pub export: String,
+    /// Erasure.
+    pub erasure: String,
 }
 
 /// The mesh over gRPC.
@@ -46,6 +50,7 @@ pub struct GrpcMesh {
     identity: IdentityVerificationClient<Intercepted>,
     discovery: DiscoveryClient<Intercepted>,
     export: ExportClient<Intercepted>,
+    erasure: ErasureClient<Intercepted>,
 }
 
 impl GrpcMesh {
@@ -66,7 +71,12 @@ impl GrpcMesh {
             .max_decoding_message_size(64 * 1024 * 1024),
             export: ExportClient::with_interceptor(
                 ch("export", &e.export)?,
-                Outgoing::new(signer, me, "dsr-export", &["export:build"]),
+                Outgoing::new(signer.clone(), me, "dsr-export", &["export:build"]),
+            )
+            .max_encoding_message_size(64 * 1024 * 1024),
+            erasure: ErasureClient::with_interceptor(
+                ch("erasure", &e.erasure)?,
+                Outgoing::new(signer, me, "dsr-erasure", &["erasure:execute"]),
             )
             .max_encoding_message_size(64 * 1024 * 1024),
         })
@@ -324,6 +334,13 @@ impl Export for GrpcMesh {
                     kind: match kind {
                         Kind::Access => exp::PackageKind::Access,
                         Kind::Portability => exp::PackageKind::Portability,
+                        Kind::Erasure => {
+                            return Err(CallError {
+                                service: "orchestrator".into(),
+                                reason: "an erasure request has no package".into(),
+                                retryable: false,
+                            });
+                        }
                     } as i32,
                     controller: controller(call),
                     due_date: Some(kit::date_to_pb(call.due_date)),
@@ -344,5 +361,91 @@ impl Export for GrpcMesh {
             record_count: p.record_count,
             system_ids: p.system_ids,
         })
+    }
+}
+
+fn erased(e: Option<era::Execution>) -> Result<Erased, CallError> {
+    let e = e.ok_or_else(|| CallError {
+        service: "erasure".into(),
+        reason: "NO_EXECUTION".into(),
+        retryable: true,
+    })?;
+    let failures = e
+        .systems
+        .iter()
+        .filter(|s| s.state != era::SystemState::Done as i32)
+        .map(|s| format!("system {}: {}", s.system_id, s.error))
+        .collect();
+    Ok(Erased {
+        complete: e.complete,
+        failures,
+        affected: e.systems.iter().map(|s| s.affected).sum(),
+        refused: e.systems.iter().map(|s| s.refused).sum(),
+        retained: e.retained_count,
+        next_deferred_on: kit::date(e.next_deferred_on),
+        system_ids: e.systems.into_iter().map(|s| s.system_id).collect(),
+    })
+}
+
+#[tonic::async_trait]
+impl Erasure for GrpcMesh {
+    async fn plan(&self, call: &Call, map: &SubjectMap) -> Result<Planned, CallError> {
+        let p = self
+            .erasure
+            .clone()
+            .plan(with_deadline(
+                call,
+                era::PlanRequest {
+                    request_id: call.request_id.clone(),
+                    controller: controller(call),
+                    due_date: Some(kit::date_to_pb(call.due_date)),
+                    subject_map: Some(map_to_pb(map)),
+                },
+            ))
+            .await
+            .map_err(|s| call_error("erasure", &s))?
+            .into_inner()
+            .plan
+            .unwrap_or_default();
+        Ok(Planned {
+            erase: p.erase_count,
+            anonymise: p.anonymise_count,
+            retain: p.retain_count,
+        })
+    }
+
+    async fn execute(&self, call: &Call) -> Result<Erased, CallError> {
+        let resp = self
+            .erasure
+            .clone()
+            .execute(with_deadline(
+                call,
+                era::ExecuteRequest {
+                    request_id: call.request_id.clone(),
+                    due_date: Some(kit::date_to_pb(call.due_date)),
+                },
+            ))
+            .await
+            .map_err(|s| call_error("erasure", &s))?
+            .into_inner();
+        erased(resp.execution)
+    }
+
+    async fn deferred(&self, call: &Call, as_of: chrono::NaiveDate) -> Result<Erased, CallError> {
+        let resp = self
+            .erasure
+            .clone()
+            .execute_deferred(with_deadline(
+                call,
+                era::ExecuteDeferredRequest {
+                    request_id: call.request_id.clone(),
+                    as_of: Some(kit::date_to_pb(as_of)),
+                    due_date: Some(kit::date_to_pb(call.due_date)),
+                },
+            ))
+            .await
+            .map_err(|s| call_error("erasure", &s))?
+            .into_inner();
+        erased(resp.execution)
     }
 }

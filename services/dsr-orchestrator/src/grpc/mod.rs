@@ -182,6 +182,7 @@ fn kind_to_pb(k: Kind) -> pb::Kind {
     match k {
         Kind::Access => pb::Kind::Access,
         Kind::Portability => pb::Kind::Portability,
+        Kind::Erasure => pb::Kind::Erasure,
     }
 }
 
@@ -189,6 +190,7 @@ fn kind_from_pb(k: i32) -> Option<Kind> {
     match pb::Kind::try_from(k).ok()? {
         pb::Kind::Access => Some(Kind::Access),
         pb::Kind::Portability => Some(Kind::Portability),
+        pb::Kind::Erasure => Some(Kind::Erasure),
         pb::Kind::Unspecified => None,
     }
 }
@@ -201,6 +203,9 @@ fn state_to_pb(s: State) -> pb::State {
         State::AwaitingApproval => pb::State::AwaitingApproval,
         State::Exporting => pb::State::Exporting,
         State::Completed => pb::State::Completed,
+        State::Planning => pb::State::Planning,
+        State::Executing => pb::State::Executing,
+        State::CompletedWithRetained => pb::State::CompletedWithRetained,
         State::Rejected => pb::State::Rejected,
         State::Cancelled => pb::State::Cancelled,
     }
@@ -215,6 +220,9 @@ fn state_from_pb(s: i32) -> Option<State> {
         pb::State::AwaitingApproval => State::AwaitingApproval,
         pb::State::Exporting => State::Exporting,
         pb::State::Completed => State::Completed,
+        pb::State::Planning => State::Planning,
+        pb::State::Executing => State::Executing,
+        pb::State::CompletedWithRetained => State::CompletedWithRetained,
         pb::State::Rejected => State::Rejected,
         pb::State::Cancelled => State::Cancelled,
     })
@@ -262,7 +270,7 @@ pub fn request_to_pb(
             due: Some(kit::date_to_pb(d.due())),
             extended_months: ext.map(|e| e.months).unwrap_or(0),
             extension_reason: ext.map(|e| e.reason.clone()).unwrap_or_default(),
-            overdue: !r.state.is_final() && today > d.due(),
+            overdue: !r.state.is_answered() && today > d.due(),
         }),
         language: r.language.clone(),
         steps: steps.iter().map(step_to_pb).collect(),
@@ -284,6 +292,7 @@ pub fn request_to_pb(
         record_count: r.record_count.unwrap_or(0),
         system_ids: r.system_ids.clone(),
         cancel_reason: r.cancel_reason.clone().unwrap_or_default(),
+        retained_count: r.retained_count.unwrap_or(0),
     }
 }
 
@@ -568,7 +577,7 @@ impl Requests for Handlers {
                         return;
                     }
                 }
-                if current.state.is_final() {
+                if current.state.is_answered() {
                     return;
                 }
                 // A change here, a change by another replica (the poll), or the

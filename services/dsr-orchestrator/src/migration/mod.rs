@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_ledger;
 mod m20261124_000002_work_queue;
+mod m20261201_000003_erasure;
 
 /// The migrations.
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_ledger::Migration),
             Box::new(m20261124_000002_work_queue::Migration),
+            Box::new(m20261201_000003_erasure::Migration),
         ]
     }
 }
