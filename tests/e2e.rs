@@ -332,7 +332,7 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
     let pg = postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = consecutive_ports(8);
+    let base = consecutive_ports(9);
     let up = dsr_up(&data, base, pg.as_ref().map(|p| p.url.as_str()));
     ready(base + 7, &up).await;
 
@@ -831,7 +831,7 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
 // ---------------------------------------------------------------------------
 // Every service its own process.
 
-const SERVICES: [&str; 9] = [
+const SERVICES: [&str; 10] = [
     "transfer-registry",
     "crm",
     "print-mail",
@@ -839,6 +839,7 @@ const SERVICES: [&str; 9] = [
     "identity",
     "discovery",
     "export",
+    "erasure",
     "orchestrator",
     "orchestrator-2",
 ];
@@ -897,10 +898,15 @@ registry_endpoint = "{registry}"
 service_key_file = "{key}"
 service_token_issuer = "e2e"
 
+[erasure]
+service_key_file = "{key}"
+service_token_issuer = "e2e"
+
 [orchestrator]
 identity_endpoint = "{identity}"
 discovery_endpoint = "{discovery}"
 export_endpoint = "{export}"
+erasure_endpoint = "{erasure}"
 service_key_file = "{key}"
 service_token_issuer = "e2e"
 lease_secs = 10
@@ -920,6 +926,7 @@ workers = 16
             identity = url("identity"),
             discovery = url("discovery"),
             export = url("export"),
+            erasure = url("erasure"),
         );
         let config_path = dir.path().join("dsr.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -945,7 +952,7 @@ workers = 16
             token,
             db_url: db_url.map(str::to_owned),
         };
-        for s in &SERVICES[..8] {
+        for s in &SERVICES[..9] {
             mesh.start(s).await;
         }
         mesh
@@ -1280,6 +1287,317 @@ async fn the_work_survives_a_system_down_a_killed_orchestrator_and_runs_on_two_r
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
     drop(mesh);
+    if let Some(p) = pg {
+        p.finish().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Erasure under `dsr up`.
+
+const CRM_TABLES: [&str; 8] = [
+    "companies",
+    "contacts",
+    "kyc_documents",
+    "pep_screenings",
+    "event_registrations",
+    "survey_responses",
+    "prospects",
+    "prospect_interactions",
+];
+
+/// The CRM's own database, as its operator (and a backup) sees it.
+async fn crm_db(data: &Path, pg: Option<&TestDb>) -> sea_orm::DatabaseConnection {
+    let (url, schema) = match pg {
+        Some(p) => (p.url.clone(), Some("dsr_system_crm".to_owned())),
+        None => (dsr_store::sqlite_url(&data.join("system-crm.db")), None),
+    };
+    dsr_store::connect(
+        &url,
+        &dsr_store::StoreConfig {
+            schema,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn rows(db: &sea_orm::DatabaseConnection, sql: &str) -> Vec<sea_orm::QueryResult> {
+    use sea_orm::ConnectionTrait as _;
+    db.query_all_raw(sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap()
+}
+
+async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+    rows(db, &format!("SELECT COUNT(*) AS n FROM ({sql}) q"))
+        .await
+        .first()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap()
+}
+
+async fn table_counts(db: &sea_orm::DatabaseConnection) -> Vec<i64> {
+    let mut v = Vec::new();
+    for t in CRM_TABLES {
+        v.push(count(db, &format!("SELECT id FROM {t}")).await);
+    }
+    v
+}
+
+async fn exec(db: &sea_orm::DatabaseConnection, sql: &str) {
+    use sea_orm::ConnectionTrait as _;
+    db.execute_unprepared(sql).await.unwrap();
+}
+
+fn request_id(stdout: &str) -> String {
+    stdout.lines().next().unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_restore() {
+    let _turn = TURN.lock().await;
+    let pg = postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = consecutive_ports(9);
+    let up = dsr_up(&data, base, pg.as_ref().map(|p| p.url.as_str()));
+    ready(base + 7, &up).await;
+    ready(base + 8, &up).await;
+    let crm = crm_db(&data, pg.as_ref()).await;
+
+    // A seeded person of Intrum Sverige whose relationship ended about three
+    // years ago (more than 24, less than 60 months), with AML documents, an
+    // event registration and a prospect-register entry.
+    let today = chrono::Utc::now().date_naive();
+    let months_ago = |m: u32| today.checked_sub_months(chrono::Months::new(m)).unwrap();
+    let found = rows(
+        &crm,
+        &format!(
+            "SELECT c.id AS id, c.email AS email, CAST(c.relationship_ended_on AS TEXT) AS ended
+             FROM contacts c
+             WHERE c.controller_orgnr = '{SVERIGE}'
+               AND c.relationship_ended_on > '{}' AND c.relationship_ended_on < '{}'
+               AND EXISTS (SELECT 1 FROM kyc_documents k WHERE k.contact_id = c.id)
+               AND EXISTS (SELECT 1 FROM pep_screenings s WHERE s.contact_id = c.id)
+               AND EXISTS (SELECT 1 FROM event_registrations e WHERE e.contact_id = c.id)
+               AND EXISTS (SELECT 1 FROM prospects p WHERE p.email = c.email)
+             ORDER BY c.id LIMIT 1",
+            months_ago(54),
+            months_ago(30)
+        ),
+    )
+    .await;
+    let person = found.first().expect("a seeded person ended ~3 years ago");
+    let id: i64 = person.try_get("", "id").unwrap();
+    let who: String = person.try_get("", "email").unwrap();
+    let ended: chrono::NaiveDate = person
+        .try_get::<String>("", "ended")
+        .unwrap()
+        .get(..10)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let aml_until = ended.checked_add_months(chrono::Months::new(60)).unwrap();
+
+    // A backup of the CRM, taken before the erasure.
+    for t in CRM_TABLES {
+        exec(&crm, &format!("CREATE TABLE bak_{t} AS SELECT * FROM {t}")).await;
+    }
+    let before_erasure = chrono::Utc::now() - chrono::Duration::seconds(2);
+    let counts_before = table_counts(&crm).await;
+
+    let printed = ok(&cli(
+        &data,
+        base,
+        &["request", "erase", "--email", &who, "--wait"],
+    ));
+    let rid = request_id(&printed);
+    assert!(
+        printed.contains("state      completed_with_retained"),
+        "{printed}"
+    );
+
+    // The plan: contact, event and prospect data erased; the AML documents
+    // and PEP screening retained with the AML ground until the end + 5 years.
+    let plan = ok(&cli(&data, base, &["request", "plan", &rid]));
+    let line = |store: &str| -> Vec<&str> {
+        plan.lines()
+            .filter(|l| l.trim_start().starts_with("crm") && l.contains(&format!(" {store} ")))
+            .collect()
+    };
+    for store in [
+        "contacts",
+        "event_registrations",
+        "prospects",
+        "prospect_interactions",
+    ] {
+        let ls = line(store);
+        assert!(!ls.is_empty(), "{store} not in the plan:\n{plan}");
+        assert!(ls.iter().all(|l| l.contains(" erase ")), "{store}:\n{plan}");
+    }
+    for store in ["kyc_documents", "pep_screenings"] {
+        let ls = line(store);
+        assert!(!ls.is_empty(), "{store} not in the plan:\n{plan}");
+        for l in ls {
+            assert!(l.contains("RETAIN"), "{l}");
+            assert!(l.contains(&format!("until {aml_until}")), "{l}");
+            assert!(l.contains("17(3)(b)") && l.contains("2017:630"), "{l}");
+        }
+    }
+    assert!(
+        plan.contains(&format!(
+            "first deferred erasure on {}",
+            aml_until.succ_opt().unwrap()
+        )),
+        "{plan}"
+    );
+    let shown = ok(&cli(&data, base, &["request", "show", &rid]));
+    assert!(shown.contains("deferred"), "{shown}");
+
+    // Gone everywhere in the CRM; the AML records kept and restricted.
+    let c = |sql: String| {
+        let crm = crm.clone();
+        async move { count(&crm, &sql).await }
+    };
+    assert_eq!(
+        c(format!("SELECT id FROM contacts WHERE id = {id}")).await,
+        0
+    );
+    assert_eq!(
+        c(format!(
+            "SELECT id FROM event_registrations WHERE contact_id = {id}"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        c(format!("SELECT id FROM prospects WHERE email = '{who}'")).await,
+        0
+    );
+    let kept = c(format!(
+        "SELECT id FROM kyc_documents WHERE id IN (SELECT id FROM bak_kyc_documents WHERE contact_id = {id}) AND restricted_at IS NOT NULL"
+    ))
+    .await;
+    assert!(kept >= 1, "the AML documents are kept, restricted");
+    assert_eq!(
+        c(format!(
+            "SELECT id FROM pep_screenings WHERE id IN (SELECT id FROM bak_pep_screenings WHERE contact_id = {id}) AND restricted_at IS NULL"
+        ))
+        .await,
+        0,
+        "every retained PEP screening is restricted"
+    );
+
+    // Every receipt verifies, against the keys each system publishes.
+    let receipts = ok(&cli(&data, base, &["request", "receipts", &rid]));
+    let receipt_lines: Vec<&str> = receipts
+        .lines()
+        .filter(|l| l.contains("signed by"))
+        .collect();
+    assert!(receipt_lines.len() >= 2, "{receipts}");
+    assert!(
+        receipt_lines.iter().all(|l| l.contains("verified yes")),
+        "{receipts}"
+    );
+    assert!(receipts.contains(" crm "), "{receipts}");
+
+    // A second identical request changes nothing.
+    let counts_after = table_counts(&crm).await;
+    assert_ne!(counts_before, counts_after);
+    let again = ok(&cli(
+        &data,
+        base,
+        &["request", "erase", "--email", &who, "--wait"],
+    ));
+    assert!(again.contains("state      completed"), "{again}");
+    assert_eq!(table_counts(&crm).await, counts_after);
+
+    // Restore the backup: the person is back. Replaying the erasures since
+    // the backup erases them again, and nothing else.
+    for t in CRM_TABLES.iter().rev() {
+        exec(&crm, &format!("DELETE FROM {t}")).await;
+    }
+    for t in CRM_TABLES {
+        exec(&crm, &format!("INSERT INTO {t} SELECT * FROM bak_{t}")).await;
+    }
+    assert_eq!(table_counts(&crm).await, counts_before);
+    assert_eq!(
+        c(format!("SELECT id FROM contacts WHERE id = {id}")).await,
+        1
+    );
+    let replayed = ok(&cli(
+        &data,
+        base,
+        &[
+            "replay-erasures",
+            "--since",
+            &before_erasure.to_rfc3339(),
+            "--system",
+            "crm",
+        ],
+    ));
+    assert!(replayed.contains("crm"), "{replayed}");
+    assert_eq!(table_counts(&crm).await, counts_after, "{replayed}");
+    assert_eq!(
+        c(format!("SELECT id FROM contacts WHERE id = {id}")).await,
+        0
+    );
+    assert_eq!(
+        c(format!(
+            "SELECT id FROM pep_screenings WHERE id IN (SELECT id FROM bak_pep_screenings WHERE contact_id = {id}) AND restricted_at IS NULL"
+        ))
+        .await,
+        0,
+        "restricted again"
+    );
+
+    // A person whose relationship goes on: the business-contact data is
+    // retained on the contract, visibly.
+    let open = rows(
+        &crm,
+        &format!(
+            "SELECT c.email AS email FROM contacts c
+             WHERE c.controller_orgnr = '{SVERIGE}' AND c.relationship_ended_on IS NULL
+               AND c.email IS NOT NULL ORDER BY c.id LIMIT 1"
+        ),
+    )
+    .await;
+    let open_who: String = open.first().unwrap().try_get("", "email").unwrap();
+    let printed = ok(&cli(
+        &data,
+        base,
+        &["request", "erase", "--email", &open_who, "--wait"],
+    ));
+    assert!(
+        printed.contains("state      completed_with_retained"),
+        "{printed}"
+    );
+    let plan = ok(&cli(
+        &data,
+        base,
+        &["request", "plan", &request_id(&printed)],
+    ));
+    let contact = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("crm") && l.contains(" contacts "))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(
+        contact.contains("RETAIN") && contact.contains("6(1)(b)"),
+        "{contact}"
+    );
+    assert!(contact.contains("until (open)"), "{contact}");
+
+    let logs = up.kill();
+    for secret in [who.as_str(), open_who.as_str()] {
+        assert!(!logs.contains(secret), "an identity in the logs");
+    }
+    drop(crm);
     if let Some(p) = pg {
         p.finish().await;
     }

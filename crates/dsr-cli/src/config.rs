@@ -36,6 +36,7 @@ pub(crate) struct Config {
     pub discovery: DiscoverySection,
     pub orchestrator: OrchestratorSection,
     pub export: ExportSection,
+    pub erasure: ErasureSection,
     /// The controller group (controllers, DPO, authority, policy version),
     /// TOML as crates/dsr-domain/data/group.toml; empty: the shipped one.
     pub group_file: String,
@@ -53,6 +54,8 @@ pub(crate) struct OrchestratorSection {
     pub discovery_endpoint: String,
     /// Export.
     pub export_endpoint: String,
+    /// Erasure.
+    pub erasure_endpoint: String,
     /// The identity service's JWKS (verification tokens); empty:
     /// `<data_dir>/identity-jwks.json`.
     pub identity_jwks_file: String,
@@ -99,6 +102,22 @@ pub(crate) struct ExportSection {
     /// kept in the data directory, created once.
     pub master_key_file: String,
     /// The Ed25519 key for export's service tokens (created when missing).
+    pub service_key_file: String,
+    /// The issuer of those tokens.
+    pub service_token_issuer: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ErasureSection {
+    /// The 32-byte key (64 hex digits) of the keyed hashes that tombstones
+    /// and person holds keep instead of identities; empty: kept in the data
+    /// directory, created once. Keep it with the database backups: without
+    /// it, a tombstone no longer matches its person.
+    pub tombstone_key_file: String,
+    /// The Ed25519 key for erasure's service tokens (created when missing);
+    /// the data systems must trust it. The data systems are those of
+    /// `discovery.systems`.
     pub service_key_file: String,
     /// The issuer of those tokens.
     pub service_token_issuer: String,
@@ -315,6 +334,7 @@ impl Default for Config {
                 identity_endpoint: String::new(),
                 discovery_endpoint: String::new(),
                 export_endpoint: String::new(),
+                erasure_endpoint: String::new(),
                 identity_jwks_file: String::new(),
                 service_key_file: String::new(),
                 service_token_issuer: "dsr-orchestrator".into(),
@@ -336,6 +356,11 @@ impl Default for Config {
                 master_key_file: String::new(),
                 service_key_file: String::new(),
                 service_token_issuer: "dsr-export".into(),
+            },
+            erasure: ErasureSection {
+                tombstone_key_file: String::new(),
+                service_key_file: String::new(),
+                service_token_issuer: "dsr-erasure".into(),
             },
             group_file: String::new(),
             retention_file: String::new(),
@@ -571,6 +596,7 @@ impl Config {
             ("orchestrator.identity_endpoint", &o.identity_endpoint),
             ("orchestrator.discovery_endpoint", &o.discovery_endpoint),
             ("orchestrator.export_endpoint", &o.export_endpoint),
+            ("orchestrator.erasure_endpoint", &o.erasure_endpoint),
             ("export.registry_endpoint", &self.export.registry_endpoint),
         ] {
             if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {

@@ -11,6 +11,7 @@ mod bench;
 mod config;
 mod conformance;
 mod dev;
+mod erasure;
 mod request;
 mod services;
 mod transfers;
@@ -72,6 +73,9 @@ enum Command {
     Audit(AuditArgs),
     /// Show the retention policy in force (validated).
     Policy(PolicyArgs),
+    /// After a database restore: erase again what the erasures since the
+    /// backup had erased (from their tombstones), and nothing else.
+    ReplayErasures(erasure::ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +237,7 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::Bench(_)
         | Command::Verify(_)
         | Command::Request(_)
+        | Command::ReplayErasures(_)
         | Command::Policy(_) => {}
     }
     f
@@ -313,6 +318,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Verify(args) => verify::run(&cfg, args).await,
         Command::Request(args) => request::run(&cfg, args).await,
+        Command::ReplayErasures(args) => erasure::replay(&cfg, args).await,
         Command::Audit(AuditArgs {
             command: AuditCommand::Verify { .. },
         }) => audit_verify(&cfg).await,

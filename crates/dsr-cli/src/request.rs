@@ -29,6 +29,9 @@ pub(crate) struct RequestArgs {
     /// Export, for downloads (default: `dsr up`'s, base port + 6).
     #[arg(long, global = true)]
     export_endpoint: Option<String>,
+    /// Erasure, for plans and receipts (default: `dsr up`'s, base port + 8).
+    #[arg(long, global = true)]
+    erasure_endpoint: Option<String>,
     /// Bearer token (default: minted from the data directory's development key).
     #[arg(long, env = "DSR_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -81,7 +84,10 @@ enum StateArg {
     Locating,
     AwaitingApproval,
     Exporting,
+    Planning,
+    Executing,
     Completed,
+    CompletedWithRetained,
     Rejected,
     Cancelled,
 }
@@ -90,6 +96,7 @@ enum StateArg {
 enum KindArg {
     Access,
     Portability,
+    Erasure,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -106,6 +113,20 @@ enum RequestCommand {
     Access(NewRequest),
     /// Submit a portability request (Art. 20).
     Portability(NewRequest),
+    /// Submit an erasure request (Art. 17).
+    Erase(NewRequest),
+    /// Show an erasure request's plan: per record, erase, anonymise or
+    /// retain with the legal ground and the date.
+    Plan {
+        /// The request id.
+        id: String,
+    },
+    /// Show an erasure request's receipts, each verified again against the
+    /// signing system's published keys.
+    Receipts {
+        /// The request id.
+        id: String,
+    },
     /// Pass the person's one-time code for a request waiting in VERIFYING.
     Verify {
         /// The request id.
@@ -210,6 +231,7 @@ struct Portal {
     token: String,
     requests: RequestsClient<Channel>,
     export_endpoint: String,
+    erasure_endpoint: String,
 }
 
 impl Portal {
@@ -232,7 +254,7 @@ impl Portal {
     }
 }
 
-async fn connect(endpoint: &str, what: &str) -> anyhow::Result<Channel> {
+pub(crate) async fn connect(endpoint: &str, what: &str) -> anyhow::Result<Channel> {
     Channel::from_shared(endpoint.to_owned())
         .with_context(|| format!("invalid {what} endpoint"))?
         .connect()
@@ -298,6 +320,14 @@ fn print_request(r: &pb::DataSubjectRequest) {
     if !r.cancel_reason.is_empty() {
         println!("cancelled  {}", r.cancel_reason);
     }
+    if r.kind == pb::Kind::Erasure as i32 && !r.system_ids.is_empty() {
+        println!(
+            "erased     {} records at {}; {} retained",
+            r.record_count,
+            r.system_ids.join(", "),
+            r.retained_count
+        );
+    }
     println!("steps");
     for s in &r.steps {
         let mut line = format!("  {:<8} {:<14} attempts {}", s.name, s.status, s.attempts);
@@ -353,12 +383,14 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
         vec![
             dsr_orchestrator::SERVICE_NAME.into(),
             dsr_export::SERVICE_NAME.into(),
+            dsr_erasure::SERVICE_NAME.into(),
         ],
         vec![
             dsr_orchestrator::grpc::SCOPE_SUBMIT.into(),
             dsr_orchestrator::grpc::SCOPE_READ.into(),
             dsr_orchestrator::grpc::SCOPE_MANAGE.into(),
             dsr_export::grpc::SCOPE_READ.into(),
+            dsr_erasure::grpc::SCOPE_READ.into(),
         ],
         Duration::from_secs(3600),
     )?;
@@ -366,10 +398,18 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
         token,
         requests: RequestsClient::new(connect(&endpoint, "the orchestrator").await?),
         export_endpoint: args.export_endpoint.unwrap_or_else(|| base(6)),
+        erasure_endpoint: args.erasure_endpoint.unwrap_or_else(|| base(8)),
     };
     match args.command {
         RequestCommand::Access(n) => submit(cfg, &mut p, pb::Kind::Access, n).await,
         RequestCommand::Portability(n) => submit(cfg, &mut p, pb::Kind::Portability, n).await,
+        RequestCommand::Erase(n) => submit(cfg, &mut p, pb::Kind::Erasure, n).await,
+        RequestCommand::Plan { id } => {
+            crate::erasure::show_plan(&p.token, &p.erasure_endpoint, &id).await
+        }
+        RequestCommand::Receipts { id } => {
+            crate::erasure::show_receipts(&p.token, &p.erasure_endpoint, &id).await
+        }
         RequestCommand::Verify { id, code } => {
             let r = p.req(pb::VerifyRequest {
                 id,
@@ -409,7 +449,10 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                         StateArg::Locating => pb::State::Locating,
                         StateArg::AwaitingApproval => pb::State::AwaitingApproval,
                         StateArg::Exporting => pb::State::Exporting,
+                        StateArg::Planning => pb::State::Planning,
+                        StateArg::Executing => pb::State::Executing,
                         StateArg::Completed => pb::State::Completed,
+                        StateArg::CompletedWithRetained => pb::State::CompletedWithRetained,
                         StateArg::Rejected => pb::State::Rejected,
                         StateArg::Cancelled => pb::State::Cancelled,
                     }) as i32
@@ -418,6 +461,7 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                     None => 0,
                     Some(KindArg::Access) => pb::Kind::Access as i32,
                     Some(KindArg::Portability) => pb::Kind::Portability as i32,
+                    Some(KindArg::Erasure) => pb::Kind::Erasure as i32,
                 },
                 controller: controller.map(|c| common::ControllerRef {
                     organisation_number: c,
@@ -606,7 +650,10 @@ async fn submit(cfg: &Config, p: &mut Portal, kind: pb::Kind, n: NewRequest) -> 
         let state = pb::State::try_from(r.state).unwrap_or(pb::State::Unspecified);
         if matches!(
             state,
-            pb::State::Completed | pb::State::Rejected | pb::State::Cancelled
+            pb::State::Completed
+                | pb::State::CompletedWithRetained
+                | pb::State::Rejected
+                | pb::State::Cancelled
         ) {
             break;
         }
@@ -640,7 +687,8 @@ async fn submit(cfg: &Config, p: &mut Portal, kind: pb::Kind, n: NewRequest) -> 
         r = p.get(&r.id).await?;
     }
     print_request(&r);
-    if r.state != pb::State::Completed as i32 {
+    if r.state != pb::State::Completed as i32 && r.state != pb::State::CompletedWithRetained as i32
+    {
         bail!("the request ended {}", state_name(r.state));
     }
     if let Some(out) = &n.out {

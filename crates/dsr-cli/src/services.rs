@@ -29,6 +29,9 @@ pub(crate) enum ServiceKind {
     Discovery,
     /// Export (dsr.export.v1.Export): access and portability packages.
     Export,
+    /// Erasure (dsr.erasure.v1.Erasure): plans, receipts, deferred
+    /// erasures, legal holds, replay after a restore.
+    Erasure,
     /// The orchestrator (dsr.orchestrator.v1.Requests): the portals' API and
     /// the work queue.
     Orchestrator,
@@ -43,6 +46,7 @@ impl ServiceKind {
             Self::Identity => "identity",
             Self::Discovery => "discovery",
             Self::Export => "export",
+            Self::Erasure => "erasure",
             Self::Orchestrator => "orchestrator",
         }
     }
@@ -57,6 +61,7 @@ impl ServiceKind {
             Self::SystemSql => dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?,
             Self::Identity => dsr_store::migrate::<dsr_identity::migration::Migrator>(db).await?,
             Self::Export => dsr_store::migrate::<dsr_export::migration::Migrator>(db).await?,
+            Self::Erasure => dsr_store::migrate::<dsr_erasure::migration::Migrator>(db).await?,
             Self::Orchestrator => {
                 dsr_store::migrate::<dsr_orchestrator::migration::Migrator>(db).await?
             }
@@ -75,6 +80,7 @@ impl ServiceKind {
             Self::SystemSql => dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?,
             Self::Identity => dsr_store::pending::<dsr_identity::migration::Migrator>(db).await?,
             Self::Export => dsr_store::pending::<dsr_export::migration::Migrator>(db).await?,
+            Self::Erasure => dsr_store::pending::<dsr_erasure::migration::Migrator>(db).await?,
             Self::Orchestrator => {
                 dsr_store::pending::<dsr_orchestrator::migration::Migrator>(db).await?
             }
@@ -96,6 +102,10 @@ pub(crate) const ALL_SCOPES: &[&str] = &[
     dsr_discovery::grpc::SCOPE_READ,
     dsr_export::grpc::SCOPE_BUILD,
     dsr_export::grpc::SCOPE_READ,
+    dsr_erasure::grpc::SCOPE_EXECUTE,
+    dsr_erasure::grpc::SCOPE_READ,
+    dsr_erasure::grpc::SCOPE_HOLDS,
+    dsr_erasure::grpc::SCOPE_REPLAY,
     dsr_orchestrator::grpc::SCOPE_SUBMIT,
     dsr_orchestrator::grpc::SCOPE_READ,
     dsr_orchestrator::grpc::SCOPE_MANAGE,
@@ -109,6 +119,7 @@ pub(crate) fn all_audiences() -> Vec<String> {
         dsr_identity::SERVICE_NAME.to_owned(),
         dsr_discovery::SERVICE_NAME.to_owned(),
         dsr_export::SERVICE_NAME.to_owned(),
+        dsr_erasure::SERVICE_NAME.to_owned(),
         dsr_orchestrator::SERVICE_NAME.to_owned(),
     ];
     v.extend(Reference::ALL.iter().map(|r| r.id().to_owned()));
@@ -170,6 +181,15 @@ impl Instance {
         }
     }
 
+    /// Erasure.
+    pub(crate) fn erasure() -> Self {
+        Self {
+            kind: ServiceKind::Erasure,
+            name: "erasure".into(),
+            system: None,
+        }
+    }
+
     /// The orchestrator.
     pub(crate) fn orchestrator() -> Self {
         Self {
@@ -195,6 +215,7 @@ impl Instance {
             ServiceKind::Identity => Ok(Self::identity()),
             ServiceKind::Discovery => Ok(Self::discovery()),
             ServiceKind::Export => Ok(Self::export()),
+            ServiceKind::Erasure => Ok(Self::erasure()),
             ServiceKind::Orchestrator => Ok(Self::orchestrator()),
             ServiceKind::SystemSql => {
                 if let Some(r) = Reference::parse(&cfg.system_sql.reference) {
@@ -224,6 +245,7 @@ impl Instance {
             ServiceKind::Identity => &["dsr.identity.v1.IdentityVerification"],
             ServiceKind::Discovery => &["dsr.discovery.v1.Discovery"],
             ServiceKind::Export => &["dsr.export.v1.Export"],
+            ServiceKind::Erasure => &["dsr.erasure.v1.Erasure"],
             ServiceKind::Orchestrator => &["dsr.orchestrator.v1.Requests"],
         }
     }
@@ -383,6 +405,10 @@ pub(crate) async fn prepare(
         (ServiceKind::Orchestrator, _) => {
             let db = open_database(inst, cfg, schema).await?;
             return prepare_orchestrator(db, cfg, trust);
+        }
+        (ServiceKind::Erasure, _) => {
+            let db = open_database(inst, cfg, schema).await?;
+            return prepare_erasure(db, cfg, trust);
         }
         (ServiceKind::TransferRegistry, _) => {
             let db = open_database(inst, cfg, schema).await?;
@@ -686,6 +712,41 @@ fn prepare_export(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Res
     Ok(set)
 }
 
+/// Erasure: plans, receipts, holds and tombstones in its database; the data
+/// systems of `discovery.systems`, called with erasure's own service token.
+fn prepare_erasure(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Result<ServiceSet> {
+    let e = &cfg.erasure;
+    let signer = service_signer(cfg, &e.service_key_file, "erasure", &e.service_token_issuer)?;
+    let systems: Vec<dsr_erasure::grpc::SystemEndpoint> = cfg
+        .discovery
+        .systems
+        .iter()
+        .map(|s| dsr_erasure::grpc::SystemEndpoint {
+            id: s.id.clone(),
+            endpoint: s.endpoint.clone(),
+        })
+        .collect();
+    let grpc_systems = dsr_erasure::grpc::GrpcSystems::new(&systems, signer)
+        .map_err(|err| anyhow::anyhow!("invalid configuration: erasure: {err}"))?;
+    let key = crate::dev::secret_key(
+        &e.tombstone_key_file,
+        &cfg.data_dir.join("keys/erasure-tombstone.key"),
+    )?;
+    let eraser = dsr_erasure::eraser::Eraser::new(
+        Arc::new(grpc_systems),
+        dsr_erasure::store::Store::new(db),
+        Arc::new(cfg.retention_policy()?),
+        dsr_erasure::eraser::IdentityHasher::new(key),
+    );
+    let mut set = ServiceSet::new();
+    set.add(dsr_erasure::grpc::service(
+        eraser,
+        trust.validator(dsr_erasure::SERVICE_NAME),
+    ))
+    .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+    Ok(set)
+}
+
 /// The orchestrator: the ledger in its database, the API, and (unless
 /// `orchestrator.workers` is 0) a worker that stops taking work at SIGTERM.
 fn prepare_orchestrator(
@@ -699,6 +760,7 @@ fn prepare_orchestrator(
         ("orchestrator.identity_endpoint", &o.identity_endpoint),
         ("orchestrator.discovery_endpoint", &o.discovery_endpoint),
         ("orchestrator.export_endpoint", &o.export_endpoint),
+        ("orchestrator.erasure_endpoint", &o.erasure_endpoint),
     ] {
         if url.is_empty() {
             bail!("invalid configuration: {name} is required");
@@ -737,6 +799,7 @@ fn prepare_orchestrator(
                 identity: o.identity_endpoint.clone(),
                 discovery: o.discovery_endpoint.clone(),
                 export: o.export_endpoint.clone(),
+                erasure: o.erasure_endpoint.clone(),
             },
             signer,
         )
@@ -763,6 +826,7 @@ fn prepare_orchestrator(
                 verification: mesh.clone(),
                 discovery: mesh.clone(),
                 export: mesh.clone(),
+                erasure: mesh.clone(),
             },
             orch::worker::WorkerConfig {
                 worker_id,
@@ -817,7 +881,7 @@ mod tests {
     #[test]
     fn every_rpc_of_every_service_has_a_scope_rule() {
         let fds = prost_types::FileDescriptorSet::decode(dsr_proto::FILE_DESCRIPTOR_SET).unwrap();
-        let tables: [(&str, &str, &[ScopeRule]); 6] = [
+        let tables: [(&str, &str, &[ScopeRule]); 7] = [
             (
                 "dsr.transfer.v1",
                 "TransferRegistry",
@@ -831,6 +895,7 @@ mod tests {
             ),
             ("dsr.discovery.v1", "Discovery", dsr_discovery::grpc::SCOPES),
             ("dsr.export.v1", "Export", dsr_export::grpc::SCOPES),
+            ("dsr.erasure.v1", "Erasure", dsr_erasure::grpc::SCOPES),
             (
                 "dsr.orchestrator.v1",
                 "Requests",

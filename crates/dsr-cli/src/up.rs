@@ -16,7 +16,8 @@ use crate::services::{self, Instance, Schema, Trust};
 /// database, seeded with synthetic people when empty, then identity
 /// verification (codes go to `<data_dir>/outbox`), then discovery over the
 /// reference systems, then export (packages in `<data_dir>/packages`), then
-/// the orchestrator (base port + 7), the portals' entry point.
+/// the orchestrator (base port + 7), the portals' entry point, then erasure
+/// (base port + 8).
 pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     let mesh = start(cfg).await?;
     banner(&mesh.cfg, &mesh.endpoints);
@@ -59,6 +60,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     instances.push(Instance::discovery());
     instances.push(Instance::export());
     instances.push(Instance::orchestrator());
+    instances.push(Instance::erasure());
     // Discovery knows the reference systems, and signs its calls to them with
     // the development key (which they trust).
     let mut cfg = cfg.clone();
@@ -81,8 +83,9 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
         .display()
         .to_string();
     cfg.discovery.service_token_issuer = dev::DEV_ISSUER.to_owned();
-    // Export reads the systems and the registry; the orchestrator calls
-    // identity, discovery and export: all with the development key.
+    // Export reads the systems and the registry, erasure writes to the
+    // systems; the orchestrator calls identity, discovery, export and
+    // erasure: all with the development key.
     let port = |offset: u16| {
         format!(
             "http://{}:{}",
@@ -98,9 +101,12 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     cfg.export.registry_endpoint = port(0);
     cfg.export.service_key_file = dev_key.clone();
     cfg.export.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    cfg.erasure.service_key_file = dev_key.clone();
+    cfg.erasure.service_token_issuer = dev::DEV_ISSUER.to_owned();
     cfg.orchestrator.identity_endpoint = port(4);
     cfg.orchestrator.discovery_endpoint = port(5);
     cfg.orchestrator.export_endpoint = port(6);
+    cfg.orchestrator.erasure_endpoint = port(8);
     cfg.orchestrator.service_key_file = dev_key;
     cfg.orchestrator.service_token_issuer = dev::DEV_ISSUER.to_owned();
     let cfg = &cfg;

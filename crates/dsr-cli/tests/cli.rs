@@ -30,7 +30,7 @@ fn dsr(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Tests that run `dsr up` take it in turn: each binds eight consecutive ports,
+/// Tests that run `dsr up` take it in turn: each binds nine consecutive ports,
 /// and two picking overlapping ranges at once would fail for no fault of
 /// the code.
 static UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -320,17 +320,17 @@ fn serve_requires_migrations_and_keys() {
     assert!(ok, "{logs}");
 }
 
-/// Four consecutive free ports (the registry and the three reference systems).
+/// Nine consecutive free ports (every service of `dsr up`).
 fn free_ports() -> u16 {
     for _ in 0..50 {
         let base = free_port();
         if base < 65_000
-            && (1..8).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
+            && (1..9).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
         {
             return base;
         }
     }
-    panic!("no eight consecutive free ports (dsr up binds eight)");
+    panic!("no nine consecutive free ports (dsr up binds nine)");
 }
 
 // Multi-threaded for the same reason as above.
