@@ -54,7 +54,7 @@ impl IdentityHasher {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SystemOutcome {
     /// Its receipt is stored.
-    Done(StoredReceipt),
+    Done(Box<StoredReceipt>),
     /// Not reached or failed.
     Failed(String),
     /// It answered with a receipt that does not verify.
@@ -358,7 +358,7 @@ impl Eraser {
         for (system, order) in &orders {
             let key = erase_key(&h.request_id, system, phase);
             if let Some(done) = self.store.receipt_by_key(&key).await? {
-                out.push((system.clone(), SystemOutcome::Done(done)));
+                out.push((system.clone(), SystemOutcome::Done(Box::new(done))));
                 continue;
             }
             let outcome = match self.systems.erase(system, h, &key, order).await {
@@ -375,7 +375,7 @@ impl Eraser {
                         retained = receipt.retained,
                         "erasure receipt verified and stored"
                     );
-                    SystemOutcome::Done(stored)
+                    SystemOutcome::Done(Box::new(stored))
                 }
                 Err(e) if e.receipt_invalid => {
                     tracing::error!(system = %system, reason = %e.reason, "erasure receipt does not verify");
