@@ -390,16 +390,12 @@ async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
     };
     let inst = Instance::from_config(kind, cfg)?;
     let set = services::prepare(&inst, cfg, &trust, schema).await?;
+    // Handlers first: a SIGTERM as soon as the port answers still drains.
+    let stop = dsr_server::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
-    dsr_server::serve(
-        listener,
-        set,
-        &cfg.server_config(),
-        dsr_server::shutdown_signal(),
-    )
-    .await?;
+    dsr_server::serve(listener, set, &cfg.server_config(), stop).await?;
     Ok(())
 }
 
