@@ -145,6 +145,15 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The subject of the caller the auth layer verified for `req`, for
+    /// audit trails ("unknown" when the request passed no auth layer).
+    pub fn subject_of<T>(req: &tonic::Request<T>) -> String {
+        req.extensions()
+            .get::<Self>()
+            .map(|p| p.subject.clone())
+            .unwrap_or_else(|| "unknown".into())
+    }
+
     /// Whether the principal holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.contains(scope)

@@ -5,10 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use dsr_auth::{ServiceTokenInterceptor, TokenRequest, TokenSigner};
+use dsr_domain::identity::Organisationsnummer;
+use dsr_proto::common::v1 as common;
+use dsr_proto::system::v1 as pb;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
+
+use crate::grpc::{date_to_pb, timestamp};
 
 /// Attaches a service token and the current W3C trace context.
 #[derive(Clone, Debug)]
@@ -54,4 +60,28 @@ pub fn lazy_channel(endpoint: &str) -> Result<Channel, String> {
 /// upper case, e.g. "UNAVAILABLE".
 pub fn failure_reason(s: &Status) -> String {
     format!("{:?}", s.code()).to_uppercase()
+}
+
+/// The header of an instruction to `system` for the request `request_id` of
+/// `controller`, due on `due`, under `idempotency_key`: issued five seconds
+/// ago (clock skew) and valid for ten minutes.
+pub fn instruction(
+    system: &str,
+    request_id: &str,
+    controller: &Organisationsnummer,
+    due: NaiveDate,
+    idempotency_key: &str,
+) -> pb::Instruction {
+    let now = chrono::Utc::now();
+    pb::Instruction {
+        request_id: request_id.to_owned(),
+        controller: Some(common::ControllerRef {
+            organisation_number: controller.as_str().to_owned(),
+        }),
+        system_id: system.to_owned(),
+        due_date: Some(date_to_pb(due)),
+        issued_at: Some(timestamp(now - chrono::Duration::seconds(5))),
+        expires_at: Some(timestamp(now + chrono::Duration::minutes(10))),
+        idempotency_key: idempotency_key.to_owned(),
+    }
 }

@@ -353,3 +353,39 @@ pub fn check_request_id(request_id: &str, v: &mut Vec<(String, String)>) {
         ));
     }
 }
+
+/// The subject map of a request from discovery's proto form; bad
+/// identities are added to `v` as violations of `subject_map.identities`.
+pub fn subject_map_from_pb(
+    m: dsr_proto::discovery::v1::SubjectMap,
+    v: &mut Vec<(String, String)>,
+) -> crate::subject::SubjectMap {
+    let identities = match identities_from_pb(m.identities, "subject_map.identities") {
+        Ok(ids) => ids,
+        Err(bad) => {
+            v.extend(bad);
+            Vec::new()
+        }
+    };
+    let systems = m
+        .systems
+        .into_iter()
+        .map(|s| crate::subject::MapSystem {
+            system_id: s.system_id,
+            stores: s
+                .stores
+                .into_iter()
+                .map(|st| crate::subject::MapStore {
+                    keys: st.records.into_iter().map(|r| r.key).collect(),
+                    categories: st.category_ids,
+                    store: st.store,
+                })
+                .collect(),
+        })
+        .collect();
+    crate::subject::SubjectMap {
+        identities,
+        systems,
+        partial: m.partial,
+    }
+}

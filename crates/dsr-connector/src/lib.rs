@@ -52,3 +52,4 @@ pub mod instruction;
 pub mod migration;
 pub mod operations;
 pub mod signing;
+pub mod subject;

@@ -202,7 +202,7 @@ impl Eraser {
         let hashes: BTreeSet<String> = map
             .identities
             .iter()
-            .map(|(k, v)| self.hasher.hash(k, v))
+            .map(|i| self.hasher.hash(i.kind().as_str(), i.value()))
             .collect();
         let holds: Vec<Hold> = self
             .store

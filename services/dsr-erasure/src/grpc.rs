@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, TokenSigner, Validator};
-use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
+use dsr_connector::client::{self, Outgoing, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
 use dsr_domain::erasure::Action;
 use dsr_proto::common::v1 as common;
@@ -24,8 +24,7 @@ use tower_layer::Layer;
 
 use crate::eraser::{EraseError, Eraser, Execution, SystemOutcome};
 use crate::model::{
-    EraseOrder, Header, MapStore, MapSystem, Plan, Receipt, RecordRef, StoreResult, SubjectMap,
-    SystemError, Systems,
+    EraseOrder, Header, Plan, Receipt, RecordRef, StoreResult, SystemError, Systems,
 };
 use crate::store::{Hold, HoldScope, StoreError, StoredReceipt};
 
@@ -90,13 +89,6 @@ pub fn service(eraser: Eraser, validator: Arc<Validator>) -> Service {
 #[derive(Debug)]
 pub struct Handlers {
     eraser: Eraser,
-}
-
-fn actor<T>(req: &Request<T>) -> String {
-    req.extensions()
-        .get::<Principal>()
-        .map(|p| p.subject.clone())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn erase_status(e: EraseError) -> Status {
@@ -263,43 +255,6 @@ fn hold_to_pb(h: &Hold) -> pb::Hold {
     }
 }
 
-fn map_from_pb(
-    m: dsr_proto::discovery::v1::SubjectMap,
-    v: &mut Vec<(String, String)>,
-) -> SubjectMap {
-    let identities = match identities_from_pb(m.identities, "subject_map.identities") {
-        Ok(ids) => ids
-            .into_iter()
-            .map(|i| (i.kind().as_str().to_owned(), i.value().to_owned()))
-            .collect(),
-        Err(bad) => {
-            v.extend(bad);
-            Vec::new()
-        }
-    };
-    let systems = m
-        .systems
-        .into_iter()
-        .map(|s| MapSystem {
-            system_id: s.system_id,
-            stores: s
-                .stores
-                .into_iter()
-                .map(|st| MapStore {
-                    keys: st.records.into_iter().map(|r| r.key).collect(),
-                    categories: st.category_ids,
-                    store: st.store,
-                })
-                .collect(),
-        })
-        .collect();
-    SubjectMap {
-        identities,
-        systems,
-        partial: m.partial,
-    }
-}
-
 fn required_request_id(id: &str) -> Result<(), Status> {
     let mut v = Vec::new();
     kit::check_request_id(id, &mut v);
@@ -335,7 +290,7 @@ impl Erasure for Handlers {
             v.push(("due_date".into(), "required, a valid date".into()));
         }
         let map = match subject_map {
-            Some(m) => Some(map_from_pb(m, &mut v)),
+            Some(m) => Some(kit::subject_map_from_pb(m, &mut v)),
             None => {
                 v.push(("subject_map".into(), "required".into()));
                 None
@@ -441,7 +396,7 @@ impl Erasure for Handlers {
         &self,
         req: Request<pb::PlaceHoldRequest>,
     ) -> Result<Response<pb::PlaceHoldResponse>, Status> {
-        let by = actor(&req);
+        let by = Principal::subject_of(&req);
         let pb::PlaceHoldRequest {
             target,
             ground,
@@ -518,7 +473,7 @@ impl Erasure for Handlers {
         &self,
         req: Request<pb::LiftHoldRequest>,
     ) -> Result<Response<pb::LiftHoldResponse>, Status> {
-        let by = actor(&req);
+        let by = Principal::subject_of(&req);
         let id = req.into_inner().id;
         if !kit::valid_id(&id) {
             return Err(invalid_argument(vec![("id".into(), "required".into())]));
@@ -768,16 +723,7 @@ fn failed(system: &str, s: &Status) -> SystemError {
 }
 
 fn instruction(system: &str, h: &Header, key: &str) -> sys::Instruction {
-    let now = Utc::now();
-    sys::Instruction {
-        request_id: h.request_id.clone(),
-        controller: controller_pb(h.controller.as_str()),
-        system_id: system.to_owned(),
-        due_date: Some(kit::date_to_pb(h.due_date)),
-        issued_at: Some(kit::timestamp(now - chrono::Duration::seconds(5))),
-        expires_at: Some(kit::timestamp(now + chrono::Duration::minutes(10))),
-        idempotency_key: key.to_owned(),
-    }
+    client::instruction(system, &h.request_id, &h.controller, h.due_date, key)
 }
 
 #[tonic::async_trait]

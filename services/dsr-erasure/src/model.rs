@@ -18,36 +18,7 @@ pub struct RecordRef {
     pub key: String,
 }
 
-/// The records of one store, as discovery found them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapStore {
-    /// The store.
-    pub store: String,
-    /// Record keys.
-    pub keys: Vec<String>,
-    /// The categories the store holds.
-    pub categories: Vec<String>,
-}
-
-/// One system of the subject map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapSystem {
-    /// The system.
-    pub system_id: String,
-    /// Its stores with records.
-    pub stores: Vec<MapStore>,
-}
-
-/// The subject map, as far as erasure needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SubjectMap {
-    /// Every identity of the person, as (type, normalised value).
-    pub identities: Vec<(String, String)>,
-    /// Per system.
-    pub systems: Vec<MapSystem>,
-    /// Some system failed.
-    pub partial: bool,
-}
+pub use dsr_connector::subject::{MapStore, MapSystem, SubjectMap};
 
 /// The header of every instruction to a system.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
-use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
-use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
+use dsr_connector::client::{Outgoing, failure_reason, instruction, lazy_channel};
+use dsr_connector::grpc::{self as kit, invalid_argument};
 use dsr_domain::identity::Organisationsnummer;
 use dsr_proto::common::v1 as common;
 use dsr_proto::export::v1 as pb;
@@ -25,8 +25,8 @@ use tower_layer::Layer;
 
 use crate::exporter::{BuildError, Exporter};
 use crate::model::{
-    BuildRequest, Category, Disclosure, Field, Header, Kind, Language, MapStore, MapSystem, Record,
-    SourceError, Sources, SubjectMap, SystemInfo,
+    BuildRequest, Category, Disclosure, Field, Header, Kind, Language, Record, SourceError,
+    Sources, SystemInfo,
 };
 use crate::store::{PackageInfo, StoreError};
 
@@ -116,40 +116,6 @@ fn store_status(e: &StoreError) -> Status {
     }
 }
 
-fn map_from_pb(
-    m: dsr_proto::discovery::v1::SubjectMap,
-    v: &mut Vec<(String, String)>,
-) -> SubjectMap {
-    let identities = match identities_from_pb(m.identities, "subject_map.identities") {
-        Ok(ids) => ids,
-        Err(bad) => {
-            v.extend(bad);
-            Vec::new()
-        }
-    };
-    let systems = m
-        .systems
-        .into_iter()
-        .map(|s| MapSystem {
-            system_id: s.system_id,
-            stores: s
-                .stores
-                .into_iter()
-                .map(|st| MapStore {
-                    keys: st.records.into_iter().map(|r| r.key).collect(),
-                    categories: st.category_ids,
-                    store: st.store,
-                })
-                .collect(),
-        })
-        .collect();
-    SubjectMap {
-        identities,
-        systems,
-        partial: m.partial,
-    }
-}
-
 type DownloadStream = Pin<Box<dyn Stream<Item = Result<pb::DownloadResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -187,7 +153,7 @@ impl Export for Handlers {
             v.push(("language".into(), "\"sv\" or \"en\"".into()));
         }
         let map = match subject_map {
-            Some(m) => Some(map_from_pb(m, &mut v)),
+            Some(m) => Some(kit::subject_map_from_pb(m, &mut v)),
             None => {
                 v.push(("subject_map".into(), "required".into()));
                 None
@@ -475,18 +441,13 @@ impl Sources for GrpcSources {
         portable_only: bool,
     ) -> Result<Vec<Record>, SourceError> {
         let what = format!("system {system}");
-        let now = chrono::Utc::now();
-        let instruction = sys::Instruction {
-            request_id: h.request_id.clone(),
-            controller: Some(common::ControllerRef {
-                organisation_number: h.controller.as_str().to_owned(),
-            }),
-            system_id: system.to_owned(),
-            due_date: Some(kit::date_to_pb(h.due_date)),
-            issued_at: Some(kit::timestamp(now - chrono::Duration::seconds(5))),
-            expires_at: Some(kit::timestamp(now + chrono::Duration::minutes(10))),
-            idempotency_key: format!("export-{}", h.request_id),
-        };
+        let instruction = instruction(
+            system,
+            &h.request_id,
+            &h.controller,
+            h.due_date,
+            &format!("export-{}", h.request_id),
+        );
         let mut stream = self
             .system(system)?
             .access(sys::AccessRequest {

@@ -3,7 +3,7 @@
 //! them from (gRPC in production, test doubles in tests).
 
 use chrono::NaiveDate;
-use dsr_domain::identity::{Identity, Organisationsnummer};
+use dsr_domain::identity::Organisationsnummer;
 use serde::Serialize;
 
 /// Access or portability.
@@ -62,36 +62,7 @@ impl Language {
     }
 }
 
-/// The records of one store of one system.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapStore {
-    /// The store.
-    pub store: String,
-    /// Record keys.
-    pub keys: Vec<String>,
-    /// Categories found there.
-    pub categories: Vec<String>,
-}
-
-/// One system of the subject map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapSystem {
-    /// The system.
-    pub system_id: String,
-    /// Its stores with records (empty when nothing was found).
-    pub stores: Vec<MapStore>,
-}
-
-/// The subject map, as discovery produced it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SubjectMap {
-    /// The person's identities.
-    pub identities: Vec<Identity>,
-    /// Per system.
-    pub systems: Vec<MapSystem>,
-    /// Some system did not answer.
-    pub partial: bool,
-}
+pub use dsr_connector::subject::{MapStore, MapSystem, SubjectMap};
 
 /// What to build.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -112,13 +112,6 @@ pub struct Handlers {
     d: Deps,
 }
 
-fn actor<T>(req: &Request<T>) -> String {
-    req.extensions()
-        .get::<Principal>()
-        .map(|p| p.subject.clone())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn ledger_status(e: ledger::Error) -> Status {
     match e {
         ledger::Error::NotFound => {
@@ -344,7 +337,7 @@ impl Requests for Handlers {
         &self,
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let actor = actor(&req);
+        let actor = Principal::subject_of(&req);
         let pb::SubmitRequest {
             kind,
             controller,
@@ -436,7 +429,7 @@ impl Requests for Handlers {
         &self,
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        let actor = actor(&req);
+        let actor = Principal::subject_of(&req);
         let pb::VerifyRequest {
             id,
             code,
@@ -609,7 +602,7 @@ impl Requests for Handlers {
         &self,
         req: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
-        let actor = actor(&req);
+        let actor = Principal::subject_of(&req);
         let pb::CancelRequest { id, reason } = req.into_inner();
         require_id(&id)?;
         if reason.trim().is_empty() {
@@ -631,7 +624,7 @@ impl Requests for Handlers {
         &self,
         req: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
-        let actor = actor(&req);
+        let actor = Principal::subject_of(&req);
         let pb::ExtendRequest { id, months, reason } = req.into_inner();
         require_id(&id)?;
         let mut v = Vec::new();
@@ -660,7 +653,7 @@ impl Requests for Handlers {
         &self,
         req: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::ApproveResponse>, Status> {
-        let actor = actor(&req);
+        let actor = Principal::subject_of(&req);
         let pb::ApproveRequest { id, note: _ } = req.into_inner();
         require_id(&id)?;
         let r = self
@@ -680,7 +673,7 @@ impl Requests for Handlers {
         &self,
         req: Request<pb::RejectRequest>,
     ) -> Result<Response<pb::RejectResponse>, Status> {
-        let actor = actor(&req);
+        let actor = Principal::subject_of(&req);
         let pb::RejectRequest { id, reason, note } = req.into_inner();
         require_id(&id)?;
         let reason = match pb::RejectionReason::try_from(reason) {
