@@ -303,6 +303,9 @@ fn dsr_up(data: &Path, base: u16, db_url: Option<&str>) -> Proc {
     if let Some(u) = db_url {
         cmd.env("DSR_DATABASE__URL", u);
     }
+    // The systems' background jobs (suppression list, lead scoring) every
+    // second rather than every 30.
+    cmd.env("DSR_SYSTEM_SQL__JOBS_INTERVAL_SECS", "1");
     Proc::spawn("dsr up", &mut cmd)
 }
 
@@ -614,6 +617,7 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         verification_token: String::new(),
         language: "sv".into(),
         idempotency_key: "portal-key-0001".into(),
+        ..Default::default()
     };
     let personnummer = common::Identity {
         r#type: common::IdentityType::SePersonnummer as i32,
@@ -899,6 +903,7 @@ service_key_file = "{key}"
 service_token_issuer = "e2e"
 
 [erasure]
+registry_endpoint = "{registry}"
 service_key_file = "{key}"
 service_token_issuer = "e2e"
 
@@ -1038,6 +1043,7 @@ workers = 16
                 verification_token: vt.into(),
                 language: "en".into(),
                 idempotency_key: key.into(),
+                ..Default::default()
             },
         ))
         .await
@@ -1110,6 +1116,7 @@ async fn the_work_survives_a_system_down_a_killed_orchestrator_and_runs_on_two_r
                 verification_token: String::new(),
                 language: "sv".into(),
                 idempotency_key: "e2e-down-0001".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -1233,6 +1240,7 @@ async fn the_work_survives_a_system_down_a_killed_orchestrator_and_runs_on_two_r
                     verification_token: vt,
                     language: "sv".into(),
                     idempotency_key: format!("e2e-pair-{i:04}"),
+                    ..Default::default()
                 },
             ))
             .await
@@ -1597,6 +1605,208 @@ async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_r
     for secret in [who.as_str(), open_who.as_str()] {
         assert!(!logs.contains(secret), "an identity in the logs");
     }
+    drop(crm);
+    if let Some(p) = pg {
+        p.finish().await;
+    }
+}
+
+/// Polls `sql` (a count) until it is `want`, for up to 30 s.
+async fn eventually(db: &sea_orm::DatabaseConnection, sql: &str, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = count(db, sql).await;
+        if n == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sql}: {n}, not {want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_dsr_up_objection_rectification_and_restriction_reach_every_system() {
+    let _turn = TURN.lock().await;
+    let pg = postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = consecutive_ports(9);
+    let up = dsr_up(&data, base, pg.as_ref().map(|p| p.url.as_str()));
+    ready(base + 7, &up).await;
+    ready(base + 8, &up).await;
+    let crm = crm_db(&data, pg.as_ref()).await;
+
+    // A scored prospect who is also a contact in an open relationship.
+    let found = rows(
+        &crm,
+        &format!(
+            "SELECT p.email AS email FROM prospects p JOIN contacts c ON c.email = p.email
+             WHERE p.controller_orgnr = '{SVERIGE}' AND p.lead_score IS NOT NULL
+               AND c.relationship_ended_on IS NULL ORDER BY p.id LIMIT 1"
+        ),
+    )
+    .await;
+    let who: String = found.first().unwrap().try_get("", "email").unwrap();
+
+    // Bad input is refused naming the field, and records nothing.
+    let bad = cli(&data, base, &["request", "object", "--email", &who]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("InvalidArgument") && err.contains("purposes"),
+        "{err}"
+    );
+    let bad = cli(
+        &data,
+        base,
+        &["request", "rectify", "--email", &who, "--correct", "=x"],
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("corrections[0].category_id"), "{err}");
+
+    // Objection to direct marketing: the prospect entry is marked and its
+    // score removed.
+    let printed = ok(&cli(
+        &data,
+        base,
+        &[
+            "request",
+            "object",
+            "--email",
+            &who,
+            "--direct-marketing",
+            "--wait",
+        ],
+    ));
+    assert!(printed.contains("state      completed"), "{printed}");
+    let objected = request_id(&printed);
+    eventually(
+        &crm,
+        &format!(
+            "SELECT id FROM prospects WHERE email = '{who}' AND lead_score IS NULL AND objected_purposes LIKE '%direct_marketing%'"
+        ),
+        1,
+    )
+    .await;
+
+    // The marketing list is imported again, the email in another case, with
+    // a newcomer beside it: the newcomer is scored, the person is not, and
+    // their new entry carries the objection.
+    let today = chrono::Utc::now().date_naive();
+    exec(
+        &crm,
+        &format!(
+            "INSERT INTO prospects (id, controller_orgnr, email, last_interaction_on) VALUES
+               (9000001, '{SVERIGE}', '{}', '{today}'),
+               (9000002, '{SVERIGE}', 'newcomer@example.se', '{today}')",
+            who.to_uppercase()
+        ),
+    )
+    .await;
+    exec(
+        &crm,
+        &format!(
+            "INSERT INTO prospect_interactions (id, prospect_id, kind, occurred_on, detail) VALUES
+               (90000010, 9000001, 'event', '{today}', 'import'),
+               (90000020, 9000002, 'event', '{today}', 'import')"
+        ),
+    )
+    .await;
+    eventually(
+        &crm,
+        "SELECT id FROM prospects WHERE id = 9000002 AND lead_score = 10",
+        1,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &crm,
+            "SELECT id FROM prospects WHERE id = 9000001 AND lead_score IS NULL AND objected_purposes LIKE '%direct_marketing%'"
+        )
+        .await,
+        1,
+        "the objection holds after the re-import"
+    );
+
+    // Art. 19: every recipient of the CRM's data is listed, the CRM vendor
+    // told through its own system.
+    let told = ok(&cli(&data, base, &["request", "notifications", &objected]));
+    assert!(told.contains("crm-vendor"), "{told}");
+    assert!(told.contains("told through its system crm"), "{told}");
+
+    // Rectification reaches the CRM, with a verified receipt.
+    let printed = ok(&cli(
+        &data,
+        base,
+        &[
+            "request",
+            "rectify",
+            "--email",
+            &who,
+            "--correct",
+            "contact.job_title=Chief Credit Officer",
+            "--wait",
+        ],
+    ));
+    assert!(printed.contains("state      completed"), "{printed}");
+    assert_eq!(
+        count(
+            &crm,
+            &format!(
+                "SELECT id FROM contacts WHERE email = '{who}' AND job_title = 'Chief Credit Officer'"
+            )
+        )
+        .await,
+        1
+    );
+    let receipts = ok(&cli(
+        &data,
+        base,
+        &["request", "receipts", &request_id(&printed)],
+    ));
+    assert!(
+        receipts.contains("rectify") && receipts.contains("verified yes"),
+        "{receipts}"
+    );
+
+    // Restriction, then its lift once the person was told.
+    let printed = ok(&cli(
+        &data,
+        base,
+        &[
+            "request",
+            "restrict",
+            "--email",
+            &who,
+            "--ground",
+            "accuracy-contested",
+            "--wait",
+        ],
+    ));
+    assert!(printed.contains("state      completed"), "{printed}");
+    let restricted =
+        format!("SELECT id FROM contacts WHERE email = '{who}' AND restricted_at IS NOT NULL");
+    assert_eq!(count(&crm, &restricted).await, 1);
+    let told_at = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    let printed = ok(&cli(
+        &data,
+        base,
+        &[
+            "request",
+            "restrict",
+            "--email",
+            &who,
+            "--lift",
+            "--person-informed-at",
+            &told_at,
+            "--wait",
+        ],
+    ));
+    assert!(printed.contains("state      completed"), "{printed}");
+    assert_eq!(count(&crm, &restricted).await, 0);
+
+    let logs = up.kill();
+    assert!(!logs.contains(who.as_str()), "an identity in the logs");
     drop(crm);
     if let Some(p) = pg {
         p.finish().await;

@@ -110,6 +110,11 @@ pub(crate) struct ExportSection {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ErasureSection {
+    /// The transfer registry, for the recipients to notify (Art. 19), e.g.
+    /// "http://transfer-registry:50051".
+    pub registry_endpoint: String,
+    /// The registry's token audience.
+    pub registry_audience: String,
     /// The 32-byte key (64 hex digits) of the keyed hashes that tombstones
     /// and person holds keep instead of identities; empty: kept in the data
     /// directory, created once. Keep it with the database backups: without
@@ -203,6 +208,11 @@ pub(crate) struct SystemSqlSection {
     pub seed_subjects: usize,
     /// The generator's seed.
     pub seed: u64,
+    /// How often the system's background jobs run, seconds (0: never):
+    /// objections applied to records that arrived after them (the
+    /// suppression list), and for the reference CRM the lead scoring of new
+    /// prospects.
+    pub jobs_interval_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -358,6 +368,8 @@ impl Default for Config {
                 service_token_issuer: "dsr-export".into(),
             },
             erasure: ErasureSection {
+                registry_endpoint: String::new(),
+                registry_audience: "dsr-transfer-registry".into(),
                 tombstone_key_file: String::new(),
                 service_key_file: String::new(),
                 service_token_issuer: "dsr-erasure".into(),
@@ -370,6 +382,7 @@ impl Default for Config {
                 signing_key_file: String::new(),
                 seed_subjects: 1000,
                 seed: 1,
+                jobs_interval_secs: 30,
             },
         }
     }
@@ -598,6 +611,7 @@ impl Config {
             ("orchestrator.export_endpoint", &o.export_endpoint),
             ("orchestrator.erasure_endpoint", &o.erasure_endpoint),
             ("export.registry_endpoint", &self.export.registry_endpoint),
+            ("erasure.registry_endpoint", &self.erasure.registry_endpoint),
         ] {
             if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
                 bail!("invalid configuration: {name} must start with http:// or https://");

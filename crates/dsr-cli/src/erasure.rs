@@ -147,6 +147,46 @@ pub(crate) async fn show_receipts(token: &str, endpoint: &str, id: &str) -> anyh
     Ok(())
 }
 
+/// Prints a request's Art. 19 notifications.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn show_notifications(
+    token: &str,
+    endpoint: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    let resp = client(endpoint)
+        .await?
+        .list_notifications(req(
+            token,
+            pb::ListNotificationsRequest {
+                request_id: id.to_owned(),
+            },
+        )?)
+        .await
+        .map_err(|s| explain(&s))?
+        .into_inner();
+    if resp.notifications.is_empty() {
+        println!("no recipients to notify (yet)");
+    }
+    for n in &resp.notifications {
+        let how = if n.channel == pb::NotificationChannel::DataSystem as i32 {
+            format!(
+                "told through its system {} (receipt {})",
+                n.system_id, n.receipt_id
+            )
+        } else if n.done_time.is_some() {
+            format!("task done by {}", n.done_by)
+        } else {
+            format!("task due {}", date(n.due_date.as_ref()))
+        };
+        println!(
+            "{:<24} {:<40} {:<3} {:<17} {how}",
+            n.recipient_id, n.recipient_name, n.country, n.action
+        );
+    }
+    Ok(())
+}
+
 /// Arguments of `dsr replay-erasures`.
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {

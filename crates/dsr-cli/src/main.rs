@@ -68,7 +68,7 @@ enum Command {
     /// Verify a person with a one-time code (local use).
     Verify(verify::VerifyArgs),
     /// Submit and follow data-subject requests (the portal's side).
-    Request(request::RequestArgs),
+    Request(Box<request::RequestArgs>),
     /// Check the orchestrator's hash-chained audit trail.
     Audit(AuditArgs),
     /// Show the retention policy in force (validated).
@@ -317,7 +317,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             res
         }
         Command::Verify(args) => verify::run(&cfg, args).await,
-        Command::Request(args) => request::run(&cfg, args).await,
+        Command::Request(args) => request::run(&cfg, *args).await,
         Command::ReplayErasures(args) => erasure::replay(&cfg, args).await,
         Command::Audit(AuditArgs {
             command: AuditCommand::Verify { .. },

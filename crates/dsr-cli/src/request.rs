@@ -97,6 +97,17 @@ enum KindArg {
     Access,
     Portability,
     Erasure,
+    Rectification,
+    Restriction,
+    Objection,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum GroundArg {
+    AccuracyContested,
+    UnlawfulProcessing,
+    NeededForLegalClaims,
+    ObjectionPending,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -115,6 +126,46 @@ enum RequestCommand {
     Portability(NewRequest),
     /// Submit an erasure request (Art. 17).
     Erase(NewRequest),
+    /// Submit a rectification request (Art. 16).
+    Rectify {
+        #[command(flatten)]
+        n: NewRequest,
+        /// A correction, `category=value` (e.g. contact.phone=+46701234567);
+        /// repeatable.
+        #[arg(long = "correct", required = true)]
+        corrections: Vec<String>,
+    },
+    /// Submit a restriction request (Art. 18), or lift one.
+    Restrict {
+        #[command(flatten)]
+        n: NewRequest,
+        /// Why (Art. 18(1)); not with --lift.
+        #[arg(long, required_unless_present = "lift")]
+        ground: Option<GroundArg>,
+        /// Lift the restriction instead.
+        #[arg(long, requires = "person_informed_at", conflicts_with = "ground")]
+        lift: bool,
+        /// With --lift: when the person was told (RFC 3339; Art. 18(3)).
+        #[arg(long)]
+        person_informed_at: Option<String>,
+    },
+    /// Submit an objection (Art. 21).
+    Object {
+        #[command(flatten)]
+        n: NewRequest,
+        /// A purpose objected to, as the systems name it; repeatable.
+        #[arg(long = "purpose")]
+        purposes: Vec<String>,
+        /// Object to direct marketing (and profiling for it).
+        #[arg(long)]
+        direct_marketing: bool,
+    },
+    /// Show the Art. 19 notifications of a request: who the data went to
+    /// and how each is told.
+    Notifications {
+        /// The request id.
+        id: String,
+    },
     /// Show an erasure request's plan: per record, erase, anonymise or
     /// retain with the legal ground and the date.
     Plan {
@@ -404,6 +455,64 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
         RequestCommand::Access(n) => submit(cfg, &mut p, pb::Kind::Access, n).await,
         RequestCommand::Portability(n) => submit(cfg, &mut p, pb::Kind::Portability, n).await,
         RequestCommand::Erase(n) => submit(cfg, &mut p, pb::Kind::Erasure, n).await,
+        RequestCommand::Rectify { n, corrections } => {
+            let mut order = pb::SubmitRequest::default();
+            for c in corrections {
+                let (category, value) = c
+                    .split_once('=')
+                    .with_context(|| format!("--correct {c:?}: category=value"))?;
+                order.corrections.push(pb::Correction {
+                    category_id: category.trim().to_owned(),
+                    value: value.to_owned(),
+                });
+            }
+            submit_with(cfg, &mut p, order, pb::Kind::Rectification, n).await
+        }
+        RequestCommand::Restrict {
+            n,
+            ground,
+            lift,
+            person_informed_at,
+        } => {
+            let person_informed_time = person_informed_at
+                .map(|t| {
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .with_context(|| format!("--person-informed-at {t:?}: an RFC 3339 time"))
+                })
+                .transpose()?
+                .map(|t| prost_types::Timestamp {
+                    seconds: t.timestamp(),
+                    nanos: 0,
+                });
+            let ground = ground.map_or(pb::RestrictionGround::Unspecified, |g| match g {
+                GroundArg::AccuracyContested => pb::RestrictionGround::AccuracyContested,
+                GroundArg::UnlawfulProcessing => pb::RestrictionGround::UnlawfulProcessing,
+                GroundArg::NeededForLegalClaims => pb::RestrictionGround::NeededForLegalClaims,
+                GroundArg::ObjectionPending => pb::RestrictionGround::ObjectionPending,
+            });
+            let order = pb::SubmitRequest {
+                restriction_ground: ground as i32,
+                lift,
+                person_informed_time,
+                ..Default::default()
+            };
+            submit_with(cfg, &mut p, order, pb::Kind::Restriction, n).await
+        }
+        RequestCommand::Object {
+            n,
+            purposes,
+            direct_marketing,
+        } => {
+            let order = pb::SubmitRequest {
+                purposes,
+                direct_marketing,
+                ..Default::default()
+            };
+            submit_with(cfg, &mut p, order, pb::Kind::Objection, n).await
+        }
+        RequestCommand::Notifications { id } => {
+            crate::erasure::show_notifications(&p.token, &p.erasure_endpoint, &id).await
+        }
         RequestCommand::Plan { id } => {
             crate::erasure::show_plan(&p.token, &p.erasure_endpoint, &id).await
         }
@@ -462,6 +571,9 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                     Some(KindArg::Access) => pb::Kind::Access as i32,
                     Some(KindArg::Portability) => pb::Kind::Portability as i32,
                     Some(KindArg::Erasure) => pb::Kind::Erasure as i32,
+                    Some(KindArg::Rectification) => pb::Kind::Rectification as i32,
+                    Some(KindArg::Restriction) => pb::Kind::Restriction as i32,
+                    Some(KindArg::Objection) => pb::Kind::Objection as i32,
                 },
                 controller: controller.map(|c| common::ControllerRef {
                     organisation_number: c,
@@ -607,6 +719,18 @@ fn identity(t: common::IdentityType, v: &str) -> common::Identity {
 
 #[allow(clippy::print_stdout)]
 async fn submit(cfg: &Config, p: &mut Portal, kind: pb::Kind, n: NewRequest) -> anyhow::Result<()> {
+    submit_with(cfg, p, pb::SubmitRequest::default(), kind, n).await
+}
+
+/// Submits `n` as a request of `kind`, with the write fields of `order`.
+#[allow(clippy::print_stdout)]
+async fn submit_with(
+    cfg: &Config,
+    p: &mut Portal,
+    order: pb::SubmitRequest,
+    kind: pb::Kind,
+    n: NewRequest,
+) -> anyhow::Result<()> {
     let mut claimed = Vec::new();
     if let Some(e) = &n.email {
         claimed.push(identity(common::IdentityType::Email, e));
@@ -630,6 +754,7 @@ async fn submit(cfg: &Config, p: &mut Portal, kind: pb::Kind, n: NewRequest) -> 
             .key
             .clone()
             .unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4().simple())),
+        ..order
     })?;
     let mut r = p
         .requests

@@ -570,10 +570,20 @@ pub(crate) async fn prepare(
             let signer = ReceiptSigner::load_or_create(&key_file)?;
             let audience = manifest.system.id.clone();
             let system = dsr_system_sql::system::SqlSystem::new(
-                db,
+                db.clone(),
                 Arc::new(manifest),
                 signer,
                 Arc::new(dsr_system_sql::grpc::ProtoReceipts),
+            );
+            let reference = match source {
+                Some(SystemSource::Reference(r)) => Some(*r),
+                Some(SystemSource::Manifest(_)) | None => None,
+            };
+            spawn_system_jobs(
+                system.clone(),
+                db,
+                reference,
+                cfg.system_sql.jobs_interval_secs,
             );
             set.add(dsr_system_sql::grpc::service(
                 system,
@@ -583,6 +593,42 @@ pub(crate) async fn prepare(
         }
     }
     Ok(set)
+}
+
+/// The data system's background jobs, every `every_secs` (0: none): the
+/// suppression list applied to records that arrived after an objection,
+/// then, for the reference CRM, the lead scoring of new prospects (which
+/// leaves out those who objected).
+fn spawn_system_jobs(
+    system: dsr_system_sql::system::SqlSystem,
+    db: dsr_store::Db,
+    reference: Option<Reference>,
+    every_secs: u64,
+) {
+    if every_secs == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every_secs));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = system.enforce_objections().await {
+                tracing::warn!(error = e.log_kind(), "cannot apply the suppression list");
+                continue;
+            }
+            if let Some(r) = reference {
+                let today = chrono::Utc::now().date_naive();
+                match r.score_prospects(&db, today).await {
+                    Ok((0, 0)) => {}
+                    Ok((scored, cleared)) => {
+                        tracing::info!(system = r.id(), scored, cleared, "lead scores updated");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot score prospects"),
+                }
+            }
+        }
+    });
 }
 
 /// Discovery keeps no database: the systems come from the configuration.
@@ -724,16 +770,24 @@ fn prepare_erasure(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Re
         .map(|s| dsr_erasure::grpc::SystemEndpoint {
             id: s.id.clone(),
             endpoint: s.endpoint.clone(),
+            operator_recipient_id: s.operator_recipient_id.clone(),
         })
         .collect();
-    let grpc_systems = dsr_erasure::grpc::GrpcSystems::new(&systems, signer)
+    if e.registry_endpoint.is_empty() {
+        bail!("invalid configuration: erasure.registry_endpoint is required");
+    }
+    let grpc_systems = dsr_erasure::grpc::GrpcSystems::new(&systems, signer.clone())
         .map_err(|err| anyhow::anyhow!("invalid configuration: erasure: {err}"))?;
+    let registry =
+        dsr_erasure::grpc::GrpcRegistry::new(&e.registry_endpoint, &e.registry_audience, signer)
+            .map_err(|err| anyhow::anyhow!("invalid configuration: erasure: {err}"))?;
     let key = crate::dev::secret_key(
         &e.tombstone_key_file,
         &cfg.data_dir.join("keys/erasure-tombstone.key"),
     )?;
     let eraser = dsr_erasure::eraser::Eraser::new(
         Arc::new(grpc_systems),
+        Arc::new(registry),
         dsr_erasure::store::Store::new(db),
         Arc::new(cfg.retention_policy()?),
         dsr_erasure::eraser::IdentityHasher::new(key),

@@ -101,6 +101,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     cfg.export.registry_endpoint = port(0);
     cfg.export.service_key_file = dev_key.clone();
     cfg.export.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    cfg.erasure.registry_endpoint = port(0);
     cfg.erasure.service_key_file = dev_key.clone();
     cfg.erasure.service_token_issuer = dev::DEV_ISSUER.to_owned();
     cfg.orchestrator.identity_endpoint = port(4);

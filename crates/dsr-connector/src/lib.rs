@@ -53,3 +53,4 @@ pub mod migration;
 pub mod operations;
 pub mod signing;
 pub mod subject;
+pub mod suppression;

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What the person asks for.
@@ -18,6 +19,12 @@ pub enum Kind {
     Portability,
     /// Art. 17.
     Erasure,
+    /// Art. 16.
+    Rectification,
+    /// Art. 18.
+    Restriction,
+    /// Art. 21.
+    Objection,
 }
 
 impl Kind {
@@ -27,7 +34,19 @@ impl Kind {
             Self::Access => "access",
             Self::Portability => "portability",
             Self::Erasure => "erasure",
+            Self::Rectification => "rectification",
+            Self::Restriction => "restriction",
+            Self::Objection => "objection",
         }
+    }
+
+    /// Whether it is a write other than erasure (rectification, restriction,
+    /// objection): it carries a [`WriteOrder`] and is applied in one step.
+    pub fn is_write(self) -> bool {
+        matches!(
+            self,
+            Self::Rectification | Self::Restriction | Self::Objection
+        )
     }
 
     /// Whether the answer is a package (access, portability) rather than a
@@ -38,9 +57,90 @@ impl Kind {
 
     /// Parses [`Kind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Access, Self::Portability, Self::Erasure]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Access,
+            Self::Portability,
+            Self::Erasure,
+            Self::Rectification,
+            Self::Restriction,
+            Self::Objection,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Why processing is restricted (Art. 18(1)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestrictionGround {
+    /// (a) accuracy contested.
+    AccuracyContested,
+    /// (b) unlawful processing, restriction instead of erasure.
+    UnlawfulProcessing,
+    /// (c) needed by the person for legal claims.
+    NeededForLegalClaims,
+    /// (d) an objection being verified.
+    ObjectionPending,
+}
+
+impl RestrictionGround {
+    /// The reason as the systems record it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::AccuracyContested => "Art. 18(1)(a): accuracy contested",
+            Self::UnlawfulProcessing => "Art. 18(1)(b): unlawful processing, restriction requested",
+            Self::NeededForLegalClaims => "Art. 18(1)(c): needed by the person for legal claims",
+            Self::ObjectionPending => "Art. 18(1)(d): objection pending verification",
+        }
+    }
+}
+
+/// One correction: every field of `category` gets `value`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correction {
+    /// The category.
+    pub category: String,
+    /// The correct value.
+    pub value: String,
+}
+
+/// What a rectification, restriction or objection asks of the systems.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "order", rename_all = "snake_case")]
+pub enum WriteOrder {
+    /// Art. 16.
+    Rectify {
+        /// The corrections.
+        corrections: Vec<Correction>,
+    },
+    /// Art. 18: restrict on `ground`.
+    Restrict {
+        /// Why.
+        ground: RestrictionGround,
+    },
+    /// Art. 18(3): lift, the person told at `person_informed_at`.
+    Lift {
+        /// When the person was told.
+        person_informed_at: DateTime<Utc>,
+    },
+    /// Art. 21.
+    Object {
+        /// The purposes.
+        purposes: Vec<String>,
+        /// Direct marketing (absolute).
+        direct_marketing: bool,
+    },
+}
+
+impl WriteOrder {
+    /// The request kind it belongs to.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Rectify { .. } => Kind::Rectification,
+            Self::Restrict { .. } | Self::Lift { .. } => Kind::Restriction,
+            Self::Object { .. } => Kind::Objection,
+        }
     }
 }
 
@@ -164,7 +264,7 @@ pub fn check_move(from: State, to: State) -> Result<(), IllegalMove> {
     let ok = match (from, to) {
         (Submitted, Verifying | Locating)
         | (Verifying, Locating)
-        | (Locating, AwaitingApproval | Exporting | Planning)
+        | (Locating, AwaitingApproval | Exporting | Planning | Executing)
         | (AwaitingApproval, Exporting | Executing)
         | (Exporting, Completed)
         | (Planning, AwaitingApproval | Executing)
@@ -341,6 +441,7 @@ mod tests {
             (AwaitingApproval, Cancelled),
             (Exporting, Completed),
             (Locating, Planning),
+            (Locating, Executing),
             (Planning, AwaitingApproval),
             (Planning, Executing),
             (Planning, Cancelled),

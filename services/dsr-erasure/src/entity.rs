@@ -111,3 +111,32 @@ pub(crate) mod tombstone {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod notification {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "erasure_notification")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub request_id: String,
+        pub recipient_id: String,
+        pub recipient_name: String,
+        pub country: String,
+        /// "erase", "rectify", "restrict", "lift_restriction", "object".
+        pub action: String,
+        /// "data_system" or "task".
+        pub channel: String,
+        pub system_id: Option<String>,
+        pub receipt_id: Option<String>,
+        pub due_on: Option<Date>,
+        pub done_at: Option<DateTimeUtc>,
+        pub done_by: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -15,10 +15,11 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::model::{
-    EraseOrder, Header, Plan, PlannedRecord, RecordRef, RetainOrder, SubjectMap, SystemError,
-    Systems,
+    EraseOrder, Header, Plan, PlannedRecord, Receipt, RecordRef, Registry, RetainOrder, SubjectMap,
+    SystemError, Systems, Write,
 };
-use crate::store::{Hold, HoldScope, Store, StoreError, StoredReceipt, Tombstone};
+use crate::store::{Hold, HoldScope, Notification, Store, StoreError, StoredReceipt, Tombstone};
+use dsr_domain::request::WriteOrder;
 
 /// Keyed hashes of identities (HMAC-SHA256): what tombstones and person
 /// holds keep instead of the identity.
@@ -137,6 +138,7 @@ impl From<StoreError> for EraseError {
 #[derive(Clone)]
 pub struct Eraser {
     systems: Arc<dyn Systems>,
+    registry: Arc<dyn Registry>,
     store: Store,
     policy: Arc<RetentionPolicy>,
     hasher: IdentityHasher,
@@ -159,15 +161,18 @@ fn erase_key(request_id: &str, system: &str, phase: &str) -> String {
 }
 
 impl Eraser {
-    /// Over `systems` and `store`, planning under `policy`.
+    /// Over `systems` and `store`, planning under `policy`, notifying the
+    /// recipients `registry` names.
     pub fn new(
         systems: Arc<dyn Systems>,
+        registry: Arc<dyn Registry>,
         store: Store,
         policy: Arc<RetentionPolicy>,
         hasher: IdentityHasher,
     ) -> Self {
         Self {
             systems,
+            registry,
             store,
             policy,
             hasher,
@@ -228,9 +233,10 @@ impl Eraser {
             }
             let anchors: BTreeMap<RecordRef, Option<NaiveDate>> = self
                 .systems
-                .anchors(&s.system_id, h, &refs)
+                .read(&s.system_id, h, &refs)
                 .await?
                 .into_iter()
+                .map(|r| (r.record, r.anchor))
                 .collect();
             for st in &s.stores {
                 for key in &st.keys {
@@ -298,6 +304,18 @@ impl Eraser {
             }
         }
         let systems = self.run_phase(h, &plan, "erase", orders).await?;
+        if systems
+            .iter()
+            .all(|(_, o)| matches!(o, SystemOutcome::Done(_)))
+        {
+            let categories = plan
+                .records
+                .iter()
+                .flat_map(|r| r.categories.clone())
+                .collect();
+            self.notify(h, "erase", &systems, categories, Utc::now().date_naive())
+                .await?;
+        }
         let (retained, next) = remaining(&plan, None);
         Ok(Execution {
             request_id: h.request_id.clone(),
@@ -362,29 +380,8 @@ impl Eraser {
                 continue;
             }
             let outcome = match self.systems.erase(system, h, &key, order).await {
-                Ok(receipt) => {
-                    let stored = self
-                        .store
-                        .save_receipt(&h.request_id, phase, &receipt)
-                        .await?;
-                    tracing::info!(
-                        system = %system,
-                        phase,
-                        affected = receipt.affected(),
-                        refused = receipt.refused(),
-                        retained = receipt.retained,
-                        "erasure receipt verified and stored"
-                    );
-                    SystemOutcome::Done(Box::new(stored))
-                }
-                Err(e) if e.receipt_invalid => {
-                    tracing::error!(system = %system, reason = %e.reason, "erasure receipt does not verify");
-                    SystemOutcome::ReceiptInvalid(e.reason)
-                }
-                Err(e) => {
-                    tracing::warn!(system = %system, reason = %e.reason, "erasure failed");
-                    SystemOutcome::Failed(e.reason)
-                }
+                Ok(receipt) => self.stored(h, phase, system, &receipt).await?,
+                Err(e) => failed(system, e),
             };
             out.push((system.clone(), outcome));
         }
@@ -402,6 +399,180 @@ impl Eraser {
                 .await?;
         }
         Ok(out)
+    }
+
+    /// Applies a rectification, restriction, lift or objection to every
+    /// record of the map, one system at a time under
+    /// `<action>.<request>.<system>`, then records the Art. 19
+    /// notifications.
+    pub async fn apply(
+        &self,
+        h: &Header,
+        map: &SubjectMap,
+        order: &WriteOrder,
+        today: NaiveDate,
+    ) -> Result<(Execution, Vec<Notification>), EraseError> {
+        if map.partial {
+            return Err(EraseError::Partial);
+        }
+        let mut out = Vec::new();
+        let mut categories = Vec::new();
+        let mut action = "";
+        for s in &map.systems {
+            let refs: Vec<RecordRef> = s
+                .stores
+                .iter()
+                .flat_map(|st| {
+                    st.keys.iter().map(|k| RecordRef {
+                        store: st.store.clone(),
+                        key: k.clone(),
+                    })
+                })
+                .collect();
+            if refs.is_empty() {
+                continue;
+            }
+            let Some(write) = self.write_for(&s.system_id, h, order, refs).await? else {
+                continue;
+            };
+            action = write.action();
+            categories.extend(s.stores.iter().flat_map(|st| st.categories.clone()));
+            let key = format!("{action}.{}.{}", h.request_id, s.system_id);
+            let outcome = match self.store.receipt_by_key(&key).await? {
+                Some(done) => SystemOutcome::Done(Box::new(done)),
+                None => match self.systems.write(&s.system_id, h, &key, &write).await {
+                    Ok(r) => self.stored(h, action, &s.system_id, &r).await?,
+                    Err(e) => failed(&s.system_id, e),
+                },
+            };
+            out.push((s.system_id.clone(), outcome));
+        }
+        let mut notifications = Vec::new();
+        if !out.is_empty() && out.iter().all(|(_, o)| matches!(o, SystemOutcome::Done(_))) {
+            notifications = self.notify(h, action, &out, categories, today).await?;
+        }
+        Ok((
+            Execution {
+                request_id: h.request_id.clone(),
+                systems: out,
+                retained: 0,
+                next_deferred_on: None,
+            },
+            notifications,
+        ))
+    }
+
+    /// What `order` asks of one system's records; `None` when nothing
+    /// there is concerned (no field of a corrected category).
+    async fn write_for(
+        &self,
+        system: &str,
+        h: &Header,
+        order: &WriteOrder,
+        records: Vec<RecordRef>,
+    ) -> Result<Option<Write>, EraseError> {
+        Ok(Some(match order {
+            WriteOrder::Rectify { corrections } => {
+                let mut changes = Vec::new();
+                for r in self.systems.read(system, h, &records).await? {
+                    for (field, category) in &r.fields {
+                        if let Some(c) = corrections.iter().find(|c| c.category == *category) {
+                            changes.push((r.record.clone(), field.clone(), c.value.clone()));
+                        }
+                    }
+                }
+                if changes.is_empty() {
+                    return Ok(None);
+                }
+                Write::Rectify(changes)
+            }
+            WriteOrder::Restrict { ground } => Write::Restrict {
+                records,
+                lift: false,
+                reason: ground.reason().to_owned(),
+            },
+            WriteOrder::Lift { person_informed_at } => Write::Restrict {
+                records,
+                lift: true,
+                reason: format!(
+                    "Art. 18(3): restriction lifted; the person was told on {}",
+                    person_informed_at.date_naive()
+                ),
+            },
+            WriteOrder::Object {
+                purposes,
+                direct_marketing,
+            } => Write::Object {
+                records,
+                purposes: purposes.clone(),
+                direct_marketing: *direct_marketing,
+            },
+        }))
+    }
+
+    async fn stored(
+        &self,
+        h: &Header,
+        phase: &str,
+        system: &str,
+        r: &Receipt,
+    ) -> Result<SystemOutcome, EraseError> {
+        let stored = self.store.save_receipt(&h.request_id, phase, r).await?;
+        tracing::info!(
+            system = %system,
+            phase,
+            affected = r.affected(),
+            refused = r.refused(),
+            retained = r.retained,
+            "receipt verified and stored"
+        );
+        Ok(SystemOutcome::Done(Box::new(stored)))
+    }
+
+    /// Records the Art. 19 notifications of `action`: every recipient the
+    /// registry names for these systems and categories, through its own
+    /// data system when it operates one that acted (its receipt), else as a
+    /// task due by the request's due date.
+    async fn notify(
+        &self,
+        h: &Header,
+        action: &str,
+        done: &[(String, SystemOutcome)],
+        mut categories: Vec<String>,
+        today: NaiveDate,
+    ) -> Result<Vec<Notification>, EraseError> {
+        let systems: Vec<String> = done.iter().map(|(s, _)| s.clone()).collect();
+        categories.sort();
+        categories.dedup();
+        let recipients = self.registry.recipients(h, &systems, &categories).await?;
+        for r in recipients {
+            let through = done.iter().find_map(|(s, o)| match o {
+                SystemOutcome::Done(receipt)
+                    if self.systems.operator(s).as_deref() == Some(r.id.as_str()) =>
+                {
+                    Some((s.clone(), receipt.id.clone()))
+                }
+                SystemOutcome::Done(_)
+                | SystemOutcome::Failed(_)
+                | SystemOutcome::ReceiptInvalid(_) => None,
+            });
+            let n = Notification {
+                id: uuid::Uuid::new_v4().to_string(),
+                request_id: h.request_id.clone(),
+                recipient_id: r.id,
+                recipient_name: r.name,
+                country: r.country,
+                action: action.to_owned(),
+                due_on: through.is_none().then_some(h.due_date.max(today)),
+                done_at: through.is_some().then(Utc::now),
+                done_by: through
+                    .as_ref()
+                    .map(|_| format!("service:{}", crate::SERVICE_NAME)),
+                through,
+            };
+            self.store.save_notification(&n).await?;
+        }
+        Ok(self.store.notifications(&h.request_id).await?)
     }
 
     /// Replays the erasures completed since `since` on `only` (every
@@ -466,6 +637,17 @@ impl Eraser {
         self.store
             .place_hold(controller, scope, ground, until, by)
             .await
+    }
+}
+
+/// A system that failed, as an outcome (logged without personal data).
+fn failed(system: &str, e: SystemError) -> SystemOutcome {
+    if e.receipt_invalid {
+        tracing::error!(system = %system, reason = %e.reason, "receipt does not verify");
+        SystemOutcome::ReceiptInvalid(e.reason)
+    } else {
+        tracing::warn!(system = %system, reason = %e.reason, "write failed");
+        SystemOutcome::Failed(e.reason)
     }
 }
 

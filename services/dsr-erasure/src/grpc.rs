@@ -11,11 +11,14 @@ use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, TokenSigner, Valida
 use dsr_connector::client::{self, Outgoing, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
 use dsr_domain::erasure::Action;
+use dsr_domain::request::{Correction, RestrictionGround, WriteOrder};
 use dsr_proto::common::v1 as common;
 use dsr_proto::erasure::v1 as pb;
 use dsr_proto::erasure::v1::erasure_server::{Erasure, ErasureServer};
 use dsr_proto::system::v1 as sys;
 use dsr_proto::system::v1::data_system_client::DataSystemClient;
+use dsr_proto::transfer::v1 as tr;
+use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use prost::Message as _;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
@@ -24,9 +27,10 @@ use tower_layer::Layer;
 
 use crate::eraser::{EraseError, Eraser, Execution, SystemOutcome};
 use crate::model::{
-    EraseOrder, Header, Plan, Receipt, RecordRef, StoreResult, SystemError, Systems,
+    EraseOrder, Header, Plan, Receipt, Recipient, RecordInfo, RecordRef, Registry, StoreResult,
+    SystemError, Systems, Write,
 };
-use crate::store::{Hold, HoldScope, StoreError, StoredReceipt};
+use crate::store::{Hold, HoldScope, Notification, StoreError, StoredReceipt};
 
 /// Scope of Plan, Execute, ExecuteDeferred (the orchestrator).
 pub const SCOPE_EXECUTE: &str = "erasure:execute";
@@ -74,6 +78,18 @@ pub const SCOPES: &[ScopeRule] = &[
     ScopeRule {
         method: "ReplayErasures",
         scopes: &[SCOPE_REPLAY],
+    },
+    ScopeRule {
+        method: "Apply",
+        scopes: &[SCOPE_EXECUTE],
+    },
+    ScopeRule {
+        method: "ListNotifications",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
+        method: "CompleteNotification",
+        scopes: &[SCOPE_HOLDS],
     },
 ];
 
@@ -231,6 +247,113 @@ fn receipt_to_pb(r: &StoredReceipt) -> pb::StoredReceipt {
     }
 }
 
+fn notification_to_pb(n: &Notification) -> pb::Notification {
+    pb::Notification {
+        id: n.id.clone(),
+        request_id: n.request_id.clone(),
+        recipient_id: n.recipient_id.clone(),
+        recipient_name: n.recipient_name.clone(),
+        country: n.country.clone(),
+        action: n.action.clone(),
+        channel: if n.through.is_some() {
+            pb::NotificationChannel::DataSystem
+        } else {
+            pb::NotificationChannel::Task
+        } as i32,
+        system_id: n.through.as_ref().map(|t| t.0.clone()).unwrap_or_default(),
+        receipt_id: n.through.as_ref().map(|t| t.1.clone()).unwrap_or_default(),
+        due_date: n.due_on.map(kit::date_to_pb),
+        done_time: n.done_at.map(kit::timestamp),
+        done_by: n.done_by.clone().unwrap_or_default(),
+    }
+}
+
+/// The write order of an Apply request; violations name the field.
+fn order_from_pb(
+    order: Option<pb::apply_request::Order>,
+    v: &mut Vec<(String, String)>,
+) -> Option<WriteOrder> {
+    match order {
+        None => {
+            v.push((
+                "order".into(),
+                "required: rectify, restrict or object".into(),
+            ));
+            None
+        }
+        Some(pb::apply_request::Order::Rectify(r)) => {
+            if r.corrections.is_empty() {
+                v.push(("rectify.corrections".into(), "at least one".into()));
+            }
+            let corrections = r
+                .corrections
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if c.category_id.is_empty() || c.value.trim().is_empty() {
+                        v.push((
+                            format!("rectify.corrections[{i}]"),
+                            "category_id and value required".into(),
+                        ));
+                    }
+                    Correction {
+                        category: c.category_id,
+                        value: c.value.trim().to_owned(),
+                    }
+                })
+                .collect();
+            Some(WriteOrder::Rectify { corrections })
+        }
+        Some(pb::apply_request::Order::Restrict(r)) if r.lift => {
+            match kit::time(r.person_informed_time) {
+                Some(t) => Some(WriteOrder::Lift {
+                    person_informed_at: t,
+                }),
+                None => {
+                    v.push((
+                        "restrict.person_informed_time".into(),
+                        "required with lift (Art. 18(3))".into(),
+                    ));
+                    None
+                }
+            }
+        }
+        Some(pb::apply_request::Order::Restrict(r)) => {
+            let ground = match pb::RestrictionGround::try_from(r.ground) {
+                Ok(pb::RestrictionGround::AccuracyContested) => {
+                    Some(RestrictionGround::AccuracyContested)
+                }
+                Ok(pb::RestrictionGround::UnlawfulProcessing) => {
+                    Some(RestrictionGround::UnlawfulProcessing)
+                }
+                Ok(pb::RestrictionGround::NeededForLegalClaims) => {
+                    Some(RestrictionGround::NeededForLegalClaims)
+                }
+                Ok(pb::RestrictionGround::ObjectionPending) => {
+                    Some(RestrictionGround::ObjectionPending)
+                }
+                Ok(pb::RestrictionGround::Unspecified) | Err(_) => {
+                    v.push(("restrict.ground".into(), "required unless lift".into()));
+                    None
+                }
+            };
+            ground.map(|ground| WriteOrder::Restrict { ground })
+        }
+        Some(pb::apply_request::Order::Object(o)) => {
+            if o.purposes.is_empty() && !o.direct_marketing {
+                v.push((
+                    "object.purposes".into(),
+                    "at least one purpose, or direct_marketing".into(),
+                ));
+            }
+            Some(WriteOrder::Object {
+                purposes: o.purposes,
+                direct_marketing: o.direct_marketing,
+            })
+        }
+    }
+}
+
 fn hold_to_pb(h: &Hold) -> pb::Hold {
     let (scope, record) = match &h.scope {
         HoldScope::Person(_) => ("person", None),
@@ -271,6 +394,98 @@ fn today() -> NaiveDate {
 
 #[tonic::async_trait]
 impl Erasure for Handlers {
+    #[tracing::instrument(skip_all)]
+    async fn apply(
+        &self,
+        req: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let pb::ApplyRequest {
+            request_id,
+            controller,
+            due_date,
+            subject_map,
+            order,
+        } = req.into_inner();
+        let mut v = Vec::new();
+        kit::check_request_id(&request_id, &mut v);
+        let controller = kit::controller_from_pb(controller, &mut v);
+        let due = kit::date(due_date);
+        if due.is_none() {
+            v.push(("due_date".into(), "required, a valid date".into()));
+        }
+        let map = match subject_map {
+            Some(m) => Some(kit::subject_map_from_pb(m, &mut v)),
+            None => {
+                v.push(("subject_map".into(), "required".into()));
+                None
+            }
+        };
+        let order = order_from_pb(order, &mut v);
+        let (Some(controller), Some(due_date), Some(map), Some(order), true) =
+            (controller, due, map, order, v.is_empty())
+        else {
+            return Err(invalid_argument(v));
+        };
+        let h = Header {
+            request_id,
+            controller,
+            due_date,
+        };
+        let (e, notifications) = self
+            .eraser
+            .apply(&h, &map, &order, today())
+            .await
+            .map_err(erase_status)?;
+        Ok(Response::new(pb::ApplyResponse {
+            execution: Some(execution_to_pb(&e)),
+            notifications: notifications.iter().map(notification_to_pb).collect(),
+        }))
+    }
+
+    async fn list_notifications(
+        &self,
+        req: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let id = req.into_inner().request_id;
+        required_request_id(&id)?;
+        let ns = self
+            .eraser
+            .store()
+            .notifications(&id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: ns.iter().map(notification_to_pb).collect(),
+        }))
+    }
+
+    async fn complete_notification(
+        &self,
+        req: Request<pb::CompleteNotificationRequest>,
+    ) -> Result<Response<pb::CompleteNotificationResponse>, Status> {
+        let by = Principal::subject_of(&req);
+        let id = req.into_inner().id;
+        if !kit::valid_id(&id) {
+            return Err(invalid_argument(vec![("id".into(), "required".into())]));
+        }
+        let n = self
+            .eraser
+            .store()
+            .complete_notification(&id, &by)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => kit::status(
+                    Code::NotFound,
+                    "no such notification",
+                    "NOTIFICATION_NOT_FOUND",
+                ),
+                other @ (StoreError::Db(_) | StoreError::Corrupt(_)) => store_status(&other),
+            })?;
+        Ok(Response::new(pb::CompleteNotificationResponse {
+            notification: Some(notification_to_pb(&n)),
+        }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn plan(
         &self,
@@ -595,19 +810,22 @@ pub struct SystemEndpoint {
     pub id: String,
     /// Its gRPC address.
     pub endpoint: String,
+    /// The recipient (in the transfer registry) that operates it; empty
+    /// when none.
+    pub operator_recipient_id: String,
 }
 
 type SystemClient = DataSystemClient<InterceptedService<Channel, Outgoing>>;
 
 /// How long a system's published keys are reused.
 const KEYS_TTL: Duration = Duration::from_secs(60);
-/// How long to wait for an asynchronous erasure before trying again later.
+/// How long to wait for an asynchronous write before trying again later.
 const OPERATION_WAIT: Duration = Duration::from_secs(120);
 
 /// The data systems over gRPC.
 #[derive(Debug)]
 pub struct GrpcSystems {
-    systems: BTreeMap<String, SystemClient>,
+    systems: BTreeMap<String, (SystemClient, String)>,
     keys: std::sync::RwLock<BTreeMap<String, (Instant, Vec<sys::SigningKey>)>>,
 }
 
@@ -625,8 +843,11 @@ impl GrpcSystems {
             );
             clients.insert(
                 s.id.clone(),
-                DataSystemClient::with_interceptor(channel, out)
-                    .max_decoding_message_size(64 * 1024 * 1024),
+                (
+                    DataSystemClient::with_interceptor(channel, out)
+                        .max_decoding_message_size(64 * 1024 * 1024),
+                    s.operator_recipient_id.clone(),
+                ),
             );
         }
         Ok(Self {
@@ -636,11 +857,14 @@ impl GrpcSystems {
     }
 
     fn system(&self, id: &str) -> Result<SystemClient, SystemError> {
-        self.systems.get(id).cloned().ok_or_else(|| SystemError {
-            system: id.to_owned(),
-            reason: "UNKNOWN_SYSTEM".into(),
-            receipt_invalid: false,
-        })
+        self.systems
+            .get(id)
+            .map(|(c, _)| c.clone())
+            .ok_or_else(|| SystemError {
+                system: id.to_owned(),
+                reason: "UNKNOWN_SYSTEM".into(),
+                receipt_invalid: false,
+            })
     }
 
     async fn published_keys(
@@ -667,30 +891,61 @@ impl GrpcSystems {
         Ok(d.signing_keys)
     }
 
-    /// Verifies a receipt (with the cached keys, then fresh ones for a key
-    /// rotated since) and checks it answers this instruction.
-    async fn verify(
+    /// Waits for `op` to end (polling GetOperation with a growing delay),
+    /// then verifies its receipt (with the cached keys, then fresh ones for
+    /// a key rotated since) and checks it answers this instruction.
+    async fn finish(
         &self,
         system: &str,
         h: &Header,
         key: &str,
-        signed: &sys::SignedReceipt,
+        action: sys::ReceiptAction,
+        mut op: sys::Operation,
     ) -> Result<Receipt, SystemError> {
-        let invalid = |reason: &str| SystemError {
+        let mut client = self.system(system)?;
+        let err = |reason: &str, receipt_invalid: bool| SystemError {
             system: system.to_owned(),
             reason: reason.to_owned(),
-            receipt_invalid: true,
+            receipt_invalid,
         };
-        let mut decoded = kit::verify_receipt(signed, &self.published_keys(system, false).await?);
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match sys::OperationState::try_from(op.state) {
+                Ok(sys::OperationState::Succeeded) => break,
+                Ok(sys::OperationState::Failed) => return Err(err("OPERATION_FAILED", false)),
+                Ok(
+                    sys::OperationState::Pending
+                    | sys::OperationState::Running
+                    | sys::OperationState::Unspecified,
+                )
+                | Err(_) => {
+                    if started.elapsed() > OPERATION_WAIT {
+                        return Err(err("OPERATION_PENDING", false));
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                    op = client
+                        .get_operation(sys::GetOperationRequest { id: op.id.clone() })
+                        .await
+                        .map_err(|s| failed(system, &s))?
+                        .into_inner()
+                        .operation
+                        .unwrap_or_default();
+                }
+            }
+        }
+        let signed = op.receipt.ok_or_else(|| err("RECEIPT_MISSING", true))?;
+        let mut decoded = kit::verify_receipt(&signed, &self.published_keys(system, false).await?);
         if decoded.is_err() {
-            decoded = kit::verify_receipt(signed, &self.published_keys(system, true).await?);
+            decoded = kit::verify_receipt(&signed, &self.published_keys(system, true).await?);
         }
-        let r = decoded.map_err(|_| invalid("RECEIPT_SIGNATURE"))?;
+        let r = decoded.map_err(|_| err("RECEIPT_SIGNATURE", true))?;
         if r.system_id != system || r.request_id != h.request_id || r.idempotency_key != key {
-            return Err(invalid("RECEIPT_MISMATCH"));
+            return Err(err("RECEIPT_MISMATCH", true));
         }
-        if r.action != sys::ReceiptAction::Erase as i32 {
-            return Err(invalid("RECEIPT_ACTION"));
+        if r.action != action as i32 {
+            return Err(err("RECEIPT_ACTION", true));
         }
         Ok(Receipt {
             payload: signed.payload.clone(),
@@ -728,13 +983,13 @@ fn instruction(system: &str, h: &Header, key: &str) -> sys::Instruction {
 
 #[tonic::async_trait]
 impl Systems for GrpcSystems {
-    async fn anchors(
+    async fn read(
         &self,
         system: &str,
         h: &Header,
         refs: &[RecordRef],
-    ) -> Result<Vec<(RecordRef, Option<NaiveDate>)>, SystemError> {
-        let key = format!("erasure-plan-{}", h.request_id);
+    ) -> Result<Vec<RecordInfo>, SystemError> {
+        let key = format!("erasure-read-{}", h.request_id);
         let mut stream = self
             .system(system)?
             .access(sys::AccessRequest {
@@ -749,13 +1004,19 @@ impl Systems for GrpcSystems {
         while let Some(batch) = stream.message().await.map_err(|s| failed(system, &s))? {
             for r in batch.records {
                 let rf = r.r#ref.unwrap_or_default();
-                out.push((
-                    RecordRef {
+                out.push(RecordInfo {
+                    record: RecordRef {
                         store: rf.store,
                         key: rf.key,
                     },
-                    kit::date(r.retention_anchor),
-                ));
+                    anchor: kit::date(r.retention_anchor),
+                    // Names and categories only: values are not kept.
+                    fields: r
+                        .fields
+                        .into_iter()
+                        .map(|f| (f.name, f.category_id))
+                        .collect(),
+                });
             }
         }
         Ok(out)
@@ -768,7 +1029,6 @@ impl Systems for GrpcSystems {
         idempotency_key: &str,
         order: &EraseOrder,
     ) -> Result<Receipt, SystemError> {
-        let mut client = self.system(system)?;
         let req = sys::EraseRequest {
             instruction: Some(instruction(system, h, idempotency_key)),
             records: order.records.iter().map(ref_to_pb).collect(),
@@ -789,55 +1049,147 @@ impl Systems for GrpcSystems {
                 })
                 .collect(),
         };
-        let mut op = client
+        let op = self
+            .system(system)?
             .erase(req)
             .await
             .map_err(|s| failed(system, &s))?
             .into_inner()
             .operation
             .unwrap_or_default();
-        let started = Instant::now();
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match sys::OperationState::try_from(op.state) {
-                Ok(sys::OperationState::Succeeded) => break,
-                Ok(sys::OperationState::Failed) => {
-                    return Err(SystemError {
-                        system: system.to_owned(),
-                        reason: "OPERATION_FAILED".into(),
-                        receipt_invalid: false,
-                    });
-                }
-                Ok(
-                    sys::OperationState::Pending
-                    | sys::OperationState::Running
-                    | sys::OperationState::Unspecified,
-                )
-                | Err(_) => {
-                    if started.elapsed() > OPERATION_WAIT {
-                        return Err(SystemError {
-                            system: system.to_owned(),
-                            reason: "OPERATION_PENDING".into(),
-                            receipt_invalid: false,
-                        });
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                    op = client
-                        .get_operation(sys::GetOperationRequest { id: op.id.clone() })
-                        .await
-                        .map_err(|s| failed(system, &s))?
-                        .into_inner()
-                        .operation
-                        .unwrap_or_default();
-                }
-            }
-        }
-        let signed = op.receipt.ok_or_else(|| SystemError {
-            system: system.to_owned(),
-            reason: "RECEIPT_MISSING".into(),
-            receipt_invalid: true,
-        })?;
-        self.verify(system, h, idempotency_key, &signed).await
+        self.finish(system, h, idempotency_key, sys::ReceiptAction::Erase, op)
+            .await
+    }
+
+    async fn write(
+        &self,
+        system: &str,
+        h: &Header,
+        idempotency_key: &str,
+        write: &Write,
+    ) -> Result<Receipt, SystemError> {
+        let mut client = self.system(system)?;
+        let instruction = Some(instruction(system, h, idempotency_key));
+        let (op, action) = match write {
+            Write::Rectify(changes) => (
+                client
+                    .rectify(sys::RectifyRequest {
+                        instruction,
+                        changes: changes
+                            .iter()
+                            .map(|(r, field, value)| sys::FieldChange {
+                                record: Some(ref_to_pb(r)),
+                                field: field.clone(),
+                                value: value.clone(),
+                            })
+                            .collect(),
+                    })
+                    .await
+                    .map_err(|s| failed(system, &s))?
+                    .into_inner()
+                    .operation,
+                sys::ReceiptAction::Rectify,
+            ),
+            Write::Restrict {
+                records,
+                lift,
+                reason,
+            } => (
+                client
+                    .restrict(sys::RestrictRequest {
+                        instruction,
+                        records: records.iter().map(ref_to_pb).collect(),
+                        lift: *lift,
+                        reason: reason.clone(),
+                    })
+                    .await
+                    .map_err(|s| failed(system, &s))?
+                    .into_inner()
+                    .operation,
+                if *lift {
+                    sys::ReceiptAction::LiftRestriction
+                } else {
+                    sys::ReceiptAction::Restrict
+                },
+            ),
+            Write::Object {
+                records,
+                purposes,
+                direct_marketing,
+            } => (
+                client
+                    .object(sys::ObjectRequest {
+                        instruction,
+                        records: records.iter().map(ref_to_pb).collect(),
+                        purposes: purposes.clone(),
+                        direct_marketing: *direct_marketing,
+                    })
+                    .await
+                    .map_err(|s| failed(system, &s))?
+                    .into_inner()
+                    .operation,
+                sys::ReceiptAction::Object,
+            ),
+        };
+        self.finish(system, h, idempotency_key, action, op.unwrap_or_default())
+            .await
+    }
+
+    fn operator(&self, system: &str) -> Option<String> {
+        self.systems
+            .get(system)
+            .map(|(_, op)| op.clone())
+            .filter(|op| !op.is_empty())
+    }
+}
+
+type RegistryClient = TransferRegistryClient<InterceptedService<Channel, Outgoing>>;
+
+/// The transfer registry over gRPC.
+#[derive(Debug)]
+pub struct GrpcRegistry {
+    client: RegistryClient,
+}
+
+impl GrpcRegistry {
+    /// A client calling as `service:dsr-erasure` with `transfers:read`.
+    pub fn new(endpoint: &str, audience: &str, signer: Arc<TokenSigner>) -> Result<Self, String> {
+        let channel = lazy_channel(endpoint).map_err(|e| format!("transfer registry: {e}"))?;
+        let out = Outgoing::new(signer, crate::SERVICE_NAME, audience, &["transfers:read"]);
+        Ok(Self {
+            client: TransferRegistryClient::with_interceptor(channel, out),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Registry for GrpcRegistry {
+    async fn recipients(
+        &self,
+        h: &Header,
+        systems: &[String],
+        categories: &[String],
+    ) -> Result<Vec<Recipient>, SystemError> {
+        let resp = self
+            .client
+            .clone()
+            .list_disclosure_recipients(tr::ListDisclosureRecipientsRequest {
+                controller: controller_pb(h.controller.as_str()),
+                system_ids: systems.to_vec(),
+                category_ids: categories.to_vec(),
+            })
+            .await
+            .map_err(|s| failed("transfer-registry", &s))?
+            .into_inner();
+        Ok(resp
+            .disclosures
+            .into_iter()
+            .filter_map(|d| d.recipient)
+            .map(|r| Recipient {
+                id: r.id,
+                name: r.name,
+                country: r.country,
+            })
+            .collect())
     }
 }

@@ -150,16 +150,75 @@ pub struct SystemError {
     pub receipt_invalid: bool,
 }
 
+/// A record as erasure reads it: its retention anchor and its fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// The record.
+    pub record: RecordRef,
+    /// The date its retention runs from, once begun.
+    pub anchor: Option<NaiveDate>,
+    /// Its fields: name and category (no values).
+    pub fields: Vec<(String, String)>,
+}
+
+/// A write other than erasure, as sent to one system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// New values: record, field, value.
+    Rectify(Vec<(RecordRef, String, String)>),
+    /// Restrict (or lift) the records.
+    Restrict {
+        /// The records.
+        records: Vec<RecordRef>,
+        /// Lift instead.
+        lift: bool,
+        /// Why.
+        reason: String,
+    },
+    /// Object to purposes for the records.
+    Object {
+        /// The records.
+        records: Vec<RecordRef>,
+        /// The purposes.
+        purposes: Vec<String>,
+        /// Direct marketing.
+        direct_marketing: bool,
+    },
+}
+
+impl Write {
+    /// The receipt action it produces, as a stable name.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::Rectify(_) => "rectify",
+            Self::Restrict { lift: false, .. } => "restrict",
+            Self::Restrict { lift: true, .. } => "lift_restriction",
+            Self::Object { .. } => "object",
+        }
+    }
+}
+
+/// A recipient the data was disclosed to (from the transfer registry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its country.
+    pub country: String,
+}
+
 /// The data systems, as erasure calls them.
 #[tonic::async_trait]
 pub trait Systems: Send + Sync {
-    /// The retention anchor of each record (read through `Access`).
-    async fn anchors(
+    /// Each record's retention anchor and fields (read through `Access`).
+    async fn read(
         &self,
         system: &str,
         h: &Header,
         refs: &[RecordRef],
-    ) -> Result<Vec<(RecordRef, Option<NaiveDate>)>, SystemError>;
+    ) -> Result<Vec<RecordInfo>, SystemError>;
 
     /// Sends `Erase` under `idempotency_key`, waits for the operation to
     /// end, verifies the receipt against the system's published keys and
@@ -171,4 +230,31 @@ pub trait Systems: Send + Sync {
         idempotency_key: &str,
         order: &EraseOrder,
     ) -> Result<Receipt, SystemError>;
+
+    /// Sends a rectification, restriction or objection, the same way.
+    async fn write(
+        &self,
+        system: &str,
+        h: &Header,
+        idempotency_key: &str,
+        write: &Write,
+    ) -> Result<Receipt, SystemError>;
+
+    /// The recipient (in the transfer registry) that operates `system`,
+    /// when configured.
+    fn operator(&self, system: &str) -> Option<String>;
+}
+
+/// The transfer registry, as erasure asks it for the recipients to notify
+/// (Art. 19).
+#[tonic::async_trait]
+pub trait Registry: Send + Sync {
+    /// The recipients the controller discloses data of `systems` or of
+    /// `categories` to.
+    async fn recipients(
+        &self,
+        h: &Header,
+        systems: &[String],
+        categories: &[String],
+    ) -> Result<Vec<Recipient>, SystemError>;
 }

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::entity::{hold, plan, receipt, tombstone};
+use crate::entity::{hold, notification, plan, receipt, tombstone};
 use crate::model::{EraseOrder, Plan, Receipt, RecordRef, StoreResult};
 
 /// A receipt as stored.
@@ -86,6 +86,31 @@ pub struct Tombstone {
     pub orders: BTreeMap<String, EraseOrder>,
     /// When.
     pub erased_at: DateTime<Utc>,
+}
+
+/// An Art. 19 notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    /// Id.
+    pub id: String,
+    /// The request.
+    pub request_id: String,
+    /// The recipient.
+    pub recipient_id: String,
+    /// Its name.
+    pub recipient_name: String,
+    /// Its country.
+    pub country: String,
+    /// What it is told.
+    pub action: String,
+    /// Through its data system (with the receipt), else a task.
+    pub through: Option<(String, String)>,
+    /// For a task: due.
+    pub due_on: Option<NaiveDate>,
+    /// Done at.
+    pub done_at: Option<DateTime<Utc>>,
+    /// Done by.
+    pub done_by: Option<String>,
 }
 
 /// Storage failures.
@@ -381,5 +406,82 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    fn notification_from(m: notification::Model) -> Notification {
+        Notification {
+            through: m.system_id.zip(m.receipt_id),
+            id: m.id,
+            request_id: m.request_id,
+            recipient_id: m.recipient_id,
+            recipient_name: m.recipient_name,
+            country: m.country,
+            action: m.action,
+            due_on: m.due_on,
+            done_at: m.done_at,
+            done_by: m.done_by,
+        }
+    }
+
+    /// Records a notification unless one exists for its request, recipient
+    /// and action.
+    pub async fn save_notification(&self, n: &Notification) -> Result<(), StoreError> {
+        let (system, receipt) = n.through.clone().unzip();
+        let am = notification::ActiveModel {
+            id: Set(n.id.clone()),
+            request_id: Set(n.request_id.clone()),
+            recipient_id: Set(n.recipient_id.clone()),
+            recipient_name: Set(n.recipient_name.clone()),
+            country: Set(n.country.clone()),
+            action: Set(n.action.clone()),
+            channel: Set(if n.through.is_some() {
+                "data_system"
+            } else {
+                "task"
+            }
+            .into()),
+            system_id: Set(system),
+            receipt_id: Set(receipt),
+            due_on: Set(n.due_on),
+            done_at: Set(n.done_at),
+            done_by: Set(n.done_by.clone()),
+        };
+        match am.insert(&self.db).await {
+            Ok(_) => Ok(()),
+            Err(e) if unique_violation(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A request's notifications, by recipient and action.
+    pub async fn notifications(&self, request_id: &str) -> Result<Vec<Notification>, StoreError> {
+        Ok(notification::Entity::find()
+            .filter(notification::Column::RequestId.eq(request_id))
+            .order_by_asc(notification::Column::RecipientId)
+            .order_by_asc(notification::Column::Action)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Self::notification_from)
+            .collect())
+    }
+
+    /// Marks a task done (done tasks stay as they were).
+    pub async fn complete_notification(
+        &self,
+        id: &str,
+        by: &str,
+    ) -> Result<Notification, StoreError> {
+        let m = notification::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if m.done_at.is_some() {
+            return Ok(Self::notification_from(m));
+        }
+        let mut am: notification::ActiveModel = m.into();
+        am.done_at = Set(Some(Utc::now()));
+        am.done_by = Set(Some(by.to_owned()));
+        Ok(Self::notification_from(am.update(&self.db).await?))
     }
 }

@@ -38,6 +38,7 @@ pub(crate) mod request {
         pub record_count: Option<i64>,
         pub system_ids: Option<String>,
         pub retained_count: Option<i64>,
+        pub write_order: Option<String>,
         pub cancel_reason: Option<String>,
         pub lease_owner: Option<String>,
         pub lease_until_ms: Option<i64>,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use dsr_domain::deadline::{Deadline, DeadlineError, HolidayCalendar};
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
-use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State};
+use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State, WriteOrder};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr,
@@ -52,6 +52,8 @@ pub struct Submission {
     /// verified the person before submitting; `None` means the orchestrator
     /// verifies.
     pub verified: Option<Vec<Identity>>,
+    /// For a rectification, restriction or objection: what to write.
+    pub write: Option<WriteOrder>,
 }
 
 /// Why a request was rejected.
@@ -113,6 +115,8 @@ pub struct Request {
     /// Once erased: records retained on a legal ground (deferred erasures
     /// still to run).
     pub retained_count: Option<u64>,
+    /// For a rectification, restriction or objection: what to write.
+    pub write_order: Option<WriteOrder>,
     /// For a cancellation.
     pub cancel_reason: Option<String>,
     /// Failed attempts of the step in progress.
@@ -165,13 +169,23 @@ fn payload_digest(s: &Submission) -> String {
         )
         .collect();
     ids.sort();
+    let ids = ids.join("\n");
+    // A write order is part of the payload; requests without one keep the
+    // digest they had before write orders existed.
+    let order = s
+        .write
+        .as_ref()
+        .map(|w| serde_json::to_string(w).expect("serialisable order"));
     let mut h = Sha256::new();
     for part in [
         s.kind.as_str(),
         s.controller.as_str(),
         s.language.as_str(),
-        &ids.join("\n"),
-    ] {
+        &ids,
+    ]
+    .into_iter()
+    .chain(order.as_deref())
+    {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -246,6 +260,12 @@ impl Ledger {
                 .map_err(|_| corrupt("system list"))?
                 .unwrap_or_default(),
             retained_count: m.retained_count.map(|n| u64::try_from(n).unwrap_or(0)),
+            write_order: m
+                .write_order
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("write order"))?,
             cancel_reason: m.cancel_reason,
             attempts: u32::try_from(m.attempts).unwrap_or(0),
             last_error: m.last_error,
@@ -365,6 +385,10 @@ impl Ledger {
                 record_count: Set(None),
                 system_ids: Set(None),
                 retained_count: Set(None),
+                write_order: Set(s
+                    .write
+                    .as_ref()
+                    .map(|w| serde_json::to_string(w).expect("serialisable order"))),
                 cancel_reason: Set(None),
                 lease_owner: Set(None),
                 lease_until_ms: Set(None),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use dsr_domain::identity::{Identity, Organisationsnummer};
-use dsr_domain::request::Kind;
+use dsr_domain::request::{Kind, WriteOrder};
 use serde::{Deserialize, Serialize};
 
 /// Why a call failed: a stable reason without personal data, and whether
@@ -169,9 +169,10 @@ pub struct Planned {
     pub retain: u32,
 }
 
-/// What an erasure execution (or a deferred one) did.
+/// What an execution did: an erasure, a deferred erasure, or a
+/// rectification, restriction or objection applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Erased {
+pub struct Executed {
     /// Every system answered with a verified receipt.
     pub complete: bool,
     /// The systems that did not, with their reasons.
@@ -194,7 +195,15 @@ pub trait Erasure: Send + Sync {
     /// Plans the request's erasure (or returns the plan already built).
     async fn plan(&self, call: &Call, map: &SubjectMap) -> Result<Planned, CallError>;
     /// Executes the plan (idempotent).
-    async fn execute(&self, call: &Call) -> Result<Erased, CallError>;
+    async fn execute(&self, call: &Call) -> Result<Executed, CallError>;
     /// Runs the deferred erasures due before `as_of`.
-    async fn deferred(&self, call: &Call, as_of: NaiveDate) -> Result<Erased, CallError>;
+    async fn deferred(&self, call: &Call, as_of: NaiveDate) -> Result<Executed, CallError>;
+    /// Applies a rectification, restriction or objection to the records of
+    /// the subject map (idempotent per request).
+    async fn apply(
+        &self,
+        call: &Call,
+        order: &WriteOrder,
+        map: &SubjectMap,
+    ) -> Result<Executed, CallError>;
 }

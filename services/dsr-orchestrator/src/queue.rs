@@ -19,7 +19,7 @@ use sea_orm::{
 
 use crate::entity::{request as req, step};
 use crate::ledger::{Error, Ledger, Request, corrupt, identity_json};
-use crate::mesh::{Erased, PackageRef, Planned, SubjectMap};
+use crate::mesh::{Executed, PackageRef, Planned, SubjectMap};
 
 /// The steps, in order.
 pub const STEPS: [&str; 3] = ["verify", "locate", "export"];
@@ -28,22 +28,29 @@ pub const STEPS: [&str; 3] = ["verify", "locate", "export"];
 /// retain-until date).
 pub const ERASURE_STEPS: [&str; 5] = ["verify", "locate", "plan", "execute", "deferred"];
 
+/// The steps of a rectification, restriction or objection.
+pub const WRITE_STEPS: [&str; 3] = ["verify", "locate", "apply"];
+
 /// The steps of a request of `kind`.
 pub fn steps_of(kind: Kind) -> &'static [&'static str] {
     if kind.exports() {
         &STEPS
+    } else if kind.is_write() {
+        &WRITE_STEPS
     } else {
         &ERASURE_STEPS
     }
 }
 
-/// The step a request in `state` runs next, if a worker should run one.
-pub fn step_for(state: State) -> Option<&'static str> {
+/// The step a request of `kind` in `state` runs next, if a worker should
+/// run one.
+pub fn step_for(kind: Kind, state: State) -> Option<&'static str> {
     match state {
         State::Submitted => Some("verify"),
         State::Locating => Some("locate"),
         State::Exporting => Some("export"),
         State::Planning => Some("plan"),
+        State::Executing if kind.is_write() => Some("apply"),
         State::Executing => Some("execute"),
         State::CompletedWithRetained => Some("deferred"),
         State::Verifying
@@ -86,9 +93,10 @@ pub enum Outcome {
         /// Whether a case handler must approve first.
         needs_approval: bool,
     },
-    /// Erased (or a deferred erasure done): completed, or completed with
+    /// Executed (an erasure, a deferred erasure, or a rectification,
+    /// restriction or objection applied): completed, or completed with
     /// records retained until their deferred erasure.
-    Erased(Erased),
+    Executed(Executed),
 }
 
 /// One step of a request as the step log shows it.
@@ -314,10 +322,13 @@ impl Ledger {
                 needs_approval,
             } => {
                 am.subject_map = Set(Some(serde_json::to_string(map).expect("serialisable map")));
-                if !kind.exports() {
+                if kind == Kind::Erasure {
+                    // The case handler approves the plan, not the map.
                     (State::Planning, true)
                 } else if *needs_approval {
                     (State::AwaitingApproval, false)
+                } else if kind.is_write() {
+                    (State::Executing, true)
                 } else {
                     (State::Exporting, true)
                 }
@@ -332,7 +343,7 @@ impl Ledger {
                     (State::Executing, true)
                 }
             }
-            Outcome::Erased(e) => {
+            Outcome::Executed(e) => {
                 let prior = if from == State::CompletedWithRetained {
                     am.record_count.clone().unwrap().unwrap_or(0)
                 } else {
@@ -400,7 +411,7 @@ impl Ledger {
             &format!("state:{}", to.as_str()),
         )
         .await?;
-        let next = match (keep, step_for(to)) {
+        let next = match (keep, step_for(kind, to)) {
             (Some(worker), Some(name)) => Some(
                 begin_attempt(&txn, &claim.request_id, name, worker)
                     .await?
@@ -501,7 +512,7 @@ impl Ledger {
             .order_by_asc(step::Column::Id)
             .all(self.db())
             .await?;
-        let current = step_for(r.state);
+        let current = step_for(r.kind, r.state);
         Ok(steps_of(r.kind)
             .iter()
             .map(|name| {

@@ -15,7 +15,7 @@ use rand::Rng as _;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
 use crate::ledger::{Ledger, Request};
-use crate::mesh::{Call, CallError, Discovery, Erased, Erasure, Export, Verification};
+use crate::mesh::{Call, CallError, Discovery, Erasure, Executed, Export, Verification};
 use crate::metrics::Metrics;
 use crate::queue::{Claim, Outcome, step_for};
 
@@ -187,7 +187,7 @@ impl Worker {
         // The next step's attempt, when the previous completion began it.
         let mut begun: Option<i64> = None;
         loop {
-            let Some(step) = step_for(r.state) else {
+            let Some(step) = step_for(r.kind, r.state) else {
                 let _ = self.ledger.release(&claim).await;
                 return;
             };
@@ -322,6 +322,18 @@ impl Worker {
                 let e = self.mesh.erasure.execute(&call).await?;
                 complete(e)
             }
+            "apply" => {
+                let (Some(map), Some(order)) = (r.subject_map.as_ref(), r.write_order.as_ref())
+                else {
+                    return Err(CallError {
+                        service: "orchestrator".into(),
+                        reason: "no subject map or write order recorded".into(),
+                        retryable: false,
+                    });
+                };
+                let e = self.mesh.erasure.apply(&call, order, map).await?;
+                complete(e)
+            }
             "deferred" => {
                 let e = self
                     .mesh
@@ -342,9 +354,9 @@ impl Worker {
 /// An execution every system answered is the step's outcome; one with a
 /// system still to answer is a failure worth retrying (the next attempt
 /// asks only the systems without a receipt).
-fn complete(e: Erased) -> Result<Outcome, CallError> {
+fn complete(e: Executed) -> Result<Outcome, CallError> {
     if e.complete {
-        Ok(Outcome::Erased(e))
+        Ok(Outcome::Executed(e))
     } else {
         Err(CallError {
             service: "erasure".into(),

@@ -19,6 +19,7 @@ fn submission(key: &str, email: &str) -> Submission {
         language: "sv".into(),
         idempotency_key: key.into(),
         verified: None,
+        write: None,
     }
 }
 

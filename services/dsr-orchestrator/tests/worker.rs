@@ -13,7 +13,7 @@ use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{Kind, State};
 use dsr_orchestrator::ledger::{Ledger, Submission};
 use dsr_orchestrator::mesh::{
-    Call, CallError, Challenge, Discovery, Erased, Erasure, Export, PackageRef, Planned, Store,
+    Call, CallError, Challenge, Discovery, Erasure, Executed, Export, PackageRef, Planned, Store,
     SubjectMap, SystemFound, Verification,
 };
 use dsr_orchestrator::metrics::Metrics;
@@ -33,6 +33,7 @@ struct Fake {
     plans: AtomicU32,
     executions: AtomicU32,
     deferred: AtomicU32,
+    applied: Mutex<Vec<dsr_domain::request::WriteOrder>>,
 }
 
 #[tonic::async_trait]
@@ -114,12 +115,12 @@ impl Erasure for Fake {
         })
     }
 
-    async fn execute(&self, _: &Call) -> Result<Erased, CallError> {
+    async fn execute(&self, _: &Call) -> Result<Executed, CallError> {
         self.executions.fetch_add(1, Ordering::SeqCst);
         let failing = self.executions_failing.load(Ordering::SeqCst);
         if failing > 0 {
             self.executions_failing.store(failing - 1, Ordering::SeqCst);
-            return Ok(Erased {
+            return Ok(Executed {
                 complete: false,
                 failures: vec!["system legal: UNAVAILABLE".into()],
                 affected: 0,
@@ -130,7 +131,7 @@ impl Erasure for Fake {
             });
         }
         // One record retained until yesterday: its deferred erasure is due.
-        Ok(Erased {
+        Ok(Executed {
             complete: true,
             failures: vec![],
             affected: 3,
@@ -141,10 +142,29 @@ impl Erasure for Fake {
         })
     }
 
-    async fn deferred(&self, _: &Call, as_of: chrono::NaiveDate) -> Result<Erased, CallError> {
+    async fn apply(
+        &self,
+        _: &Call,
+        order: &dsr_domain::request::WriteOrder,
+        map: &SubjectMap,
+    ) -> Result<Executed, CallError> {
+        assert_eq!(map.record_count(), 1, "the write gets the subject map");
+        self.applied.lock().unwrap().push(order.clone());
+        Ok(Executed {
+            complete: true,
+            failures: vec![],
+            affected: 1,
+            refused: 0,
+            retained: 0,
+            next_deferred_on: None,
+            system_ids: vec!["crm".into()],
+        })
+    }
+
+    async fn deferred(&self, _: &Call, as_of: chrono::NaiveDate) -> Result<Executed, CallError> {
         assert_eq!(as_of, chrono::Utc::now().date_naive());
         self.deferred.fetch_add(1, Ordering::SeqCst);
-        Ok(Erased {
+        Ok(Executed {
             complete: true,
             failures: vec![],
             affected: 1,
@@ -165,6 +185,7 @@ fn submission(key: &str) -> Submission {
         language: "sv".into(),
         idempotency_key: key.into(),
         verified: Some(vec![email]),
+        write: None,
     }
 }
 
@@ -522,5 +543,49 @@ async fn an_erasure_plans_executes_until_every_system_answers_then_runs_its_defe
     // Submitted (verified: straight to locating), then planning, executing,
     // completed with retained, completed: the chain holds.
     assert_eq!(ledger.verify_audit().await.unwrap(), 6);
+    drop(db);
+}
+
+#[tokio::test]
+async fn an_objection_is_located_then_applied_once_with_its_order() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = start(&ledger, &fake, "w1", &stop);
+    let today = chrono::Utc::now().date_naive();
+    let order = dsr_domain::request::WriteOrder::Object {
+        purposes: vec![],
+        direct_marketing: true,
+    };
+    let mut sub = submission("object-0001");
+    sub.kind = Kind::Objection;
+    sub.write = Some(order.clone());
+    let (r, _) = ledger.submit(sub.clone(), today, "portal").await.unwrap();
+    assert_eq!(r.write_order.as_ref(), Some(&order));
+    let done = wait_for(&ledger, &r.id, State::Completed).await;
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    assert_eq!(*fake.applied.lock().unwrap(), vec![order]);
+    assert_eq!(done.record_count, Some(1));
+    let steps: Vec<(&str, &str)> = ledger
+        .steps(&done)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| (s.name, s.status))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![("verify", "done"), ("locate", "done"), ("apply", "done")]
+    );
+    // The same key with another order is another payload: refused.
+    sub.write = Some(dsr_domain::request::WriteOrder::Object {
+        purposes: vec!["explore business opportunities with you".into()],
+        direct_marketing: false,
+    });
+    assert!(matches!(
+        ledger.submit(sub, today, "portal").await,
+        Err(dsr_orchestrator::ledger::Error::KeyReused)
+    ));
     drop(db);
 }

@@ -442,6 +442,93 @@ impl Reference {
         }
     }
 
+    /// The reference CRM's lead scoring, as its automated-decision logic
+    /// describes it (a site visit 1 point, an information request 5, an
+    /// event 10; points older than 12 months count half): prospects that
+    /// objected to direct marketing lose their score and are never scored
+    /// again; new prospects (no score yet) are scored. Returns (scored,
+    /// cleared). Other systems have nothing to score.
+    pub async fn score_prospects(
+        self,
+        db: &DatabaseConnection,
+        today: NaiveDate,
+    ) -> Result<(u64, u64), DbErr> {
+        if self != Self::Crm {
+            return Ok((0, 0));
+        }
+        let backend = db.get_database_backend();
+        let objected = "objected_purposes LIKE '%direct_marketing%'";
+        let cleared = db
+            .execute_raw(sea_orm::Statement::from_string(
+                backend,
+                format!(
+                    "UPDATE prospects SET lead_score = NULL, score_factors = NULL WHERE {objected} AND (lead_score IS NOT NULL OR score_factors IS NOT NULL)"
+                ),
+            ))
+            .await?
+            .rows_affected();
+        let mut scored = 0;
+        loop {
+            let new = db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    backend,
+                    format!(
+                        "SELECT id FROM prospects WHERE lead_score IS NULL AND (objected_purposes IS NULL OR NOT {objected}) ORDER BY id LIMIT 500"
+                    ),
+                ))
+                .await?;
+            if new.is_empty() {
+                break;
+            }
+            for row in &new {
+                let id: i64 = row.try_get_by_index(0)?;
+                let interactions = db
+                    .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                        backend,
+                        if backend == sea_orm::DbBackend::Postgres {
+                            "SELECT kind, CAST(occurred_on AS TEXT) FROM prospect_interactions WHERE prospect_id = $1"
+                        } else {
+                            "SELECT kind, CAST(occurred_on AS TEXT) FROM prospect_interactions WHERE prospect_id = ?"
+                        },
+                        [id.into()],
+                    ))
+                    .await?;
+                // Twice the points, so that half points stay whole.
+                let mut doubled = 0i64;
+                for i in &interactions {
+                    let kind: Option<String> = i.try_get_by_index(0)?;
+                    let on: Option<String> = i.try_get_by_index(1)?;
+                    let pts = match kind.as_deref() {
+                        Some("site_visit") => 1,
+                        Some("information_request") => 5,
+                        Some("event") => 10,
+                        _ => 0,
+                    };
+                    let old = on
+                        .and_then(|d| d.get(..10).and_then(|d| d.parse::<NaiveDate>().ok()))
+                        .is_some_and(|d| d < today - Duration::days(365));
+                    doubled += if old { pts } else { 2 * pts };
+                }
+                db.execute_raw(sea_orm::Statement::from_sql_and_values(
+                    backend,
+                    if backend == sea_orm::DbBackend::Postgres {
+                        "UPDATE prospects SET lead_score = $1, score_factors = $2 WHERE id = $3"
+                    } else {
+                        "UPDATE prospects SET lead_score = ?, score_factors = ? WHERE id = ?"
+                    },
+                    [
+                        (doubled / 2).into(),
+                        format!("{} interactions", interactions.len()).into(),
+                        id.into(),
+                    ],
+                ))
+                .await?;
+                scored += 1;
+            }
+        }
+        Ok((scored, cleared))
+    }
+
     /// An identity, as `type:value`, of a person this system holds when
     /// seeded from `seed` (for `dsr conformance`).
     pub fn sample_identity(self, seed: u64) -> String {

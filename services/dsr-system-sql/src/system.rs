@@ -13,6 +13,7 @@ use chrono::{DateTime, Months, NaiveDate, Utc};
 use dsr_connector::instruction::Instruction;
 use dsr_connector::operations::{self, Claim, Operation, Operations};
 use dsr_connector::signing::ReceiptSigner;
+use dsr_connector::suppression::Suppressions;
 use dsr_domain::identity::{Identity, Organisationsnummer};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, Value};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, TransactionTrait};
@@ -267,6 +268,7 @@ pub struct SqlSystem {
     ops: Operations,
     signer: ReceiptSigner,
     codec: Arc<dyn ReceiptCodec>,
+    suppressions: Suppressions,
 }
 
 impl std::fmt::Debug for SqlSystem {
@@ -297,6 +299,7 @@ impl SqlSystem {
         let controllers = manifest.controllers();
         Self {
             ops: Operations::new(db.clone()),
+            suppressions: Suppressions::new(&manifest.system.id),
             db,
             manifest,
             controllers,
@@ -876,6 +879,11 @@ impl SqlSystem {
                         }
                         None => 0,
                     };
+                    // The objection holds for the person's records that
+                    // arrive later: their identities join the suppression
+                    // list (as hashes).
+                    let ids = self.identities_of(&txn, t, &matched).await?;
+                    self.suppressions.add(&txn, &ids, purposes).await?;
                     let mut o = self.outcome(t, matched.len(), affected);
                     o.refused = matched.len() as u64 - affected;
                     stores.push(o);
@@ -1196,6 +1204,122 @@ impl SqlSystem {
             affected += conn.execute_raw(stmt).await?.rows_affected();
         }
         Ok(affected)
+    }
+
+    /// The identities (kind, normalised value) held in `keys` of `t`.
+    async fn identities_of<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        t: &TableSpec,
+        keys: &[String],
+    ) -> Result<Vec<(String, String)>, DbErr> {
+        let mut out = Vec::new();
+        if t.identities.is_empty() {
+            return Ok(out);
+        }
+        for chunk in keys.chunks(CHUNK) {
+            let mut sel = Query::select();
+            sel.from(Alias::new(&t.name)).and_where(
+                Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk)),
+            );
+            for c in &t.identities {
+                sel.expr(text_col(&c.column));
+            }
+            for row in self.query(conn, &sel).await? {
+                out.extend(Self::row_identities(t, &row, 0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The identities in a row whose identity columns start at `first`.
+    fn row_identities(
+        t: &TableSpec,
+        row: &QueryResult,
+        first: usize,
+    ) -> Result<Vec<(String, String)>, DbErr> {
+        let mut out = Vec::new();
+        for (i, c) in t.identities.iter().enumerate() {
+            if let Some(raw) = get_text(row, first + i)?
+                && let Ok(id) = Identity::parse(c.kind.domain(), &raw)
+            {
+                out.push((id.kind().as_str().to_owned(), id.value().to_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies the suppression list to records that arrived after an
+    /// objection (an import, a new registration): every row whose
+    /// identities are on the list gets the purposes objected to in its
+    /// objection column. Returns the rows changed. Runs in keyset-paged
+    /// batches; cheap when the list is empty.
+    pub async fn enforce_objections(&self) -> Result<u64, Error> {
+        let list = self.suppressions.all(&self.db).await?;
+        if list.is_empty() {
+            return Ok(0);
+        }
+        let mut changed = 0;
+        for t in &self.manifest.tables {
+            let Some(col) = &t.objection_column else {
+                continue;
+            };
+            if t.identities.is_empty() {
+                continue;
+            }
+            let mut last: Option<Value> = None;
+            loop {
+                let mut sel = Query::select();
+                sel.expr(text_col(&t.primary_key.column))
+                    .expr(text_col(col))
+                    .from(Alias::new(&t.name))
+                    .order_by(
+                        Alias::new(&t.primary_key.column),
+                        sea_orm::sea_query::Order::Asc,
+                    )
+                    .limit(1000);
+                for c in &t.identities {
+                    sel.expr(text_col(&c.column));
+                }
+                if let Some(v) = last.clone() {
+                    sel.and_where(Expr::col(Alias::new(&t.primary_key.column)).gt(v));
+                }
+                let rows = self.query(&self.db, &sel).await?;
+                let Some(last_row) = rows.last() else { break };
+                last = get_text(last_row, 0)?.and_then(|k| self.key_value(t, &k));
+                for row in &rows {
+                    let ids = Self::row_identities(t, row, 2)?;
+                    let due = self.suppressions.purposes_of(&list, &ids);
+                    let current: BTreeSet<String> = get_text(row, 1)?
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    let missing: BTreeSet<String> = due.difference(&current).cloned().collect();
+                    if missing.is_empty() {
+                        continue;
+                    }
+                    let Some(key) = get_text(row, 0)? else {
+                        continue;
+                    };
+                    changed += self
+                        .add_objections(&self.db, t, col, &[key], &missing)
+                        .await?;
+                }
+                if rows.len() < 1000 {
+                    break;
+                }
+            }
+        }
+        if changed > 0 {
+            tracing::info!(
+                system = %self.manifest.system.id,
+                rows = changed,
+                "objections applied to records that arrived after them"
+            );
+        }
+        Ok(changed)
     }
 
     async fn add_objections<C: ConnectionTrait>(

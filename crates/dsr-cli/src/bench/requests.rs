@@ -54,6 +54,7 @@ async fn one(
                 verification_token: vt.to_owned(),
                 language: "sv".into(),
                 idempotency_key: key,
+                ..Default::default()
             },
         )?)
         .await

@@ -1,9 +1,10 @@
 //! The connector's own tables in the system's database: the idempotency
-//! ledger and the operations. Recorded in `seaql_migrations_connector`.
+//! ledger, the operations and the suppression list. Recorded in `seaql_migrations_connector`.
 
 use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_ledger;
+mod m20261201_000002_suppressions;
 
 /// The connector's migrations.
 #[derive(Debug)]
@@ -15,6 +16,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_ledger::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_ledger::Migration),
+            Box::new(m20261201_000002_suppressions::Migration),
+        ]
     }
 }

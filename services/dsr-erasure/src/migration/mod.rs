@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261201_000001_create_erasure;
+mod m20261201_000002_notifications;
 
 /// The migrations.
 #[derive(Debug)]
@@ -14,6 +15,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261201_000001_create_erasure::Migration)]
+        vec![
+            Box::new(m20261201_000001_create_erasure::Migration),
+            Box::new(m20261201_000002_notifications::Migration),
+        ]
     }
 }

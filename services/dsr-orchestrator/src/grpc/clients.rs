@@ -8,7 +8,7 @@ use dsr_auth::TokenSigner;
 use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identity_to_pb};
 use dsr_domain::identity::Identity;
-use dsr_domain::request::Kind;
+use dsr_domain::request::{Kind, RestrictionGround, WriteOrder};
 use dsr_proto::common::v1 as common;
 use dsr_proto::discovery::v1 as disc;
 use dsr_proto::discovery::v1::discovery_client::DiscoveryClient;
@@ -25,7 +25,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use crate::mesh::{
-    Call, CallError, Challenge, Discovery, Erased, Erasure, Export, PackageRef, Planned, Store,
+    Call, CallError, Challenge, Discovery, Erasure, Executed, Export, PackageRef, Planned, Store,
     SubjectMap, SystemFound, Verification,
 };
 
@@ -334,10 +334,14 @@ impl Export for GrpcMesh {
                     kind: match kind {
                         Kind::Access => exp::PackageKind::Access,
                         Kind::Portability => exp::PackageKind::Portability,
-                        Kind::Erasure => {
+                        Kind::Erasure
+                        | Kind::Rectification
+                        | Kind::Restriction
+                        | Kind::Objection => {
                             return Err(CallError {
                                 service: "orchestrator".into(),
-                                reason: "an erasure request has no package".into(),
+                                reason: "only access and portability requests have a package"
+                                    .into(),
                                 retryable: false,
                             });
                         }
@@ -364,7 +368,46 @@ impl Export for GrpcMesh {
     }
 }
 
-fn erased(e: Option<era::Execution>) -> Result<Erased, CallError> {
+fn order_to_pb(o: &WriteOrder) -> era::apply_request::Order {
+    use era::apply_request::Order;
+    match o {
+        WriteOrder::Rectify { corrections } => Order::Rectify(era::RectifyOrder {
+            corrections: corrections
+                .iter()
+                .map(|c| era::Correction {
+                    category_id: c.category.clone(),
+                    value: c.value.clone(),
+                })
+                .collect(),
+        }),
+        WriteOrder::Restrict { ground } => Order::Restrict(era::RestrictOrder {
+            ground: match ground {
+                RestrictionGround::AccuracyContested => era::RestrictionGround::AccuracyContested,
+                RestrictionGround::UnlawfulProcessing => era::RestrictionGround::UnlawfulProcessing,
+                RestrictionGround::NeededForLegalClaims => {
+                    era::RestrictionGround::NeededForLegalClaims
+                }
+                RestrictionGround::ObjectionPending => era::RestrictionGround::ObjectionPending,
+            } as i32,
+            lift: false,
+            person_informed_time: None,
+        }),
+        WriteOrder::Lift { person_informed_at } => Order::Restrict(era::RestrictOrder {
+            ground: 0,
+            lift: true,
+            person_informed_time: Some(kit::timestamp(*person_informed_at)),
+        }),
+        WriteOrder::Object {
+            purposes,
+            direct_marketing,
+        } => Order::Object(era::ObjectOrder {
+            purposes: purposes.clone(),
+            direct_marketing: *direct_marketing,
+        }),
+    }
+}
+
+fn erased(e: Option<era::Execution>) -> Result<Executed, CallError> {
     let e = e.ok_or_else(|| CallError {
         service: "erasure".into(),
         reason: "NO_EXECUTION".into(),
@@ -376,7 +419,7 @@ fn erased(e: Option<era::Execution>) -> Result<Erased, CallError> {
         .filter(|s| s.state != era::SystemState::Done as i32)
         .map(|s| format!("system {}: {}", s.system_id, s.error))
         .collect();
-    Ok(Erased {
+    Ok(Executed {
         complete: e.complete,
         failures,
         affected: e.systems.iter().map(|s| s.affected).sum(),
@@ -414,7 +457,7 @@ impl Erasure for GrpcMesh {
         })
     }
 
-    async fn execute(&self, call: &Call) -> Result<Erased, CallError> {
+    async fn execute(&self, call: &Call) -> Result<Executed, CallError> {
         let resp = self
             .erasure
             .clone()
@@ -431,7 +474,32 @@ impl Erasure for GrpcMesh {
         erased(resp.execution)
     }
 
-    async fn deferred(&self, call: &Call, as_of: chrono::NaiveDate) -> Result<Erased, CallError> {
+    async fn apply(
+        &self,
+        call: &Call,
+        order: &WriteOrder,
+        map: &SubjectMap,
+    ) -> Result<Executed, CallError> {
+        let resp = self
+            .erasure
+            .clone()
+            .apply(with_deadline(
+                call,
+                era::ApplyRequest {
+                    request_id: call.request_id.clone(),
+                    controller: controller(call),
+                    due_date: Some(kit::date_to_pb(call.due_date)),
+                    subject_map: Some(map_to_pb(map)),
+                    order: Some(order_to_pb(order)),
+                },
+            ))
+            .await
+            .map_err(|s| call_error("erasure", &s))?
+            .into_inner();
+        erased(resp.execution)
+    }
+
+    async fn deferred(&self, call: &Call, as_of: chrono::NaiveDate) -> Result<Executed, CallError> {
         let resp = self
             .erasure
             .clone()

@@ -14,7 +14,7 @@ use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
 use dsr_domain::deadline::DeadlineError;
 use dsr_domain::group::Group;
 use dsr_domain::identity::Organisationsnummer;
-use dsr_domain::request::{Kind, State};
+use dsr_domain::request::{Correction, Kind, RestrictionGround, State, WriteOrder};
 use dsr_proto::common::v1 as common;
 use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_server::{Requests, RequestsServer};
@@ -176,6 +176,9 @@ fn kind_to_pb(k: Kind) -> pb::Kind {
         Kind::Access => pb::Kind::Access,
         Kind::Portability => pb::Kind::Portability,
         Kind::Erasure => pb::Kind::Erasure,
+        Kind::Rectification => pb::Kind::Rectification,
+        Kind::Restriction => pb::Kind::Restriction,
+        Kind::Objection => pb::Kind::Objection,
     }
 }
 
@@ -184,8 +187,219 @@ fn kind_from_pb(k: i32) -> Option<Kind> {
         pb::Kind::Access => Some(Kind::Access),
         pb::Kind::Portability => Some(Kind::Portability),
         pb::Kind::Erasure => Some(Kind::Erasure),
+        pb::Kind::Rectification => Some(Kind::Rectification),
+        pb::Kind::Restriction => Some(Kind::Restriction),
+        pb::Kind::Objection => Some(Kind::Objection),
         pb::Kind::Unspecified => None,
     }
+}
+
+fn ground_to_pb(g: RestrictionGround) -> pb::RestrictionGround {
+    match g {
+        RestrictionGround::AccuracyContested => pb::RestrictionGround::AccuracyContested,
+        RestrictionGround::UnlawfulProcessing => pb::RestrictionGround::UnlawfulProcessing,
+        RestrictionGround::NeededForLegalClaims => pb::RestrictionGround::NeededForLegalClaims,
+        RestrictionGround::ObjectionPending => pb::RestrictionGround::ObjectionPending,
+    }
+}
+
+fn order_to_pb(o: &WriteOrder) -> pb::WriteOrder {
+    let mut w = pb::WriteOrder::default();
+    match o {
+        WriteOrder::Rectify { corrections } => {
+            w.corrections = corrections
+                .iter()
+                .map(|c| pb::Correction {
+                    category_id: c.category.clone(),
+                    value: c.value.clone(),
+                })
+                .collect();
+        }
+        WriteOrder::Restrict { ground } => w.restriction_ground = ground_to_pb(*ground) as i32,
+        WriteOrder::Lift { person_informed_at } => {
+            w.lift = true;
+            w.person_informed_time = Some(kit::timestamp(*person_informed_at));
+        }
+        WriteOrder::Object {
+            purposes,
+            direct_marketing,
+        } => {
+            w.purposes = purposes.clone();
+            w.direct_marketing = *direct_marketing;
+        }
+    }
+    w
+}
+
+/// The fields a write request carries, checked against its kind; the
+/// violations name the field.
+struct WriteFields {
+    corrections: Vec<pb::Correction>,
+    restriction_ground: i32,
+    lift: bool,
+    person_informed_time: Option<prost_types::Timestamp>,
+    purposes: Vec<String>,
+    direct_marketing: bool,
+}
+
+fn write_order(kind: Kind, f: WriteFields, v: &mut Vec<(String, String)>) -> Option<WriteOrder> {
+    let given = !f.corrections.is_empty()
+        || f.restriction_ground != 0
+        || f.lift
+        || f.person_informed_time.is_some()
+        || !f.purposes.is_empty()
+        || f.direct_marketing;
+    let refuse = |v: &mut Vec<(String, String)>, field: &str| {
+        v.push((
+            field.into(),
+            format!("not for a request of kind {}", kind.as_str()),
+        ));
+    };
+    match kind {
+        Kind::Access | Kind::Portability | Kind::Erasure => {
+            if given {
+                v.push((
+                    "kind".into(),
+                    "corrections, restriction_ground, lift, purposes and direct_marketing are for rectification, restriction and objection requests".into(),
+                ));
+            }
+            None
+        }
+        Kind::Rectification => {
+            if f.restriction_ground != 0 || f.lift || f.person_informed_time.is_some() {
+                refuse(v, "restriction_ground");
+            }
+            if !f.purposes.is_empty() || f.direct_marketing {
+                refuse(v, "purposes");
+            }
+            if f.corrections.is_empty() {
+                v.push(("corrections".into(), "at least one".into()));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            let mut out = Vec::new();
+            for (i, c) in f.corrections.into_iter().enumerate() {
+                if !valid_category(&c.category_id) {
+                    v.push((
+                        format!("corrections[{i}].category_id"),
+                        "a category id such as contact.phone".into(),
+                    ));
+                } else if !seen.insert(c.category_id.clone()) {
+                    v.push((
+                        format!("corrections[{i}].category_id"),
+                        "each category once".into(),
+                    ));
+                }
+                let value = c.value.trim().to_owned();
+                if value.is_empty() || value.chars().count() > 500 {
+                    v.push((
+                        format!("corrections[{i}].value"),
+                        "required, at most 500 characters".into(),
+                    ));
+                }
+                out.push(Correction {
+                    category: c.category_id,
+                    value,
+                });
+            }
+            Some(WriteOrder::Rectify { corrections: out })
+        }
+        Kind::Restriction => {
+            if !f.corrections.is_empty() {
+                refuse(v, "corrections");
+            }
+            if !f.purposes.is_empty() || f.direct_marketing {
+                refuse(v, "purposes");
+            }
+            if f.lift {
+                if f.restriction_ground != 0 {
+                    v.push((
+                        "restriction_ground".into(),
+                        "not with lift: a lift ends the restriction".into(),
+                    ));
+                }
+                match kit::time(f.person_informed_time) {
+                    Some(t) if t <= Utc::now() + chrono::Duration::minutes(5) => {
+                        Some(WriteOrder::Lift {
+                            person_informed_at: t,
+                        })
+                    }
+                    Some(_) => {
+                        v.push((
+                            "person_informed_time".into(),
+                            "in the future: tell the person before lifting (Art. 18(3))".into(),
+                        ));
+                        None
+                    }
+                    None => {
+                        v.push((
+                            "person_informed_time".into(),
+                            "required with lift: when the person was told (Art. 18(3))".into(),
+                        ));
+                        None
+                    }
+                }
+            } else {
+                let ground = match pb::RestrictionGround::try_from(f.restriction_ground) {
+                    Ok(pb::RestrictionGround::AccuracyContested) => {
+                        Some(RestrictionGround::AccuracyContested)
+                    }
+                    Ok(pb::RestrictionGround::UnlawfulProcessing) => {
+                        Some(RestrictionGround::UnlawfulProcessing)
+                    }
+                    Ok(pb::RestrictionGround::NeededForLegalClaims) => {
+                        Some(RestrictionGround::NeededForLegalClaims)
+                    }
+                    Ok(pb::RestrictionGround::ObjectionPending) => {
+                        Some(RestrictionGround::ObjectionPending)
+                    }
+                    Ok(pb::RestrictionGround::Unspecified) | Err(_) => {
+                        v.push((
+                            "restriction_ground".into(),
+                            "required: one of Art. 18(1)(a)-(d), or lift".into(),
+                        ));
+                        None
+                    }
+                };
+                if f.person_informed_time.is_some() {
+                    refuse(v, "person_informed_time");
+                }
+                ground.map(|ground| WriteOrder::Restrict { ground })
+            }
+        }
+        Kind::Objection => {
+            if !f.corrections.is_empty() {
+                refuse(v, "corrections");
+            }
+            if f.restriction_ground != 0 || f.lift || f.person_informed_time.is_some() {
+                refuse(v, "restriction_ground");
+            }
+            if f.purposes.is_empty() && !f.direct_marketing {
+                v.push((
+                    "purposes".into(),
+                    "at least one purpose, or direct_marketing".into(),
+                ));
+            }
+            for (i, p) in f.purposes.iter().enumerate() {
+                if p.trim().is_empty() || p.chars().count() > 200 {
+                    v.push((
+                        format!("purposes[{i}]"),
+                        "a purpose as the systems name it, at most 200 characters".into(),
+                    ));
+                }
+            }
+            Some(WriteOrder::Object {
+                purposes: f.purposes,
+                direct_marketing: f.direct_marketing,
+            })
+        }
+    }
+}
+
+fn valid_category(c: &str) -> bool {
+    !c.is_empty()
+        && c.len() <= 64
+        && c.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
 }
 
 fn state_to_pb(s: State) -> pb::State {
@@ -286,6 +500,7 @@ pub fn request_to_pb(
         system_ids: r.system_ids.clone(),
         cancel_reason: r.cancel_reason.clone().unwrap_or_default(),
         retained_count: r.retained_count.unwrap_or(0),
+        write_order: r.write_order.as_ref().map(order_to_pb),
     }
 }
 
@@ -345,12 +560,37 @@ impl Requests for Handlers {
             verification_token,
             language: lang,
             idempotency_key,
+            corrections,
+            restriction_ground,
+            lift,
+            person_informed_time,
+            purposes,
+            direct_marketing,
         } = req.into_inner();
         let mut v: Vec<(String, String)> = Vec::new();
         let kind = kind_from_pb(kind);
-        if kind.is_none() {
-            v.push(("kind".into(), "required: ACCESS or PORTABILITY".into()));
-        }
+        let write = match kind {
+            None => {
+                v.push((
+                    "kind".into(),
+                    "required: ACCESS, PORTABILITY, ERASURE, RECTIFICATION, RESTRICTION or OBJECTION"
+                        .into(),
+                ));
+                None
+            }
+            Some(k) => write_order(
+                k,
+                WriteFields {
+                    corrections,
+                    restriction_ground,
+                    lift,
+                    person_informed_time,
+                    purposes,
+                    direct_marketing,
+                },
+                &mut v,
+            ),
+        };
         let controller = kit::controller_from_pb(controller, &mut v).and_then(|o| {
             if self.d.group.controller(&o).is_some() {
                 Some(o)
@@ -409,6 +649,7 @@ impl Requests for Handlers {
                     language,
                     idempotency_key,
                     verified,
+                    write,
                 },
                 Utc::now().date_naive(),
                 &actor,

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_ledger;
 mod m20261124_000002_work_queue;
 mod m20261201_000003_erasure;
+mod m20261201_000004_write_orders;
 
 /// The migrations.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_ledger::Migration),
             Box::new(m20261124_000002_work_queue::Migration),
             Box::new(m20261201_000003_erasure::Migration),
+            Box::new(m20261201_000004_write_orders::Migration),
         ]
     }
 }
