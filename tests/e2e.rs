@@ -1601,6 +1601,52 @@ async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_r
     );
     assert!(contact.contains("until (open)"), "{contact}");
 
+    // A retention sweep of the CRM: a dry run counts, then the sweep
+    // removes exactly that, with receipts; nothing past its rule is left.
+    let expired = format!(
+        "SELECT id FROM contacts WHERE relationship_ended_on < '{}'",
+        months_ago(24)
+    );
+    let before = count(&crm, &expired).await;
+    assert!(before > 0, "the seed holds contacts past their retention");
+    let dry = ok(&cli(
+        &data,
+        base,
+        &["sweep", "--system", "crm", "--dry-run"],
+    ));
+    assert!(dry.contains("would be removed"), "{dry}");
+    assert_eq!(
+        count(&crm, &expired).await,
+        before,
+        "a dry run changes nothing"
+    );
+    let swept = ok(&cli(
+        &data,
+        base,
+        &["sweep", "--system", "crm", "--batch-size", "50"],
+    ));
+    assert_eq!(count(&crm, &expired).await, 0, "{swept}");
+    let sweep_id = request_id(&swept);
+    let removed = |out: &str| -> u64 {
+        out.lines()
+            .find(|l| l.trim_start().starts_with("crm"))
+            .and_then(|l| l.split(", ").nth(1))
+            .and_then(|w| w.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    assert_eq!(removed(&dry), removed(&swept), "{dry}\n{swept}");
+    assert!(removed(&swept) >= u64::try_from(before).unwrap());
+    let receipts = ok(&cli(&data, base, &["request", "receipts", &sweep_id]));
+    assert!(
+        receipts
+            .lines()
+            .filter(|l| l.contains("verified yes"))
+            .count()
+            >= 1,
+        "{receipts}"
+    );
+
     let logs = up.kill();
     for secret in [who.as_str(), open_who.as_str()] {
         assert!(!logs.contains(secret), "an identity in the logs");

@@ -10,6 +10,7 @@
 //!   mesh, at concurrency 1 and N.
 
 mod requests;
+mod sweep;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +73,19 @@ enum BenchCommand {
         concurrency: usize,
         /// Keep the mesh's data directory (databases with the step log) and
         /// print where it is.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// The connector's retention sweep against a raw batched DELETE of the
+    /// same schema, in the same run (two copies of the reference CRM).
+    Sweep {
+        /// People in the CRM.
+        #[arg(long, default_value_t = 1_000_000)]
+        subjects: usize,
+        /// Rows per batch, both sides.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Keep the two copies.
         #[arg(long)]
         keep: bool,
     },
@@ -271,6 +285,19 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
                     database_url: args.database_url.clone(),
                 },
             )
+            .await?;
+        }
+        BenchCommand::Sweep {
+            subjects,
+            batch,
+            keep,
+        } => {
+            sweep::run(sweep::Plan {
+                subjects,
+                batch,
+                database_url: args.database_url.clone(),
+                keep,
+            })
             .await?;
         }
         BenchCommand::Locate {

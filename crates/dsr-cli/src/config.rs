@@ -126,6 +126,11 @@ pub(crate) struct ErasureSection {
     pub service_key_file: String,
     /// The issuer of those tokens.
     pub service_token_issuer: String,
+    /// How often the retention sweep runs by itself, hours (0: never; `dsr
+    /// up` leaves it off, its seeded data keeps expired records to show).
+    pub sweep_every_hours: u64,
+    /// Records per transaction at the systems during a sweep (1 to 10 000).
+    pub sweep_batch_size: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -373,6 +378,8 @@ impl Default for Config {
                 tombstone_key_file: String::new(),
                 service_key_file: String::new(),
                 service_token_issuer: "dsr-erasure".into(),
+                sweep_every_hours: 24,
+                sweep_batch_size: 1000,
             },
             group_file: String::new(),
             retention_file: String::new(),
@@ -639,6 +646,9 @@ impl Config {
             }
         }
         self.retention_policy()?;
+        if !(1..=10_000).contains(&self.erasure.sweep_batch_size) {
+            bail!("invalid configuration: erasure.sweep_batch_size must be 1 to 10000");
+        }
         if self.export.package_ttl_days == 0 || self.export.package_ttl_days > 365 {
             bail!("invalid configuration: export.package_ttl_days must be 1 to 365");
         }

@@ -274,3 +274,125 @@ pub(crate) async fn replay(cfg: &Config, a: ReplayArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `dsr sweep`.
+#[derive(Debug, Args)]
+pub(crate) struct SweepArgs {
+    /// Only this system (repeatable); default every system.
+    #[arg(long = "system")]
+    systems: Vec<String>,
+    /// Count what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Records per transaction at the systems (default: erasure.sweep_batch_size).
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Start it and print its id; do not follow it.
+    #[arg(long)]
+    no_wait: bool,
+    /// The erasure service (default: `dsr up`'s, base port + 8).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Bearer token with `erasure:sweep` (default: minted from the data
+    /// directory's development key).
+    #[arg(long, env = "DSR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// Runs `dsr sweep`: starts a retention sweep and follows its progress.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn sweep(cfg: &Config, a: SweepArgs) -> anyhow::Result<()> {
+    let endpoint = a.endpoint.unwrap_or_else(|| {
+        format!(
+            "http://{}:{}",
+            cfg.up.host,
+            cfg.up.base_port.saturating_add(8)
+        )
+    });
+    let token = dev::token_or_mint(
+        &cfg.data_dir,
+        a.token,
+        "dsr-cli",
+        vec![dsr_erasure::SERVICE_NAME.into()],
+        vec![dsr_erasure::grpc::SCOPE_SWEEP.into()],
+        Duration::from_secs(6 * 3600),
+    )?;
+    let mut c = client(&endpoint).await?;
+    let started = c
+        .start_sweep(req(
+            &token,
+            pb::StartSweepRequest {
+                system_ids: a.systems,
+                dry_run: a.dry_run,
+                batch_size: a.batch_size.unwrap_or(cfg.erasure.sweep_batch_size),
+            },
+        )?)
+        .await
+        .map_err(|s| explain(&s))?
+        .into_inner()
+        .sweep
+        .context("empty answer")?;
+    println!("{}", started.id);
+    if a.no_wait {
+        return Ok(());
+    }
+    let t0 = std::time::Instant::now();
+    let mut last = String::new();
+    let done = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let s = c
+            .get_sweep(req(
+                &token,
+                pb::GetSweepRequest {
+                    id: started.id.clone(),
+                },
+            )?)
+            .await
+            .map_err(|s| explain(&s))?
+            .into_inner()
+            .sweep
+            .context("empty answer")?;
+        let line = s
+            .systems
+            .iter()
+            .map(|x| format!("{} {} records", x.system_id, x.done))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if line != last {
+            eprintln!("{:>6.1} s  {line}", t0.elapsed().as_secs_f64());
+            last = line;
+        }
+        if s.end_time.is_some() {
+            break s;
+        }
+    };
+    let mut failed = false;
+    for x in &done.systems {
+        let state = pb::SweepState::try_from(x.state).unwrap_or(pb::SweepState::Unspecified);
+        println!(
+            "  {:<12} {:<7} {} records handled, {} {}{}",
+            x.system_id,
+            state
+                .as_str_name()
+                .trim_start_matches("SWEEP_STATE_")
+                .to_lowercase(),
+            x.done,
+            x.removed,
+            if done.dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            },
+            if x.error.is_empty() {
+                String::new()
+            } else {
+                failed = true;
+                format!("  FAILED: {}", x.error)
+            }
+        );
+    }
+    if failed {
+        anyhow::bail!("some systems failed; run the sweep again");
+    }
+    Ok(())
+}

@@ -76,6 +76,9 @@ enum Command {
     /// After a database restore: erase again what the erasures since the
     /// backup had erased (from their tombstones), and nothing else.
     ReplayErasures(erasure::ReplayArgs),
+    /// Run a retention sweep now: every system removes what has passed its
+    /// retention rule.
+    Sweep(erasure::SweepArgs),
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +241,7 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::Verify(_)
         | Command::Request(_)
         | Command::ReplayErasures(_)
+        | Command::Sweep(_)
         | Command::Policy(_) => {}
     }
     f
@@ -319,6 +323,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(&cfg, args).await,
         Command::Request(args) => request::run(&cfg, *args).await,
         Command::ReplayErasures(args) => erasure::replay(&cfg, args).await,
+        Command::Sweep(args) => erasure::sweep(&cfg, args).await,
         Command::Audit(AuditArgs {
             command: AuditCommand::Verify { .. },
         }) => audit_verify(&cfg).await,

@@ -106,6 +106,7 @@ pub(crate) const ALL_SCOPES: &[&str] = &[
     dsr_erasure::grpc::SCOPE_READ,
     dsr_erasure::grpc::SCOPE_HOLDS,
     dsr_erasure::grpc::SCOPE_REPLAY,
+    dsr_erasure::grpc::SCOPE_SWEEP,
     dsr_orchestrator::grpc::SCOPE_SUBMIT,
     dsr_orchestrator::grpc::SCOPE_READ,
     dsr_orchestrator::grpc::SCOPE_MANAGE,
@@ -792,6 +793,12 @@ fn prepare_erasure(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Re
         Arc::new(cfg.retention_policy()?),
         dsr_erasure::eraser::IdentityHasher::new(key),
     );
+    if e.sweep_every_hours > 0 {
+        eraser.spawn_schedule(
+            Duration::from_secs(e.sweep_every_hours.saturating_mul(3600)),
+            e.sweep_batch_size,
+        );
+    }
     let mut set = ServiceSet::new();
     set.add(dsr_erasure::grpc::service(
         eraser,

@@ -102,6 +102,9 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     cfg.export.service_key_file = dev_key.clone();
     cfg.export.service_token_issuer = dev::DEV_ISSUER.to_owned();
     cfg.erasure.registry_endpoint = port(0);
+    // The seeded data keeps expired records on purpose (to show erasure and
+    // `dsr sweep`): no sweep by itself.
+    cfg.erasure.sweep_every_hours = 0;
     cfg.erasure.service_key_file = dev_key.clone();
     cfg.erasure.service_token_issuer = dev::DEV_ISSUER.to_owned();
     cfg.orchestrator.identity_endpoint = port(4);

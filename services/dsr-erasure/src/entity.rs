@@ -140,3 +140,26 @@ pub(crate) mod notification {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod sweep {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "erasure_sweep")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// "manual" or "schedule".
+        pub trigger: String,
+        pub dry_run: bool,
+        /// Per system: state, done, removed, receipts, error (JSON).
+        pub systems: String,
+        pub started_at: DateTimeUtc,
+        pub finished_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use dsr_domain::erasure::{Action, HoldRef, decide};
@@ -18,7 +19,9 @@ use crate::model::{
     EraseOrder, Header, Plan, PlannedRecord, Receipt, RecordRef, Registry, RetainOrder, SubjectMap,
     SystemError, Systems, Write,
 };
-use crate::store::{Hold, HoldScope, Notification, Store, StoreError, StoredReceipt, Tombstone};
+use crate::store::{
+    Hold, HoldScope, Notification, Store, StoreError, StoredReceipt, Sweep, SweptSystem, Tombstone,
+};
 use dsr_domain::request::WriteOrder;
 
 /// Keyed hashes of identities (HMAC-SHA256): what tombstones and person
@@ -132,6 +135,17 @@ impl From<StoreError> for EraseError {
             other @ (StoreError::Db(_) | StoreError::Corrupt(_)) => Self::Store(other),
         }
     }
+}
+
+/// Why a sweep could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// A system not configured.
+    #[error("no system {0}")]
+    UnknownSystem(String),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The service's logic.
@@ -575,6 +589,171 @@ impl Eraser {
         Ok(self.store.notifications(&h.request_id).await?)
     }
 
+    /// Starts a retention sweep of `only` (every system when empty) in the
+    /// background and returns it; `None` when `id` is taken (a scheduled
+    /// slot another replica started).
+    pub async fn start_sweep(
+        &self,
+        id: String,
+        trigger: &str,
+        only: &BTreeSet<String>,
+        dry_run: bool,
+        batch_size: u32,
+    ) -> Result<Option<Sweep>, SweepError> {
+        let all = self.systems.system_ids();
+        if let Some(unknown) = only.iter().find(|s| !all.contains(s)) {
+            return Err(SweepError::UnknownSystem(unknown.clone()));
+        }
+        let sweep = Sweep {
+            id,
+            trigger: trigger.to_owned(),
+            dry_run,
+            systems: all
+                .into_iter()
+                .filter(|s| only.is_empty() || only.contains(s))
+                .map(|system_id| SweptSystem {
+                    system_id,
+                    state: "running".into(),
+                    ..SweptSystem::default()
+                })
+                .collect(),
+            started_at: Utc::now(),
+            finished_at: None,
+        };
+        let Some(created) = self.store.create_sweep(&sweep).await? else {
+            return Ok(None);
+        };
+        tracing::info!(sweep = %created.id, trigger, dry_run, "sweep started");
+        let me = self.clone();
+        let run = created.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.run_sweep(run, batch_size).await {
+                tracing::error!(error = %e, "sweep could not record its progress");
+            }
+        });
+        Ok(Some(created))
+    }
+
+    /// Sweeps each system in turn, for each controller it serves, saving
+    /// the progress every second; stores the receipts and, unless a dry
+    /// run, a tombstone per system and controller.
+    async fn run_sweep(&self, mut sweep: Sweep, batch_size: u32) -> Result<(), StoreError> {
+        let today = Utc::now().date_naive();
+        for i in 0..sweep.systems.len() {
+            let system = sweep.systems[i].system_id.clone();
+            let controllers = match self.systems.controllers(&system).await {
+                Ok(c) => c,
+                Err(e) => {
+                    sweep.systems[i].state = "failed".into();
+                    sweep.systems[i].error = Some(e.reason);
+                    self.store.save_sweep(&sweep).await?;
+                    continue;
+                }
+            };
+            for controller in controllers {
+                let h = Header {
+                    request_id: sweep.id.clone(),
+                    controller,
+                    due_date: today,
+                };
+                let key = format!("sweep.{}.{system}.{}", sweep.id, h.controller.as_str());
+                let before = sweep.systems[i].done;
+                let progress = AtomicU64::new(0);
+                let work =
+                    self.systems
+                        .sweep(&system, &h, &key, sweep.dry_run, batch_size, &progress);
+                tokio::pin!(work);
+                let result = loop {
+                    tokio::select! {
+                        r = &mut work => break r,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                            sweep.systems[i].done = before + progress.load(Ordering::Relaxed);
+                            self.store.save_sweep(&sweep).await?;
+                        }
+                    }
+                };
+                match result {
+                    Ok(r) => {
+                        let phase = if sweep.dry_run {
+                            "sweep:dry-run"
+                        } else {
+                            "sweep"
+                        };
+                        let stored = self.store.save_receipt(&sweep.id, phase, &r).await?;
+                        let s = &mut sweep.systems[i];
+                        s.done = before + progress.load(Ordering::Relaxed);
+                        // A dry run changes nothing: what it matched is
+                        // what a sweep would remove.
+                        s.removed += if sweep.dry_run {
+                            r.stores.iter().map(|x| x.matched).sum()
+                        } else {
+                            r.affected()
+                        };
+                        s.receipt_ids.push(stored.id);
+                        if !sweep.dry_run {
+                            self.store
+                                .save_tombstone(&Tombstone {
+                                    id: uuid::Uuid::new_v4().to_string(),
+                                    request_id: sweep.id.clone(),
+                                    phase: format!("sweep:{system}:{}", h.controller.as_str()),
+                                    controller: h.controller.as_str().to_owned(),
+                                    identity_hashes: Vec::new(),
+                                    orders: BTreeMap::from([(
+                                        system.clone(),
+                                        EraseOrder {
+                                            records: Vec::new(),
+                                            retain: Vec::new(),
+                                        },
+                                    )]),
+                                    erased_at: Utc::now(),
+                                })
+                                .await?;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(system = %system, reason = %e.reason, "sweep failed");
+                        sweep.systems[i].state = "failed".into();
+                        sweep.systems[i].error = Some(e.reason);
+                        break;
+                    }
+                }
+            }
+            if sweep.systems[i].state == "running" {
+                sweep.systems[i].state = "done".into();
+            }
+            self.store.save_sweep(&sweep).await?;
+        }
+        sweep.finished_at = Some(Utc::now());
+        self.store.save_sweep(&sweep).await?;
+        let removed: u64 = sweep.systems.iter().map(|s| s.removed).sum();
+        tracing::info!(sweep = %sweep.id, removed, dry_run = sweep.dry_run, "sweep finished");
+        Ok(())
+    }
+
+    /// Starts a sweep every `every`, in slots anchored to the epoch: the
+    /// slot's id is unique, so one replica runs it and a restart inside a
+    /// slot does not run it again.
+    pub fn spawn_schedule(&self, every: std::time::Duration, batch_size: u32) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let secs = every.as_secs().max(60);
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let slot = u64::try_from(Utc::now().timestamp()).unwrap_or(0) / secs;
+                let id = format!("scheduled-{secs}-{slot}");
+                match me
+                    .start_sweep(id, "schedule", &BTreeSet::new(), false, batch_size)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot start the scheduled sweep"),
+                }
+            }
+        });
+    }
+
     /// Replays the erasures completed since `since` on `only` (every
     /// system when empty).
     pub async fn replay(
@@ -606,7 +785,16 @@ impl Eraser {
                     continue;
                 }
                 let key = format!("replay.{id}.{}.{system}", &t.id[..8]);
-                match self.systems.erase(system, &h, &key, order).await {
+                let result = if t.phase.starts_with("sweep:") {
+                    // A sweep is replayed by sweeping again: what the
+                    // restore brought back has passed its rule too.
+                    self.systems
+                        .sweep(system, &h, &key, false, 0, &AtomicU64::new(0))
+                        .await
+                } else {
+                    self.systems.erase(system, &h, &key, order).await
+                };
+                match result {
                     Ok(r) => {
                         self.store
                             .save_receipt(&t.request_id, &format!("replay:{id}"), &r)

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
@@ -11,6 +12,7 @@ use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, TokenSigner, Valida
 use dsr_connector::client::{self, Outgoing, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
 use dsr_domain::erasure::Action;
+use dsr_domain::identity::Organisationsnummer;
 use dsr_domain::request::{Correction, RestrictionGround, WriteOrder};
 use dsr_proto::common::v1 as common;
 use dsr_proto::erasure::v1 as pb;
@@ -25,12 +27,12 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tower_layer::Layer;
 
-use crate::eraser::{EraseError, Eraser, Execution, SystemOutcome};
+use crate::eraser::{EraseError, Eraser, Execution, SweepError, SystemOutcome};
 use crate::model::{
     EraseOrder, Header, Plan, Receipt, Recipient, RecordInfo, RecordRef, Registry, StoreResult,
     SystemError, Systems, Write,
 };
-use crate::store::{Hold, HoldScope, Notification, StoreError, StoredReceipt};
+use crate::store::{Hold, HoldScope, Notification, StoreError, StoredReceipt, Sweep};
 
 /// Scope of Plan, Execute, ExecuteDeferred (the orchestrator).
 pub const SCOPE_EXECUTE: &str = "erasure:execute";
@@ -40,6 +42,8 @@ pub const SCOPE_READ: &str = "erasure:read";
 pub const SCOPE_HOLDS: &str = "erasure:holds";
 /// Scope of ReplayErasures.
 pub const SCOPE_REPLAY: &str = "erasure:replay";
+/// Scope of the sweep RPCs.
+pub const SCOPE_SWEEP: &str = "erasure:sweep";
 
 /// Required scopes per RPC.
 pub const SCOPES: &[ScopeRule] = &[
@@ -90,6 +94,18 @@ pub const SCOPES: &[ScopeRule] = &[
     ScopeRule {
         method: "CompleteNotification",
         scopes: &[SCOPE_HOLDS],
+    },
+    ScopeRule {
+        method: "StartSweep",
+        scopes: &[SCOPE_SWEEP],
+    },
+    ScopeRule {
+        method: "GetSweep",
+        scopes: &[SCOPE_SWEEP],
+    },
+    ScopeRule {
+        method: "ListSweeps",
+        scopes: &[SCOPE_SWEEP],
     },
 ];
 
@@ -354,6 +370,32 @@ fn order_from_pb(
     }
 }
 
+fn sweep_to_pb(s: &Sweep) -> pb::Sweep {
+    pb::Sweep {
+        id: s.id.clone(),
+        trigger: s.trigger.clone(),
+        dry_run: s.dry_run,
+        systems: s
+            .systems
+            .iter()
+            .map(|x| pb::SweptSystem {
+                system_id: x.system_id.clone(),
+                state: match x.state.as_str() {
+                    "done" => pb::SweepState::Done,
+                    "failed" => pb::SweepState::Failed,
+                    _ => pb::SweepState::Running,
+                } as i32,
+                done: x.done,
+                removed: x.removed,
+                receipt_ids: x.receipt_ids.clone(),
+                error: x.error.clone().unwrap_or_default(),
+            })
+            .collect(),
+        start_time: Some(kit::timestamp(s.started_at)),
+        end_time: s.finished_at.map(kit::timestamp),
+    }
+}
+
 fn hold_to_pb(h: &Hold) -> pb::Hold {
     let (scope, record) = match &h.scope {
         HoldScope::Person(_) => ("person", None),
@@ -394,6 +436,87 @@ fn today() -> NaiveDate {
 
 #[tonic::async_trait]
 impl Erasure for Handlers {
+    async fn start_sweep(
+        &self,
+        req: Request<pb::StartSweepRequest>,
+    ) -> Result<Response<pb::StartSweepResponse>, Status> {
+        let pb::StartSweepRequest {
+            system_ids,
+            dry_run,
+            batch_size,
+        } = req.into_inner();
+        if batch_size > 10_000 {
+            return Err(invalid_argument(vec![(
+                "batch_size".into(),
+                "1 to 10000, or 0 for 1000".into(),
+            )]));
+        }
+        let only: BTreeSet<String> = system_ids.into_iter().collect();
+        let started = self
+            .eraser
+            .start_sweep(
+                uuid::Uuid::new_v4().to_string(),
+                "manual",
+                &only,
+                dry_run,
+                batch_size,
+            )
+            .await
+            .map_err(|e| match e {
+                SweepError::UnknownSystem(_) => invalid_argument(vec![(
+                    "system_ids".into(),
+                    "not a configured system".into(),
+                )]),
+                SweepError::Store(e) => store_status(&e),
+            })?
+            .ok_or_else(|| kit::status(Code::Aborted, "sweep id taken", "SWEEP_EXISTS"))?;
+        Ok(Response::new(pb::StartSweepResponse {
+            sweep: Some(sweep_to_pb(&started)),
+        }))
+    }
+
+    async fn get_sweep(
+        &self,
+        req: Request<pb::GetSweepRequest>,
+    ) -> Result<Response<pb::GetSweepResponse>, Status> {
+        let id = req.into_inner().id;
+        if !kit::valid_id(&id) {
+            return Err(invalid_argument(vec![("id".into(), "required".into())]));
+        }
+        let s = self.eraser.store().sweep(&id).await.map_err(|e| match e {
+            StoreError::NotFound => kit::status(Code::NotFound, "no such sweep", "SWEEP_NOT_FOUND"),
+            other @ (StoreError::Db(_) | StoreError::Corrupt(_)) => store_status(&other),
+        })?;
+        Ok(Response::new(pb::GetSweepResponse {
+            sweep: Some(sweep_to_pb(&s)),
+        }))
+    }
+
+    async fn list_sweeps(
+        &self,
+        req: Request<pb::ListSweepsRequest>,
+    ) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => 20,
+            n if n <= 100 => u64::from(n),
+            _ => {
+                return Err(invalid_argument(vec![(
+                    "limit".into(),
+                    "1 to 100, or 0 for 20".into(),
+                )]));
+            }
+        };
+        let sweeps = self
+            .eraser
+            .store()
+            .sweeps(limit)
+            .await
+            .map_err(|e| store_status(&e))?;
+        Ok(Response::new(pb::ListSweepsResponse {
+            sweeps: sweeps.iter().map(sweep_to_pb).collect(),
+        }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn apply(
         &self,
@@ -821,12 +944,33 @@ type SystemClient = DataSystemClient<InterceptedService<Channel, Outgoing>>;
 const KEYS_TTL: Duration = Duration::from_secs(60);
 /// How long to wait for an asynchronous write before trying again later.
 const OPERATION_WAIT: Duration = Duration::from_secs(120);
+/// How long a system's sweep may run.
+const SWEEP_WAIT: Duration = Duration::from_secs(6 * 3600);
+
+/// What a finished operation must answer.
+struct Expect<'a> {
+    /// The instruction's idempotency key.
+    key: &'a str,
+    /// The receipt's action.
+    action: sys::ReceiptAction,
+    /// How long to wait for the operation.
+    wait_at_most: Duration,
+    /// Where to record its progress.
+    progress: Option<&'a AtomicU64>,
+}
 
 /// The data systems over gRPC.
 #[derive(Debug)]
 pub struct GrpcSystems {
     systems: BTreeMap<String, (SystemClient, String)>,
-    keys: std::sync::RwLock<BTreeMap<String, (Instant, Vec<sys::SigningKey>)>>,
+    described: std::sync::RwLock<BTreeMap<String, (Instant, Described)>>,
+}
+
+/// What erasure keeps of a system's Describe.
+#[derive(Clone, Debug)]
+struct Described {
+    keys: Vec<sys::SigningKey>,
+    controllers: Vec<String>,
 }
 
 impl GrpcSystems {
@@ -852,7 +996,7 @@ impl GrpcSystems {
         }
         Ok(Self {
             systems: clients,
-            keys: std::sync::RwLock::default(),
+            described: std::sync::RwLock::default(),
         })
     }
 
@@ -867,16 +1011,14 @@ impl GrpcSystems {
             })
     }
 
-    async fn published_keys(
-        &self,
-        system: &str,
-        fresh: bool,
-    ) -> Result<Vec<sys::SigningKey>, SystemError> {
+    /// The system's Describe (its keys and controllers), reused for a
+    /// minute unless `fresh`.
+    async fn described(&self, system: &str, fresh: bool) -> Result<Described, SystemError> {
         if !fresh
-            && let Some((at, keys)) = self.keys.read().expect("keys lock").get(system)
+            && let Some((at, d)) = self.described.read().expect("describe lock").get(system)
             && at.elapsed() < KEYS_TTL
         {
-            return Ok(keys.clone());
+            return Ok(d.clone());
         }
         let d = self
             .system(system)?
@@ -884,24 +1026,38 @@ impl GrpcSystems {
             .await
             .map_err(|s| failed(system, &s))?
             .into_inner();
-        self.keys
+        let kept = Described {
+            keys: d.signing_keys,
+            controllers: d
+                .controllers
+                .into_iter()
+                .map(|c| c.organisation_number)
+                .collect(),
+        };
+        self.described
             .write()
-            .expect("keys lock")
-            .insert(system.to_owned(), (Instant::now(), d.signing_keys.clone()));
-        Ok(d.signing_keys)
+            .expect("describe lock")
+            .insert(system.to_owned(), (Instant::now(), kept.clone()));
+        Ok(kept)
     }
 
-    /// Waits for `op` to end (polling GetOperation with a growing delay),
-    /// then verifies its receipt (with the cached keys, then fresh ones for
-    /// a key rotated since) and checks it answers this instruction.
+    /// Waits up to `wait` for `op` to end (polling GetOperation with a
+    /// growing delay, recording its progress), then verifies its receipt
+    /// (with the cached keys, then fresh ones for a key rotated since) and
+    /// checks it answers this instruction.
     async fn finish(
         &self,
         system: &str,
         h: &Header,
-        key: &str,
-        action: sys::ReceiptAction,
+        expect: Expect<'_>,
         mut op: sys::Operation,
     ) -> Result<Receipt, SystemError> {
+        let Expect {
+            key,
+            action,
+            wait_at_most,
+            progress,
+        } = expect;
         let mut client = self.system(system)?;
         let err = |reason: &str, receipt_invalid: bool| SystemError {
             system: system.to_owned(),
@@ -920,7 +1076,10 @@ impl GrpcSystems {
                     | sys::OperationState::Unspecified,
                 )
                 | Err(_) => {
-                    if started.elapsed() > OPERATION_WAIT {
+                    if let Some(p) = progress {
+                        p.store(op.done, Ordering::Relaxed);
+                    }
+                    if started.elapsed() > wait_at_most {
                         return Err(err("OPERATION_PENDING", false));
                     }
                     tokio::time::sleep(wait).await;
@@ -935,10 +1094,13 @@ impl GrpcSystems {
                 }
             }
         }
+        if let Some(p) = progress {
+            p.store(op.done, Ordering::Relaxed);
+        }
         let signed = op.receipt.ok_or_else(|| err("RECEIPT_MISSING", true))?;
-        let mut decoded = kit::verify_receipt(&signed, &self.published_keys(system, false).await?);
+        let mut decoded = kit::verify_receipt(&signed, &self.described(system, false).await?.keys);
         if decoded.is_err() {
-            decoded = kit::verify_receipt(&signed, &self.published_keys(system, true).await?);
+            decoded = kit::verify_receipt(&signed, &self.described(system, true).await?.keys);
         }
         let r = decoded.map_err(|_| err("RECEIPT_SIGNATURE", true))?;
         if r.system_id != system || r.request_id != h.request_id || r.idempotency_key != key {
@@ -1057,8 +1219,18 @@ impl Systems for GrpcSystems {
             .into_inner()
             .operation
             .unwrap_or_default();
-        self.finish(system, h, idempotency_key, sys::ReceiptAction::Erase, op)
-            .await
+        self.finish(
+            system,
+            h,
+            Expect {
+                key: idempotency_key,
+                action: sys::ReceiptAction::Erase,
+                wait_at_most: OPERATION_WAIT,
+                progress: None,
+            },
+            op,
+        )
+        .await
     }
 
     async fn write(
@@ -1131,8 +1303,67 @@ impl Systems for GrpcSystems {
                 sys::ReceiptAction::Object,
             ),
         };
-        self.finish(system, h, idempotency_key, action, op.unwrap_or_default())
+        self.finish(
+            system,
+            h,
+            Expect {
+                key: idempotency_key,
+                action,
+                wait_at_most: OPERATION_WAIT,
+                progress: None,
+            },
+            op.unwrap_or_default(),
+        )
+        .await
+    }
+
+    fn system_ids(&self) -> Vec<String> {
+        self.systems.keys().cloned().collect()
+    }
+
+    async fn controllers(&self, system: &str) -> Result<Vec<Organisationsnummer>, SystemError> {
+        Ok(self
+            .described(system, false)
+            .await?
+            .controllers
+            .iter()
+            .filter_map(|c| Organisationsnummer::parse(c).ok())
+            .collect())
+    }
+
+    async fn sweep(
+        &self,
+        system: &str,
+        h: &Header,
+        idempotency_key: &str,
+        dry_run: bool,
+        batch_size: u32,
+        progress: &AtomicU64,
+    ) -> Result<Receipt, SystemError> {
+        let op = self
+            .system(system)?
+            .sweep(sys::SweepRequest {
+                instruction: Some(instruction(system, h, idempotency_key)),
+                dry_run,
+                batch_size: if batch_size == 0 { 1000 } else { batch_size },
+            })
             .await
+            .map_err(|s| failed(system, &s))?
+            .into_inner()
+            .operation
+            .unwrap_or_default();
+        self.finish(
+            system,
+            h,
+            Expect {
+                key: idempotency_key,
+                action: sys::ReceiptAction::Sweep,
+                wait_at_most: SWEEP_WAIT,
+                progress: Some(progress),
+            },
+            op,
+        )
+        .await
     }
 
     fn operator(&self, system: &str) -> Option<String> {

@@ -3,6 +3,7 @@
 //! systems it calls (gRPC in production, test doubles in tests).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use dsr_domain::erasure::Decision;
@@ -243,6 +244,25 @@ pub trait Systems: Send + Sync {
     /// The recipient (in the transfer registry) that operates `system`,
     /// when configured.
     fn operator(&self, system: &str) -> Option<String>;
+
+    /// Every configured system, by id.
+    fn system_ids(&self) -> Vec<String>;
+
+    /// The controllers whose data `system` holds (from its Describe).
+    async fn controllers(&self, system: &str) -> Result<Vec<Organisationsnummer>, SystemError>;
+
+    /// Sends `Sweep` under `idempotency_key` and waits for it to end,
+    /// storing the records handled so far in `progress`; verifies the
+    /// receipt like `erase`.
+    async fn sweep(
+        &self,
+        system: &str,
+        h: &Header,
+        idempotency_key: &str,
+        dry_run: bool,
+        batch_size: u32,
+        progress: &AtomicU64,
+    ) -> Result<Receipt, SystemError>;
 }
 
 /// The transfer registry, as erasure asks it for the recipients to notify

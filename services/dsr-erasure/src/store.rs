@@ -10,7 +10,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::entity::{hold, notification, plan, receipt, tombstone};
+use crate::entity::{hold, notification, plan, receipt, sweep, tombstone};
 use crate::model::{EraseOrder, Plan, Receipt, RecordRef, StoreResult};
 
 /// A receipt as stored.
@@ -111,6 +111,40 @@ pub struct Notification {
     pub done_at: Option<DateTime<Utc>>,
     /// Done by.
     pub done_by: Option<String>,
+}
+
+/// One system's part of a sweep.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweptSystem {
+    /// The system.
+    pub system_id: String,
+    /// "running", "done" or "failed".
+    pub state: String,
+    /// Records handled so far.
+    pub done: u64,
+    /// Records removed.
+    pub removed: u64,
+    /// Receipts stored.
+    pub receipt_ids: Vec<String>,
+    /// The failure.
+    pub error: Option<String>,
+}
+
+/// A retention sweep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sweep {
+    /// Id.
+    pub id: String,
+    /// "manual" or "schedule".
+    pub trigger: String,
+    /// A dry run.
+    pub dry_run: bool,
+    /// Per system.
+    pub systems: Vec<SweptSystem>,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished.
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// Storage failures.
@@ -483,5 +517,73 @@ impl Store {
         am.done_at = Set(Some(Utc::now()));
         am.done_by = Set(Some(by.to_owned()));
         Ok(Self::notification_from(am.update(&self.db).await?))
+    }
+
+    fn sweep_from(m: sweep::Model) -> Result<Sweep, StoreError> {
+        Ok(Sweep {
+            systems: serde_json::from_str(&m.systems).map_err(|_| StoreError::Corrupt("sweep"))?,
+            id: m.id,
+            trigger: m.trigger,
+            dry_run: m.dry_run,
+            started_at: m.started_at,
+            finished_at: m.finished_at,
+        })
+    }
+
+    /// Records a new sweep; `None` when one with this id exists (another
+    /// replica took the scheduled slot).
+    pub async fn create_sweep(&self, s: &Sweep) -> Result<Option<Sweep>, StoreError> {
+        let am = sweep::ActiveModel {
+            id: Set(s.id.clone()),
+            trigger: Set(s.trigger.clone()),
+            dry_run: Set(s.dry_run),
+            systems: Set(serde_json::to_string(&s.systems).expect("serialisable")),
+            started_at: Set(s.started_at),
+            finished_at: Set(s.finished_at),
+        };
+        match am.insert(&self.db).await {
+            Ok(m) => Ok(Some(Self::sweep_from(m)?)),
+            Err(e) if unique_violation(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Saves a sweep's progress (its runner is its only writer).
+    pub async fn save_sweep(&self, s: &Sweep) -> Result<(), StoreError> {
+        sweep::Entity::update_many()
+            .col_expr(
+                sweep::Column::Systems,
+                serde_json::to_string(&s.systems)
+                    .expect("serialisable")
+                    .into(),
+            )
+            .col_expr(sweep::Column::FinishedAt, s.finished_at.into())
+            .filter(sweep::Column::Id.eq(s.id.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// A sweep.
+    pub async fn sweep(&self, id: &str) -> Result<Sweep, StoreError> {
+        Self::sweep_from(
+            sweep::Entity::find_by_id(id.to_owned())
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::NotFound)?,
+        )
+    }
+
+    /// The latest sweeps, newest first.
+    pub async fn sweeps(&self, limit: u64) -> Result<Vec<Sweep>, StoreError> {
+        use sea_orm::QuerySelect as _;
+        sweep::Entity::find()
+            .order_by_desc(sweep::Column::StartedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(Self::sweep_from)
+            .collect()
     }
 }

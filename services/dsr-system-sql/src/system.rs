@@ -259,6 +259,27 @@ pub enum Write {
 /// The purpose name an objection to direct marketing records.
 pub const DIRECT_MARKETING: &str = "direct_marketing";
 
+/// Records a sweep's progress at most twice a second (one write per batch
+/// would cost as much as the batch).
+#[derive(Default)]
+struct Throttle {
+    last: Option<std::time::Instant>,
+}
+
+impl Throttle {
+    async fn report(&mut self, ops: &Operations, id: &str, done: u64) -> Result<(), Error> {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(500))
+        {
+            return Ok(());
+        }
+        self.last = Some(std::time::Instant::now());
+        ops.progress(id, done).await?;
+        Ok(())
+    }
+}
+
 /// One system served by the generic connector.
 #[derive(Clone)]
 pub struct SqlSystem {
@@ -1013,6 +1034,7 @@ impl SqlSystem {
     ) -> Result<(Vec<StoreOutcome>, u64), Error> {
         let mut stores = Vec::new();
         let mut done = 0u64;
+        let mut progress = Throttle::default();
         for t in self.manifest.children_first() {
             let Some(rule) = &t.retention else { continue };
             let cutoff = now
@@ -1024,22 +1046,65 @@ impl SqlSystem {
                 ErasureAction::Anonymise => Method::Anonymise,
                 ErasureAction::Delete | ErasureAction::Retain => Method::Delete,
             };
-            let mut last: Option<Value> = None;
+            let expired = || {
+                let mut c = sea_orm::sea_query::Condition::all()
+                    .add(Expr::col(Alias::new(&rule.anchor_column)).is_not_null())
+                    .add(Expr::col(Alias::new(&rule.anchor_column)).lt(cutoff));
+                if let Some(scope) = self.sweep_scope(t, controller) {
+                    c = c.add(scope);
+                }
+                c
+            };
             let (mut matched, mut affected) = (0u64, 0u64);
+            if !dry_run && method == Method::Delete {
+                // Deleted rows leave the set: one statement per batch,
+                // `DELETE … WHERE pk IN (SELECT pk … LIMIT n)`, no keyset.
+                loop {
+                    let mut sub = Query::select();
+                    sub.column(Alias::new(&t.primary_key.column))
+                        .from(Alias::new(&t.name))
+                        .cond_where(expired())
+                        .limit(batch as u64);
+                    let mut del = Query::delete();
+                    del.from_table(Alias::new(&t.name))
+                        .and_where(Expr::col(Alias::new(&t.primary_key.column)).in_subquery(sub));
+                    let n = self
+                        .db
+                        .execute_raw(self.db.get_database_backend().build(&del))
+                        .await?
+                        .rows_affected();
+                    matched += n;
+                    affected += n;
+                    done += n;
+                    progress.report(&self.ops, id, done).await?;
+                    if n < batch as u64 {
+                        break;
+                    }
+                }
+                stores.push(StoreOutcome {
+                    store: t.name.clone(),
+                    categories: t.categories().into_iter().map(str::to_owned).collect(),
+                    matched,
+                    affected,
+                    refused: 0,
+                    method: Some(method),
+                });
+                continue;
+            }
+            let mut last: Option<Value> = None;
             loop {
                 let mut sel = Query::select();
                 sel.expr(text_col(&t.primary_key.column))
                     .from(Alias::new(&t.name))
-                    .and_where(Expr::col(Alias::new(&rule.anchor_column)).is_not_null())
-                    .and_where(Expr::col(Alias::new(&rule.anchor_column)).lt(cutoff))
+                    .cond_where(expired())
+                    // Qualified: the select list's `CAST(pk AS text)` is
+                    // named like the key, and PostgreSQL would order by that
+                    // text (so "1000" < "999") and the keyset skip rows.
                     .order_by(
-                        Alias::new(&t.primary_key.column),
+                        (Alias::new(&t.name), Alias::new(&t.primary_key.column)),
                         sea_orm::sea_query::Order::Asc,
                     )
                     .limit(batch as u64);
-                if let Some(scope) = self.scope(t, controller) {
-                    sel.and_where(scope);
-                }
                 if let Some(v) = last.clone() {
                     sel.and_where(Expr::col(Alias::new(&t.primary_key.column)).gt(v));
                 }
@@ -1058,7 +1123,7 @@ impl SqlSystem {
                     txn.commit().await?;
                 }
                 done += keys.len() as u64;
-                self.ops.progress(id, done).await?;
+                progress.report(&self.ops, id, done).await?;
                 if keys.len() < batch {
                     break;
                 }
@@ -1072,6 +1137,7 @@ impl SqlSystem {
                 method: (!dry_run).then_some(method),
             });
         }
+        self.ops.progress(id, done).await?;
         Ok((stores, done))
     }
 
@@ -1088,6 +1154,17 @@ impl SqlSystem {
 
     fn values(&self, t: &TableSpec, keys: &[String]) -> Vec<Value> {
         keys.iter().filter_map(|k| self.key_value(t, k)).collect()
+    }
+
+    /// The rows a sweep for `controller` may remove: the controller's, and
+    /// rows whose parent is gone (their retention rule still applies, and no
+    /// controller's scope would otherwise reach them).
+    fn sweep_scope(&self, t: &TableSpec, controller: &Organisationsnummer) -> Option<Expr> {
+        let scope = self.scope(t, controller)?;
+        Some(match &t.parent {
+            Some(p) => scope.or(Expr::col(Alias::new(&p.column)).is_null()),
+            None => scope,
+        })
     }
 
     /// The keys among `keys` that exist and belong to `controller`.
@@ -1273,8 +1350,11 @@ impl SqlSystem {
                 sel.expr(text_col(&t.primary_key.column))
                     .expr(text_col(col))
                     .from(Alias::new(&t.name))
+                    // Qualified: the select list's `CAST(pk AS text)` is
+                    // named like the key, and PostgreSQL would order by that
+                    // text (so "1000" < "999") and the keyset skip rows.
                     .order_by(
-                        Alias::new(&t.primary_key.column),
+                        (Alias::new(&t.name), Alias::new(&t.primary_key.column)),
                         sea_orm::sea_query::Order::Asc,
                     )
                     .limit(1000);

@@ -1,9 +1,10 @@
-//! Plans, receipts, holds, tombstones. Recorded in `seaql_migrations_erasure`.
+//! Plans, receipts, holds, tombstones, notifications, sweeps. Recorded in `seaql_migrations_erasure`.
 
 use sea_orm_migration::prelude::*;
 
 mod m20261201_000001_create_erasure;
 mod m20261201_000002_notifications;
+mod m20261201_000003_sweeps;
 
 /// The migrations.
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261201_000001_create_erasure::Migration),
             Box::new(m20261201_000002_notifications::Migration),
+            Box::new(m20261201_000003_sweeps::Migration),
         ]
     }
 }

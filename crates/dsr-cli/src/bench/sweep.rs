@@ -1,0 +1,246 @@
+//! `dsr bench sweep`: the generic connector's retention sweep against a
+//! raw batched `DELETE` of the same schema, in the same run: two copies of
+//! the reference CRM with the same people; one swept by the connector (for
+//! each controller, keyset-paged batches, its operation and receipt), the
+//! other emptied of the same expired rows by `DELETE … WHERE id IN (SELECT
+//! … LIMIT n)` in the same table order. Both must end with the same rows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::{Months, Utc};
+use dsr_connector::instruction::Instruction;
+use dsr_connector::operations::OpState;
+use dsr_connector::signing::ReceiptSigner;
+use dsr_system_sql::manifest::Manifest;
+use dsr_system_sql::reference::Reference;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+/// What to run.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// People in the CRM.
+    pub subjects: usize,
+    /// Rows per batch, both sides.
+    pub batch: usize,
+    /// PostgreSQL (or SQLite files in a temporary directory when `None`).
+    pub database_url: Option<String>,
+    /// Keep the two copies.
+    pub keep: bool,
+}
+
+const CRM_ORDER: [&str; 8] = [
+    "companies",
+    "contacts",
+    "kyc_documents",
+    "pep_screenings",
+    "event_registrations",
+    "survey_responses",
+    "prospects",
+    "prospect_interactions",
+];
+
+async fn open(
+    url: Option<&str>,
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<dsr_store::Db> {
+    let (url, schema) = match url {
+        Some(u) => (u.to_owned(), Some(format!("dsr_bench_sweep_{name}"))),
+        None => (
+            dsr_store::sqlite_url(&dir.join(format!("sweep-{name}.db"))),
+            None,
+        ),
+    };
+    Ok(dsr_store::connect(
+        &url,
+        &dsr_store::StoreConfig {
+            schema,
+            ..dsr_store::StoreConfig::default()
+        },
+    )
+    .await?)
+}
+
+async fn counts(db: &dsr_store::Db) -> anyhow::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for t in CRM_ORDER {
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                format!("SELECT COUNT(*) FROM {t}"),
+            ))
+            .await?
+            .context("no count")?;
+        out.push(row.try_get_by_index::<i64>(0)?);
+    }
+    Ok(out)
+}
+
+/// Runs the benchmark and prints its figures.
+#[allow(clippy::print_stdout)]
+pub(crate) async fn run(p: Plan) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = p.database_url.as_deref();
+    let backend = url.map_or(DbBackend::Sqlite, |_| DbBackend::Postgres);
+    if let Some(u) = url {
+        // Fresh copies: the schemas are the benchmark's own.
+        let admin = dsr_store::connect(u, &dsr_store::StoreConfig::default()).await?;
+        for name in ["a", "b"] {
+            admin
+                .execute_unprepared(&format!(
+                    "DROP SCHEMA IF EXISTS dsr_bench_sweep_{name} CASCADE"
+                ))
+                .await?;
+        }
+    }
+    let a = open(url, dir.path(), "a").await?;
+    let b = open(url, dir.path(), "b").await?;
+    let crm = Reference::Crm;
+    let t0 = Instant::now();
+    dsr_store::migrate::<dsr_connector::migration::Migrator>(&a).await?;
+    crm.create_schema(&a).await?;
+    crm.create_schema(&b).await?;
+    crm.seed(&a, p.subjects, 1, 0).await?;
+    if backend == DbBackend::Postgres {
+        for t in CRM_ORDER {
+            b.execute_unprepared(&format!(
+                "INSERT INTO dsr_bench_sweep_b.{t} SELECT * FROM dsr_bench_sweep_a.{t}"
+            ))
+            .await?;
+        }
+        b.execute_unprepared("ANALYZE").await?;
+        a.execute_unprepared("ANALYZE").await?;
+    } else {
+        crm.seed(&b, p.subjects, 1, 0).await?;
+    }
+    let start = counts(&a).await?;
+    if start != counts(&b).await? {
+        bail!("the two copies differ before the run");
+    }
+    println!(
+        "Retention sweep vs raw batched DELETE: the reference CRM with {} people ({} rows), batches of {}, {} (prepared in {:.0} s)",
+        p.subjects,
+        start.iter().sum::<i64>(),
+        p.batch,
+        url.map_or("SQLite", |_| "PostgreSQL"),
+        t0.elapsed().as_secs_f64()
+    );
+
+    // The connector's sweep, for each controller.
+    let manifest = Arc::new(Manifest::parse(crm.manifest(), crm.manifest_name())?);
+    let system = dsr_system_sql::system::SqlSystem::new(
+        a.clone(),
+        manifest.clone(),
+        ReceiptSigner::generate("bench"),
+        Arc::new(dsr_system_sql::grpc::ProtoReceipts),
+    );
+    let t_sweep = Instant::now();
+    for (i, controller) in manifest.controllers().into_iter().enumerate() {
+        let now = Utc::now();
+        let instruction = Instruction {
+            request_id: format!("bench-sweep-{i}"),
+            controller,
+            system_id: "crm".into(),
+            due_date: now.date_naive(),
+            issued_at: now,
+            expires_at: now + chrono::Duration::minutes(10),
+            idempotency_key: format!("bench-sweep-{i}-{}", now.timestamp_millis()),
+        };
+        let op = system
+            .sweep(instruction, vec![i as u8], false, p.batch)
+            .await
+            .map_err(|e| anyhow::anyhow!("sweep: {}", e.log_kind()))?;
+        loop {
+            let cur = system.operations().get(&op.id).await?;
+            match cur.state {
+                OpState::Succeeded => break,
+                OpState::Failed => bail!("the sweep failed"),
+                OpState::Pending | OpState::Running => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+    let sweep_secs = t_sweep.elapsed().as_secs_f64();
+    let after_sweep = counts(&a).await?;
+
+    // The raw DELETE: the same rules, the same order, no controller scope.
+    let today = Utc::now().date_naive();
+    let t_raw = Instant::now();
+    for t in manifest.children_first() {
+        let Some(rule) = &t.retention else { continue };
+        let cutoff = today
+            .checked_sub_months(Months::new(rule.months))
+            .context("cutoff")?;
+        let sql = format!(
+            "DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} WHERE {anchor} < '{cutoff}' LIMIT {n})",
+            table = t.name,
+            pk = t.primary_key.column,
+            anchor = rule.anchor_column,
+            n = p.batch
+        );
+        loop {
+            let res = b.execute_unprepared(&sql).await?;
+            if res.rows_affected() == 0 {
+                break;
+            }
+        }
+    }
+    let raw_secs = t_raw.elapsed().as_secs_f64();
+    let after_raw = counts(&b).await?;
+
+    let removed: i64 = start.iter().sum::<i64>() - after_sweep.iter().sum::<i64>();
+    let removed_raw: i64 = start.iter().sum::<i64>() - after_raw.iter().sum::<i64>();
+    println!(
+        "{:<22} {:>12} {:>10} {:>14}",
+        "", "rows removed", "seconds", "rows/s"
+    );
+    let rate = |n: i64, s: f64| n as f64 / s.max(1e-9);
+    println!(
+        "{:<22} {:>12} {:>10.2} {:>14.0}",
+        "connector sweep",
+        removed,
+        sweep_secs,
+        rate(removed, sweep_secs)
+    );
+    println!(
+        "{:<22} {:>12} {:>10.2} {:>14.0}",
+        "raw batched DELETE",
+        removed_raw,
+        raw_secs,
+        rate(removed_raw, raw_secs)
+    );
+    println!(
+        "sweep / raw throughput: {:.2} (aim: at least 0.5); same rows left: {}",
+        rate(removed, sweep_secs) / rate(removed_raw, raw_secs),
+        if after_sweep == after_raw {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    if after_sweep != after_raw {
+        bail!("the sweep and the raw DELETE left different rows: {after_sweep:?} vs {after_raw:?}");
+    }
+    if p.keep {
+        println!(
+            "kept: {}",
+            url.map_or_else(
+                || dir.keep().display().to_string(),
+                |_| "schemas dsr_bench_sweep_a and dsr_bench_sweep_b".to_owned()
+            )
+        );
+    } else if let Some(u) = url {
+        let admin = dsr_store::connect(u, &dsr_store::StoreConfig::default()).await?;
+        for name in ["a", "b"] {
+            admin
+                .execute_unprepared(&format!(
+                    "DROP SCHEMA IF EXISTS dsr_bench_sweep_{name} CASCADE"
+                ))
+                .await?;
+        }
+    }
+    Ok(())
+}
