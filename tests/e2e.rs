@@ -9,7 +9,16 @@
 //!   system that is down makes the request retry, visibly, until it
 //!   returns; an orchestrator killed (SIGKILL) in the middle of a step
 //!   resumes after restart with no step done twice; two orchestrators on one
-//!   database complete 200 concurrent requests with no step done twice.
+//!   database complete 200 concurrent requests with no step done twice;
+//! - erasure under `dsr up`: the plan (erase, anonymise, retain with the AML
+//!   ground until the end of the relationship + 5 years, the open contract),
+//!   verified receipts, a second request changing nothing, replay after a
+//!   restored backup touching nothing else, a retention sweep;
+//! - an objection to direct marketing holding after a re-import, a
+//!   rectification, a restriction and its lift, the Art. 19 notifications;
+//! - an erasure whose orchestrator and erasure service are killed (SIGKILL)
+//!   while planning and while executing: every planned record reached, one
+//!   receipt and one operation per system.
 //!
 //! SQLite by default; with `DSR_TEST_POSTGRES_URL` every test runs on a
 //! fresh PostgreSQL database (a schema per service), dropped at the end.
@@ -23,6 +32,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dsr_proto::common::v1 as common;
+use dsr_proto::erasure::v1 as era;
+use dsr_proto::erasure::v1::erasure_client::ErasureClient;
 use dsr_proto::identity::v1 as idv;
 use dsr_proto::identity::v1::identity_verification_client::IdentityVerificationClient;
 use dsr_proto::orchestrator::v1 as pb;
@@ -33,6 +44,7 @@ use tonic_types::StatusExt as _;
 
 const DSR: &str = env!("CARGO_BIN_EXE_dsr");
 const SVERIGE: &str = "556134-1248";
+const FINANS: &str = "556885-5265";
 /// Seeded person 0: in the CRM by email; in the legal system only by the
 /// phone number the CRM links to them.
 const PERSON: &str = "per.johansson0@bolaget.se";
@@ -850,6 +862,7 @@ const SERVICES: [&str; 10] = [
 
 struct Mesh {
     _dir: tempfile::TempDir,
+    key: PathBuf,
     data: PathBuf,
     config: PathBuf,
     ports: BTreeMap<&'static str, u16>,
@@ -864,6 +877,7 @@ impl Mesh {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
         let key = dir.path().join("mesh-key.pem");
+        let key_path = key.clone();
         let (signer, jwks) = dsr_auth::TokenSigner::from_key_file(&key, None, "e2e").unwrap();
         let jwks_file = dir.path().join("mesh-jwks.json");
         std::fs::write(&jwks_file, jwks).unwrap();
@@ -912,6 +926,8 @@ identity_endpoint = "{identity}"
 discovery_endpoint = "{discovery}"
 export_endpoint = "{export}"
 erasure_endpoint = "{erasure}"
+# Erasures for Intrum Finans wait for a case handler after planning.
+approval_controllers = ["556885-5265"]
 service_key_file = "{key}"
 service_token_issuer = "e2e"
 lease_secs = 10
@@ -949,6 +965,7 @@ workers = 16
             })
             .unwrap();
         let mut mesh = Self {
+            key: key_path,
             _dir: dir,
             data,
             config: config_path,
@@ -1052,6 +1069,69 @@ workers = 16
         .request
         .unwrap()
         .id
+    }
+
+    /// Submits a request of `kind` for Intrum Finans with a verification
+    /// token.
+    async fn submit_finans(&self, key: &str, vt: &str, kind: pb::Kind) -> String {
+        let mut c = self.requests().await;
+        c.submit(bearer(
+            &self.token,
+            pb::SubmitRequest {
+                kind: kind as i32,
+                controller: controller(FINANS),
+                verification_token: vt.into(),
+                idempotency_key: key.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+        .id
+    }
+
+    /// A service's own database (a system's, erasure's, ...).
+    async fn db(&self, name: &str) -> sea_orm::DatabaseConnection {
+        let file = name.to_owned();
+        let (url, schema) = match &self.db_url {
+            Some(u) => (u.clone(), Some(format!("dsr_{}", file.replace('-', "_")))),
+            None => (
+                dsr_store::sqlite_url(&self.data.join(format!("{file}.db"))),
+                None,
+            ),
+        };
+        dsr_store::connect(
+            &url,
+            &dsr_store::StoreConfig {
+                max_connections: 1,
+                schema,
+                ..dsr_store::StoreConfig::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A client of the erasure service with `erasure:read`.
+    async fn erasure(&self) -> (ErasureClient<Channel>, String) {
+        let signer = dsr_auth::TokenSigner::from_key_file(&self.key, None, "e2e")
+            .unwrap()
+            .0;
+        let token = signer
+            .mint(&dsr_auth::TokenRequest {
+                subject: "e2e-case-handler".into(),
+                audiences: vec!["dsr-erasure".into()],
+                scopes: vec!["erasure:read".into()],
+                ttl: Duration::from_secs(3600),
+            })
+            .unwrap();
+        (
+            ErasureClient::new(channel(self.ports["erasure"]).await),
+            token,
+        )
     }
 
     /// The orchestrator's step log, read from its database.
@@ -1854,6 +1934,253 @@ async fn under_dsr_up_objection_rectification_and_restriction_reach_every_system
     let logs = up.kill();
     assert!(!logs.contains(who.as_str()), "an identity in the logs");
     drop(crm);
+    if let Some(p) = pg {
+        p.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_killed_at_each_step_erases_everything_once() {
+    let _turn = TURN.lock().await;
+    let pg = postgres().await;
+    let mut mesh = Mesh::new(pg.as_ref().map(|p| p.url.as_str())).await;
+    let token = mesh.token.clone();
+
+    // A person of Intrum Finans in the CRM and, by phone, at the legal
+    // representatives.
+    let legal = mesh.db("system-legal").await;
+    let phone: String = rows(
+        &legal,
+        &format!(
+            "SELECT phone FROM parties WHERE controller_orgnr = '{FINANS}' ORDER BY id LIMIT 1"
+        ),
+    )
+    .await
+    .first()
+    .unwrap()
+    .try_get("", "phone")
+    .unwrap();
+    let crm = mesh.db("system-crm").await;
+    let who: String = rows(
+        &crm,
+        &format!(
+            "SELECT email FROM contacts WHERE phone = '{phone}' AND controller_orgnr = '{FINANS}'"
+        ),
+    )
+    .await
+    .first()
+    .unwrap()
+    .try_get("", "email")
+    .unwrap();
+    let vt = mesh.verification_token(&who).await;
+
+    // 1. Killed while planning: erasure is paused, so the plan step is
+    //    running when the orchestrator and erasure die.
+    mesh.procs["erasure"].signal("-STOP");
+    let id = mesh
+        .submit_finans("e2e-erase-kill-1", &vt, pb::Kind::Erasure)
+        .await;
+    let mut client = mesh.requests().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let g = get(&mut client, &token, &id).await;
+        if g.steps
+            .iter()
+            .any(|s| s.name == "plan" && s.status == "running")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "plan never started: {g:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    mesh.stop("orchestrator");
+    mesh.stop("erasure");
+    mesh.start("erasure").await;
+    mesh.start("orchestrator").await;
+    let mut client = mesh.requests().await;
+    wait_state(
+        &mut client,
+        &token,
+        &id,
+        pb::State::AwaitingApproval,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // 2. Killed while executing: every system after the CRM is paused, the
+    //    CRM has answered, the others have not.
+    let (mut erasure, era_token) = mesh.erasure().await;
+    let plan = erasure
+        .get_plan(bearer(
+            &era_token,
+            era::GetPlanRequest {
+                request_id: id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .plan
+        .unwrap();
+    let systems: BTreeSet<String> = plan.records.iter().map(|r| r.system_id.clone()).collect();
+    assert!(
+        systems.contains("crm") && systems.contains("legal"),
+        "{systems:?}"
+    );
+    let paused: Vec<&'static str> = ["legal", "print-mail"]
+        .into_iter()
+        .filter(|s| systems.contains(*s))
+        .collect();
+    for s in &paused {
+        mesh.procs[*s].signal("-STOP");
+    }
+    client
+        .approve(bearer(
+            &token,
+            pb::ApproveRequest {
+                id: id.clone(),
+                note: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let receipts = erasure
+            .list_receipts(bearer(
+                &era_token,
+                era::ListReceiptsRequest {
+                    request_id: id.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipts;
+        if receipts.iter().any(|r| r.system_id == "crm") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the CRM never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The next system's Erase is on its way (or waiting in its socket).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mesh.stop("orchestrator");
+    mesh.stop("erasure");
+    for s in &paused {
+        mesh.procs[*s].signal("-CONT");
+    }
+    mesh.start("erasure").await;
+    mesh.start("orchestrator").await;
+    let mut client = mesh.requests().await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let done = loop {
+        let g = get(&mut client, &token, &id).await;
+        if g.state == pb::State::Completed as i32
+            || g.state == pb::State::CompletedWithRetained as i32
+        {
+            break g;
+        }
+        assert!(Instant::now() < deadline, "never completed: {g:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Each step done once; the plan and execute steps each lost an attempt.
+    let log = mesh.step_log(&id).await;
+    for step in ["verify", "locate", "plan", "execute"] {
+        assert_eq!(
+            log.iter()
+                .filter(|x| x.step == step && x.outcome == "done")
+                .count(),
+            1,
+            "{step}: {log:#?}"
+        );
+    }
+    for step in ["plan", "execute"] {
+        assert!(
+            log.iter()
+                .any(|x| x.step == step && x.outcome == "abandoned"),
+            "{step} was killed: {log:#?}"
+        );
+    }
+
+    // One verified receipt per system, matching every planned record: none
+    // skipped; and one operation per system under its key: none erased twice.
+    let (mut erasure, _) = mesh.erasure().await;
+    let receipts = erasure
+        .list_receipts(bearer(
+            &era_token,
+            era::ListReceiptsRequest {
+                request_id: id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .receipts;
+    let mut per_system: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &receipts {
+        assert!(r.verified, "{r:?}");
+        assert_eq!(r.phase, "erase");
+        *per_system.entry(r.system_id.clone()).or_default() += 1;
+        let matched: u64 = r
+            .receipt
+            .as_ref()
+            .unwrap()
+            .stores
+            .iter()
+            .map(|s| s.matched)
+            .sum();
+        let planned = plan
+            .records
+            .iter()
+            .filter(|p| p.system_id == r.system_id)
+            .count() as u64;
+        assert_eq!(
+            matched, planned,
+            "{}: every planned record reached",
+            r.system_id
+        );
+    }
+    assert_eq!(
+        per_system.keys().cloned().collect::<BTreeSet<_>>(),
+        systems,
+        "a receipt from every system"
+    );
+    assert!(per_system.values().all(|n| *n == 1), "{per_system:?}");
+    for system in &systems {
+        let db = mesh.db(&format!("system-{system}")).await;
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT key FROM dsr_idempotency WHERE key = 'erase.{id}.{system}'")
+            )
+            .await,
+            1,
+            "{system}: one erasure under its key"
+        );
+        assert_eq!(
+            count(&db, "SELECT id FROM dsr_operation WHERE kind = 'erase'").await,
+            1,
+            "{system}: one erase operation"
+        );
+        let _ = db.close().await;
+    }
+    assert_eq!(
+        count(&crm, &format!("SELECT id FROM contacts WHERE phone = '{phone}' AND controller_orgnr = '{FINANS}' AND restricted_at IS NULL")).await,
+        0,
+        "the contact is erased, or retained and restricted"
+    );
+    assert!(done.record_count > 0 || done.retained_count > 0);
+    drop((crm, legal));
+    let names: Vec<&'static str> = mesh.procs.keys().copied().collect();
+    let logs: Vec<String> = names.into_iter().map(|n| mesh.stop(n)).collect();
+    for l in &logs {
+        assert!(
+            !l.contains(&who) && !l.contains(&phone),
+            "an identity in the logs"
+        );
+    }
     if let Some(p) = pg {
         p.finish().await;
     }
