@@ -1443,6 +1443,15 @@ async fn exec(db: &sea_orm::DatabaseConnection, sql: &str) {
     db.execute_unprepared(sql).await.unwrap();
 }
 
+fn date_pb(d: chrono::NaiveDate) -> common::Date {
+    use chrono::Datelike as _;
+    common::Date {
+        year: d.year(),
+        month: i32::try_from(d.month()).unwrap(),
+        day: i32::try_from(d.day()).unwrap(),
+    }
+}
+
 fn request_id(stdout: &str) -> String {
     stdout.lines().next().unwrap().trim().to_owned()
 }
@@ -1681,6 +1690,148 @@ async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_r
     );
     assert!(contact.contains("until (open)"), "{contact}");
 
+    // The deferred erasure is never run ahead of its day.
+    let dev_token = ok(&cli(&data, base, &["token"])).trim().to_owned();
+    let mut erasure = ErasureClient::new(channel(base + 8).await);
+    let early = erasure
+        .execute_deferred(bearer(
+            &dev_token,
+            era::ExecuteDeferredRequest {
+                request_id: rid.clone(),
+                as_of: Some(date_pb(aml_until.succ_opt().unwrap())),
+                due_date: Some(date_pb(today)),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(early.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        early.get_details_bad_request().unwrap().field_violations[0].field,
+        "as_of"
+    );
+    let deferred = erasure
+        .execute_deferred(bearer(
+            &dev_token,
+            era::ExecuteDeferredRequest {
+                request_id: rid.clone(),
+                as_of: None,
+                due_date: Some(date_pb(today)),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap();
+    assert!(
+        deferred.systems.is_empty(),
+        "nothing is due yet: {deferred:?}"
+    );
+    assert!(deferred.retained_count >= 2, "{deferred:?}");
+
+    // A person whose relationship ended more than five years ago: the AML
+    // period is over, the plan erases the documents, and the system agrees.
+    let long_ago = rows(
+        &crm,
+        &format!(
+            "SELECT c.email AS email, c.id AS id FROM contacts c
+             WHERE c.controller_orgnr = '{SVERIGE}' AND c.relationship_ended_on < '{}'
+               AND EXISTS (SELECT 1 FROM kyc_documents k WHERE k.contact_id = c.id)
+             ORDER BY c.id LIMIT 1",
+            months_ago(61)
+        ),
+    )
+    .await;
+    let old_who: String = long_ago.first().unwrap().try_get("", "email").unwrap();
+    let old_id: i64 = long_ago.first().unwrap().try_get("", "id").unwrap();
+    let printed = ok(&cli(
+        &data,
+        base,
+        &["request", "erase", "--email", &old_who, "--wait"],
+    ));
+    let plan = ok(&cli(
+        &data,
+        base,
+        &["request", "plan", &request_id(&printed)],
+    ));
+    assert!(
+        plan.lines()
+            .filter(|l| l.contains(" kyc_documents "))
+            .all(|l| l.contains(" erase ")),
+        "{plan}"
+    );
+    assert_eq!(
+        c(format!(
+            "SELECT id FROM kyc_documents WHERE contact_id = {old_id}"
+        ))
+        .await,
+        0
+    );
+
+    // A legal hold on a person keeps everything over an erasure request,
+    // restricted, until it is lifted.
+    let held = rows(
+        &crm,
+        &format!(
+            "SELECT c.email AS email FROM contacts c
+             WHERE c.controller_orgnr = '{SVERIGE}' AND c.email IS NOT NULL
+               AND c.email <> '{who}' AND c.email <> '{open_who}'
+             ORDER BY c.id DESC LIMIT 1"
+        ),
+    )
+    .await;
+    let held_who: String = held.first().unwrap().try_get("", "email").unwrap();
+    let placed = ok(&cli(
+        &data,
+        base,
+        &[
+            "hold",
+            "place",
+            "--email",
+            &held_who,
+            "--ground",
+            "dispute 2026-T-1234: preserve evidence",
+        ],
+    ));
+    let hold_id = placed.split_whitespace().next().unwrap().to_owned();
+    assert!(
+        !placed.contains(&held_who),
+        "a hold shows no identity: {placed}"
+    );
+    let printed = ok(&cli(
+        &data,
+        base,
+        &["request", "erase", "--email", &held_who, "--wait"],
+    ));
+    let plan = ok(&cli(
+        &data,
+        base,
+        &["request", "plan", &request_id(&printed)],
+    ));
+    let planned: Vec<&str> = plan.lines().filter(|l| l.starts_with("  ")).collect();
+    assert!(!planned.is_empty(), "{plan}");
+    assert!(
+        planned
+            .iter()
+            .all(|l| l.contains("RETAIN") && l.contains(&format!("legal hold {hold_id}"))),
+        "{plan}"
+    );
+    assert_eq!(
+        count(
+            &crm,
+            &format!(
+                "SELECT id FROM contacts WHERE email = '{held_who}' AND restricted_at IS NOT NULL"
+            )
+        )
+        .await,
+        1
+    );
+    let listed = ok(&cli(&data, base, &["hold", "list"]));
+    assert!(listed.contains(&hold_id), "{listed}");
+    ok(&cli(&data, base, &["hold", "lift", &hold_id]));
+    assert!(!ok(&cli(&data, base, &["hold", "list"])).contains(&hold_id));
+    assert!(ok(&cli(&data, base, &["hold", "list", "--all"])).contains("lifted by"));
+
     // A retention sweep of the CRM: a dry run counts, then the sweep
     // removes exactly that, with receipts; nothing past its rule is left.
     let expired = format!(
@@ -1728,7 +1879,12 @@ async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_r
     );
 
     let logs = up.kill();
-    for secret in [who.as_str(), open_who.as_str()] {
+    for secret in [
+        who.as_str(),
+        open_who.as_str(),
+        held_who.as_str(),
+        old_who.as_str(),
+    ] {
         assert!(!logs.contains(secret), "an identity in the logs");
     }
     drop(crm);

@@ -396,3 +396,196 @@ pub(crate) async fn sweep(cfg: &Config, a: SweepArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `dsr hold`.
+#[derive(Debug, Args)]
+pub(crate) struct HoldArgs {
+    /// The erasure service (default: `dsr up`'s, base port + 8).
+    #[arg(long, global = true)]
+    endpoint: Option<String>,
+    /// Bearer token with `erasure:holds` (default: minted from the data
+    /// directory's development key).
+    #[arg(long, env = "DSR_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: HoldCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum HoldCommand {
+    /// Place a legal hold on a person (one identity) or one record.
+    Place {
+        /// The person's email address.
+        #[arg(long, group = "target")]
+        email: Option<String>,
+        /// The person's phone number.
+        #[arg(long, group = "target")]
+        phone: Option<String>,
+        /// The person's personnummer.
+        #[arg(long, group = "target")]
+        personnummer: Option<String>,
+        /// One record: `system:store:key`.
+        #[arg(long, group = "target")]
+        record: Option<String>,
+        /// Why (no personal data), e.g. "dispute 2026-T-1234".
+        #[arg(long)]
+        ground: String,
+        /// The last day it holds (YYYY-MM-DD); default until lifted.
+        #[arg(long)]
+        until: Option<chrono::NaiveDate>,
+        /// The controller (organisationsnummer); default Intrum Sverige AB.
+        #[arg(long, default_value = "556134-1248")]
+        controller: String,
+    },
+    /// Lift a hold.
+    Lift {
+        /// The hold's id.
+        id: String,
+    },
+    /// List the standing holds.
+    List {
+        /// Lifted ones too.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn print_hold(h: &pb::Hold) {
+    #[allow(clippy::print_stdout)]
+    {
+        let what = h.record.as_ref().map_or_else(
+            || "a person".to_owned(),
+            |r| {
+                let rec = r.record.clone().unwrap_or_default();
+                format!("{}:{}:{}", r.system_id, rec.store, rec.key)
+            },
+        );
+        let until = date(h.until.as_ref());
+        println!(
+            "{}  {:<24} until {:<10}  {}{}",
+            h.id,
+            what,
+            if until.is_empty() {
+                "lifted".to_owned()
+            } else {
+                until
+            },
+            h.ground,
+            if h.lifted_at.is_some() {
+                format!("  (lifted by {})", h.lifted_by)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// Runs `dsr hold`.
+pub(crate) async fn hold(cfg: &Config, a: HoldArgs) -> anyhow::Result<()> {
+    use dsr_proto::common::v1 as common;
+    let endpoint = a.endpoint.unwrap_or_else(|| {
+        format!(
+            "http://{}:{}",
+            cfg.up.host,
+            cfg.up.base_port.saturating_add(8)
+        )
+    });
+    let token = dev::token_or_mint(
+        &cfg.data_dir,
+        a.token,
+        "dsr-cli",
+        vec![dsr_erasure::SERVICE_NAME.into()],
+        vec![dsr_erasure::grpc::SCOPE_HOLDS.into()],
+        Duration::from_secs(600),
+    )?;
+    let mut c = client(&endpoint).await?;
+    match a.command {
+        HoldCommand::Place {
+            email,
+            phone,
+            personnummer,
+            record,
+            ground,
+            until,
+            controller,
+        } => {
+            let identity = |t: common::IdentityType, v: String| {
+                pb::hold_target::Target::Identity(common::Identity {
+                    r#type: t as i32,
+                    format: common::IdentityFormat::Raw as i32,
+                    value: v,
+                    hmac_key_id: String::new(),
+                })
+            };
+            let target = if let Some(e) = email {
+                identity(common::IdentityType::Email, e)
+            } else if let Some(p) = phone {
+                identity(common::IdentityType::Phone, p)
+            } else if let Some(p) = personnummer {
+                identity(common::IdentityType::SePersonnummer, p)
+            } else if let Some(r) = record {
+                let mut parts = r.splitn(3, ':');
+                let (Some(system), Some(store), Some(key)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    anyhow::bail!("--record {r:?}: system:store:key");
+                };
+                pb::hold_target::Target::Record(pb::SystemRecord {
+                    system_id: system.to_owned(),
+                    record: Some(sys::RecordRef {
+                        store: store.to_owned(),
+                        key: key.to_owned(),
+                    }),
+                })
+            } else {
+                anyhow::bail!("give --email, --phone, --personnummer or --record");
+            };
+            let h = c
+                .place_hold(req(
+                    &token,
+                    pb::PlaceHoldRequest {
+                        target: Some(pb::HoldTarget {
+                            target: Some(target),
+                        }),
+                        ground,
+                        until: until.map(dsr_connector::grpc::date_to_pb),
+                        controller: Some(common::ControllerRef {
+                            organisation_number: controller,
+                        }),
+                    },
+                )?)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner()
+                .hold
+                .context("empty answer")?;
+            print_hold(&h);
+        }
+        HoldCommand::Lift { id } => {
+            let h = c
+                .lift_hold(req(&token, pb::LiftHoldRequest { id })?)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner()
+                .hold
+                .context("empty answer")?;
+            print_hold(&h);
+        }
+        HoldCommand::List { all } => {
+            let r = c
+                .list_holds(req(
+                    &token,
+                    pb::ListHoldsRequest {
+                        include_lifted: all,
+                    },
+                )?)
+                .await
+                .map_err(|s| explain(&s))?
+                .into_inner();
+            for h in &r.holds {
+                print_hold(h);
+            }
+        }
+    }
+    Ok(())
+}

@@ -79,6 +79,8 @@ enum Command {
     /// Run a retention sweep now: every system removes what has passed its
     /// retention rule.
     Sweep(erasure::SweepArgs),
+    /// Place, lift and list legal holds (they keep records over erasure).
+    Hold(erasure::HoldArgs),
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +244,7 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::Request(_)
         | Command::ReplayErasures(_)
         | Command::Sweep(_)
+        | Command::Hold(_)
         | Command::Policy(_) => {}
     }
     f
@@ -324,6 +327,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Request(args) => request::run(&cfg, *args).await,
         Command::ReplayErasures(args) => erasure::replay(&cfg, args).await,
         Command::Sweep(args) => erasure::sweep(&cfg, args).await,
+        Command::Hold(args) => erasure::hold(&cfg, args).await,
         Command::Audit(AuditArgs {
             command: AuditCommand::Verify { .. },
         }) => audit_verify(&cfg).await,

@@ -697,10 +697,19 @@ impl Erasure for Handlers {
             as_of,
             due_date,
         } = req.into_inner();
+        // Never a day ahead: a future date would erase records the law
+        // still keeps.
         let as_of = match as_of {
             None => today(),
-            Some(d) => kit::date(Some(d))
-                .ok_or_else(|| invalid_argument(vec![("as_of".into(), "a valid date".into())]))?,
+            Some(d) => match kit::date(Some(d)) {
+                Some(d) if d <= today() => d,
+                Some(_) | None => {
+                    return Err(invalid_argument(vec![(
+                        "as_of".into(),
+                        "a valid date, not after today".into(),
+                    )]));
+                }
+            },
         };
         let h = self.header(request_id, due_date).await?;
         let e = self
