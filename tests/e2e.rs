@@ -920,6 +920,9 @@ service_token_issuer = "e2e"
 registry_endpoint = "{registry}"
 service_key_file = "{key}"
 service_token_issuer = "e2e"
+# No scheduled sweep: it would erase the seeded people whose retention has
+# run out (Per Johansson's contact among them) under the tests' feet.
+sweep_every_hours = 0
 
 [orchestrator]
 identity_endpoint = "{identity}"
@@ -1835,9 +1838,11 @@ async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_r
     // A retention sweep of the CRM: a dry run counts, then the sweep
     // removes exactly that, with receipts; nothing past its rule is left.
     let expired = format!(
-        "SELECT id FROM contacts WHERE relationship_ended_on < '{}'",
+        "SELECT id FROM contacts WHERE relationship_ended_on < '{}' AND restricted_at IS NULL",
         months_ago(24)
     );
+    let held_contact =
+        format!("SELECT id FROM contacts WHERE email = '{held_who}' AND restricted_at IS NOT NULL");
     let before = count(&crm, &expired).await;
     assert!(before > 0, "the seed holds contacts past their retention");
     let dry = ok(&cli(
@@ -1857,6 +1862,11 @@ async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_r
         &["sweep", "--system", "crm", "--batch-size", "50"],
     ));
     assert_eq!(count(&crm, &expired).await, 0, "{swept}");
+    assert_eq!(
+        count(&crm, &held_contact).await,
+        1,
+        "a sweep never removes a restricted record"
+    );
     let sweep_id = request_id(&swept);
     let removed = |out: &str| -> u64 {
         out.lines()

@@ -296,6 +296,15 @@ impl Locator {
             if work.is_empty() {
                 break;
             }
+            // Which systems are asked with which kinds of identity (never
+            // the values): why a system was or was not asked.
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let asking: Vec<(&str, Vec<IdentityType>)> = work
+                    .iter()
+                    .map(|(id, ids)| (id.as_str(), ids.iter().map(Identity::kind).collect()))
+                    .collect();
+                tracing::debug!(request = request_id, round, systems = ?asking, "locate round");
+            }
             rounds = round;
             let calls = work.iter().map(|(id, ids)| {
                 let header = Header {

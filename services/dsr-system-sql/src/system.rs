@@ -1158,13 +1158,16 @@ impl SqlSystem {
 
     /// The rows a sweep for `controller` may remove: the controller's, and
     /// rows whose parent is gone (their retention rule still applies, and no
-    /// controller's scope would otherwise reach them).
+    /// controller's scope would otherwise reach them); never a restricted
+    /// row (Art. 18: kept for the person's legal claims, under a legal hold,
+    /// or retained over an erasure until its deferred erasure).
     fn sweep_scope(&self, t: &TableSpec, controller: &Organisationsnummer) -> Option<Expr> {
         let scope = self.scope(t, controller)?;
-        Some(match &t.parent {
+        let scope = match &t.parent {
             Some(p) => scope.or(Expr::col(Alias::new(&p.column)).is_null()),
             None => scope,
-        })
+        };
+        Some(scope.and(Expr::col(Alias::new(&t.restriction_column)).is_null()))
     }
 
     /// The keys among `keys` that exist and belong to `controller`.

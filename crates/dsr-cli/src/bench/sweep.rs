@@ -166,7 +166,8 @@ pub(crate) async fn run(p: Plan) -> anyhow::Result<()> {
     let sweep_secs = t_sweep.elapsed().as_secs_f64();
     let after_sweep = counts(&a).await?;
 
-    // The raw DELETE: the same rules, the same order, no controller scope.
+    // The raw DELETE: the same rules (restricted rows stay), the same
+    // order, no controller scope.
     let today = Utc::now().date_naive();
     let t_raw = Instant::now();
     for t in manifest.children_first() {
@@ -175,10 +176,11 @@ pub(crate) async fn run(p: Plan) -> anyhow::Result<()> {
             .checked_sub_months(Months::new(rule.months))
             .context("cutoff")?;
         let sql = format!(
-            "DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} WHERE {anchor} < '{cutoff}' LIMIT {n})",
+            "DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} WHERE {anchor} < '{cutoff}' AND {restricted} IS NULL LIMIT {n})",
             table = t.name,
             pk = t.primary_key.column,
             anchor = rule.anchor_column,
+            restricted = t.restriction_column,
             n = p.batch
         );
         loop {
