@@ -18,7 +18,11 @@
 //!   rectification, a restriction and its lift, the Art. 19 notifications;
 //! - an erasure whose orchestrator and erasure service are killed (SIGKILL)
 //!   while planning and while executing: every planned record reached, one
-//!   receipt and one operation per system.
+//!   receipt and one operation per system;
+//! - an access request and an erasure exported to an OTLP receiver: each one
+//!   trace from the portal's Submit across every service and system it
+//!   reached, no identity value in any span or log line (at debug), the
+//!   metrics exported.
 //!
 //! SQLite by default; with `DSR_TEST_POSTGRES_URL` every test runs on a
 //! fresh PostgreSQL database (a schema per service), dropped at the end.
@@ -39,6 +43,7 @@ use dsr_proto::identity::v1::identity_verification_client::IdentityVerificationC
 use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
 use dsr_store::testing::{POSTGRES_ENV, TestDb};
+use opentelemetry_proto::tonic as otlp;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
@@ -132,6 +137,20 @@ impl Proc {
 
     fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Stops it as Kubernetes does (SIGTERM), waits for it to exit, and
+    /// returns its log.
+    async fn terminate(mut self) -> String {
+        self.signal("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(45);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{} did not stop", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The reader thread takes the last lines after the exit.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.log()
     }
 }
 
@@ -869,10 +888,16 @@ struct Mesh {
     procs: BTreeMap<&'static str, Proc>,
     token: String,
     db_url: Option<String>,
+    /// Set in every process's environment.
+    env: Vec<(String, String)>,
 }
 
 impl Mesh {
     async fn new(db_url: Option<&str>) -> Self {
+        Self::with_env(db_url, Vec::new()).await
+    }
+
+    async fn with_env(db_url: Option<&str>, env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -976,6 +1001,7 @@ workers = 16
             procs: BTreeMap::new(),
             token,
             db_url: db_url.map(str::to_owned),
+            env,
         };
         for s in &SERVICES[..9] {
             mesh.start(s).await;
@@ -1004,7 +1030,8 @@ workers = 16
             }
         }
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--config", self.config.to_str().unwrap()]);
+            .args(["--config", self.config.to_str().unwrap()])
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let p = Proc::spawn(name, &mut cmd);
         ready(port, &p).await;
         self.procs.insert(name, p);
@@ -2350,4 +2377,394 @@ async fn an_erasure_killed_at_each_step_erases_everything_once() {
     if let Some(p) = pg {
         p.finish().await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// Telemetry: one trace per request across the mesh, no identity in spans or
+// logs.
+
+/// What an OTLP receiver got: each span with its service.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<SeenSpan>>>,
+    metrics: std::sync::Arc<std::sync::Mutex<Vec<SeenMetric>>>,
+}
+
+#[derive(Clone, Debug)]
+struct SeenSpan {
+    service: String,
+    trace_id: String,
+    name: String,
+    /// The OTLP span kind (2 server, 3 client).
+    kind: i32,
+    attributes: BTreeMap<String, String>,
+    /// Everything the span carries (name, attributes, events), for the
+    /// check that no identity value is among it.
+    text: String,
+}
+
+#[derive(Clone, Debug)]
+struct SeenMetric {
+    service: String,
+    name: String,
+    attributes: Vec<BTreeMap<String, String>>,
+}
+
+fn any_value(v: &Option<otlp::common::v1::AnyValue>) -> String {
+    use otlp::common::v1::any_value::Value;
+    match v.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attributes(kvs: &[otlp::common::v1::KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), any_value(&kv.value)))
+        .collect()
+}
+
+fn service_of(r: Option<&otlp::resource::v1::Resource>) -> String {
+    r.map(|r| attributes(&r.attributes))
+        .and_then(|a| a.get("service.name").cloned())
+        .unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl otlp::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        req: tonic::Request<otlp::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<otlp::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        let mut seen = self.spans.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            let service = service_of(rs.resource.as_ref());
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    seen.push(SeenSpan {
+                        service: service.clone(),
+                        trace_id: hex::encode(&s.trace_id),
+                        name: s.name.clone(),
+                        kind: s.kind,
+                        attributes: attributes(&s.attributes),
+                        text: format!("{s:?}"),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl otlp::collector::metrics::v1::metrics_service_server::MetricsService for Collector {
+    async fn export(
+        &self,
+        req: tonic::Request<otlp::collector::metrics::v1::ExportMetricsServiceRequest>,
+    ) -> Result<
+        tonic::Response<otlp::collector::metrics::v1::ExportMetricsServiceResponse>,
+        tonic::Status,
+    > {
+        use otlp::metrics::v1::metric::Data;
+        let mut seen = self.metrics.lock().unwrap();
+        for rm in req.into_inner().resource_metrics {
+            let service = service_of(rm.resource.as_ref());
+            for sm in rm.scope_metrics {
+                for m in sm.metrics {
+                    let attrs = match &m.data {
+                        Some(Data::Gauge(g)) => g
+                            .data_points
+                            .iter()
+                            .map(|p| attributes(&p.attributes))
+                            .collect(),
+                        Some(Data::Sum(s)) => s
+                            .data_points
+                            .iter()
+                            .map(|p| attributes(&p.attributes))
+                            .collect(),
+                        Some(Data::Histogram(h)) => h
+                            .data_points
+                            .iter()
+                            .map(|p| attributes(&p.attributes))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    seen.push(SeenMetric {
+                        service: service.clone(),
+                        name: m.name.clone(),
+                        attributes: attrs,
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl Collector {
+    /// Serves OTLP/gRPC on a free port; returns its endpoint.
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let me = self.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(
+                    otlp::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+                        me.clone(),
+                    ),
+                )
+                .add_service(
+                    otlp::collector::metrics::v1::metrics_service_server::MetricsServiceServer::new(
+                        me,
+                    ),
+                )
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        format!("http://{addr}")
+    }
+}
+
+/// Waits for a write request of `id` to finish (with or without retained
+/// records).
+async fn wait_finished(
+    client: &mut RequestsClient<Channel>,
+    token: &str,
+    id: &str,
+) -> pb::DataSubjectRequest {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = get(client, token, id).await;
+        if r.state == pb::State::Completed as i32
+            || r.state == pb::State::CompletedWithRetained as i32
+        {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "request never finished: {r:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_is_one_trace_across_the_mesh_with_no_identity_in_spans_or_logs() {
+    let _turn = TURN.lock().await;
+    let pg = postgres().await;
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let mut mesh = Mesh::with_env(
+        pg.as_ref().map(|p| p.url.as_str()),
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
+            // Everything at debug: the identity values must stay out of
+            // every line, not only of those at info.
+            (
+                "RUST_LOG".into(),
+                "debug,h2=info,hyper=info,tower=info,sqlx=info,sea_orm=info".into(),
+            ),
+        ],
+    )
+    .await;
+    let token = mesh.token.clone();
+
+    // The person's identity values, as seeded.
+    let crm = mesh.db("system-crm").await;
+    let row = rows(
+        &crm,
+        &format!(
+            "SELECT full_name, email, phone, personnummer, customer_number, address FROM contacts \
+             WHERE email = '{PERSON}' AND controller_orgnr = '{SVERIGE}'"
+        ),
+    )
+    .await;
+    let row = row.first().expect("the seeded person");
+    let mut identity_values: Vec<String> = [
+        "full_name",
+        "email",
+        "phone",
+        "personnummer",
+        "customer_number",
+        "address",
+    ]
+    .iter()
+    .filter_map(|c| row.try_get::<Option<String>>("", c).ok().flatten())
+    .filter(|v| v.len() >= 6)
+    .collect();
+    // The phone also as typed (07…), the personnummer without its dash.
+    let variants: Vec<String> = identity_values
+        .iter()
+        .filter_map(|v| {
+            if let Some(rest) = v.strip_prefix("+46") {
+                Some(format!("0{rest}"))
+            } else if v.contains('-') && v.replace('-', "").bytes().all(|b| b.is_ascii_digit()) {
+                Some(v.replace('-', ""))
+            } else {
+                None
+            }
+        })
+        .collect();
+    identity_values.extend(variants);
+    assert!(identity_values.len() >= 3, "{identity_values:?}");
+
+    // An access request and an erasure, from a portal's call.
+    let vt = mesh.verification_token(PERSON).await;
+    let access = mesh.submit_with_token("trace-access", &vt).await;
+    let mut client = mesh.requests().await;
+    wait_state(
+        &mut client,
+        &token,
+        &access,
+        pb::State::Completed,
+        Duration::from_secs(90),
+    )
+    .await;
+    let erasure = client
+        .submit(bearer(
+            &token,
+            pb::SubmitRequest {
+                kind: pb::Kind::Erasure as i32,
+                controller: controller(SVERIGE),
+                verification_token: vt.clone(),
+                idempotency_key: "trace-erasure".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+        .id;
+    wait_finished(&mut client, &token, &erasure).await;
+
+    // Every process stops as on Kubernetes (SIGTERM) and flushes its spans.
+    let mut logs = String::new();
+    for name in SERVICES {
+        if let Some(p) = mesh.procs.remove(name) {
+            logs.push_str(&p.terminate().await);
+        }
+    }
+    let spans = collector.spans.lock().unwrap().clone();
+    let metrics = collector.metrics.lock().unwrap().clone();
+
+    for (id, kind, must) in [
+        (
+            &access,
+            "access",
+            &[
+                "dsr-orchestrator",
+                "dsr-discovery",
+                "dsr-export",
+                "dsr-transfer-registry",
+                "dsr-system-crm",
+                "dsr-system-print-mail",
+                "dsr-system-legal",
+            ][..],
+        ),
+        (
+            &erasure,
+            "erasure",
+            &[
+                "dsr-orchestrator",
+                "dsr-discovery",
+                "dsr-erasure",
+                "dsr-system-crm",
+                "dsr-system-legal",
+            ][..],
+        ),
+    ] {
+        // The orchestrator's work on the request names it and its kind...
+        let work: Vec<&SeenSpan> = spans
+            .iter()
+            .filter(|s| s.attributes.get("dsr.request.id") == Some(id))
+            .collect();
+        assert!(!work.is_empty(), "no span names request {id}");
+        let trace = work[0].trace_id.clone();
+        assert!(
+            work.iter().all(|s| s.trace_id == trace),
+            "the spans naming {id} are in several traces: {work:#?}"
+        );
+        assert!(
+            work.iter()
+                .any(|s| s.attributes.get("dsr.request.kind").map(String::as_str) == Some(kind)),
+            "{work:#?}"
+        );
+        // ... in the trace of the portal's Submit call...
+        assert!(
+            spans.iter().any(|s| s.trace_id == trace
+                && s.service == "dsr-orchestrator"
+                && s.attributes.get("rpc.method").map(String::as_str) == Some("Submit")),
+            "Submit is not in the trace of {id}"
+        );
+        // ... which every service the request reached has spans in: the
+        // RPCs they served, and the calls they made.
+        let in_trace: BTreeSet<&str> = spans
+            .iter()
+            .filter(|s| s.trace_id == trace)
+            .map(|s| s.service.as_str())
+            .collect();
+        for service in must {
+            assert!(
+                in_trace.contains(service),
+                "{service} has no span in the trace of {kind} {id}: {in_trace:?}"
+            );
+        }
+        let steps: BTreeSet<&str> = spans
+            .iter()
+            .filter(|s| s.trace_id == trace && s.attributes.contains_key("step"))
+            .map(|s| s.name.as_str())
+            .collect();
+        assert!(steps.contains("step locate"), "{steps:?}");
+        assert!(
+            spans.iter().any(|s| s.trace_id == trace
+                && s.kind == 3
+                && s.attributes.get("peer").map(String::as_str) == Some("crm")),
+            "no client span of a call to the CRM in the trace of {id}"
+        );
+    }
+
+    // No identity value in any span of any trace, nor in any log line.
+    for v in &identity_values {
+        for s in &spans {
+            assert!(
+                !s.text.contains(v.as_str()),
+                "an identity value is in a span of {}: {}",
+                s.service,
+                s.name
+            );
+        }
+        assert!(
+            !logs.contains(v.as_str()),
+            "an identity value is in the logs"
+        );
+    }
+    assert!(logs.contains("step done"), "the logs were not captured");
+
+    // The metrics arrived too: per-system latency and errors, requests by
+    // kind and state.
+    let names: BTreeSet<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+    for name in [
+        "dsr.client.call.duration",
+        "dsr.requests.overdue",
+        "dsr.orchestrator.step.duration",
+    ] {
+        assert!(names.contains(name), "{name} not exported: {names:?}");
+    }
+    assert!(
+        metrics.iter().any(|m| m.name == "dsr.client.call.duration"
+            && m.service == "dsr-erasure"
+            && m.attributes
+                .iter()
+                .any(|a| a.get("peer").map(String::as_str) == Some("crm"))),
+        "erasure's calls to the CRM are not measured"
+    );
 }

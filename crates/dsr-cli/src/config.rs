@@ -27,6 +27,7 @@ pub(crate) struct Config {
     /// the data directory.
     pub redaction_key_file: String,
     pub server: ServerSection,
+    pub client: ClientSection,
     pub auth: AuthSection,
     pub database: DatabaseSection,
     pub up: UpSection,
@@ -235,6 +236,22 @@ pub(crate) struct ServerSection {
     pub tls_key: String,
     /// PEM CA for client certificates; mutual TLS when set.
     pub tls_client_ca: String,
+    /// A second, plaintext address serving only the gRPC health service
+    /// (for the kubelet's probes, which cannot speak TLS); empty: none.
+    pub health_listen: String,
+}
+
+/// How this process calls the others over `https://` endpoints.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientSection {
+    /// PEM CA the servers' certificates must chain to; required for any
+    /// `https://` endpoint.
+    pub tls_ca: String,
+    /// PEM certificate chain presented to servers that ask (mutual TLS).
+    pub tls_cert: String,
+    /// Its PEM private key.
+    pub tls_key: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -270,6 +287,19 @@ pub(crate) struct UpSection {
     pub host: String,
 }
 
+impl UpSection {
+    /// Where `dsr up`'s services are called: the address they bind, or
+    /// loopback when they bind every interface (`0.0.0.0` in a pod).
+    pub(crate) fn connect_host(&self) -> String {
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".into(),
+            Ok(ip) if ip.is_unspecified() => "[::1]".into(),
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => self.host.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TransferRegistrySection {
@@ -300,6 +330,12 @@ impl Default for Config {
                 tls_cert: String::new(),
                 tls_key: String::new(),
                 tls_client_ca: String::new(),
+                health_listen: String::new(),
+            },
+            client: ClientSection {
+                tls_ca: String::new(),
+                tls_cert: String::new(),
+                tls_key: String::new(),
             },
             auth: AuthSection {
                 issuers: vec![],
@@ -516,6 +552,19 @@ impl Config {
         if self.server.concurrency_limit == 0 {
             bail!("invalid configuration: server.concurrency_limit must be at least 1");
         }
+        if !self.server.health_listen.is_empty()
+            && self.server.health_listen.parse::<SocketAddr>().is_err()
+        {
+            bail!(
+                "invalid configuration: server.health_listen must be host:port, e.g. 0.0.0.0:8081, or empty"
+            );
+        }
+        if self.client.tls_cert.is_empty() != self.client.tls_key.is_empty() {
+            bail!("invalid configuration: client.tls_cert and client.tls_key go together");
+        }
+        if !self.client.tls_cert.is_empty() && self.client.tls_ca.is_empty() {
+            bail!("invalid configuration: client.tls_cert needs client.tls_ca");
+        }
         if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
             bail!("invalid configuration: server.tls_cert and server.tls_key go together");
         }
@@ -528,6 +577,9 @@ impl Config {
             ("server.tls_cert", &self.server.tls_cert),
             ("server.tls_key", &self.server.tls_key),
             ("server.tls_client_ca", &self.server.tls_client_ca),
+            ("client.tls_ca", &self.client.tls_ca),
+            ("client.tls_cert", &self.client.tls_cert),
+            ("client.tls_key", &self.client.tls_key),
             ("auth.jwks_file", &self.auth.jwks_file),
             (
                 "transfer_registry.seed_file",
@@ -696,7 +748,30 @@ impl Config {
             shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
             drain_delay: Duration::from_secs(self.server.drain_delay_secs),
             tls: self.tls(),
+            health_listen: self.server.health_listen.parse().ok(),
         }
+    }
+
+    /// The TLS settings of calls to `https://` endpoints, when a CA is set.
+    pub(crate) fn client_tls(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        if self.client.tls_ca.is_empty() {
+            return Ok(None);
+        }
+        let read = |what: &str, path: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read {what} {path}"))
+        };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(
+            "client.tls_ca",
+            &self.client.tls_ca,
+        )?));
+        if !self.client.tls_cert.is_empty() {
+            tls = tls.identity(Identity::from_pem(
+                read("client.tls_cert", &self.client.tls_cert)?,
+                read("client.tls_key", &self.client.tls_key)?,
+            ));
+        }
+        Ok(Some(tls))
     }
 }
 
@@ -785,5 +860,63 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.log, "info,dsr_server=debug");
         assert_eq!(cfg.auth.issuers, ["a", "b"]);
+    }
+
+    #[test]
+    fn the_kubernetes_settings_load_and_bad_tls_pairs_are_named() {
+        // The base's file with the system registry from its ConfigMap, as
+        // the Deployments pass it (DSR_DISCOVERY__SYSTEMS).
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s");
+        let systems = std::fs::read_to_string(root.join("base/config/systems.toml")).unwrap();
+        let cfg = Config::load(
+            Some(&root.join("base/config/dsr.toml")),
+            env(&[("DSR_DISCOVERY__SYSTEMS", systems.as_str())]),
+            vec![],
+        );
+        // Everything parses; the files are mounted in a pod, not here: the
+        // first missing one is named.
+        let err = format!("{:#}", cfg.unwrap_err());
+        assert!(err.contains("auth.jwks_file: no such file"), "{err}");
+        let text = std::fs::read_to_string(root.join("base/config/dsr.toml")).unwrap();
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(
+            parsed["server"]["health_listen"].as_str(),
+            Some("0.0.0.0:8081")
+        );
+        let systems: toml::Value = toml::from_str(&format!("v = {systems}")).unwrap();
+        assert_eq!(systems["v"][0]["id"].as_str(), Some("crm"));
+
+        let err = Config::load(
+            None,
+            env(&[("DSR_SERVER__HEALTH_LISTEN", "probe-port")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.health_listen"), "{err}");
+        let err = Config::load(None, env(&[("DSR_CLIENT__TLS_CERT", "/x.pem")]), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client.tls_cert and client.tls_key"), "{err}");
+        let err = Config::load(
+            None,
+            env(&[("DSR_CLIENT__TLS_CA", "/no/such/ca.pem")]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("client.tls_ca"), "{err}");
+    }
+
+    #[test]
+    fn up_is_called_on_loopback_when_it_binds_every_interface() {
+        let mut up = Config::default().up;
+        assert_eq!(up.connect_host(), "127.0.0.1");
+        up.host = "0.0.0.0".into();
+        assert_eq!(up.connect_host(), "127.0.0.1");
+        up.host = "10.1.2.3".into();
+        assert_eq!(up.connect_host(), "10.1.2.3");
+        up.host = "::".into();
+        assert_eq!(up.connect_host(), "[::1]");
     }
 }

@@ -218,7 +218,7 @@ pub(crate) async fn replay(cfg: &Config, a: ReplayArgs) -> anyhow::Result<()> {
     let endpoint = a.endpoint.unwrap_or_else(|| {
         format!(
             "http://{}:{}",
-            cfg.up.host,
+            cfg.up.connect_host(),
             cfg.up.base_port.saturating_add(8)
         )
     });
@@ -305,7 +305,7 @@ pub(crate) async fn sweep(cfg: &Config, a: SweepArgs) -> anyhow::Result<()> {
     let endpoint = a.endpoint.unwrap_or_else(|| {
         format!(
             "http://{}:{}",
-            cfg.up.host,
+            cfg.up.connect_host(),
             cfg.up.base_port.saturating_add(8)
         )
     });
@@ -486,7 +486,7 @@ pub(crate) async fn hold(cfg: &Config, a: HoldArgs) -> anyhow::Result<()> {
     let endpoint = a.endpoint.unwrap_or_else(|| {
         format!(
             "http://{}:{}",
-            cfg.up.host,
+            cfg.up.connect_host(),
             cfg.up.base_port.saturating_add(8)
         )
     });

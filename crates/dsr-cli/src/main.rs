@@ -12,6 +12,7 @@ mod config;
 mod conformance;
 mod dev;
 mod erasure;
+mod keys;
 mod request;
 mod services;
 mod transfers;
@@ -81,6 +82,10 @@ enum Command {
     Sweep(erasure::SweepArgs),
     /// Place, lift and list legal holds (they keep records over erasure).
     Hold(erasure::HoldArgs),
+    /// Create the keys of a deployment (service tokens, verification
+    /// tokens, receipts, tombstones, packages, redaction) and the JWKS the
+    /// services trust.
+    Keys(keys::KeysArgs),
 }
 
 #[derive(Debug, Args)]
@@ -245,6 +250,7 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::ReplayErasures(_)
         | Command::Sweep(_)
         | Command::Hold(_)
+        | Command::Keys(_)
         | Command::Policy(_) => {}
     }
     f
@@ -293,6 +299,9 @@ fn telemetry(cfg: &Config, service: &str) -> anyhow::Result<dsr_telemetry::Telem
 }
 
 async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
+    if let Some(tls) = cfg.client_tls()? {
+        dsr_connector::client::set_client_tls(tls);
+    }
     match cli.command {
         Command::Up(_) => {
             let guard = telemetry(&cfg, "dsr")?;
@@ -301,7 +310,12 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
             res
         }
         Command::Serve(args) => {
-            let guard = telemetry(&cfg, &format!("dsr-{}", args.service.name()))?;
+            // The instance's name: a connector is its system's
+            // (dsr-system-crm), so each system is a service of its own in
+            // the traces.
+            let name = services::Instance::from_config(args.service, &cfg)
+                .map_or_else(|_| args.service.name().to_owned(), |i| i.name.clone());
+            let guard = telemetry(&cfg, &format!("dsr-{name}"))?;
             let res = serve(&cfg, args.service).await;
             tokio::task::spawn_blocking(move || guard.shutdown()).await?;
             res
@@ -328,6 +342,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::ReplayErasures(args) => erasure::replay(&cfg, args).await,
         Command::Sweep(args) => erasure::sweep(&cfg, args).await,
         Command::Hold(args) => erasure::hold(&cfg, args).await,
+        Command::Keys(args) => keys::run(args),
         Command::Audit(AuditArgs {
             command: AuditCommand::Verify { .. },
         }) => audit_verify(&cfg).await,

@@ -305,9 +305,10 @@ impl Portal {
     }
 }
 
+/// A connection to `endpoint` (TLS for `https://`, with `client.tls_*`).
 pub(crate) async fn connect(endpoint: &str, what: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(endpoint.to_owned())
-        .with_context(|| format!("invalid {what} endpoint"))?
+    dsr_connector::client::endpoint(endpoint)
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?
         .connect()
         .await
         .with_context(|| format!("cannot reach {what} at {endpoint}"))
@@ -422,7 +423,7 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
     let base = |offset: u16| {
         format!(
             "http://{}:{}",
-            cfg.up.host,
+            cfg.up.connect_host(),
             cfg.up.base_port.saturating_add(offset)
         )
     };

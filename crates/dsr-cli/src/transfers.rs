@@ -170,11 +170,7 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
         vec![grpc::SCOPE_READ.into(), grpc::SCOPE_WRITE.into()],
         Duration::from_secs(300),
     )?;
-    let channel = Channel::from_shared(args.endpoint.clone())
-        .context("invalid --endpoint")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the transfer registry at {}", args.endpoint))?;
+    let channel = crate::request::connect(&args.endpoint, "the transfer registry").await?;
     let mut c = Client {
         inner: TransferRegistryClient::new(channel),
         token,

@@ -71,7 +71,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
             id: r.id().to_owned(),
             endpoint: format!(
                 "http://{}:{}",
-                cfg.up.host,
+                cfg.up.connect_host(),
                 cfg.up.base_port.saturating_add(1 + i as u16)
             ),
             operator_recipient_id: r.operator_recipient_id().to_owned(),
@@ -89,7 +89,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     let port = |offset: u16| {
         format!(
             "http://{}:{}",
-            cfg.up.host,
+            cfg.up.connect_host(),
             cfg.up.base_port.saturating_add(offset)
         )
     };

@@ -57,7 +57,7 @@ pub(crate) async fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<()> {
     let endpoint = args.endpoint.unwrap_or_else(|| {
         format!(
             "http://{}:{}",
-            cfg.up.host,
+            cfg.up.connect_host(),
             cfg.up.base_port.saturating_add(4)
         )
     });

@@ -1,8 +1,9 @@
-//! Calling another service of the mesh: a lazily connected channel, a
-//! service token minted for the callee, and the caller's trace context
-//! carried on, on every call.
+//! Calling another service of the mesh: a lazily connected channel (TLS to
+//! `https://` endpoints with the process's client TLS settings), a service
+//! token minted for the callee, the caller's trace context carried on, and a
+//! client span and latency measure, on every call.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::NaiveDate;
@@ -10,8 +11,9 @@ use dsr_auth::{ServiceTokenInterceptor, TokenRequest, TokenSigner};
 use dsr_domain::identity::Organisationsnummer;
 use dsr_proto::common::v1 as common;
 use dsr_proto::system::v1 as pb;
+use tonic::codegen::InterceptedService;
 use tonic::service::Interceptor;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::grpc::{date_to_pb, timestamp};
@@ -46,14 +48,48 @@ impl Interceptor for Outgoing {
     }
 }
 
-/// A channel to `endpoint` that connects on first use. The error names the
-/// setting, never a value beyond the endpoint itself.
+/// A client of another service: the token and trace context written on
+/// every call ([`Outgoing`]), each call observed
+/// ([`dsr_telemetry::client::Observed`]).
+pub type Calls = dsr_telemetry::client::Observed<InterceptedService<Channel, Outgoing>>;
+
+/// `channel` to `peer` (a system id or a service name), calling through
+/// `out`.
+pub fn calls(channel: Channel, out: Outgoing, peer: &str) -> Calls {
+    dsr_telemetry::client::Observed::new(InterceptedService::new(channel, out), peer)
+}
+
+static CLIENT_TLS: OnceLock<ClientTlsConfig> = OnceLock::new();
+
+/// Sets, once per process, how calls to `https://` endpoints use TLS: the
+/// CA to trust and, for mutual TLS, the certificate to present. Returns
+/// false when it was already set.
+pub fn set_client_tls(tls: ClientTlsConfig) -> bool {
+    CLIENT_TLS.set(tls).is_ok()
+}
+
+/// A channel to `endpoint` that connects on first use; see [`endpoint`].
 pub fn lazy_channel(endpoint: &str) -> Result<Channel, String> {
-    Ok(Channel::from_shared(endpoint.to_owned())
+    Ok(self::endpoint(endpoint)?.connect_lazy())
+}
+
+/// How to reach `endpoint`: TLS for an `https://` endpoint, with the
+/// settings of [`set_client_tls`] (required). The error names the setting,
+/// never a value beyond the endpoint itself.
+pub fn endpoint(endpoint: &str) -> Result<Endpoint, String> {
+    let mut e = Channel::from_shared(endpoint.to_owned())
         .map_err(|_| format!("invalid endpoint {endpoint:?}"))?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    if endpoint.starts_with("https://") {
+        let tls = CLIENT_TLS.get().cloned().ok_or_else(|| {
+            format!("endpoint {endpoint:?} is https: set client.tls_ca (the CA to trust)")
+        })?;
+        e = e
+            .tls_config(tls)
+            .map_err(|err| format!("TLS for endpoint {endpoint:?}: {err}"))?;
+    }
+    Ok(e)
 }
 
 /// A stable, personal-data-free reason for a failed call: the gRPC code in

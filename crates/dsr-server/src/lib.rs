@@ -55,6 +55,9 @@ pub enum Error {
     /// Reflection could not be built from the descriptor sets.
     #[error("invalid descriptor set for reflection: {0}")]
     Reflection(String),
+    /// The health port could not be bound.
+    #[error("cannot listen on the health port: {0}")]
+    HealthListen(#[source] std::io::Error),
     /// The server failed.
     #[error("server error: {0}")]
     Transport(#[source] tonic::transport::Error),
@@ -86,6 +89,10 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// TLS, or plaintext when `None`.
     pub tls: Option<TlsConfig>,
+    /// A second, plaintext address serving only `grpc.health.v1.Health`,
+    /// for probes that cannot speak TLS (the kubelet's); it follows the
+    /// same statuses and stops with the server.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +103,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             tls: None,
+            health_listen: None,
         }
     }
 }
@@ -216,10 +224,28 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| Error::Reflection(e.to_string()))?;
     routes
-        .add_service(health)
+        .add_service(health.clone())
         .add_service(v1)
         .add_service(v1alpha);
 
+    // The probes' port: health only, plaintext, the same reporter.
+    let health_only = match cfg.health_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.map_err(Error::HealthListen)?;
+            tracing::info!(addr = %addr, "health probes served");
+            let svc = health.clone();
+            Some(tokio::spawn(async move {
+                if let Err(e) = Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(incoming(l))
+                    .await
+                {
+                    tracing::warn!(error = %e, "health port stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let layers = ServiceBuilder::new()
         .layer(RequestContextLayer)
         .load_shed()
@@ -278,6 +304,9 @@ pub async fn serve(
         () = expired => {
             tracing::warn!(grace_secs = grace.as_secs(), "grace period over: closing remaining calls");
         }
+    }
+    if let Some(h) = health_only {
+        h.abort();
     }
     Ok(())
 }

@@ -7,6 +7,8 @@
 //!   `opentelemetry::global::meter`, and are no-ops without an endpoint).
 //! - [`propagation`]: W3C `traceparent` read from incoming gRPC metadata and
 //!   written into outgoing calls, so one request is one trace across services.
+//! - [`client::Observed`]: a client span and a latency histogram per
+//!   outgoing call.
 //! - [`Redacted`]: shows identity values as a keyed short hash.
 //!
 //! **Architecture Invariant:** personal data never reaches a log line, a span
@@ -14,6 +16,7 @@
 //! [`Redacted`] before they meet `tracing`.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod propagation;
 mod redact;
 

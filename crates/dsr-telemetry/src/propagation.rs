@@ -49,6 +49,28 @@ pub fn adopt_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
+/// The W3C `traceparent` of the current span, when it belongs to an exported
+/// trace: kept with work that runs later (a request's steps), so that the
+/// work joins the trace that asked for it.
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace a stored `traceparent` names; a
+/// malformed value is ignored.
+pub fn adopt_traceparent(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::trace::TraceContextExt;
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
 /// A client interceptor that writes the current span's trace context into
 /// every outgoing call.
 #[derive(Clone, Copy, Debug, Default)]

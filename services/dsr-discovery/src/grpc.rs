@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
-use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
+use dsr_connector::client::{Calls, Outgoing, calls, failure_reason, lazy_channel};
 use dsr_connector::grpc::{
     self as kit, identities_from_pb, identity_to_pb, identity_type_to_pb, invalid_argument,
 };
@@ -16,8 +16,6 @@ use dsr_proto::discovery::v1::discovery_server::{Discovery, DiscoveryServer};
 use dsr_proto::system::v1 as sys;
 use dsr_proto::system::v1::data_system_client::DataSystemClient;
 use tokio::sync::RwLock;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tower_layer::Layer;
 
@@ -53,7 +51,7 @@ pub struct SystemEndpoint {
     pub operator_recipient_id: String,
 }
 
-type Client = DataSystemClient<InterceptedService<Channel, Outgoing>>;
+type Client = DataSystemClient<Calls>;
 
 /// The data systems over gRPC.
 #[derive(Debug)]
@@ -75,7 +73,7 @@ impl GrpcSystems {
                 &s.id,
                 &["system:describe", "system:read"],
             );
-            let client = DataSystemClient::with_interceptor(channel, token)
+            let client = DataSystemClient::new(calls(channel, token, &s.id))
                 .max_decoding_message_size(64 * 1024 * 1024);
             clients.insert(s.id.clone(), (s, client));
         }

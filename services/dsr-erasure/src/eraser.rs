@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::Instrument as _;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use dsr_domain::erasure::{Action, HoldRef, decide};
@@ -626,11 +627,15 @@ impl Eraser {
         tracing::info!(sweep = %created.id, trigger, dry_run, "sweep started");
         let me = self.clone();
         let run = created.clone();
-        tokio::spawn(async move {
-            if let Err(e) = me.run_sweep(run, batch_size).await {
-                tracing::error!(error = %e, "sweep could not record its progress");
+        let span = tracing::info_span!("sweep", otel.name = "sweep", sweep = %created.id, dry_run);
+        tokio::spawn(
+            async move {
+                if let Err(e) = me.run_sweep(run, batch_size).await {
+                    tracing::error!(error = %e, "sweep could not record its progress");
+                }
             }
-        });
+            .instrument(span),
+        );
         Ok(Some(created))
     }
 
@@ -644,6 +649,7 @@ impl Eraser {
             let controllers = match self.systems.controllers(&system).await {
                 Ok(c) => c,
                 Err(e) => {
+                    crate::metrics::sweep_ended(&system, false);
                     sweep.systems[i].state = "failed".into();
                     sweep.systems[i].error = Some(e.reason);
                     self.store.save_sweep(&sweep).await?;
@@ -667,7 +673,9 @@ impl Eraser {
                     tokio::select! {
                         r = &mut work => break r,
                         () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                            sweep.systems[i].done = before + progress.load(Ordering::Relaxed);
+                            let done = before + progress.load(Ordering::Relaxed);
+                            crate::metrics::swept(&system, sweep.dry_run, done.saturating_sub(sweep.systems[i].done));
+                            sweep.systems[i].done = done;
                             self.store.save_sweep(&sweep).await?;
                         }
                     }
@@ -681,7 +689,9 @@ impl Eraser {
                         };
                         let stored = self.store.save_receipt(&sweep.id, phase, &r).await?;
                         let s = &mut sweep.systems[i];
-                        s.done = before + progress.load(Ordering::Relaxed);
+                        let done = before + progress.load(Ordering::Relaxed);
+                        crate::metrics::swept(&system, sweep.dry_run, done.saturating_sub(s.done));
+                        s.done = done;
                         // A dry run changes nothing: what it matched is
                         // what a sweep would remove.
                         s.removed += if sweep.dry_run {
@@ -711,6 +721,7 @@ impl Eraser {
                         }
                     }
                     Err(e) => {
+                        crate::metrics::sweep_ended(&system, false);
                         tracing::warn!(system = %system, reason = %e.reason, "sweep failed");
                         sweep.systems[i].state = "failed".into();
                         sweep.systems[i].error = Some(e.reason);
@@ -720,6 +731,7 @@ impl Eraser {
             }
             if sweep.systems[i].state == "running" {
                 sweep.systems[i].state = "done".into();
+                crate::metrics::sweep_ended(&system, true);
             }
             self.store.save_sweep(&sweep).await?;
         }
@@ -831,9 +843,11 @@ impl Eraser {
 /// A system that failed, as an outcome (logged without personal data).
 fn failed(system: &str, e: SystemError) -> SystemOutcome {
     if e.receipt_invalid {
+        crate::metrics::receipt_rejected(system, &e.reason);
         tracing::error!(system = %system, reason = %e.reason, "receipt does not verify");
         SystemOutcome::ReceiptInvalid(e.reason)
     } else {
+        crate::metrics::write_failed(system, &e.reason);
         tracing::warn!(system = %system, reason = %e.reason, "write failed");
         SystemOutcome::Failed(e.reason)
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, TokenSigner, Validator};
-use dsr_connector::client::{self, Outgoing, failure_reason, lazy_channel};
+use dsr_connector::client::{self, Calls, Outgoing, calls, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
 use dsr_domain::erasure::Action;
 use dsr_domain::identity::Organisationsnummer;
@@ -22,8 +22,6 @@ use dsr_proto::system::v1::data_system_client::DataSystemClient;
 use dsr_proto::transfer::v1 as tr;
 use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use prost::Message as _;
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tower_layer::Layer;
 
@@ -947,7 +945,7 @@ pub struct SystemEndpoint {
     pub operator_recipient_id: String,
 }
 
-type SystemClient = DataSystemClient<InterceptedService<Channel, Outgoing>>;
+type SystemClient = DataSystemClient<Calls>;
 
 /// How long a system's published keys are reused.
 const KEYS_TTL: Duration = Duration::from_secs(60);
@@ -997,7 +995,7 @@ impl GrpcSystems {
             clients.insert(
                 s.id.clone(),
                 (
-                    DataSystemClient::with_interceptor(channel, out)
+                    DataSystemClient::new(calls(channel, out, &s.id))
                         .max_decoding_message_size(64 * 1024 * 1024),
                     s.operator_recipient_id.clone(),
                 ),
@@ -1383,7 +1381,7 @@ impl Systems for GrpcSystems {
     }
 }
 
-type RegistryClient = TransferRegistryClient<InterceptedService<Channel, Outgoing>>;
+type RegistryClient = TransferRegistryClient<Calls>;
 
 /// The transfer registry over gRPC.
 #[derive(Debug)]
@@ -1397,7 +1395,7 @@ impl GrpcRegistry {
         let channel = lazy_channel(endpoint).map_err(|e| format!("transfer registry: {e}"))?;
         let out = Outgoing::new(signer, crate::SERVICE_NAME, audience, &["transfers:read"]);
         Ok(Self {
-            client: TransferRegistryClient::with_interceptor(channel, out),
+            client: TransferRegistryClient::new(calls(channel, out, "dsr-transfer-registry")),
         })
     }
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
-use dsr_connector::client::{Outgoing, failure_reason, instruction, lazy_channel};
+use dsr_connector::client::{Calls, Outgoing, calls, failure_reason, instruction, lazy_channel};
 use dsr_connector::grpc::{self as kit, invalid_argument};
 use dsr_domain::identity::Organisationsnummer;
 use dsr_proto::common::v1 as common;
@@ -18,8 +18,6 @@ use dsr_proto::system::v1::data_system_client::DataSystemClient;
 use dsr_proto::transfer::v1 as tr;
 use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use futures_util::Stream;
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use tower_layer::Layer;
 
@@ -292,8 +290,8 @@ pub struct SystemEndpoint {
     pub endpoint: String,
 }
 
-type SystemClient = DataSystemClient<InterceptedService<Channel, Outgoing>>;
-type RegistryClient = TransferRegistryClient<InterceptedService<Channel, Outgoing>>;
+type SystemClient = DataSystemClient<Calls>;
+type RegistryClient = TransferRegistryClient<Calls>;
 
 /// How long a system's Describe is reused.
 const DESCRIBE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -325,7 +323,7 @@ impl GrpcSources {
             );
             clients.insert(
                 s.id.clone(),
-                DataSystemClient::with_interceptor(channel, out)
+                DataSystemClient::new(calls(channel, out, &s.id))
                     .max_decoding_message_size(64 * 1024 * 1024),
             );
         }
@@ -339,7 +337,7 @@ impl GrpcSources {
         );
         Ok(Self {
             systems: clients,
-            registry: TransferRegistryClient::with_interceptor(channel, out),
+            registry: TransferRegistryClient::new(calls(channel, out, "dsr-transfer-registry")),
             described: std::sync::RwLock::default(),
         })
     }

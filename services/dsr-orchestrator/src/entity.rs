@@ -45,6 +45,7 @@ pub(crate) mod request {
         pub next_attempt_ms: Option<i64>,
         pub attempts: i32,
         pub last_error: Option<String>,
+        pub trace_parent: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

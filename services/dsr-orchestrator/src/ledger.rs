@@ -123,6 +123,9 @@ pub struct Request {
     pub attempts: u32,
     /// The last failure of the step in progress.
     pub last_error: Option<String>,
+    /// The W3C `traceparent` of the submitting call, when it was traced:
+    /// the steps join that trace.
+    pub trace_parent: Option<String>,
     /// When a worker may next take it up (`None`: waiting for a person,
     /// or final).
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -269,6 +272,7 @@ impl Ledger {
             cancel_reason: m.cancel_reason,
             attempts: u32::try_from(m.attempts).unwrap_or(0),
             last_error: m.last_error,
+            trace_parent: m.trace_parent,
             next_attempt_at: m.next_attempt_ms.and_then(DateTime::from_timestamp_millis),
             submitted_at: m.submitted_at,
             updated_at: m.updated_at,
@@ -396,6 +400,7 @@ impl Ledger {
                 next_attempt_ms: Set(Some(now.timestamp_millis())),
                 attempts: Set(0),
                 last_error: Set(None),
+                trace_parent: Set(dsr_telemetry::propagation::current_traceparent()),
             }
             .insert(&txn)
             .await;

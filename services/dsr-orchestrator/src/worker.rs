@@ -13,6 +13,7 @@ use chrono::Utc;
 use dsr_domain::identity::Organisationsnummer;
 use rand::Rng as _;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tracing::Instrument as _;
 
 use crate::ledger::{Ledger, Request};
 use crate::mesh::{Call, CallError, Discovery, Erasure, Executed, Export, Verification};
@@ -161,17 +162,31 @@ impl Worker {
     }
 
     /// Runs the claimed request's steps one after another while it has
-    /// one to run and the lease holds.
-    #[tracing::instrument(skip_all, fields(request = %claim.request_id))]
+    /// one to run and the lease holds, in a span of the trace of the call
+    /// that submitted it.
     async fn run_claim(&self, claim: Claim) {
-        let mut r = match self.ledger.get(&claim.request_id).await {
+        let r = match self.ledger.get(&claim.request_id).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read a claimed request");
+                tracing::warn!(request = %claim.request_id, error = %e, "cannot read a claimed request");
                 let _ = self.ledger.release(&claim).await;
                 return;
             }
         };
+        let span = tracing::info_span!(
+            "work",
+            otel.name = "work on request",
+            dsr.request.id = %r.id,
+            dsr.request.kind = r.kind.as_str(),
+            worker = %self.cfg.worker_id,
+        );
+        if let Some(tp) = &r.trace_parent {
+            dsr_telemetry::propagation::adopt_traceparent(&span, tp);
+        }
+        self.run_steps(claim, r).instrument(span).await;
+    }
+
+    async fn run_steps(&self, claim: Claim, mut r: Request) {
         let renew = async {
             loop {
                 tokio::time::sleep(self.cfg.lease / 3).await;
@@ -206,8 +221,14 @@ impl Worker {
                 },
             };
             let started = Instant::now();
+            let step_span = tracing::info_span!(
+                "step",
+                otel.name = %format!("step {step}"),
+                step,
+                attempt = r.attempts + 1,
+            );
             let result = tokio::select! {
-                res = self.execute(step, &r) => Some(res),
+                res = self.execute(step, &r).instrument(step_span) => Some(res),
                 () = &mut renew => None,
             };
             let elapsed = started.elapsed();

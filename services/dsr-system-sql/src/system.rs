@@ -548,7 +548,7 @@ impl SqlSystem {
         self.check_refs(&refs, "records")?;
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let this = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for r in refs {
                 by_table.entry(r.store).or_default().push(r.key);
@@ -565,7 +565,7 @@ impl SqlSystem {
                     }
                 }
             }
-        });
+        }));
         Ok(rx)
     }
 
@@ -983,7 +983,7 @@ impl SqlSystem {
         };
         let op = self.ops.start(&id, 0).await?;
         let this = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let now = Utc::now();
             match this
                 .run_sweep(
@@ -1020,7 +1020,7 @@ impl SqlSystem {
                     let _ = this.ops.fail(&id, "the sweep failed; run it again").await;
                 }
             }
-        });
+        }));
         Ok(op)
     }
 

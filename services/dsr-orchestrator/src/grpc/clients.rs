@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use dsr_auth::TokenSigner;
-use dsr_connector::client::{Outgoing, failure_reason, lazy_channel};
+use dsr_connector::client::{Calls, Outgoing, calls, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identity_to_pb};
 use dsr_domain::identity::Identity;
 use dsr_domain::request::{Kind, RestrictionGround, WriteOrder};
@@ -19,8 +19,6 @@ use dsr_proto::export::v1::export_client::ExportClient;
 use dsr_proto::identity::v1 as idv;
 use dsr_proto::identity::v1::identity_verification_client::IdentityVerificationClient;
 use dsr_proto::system::v1 as sys;
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
@@ -28,8 +26,6 @@ use crate::mesh::{
     Call, CallError, Challenge, Discovery, Erasure, Executed, Export, PackageRef, Planned, Store,
     SubjectMap, SystemFound, Verification,
 };
-
-type Intercepted = InterceptedService<Channel, Outgoing>;
 
 /// Where the other services are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,10 +43,10 @@ pub struct Endpoints {
 /// The mesh over gRPC.
 #[derive(Clone, Debug)]
 pub struct GrpcMesh {
-    identity: IdentityVerificationClient<Intercepted>,
-    discovery: DiscoveryClient<Intercepted>,
-    export: ExportClient<Intercepted>,
-    erasure: ErasureClient<Intercepted>,
+    identity: IdentityVerificationClient<Calls>,
+    discovery: DiscoveryClient<Calls>,
+    export: ExportClient<Calls>,
+    erasure: ErasureClient<Calls>,
 }
 
 impl GrpcMesh {
@@ -60,24 +56,28 @@ impl GrpcMesh {
         let me = crate::SERVICE_NAME;
         let ch = |what: &str, url: &str| lazy_channel(url).map_err(|err| format!("{what}: {err}"));
         Ok(Self {
-            identity: IdentityVerificationClient::with_interceptor(
+            identity: IdentityVerificationClient::new(calls(
                 ch("identity", &e.identity)?,
                 Outgoing::new(signer.clone(), me, "dsr-identity", &["identity:verify"]),
-            ),
-            discovery: DiscoveryClient::with_interceptor(
+                "dsr-identity",
+            )),
+            discovery: DiscoveryClient::new(calls(
                 ch("discovery", &e.discovery)?,
                 Outgoing::new(signer.clone(), me, "dsr-discovery", &["discovery:locate"]),
-            )
+                "dsr-discovery",
+            ))
             .max_decoding_message_size(64 * 1024 * 1024),
-            export: ExportClient::with_interceptor(
+            export: ExportClient::new(calls(
                 ch("export", &e.export)?,
                 Outgoing::new(signer.clone(), me, "dsr-export", &["export:build"]),
-            )
+                "dsr-export",
+            ))
             .max_encoding_message_size(64 * 1024 * 1024),
-            erasure: ErasureClient::with_interceptor(
+            erasure: ErasureClient::new(calls(
                 ch("erasure", &e.erasure)?,
                 Outgoing::new(signer, me, "dsr-erasure", &["erasure:execute"]),
-            )
+                "dsr-erasure",
+            ))
             .max_encoding_message_size(64 * 1024 * 1024),
         })
     }

@@ -547,7 +547,10 @@ impl Handlers {
 
 #[tonic::async_trait]
 impl Requests for Handlers {
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(
+        skip_all,
+        fields(dsr.request.id = tracing::field::Empty, dsr.request.kind = tracing::field::Empty)
+    )]
     async fn submit(
         &self,
         req: Request<pb::SubmitRequest>,
@@ -656,6 +659,9 @@ impl Requests for Handlers {
             )
             .await
             .map_err(ledger_status)?;
+        let span = tracing::Span::current();
+        span.record("dsr.request.id", r.id.as_str());
+        span.record("dsr.request.kind", r.kind.as_str());
         if new {
             self.d.wake.notify_one();
             self.changed(&r.id);

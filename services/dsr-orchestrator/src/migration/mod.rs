@@ -6,6 +6,7 @@ mod m20261123_000001_create_ledger;
 mod m20261124_000002_work_queue;
 mod m20261201_000003_erasure;
 mod m20261201_000004_write_orders;
+mod m20261202_000005_trace_context;
 
 /// The migrations.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_work_queue::Migration),
             Box::new(m20261201_000003_erasure::Migration),
             Box::new(m20261201_000004_write_orders::Migration),
+            Box::new(m20261202_000005_trace_context::Migration),
         ]
     }
 }
