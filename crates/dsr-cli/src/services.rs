@@ -268,11 +268,20 @@ impl Instance {
 
     /// Opens its database.
     pub(crate) async fn connect(&self, cfg: &Config) -> anyhow::Result<dsr_store::Db> {
+        self.connect_pool(cfg, cfg.database.max_connections).await
+    }
+
+    /// Opens its database with a pool of `max_connections`.
+    pub(crate) async fn connect_pool(
+        &self,
+        cfg: &Config,
+        max_connections: u32,
+    ) -> anyhow::Result<dsr_store::Db> {
         let (url, schema) = self.database(cfg);
         dsr_store::connect(
             &url,
             &dsr_store::StoreConfig {
-                max_connections: cfg.database.max_connections,
+                max_connections,
                 schema,
                 ..dsr_store::StoreConfig::default()
             },
@@ -405,7 +414,16 @@ pub(crate) async fn prepare(
         }
         (ServiceKind::Orchestrator, _) => {
             let db = open_database(inst, cfg, schema).await?;
-            return prepare_orchestrator(db, cfg, trust);
+            // On PostgreSQL, lease renewals get two connections of their
+            // own (SQLite has one writer whatever the pools).
+            let leases = if cfg.orchestrator.workers > 0
+                && db.get_database_backend() == sea_orm::DbBackend::Postgres
+            {
+                Some(inst.connect_pool(cfg, 2).await?)
+            } else {
+                None
+            };
+            return prepare_orchestrator(db, leases, cfg, trust);
         }
         (ServiceKind::Erasure, _) => {
             let db = open_database(inst, cfg, schema).await?;
@@ -812,6 +830,7 @@ fn prepare_erasure(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Re
 /// `orchestrator.workers` is 0) a worker that stops taking work at SIGTERM.
 fn prepare_orchestrator(
     db: dsr_store::Db,
+    leases: Option<dsr_store::Db>,
     cfg: &Config,
     trust: &Trust,
 ) -> anyhow::Result<ServiceSet> {
@@ -866,7 +885,11 @@ fn prepare_orchestrator(
         )
         .map_err(|e| anyhow::anyhow!("invalid configuration: orchestrator: {e}"))?,
     );
-    let ledger = orch::ledger::Ledger::new(db, dsr_domain::deadline::HolidayCalendar::swedish());
+    let mut ledger =
+        orch::ledger::Ledger::new(db, dsr_domain::deadline::HolidayCalendar::swedish());
+    if let Some(leases) = leases {
+        ledger = ledger.with_lease_pool(leases);
+    }
     let wake = Arc::new(tokio::sync::Notify::new());
     let (changes, _) = tokio::sync::broadcast::channel(1024);
     let metrics = orch::metrics::Metrics::new();

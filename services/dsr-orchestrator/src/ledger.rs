@@ -199,13 +199,33 @@ fn payload_digest(s: &Submission) -> String {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     db: DatabaseConnection,
+    /// Where leases are renewed: `db`, or a small pool of its own.
+    leases: DatabaseConnection,
     calendar: HolidayCalendar,
 }
 
 impl Ledger {
     /// A ledger over `db` (migrated), computing deadlines with `calendar`.
     pub fn new(db: DatabaseConnection, calendar: HolidayCalendar) -> Self {
-        Self { db, calendar }
+        Self {
+            leases: db.clone(),
+            db,
+            calendar,
+        }
+    }
+
+    /// Renews leases over `leases` (a small pool of the same database), so
+    /// that a running step's lease does not lapse while the workers'
+    /// transactions queue for connections of the main pool (they serialise
+    /// on the audit trail's lock).
+    pub fn with_lease_pool(mut self, leases: DatabaseConnection) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// The connection leases are renewed over.
+    pub(crate) fn leases(&self) -> &DatabaseConnection {
+        &self.leases
     }
 
     /// The database.

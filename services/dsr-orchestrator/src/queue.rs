@@ -255,7 +255,7 @@ impl Ledger {
             .col_expr(req::Column::LeaseUntilMs, until.into())
             .filter(req::Column::Id.eq(claim.request_id.as_str()))
             .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
-            .exec(self.db())
+            .exec(self.leases())
             .await?;
         Ok(res.rows_affected == 1)
     }

@@ -1056,41 +1056,10 @@ impl SqlSystem {
                 c
             };
             let (mut matched, mut affected) = (0u64, 0u64);
-            if !dry_run && method == Method::Delete {
-                // Deleted rows leave the set: one statement per batch,
-                // `DELETE … WHERE pk IN (SELECT pk … LIMIT n)`, no keyset.
-                loop {
-                    let mut sub = Query::select();
-                    sub.column(Alias::new(&t.primary_key.column))
-                        .from(Alias::new(&t.name))
-                        .cond_where(expired())
-                        .limit(batch as u64);
-                    let mut del = Query::delete();
-                    del.from_table(Alias::new(&t.name))
-                        .and_where(Expr::col(Alias::new(&t.primary_key.column)).in_subquery(sub));
-                    let n = self
-                        .db
-                        .execute_raw(self.db.get_database_backend().build(&del))
-                        .await?
-                        .rows_affected();
-                    matched += n;
-                    affected += n;
-                    done += n;
-                    progress.report(&self.ops, id, done).await?;
-                    if n < batch as u64 {
-                        break;
-                    }
-                }
-                stores.push(StoreOutcome {
-                    store: t.name.clone(),
-                    categories: t.categories().into_iter().map(str::to_owned).collect(),
-                    matched,
-                    affected,
-                    refused: 0,
-                    method: Some(method),
-                });
-                continue;
-            }
+            // Keyset pages in key order: each row is read once per pass,
+            // whatever the other controllers' expired rows or the rows
+            // deleted before (a page restarting from the top would read
+            // those again every batch, quadratic in the table's size).
             let mut last: Option<Value> = None;
             loop {
                 let mut sel = Query::select();
@@ -1106,7 +1075,9 @@ impl SqlSystem {
                     )
                     .limit(batch as u64);
                 if let Some(v) = last.clone() {
-                    sel.and_where(Expr::col(Alias::new(&t.primary_key.column)).gt(v));
+                    sel.and_where(
+                        Expr::col((Alias::new(&t.name), Alias::new(&t.primary_key.column))).gt(v),
+                    );
                 }
                 let keys: Vec<String> = self
                     .query(&self.db, &sel)
@@ -1117,7 +1088,22 @@ impl SqlSystem {
                 let Some(last_key) = keys.last() else { break };
                 last = self.key_value(t, last_key);
                 matched += keys.len() as u64;
-                if !dry_run {
+                if !dry_run && method == Method::Delete {
+                    // One statement per batch; the rule is checked again, so
+                    // a row restricted since the page was read stays.
+                    let mut del = Query::delete();
+                    del.from_table(Alias::new(&t.name))
+                        .and_where(
+                            Expr::col(Alias::new(&t.primary_key.column))
+                                .is_in(self.values(t, &keys)),
+                        )
+                        .cond_where(expired());
+                    affected += self
+                        .db
+                        .execute_raw(self.db.get_database_backend().build(&del))
+                        .await?
+                        .rows_affected();
+                } else if !dry_run {
                     let txn = self.db.begin().await?;
                     affected += self.erase_rows(&txn, t, &keys, method).await?;
                     txn.commit().await?;
