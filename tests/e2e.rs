@@ -958,7 +958,8 @@ erasure_endpoint = "{erasure}"
 approval_controllers = ["556885-5265"]
 service_key_file = "{key}"
 service_token_issuer = "e2e"
-lease_secs = 10
+# Long enough for a renewal to get through 200 requests on two cores.
+lease_secs = 20
 poll_ms = 50
 backoff_base_ms = 200
 backoff_max_secs = 1

@@ -188,12 +188,18 @@ impl Worker {
 
     async fn run_steps(&self, claim: Claim, mut r: Request) {
         let renew = async {
+            let mut wait = self.cfg.lease / 3;
             loop {
-                tokio::time::sleep(self.cfg.lease / 3).await;
+                tokio::time::sleep(wait).await;
                 match self.ledger.renew(&claim, self.cfg.lease).await {
-                    Ok(true) => {}
+                    Ok(true) => wait = self.cfg.lease / 3,
                     Ok(false) => return,
-                    Err(e) => tracing::warn!(error = %e, "cannot renew the lease"),
+                    Err(e) => {
+                        // A busy database: try again soon, not a third of
+                        // the lease later, or the lease lapses under load.
+                        tracing::warn!(error = %e, "cannot renew the lease");
+                        wait = (self.cfg.lease / 20).max(Duration::from_millis(100));
+                    }
                 }
             }
         };

@@ -358,6 +358,20 @@ impl SqlSystem {
 
     /// The condition keeping `table`'s rows to `controller`'s.
     fn scope(&self, table: &TableSpec, controller: &Organisationsnummer) -> Option<Expr> {
+        self.scope_as(table, controller, false)
+    }
+
+    /// [`Self::scope`]; with `per_row`, the parent is looked up by a scalar
+    /// subquery, `(SELECT 1 … LIMIT 1) IS NOT NULL`, which PostgreSQL always
+    /// evaluates as one primary-key lookup per row read: an `EXISTS` it may
+    /// turn into a hash of every parent of the controller, built again for
+    /// every page of a sweep.
+    fn scope_as(
+        &self,
+        table: &TableSpec,
+        controller: &Organisationsnummer,
+        per_row: bool,
+    ) -> Option<Expr> {
         if let Some(col) = &table.controller_column {
             return Some(Expr::col(Alias::new(col)).eq(controller.as_str()));
         }
@@ -365,7 +379,7 @@ impl SqlSystem {
         // where `IN (SELECT …)` would list every parent of the controller.
         let parent_ref = table.parent.as_ref()?;
         let parent = self.manifest.table(&parent_ref.table)?;
-        let parent_scope = self.scope(parent, controller)?;
+        let parent_scope = self.scope_as(parent, controller, per_row)?;
         let mut sub = Query::select();
         sub.expr(Expr::val(1))
             .from(Alias::new(&parent.name))
@@ -377,6 +391,10 @@ impl SqlSystem {
                 .equals((Alias::new(&table.name), Alias::new(&parent_ref.column))),
             )
             .and_where(parent_scope);
+        if per_row {
+            sub.limit(1);
+            return Some(Expr::SubQuery(None, Box::new(sub.into())).is_not_null());
+        }
         Some(Expr::exists(sub))
     }
 
@@ -1079,17 +1097,28 @@ impl SqlSystem {
                         Expr::col((Alias::new(&t.name), Alias::new(&t.primary_key.column))).gt(v),
                     );
                 }
+                // One transaction per page. On PostgreSQL without JIT: a page
+                // is a short query, but its estimated cost (the whole table,
+                // before LIMIT) passes the JIT thresholds, and compiling it
+                // took longer than running it, at every page.
+                let txn = self.db.begin().await?;
+                if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+                    txn.execute_unprepared("SET LOCAL jit = off").await?;
+                }
                 let keys: Vec<String> = self
-                    .query(&self.db, &sel)
+                    .query(&txn, &sel)
                     .await?
                     .iter()
                     .filter_map(|r| get_text(r, 0).ok().flatten())
                     .collect();
-                let Some(last_key) = keys.last() else { break };
+                let Some(last_key) = keys.last() else {
+                    txn.commit().await?;
+                    break;
+                };
                 last = self.key_value(t, last_key);
                 matched += keys.len() as u64;
                 if !dry_run && method == Method::Delete {
-                    // One statement per batch; the rule is checked again, so
+                    // One statement per page; the rule is checked again, so
                     // a row restricted since the page was read stays.
                     let mut del = Query::delete();
                     del.from_table(Alias::new(&t.name))
@@ -1098,16 +1127,14 @@ impl SqlSystem {
                                 .is_in(self.values(t, &keys)),
                         )
                         .cond_where(expired());
-                    affected += self
-                        .db
-                        .execute_raw(self.db.get_database_backend().build(&del))
+                    affected += txn
+                        .execute_raw(txn.get_database_backend().build(&del))
                         .await?
                         .rows_affected();
                 } else if !dry_run {
-                    let txn = self.db.begin().await?;
                     affected += self.erase_rows(&txn, t, &keys, method).await?;
-                    txn.commit().await?;
                 }
+                txn.commit().await?;
                 done += keys.len() as u64;
                 progress.report(&self.ops, id, done).await?;
                 if keys.len() < batch {
@@ -1148,7 +1175,7 @@ impl SqlSystem {
     /// row (Art. 18: kept for the person's legal claims, under a legal hold,
     /// or retained over an erasure until its deferred erasure).
     fn sweep_scope(&self, t: &TableSpec, controller: &Organisationsnummer) -> Option<Expr> {
-        let scope = self.scope(t, controller)?;
+        let scope = self.scope_as(t, controller, true)?;
         let scope = match &t.parent {
             Some(p) => scope.or(Expr::col(Alias::new(&p.column)).is_null()),
             None => scope,
