@@ -44,6 +44,11 @@ pub(crate) struct Config {
     /// The retention policy in TOML (format:
     /// crates/dsr-domain/data/retention.toml); empty: the seed policy's.
     pub retention_file: String,
+    /// The time the rules run at (deadlines, retention dates, deferred
+    /// erasures, sweeps, expiries): empty for the machine's time, or an
+    /// RFC 3339 time or a date at which the clock starts and runs on (a
+    /// rehearsal of a later date; never in production).
+    pub clock: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -419,6 +424,7 @@ impl Default for Config {
             },
             group_file: String::new(),
             retention_file: String::new(),
+            clock: String::new(),
             system_sql: SystemSqlSection {
                 manifest: String::new(),
                 reference: String::new(),
@@ -698,6 +704,8 @@ impl Config {
             }
         }
         self.retention_policy()?;
+        dsr_domain::clock::Clock::parse(&self.clock)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: clock: {e}"))?;
         if !(1..=10_000).contains(&self.erasure.sweep_batch_size) {
             bail!("invalid configuration: erasure.sweep_batch_size must be 1 to 10000");
         }

@@ -376,6 +376,7 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
             records: records.clone(),
             lift: false,
             reason: "conformance".into(),
+            basis: pb::RestrictionReason::Request as i32,
         })?)
         .await;
     let h = c.header(&org);
@@ -393,17 +394,96 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
         let (mut n, mut restricted) = (0usize, 0usize);
         while let Some(b) = stream.message().await? {
             n += b.records.len();
-            restricted += b.records.iter().filter(|r| r.restricted).count();
+            restricted += b
+                .records
+                .iter()
+                .filter(|r| {
+                    r.restricted
+                        && r.restriction_reasons
+                            .contains(&(pb::RestrictionReason::Request as i32))
+                })
+                .count();
         }
         Ok::<_, anyhow::Error>((n, restricted))
     }
     .await;
     checks.push(check(
-        "Restrict, then Access shows the records restricted",
+        "Restrict, then Access shows the records restricted (REQUEST)",
         match after {
             Ok((n, r)) if n > 0 && n == r => Ok(format!("{r} of {n} restricted")),
-            Ok((n, r)) => Err(format!("{r} of {n} restricted")),
+            Ok((n, r)) => Err(format!("{r} of {n} restricted for an Art. 18 request")),
             Err(e) => Err(e.to_string()),
+        },
+    ));
+
+    // An Erase keeps records under an Art. 18 restriction, saying so per
+    // record; lifting the restriction lets the next Erase remove them.
+    let h = c.header_with_key(&org, format!("conformance-{}-kept", c.run));
+    let kept = c
+        .inner
+        .erase(c.req(pb::EraseRequest {
+            instruction: Some(h),
+            records: records.clone(),
+            acceptable_methods: vec![
+                pb::ErasureMethod::Delete as i32,
+                pb::ErasureMethod::Anonymise as i32,
+                pb::ErasureMethod::Nullify as i32,
+            ],
+            retain: vec![],
+        })?)
+        .await
+        .map(|r| r.into_inner().operation);
+    checks.push(check(
+        "An Erase keeps records under an Art. 18 restriction",
+        match kept {
+            Ok(Some(op)) => match op
+                .receipt
+                .as_ref()
+                .map(|r| dsr_connector::grpc::verify_receipt(r, &describe.signing_keys))
+            {
+                Some(Ok(rc)) => {
+                    let all_kept = rc.records.len() == records.len()
+                        && rc
+                            .records
+                            .iter()
+                            .all(|o| o.result == pb::RecordResult::Retained as i32)
+                        && rc
+                            .retained
+                            .iter()
+                            .all(|x| x.reason == pb::RestrictionReason::Request as i32);
+                    if all_kept {
+                        Ok(format!("{} records retained (REQUEST)", rc.records.len()))
+                    } else {
+                        Err(
+                            "the receipt does not report every record RETAINED for the request"
+                                .into(),
+                        )
+                    }
+                }
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("no receipt (operation not finished)".into()),
+            },
+            Ok(None) => Err("no operation".into()),
+            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+        },
+    ));
+    let h = c.header(&org);
+    let lifted = c
+        .inner
+        .restrict(c.req(pb::RestrictRequest {
+            instruction: Some(h),
+            records: records.clone(),
+            lift: true,
+            reason: "conformance: lifted".into(),
+            basis: pb::RestrictionReason::Request as i32,
+        })?)
+        .await;
+    checks.push(check(
+        "Lifting the restriction answers a receipt",
+        match lifted.map(|r| r.into_inner().operation) {
+            Ok(Some(op)) if op.receipt.is_some() => Ok(format!("operation {}", op.id)),
+            Ok(_) => Err("no receipt".into()),
+            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
         },
     ));
 
@@ -474,6 +554,11 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
         "The receipt's signature verifies against Describe's keys",
         match &receipt {
             Some(r) => match dsr_connector::grpc::verify_receipt(r, &describe.signing_keys) {
+                Ok(rc) if rc.records.len() != records.len() => Err(format!(
+                    "the receipt reports {} records of {} asked about",
+                    rc.records.len(),
+                    records.len()
+                )),
                 Ok(rc) if rc.system_id == c.system_id && rc.idempotency_key == key => {
                     let affected: u64 = rc.stores.iter().map(|s| s.affected).sum();
                     Ok(format!(

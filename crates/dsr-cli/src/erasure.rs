@@ -94,6 +94,54 @@ pub(crate) async fn show_plan(token: &str, endpoint: &str, id: &str) -> anyhow::
             date(plan.next_deferred_on.as_ref())
         );
     }
+    if !plan.discrepancies.is_empty() {
+        println!(
+            "{} discrepancies: the receipts differ from this plan",
+            plan.discrepancies.len()
+        );
+        for d in &plan.discrepancies {
+            let rec = d.record.clone().unwrap_or_default();
+            let observed = sys::RecordResult::try_from(d.observed)
+                .map(|x| {
+                    x.as_str_name()
+                        .trim_start_matches("RECORD_RESULT_")
+                        .to_lowercase()
+                })
+                .unwrap_or_default();
+            let expected = pb::Expectation::try_from(d.expected)
+                .map(|x| {
+                    x.as_str_name()
+                        .trim_start_matches("EXPECTATION_")
+                        .to_lowercase()
+                })
+                .unwrap_or_default();
+            let reason = sys::RestrictionReason::try_from(d.restriction_reason)
+                .ok()
+                .filter(|r| *r != sys::RestrictionReason::Unspecified)
+                .map(|x| {
+                    format!(
+                        " (restricted: {})",
+                        x.as_str_name()
+                            .trim_start_matches("RESTRICTION_REASON_")
+                            .to_lowercase()
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "! {} {} {} [{}] expected {expected}, the receipt says {}{reason}  {}",
+                d.system_id,
+                rec.store,
+                rec.key,
+                d.phase,
+                if observed == "unspecified" {
+                    "nothing"
+                } else {
+                    observed.as_str()
+                },
+                d.legal_ground
+            );
+        }
+    }
     Ok(())
 }
 

@@ -88,6 +88,7 @@ enum StateArg {
     Executing,
     Completed,
     CompletedWithRetained,
+    AwaitingReview,
     Rejected,
     Cancelled,
 }
@@ -380,6 +381,33 @@ fn print_request(r: &pb::DataSubjectRequest) {
             r.retained_count
         );
     }
+    if !r.discrepancies.is_empty() {
+        println!(
+            "discrepancies {} (what the systems did differs from the plan{})",
+            r.discrepancies.len(),
+            if r.state == pb::State::AwaitingReview as i32 {
+                "; a case handler reviews them, then `dsr request approve`"
+            } else {
+                ""
+            }
+        );
+        for d in &r.discrepancies {
+            let mut line = format!(
+                "! {} {} {} [{}] expected {}, the receipt says {}",
+                d.system_id, d.store, d.key, d.phase, d.expected, d.observed
+            );
+            if !d.restriction_reason.is_empty() {
+                line.push_str(&format!(" (restricted: {})", d.restriction_reason));
+            }
+            if d.retain_until.is_some() {
+                line.push_str(&format!(" until {}", date(d.retain_until.as_ref())));
+            }
+            if !d.legal_ground.is_empty() {
+                line.push_str(&format!("  {}", d.legal_ground));
+            }
+            println!("{line}");
+        }
+    }
     println!("steps");
     for s in &r.steps {
         let mut line = format!("  {:<8} {:<14} attempts {}", s.name, s.status, s.attempts);
@@ -563,6 +591,7 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                         StateArg::Executing => pb::State::Executing,
                         StateArg::Completed => pb::State::Completed,
                         StateArg::CompletedWithRetained => pb::State::CompletedWithRetained,
+                        StateArg::AwaitingReview => pb::State::AwaitingReview,
                         StateArg::Rejected => pb::State::Rejected,
                         StateArg::Cancelled => pb::State::Cancelled,
                     }) as i32
@@ -778,6 +807,7 @@ async fn submit_with(
             state,
             pb::State::Completed
                 | pb::State::CompletedWithRetained
+                | pb::State::AwaitingReview
                 | pb::State::Rejected
                 | pb::State::Cancelled
         ) {

@@ -448,7 +448,7 @@ pub(crate) async fn prepare(
             } else {
                 std::fs::read_to_string(&section.seed_file)?
             };
-            let seed = transfer::seed::parse(&seed_text, &tables, chrono::Utc::now().date_naive())
+            let seed = transfer::seed::parse(&seed_text, &tables, clock(cfg).today())
                 .with_context(|| {
                     format!(
                         "invalid seed {}",
@@ -593,7 +593,8 @@ pub(crate) async fn prepare(
                 Arc::new(manifest),
                 signer,
                 Arc::new(dsr_system_sql::grpc::ProtoReceipts),
-            );
+            )
+            .with_clock(clock(cfg));
             let reference = match source {
                 Some(SystemSource::Reference(r)) => Some(*r),
                 Some(SystemSource::Manifest(_)) | None => None,
@@ -612,6 +613,15 @@ pub(crate) async fn prepare(
         }
     }
     Ok(set)
+}
+
+/// The clock every service of this process runs its rules at (one for
+/// the process, so that `dsr up`'s services agree to the millisecond).
+pub(crate) fn clock(cfg: &Config) -> dsr_domain::clock::Clock {
+    static CLOCK: std::sync::OnceLock<dsr_domain::clock::Clock> = std::sync::OnceLock::new();
+    CLOCK
+        .get_or_init(|| dsr_domain::clock::Clock::parse(&cfg.clock).unwrap_or_default())
+        .clone()
 }
 
 /// The data system's background jobs, every `every_secs` (0: none): the
@@ -637,7 +647,7 @@ fn spawn_system_jobs(
                 continue;
             }
             if let Some(r) = reference {
-                let today = chrono::Utc::now().date_naive();
+                let today = system.clock().today();
                 match r.score_prospects(&db, today).await {
                     Ok((0, 0)) => {}
                     Ok((scored, cleared)) => {
@@ -810,7 +820,8 @@ fn prepare_erasure(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Re
         dsr_erasure::store::Store::new(db),
         Arc::new(cfg.retention_policy()?),
         dsr_erasure::eraser::IdentityHasher::new(key),
-    );
+    )
+    .with_clock(clock(cfg));
     if e.sweep_every_hours > 0 {
         eraser.spawn_schedule(
             Duration::from_secs(e.sweep_every_hours.saturating_mul(3600)),
@@ -886,7 +897,8 @@ fn prepare_orchestrator(
         .map_err(|e| anyhow::anyhow!("invalid configuration: orchestrator: {e}"))?,
     );
     let mut ledger =
-        orch::ledger::Ledger::new(db, dsr_domain::deadline::HolidayCalendar::swedish());
+        orch::ledger::Ledger::new(db, dsr_domain::deadline::HolidayCalendar::swedish())
+            .with_clock(clock(cfg));
     if let Some(leases) = leases {
         ledger = ledger.with_lease_pool(leases);
     }

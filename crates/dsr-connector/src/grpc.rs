@@ -389,3 +389,28 @@ pub fn subject_map_from_pb(
         partial: m.partial,
     }
 }
+
+/// A restriction reason in proto form.
+pub fn restriction_to_pb(r: crate::restriction::Reason) -> pb::RestrictionReason {
+    use crate::restriction::Reason;
+    match r {
+        Reason::Retention => pb::RestrictionReason::Retention,
+        Reason::Request => pb::RestrictionReason::Request,
+        Reason::Hold => pb::RestrictionReason::Hold,
+    }
+}
+
+/// A restriction reason from the wire: `unset` when the field is not set,
+/// `None` for a value this version does not know.
+pub fn restriction_from_pb(
+    v: i32,
+    unset: crate::restriction::Reason,
+) -> Option<crate::restriction::Reason> {
+    use crate::restriction::Reason;
+    match pb::RestrictionReason::try_from(v).ok()? {
+        pb::RestrictionReason::Unspecified => Some(unset),
+        pb::RestrictionReason::Retention => Some(Reason::Retention),
+        pb::RestrictionReason::Request => Some(Reason::Request),
+        pb::RestrictionReason::Hold => Some(Reason::Hold),
+    }
+}

@@ -11,6 +11,8 @@
 //!   system's own database (run [`migration::Migrator`]): the same key with
 //!   the same instruction answers the same receipt; with another instruction
 //!   it is refused.
+//! - [`restriction`]: why a record is restricted (retention, an Art. 18
+//!   request, a hold) and which of them a dated erasure may end.
 //! - [`signing`]: Ed25519 receipt signing over the exact payload bytes, key
 //!   files, key ids, verification.
 //! - [`grpc`]: conversions of the header, operations and receipts to and
@@ -51,6 +53,7 @@ pub mod grpc;
 pub mod instruction;
 pub mod migration;
 pub mod operations;
+pub mod restriction;
 pub mod signing;
 pub mod subject;
 pub mod suppression;

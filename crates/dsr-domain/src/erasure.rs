@@ -66,6 +66,10 @@ pub struct Decision {
     pub rule_id: String,
     /// For a retained record: the only purpose it may still serve.
     pub restrict_to: String,
+    /// Retained because of a legal hold (it ends when the hold is lifted,
+    /// not on a date set by law).
+    #[serde(default)]
+    pub hold: bool,
 }
 
 impl Decision {
@@ -76,6 +80,7 @@ impl Decision {
             retain_until: None,
             rule_id,
             restrict_to: String::new(),
+            hold: false,
         }
     }
 
@@ -116,6 +121,7 @@ pub fn decide(
             retain_until: until,
             rule_id: String::new(),
             restrict_to: "the legal claim the hold serves".into(),
+            hold: true,
         };
     }
     let mut kept: Option<Decision> = None;
@@ -139,6 +145,7 @@ pub fn decide(
                     retain_until: Some(until),
                     rule_id: rule.id.clone(),
                     restrict_to: rule.restrict_to.clone(),
+                    hold: false,
                 })
             }
             None if rule.open_ground_holds_over_erasure => Some(Decision {
@@ -157,6 +164,7 @@ pub fn decide(
                 retain_until: None,
                 rule_id: rule.id.clone(),
                 restrict_to: rule.restrict_to.clone(),
+                hold: false,
             }),
             Some(_) | None => None,
         };

@@ -5,10 +5,12 @@
 //! **Architecture Invariant:** this crate does no I/O and knows neither
 //! tonic, prost nor sea-orm. Reference data it needs (the holiday calendar,
 //! the adequacy list) is data compiled in from `data/`, replaceable by the
-//! caller.
+//! caller. The time rules run at is an input ([`clock::Clock`]), read in one
+//! place.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod clock;
 pub mod deadline;
 pub mod erasure;
 pub mod group;

@@ -166,6 +166,10 @@ pub enum State {
     /// Erasure answered, with records retained on a legal ground; their
     /// deferred erasure is scheduled when their date is known.
     CompletedWithRetained,
+    /// Erasure: what the systems did (their receipts) differs from the
+    /// plan; a case handler reviews the differences before the request is
+    /// completed.
+    AwaitingReview,
     /// Rejected by a case handler.
     Rejected,
     /// Cancelled.
@@ -185,6 +189,7 @@ impl State {
             Self::Executing => "executing",
             Self::Completed => "completed",
             Self::CompletedWithRetained => "completed_with_retained",
+            Self::AwaitingReview => "awaiting_review",
             Self::Rejected => "rejected",
             Self::Cancelled => "cancelled",
         }
@@ -202,6 +207,7 @@ impl State {
             Self::Executing,
             Self::Completed,
             Self::CompletedWithRetained,
+            Self::AwaitingReview,
             Self::Rejected,
             Self::Cancelled,
         ]
@@ -233,9 +239,11 @@ impl State {
         )
     }
 
-    /// Whether a case handler may approve or reject it now.
+    /// Whether a case handler may approve it now (a request awaiting
+    /// approval may also be rejected; approving one awaiting review accepts
+    /// the outcome the receipts show).
     pub fn awaits_decision(self) -> bool {
-        self == Self::AwaitingApproval
+        matches!(self, Self::AwaitingApproval | Self::AwaitingReview)
     }
 }
 
@@ -269,6 +277,8 @@ pub fn check_move(from: State, to: State) -> Result<(), IllegalMove> {
         | (Exporting, Completed)
         | (Planning, AwaitingApproval | Executing)
         | (Executing | CompletedWithRetained, Completed | CompletedWithRetained)
+        | (Executing | CompletedWithRetained, AwaitingReview)
+        | (AwaitingReview, Completed | CompletedWithRetained)
         | (Verifying | AwaitingApproval, Rejected) => true,
         (f, Cancelled) => f.cancellable(),
         _ => false,
@@ -423,6 +433,7 @@ mod tests {
             Executing,
             Completed,
             CompletedWithRetained,
+            AwaitingReview,
             Rejected,
             Cancelled,
         ];
@@ -450,6 +461,10 @@ mod tests {
             (Executing, CompletedWithRetained),
             (CompletedWithRetained, CompletedWithRetained),
             (CompletedWithRetained, Completed),
+            (Executing, AwaitingReview),
+            (CompletedWithRetained, AwaitingReview),
+            (AwaitingReview, Completed),
+            (AwaitingReview, CompletedWithRetained),
         ];
         for from in all {
             for to in all {

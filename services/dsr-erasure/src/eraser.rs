@@ -20,9 +20,11 @@ use crate::model::{
     EraseOrder, Header, Plan, PlannedRecord, Receipt, RecordRef, Registry, RetainOrder, SubjectMap,
     SystemError, Systems, Write,
 };
+use crate::reconcile::{self, Discrepancy};
 use crate::store::{
     Hold, HoldScope, Notification, Store, StoreError, StoredReceipt, Sweep, SweptSystem, Tombstone,
 };
+use dsr_domain::clock::Clock;
 use dsr_domain::request::WriteOrder;
 
 /// Keyed hashes of identities (HMAC-SHA256): what tombstones and person
@@ -77,6 +79,8 @@ pub struct Execution {
     pub retained: u32,
     /// When the next deferred erasure is due.
     pub next_deferred_on: Option<NaiveDate>,
+    /// Where this execution's receipts differ from the plan.
+    pub discrepancies: Vec<Discrepancy>,
 }
 
 impl Execution {
@@ -157,6 +161,7 @@ pub struct Eraser {
     store: Store,
     policy: Arc<RetentionPolicy>,
     hasher: IdentityHasher,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Eraser {
@@ -191,7 +196,20 @@ impl Eraser {
             store,
             policy,
             hasher,
+            clock: Clock::system(),
         }
+    }
+
+    /// The same eraser on `clock` (plans, deferred erasures, sweeps,
+    /// notifications' dates).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The store.
@@ -290,7 +308,7 @@ impl Eraser {
         let plan = Plan {
             request_id: h.request_id.clone(),
             controller: h.controller.as_str().to_owned(),
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
             policy_version: self.policy.policy_version.clone(),
             records,
             identity_hashes: hashes.into_iter().collect(),
@@ -315,6 +333,7 @@ impl Eraser {
                     record: r.record.clone(),
                     ground: r.decision.ground.clone(),
                     until: r.decision.retain_until,
+                    hold: r.decision.hold,
                 });
             }
         }
@@ -328,16 +347,50 @@ impl Eraser {
                 .iter()
                 .flat_map(|r| r.categories.clone())
                 .collect();
-            self.notify(h, "erase", &systems, categories, Utc::now().date_naive())
+            self.notify(h, "erase", &systems, categories, self.clock.today())
                 .await?;
         }
-        let (retained, next) = remaining(&plan, None);
+        self.outcome(h, &plan, systems, &["erase".to_owned()]).await
+    }
+
+    /// An execution as the receipts tell it: what is still kept and when
+    /// its next deferred erasure is due, and where the receipts of
+    /// `phases` differ from the plan.
+    async fn outcome(
+        &self,
+        h: &Header,
+        plan: &Plan,
+        systems: Vec<(String, SystemOutcome)>,
+        phases: &[String],
+    ) -> Result<Execution, EraseError> {
+        let receipts = self.store.receipts(&h.request_id).await?;
+        let (retained, next) = reconcile::remaining(&reconcile::standings(plan, &receipts));
+        let discrepancies = reconcile::discrepancies(plan, &receipts, Some(phases));
+        for d in &discrepancies {
+            crate::metrics::discrepancy(&d.system_id, &d.phase);
+        }
+        if !discrepancies.is_empty() {
+            tracing::warn!(
+                request_id = %h.request_id,
+                count = discrepancies.len(),
+                "receipts differ from the plan"
+            );
+        }
         Ok(Execution {
             request_id: h.request_id.clone(),
             systems,
             retained,
             next_deferred_on: next,
+            discrepancies,
         })
+    }
+
+    /// Every discrepancy between the request's plan and its receipts so
+    /// far.
+    pub async fn discrepancies(&self, request_id: &str) -> Result<Vec<Discrepancy>, EraseError> {
+        let plan = self.store.plan(request_id).await?;
+        let receipts = self.store.receipts(request_id).await?;
+        Ok(reconcile::discrepancies(&plan, &receipts, None))
     }
 
     /// Erases the retained records whose date has passed by `as_of`.
@@ -347,37 +400,34 @@ impl Eraser {
         as_of: NaiveDate,
     ) -> Result<Execution, EraseError> {
         let plan = self.store.plan(&h.request_id).await?;
+        let receipts = self.store.receipts(&h.request_id).await?;
+        // What the receipts say is kept for a period that has ended: kept
+        // by the plan's order or by the system's own rule, not under an
+        // Art. 18 request or a hold.
         let mut by_date: BTreeMap<NaiveDate, BTreeMap<String, EraseOrder>> = BTreeMap::new();
-        for r in &plan.records {
-            if r.decision.action != Action::Retain {
-                continue;
-            }
-            let Some(until) = r.decision.retain_until.filter(|u| *u < as_of) else {
+        for s in reconcile::standings(&plan, &receipts) {
+            let Some(until) = s.retained_until().filter(|u| *u < as_of) else {
                 continue;
             };
             by_date
                 .entry(until)
                 .or_default()
-                .entry(r.system_id.clone())
+                .entry(s.planned.system_id.clone())
                 .or_insert_with(|| EraseOrder {
                     records: Vec::new(),
                     retain: Vec::new(),
                 })
                 .records
-                .push(r.record.clone());
+                .push(s.planned.record.clone());
         }
         let mut systems = Vec::new();
+        let mut phases = Vec::new();
         for (until, orders) in by_date {
             let phase = format!("deferred:{until}");
             systems.extend(self.run_phase(h, &plan, &phase, orders).await?);
+            phases.push(phase);
         }
-        let (retained, next) = remaining(&plan, Some(as_of));
-        Ok(Execution {
-            request_id: h.request_id.clone(),
-            systems,
-            retained,
-            next_deferred_on: next,
-        })
+        self.outcome(h, &plan, systems, &phases).await
     }
 
     async fn run_phase(
@@ -409,7 +459,7 @@ impl Eraser {
                     controller: plan.controller.clone(),
                     identity_hashes: plan.identity_hashes.clone(),
                     orders,
-                    erased_at: Utc::now(),
+                    erased_at: self.clock.now(),
                 })
                 .await?;
         }
@@ -472,6 +522,7 @@ impl Eraser {
                 systems: out,
                 retained: 0,
                 next_deferred_on: None,
+                discrepancies: Vec::new(),
             },
             notifications,
         ))
@@ -579,7 +630,7 @@ impl Eraser {
                 country: r.country,
                 action: action.to_owned(),
                 due_on: through.is_none().then_some(h.due_date.max(today)),
-                done_at: through.is_some().then(Utc::now),
+                done_at: through.is_some().then(|| self.clock.now()),
                 done_by: through
                     .as_ref()
                     .map(|_| format!("service:{}", crate::SERVICE_NAME)),
@@ -618,7 +669,7 @@ impl Eraser {
                     ..SweptSystem::default()
                 })
                 .collect(),
-            started_at: Utc::now(),
+            started_at: self.clock.now(),
             finished_at: None,
         };
         let Some(created) = self.store.create_sweep(&sweep).await? else {
@@ -643,7 +694,7 @@ impl Eraser {
     /// the progress every second; stores the receipts and, unless a dry
     /// run, a tombstone per system and controller.
     async fn run_sweep(&self, mut sweep: Sweep, batch_size: u32) -> Result<(), StoreError> {
-        let today = Utc::now().date_naive();
+        let today = self.clock.today();
         for i in 0..sweep.systems.len() {
             let system = sweep.systems[i].system_id.clone();
             let controllers = match self.systems.controllers(&system).await {
@@ -715,7 +766,7 @@ impl Eraser {
                                             retain: Vec::new(),
                                         },
                                     )]),
-                                    erased_at: Utc::now(),
+                                    erased_at: self.clock.now(),
                                 })
                                 .await?;
                         }
@@ -735,7 +786,7 @@ impl Eraser {
             }
             self.store.save_sweep(&sweep).await?;
         }
-        sweep.finished_at = Some(Utc::now());
+        sweep.finished_at = Some(self.clock.now());
         self.store.save_sweep(&sweep).await?;
         let removed: u64 = sweep.systems.iter().map(|s| s.removed).sum();
         tracing::info!(sweep = %sweep.id, removed, dry_run = sweep.dry_run, "sweep finished");
@@ -851,24 +902,4 @@ fn failed(system: &str, e: SystemError) -> SystemOutcome {
         tracing::warn!(system = %system, reason = %e.reason, "write failed");
         SystemOutcome::Failed(e.reason)
     }
-}
-
-/// Records still retained after the deferred erasures due before `as_of`
-/// (none run yet when `None`), and the day the next one is due.
-fn remaining(plan: &Plan, as_of: Option<NaiveDate>) -> (u32, Option<NaiveDate>) {
-    let kept: Vec<&PlannedRecord> = plan
-        .records
-        .iter()
-        .filter(|r| r.decision.action == Action::Retain)
-        .filter(|r| match (r.decision.retain_until, as_of) {
-            (Some(u), Some(a)) => u >= a,
-            (None, _) | (Some(_), None) => true,
-        })
-        .collect();
-    let next = kept
-        .iter()
-        .filter_map(|r| r.decision.retain_until)
-        .min()
-        .and_then(|d| d.succ_opt());
-    (u32::try_from(kept.len()).unwrap_or(u32::MAX), next)
 }

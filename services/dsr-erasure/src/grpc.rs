@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, TokenSigner, Validator};
 use dsr_connector::client::{self, Calls, Outgoing, calls, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
@@ -27,9 +26,10 @@ use tower_layer::Layer;
 
 use crate::eraser::{EraseError, Eraser, Execution, SweepError, SystemOutcome};
 use crate::model::{
-    EraseOrder, Header, Plan, Receipt, Recipient, RecordInfo, RecordRef, Registry, StoreResult,
-    SystemError, Systems, Write,
+    EraseOrder, Header, Plan, Receipt, Recipient, RecordInfo, RecordOutcome, RecordRef,
+    RecordResult, Registry, RestrictionReason, StoreResult, SystemError, Systems, Write,
 };
+use crate::reconcile::{Discrepancy, Expected};
 use crate::store::{Hold, HoldScope, Notification, StoreError, StoredReceipt, Sweep};
 
 /// Scope of Plan, Execute, ExecuteDeferred (the orchestrator).
@@ -169,7 +169,90 @@ fn controller_pb(orgnr: &str) -> Option<common::ControllerRef> {
     })
 }
 
-fn plan_to_pb(p: &Plan) -> pb::Plan {
+fn discrepancy_to_pb(d: &Discrepancy) -> pb::Discrepancy {
+    pb::Discrepancy {
+        system_id: d.system_id.clone(),
+        record: Some(ref_to_pb(&d.record)),
+        phase: d.phase.clone(),
+        expected: match d.expected {
+            Expected::Removed => pb::Expectation::Removed,
+            Expected::Retained => pb::Expectation::Retained,
+        } as i32,
+        observed: d
+            .observed
+            .map_or(sys::RecordResult::Unspecified, result_to_pb) as i32,
+        restriction_reason: d
+            .reason
+            .as_deref()
+            .and_then(RestrictionReason::parse)
+            .map_or(sys::RestrictionReason::Unspecified, kit::restriction_to_pb)
+            as i32,
+        legal_ground: d.ground.clone().unwrap_or_default(),
+        retain_until: d.until.map(kit::date_to_pb),
+        receipt_id: d.receipt_id.clone(),
+    }
+}
+
+fn result_to_pb(r: RecordResult) -> sys::RecordResult {
+    match r {
+        RecordResult::Erased => sys::RecordResult::Erased,
+        RecordResult::Anonymised => sys::RecordResult::Anonymised,
+        RecordResult::Retained => sys::RecordResult::Retained,
+        RecordResult::Refused => sys::RecordResult::Refused,
+        RecordResult::NotFound => sys::RecordResult::NotFound,
+        RecordResult::Applied => sys::RecordResult::Applied,
+        RecordResult::Unchanged => sys::RecordResult::Unchanged,
+    }
+}
+
+fn result_from_pb(r: i32) -> Option<RecordResult> {
+    Some(match sys::RecordResult::try_from(r).ok()? {
+        sys::RecordResult::Unspecified => return None,
+        sys::RecordResult::Erased => RecordResult::Erased,
+        sys::RecordResult::Anonymised => RecordResult::Anonymised,
+        sys::RecordResult::Retained => RecordResult::Retained,
+        sys::RecordResult::Refused => RecordResult::Refused,
+        sys::RecordResult::NotFound => RecordResult::NotFound,
+        sys::RecordResult::Applied => RecordResult::Applied,
+        sys::RecordResult::Unchanged => RecordResult::Unchanged,
+    })
+}
+
+/// The per-record lines of a verified receipt, each kept record with the
+/// ground, date and reason its retained item gives.
+fn records_from_pb(r: &sys::Receipt) -> Vec<RecordOutcome> {
+    let kept: std::collections::BTreeMap<(&str, &str), &sys::RetainedItem> = r
+        .retained
+        .iter()
+        .filter_map(|x| {
+            x.record
+                .as_ref()
+                .map(|rr| ((rr.store.as_str(), rr.key.as_str()), x))
+        })
+        .collect();
+    r.records
+        .iter()
+        .filter_map(|o| {
+            let rr = o.record.as_ref()?;
+            let result = result_from_pb(o.result)?;
+            let item = kept.get(&(rr.store.as_str(), rr.key.as_str()));
+            Some(RecordOutcome {
+                record: RecordRef {
+                    store: rr.store.clone(),
+                    key: rr.key.clone(),
+                },
+                result,
+                reason: item
+                    .and_then(|x| kit::restriction_from_pb(x.reason, RestrictionReason::Retention))
+                    .map(|x| x.as_str().to_owned()),
+                ground: item.map(|x| x.legal_ground.clone()),
+                until: item.and_then(|x| kit::date(x.retain_until)),
+            })
+        })
+        .collect()
+}
+
+fn plan_to_pb(p: &Plan, discrepancies: &[Discrepancy]) -> pb::Plan {
     let count = |a: Action| {
         u32::try_from(p.records.iter().filter(|r| r.decision.action == a).count())
             .unwrap_or(u32::MAX)
@@ -205,6 +288,7 @@ fn plan_to_pb(p: &Plan) -> pb::Plan {
             .min()
             .and_then(|d| d.succ_opt())
             .map(kit::date_to_pb),
+        discrepancies: discrepancies.iter().map(discrepancy_to_pb).collect(),
     }
 }
 
@@ -214,6 +298,7 @@ fn execution_to_pb(e: &Execution) -> pb::Execution {
         complete: e.complete(),
         retained_count: e.retained,
         next_deferred_on: e.next_deferred_on.map(kit::date_to_pb),
+        discrepancies: e.discrepancies.iter().map(discrepancy_to_pb).collect(),
         systems: e
             .systems
             .iter()
@@ -428,10 +513,6 @@ fn required_request_id(id: &str) -> Result<(), Status> {
     }
 }
 
-fn today() -> NaiveDate {
-    Utc::now().date_naive()
-}
-
 #[tonic::async_trait]
 impl Erasure for Handlers {
     async fn start_sweep(
@@ -554,7 +635,7 @@ impl Erasure for Handlers {
         };
         let (e, notifications) = self
             .eraser
-            .apply(&h, &map, &order, today())
+            .apply(&h, &map, &order, self.eraser.clock().today())
             .await
             .map_err(erase_status)?;
         Ok(Response::new(pb::ApplyResponse {
@@ -644,11 +725,11 @@ impl Erasure for Handlers {
         };
         let plan = self
             .eraser
-            .plan(&h, &map, today())
+            .plan(&h, &map, self.eraser.clock().today())
             .await
             .map_err(erase_status)?;
         Ok(Response::new(pb::PlanResponse {
-            plan: Some(plan_to_pb(&plan)),
+            plan: Some(plan_to_pb(&plan, &[])),
         }))
     }
 
@@ -664,8 +745,9 @@ impl Erasure for Handlers {
             .plan(&id)
             .await
             .map_err(|e| erase_status(e.into()))?;
+        let discrepancies = self.eraser.discrepancies(&id).await.map_err(erase_status)?;
         Ok(Response::new(pb::GetPlanResponse {
-            plan: Some(plan_to_pb(&plan)),
+            plan: Some(plan_to_pb(&plan, &discrepancies)),
         }))
     }
 
@@ -698,9 +780,9 @@ impl Erasure for Handlers {
         // Never a day ahead: a future date would erase records the law
         // still keeps.
         let as_of = match as_of {
-            None => today(),
+            None => self.eraser.clock().today(),
             Some(d) => match kit::date(Some(d)) {
-                Some(d) if d <= today() => d,
+                Some(d) if d <= self.eraser.clock().today() => d,
                 Some(_) | None => {
                     return Err(invalid_argument(vec![(
                         "as_of".into(),
@@ -793,7 +875,7 @@ impl Erasure for Handlers {
         let until = match until {
             None => None,
             Some(d) => match kit::date(Some(d)) {
-                Some(d) if d >= today() => Some(d),
+                Some(d) if d >= self.eraser.clock().today() => Some(d),
                 Some(_) | None => {
                     v.push(("until".into(), "a valid date, not in the past".into()));
                     None
@@ -848,7 +930,7 @@ impl Erasure for Handlers {
         let holds = self
             .eraser
             .store()
-            .holds(all, today())
+            .holds(all, self.eraser.clock().today())
             .await
             .map_err(|e| store_status(&e))?;
         Ok(Response::new(pb::ListHoldsResponse {
@@ -869,7 +951,7 @@ impl Erasure for Handlers {
         let since = kit::time(since).ok_or_else(|| {
             invalid_argument(vec![("since".into(), "required, a timestamp".into())])
         })?;
-        if since > Utc::now() {
+        if since > self.eraser.clock().now() {
             return Err(invalid_argument(vec![(
                 "since".into(),
                 "in the future".into(),
@@ -878,7 +960,7 @@ impl Erasure for Handlers {
         let only: BTreeSet<String> = system_ids.into_iter().collect();
         let r = self
             .eraser
-            .replay(since, &only, dry_run, today())
+            .replay(since, &only, dry_run, self.eraser.clock().today())
             .await
             .map_err(erase_status)?;
         tracing::info!(replay = %r.id, tombstones = r.tombstones, dry_run, "erasures replayed");
@@ -1116,6 +1198,7 @@ impl GrpcSystems {
         if r.action != action as i32 {
             return Err(err("RECEIPT_ACTION", true));
         }
+        let records = records_from_pb(&r);
         Ok(Receipt {
             payload: signed.payload.clone(),
             key_id: signed.key_id.clone(),
@@ -1134,6 +1217,7 @@ impl GrpcSystems {
                 })
                 .collect(),
             retained: r.retained.len() as u64,
+            records,
         })
     }
 }
@@ -1215,6 +1299,11 @@ impl Systems for GrpcSystems {
                     record: Some(ref_to_pb(&o.record)),
                     legal_ground: o.ground.clone(),
                     retain_until: o.until.map(kit::date_to_pb),
+                    reason: if o.hold {
+                        sys::RestrictionReason::Hold
+                    } else {
+                        sys::RestrictionReason::Retention
+                    } as i32,
                 })
                 .collect(),
         };
@@ -1280,6 +1369,7 @@ impl Systems for GrpcSystems {
                         records: records.iter().map(ref_to_pb).collect(),
                         lift: *lift,
                         reason: reason.clone(),
+                        basis: sys::RestrictionReason::Request as i32,
                     })
                     .await
                     .map_err(|s| failed(system, &s))?

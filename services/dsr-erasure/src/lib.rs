@@ -18,6 +18,7 @@ pub mod grpc;
 mod metrics;
 pub mod migration;
 pub mod model;
+pub mod reconcile;
 pub mod store;
 
 /// The audience tokens for this service name.

@@ -4,7 +4,9 @@
 //! system failed, by system and reason), `dsr.sweep.records` (counter:
 //! records a sweep went through, by system and whether a dry run),
 //! `dsr.sweep.failures` (counter, by system) and `dsr.sweep.completed`
-//! (gauge: the Unix time this replica last finished a sweep of a system).
+//! (gauge: the Unix time this replica last finished a sweep of a system),
+//! `dsr.erasure.discrepancies` (counter: records whose receipt differs from
+//! the plan, by system and phase kind).
 
 use std::sync::OnceLock;
 
@@ -17,6 +19,7 @@ struct Instruments {
     swept: Counter<u64>,
     sweep_failures: Counter<u64>,
     sweep_completed: Gauge<u64>,
+    discrepancies: Counter<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -46,6 +49,10 @@ fn instruments() -> &'static Instruments {
                 .u64_gauge("dsr.sweep.completed")
                 .with_unit("s")
                 .with_description("Unix time at which this replica last finished sweeping a system")
+                .build(),
+            discrepancies: m
+                .u64_counter("dsr.erasure.discrepancies")
+                .with_description("records whose receipt differs from the erasure plan")
                 .build(),
         }
     })
@@ -95,4 +102,21 @@ pub(crate) fn sweep_ended(system: &str, ok: bool) {
     } else {
         instruments().sweep_failures.add(1, &attrs);
     }
+}
+
+/// A record whose receipt differs from the plan, in `phase` ("erase" or
+/// "deferred:<date>", counted as "deferred").
+pub(crate) fn discrepancy(system: &str, phase: &str) {
+    let kind = if phase.starts_with("deferred:") {
+        "deferred"
+    } else {
+        "erase"
+    };
+    instruments().discrepancies.add(
+        1,
+        &[
+            KeyValue::new("system", system.to_owned()),
+            KeyValue::new("phase", kind),
+        ],
+    );
 }

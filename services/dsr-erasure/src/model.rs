@@ -81,6 +81,9 @@ pub struct RetainOrder {
     pub ground: String,
     /// Until when.
     pub until: Option<NaiveDate>,
+    /// A legal hold keeps it (not erased at its date until lifted), rather
+    /// than a period set by law or an open contract.
+    pub hold: bool,
 }
 
 /// An erasure instruction to one system.
@@ -125,6 +128,50 @@ pub struct Receipt {
     pub stores: Vec<StoreResult>,
     /// Records retained.
     pub retained: u64,
+    /// Per record asked about, what the system did (empty from a system
+    /// that does not report per record).
+    pub records: Vec<RecordOutcome>,
+}
+
+/// What a receipt says one record got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordResult {
+    /// Erased.
+    Erased,
+    /// Anonymised.
+    Anonymised,
+    /// Kept, restricted.
+    Retained,
+    /// Left alone: no acceptable method.
+    Refused,
+    /// Not there.
+    NotFound,
+    /// Changed as asked (rectify, restrict, object).
+    Applied,
+    /// Nothing to change.
+    Unchanged,
+}
+
+/// Why a system keeps a record restricted.
+pub use dsr_connector::restriction::Reason as RestrictionReason;
+
+/// One record's line in a receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordOutcome {
+    /// The record.
+    pub record: RecordRef,
+    /// What it got.
+    pub result: RecordResult,
+    /// When kept: why it is restricted ("retention", "request", "hold").
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When kept: the ground.
+    #[serde(default)]
+    pub ground: Option<String>,
+    /// When kept: until when.
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
 }
 
 impl Receipt {

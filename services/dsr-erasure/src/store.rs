@@ -11,7 +11,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 
 use crate::entity::{hold, notification, plan, receipt, sweep, tombstone};
-use crate::model::{EraseOrder, Plan, Receipt, RecordRef, StoreResult};
+use crate::model::{EraseOrder, Plan, Receipt, RecordOutcome, RecordRef, StoreResult};
 
 /// A receipt as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +167,8 @@ struct Summary {
     request_id: String,
     idempotency_key: String,
     stores: Vec<StoreResult>,
+    #[serde(default)]
+    records: Vec<RecordOutcome>,
 }
 
 /// The store.
@@ -224,6 +226,7 @@ impl Store {
                 idempotency_key: s.idempotency_key,
                 stores: s.stores,
                 retained: u64::try_from(m.retained).unwrap_or(0),
+                records: s.records,
             },
             id: m.id,
             request_id: m.request_id,
@@ -257,6 +260,7 @@ impl Store {
             request_id: r.request_id.clone(),
             idempotency_key: r.idempotency_key.clone(),
             stores: r.stores.clone(),
+            records: r.records.clone(),
         };
         let am = receipt::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),

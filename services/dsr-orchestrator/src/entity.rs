@@ -46,6 +46,7 @@ pub(crate) mod request {
         pub attempts: i32,
         pub last_error: Option<String>,
         pub trace_parent: Option<String>,
+        pub discrepancies: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

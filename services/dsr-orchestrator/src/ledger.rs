@@ -2,6 +2,7 @@
 //! trail, in one transaction per change.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use dsr_domain::clock::Clock;
 use dsr_domain::deadline::{Deadline, DeadlineError, HolidayCalendar};
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State, WriteOrder};
@@ -126,6 +127,9 @@ pub struct Request {
     /// The W3C `traceparent` of the submitting call, when it was traced:
     /// the steps join that trace.
     pub trace_parent: Option<String>,
+    /// Where the erasure's receipts differ from its plan, every execution
+    /// so far (a case handler reviews them).
+    pub discrepancies: Vec<crate::mesh::Discrepancy>,
     /// When a worker may next take it up (`None`: waiting for a person,
     /// or final).
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -202,6 +206,7 @@ pub struct Ledger {
     /// Where leases are renewed: `db`, or a small pool of its own.
     leases: DatabaseConnection,
     calendar: HolidayCalendar,
+    clock: Clock,
 }
 
 impl Ledger {
@@ -211,7 +216,20 @@ impl Ledger {
             leases: db.clone(),
             db,
             calendar,
+            clock: Clock::system(),
         }
+    }
+
+    /// The same ledger on `clock` (receipt times, deadlines, the queue's
+    /// dates and the audit trail's times).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Renews leases over `leases` (a small pool of the same database), so
@@ -293,6 +311,13 @@ impl Ledger {
             attempts: u32::try_from(m.attempts).unwrap_or(0),
             last_error: m.last_error,
             trace_parent: m.trace_parent,
+            discrepancies: m
+                .discrepancies
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("discrepancies"))?
+                .unwrap_or_default(),
             next_attempt_at: m.next_attempt_ms.and_then(DateTime::from_timestamp_millis),
             submitted_at: m.submitted_at,
             updated_at: m.updated_at,
@@ -336,7 +361,7 @@ impl Ledger {
             prev_hash: m.prev_hash,
             hash: m.hash,
         });
-        let e = request::next_event(prev.as_ref(), Utc::now(), actor, request_id, action);
+        let e = request::next_event(prev.as_ref(), self.clock.now(), actor, request_id, action);
         audit::ActiveModel {
             seq: Set(i64::try_from(e.seq).unwrap_or(i64::MAX)),
             at: Set(e.at),
@@ -381,7 +406,7 @@ impl Ledger {
             } else {
                 State::Submitted
             };
-            let now = Utc::now();
+            let now = self.clock.now();
             let txn = self.write_txn().await?;
             let inserted = req::ActiveModel {
                 id: Set(id.clone()),
@@ -421,6 +446,7 @@ impl Ledger {
                 attempts: Set(0),
                 last_error: Set(None),
                 trace_parent: Set(dsr_telemetry::propagation::current_traceparent()),
+                discrepancies: Set(None),
             }
             .insert(&txn)
             .await;
@@ -429,7 +455,7 @@ impl Ledger {
                     self.append(&txn, actor, &id, &format!("submitted:{}", s.kind.as_str()))
                         .await?;
                     if state == State::Locating {
-                        crate::queue::record_done(&txn, &id, "verify", "api").await?;
+                        crate::queue::record_done(&txn, &id, "verify", "api", now).await?;
                         self.append(&txn, actor, &id, "state:locating").await?;
                     }
                     txn.commit().await?;
@@ -472,7 +498,7 @@ impl Ledger {
         let current = m.clone();
         let mut am: req::ActiveModel = m.into();
         f(&current, &mut am)?;
-        am.updated_at = Set(Utc::now());
+        am.updated_at = Set(self.clock.now());
         // Only if nobody moved it meanwhile.
         let res = req::Entity::update_many()
             .set(am)
@@ -592,19 +618,32 @@ impl Ledger {
             .all(&self.db)
             .await
             .map_err(AuditError::Storage)?;
-        let events: Vec<AuditEvent> = rows
-            .into_iter()
-            .map(|m| AuditEvent {
-                seq: u64::try_from(m.seq).unwrap_or(0),
-                at: m.at,
-                actor: m.actor,
-                request_id: m.request_id,
-                action: m.action,
-                prev_hash: m.prev_hash,
-                hash: m.hash,
-            })
-            .collect();
+        let events: Vec<AuditEvent> = rows.into_iter().map(audit_event).collect();
         request::verify_chain(&events).map_err(AuditError::Broken)
+    }
+
+    /// The audit trail's events of one request, in order.
+    pub async fn audit_of(&self, request_id: &str) -> Result<Vec<AuditEvent>, Error> {
+        Ok(audit::Entity::find()
+            .filter(audit::Column::RequestId.eq(request_id))
+            .order_by_asc(audit::Column::Seq)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(audit_event)
+            .collect())
+    }
+}
+
+fn audit_event(m: audit::Model) -> AuditEvent {
+    AuditEvent {
+        seq: u64::try_from(m.seq).unwrap_or(0),
+        at: m.at,
+        actor: m.actor,
+        request_id: m.request_id,
+        action: m.action,
+        prev_hash: m.prev_hash,
+        hash: m.hash,
     }
 }
 

@@ -187,6 +187,36 @@ pub struct Executed {
     pub next_deferred_on: Option<NaiveDate>,
     /// The systems with work.
     pub system_ids: Vec<String>,
+    /// Where this execution's receipts differ from the plan.
+    pub discrepancies: Vec<Discrepancy>,
+}
+
+/// A record whose receipt differs from the erasure plan: what the plan
+/// expected in which phase, and what the system says it did (no personal
+/// data: a system, a store and a record key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discrepancy {
+    /// The system.
+    pub system_id: String,
+    /// The store.
+    pub store: String,
+    /// The record's key.
+    pub key: String,
+    /// "erase" or "deferred:<date>".
+    pub phase: String,
+    /// "removed" or "retained".
+    pub expected: String,
+    /// What the receipt says ("erased", "retained", "not_found", ...;
+    /// "not_reported" when it says nothing of the record).
+    pub observed: String,
+    /// When the system kept it: why ("retention", "request", "hold").
+    pub reason: Option<String>,
+    /// When the system kept it: its ground.
+    pub ground: Option<String>,
+    /// When the system kept it: until when.
+    pub until: Option<NaiveDate>,
+    /// The receipt's id at the erasure service.
+    pub receipt_id: String,
 }
 
 /// Erasure.

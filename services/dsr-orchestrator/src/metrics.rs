@@ -95,7 +95,7 @@ pub fn spawn_request_gauges(ledger: Ledger, every: Duration) -> tokio::task::Joi
     tokio::spawn(async move {
         let _keep = (by_state, overdue, due_soon);
         loop {
-            match ledger.counts(chrono::Utc::now().date_naive()).await {
+            match ledger.counts(ledger.clock().today()).await {
                 Ok(c) => {
                     if c.overdue > 0 {
                         tracing::warn!(overdue = c.overdue, "requests past their deadline");

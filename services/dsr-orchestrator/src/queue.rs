@@ -55,6 +55,7 @@ pub fn step_for(kind: Kind, state: State) -> Option<&'static str> {
         State::CompletedWithRetained => Some("deferred"),
         State::Verifying
         | State::AwaitingApproval
+        | State::AwaitingReview
         | State::Completed
         | State::Rejected
         | State::Cancelled => None,
@@ -153,6 +154,7 @@ async fn begin_attempt<C: ConnectionTrait>(
     request_id: &str,
     name: &str,
     worker: &str,
+    now: DateTime<Utc>,
 ) -> Result<(i64, u32), Error> {
     step::Entity::update_many()
         .col_expr(step::Column::Outcome, "abandoned".into())
@@ -172,7 +174,7 @@ async fn begin_attempt<C: ConnectionTrait>(
         step: Set(name.to_owned()),
         attempt: Set(i32::try_from(attempt).unwrap_or(i32::MAX)),
         worker: Set(worker.to_owned()),
-        started_at: Set(Utc::now()),
+        started_at: Set(now),
         finished_at: Set(None),
         outcome: Set("running".into()),
         error: Set(None),
@@ -190,8 +192,8 @@ pub(crate) async fn record_done<C: ConnectionTrait>(
     request_id: &str,
     name: &str,
     worker: &str,
+    now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let now = Utc::now();
     step::ActiveModel {
         request_id: Set(request_id.to_owned()),
         step: Set(name.to_owned()),
@@ -211,7 +213,7 @@ pub(crate) async fn record_done<C: ConnectionTrait>(
 impl Ledger {
     /// Claims the runnable request whose attempt is due first, for `lease`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, Error> {
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock().now().timestamp_millis();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
         let db = self.db();
@@ -250,7 +252,8 @@ impl Ledger {
 
     /// Extends a held lease; false when it was lost.
     pub async fn renew(&self, claim: &Claim, lease: Duration) -> Result<bool, Error> {
-        let until = Utc::now().timestamp_millis() + i64::try_from(lease.as_millis()).unwrap_or(0);
+        let until =
+            self.clock().now().timestamp_millis() + i64::try_from(lease.as_millis()).unwrap_or(0);
         let res = req::Entity::update_many()
             .col_expr(req::Column::LeaseUntilMs, until.into())
             .filter(req::Column::Id.eq(claim.request_id.as_str()))
@@ -284,7 +287,8 @@ impl Ledger {
     ) -> Result<(i64, u32), Error> {
         let txn = self.write_txn().await?;
         leased(&txn, claim).await?;
-        let (row, attempt) = begin_attempt(&txn, &claim.request_id, name, worker).await?;
+        let (row, attempt) =
+            begin_attempt(&txn, &claim.request_id, name, worker, self.clock().now()).await?;
         txn.commit().await?;
         Ok((row, attempt))
     }
@@ -307,10 +311,11 @@ impl Ledger {
         let m = leased(&txn, claim).await?;
         let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
         let kind = Kind::parse(&m.kind).ok_or_else(|| corrupt("kind"))?;
-        let now = Utc::now();
+        let now = self.clock().now();
         let mut am: req::ActiveModel = m.into();
         // When the next step may run: now, at a date, or when a person acts.
         let mut at: Option<i64> = None;
+        let mut discrepancies: Vec<String> = Vec::new();
         let (to, runnable) = match &outcome {
             Outcome::Verified => (State::Locating, true),
             Outcome::ChallengeStarted(id) => {
@@ -358,7 +363,44 @@ impl Ledger {
                     ));
                 }
                 am.retained_count = Set(Some(i64::from(e.retained)));
-                if e.retained == 0 {
+                if !e.discrepancies.is_empty() {
+                    // What the systems did differs from the plan: a case
+                    // handler reviews it; the request is not completed.
+                    let mut all: Vec<crate::mesh::Discrepancy> = am
+                        .discrepancies
+                        .clone()
+                        .unwrap()
+                        .as_deref()
+                        .map(serde_json::from_str)
+                        .transpose()
+                        .map_err(|_| corrupt("discrepancies"))?
+                        .unwrap_or_default();
+                    all.extend(e.discrepancies.iter().cloned());
+                    am.discrepancies =
+                        Set(Some(serde_json::to_string(&all).expect("serialisable")));
+                    // Each one in the audit trail (a system, a store and
+                    // a record key: no personal data).
+                    discrepancies = e
+                        .discrepancies
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "discrepancy:{}/{}/{} {}: expected {}, receipt says {}{}",
+                                d.system_id,
+                                d.store,
+                                d.key,
+                                d.phase,
+                                d.expected,
+                                d.observed,
+                                d.reason
+                                    .as_deref()
+                                    .map(|r| format!(" (restricted: {r})"))
+                                    .unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    (State::AwaitingReview, false)
+                } else if e.retained == 0 {
                     (State::Completed, false)
                 } else {
                     // The deferred erasure runs by itself on its date.
@@ -404,6 +446,9 @@ impl Ledger {
         if done.rows_affected != 1 {
             return Err(lost());
         }
+        for d in &discrepancies {
+            self.append(&txn, actor, &claim.request_id, d).await?;
+        }
         self.append(
             &txn,
             actor,
@@ -413,7 +458,7 @@ impl Ledger {
         .await?;
         let next = match (keep, step_for(kind, to)) {
             (Some(worker), Some(name)) => Some(
-                begin_attempt(&txn, &claim.request_id, name, worker)
+                begin_attempt(&txn, &claim.request_id, name, worker, now)
                     .await?
                     .0,
             ),
@@ -442,11 +487,11 @@ impl Ledger {
         am.next_attempt_ms = Set(retry_at.map(|t| t.timestamp_millis()));
         am.lease_owner = Set(None);
         am.lease_until_ms = Set(None);
-        am.updated_at = Set(Utc::now());
+        am.updated_at = Set(self.clock().now());
         am.update(&txn).await?;
         step::Entity::update_many()
             .col_expr(step::Column::Outcome, "failed".into())
-            .col_expr(step::Column::FinishedAt, Utc::now().into())
+            .col_expr(step::Column::FinishedAt, self.clock().now().into())
             .col_expr(step::Column::Error, Some(error.to_owned()).into())
             .filter(step::Column::Id.eq(step_row))
             .exec(&txn)
@@ -477,19 +522,32 @@ impl Ledger {
             am.state = Set(State::Locating.as_str().to_owned());
             am.verified_identities = Set(Some(json.clone()));
             am.challenge_id = Set(None);
-            am.next_attempt_ms = Set(Some(Utc::now().timestamp_millis()));
+            am.next_attempt_ms = Set(Some(self.clock().now().timestamp_millis()));
             Ok(())
         })
         .await
     }
 
     /// A case handler approves a request awaiting approval: on to export,
-    /// or to the erasure of the plan they saw.
+    /// or to the erasure of the plan they saw. Approving an erasure awaiting
+    /// review accepts the outcome its receipts show: completed, or
+    /// completed with records retained (their deferred erasure runs at
+    /// once, and then on its date).
     pub async fn approve(&self, id: &str, actor: &str) -> Result<Request, Error> {
-        self.change(id, actor, "approved".into(), |m, am| {
+        let action = match self.get(id).await?.state {
+            State::AwaitingReview => "reviewed",
+            _ => "approved",
+        };
+        self.change(id, actor, action.into(), |m, am| {
             let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
             let kind = Kind::parse(&m.kind).ok_or_else(|| corrupt("kind"))?;
-            let to = if kind.exports() {
+            let to = if from == State::AwaitingReview {
+                if m.retained_count.unwrap_or(0) > 0 {
+                    State::CompletedWithRetained
+                } else {
+                    State::Completed
+                }
+            } else if kind.exports() {
                 State::Exporting
             } else {
                 State::Executing
@@ -499,7 +557,8 @@ impl Ledger {
                 return Err(request::IllegalMove { from, to }.into());
             }
             am.state = Set(to.as_str().to_owned());
-            am.next_attempt_ms = Set(Some(Utc::now().timestamp_millis()));
+            am.next_attempt_ms =
+                Set(step_for(kind, to).map(|_| self.clock().now().timestamp_millis()));
             Ok(())
         })
         .await

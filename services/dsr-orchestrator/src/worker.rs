@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use dsr_domain::identity::Organisationsnummer;
 use rand::Rng as _;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
@@ -268,7 +267,8 @@ impl Worker {
                 Some(Err(e)) => {
                     let failures = r.attempts + 1;
                     let retry_at = (e.retryable && failures < self.cfg.max_attempts).then(|| {
-                        Utc::now() + backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
+                        self.ledger.clock().now()
+                            + backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
                     });
                     self.metrics.step_done(step, "failed", elapsed);
                     tracing::warn!(error = %e, step, failures, retry = retry_at.is_some(), "step failed");
@@ -365,7 +365,7 @@ impl Worker {
                 let e = self
                     .mesh
                     .erasure
-                    .deferred(&call, Utc::now().date_naive())
+                    .deferred(&call, self.ledger.clock().now().date_naive())
                     .await?;
                 complete(e)
             }

@@ -13,8 +13,8 @@ use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{Kind, State};
 use dsr_orchestrator::ledger::{Ledger, Submission};
 use dsr_orchestrator::mesh::{
-    Call, CallError, Challenge, Discovery, Erasure, Executed, Export, PackageRef, Planned, Store,
-    SubjectMap, SystemFound, Verification,
+    Call, CallError, Challenge, Discovery, Discrepancy, Erasure, Executed, Export, PackageRef,
+    Planned, Store, SubjectMap, SystemFound, Verification,
 };
 use dsr_orchestrator::metrics::Metrics;
 use dsr_orchestrator::migration::Migrator;
@@ -33,6 +33,9 @@ struct Fake {
     plans: AtomicU32,
     executions: AtomicU32,
     deferred: AtomicU32,
+    /// The next deferred erasure finds its record kept by the system (an
+    /// Art. 18 restriction): a discrepancy.
+    deferred_discrepant: AtomicBool,
     applied: Mutex<Vec<dsr_domain::request::WriteOrder>>,
 }
 
@@ -121,6 +124,7 @@ impl Erasure for Fake {
         if failing > 0 {
             self.executions_failing.store(failing - 1, Ordering::SeqCst);
             return Ok(Executed {
+                discrepancies: vec![],
                 complete: false,
                 failures: vec!["system legal: UNAVAILABLE".into()],
                 affected: 0,
@@ -132,6 +136,7 @@ impl Erasure for Fake {
         }
         // One record retained until yesterday: its deferred erasure is due.
         Ok(Executed {
+            discrepancies: vec![],
             complete: true,
             failures: vec![],
             affected: 3,
@@ -151,6 +156,7 @@ impl Erasure for Fake {
         assert_eq!(map.record_count(), 1, "the write gets the subject map");
         self.applied.lock().unwrap().push(order.clone());
         Ok(Executed {
+            discrepancies: vec![],
             complete: true,
             failures: vec![],
             affected: 1,
@@ -164,7 +170,31 @@ impl Erasure for Fake {
     async fn deferred(&self, _: &Call, as_of: chrono::NaiveDate) -> Result<Executed, CallError> {
         assert_eq!(as_of, chrono::Utc::now().date_naive());
         self.deferred.fetch_add(1, Ordering::SeqCst);
+        if self.deferred_discrepant.swap(false, Ordering::SeqCst) {
+            return Ok(Executed {
+                discrepancies: vec![Discrepancy {
+                    system_id: "crm".into(),
+                    store: "kyc_documents".into(),
+                    key: "7".into(),
+                    phase: format!("deferred:{as_of}"),
+                    expected: "removed".into(),
+                    observed: "retained".into(),
+                    reason: Some("request".into()),
+                    ground: Some("GDPR Art. 18".into()),
+                    until: None,
+                    receipt_id: "receipt-1".into(),
+                }],
+                complete: true,
+                failures: vec![],
+                affected: 0,
+                refused: 0,
+                retained: 1,
+                next_deferred_on: None,
+                system_ids: vec!["crm".into()],
+            });
+        }
         Ok(Executed {
+            discrepancies: vec![],
             complete: true,
             failures: vec![],
             affected: 1,
@@ -543,6 +573,58 @@ async fn an_erasure_plans_executes_until_every_system_answers_then_runs_its_defe
     // Submitted (verified: straight to locating), then planning, executing,
     // completed with retained, completed: the chain holds.
     assert_eq!(ledger.verify_audit().await.unwrap(), 6);
+    drop(db);
+}
+
+#[tokio::test]
+async fn a_receipt_that_differs_from_the_plan_waits_for_a_case_handler() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    fake.deferred_discrepant.store(true, Ordering::SeqCst);
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = start(&ledger, &fake, "w1", &stop);
+    let today = chrono::Utc::now().date_naive();
+    let mut sub = submission("erase-0002");
+    sub.kind = Kind::Erasure;
+    let (r, _) = ledger.submit(sub, today, "portal").await.unwrap();
+    // The deferred erasure's receipt kept the record: never completed.
+    let review = wait_for(&ledger, &r.id, State::AwaitingReview).await;
+    assert_eq!(review.discrepancies.len(), 1);
+    assert_eq!(review.discrepancies[0].observed, "retained");
+    assert_eq!(review.discrepancies[0].reason.as_deref(), Some("request"));
+    assert_eq!(review.retained_count, Some(1), "the receipts' count");
+    assert_eq!(review.next_attempt_at, None, "nothing runs until reviewed");
+    // A case handler accepts the outcome: completed with the record
+    // retained, its deferred erasure run again (now it erases).
+    let approved = ledger.approve(&r.id, "handler:anna").await.unwrap();
+    assert_eq!(approved.state, State::CompletedWithRetained);
+    let done = wait_for(&ledger, &r.id, State::Completed).await;
+    assert_eq!(done.retained_count, Some(0));
+    assert_eq!(done.discrepancies.len(), 1, "kept on the request");
+    assert_eq!(fake.deferred.load(Ordering::SeqCst), 2);
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    // The trail names the discrepancy and the review.
+    let trail: Vec<String> = ledger
+        .audit_of(&r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        trail.iter().any(
+            |a| a.starts_with("discrepancy:crm/kyc_documents/7 deferred:")
+                && a.ends_with("expected removed, receipt says retained (restricted: request)")
+        ),
+        "{trail:?}"
+    );
+    assert!(
+        trail.contains(&"state:awaiting_review".to_owned()),
+        "{trail:?}"
+    );
+    assert!(trail.contains(&"reviewed".to_owned()), "{trail:?}");
+    assert!(ledger.verify_audit().await.unwrap() >= 8);
     drop(db);
 }
 

@@ -20,7 +20,8 @@ use tonic::{Code, Request, Response, Status};
 use tower_layer::Layer;
 
 use crate::manifest::{self, Role};
-use crate::system::{self, Action, Method, RecordRef, SqlSystem, Write};
+use crate::system::{self, Action, Method, RecordRef, RecordResult, RetainOrder, SqlSystem, Write};
+use dsr_connector::restriction::Reason;
 
 /// Scope of Describe.
 pub const SCOPE_DESCRIBE: &str = "system:describe";
@@ -138,6 +139,32 @@ impl system::ReceiptCodec for ProtoReceipts {
                     legal_ground: x.legal_ground.clone(),
                     retain_until: x.until.map(date_to_pb),
                     restricted: true,
+                    reason: kit::restriction_to_pb(x.reason) as i32,
+                })
+                .collect(),
+            records: r
+                .records
+                .iter()
+                .map(|o| {
+                    let (result, method) = match o.result {
+                        RecordResult::Erased(m) => (pb::RecordResult::Erased, Some(m)),
+                        RecordResult::Anonymised => {
+                            (pb::RecordResult::Anonymised, Some(Method::Anonymise))
+                        }
+                        RecordResult::Retained => (pb::RecordResult::Retained, None),
+                        RecordResult::Refused => (pb::RecordResult::Refused, None),
+                        RecordResult::NotFound => (pb::RecordResult::NotFound, None),
+                        RecordResult::Applied => (pb::RecordResult::Applied, None),
+                        RecordResult::Unchanged => (pb::RecordResult::Unchanged, None),
+                    };
+                    pb::RecordOutcome {
+                        record: Some(pb::RecordRef {
+                            store: o.reference.store.clone(),
+                            key: o.reference.key.clone(),
+                        }),
+                        result: result as i32,
+                        method: method.map_or(pb::ErasureMethod::Unspecified, method_to_pb) as i32,
+                    }
                 })
                 .collect(),
             completed_at: Some(timestamp(r.completed_at)),
@@ -471,23 +498,34 @@ impl DataSystem for Handlers {
         let instruction = self.instruction(instruction)?;
         let acceptable = methods_from_pb(&acceptable_methods)?;
         let mut orders = Vec::new();
-        for pb::RetentionOrder {
-            record,
-            legal_ground,
-            retain_until,
-        } in retain
+        for (
+            i,
+            pb::RetentionOrder {
+                record,
+                legal_ground,
+                retain_until,
+                reason,
+            },
+        ) in retain.into_iter().enumerate()
         {
             let Some(pb::RecordRef { store, key }) = record else {
                 return Err(invalid_argument(vec![(
-                    "retain.record".into(),
+                    format!("retain[{i}].record"),
                     "required".into(),
                 )]));
             };
-            orders.push((
-                RecordRef { store, key },
-                legal_ground,
-                kit::date(retain_until),
-            ));
+            let Some(reason) = kit::restriction_from_pb(reason, Reason::Retention) else {
+                return Err(invalid_argument(vec![(
+                    format!("retain[{i}].reason"),
+                    "unknown restriction reason".into(),
+                )]));
+            };
+            orders.push(RetainOrder {
+                record: RecordRef { store, key },
+                ground: legal_ground,
+                until: kit::date(retain_until),
+                reason,
+            });
         }
         let op = self
             .system
@@ -563,8 +601,15 @@ impl DataSystem for Handlers {
             records,
             lift,
             reason: _,
+            basis,
         } = msg;
         let instruction = self.instruction(instruction)?;
+        let Some(basis) = kit::restriction_from_pb(basis, Reason::Request) else {
+            return Err(invalid_argument(vec![(
+                "basis".into(),
+                "unknown restriction reason".into(),
+            )]));
+        };
         let op = self
             .system
             .write(
@@ -573,6 +618,7 @@ impl DataSystem for Handlers {
                 Write::Restrict {
                     records: refs(records),
                     lift,
+                    basis,
                 },
             )
             .await?;
@@ -729,6 +775,11 @@ impl MapResults
                                 })
                                 .collect(),
                             restricted: r.restricted,
+                            restriction_reasons: r
+                                .restriction
+                                .iter()
+                                .map(|x| kit::restriction_to_pb(x) as i32)
+                                .collect(),
                             objected_purposes: r.objected,
                             retention_anchor: r.retention_anchor.map(kit::date_to_pb),
                         })

@@ -13,6 +13,7 @@
 //!     columns: [{ name: email, category: contact.email }]
 //!     erasure: delete
 //!     restriction_column: restricted_at
+//!     restriction_reasons_column: restriction_reasons
 //!     retention: { anchor_column: relationship_ended_on, months: 24 }
 //!   - name: letters
 //!     primary_key: { column: id, type: integer }
@@ -205,6 +206,11 @@ pub struct TableSpec {
     pub retention: Option<SweepRule>,
     /// A nullable timestamp column recording restriction (Art. 18).
     pub restriction_column: String,
+    /// A nullable text column recording why a row is restricted
+    /// (`retention`, `request`, `hold`, joined by `,`): a retention ends by
+    /// itself on its date (the deferred erasure, a sweep), an Art. 18
+    /// request or a hold only when lifted.
+    pub restriction_reasons_column: String,
     /// A nullable text column listing purposes objected to (Art. 21).
     #[serde(default)]
     pub objection_column: Option<String>,
@@ -359,6 +365,10 @@ impl TableSpec {
             v.push(("retention.anchor_column".into(), &r.anchor_column));
         }
         v.push(("restriction_column".into(), &self.restriction_column));
+        v.push((
+            "restriction_reasons_column".into(),
+            &self.restriction_reasons_column,
+        ));
         if let Some(c) = &self.objection_column {
             v.push(("objection_column".into(), c));
         }
@@ -596,12 +606,14 @@ tables:
     columns: [{ name: email, category: contact.email }]
     erasure: delete
     restriction_column: restricted_at
+    restriction_reasons_column: restriction_reasons
   - name: notes
     primary_key: { column: id, type: integer }
     parent: { table: people, column: person_id }
     columns: [{ name: body, category: contact.email }]
     erasure: anonymise
     restriction_column: restricted_at
+    restriction_reasons_column: restriction_reasons
 "#;
 
     #[test]
@@ -644,8 +656,8 @@ tables:
             ),
             (
                 MINIMAL.replace(
-                    "restriction_column: restricted_at\n  - name",
-                    "restriction_column: restricted_at\n    colour: red\n  - name",
+                    "restriction_reasons_column: restriction_reasons\n  - name",
+                    "restriction_reasons_column: restriction_reasons\n    colour: red\n  - name",
                 ),
                 "(syntax)",
             ),

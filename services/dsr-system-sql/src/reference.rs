@@ -230,6 +230,7 @@ impl Reference {
                         text("personnummer"),
                         date("relationship_ended_on"),
                         restricted(),
+                        text("restriction_reasons"),
                         text("objected_purposes"),
                     ],
                 )
@@ -251,6 +252,7 @@ impl Reference {
                         date("expires_on"),
                         date("relationship_ended_on"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .foreign_key(&mut fk(
@@ -270,6 +272,7 @@ impl Reference {
                         boolean("relative_is_pep"),
                         date("relationship_ended_on"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .foreign_key(&mut fk(
@@ -289,6 +292,7 @@ impl Reference {
                         text("dietary_preferences"),
                         text("allergies"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .foreign_key(&mut fk(
@@ -307,6 +311,7 @@ impl Reference {
                         text("ip_address"),
                         text("responded_at"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .foreign_key(&mut fk(
@@ -326,6 +331,7 @@ impl Reference {
                         text("score_factors"),
                         date("last_interaction_on"),
                         restricted(),
+                        text("restriction_reasons"),
                         text("objected_purposes"),
                     ],
                 )
@@ -339,6 +345,7 @@ impl Reference {
                         date("occurred_on"),
                         text("detail"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .foreign_key(&mut fk(
@@ -362,6 +369,7 @@ impl Reference {
                         text("city"),
                         date("last_letter_on"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .to_owned(),
@@ -374,6 +382,7 @@ impl Reference {
                         text("template"),
                         text("subject"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .foreign_key(&mut fk(
@@ -396,6 +405,7 @@ impl Reference {
                         text("personnummer"),
                         date("last_case_closed_on"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .to_owned(),
@@ -411,6 +421,7 @@ impl Reference {
                         date("closed_on"),
                         int("claim_amount_sek"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .foreign_key(&mut fk(
@@ -429,6 +440,7 @@ impl Reference {
                         date("filed_on"),
                         date("case_closed_on"),
                         restricted(),
+                        text("restriction_reasons"),
                     ],
                 )
                 .foreign_key(&mut fk(
@@ -446,7 +458,9 @@ impl Reference {
     /// describes it (a site visit 1 point, an information request 5, an
     /// event 10; points older than 12 months count half): prospects that
     /// objected to direct marketing lose their score and are never scored
-    /// again; new prospects (no score yet) are scored. Returns (scored,
+    /// again; new prospects (no score yet) are scored, unless their
+    /// processing is restricted (Art. 18(2): storage only; they are scored
+    /// once the restriction is lifted). Returns (scored,
     /// cleared). Other systems have nothing to score.
     pub async fn score_prospects(
         self,
@@ -473,7 +487,7 @@ impl Reference {
                 .query_all_raw(sea_orm::Statement::from_string(
                     backend,
                     format!(
-                        "SELECT id FROM prospects WHERE lead_score IS NULL AND (objected_purposes IS NULL OR NOT {objected}) ORDER BY id LIMIT 500"
+                        "SELECT id FROM prospects WHERE lead_score IS NULL AND restricted_at IS NULL AND (objected_purposes IS NULL OR NOT {objected}) ORDER BY id LIMIT 500"
                     ),
                 ))
                 .await?;

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Months, NaiveDate, Utc};
 use dsr_connector::instruction::Instruction;
 use dsr_connector::operations::{self, Claim, Operation, Operations};
+use dsr_connector::restriction::{Reason, Reasons};
 use dsr_connector::signing::ReceiptSigner;
 use dsr_connector::suppression::Suppressions;
+use dsr_domain::clock::Clock;
 use dsr_domain::identity::{Identity, Organisationsnummer};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, Value};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, TransactionTrait};
@@ -111,6 +113,8 @@ pub struct RecordData {
     pub fields: Vec<FieldValue>,
     /// Restricted.
     pub restricted: bool,
+    /// Why it is restricted (empty when it is not).
+    pub restriction: Reasons,
     /// Purposes objected to.
     pub objected: Vec<String>,
     /// The date its retention period runs from, once the anchor event has
@@ -157,6 +161,49 @@ pub struct Retained {
     pub legal_ground: String,
     /// Until when, when the period has begun.
     pub until: Option<NaiveDate>,
+    /// Why it is kept (and restricted).
+    pub reason: Reason,
+}
+
+/// What a write did to one record it was asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordResult {
+    /// Erased by the method given.
+    Erased(Method),
+    /// Anonymised.
+    Anonymised,
+    /// Kept (see the receipt's retained records).
+    Retained,
+    /// No acceptable method.
+    Refused,
+    /// No such record of the controller.
+    NotFound,
+    /// Changed as asked.
+    Applied,
+    /// Found, nothing to change.
+    Unchanged,
+}
+
+/// One record's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// The record.
+    pub reference: RecordRef,
+    /// What was done.
+    pub result: RecordResult,
+}
+
+/// The controller's order to keep a record over an erasure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetainOrder {
+    /// The record.
+    pub record: RecordRef,
+    /// The legal ground.
+    pub ground: String,
+    /// Until when.
+    pub until: Option<NaiveDate>,
+    /// Retention or hold.
+    pub reason: Reason,
 }
 
 /// What a write reports, to be signed.
@@ -174,6 +221,8 @@ pub struct ReceiptData {
     pub stores: Vec<StoreOutcome>,
     /// Kept records.
     pub retained: Vec<Retained>,
+    /// Per record asked about.
+    pub records: Vec<RecordOutcome>,
     /// When the data stopped being visible.
     pub hidden_at: DateTime<Utc>,
     /// When backups holding it expire.
@@ -235,8 +284,8 @@ pub enum Write {
         records: Vec<RecordRef>,
         /// Acceptable methods.
         acceptable: BTreeSet<Method>,
-        /// Retention orders: record, ground, until.
-        retain: Vec<(RecordRef, String, Option<NaiveDate>)>,
+        /// Retention orders.
+        retain: Vec<RetainOrder>,
     },
     /// Correct fields: record, column, value.
     Rectify(Vec<(RecordRef, String, String)>),
@@ -246,6 +295,8 @@ pub enum Write {
         records: Vec<RecordRef>,
         /// Lift instead.
         lift: bool,
+        /// Which restriction: an Art. 18 request or a hold.
+        basis: Reason,
     },
     /// Object to purposes.
     Object {
@@ -290,6 +341,7 @@ pub struct SqlSystem {
     signer: ReceiptSigner,
     codec: Arc<dyn ReceiptCodec>,
     suppressions: Suppressions,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for SqlSystem {
@@ -326,7 +378,20 @@ impl SqlSystem {
             controllers,
             signer,
             codec,
+            clock: Clock::system(),
         }
+    }
+
+    /// The same system, on `clock` (retention dates, restriction times,
+    /// receipts).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The manifest.
@@ -610,6 +675,7 @@ impl SqlSystem {
         sel.expr(text_col(&t.primary_key.column))
             .from(Alias::new(&t.name));
         sel.expr(text_col(&t.restriction_column));
+        sel.expr(text_col(&t.restriction_reasons_column));
         sel.expr(
             t.objection_column
                 .as_deref()
@@ -634,7 +700,8 @@ impl SqlSystem {
         for row in rows {
             let key = get_text(&row, 0)?.unwrap_or_default();
             let restricted = get_text(&row, 1)?.is_some();
-            let objected = get_text(&row, 2)?
+            let restriction = reasons_of(restricted, get_text(&row, 2)?.as_deref());
+            let objected = get_text(&row, 3)?
                 .map(|s| {
                     s.split(',')
                         .filter(|p| !p.is_empty())
@@ -642,7 +709,7 @@ impl SqlSystem {
                         .collect()
                 })
                 .unwrap_or_default();
-            let retention_anchor = get_text(&row, 3)?.and_then(|a| {
+            let retention_anchor = get_text(&row, 4)?.and_then(|a| {
                 NaiveDate::parse_from_str(a.get(..10).unwrap_or(&a), "%Y-%m-%d").ok()
             });
             let mut fields = Vec::with_capacity(columns.len());
@@ -650,7 +717,7 @@ impl SqlSystem {
                 fields.push(FieldValue {
                     name: c.name.clone(),
                     category: c.category.clone(),
-                    value: get_text(&row, i + 4)?,
+                    value: get_text(&row, i + 5)?,
                 });
             }
             out.push(RecordData {
@@ -660,6 +727,7 @@ impl SqlSystem {
                 },
                 fields,
                 restricted,
+                restriction,
                 objected,
                 retention_anchor,
             });
@@ -675,7 +743,7 @@ impl SqlSystem {
                 retain,
             } => {
                 self.check_refs(records, "records")?;
-                let orders: Vec<RecordRef> = retain.iter().map(|(r, _, _)| r.clone()).collect();
+                let orders: Vec<RecordRef> = retain.iter().map(|o| o.record.clone()).collect();
                 self.check_refs(&orders, "retain")?;
                 let mut v = Vec::new();
                 if acceptable.is_empty() {
@@ -684,9 +752,16 @@ impl SqlSystem {
                         "at least one method".to_owned(),
                     ));
                 }
-                for (i, (_, ground, _)) in retain.iter().enumerate() {
-                    if ground.trim().is_empty() {
+                for (i, o) in retain.iter().enumerate() {
+                    if o.ground.trim().is_empty() {
                         v.push((format!("retain[{i}].legal_ground"), "required".to_owned()));
+                    }
+                    if o.reason == Reason::Request {
+                        v.push((
+                            format!("retain[{i}].reason"),
+                            "RETENTION or HOLD; an Art. 18 restriction is placed with Restrict"
+                                .to_owned(),
+                        ));
                     }
                 }
                 if v.is_empty() {
@@ -720,7 +795,17 @@ impl SqlSystem {
                     Err(Error::InvalidArgument(v))
                 }
             }
-            Write::Restrict { records, .. } => self.check_refs(records, "records"),
+            Write::Restrict { records, basis, .. } => {
+                self.check_refs(records, "records")?;
+                if *basis == Reason::Retention {
+                    return Err(Error::InvalidArgument(vec![(
+                        "basis".to_owned(),
+                        "REQUEST or HOLD; a retention comes with an erasure's retention order"
+                            .to_owned(),
+                    )]));
+                }
+                Ok(())
+            }
             Write::Object { records, purposes } => {
                 self.check_refs(records, "records")?;
                 if purposes.is_empty() {
@@ -767,10 +852,10 @@ impl SqlSystem {
             Write::Rectify(c) => c.len(),
         };
         self.ops.start(&id, total as u64).await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         let result = self.apply(&instruction.controller, &write, now).await;
         match result {
-            Ok((stores, retained)) => {
+            Ok((stores, retained, records)) => {
                 let backup_days = u64::from(self.manifest.system.backup_retention_days);
                 let receipt = ReceiptData {
                     system_id: self.manifest.system.id.clone(),
@@ -779,9 +864,10 @@ impl SqlSystem {
                     action,
                     stores,
                     retained,
+                    records,
                     hidden_at: now,
                     backup_expiry: now + chrono::Days::new(backup_days),
-                    completed_at: Utc::now(),
+                    completed_at: self.clock.now(),
                 };
                 let signed = self.signer.sign(self.codec.encode(&receipt));
                 Ok(self.ops.succeed(&id, total as u64, signed).await?)
@@ -801,16 +887,37 @@ impl SqlSystem {
         controller: &Organisationsnummer,
         write: &Write,
         now: DateTime<Utc>,
-    ) -> Result<(Vec<StoreOutcome>, Vec<Retained>), Error> {
+    ) -> Result<(Vec<StoreOutcome>, Vec<Retained>, Vec<RecordOutcome>), Error> {
         let txn = self.db.begin().await?;
         let mut stores = Vec::new();
         let mut retained = Vec::new();
+        let mut outcomes = Vec::new();
         let by_table = |refs: &[RecordRef]| {
             let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
             for r in refs {
                 m.entry(r.store.clone()).or_default().push(r.key.clone());
             }
             m
+        };
+        // Every record asked about and not matched is reported as not found.
+        let not_found = |t: &str, keys: &[String], matched: &BTreeSet<&str>| {
+            keys.iter()
+                .filter(|k| !matched.contains(k.as_str()))
+                .map(|k| RecordOutcome {
+                    reference: RecordRef {
+                        store: t.to_owned(),
+                        key: k.clone(),
+                    },
+                    result: RecordResult::NotFound,
+                })
+                .collect::<Vec<_>>()
+        };
+        let outcome_of = |t: &str, k: &str, result: RecordResult| RecordOutcome {
+            reference: RecordRef {
+                store: t.to_owned(),
+                key: k.to_owned(),
+            },
+            result,
         };
         match write {
             Write::Erase {
@@ -819,70 +926,84 @@ impl SqlSystem {
                 retain,
             } => {
                 let groups = by_table(records);
-                let orders: BTreeMap<RecordRef, (String, Option<NaiveDate>)> = retain
-                    .iter()
-                    .map(|(r, g, u)| (r.clone(), (g.clone(), *u)))
-                    .collect();
+                let orders: BTreeMap<&RecordRef, &RetainOrder> =
+                    retain.iter().map(|o| (&o.record, o)).collect();
+                let today = now.date_naive();
                 for t in self.manifest.children_first() {
                     let Some(keys) = groups.get(&t.name) else {
                         continue;
                     };
-                    let matched = self.matched(&txn, t, keys, controller).await?;
+                    let matched = self.restriction_of(&txn, t, keys, controller).await?;
+                    let found: BTreeSet<&str> = matched.iter().map(|(k, _)| k.as_str()).collect();
+                    outcomes.extend(not_found(&t.name, keys, &found));
                     let cats: BTreeSet<String> =
                         t.categories().into_iter().map(str::to_owned).collect();
-                    // A record is kept when the controller orders it, or
-                    // when the system's own rule keeps its table and the
-                    // period has not ended (no anchor yet, or its end ahead).
-                    let today = now.date_naive();
+                    // A record is kept when the controller orders it; when an
+                    // Art. 18 request or a hold restricts it (whatever the
+                    // date: those end only when lifted); or when the
+                    // system's own rule keeps its table and the period has
+                    // not ended (no anchor yet, or its end ahead). A record
+                    // restricted only for retention is erased once its
+                    // period has ended: that is its deferred erasure.
                     let mut kept = Vec::new();
                     let mut erase = Vec::new();
-                    for k in &matched {
+                    for (k, current) in &matched {
                         let r = RecordRef {
                             store: t.name.clone(),
                             key: k.clone(),
                         };
-                        let keep = match (orders.get(&r), &t.retain) {
-                            (Some((g, u)), _) => Some((g.clone(), *u)),
-                            (None, Some(spec)) if t.erasure == ErasureAction::Retain => {
+                        let keep = match (orders.get(&r), current.protecting(), &t.retain) {
+                            (Some(o), _, _) => Some((o.ground.clone(), o.until, o.reason)),
+                            (None, Some(p), _) => Some((protected_ground(p).to_owned(), None, p)),
+                            (None, None, Some(spec)) if t.erasure == ErasureAction::Retain => {
                                 let until = self
                                     .anchor_until(&txn, t, k, &spec.anchor_column, spec.months)
                                     .await?;
                                 until
                                     .is_none_or(|u| u >= today)
-                                    .then(|| (spec.legal_ground.clone(), until))
+                                    .then(|| (spec.legal_ground.clone(), until, Reason::Retention))
                             }
-                            (None, _) => None,
+                            (None, None, _) => None,
                         };
                         match keep {
-                            Some((ground, until)) => {
-                                kept.push(k.clone());
+                            Some((ground, until, reason)) => {
+                                kept.push((k.clone(), current.clone(), reason));
+                                outcomes.push(outcome_of(&t.name, k, RecordResult::Retained));
                                 retained.push(Retained {
                                     reference: r,
                                     categories: cats.clone(),
                                     legal_ground: ground,
                                     until,
+                                    reason,
                                 });
                             }
                             None => erase.push(k.clone()),
                         }
                     }
-                    self.set_restriction(&txn, t, &kept, Some(now)).await?;
+                    for (k, current, reason) in kept {
+                        self.change_restriction(&txn, t, &k, &current, reason, true, now)
+                            .await?;
+                    }
                     let method = match t.erasure {
-                        ErasureAction::Nullify => Some(Method::Nullify),
-                        ErasureAction::Anonymise => Some(Method::Anonymise),
+                        ErasureAction::Nullify => Method::Nullify,
+                        ErasureAction::Anonymise => Method::Anonymise,
                         // A retained table's records whose period has ended
                         // are deleted.
-                        ErasureAction::Delete | ErasureAction::Retain => Some(Method::Delete),
+                        ErasureAction::Delete | ErasureAction::Retain => Method::Delete,
                     };
-                    let (affected, refused) = match method {
-                        Some(m) if acceptable.contains(&m) => {
-                            (self.erase_rows(&txn, t, &erase, m).await?, 0)
-                        }
-                        Some(_) => (0, erase.len() as u64),
-                        None => (0, 0),
+                    let (affected, refused) = if acceptable.contains(&method) {
+                        (self.erase_rows(&txn, t, &erase, method).await?, 0)
+                    } else {
+                        (0, erase.len() as u64)
                     };
-                    let method =
-                        method.filter(|_| !erase.is_empty() || t.erasure != ErasureAction::Retain);
+                    let result = match method {
+                        _ if refused > 0 => RecordResult::Refused,
+                        Method::Anonymise => RecordResult::Anonymised,
+                        m @ (Method::Delete | Method::Nullify) => RecordResult::Erased(m),
+                    };
+                    outcomes.extend(erase.iter().map(|k| outcome_of(&t.name, k, result)));
+                    let method = Some(method)
+                        .filter(|_| !erase.is_empty() || t.erasure != ErasureAction::Retain);
                     stores.push(StoreOutcome {
                         store: t.name.clone(),
                         categories: cats,
@@ -893,15 +1014,34 @@ impl SqlSystem {
                     });
                 }
             }
-            Write::Restrict { records, lift } => {
+            Write::Restrict {
+                records,
+                lift,
+                basis,
+            } => {
                 for (store, keys) in by_table(records) {
                     let Some(t) = self.manifest.table(&store) else {
                         continue;
                     };
-                    let matched = self.matched(&txn, t, &keys, controller).await?;
-                    let affected = self
-                        .set_restriction(&txn, t, &matched, (!lift).then_some(now))
-                        .await?;
+                    let matched = self.restriction_of(&txn, t, &keys, controller).await?;
+                    let found: BTreeSet<&str> = matched.iter().map(|(k, _)| k.as_str()).collect();
+                    outcomes.extend(not_found(&t.name, &keys, &found));
+                    let mut affected = 0;
+                    for (k, current) in &matched {
+                        let changed = self
+                            .change_restriction(&txn, t, k, current, *basis, !lift, now)
+                            .await?;
+                        affected += u64::from(changed);
+                        outcomes.push(outcome_of(
+                            &t.name,
+                            k,
+                            if changed {
+                                RecordResult::Applied
+                            } else {
+                                RecordResult::Unchanged
+                            },
+                        ));
+                    }
                     stores.push(self.outcome(t, matched.len(), affected));
                 }
             }
@@ -911,6 +1051,8 @@ impl SqlSystem {
                         continue;
                     };
                     let matched = self.matched(&txn, t, &keys, controller).await?;
+                    let found: BTreeSet<&str> = matched.iter().map(String::as_str).collect();
+                    outcomes.extend(not_found(&t.name, &keys, &found));
                     let affected = match &t.objection_column {
                         Some(col) => {
                             self.add_objections(&txn, t, col, &matched, purposes)
@@ -918,6 +1060,12 @@ impl SqlSystem {
                         }
                         None => 0,
                     };
+                    let result = if t.objection_column.is_some() {
+                        RecordResult::Applied
+                    } else {
+                        RecordResult::Unchanged
+                    };
+                    outcomes.extend(matched.iter().map(|k| outcome_of(&t.name, k, result)));
                     // The objection holds for the person's records that
                     // arrive later: their identities join the suppression
                     // list (as hashes).
@@ -930,6 +1078,7 @@ impl SqlSystem {
             }
             Write::Rectify(changes) => {
                 let mut per_store: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+                let mut per_record: BTreeMap<RecordRef, RecordResult> = BTreeMap::new();
                 for (r, col, value) in changes {
                     let Some(t) = self.manifest.table(&r.store) else {
                         continue;
@@ -940,6 +1089,9 @@ impl SqlSystem {
                     let entry = per_store.entry(t.name.clone()).or_default();
                     entry.0 += matched.len();
                     if matched.is_empty() {
+                        per_record
+                            .entry(r.clone())
+                            .or_insert(RecordResult::NotFound);
                         continue;
                     }
                     let value = match t.identities.iter().find(|c| c.column == *col) {
@@ -964,16 +1116,22 @@ impl SqlSystem {
                         .execute_raw(txn.get_database_backend().build(&upd))
                         .await?;
                     entry.1 += res.rows_affected();
+                    per_record.insert(r.clone(), RecordResult::Applied);
                 }
                 for (store, (matched, affected)) in per_store {
                     if let Some(t) = self.manifest.table(&store) {
                         stores.push(self.outcome(t, matched, affected));
                     }
                 }
+                outcomes.extend(
+                    per_record
+                        .into_iter()
+                        .map(|(reference, result)| RecordOutcome { reference, result }),
+                );
             }
         }
         txn.commit().await?;
-        Ok((stores, retained))
+        Ok((stores, retained, outcomes))
     }
 
     /// Starts a retention sweep in the background and returns its operation:
@@ -1002,7 +1160,7 @@ impl SqlSystem {
         let op = self.ops.start(&id, 0).await?;
         let this = self.clone();
         tokio::spawn(tracing::Instrument::in_current_span(async move {
-            let now = Utc::now();
+            let now = this.clock.now();
             match this
                 .run_sweep(
                     &id,
@@ -1021,12 +1179,13 @@ impl SqlSystem {
                         action: Action::Sweep,
                         stores,
                         retained: Vec::new(),
+                        records: Vec::new(),
                         hidden_at: now,
                         backup_expiry: now
                             + chrono::Days::new(u64::from(
                                 this.manifest.system.backup_retention_days,
                             )),
-                        completed_at: Utc::now(),
+                        completed_at: this.clock.now(),
                     };
                     let signed = this.signer.sign(this.codec.encode(&receipt));
                     if let Err(e) = this.ops.succeed(&id, done, signed).await {
@@ -1171,16 +1330,37 @@ impl SqlSystem {
 
     /// The rows a sweep for `controller` may remove: the controller's, and
     /// rows whose parent is gone (their retention rule still applies, and no
-    /// controller's scope would otherwise reach them); never a restricted
-    /// row (Art. 18: kept for the person's legal claims, under a legal hold,
-    /// or retained over an erasure until its deferred erasure).
+    /// controller's scope would otherwise reach them); a restricted row only
+    /// when it is restricted for retention alone (kept over an erasure
+    /// until its date, which the sweep's rule checks), never one under an
+    /// Art. 18 request or a legal hold.
     fn sweep_scope(&self, t: &TableSpec, controller: &Organisationsnummer) -> Option<Expr> {
         let scope = self.scope_as(t, controller, true)?;
         let scope = match &t.parent {
             Some(p) => scope.or(Expr::col(Alias::new(&p.column)).is_null()),
             None => scope,
         };
-        Some(scope.and(Expr::col(Alias::new(&t.restriction_column)).is_null()))
+        let unprotected = Expr::col(Alias::new(&t.restriction_column))
+            .is_null()
+            .or(Expr::col(Alias::new(&t.restriction_reasons_column)).eq(Reasons::retention_only()));
+        Some(scope.and(unprotected))
+    }
+
+    /// The condition a system's own processing for `purpose` (scoring,
+    /// selections, marketing, exports to others) puts on `t`'s rows: not
+    /// restricted (Art. 18(2): storage only), and not objected to for that
+    /// purpose (Art. 21). The reference CRM's lead scoring selects with it;
+    /// docs/manifest.md gives it as SQL for a system's own jobs.
+    pub fn may_process(&self, t: &TableSpec, purpose: &str) -> Expr {
+        let mut c = Expr::col(Alias::new(&t.restriction_column)).is_null();
+        if let Some(col) = &t.objection_column {
+            c = c.and(
+                Expr::col(Alias::new(col))
+                    .is_null()
+                    .or(Expr::col(Alias::new(col)).not_like(format!("%{purpose}%"))),
+            );
+        }
+        c
     }
 
     /// The keys among `keys` that exist and belong to `controller`.
@@ -1233,27 +1413,86 @@ impl SqlSystem {
             .and_then(|d| d.checked_add_months(Months::new(months))))
     }
 
-    async fn set_restriction<C: ConnectionTrait>(
+    /// The keys among `keys` that exist for `controller` (or whose parent
+    /// is gone: a record retained over an erasure outlives its parent, and
+    /// its deferred erasure must still reach it), each with why it is
+    /// restricted.
+    async fn restriction_of<C: ConnectionTrait>(
         &self,
         conn: &C,
         t: &TableSpec,
         keys: &[String],
-        at: Option<DateTime<Utc>>,
-    ) -> Result<u64, DbErr> {
-        let mut affected = 0;
+        controller: &Organisationsnummer,
+    ) -> Result<Vec<(String, Reasons)>, DbErr> {
+        let mut out = Vec::new();
         for chunk in keys.chunks(CHUNK) {
-            let mut upd = Query::update();
-            upd.table(Alias::new(&t.name))
-                .value(Alias::new(&t.restriction_column), at)
+            let mut sel = Query::select();
+            sel.expr(text_col(&t.primary_key.column))
+                .expr(text_col(&t.restriction_column))
+                .expr(text_col(&t.restriction_reasons_column))
+                .from(Alias::new(&t.name))
                 .and_where(
                     Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk)),
                 );
-            affected += conn
-                .execute_raw(conn.get_database_backend().build(&upd))
-                .await?
-                .rows_affected();
+            if let Some(scope) = self.scope(t, controller) {
+                let scope = match &t.parent {
+                    Some(p) => scope.or(Expr::col(Alias::new(&p.column)).is_null()),
+                    None => scope,
+                };
+                sel.and_where(scope);
+            }
+            for row in self.query(conn, &sel).await? {
+                if let Some(k) = get_text(&row, 0)? {
+                    let restricted = get_text(&row, 1)?.is_some();
+                    let reasons = reasons_of(restricted, get_text(&row, 2)?.as_deref());
+                    out.push((k, reasons));
+                }
+            }
         }
-        Ok(affected)
+        Ok(out)
+    }
+
+    /// Adds (`place`) or removes `reason` on one row whose reasons are
+    /// `current`: the reasons column records every reason that holds, the
+    /// restriction column when the first was placed (cleared with the
+    /// last). Returns whether the row changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn change_restriction<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        t: &TableSpec,
+        key: &str,
+        current: &Reasons,
+        reason: Reason,
+        place: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbErr> {
+        let mut next = current.clone();
+        if place {
+            next.add(reason);
+        } else {
+            next.remove(reason);
+        }
+        if next == *current {
+            return Ok(false);
+        }
+        let mut upd = Query::update();
+        upd.table(Alias::new(&t.name))
+            .value(Alias::new(&t.restriction_reasons_column), next.encode());
+        if next.is_empty() {
+            upd.value(
+                Alias::new(&t.restriction_column),
+                Option::<DateTime<Utc>>::None,
+            );
+        } else if current.is_empty() {
+            upd.value(Alias::new(&t.restriction_column), Some(now));
+        }
+        upd.and_where(
+            Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, &[key.to_owned()])),
+        );
+        conn.execute_raw(conn.get_database_backend().build(&upd))
+            .await?;
+        Ok(true)
     }
 
     async fn erase_rows<C: ConnectionTrait>(
@@ -1460,5 +1699,29 @@ impl SqlSystem {
                 .rows_affected();
         }
         Ok(affected)
+    }
+}
+
+/// Why a row is restricted, from its restriction and reasons columns: a
+/// row restricted without a recorded reason (by hand, or before reasons
+/// were recorded) counts as under an Art. 18 request, so that nothing
+/// erases it by date.
+fn reasons_of(restricted: bool, stored: Option<&str>) -> Reasons {
+    let reasons = stored.map(Reasons::decode).unwrap_or_default();
+    if restricted && reasons.is_empty() {
+        Reasons::of([Reason::Request])
+    } else {
+        reasons
+    }
+}
+
+/// The ground recorded for a record an erasure leaves because of its
+/// restriction.
+fn protected_ground(r: Reason) -> &'static str {
+    match r {
+        Reason::Hold => "legal hold: kept until the hold is lifted",
+        Reason::Request | Reason::Retention => {
+            "GDPR Art. 18: processing restricted at the person's request; kept until the restriction is lifted"
+        }
     }
 }

@@ -424,6 +424,7 @@ async fn crm_locate_access_erase_restrict_over_grpc() {
             records: recs.clone(),
             lift: false,
             reason: "accuracy contested".into(),
+            basis: pb::RestrictionReason::Request as i32,
         }))
         .await
         .unwrap()
@@ -435,15 +436,104 @@ async fn crm_locate_access_erase_restrict_over_grpc() {
         .client
         .access(s.req(pb::AccessRequest {
             instruction: header("crm", q.controller, "access-0002"),
-            records: recs,
+            records: recs.clone(),
             portable_only: false,
         }))
         .await
         .unwrap()
         .into_inner();
     while let Some(batch) = stream.message().await.unwrap() {
-        assert!(batch.records.iter().all(|r| r.restricted));
+        assert!(batch.records.iter().all(|r| r.restricted
+            && r.restriction_reasons == vec![pb::RestrictionReason::Request as i32]));
     }
+
+    // an erasure leaves records under an Art. 18 restriction, and says so
+    // per record; once the restriction is lifted, the next one erases
+    let erase = |key: &str| pb::EraseRequest {
+        instruction: header("crm", q.controller, key),
+        records: recs.clone(),
+        acceptable_methods: vec![
+            pb::ErasureMethod::Delete as i32,
+            pb::ErasureMethod::Anonymise as i32,
+        ],
+        retain: vec![],
+    };
+    let receipt_of =
+        |op: pb::Operation| pb::Receipt::decode(op.receipt.unwrap().payload.as_slice()).unwrap();
+    let kept = receipt_of(
+        s.client
+            .erase(s.req(erase("erase-kept-0001")))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap(),
+    );
+    assert_eq!(kept.records.len(), recs.len());
+    assert!(
+        kept.records
+            .iter()
+            .all(|o| o.result == pb::RecordResult::Retained as i32)
+    );
+    assert!(
+        kept.retained
+            .iter()
+            .all(|x| x.reason == pb::RestrictionReason::Request as i32
+                && x.legal_ground.contains("Art. 18"))
+    );
+    s.client
+        .restrict(s.req(pb::RestrictRequest {
+            instruction: header("crm", q.controller, "lift-0001"),
+            records: recs.clone(),
+            lift: true,
+            reason: "Art. 18(3)".into(),
+            basis: pb::RestrictionReason::Request as i32,
+        }))
+        .await
+        .unwrap();
+    let gone = receipt_of(
+        s.client
+            .erase(s.req(erase("erase-gone-0001")))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap(),
+    );
+    assert_eq!(gone.records.len(), recs.len());
+    assert!(gone.records.iter().all(|o| {
+        o.result == pb::RecordResult::Erased as i32
+            || o.result == pb::RecordResult::Anonymised as i32
+            || o.result == pb::RecordResult::Retained as i32
+    }));
+    assert!(
+        gone.retained
+            .iter()
+            .all(|x| x.reason == pb::RestrictionReason::Retention as i32),
+        "only what the system's own rule retains stays"
+    );
+    let again = receipt_of(
+        s.client
+            .erase(s.req(erase("erase-again-0001")))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap(),
+    );
+    assert!(
+        again
+            .records
+            .iter()
+            .filter(|o| o.result == pb::RecordResult::NotFound as i32)
+            .count()
+            >= gone
+                .records
+                .iter()
+                .filter(|o| o.result == pb::RecordResult::Erased as i32)
+                .count(),
+        "what was erased is not found again"
+    );
 
     // malformed input names the field
     let err = s

@@ -23,8 +23,8 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use crate::mesh::{
-    Call, CallError, Challenge, Discovery, Erasure, Executed, Export, PackageRef, Planned, Store,
-    SubjectMap, SystemFound, Verification,
+    Call, CallError, Challenge, Discovery, Discrepancy, Erasure, Executed, Export, PackageRef,
+    Planned, Store, SubjectMap, SystemFound, Verification,
 };
 
 /// Where the other services are.
@@ -426,8 +426,50 @@ fn erased(e: Option<era::Execution>) -> Result<Executed, CallError> {
         refused: e.systems.iter().map(|s| s.refused).sum(),
         retained: e.retained_count,
         next_deferred_on: kit::date(e.next_deferred_on),
+        discrepancies: e.discrepancies.iter().map(discrepancy_from_pb).collect(),
         system_ids: e.systems.into_iter().map(|s| s.system_id).collect(),
     })
+}
+
+fn discrepancy_from_pb(d: &era::Discrepancy) -> Discrepancy {
+    let record = d.record.clone().unwrap_or_default();
+    let kept = d.observed == sys::RecordResult::Retained as i32;
+    Discrepancy {
+        system_id: d.system_id.clone(),
+        store: record.store,
+        key: record.key,
+        phase: d.phase.clone(),
+        expected: match era::Expectation::try_from(d.expected) {
+            Ok(era::Expectation::Retained) => "retained",
+            Ok(era::Expectation::Removed | era::Expectation::Unspecified) | Err(_) => "removed",
+        }
+        .into(),
+        observed: match sys::RecordResult::try_from(d.observed) {
+            Ok(sys::RecordResult::Erased) => "erased",
+            Ok(sys::RecordResult::Anonymised) => "anonymised",
+            Ok(sys::RecordResult::Retained) => "retained",
+            Ok(sys::RecordResult::Refused) => "refused",
+            Ok(sys::RecordResult::NotFound) => "not_found",
+            Ok(sys::RecordResult::Applied) => "applied",
+            Ok(sys::RecordResult::Unchanged) => "unchanged",
+            Ok(sys::RecordResult::Unspecified) | Err(_) => "not_reported",
+        }
+        .into(),
+        reason: kept
+            .then(
+                || match sys::RestrictionReason::try_from(d.restriction_reason) {
+                    Ok(sys::RestrictionReason::Request) => Some("request"),
+                    Ok(sys::RestrictionReason::Hold) => Some("hold"),
+                    Ok(sys::RestrictionReason::Retention) => Some("retention"),
+                    Ok(sys::RestrictionReason::Unspecified) | Err(_) => None,
+                },
+            )
+            .flatten()
+            .map(str::to_owned),
+        ground: (!d.legal_ground.is_empty()).then(|| d.legal_ground.clone()),
+        until: kit::date(d.retain_until),
+        receipt_id: d.receipt_id.clone(),
+    }
 }
 
 #[tonic::async_trait]

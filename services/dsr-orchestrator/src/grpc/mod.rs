@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, Validator};
 use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
 use dsr_domain::deadline::DeadlineError;
@@ -242,7 +242,12 @@ struct WriteFields {
     direct_marketing: bool,
 }
 
-fn write_order(kind: Kind, f: WriteFields, v: &mut Vec<(String, String)>) -> Option<WriteOrder> {
+fn write_order(
+    kind: Kind,
+    f: WriteFields,
+    now: DateTime<Utc>,
+    v: &mut Vec<(String, String)>,
+) -> Option<WriteOrder> {
     let given = !f.corrections.is_empty()
         || f.restriction_ground != 0
         || f.lift
@@ -318,11 +323,9 @@ fn write_order(kind: Kind, f: WriteFields, v: &mut Vec<(String, String)>) -> Opt
                     ));
                 }
                 match kit::time(f.person_informed_time) {
-                    Some(t) if t <= Utc::now() + chrono::Duration::minutes(5) => {
-                        Some(WriteOrder::Lift {
-                            person_informed_at: t,
-                        })
-                    }
+                    Some(t) if t <= now + chrono::Duration::minutes(5) => Some(WriteOrder::Lift {
+                        person_informed_at: t,
+                    }),
                     Some(_) => {
                         v.push((
                             "person_informed_time".into(),
@@ -413,6 +416,7 @@ fn state_to_pb(s: State) -> pb::State {
         State::Planning => pb::State::Planning,
         State::Executing => pb::State::Executing,
         State::CompletedWithRetained => pb::State::CompletedWithRetained,
+        State::AwaitingReview => pb::State::AwaitingReview,
         State::Rejected => pb::State::Rejected,
         State::Cancelled => pb::State::Cancelled,
     }
@@ -430,6 +434,7 @@ fn state_from_pb(s: i32) -> Option<State> {
         pb::State::Planning => State::Planning,
         pb::State::Executing => State::Executing,
         pb::State::CompletedWithRetained => State::CompletedWithRetained,
+        pb::State::AwaitingReview => State::AwaitingReview,
         pb::State::Rejected => State::Rejected,
         pb::State::Cancelled => State::Cancelled,
     })
@@ -500,6 +505,22 @@ pub fn request_to_pb(
         system_ids: r.system_ids.clone(),
         cancel_reason: r.cancel_reason.clone().unwrap_or_default(),
         retained_count: r.retained_count.unwrap_or(0),
+        discrepancies: r
+            .discrepancies
+            .iter()
+            .map(|d| pb::Discrepancy {
+                system_id: d.system_id.clone(),
+                store: d.store.clone(),
+                key: d.key.clone(),
+                phase: d.phase.clone(),
+                expected: d.expected.clone(),
+                observed: d.observed.clone(),
+                restriction_reason: d.reason.clone().unwrap_or_default(),
+                legal_ground: d.ground.clone().unwrap_or_default(),
+                retain_until: d.until.map(kit::date_to_pb),
+                receipt_id: d.receipt_id.clone(),
+            })
+            .collect(),
         write_order: r.write_order.as_ref().map(order_to_pb),
     }
 }
@@ -537,7 +558,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> 
 impl Handlers {
     async fn view(&self, r: &ledger::Request) -> Result<pb::DataSubjectRequest, Status> {
         let steps = self.d.ledger.steps(r).await.map_err(ledger_status)?;
-        Ok(request_to_pb(r, &steps, Utc::now().date_naive()))
+        Ok(request_to_pb(r, &steps, self.d.ledger.clock().today()))
     }
 
     fn changed(&self, id: &str) {
@@ -591,6 +612,7 @@ impl Requests for Handlers {
                     purposes,
                     direct_marketing,
                 },
+                self.d.ledger.clock().now(),
                 &mut v,
             ),
         };
@@ -654,7 +676,7 @@ impl Requests for Handlers {
                     verified,
                     write,
                 },
-                Utc::now().date_naive(),
+                self.d.ledger.clock().today(),
                 &actor,
             )
             .await
@@ -755,7 +777,7 @@ impl Requests for Handlers {
             state: state_from_pb(state),
             kind: kind_from_pb(kind),
             controller,
-            overdue_on: overdue.then(|| Utc::now().date_naive()),
+            overdue_on: overdue.then(|| self.d.ledger.clock().today()),
         };
         let size = if page.page_size == 0 {
             50
@@ -887,7 +909,7 @@ impl Requests for Handlers {
         let r = self
             .d
             .ledger
-            .extend(&id, months, &reason, Utc::now().date_naive(), &actor)
+            .extend(&id, months, &reason, self.d.ledger.clock().today(), &actor)
             .await
             .map_err(ledger_status)?;
         self.changed(&r.id);

@@ -7,6 +7,7 @@ mod m20261124_000002_work_queue;
 mod m20261201_000003_erasure;
 mod m20261201_000004_write_orders;
 mod m20261202_000005_trace_context;
+mod m20261202_000006_discrepancies;
 
 /// The migrations.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_erasure::Migration),
             Box::new(m20261201_000004_write_orders::Migration),
             Box::new(m20261202_000005_trace_context::Migration),
+            Box::new(m20261202_000006_discrepancies::Migration),
         ]
     }
 }
