@@ -2921,11 +2921,20 @@ async fn a_deferred_erasure_erases_on_its_date_and_a_restriction_or_a_difference
         ],
     ));
     assert!(printed.contains("state      completed"), "{printed}");
-    let printed = ok(&cli(
+    let out = cli(
         &data,
         base,
         &["request", "erase", "--email", &b_email, "--wait"],
-    ));
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        !out.status.success(),
+        "a request awaiting review is not done"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("awaits a case handler"),
+        "{out:?}"
+    );
     let b_req = request_id(&printed);
     assert!(printed.contains("state      awaiting_review"), "{printed}");
     let shown = ok(&cli(&data, base, &["request", "show", &b_req]));

@@ -843,6 +843,11 @@ async fn submit_with(
         r = p.get(&r.id).await?;
     }
     print_request(&r);
+    if r.state == pb::State::AwaitingReview as i32 {
+        bail!(
+            "the request awaits a case handler: what the systems did differs from the plan (the discrepancies above)"
+        );
+    }
     if r.state != pb::State::Completed as i32 && r.state != pb::State::CompletedWithRetained as i32
     {
         bail!("the request ended {}", state_name(r.state));
