@@ -534,9 +534,10 @@ impl Ledger {
     /// completed with records retained (their deferred erasure runs at
     /// once, and then on its date).
     pub async fn approve(&self, id: &str, actor: &str) -> Result<Request, Error> {
-        let action = match self.get(id).await?.state {
-            State::AwaitingReview => "reviewed",
-            _ => "approved",
+        let action = if self.get(id).await?.state == State::AwaitingReview {
+            "reviewed"
+        } else {
+            "approved"
         };
         self.change(id, actor, action.into(), |m, am| {
             let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
