@@ -321,6 +321,12 @@ fn portable_fields(zip_path: &Path) -> BTreeSet<(String, String)> {
 // Under `dsr up`.
 
 fn dsr_up(data: &Path, base: u16, db_url: Option<&str>) -> Proc {
+    dsr_up_with(data, base, db_url, None)
+}
+
+/// `dsr up`, with its clock started at `clock` when given (a rehearsal of
+/// a later date).
+fn dsr_up_with(data: &Path, base: u16, db_url: Option<&str>, clock: Option<&str>) -> Proc {
     let mut cmd = Command::new(DSR);
     cmd.args([
         "up",
@@ -333,6 +339,9 @@ fn dsr_up(data: &Path, base: u16, db_url: Option<&str>) -> Proc {
     ]);
     if let Some(u) = db_url {
         cmd.env("DSR_DATABASE__URL", u);
+    }
+    if let Some(c) = clock {
+        cmd.env("DSR_CLOCK", c);
     }
     // The systems' background jobs (suppression list, lead scoring) every
     // second rather than every 30.
@@ -2780,26 +2789,6 @@ async fn one_request_is_one_trace_across_the_mesh_with_no_identity_in_spans_or_l
     );
 }
 
-/// `dsr up` with its clock started at `clock` (a rehearsal of a later date).
-fn dsr_up_at(data: &Path, base: u16, db_url: Option<&str>, clock: &str) -> Proc {
-    let mut cmd = Command::new(DSR);
-    cmd.args([
-        "up",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--base-port",
-        &base.to_string(),
-        "--log-format",
-        "json",
-    ]);
-    if let Some(u) = db_url {
-        cmd.env("DSR_DATABASE__URL", u);
-    }
-    cmd.env("DSR_SYSTEM_SQL__JOBS_INTERVAL_SECS", "1");
-    cmd.env("DSR_CLOCK", clock);
-    Proc::spawn("dsr up (clock moved)", &mut cmd)
-}
-
 /// The state line of `dsr request show`, polled until it reads `want`.
 async fn wait_shown(data: &Path, base: u16, id: &str, want: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -2971,11 +2960,12 @@ async fn a_deferred_erasure_erases_on_its_date_and_a_restriction_or_a_difference
     // The clock moves past both retention dates; the mesh starts again on
     // the same data and the deferred erasures run by themselves.
     let later = a_until.max(b_until) + chrono::Days::new(2);
-    let up = dsr_up_at(
+    let later = later.to_string();
+    let up = dsr_up_with(
         &data,
         base,
         pg.as_ref().map(|p| p.url.as_str()),
-        &later.to_string(),
+        Some(&later),
     );
     ready(base + 7, &up).await;
     ready(base + 8, &up).await;

@@ -366,10 +366,17 @@ impl Eraser {
         let receipts = self.store.receipts(&h.request_id).await?;
         let (retained, next) = reconcile::remaining(&reconcile::standings(plan, &receipts));
         let discrepancies = reconcile::discrepancies(plan, &receipts, Some(phases));
-        for d in &discrepancies {
-            crate::metrics::discrepancy(&d.system_id, &d.phase);
+        // Counted once, when the execution is whole (an incomplete one is
+        // retried and would count its systems' discrepancies again).
+        let whole = systems
+            .iter()
+            .all(|(_, o)| matches!(o, SystemOutcome::Done(_)));
+        if whole {
+            for d in &discrepancies {
+                crate::metrics::discrepancy(&d.system_id, &d.phase);
+            }
         }
-        if !discrepancies.is_empty() {
+        if whole && !discrepancies.is_empty() {
             tracing::warn!(
                 request_id = %h.request_id,
                 count = discrepancies.len(),
@@ -385,12 +392,16 @@ impl Eraser {
         })
     }
 
-    /// Every discrepancy between the request's plan and its receipts so
-    /// far.
-    pub async fn discrepancies(&self, request_id: &str) -> Result<Vec<Discrepancy>, EraseError> {
+    /// A request's plan, with every discrepancy between it and the
+    /// receipts so far.
+    pub async fn reviewed_plan(
+        &self,
+        request_id: &str,
+    ) -> Result<(Plan, Vec<Discrepancy>), EraseError> {
         let plan = self.store.plan(request_id).await?;
         let receipts = self.store.receipts(request_id).await?;
-        Ok(reconcile::discrepancies(&plan, &receipts, None))
+        let found = reconcile::discrepancies(&plan, &receipts, None);
+        Ok((plan, found))
     }
 
     /// Erases the retained records whose date has passed by `as_of`.

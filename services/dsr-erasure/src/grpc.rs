@@ -739,13 +739,7 @@ impl Erasure for Handlers {
     ) -> Result<Response<pb::GetPlanResponse>, Status> {
         let id = req.into_inner().request_id;
         required_request_id(&id)?;
-        let plan = self
-            .eraser
-            .store()
-            .plan(&id)
-            .await
-            .map_err(|e| erase_status(e.into()))?;
-        let discrepancies = self.eraser.discrepancies(&id).await.map_err(erase_status)?;
+        let (plan, discrepancies) = self.eraser.reviewed_plan(&id).await.map_err(erase_status)?;
         Ok(Response::new(pb::GetPlanResponse {
             plan: Some(plan_to_pb(&plan, &discrepancies)),
         }))

@@ -1527,7 +1527,10 @@ impl SqlSystem {
                         cols.insert(&p.column);
                     }
                     for c in cols {
-                        upd.value(Alias::new(c), Option::<String>::None);
+                        // An untyped NULL: a bound text NULL is refused by
+                        // PostgreSQL for a column of another type (the
+                        // parent's bigint key).
+                        upd.value(Alias::new(c), Expr::cust("NULL"));
                     }
                     upd.and_where(cond);
                     conn.get_database_backend().build(&upd)

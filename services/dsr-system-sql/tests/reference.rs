@@ -633,6 +633,52 @@ async fn rectify_object_and_sweep() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
+    // Art. 18(2): the lead scoring leaves a restricted prospect unscored,
+    // and scores it once the restriction is lifted
+    let key = &prospect.key;
+    let score = |db: &TestDb| {
+        let q = format!("SELECT lead_score FROM prospects WHERE id = {key}");
+        let conn = db.db.clone();
+        async move {
+            let rows = conn
+                .query_all_raw(Statement::from_string(conn.get_database_backend(), q))
+                .await
+                .unwrap();
+            rows[0].try_get_by_index::<Option<i64>>(0).unwrap()
+        }
+    };
+    let restrict = |lift: bool, k: &str| pb::RestrictRequest {
+        instruction: header("crm", p.controller, k),
+        records: vec![prospect.clone()],
+        lift,
+        reason: "accuracy contested".into(),
+        basis: pb::RestrictionReason::Request as i32,
+    };
+    s.client
+        .restrict(s.req(restrict(false, "restrict-0101")))
+        .await
+        .unwrap();
+    db.db
+        .execute_unprepared(&format!(
+            "UPDATE prospects SET lead_score = NULL, score_factors = NULL WHERE id = {key}"
+        ))
+        .await
+        .unwrap();
+    let today = reference::base_date();
+    Reference::Crm.score_prospects(&db.db, today).await.unwrap();
+    assert_eq!(
+        score(&db).await,
+        None,
+        "a restricted prospect is not scored"
+    );
+    s.client
+        .restrict(s.req(restrict(true, "lift-0101")))
+        .await
+        .unwrap();
+    let (scored, _) = Reference::Crm.score_prospects(&db.db, today).await.unwrap();
+    assert!(scored >= 1);
+    assert!(score(&db).await.is_some(), "scored again once lifted");
+
     // object to direct marketing on the prospect entry
     let op = s
         .client
