@@ -2063,7 +2063,50 @@ async fn under_dsr_up_objection_rectification_and_restriction_reach_every_system
     assert!(told.contains("crm-vendor"), "{told}");
     assert!(told.contains("told through its system crm"), "{told}");
 
-    // Rectification reaches the CRM, with a verified receipt.
+    // A recipient of the CRM's data with no lawful transfer basis (India:
+    // no adequacy decision, no safeguard recorded): listed NOT LAWFUL.
+    let agent = dir.path().join("agent-in.toml");
+    std::fs::write(
+        &agent,
+        format!(
+            r#"[[recipient]]
+id = "collection-agent-in"
+name = "Debt-collection agent (India)"
+role = "agent"
+country = "IN"
+controllers = ["{SVERIGE}"]
+categories = ["contact.name", "contact.job_title"]
+systems = ["crm"]
+dpa_reference = "AGENCY-IN-2026-01"
+purpose = "collects claims from debtors in India"
+"#
+        ),
+    )
+    .unwrap();
+    ok(&cli(
+        &data,
+        base,
+        &["transfers", "put", "--file", agent.to_str().unwrap()],
+    ));
+    let listed = ok(&cli(&data, base, &["transfers", "list"]));
+    let entry = listed
+        .split("collection-agent-in")
+        .nth(1)
+        .expect("listed")
+        .split("\n")
+        .take(4)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        entry.contains("transfer: NOT LAWFUL") && entry.contains("x "),
+        "{listed}"
+    );
+    let shown = ok(&cli(&data, base, &["transfers", "get", "print-mail"]));
+    assert!(shown.contains("transfer: lawful"), "{shown}");
+
+    // Rectification reaches the CRM, with a verified receipt; the corrected
+    // data does not go to the recipient with no lawful transfer: the
+    // request and its notifications say why.
     let printed = ok(&cli(
         &data,
         base,
@@ -2096,6 +2139,28 @@ async fn under_dsr_up_objection_rectification_and_restriction_reach_every_system
     assert!(
         receipts.contains("rectify") && receipts.contains("verified yes"),
         "{receipts}"
+    );
+    assert!(
+        printed.contains("! not sent to collection-agent-in")
+            && printed.contains("no lawful transfer: refused"),
+        "{printed}"
+    );
+    let told = ok(&cli(
+        &data,
+        base,
+        &["request", "notifications", &request_id(&printed)],
+    ));
+    let line = told
+        .lines()
+        .find(|l| l.starts_with("collection-agent-in"))
+        .unwrap_or_else(|| panic!("{told}"));
+    assert!(
+        line.contains("NOT SENT: no lawful transfer (refused)"),
+        "{told}"
+    );
+    assert!(
+        told.contains("told through its system crm"),
+        "the lawful recipients are told: {told}"
     );
 
     // Restriction, then its lift once the person was told.
@@ -2134,8 +2199,91 @@ async fn under_dsr_up_objection_rectification_and_restriction_reach_every_system
     assert!(printed.contains("state      completed"), "{printed}");
     assert_eq!(count(&crm, &restricted).await, 0);
 
+    // Art. 18(2): a restricted prospect is stored, not processed. The CRM's
+    // scoring job scores a newcomer but not the restricted person (their
+    // score cleared, as when the model is run again); once lifted, they
+    // are scored again.
+    let found = rows(
+        &crm,
+        &format!(
+            "SELECT email FROM prospects WHERE controller_orgnr = '{SVERIGE}'
+               AND lead_score IS NOT NULL AND lower(email) <> lower('{who}')
+               AND objected_purposes IS NULL ORDER BY id LIMIT 1"
+        ),
+    )
+    .await;
+    let scored: String = found.first().unwrap().try_get("", "email").unwrap();
+    let printed = ok(&cli(
+        &data,
+        base,
+        &[
+            "request",
+            "restrict",
+            "--email",
+            &scored,
+            "--ground",
+            "unlawful-processing",
+            "--wait",
+        ],
+    ));
+    assert!(printed.contains("state      completed"), "{printed}");
+    exec(
+        &crm,
+        &format!(
+            "UPDATE prospects SET lead_score = NULL, score_factors = NULL WHERE email = '{scored}'"
+        ),
+    )
+    .await;
+    exec(
+        &crm,
+        &format!(
+            "INSERT INTO prospects (id, controller_orgnr, email, last_interaction_on) VALUES
+               (9000003, '{SVERIGE}', 'second.newcomer@example.se', '{today}')"
+        ),
+    )
+    .await;
+    eventually(
+        &crm,
+        "SELECT id FROM prospects WHERE id = 9000003 AND lead_score IS NOT NULL",
+        1,
+    )
+    .await;
+    assert_eq!(
+        count(
+            &crm,
+            &format!(
+                "SELECT id FROM prospects WHERE email = '{scored}' AND lead_score IS NOT NULL"
+            )
+        )
+        .await,
+        0,
+        "a restricted prospect is not scored"
+    );
+    let told_at = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    ok(&cli(
+        &data,
+        base,
+        &[
+            "request",
+            "restrict",
+            "--email",
+            &scored,
+            "--lift",
+            "--person-informed-at",
+            &told_at,
+            "--wait",
+        ],
+    ));
+    eventually(
+        &crm,
+        &format!("SELECT id FROM prospects WHERE email = '{scored}' AND lead_score IS NOT NULL"),
+        1,
+    )
+    .await;
+
     let logs = up.kill();
     assert!(!logs.contains(who.as_str()), "an identity in the logs");
+    assert!(!logs.contains(scored.as_str()), "an identity in the logs");
     drop(crm);
     if let Some(p) = pg {
         p.finish().await;

@@ -137,6 +137,11 @@ pub(crate) struct ErasureSection {
     pub sweep_every_hours: u64,
     /// Records per transaction at the systems during a sweep (1 to 10 000).
     pub sweep_batch_size: u32,
+    /// An Art. 19 notification or a correction to a recipient the transfer
+    /// registry finds no lawful transfer to: "refuse" (nothing is sent, the
+    /// request says why) or "review" (held until a case handler approves
+    /// it, the request waits for review).
+    pub unlawful_transfers: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -421,6 +426,7 @@ impl Default for Config {
                 service_token_issuer: "dsr-erasure".into(),
                 sweep_every_hours: 24,
                 sweep_batch_size: 1000,
+                unlawful_transfers: "refuse".into(),
             },
             group_file: String::new(),
             retention_file: String::new(),
@@ -706,6 +712,10 @@ impl Config {
         self.retention_policy()?;
         dsr_domain::clock::Clock::parse(&self.clock)
             .map_err(|e| anyhow::anyhow!("invalid configuration: clock: {e}"))?;
+        if dsr_erasure::model::UnlawfulTransfers::parse(&self.erasure.unlawful_transfers).is_none()
+        {
+            bail!("invalid configuration: erasure.unlawful_transfers must be refuse or review");
+        }
         if !(1..=10_000).contains(&self.erasure.sweep_batch_size) {
             bail!("invalid configuration: erasure.sweep_batch_size must be 1 to 10000");
         }

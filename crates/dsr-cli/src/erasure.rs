@@ -217,21 +217,82 @@ pub(crate) async fn show_notifications(
         println!("no recipients to notify (yet)");
     }
     for n in &resp.notifications {
-        let how = if n.channel == pb::NotificationChannel::DataSystem as i32 {
-            format!(
-                "told through its system {} (receipt {})",
-                n.system_id, n.receipt_id
-            )
-        } else if n.done_time.is_some() {
-            format!("task done by {}", n.done_by)
-        } else {
-            format!("task due {}", date(n.due_date.as_ref()))
-        };
+        print_notification(n);
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_notification(n: &pb::Notification) {
+    let transfer = pb::NotificationTransfer::try_from(n.transfer)
+        .unwrap_or(pb::NotificationTransfer::Unspecified);
+    let how = if transfer == pb::NotificationTransfer::Refused {
+        "NOT SENT: no lawful transfer (refused)".to_owned()
+    } else if transfer == pb::NotificationTransfer::AwaitingApproval {
+        format!(
+            "NOT SENT: no lawful transfer; awaits a case handler's approval (`dsr request approve-notification {}`)",
+            n.id
+        )
+    } else if n.channel == pb::NotificationChannel::DataSystem as i32 {
+        format!(
+            "told through its system {} (receipt {})",
+            n.system_id, n.receipt_id
+        )
+    } else if n.done_time.is_some() {
+        format!("task done by {}", n.done_by)
+    } else {
+        format!("task due {} (id {})", date(n.due_date.as_ref()), n.id)
+    };
+    println!(
+        "{:<24} {:<40} {:<3} {:<17} {how}",
+        n.recipient_id, n.recipient_name, n.country, n.action
+    );
+    for r in &n.transfer_reasons {
+        println!("{:<24}   x {r}", "");
+    }
+    if transfer == pb::NotificationTransfer::Approved {
         println!(
-            "{:<24} {:<40} {:<3} {:<17} {how}",
-            n.recipient_id, n.recipient_name, n.country, n.action
+            "{:<24}   approved by {}: {}",
+            "", n.approved_by, n.approval_note
         );
     }
+}
+
+/// Records a notification task done, or a case handler's approval of one
+/// held for want of a lawful transfer (`note` set), and prints it.
+pub(crate) async fn settle_notification(
+    token: &str,
+    endpoint: &str,
+    id: &str,
+    approve_note: Option<String>,
+) -> anyhow::Result<()> {
+    let mut c = client(endpoint).await?;
+    let n = match approve_note {
+        Some(note) => {
+            c.approve_notification(req(
+                token,
+                pb::ApproveNotificationRequest {
+                    id: id.to_owned(),
+                    note,
+                },
+            )?)
+            .await
+            .map_err(|s| explain(&s))?
+            .into_inner()
+            .notification
+        }
+        None => {
+            c.complete_notification(req(
+                token,
+                pb::CompleteNotificationRequest { id: id.to_owned() },
+            )?)
+            .await
+            .map_err(|s| explain(&s))?
+            .into_inner()
+            .notification
+        }
+    };
+    print_notification(&n.context("empty answer")?);
     Ok(())
 }
 

@@ -167,6 +167,21 @@ enum RequestCommand {
         /// The request id.
         id: String,
     },
+    /// Record that a notification task was done (the recipient was told).
+    NotificationDone {
+        /// The notification's id (`dsr request notifications`).
+        id: String,
+    },
+    /// Approve a notification held because the transfer to its recipient
+    /// is not lawful (`erasure.unlawful_transfers = "review"`): it becomes
+    /// a task.
+    ApproveNotification {
+        /// The notification's id (`dsr request notifications`).
+        id: String,
+        /// What the transfer rests on, e.g. "Art. 49(1)(e): legal claim".
+        #[arg(long)]
+        note: String,
+    },
     /// Show an erasure request's plan: per record, erase, anonymise or
     /// retain with the legal ground and the date.
     Plan {
@@ -408,6 +423,28 @@ fn print_request(r: &pb::DataSubjectRequest) {
             println!("{line}");
         }
     }
+    for w in &r.withheld_disclosures {
+        println!(
+            "! not sent to {} ({}, {}): {} ({}{})",
+            w.recipient_id,
+            w.recipient_name,
+            w.country,
+            w.action,
+            if w.verdict == "refused" {
+                "no lawful transfer: refused"
+            } else {
+                "no lawful transfer: awaits approval, `dsr request approve-notification "
+            },
+            if w.verdict == "refused" {
+                String::new()
+            } else {
+                format!("{} --note …`", w.notification_id)
+            }
+        );
+        for reason in &w.reasons {
+            println!("    x {reason}");
+        }
+    }
     println!("steps");
     for s in &r.steps {
         let mut line = format!("  {:<8} {:<14} attempts {}", s.name, s.status, s.attempts);
@@ -471,6 +508,7 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
             dsr_orchestrator::grpc::SCOPE_MANAGE.into(),
             dsr_export::grpc::SCOPE_READ.into(),
             dsr_erasure::grpc::SCOPE_READ.into(),
+            dsr_erasure::grpc::SCOPE_HOLDS.into(),
         ],
         Duration::from_secs(3600),
     )?;
@@ -541,6 +579,13 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
         }
         RequestCommand::Notifications { id } => {
             crate::erasure::show_notifications(&p.token, &p.erasure_endpoint, &id).await
+        }
+        RequestCommand::NotificationDone { id } => {
+            crate::erasure::settle_notification(&p.token, &p.erasure_endpoint, &id, None).await
+        }
+        RequestCommand::ApproveNotification { id, note } => {
+            crate::erasure::settle_notification(&p.token, &p.erasure_endpoint, &id, Some(note))
+                .await
         }
         RequestCommand::Plan { id } => {
             crate::erasure::show_plan(&p.token, &p.erasure_endpoint, &id).await
@@ -845,7 +890,12 @@ async fn submit_with(
     print_request(&r);
     if r.state == pb::State::AwaitingReview as i32 {
         bail!(
-            "the request awaits a case handler: what the systems did differs from the plan (the discrepancies above)"
+            "the request awaits a case handler: {}",
+            if r.discrepancies.is_empty() {
+                "a disclosure with no lawful transfer awaits approval (above)"
+            } else {
+                "what the systems did differs from the plan (the discrepancies above)"
+            }
         );
     }
     if r.state != pb::State::Completed as i32 && r.state != pb::State::CompletedWithRetained as i32

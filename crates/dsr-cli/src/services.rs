@@ -459,7 +459,8 @@ pub(crate) async fn prepare(
                         }
                     )
                 })?;
-            let registry = transfer::Registry::new(db, Arc::new(tables), Arc::new(seed.policy));
+            let registry = transfer::Registry::new(db, Arc::new(tables), Arc::new(seed.policy))
+                .with_clock(clock(cfg));
             if section.seed {
                 let created = registry.seed(seed.recipients).await?;
                 if created > 0 {
@@ -821,7 +822,10 @@ fn prepare_erasure(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Re
         Arc::new(cfg.retention_policy()?),
         dsr_erasure::eraser::IdentityHasher::new(key),
     )
-    .with_clock(clock(cfg));
+    .with_clock(clock(cfg))
+    .with_unlawful_transfers(
+        dsr_erasure::model::UnlawfulTransfers::parse(&e.unlawful_transfers).unwrap_or_default(),
+    );
     if e.sweep_every_hours > 0 {
         eraser.spawn_schedule(
             Duration::from_secs(e.sweep_every_hours.saturating_mul(3600)),

@@ -19,14 +19,9 @@ use crate::dev;
 /// Arguments of `dsr transfers`.
 #[derive(Debug, Args)]
 pub(crate) struct TransfersArgs {
-    /// The registry's address.
-    #[arg(
-        long,
-        env = "DSR_ENDPOINT",
-        default_value = "http://127.0.0.1:50051",
-        global = true
-    )]
-    endpoint: String,
+    /// The registry's address (default: `dsr up`'s, on its base port).
+    #[arg(long, env = "DSR_ENDPOINT", global = true)]
+    endpoint: Option<String>,
     /// Bearer token (default: minted from the data directory's development key).
     #[arg(long, env = "DSR_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -157,6 +152,17 @@ fn print_recipient(r: &pb::Recipient) {
     let role = pb::RecipientRole::try_from(r.role).map_or("?", |x| x.as_str_name());
     println!("{:<24} {:<2} {:<38} {}", r.id, r.country, role, r.name);
     println!("{:<27} safeguard: {}", "", safeguard(r));
+    if let Some(a) = &r.standing {
+        let basis = pb::TransferBasis::try_from(a.basis).map_or("?", |b| b.as_str_name());
+        println!(
+            "{:<27} transfer: {} ({basis})",
+            "",
+            if a.lawful { "lawful" } else { "NOT LAWFUL" }
+        );
+        for reason in a.reasons.iter().filter(|r| r.blocking) {
+            println!("{:<27}   x {}: {}", "", reason.code, reason.message);
+        }
+    }
 }
 
 /// Runs a `dsr transfers` subcommand.
@@ -170,7 +176,10 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
         vec![grpc::SCOPE_READ.into(), grpc::SCOPE_WRITE.into()],
         Duration::from_secs(300),
     )?;
-    let channel = crate::request::connect(&args.endpoint, "the transfer registry").await?;
+    let endpoint = args
+        .endpoint
+        .unwrap_or_else(|| format!("http://{}:{}", cfg.up.connect_host(), cfg.up.base_port));
+    let channel = crate::request::connect(&endpoint, "the transfer registry").await?;
     let mut c = Client {
         inner: TransferRegistryClient::new(channel),
         token,

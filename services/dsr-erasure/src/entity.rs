@@ -133,6 +133,12 @@ pub(crate) mod notification {
         pub due_on: Option<Date>,
         pub done_at: Option<DateTimeUtc>,
         pub done_by: Option<String>,
+        /// "lawful", "refused", "awaiting_approval" or "approved".
+        pub transfer: String,
+        /// The registry's blocking reasons, one per line.
+        pub transfer_reasons: Option<String>,
+        pub approved_by: Option<String>,
+        pub approval_note: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -17,12 +17,13 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::model::{
-    EraseOrder, Header, Plan, PlannedRecord, Receipt, RecordRef, Registry, RetainOrder, SubjectMap,
-    SystemError, Systems, Write,
+    EraseOrder, Header, Plan, PlannedRecord, Receipt, Recipient, RecordRef, Registry, RetainOrder,
+    SubjectMap, SystemError, Systems, UnlawfulTransfers, Write,
 };
 use crate::reconcile::{self, Discrepancy};
 use crate::store::{
     Hold, HoldScope, Notification, Store, StoreError, StoredReceipt, Sweep, SweptSystem, Tombstone,
+    TransferVerdict,
 };
 use dsr_domain::clock::Clock;
 use dsr_domain::request::WriteOrder;
@@ -142,6 +143,29 @@ impl From<StoreError> for EraseError {
     }
 }
 
+/// Why a notification could not change.
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    /// No such notification.
+    #[error("no such notification")]
+    NotFound,
+    /// Its transfer is not lawful (refused or awaiting approval).
+    #[error("the transfer to this recipient is not lawful ({})", .0.as_str())]
+    NotLawful(TransferVerdict),
+    /// Storage.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for NotificationError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound,
+            other @ (StoreError::Db(_) | StoreError::Corrupt(_)) => Self::Store(other),
+        }
+    }
+}
+
 /// Why a sweep could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -162,6 +186,7 @@ pub struct Eraser {
     policy: Arc<RetentionPolicy>,
     hasher: IdentityHasher,
     clock: Clock,
+    unlawful: UnlawfulTransfers,
 }
 
 impl std::fmt::Debug for Eraser {
@@ -197,7 +222,16 @@ impl Eraser {
             policy,
             hasher,
             clock: Clock::system(),
+            unlawful: UnlawfulTransfers::default(),
         }
+    }
+
+    /// The same eraser doing `unlawful` with a disclosure the transfer
+    /// registry finds unlawful (refused by default).
+    #[must_use]
+    pub fn with_unlawful_transfers(mut self, unlawful: UnlawfulTransfers) -> Self {
+        self.unlawful = unlawful;
+        self
     }
 
     /// The same eraser on `clock` (plans, deferred erasures, sweeps,
@@ -347,7 +381,7 @@ impl Eraser {
                 .iter()
                 .flat_map(|r| r.categories.clone())
                 .collect();
-            self.notify(h, "erase", &systems, categories, self.clock.today())
+            self.notify(h, "erase", &systems, &[], categories, self.clock.today())
                 .await?;
         }
         self.outcome(h, &plan, systems, &["erase".to_owned()]).await
@@ -492,8 +526,18 @@ impl Eraser {
             return Err(EraseError::Partial);
         }
         let mut out = Vec::new();
+        let mut withheld = Vec::new();
         let mut categories = Vec::new();
         let mut action = "";
+        // A correction sent to a system a recipient operates discloses the
+        // corrected data to that recipient: checked against the registry
+        // first, like any notification.
+        let operators_unlawful: BTreeMap<String, Recipient> =
+            if matches!(order, WriteOrder::Rectify { .. }) {
+                self.unlawful_operators(h, map).await?
+            } else {
+                BTreeMap::new()
+            };
         for s in &map.systems {
             let refs: Vec<RecordRef> = s
                 .stores
@@ -513,6 +557,15 @@ impl Eraser {
             };
             action = write.action();
             categories.extend(s.stores.iter().flat_map(|st| st.categories.clone()));
+            if let Some(r) = operators_unlawful.get(&s.system_id) {
+                tracing::warn!(
+                    system = %s.system_id,
+                    recipient = %r.id,
+                    "correction not sent: the transfer to the system's operator is not lawful"
+                );
+                withheld.push(s.system_id.clone());
+                continue;
+            }
             let key = format!("{action}.{}.{}", h.request_id, s.system_id);
             let outcome = match self.store.receipt_by_key(&key).await? {
                 Some(done) => SystemOutcome::Done(Box::new(done)),
@@ -524,8 +577,12 @@ impl Eraser {
             out.push((s.system_id.clone(), outcome));
         }
         let mut notifications = Vec::new();
-        if !out.is_empty() && out.iter().all(|(_, o)| matches!(o, SystemOutcome::Done(_))) {
-            notifications = self.notify(h, action, &out, categories, today).await?;
+        if !(out.is_empty() && withheld.is_empty())
+            && out.iter().all(|(_, o)| matches!(o, SystemOutcome::Done(_)))
+        {
+            notifications = self
+                .notify(h, action, &out, &withheld, categories, today)
+                .await?;
         }
         Ok((
             Execution {
@@ -606,23 +663,76 @@ impl Eraser {
         Ok(SystemOutcome::Done(Box::new(stored)))
     }
 
+    /// The systems of `map` whose operator the registry finds no lawful
+    /// transfer to, with that recipient.
+    async fn unlawful_operators(
+        &self,
+        h: &Header,
+        map: &SubjectMap,
+    ) -> Result<BTreeMap<String, Recipient>, EraseError> {
+        let systems: Vec<String> = map.systems.iter().map(|s| s.system_id.clone()).collect();
+        let mut categories: Vec<String> = map
+            .systems
+            .iter()
+            .flat_map(|s| s.stores.iter().flat_map(|st| st.categories.clone()))
+            .collect();
+        categories.sort();
+        categories.dedup();
+        let recipients = self.registry.recipients(h, &systems, &categories).await?;
+        Ok(systems
+            .into_iter()
+            .filter_map(|s| {
+                let op = self.systems.operator(&s)?;
+                let r = recipients.iter().find(|r| r.id == op && !r.lawful)?;
+                Some((s, r.clone()))
+            })
+            .collect())
+    }
+
+    /// What becomes of a notification to `r`: lawful, or refused or held
+    /// for approval by the configured rule.
+    fn verdict(&self, r: &Recipient) -> TransferVerdict {
+        match (r.lawful, self.unlawful) {
+            (true, _) => TransferVerdict::Lawful,
+            (false, UnlawfulTransfers::Refuse) => TransferVerdict::Refused,
+            (false, UnlawfulTransfers::Review) => TransferVerdict::AwaitingApproval,
+        }
+    }
+
     /// Records the Art. 19 notifications of `action`: every recipient the
-    /// registry names for these systems and categories, through its own
+    /// registry names for these systems (those that acted and those
+    /// `withheld` for an unlawful operator) and categories, through its own
     /// data system when it operates one that acted (its receipt), else as a
-    /// task due by the request's due date.
+    /// task due by the request's due date. A recipient the registry finds
+    /// no lawful transfer to is told nothing: its notification is refused,
+    /// or held for a case handler's approval, with the registry's reasons.
     async fn notify(
         &self,
         h: &Header,
         action: &str,
         done: &[(String, SystemOutcome)],
+        withheld: &[String],
         mut categories: Vec<String>,
         today: NaiveDate,
     ) -> Result<Vec<Notification>, EraseError> {
-        let systems: Vec<String> = done.iter().map(|(s, _)| s.clone()).collect();
+        let systems: Vec<String> = done
+            .iter()
+            .map(|(s, _)| s.clone())
+            .chain(withheld.iter().cloned())
+            .collect();
         categories.sort();
         categories.dedup();
         let recipients = self.registry.recipients(h, &systems, &categories).await?;
         for r in recipients {
+            let verdict = self.verdict(&r);
+            if !verdict.may_send() {
+                tracing::warn!(
+                    recipient = %r.id,
+                    action,
+                    verdict = verdict.as_str(),
+                    "Art. 19 notification not sent: no lawful transfer"
+                );
+            }
             let through = done.iter().find_map(|(s, o)| match o {
                 SystemOutcome::Done(receipt)
                     if self.systems.operator(s).as_deref() == Some(r.id.as_str()) =>
@@ -640,16 +750,65 @@ impl Eraser {
                 recipient_name: r.name,
                 country: r.country,
                 action: action.to_owned(),
-                due_on: through.is_none().then_some(h.due_date.max(today)),
+                due_on: (through.is_none() && verdict != TransferVerdict::Refused)
+                    .then_some(h.due_date.max(today)),
                 done_at: through.is_some().then(|| self.clock.now()),
                 done_by: through
                     .as_ref()
                     .map(|_| format!("service:{}", crate::SERVICE_NAME)),
                 through,
+                transfer: verdict,
+                transfer_reasons: if verdict == TransferVerdict::Lawful {
+                    Vec::new()
+                } else {
+                    r.blocking_reasons
+                },
+                approval: None,
             };
             self.store.save_notification(&n).await?;
         }
         Ok(self.store.notifications(&h.request_id).await?)
+    }
+
+    /// Marks a notification task done by `by` (a case handler who told
+    /// the recipient). One whose transfer is not lawful (refused, or
+    /// awaiting a case handler's approval) cannot be done.
+    pub async fn complete_notification(
+        &self,
+        id: &str,
+        by: &str,
+    ) -> Result<Notification, NotificationError> {
+        let n = self.store.notification(id).await?;
+        if !n.transfer.may_send() {
+            return Err(NotificationError::NotLawful(n.transfer));
+        }
+        Ok(self
+            .store
+            .complete_notification(id, by, self.clock.now())
+            .await?)
+    }
+
+    /// Records `by`'s approval of a notification held for one (unlawful
+    /// transfers under `UnlawfulTransfers::Review`), with the note that
+    /// justifies it (e.g. the Art. 49 derogation relied on); it becomes a
+    /// task due by the request's due date, or today when that has passed.
+    /// A refused one cannot be approved; an approved one stays as it is.
+    pub async fn approve_notification(
+        &self,
+        id: &str,
+        by: &str,
+        note: &str,
+    ) -> Result<Notification, NotificationError> {
+        let n = self.store.notification(id).await?;
+        match n.transfer {
+            TransferVerdict::AwaitingApproval => {
+                let today = self.clock.today();
+                let due = n.due_on.map_or(today, |d| d.max(today));
+                Ok(self.store.approve_notification(id, by, note, due).await?)
+            }
+            TransferVerdict::Approved | TransferVerdict::Lawful => Ok(n),
+            TransferVerdict::Refused => Err(NotificationError::NotLawful(n.transfer)),
+        }
     }
 
     /// Starts a retention sweep of `only` (every system when empty) in the

@@ -24,13 +24,15 @@ use prost::Message as _;
 use tonic::{Code, Request, Response, Status};
 use tower_layer::Layer;
 
-use crate::eraser::{EraseError, Eraser, Execution, SweepError, SystemOutcome};
+use crate::eraser::{EraseError, Eraser, Execution, NotificationError, SweepError, SystemOutcome};
 use crate::model::{
     EraseOrder, Header, Plan, Receipt, Recipient, RecordInfo, RecordOutcome, RecordRef,
     RecordResult, Registry, RestrictionReason, StoreResult, SystemError, Systems, Write,
 };
 use crate::reconcile::{Discrepancy, Expected};
-use crate::store::{Hold, HoldScope, Notification, StoreError, StoredReceipt, Sweep};
+use crate::store::{
+    Hold, HoldScope, Notification, StoreError, StoredReceipt, Sweep, TransferVerdict,
+};
 
 /// Scope of Plan, Execute, ExecuteDeferred (the orchestrator).
 pub const SCOPE_EXECUTE: &str = "erasure:execute";
@@ -91,6 +93,10 @@ pub const SCOPES: &[ScopeRule] = &[
     },
     ScopeRule {
         method: "CompleteNotification",
+        scopes: &[SCOPE_HOLDS],
+    },
+    ScopeRule {
+        method: "ApproveNotification",
         scopes: &[SCOPE_HOLDS],
     },
     ScopeRule {
@@ -364,6 +370,34 @@ fn notification_to_pb(n: &Notification) -> pb::Notification {
         due_date: n.due_on.map(kit::date_to_pb),
         done_time: n.done_at.map(kit::timestamp),
         done_by: n.done_by.clone().unwrap_or_default(),
+        transfer: match n.transfer {
+            TransferVerdict::Lawful => pb::NotificationTransfer::Lawful,
+            TransferVerdict::Refused => pb::NotificationTransfer::Refused,
+            TransferVerdict::AwaitingApproval => pb::NotificationTransfer::AwaitingApproval,
+            TransferVerdict::Approved => pb::NotificationTransfer::Approved,
+        } as i32,
+        transfer_reasons: n.transfer_reasons.clone(),
+        approved_by: n.approval.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
+        approval_note: n.approval.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
+    }
+}
+
+fn notification_status(e: NotificationError) -> Status {
+    match e {
+        NotificationError::NotFound => kit::status(
+            Code::NotFound,
+            "no such notification",
+            "NOTIFICATION_NOT_FOUND",
+        ),
+        NotificationError::NotLawful(v) => kit::status(
+            Code::FailedPrecondition,
+            &format!(
+                "the transfer to this recipient is not lawful ({}): nothing may be sent",
+                v.as_str()
+            ),
+            "TRANSFER_NOT_LAWFUL",
+        ),
+        NotificationError::Store(e) => store_status(&e),
     }
 }
 
@@ -672,18 +706,40 @@ impl Erasure for Handlers {
         }
         let n = self
             .eraser
-            .store()
             .complete_notification(&id, &by)
             .await
-            .map_err(|e| match e {
-                StoreError::NotFound => kit::status(
-                    Code::NotFound,
-                    "no such notification",
-                    "NOTIFICATION_NOT_FOUND",
-                ),
-                other @ (StoreError::Db(_) | StoreError::Corrupt(_)) => store_status(&other),
-            })?;
+            .map_err(notification_status)?;
         Ok(Response::new(pb::CompleteNotificationResponse {
+            notification: Some(notification_to_pb(&n)),
+        }))
+    }
+
+    async fn approve_notification(
+        &self,
+        req: Request<pb::ApproveNotificationRequest>,
+    ) -> Result<Response<pb::ApproveNotificationResponse>, Status> {
+        let by = Principal::subject_of(&req);
+        let pb::ApproveNotificationRequest { id, note } = req.into_inner();
+        let mut v = Vec::new();
+        if !kit::valid_id(&id) {
+            v.push(("id".into(), "required".into()));
+        }
+        let note = note.trim();
+        if note.is_empty() || note.chars().count() > 1000 {
+            v.push((
+                "note".into(),
+                "required: what the transfer rests on, at most 1 000 characters".into(),
+            ));
+        }
+        if !v.is_empty() {
+            return Err(invalid_argument(v));
+        }
+        let n = self
+            .eraser
+            .approve_notification(&id, &by, note)
+            .await
+            .map_err(notification_status)?;
+        Ok(Response::new(pb::ApproveNotificationResponse {
             notification: Some(notification_to_pb(&n)),
         }))
     }
@@ -756,8 +812,15 @@ impl Erasure for Handlers {
         } = req.into_inner();
         let h = self.header(request_id, due_date).await?;
         let e = self.eraser.execute(&h).await.map_err(erase_status)?;
+        let notifications = self
+            .eraser
+            .store()
+            .notifications(&h.request_id)
+            .await
+            .map_err(|e| store_status(&e))?;
         Ok(Response::new(pb::ExecuteResponse {
             execution: Some(execution_to_pb(&e)),
+            notifications: notifications.iter().map(notification_to_pb).collect(),
         }))
     }
 
@@ -1506,11 +1569,20 @@ impl Registry for GrpcRegistry {
         Ok(resp
             .disclosures
             .into_iter()
-            .filter_map(|d| d.recipient)
-            .map(|r| Recipient {
-                id: r.id,
-                name: r.name,
-                country: r.country,
+            .filter_map(|d| {
+                let a = d.assessment.unwrap_or_default();
+                d.recipient.map(|r| Recipient {
+                    id: r.id,
+                    name: r.name,
+                    country: r.country,
+                    lawful: a.lawful,
+                    blocking_reasons: a
+                        .reasons
+                        .into_iter()
+                        .filter(|x| x.blocking)
+                        .map(|x| format!("{}: {}", x.code, x.message))
+                        .collect(),
+                })
             })
             .collect())
     }

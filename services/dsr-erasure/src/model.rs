@@ -255,6 +255,37 @@ pub struct Recipient {
     pub name: String,
     /// Its country.
     pub country: String,
+    /// Whether sending it the categories concerned is lawful today (the
+    /// transfer registry's assessment: EEA, adequacy, DPF, SCC, BCR or a
+    /// derogation).
+    pub lawful: bool,
+    /// When not: the registry's blocking reasons ("code: message").
+    pub blocking_reasons: Vec<String>,
+}
+
+/// What erasure does with a disclosure it drives (an Art. 19
+/// notification, a correction sent to a recipient's own system) when the
+/// transfer registry says the transfer is not lawful.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnlawfulTransfers {
+    /// Nothing is sent; the notification is recorded as refused, with the
+    /// registry's reasons.
+    #[default]
+    Refuse,
+    /// Nothing is sent until a case handler approves it (with a note, e.g.
+    /// the Art. 49 derogation relied on); the request waits for review.
+    Review,
+}
+
+impl UnlawfulTransfers {
+    /// From configuration: "refuse" or "review".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "refuse" => Some(Self::Refuse),
+            "review" => Some(Self::Review),
+            _ => None,
+        }
+    }
 }
 
 /// The data systems, as erasure calls them.

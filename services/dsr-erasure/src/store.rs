@@ -111,6 +111,53 @@ pub struct Notification {
     pub done_at: Option<DateTime<Utc>>,
     /// Done by.
     pub done_by: Option<String>,
+    /// Whether it may go to the recipient (the transfer registry's verdict
+    /// when it was recorded).
+    pub transfer: TransferVerdict,
+    /// When not lawful: the registry's blocking reasons.
+    pub transfer_reasons: Vec<String>,
+    /// When a case handler approved an unlawful one: who, and why.
+    pub approval: Option<(String, String)>,
+}
+
+/// Whether a notification may go to its recipient (Art. 44-49).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferVerdict {
+    /// The transfer rests on a lawful basis (or stays in the EEA).
+    Lawful,
+    /// Not lawful: refused, nothing is sent.
+    Refused,
+    /// Not lawful: held until a case handler approves it.
+    AwaitingApproval,
+    /// Not lawful, approved by a case handler (with a note): a task.
+    Approved,
+}
+
+impl TransferVerdict {
+    /// Its name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lawful => "lawful",
+            Self::Refused => "refused",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Approved => "approved",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "lawful" => Self::Lawful,
+            "refused" => Self::Refused,
+            "awaiting_approval" => Self::AwaitingApproval,
+            "approved" => Self::Approved,
+            _ => return Err(StoreError::Corrupt("notification transfer")),
+        })
+    }
+
+    /// Whether the recipient may be told (a task may be done).
+    pub fn may_send(self) -> bool {
+        matches!(self, Self::Lawful | Self::Approved)
+    }
 }
 
 /// One system's part of a sweep.
@@ -446,8 +493,15 @@ impl Store {
             .collect()
     }
 
-    fn notification_from(m: notification::Model) -> Notification {
-        Notification {
+    fn notification_from(m: notification::Model) -> Result<Notification, StoreError> {
+        Ok(Notification {
+            transfer: TransferVerdict::parse(&m.transfer)?,
+            transfer_reasons: m
+                .transfer_reasons
+                .as_deref()
+                .map(|r| r.lines().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            approval: m.approved_by.zip(m.approval_note),
             through: m.system_id.zip(m.receipt_id),
             id: m.id,
             request_id: m.request_id,
@@ -458,7 +512,7 @@ impl Store {
             due_on: m.due_on,
             done_at: m.done_at,
             done_by: m.done_by,
-        }
+        })
     }
 
     /// Records a notification unless one exists for its request, recipient
@@ -483,6 +537,12 @@ impl Store {
             due_on: Set(n.due_on),
             done_at: Set(n.done_at),
             done_by: Set(n.done_by.clone()),
+            transfer: Set(n.transfer.as_str().to_owned()),
+            transfer_reasons: Set(
+                (!n.transfer_reasons.is_empty()).then(|| n.transfer_reasons.join("\n"))
+            ),
+            approved_by: Set(n.approval.as_ref().map(|a| a.0.clone())),
+            approval_note: Set(n.approval.as_ref().map(|a| a.1.clone())),
         };
         match am.insert(&self.db).await {
             Ok(_) => Ok(()),
@@ -493,7 +553,7 @@ impl Store {
 
     /// A request's notifications, by recipient and action.
     pub async fn notifications(&self, request_id: &str) -> Result<Vec<Notification>, StoreError> {
-        Ok(notification::Entity::find()
+        notification::Entity::find()
             .filter(notification::Column::RequestId.eq(request_id))
             .order_by_asc(notification::Column::RecipientId)
             .order_by_asc(notification::Column::Action)
@@ -501,26 +561,62 @@ impl Store {
             .await?
             .into_iter()
             .map(Self::notification_from)
-            .collect())
+            .collect()
     }
 
-    /// Marks a task done (done tasks stay as they were).
+    /// One notification.
+    pub async fn notification(&self, id: &str) -> Result<Notification, StoreError> {
+        Self::notification_from(
+            notification::Entity::find_by_id(id.to_owned())
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::NotFound)?,
+        )
+    }
+
+    /// Marks a task done at `at` (done tasks stay as they were).
     pub async fn complete_notification(
         &self,
         id: &str,
         by: &str,
+        at: DateTime<Utc>,
     ) -> Result<Notification, StoreError> {
         let m = notification::Entity::find_by_id(id.to_owned())
             .one(&self.db)
             .await?
             .ok_or(StoreError::NotFound)?;
         if m.done_at.is_some() {
-            return Ok(Self::notification_from(m));
+            return Self::notification_from(m);
         }
         let mut am: notification::ActiveModel = m.into();
-        am.done_at = Set(Some(Utc::now()));
+        am.done_at = Set(Some(at));
         am.done_by = Set(Some(by.to_owned()));
-        Ok(Self::notification_from(am.update(&self.db).await?))
+        Self::notification_from(am.update(&self.db).await?)
+    }
+
+    /// Records a case handler's approval of a notification held for one:
+    /// it becomes a task due on `due_on`. Only a notification awaiting
+    /// approval changes; the others are returned as they are.
+    pub async fn approve_notification(
+        &self,
+        id: &str,
+        by: &str,
+        note: &str,
+        due_on: NaiveDate,
+    ) -> Result<Notification, StoreError> {
+        let m = notification::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if m.transfer != TransferVerdict::AwaitingApproval.as_str() {
+            return Self::notification_from(m);
+        }
+        let mut am: notification::ActiveModel = m.into();
+        am.transfer = Set(TransferVerdict::Approved.as_str().to_owned());
+        am.approved_by = Set(Some(by.to_owned()));
+        am.approval_note = Set(Some(note.to_owned()));
+        am.due_on = Set(Some(due_on));
+        Self::notification_from(am.update(&self.db).await?)
     }
 
     fn sweep_from(m: sweep::Model) -> Result<Sweep, StoreError> {

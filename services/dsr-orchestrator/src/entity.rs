@@ -47,6 +47,8 @@ pub(crate) mod request {
         pub last_error: Option<String>,
         pub trace_parent: Option<String>,
         pub discrepancies: Option<String>,
+        /// Disclosures withheld for want of a lawful transfer (JSON).
+        pub withheld: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

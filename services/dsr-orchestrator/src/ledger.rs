@@ -130,6 +130,8 @@ pub struct Request {
     /// Where the erasure's receipts differ from its plan, every execution
     /// so far (a case handler reviews them).
     pub discrepancies: Vec<crate::mesh::Discrepancy>,
+    /// Disclosures withheld for want of a lawful transfer.
+    pub withheld: Vec<crate::mesh::Withheld>,
     /// When a worker may next take it up (`None`: waiting for a person,
     /// or final).
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -318,6 +320,13 @@ impl Ledger {
                 .transpose()
                 .map_err(|_| corrupt("discrepancies"))?
                 .unwrap_or_default(),
+            withheld: m
+                .withheld
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|_| corrupt("withheld"))?
+                .unwrap_or_default(),
             next_attempt_at: m.next_attempt_ms.and_then(DateTime::from_timestamp_millis),
             submitted_at: m.submitted_at,
             updated_at: m.updated_at,
@@ -447,6 +456,7 @@ impl Ledger {
                 last_error: Set(None),
                 trace_parent: Set(dsr_telemetry::propagation::current_traceparent()),
                 discrepancies: Set(None),
+                withheld: Set(None),
             }
             .insert(&txn)
             .await;

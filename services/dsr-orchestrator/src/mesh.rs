@@ -189,6 +189,29 @@ pub struct Executed {
     pub system_ids: Vec<String>,
     /// Where this execution's receipts differ from the plan.
     pub discrepancies: Vec<Discrepancy>,
+    /// The request's disclosures withheld so far for want of a lawful
+    /// transfer (every one, not only this execution's).
+    pub withheld: Vec<Withheld>,
+}
+
+/// A disclosure withheld: the transfer registry found no lawful transfer
+/// to the recipient (no personal data: a recipient, an action, reasons).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withheld {
+    /// The recipient.
+    pub recipient_id: String,
+    /// Its name.
+    pub recipient_name: String,
+    /// Its country.
+    pub country: String,
+    /// What it would have been told.
+    pub action: String,
+    /// "refused" or "awaiting_approval".
+    pub verdict: String,
+    /// The registry's blocking reasons.
+    pub reasons: Vec<String>,
+    /// The notification's id at the erasure service.
+    pub notification_id: String,
 }
 
 /// A record whose receipt differs from the erasure plan: what the plan

@@ -316,6 +316,7 @@ impl Ledger {
         // When the next step may run: now, at a date, or when a person acts.
         let mut at: Option<i64> = None;
         let mut discrepancies: Vec<String> = Vec::new();
+        let mut withheld: Vec<String> = Vec::new();
         let (to, runnable) = match &outcome {
             Outcome::Verified => (State::Locating, true),
             Outcome::ChallengeStarted(id) => {
@@ -363,6 +364,38 @@ impl Ledger {
                     ));
                 }
                 am.retained_count = Set(Some(i64::from(e.retained)));
+                // Disclosures withheld for want of a lawful transfer: the
+                // erasure service reports every one of the request; the
+                // new ones go to the audit trail.
+                let prior: Vec<crate::mesh::Withheld> = am
+                    .withheld
+                    .clone()
+                    .unwrap()
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(|_| corrupt("withheld"))?
+                    .unwrap_or_default();
+                withheld = e
+                    .withheld
+                    .iter()
+                    .filter(|w| !prior.iter().any(|p| p.notification_id == w.notification_id))
+                    .map(|w| {
+                        format!(
+                            "disclosure_withheld:{} {} ({}): {}",
+                            w.recipient_id,
+                            w.action,
+                            w.verdict,
+                            w.reasons.join("; ")
+                        )
+                    })
+                    .collect();
+                if !e.withheld.is_empty() {
+                    am.withheld = Set(Some(
+                        serde_json::to_string(&e.withheld).expect("serialisable"),
+                    ));
+                }
+                let awaiting_approval = e.withheld.iter().any(|w| w.verdict == "awaiting_approval");
                 if !e.discrepancies.is_empty() {
                     // What the systems did differs from the plan: a case
                     // handler reviews it; the request is not completed.
@@ -399,6 +432,9 @@ impl Ledger {
                             )
                         })
                         .collect();
+                    (State::AwaitingReview, false)
+                } else if awaiting_approval {
+                    // A disclosure held for a case handler's approval.
                     (State::AwaitingReview, false)
                 } else if e.retained == 0 {
                     (State::Completed, false)
@@ -446,7 +482,7 @@ impl Ledger {
         if done.rows_affected != 1 {
             return Err(lost());
         }
-        for d in &discrepancies {
+        for d in discrepancies.iter().chain(&withheld) {
             self.append(&txn, actor, &claim.request_id, d).await?;
         }
         self.append(

@@ -14,7 +14,7 @@ use dsr_domain::request::{Kind, State};
 use dsr_orchestrator::ledger::{Ledger, Submission};
 use dsr_orchestrator::mesh::{
     Call, CallError, Challenge, Discovery, Discrepancy, Erasure, Executed, Export, PackageRef,
-    Planned, Store, SubjectMap, SystemFound, Verification,
+    Planned, Store, SubjectMap, SystemFound, Verification, Withheld,
 };
 use dsr_orchestrator::metrics::Metrics;
 use dsr_orchestrator::migration::Migrator;
@@ -37,6 +37,8 @@ struct Fake {
     /// Art. 18 restriction): a discrepancy.
     deferred_discrepant: AtomicBool,
     applied: Mutex<Vec<dsr_domain::request::WriteOrder>>,
+    /// What the writes withhold from recipients (no lawful transfer).
+    withheld: Mutex<Vec<Withheld>>,
 }
 
 #[tonic::async_trait]
@@ -125,6 +127,7 @@ impl Erasure for Fake {
             self.executions_failing.store(failing - 1, Ordering::SeqCst);
             return Ok(Executed {
                 discrepancies: vec![],
+                withheld: vec![],
                 complete: false,
                 failures: vec!["system legal: UNAVAILABLE".into()],
                 affected: 0,
@@ -137,6 +140,7 @@ impl Erasure for Fake {
         // One record retained until yesterday: its deferred erasure is due.
         Ok(Executed {
             discrepancies: vec![],
+            withheld: vec![],
             complete: true,
             failures: vec![],
             affected: 3,
@@ -157,6 +161,7 @@ impl Erasure for Fake {
         self.applied.lock().unwrap().push(order.clone());
         Ok(Executed {
             discrepancies: vec![],
+            withheld: self.withheld.lock().unwrap().clone(),
             complete: true,
             failures: vec![],
             affected: 1,
@@ -184,6 +189,7 @@ impl Erasure for Fake {
                     until: None,
                     receipt_id: "receipt-1".into(),
                 }],
+                withheld: vec![],
                 complete: true,
                 failures: vec![],
                 affected: 0,
@@ -195,6 +201,7 @@ impl Erasure for Fake {
         }
         Ok(Executed {
             discrepancies: vec![],
+            withheld: vec![],
             complete: true,
             failures: vec![],
             affected: 1,
@@ -669,5 +676,87 @@ async fn an_objection_is_located_then_applied_once_with_its_order() {
         ledger.submit(sub, today, "portal").await,
         Err(dsr_orchestrator::ledger::Error::KeyReused)
     ));
+    drop(db);
+}
+
+fn withheld(verdict: &str) -> Withheld {
+    Withheld {
+        recipient_id: "agent-in".into(),
+        recipient_name: "Collection agent (India)".into(),
+        country: "IN".into(),
+        action: "rectify".into(),
+        verdict: verdict.into(),
+        reasons: vec!["no_safeguard: no adequacy decision or safeguard for IN".into()],
+        notification_id: "n-1".into(),
+    }
+}
+
+async fn rectified_with(withheld_as: &str) -> (TestDb, Ledger, String) {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    fake.withheld.lock().unwrap().push(withheld(withheld_as));
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = start(&ledger, &fake, "w1", &stop);
+    let today = chrono::Utc::now().date_naive();
+    let mut sub = submission("rectify-0001");
+    sub.kind = Kind::Rectification;
+    sub.write = Some(dsr_domain::request::WriteOrder::Rectify {
+        corrections: vec![dsr_domain::request::Correction {
+            category: "contact.address".into(),
+            value: "Storgatan 1".into(),
+        }],
+    });
+    let (r, _) = ledger.submit(sub, today, "portal").await.unwrap();
+    let want = if withheld_as == "refused" {
+        State::Completed
+    } else {
+        State::AwaitingReview
+    };
+    let r = wait_for(&ledger, &r.id, want).await;
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    assert_eq!(r.withheld, vec![withheld(withheld_as)], "on the request");
+    (db, ledger, r.id)
+}
+
+#[tokio::test]
+async fn a_disclosure_refused_for_want_of_a_lawful_transfer_is_on_the_request_and_in_the_trail() {
+    let (db, ledger, id) = rectified_with("refused").await;
+    let trail: Vec<String> = ledger
+        .audit_of(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        trail.contains(
+            &"disclosure_withheld:agent-in rectify (refused): no_safeguard: no adequacy decision or safeguard for IN"
+                .to_owned()
+        ),
+        "{trail:?}"
+    );
+    drop(db);
+}
+
+#[tokio::test]
+async fn a_disclosure_held_for_approval_waits_for_a_case_handler() {
+    let (db, ledger, id) = rectified_with("awaiting_approval").await;
+    let reviewed = ledger.approve(&id, "handler:anna").await.unwrap();
+    assert_eq!(reviewed.state, State::Completed);
+    let trail: Vec<String> = ledger
+        .audit_of(&id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        trail
+            .iter()
+            .any(|a| a.starts_with("disclosure_withheld:agent-in rectify (awaiting_approval)")),
+        "{trail:?}"
+    );
+    assert!(trail.contains(&"reviewed".to_owned()), "{trail:?}");
     drop(db);
 }

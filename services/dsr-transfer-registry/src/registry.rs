@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use dsr_domain::clock::Clock;
 use dsr_domain::identity::Organisationsnummer;
 use dsr_domain::transfer::{
     self, Assessment, CountryTables, FieldViolation, Recipient, TransferCheck, TransferPolicy,
@@ -92,6 +93,7 @@ pub struct Registry {
     store: Store,
     tables: Arc<CountryTables>,
     policy: Arc<TransferPolicy>,
+    clock: Clock,
 }
 
 impl Registry {
@@ -106,7 +108,15 @@ impl Registry {
             store: Store::new(db),
             tables,
             policy,
+            clock: Clock::default(),
         }
+    }
+
+    /// The same registry assessing transfers at `clock`'s date.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The country tables in use.
@@ -114,12 +124,28 @@ impl Registry {
         &self.tables
     }
 
-    fn today() -> NaiveDate {
-        Utc::now().date_naive()
+    /// The date transfers are assessed at (the clock's today).
+    pub fn today(&self) -> NaiveDate {
+        self.clock.today()
+    }
+
+    /// Whether sending everything `s` receives to it is lawful today, for
+    /// any of its controllers: its standing in listings.
+    pub fn standing(&self, s: &StoredRecipient) -> Assessment {
+        transfer::assess(
+            &s.recipient,
+            &TransferCheck {
+                categories: &s.recipient.categories,
+                controller: None,
+                on: self.today(),
+            },
+            &self.tables,
+            &self.policy,
+        )
     }
 
     fn check_rules(&self, r: &Recipient) -> Result<(), Error> {
-        let violations = r.validate(Self::today());
+        let violations = r.validate(self.today());
         if violations.is_empty() {
             Ok(())
         } else {
@@ -220,7 +246,7 @@ impl Registry {
         systems: &BTreeSet<String>,
         categories: &BTreeSet<String>,
     ) -> Result<Vec<Disclosure>, Error> {
-        let on = Self::today();
+        let on = self.today();
         let all = self.store.list_after(None, &self.tables).await?;
         Ok(all
             .into_iter()
@@ -264,7 +290,7 @@ impl Registry {
         let all = self.store.list_after(None, &self.tables).await?;
         let recipients: Vec<Recipient> = all.into_iter().map(|s| s.recipient).collect();
         Ok(
-            transfer::reviews_due(&recipients, Self::today(), within_days)
+            transfer::reviews_due(&recipients, self.today(), within_days)
                 .into_iter()
                 .map(|r| ReviewDue {
                     recipient_id: r.recipient.id.clone(),

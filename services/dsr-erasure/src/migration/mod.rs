@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m20261201_000001_create_erasure;
 mod m20261201_000002_notifications;
 mod m20261201_000003_sweeps;
+mod m20261202_000004_notification_transfer;
 
 /// The migrations.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_create_erasure::Migration),
             Box::new(m20261201_000002_notifications::Migration),
             Box::new(m20261201_000003_sweeps::Migration),
+            Box::new(m20261202_000004_notification_transfer::Migration),
         ]
     }
 }

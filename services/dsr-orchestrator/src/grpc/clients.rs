@@ -24,7 +24,7 @@ use tonic_types::StatusExt as _;
 
 use crate::mesh::{
     Call, CallError, Challenge, Discovery, Discrepancy, Erasure, Executed, Export, PackageRef,
-    Planned, Store, SubjectMap, SystemFound, Verification,
+    Planned, Store, SubjectMap, SystemFound, Verification, Withheld,
 };
 
 /// Where the other services are.
@@ -407,7 +407,37 @@ fn order_to_pb(o: &WriteOrder) -> era::apply_request::Order {
     }
 }
 
-fn erased(e: Option<era::Execution>) -> Result<Executed, CallError> {
+/// The notifications not sent for want of a lawful transfer.
+fn withheld(ns: &[era::Notification]) -> Vec<Withheld> {
+    ns.iter()
+        .filter_map(|n| {
+            let verdict = match era::NotificationTransfer::try_from(n.transfer) {
+                Ok(era::NotificationTransfer::Refused) => "refused",
+                Ok(era::NotificationTransfer::AwaitingApproval) => "awaiting_approval",
+                Ok(
+                    era::NotificationTransfer::Lawful
+                    | era::NotificationTransfer::Approved
+                    | era::NotificationTransfer::Unspecified,
+                )
+                | Err(_) => return None,
+            };
+            Some(Withheld {
+                recipient_id: n.recipient_id.clone(),
+                recipient_name: n.recipient_name.clone(),
+                country: n.country.clone(),
+                action: n.action.clone(),
+                verdict: verdict.into(),
+                reasons: n.transfer_reasons.clone(),
+                notification_id: n.id.clone(),
+            })
+        })
+        .collect()
+}
+
+fn erased(
+    e: Option<era::Execution>,
+    notifications: &[era::Notification],
+) -> Result<Executed, CallError> {
     let e = e.ok_or_else(|| CallError {
         service: "erasure".into(),
         reason: "NO_EXECUTION".into(),
@@ -427,6 +457,7 @@ fn erased(e: Option<era::Execution>) -> Result<Executed, CallError> {
         retained: e.retained_count,
         next_deferred_on: kit::date(e.next_deferred_on),
         discrepancies: e.discrepancies.iter().map(discrepancy_from_pb).collect(),
+        withheld: withheld(notifications),
         system_ids: e.systems.into_iter().map(|s| s.system_id).collect(),
     })
 }
@@ -513,7 +544,7 @@ impl Erasure for GrpcMesh {
             .await
             .map_err(|s| call_error("erasure", &s))?
             .into_inner();
-        erased(resp.execution)
+        erased(resp.execution, &resp.notifications)
     }
 
     async fn apply(
@@ -538,7 +569,7 @@ impl Erasure for GrpcMesh {
             .await
             .map_err(|s| call_error("erasure", &s))?
             .into_inner();
-        erased(resp.execution)
+        erased(resp.execution, &resp.notifications)
     }
 
     async fn deferred(&self, call: &Call, as_of: chrono::NaiveDate) -> Result<Executed, CallError> {
@@ -556,6 +587,6 @@ impl Erasure for GrpcMesh {
             .await
             .map_err(|s| call_error("erasure", &s))?
             .into_inner();
-        erased(resp.execution)
+        erased(resp.execution, &[])
     }
 }

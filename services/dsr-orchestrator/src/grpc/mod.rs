@@ -521,6 +521,19 @@ pub fn request_to_pb(
                 receipt_id: d.receipt_id.clone(),
             })
             .collect(),
+        withheld_disclosures: r
+            .withheld
+            .iter()
+            .map(|w| pb::WithheldDisclosure {
+                recipient_id: w.recipient_id.clone(),
+                recipient_name: w.recipient_name.clone(),
+                country: w.country.clone(),
+                action: w.action.clone(),
+                verdict: w.verdict.clone(),
+                reasons: w.reasons.clone(),
+                notification_id: w.notification_id.clone(),
+            })
+            .collect(),
         write_order: r.write_order.as_ref().map(order_to_pb),
     }
 }

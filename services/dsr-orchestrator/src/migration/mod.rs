@@ -8,6 +8,7 @@ mod m20261201_000003_erasure;
 mod m20261201_000004_write_orders;
 mod m20261202_000005_trace_context;
 mod m20261202_000006_discrepancies;
+mod m20261202_000007_withheld;
 
 /// The migrations.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_write_orders::Migration),
             Box::new(m20261202_000005_trace_context::Migration),
             Box::new(m20261202_000006_discrepancies::Migration),
+            Box::new(m20261202_000007_withheld::Migration),
         ]
     }
 }

@@ -136,16 +136,21 @@ impl Violations {
         self.date(d, field)
     }
 
-    /// The day of a timestamp (UTC), or today when unset.
-    pub(crate) fn day(&mut self, at: Option<prost_types::Timestamp>, field: &str) -> NaiveDate {
+    /// The day of a timestamp (UTC), or `today` when unset.
+    pub(crate) fn day(
+        &mut self,
+        at: Option<prost_types::Timestamp>,
+        field: &str,
+        today: NaiveDate,
+    ) -> NaiveDate {
         match at {
-            None => Utc::now().date_naive(),
+            None => today,
             Some(prost_types::Timestamp { seconds, nanos }) => {
                 match chrono::DateTime::from_timestamp(seconds, u32::try_from(nanos).unwrap_or(0)) {
                     Some(t) => t.date_naive(),
                     None => {
                         self.push(field, "not a valid timestamp");
-                        Utc::now().date_naive()
+                        today
                     }
                 }
             }
@@ -334,6 +339,7 @@ pub(crate) fn recipient(
         revision: _,
         create_time: _,
         update_time: _,
+        standing: _,
     }) = r
     else {
         return Err(invalid("recipient", "required"));
@@ -469,12 +475,14 @@ pub fn recipient_to_pb(r: &transfer::Recipient) -> pb::Recipient {
         revision: 0,
         create_time: None,
         update_time: None,
+        standing: None,
     }
 }
 
-pub(crate) fn stored_to_pb(s: &StoredRecipient) -> pb::Recipient {
+pub(crate) fn stored_to_pb(s: &StoredRecipient, standing: &Assessment) -> pb::Recipient {
     pb::Recipient {
         revision: s.revision,
+        standing: Some(assessment_to_pb(standing)),
         create_time: Some(timestamp(s.created_at)),
         update_time: Some(timestamp(s.updated_at)),
         ..recipient_to_pb(&s.recipient)
@@ -512,9 +520,9 @@ pub(crate) fn assessment_to_pb(a: &Assessment) -> pb::TransferAssessment {
     }
 }
 
-pub(crate) fn disclosure_to_pb(d: &Disclosure) -> pb::Disclosure {
+pub(crate) fn disclosure_to_pb(d: &Disclosure, standing: &Assessment) -> pb::Disclosure {
     pb::Disclosure {
-        recipient: Some(stored_to_pb(&d.recipient)),
+        recipient: Some(stored_to_pb(&d.recipient, standing)),
         matched_category_ids: d.matched_categories.iter().cloned().collect(),
         assessment: Some(assessment_to_pb(&d.assessment)),
     }

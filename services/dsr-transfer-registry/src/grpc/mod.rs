@@ -88,7 +88,10 @@ impl TransferRegistry for Handlers {
         let recipient = convert::recipient(recipient, self.registry.tables())?;
         let stored = self.registry.create(recipient).await?;
         Ok(Response::new(pb::CreateRecipientResponse {
-            recipient: Some(convert::stored_to_pb(&stored)),
+            recipient: Some(convert::stored_to_pb(
+                &stored,
+                &self.registry.standing(&stored),
+            )),
         }))
     }
 
@@ -100,7 +103,10 @@ impl TransferRegistry for Handlers {
         let pb::GetRecipientRequest { id } = req.into_inner();
         let stored = self.registry.get(&convert::required_id(&id, "id")?).await?;
         Ok(Response::new(pb::GetRecipientResponse {
-            recipient: Some(convert::stored_to_pb(&stored)),
+            recipient: Some(convert::stored_to_pb(
+                &stored,
+                &self.registry.standing(&stored),
+            )),
         }))
     }
 
@@ -122,7 +128,10 @@ impl TransferRegistry for Handlers {
             )
             .await?;
         Ok(Response::new(pb::UpdateRecipientResponse {
-            recipient: Some(convert::stored_to_pb(&stored)),
+            recipient: Some(convert::stored_to_pb(
+                &stored,
+                &self.registry.standing(&stored),
+            )),
         }))
     }
 
@@ -170,7 +179,10 @@ impl TransferRegistry for Handlers {
             .list(&filter, after.as_deref(), page_size)
             .await?;
         Ok(Response::new(pb::ListRecipientsResponse {
-            recipients: items.iter().map(convert::stored_to_pb).collect(),
+            recipients: items
+                .iter()
+                .map(|s| convert::stored_to_pb(s, &self.registry.standing(s)))
+                .collect(),
             page: Some(convert::page_response(next)),
         }))
     }
@@ -198,7 +210,10 @@ impl TransferRegistry for Handlers {
             .disclosures(&controller, &systems, &categories)
             .await?;
         Ok(Response::new(pb::ListDisclosureRecipientsResponse {
-            disclosures: found.iter().map(convert::disclosure_to_pb).collect(),
+            disclosures: found
+                .iter()
+                .map(|d| convert::disclosure_to_pb(d, &self.registry.standing(&d.recipient)))
+                .collect(),
         }))
     }
 
@@ -220,7 +235,7 @@ impl TransferRegistry for Handlers {
             v.push("category_ids", "at least one category");
         }
         let controller = v.controller(controller, "controller", false);
-        let on = v.day(at, "at");
+        let on = v.day(at, "at", self.registry.today());
         v.finish()?;
         let assessment = self
             .registry
