@@ -359,6 +359,33 @@ fn cli(data: &Path, base: u16, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The texts of a report a person reads, as translators see them: every
+/// text node, leaving out the elements marked `translate="no"` (names,
+/// numbers, dates, the person's own data) and the style sheet.
+fn translatable_texts(html: &str) -> BTreeSet<String> {
+    let mut rest = html;
+    let mut kept = String::new();
+    while let Some(i) = rest.find("translate=\"no\"") {
+        // Back to the element's start, then past its end tag.
+        let open = rest[..i].rfind('<').unwrap();
+        let name: String = rest[open + 1..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        kept.push_str(&rest[..open]);
+        let close = format!("</{name}>");
+        let end = rest[i..].find(&close).unwrap() + i + close.len();
+        rest = &rest[end..];
+    }
+    kept.push_str(rest);
+    let body = kept.split("</style>").nth(1).unwrap_or(&kept);
+    body.split('<')
+        .filter_map(|piece| piece.split_once('>').map(|(_, text)| text.trim()))
+        .filter(|t| t.chars().any(char::is_alphabetic))
+        .map(str::to_owned)
+        .collect()
+}
+
 fn ok(o: &std::process::Output) -> String {
     assert!(
         o.status.success(),
@@ -440,16 +467,17 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         assert!(!c["legal_basis"].as_str().unwrap().is_empty(), "{c}");
         assert!(!c["retention"].as_str().unwrap().is_empty(), "{c}");
     }
-    assert!(
-        cats.iter()
-            .any(|c| !c["source"].as_str().unwrap().is_empty())
-    );
+    // Every category has a source; the document is in the person's
+    // language (Swedish here).
+    for c in cats {
+        assert!(!c["source"].as_str().unwrap().is_empty(), "{c}");
+    }
     assert!(cats.iter().any(|c| {
         c["id"] == "aml.pep_status"
             && c["retention_legal_ground"]
                 .as_str()
                 .unwrap()
-                .contains("17(3)(b)")
+                .contains("GDPR art. 17.3 b")
     }));
     // (c) recipients and 15(2) transfers with their safeguards.
     let recipients = doc["recipients"].as_array().unwrap();
@@ -510,6 +538,63 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
     ] {
         assert!(html.contains(needle), "report lacks {needle}");
     }
+    // Everything the person reads is Swedish, from the systems' and the
+    // registry's Swedish texts; a list item keeps its commas; every
+    // category has a source, the derived one saying so.
+    for needle in [
+        "<td>Namn</td>",
+        "<li>förhindra, upptäcka och bevisa bedrägeri och penningtvätt</li>",
+        "härlett av oss ur dina kontakter med oss",
+        "Varje kontakt ger poäng",
+        "Molnlagringsleverantör (säkerhetskopior)",
+        "EU–US Data Privacy Framework, beslut om adekvat skyddsnivå",
+        "Koncernens CRM-system",
+    ] {
+        assert!(html.contains(needle), "the Swedish report lacks {needle}");
+    }
+    for row in html.split("<tr>").filter(|r| r.contains("</ul></td>")) {
+        let cells: Vec<&str> = row.split("<td>").collect();
+        assert!(
+            cells.get(5).is_some_and(|c| !c.starts_with("</td>")),
+            "a category without a source: {row}"
+        );
+    }
+    // The same answer in English: no text of one equals one of the other
+    // but what is declared the same in both (translate="no").
+    let en_out = dir.path().join("access-en");
+    ok(&cli(
+        &data,
+        base,
+        &[
+            "request",
+            "access",
+            "--email",
+            PERSON,
+            "--language",
+            "en",
+            "--out",
+            en_out.to_str().unwrap(),
+        ],
+    ));
+    let en_html = std::fs::read_to_string(en_out.join("report.html")).unwrap();
+    for needle in [
+        "<html lang=\"en\">",
+        "<li>prevent, detect and prove fraud and money laundering</li>",
+        "derived by us from your interactions with us",
+        "Cloud storage provider (backups)",
+    ] {
+        assert!(
+            en_html.contains(needle),
+            "the English report lacks {needle}"
+        );
+    }
+    let (sv_texts, en_texts) = (translatable_texts(&html), translatable_texts(&en_html));
+    assert!(sv_texts.len() > 40, "{sv_texts:?}");
+    let shared: Vec<&String> = sv_texts.intersection(&en_texts).collect();
+    assert!(
+        shared.is_empty(),
+        "the same text in Swedish and English: {shared:?}"
+    );
 
     // Portability: only what the person provided, on consent or contract.
     let pout = dir.path().join("portability");
@@ -649,7 +734,10 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         }
     };
     let before = count(&mut client).await;
-    assert_eq!(before, 4);
+    assert_eq!(
+        before, 5,
+        "access in Swedish and English, portability, and 161's two"
+    );
     let good = pb::SubmitRequest {
         kind: pb::Kind::Access as i32,
         controller: controller(SVERIGE),
@@ -2071,14 +2159,14 @@ async fn under_dsr_up_objection_rectification_and_restriction_reach_every_system
         format!(
             r#"[[recipient]]
 id = "collection-agent-in"
-name = "Debt-collection agent (India)"
+name = {{ sv = "Inkassoombud (Indien)", en = "Debt-collection agent (India)" }}
 role = "agent"
 country = "IN"
 controllers = ["{SVERIGE}"]
 categories = ["contact.name", "contact.job_title"]
 systems = ["crm"]
 dpa_reference = "AGENCY-IN-2026-01"
-purpose = "collects claims from debtors in India"
+purpose = {{ sv = "driver in fordringar från gäldenärer i Indien", en = "collects claims from debtors in India" }}
 "#
         ),
     )
@@ -2094,7 +2182,7 @@ purpose = "collects claims from debtors in India"
         .nth(1)
         .expect("listed")
         .split("\n")
-        .take(4)
+        .take(6)
         .collect::<Vec<_>>()
         .join("\n");
     assert!(
@@ -3142,6 +3230,92 @@ async fn a_deferred_erasure_erases_on_its_date_and_a_restriction_or_a_difference
         assert!(!logs.contains(secret), "an identity in the logs");
     }
     drop(crm);
+    if let Some(p) = pg {
+        p.finish().await;
+    }
+}
+
+/// The README's demo people, under `dsr up` started on a date years from
+/// now (the seed is dated relative to the clock): the one whose
+/// relationship ended 400 days ago keeps the AML records, retained until
+/// five years after the end; the one whose relationship ended six years
+/// ago is erased in full; the one in an ongoing relationship keeps what
+/// the contract needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_people_tell_the_readmes_stories_whatever_the_date() {
+    let _turn = TURN.lock().await;
+    let pg = postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = consecutive_ports(9);
+    let day = chrono::NaiveDate::from_ymd_opt(2029, 2, 28).unwrap();
+    let up = dsr_up_with(
+        &data,
+        base,
+        pg.as_ref().map(|p| p.url.as_str()),
+        Some("2029-02-28T09:00:00Z"),
+    );
+    ready(base + 7, &up).await;
+    ready(base + 8, &up).await;
+    let emails: Vec<String> = dsr_system_sql::reference::Demo::ALL
+        .iter()
+        .map(|d| d.email(1000, 1).unwrap())
+        .collect();
+    let erase = |who: &str| {
+        let printed = ok(&cli(
+            &data,
+            base,
+            &["request", "erase", "--email", who, "--wait"],
+        ));
+        let plan = ok(&cli(
+            &data,
+            base,
+            &["request", "plan", &request_id(&printed)],
+        ));
+        (printed, plan)
+    };
+
+    let (printed, plan) = erase(&emails[0]);
+    assert!(
+        printed.contains("state      completed_with_retained"),
+        "{printed}"
+    );
+    let aml_until = day - chrono::Duration::days(400) + chrono::Months::new(60);
+    for store in ["kyc_documents", "pep_screenings"] {
+        let line = plan.lines().find(|l| l.contains(store)).unwrap();
+        assert!(
+            line.contains("RETAIN") && line.contains(&format!("until {aml_until}")),
+            "{plan}"
+        );
+    }
+    assert!(
+        plan.lines()
+            .any(|l| l.contains(" contacts ") && l.contains("erase")),
+        "{plan}"
+    );
+
+    let (printed, plan) = erase(&emails[1]);
+    assert!(printed.contains("state      completed\n"), "{printed}");
+    assert!(
+        plan.contains("0 retained") && plan.contains("kyc_documents"),
+        "{plan}"
+    );
+
+    let (printed, plan) = erase(&emails[2]);
+    assert!(
+        printed.contains("state      completed_with_retained"),
+        "{printed}"
+    );
+    let contact = plan.lines().find(|l| l.contains(" contacts ")).unwrap();
+    assert!(
+        contact.contains("RETAIN") && contact.contains("Art. 6(1)(b)"),
+        "{plan}"
+    );
+
+    let logs = up.kill();
+    for e in &emails {
+        assert!(!logs.contains(e.as_str()), "an identity in the logs");
+    }
     if let Some(p) = pg {
         p.finish().await;
     }

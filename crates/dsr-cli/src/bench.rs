@@ -133,7 +133,14 @@ async fn start(
             r.id()
         );
     }
-    r.seed(&db, subjects, 1, extra_letters).await?;
+    r.seed(
+        &db,
+        subjects,
+        1,
+        extra_letters,
+        dsr_system_sql::reference::base_date(),
+    )
+    .await?;
     let manifest = Arc::new(Manifest::parse(r.manifest(), r.manifest_name())?);
     dsr_system_sql::schema::check(&db, &manifest, r.manifest_name()).await?;
     let system = dsr_system_sql::system::SqlSystem::new(

@@ -212,6 +212,43 @@ fn describe_coherent(d: &pb::DescribeResponse) -> Result<String, String> {
     }
 }
 
+/// Every text a person reads, in Swedish and English: the system's name
+/// and each category's name, purposes, retention and source (and the
+/// logic of an automated decision), not the same words in both.
+fn describe_translated(d: &pb::DescribeResponse) -> Result<String, String> {
+    let mut problems = Vec::new();
+    for l in ["sv", "en"] {
+        if d.display_names.get(l).is_none_or(|n| n.trim().is_empty()) {
+            problems.push(format!("no display_names[{l}]"));
+        }
+    }
+    for c in &d.categories {
+        let id = c.category.as_ref().map(|x| x.id.as_str()).unwrap_or("?");
+        let (Some(sv), Some(en)) = (c.texts.get("sv"), c.texts.get("en")) else {
+            problems.push(format!("category {id}: texts lack sv or en"));
+            continue;
+        };
+        for (l, t) in [("sv", sv), ("en", en)] {
+            if t.display_name.trim().is_empty()
+                || t.purposes.is_empty()
+                || t.retention_description.trim().is_empty()
+                || t.source.trim().is_empty()
+                || (c.automated_decision && t.automated_decision_logic.trim().is_empty())
+            {
+                problems.push(format!("category {id}: texts[{l}] incomplete"));
+            }
+        }
+        if sv.purposes == en.purposes || sv.retention_description == en.retention_description {
+            problems.push(format!("category {id}: sv and en are the same words"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(format!("{} categories in sv and en", d.categories.len()))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 /// Runs every check and prints a table; fails when any check fails.
 #[allow(clippy::print_stdout, clippy::too_many_lines)]
 pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<()> {
@@ -251,6 +288,10 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
         Err(s) => bail!("Describe failed: {:?} {}", s.code(), s.message()),
     };
     checks.push(check("Describe is coherent", describe_coherent(&describe)));
+    checks.push(check(
+        "Describe gives every text in Swedish and English",
+        describe_translated(&describe),
+    ));
     c.system_id = describe.system_id.clone();
 
     // Locate the person under the controller that holds them.

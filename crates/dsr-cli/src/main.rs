@@ -366,7 +366,8 @@ fn policy_show(cfg: &Config) -> anyhow::Result<()> {
     );
     for r in &p.rules {
         println!();
-        println!("{}  {}", r.id, r.activity);
+        println!("{}  {}", r.id, r.activity.en);
+        println!("{:<4}sv: {}", "", r.activity.sv);
         println!("  categories  {}", r.categories.join(", "));
         println!(
             "  keep        {} months after {}, then {}",
@@ -375,16 +376,16 @@ fn policy_show(cfg: &Config) -> anyhow::Result<()> {
             r.at_end.as_str()
         );
         if !r.ground_while_anchor_open.is_empty() {
-            println!("  until then  {}", r.ground_while_anchor_open);
+            println!("  until then  {}", r.ground_while_anchor_open.en);
         }
         if r.set_by_law() {
             println!(
                 "  by law      {} (kept over an erasure request)",
-                r.legal_ground
+                r.legal_ground.en
             );
         }
         if !r.restrict_to.is_empty() {
-            println!("  used only   for {}", r.restrict_to);
+            println!("  used only   for {}", r.restrict_to.en);
         }
     }
     Ok(())
@@ -460,7 +461,13 @@ async fn seed(cfg: &Config, args: SeedArgs) -> anyhow::Result<()> {
     inst.kind.migrate(&db).await?;
     r.create_schema(&db).await?;
     let rows = r
-        .seed(&db, args.subjects, args.seed, args.extra_letters)
+        .seed(
+            &db,
+            args.subjects,
+            args.seed,
+            args.extra_letters,
+            crate::services::clock(cfg).today(),
+        )
         .await
         .with_context(|| {
             format!(

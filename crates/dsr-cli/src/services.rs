@@ -561,7 +561,12 @@ pub(crate) async fn prepare(
             let (manifest, file) = match source {
                 Some(SystemSource::Reference(r)) => {
                     let rows = r
-                        .ensure(&db, cfg.system_sql.seed_subjects, cfg.system_sql.seed)
+                        .ensure(
+                            &db,
+                            cfg.system_sql.seed_subjects,
+                            cfg.system_sql.seed,
+                            clock(cfg).today(),
+                        )
                         .await
                         .with_context(|| {
                             format!("{}: cannot create or seed the reference system", r.id())

@@ -151,6 +151,7 @@ fn safeguard(r: &pb::Recipient) -> String {
 fn print_recipient(r: &pb::Recipient) {
     let role = pb::RecipientRole::try_from(r.role).map_or("?", |x| x.as_str_name());
     println!("{:<24} {:<2} {:<38} {}", r.id, r.country, role, r.name);
+    println!("{:<27} sv: {}", "", r.name_sv);
     println!("{:<27} safeguard: {}", "", safeguard(r));
     if let Some(a) = &r.standing {
         let basis = pb::TransferBasis::try_from(a.basis).map_or("?", |b| b.as_str_name());

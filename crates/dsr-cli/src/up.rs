@@ -204,6 +204,12 @@ fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)]) {
             "  {port}dsr request access{data} --email {} --wait --out ./answer",
             person[0].email
         );
+        println!("The demo people (their dates relative to the day the data was first seeded):");
+        for d in dsr_system_sql::reference::Demo::ALL {
+            if let Some(email) = d.email(cfg.system_sql.seed_subjects, cfg.system_sql.seed) {
+                println!("  {email:<34} {}", d.story());
+            }
+        }
     }
     println!("Stop with Ctrl-C.");
 }

@@ -180,7 +180,7 @@ async fn up_serves_authenticates_persists_and_stops_on_sigterm() {
     let file = dir.path().join("r.toml");
     std::fs::write(
         &file,
-        "[[recipient]]\nid = \"agent-in\"\nname = \"Agent in India\"\nrole = \"agent\"\ncountry = \"IN\"\ncontrollers = [\"556134-1248\"]\ncategories = [\"contact.name\"]\ndpa_reference = \"AG-1\"\n",
+        "[[recipient]]\nid = \"agent-in\"\nname = { sv = \"Ombud i Indien\", en = \"Agent in India\" }\nrole = \"agent\"\ncountry = \"IN\"\ncontrollers = [\"556134-1248\"]\ncategories = [\"contact.name\"]\ndpa_reference = \"AG-1\"\n",
     )
     .unwrap();
     let put = stdout(&dsr(&[
@@ -233,7 +233,11 @@ async fn up_serves_authenticates_persists_and_stops_on_sigterm() {
         "get",
         "agent-in",
     ]));
-    assert!(got.contains("Agent in India"), "{got}");
+    assert!(
+        got.contains("Agent in India") && got.contains("sv: Ombud i Indien"),
+        "{got}"
+    );
+    assert!(got.contains("transfer: NOT LAWFUL"), "{got}");
     let (ok, _) = terminate(child);
     assert!(ok);
 }
@@ -420,7 +424,7 @@ async fn conformance_passes_against_every_reference_system() {
             r.id(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(text.contains("13 passed, 0 failed"), "{}: {text}", r.id());
+        assert!(text.contains("14 passed, 0 failed"), "{}: {text}", r.id());
     }
     // the same person again: gone, so conformance fails and says why
     let endpoint = format!("http://127.0.0.1:{}", port + 1);

@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::retention::{AtEnd, RetentionPolicy};
+use crate::text::Lang;
 
 /// What the plan does with a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -57,8 +58,12 @@ pub struct HoldRef {
 pub struct Decision {
     /// What happens.
     pub action: Action,
-    /// For a retained record: the legal ground.
+    /// For a retained record: the legal ground (English, as case handlers
+    /// and receipts read it).
     pub ground: String,
+    /// The same in Swedish, for the person's answer.
+    #[serde(default)]
+    pub ground_sv: String,
     /// For a retained record: the last day it is kept; `None` while the
     /// period has not begun or the hold stands.
     pub retain_until: Option<NaiveDate>,
@@ -77,6 +82,7 @@ impl Decision {
         Self {
             action,
             ground: String::new(),
+            ground_sv: String::new(),
             retain_until: None,
             rule_id,
             restrict_to: String::new(),
@@ -115,9 +121,15 @@ pub fn decide(
             .map(|h| format!("legal hold {}: {}", h.id, h.ground))
             .collect::<Vec<_>>()
             .join("; ");
+        let ground_sv = holds
+            .iter()
+            .map(|h| format!("rättsligt kvarhållande {}: {}", h.id, h.ground))
+            .collect::<Vec<_>>()
+            .join("; ");
         return Decision {
             action: Action::Retain,
             ground,
+            ground_sv,
             retain_until: until,
             rule_id: String::new(),
             restrict_to: "the legal claim the hold serves".into(),
@@ -141,10 +153,11 @@ pub fn decide(
                 let until = rule.retain_until(a);
                 (until >= today).then(|| Decision {
                     action: Action::Retain,
-                    ground: rule.legal_ground.clone(),
+                    ground: rule.legal_ground.en.clone(),
+                    ground_sv: rule.legal_ground.sv.clone(),
                     retain_until: Some(until),
                     rule_id: rule.id.clone(),
-                    restrict_to: rule.restrict_to.clone(),
+                    restrict_to: rule.restrict_to.en.clone(),
                     hold: false,
                 })
             }
@@ -152,18 +165,29 @@ pub fn decide(
                 action: Action::Retain,
                 ground: if rule.set_by_law() {
                     format!(
-                        "{}; then {} months from the {} ({})",
-                        rule.ground_while_anchor_open,
+                        "{}; then {} months from {} ({})",
+                        rule.ground_while_anchor_open.en,
                         rule.months,
-                        rule.anchor.replace('_', " "),
-                        rule.legal_ground
+                        rule.anchor_words(Lang::En),
+                        rule.legal_ground.en
                     )
                 } else {
-                    rule.ground_while_anchor_open.clone()
+                    rule.ground_while_anchor_open.en.clone()
+                },
+                ground_sv: if rule.set_by_law() {
+                    format!(
+                        "{}; därefter {} månader från {} ({})",
+                        rule.ground_while_anchor_open.sv,
+                        rule.months,
+                        rule.anchor_words(Lang::Sv),
+                        rule.legal_ground.sv
+                    )
+                } else {
+                    rule.ground_while_anchor_open.sv.clone()
                 },
                 retain_until: None,
                 rule_id: rule.id.clone(),
-                restrict_to: rule.restrict_to.clone(),
+                restrict_to: rule.restrict_to.en.clone(),
                 hold: false,
             }),
             Some(_) | None => None,

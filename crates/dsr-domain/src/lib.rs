@@ -17,4 +17,5 @@ pub mod group;
 pub mod identity;
 pub mod request;
 pub mod retention;
+pub mod text;
 pub mod transfer;

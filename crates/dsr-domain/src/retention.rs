@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 
 use crate::deadline::add_months;
+use crate::text::{Lang, Text};
 
 /// What happens when a period ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -37,8 +38,8 @@ impl AtEnd {
 pub struct Rule {
     /// Stable id, e.g. "aml-kyc".
     pub id: String,
-    /// The processing activity, in words.
-    pub activity: String,
+    /// The processing activity, in words (Swedish and English).
+    pub activity: Text,
     /// The categories it covers (each in one rule only).
     pub categories: Vec<String>,
     /// The event the period runs from, e.g. "relationship_end".
@@ -48,15 +49,17 @@ pub struct Rule {
     /// What happens at the end.
     pub at_end: AtEnd,
     /// The ground for keeping the data while the anchor event has not
-    /// happened (e.g. an open contract); empty when there is none.
-    pub ground_while_anchor_open: String,
+    /// happened (e.g. an open contract); absent when there is none.
+    #[serde(default)]
+    pub ground_while_anchor_open: Text,
     /// The law that sets the period, when one does: then the data is kept
     /// over an erasure request until the end (Art. 17(3)).
-    pub legal_ground: String,
+    #[serde(default)]
+    pub legal_ground: Text,
     /// The only purpose the data may serve while kept over an erasure
     /// request (it is restricted to it).
     #[serde(default)]
-    pub restrict_to: String,
+    pub restrict_to: Text,
     /// Whether `ground_while_anchor_open` keeps the data over an erasure
     /// request (an open contract, a legal obligation, legal claims); a
     /// legitimate interest does not (Art. 17(1)(c)).
@@ -74,6 +77,29 @@ impl Rule {
     /// Whether a law, not the controller's choice, sets the period.
     pub fn set_by_law(&self) -> bool {
         !self.legal_ground.is_empty()
+    }
+
+    /// The anchor event in words, in `lang` (e.g. "the end of the business
+    /// relationship").
+    pub fn anchor_words(&self, lang: Lang) -> &'static str {
+        let (sv, en) = match self.anchor.as_str() {
+            "relationship_end" => (
+                "att affärsrelationen upphört",
+                "the end of the business relationship",
+            ),
+            "event_date" => ("eventet", "the event"),
+            "last_interaction" => (
+                "din senaste kontakt med oss",
+                "your last interaction with us",
+            ),
+            "sent" => ("att brevet skickades", "the letter was sent"),
+            "case_closed" => ("att ärendet avslutades", "the case was closed"),
+            _ => ("insamlingen", "the data was collected"),
+        };
+        match lang {
+            Lang::Sv => sv,
+            Lang::En => en,
+        }
     }
 }
 
@@ -149,9 +175,7 @@ impl RetentionPolicy {
             if !ids.insert(r.id.as_str()) {
                 return Err(at("id", "used twice"));
             }
-            if r.activity.trim().is_empty() {
-                return Err(at("activity", "empty"));
-            }
+
             if r.categories.is_empty() {
                 return Err(at("categories", "at least one"));
             }
@@ -161,7 +185,7 @@ impl RetentionPolicy {
             if r.months > 1200 {
                 return Err(at("months", "at most 1200"));
             }
-            if r.open_ground_holds_over_erasure && r.ground_while_anchor_open.trim().is_empty() {
+            if r.open_ground_holds_over_erasure && r.ground_while_anchor_open.is_empty() {
                 return Err(at(
                     "open_ground_holds_over_erasure",
                     "needs ground_while_anchor_open",
@@ -213,7 +237,7 @@ mod tests {
         let aml = p.rule_for("aml.pep_status").unwrap();
         assert_eq!(aml.id, "aml-kyc");
         assert!(aml.set_by_law());
-        assert!(aml.legal_ground.contains("17(3)(b)"));
+        assert!(aml.legal_ground.en.contains("17(3)(b)") && aml.legal_ground.sv.contains("17.3 b"));
         assert_eq!(aml.retain_until(d("2023-11-23")), d("2028-11-23"));
         let contact = p.rule_for("contact.email").unwrap();
         assert!(!contact.set_by_law());

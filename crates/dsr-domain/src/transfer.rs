@@ -15,6 +15,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::Organisationsnummer;
+use crate::text::Text;
 
 /// An ISO 3166-1 alpha-2 country code known to [`CountryTables`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -451,6 +452,11 @@ pub struct Recipient {
     pub safeguard: Option<Safeguard>,
     /// Purpose in plain words.
     pub purpose: String,
+    /// The name in Swedish (`name` is English): what a person reading in
+    /// Swedish sees.
+    pub name_sv: String,
+    /// The purpose in Swedish.
+    pub purpose_sv: String,
 }
 
 /// One invalid field of a recipient.
@@ -556,6 +562,25 @@ impl Recipient {
             v.push(FieldViolation::new(
                 "recipient.purpose",
                 "at most 500 characters",
+            ));
+        }
+        let name_sv = self.name_sv.trim();
+        if name_sv.is_empty() || name_sv.chars().count() > 200 {
+            v.push(FieldViolation::new(
+                "recipient.name_sv",
+                "required: the name in Swedish, at most 200 characters",
+            ));
+        }
+        if self.purpose_sv.chars().count() > 500 {
+            v.push(FieldViolation::new(
+                "recipient.purpose_sv",
+                "at most 500 characters",
+            ));
+        }
+        if self.purpose.trim().is_empty() != self.purpose_sv.trim().is_empty() {
+            v.push(FieldViolation::new(
+                "recipient.purpose_sv",
+                "the purpose is given in both Swedish and English, or in neither",
             ));
         }
         match &self.safeguard {
@@ -751,8 +776,10 @@ pub struct Assessment {
     pub decision_reference: Option<String>,
     /// Reasons, blocking first.
     pub reasons: Vec<Reason>,
-    /// Plain-language account of the safeguard.
+    /// Plain-language account of the safeguard (English).
     pub safeguard_summary: String,
+    /// The same in Swedish.
+    pub safeguard_summary_sv: String,
 }
 
 /// What is to be sent, to whom, when.
@@ -838,7 +865,10 @@ pub fn assess(
             );
             (
                 TransferBasis::WithinEea,
-                format!("processed in {country_name}, inside the EEA"),
+                Text::new(
+                    "behandlas inom EES: ingen överföring till tredjeland",
+                    format!("processed in {country_name}, inside the EEA"),
+                ),
             )
         }
         CountryStatus::Adequate(decision) if !decision.dpf_only => {
@@ -868,9 +898,15 @@ pub fn assess(
                 decision_reference = Some(decision.reference.clone());
                 (
                     TransferBasis::Adequacy,
-                    format!(
-                        "{country_name}: EU adequacy decision {}",
-                        decision.reference
+                    Text::new(
+                        format!(
+                            "EU-kommissionens beslut om adekvat skyddsnivå {}",
+                            decision.reference
+                        ),
+                        format!(
+                            "{country_name}: EU adequacy decision {}",
+                            decision.reference
+                        ),
                     ),
                 )
             }
@@ -889,9 +925,15 @@ pub fn assess(
                     decision_reference = Some(decision.reference.clone());
                     (
                         TransferBasis::DataPrivacyFramework,
-                        format!(
-                            "{country_name}: EU-US Data Privacy Framework, adequacy decision {}, certification verified {verified_on}",
-                            decision.reference
+                        Text::new(
+                            format!(
+                                "EU–US Data Privacy Framework, beslut om adekvat skyddsnivå {}, certifieringen kontrollerad {verified_on}",
+                                decision.reference
+                            ),
+                            format!(
+                                "{country_name}: EU-US Data Privacy Framework, adequacy decision {}, certification verified {verified_on}",
+                                decision.reference
+                            ),
                         ),
                     )
                 }
@@ -904,7 +946,10 @@ pub fn assess(
                     ReasonCode::DpfReviewOverdue,
                     format!("the Data Privacy Framework certification was due for review on {review_by} and is unconfirmed"),
                 );
-                    (TransferBasis::None, "no confirmed safeguard".to_owned())
+                    (
+                        TransferBasis::None,
+                        Text::new("ingen bekräftad skyddsåtgärd", "no confirmed safeguard"),
+                    )
                 }
                 Some(Safeguard::Dpf { active: false, .. }) => {
                     r.block(
@@ -912,7 +957,10 @@ pub fn assess(
                         "the recipient is not certified under the EU-US Data Privacy Framework"
                             .to_owned(),
                     );
-                    (TransferBasis::None, "no safeguard".to_owned())
+                    (
+                        TransferBasis::None,
+                        Text::new("ingen skyddsåtgärd", "no safeguard"),
+                    )
                 }
                 _ => safeguard_basis(recipient, &country_name, on, &mut r),
             }
@@ -936,7 +984,8 @@ pub fn assess(
         country: recipient.country.clone(),
         decision_reference,
         reasons,
-        safeguard_summary: summary,
+        safeguard_summary: summary.en,
+        safeguard_summary_sv: summary.sv,
     }
 }
 
@@ -946,7 +995,7 @@ fn safeguard_basis(
     country_name: &str,
     on: NaiveDate,
     r: &mut Reasons,
-) -> (TransferBasis, String) {
+) -> (TransferBasis, Text) {
     match &recipient.safeguard {
         None | Some(Safeguard::Dpf { .. }) => {
             r.block(
@@ -955,7 +1004,10 @@ fn safeguard_basis(
                     "{country_name} has no adequacy decision and no safeguard is recorded (Art. 46) for the recipient"
                 ),
             );
-            (TransferBasis::None, "no safeguard".to_owned())
+            (
+                TransferBasis::None,
+                Text::new("ingen skyddsåtgärd", "no safeguard"),
+            )
         }
         Some(Safeguard::Scc {
             module,
@@ -1003,9 +1055,15 @@ fn safeguard_basis(
             }
             (
                 TransferBasis::Scc,
-                format!(
-                    "{country_name}: EU standard contractual clauses (Decision 2021/914), module {}, signed {signed_on}",
-                    module.number()
+                Text::new(
+                    format!(
+                        "EU:s standardavtalsklausuler (beslut 2021/914), modul {}, undertecknade {signed_on}",
+                        module.number()
+                    ),
+                    format!(
+                        "{country_name}: EU standard contractual clauses (Decision 2021/914), module {}, signed {signed_on}",
+                        module.number()
+                    ),
                 ),
             )
         }
@@ -1032,7 +1090,10 @@ fn safeguard_basis(
             }
             (
                 TransferBasis::Bcr,
-                format!("{country_name}: binding corporate rules ({approval_reference})"),
+                Text::new(
+                    format!("bindande företagsbestämmelser ({approval_reference})"),
+                    format!("{country_name}: binding corporate rules ({approval_reference})"),
+                ),
             )
         }
         Some(Safeguard::Derogation { ground, .. }) => {
@@ -1052,9 +1113,15 @@ fn safeguard_basis(
             }
             (
                 TransferBasis::Derogation,
-                format!(
-                    "{country_name}: derogation under GDPR Art. {}",
-                    ground.as_str()
+                Text::new(
+                    format!(
+                        "undantag för särskilda situationer enligt GDPR art. {}",
+                        ground.as_str()
+                    ),
+                    format!(
+                        "{country_name}: derogation under GDPR Art. {}",
+                        ground.as_str()
+                    ),
                 ),
             )
         }
@@ -1128,6 +1195,8 @@ mod tests {
             dpa_reference: "DPA-1".into(),
             safeguard,
             purpose: String::new(),
+            name_sv: "Mottagare".into(),
+            purpose_sv: String::new(),
         }
     }
 
@@ -1167,6 +1236,47 @@ mod tests {
             verified_on: d("2026-06-01"),
             review_by: d(review_by),
         })
+    }
+
+    #[test]
+    fn a_recipient_needs_its_swedish_name_and_purpose() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        let ok = recipient("SE", RecipientRole::Processor, None);
+        assert!(ok.validate(today).is_empty(), "{:?}", ok.validate(today));
+        let fields = |r: &Recipient| -> Vec<String> {
+            r.validate(today).into_iter().map(|v| v.field).collect()
+        };
+        let mut r = ok.clone();
+        r.name_sv = " ".into();
+        assert_eq!(fields(&r), ["recipient.name_sv"]);
+        let mut r = ok.clone();
+        r.purpose = "prints letters".into();
+        assert_eq!(fields(&r), ["recipient.purpose_sv"]);
+        r.purpose_sv = "skriver ut brev".into();
+        assert!(fields(&r).is_empty());
+    }
+
+    #[test]
+    fn a_safeguard_is_summed_up_in_swedish_and_english() {
+        let tables = CountryTables::shipped();
+        let policy = TransferPolicy::default();
+        let on = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        let categories: BTreeSet<String> = ["contact.email".to_owned()].into();
+        for country in ["SE", "GB", "IN"] {
+            let r = recipient(country, RecipientRole::Processor, None);
+            let a = assess(
+                &r,
+                &TransferCheck {
+                    categories: &categories,
+                    controller: None,
+                    on,
+                },
+                &tables,
+                &policy,
+            );
+            assert!(!a.safeguard_summary_sv.is_empty());
+            assert_ne!(a.safeguard_summary, a.safeguard_summary_sv, "{country}");
+        }
     }
 
     #[test]

@@ -58,7 +58,9 @@ async fn locate_expands_identities_across_the_reference_systems() {
         dsr_store::migrate::<dsr_connector::migration::Migrator>(&db.db)
             .await
             .unwrap();
-        r.ensure(&db.db, 60, 5).await.unwrap();
+        r.ensure(&db.db, 60, 5, dsr_system_sql::reference::base_date())
+            .await
+            .unwrap();
         let m = Arc::new(Manifest::parse(r.manifest(), r.manifest_name()).unwrap());
         let system = dsr_system_sql::system::SqlSystem::new(
             db.db.clone(),

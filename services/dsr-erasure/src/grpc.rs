@@ -277,6 +277,7 @@ fn plan_to_pb(p: &Plan, discrepancies: &[Discrepancy]) -> pb::Plan {
                 category_ids: r.categories.clone(),
                 action: action_to_pb(r.decision.action) as i32,
                 legal_ground: r.decision.ground.clone(),
+                legal_ground_sv: r.decision.ground_sv.clone(),
                 retain_until: r.decision.retain_until.map(kit::date_to_pb),
                 rule_id: r.decision.rule_id.clone(),
                 restrict_to: r.decision.restrict_to.clone(),

@@ -198,6 +198,7 @@ mod tests {
                 } else {
                     String::new()
                 },
+                ground_sv: String::new(),
                 retain_until: until,
                 rule_id: String::new(),
                 restrict_to: String::new(),

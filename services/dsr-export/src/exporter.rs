@@ -223,6 +223,18 @@ impl Exporter {
                 let Some(declared) = info.categories.iter().find(|c| &c.id == id) else {
                     continue;
                 };
+                let declared = &declared.localized(req.language).unwrap_or_else(|| {
+                    // A system that gives no texts in the person's language:
+                    // its English ones, said loudly (`dsr conformance`
+                    // checks every system gives both).
+                    tracing::warn!(
+                        system = %info.id,
+                        category = %id,
+                        language = req.language.code(),
+                        "the system gives no texts in the person's language"
+                    );
+                    declared.clone()
+                });
                 categories
                     .entry(id.clone())
                     .or_insert_with(|| CategoryOut {
@@ -249,6 +261,18 @@ impl Exporter {
             self.sources
                 .disclosures(&req.controller, &system_ids, &category_ids)
                 .await?
+                .into_iter()
+                .map(|d| {
+                    d.localized(req.language).unwrap_or_else(|| {
+                        tracing::warn!(
+                            recipient = %d.recipient_id,
+                            language = req.language.code(),
+                            "the registry has no name for the recipient in the person's language"
+                        );
+                        d
+                    })
+                })
+                .collect()
         };
         let record_count = systems.iter().map(|s| s.1.len() as u64).sum();
         Ok(AccessDocument {
@@ -275,8 +299,12 @@ impl Exporter {
             systems: systems
                 .into_iter()
                 .map(|(info, records, _)| SystemOut {
+                    display_name: info
+                        .display_names
+                        .get(req.language.code())
+                        .cloned()
+                        .unwrap_or(info.display_name),
                     id: info.id,
-                    display_name: info.display_name,
                     role: info.role,
                     operator_recipient_id: info.operator_recipient_id,
                     records,

@@ -23,8 +23,8 @@ use tower_layer::Layer;
 
 use crate::exporter::{BuildError, Exporter};
 use crate::model::{
-    BuildRequest, Category, Disclosure, Field, Header, Kind, Language, Record, SourceError,
-    Sources, SystemInfo,
+    BuildRequest, Category, CategoryText, Disclosure, DisclosureText, Field, Header, Kind,
+    Language, Record, SourceError, Sources, SystemInfo,
 };
 use crate::store::{PackageInfo, StoreError};
 
@@ -373,6 +373,7 @@ impl GrpcSources {
         Ok(SystemInfo {
             id: d.system_id,
             display_name: d.display_name,
+            display_names: d.display_names.into_iter().collect(),
             role: sys::SystemRole::try_from(d.role)
                 .map(|r| enum_name(r.as_str_name(), "SYSTEM_ROLE_"))
                 .unwrap_or_default(),
@@ -402,6 +403,23 @@ impl GrpcSources {
                         portable: c.portable,
                         automated_decision: c.automated_decision,
                         automated_decision_logic: c.automated_decision_logic,
+                        texts: c
+                            .texts
+                            .into_iter()
+                            .map(|(lang, t)| {
+                                (
+                                    lang,
+                                    CategoryText {
+                                        display_name: t.display_name,
+                                        purposes: t.purposes,
+                                        retention: t.retention_description,
+                                        retention_legal_ground: t.retention_legal_ground,
+                                        source: t.source,
+                                        automated_decision_logic: t.automated_decision_logic,
+                                    },
+                                )
+                            })
+                            .collect(),
                     }
                 })
                 .collect(),
@@ -527,6 +545,11 @@ impl Sources for GrpcSources {
                     transfer_basis: enum_name(basis.as_str_name(), "TRANSFER_BASIS_"),
                     safeguard: a.safeguard_summary,
                     decision_reference: a.decision_reference,
+                    sv: DisclosureText {
+                        name: r.name_sv,
+                        purpose: r.purpose_sv,
+                        safeguard: a.safeguard_summary_sv,
+                    },
                 }
             })
             .collect())

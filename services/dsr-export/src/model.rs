@@ -2,6 +2,8 @@
 //! given, what the systems and the registry say, and the sources it reads
 //! them from (gRPC in production, test doubles in tests).
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDate;
 use dsr_domain::identity::Organisationsnummer;
 use serde::Serialize;
@@ -109,6 +111,46 @@ pub struct Category {
     pub automated_decision: bool,
     /// The logic, significance and consequences (Art. 15(1)(h)).
     pub automated_decision_logic: String,
+    /// The texts above in every language the system gives, by ISO 639-1
+    /// code (the plain fields are English); see [`Category::localized`].
+    #[serde(skip)]
+    pub texts: BTreeMap<String, CategoryText>,
+}
+
+/// A category's person-facing texts in one language.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CategoryText {
+    /// Name.
+    pub display_name: String,
+    /// Purposes.
+    pub purposes: Vec<String>,
+    /// Retention in words.
+    pub retention: String,
+    /// The law setting the period.
+    pub retention_legal_ground: String,
+    /// Where it came from.
+    pub source: String,
+    /// The logic of an automated decision.
+    pub automated_decision_logic: String,
+}
+
+impl Category {
+    /// The category with its texts in `lang`; `None` when the system does
+    /// not give them in that language (a person is never answered in
+    /// another).
+    pub fn localized(&self, lang: Language) -> Option<Category> {
+        let t = self.texts.get(lang.code())?;
+        Some(Category {
+            display_name: t.display_name.clone(),
+            purposes: t.purposes.clone(),
+            retention: t.retention.clone(),
+            retention_legal_ground: t.retention_legal_ground.clone(),
+            source: t.source.clone(),
+            automated_decision_logic: t.automated_decision_logic.clone(),
+            texts: BTreeMap::new(),
+            ..self.clone()
+        })
+    }
 }
 
 /// What a system declares about itself (Describe).
@@ -116,8 +158,10 @@ pub struct Category {
 pub struct SystemInfo {
     /// Id.
     pub id: String,
-    /// Name for people.
+    /// Name for people (English).
     pub display_name: String,
+    /// The name in every language the system gives, by ISO 639-1 code.
+    pub display_names: BTreeMap<String, String>,
     /// "processor" or "controller".
     pub role: String,
     /// The operator's recipient id (empty when the controller runs it).
@@ -179,6 +223,42 @@ pub struct Disclosure {
     pub safeguard: String,
     /// The adequacy decision or framework, when one applies.
     pub decision_reference: String,
+    /// Name, purpose and safeguard in Swedish (the fields above are
+    /// English); see [`Disclosure::localized`].
+    #[serde(skip)]
+    pub sv: DisclosureText,
+}
+
+/// A recipient's person-facing texts in Swedish.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DisclosureText {
+    /// Name.
+    pub name: String,
+    /// Purpose.
+    pub purpose: String,
+    /// The safeguard in words.
+    pub safeguard: String,
+}
+
+impl Disclosure {
+    /// The disclosure with its texts in `lang`; `None` when the registry
+    /// has no Swedish name for it (recorded before names were bilingual).
+    pub fn localized(&self, lang: Language) -> Option<Disclosure> {
+        match lang {
+            Language::En => Some(Disclosure {
+                sv: DisclosureText::default(),
+                ..self.clone()
+            }),
+            Language::Sv if self.sv.name.is_empty() => None,
+            Language::Sv => Some(Disclosure {
+                name: self.sv.name.clone(),
+                purpose: self.sv.purpose.clone(),
+                safeguard: self.sv.safeguard.clone(),
+                sv: DisclosureText::default(),
+                ..self.clone()
+            }),
+        }
+    }
 }
 
 /// Why a source failed. No personal data: a stable reason.

@@ -257,6 +257,10 @@ struct Labels {
     value: &'static str,
     restricted: &'static str,
     objected: &'static str,
+    request: &'static str,
+    dpo: &'static str,
+    record: &'static str,
+    direct_marketing: &'static str,
 }
 
 const SV: Labels = Labels {
@@ -290,6 +294,10 @@ const SV: Labels = Labels {
     value: "Värde",
     restricted: "begränsad (art. 18)",
     objected: "invändning mot",
+    request: "Ärende",
+    dpo: "Dataskyddsombud:",
+    record: "Post",
+    direct_marketing: "direktmarknadsföring",
 };
 
 const EN: Labels = Labels {
@@ -323,6 +331,10 @@ const EN: Labels = Labels {
     value: "Value",
     restricted: "restricted (Art. 18)",
     objected: "objected to",
+    request: "Request",
+    dpo: "Data protection officer:",
+    record: "Record",
+    direct_marketing: "direct marketing",
 };
 
 /// The legal basis in words, with its article.
@@ -345,11 +357,49 @@ pub fn basis_text(basis: &str, lang: Language) -> String {
     }
 }
 
-/// The report as a self-contained HTML page.
+/// An identity type in words.
+fn identity_kind(kind: &str, lang: Language) -> &str {
+    let (sv, en) = match kind {
+        "email" => ("E-postadress", "Email address"),
+        "phone" => ("Telefonnummer", "Telephone number"),
+        "personnummer" => ("Personnummer", "Personal identity number"),
+        "customer_id" => ("Kundnummer", "Customer number"),
+        "organisationsnummer" => ("Organisationsnummer", "Company registration number"),
+        other => (other, other),
+    };
+    match lang {
+        Language::Sv => sv,
+        Language::En => en,
+    }
+}
+
+/// A value that reads the same in every language (a name, a number, a
+/// date, the person's own data): marked `translate="no"`, as HTML defines
+/// it, so translation tools and the report's language check leave it.
+fn same(s: &str) -> String {
+    format!("<span translate=\"no\">{}</span>", esc(s))
+}
+
+/// The report as a self-contained HTML page, every sentence in `lang`: the
+/// labels here, the texts the systems and the registry give in that
+/// language; names, numbers, dates and the person's own data are marked
+/// `translate="no"`.
 pub fn render_html(doc: &AccessDocument, lang: Language) -> String {
     let l = match lang {
         Language::Sv => &SV,
         Language::En => &EN,
+    };
+    let system_name = |id: &str| -> String {
+        doc.systems
+            .iter()
+            .find(|s| s.id == id)
+            .map_or_else(|| id.to_owned(), |s| s.display_name.clone())
+    };
+    let category_name = |id: &str| -> String {
+        doc.categories
+            .iter()
+            .find(|c| c.category.id == id)
+            .map_or_else(|| id.to_owned(), |c| c.category.display_name.clone())
     };
     let mut h = String::with_capacity(16 * 1024);
     let _ = write!(
@@ -367,20 +417,22 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
         h,
         "<p><strong>{}:</strong> {} ({})<br><strong>{}:</strong> {} ({})<br>{}: {}</p>",
         l.controller,
-        esc(&doc.controller.name),
-        esc(&doc.controller.organisation_number),
+        same(&doc.controller.name),
+        same(&doc.controller.organisation_number),
         l.policy,
-        esc(&doc.policy.version),
-        doc.policy.published,
-        match lang {
-            Language::Sv => "Ärende",
-            Language::En => "Request",
-        },
-        esc(&doc.request_id)
+        same(&doc.policy.version),
+        same(&doc.policy.published.to_string()),
+        l.request,
+        same(&doc.request_id)
     );
     let _ = write!(h, "<h2>{}</h2>\n<ul>", l.identities);
     for i in &doc.identities {
-        let _ = write!(h, "<li>{}: {}</li>", esc(&i.kind), esc(&i.value));
+        let _ = write!(
+            h,
+            "<li>{}: {}</li>",
+            esc(identity_kind(&i.kind, lang)),
+            same(&i.value)
+        );
     }
     h.push_str("</ul>\n");
     if !doc.data_processed {
@@ -393,10 +445,8 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
     );
     for c in &doc.categories {
         let cat = &c.category;
-        let source = if cat.provided_by_subject && cat.source.is_empty() {
+        let source = if cat.source.is_empty() && cat.provided_by_subject {
             l.from_you.to_owned()
-        } else if cat.provided_by_subject {
-            format!("{}; {}", l.from_you, cat.source)
         } else {
             cat.source.clone()
         };
@@ -405,15 +455,21 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
         } else {
             format!("{} ({})", cat.retention, cat.retention_legal_ground)
         };
+        let purposes: String = cat
+            .purposes
+            .iter()
+            .map(|p| format!("<li>{}</li>", esc(p)))
+            .collect();
+        let systems: Vec<String> = c.systems.iter().map(|s| system_name(s)).collect();
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td><ul>{}</ul></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&cat.display_name),
-            esc(&cat.purposes.join("; ")),
+            purposes,
             esc(&basis_text(&cat.legal_basis, lang)),
             esc(&retention),
             esc(&source),
-            esc(&c.systems.join(", "))
+            esc(&systems.join(", "))
         );
     }
     h.push_str("</table>\n");
@@ -432,13 +488,14 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
             } else {
                 l.within_eea.to_owned()
             };
+            let categories: Vec<String> = r.categories.iter().map(|c| category_name(c)).collect();
             let _ = writeln!(
                 h,
                 "<tr><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&r.name),
                 esc(&r.purpose),
-                esc(&r.categories.join(", ")),
-                esc(&r.country),
+                esc(&categories.join(", ")),
+                same(&r.country),
                 esc(&transfer)
             );
         }
@@ -453,7 +510,7 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
             h,
             "<p><strong>{}</strong> ({}): {}</p>",
             esc(&a.display_name),
-            esc(&a.system),
+            esc(&system_name(&a.system)),
             esc(&a.logic)
         );
     }
@@ -473,12 +530,9 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
     h.push_str("</ul>\n");
     let _ = writeln!(
         h,
-        "<h2>{}</h2>\n<p>{} <a href=\"mailto:{dpo}\">{dpo}</a>. {} {} (<a href=\"{url}\">{url}</a>).</p>",
+        "<h2>{}</h2>\n<p>{} <a href=\"mailto:{dpo}\" translate=\"no\">{dpo}</a>. {} {} (<a href=\"{url}\" translate=\"no\">{url}</a>).</p>",
         l.complaint,
-        match lang {
-            Language::Sv => "Dataskyddsombud:",
-            Language::En => "Data protection officer:",
-        },
+        l.dpo,
         l.complaint_text,
         esc(&doc.complaint.supervisory_authority),
         dpo = esc(&doc.complaint.data_protection_officer),
@@ -486,20 +540,31 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
     );
     let _ = writeln!(h, "<h2>{}</h2>", l.data);
     for s in &doc.systems {
-        let _ = writeln!(h, "<h3>{} ({})</h3>", esc(&s.display_name), esc(&s.id));
+        let _ = writeln!(h, "<h3>{}</h3>", esc(&s.display_name));
         for r in &s.records {
             let mut flags = Vec::new();
             if r.restricted {
                 flags.push(l.restricted.to_owned());
             }
             if !r.objected_purposes.is_empty() {
-                flags.push(format!("{} {}", l.objected, r.objected_purposes.join(", ")));
+                let purposes: Vec<&str> = r
+                    .objected_purposes
+                    .iter()
+                    .map(|p| {
+                        if p == "direct_marketing" {
+                            l.direct_marketing
+                        } else {
+                            p.as_str()
+                        }
+                    })
+                    .collect();
+                flags.push(format!("{} {}", l.objected, purposes.join(", ")));
             }
             let _ = writeln!(
                 h,
                 "<table><tr><th colspan=\"2\">{} {}{}</th></tr><tr><th>{}</th><th>{}</th></tr>",
-                esc(&r.store),
-                esc(&r.key),
+                l.record,
+                same(&format!("{}/{}", r.store, r.key)),
                 if flags.is_empty() {
                     String::new()
                 } else {
@@ -512,8 +577,8 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
                 let _ = writeln!(
                     h,
                     "<tr><td>{}</td><td>{}</td></tr>",
-                    esc(&f.name),
-                    esc(f.value.as_deref().unwrap_or("–"))
+                    esc(&category_name(&f.category)),
+                    same(f.value.as_deref().unwrap_or("–"))
                 );
             }
             h.push_str("</table>\n");

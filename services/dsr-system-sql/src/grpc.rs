@@ -11,6 +11,7 @@ use dsr_connector::grpc::{
     timestamp,
 };
 use dsr_domain::identity::Identity;
+use dsr_domain::text::Lang;
 use dsr_proto::common::v1 as common;
 use dsr_proto::system::v1 as pb;
 use dsr_proto::system::v1::data_system_server::{DataSystem, DataSystemServer};
@@ -254,7 +255,11 @@ impl Handlers {
         }
         pb::DescribeResponse {
             system_id: s.id.clone(),
-            display_name: s.display_name.clone(),
+            display_name: s.display_name.en.clone(),
+            display_names: Lang::ALL
+                .into_iter()
+                .map(|l| (l.code().to_owned(), s.display_name.get(l).clone()))
+                .collect(),
             role: match s.role {
                 Role::Controller => pb::SystemRole::Controller,
                 Role::Processor => pb::SystemRole::Processor,
@@ -283,7 +288,7 @@ impl Handlers {
                 .map(|c| pb::CategoryDescription {
                     category: Some(common::DataCategory {
                         id: c.id.clone(),
-                        display_name: c.display_name.clone(),
+                        display_name: c.display_name.en.clone(),
                         sensitivity: match c.sensitivity {
                             manifest::Sensitivity::Ordinary => common::Sensitivity::Ordinary,
                             manifest::Sensitivity::SpecialCategory => {
@@ -293,7 +298,26 @@ impl Handlers {
                             manifest::Sensitivity::NationalId => common::Sensitivity::NationalId,
                         } as i32,
                     }),
-                    purposes: c.purposes.clone(),
+                    purposes: c.purposes.en.clone(),
+                    texts: Lang::ALL
+                        .into_iter()
+                        .map(|l| {
+                            (
+                                l.code().to_owned(),
+                                pb::CategoryTexts {
+                                    display_name: c.display_name.get(l).clone(),
+                                    purposes: c.purposes.get(l).clone(),
+                                    retention_description: c.retention.description.get(l).clone(),
+                                    retention_legal_ground: c.retention.legal_ground.get(l).clone(),
+                                    source: c.source.get(l).clone(),
+                                    automated_decision_logic: c
+                                        .automated_decision_logic
+                                        .get(l)
+                                        .clone(),
+                                },
+                            )
+                        })
+                        .collect(),
                     legal_basis: match c.legal_basis {
                         manifest::LegalBasis::Consent => common::LegalBasis::Consent,
                         manifest::LegalBasis::Contract => common::LegalBasis::Contract,
@@ -307,16 +331,16 @@ impl Handlers {
                         }
                     } as i32,
                     retention: Some(pb::RetentionRule {
-                        description: c.retention.description.clone(),
-                        legal_ground: c.retention.legal_ground.clone(),
+                        description: c.retention.description.en.clone(),
+                        legal_ground: c.retention.legal_ground.en.clone(),
                         months: c.retention.months.unwrap_or(0),
                         anchor: c.retention.anchor.clone(),
                     }),
-                    source: c.source.clone(),
+                    source: c.source.en.clone(),
                     provided_by_subject: c.provided_by_subject,
                     portable: c.portable,
                     automated_decision: c.automated_decision,
-                    automated_decision_logic: c.automated_decision_logic.clone(),
+                    automated_decision_logic: c.automated_decision_logic.en.clone(),
                 })
                 .collect(),
             erasure_methods: methods.into_iter().collect(),

@@ -1,10 +1,19 @@
 //! The manifest: how one relational schema maps onto the contract.
 //!
 //! ```yaml
-//! system: { id: crm, display_name: Group CRM, role: controller, controllers: ["556134-1248"] }
+//! system: { id: crm, display_name: { sv: Koncernens CRM, en: Group CRM }, role: controller, controllers: ["556134-1248"] }
 //! categories:
-//!   - { id: contact.email, display_name: Email address, purposes: [...], legal_basis: contract,
-//!       retention: { description: "24 months after the relationship ends", months: 24, anchor: relationship_end } }
+//!   - id: contact.email
+//!     display_name: { sv: E-postadress, en: Email address }
+//!     purposes:
+//!       sv: ["kommunicera med dig"]
+//!       en: ["communicate with you"]
+//!     legal_basis: contract
+//!     retention:
+//!       description: { sv: "24 månader efter att relationen upphört", en: "24 months after the relationship ends" }
+//!       months: 24
+//!       anchor: relationship_end
+//!     source: { sv: "du eller företaget du företräder", en: "you or the company you represent" }
 //! tables:
 //!   - name: contacts
 //!     primary_key: { column: id, type: integer }
@@ -21,12 +30,19 @@
 //!     ...
 //! ```
 //!
+//! Every text a person reads (names, purposes, retention, source, the logic
+//! of an automated decision) is given in Swedish and English
+//! ([`dsr_domain::text`]); lists are YAML lists, quoted where an item holds
+//! a comma.
+//!
 //! [`Manifest::load`] checks the manifest on its own (every reference
 //! resolves, every category is declared); `schema::check` then checks it
 //! against the live database. Errors name the file and the field.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use dsr_domain::text::{Text, TextList};
 
 use dsr_domain::identity::{IdentityType, Organisationsnummer};
 use serde::Deserialize;
@@ -61,8 +77,8 @@ pub struct Manifest {
 pub struct SystemSpec {
     /// Id, e.g. "crm".
     pub id: String,
-    /// Name.
-    pub display_name: String,
+    /// Name, in Swedish and English.
+    pub display_name: Text,
     /// controller or processor.
     pub role: Role,
     /// The operator's recipient id in the transfer registry.
@@ -98,20 +114,22 @@ pub enum Role {
 pub struct CategorySpec {
     /// Id, e.g. "contact.email".
     pub id: String,
-    /// Name.
-    pub display_name: String,
+    /// Name, in Swedish and English.
+    pub display_name: Text,
     /// ordinary, special_category, criminal or national_id.
     #[serde(default)]
     pub sensitivity: Sensitivity,
-    /// Purposes in plain words.
-    pub purposes: Vec<String>,
+    /// Purposes in plain words, a list in each language (never split on
+    /// commas).
+    pub purposes: TextList,
     /// The legal basis.
     pub legal_basis: LegalBasis,
     /// The retention rule.
     pub retention: RetentionSpec,
-    /// Where it came from when not from the person.
-    #[serde(default)]
-    pub source: String,
+    /// Where it came from (Art. 14(2)(f), 15(1)(g)): the person, the
+    /// company they represent, public registers, or "derived by us from …".
+    /// Required.
+    pub source: Text,
     /// Given by the person.
     #[serde(default)]
     pub provided_by_subject: bool,
@@ -123,7 +141,7 @@ pub struct CategorySpec {
     pub automated_decision: bool,
     /// The logic, significance and consequences, in plain words.
     #[serde(default)]
-    pub automated_decision_logic: String,
+    pub automated_decision_logic: Text,
 }
 
 /// Sensitivity of a category.
@@ -164,10 +182,10 @@ pub enum LegalBasis {
 #[serde(deny_unknown_fields)]
 pub struct RetentionSpec {
     /// In words.
-    pub description: String,
+    pub description: Text,
     /// The law that sets the period, when it is set by law.
     #[serde(default)]
-    pub legal_ground: String,
+    pub legal_ground: Text,
     /// Months after the anchor event.
     #[serde(default)]
     pub months: Option<u32>,
@@ -500,13 +518,13 @@ impl Manifest {
             if cats.insert(c.id.as_str(), i).is_some() {
                 return Err(err(format!("categories[{i}].id"), "declared twice"));
             }
-            if c.purposes.is_empty() {
+            if c.purposes.en.is_empty() {
                 return Err(err(
                     format!("categories[{i}].purposes"),
                     "at least one purpose",
                 ));
             }
-            if c.automated_decision && c.automated_decision_logic.trim().is_empty() {
+            if c.automated_decision && c.automated_decision_logic.is_empty() {
                 return Err(err(
                     format!("categories[{i}].automated_decision_logic"),
                     "required when automated_decision is true (Art. 15(1)(h))",
@@ -595,10 +613,14 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
-system: { id: demo, display_name: Demo, role: processor, controllers: ["556134-1248"] }
+system: { id: demo, display_name: { same: Demo }, role: processor, controllers: ["556134-1248"] }
 categories:
-  - { id: contact.email, display_name: Email, purposes: [contact], legal_basis: contract,
-      retention: { description: "24 months after the relationship" } }
+  - id: contact.email
+    display_name: { sv: E-post, en: Email }
+    purposes: { sv: ["förhindra, upptäcka och bevisa bedrägerier"], en: ["prevent, detect and prove fraud"] }
+    legal_basis: contract
+    retention: { description: { sv: "24 månader efter relationen", en: "24 months after the relationship" } }
+    source: { sv: du, en: you }
 tables:
   - name: people
     primary_key: { column: id, type: integer }
@@ -626,6 +648,36 @@ tables:
             ["notes"]
         );
         assert_eq!(m.children_first().first().unwrap().name, "notes");
+    }
+
+    #[test]
+    fn texts_come_in_both_languages_and_lists_keep_their_commas() {
+        let m = Manifest::parse(MINIMAL, "demo.yaml").unwrap();
+        let c = &m.categories[0];
+        assert_eq!(c.purposes.en, ["prevent, detect and prove fraud"]);
+        assert_eq!(c.display_name.sv, "E-post");
+        for (from, to) in [
+            (
+                "display_name: { sv: E-post, en: Email }",
+                "display_name: Email",
+            ),
+            (
+                "display_name: { sv: E-post, en: Email }",
+                "display_name: { en: Email }",
+            ),
+            (
+                "display_name: { sv: E-post, en: Email }",
+                "display_name: { sv: Email, en: Email }",
+            ),
+            ("    source: { sv: du, en: you }\n", ""),
+        ] {
+            let text = MINIMAL.replace(from, to);
+            assert_ne!(text, MINIMAL, "{from}");
+            assert!(
+                Manifest::parse(&text, "demo.yaml").is_err(),
+                "accepted: {to}"
+            );
+        }
     }
 
     #[test]

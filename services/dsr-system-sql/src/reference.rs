@@ -29,10 +29,82 @@ pub enum Reference {
 /// The controllers of the seed policy.
 pub const CONTROLLERS: [&str; 4] = ["556134-1248", "556885-5265", "556786-4854", "556397-1414"];
 
-/// The day the synthetic data is generated relative to (fixed, so a seed
-/// always gives the same rows).
+/// A fixed day to generate the synthetic data relative to, where the same
+/// rows are wanted on every run (tests, benchmarks); `dsr up` generates
+/// relative to its clock's today, so its stories keep their shape.
 pub fn base_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 1).expect("valid date")
+}
+
+/// The three people the README's examples follow: each the first person
+/// of a company of the group's first controller (each with a KYC document
+/// and a PEP screening in the CRM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Demo {
+    /// The relationship ended 400 days before the seed date: the contact
+    /// data has no ground left against an erasure, the AML records are
+    /// kept for five years after the end (about 3.9 years more).
+    AmlRetentionRuns,
+    /// The relationship ended six years before: every retention period,
+    /// the AML one too, is over.
+    EndedOverFiveYearsAgo,
+    /// The relationship goes on: the contract keeps the contact and AML
+    /// data over an erasure request.
+    Ongoing,
+}
+
+impl Demo {
+    /// Every demo person.
+    pub const ALL: [Demo; 3] = [
+        Demo::AmlRetentionRuns,
+        Demo::EndedOverFiveYearsAgo,
+        Demo::Ongoing,
+    ];
+
+    /// Their index among the generated people: the first of companies 1,
+    /// 5 and 9, whose controller is the group's first (the CLI's default).
+    pub fn index(self) -> usize {
+        let every = PER_COMPANY * CONTROLLERS.len();
+        match self {
+            Self::AmlRetentionRuns => 0,
+            Self::EndedOverFiveYearsAgo => every,
+            Self::Ongoing => 2 * every,
+        }
+    }
+
+    /// Their company's relationship end, relative to the seed date.
+    pub fn relationship_end(self, base: NaiveDate) -> Option<NaiveDate> {
+        match self {
+            Self::AmlRetentionRuns => Some(base - Duration::days(400)),
+            Self::EndedOverFiveYearsAgo => Some(base - Duration::days(6 * 365 + 30)),
+            Self::Ongoing => None,
+        }
+    }
+
+    /// What their story is, in a line.
+    pub fn story(self) -> &'static str {
+        match self {
+            Self::AmlRetentionRuns => {
+                "relationship ended 400 days ago: erasure keeps the AML records for five years"
+            }
+            Self::EndedOverFiveYearsAgo => "relationship ended six years ago: everything is erased",
+            Self::Ongoing => "relationship ongoing: the contract keeps the data",
+        }
+    }
+
+    /// Their email among `subjects` people generated from `seed`.
+    pub fn email(self, subjects: usize, seed: u64) -> Option<String> {
+        people(subjects, seed)
+            .into_iter()
+            .nth(self.index())
+            .map(|p| p.email)
+    }
+
+    fn of_company(company: i64) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| (d.index() / PER_COMPANY) as i64 + 1 == company)
+    }
 }
 
 impl Reference {
@@ -575,13 +647,14 @@ impl Reference {
         db: &DatabaseConnection,
         subjects: usize,
         seed: u64,
+        base: NaiveDate,
     ) -> Result<usize, DbErr> {
         self.create_schema(db).await?;
         if self.is_seeded(db).await? {
             return Ok(0);
         }
         Ok(self
-            .seed(db, subjects, seed, 0)
+            .seed(db, subjects, seed, 0, base)
             .await?
             .iter()
             .map(|(_, n)| n)
@@ -590,18 +663,19 @@ impl Reference {
 
     /// Generates `subjects` people from `seed` and writes this system's share
     /// of them (and `extra_letters` more letters to the first recipient, for
-    /// benchmarks). Returns the rows written per table.
+    /// benchmarks), every date relative to `base` (the same rows for the
+    /// same seed and date). Returns the rows written per table.
     pub async fn seed(
         self,
         db: &DatabaseConnection,
         subjects: usize,
         seed: u64,
         extra_letters: usize,
+        base: NaiveDate,
     ) -> Result<Vec<(&'static str, usize)>, DbErr> {
         let people = people(subjects, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ self.id().len() as u64 ^ 0x5eed);
         let mut out = Vec::new();
-        let base = base_date();
         match self {
             Self::Crm => {
                 let mut companies = Rows::new(
@@ -695,6 +769,9 @@ impl Reference {
                         company_end = rng
                             .gen_bool(0.3)
                             .then(|| base - Duration::days(rng.gen_range(30..3000)));
+                        if let Some(demo) = Demo::of_company(company) {
+                            company_end = demo.relationship_end(base);
+                        }
                         companies.push(vec![
                             company.into(),
                             organisationsnummer(&mut rng).into(),

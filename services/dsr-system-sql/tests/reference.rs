@@ -28,7 +28,9 @@ async fn seeded(r: Reference, subjects: usize) -> TestDb {
         .await
         .unwrap();
     r.create_schema(&db.db).await.unwrap();
-    r.seed(&db.db, subjects, 42, 0).await.unwrap();
+    r.seed(&db.db, subjects, 42, 0, reference::base_date())
+        .await
+        .unwrap();
     db
 }
 

@@ -359,6 +359,10 @@ pub struct RecipientDraft {
     pub dpa_reference: String,
     /// Purpose.
     pub purpose: String,
+    /// Name in Swedish.
+    pub name_sv: String,
+    /// Purpose in Swedish.
+    pub purpose_sv: String,
     /// Safeguard, already typed by the caller's format.
     pub safeguard: Option<transfer::Safeguard>,
 }
@@ -443,6 +447,8 @@ impl RecipientDraft {
                 dpa_reference: self.dpa_reference.trim().to_owned(),
                 safeguard: self.safeguard,
                 purpose: self.purpose.trim().to_owned(),
+                name_sv: self.name_sv.trim().to_owned(),
+                purpose_sv: self.purpose_sv.trim().to_owned(),
             }),
             _ => Err(v),
         }

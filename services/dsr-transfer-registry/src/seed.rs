@@ -5,6 +5,7 @@
 //! `dsr transfers put`.
 
 use chrono::NaiveDate;
+use dsr_domain::text::Text;
 use dsr_domain::transfer::{
     CountryTables, FieldViolation, Recipient, RecipientRole, Safeguard, TransferPolicy,
 };
@@ -60,8 +61,9 @@ pub struct PolicySpec {
 pub struct RecipientSpec {
     /// Id.
     pub id: String,
-    /// Name.
-    pub name: String,
+    /// Name, in Swedish and English (`{ sv = "…", en = "…" }`, or
+    /// `{ same = "…" }` for a name that reads the same in both).
+    pub name: Text,
     /// processor, sub_processor, independent_controller, authority, group_company or agent.
     pub role: String,
     /// ISO 3166-1 alpha-2.
@@ -76,9 +78,9 @@ pub struct RecipientSpec {
     /// Agreement reference.
     #[serde(default)]
     pub dpa_reference: String,
-    /// Purpose in plain words.
+    /// Purpose in plain words, in Swedish and English.
     #[serde(default)]
-    pub purpose: String,
+    pub purpose: Text,
     /// Safeguard, e.g. `{ kind = "scc", module = 2, signed_on = "2024-05-02" }`.
     pub safeguard: Option<Safeguard>,
 }
@@ -92,14 +94,16 @@ impl RecipientSpec {
     ) -> Result<Recipient, Vec<FieldViolation>> {
         let draft = RecipientDraft {
             id: self.id,
-            name: self.name,
+            name: self.name.en,
+            name_sv: self.name.sv,
+            purpose_sv: self.purpose.sv,
             role: RecipientRole::parse(&self.role),
             country: self.country,
             controllers: self.controllers,
             categories: self.categories,
             systems: self.systems,
             dpa_reference: self.dpa_reference,
-            purpose: self.purpose,
+            purpose: self.purpose.en,
             safeguard: self.safeguard,
         };
         draft.build(tables, prefix)
@@ -115,9 +119,67 @@ pub struct Seed {
     pub recipients: Vec<Recipient>,
 }
 
-/// Parses and validates a seed file.
+/// A date written relative to the day the seed is loaded: `today`, or
+/// `today` plus or minus a number of days, months or years (`today-92d`,
+/// `today+3m`, `today-2y`). `None` for anything else.
+pub fn relative_date(s: &str, today: NaiveDate) -> Option<NaiveDate> {
+    let rest = s.strip_prefix("today")?;
+    if rest.is_empty() {
+        return Some(today);
+    }
+    let (sign, rest) = rest.split_at(1);
+    let (n, unit) = rest.split_at(rest.len().checked_sub(1)?);
+    let n: u32 = n.parse().ok()?;
+    let months = match unit {
+        "d" => {
+            let days = chrono::Days::new(u64::from(n));
+            return match sign {
+                "+" => today.checked_add_days(days),
+                "-" => today.checked_sub_days(days),
+                _ => None,
+            };
+        }
+        "m" => n,
+        "y" => n.checked_mul(12)?,
+        _ => return None,
+    };
+    let months = chrono::Months::new(months);
+    match sign {
+        "+" => today.checked_add_months(months),
+        "-" => today.checked_sub_months(months),
+        _ => None,
+    }
+}
+
+/// Replaces every relative date (see [`relative_date`]) in `v` by the
+/// date it names.
+fn resolve_dates(v: &mut toml::Value, today: NaiveDate) {
+    match v {
+        toml::Value::String(s) => {
+            if let Some(d) = relative_date(s, today) {
+                *s = d.format("%Y-%m-%d").to_string();
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(|i| resolve_dates(i, today)),
+        toml::Value::Table(t) => t.iter_mut().for_each(|(_, i)| resolve_dates(i, today)),
+        toml::Value::Integer(_)
+        | toml::Value::Float(_)
+        | toml::Value::Boolean(_)
+        | toml::Value::Datetime(_) => {}
+    }
+}
+
+/// Parses and validates a seed file. Its dates may be written relative to
+/// `today` (see [`relative_date`]): the shipped seed is, so that it loads
+/// on whatever date the mesh starts; a company's own file names real
+/// dates.
 pub fn parse(text: &str, tables: &CountryTables, today: NaiveDate) -> Result<Seed, SeedError> {
-    let file: SeedFile = toml::from_str(text).map_err(|e| SeedError::Syntax(e.to_string()))?;
+    let mut value: toml::Value =
+        toml::from_str(text).map_err(|e| SeedError::Syntax(e.to_string()))?;
+    resolve_dates(&mut value, today);
+    let file: SeedFile = value
+        .try_into()
+        .map_err(|e: toml::de::Error| SeedError::Syntax(e.to_string()))?;
     let mut violations = Vec::new();
     let mut recipients = Vec::new();
     for (i, spec) in file.recipients.into_iter().enumerate() {
@@ -147,6 +209,36 @@ pub fn parse(text: &str, tables: &CountryTables, today: NaiveDate) -> Result<See
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_dates_name_a_day_from_today() {
+        let today = NaiveDate::from_ymd_opt(2026, 1, 31).unwrap();
+        let d = |s| relative_date(s, today);
+        assert_eq!(d("today"), Some(today));
+        assert_eq!(d("today-31d"), NaiveDate::from_ymd_opt(2025, 12, 31));
+        assert_eq!(d("today+1m"), NaiveDate::from_ymd_opt(2026, 2, 28));
+        assert_eq!(d("today-2y"), NaiveDate::from_ymd_opt(2024, 1, 31));
+        for bad in [
+            "today-",
+            "today*2d",
+            "today-2w",
+            "yesterday",
+            "2026-01-01",
+            "today-xd",
+        ] {
+            assert_eq!(d(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_seed_loads_on_any_date() {
+        let tables = CountryTables::shipped();
+        for day in ["2023-06-01", "2026-12-02", "2031-06-01", "2040-02-29"] {
+            let today = NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
+            let seed = parse(SHIPPED, &tables, today).unwrap_or_else(|e| panic!("{day}: {e}"));
+            assert!(!seed.recipients.is_empty());
+        }
+    }
 
     #[test]
     fn shipped_seed_is_valid() {

@@ -49,6 +49,8 @@ fn to_row(
             .as_ref()
             .map(|s| serde_json::to_string(s).expect("safeguard serialises"))),
         purpose: Set(r.purpose.clone()),
+        name_sv: Set(r.name_sv.clone()),
+        purpose_sv: Set(r.purpose_sv.clone()),
         revision: Set(i64::try_from(revision).unwrap_or(i64::MAX)),
         created_at: Set(created_at),
         updated_at: Set(updated_at),
@@ -82,6 +84,8 @@ fn from_row(m: recipient::Model, tables: &CountryTables) -> Result<StoredRecipie
             dpa_reference: m.dpa_reference,
             safeguard,
             purpose: m.purpose,
+            name_sv: m.name_sv,
+            purpose_sv: m.purpose_sv,
         },
         revision: u64::try_from(m.revision).map_err(|_| corrupt("revision"))?,
         created_at: m.created_at,

@@ -158,6 +158,8 @@ fn new_recipient(
         dpa_reference: "DPA-TEST-1".into(),
         safeguard: safeguard.map(|m| pb::Safeguard { mechanism: Some(m) }),
         purpose: "test".into(),
+        name_sv: format!("Mottagare {id}"),
+        purpose_sv: "test på svenska".into(),
         ..Default::default()
     }
 }

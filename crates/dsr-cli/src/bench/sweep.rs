@@ -14,7 +14,7 @@ use dsr_connector::instruction::Instruction;
 use dsr_connector::operations::OpState;
 use dsr_connector::signing::ReceiptSigner;
 use dsr_system_sql::manifest::Manifest;
-use dsr_system_sql::reference::Reference;
+use dsr_system_sql::reference::{self, Reference};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 /// What to run.
@@ -102,7 +102,8 @@ pub(crate) async fn run(p: Plan) -> anyhow::Result<()> {
     dsr_store::migrate::<dsr_connector::migration::Migrator>(&a).await?;
     crm.create_schema(&a).await?;
     crm.create_schema(&b).await?;
-    crm.seed(&a, p.subjects, 1, 0).await?;
+    crm.seed(&a, p.subjects, 1, 0, reference::base_date())
+        .await?;
     if backend == DbBackend::Postgres {
         for t in CRM_ORDER {
             b.execute_unprepared(&format!(
@@ -113,7 +114,8 @@ pub(crate) async fn run(p: Plan) -> anyhow::Result<()> {
         b.execute_unprepared("ANALYZE").await?;
         a.execute_unprepared("ANALYZE").await?;
     } else {
-        crm.seed(&b, p.subjects, 1, 0).await?;
+        crm.seed(&b, p.subjects, 1, 0, reference::base_date())
+            .await?;
     }
     let start = counts(&a).await?;
     if start != counts(&b).await? {

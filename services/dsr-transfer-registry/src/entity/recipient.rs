@@ -17,6 +17,8 @@ pub struct Model {
     pub dpa_reference: String,
     pub safeguard: Option<String>,
     pub purpose: String,
+    pub name_sv: String,
+    pub purpose_sv: String,
     pub revision: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

@@ -340,6 +340,8 @@ pub(crate) fn recipient(
         create_time: _,
         update_time: _,
         standing: _,
+        name_sv,
+        purpose_sv,
     }) = r
     else {
         return Err(invalid("recipient", "required"));
@@ -363,6 +365,8 @@ pub(crate) fn recipient(
         systems: system_ids,
         dpa_reference,
         purpose,
+        name_sv,
+        purpose_sv,
         safeguard,
     };
     match draft.build(tables, "recipient") {
@@ -472,6 +476,8 @@ pub fn recipient_to_pb(r: &transfer::Recipient) -> pb::Recipient {
         dpa_reference: r.dpa_reference.clone(),
         safeguard: r.safeguard.as_ref().map(safeguard_to_pb),
         purpose: r.purpose.clone(),
+        name_sv: r.name_sv.clone(),
+        purpose_sv: r.purpose_sv.clone(),
         revision: 0,
         create_time: None,
         update_time: None,
@@ -517,6 +523,7 @@ pub(crate) fn assessment_to_pb(a: &Assessment) -> pb::TransferAssessment {
             })
             .collect(),
         safeguard_summary: a.safeguard_summary.clone(),
+        safeguard_summary_sv: a.safeguard_summary_sv.clone(),
     }
 }
 

@@ -5,6 +5,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_recipient;
+mod m20261202_000002_swedish_texts;
 
 /// The registry's migrations.
 #[derive(Debug)]
@@ -16,6 +17,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_recipient::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_recipient::Migration),
+            Box::new(m20261202_000002_swedish_texts::Migration),
+        ]
     }
 }
