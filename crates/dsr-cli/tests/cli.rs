@@ -67,10 +67,23 @@ fn up_with(data: &Path, port: u16, env: &[(&str, &str)]) -> Child {
         panic!("dsr up did not start:\n{err}");
     };
     assert!(first.starts_with("DSR Mesh is up"), "{first}");
-    // keep draining stdout so the child never blocks on a full pipe
+    // keep draining stdout and stderr so the child never blocks on a full
+    // pipe (a busy machine's shutdown logs more than a pipe holds)
     std::thread::spawn(move || for _ in lines {});
+    let mut stderr = child.stderr.take().unwrap();
+    let drained = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    STDERR.lock().unwrap().insert(child.id(), drained);
     child
 }
+
+/// The threads draining each `dsr up`'s stderr, by process id.
+static STDERR: std::sync::Mutex<std::collections::BTreeMap<u32, std::thread::JoinHandle<String>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 fn terminate(mut child: Child) -> (bool, String) {
     let status = Command::new("kill")
@@ -78,17 +91,11 @@ fn terminate(mut child: Child) -> (bool, String) {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(st) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read as _;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let drained = STDERR.lock().unwrap().remove(&child.id());
+            let err = drained.map(|t| t.join().unwrap()).unwrap_or_default();
             return (st.success(), err);
         }
         assert!(Instant::now() < deadline, "dsr did not stop after SIGTERM");

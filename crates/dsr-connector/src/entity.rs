@@ -20,6 +20,7 @@ pub(crate) mod operation {
         pub error: Option<String>,
         pub started_at: DateTimeUtc,
         pub ended_at: Option<DateTimeUtc>,
+        pub lease_until: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -6,14 +6,24 @@
 //! digest returns the existing operation (its receipt, byte for byte); the
 //! same key with another digest is refused. A failed operation may be run
 //! again under the same key.
+//!
+//! A claim holds a lease: while it runs, the operation belongs to the
+//! process that claimed it. A pending or running operation whose lease has
+//! lapsed (that process was killed or crashed) is taken over by the next
+//! claim of the same key, which runs the work again: the work commits in
+//! one transaction with its receipt ([`Operations::succeed_in`]), so a
+//! stopped run left nothing half done.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DbErr, EntityTrait, SqlErr,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, SqlErr,
     TransactionTrait,
+    sea_query::{Expr, ExprTrait as _},
 };
 use tokio::sync::watch;
 
@@ -105,15 +115,21 @@ pub enum Claim {
     New(String),
     /// The key was seen with this instruction: answer with this operation.
     Existing(Operation),
-    /// The key's earlier run failed: do the work again under this id.
+    /// The key's earlier run failed, or stopped without ending (its lease
+    /// lapsed): do the work again under this id.
     Retry(String),
 }
+
+/// How long a claim holds before another caller may take the operation
+/// over, unless the work ends or reports progress first.
+pub const DEFAULT_LEASE: TimeDelta = TimeDelta::seconds(30);
 
 /// Operations and their ledger.
 #[derive(Clone, Debug)]
 pub struct Operations {
     db: DatabaseConnection,
     watchers: Arc<Mutex<HashMap<String, watch::Sender<Operation>>>>,
+    lease: TimeDelta,
 }
 
 fn from_model(m: operation::Model) -> Result<Operation, Error> {
@@ -148,7 +164,53 @@ impl Operations {
         Self {
             db,
             watchers: Arc::new(Mutex::new(HashMap::new())),
+            lease: DEFAULT_LEASE,
         }
+    }
+
+    /// The same ledger with claims holding `lease`.
+    #[must_use]
+    pub fn with_lease(mut self, lease: TimeDelta) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Takes over `op` when it stopped without ending (pending or running,
+    /// its lease lapsed): `true` when this caller now holds it. One caller
+    /// wins when several try at once.
+    async fn take_over(&self, op: &Operation) -> Result<bool, Error> {
+        if op.state.is_final() {
+            return Ok(false);
+        }
+        let now = Utc::now();
+        let taken = operation::Entity::update_many()
+            .col_expr(
+                operation::Column::LeaseUntil,
+                Expr::value(Some(now + self.lease)),
+            )
+            .col_expr(
+                operation::Column::State,
+                Expr::value(OpState::Pending.as_str()),
+            )
+            .filter(operation::Column::Id.eq(op.id.clone()))
+            .filter(
+                operation::Column::State
+                    .is_in([OpState::Pending.as_str(), OpState::Running.as_str()]),
+            )
+            .filter(
+                operation::Column::LeaseUntil
+                    .is_null()
+                    .or(operation::Column::LeaseUntil.lt(now)),
+            )
+            .exec(&self.db)
+            .await?;
+        if taken.rows_affected == 1 {
+            tracing::warn!(
+                operation = %op.id,
+                "an operation stopped without ending (its lease lapsed): taken over and run again"
+            );
+        }
+        Ok(taken.rows_affected == 1)
     }
 
     /// Claims `key` for an instruction with `digest` (hex SHA-256).
@@ -164,11 +226,13 @@ impl Operations {
                     return Err(Error::KeyReused);
                 }
                 let op = self.get(&seen.operation_id).await?;
-                return Ok(if op.state == OpState::Failed {
-                    Claim::Retry(op.id)
-                } else {
-                    Claim::Existing(op)
-                });
+                return Ok(
+                    if op.state == OpState::Failed || self.take_over(&op).await? {
+                        Claim::Retry(op.id)
+                    } else {
+                        Claim::Existing(op)
+                    },
+                );
             }
             let id = uuid::Uuid::new_v4().to_string();
             let now = Utc::now();
@@ -185,6 +249,7 @@ impl Operations {
                     error: Set(None),
                     started_at: Set(now),
                     ended_at: Set(None),
+                    lease_until: Set(Some(now + self.lease)),
                 }
                 .insert(&txn)
                 .await?;
@@ -224,21 +289,65 @@ impl Operations {
         from_model(m)
     }
 
-    /// Marks the operation running with `total` records.
+    /// Marks the operation running with `total` records (its lease
+    /// renewed).
     pub async fn start(&self, id: &str, total: u64) -> Result<Operation, Error> {
-        self.update(id, |m| {
+        let lease = Utc::now() + self.lease;
+        self.update(id, move |m| {
             m.state = Set(OpState::Running.as_str().to_owned());
             m.total = Set(count(total));
             m.done = Set(0);
             m.error = Set(None);
             m.ended_at = Set(None);
+            m.lease_until = Set(Some(lease));
         })
         .await
     }
 
-    /// Records progress.
+    /// Records progress (and renews the lease: the work is alive).
     pub async fn progress(&self, id: &str, done: u64) -> Result<Operation, Error> {
-        self.update(id, |m| m.done = Set(count(done))).await
+        let lease = Utc::now() + self.lease;
+        self.update(id, move |m| {
+            m.done = Set(count(done));
+            m.lease_until = Set(Some(lease));
+        })
+        .await
+    }
+
+    /// Ends the operation with its signed receipt inside `txn`, the
+    /// transaction that did the work: both commit or neither. Call
+    /// [`Operations::published`] once `txn` has committed.
+    pub async fn succeed_in<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        id: &str,
+        done: u64,
+        receipt: Signed,
+    ) -> Result<Operation, Error> {
+        let m = operation::Entity::find_by_id(id.to_owned())
+            .one(txn)
+            .await?
+            .ok_or(Error::NotFound)?;
+        let mut am: operation::ActiveModel = m.into();
+        am.state = Set(OpState::Succeeded.as_str().to_owned());
+        am.done = Set(count(done));
+        am.receipt_payload = Set(Some(receipt.payload));
+        am.receipt_key_id = Set(Some(receipt.key_id));
+        am.receipt_signature = Set(Some(receipt.signature));
+        am.ended_at = Set(Some(Utc::now()));
+        am.lease_until = Set(None);
+        from_model(am.update(txn).await?)
+    }
+
+    /// Tells the operation's watchers its state (after a commit).
+    pub fn published(&self, op: &Operation) {
+        let watchers = self
+            .watchers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tx) = watchers.get(&op.id) {
+            tx.send_replace(op.clone());
+        }
     }
 
     /// Ends the operation with its signed receipt.
@@ -250,6 +359,7 @@ impl Operations {
             m.receipt_key_id = Set(Some(receipt.key_id.clone()));
             m.receipt_signature = Set(Some(receipt.signature.clone()));
             m.ended_at = Set(Some(Utc::now()));
+            m.lease_until = Set(None);
         })
         .await
     }
@@ -261,6 +371,7 @@ impl Operations {
             m.state = Set(OpState::Failed.as_str().to_owned());
             m.error = Set(Some(error.clone()));
             m.ended_at = Set(Some(Utc::now()));
+            m.lease_until = Set(None);
         })
         .await
     }
@@ -277,13 +388,7 @@ impl Operations {
         let mut am: operation::ActiveModel = m.into();
         f(&mut am);
         let op = from_model(am.update(&self.db).await?)?;
-        let watchers = self
-            .watchers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(tx) = watchers.get(id) {
-            tx.send_replace(op.clone());
-        }
+        self.published(&op);
         Ok(op)
     }
 

@@ -342,6 +342,10 @@ pub struct SqlSystem {
     codec: Arc<dyn ReceiptCodec>,
     suppressions: Suppressions,
     clock: Clock,
+    /// On SQLite, one write at a time in this process: a transaction that
+    /// reads and then writes would otherwise meet another's lock at once
+    /// ("database is locked") instead of waiting for it.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for SqlSystem {
@@ -371,6 +375,8 @@ impl SqlSystem {
     ) -> Self {
         let controllers = manifest.controllers();
         Self {
+            write_gate: (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
+                .then(|| Arc::new(tokio::sync::Mutex::new(()))),
             ops: Operations::new(db.clone()),
             suppressions: Suppressions::new(&manifest.system.id),
             db,
@@ -380,6 +386,14 @@ impl SqlSystem {
             codec,
             clock: Clock::system(),
         }
+    }
+
+    /// The same system with write claims holding `lease` before another
+    /// call with the same key may take a stopped one over (default 30 s).
+    #[must_use]
+    pub fn with_lease(mut self, lease: chrono::TimeDelta) -> Self {
+        self.ops = self.ops.clone().with_lease(lease);
+        self
     }
 
     /// The same system, on `clock` (retention dates, restriction times,
@@ -821,7 +835,12 @@ impl SqlSystem {
 
     /// Runs a write under the instruction's idempotency key: validates it,
     /// claims the key with `digest` (the instruction without its validity
-    /// window), does the work in one transaction, and signs the receipt.
+    /// window), does the work and records its signed receipt in one
+    /// transaction. The work runs on its own task: a caller that stops
+    /// waiting (its deadline, a dropped connection) does not stop it, and
+    /// the same key then answers with its receipt. A run stopped by a kill
+    /// left nothing (its transaction never committed) and is taken over by
+    /// the next call with the key once its lease lapses.
     pub async fn write(
         &self,
         instruction: Instruction,
@@ -837,14 +856,41 @@ impl SqlSystem {
             Write::Object { .. } => Action::Object,
         };
         let hex_digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let id = match self
-            .ops
-            .claim(&instruction.idempotency_key, &hex_digest, action.kind())
-            .await?
-        {
-            Claim::Existing(op) => return Ok(op),
-            Claim::New(id) | Claim::Retry(id) => id,
-        };
+        // From the claim on, the work belongs to its own task: a caller who
+        // stops waiting at any moment leaves it to finish.
+        let this = self.clone();
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
+            let _gate = match &this.write_gate {
+                Some(g) => Some(g.clone().lock_owned().await),
+                None => None,
+            };
+            let id = match this
+                .ops
+                .claim(&instruction.idempotency_key, &hex_digest, action.kind())
+                .await?
+            {
+                Claim::Existing(op) => return Ok(op),
+                Claim::New(id) | Claim::Retry(id) => id,
+            };
+            this.run_write(id, instruction, digest, write, action).await
+        }))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a write's task ended abnormally");
+            Error::Storage(DbErr::Custom(
+                "the write stopped; retry with the same idempotency key".into(),
+            ))
+        })?
+    }
+
+    async fn run_write(
+        &self,
+        id: String,
+        instruction: Instruction,
+        digest: Vec<u8>,
+        write: Write,
+        action: Action,
+    ) -> Result<Operation, Error> {
         let total = match &write {
             Write::Erase { records, .. }
             | Write::Restrict { records, .. }
@@ -853,24 +899,35 @@ impl SqlSystem {
         };
         self.ops.start(&id, total as u64).await?;
         let now = self.clock.now();
-        let result = self.apply(&instruction.controller, &write, now).await;
-        match result {
-            Ok((stores, retained, records)) => {
-                let backup_days = u64::from(self.manifest.system.backup_retention_days);
-                let receipt = ReceiptData {
-                    system_id: self.manifest.system.id.clone(),
-                    instruction,
-                    instruction_digest: digest,
-                    action,
-                    stores,
-                    retained,
-                    records,
-                    hidden_at: now,
-                    backup_expiry: now + chrono::Days::new(backup_days),
-                    completed_at: self.clock.now(),
-                };
-                let signed = self.signer.sign(self.codec.encode(&receipt));
-                Ok(self.ops.succeed(&id, total as u64, signed).await?)
+        let done: Result<Operation, Error> = async {
+            let txn = self.db.begin().await?;
+            let (stores, retained, records) = self
+                .apply(&txn, &instruction.controller, &write, now)
+                .await?;
+            let backup_days = u64::from(self.manifest.system.backup_retention_days);
+            let receipt = ReceiptData {
+                system_id: self.manifest.system.id.clone(),
+                instruction,
+                instruction_digest: digest,
+                action,
+                stores,
+                retained,
+                records,
+                hidden_at: now,
+                backup_expiry: now + chrono::Days::new(backup_days),
+                completed_at: self.clock.now(),
+            };
+            let signed = self.signer.sign(self.codec.encode(&receipt));
+            // The work and its receipt commit together.
+            let op = self.ops.succeed_in(&txn, &id, total as u64, signed).await?;
+            txn.commit().await?;
+            Ok(op)
+        }
+        .await;
+        match done {
+            Ok(op) => {
+                self.ops.published(&op);
+                Ok(op)
             }
             Err(e) => {
                 tracing::error!(operation = %id, error = e.log_kind(), "write failed");
@@ -882,13 +939,15 @@ impl SqlSystem {
         }
     }
 
+    /// Does the work of `write` inside `txn` (the caller commits it with
+    /// the receipt).
     async fn apply(
         &self,
+        txn: &sea_orm::DatabaseTransaction,
         controller: &Organisationsnummer,
         write: &Write,
         now: DateTime<Utc>,
     ) -> Result<(Vec<StoreOutcome>, Vec<Retained>, Vec<RecordOutcome>), Error> {
-        let txn = self.db.begin().await?;
         let mut stores = Vec::new();
         let mut retained = Vec::new();
         let mut outcomes = Vec::new();
@@ -933,7 +992,7 @@ impl SqlSystem {
                     let Some(keys) = groups.get(&t.name) else {
                         continue;
                     };
-                    let matched = self.restriction_of(&txn, t, keys, controller).await?;
+                    let matched = self.restriction_of(txn, t, keys, controller).await?;
                     let found: BTreeSet<&str> = matched.iter().map(|(k, _)| k.as_str()).collect();
                     outcomes.extend(not_found(&t.name, keys, &found));
                     let cats: BTreeSet<String> =
@@ -957,7 +1016,7 @@ impl SqlSystem {
                             (None, Some(p), _) => Some((protected_ground(p).to_owned(), None, p)),
                             (None, None, Some(spec)) if t.erasure == ErasureAction::Retain => {
                                 let until = self
-                                    .anchor_until(&txn, t, k, &spec.anchor_column, spec.months)
+                                    .anchor_until(txn, t, k, &spec.anchor_column, spec.months)
                                     .await?;
                                 until
                                     .is_none_or(|u| u >= today)
@@ -981,7 +1040,7 @@ impl SqlSystem {
                         }
                     }
                     for (k, current, reason) in kept {
-                        self.change_restriction(&txn, t, &k, &current, reason, true, now)
+                        self.change_restriction(txn, t, &k, &current, reason, true, now)
                             .await?;
                     }
                     let method = match t.erasure {
@@ -992,7 +1051,7 @@ impl SqlSystem {
                         ErasureAction::Delete | ErasureAction::Retain => Method::Delete,
                     };
                     let (affected, refused) = if acceptable.contains(&method) {
-                        (self.erase_rows(&txn, t, &erase, method).await?, 0)
+                        (self.erase_rows(txn, t, &erase, method).await?, 0)
                     } else {
                         (0, erase.len() as u64)
                     };
@@ -1023,13 +1082,13 @@ impl SqlSystem {
                     let Some(t) = self.manifest.table(&store) else {
                         continue;
                     };
-                    let matched = self.restriction_of(&txn, t, &keys, controller).await?;
+                    let matched = self.restriction_of(txn, t, &keys, controller).await?;
                     let found: BTreeSet<&str> = matched.iter().map(|(k, _)| k.as_str()).collect();
                     outcomes.extend(not_found(&t.name, &keys, &found));
                     let mut affected = 0;
                     for (k, current) in &matched {
                         let changed = self
-                            .change_restriction(&txn, t, k, current, *basis, !lift, now)
+                            .change_restriction(txn, t, k, current, *basis, !lift, now)
                             .await?;
                         affected += u64::from(changed);
                         outcomes.push(outcome_of(
@@ -1050,14 +1109,11 @@ impl SqlSystem {
                     let Some(t) = self.manifest.table(&store) else {
                         continue;
                     };
-                    let matched = self.matched(&txn, t, &keys, controller).await?;
+                    let matched = self.matched(txn, t, &keys, controller).await?;
                     let found: BTreeSet<&str> = matched.iter().map(String::as_str).collect();
                     outcomes.extend(not_found(&t.name, &keys, &found));
                     let affected = match &t.objection_column {
-                        Some(col) => {
-                            self.add_objections(&txn, t, col, &matched, purposes)
-                                .await?
-                        }
+                        Some(col) => self.add_objections(txn, t, col, &matched, purposes).await?,
                         None => 0,
                     };
                     let result = if t.objection_column.is_some() {
@@ -1069,8 +1125,8 @@ impl SqlSystem {
                     // The objection holds for the person's records that
                     // arrive later: their identities join the suppression
                     // list (as hashes).
-                    let ids = self.identities_of(&txn, t, &matched).await?;
-                    self.suppressions.add(&txn, &ids, purposes).await?;
+                    let ids = self.identities_of(txn, t, &matched).await?;
+                    self.suppressions.add(txn, &ids, purposes).await?;
                     let mut o = self.outcome(t, matched.len(), affected);
                     o.refused = matched.len() as u64 - affected;
                     stores.push(o);
@@ -1084,7 +1140,7 @@ impl SqlSystem {
                         continue;
                     };
                     let matched = self
-                        .matched(&txn, t, std::slice::from_ref(&r.key), controller)
+                        .matched(txn, t, std::slice::from_ref(&r.key), controller)
                         .await?;
                     let entry = per_store.entry(t.name.clone()).or_default();
                     entry.0 += matched.len();
@@ -1130,7 +1186,6 @@ impl SqlSystem {
                 );
             }
         }
-        txn.commit().await?;
         Ok((stores, retained, outcomes))
     }
 

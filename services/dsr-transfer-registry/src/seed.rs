@@ -265,7 +265,7 @@ mod tests {
         let text = r#"
 [[recipient]]
 id = "x-1"
-name = "X"
+name = { sv = "Ett", en = "One" }
 role = "wizard"
 country = "ZZ"
 controllers = ["556134-1247"]
@@ -286,5 +286,20 @@ categories = ["Bad Category"]
         ] {
             assert!(msg.contains(want), "{want} missing in {msg}");
         }
+        // A name in one language only is refused, naming the field.
+        let text = text
+            .replace("{ sv = \"Ett\", en = \"One\" }", "\"One\"")
+            .replace("wizard", "agent");
+        let msg = parse(
+            &text,
+            &CountryTables::shipped(),
+            NaiveDate::from_ymd_opt(2026, 11, 23).unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("name") && msg.contains("{ sv: …, en: … }"),
+            "{msg}"
+        );
     }
 }

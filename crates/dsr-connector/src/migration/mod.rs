@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_ledger;
 mod m20261201_000002_suppressions;
+mod m20261202_000003_operation_lease;
 
 /// The connector's migrations.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_ledger::Migration),
             Box::new(m20261201_000002_suppressions::Migration),
+            Box::new(m20261202_000003_operation_lease::Migration),
         ]
     }
 }

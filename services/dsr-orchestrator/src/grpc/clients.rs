@@ -95,9 +95,13 @@ fn call_error(service: &str, s: &Status) -> CallError {
     CallError {
         service: service.to_owned(),
         reason,
+        // A call cut short (the server's own timeout answers CANCELLED) is
+        // tried again: the callee's writes are idempotent and finish on
+        // their own.
         retryable: matches!(
             s.code(),
             Code::Unavailable
+                | Code::Cancelled
                 | Code::DeadlineExceeded
                 | Code::ResourceExhausted
                 | Code::Aborted
