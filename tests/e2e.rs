@@ -57,6 +57,30 @@ const PERSON: &str = "per.johansson0@bolaget.se";
 /// The tests here start many processes: one at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Every scope of the mesh's services (the multi-process test mesh signs
+/// every service's calls with one key, whose issuer is granted them all).
+const ALL_SCOPES: [&str; 19] = [
+    "transfers:read",
+    "transfers:write",
+    "system:describe",
+    "system:read",
+    "system:write",
+    "identity:verify",
+    "identity:attest",
+    "discovery:locate",
+    "discovery:read",
+    "export:build",
+    "export:read",
+    "erasure:execute",
+    "erasure:read",
+    "erasure:holds",
+    "erasure:replay",
+    "erasure:sweep",
+    "requests:submit",
+    "requests:read",
+    "requests:manage",
+];
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1018,6 +1042,8 @@ log_format = "json"
 [auth]
 issuers = ["e2e"]
 jwks_file = "{jwks}"
+# One key for every service of this test mesh: its issuer holds every scope.
+grants = {{ e2e = [{all_scopes}] }}
 
 [database]
 url = "{db}"
@@ -1065,6 +1091,11 @@ workers = 16
 "#,
             data = data.display(),
             jwks = jwks_file.display(),
+            all_scopes = ALL_SCOPES
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
             db = db_url.unwrap_or_default(),
             crm = url("crm"),
             pm = url("print-mail"),

@@ -14,9 +14,12 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use crate::Error;
 
 /// Verification keys by key id. Holds only RS256, ES256 and EdDSA keys.
+/// A key may be bound to an issuer ([`KeySet::bound_to`]): then it verifies
+/// only tokens whose `iss` is that issuer, so one party's key cannot speak
+/// for another.
 #[derive(Clone, Default)]
 pub struct KeySet {
-    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    keys: HashMap<String, (DecodingKey, Algorithm, Option<String>)>,
 }
 
 impl fmt::Debug for KeySet {
@@ -66,7 +69,7 @@ impl KeySet {
             };
             let key =
                 DecodingKey::from_jwk(jwk).map_err(|e| Error::KeySet(format!("key {kid}: {e}")))?;
-            if keys.insert(kid.clone(), (key, alg)).is_some() {
+            if keys.insert(kid.clone(), (key, alg, None)).is_some() {
                 return Err(Error::KeySet(format!("key id {kid} appears twice")));
             }
         }
@@ -84,9 +87,23 @@ impl KeySet {
         Ok(())
     }
 
-    /// The key and algorithm for `kid`.
-    pub(crate) fn get(&self, kid: &str) -> Option<(&DecodingKey, Algorithm)> {
-        self.keys.get(kid).map(|(k, a)| (k, *a))
+    /// The same keys, each bound to `issuer`.
+    #[must_use]
+    pub fn bound_to(mut self, issuer: &str) -> Self {
+        for v in self.keys.values_mut() {
+            v.2 = Some(issuer.to_owned());
+        }
+        self
+    }
+
+    /// The key, algorithm and bound issuer for `kid`.
+    pub(crate) fn get(&self, kid: &str) -> Option<(&DecodingKey, Algorithm, Option<&str>)> {
+        self.keys.get(kid).map(|(k, a, i)| (k, *a, i.as_deref()))
+    }
+
+    /// The issuer `kid` is bound to, when it is.
+    pub fn issuer_of(&self, kid: &str) -> Option<&str> {
+        self.keys.get(kid).and_then(|(_, _, i)| i.as_deref())
     }
 
     /// Number of keys.

@@ -63,7 +63,7 @@ impl<S: NamedService> NamedService for AuthService<S> {
 /// The gRPC status for an authentication or authorisation failure.
 pub(crate) fn status_for(err: &Error) -> tonic::Status {
     let (code, message) = match err {
-        Error::MissingScope(_) | Error::NoRule => {
+        Error::MissingScope(_) | Error::NoRule | Error::NotGranted => {
             (tonic::Code::PermissionDenied, "permission denied")
         }
         Error::Missing => (tonic::Code::Unauthenticated, "authentication required"),

@@ -21,7 +21,7 @@ pub use keys::{DevKeyPair, KeySet, generate_ed25519, load_or_create_ed25519, wri
 pub use layer::{AuthLayer, AuthService, ScopeRule};
 pub use signer::{ServiceTokenInterceptor, TokenRequest, TokenSigner};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use jsonwebtoken::Validation;
@@ -66,6 +66,10 @@ pub enum Error {
     /// The RPC has no scope rule (a deployment error: refused to fail closed).
     #[error("no scope rule for this method")]
     NoRule,
+    /// The token carries a scope its issuer is not granted by the
+    /// authorisation policy (or the issuer has no grant at all).
+    #[error("a scope is not granted to the token's issuer")]
+    NotGranted,
     /// A key in the key set is unusable.
     #[error("key set is invalid: {0}")]
     KeySet(String),
@@ -90,6 +94,7 @@ impl Error {
             Self::Claims => "TOKEN_CLAIMS",
             Self::MissingScope(_) => "SCOPE_MISSING",
             Self::NoRule => "NO_SCOPE_RULE",
+            Self::NotGranted => "SCOPE_NOT_GRANTED",
             Self::KeySet(_) => "KEY_SET_INVALID",
             Self::Signing(_) => "SIGNING_FAILED",
         }
@@ -169,6 +174,50 @@ pub struct ValidatorConfig {
     pub audience: String,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// The authorisation policy: which scopes each issuer may grant. `None`
+    /// checks no policy (tests of the token checks alone).
+    pub grants: Option<Arc<Grants>>,
+}
+
+/// The authorisation policy: per issuer, the scopes its tokens may carry.
+/// A token with a scope outside its issuer's grant, or from an issuer with
+/// no grant, is refused whatever the RPC asks: a service's key mints only
+/// that service's powers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    by_issuer: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Grants {
+    /// Grants `scopes` to `issuer` (added to what it has).
+    #[must_use]
+    pub fn grant<I, S>(mut self, issuer: &str, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.by_issuer
+            .entry(issuer.to_owned())
+            .or_default()
+            .extend(scopes.into_iter().map(Into::into));
+        self
+    }
+
+    /// The scopes `issuer` may grant, when it has a grant.
+    pub fn of(&self, issuer: &str) -> Option<&BTreeSet<String>> {
+        self.by_issuer.get(issuer)
+    }
+
+    /// Every issuer with a grant.
+    pub fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.by_issuer.keys().map(String::as_str)
+    }
+
+    /// Whether a token of `issuer` may carry every one of `scopes`.
+    pub fn permits<'a>(&self, issuer: &str, mut scopes: impl Iterator<Item = &'a str>) -> bool {
+        self.of(issuer)
+            .is_some_and(|granted| scopes.all(|s| granted.contains(s)))
+    }
 }
 
 /// Validates bearer tokens for one service.
@@ -192,6 +241,11 @@ impl Validator {
     /// Verifies `token` and returns the principal.
     pub fn validate(&self, token: &str) -> Result<Principal, Error> {
         let c: Claims = self.decode(token, &["exp", "iss", "aud", "sub"])?;
+        if let Some(grants) = &self.cfg.grants
+            && !grants.permits(&c.iss, c.scope.split_whitespace())
+        {
+            return Err(Error::NotGranted);
+        }
         Ok(Principal {
             subject: c.sub,
             issuer: c.iss,
@@ -211,16 +265,22 @@ impl Validator {
     ) -> Result<T, Error> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Malformed)?;
         let kid = header.kid.as_deref().ok_or(Error::UnknownKey)?;
-        let (key, alg) = self.keys.get(kid).ok_or(Error::UnknownKey)?;
+        let (key, alg, bound) = self.keys.get(kid).ok_or(Error::UnknownKey)?;
         if header.alg != alg {
             return Err(Error::AlgorithmMismatch);
         }
+        // A key bound to an issuer speaks only for it.
+        let issuers: Vec<&str> = match bound {
+            Some(b) if self.cfg.issuers.iter().any(|i| i == b) => vec![b],
+            Some(_) => return Err(Error::Issuer),
+            None => self.cfg.issuers.iter().map(String::as_str).collect(),
+        };
         let mut v = Validation::new(alg);
         v.algorithms = vec![alg];
         v.leeway = self.cfg.leeway_secs;
         v.validate_exp = true;
         v.validate_nbf = true;
-        v.set_issuer(&self.cfg.issuers);
+        v.set_issuer(&issuers);
         v.set_audience(&[&self.cfg.audience]);
         v.set_required_spec_claims(required);
         let data = jsonwebtoken::decode::<T>(token, key, &v).map_err(|e| {

@@ -58,6 +58,7 @@ fn setup() -> (AuthLayer, TokenSigner, Arc<Validator>) {
             issuers: vec!["iss".into()],
             audience: "things".into(),
             leeway_secs: 5,
+            grants: None,
         },
     ));
     (

@@ -20,6 +20,7 @@ fn validator() -> Validator {
             issuers: vec!["https://idp.test".into()],
             audience: "dsr-transfer-registry".into(),
             leeway_secs: 30,
+            grants: None,
         },
     )
 }
@@ -208,6 +209,7 @@ fn generated_dev_keys_sign_and_verify() {
             issuers: vec!["dsr-dev".into()],
             audience: "dsr-transfer-registry".into(),
             leeway_secs: 30,
+            grants: None,
         },
     );
     let p = v.validate(&token).unwrap();
@@ -215,4 +217,63 @@ fn generated_dev_keys_sign_and_verify() {
     assert!(p.has_scope("transfers:read"));
     // a key set without this key refuses it
     assert_eq!(validator().validate(&token).unwrap_err(), Error::UnknownKey);
+}
+
+/// Keys bound to their issuer, and the grants of each issuer.
+fn policed(grants: dsr_auth::Grants) -> Validator {
+    let keys = KeySet::from_jwks_json(JWKS)
+        .unwrap()
+        .bound_to("dsr-erasure");
+    Validator::new(
+        Arc::new(keys),
+        ValidatorConfig {
+            issuers: vec!["dsr-erasure".into(), "dsr-discovery".into()],
+            audience: "crm".into(),
+            leeway_secs: 30,
+            grants: Some(Arc::new(grants)),
+        },
+    )
+}
+
+fn token(iss: &str, scope: &str) -> String {
+    let mut c = claims();
+    c.iss = iss.into();
+    c.aud = Audience::One("crm".into());
+    c.scope = scope.into();
+    sign(Algorithm::EdDSA, "ed-1", &c)
+}
+
+#[test]
+fn a_key_bound_to_an_issuer_speaks_only_for_it() {
+    let v = policed(
+        dsr_auth::Grants::default()
+            .grant("dsr-erasure", ["system:write", "system:read"])
+            .grant("dsr-discovery", ["system:read"]),
+    );
+    assert!(v.validate(&token("dsr-erasure", "system:write")).is_ok());
+    // The erasure service's key signing a token that claims discovery.
+    assert_eq!(
+        v.validate(&token("dsr-discovery", "system:read")),
+        Err(Error::Issuer)
+    );
+}
+
+#[test]
+fn a_scope_outside_the_issuers_grant_is_refused() {
+    let v = policed(
+        dsr_auth::Grants::default()
+            .grant("dsr-erasure", ["system:read"])
+            .grant("dsr-discovery", ["system:read"]),
+    );
+    assert!(v.validate(&token("dsr-erasure", "system:read")).is_ok());
+    assert_eq!(
+        v.validate(&token("dsr-erasure", "system:read system:write")),
+        Err(Error::NotGranted)
+    );
+    // An issuer with no grant at all is refused whatever it asks.
+    let v = policed(dsr_auth::Grants::default().grant("dsr-discovery", ["system:read"]));
+    assert_eq!(
+        v.validate(&token("dsr-erasure", "system:read")),
+        Err(Error::NotGranted)
+    );
 }

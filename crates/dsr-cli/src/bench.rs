@@ -156,6 +156,7 @@ async fn start(
             issuers: vec!["bench".into()],
             audience: r.id().into(),
             leeway_secs: 5,
+            grants: None,
         },
     ));
     let token = TokenSigner::from_ed25519_pem(&keys.private_pem, "bench", "bench")?.mint(

@@ -4,6 +4,7 @@
 //! `DSR_DATABASE__URL`, `DSR_SERVER__CONCURRENCY_LIMIT`. Values are read as
 //! TOML when they parse (`30`, `true`, `["a","b"]`) and as strings otherwise.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -267,14 +268,41 @@ pub(crate) struct ClientSection {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AuthSection {
-    /// Accepted token issuers.
+    /// Accepted token issuers whose keys are in `jwks_file`/`jwks`; with
+    /// more than one, those keys cannot be told apart by issuer: give each
+    /// issuer its own in `trusted` instead.
     pub issuers: Vec<String>,
-    /// A JWKS file with the verification keys.
+    /// A JWKS file with the verification keys of `issuers`.
     pub jwks_file: String,
     /// A JWKS document inline.
     pub jwks: String,
     /// Clock skew tolerated, seconds.
     pub leeway_secs: u64,
+    /// Trusted issuers, each with its own keys (`[[auth.trusted]]` with
+    /// `issuer` and `jwks_file` or `jwks`): a token verifies only with a
+    /// key of its own `iss`.
+    pub trusted: Vec<TrustedIssuer>,
+    /// The authorisation policy: per issuer, the scopes its tokens may
+    /// carry (`[auth.grants]`, e.g. `"https://login.bolaget.se" =
+    /// ["requests:submit", "requests:read"]`). The mesh's own services
+    /// (dsr-orchestrator, dsr-discovery, dsr-export, dsr-erasure) have
+    /// built-in grants, which an entry here replaces. Every accepted issuer
+    /// needs one.
+    pub grants: BTreeMap<String, Vec<String>>,
+}
+
+/// One trusted issuer and its keys.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrustedIssuer {
+    /// The `iss` of its tokens.
+    pub issuer: String,
+    /// A JWKS file with its keys.
+    #[serde(default)]
+    pub jwks_file: String,
+    /// Or the JWKS document inline.
+    #[serde(default)]
+    pub jwks: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -352,6 +380,8 @@ impl Default for Config {
                 jwks_file: String::new(),
                 jwks: String::new(),
                 leeway_secs: 30,
+                trusted: vec![],
+                grants: BTreeMap::new(),
             },
             database: DatabaseSection {
                 url: String::new(),
@@ -446,7 +476,7 @@ impl Default for Config {
 /// Flags given on the command line, as (dotted key, value) pairs.
 pub(crate) type Overrides = Vec<(&'static str, toml::Value)>;
 
-fn merge(base: &mut toml::Value, over: toml::Value) {
+pub(crate) fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
             for (k, v) in o {
@@ -613,6 +643,14 @@ impl Config {
         ] {
             if !path.is_empty() && !Path::new(path).is_file() {
                 bail!("invalid configuration: {name}: no such file {path}");
+            }
+        }
+        for (i, t) in self.auth.trusted.iter().enumerate() {
+            if !t.jwks_file.is_empty() && !Path::new(&t.jwks_file).is_file() {
+                bail!(
+                    "invalid configuration: auth.trusted[{i}].jwks_file: no such file {}",
+                    t.jwks_file
+                );
             }
         }
         if !self.database.url.is_empty() {
@@ -894,7 +932,7 @@ mod tests {
         // Everything parses; the files are mounted in a pod, not here: the
         // first missing one is named.
         let err = format!("{:#}", cfg.unwrap_err());
-        assert!(err.contains("auth.jwks_file: no such file"), "{err}");
+        assert!(err.contains("no such file"), "{err}");
         let text = std::fs::read_to_string(root.join("base/config/dsr.toml")).unwrap();
         let parsed: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(

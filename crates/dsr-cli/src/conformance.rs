@@ -253,17 +253,25 @@ fn describe_translated(d: &pb::DescribeResponse) -> Result<String, String> {
 #[allow(clippy::print_stdout, clippy::too_many_lines)]
 pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<()> {
     let person = parse_identity(&args.identity)?;
-    let token = dev::token_or_mint(
-        &cfg.data_dir,
-        args.token,
-        "service:conformance",
-        services::all_audiences(),
-        services::ALL_SCOPES
+    // Only the erasure service may write to a data system: the kit acts as
+    // it (under `dsr up`, with the key `dsr up` gave it).
+    let token = match args.token {
+        Some(t) => t,
+        None => dev::service_token(
+            &cfg.data_dir,
+            "erasure",
+            services::all_audiences(),
+            [
+                dsr_system_sql::grpc::SCOPE_DESCRIBE,
+                dsr_system_sql::grpc::SCOPE_READ,
+                dsr_system_sql::grpc::SCOPE_WRITE,
+            ]
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),
-        Duration::from_secs(600),
-    )?;
+            Duration::from_secs(600),
+        )?,
+    };
     let channel = Channel::from_shared(args.endpoint.clone())
         .context("invalid endpoint")?
         .connect()

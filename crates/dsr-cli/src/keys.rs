@@ -46,20 +46,28 @@ pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
         portal_jwks,
         systems,
     } = args.command;
-    let mut trusted: Vec<serde_json::Value> = Vec::new();
+    // Each caller's public keys in a file of its own: the services trust
+    // each file for its issuer only ([[auth.trusted]] in config/dsr.toml).
+    let mut trusted: Vec<(String, serde_json::Value)> = Vec::new();
     for (dir, issuer) in CALLERS {
         let path = out.join(dir).join("service.pem");
         ensure_dir(&path)?;
         let (_, jwks) = dsr_auth::TokenSigner::from_key_file(&path, None, issuer)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        trusted.extend(keys_of(&jwks)?);
+        trusted.push((
+            format!("{issuer}-jwks.json"),
+            serde_json::json!({ "keys": keys_of(&jwks)? }),
+        ));
     }
     if let Some(p) = &portal_jwks {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
         dsr_auth::KeySet::from_jwks_json(&text)
             .with_context(|| format!("{}: not a usable JWKS", p.display()))?;
-        trusted.extend(keys_of(&text)?);
+        trusted.push((
+            "portal-jwks.json".into(),
+            serde_json::json!({ "keys": keys_of(&text)? }),
+        ));
     }
     let signing = out.join("identity").join("signing.pem");
     ensure_dir(&signing)?;
@@ -84,10 +92,9 @@ pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
     }
     let trust = out.join("trust");
     std::fs::create_dir_all(&trust)?;
-    std::fs::write(
-        trust.join("jwks.json"),
-        serde_json::to_string_pretty(&serde_json::json!({ "keys": trusted }))?,
-    )?;
+    for (file, doc) in &trusted {
+        std::fs::write(trust.join(file), serde_json::to_string_pretty(doc)?)?;
+    }
     std::fs::write(trust.join("identity-jwks.json"), issuer.jwks())?;
     println!(
         "keys under {}; create the Secrets and the ConfigMap with:",
@@ -106,7 +113,9 @@ pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
     println!("  kubectl create secret generic dsr-shared-keys --from-file={o}/shared");
     println!("  kubectl create configmap dsr-trust --from-file={o}/trust");
     if portal_jwks.is_none() {
-        println!("(no --portal-jwks: the portals' identity provider is not trusted yet)");
+        println!(
+            "(no --portal-jwks: config/dsr.toml trusts trust/portal-jwks.json for the portals' identity provider; give it, or drop that entry)"
+        );
     }
     println!(
         "Keep {o} with the database backups: the tombstone key matches erased people to replay."
@@ -135,7 +144,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn create_makes_every_key_once_and_a_jwks_that_verifies_service_tokens() {
+    fn create_makes_every_key_once_and_a_jwks_per_issuer_that_k8s_config_trusts() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().to_path_buf();
         let args = || KeysArgs {
@@ -147,7 +156,7 @@ mod tests {
         };
         run(args()).unwrap();
         let first = std::fs::read(out.join("erasure/tombstone.key")).unwrap();
-        let jwks = std::fs::read_to_string(out.join("trust/jwks.json")).unwrap();
+        let jwks = std::fs::read_to_string(out.join("trust/dsr-erasure-jwks.json")).unwrap();
         // Run again: nothing is replaced.
         run(args()).unwrap();
         assert_eq!(
@@ -155,7 +164,7 @@ mod tests {
             first
         );
         assert_eq!(
-            std::fs::read_to_string(out.join("trust/jwks.json")).unwrap(),
+            std::fs::read_to_string(out.join("trust/dsr-erasure-jwks.json")).unwrap(),
             jwks
         );
         for f in [
@@ -168,34 +177,51 @@ mod tests {
             "system-crm/receipt.pem",
             "shared/redaction.key",
             "trust/identity-jwks.json",
+            "trust/dsr-orchestrator-jwks.json",
+            "trust/dsr-discovery-jwks.json",
+            "trust/dsr-export-jwks.json",
         ] {
             assert!(out.join(f).is_file(), "{f}");
         }
-        // The trusted set verifies a token the erasure key signs.
-        let keys = dsr_auth::KeySet::from_jwks_json(&jwks).unwrap();
-        assert_eq!(keys.len(), 4);
-        let (signer, _) = dsr_auth::TokenSigner::from_key_file(
-            &out.join("erasure/service.pem"),
-            None,
-            "dsr-erasure",
-        )
-        .unwrap();
-        let token = signer
-            .mint(&dsr_auth::TokenRequest {
-                subject: "service:dsr-erasure".into(),
-                audiences: vec!["crm".into()],
-                scopes: vec!["system:write".into()],
-                ttl: std::time::Duration::from_secs(60),
+        // The shipped Kubernetes settings, pointed at these files, trust the
+        // erasure key for the erasure service only and let it write to a
+        // system; discovery's key cannot.
+        let text = include_str!("../../../k8s/base/config/dsr.toml")
+            .replace("/etc/dsr/trust", &out.join("trust").display().to_string());
+        let mut cfg: crate::config::Config = toml::from_str::<toml::Value>(&text)
+            .ok()
+            .and_then(|over| {
+                let mut v = toml::Value::try_from(crate::config::Config::default()).ok()?;
+                crate::config::merge(&mut v, over);
+                v.try_into().ok()
             })
+            .expect("k8s/base/config/dsr.toml is a valid configuration");
+        // The portals' IdP keys come from `--portal-jwks`, not given here.
+        cfg.auth.trusted.retain(|t| t.issuer.starts_with("dsr-"));
+        cfg.auth.grants.clear();
+        let trust =
+            crate::services::Trust::from_config(&cfg, &[], &dsr_auth::Grants::default()).unwrap();
+        let v = trust.validator("crm");
+        let mint = |who: &str, scope: &str| {
+            let (signer, _) = dsr_auth::TokenSigner::from_key_file(
+                &out.join(format!("{who}/service.pem")),
+                None,
+                &format!("dsr-{who}"),
+            )
             .unwrap();
-        let v = dsr_auth::Validator::new(
-            std::sync::Arc::new(keys),
-            dsr_auth::ValidatorConfig {
-                issuers: vec!["dsr-erasure".into()],
-                audience: "crm".into(),
-                leeway_secs: 30,
-            },
+            signer
+                .mint(&dsr_auth::TokenRequest {
+                    subject: format!("service:dsr-{who}"),
+                    audiences: vec!["crm".into()],
+                    scopes: vec![scope.into()],
+                    ttl: std::time::Duration::from_secs(60),
+                })
+                .unwrap()
+        };
+        assert!(v.validate(&mint("erasure", "system:write")).is_ok());
+        assert_eq!(
+            v.validate(&mint("discovery", "system:write")),
+            Err(dsr_auth::Error::NotGranted)
         );
-        assert!(v.validate(&token).is_ok());
     }
 }

@@ -407,7 +407,7 @@ async fn audit_verify(cfg: &Config) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
-    let trust = Trust::from_config(cfg, &[], &[])?;
+    let trust = Trust::from_config(cfg, &[], &dsr_auth::Grants::default())?;
     let schema = if cfg.database.migrate_on_start {
         Schema::Migrate
     } else {
@@ -487,7 +487,7 @@ fn token(cfg: &Config, args: TokenArgs) -> anyhow::Result<()> {
     let signer =
         dsr_auth::TokenSigner::from_ed25519_pem(&key.private_pem, &key.kid, dev::DEV_ISSUER)?;
     let scopes = if args.scopes.is_empty() {
-        services::ALL_SCOPES
+        services::people_scopes()
             .iter()
             .map(|s| (*s).to_owned())
             .collect()

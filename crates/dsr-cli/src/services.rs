@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use dsr_auth::{KeySet, Validator, ValidatorConfig};
+use dsr_auth::{Grants, KeySet, Validator, ValidatorConfig};
 use dsr_connector::signing::ReceiptSigner;
 use dsr_domain::transfer::CountryTables;
 use dsr_server::ServiceSet;
@@ -291,66 +291,168 @@ impl Instance {
     }
 }
 
-/// Verification keys and issuers for incoming tokens.
+/// Verification keys and issuers for incoming tokens, and the
+/// authorisation policy.
 #[derive(Clone, Debug)]
 pub(crate) struct Trust {
     pub(crate) keys: Arc<KeySet>,
     pub(crate) issuers: Vec<String>,
     pub(crate) leeway_secs: u64,
+    pub(crate) grants: Arc<Grants>,
+}
+
+/// What the mesh's own services' tokens may carry: each only the scopes it
+/// needs for the calls it makes. Nothing else may hold `system:write`.
+pub(crate) fn mesh_grants() -> Grants {
+    use dsr_system_sql::grpc as sys;
+    Grants::default()
+        .grant(
+            "dsr-orchestrator",
+            [
+                dsr_identity::grpc::SCOPE_VERIFY,
+                dsr_discovery::grpc::SCOPE_LOCATE,
+                dsr_export::grpc::SCOPE_BUILD,
+                dsr_erasure::grpc::SCOPE_EXECUTE,
+            ],
+        )
+        .grant("dsr-discovery", [sys::SCOPE_DESCRIBE, sys::SCOPE_READ])
+        .grant(
+            "dsr-export",
+            [
+                sys::SCOPE_DESCRIBE,
+                sys::SCOPE_READ,
+                transfer::grpc::SCOPE_READ,
+            ],
+        )
+        .grant(
+            "dsr-erasure",
+            [
+                sys::SCOPE_DESCRIBE,
+                sys::SCOPE_READ,
+                sys::SCOPE_WRITE,
+                transfer::grpc::SCOPE_READ,
+            ],
+        )
+}
+
+/// The scopes a person's or a case handler's token may carry (portals and
+/// the CLI): everything but the data systems' own, which only the mesh's
+/// services hold.
+pub(crate) fn people_scopes() -> Vec<&'static str> {
+    ALL_SCOPES
+        .iter()
+        .copied()
+        .filter(|s| !s.starts_with("system:"))
+        .collect()
 }
 
 impl Trust {
-    /// The configured keys (file and inline), plus `extra_jwks` files.
+    /// The configured keys, each bound to its issuer (`auth.trusted`, or
+    /// `auth.jwks_file`/`jwks` for a single `auth.issuers` entry), plus
+    /// `extra` (JWKS file, issuer) pairs, under the mesh's grants, the
+    /// configured ones and `extra_grants`.
     pub(crate) fn from_config(
         cfg: &Config,
-        extra_jwks: &[&Path],
-        extra_issuers: &[&str],
+        extra: &[(&Path, &str)],
+        extra_grants: &Grants,
     ) -> anyhow::Result<Self> {
         let mut keys = KeySet::default();
-        let mut docs: Vec<(String, String)> = Vec::new();
+        let mut issuers: Vec<String> = Vec::new();
+        let mut docs: Vec<(String, String, String)> = Vec::new();
+        let mut legacy: Vec<(String, String)> = Vec::new();
         if !cfg.auth.jwks_file.is_empty() {
             let text = std::fs::read_to_string(&cfg.auth.jwks_file)
                 .with_context(|| format!("cannot read auth.jwks_file {}", cfg.auth.jwks_file))?;
-            docs.push((format!("auth.jwks_file {}", cfg.auth.jwks_file), text));
+            legacy.push((format!("auth.jwks_file {}", cfg.auth.jwks_file), text));
         }
         if !cfg.auth.jwks.is_empty() {
-            docs.push(("auth.jwks".into(), cfg.auth.jwks.clone()));
+            legacy.push(("auth.jwks".into(), cfg.auth.jwks.clone()));
         }
-        for path in extra_jwks {
+        match (legacy.is_empty(), cfg.auth.issuers.as_slice()) {
+            (true, _) => issuers.extend(cfg.auth.issuers.iter().cloned()),
+            (false, [one]) => {
+                docs.extend(legacy.into_iter().map(|(w, t)| (w, t, one.clone())));
+                issuers.push(one.clone());
+            }
+            (false, []) => bail!("invalid configuration: auth.issuers is empty"),
+            (false, _) => bail!(
+                "invalid configuration: auth.jwks_file/auth.jwks hold the keys of several auth.issuers, so one issuer's key could sign for another: give each issuer its own keys in [[auth.trusted]] (issuer, jwks_file)"
+            ),
+        }
+        for (i, t) in cfg.auth.trusted.iter().enumerate() {
+            if t.issuer.trim().is_empty() {
+                bail!("invalid configuration: auth.trusted[{i}].issuer is empty");
+            }
+            let text = match (t.jwks_file.is_empty(), t.jwks.is_empty()) {
+                (false, true) => std::fs::read_to_string(&t.jwks_file).with_context(|| {
+                    format!("cannot read auth.trusted[{i}].jwks_file {}", t.jwks_file)
+                })?,
+                (true, false) => t.jwks.clone(),
+                _ => {
+                    bail!("invalid configuration: auth.trusted[{i}] needs one of jwks_file or jwks")
+                }
+            };
+            docs.push((format!("auth.trusted[{i}]"), text, t.issuer.clone()));
+            issuers.push(t.issuer.clone());
+        }
+        for (path, issuer) in extra {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            docs.push((path.display().to_string(), text));
+            docs.push((path.display().to_string(), text, (*issuer).to_owned()));
+            issuers.push((*issuer).to_owned());
         }
-        for (what, text) in docs {
+        for (what, text, issuer) in docs {
             let set = KeySet::from_jwks_json(&text)
-                .with_context(|| format!("invalid configuration: {what}"))?;
+                .with_context(|| format!("invalid configuration: {what}"))?
+                .bound_to(&issuer);
             keys.merge(set)
                 .with_context(|| format!("invalid configuration: {what}"))?;
         }
         if keys.is_empty() {
             bail!(
-                "invalid configuration: no token verification keys (set auth.jwks_file or auth.jwks)"
+                "invalid configuration: no token verification keys (set auth.trusted, or auth.jwks_file with one auth.issuers entry)"
             );
         }
-        let mut issuers = cfg.auth.issuers.clone();
-        issuers.extend(extra_issuers.iter().map(|s| (*s).to_owned()));
         if issuers.is_empty() {
             bail!("invalid configuration: auth.issuers is empty");
+        }
+        issuers.sort();
+        issuers.dedup();
+        let mut configured = extra_grants.clone();
+        for (issuer, scopes) in &cfg.auth.grants {
+            if let Some(s) = scopes.iter().find(|s| !ALL_SCOPES.contains(&s.as_str())) {
+                bail!("invalid configuration: auth.grants.\"{issuer}\": unknown scope {s}");
+            }
+            configured = configured.grant(issuer, scopes.iter().cloned());
+        }
+        // A configured grant replaces the built-in one.
+        let builtin = mesh_grants();
+        let mut grants = Grants::default();
+        for issuer in builtin.issuers().chain(configured.issuers()) {
+            let scopes = configured.of(issuer).or(builtin.of(issuer));
+            grants = grants.grant(issuer, scopes.into_iter().flatten().cloned());
+        }
+        if let Some(missing) = issuers.iter().find(|i| grants.of(i).is_none()) {
+            bail!(
+                "invalid configuration: auth.grants has no entry for issuer {missing}: list the scopes its tokens may carry"
+            );
         }
         Ok(Self {
             keys: Arc::new(keys),
             issuers,
             leeway_secs: cfg.auth.leeway_secs,
+            grants: Arc::new(grants),
         })
     }
 
-    fn validator(&self, audience: &str) -> Arc<Validator> {
+    pub(crate) fn validator(&self, audience: &str) -> Arc<Validator> {
         Arc::new(Validator::new(
             self.keys.clone(),
             ValidatorConfig {
                 issuers: self.issuers.clone(),
                 audience: audience.to_owned(),
                 leeway_secs: self.leeway_secs,
+                grants: Some(self.grants.clone()),
             },
         ))
     }
@@ -530,6 +632,7 @@ pub(crate) async fn prepare(
                         issuers: vec![id.idp_issuer.clone()],
                         audience: id.idp_audience.clone(),
                         leeway_secs: cfg.auth.leeway_secs,
+                        grants: None,
                     },
                 )))
             };
@@ -885,6 +988,7 @@ fn prepare_orchestrator(
             issuers: vec![dsr_identity::tokens::ISSUER.to_owned()],
             audience: dsr_identity::tokens::AUDIENCE.to_owned(),
             leeway_secs: cfg.auth.leeway_secs,
+            grants: None,
         },
     ));
     let signer = service_signer(
@@ -980,6 +1084,118 @@ fn prepare_orchestrator(
 mod tests {
     use dsr_auth::ScopeRule;
     use prost::Message as _;
+
+    use super::{ALL_SCOPES, Trust, mesh_grants, people_scopes};
+    use crate::config::{Config, TrustedIssuer};
+
+    /// Every row of the authorisation policy, both ways: each of the mesh's
+    /// services and a portal's identity provider, each with its own key,
+    /// asking for each scope in turn at a data system (audience "crm"); a
+    /// token is accepted exactly when its issuer is granted the scope, and
+    /// a key never speaks for another issuer.
+    #[test]
+    fn each_issuer_holds_only_its_granted_scopes_and_its_key_only_its_name() {
+        let idp = "https://login.bolaget.se";
+        let issuers = [
+            "dsr-orchestrator",
+            "dsr-discovery",
+            "dsr-export",
+            "dsr-erasure",
+            idp,
+        ];
+        let mut cfg = Config::default();
+        let mut signers = Vec::new();
+        for (i, issuer) in issuers.iter().enumerate() {
+            let pair = dsr_auth::generate_ed25519(&format!("k{i}")).unwrap();
+            cfg.auth.trusted.push(TrustedIssuer {
+                issuer: (*issuer).to_owned(),
+                jwks_file: String::new(),
+                jwks: pair.jwks_json.clone(),
+            });
+            signers.push(pair);
+        }
+        cfg.auth.grants.insert(
+            idp.to_owned(),
+            people_scopes().iter().map(|s| (*s).to_owned()).collect(),
+        );
+        let trust = Trust::from_config(&cfg, &[], &dsr_auth::Grants::default()).unwrap();
+        let validator = trust.validator("crm");
+        let granted = |issuer: &str, scope: &str| {
+            if issuer == idp {
+                people_scopes().contains(&scope)
+            } else {
+                mesh_grants().of(issuer).is_some_and(|g| g.contains(scope))
+            }
+        };
+        let mint = |key: usize, iss: &str, scope: &str| {
+            dsr_auth::TokenSigner::from_ed25519_pem(
+                &signers[key].private_pem,
+                &signers[key].kid,
+                iss,
+            )
+            .unwrap()
+            .mint(&dsr_auth::TokenRequest {
+                subject: "s".into(),
+                audiences: vec!["crm".into()],
+                scopes: vec![scope.to_owned()],
+                ttl: std::time::Duration::from_secs(60),
+            })
+            .unwrap()
+        };
+        let mut rows = 0;
+        for (k, issuer) in issuers.iter().enumerate() {
+            for scope in ALL_SCOPES {
+                let got = validator.validate(&mint(k, issuer, scope));
+                assert_eq!(
+                    got.is_ok(),
+                    granted(issuer, scope),
+                    "{issuer} with {scope}: {got:?}"
+                );
+                rows += 1;
+            }
+            // Its key claiming any other issuer is refused.
+            for other in issuers.iter().filter(|o| *o != issuer) {
+                let got = validator.validate(&mint(k, other, "system:read"));
+                assert_eq!(
+                    got.unwrap_err(),
+                    dsr_auth::Error::Issuer,
+                    "{issuer} as {other}"
+                );
+            }
+        }
+        assert_eq!(rows, issuers.len() * ALL_SCOPES.len());
+        // Only the erasure service may write to a data system.
+        for issuer in issuers {
+            assert_eq!(granted(issuer, "system:write"), issuer == "dsr-erasure");
+        }
+    }
+
+    #[test]
+    fn keys_of_several_issuers_in_one_file_or_an_issuer_without_a_grant_stop_the_start() {
+        let pair = dsr_auth::generate_ed25519("k").unwrap();
+        let mut cfg = Config::default();
+        cfg.auth.jwks = pair.jwks_json.clone();
+        cfg.auth.issuers = vec!["a".into(), "b".into()];
+        let err = Trust::from_config(&cfg, &[], &dsr_auth::Grants::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[[auth.trusted]]"), "{err}");
+        cfg.auth.issuers = vec!["a".into()];
+        let err = Trust::from_config(&cfg, &[], &dsr_auth::Grants::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.grants has no entry for issuer a"),
+            "{err}"
+        );
+        cfg.auth
+            .grants
+            .insert("a".into(), vec!["requests:read".into(), "nonsense".into()]);
+        let err = Trust::from_config(&cfg, &[], &dsr_auth::Grants::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown scope nonsense"), "{err}");
+    }
 
     /// Every RPC of every service has a scope rule, and every rule names an
     /// RPC (a method without a rule would be refused to everyone).

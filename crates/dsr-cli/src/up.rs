@@ -50,7 +50,23 @@ impl Mesh {
 /// Starts every service of the embedded mesh; returns once all listen.
 pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     let key = dev::ensure_dev_key(&cfg.data_dir)?;
-    let trust = Trust::from_config(cfg, &[key.jwks_path.as_path()], &[dev::DEV_ISSUER])?;
+    // Each service signs its calls with its own key, trusted only for its
+    // own issuer and granted only its own scopes; the development key (the
+    // CLI, acting as a portal or a case handler) holds no data system's.
+    let mut trusted = vec![(key.jwks_path.clone(), dev::DEV_ISSUER.to_owned())];
+    for name in dev::SERVICES_THAT_CALL {
+        let (_, issuer) = dev::service_key(&cfg.data_dir, name)?;
+        trusted.push((cfg.data_dir.join(format!("{name}-jwks.json")), issuer));
+    }
+    let extra: Vec<(&std::path::Path, &str)> = trusted
+        .iter()
+        .map(|(p, i)| (p.as_path(), i.as_str()))
+        .collect();
+    let trust = Trust::from_config(
+        cfg,
+        &extra,
+        &dsr_auth::Grants::default().grant(dev::DEV_ISSUER, services::people_scopes()),
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = Vec::new();
     let mut endpoints = Vec::new();
@@ -77,15 +93,12 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
             operator_recipient_id: r.operator_recipient_id().to_owned(),
         })
         .collect();
-    cfg.discovery.service_key_file = cfg
-        .data_dir
-        .join("dev-signing-key.pem")
-        .display()
-        .to_string();
-    cfg.discovery.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    let (key_file, issuer) = dev::service_key(&cfg.data_dir, "discovery")?;
+    cfg.discovery.service_key_file = key_file;
+    cfg.discovery.service_token_issuer = issuer;
     // Export reads the systems and the registry, erasure writes to the
     // systems; the orchestrator calls identity, discovery, export and
-    // erasure: all with the development key.
+    // erasure: each with its own key.
     let port = |offset: u16| {
         format!(
             "http://{}:{}",
@@ -93,26 +106,25 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
             cfg.up.base_port.saturating_add(offset)
         )
     };
-    let dev_key = cfg
-        .data_dir
-        .join("dev-signing-key.pem")
-        .display()
-        .to_string();
     cfg.export.registry_endpoint = port(0);
-    cfg.export.service_key_file = dev_key.clone();
-    cfg.export.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    (cfg.export.service_key_file, cfg.export.service_token_issuer) =
+        dev::service_key(&cfg.data_dir, "export")?;
     cfg.erasure.registry_endpoint = port(0);
     // The seeded data keeps expired records on purpose (to show erasure and
     // `dsr sweep`): no sweep by itself.
     cfg.erasure.sweep_every_hours = 0;
-    cfg.erasure.service_key_file = dev_key.clone();
-    cfg.erasure.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    (
+        cfg.erasure.service_key_file,
+        cfg.erasure.service_token_issuer,
+    ) = dev::service_key(&cfg.data_dir, "erasure")?;
     cfg.orchestrator.identity_endpoint = port(4);
     cfg.orchestrator.discovery_endpoint = port(5);
     cfg.orchestrator.export_endpoint = port(6);
     cfg.orchestrator.erasure_endpoint = port(8);
-    cfg.orchestrator.service_key_file = dev_key;
-    cfg.orchestrator.service_token_issuer = dev::DEV_ISSUER.to_owned();
+    (
+        cfg.orchestrator.service_key_file,
+        cfg.orchestrator.service_token_issuer,
+    ) = dev::service_key(&cfg.data_dir, "orchestrator")?;
     let cfg = &cfg;
     for (i, inst) in instances.into_iter().enumerate() {
         let port = cfg

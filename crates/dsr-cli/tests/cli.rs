@@ -98,7 +98,22 @@ fn terminate(mut child: Child) -> (bool, String) {
             let err = drained.map(|t| t.join().unwrap()).unwrap_or_default();
             return (st.success(), err);
         }
-        assert!(Instant::now() < deadline, "dsr did not stop after SIGTERM");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let drained = STDERR.lock().unwrap().remove(&child.id());
+            let err = drained.map(|t| t.join().unwrap()).unwrap_or_default();
+            let tail: String = err
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!("dsr did not stop after SIGTERM; its last log lines:\n{tail}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -217,6 +232,65 @@ async fn up_serves_authenticates_persists_and_stops_on_sigterm() {
         "{check}"
     );
 
+    // Only the erasure service may write to a data system: discovery's key
+    // asking for system:write, or the CLI's (a portal's) token, are refused
+    // at the CRM; the same key claiming to be the erasure service is not
+    // believed.
+    let crm = Channel::from_shared(format!("http://127.0.0.1:{}", port + 1))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let as_service = |name: &str, iss: &str, scope: &str| {
+        let key = data.join(format!("keys/{name}-service.pem"));
+        let (signer, _) = dsr_auth::TokenSigner::from_key_file(&key, None, iss).unwrap();
+        signer
+            .mint(&dsr_auth::TokenRequest {
+                subject: format!("service:{name}"),
+                audiences: vec!["crm".into()],
+                scopes: vec![scope.into()],
+                ttl: Duration::from_secs(60),
+            })
+            .unwrap()
+    };
+    let describe = |token: String| {
+        let crm = crm.clone();
+        async move {
+            let mut r = tonic::Request::new(dsr_proto::system::v1::DescribeRequest {});
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            dsr_proto::system::v1::data_system_client::DataSystemClient::new(crm)
+                .describe(r)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }
+    };
+    assert_eq!(
+        describe(as_service("discovery", "dsr-discovery", "system:describe")).await,
+        Ok(())
+    );
+    assert_eq!(
+        describe(as_service("discovery", "dsr-discovery", "system:write")).await,
+        Err(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        describe(as_service("discovery", "dsr-erasure", "system:describe")).await,
+        Err(tonic::Code::Unauthenticated)
+    );
+    let portal = stdout(&dsr(&[
+        "token",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--audience",
+        "crm",
+        "--scope",
+        "system:describe",
+    ]))
+    .trim()
+    .to_owned();
+    assert_eq!(describe(portal).await, Err(tonic::Code::PermissionDenied));
+
     // SIGTERM: exit 0, then nothing listens
     let (ok, logs) = terminate(child);
     assert!(ok, "exit status not 0; logs:\n{logs}");
@@ -276,6 +350,8 @@ fn bad_configuration_stops_with_a_clear_message() {
 
 #[test]
 fn serve_requires_migrations_and_keys() {
+    // It listens on a port too: not while a `dsr up` picks its nine.
+    let _turn = UP.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let port = free_port().to_string();
@@ -307,6 +383,14 @@ fn serve_requires_migrations_and_keys() {
             .args(&args)
             .env("DSR_AUTH__JWKS_FILE", &jwks)
             .env("DSR_AUTH__ISSUERS", "[\"https://idp.test\"]")
+            .env(
+                "DSR_AUTH__GRANTS",
+                "{ \"https://idp.test\" = [\"system:describe\", \"system:read\"] }",
+            )
+            .env(
+                "DSR_AUTH__GRANTS",
+                "{ \"https://idp.test\" = [\"transfers:read\", \"transfers:write\"] }",
+            )
             .env_remove("DSR_TEST_POSTGRES_URL")
             .stderr(Stdio::piped())
             .spawn()
@@ -484,6 +568,10 @@ fn a_manifest_naming_a_missing_column_stops_the_connector() {
         ])
         .env("DSR_AUTH__JWKS_FILE", &jwks)
         .env("DSR_AUTH__ISSUERS", "[\"https://idp.test\"]")
+        .env(
+            "DSR_AUTH__GRANTS",
+            "{ \"https://idp.test\" = [\"system:describe\", \"system:read\"] }",
+        )
         .env_remove("DSR_TEST_POSTGRES_URL")
         .output()
         .unwrap();
@@ -552,6 +640,7 @@ async fn a_code_verification_under_dsr_up_gives_a_token_other_services_accept() 
             issuers: vec![dsr_identity::tokens::ISSUER.into()],
             audience: dsr_identity::tokens::AUDIENCE.into(),
             leeway_secs: 0,
+            grants: None,
         },
     );
     let claims: dsr_identity::tokens::VerificationClaims = validator

@@ -41,6 +41,7 @@ fn validator(keys: &dsr_auth::DevKeyPair, audience: &str) -> Arc<Validator> {
             issuers: vec![ISSUER.into()],
             audience: audience.into(),
             leeway_secs: 5,
+            grants: None,
         },
     ))
 }

@@ -76,6 +76,7 @@ async fn harness(settings: Settings, token_ttl: chrono::Duration) -> Harness {
             issuers: vec![IDP_ISSUER.into()],
             audience: dsr_identity::SERVICE_NAME.into(),
             leeway_secs: 5,
+            grants: None,
         },
     ));
     let verifier = Verifier::new(
@@ -93,6 +94,7 @@ async fn harness(settings: Settings, token_ttl: chrono::Duration) -> Harness {
             issuers: vec!["portal".into()],
             audience: dsr_identity::SERVICE_NAME.into(),
             leeway_secs: 5,
+            grants: None,
         },
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -216,6 +218,7 @@ impl Harness {
                 issuers: vec![tokens::ISSUER.into()],
                 audience: tokens::AUDIENCE.into(),
                 leeway_secs: leeway,
+                grants: None,
             },
         )
         .decode(jwt, &["exp", "iss", "aud", "sub"])

@@ -43,9 +43,31 @@ pub enum IntakeError {
     /// The identity service did not answer.
     #[error("identity verification is unavailable")]
     Unavailable,
+    /// The token vouches for someone else: not every identity the request
+    /// claims.
+    #[error("the verification token does not vouch for every identity the request claims")]
+    NotThePerson,
     /// The ledger refused or failed.
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
+}
+
+/// What a verification token vouches for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vouched {
+    /// The verified identities.
+    pub identities: Vec<Identity>,
+    /// The token's id: it verifies one request, once.
+    pub jti: String,
+    /// How strongly.
+    pub assurance: dsr_identity::tokens::Assurance,
+}
+
+impl Vouched {
+    /// Whether every one of `claimed` is among the verified identities.
+    pub fn covers(&self, claimed: &[Identity]) -> bool {
+        claimed.iter().all(|c| self.identities.contains(c))
+    }
 }
 
 /// Checks tokens and completes challenges.
@@ -78,8 +100,9 @@ impl Intake {
         }
     }
 
-    /// The identities a verification token vouches for.
-    pub fn token_identities(&self, token: &str) -> Result<Vec<Identity>, IntakeError> {
+    /// What a verification token vouches for: its identities, its id and
+    /// its assurance.
+    pub fn vouched(&self, token: &str) -> Result<Vouched, IntakeError> {
         let claims: VerificationClaims = self
             .tokens
             .decode(token, &["exp", "iss", "aud", "sub"])
@@ -96,7 +119,11 @@ impl Intake {
                 "the token vouches for no identity".into(),
             ));
         }
-        Ok(ids)
+        Ok(Vouched {
+            identities: ids,
+            jti: claims.jti,
+            assurance: claims.acr,
+        })
     }
 
     /// Verifies a request waiting in VERIFYING with the person's proof;
@@ -131,7 +158,13 @@ impl Intake {
                 }
             }
         };
-        let ids = self.token_identities(&token)?;
-        Ok(self.ledger.verified(id, &ids, actor).await?)
+        let vouched = self.vouched(&token)?;
+        // The proof must be of this request's person: every identity they
+        // claimed, vouched for.
+        if !vouched.covers(&r.identities) {
+            return Err(IntakeError::NotThePerson);
+        }
+        self.ledger.use_verification(&vouched.jti, id).await?;
+        Ok(self.ledger.verified(id, &vouched.identities, actor).await?)
     }
 }

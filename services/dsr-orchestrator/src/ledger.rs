@@ -31,6 +31,9 @@ pub enum Error {
     /// The deadline rules refuse the extension.
     #[error(transparent)]
     Deadline(#[from] DeadlineError),
+    /// The verification token already verified another request.
+    #[error("the verification token was already used")]
+    VerificationUsed,
     /// The database failed.
     #[error("storage error: {0}")]
     Storage(#[from] DbErr),
@@ -55,6 +58,9 @@ pub struct Submission {
     pub verified: Option<Vec<Identity>>,
     /// For a rectification, restriction or objection: what to write.
     pub write: Option<WriteOrder>,
+    /// The verification token's id (`jti`), when one came with the
+    /// submission: a token verifies one request, once.
+    pub verification_jti: Option<String>,
 }
 
 /// Why a request was rejected.
@@ -165,6 +171,36 @@ pub(crate) fn parse_identities(text: &str) -> Result<Vec<Identity>, Error> {
 }
 
 /// The digest that decides whether a repeated key carries the same payload.
+/// Records the use of verification token `jti` for request `id`; `false`
+/// when it was used for another request (the same request may present it
+/// again).
+async fn use_verification<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    jti: &str,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    use crate::entity::verification_use;
+    if let Some(seen) = verification_use::Entity::find_by_id(jti.to_owned())
+        .one(db)
+        .await?
+    {
+        return Ok(seen.request_id == id);
+    }
+    let inserted = verification_use::ActiveModel {
+        jti: Set(jti.to_owned()),
+        request_id: Set(id.to_owned()),
+        used_at: Set(now),
+    }
+    .insert(db)
+    .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn payload_digest(s: &Submission) -> String {
     let mut ids: Vec<String> = s
         .identities
@@ -462,6 +498,14 @@ impl Ledger {
             .await;
             match inserted {
                 Ok(_) => {
+                    if let Some(jti) = &s.verification_jti {
+                        // Another request already used this token: refused,
+                        // nothing recorded.
+                        if !use_verification(&txn, jti, &id, now).await? {
+                            txn.rollback().await?;
+                            return Err(Error::VerificationUsed);
+                        }
+                    }
                     self.append(&txn, actor, &id, &format!("submitted:{}", s.kind.as_str()))
                         .await?;
                     if state == State::Locating {
@@ -482,6 +526,19 @@ impl Ledger {
         Err(Error::Storage(DbErr::Custom(
             "submission did not settle".into(),
         )))
+    }
+
+    /// Records that verification token `jti` verified request `id`;
+    /// `Err(VerificationUsed)` when it verified another one before.
+    pub async fn use_verification(&self, jti: &str, id: &str) -> Result<(), Error> {
+        let txn = self.write_txn().await?;
+        if use_verification(&txn, jti, id, self.clock.now()).await? {
+            txn.commit().await?;
+            Ok(())
+        } else {
+            txn.rollback().await?;
+            Err(Error::VerificationUsed)
+        }
     }
 
     /// One request.

@@ -20,6 +20,7 @@ fn submission(key: &str, email: &str) -> Submission {
         idempotency_key: key.into(),
         verified: None,
         write: None,
+        verification_jti: None,
     }
 }
 
@@ -171,5 +172,69 @@ async fn the_ledger_keeps_its_rules_and_its_trail() {
         ledger.verify_audit().await,
         Err(AuditError::Broken(_))
     ));
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn a_verification_token_verifies_one_request_once() {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let ledger = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+    let verified = |key: &str| {
+        let mut s = submission(key, "anna@example.se");
+        s.verified = Some(s.identities.clone());
+        s.verification_jti = Some("jti-1".into());
+        s
+    };
+    let (first, created) = ledger
+        .submit(verified("portal-key-0101"), d("2026-11-24"), "portal")
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(first.state, State::Locating);
+    // The same submission again (a retry) is the same request.
+    let (again, created) = ledger
+        .submit(verified("portal-key-0101"), d("2026-11-24"), "portal")
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    // Another request with the same token is refused, and nothing recorded.
+    let count = || async {
+        db.db
+            .query_one_raw(Statement::from_string(
+                db.db.get_database_backend(),
+                "SELECT COUNT(*) AS n FROM orchestrator_request",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap()
+    };
+    let before = count().await;
+    let err = ledger
+        .submit(verified("portal-key-0102"), d("2026-11-24"), "portal")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, dsr_orchestrator::ledger::Error::VerificationUsed),
+        "{err:?}"
+    );
+    assert_eq!(count().await, before);
+    // Nor can it verify a request waiting in VERIFYING.
+    let (waiting, _) = ledger
+        .submit(
+            submission("portal-key-0103", "anna@example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        ledger.use_verification("jti-1", &waiting.id).await,
+        Err(dsr_orchestrator::ledger::Error::VerificationUsed)
+    ));
+    assert!(ledger.use_verification("jti-2", &waiting.id).await.is_ok());
     db.finish().await;
 }

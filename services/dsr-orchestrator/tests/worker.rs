@@ -223,6 +223,7 @@ fn submission(key: &str) -> Submission {
         idempotency_key: key.into(),
         verified: Some(vec![email]),
         write: None,
+        verification_jti: None,
     }
 }
 

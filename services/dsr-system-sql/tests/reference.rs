@@ -137,6 +137,7 @@ async fn start(db: &TestDb, r: Reference) -> Running {
             issuers: vec!["t".into()],
             audience: r.id().into(),
             leeway_secs: 5,
+            grants: None,
         },
     ));
     let token = TokenSigner::from_ed25519_pem(&keys.private_pem, "k", "t")

@@ -46,6 +46,7 @@ impl Mesh {
                 issuers: vec![ISSUER.into()],
                 audience: SERVICE_NAME.into(),
                 leeway_secs: 5,
+                grants: None,
             },
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

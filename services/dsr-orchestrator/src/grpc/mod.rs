@@ -138,6 +138,11 @@ fn ledger_status(e: ledger::Error) -> Status {
             };
             kit::status(Code::FailedPrecondition, &d.to_string(), reason)
         }
+        ledger::Error::VerificationUsed => kit::status(
+            Code::FailedPrecondition,
+            "this verification token was already used for another request: verify again",
+            "VERIFICATION_USED",
+        ),
         ledger::Error::Storage(e) => {
             tracing::error!(error = %e, "ledger storage failed");
             kit::status(Code::Unavailable, "the ledger is unavailable", "STORAGE")
@@ -166,6 +171,11 @@ fn intake_status(e: IntakeError) -> Status {
             Code::Unavailable,
             "identity verification is unavailable",
             "IDENTITY_UNAVAILABLE",
+        ),
+        IntakeError::NotThePerson => kit::status(
+            Code::PermissionDenied,
+            "the verification token does not vouch for every identity the request claims",
+            "VERIFICATION_NOT_THE_PERSON",
         ),
         IntakeError::Ledger(e) => ledger_status(e),
     }
@@ -647,7 +657,7 @@ impl Requests for Handlers {
                 Vec::new()
             }
         };
-        let verified = if verification_token.is_empty() {
+        let vouched = if verification_token.is_empty() {
             if claimed.is_empty() && !v.iter().any(|(f, _)| f.starts_with("claimed")) {
                 v.push((
                     "claimed".into(),
@@ -656,14 +666,23 @@ impl Requests for Handlers {
             }
             None
         } else {
-            match self.d.intake.token_identities(&verification_token) {
-                Ok(ids) => Some(ids),
+            match self.d.intake.vouched(&verification_token) {
+                Ok(vouched) if !vouched.covers(&claimed) => {
+                    v.push((
+                        "verification_token".into(),
+                        "does not vouch for every claimed identity".into(),
+                    ));
+                    None
+                }
+                Ok(vouched) => Some(vouched),
                 Err(why) => {
                     v.push(("verification_token".into(), why.to_string()));
                     None
                 }
             }
         };
+        let verification_jti = vouched.as_ref().map(|x| x.jti.clone());
+        let verified = vouched.map(|x| x.identities);
         let language = language(&lang, &mut v);
         if idempotency_key.is_empty() {
             v.push(("idempotency_key".into(), "required".into()));
@@ -688,6 +707,7 @@ impl Requests for Handlers {
                     idempotency_key,
                     verified,
                     write,
+                    verification_jti,
                 },
                 self.d.ledger.clock().today(),
                 &actor,

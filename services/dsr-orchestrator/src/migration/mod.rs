@@ -9,6 +9,7 @@ mod m20261201_000004_write_orders;
 mod m20261202_000005_trace_context;
 mod m20261202_000006_discrepancies;
 mod m20261202_000007_withheld;
+mod m20261202_000008_verification_use;
 
 /// The migrations.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_trace_context::Migration),
             Box::new(m20261202_000006_discrepancies::Migration),
             Box::new(m20261202_000007_withheld::Migration),
+            Box::new(m20261202_000008_verification_use::Migration),
         ]
     }
 }
