@@ -19,9 +19,12 @@ use crate::services::{self, Instance, Schema, Trust};
 /// the orchestrator (base port + 7), the portals' entry point, then erasure
 /// (base port + 8).
 pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
+    // Listen for SIGTERM before anything serves: one that arrives as soon
+    // as the banner is out (a supervisor, a test) still drains the mesh.
+    let signal = dsr_server::shutdown_signal();
     let mesh = start(cfg).await?;
     banner(&mesh.cfg, &mesh.endpoints);
-    dsr_server::shutdown_signal().await;
+    signal.await;
     mesh.stop().await
 }
 
