@@ -818,6 +818,94 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         assert!(!st.message().contains("9877") && !st.message().contains("anna"));
     }
     assert_eq!(count(&mut client).await, before, "nothing recorded");
+    // A portal reads only the requests it submitted; a case handler (the
+    // CLI's token, requests:manage) reads them all.
+    let portal = |subject: &str| {
+        ok(&cli(
+            &data,
+            base,
+            &[
+                "token",
+                "--subject",
+                subject,
+                "--scope",
+                "requests:submit",
+                "--scope",
+                "requests:read",
+            ],
+        ))
+        .trim()
+        .to_owned()
+    };
+    let (portal_a, portal_b) = (portal("portal-a"), portal("portal-b"));
+    let mine = client
+        .submit(bearer(
+            &portal_a,
+            pb::SubmitRequest {
+                kind: pb::Kind::Access as i32,
+                controller: controller(SVERIGE),
+                claimed: vec![email("someone.else@example.se")],
+                idempotency_key: "portal-a-0001".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+        .id;
+    let get_as = |token: &str| {
+        let mut c = client.clone();
+        let req = bearer(token, pb::GetRequest { id: mine.clone() });
+        async move { c.get(req).await.map(|_| ()).map_err(|s| s.code()) }
+    };
+    assert_eq!(get_as(&portal_a).await, Ok(()));
+    assert_eq!(get_as(&portal_b).await, Err(tonic::Code::NotFound));
+    assert_eq!(get_as(&token).await, Ok(()));
+    let listed = |token: &str| {
+        let mut c = client.clone();
+        let req = bearer(
+            token,
+            pb::ListRequest {
+                page: Some(common::PageRequest {
+                    page_size: 500,
+                    page_token: String::new(),
+                }),
+                ..Default::default()
+            },
+        );
+        async move {
+            c.list(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .requests
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(&portal_a).await, vec![mine.clone()]);
+    assert!(listed(&portal_b).await.is_empty());
+    assert!(listed(&token).await.contains(&mine));
+    // A 3 MiB reason is refused, naming the field (listings stay readable).
+    let st = client
+        .cancel(bearer(
+            &token,
+            pb::CancelRequest {
+                id: "00000000-0000-4000-8000-000000000000".into(),
+                reason: "x".repeat(3 << 20),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    let br = st.get_error_details().bad_request().cloned().unwrap();
+    assert!(
+        br.field_violations.iter().any(|v| v.field == "reason"),
+        "{br:?}"
+    );
 
     // Idempotency, the case handler's moves, and their refusals.
     let first = client
@@ -1117,6 +1205,7 @@ workers = 16
                     "requests:read".into(),
                     "requests:manage".into(),
                     "identity:verify".into(),
+                    "identity:attest".into(),
                 ],
                 ttl: Duration::from_secs(3600),
             })
@@ -1198,6 +1287,31 @@ workers = 16
             idv::CompleteVerificationRequest {
                 challenge_id: started.challenge_id,
                 code,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+        .unwrap()
+        .jwt
+    }
+
+    /// A verification token from a case handler's attestation (no code,
+    /// so no rate limit): a fresh one per request, as each verifies one.
+    async fn attested_token(&self, who: &str) -> String {
+        let mut id = IdentityVerificationClient::new(channel(self.ports["identity"]).await);
+        id.start_verification(bearer(
+            &self.token,
+            idv::StartVerificationRequest {
+                claimed: vec![email(who)],
+                method: idv::Method::CaseHandlerAttestation as i32,
+                idp_assertion: String::new(),
+                attestation: Some(idv::Attestation {
+                    evidence: idv::AttestationEvidence::InPerson as i32,
+                    note: "e2e".into(),
+                }),
+                language: "sv".into(),
             },
         ))
         .await
@@ -1459,9 +1573,12 @@ async fn the_work_survives_a_system_down_a_killed_orchestrator_and_runs_on_two_r
     // 3. Two orchestrators on one database: 200 concurrent requests, no
     //    step done twice.
     mesh.start("orchestrator-2").await;
+    let mut tokens = Vec::new();
+    for _ in 0..200 {
+        tokens.push(mesh.attested_token(PERSON).await);
+    }
     let mut tasks = Vec::new();
-    for i in 0..200 {
-        let vt = vt.clone();
+    for (i, vt) in tokens.into_iter().enumerate() {
         let token = token.clone();
         let port = if i % 2 == 0 {
             mesh.ports["orchestrator"]
@@ -2920,7 +3037,7 @@ async fn one_request_is_one_trace_across_the_mesh_with_no_identity_in_spans_or_l
             pb::SubmitRequest {
                 kind: pb::Kind::Erasure as i32,
                 controller: controller(SVERIGE),
-                verification_token: vt.clone(),
+                verification_token: mesh.attested_token(PERSON).await,
                 idempotency_key: "trace-erasure".into(),
                 ..Default::default()
             },

@@ -122,8 +122,11 @@ pub fn instruction(
     };
     let mut v: Vec<(String, String)> = Vec::new();
     let mut bad = |f: &str, d: &str| v.push((format!("instruction.{f}"), d.to_owned()));
-    if request_id.is_empty() || request_id.len() > 64 {
-        bad("request_id", "required, at most 64 characters");
+    if !valid_id(&request_id) {
+        bad(
+            "request_id",
+            "required: up to 64 letters, digits and - (the orchestrator's UUID)",
+        );
     }
     let controller = match controller.map(|c| c.organisation_number) {
         Some(org) if !org.is_empty() => match Organisationsnummer::parse(&org) {

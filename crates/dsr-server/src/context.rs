@@ -90,6 +90,7 @@ where
             if let Ok(v) = http::HeaderValue::from_str(&id) {
                 res.headers_mut().insert(HEADER, v);
             }
+            malformed_is_invalid_argument(&mut res);
             // A trailers-only response (every error) carries its status in the headers.
             let code = res
                 .headers()
@@ -108,5 +109,63 @@ where
         }
         .instrument(span)
         .boxed()
+    }
+}
+
+/// A request message that is not valid protobuf is the caller's error:
+/// INVALID_ARGUMENT, not the INTERNAL the codec answers, and without
+/// echoing what the decoder saw.
+fn malformed_is_invalid_argument<RB>(res: &mut http::Response<RB>) {
+    let h = res.headers();
+    let internal = h.get("grpc-status").is_some_and(|v| v == "13");
+    let decode = h
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| {
+            let m = m.replace("%20", " ").to_ascii_lowercase();
+            m.contains("decode protobuf message") || m.contains("decoding protobuf message")
+        });
+    if internal && decode {
+        let h = res.headers_mut();
+        h.insert("grpc-status", http::HeaderValue::from_static("3"));
+        h.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "the%20request%20is%20not%20a%20valid%20protobuf%20message",
+            ),
+        );
+        h.remove("grpc-status-details-bin");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::malformed_is_invalid_argument;
+
+    #[test]
+    fn a_decode_error_becomes_invalid_argument_and_others_stay() {
+        let mut res = http::Response::builder()
+            .header("grpc-status", "13")
+            .header(
+                "grpc-message",
+                "failed%20to%20decode%20Protobuf%20message:%20invalid%20wire%20type",
+            )
+            .body(())
+            .unwrap();
+        malformed_is_invalid_argument(&mut res);
+        assert_eq!(res.headers()["grpc-status"], "3");
+        assert!(
+            !res.headers()["grpc-message"]
+                .to_str()
+                .unwrap()
+                .contains("wire")
+        );
+        let mut other = http::Response::builder()
+            .header("grpc-status", "13")
+            .header("grpc-message", "internal%20error")
+            .body(())
+            .unwrap();
+        malformed_is_invalid_argument(&mut other);
+        assert_eq!(other.headers()["grpc-status"], "13");
     }
 }

@@ -404,3 +404,32 @@ async fn the_call_span_continues_the_callers_trace() {
             .any(|kv| kv.key.as_str() == "request_id" && kv.value.as_str() == "trace-test-1")
     );
 }
+
+/// A message whose field 1 is a number where GetRecipientRequest has a
+/// string: not a valid GetRecipientRequest on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongWireType {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_invalid_argument_not_internal() {
+    let s = start(Duration::ZERO, ServerConfig::default()).await;
+    let mut grpc = tonic::client::Grpc::new(channel(s.addr).await);
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .unary::<WrongWireType, pb::GetRecipientResponse, _>(
+            Request::new(WrongWireType { id: 7 }),
+            "/dsr.transfer.v1.TransferRegistry/GetRecipient"
+                .parse()
+                .unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(!err.message().contains("wire type"), "{}", err.message());
+    // A well-formed call still answers.
+    assert!(get(channel(s.addr).await, "print-mail").await.is_ok());
+}

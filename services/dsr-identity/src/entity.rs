@@ -52,3 +52,21 @@ pub(crate) mod attempt {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod rate_slot {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "identity_rate_slot")]
+    pub struct Model {
+        /// "<identity hash>:<hour>:<slot>".
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -260,7 +260,7 @@ impl Verifier {
             .filter(challenge::Column::CreatedAt.gt(now - Duration::hours(1)))
             .count(&self.db)
             .await?;
-        if recent >= self.settings.per_hour {
+        if recent >= self.settings.per_hour || !self.take_slot(&identity_hash, now).await? {
             self.audit("-", channel.method(), "rate_limited", "subject")
                 .await?;
             return Err(Error::RateLimited);
@@ -315,6 +315,38 @@ impl Verifier {
             challenge_id: id,
             expires_at,
         })
+    }
+
+    /// Takes one of this hour's `per_hour` slots for the identity: the
+    /// database's unique key decides between parallel requests, so no more
+    /// codes go out than the limit, whatever the concurrency. `false` when
+    /// every slot is taken.
+    async fn take_slot(&self, identity_hash: &str, now: DateTime<Utc>) -> Result<bool, Error> {
+        use crate::entity::rate_slot;
+        // Slots of past hours are spent.
+        rate_slot::Entity::delete_many()
+            .filter(rate_slot::Column::CreatedAt.lt(now - Duration::hours(2)))
+            .exec(&self.db)
+            .await?;
+        let hour = now.timestamp().div_euclid(3600);
+        for slot in 0..self.settings.per_hour {
+            let taken = rate_slot::ActiveModel {
+                key: Set(format!("{identity_hash}:{hour}:{slot}")),
+                created_at: Set(now),
+            }
+            .insert(&self.db)
+            .await;
+            match taken {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if matches!(
+                        e.sql_err(),
+                        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                    ) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
     }
 
     /// Checks a code. A wrong one counts an attempt; the last one locks the

@@ -346,6 +346,48 @@ async fn rate_limit_per_identity_without_revealing_anyone() {
         .await;
 }
 
+#[tokio::test]
+async fn parallel_code_requests_for_one_identity_send_no_more_than_the_limit() {
+    let settings = Settings {
+        per_hour: 5,
+        ..Settings::default()
+    };
+    let h = harness(settings, chrono::Duration::minutes(15)).await;
+    let mut calls = Vec::new();
+    for _ in 0..200 {
+        let mut client = h.client.clone();
+        let req = h.req(
+            pb::StartVerificationRequest {
+                claimed: vec![common::Identity {
+                    r#type: common::IdentityType::Email as i32,
+                    format: 0,
+                    value: "burst@example.se".into(),
+                    hmac_key_id: String::new(),
+                }],
+                method: pb::Method::EmailCode as i32,
+                idp_assertion: String::new(),
+                attestation: None,
+                language: "sv".into(),
+            },
+            &[grpc::SCOPE_VERIFY],
+        );
+        calls.push(tokio::spawn(
+            async move { client.start_verification(req).await },
+        ));
+    }
+    let mut sent = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => sent += 1,
+            Err(e) => assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}"),
+        }
+    }
+    assert_eq!(sent, 5, "exactly the limit");
+    let in_outbox = std::fs::read_dir(h.outbox.path()).unwrap().count();
+    assert_eq!(in_outbox, 5, "codes sent");
+    h.finish(&["burst@example.se"]).await;
+}
+
 fn idp_assertion(alg: Algorithm, key: &EncodingKey, kid: &str, aud: &str, acr: &str) -> String {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({

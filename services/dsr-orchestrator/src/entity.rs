@@ -49,6 +49,8 @@ pub(crate) mod request {
         pub discrepancies: Option<String>,
         /// Disclosures withheld for want of a lawful transfer (JSON).
         pub withheld: Option<String>,
+        /// Who submitted it: the token's issuer and subject.
+        pub submitted_by: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -61,6 +61,9 @@ pub struct Submission {
     /// The verification token's id (`jti`), when one came with the
     /// submission: a token verifies one request, once.
     pub verification_jti: Option<String>,
+    /// Who submits it (the caller's issuer and subject): a portal reads
+    /// only its own requests.
+    pub submitted_by: Option<String>,
 }
 
 /// Why a request was rejected.
@@ -138,6 +141,8 @@ pub struct Request {
     pub discrepancies: Vec<crate::mesh::Discrepancy>,
     /// Disclosures withheld for want of a lawful transfer.
     pub withheld: Vec<crate::mesh::Withheld>,
+    /// Who submitted it (issuer and subject), when recorded.
+    pub submitted_by: Option<String>,
     /// When a worker may next take it up (`None`: waiting for a person,
     /// or final).
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -356,6 +361,7 @@ impl Ledger {
                 .transpose()
                 .map_err(|_| corrupt("discrepancies"))?
                 .unwrap_or_default(),
+            submitted_by: m.submitted_by.clone(),
             withheld: m
                 .withheld
                 .as_deref()
@@ -493,6 +499,7 @@ impl Ledger {
                 trace_parent: Set(dsr_telemetry::propagation::current_traceparent()),
                 discrepancies: Set(None),
                 withheld: Set(None),
+                submitted_by: Set(s.submitted_by.clone()),
             }
             .insert(&txn)
             .await;

@@ -31,6 +31,8 @@ pub struct Filter {
     pub controller: Option<Organisationsnummer>,
     /// Only open requests past their deadline on `today`.
     pub overdue_on: Option<NaiveDate>,
+    /// Only those this caller submitted (a portal's view).
+    pub submitted_by: Option<String>,
 }
 
 /// One page.
@@ -78,6 +80,9 @@ impl Ledger {
         token: Option<&str>,
     ) -> Result<Result<Page, BadToken>, Error> {
         let mut q = req::Entity::find();
+        if let Some(by) = &filter.submitted_by {
+            q = q.filter(req::Column::SubmittedBy.eq(by.as_str()));
+        }
         if let Some(s) = filter.state {
             q = q.filter(req::Column::State.eq(s.as_str()));
         }

@@ -21,6 +21,7 @@ fn submission(key: &str, email: &str) -> Submission {
         verified: None,
         write: None,
         verification_jti: None,
+        submitted_by: None,
     }
 }
 

@@ -224,6 +224,7 @@ fn submission(key: &str) -> Submission {
         verified: Some(vec![email]),
         write: None,
         verification_jti: None,
+        submitted_by: None,
     }
 }
 

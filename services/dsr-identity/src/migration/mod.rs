@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_create_challenges;
+mod m20261202_000002_rate_slots;
 
 /// The migrations.
 #[derive(Debug)]
@@ -15,6 +16,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261123_000001_create_challenges::Migration)]
+        vec![
+            Box::new(m20261123_000001_create_challenges::Migration),
+            Box::new(m20261202_000002_rate_slots::Migration),
+        ]
     }
 }

@@ -112,6 +112,48 @@ pub struct Handlers {
     d: Deps,
 }
 
+/// Who reads requests: a case handler (`requests:manage`) reads every one;
+/// anyone else (a portal) only those it submitted.
+struct Reader {
+    /// The caller's issuer and subject.
+    who: String,
+    handler: bool,
+}
+
+impl Reader {
+    fn of<T>(req: &Request<T>) -> Self {
+        let p = req.extensions().get::<Principal>();
+        Self {
+            who: p.map_or_else(String::new, |p| format!("{} {}", p.issuer, p.subject)),
+            handler: p.is_some_and(|p| p.has_scope(SCOPE_MANAGE)),
+        }
+    }
+
+    /// The submitter a listing is limited to; `None` for a case handler.
+    fn only_own(&self) -> Option<String> {
+        (!self.handler).then(|| self.who.clone())
+    }
+
+    /// NOT_FOUND for a request this caller may not read (no hint that it
+    /// exists).
+    fn may_read(&self, r: &ledger::Request) -> Result<(), Status> {
+        if self.handler || r.submitted_by.as_deref() == Some(self.who.as_str()) {
+            Ok(())
+        } else {
+            Err(kit::status(
+                Code::NotFound,
+                "request not found",
+                "REQUEST_NOT_FOUND",
+            ))
+        }
+    }
+}
+
+/// The longest free text a request keeps (a reason, a note): enough for a
+/// case handler's explanation, short enough that no listing page grows past
+/// what a client reads.
+pub const MAX_TEXT: usize = 2000;
+
 fn ledger_status(e: ledger::Error) -> Status {
     match e {
         ledger::Error::NotFound => {
@@ -600,6 +642,7 @@ impl Requests for Handlers {
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let actor = Principal::subject_of(&req);
+        let submitted_by = Reader::of(&req).who;
         let pb::SubmitRequest {
             kind,
             controller,
@@ -708,6 +751,7 @@ impl Requests for Handlers {
                     verified,
                     write,
                     verification_jti,
+                    submitted_by: Some(submitted_by),
                 },
                 self.d.ledger.clock().today(),
                 &actor,
@@ -763,9 +807,11 @@ impl Requests for Handlers {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let reader = Reader::of(&req);
         let pb::GetRequest { id } = req.into_inner();
         require_id(&id)?;
         let r = self.d.ledger.get(&id).await.map_err(ledger_status)?;
+        reader.may_read(&r)?;
         Ok(Response::new(pb::GetResponse {
             request: Some(self.view(&r).await?),
         }))
@@ -775,6 +821,7 @@ impl Requests for Handlers {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        let reader = Reader::of(&req);
         let pb::ListRequest {
             page,
             state,
@@ -811,6 +858,7 @@ impl Requests for Handlers {
             kind: kind_from_pb(kind),
             controller,
             overdue_on: overdue.then(|| self.d.ledger.clock().today()),
+            submitted_by: reader.only_own(),
         };
         let size = if page.page_size == 0 {
             50
@@ -848,9 +896,11 @@ impl Requests for Handlers {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let reader = Reader::of(&req);
         let pb::WatchRequest { id } = req.into_inner();
         require_id(&id)?;
         let first = self.d.ledger.get(&id).await.map_err(ledger_status)?;
+        reader.may_read(&first)?;
         let mut changes = self.d.changes.subscribe();
         let ledger = self.d.ledger.clone();
         let poll = self.d.watch_poll;
@@ -907,8 +957,11 @@ impl Requests for Handlers {
         let actor = Principal::subject_of(&req);
         let pb::CancelRequest { id, reason } = req.into_inner();
         require_id(&id)?;
-        if reason.trim().is_empty() {
-            return Err(invalid_argument(vec![("reason".into(), "required".into())]));
+        if reason.trim().is_empty() || reason.chars().count() > MAX_TEXT {
+            return Err(invalid_argument(vec![(
+                "reason".into(),
+                format!("required, at most {MAX_TEXT} characters"),
+            )]));
         }
         let r = self
             .d
@@ -933,8 +986,11 @@ impl Requests for Handlers {
         if !(1..=2).contains(&months) {
             v.push(("months".into(), "1 or 2".into()));
         }
-        if reason.trim().is_empty() {
-            v.push(("reason".into(), "required: it is told to the person".into()));
+        if reason.trim().is_empty() || reason.chars().count() > MAX_TEXT {
+            v.push((
+                "reason".into(),
+                format!("required (it is told to the person), at most {MAX_TEXT} characters"),
+            ));
         }
         if !v.is_empty() {
             return Err(invalid_argument(v));
@@ -956,7 +1012,13 @@ impl Requests for Handlers {
         req: Request<pb::ApproveRequest>,
     ) -> Result<Response<pb::ApproveResponse>, Status> {
         let actor = Principal::subject_of(&req);
-        let pb::ApproveRequest { id, note: _ } = req.into_inner();
+        let pb::ApproveRequest { id, note } = req.into_inner();
+        if note.chars().count() > MAX_TEXT {
+            return Err(invalid_argument(vec![(
+                "note".into(),
+                format!("at most {MAX_TEXT} characters"),
+            )]));
+        }
         require_id(&id)?;
         let r = self
             .d
@@ -977,6 +1039,12 @@ impl Requests for Handlers {
     ) -> Result<Response<pb::RejectResponse>, Status> {
         let actor = Principal::subject_of(&req);
         let pb::RejectRequest { id, reason, note } = req.into_inner();
+        if note.chars().count() > MAX_TEXT {
+            return Err(invalid_argument(vec![(
+                "note".into(),
+                format!("at most {MAX_TEXT} characters"),
+            )]));
+        }
         require_id(&id)?;
         let reason = match pb::RejectionReason::try_from(reason) {
             Ok(pb::RejectionReason::IdentityInsufficient) => Rejection::IdentityInsufficient,

@@ -10,6 +10,7 @@ mod m20261202_000005_trace_context;
 mod m20261202_000006_discrepancies;
 mod m20261202_000007_withheld;
 mod m20261202_000008_verification_use;
+mod m20261202_000009_submitted_by;
 
 /// The migrations.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_discrepancies::Migration),
             Box::new(m20261202_000007_withheld::Migration),
             Box::new(m20261202_000008_verification_use::Migration),
+            Box::new(m20261202_000009_submitted_by::Migration),
         ]
     }
 }
