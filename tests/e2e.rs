@@ -3468,3 +3468,94 @@ async fn the_demo_people_tell_the_readmes_stories_whatever_the_date() {
         p.finish().await;
     }
 }
+
+/// An erasure, configured to need substantial assurance, submitted with an
+/// email code's token (low): no code is sent, the request waits in
+/// VERIFYING saying what it needs, `Verify` with the weak token is refused
+/// (ASSURANCE_TOO_LOW), and a case handler's attestation moves it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_that_needs_stronger_verification_waits_for_it() {
+    let _turn = TURN.lock().await;
+    let pg = postgres().await;
+    let mesh = Mesh::with_env(
+        pg.as_ref().map(|p| p.url.as_str()),
+        vec![(
+            "DSR_ORCHESTRATOR__MIN_ASSURANCE".into(),
+            "{ erasure = \"substantial\" }".into(),
+        )],
+    )
+    .await;
+    let token = mesh.token.clone();
+    let weak = mesh.verification_token(PERSON).await;
+    let codes = outbox_len(&mesh.data);
+    let mut client = mesh.requests().await;
+    let id = client
+        .submit(bearer(
+            &token,
+            pb::SubmitRequest {
+                kind: pb::Kind::Erasure as i32,
+                controller: controller(SVERIGE),
+                claimed: vec![email(PERSON)],
+                verification_token: weak.clone(),
+                idempotency_key: "e2e-assurance-0001".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+        .id;
+    let waiting = wait_state(
+        &mut client,
+        &token,
+        &id,
+        pb::State::Verifying,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(waiting.required_assurance, "substantial");
+    assert_eq!(outbox_len(&mesh.data), codes, "no code is sent");
+    let st = client
+        .verify(bearer(
+            &token,
+            pb::VerifyRequest {
+                id: id.clone(),
+                code: String::new(),
+                verification_token: weak,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::FailedPrecondition, "{st:?}");
+    assert_eq!(
+        st.get_error_details().error_info().unwrap().reason,
+        "ASSURANCE_TOO_LOW"
+    );
+    assert_eq!(
+        get(&mut client, &token, &id).await.state,
+        pb::State::Verifying as i32
+    );
+    // A case handler identifies the person: the erasure goes on.
+    let strong = mesh.attested_token(PERSON).await;
+    client
+        .verify(bearer(
+            &token,
+            pb::VerifyRequest {
+                id: id.clone(),
+                code: String::new(),
+                verification_token: strong,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_ne!(
+        get(&mut client, &token, &id).await.state,
+        pb::State::Verifying as i32
+    );
+    drop(mesh);
+    if let Some(p) = pg {
+        p.finish().await;
+    }
+}

@@ -91,6 +91,13 @@ pub(crate) struct OrchestratorSection {
     /// Controllers (organisationsnummer) whose requests a case handler
     /// approves before the answer is built.
     pub approval_controllers: Vec<String>,
+    /// How strongly the person must be verified, per kind of request
+    /// (`[orchestrator.min_assurance]`, e.g. `erasure = "substantial"`):
+    /// `low` (a code by email or SMS, the default), `substantial` (BankID
+    /// through the IdP, or a case handler's attestation), `high`,
+    /// `attested`. A kind needing more than `low` gets no code: it waits
+    /// for a stronger verification token.
+    pub min_assurance: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -438,6 +445,7 @@ impl Default for Config {
                 max_attempts: 50,
                 call_timeout_secs: 60,
                 approval_controllers: Vec::new(),
+                min_assurance: BTreeMap::new(),
             },
             export: ExportSection {
                 registry_endpoint: String::new(),
@@ -739,6 +747,9 @@ impl Config {
             bail!(
                 "invalid configuration: orchestrator.backoff_base_ms must not exceed backoff_max_secs"
             );
+        }
+        if let Err(e) = dsr_orchestrator::intake::AssurancePolicy::parse(&o.min_assurance) {
+            bail!("invalid configuration: orchestrator.min_assurance.{e}");
         }
         for (i, c) in o.approval_controllers.iter().enumerate() {
             if dsr_domain::identity::Organisationsnummer::parse(c).is_err() {

@@ -1051,6 +1051,8 @@ fn prepare_orchestrator(
                     .iter()
                     .filter_map(|c| dsr_domain::identity::Organisationsnummer::parse(c).ok())
                     .collect(),
+                assurance: orch::intake::AssurancePolicy::parse(&o.min_assurance)
+                    .unwrap_or_default(),
             },
             wake.clone(),
             changes.clone(),
@@ -1064,7 +1066,10 @@ fn prepare_orchestrator(
         tokio::spawn(worker.run(stop_rx));
     }
     let deps = orch::grpc::Deps {
-        intake: orch::intake::Intake::new(ledger.clone(), verification_tokens, mesh),
+        intake: orch::intake::Intake::new(ledger.clone(), verification_tokens, mesh)
+            .with_assurance(
+                orch::intake::AssurancePolicy::parse(&o.min_assurance).unwrap_or_default(),
+            ),
         ledger,
         group: group(cfg)?,
         wake,

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use dsr_auth::Validator;
 use dsr_domain::identity::Identity;
+use dsr_domain::request::Kind;
 use dsr_domain::request::State;
-use dsr_identity::tokens::{TokenIdentity, VerificationClaims};
+use dsr_identity::tokens::{Assurance, TokenIdentity, VerificationClaims};
 
 use crate::ledger::{self, Ledger, Request};
 use crate::mesh::{Call, Verification};
@@ -43,6 +44,14 @@ pub enum IntakeError {
     /// The identity service did not answer.
     #[error("identity verification is unavailable")]
     Unavailable,
+    /// The proof is weaker than the kind of request needs.
+    #[error("the request needs {needed:?} assurance; the proof gave {got:?}")]
+    AssuranceTooLow {
+        /// Needed.
+        needed: Assurance,
+        /// Given.
+        got: Assurance,
+    },
     /// The token vouches for someone else: not every identity the request
     /// claims.
     #[error("the verification token does not vouch for every identity the request claims")]
@@ -50,6 +59,48 @@ pub enum IntakeError {
     /// The ledger refused or failed.
     #[error(transparent)]
     Ledger(#[from] ledger::Error),
+}
+
+/// How strongly a person must be verified, per kind of request (Low for
+/// a kind not named): an erasure of data kept under the anti-money-
+/// laundering rules, say, may ask BankID through the identity provider or a
+/// case handler's attestation rather than an email code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AssurancePolicy(std::collections::BTreeMap<Kind, Assurance>);
+
+impl AssurancePolicy {
+    /// From configuration: kind name → "low", "substantial", "high" or
+    /// "attested". The error names the entry.
+    pub fn parse(entries: &std::collections::BTreeMap<String, String>) -> Result<Self, String> {
+        let mut m = std::collections::BTreeMap::new();
+        for (kind, level) in entries {
+            let k = Kind::parse(kind).ok_or_else(|| format!("{kind}: not a kind of request"))?;
+            let a = match level.as_str() {
+                "low" => Assurance::Low,
+                "substantial" => Assurance::Substantial,
+                "high" => Assurance::High,
+                "attested" => Assurance::Attested,
+                other => {
+                    return Err(format!(
+                        "{kind}: {other} is not low, substantial, high or attested"
+                    ));
+                }
+            };
+            m.insert(k, a);
+        }
+        Ok(Self(m))
+    }
+
+    /// What `kind` needs.
+    pub fn required(&self, kind: Kind) -> Assurance {
+        self.0.get(&kind).copied().unwrap_or(Assurance::Low)
+    }
+
+    /// Whether `got` is enough for `kind`. A case handler's attestation
+    /// (the person identified in person or by document) is enough for any.
+    pub fn enough(&self, kind: Kind, got: Assurance) -> bool {
+        got == Assurance::Attested || got >= self.required(kind)
+    }
 }
 
 /// What a verification token vouches for.
@@ -76,6 +127,7 @@ pub struct Intake {
     ledger: Ledger,
     tokens: Arc<Validator>,
     verification: Arc<dyn Verification>,
+    assurance: AssurancePolicy,
 }
 
 impl std::fmt::Debug for Intake {
@@ -97,7 +149,20 @@ impl Intake {
             ledger,
             tokens,
             verification,
+            assurance: AssurancePolicy::default(),
         }
+    }
+
+    /// The same intake requiring `assurance` per kind of request.
+    #[must_use]
+    pub fn with_assurance(mut self, assurance: AssurancePolicy) -> Self {
+        self.assurance = assurance;
+        self
+    }
+
+    /// The assurance policy.
+    pub fn assurance(&self) -> &AssurancePolicy {
+        &self.assurance
     }
 
     /// What a verification token vouches for: its identities, its id and
@@ -163,6 +228,12 @@ impl Intake {
         // claimed, vouched for.
         if !vouched.covers(&r.identities) {
             return Err(IntakeError::NotThePerson);
+        }
+        if !self.assurance.enough(r.kind, vouched.assurance) {
+            return Err(IntakeError::AssuranceTooLow {
+                needed: self.assurance.required(r.kind),
+                got: vouched.assurance,
+            });
         }
         self.ledger.use_verification(&vouched.jti, id).await?;
         Ok(self.ledger.verified(id, &vouched.identities, actor).await?)

@@ -40,6 +40,10 @@ pub struct WorkerConfig {
     pub call_timeout: Duration,
     /// Controllers whose requests a case handler approves before export.
     pub approval_controllers: BTreeSet<Organisationsnummer>,
+    /// How strongly each kind of request must be verified: a kind that
+    /// needs more than a code (Low) sends none, and waits in VERIFYING for a
+    /// stronger proof (`Verify` with the IdP's or a case handler's token).
+    pub assurance: crate::intake::AssurancePolicy,
 }
 
 impl Default for WorkerConfig {
@@ -54,6 +58,7 @@ impl Default for WorkerConfig {
             max_attempts: 50,
             call_timeout: Duration::from_secs(60),
             approval_controllers: BTreeSet::new(),
+            assurance: crate::intake::AssurancePolicy::default(),
         }
     }
 }
@@ -297,6 +302,10 @@ impl Worker {
             "verify" => {
                 if r.verified.is_some() {
                     return Ok(Outcome::Verified);
+                }
+                if self.cfg.assurance.required(r.kind) > dsr_identity::tokens::Assurance::Low {
+                    // A code could not be enough: none is sent.
+                    return Ok(Outcome::ChallengeStarted(String::new()));
                 }
                 let c = self
                     .mesh

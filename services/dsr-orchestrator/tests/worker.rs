@@ -239,6 +239,7 @@ fn config(id: &str) -> WorkerConfig {
         max_attempts: 1000,
         call_timeout: Duration::from_secs(5),
         approval_controllers: Default::default(),
+        assurance: Default::default(),
     }
 }
 

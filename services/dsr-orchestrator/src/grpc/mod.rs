@@ -214,6 +214,13 @@ fn intake_status(e: IntakeError) -> Status {
             "identity verification is unavailable",
             "IDENTITY_UNAVAILABLE",
         ),
+        IntakeError::AssuranceTooLow { needed, got } => kit::status(
+            Code::FailedPrecondition,
+            &format!(
+                "this kind of request needs {needed:?} assurance (BankID through the identity provider, or a case handler's attestation); the proof gave {got:?}: the request keeps waiting"
+            ),
+            "ASSURANCE_TOO_LOW",
+        ),
         IntakeError::NotThePerson => kit::status(
             Code::PermissionDenied,
             "the verification token does not vouch for every identity the request claims",
@@ -522,6 +529,7 @@ pub fn request_to_pb(
     let d = &r.deadline;
     let ext = d.extension();
     pb::DataSubjectRequest {
+        required_assurance: String::new(),
         id: r.id.clone(),
         kind: kind_to_pb(r.kind) as i32,
         state: state_to_pb(r.state) as i32,
@@ -623,7 +631,15 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> 
 impl Handlers {
     async fn view(&self, r: &ledger::Request) -> Result<pb::DataSubjectRequest, Status> {
         let steps = self.d.ledger.steps(r).await.map_err(ledger_status)?;
-        Ok(request_to_pb(r, &steps, self.d.ledger.clock().today()))
+        let mut v = request_to_pb(r, &steps, self.d.ledger.clock().today());
+        v.required_assurance = match self.d.intake.assurance().required(r.kind) {
+            dsr_identity::tokens::Assurance::Low => "low",
+            dsr_identity::tokens::Assurance::Substantial => "substantial",
+            dsr_identity::tokens::Assurance::High => "high",
+            dsr_identity::tokens::Assurance::Attested => "attested",
+        }
+        .into();
+        Ok(v)
     }
 
     fn changed(&self, id: &str) {
@@ -710,6 +726,15 @@ impl Requests for Handlers {
             None
         } else {
             match self.d.intake.vouched(&verification_token) {
+                // Too weak for this kind: recorded unverified, the request
+                // waits in VERIFYING for a stronger proof (no code is sent).
+                Ok(vouched)
+                    if kind.is_some_and(|k| {
+                        !self.d.intake.assurance().enough(k, vouched.assurance)
+                    }) =>
+                {
+                    None
+                }
                 Ok(vouched) if !vouched.covers(&claimed) => {
                     v.push((
                         "verification_token".into(),
