@@ -536,6 +536,55 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
         },
     ));
 
+    // A write cut short by the caller's deadline completes when asked
+    // again with the same key: the system finished it, or finishes it now.
+    let key = format!("conformance-{}-cut", c.run);
+    let cut = pb::RestrictRequest {
+        instruction: Some(c.header_with_key(&org, key.clone())),
+        records: records.clone(),
+        lift: true,
+        reason: "conformance: a write cut short".into(),
+        basis: pb::RestrictionReason::Request as i32,
+    };
+    let mut short = c.req(cut.clone())?;
+    short.set_timeout(Duration::from_millis(1));
+    let _ = c.inner.restrict(short).await;
+    let mut again = cut;
+    again.instruction = Some(c.header_with_key(&org, key));
+    let finished: Result<String, String> = async {
+        let mut op = c
+            .inner
+            .restrict(c.req(again).map_err(|e| e.to_string())?)
+            .await
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+            .into_inner()
+            .operation
+            .ok_or("no operation")?;
+        for _ in 0..100 {
+            if op.receipt.is_some() {
+                return Ok(format!("operation {} finished with a receipt", op.id));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            op = c
+                .inner
+                .get_operation(
+                    c.req(pb::GetOperationRequest { id: op.id.clone() })
+                        .map_err(|e| e.to_string())?,
+                )
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                .into_inner()
+                .operation
+                .ok_or("no operation")?;
+        }
+        Err("the operation never finished".into())
+    }
+    .await;
+    checks.push(check(
+        "A write cut short by its caller completes when asked again with its key",
+        finished,
+    ));
+
     // Erase twice with one key: one receipt.
     let key = format!("conformance-{}-erase", c.run);
     let erase = pb::EraseRequest {

@@ -515,7 +515,7 @@ async fn conformance_passes_against_every_reference_system() {
             r.id(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(text.contains("14 passed, 0 failed"), "{}: {text}", r.id());
+        assert!(text.contains("15 passed, 0 failed"), "{}: {text}", r.id());
     }
     // the same person again: gone, so conformance fails and says why
     let endpoint = format!("http://127.0.0.1:{}", port + 1);
