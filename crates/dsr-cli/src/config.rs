@@ -98,6 +98,10 @@ pub(crate) struct OrchestratorSection {
     /// `attested`. A kind needing more than `low` gets no code: it waits
     /// for a stronger verification token.
     pub min_assurance: BTreeMap<String, String>,
+    /// Open Watch streams at most, in all (RESOURCE_EXHAUSTED past it).
+    pub max_watch_streams: usize,
+    /// Open Watch streams at most for one caller (token issuer and subject).
+    pub max_watch_streams_per_caller: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -446,6 +450,8 @@ impl Default for Config {
                 call_timeout_secs: 60,
                 approval_controllers: Vec::new(),
                 min_assurance: BTreeMap::new(),
+                max_watch_streams: 1000,
+                max_watch_streams_per_caller: 50,
             },
             export: ExportSection {
                 registry_endpoint: String::new(),
@@ -746,6 +752,11 @@ impl Config {
         if u128::from(o.backoff_base_ms) > u128::from(o.backoff_max_secs) * 1000 {
             bail!(
                 "invalid configuration: orchestrator.backoff_base_ms must not exceed backoff_max_secs"
+            );
+        }
+        if o.max_watch_streams == 0 || o.max_watch_streams_per_caller == 0 {
+            bail!(
+                "invalid configuration: orchestrator.max_watch_streams and max_watch_streams_per_caller must be at least 1"
             );
         }
         if let Err(e) = dsr_orchestrator::intake::AssurancePolicy::parse(&o.min_assurance) {

@@ -1075,6 +1075,10 @@ fn prepare_orchestrator(
         wake,
         changes,
         watch_poll: Duration::from_secs(1),
+        watch_slots: orch::grpc::WatchSlots::new(
+            o.max_watch_streams,
+            o.max_watch_streams_per_caller,
+        ),
     };
     let mut set = ServiceSet::new();
     set.add(orch::grpc::service(

@@ -90,6 +90,84 @@ pub struct Deps {
     pub changes: broadcast::Sender<String>,
     /// How often Watch looks for changes made by other replicas.
     pub watch_poll: Duration,
+    /// Open Watch streams, bounded in all and per caller.
+    pub watch_slots: Arc<WatchSlots>,
+}
+
+/// Open Watch streams, in all and per caller: bounded, so that a flood of
+/// streams cannot hold the process's memory or the ledger's reads (a stream
+/// lives long after the concurrency limit counted its call). Past a bound,
+/// Watch answers RESOURCE_EXHAUSTED.
+#[derive(Debug)]
+pub struct WatchSlots {
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    max_total: usize,
+    max_per_caller: usize,
+}
+
+/// One open stream's slot, given back when the stream ends.
+#[derive(Debug)]
+pub struct WatchSlot {
+    slots: Arc<WatchSlots>,
+    who: String,
+}
+
+impl WatchSlots {
+    /// At most `max_total` streams, `max_per_caller` for one caller.
+    pub fn new(max_total: usize, max_per_caller: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+            max_total,
+            max_per_caller,
+        })
+    }
+
+    /// A slot for `who`, or RESOURCE_EXHAUSTED.
+    pub fn take(self: &Arc<Self>, who: &str) -> Result<WatchSlot, Status> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let total: usize = open.values().sum();
+        let mine = open.get(who).copied().unwrap_or(0);
+        if total >= self.max_total || mine >= self.max_per_caller {
+            return Err(kit::status(
+                Code::ResourceExhausted,
+                "too many open Watch streams; close one, or poll Get",
+                "WATCH_LIMIT",
+            ));
+        }
+        *open.entry(who.to_owned()).or_default() += 1;
+        Ok(WatchSlot {
+            slots: self.clone(),
+            who: who.to_owned(),
+        })
+    }
+
+    /// Streams open now.
+    pub fn open(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .sum()
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .slots
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.who) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.who);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Deps {
@@ -926,12 +1004,15 @@ impl Requests for Handlers {
         require_id(&id)?;
         let first = self.d.ledger.get(&id).await.map_err(ledger_status)?;
         reader.may_read(&first)?;
+        let slot = self.d.watch_slots.take(&reader.who)?;
         let mut changes = self.d.changes.subscribe();
         let ledger = self.d.ledger.clone();
         let poll = self.d.watch_poll;
         let me = Handlers { d: self.d.clone() };
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {
+            // Held while the stream lives.
+            let _slot = slot;
             let mut last = None;
             let mut current = first;
             loop {
@@ -1098,5 +1179,34 @@ impl Requests for Handlers {
         Ok(Response::new(pb::RejectResponse {
             request: Some(self.view(&r).await?),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WatchSlots;
+
+    #[test]
+    fn watch_streams_are_bounded_in_all_and_per_caller_and_given_back() {
+        let slots = WatchSlots::new(3, 2);
+        let a1 = slots.take("a").unwrap();
+        let _a2 = slots.take("a").unwrap();
+        assert_eq!(
+            slots.take("a").unwrap_err().code(),
+            tonic::Code::ResourceExhausted,
+            "per caller"
+        );
+        let _b1 = slots.take("b").unwrap();
+        assert_eq!(
+            slots.take("c").unwrap_err().code(),
+            tonic::Code::ResourceExhausted,
+            "in all"
+        );
+        drop(a1);
+        assert_eq!(slots.open(), 2);
+        assert!(
+            slots.take("c").is_ok(),
+            "a closed stream gives its slot back"
+        );
     }
 }
