@@ -81,20 +81,20 @@ const ALL_SCOPES: [&str; 19] = [
     "requests:manage",
 ];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// `n` consecutive free ports below the kernel's ephemeral range (32768 and
+/// up on Linux): ports picked from that range may be taken, before a
+/// service binds them, by the ephemeral end of any outgoing connection (the
+/// mesh's own, PostgreSQL's), which made a service fail with "address in
+/// use" now and then.
 fn consecutive_ports(n: u16) -> u16 {
-    for _ in 0..50 {
-        let base = free_port();
-        if base < 65_000
-            && (1..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id();
+    for attempt in 0..200u32 {
+        let base = 20_000 + u16::try_from((seed.wrapping_add(attempt * 7919)) % 12_000).unwrap();
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }

@@ -14,14 +14,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 const DSR: &str = env!("CARGO_BIN_EXE_dsr");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn dsr(args: &[&str]) -> Output {
     Command::new(DSR)
         .args(args)
@@ -354,7 +346,7 @@ fn serve_requires_migrations_and_keys() {
     let _turn = UP.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let port = free_port().to_string();
+    let port = free_ports().to_string();
     let listen = format!("127.0.0.1:{port}");
     // no verification keys
     let out = dsr(&[
@@ -417,11 +409,16 @@ fn serve_requires_migrations_and_keys() {
 
 /// Nine consecutive free ports (every service of `dsr up`).
 fn free_ports() -> u16 {
-    for _ in 0..50 {
-        let base = free_port();
-        if base < 65_000
-            && (1..9).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
+    // Below the kernel's ephemeral range (32768 and up): a port picked there
+    // may be taken by an outgoing connection before `dsr up` binds it.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id();
+    for attempt in 0..200u32 {
+        let base = 20_000 + u16::try_from((seed.wrapping_add(attempt * 7919)) % 12_000).unwrap();
+        if (0..9).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
