@@ -102,6 +102,10 @@ pub(crate) struct OrchestratorSection {
     pub max_watch_streams: usize,
     /// Open Watch streams at most for one caller (token issuer and subject).
     pub max_watch_streams_per_caller: usize,
+    /// Days a request answered for good (completed, rejected, cancelled)
+    /// keeps the person's identities before they are purged (the request,
+    /// its counts and audit trail stay).
+    pub identity_retention_days: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -452,6 +456,7 @@ impl Default for Config {
                 min_assurance: BTreeMap::new(),
                 max_watch_streams: 1000,
                 max_watch_streams_per_caller: 50,
+                identity_retention_days: 30,
             },
             export: ExportSection {
                 registry_endpoint: String::new(),

@@ -1064,6 +1064,24 @@ fn prepare_orchestrator(
             let _ = stop_tx.send(true);
         });
         tokio::spawn(worker.run(stop_rx));
+        // The person's identities leave the ledger once a request has been
+        // answered for good and its retention passed.
+        let purging = ledger.clone();
+        let keep = chrono::Duration::days(i64::from(o.identity_retention_days));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                let before = purging.clock().now() - keep;
+                match purging.purge_identities(before).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(purged = n, "identities purged from answered requests")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "identity purge failed"),
+                }
+            }
+        });
     }
     let deps = orch::grpc::Deps {
         intake: orch::intake::Intake::new(ledger.clone(), verification_tokens, mesh)

@@ -110,7 +110,12 @@ pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection,
             opts.max_connections(if in_memory { 1 } else { 4 })
                 .min_connections(1);
             opts.map_sqlx_sqlite_opts(move |o| {
-                let o = o.busy_timeout(busy).foreign_keys(true);
+                // Deleted or overwritten content is zeroed on disk, not left
+                // in free pages: purged personal data is gone from the file.
+                let o = o
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
+                    .pragma("secure_delete", "ON");
                 if in_memory {
                     o
                 } else {

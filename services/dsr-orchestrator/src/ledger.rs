@@ -591,6 +591,56 @@ impl Ledger {
         self.get(id).await
     }
 
+    /// Purges the person's identities (claimed, verified, and the subject
+    /// map that names them) from every request answered for good
+    /// (completed, rejected, cancelled) and last changed before `before`;
+    /// the request, its counts and its audit trail stay, which hold no
+    /// identity. Returns how many were purged.
+    pub async fn purge_identities(&self, before: DateTime<Utc>) -> Result<u64, Error> {
+        use sea_orm::QuerySelect as _;
+        let ids: Vec<String> = req::Entity::find()
+            .select_only()
+            .column(req::Column::Id)
+            .filter(req::Column::State.is_in([
+                State::Completed.as_str(),
+                State::Rejected.as_str(),
+                State::Cancelled.as_str(),
+            ]))
+            .filter(req::Column::UpdatedAt.lt(before))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(req::Column::Identities.ne("[]"))
+                    .add(req::Column::VerifiedIdentities.is_not_null())
+                    .add(req::Column::SubjectMap.is_not_null()),
+            )
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut purged = 0;
+        for id in ids {
+            let done = self
+                .change(
+                    &id,
+                    "service:retention",
+                    "identities_purged".into(),
+                    |_, am| {
+                        am.identities = Set("[]".into());
+                        am.verified_identities = Set(None);
+                        am.subject_map = Set(None);
+                        Ok(())
+                    },
+                )
+                .await;
+            match done {
+                Ok(_) => purged += 1,
+                Err(e) => {
+                    tracing::warn!(request = %id, error = %e, "identities not purged; next run")
+                }
+            }
+        }
+        Ok(purged)
+    }
+
     /// Moves a request to `to` (the state machine decides).
     pub async fn advance(&self, id: &str, to: State, actor: &str) -> Result<Request, Error> {
         self.change(id, actor, format!("state:{}", to.as_str()), |m, am| {

@@ -239,3 +239,101 @@ async fn a_verification_token_verifies_one_request_once() {
     assert!(ledger.use_verification("jti-2", &waiting.id).await.is_ok());
     db.finish().await;
 }
+
+#[tokio::test]
+async fn identities_leave_the_ledger_once_a_request_is_answered_and_its_retention_passed() {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let ledger = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+    let who = "purge.me.please@example.se";
+    let (open, _) = ledger
+        .submit(
+            submission("portal-key-0201", who),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    let (answered, _) = ledger
+        .submit(
+            submission("portal-key-0202", who),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    ledger
+        .cancel(&answered.id, "the person withdrew it", "portal")
+        .await
+        .unwrap();
+    // The file holds the identity now (so the check below can fail).
+    let file_holds = |who: &'static str| {
+        let url = db.url.clone();
+        let conn = db.db.clone();
+        async move {
+            let file = url.strip_prefix("sqlite://")?;
+            let file = file.split('?').next().unwrap().to_owned();
+            conn.execute_raw(Statement::from_string(
+                conn.get_database_backend(),
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ))
+            .await
+            .unwrap();
+            Some([file.clone(), format!("{file}-wal")].iter().any(|f| {
+                std::fs::read(f)
+                    .map(|b| String::from_utf8_lossy(&b).contains(who))
+                    .unwrap_or(false)
+            }))
+        }
+    };
+    assert_ne!(file_holds(who).await, Some(false), "the identity is stored");
+    // Not yet: the retention has not passed.
+    let now = chrono::Utc::now();
+    assert_eq!(
+        ledger
+            .purge_identities(now - chrono::Duration::days(30))
+            .await
+            .unwrap(),
+        0
+    );
+    // Past it: the answered request loses the identities, the open one
+    // keeps them (it still needs them).
+    assert_eq!(
+        ledger
+            .purge_identities(now + chrono::Duration::days(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        ledger
+            .get(&answered.id)
+            .await
+            .unwrap()
+            .identities
+            .is_empty()
+    );
+    assert!(!ledger.get(&open.id).await.unwrap().identities.is_empty());
+    let trail: Vec<String> = ledger
+        .audit_of(&answered.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(trail.contains(&"identities_purged".to_owned()), "{trail:?}");
+    assert!(ledger.verify_audit().await.unwrap() > 0);
+    // On SQLite, the file itself no longer holds the answered request's
+    // identity: cancel the open one too, purge, and read the bytes.
+    ledger.cancel(&open.id, "test", "portal").await.unwrap();
+    ledger
+        .purge_identities(chrono::Utc::now() + chrono::Duration::days(1))
+        .await
+        .unwrap();
+    assert_ne!(
+        file_holds(who).await,
+        Some(true),
+        "the database file still holds the identity"
+    );
+    db.finish().await;
+}
