@@ -794,6 +794,15 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         ),
         (
             pb::SubmitRequest {
+                claimed: (0..21)
+                    .map(|i| email(&format!("person{i}@example.se")))
+                    .collect(),
+                ..good.clone()
+            },
+            "claimed",
+        ),
+        (
+            pb::SubmitRequest {
                 controller: controller("556016-0680"),
                 ..good.clone()
             },

@@ -227,6 +227,9 @@ impl Reader {
     }
 }
 
+/// The most identities one submission may claim.
+pub const MAX_CLAIMED: usize = 20;
+
 /// The longest free text a request keeps (a reason, a note): enough for a
 /// case handler's explanation, short enough that no listing page grows past
 /// what a client reads.
@@ -787,11 +790,20 @@ impl Requests for Handlers {
                 None
             }
         });
-        let claimed = match identities_from_pb(claimed, "claimed") {
-            Ok(ids) => ids,
-            Err(bad) => {
-                v.extend(bad);
-                Vec::new()
+        // One person's identities: a handful, never a list of people.
+        let claimed = if claimed.len() > MAX_CLAIMED {
+            v.push((
+                "claimed".into(),
+                format!("at most {MAX_CLAIMED} identities of one person"),
+            ));
+            Vec::new()
+        } else {
+            match identities_from_pb(claimed, "claimed") {
+                Ok(ids) => ids,
+                Err(bad) => {
+                    v.extend(bad);
+                    Vec::new()
+                }
             }
         };
         let vouched = if verification_token.is_empty() {
