@@ -191,6 +191,27 @@ impl Intake {
         })
     }
 
+    /// The proof a submission brings with `token` for a request of `kind`
+    /// claiming `claimed`: the vouched identities when the token is strong
+    /// enough; `None` when it is too weak for the kind (the request then
+    /// waits in VERIFYING for a stronger one, and the token is not used up);
+    /// an error when it is no token, or vouches for someone else.
+    pub fn submission_proof(
+        &self,
+        token: &str,
+        kind: Option<Kind>,
+        claimed: &[Identity],
+    ) -> Result<Option<Vouched>, IntakeError> {
+        let vouched = self.vouched(token)?;
+        if kind.is_some_and(|k| !self.assurance.enough(k, vouched.assurance)) {
+            return Ok(None);
+        }
+        if !vouched.covers(claimed) {
+            return Err(IntakeError::NotThePerson);
+        }
+        Ok(Some(vouched))
+    }
+
     /// Verifies a request waiting in VERIFYING with the person's proof;
     /// on success the request moves on to locating.
     pub async fn verify(

@@ -152,6 +152,19 @@ pub struct Request {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A JSON list column: empty when unset, `corrupt(what)` when it does not
+/// parse.
+pub(crate) fn json_list<T: serde::de::DeserializeOwned>(
+    text: Option<&str>,
+    what: &str,
+) -> Result<Vec<T>, Error> {
+    Ok(text
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|_| corrupt(what))?
+        .unwrap_or_default())
+}
+
 pub(crate) fn corrupt(what: &str) -> Error {
     Error::Storage(DbErr::Custom(format!(
         "stored request has an invalid {what}"
@@ -336,13 +349,7 @@ impl Ledger {
                 .map_err(|_| corrupt("subject map"))?,
             package_id: m.package_id,
             record_count: m.record_count.map(|n| u64::try_from(n).unwrap_or(0)),
-            system_ids: m
-                .system_ids
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|_| corrupt("system list"))?
-                .unwrap_or_default(),
+            system_ids: json_list(m.system_ids.as_deref(), "system list")?,
             retained_count: m.retained_count.map(|n| u64::try_from(n).unwrap_or(0)),
             write_order: m
                 .write_order
@@ -354,21 +361,9 @@ impl Ledger {
             attempts: u32::try_from(m.attempts).unwrap_or(0),
             last_error: m.last_error,
             trace_parent: m.trace_parent,
-            discrepancies: m
-                .discrepancies
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|_| corrupt("discrepancies"))?
-                .unwrap_or_default(),
+            discrepancies: json_list(m.discrepancies.as_deref(), "discrepancies")?,
             submitted_by: m.submitted_by.clone(),
-            withheld: m
-                .withheld
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|_| corrupt("withheld"))?
-                .unwrap_or_default(),
+            withheld: json_list(m.withheld.as_deref(), "withheld")?,
             next_attempt_at: m.next_attempt_ms.and_then(DateTime::from_timestamp_millis),
             submitted_at: m.submitted_at,
             updated_at: m.updated_at,

@@ -18,7 +18,7 @@ use sea_orm::{
 };
 
 use crate::entity::{request as req, step};
-use crate::ledger::{Error, Ledger, Request, corrupt, identity_json};
+use crate::ledger::{Error, Ledger, Request, corrupt, identity_json, json_list};
 use crate::mesh::{Executed, PackageRef, Planned, SubjectMap};
 
 /// The steps, in order.
@@ -367,15 +367,8 @@ impl Ledger {
                 // Disclosures withheld for want of a lawful transfer: the
                 // erasure service reports every one of the request; the
                 // new ones go to the audit trail.
-                let prior: Vec<crate::mesh::Withheld> = am
-                    .withheld
-                    .clone()
-                    .unwrap()
-                    .as_deref()
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(|_| corrupt("withheld"))?
-                    .unwrap_or_default();
+                let prior: Vec<crate::mesh::Withheld> =
+                    json_list(am.withheld.clone().unwrap().as_deref(), "withheld")?;
                 withheld = e
                     .withheld
                     .iter()
@@ -399,15 +392,10 @@ impl Ledger {
                 if !e.discrepancies.is_empty() {
                     // What the systems did differs from the plan: a case
                     // handler reviews it; the request is not completed.
-                    let mut all: Vec<crate::mesh::Discrepancy> = am
-                        .discrepancies
-                        .clone()
-                        .unwrap()
-                        .as_deref()
-                        .map(serde_json::from_str)
-                        .transpose()
-                        .map_err(|_| corrupt("discrepancies"))?
-                        .unwrap_or_default();
+                    let mut all: Vec<crate::mesh::Discrepancy> = json_list(
+                        am.discrepancies.clone().unwrap().as_deref(),
+                        "discrepancies",
+                    )?;
                     all.extend(e.discrepancies.iter().cloned());
                     am.discrepancies =
                         Set(Some(serde_json::to_string(&all).expect("serialisable")));

@@ -815,24 +815,19 @@ impl Requests for Handlers {
             }
             None
         } else {
-            match self.d.intake.vouched(&verification_token) {
-                // Too weak for this kind: recorded unverified, the request
-                // waits in VERIFYING for a stronger proof (no code is sent).
-                Ok(vouched)
-                    if kind.is_some_and(|k| {
-                        !self.d.intake.assurance().enough(k, vouched.assurance)
-                    }) =>
-                {
-                    None
-                }
-                Ok(vouched) if !vouched.covers(&claimed) => {
+            match self
+                .d
+                .intake
+                .submission_proof(&verification_token, kind, &claimed)
+            {
+                Ok(vouched) => vouched,
+                Err(IntakeError::NotThePerson) => {
                     v.push((
                         "verification_token".into(),
                         "does not vouch for every claimed identity".into(),
                     ));
                     None
                 }
-                Ok(vouched) => Some(vouched),
                 Err(why) => {
                     v.push(("verification_token".into(), why.to_string()));
                     None
