@@ -1083,6 +1083,12 @@ fn prepare_orchestrator(
             }
         });
     }
+    // One reader of changes made by other replicas, for every Watch stream.
+    tokio::spawn(orch::feed::run(
+        ledger.clone(),
+        changes.clone(),
+        Duration::from_secs(1),
+    ));
     let deps = orch::grpc::Deps {
         intake: orch::intake::Intake::new(ledger.clone(), verification_tokens, mesh)
             .with_assurance(
@@ -1092,7 +1098,6 @@ fn prepare_orchestrator(
         group: group(cfg)?,
         wake,
         changes,
-        watch_poll: Duration::from_secs(1),
         watch_slots: orch::grpc::WatchSlots::new(
             o.max_watch_streams,
             o.max_watch_streams_per_caller,

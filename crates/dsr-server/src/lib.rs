@@ -7,9 +7,10 @@
 //! - a request context layer: a request id (`x-request-id`, taken from the
 //!   caller or made up), a span per call whose parent is the caller's W3C
 //!   trace context;
-//! - a server-wide concurrency limit with load shedding (RESOURCE_EXHAUSTED
-//!   when full) and tonic's per-request timeout, which also honours the
-//!   caller's `grpc-timeout`;
+//! - a server-wide bound on calls in progress, streams counted until they
+//!   end, answering RESOURCE_EXHAUSTED when full; health is never refused
+//!   ([`CallLimitLayer`]); tonic's per-request timeout, which also honours
+//!   the caller's `grpc-timeout`;
 //! - optional TLS (rustls), requiring client certificates when a CA is set.
 //!
 //! When the shutdown future completes, every health status turns
@@ -19,8 +20,10 @@
 #![forbid(unsafe_code)]
 
 mod context;
+mod limit;
 
 pub use context::{RequestContextLayer, RequestId};
+pub use limit::CallLimitLayer;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -79,8 +82,9 @@ pub struct TlsConfig {
 pub struct ServerConfig {
     /// Longest a call may take; a shorter `grpc-timeout` from the caller wins.
     pub request_timeout: Duration,
-    /// Most calls in progress at once across all connections; beyond it calls
-    /// are refused with RESOURCE_EXHAUSTED.
+    /// Most calls in progress at once across all connections, a stream
+    /// counted until it ends; beyond it calls are refused with
+    /// RESOURCE_EXHAUSTED (health checks are never counted).
     pub concurrency_limit: usize,
     /// After shutdown starts, how long in-flight calls may still run.
     pub shutdown_grace: Duration,
@@ -248,10 +252,7 @@ pub async fn serve(
     };
     let layers = ServiceBuilder::new()
         .layer(RequestContextLayer)
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            cfg.concurrency_limit,
-        ))
+        .layer(CallLimitLayer::new(cfg.concurrency_limit))
         .into_inner();
     let mut builder = Server::builder().timeout(cfg.request_timeout);
     if let Some(tls) = &cfg.tls {

@@ -252,6 +252,73 @@ async fn concurrency_limit_sheds_load_across_connections() {
     first.await.unwrap().unwrap();
 }
 
+/// A stream holds its place for its whole life: while one is open at a limit
+/// of one, a unary call is refused with RESOURCE_EXHAUSTED, health still
+/// answers, and once the stream ends the next call goes through.
+#[tokio::test]
+async fn an_open_stream_counts_until_it_ends_and_health_is_never_refused() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+
+    let cfg = ServerConfig {
+        concurrency_limit: 1,
+        ..ServerConfig::default()
+    };
+    let s = start(Duration::ZERO, cfg).await;
+    let ch = channel(s.addr).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let ask = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    tx.send(ask()).await.unwrap();
+    let mut stream = ServerReflectionClient::new(ch.clone())
+        .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+
+    // The stream's headers and first answer are long sent; it still counts.
+    let refused = get(ch.clone(), "a").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    let health = HealthClient::new(ch.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+
+    // The caller closes its side: the stream ends and gives its place back.
+    drop(tx);
+    assert!(stream.message().await.unwrap().is_none());
+    let mut answered = None;
+    for _ in 0..50 {
+        match get(ch.clone(), "b").await {
+            Ok(r) => {
+                answered = Some(r);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert_eq!(
+        answered
+            .expect("never let in")
+            .into_inner()
+            .recipient
+            .unwrap()
+            .id,
+        "b"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
     let mut s = start(Duration::from_millis(700), ServerConfig::default()).await;

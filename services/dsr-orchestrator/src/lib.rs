@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod entity;
+pub mod feed;
 pub mod grpc;
 pub mod intake;
 pub mod ledger;

@@ -60,6 +60,11 @@ pub struct Counts {
 #[error("invalid page token")]
 pub struct BadToken;
 
+/// The token of the page that starts after `r`.
+pub fn token_after(r: &Request) -> String {
+    encode_token(r.submitted_at, &r.id)
+}
+
 fn encode_token(at: DateTime<Utc>, id: &str) -> String {
     hex::encode(format!("{}|{id}", at.timestamp_nanos_opt().unwrap_or(0)))
 }
@@ -127,6 +132,27 @@ impl Ledger {
             .then(|| requests.last().map(|r| encode_token(r.submitted_at, &r.id)))
             .flatten();
         Ok(Ok(Page { requests, next }))
+    }
+
+    /// Requests changed at or after `since` (id and when), oldest change
+    /// first, at most `limit`; with no `since`, only the latest change.
+    pub async fn changed_since(
+        &self,
+        since: Option<DateTime<Utc>>,
+        limit: u64,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, Error> {
+        let q = req::Entity::find()
+            .select_only()
+            .column(req::Column::Id)
+            .column(req::Column::UpdatedAt);
+        let q = match since {
+            Some(at) => q
+                .filter(req::Column::UpdatedAt.gte(at))
+                .order_by_asc(req::Column::UpdatedAt)
+                .limit(limit),
+            None => q.order_by_desc(req::Column::UpdatedAt).limit(1),
+        };
+        Ok(q.into_tuple().all(self.db()).await?)
     }
 
     /// Counts by kind and state; open requests overdue and due within 7

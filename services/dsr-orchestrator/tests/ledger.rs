@@ -337,3 +337,52 @@ async fn identities_leave_the_ledger_once_a_request_is_answered_and_its_retentio
     );
     db.finish().await;
 }
+
+/// Watch's feed: a change made through another replica's ledger (nothing
+/// sent on this process's channel) reaches this process's listeners from
+/// one reader, and only the changed request's id does.
+#[tokio::test]
+async fn a_change_at_another_replica_reaches_the_watch_feed() {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let here = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+    let there = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+    let (watched, _) = here
+        .submit(
+            submission("feed-key-0001", "anna@example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    let (other, _) = here
+        .submit(
+            submission("feed-key-0002", "bo@example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    let (changes, mut rx) = tokio::sync::broadcast::channel(16);
+    let feed = tokio::spawn(dsr_orchestrator::feed::run(
+        here.clone(),
+        changes.clone(),
+        std::time::Duration::from_millis(50),
+    ));
+    // The feed's first look finds where the ledger stands.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    there
+        .advance(&watched.id, State::Verifying, "service:orchestrator")
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the change never reached the feed")
+        .unwrap();
+    assert_eq!(got, watched.id);
+    assert_ne!(got, other.id);
+    // Told once: later looks see nothing new.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_err(), "the same change was sent again");
+    feed.abort();
+}

@@ -6,7 +6,6 @@ pub mod clients;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, Validator};
@@ -75,6 +74,32 @@ pub const SCOPES: &[ScopeRule] = &[
     },
 ];
 
+/// Most bytes of requests in one `List` page: a quarter of the 4 MiB a
+/// default gRPC client reads, whatever the requests hold.
+const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+/// The first requests of a page (each with the token of the page after
+/// it) that fit in `budget` bytes, at least one; and where the next page
+/// starts when some were left out.
+fn fit_page(
+    views: Vec<(pb::DataSubjectRequest, String)>,
+    budget: usize,
+) -> (Vec<pb::DataSubjectRequest>, Option<String>) {
+    let mut out = Vec::with_capacity(views.len());
+    let mut bytes = 0;
+    let mut after_last = None;
+    for (v, after) in views {
+        // The field's tag and length prefix come on top of the message.
+        bytes += prost::Message::encoded_len(&v) + 8;
+        if bytes > budget && !out.is_empty() {
+            return (out, after_last);
+        }
+        out.push(v);
+        after_last = Some(after);
+    }
+    (out, None)
+}
+
 /// What the handlers need.
 #[derive(Clone)]
 pub struct Deps {
@@ -88,8 +113,6 @@ pub struct Deps {
     pub wake: Arc<Notify>,
     /// Ids of requests that changed in this process.
     pub changes: broadcast::Sender<String>,
-    /// How often Watch looks for changes made by other replicas.
-    pub watch_poll: Duration,
     /// Open Watch streams, bounded in all and per caller.
     pub watch_slots: Arc<WatchSlots>,
 }
@@ -988,14 +1011,15 @@ impl Requests for Handlers {
                     "invalid page token".into(),
                 )])
             })?;
-        let mut requests = Vec::with_capacity(listed.requests.len());
+        let mut views = Vec::with_capacity(listed.requests.len());
         for r in &listed.requests {
-            requests.push(self.view(r).await?);
+            views.push((self.view(r).await?, crate::listing::token_after(r)));
         }
+        let (requests, cut) = fit_page(views, MAX_PAGE_BYTES);
         Ok(Response::new(pb::ListResponse {
             requests,
             page: Some(common::PageResponse {
-                next_page_token: listed.next.unwrap_or_default(),
+                next_page_token: cut.or(listed.next).unwrap_or_default(),
             }),
         }))
     }
@@ -1014,7 +1038,6 @@ impl Requests for Handlers {
         let slot = self.d.watch_slots.take(&reader.who)?;
         let mut changes = self.d.changes.subscribe();
         let ledger = self.d.ledger.clone();
-        let poll = self.d.watch_poll;
         let me = Handlers { d: self.d.clone() };
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         tokio::spawn(async move {
@@ -1038,15 +1061,14 @@ impl Requests for Handlers {
                 if current.state.is_answered() {
                     return;
                 }
-                // A change here, a change by another replica (the poll), or the
-                // watcher gone.
+                // This request changed (here or, through the feed, at another
+                // replica), changes were missed, or the watcher is gone.
                 tokio::select! {
-                    changed = changes.recv() => {
-                        if matches!(changed, Ok(ref c) if c != &current.id) {
-                            continue;
-                        }
-                    }
-                    () = tokio::time::sleep(poll) => {}
+                    changed = changes.recv() => match changed {
+                        Ok(c) if c != current.id && c != crate::feed::EVERYONE => continue,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
                     () = tx.closed() => return,
                 }
                 match ledger.get(&current.id).await {
@@ -1191,7 +1213,36 @@ impl Requests for Handlers {
 
 #[cfg(test)]
 mod tests {
-    use super::WatchSlots;
+    use super::{WatchSlots, fit_page, pb};
+
+    #[test]
+    fn a_list_page_stops_before_its_byte_budget_and_says_where_to_go_on() {
+        let big = |i: usize| {
+            (
+                pb::DataSubjectRequest {
+                    id: format!("r{i}"),
+                    cancel_reason: "x".repeat(2000),
+                    ..Default::default()
+                },
+                format!("after-r{i}"),
+            )
+        };
+        let one = prost::Message::encoded_len(&big(0).0) + 8;
+        let (page, next) = fit_page((0..500).map(big).collect(), 10 * one + one / 2);
+        assert_eq!(page.len(), 10);
+        assert_eq!(next.as_deref(), Some("after-r9"));
+        let all: usize = page
+            .iter()
+            .map(|v| prost::Message::encoded_len(v) + 8)
+            .sum();
+        assert!(all <= 10 * one + one / 2);
+        // All fit: nothing cut, the listing's own token stands.
+        let (page, next) = fit_page((0..5).map(big).collect(), 1024 * 1024);
+        assert_eq!((page.len(), next), (5, None));
+        // One request larger than the budget still comes, alone.
+        let (page, next) = fit_page((0..3).map(big).collect(), 10);
+        assert_eq!((page.len(), next.as_deref()), (1, Some("after-r0")));
+    }
 
     #[test]
     fn watch_streams_are_bounded_in_all_and_per_caller_and_given_back() {

@@ -11,6 +11,7 @@ mod m20261202_000006_discrepancies;
 mod m20261202_000007_withheld;
 mod m20261202_000008_verification_use;
 mod m20261202_000009_submitted_by;
+mod m20261202_000010_listing_indexes;
 
 /// The migrations.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_withheld::Migration),
             Box::new(m20261202_000008_verification_use::Migration),
             Box::new(m20261202_000009_submitted_by::Migration),
+            Box::new(m20261202_000010_listing_indexes::Migration),
         ]
     }
 }
