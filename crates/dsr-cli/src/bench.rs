@@ -8,8 +8,11 @@
 //!   with `--records` letters at the print-and-mail vendor.
 //! - `requests`: access requests Submit → COMPLETED over the whole embedded
 //!   mesh, at concurrency 1 and N.
+//! - `soak`: a burst of calls and streams against a whole `dsr up`; its
+//!   memory and the statuses that came back.
 
 mod requests;
+mod soak;
 mod sweep;
 
 use std::sync::Arc;
@@ -75,6 +78,23 @@ enum BenchCommand {
         /// print where it is.
         #[arg(long)]
         keep: bool,
+    },
+    /// A burst of unary calls and Watch streams against a whole `dsr up`
+    /// (started as a child process): peak resident memory and the statuses
+    /// seen, which must be only OK or RESOURCE_EXHAUSTED.
+    Soak {
+        /// Unary calls (Get, List, GetJwks, ListRecipients in turn).
+        #[arg(long, default_value_t = 10_000)]
+        calls: usize,
+        /// Watch streams asked for, held open during the burst.
+        #[arg(long, default_value_t = 2000)]
+        streams: usize,
+        /// Unary calls in flight.
+        #[arg(long, default_value_t = 1000)]
+        concurrency: usize,
+        /// Portals the streams and calls come from.
+        #[arg(long, default_value_t = 40)]
+        callers: usize,
     },
     /// The connector's retention sweep against a raw batched DELETE of the
     /// same schema, in the same run (two copies of the reference CRM).
@@ -293,6 +313,20 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
                     database_url: args.database_url.clone(),
                 },
             )
+            .await?;
+        }
+        BenchCommand::Soak {
+            calls,
+            streams,
+            concurrency,
+            callers,
+        } => {
+            soak::run(soak::Plan {
+                calls,
+                streams,
+                concurrency,
+                callers,
+            })
             .await?;
         }
         BenchCommand::Sweep {

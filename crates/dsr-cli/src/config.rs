@@ -454,8 +454,8 @@ impl Default for Config {
                 call_timeout_secs: 60,
                 approval_controllers: Vec::new(),
                 min_assurance: BTreeMap::new(),
-                max_watch_streams: 1000,
-                max_watch_streams_per_caller: 50,
+                max_watch_streams: 128,
+                max_watch_streams_per_caller: 16,
                 identity_retention_days: 30,
             },
             export: ExportSection {
@@ -764,6 +764,15 @@ impl Config {
                 "invalid configuration: orchestrator.max_watch_streams and max_watch_streams_per_caller must be at least 1"
             );
         }
+        // A stream holds one of the server's places for its whole life:
+        // streams alone must leave room for the other calls.
+        if o.max_watch_streams >= self.server.concurrency_limit {
+            bail!(
+                "invalid configuration: orchestrator.max_watch_streams ({}) must be below server.concurrency_limit ({}), so that open streams leave room for other calls",
+                o.max_watch_streams,
+                self.server.concurrency_limit
+            );
+        }
         if let Err(e) = dsr_orchestrator::intake::AssurancePolicy::parse(&o.min_assurance) {
             bail!("invalid configuration: orchestrator.min_assurance.{e}");
         }
@@ -943,6 +952,37 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.log, "info,dsr_server=debug");
         assert_eq!(cfg.auth.issuers, ["a", "b"]);
+    }
+
+    #[test]
+    fn watch_streams_must_leave_room_for_other_calls() {
+        let err = Config::load(
+            None,
+            env(&[
+                ("DSR_SERVER__CONCURRENCY_LIMIT", "100"),
+                ("DSR_ORCHESTRATOR__MAX_WATCH_STREAMS", "100"),
+            ]),
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "orchestrator.max_watch_streams (100) must be below server.concurrency_limit (100)"
+            ),
+            "{err}"
+        );
+        assert!(
+            Config::load(
+                None,
+                env(&[
+                    ("DSR_SERVER__CONCURRENCY_LIMIT", "100"),
+                    ("DSR_ORCHESTRATOR__MAX_WATCH_STREAMS", "99"),
+                ]),
+                vec![],
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -651,7 +651,8 @@ pub(crate) async fn prepare(
                 issuer,
                 hmac,
                 idp,
-            );
+            )
+            .with_clock(clock(cfg));
             verifier.spawn_purge(Duration::from_secs(60));
             set.add(dsr_identity::grpc::service(
                 verifier,
@@ -879,7 +880,8 @@ fn prepare_export(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Res
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the package directory {}", dir.display()))?;
     let packages =
-        dsr_export::store::Packages::new(db, dir, dsr_export::crypt::MasterKey::new(&master));
+        dsr_export::store::Packages::new(db, dir, dsr_export::crypt::MasterKey::new(&master))
+            .with_clock(clock(cfg));
     packages.spawn_purge(Duration::from_secs(300));
     let exporter = dsr_export::exporter::Exporter::new(
         Arc::new(sources),

@@ -92,6 +92,24 @@ impl TestDb {
         })
     }
 
+    /// Whether the database's files on disk (after a checkpoint, the WAL
+    /// included) hold `needle` anywhere, deleted pages too: `None` on
+    /// PostgreSQL, whose files are not the test's to read.
+    pub async fn file_contains(&self, needle: &str) -> Option<bool> {
+        let file = self.url.strip_prefix("sqlite://")?;
+        let file = file.split('?').next().unwrap_or(file).to_owned();
+        let _ = self
+            .db
+            .execute_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ))
+            .await;
+        Some([file.clone(), format!("{file}-wal")].iter().any(|f| {
+            std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        }))
+    }
+
     /// Which backend this test runs on.
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()

@@ -22,6 +22,9 @@ pub(crate) mod package {
         pub record_count: i64,
         /// The systems the records came from (JSON).
         pub system_ids: String,
+        /// Who may fetch it besides case handlers: the submitting portal's
+        /// issuer and subject.
+        pub submitted_by: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -124,7 +124,7 @@ impl Exporter {
             futures_util::future::try_join_all(reads).await?;
         systems.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         let read_ms = t0.elapsed().as_millis();
-        let now = Utc::now();
+        let now = self.packages.clock().now();
         let package_id = uuid::Uuid::new_v4().to_string();
         let expires_at = now + self.ttl;
         let controller_out = ControllerOut {
@@ -189,6 +189,7 @@ impl Exporter {
                 &system_ids,
                 now,
                 expires_at,
+                req.submitted_by.as_deref(),
             )
             .await?;
         tracing::info!(

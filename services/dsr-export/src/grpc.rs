@@ -49,6 +49,37 @@ pub const SCOPES: &[ScopeRule] = &[
     },
 ];
 
+/// The scope of a case handler, who may fetch any package; a portal fetches
+/// only the packages of the requests it submitted.
+pub const SCOPE_HANDLER: &str = "requests:manage";
+
+/// Who is fetching a package.
+struct Reader {
+    /// The caller's issuer and subject.
+    who: String,
+    handler: bool,
+}
+
+impl Reader {
+    fn of<T>(req: &Request<T>) -> Self {
+        let p = req.extensions().get::<dsr_auth::Principal>();
+        Self {
+            who: p.map_or_else(String::new, |p| format!("{} {}", p.issuer, p.subject)),
+            handler: p.is_some_and(|p| p.has_scope(SCOPE_HANDLER)),
+        }
+    }
+
+    /// NOT_FOUND for a package this caller may not fetch (no hint that it
+    /// exists).
+    fn may_fetch(&self, p: &PackageInfo) -> Result<(), Status> {
+        if self.handler || p.submitted_by.as_deref() == Some(self.who.as_str()) {
+            Ok(())
+        } else {
+            Err(store_status(&StoreError::NotFound))
+        }
+    }
+}
+
 /// The service.
 pub type Service = AuthService<ExportServer<Handlers>>;
 
@@ -130,9 +161,13 @@ impl Export for Handlers {
             due_date,
             language,
             subject_map,
+            submitted_by,
         } = req.into_inner();
         let mut v: Vec<(String, String)> = Vec::new();
         kit::check_request_id(&request_id, &mut v);
+        if submitted_by.len() > 512 {
+            v.push(("submitted_by".into(), "at most 512 characters".into()));
+        }
         let kind = match pb::PackageKind::try_from(kind) {
             Ok(pb::PackageKind::Access) => Some(Kind::Access),
             Ok(pb::PackageKind::Portability) => Some(Kind::Portability),
@@ -171,6 +206,7 @@ impl Export for Handlers {
                 due_date,
                 language,
                 map,
+                submitted_by: (!submitted_by.is_empty()).then_some(submitted_by),
             })
             .await;
         match built {
@@ -202,6 +238,7 @@ impl Export for Handlers {
         &self,
         req: Request<pb::GetPackageRequest>,
     ) -> Result<Response<pb::GetPackageResponse>, Status> {
+        let reader = Reader::of(&req);
         let pb::GetPackageRequest { package_id } = req.into_inner();
         if !kit::valid_id(&package_id) {
             return Err(invalid_argument(vec![(
@@ -215,6 +252,7 @@ impl Export for Handlers {
             .get(&package_id)
             .await
             .map_err(|e| store_status(&e))?;
+        reader.may_fetch(&p)?;
         Ok(Response::new(pb::GetPackageResponse {
             package: Some(package_to_pb(p)),
         }))
@@ -226,6 +264,7 @@ impl Export for Handlers {
         &self,
         req: Request<pb::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
+        let reader = Reader::of(&req);
         let pb::DownloadRequest {
             package_id,
             file_name,
@@ -243,6 +282,13 @@ impl Export for Handlers {
         if !v.is_empty() {
             return Err(invalid_argument(v));
         }
+        let p = self
+            .exporter
+            .packages()
+            .get(&package_id)
+            .await
+            .map_err(|e| store_status(&e))?;
+        reader.may_fetch(&p)?;
         let mut rx = self
             .exporter
             .packages()

@@ -81,6 +81,9 @@ pub struct BuildRequest {
     pub language: Language,
     /// Where the data is.
     pub map: SubjectMap,
+    /// Who submitted the request (issuer and subject): the one portal that
+    /// may fetch the package besides case handlers.
+    pub submitted_by: Option<String>,
 }
 
 /// What a system declares about a category (Describe).

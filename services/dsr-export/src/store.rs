@@ -50,6 +50,9 @@ pub struct PackageInfo {
     pub record_count: u64,
     /// Systems.
     pub system_ids: Vec<String>,
+    /// Who may fetch it besides case handlers (the submitting portal's
+    /// issuer and subject); `None`: case handlers only.
+    pub submitted_by: Option<String>,
 }
 
 /// A file to store.
@@ -89,6 +92,7 @@ pub struct Packages {
     db: DatabaseConnection,
     dir: Arc<PathBuf>,
     master: MasterKey,
+    clock: dsr_domain::clock::Clock,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -107,7 +111,21 @@ impl Packages {
             db,
             dir: Arc::new(dir),
             master,
+            clock: dsr_domain::clock::Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock`: packages are built, expire and are
+    /// purged by it.
+    #[must_use]
+    pub fn with_clock(mut self, clock: dsr_domain::clock::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock packages are dated by.
+    pub fn clock(&self) -> &dsr_domain::clock::Clock {
+        &self.clock
     }
 
     fn info(m: package::Model) -> Result<PackageInfo, StoreError> {
@@ -125,6 +143,7 @@ impl Packages {
             request_id: m.request_id,
             created_at: m.created_at,
             expires_at: m.expires_at,
+            submitted_by: m.submitted_by,
         })
     }
 
@@ -142,6 +161,7 @@ impl Packages {
         system_ids: &[String],
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
+        submitted_by: Option<&str>,
     ) -> Result<PackageInfo, StoreError> {
         let (key, wrapped) = self.master.new_package_key(id)?;
         let pdir = self.dir.join(id);
@@ -180,6 +200,7 @@ impl Packages {
             files: Set(serde_json::to_string(&infos).expect("serialisable")),
             record_count: Set(i64::try_from(record_count).unwrap_or(i64::MAX)),
             system_ids: Set(serde_json::to_string(system_ids).expect("serialisable")),
+            submitted_by: Set(submitted_by.map(str::to_owned)),
         }
         .insert(&self.db)
         .await;
@@ -202,7 +223,7 @@ impl Packages {
     pub async fn by_request(&self, request_id: &str) -> Result<Option<PackageInfo>, StoreError> {
         let m = package::Entity::find()
             .filter(package::Column::RequestId.eq(request_id))
-            .filter(package::Column::ExpiresAt.gt(Utc::now()))
+            .filter(package::Column::ExpiresAt.gt(self.clock.now()))
             .one(&self.db)
             .await?;
         m.map(Self::info).transpose()
@@ -211,7 +232,7 @@ impl Packages {
     /// A live package.
     pub async fn get(&self, id: &str) -> Result<PackageInfo, StoreError> {
         let m = package::Entity::find_by_id(id.to_owned())
-            .filter(package::Column::ExpiresAt.gt(Utc::now()))
+            .filter(package::Column::ExpiresAt.gt(self.clock.now()))
             .one(&self.db)
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -226,7 +247,7 @@ impl Packages {
         name: &str,
     ) -> Result<mpsc::Receiver<Result<Vec<u8>, StoreError>>, StoreError> {
         let m = package::Entity::find_by_id(id.to_owned())
-            .filter(package::Column::ExpiresAt.gt(Utc::now()))
+            .filter(package::Column::ExpiresAt.gt(self.clock.now()))
             .one(&self.db)
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -312,7 +333,7 @@ impl Packages {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if let Err(e) = me.purge_expired(Utc::now()).await {
+                if let Err(e) = me.purge_expired(me.clock.now()).await {
                     tracing::warn!(error = %e, "package purge failed");
                 }
             }

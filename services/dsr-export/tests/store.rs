@@ -53,6 +53,7 @@ async fn packages_round_trip_sealed_and_expire() {
             &["crm".to_owned()],
             now,
             now + Duration::days(30),
+            None,
         )
         .await
         .unwrap();
@@ -80,6 +81,7 @@ async fn packages_round_trip_sealed_and_expire() {
             &[],
             now,
             now + Duration::days(30),
+            None,
         )
         .await
         .unwrap();

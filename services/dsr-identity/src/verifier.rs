@@ -156,6 +156,7 @@ pub struct Verifier {
     issuer: TokenIssuer,
     hmac_key: [u8; 32],
     idp: Option<Arc<Validator>>,
+    clock: dsr_domain::clock::Clock,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -188,7 +189,16 @@ impl Verifier {
             issuer,
             hmac_key,
             idp,
+            clock: dsr_domain::clock::Clock::system(),
         }
+    }
+
+    /// Reads the time from `clock`: codes expire and expired challenges
+    /// are purged by it.
+    #[must_use]
+    pub fn with_clock(mut self, clock: dsr_domain::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The JWKS verification tokens are checked with.
@@ -217,7 +227,7 @@ impl Verifier {
             method: Set(method.to_owned()),
             outcome: Set(outcome.to_owned()),
             actor: Set(actor.to_owned()),
-            at: Set(Utc::now()),
+            at: Set(self.clock.now()),
             ..Default::default()
         }
         .insert(&self.db)
@@ -249,7 +259,7 @@ impl Verifier {
                 format!("the code goes to a {expected}: claim exactly one"),
             )]));
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let identity_hash = self.mac(&[
             b"identity",
             to.kind().as_str().as_bytes(),
@@ -377,7 +387,7 @@ impl Verifier {
             }
             _ => {}
         }
-        if Utc::now() > c.expires_at {
+        if self.clock.now() > c.expires_at {
             self.audit(challenge_id, &c.method, "refused_expired", "subject")
                 .await?;
             return Err(Error::Expired);
@@ -545,7 +555,7 @@ impl Verifier {
     /// identities with them); the audit rows stay. Returns how many.
     pub async fn purge(&self, grace: Duration) -> Result<u64, Error> {
         let res = challenge::Entity::delete_many()
-            .filter(challenge::Column::ExpiresAt.lt(Utc::now() - grace))
+            .filter(challenge::Column::ExpiresAt.lt(self.clock.now() - grace))
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected)

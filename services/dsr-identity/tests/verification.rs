@@ -43,6 +43,8 @@ impl Captured {
 
 struct Harness {
     client: IdentityVerificationClient<Channel>,
+    verifier: Verifier,
+    clock: dsr_domain::clock::Clock,
     outbox: tempfile::TempDir,
     signer: TokenSigner,
     logs: Captured,
@@ -54,6 +56,7 @@ struct Harness {
 const IDP_ISSUER: &str = "https://idp.test";
 
 async fn harness(settings: Settings, token_ttl: chrono::Duration) -> Harness {
+    let clock = dsr_domain::clock::Clock::starting_at(chrono::Utc::now());
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -86,7 +89,8 @@ async fn harness(settings: Settings, token_ttl: chrono::Duration) -> Harness {
         TokenIssuer::generate(token_ttl).unwrap(),
         [7u8; 32],
         Some(idp),
-    );
+    )
+    .with_clock(clock.clone());
     let keys = dsr_auth::generate_ed25519("portal").unwrap();
     let validator = Arc::new(Validator::new(
         Arc::new(KeySet::from_jwks_json(&keys.jwks_json).unwrap()),
@@ -100,7 +104,7 @@ async fn harness(settings: Settings, token_ttl: chrono::Duration) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut set = dsr_server::ServiceSet::new();
-    set.add(grpc::service(verifier, validator));
+    set.add(grpc::service(verifier.clone(), validator));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         dsr_server::serve(listener, set, &dsr_server::ServerConfig::default(), async {
@@ -118,6 +122,8 @@ async fn harness(settings: Settings, token_ttl: chrono::Duration) -> Harness {
     );
     Harness {
         client,
+        verifier,
+        clock,
         outbox,
         signer: TokenSigner::from_ed25519_pem(&keys.private_pem, "portal", "portal").unwrap(),
         logs,
@@ -304,6 +310,38 @@ async fn expired_codes_and_tokens_are_refused() {
         dsr_auth::Error::Expired
     );
     h.finish(&[&code, &code2, &token.jwt, "cecilia@"]).await;
+}
+
+/// A challenge's identities live until it has expired and its grace hour
+/// passed, by the clock: then the row and the bytes on disk are gone.
+#[tokio::test]
+async fn an_expired_challenge_takes_the_persons_identity_with_it() {
+    let mut h = harness(Settings::default(), chrono::Duration::minutes(15)).await;
+    let who = "dora.purged@example.se";
+    h.start_email(who).await.unwrap();
+    let db = h.db.as_ref().unwrap();
+    assert_ne!(
+        db.file_contains(who).await,
+        Some(false),
+        "the identity is stored"
+    );
+    // Expired (ten minutes) but inside the grace hour: kept.
+    h.clock.advance(chrono::Duration::minutes(30));
+    assert_eq!(
+        h.verifier.purge(chrono::Duration::hours(1)).await.unwrap(),
+        0
+    );
+    h.clock.advance(chrono::Duration::hours(1));
+    assert_eq!(
+        h.verifier.purge(chrono::Duration::hours(1)).await.unwrap(),
+        1
+    );
+    assert_ne!(
+        db.file_contains(who).await,
+        Some(true),
+        "the identity is still on disk"
+    );
+    h.finish(&[who]).await;
 }
 
 #[tokio::test]

@@ -231,6 +231,7 @@ impl Intake {
                     request_id: r.id.clone(),
                     controller: r.controller.clone(),
                     due_date: r.deadline.due(),
+                    submitted_by: r.submitted_by.clone(),
                     timeout: Duration::from_secs(10),
                 };
                 let challenge = r.challenge_id.clone().unwrap_or_default();

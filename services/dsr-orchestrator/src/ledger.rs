@@ -586,9 +586,10 @@ impl Ledger {
         self.get(id).await
     }
 
-    /// Purges the person's identities (claimed, verified, and the subject
-    /// map that names them) from every request answered for good
-    /// (completed, rejected, cancelled) and last changed before `before`;
+    /// Purges the person's identities (claimed, verified, the subject map
+    /// that names them, and a rectification's corrections) from every
+    /// request answered for good (completed, with or without retained
+    /// records, rejected, cancelled) and last changed before `before`;
     /// the request, its counts and its audit trail stay, which hold no
     /// identity. Returns how many were purged.
     pub async fn purge_identities(&self, before: DateTime<Utc>) -> Result<u64, Error> {
@@ -598,6 +599,7 @@ impl Ledger {
             .column(req::Column::Id)
             .filter(req::Column::State.is_in([
                 State::Completed.as_str(),
+                State::CompletedWithRetained.as_str(),
                 State::Rejected.as_str(),
                 State::Cancelled.as_str(),
             ]))
@@ -606,7 +608,8 @@ impl Ledger {
                 sea_orm::Condition::any()
                     .add(req::Column::Identities.ne("[]"))
                     .add(req::Column::VerifiedIdentities.is_not_null())
-                    .add(req::Column::SubjectMap.is_not_null()),
+                    .add(req::Column::SubjectMap.is_not_null())
+                    .add(req::Column::WriteOrder.is_not_null()),
             )
             .into_tuple()
             .all(&self.db)
@@ -622,6 +625,7 @@ impl Ledger {
                         am.identities = Set("[]".into());
                         am.verified_identities = Set(None);
                         am.subject_map = Set(None);
+                        am.write_order = Set(None);
                         Ok(())
                     },
                 )

@@ -95,6 +95,9 @@ pub struct Call {
     pub controller: Organisationsnummer,
     /// The due date.
     pub due_date: NaiveDate,
+    /// Who submitted the request (a portal's issuer and subject): the one
+    /// caller besides case handlers that may fetch what is built for it.
+    pub submitted_by: Option<String>,
     /// The deadline of the call.
     pub timeout: Duration,
 }

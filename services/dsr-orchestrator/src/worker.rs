@@ -296,6 +296,7 @@ impl Worker {
             request_id: r.id.clone(),
             controller: r.controller.clone(),
             due_date: r.deadline.due(),
+            submitted_by: r.submitted_by.clone(),
             timeout: self.cfg.call_timeout,
         };
         match step {

@@ -267,26 +267,11 @@ async fn identities_leave_the_ledger_once_a_request_is_answered_and_its_retentio
         .await
         .unwrap();
     // The file holds the identity now (so the check below can fail).
-    let file_holds = |who: &'static str| {
-        let url = db.url.clone();
-        let conn = db.db.clone();
-        async move {
-            let file = url.strip_prefix("sqlite://")?;
-            let file = file.split('?').next().unwrap().to_owned();
-            conn.execute_raw(Statement::from_string(
-                conn.get_database_backend(),
-                "PRAGMA wal_checkpoint(TRUNCATE)",
-            ))
-            .await
-            .unwrap();
-            Some([file.clone(), format!("{file}-wal")].iter().any(|f| {
-                std::fs::read(f)
-                    .map(|b| String::from_utf8_lossy(&b).contains(who))
-                    .unwrap_or(false)
-            }))
-        }
-    };
-    assert_ne!(file_holds(who).await, Some(false), "the identity is stored");
+    assert_ne!(
+        db.file_contains(who).await,
+        Some(false),
+        "the identity is stored"
+    );
     // Not yet: the retention has not passed.
     let now = chrono::Utc::now();
     assert_eq!(
@@ -331,7 +316,7 @@ async fn identities_leave_the_ledger_once_a_request_is_answered_and_its_retentio
         .await
         .unwrap();
     assert_ne!(
-        file_holds(who).await,
+        db.file_contains(who).await,
         Some(true),
         "the database file still holds the identity"
     );

@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_packages;
+mod m20261202_000002_package_owner;
 
 /// The migrations.
 #[derive(Debug)]
@@ -14,6 +15,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_create_packages::Migration)]
+        vec![
+            Box::new(m20261124_000001_create_packages::Migration),
+            Box::new(m20261202_000002_package_owner::Migration),
+        ]
     }
 }

@@ -354,6 +354,7 @@ impl Export for GrpcMesh {
                     due_date: Some(kit::date_to_pb(call.due_date)),
                     language: language.to_owned(),
                     subject_map: Some(map_to_pb(map)),
+                    submitted_by: call.submitted_by.clone().unwrap_or_default(),
                 },
             ))
             .await
