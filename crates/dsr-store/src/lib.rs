@@ -165,6 +165,19 @@ fn sqlite_file(url: &str) -> Option<&Path> {
     (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
 }
 
+/// After personal data was deleted: on SQLite, copies the write-ahead log
+/// into the database and empties the log file, so that no earlier version
+/// of a purged row lingers in the log's old frames (the database's own
+/// free pages are zeroed by `secure_delete`). A no-op on PostgreSQL, whose
+/// dead tuples its autovacuum reclaims.
+pub async fn scrub_log(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+            .await?;
+    }
+    Ok(())
+}
+
 /// Applies every pending migration of `M`.
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), Error> {
     M::up(db, None).await.map_err(Error::Migrate)

@@ -552,12 +552,16 @@ impl Verifier {
     }
 
     /// Deletes challenges that expired more than `grace` ago (their
-    /// identities with them); the audit rows stay. Returns how many.
+    /// identities with them, from the database's log too); the audit rows
+    /// stay. Returns how many.
     pub async fn purge(&self, grace: Duration) -> Result<u64, Error> {
         let res = challenge::Entity::delete_many()
             .filter(challenge::Column::ExpiresAt.lt(self.clock.now() - grace))
             .exec(&self.db)
             .await?;
+        if res.rows_affected > 0 {
+            dsr_store::scrub_log(&self.db).await?;
+        }
         Ok(res.rows_affected)
     }
 

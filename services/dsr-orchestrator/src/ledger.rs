@@ -591,7 +591,8 @@ impl Ledger {
     /// request answered for good (completed, with or without retained
     /// records, rejected, cancelled) and last changed before `before`;
     /// the request, its counts and its audit trail stay, which hold no
-    /// identity. Returns how many were purged.
+    /// identity; the database's log keeps no earlier copy. Returns how many
+    /// were purged.
     pub async fn purge_identities(&self, before: DateTime<Utc>) -> Result<u64, Error> {
         use sea_orm::QuerySelect as _;
         let ids: Vec<String> = req::Entity::find()
@@ -636,6 +637,9 @@ impl Ledger {
                     tracing::warn!(request = %id, error = %e, "identities not purged; next run")
                 }
             }
+        }
+        if purged > 0 {
+            dsr_store::scrub_log(&self.db).await?;
         }
         Ok(purged)
     }
