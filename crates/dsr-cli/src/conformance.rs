@@ -32,6 +32,65 @@ pub(crate) struct ConformanceArgs {
     /// Bearer token (default: minted from the data directory's development key).
     #[arg(long, env = "DSR_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A token the system trusts, from a service that may read but not
+    /// write (discovery or export), asking for `system:write`: the system
+    /// must refuse its writes with PERMISSION_DENIED (default under `dsr up`:
+    /// minted with discovery's key).
+    #[arg(long, env = "DSR_READER_TOKEN", hide_env_values = true)]
+    reader_token: Option<String>,
+    /// A token the system trusts from a portal's issuer, asking for the
+    /// system's scopes: the system must refuse it with PERMISSION_DENIED
+    /// (default under `dsr up`: minted with the development key).
+    #[arg(long, env = "DSR_PORTAL_TOKEN", hide_env_values = true)]
+    portal_token: Option<String>,
+}
+
+/// Tokens signed by keys the system trusts, for issuers that must not
+/// write to it (the reader) or reach it at all (the portal): minted under
+/// `dsr up` from the keys it gave them, never from a key made up here (a
+/// refusal of an unknown key would prove nothing).
+fn outsider_tokens(cfg: &Config, args: &ConformanceArgs) -> (Option<String>, Option<String>) {
+    let all = || {
+        [
+            dsr_system_sql::grpc::SCOPE_DESCRIBE,
+            dsr_system_sql::grpc::SCOPE_READ,
+            dsr_system_sql::grpc::SCOPE_WRITE,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect::<Vec<_>>()
+    };
+    let ttl = Duration::from_secs(600);
+    let reader = args.reader_token.clone().or_else(|| {
+        cfg.data_dir
+            .join("keys/discovery-service.pem")
+            .exists()
+            .then(|| {
+                dev::service_token(
+                    &cfg.data_dir,
+                    "discovery",
+                    services::all_audiences(),
+                    all(),
+                    ttl,
+                )
+                .ok()
+            })
+            .flatten()
+    });
+    let portal = args.portal_token.clone().or_else(|| {
+        dev::load_dev_key(&cfg.data_dir).ok().and_then(|_| {
+            dev::token_or_mint(
+                &cfg.data_dir,
+                None,
+                "conformance-portal",
+                services::all_audiences(),
+                all(),
+                ttl,
+            )
+            .ok()
+        })
+    });
+    (reader, portal)
 }
 
 fn parse_identity(s: &str) -> anyhow::Result<Identity> {
@@ -253,6 +312,7 @@ fn describe_translated(d: &pb::DescribeResponse) -> Result<String, String> {
 #[allow(clippy::print_stdout, clippy::too_many_lines)]
 pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<()> {
     let person = parse_identity(&args.identity)?;
+    let (reader, portal) = outsider_tokens(cfg, &args);
     // Only the erasure service may write to a data system: the kit acts as
     // it (under `dsr up`, with the key `dsr up` gave it).
     let token = match args.token {
@@ -583,6 +643,57 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
     checks.push(check(
         "A write cut short by its caller completes when asked again with its key",
         finished,
+    ));
+
+    // Only the erasure service writes: a reader's write and a portal's
+    // call are refused for want of the right, by a system that trusts
+    // their keys; the person is still there afterwards.
+    let as_reader = match &reader {
+        Some(t) => {
+            let mut r = tonic::Request::new(pb::EraseRequest {
+                instruction: Some(c.header(&org)),
+                records: records.clone(),
+                acceptable_methods: vec![pb::ErasureMethod::Delete as i32],
+                retain: vec![],
+            });
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse()?);
+            expect_code(c.inner.erase(r).await, Code::PermissionDenied)
+        }
+        None => Err("no token of another service to try: give --reader-token".into()),
+    };
+    checks.push(check(
+        "An Erase from a service other than erasure is refused",
+        as_reader,
+    ));
+    let as_portal = match &portal {
+        Some(t) => {
+            let mut r = tonic::Request::new(pb::LocateRequest {
+                instruction: Some(c.header(&org)),
+                identities: vec![id_pb(person.kind(), person.value())],
+            });
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse()?);
+            expect_code(c.inner.locate(r).await, Code::PermissionDenied)
+        }
+        None => Err("no portal token to try: give --portal-token".into()),
+    };
+    checks.push(check("A portal's token cannot reach the system", as_portal));
+    let h = c.header(&org);
+    let still = c.locate(h, id_pb(person.kind(), person.value())).await?;
+    checks.push(check(
+        "Refused writes changed nothing",
+        match still {
+            Ok(r) if r.found => Ok("the person is still found".into()),
+            Ok(_) => Err("the person is gone after refused writes".into()),
+            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+        },
+    ));
+    let mut anonymous = tonic::Request::new(pb::DescribeRequest {});
+    anonymous.set_timeout(Duration::from_secs(10));
+    checks.push(check(
+        "A call without a token is UNAUTHENTICATED",
+        expect_code(c.inner.describe(anonymous).await, Code::Unauthenticated),
     ));
 
     // Erase twice with one key: one receipt.

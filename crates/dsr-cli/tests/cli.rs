@@ -512,8 +512,53 @@ async fn conformance_passes_against_every_reference_system() {
             r.id(),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(text.contains("15 passed, 0 failed"), "{}: {text}", r.id());
+        assert!(text.contains("19 passed, 0 failed"), "{}: {text}", r.id());
     }
+    // A kit that cannot be fooled: handed a token that may write (the
+    // erasure service's) as the one that must be refused, it reports the
+    // system as accepting a writer outside the policy.
+    let (erasure, _) = dsr_auth::TokenSigner::from_key_file(
+        &data.join("keys/erasure-service.pem"),
+        None,
+        "dsr-erasure",
+    )
+    .unwrap();
+    let writer = erasure
+        .mint(&dsr_auth::TokenRequest {
+            subject: "service:dsr-erasure".into(),
+            audiences: vec!["crm".into()],
+            scopes: vec![
+                "system:describe".into(),
+                "system:read".into(),
+                "system:write".into(),
+            ],
+            ttl: std::time::Duration::from_secs(300),
+        })
+        .unwrap();
+    let other = &dsr_system_sql::reference::people(200, 1)[2];
+    let out = dsr(&[
+        "conformance",
+        &format!("http://127.0.0.1:{}", port + 1),
+        "--data-dir",
+        d,
+        "--identity",
+        &format!("email:{}", other.email),
+        "--reader-token",
+        &writer,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line {name}: {text}"))
+            .to_owned()
+    };
+    assert!(line("Locate finds the person").contains(" ok "), "{text}");
+    assert!(
+        line("An Erase from a service other than erasure is refused").contains("FAIL"),
+        "{text}"
+    );
     // the same person again: gone, so conformance fails and says why
     let endpoint = format!("http://127.0.0.1:{}", port + 1);
     let out = dsr(&[
