@@ -3678,3 +3678,186 @@ async fn no_identity_remains_in_the_meshs_databases_once_its_retention_passed() 
         assert!(!logs.contains(v.as_str()), "an identity in the logs");
     }
 }
+
+/// The chaos run: forty erasures in flight while the CRM is killed
+/// (SIGKILL) four times and the erasure service twice, each started again a
+/// moment later. Every request ends answered (completed, or waiting for a
+/// case handler over a difference a system reported, never stuck), every
+/// person's contact is gone from the CRM or retained and restricted, and
+/// each system holds one erase operation and gave one receipt per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_erasures_survive_a_crm_and_an_erasure_service_killed_again_and_again() {
+    let _turn = TURN.lock().await;
+    let pg = postgres().await;
+    let mut mesh = Mesh::new(pg.as_ref().map(|p| p.url.as_str())).await;
+    let token = mesh.token.clone();
+    let crm = mesh.db("system-crm").await;
+    let emails: Vec<String> = rows(
+        &crm,
+        &format!(
+            "SELECT email FROM contacts WHERE controller_orgnr = '{SVERIGE}' AND email IS NOT NULL
+             AND email <> '{PERSON}' ORDER BY id LIMIT 40 OFFSET 50"
+        ),
+    )
+    .await
+    .iter()
+    .map(|r| r.try_get("", "email").unwrap())
+    .collect();
+    assert_eq!(emails.len(), 40);
+    let mut tokens = Vec::new();
+    for e in &emails {
+        tokens.push(mesh.attested_token(e).await);
+    }
+    let mut client = mesh.requests().await;
+    let mut ids = Vec::new();
+    for (i, vt) in tokens.iter().enumerate() {
+        let r = client
+            .submit(bearer(
+                &token,
+                pb::SubmitRequest {
+                    kind: pb::Kind::Erasure as i32,
+                    controller: controller(SVERIGE),
+                    verification_token: vt.clone(),
+                    idempotency_key: format!("e2e-chaos-{i:04}"),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .request
+            .unwrap();
+        ids.push(r.id);
+    }
+
+    // The chaos, while the requests run (checked: some are still open
+    // once it is over, so the kills fell on work in flight).
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        mesh.stop("crm");
+        if round % 2 == 1 {
+            mesh.stop("erasure");
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        mesh.start("crm").await;
+        if round % 2 == 1 {
+            mesh.start("erasure").await;
+        }
+    }
+
+    // Every request answered.
+    let mut client = mesh.requests().await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let answered = [
+        pb::State::Completed as i32,
+        pb::State::CompletedWithRetained as i32,
+        pb::State::AwaitingReview as i32,
+    ];
+    let mut open = 0;
+    for id in &ids {
+        open += usize::from(!answered.contains(&get(&mut client, &token, id).await.state));
+    }
+    assert!(open > 0, "every erasure finished before the chaos ended");
+    let mut done = Vec::new();
+    for id in &ids {
+        let r = loop {
+            let r = get(&mut client, &token, id).await;
+            if answered.contains(&r.state) {
+                break r;
+            }
+            assert!(Instant::now() < deadline, "stuck: {r:#?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        // A difference is a system keeping a record on its own ground,
+        // never a write lost to a kill.
+        assert!(
+            r.discrepancies.iter().all(|d| d.observed == "retained"),
+            "{r:#?}"
+        );
+        done.push(r);
+    }
+
+    // One receipt per system per request, one operation under each key.
+    let (mut erasure, era_token) = mesh.erasure().await;
+    let mut systems_of = BTreeMap::new();
+    for id in &ids {
+        let plan = erasure
+            .get_plan(bearer(
+                &era_token,
+                era::GetPlanRequest {
+                    request_id: id.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .plan
+            .unwrap();
+        let systems: BTreeSet<String> = plan.records.iter().map(|r| r.system_id.clone()).collect();
+        assert!(systems.contains("crm"), "{plan:#?}");
+        let receipts = erasure
+            .list_receipts(bearer(
+                &era_token,
+                era::ListReceiptsRequest {
+                    request_id: id.clone(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .receipts;
+        let mut per_system: BTreeMap<String, usize> = BTreeMap::new();
+        for r in receipts.iter().filter(|r| r.phase == "erase") {
+            assert!(r.verified, "{r:?}");
+            *per_system.entry(r.system_id.clone()).or_default() += 1;
+        }
+        assert_eq!(
+            per_system.keys().cloned().collect::<BTreeSet<_>>(),
+            systems,
+            "{id}: a receipt from every planned system"
+        );
+        assert!(per_system.values().all(|n| *n == 1), "{id}: {per_system:?}");
+        systems_of.insert(id.clone(), systems);
+    }
+    for system in ["crm", "print-mail", "legal"] {
+        let db = mesh.db(&format!("system-{system}")).await;
+        for (id, systems) in &systems_of {
+            let want = i64::from(systems.contains(system));
+            assert_eq!(
+                count(
+                    &db,
+                    &format!("SELECT key FROM dsr_idempotency WHERE key = 'erase.{id}.{system}'")
+                )
+                .await,
+                want,
+                "{system}: one erasure under the key of {id}"
+            );
+        }
+        let _ = db.close().await;
+    }
+    let crm = mesh.db("system-crm").await;
+    for e in &emails {
+        assert_eq!(
+            count(
+                &crm,
+                &format!(
+                    "SELECT id FROM contacts WHERE email = '{e}' AND controller_orgnr = '{SVERIGE}' AND restricted_at IS NULL"
+                )
+            )
+            .await,
+            0,
+            "the contact is erased, or retained and restricted"
+        );
+    }
+    drop(crm);
+    let names: Vec<&'static str> = mesh.procs.keys().copied().collect();
+    let logs: Vec<String> = names.into_iter().map(|n| mesh.stop(n)).collect();
+    for l in &logs {
+        for e in &emails {
+            assert!(!l.contains(e.as_str()), "an identity in the logs");
+        }
+    }
+    if let Some(p) = pg {
+        p.finish().await;
+    }
+}
