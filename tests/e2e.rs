@@ -898,6 +898,13 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
     assert_eq!(listed(&portal_a).await, vec![mine.clone()]);
     assert!(listed(&portal_b).await.is_empty());
     assert!(listed(&token).await.contains(&mine));
+    let watch_as = |token: &str| {
+        let mut c = client.clone();
+        let req = bearer(token, pb::WatchRequest { id: mine.clone() });
+        async move { c.watch(req).await.map(|_| ()).map_err(|s| s.code()) }
+    };
+    assert_eq!(watch_as(&portal_a).await, Ok(()));
+    assert_eq!(watch_as(&portal_b).await, Err(tonic::Code::NotFound));
     // A 3 MiB reason is refused, naming the field (listings stay readable).
     let st = client
         .cancel(bearer(
