@@ -98,7 +98,8 @@ pub(crate) struct OrchestratorSection {
     /// `attested`. A kind needing more than `low` gets no code: it waits
     /// for a stronger verification token.
     pub min_assurance: BTreeMap<String, String>,
-    /// Open Watch streams at most, in all (RESOURCE_EXHAUSTED past it).
+    /// Open Watch streams at most, in all (RESOURCE_EXHAUSTED past it); 0
+    /// (the default) means half of `server.concurrency_limit`.
     pub max_watch_streams: usize,
     /// Open Watch streams at most for one caller (token issuer and subject).
     pub max_watch_streams_per_caller: usize,
@@ -454,7 +455,7 @@ impl Default for Config {
                 call_timeout_secs: 60,
                 approval_controllers: Vec::new(),
                 min_assurance: BTreeMap::new(),
-                max_watch_streams: 128,
+                max_watch_streams: 0,
                 max_watch_streams_per_caller: 16,
                 identity_retention_days: 30,
             },
@@ -551,6 +552,15 @@ fn lookup<'a>(root: &'a toml::Value, path: &[&str]) -> Option<&'a toml::Value> {
 }
 
 impl Config {
+    /// Open Watch streams at most: the setting, or half of the server's
+    /// places when it is 0, so that streams leave room for other calls.
+    pub(crate) fn watch_streams(&self) -> usize {
+        match self.orchestrator.max_watch_streams {
+            0 => (self.server.concurrency_limit / 2).max(1),
+            n => n,
+        }
+    }
+
     /// Layers defaults, the file (if any), the environment and `flags`.
     pub(crate) fn load(
         file: Option<&Path>,
@@ -759,14 +769,14 @@ impl Config {
                 "invalid configuration: orchestrator.backoff_base_ms must not exceed backoff_max_secs"
             );
         }
-        if o.max_watch_streams == 0 || o.max_watch_streams_per_caller == 0 {
+        if o.max_watch_streams_per_caller == 0 {
             bail!(
-                "invalid configuration: orchestrator.max_watch_streams and max_watch_streams_per_caller must be at least 1"
+                "invalid configuration: orchestrator.max_watch_streams_per_caller must be at least 1"
             );
         }
         // A stream holds one of the server's places for its whole life:
         // streams alone must leave room for the other calls.
-        if o.max_watch_streams >= self.server.concurrency_limit {
+        if o.max_watch_streams != 0 && o.max_watch_streams >= self.server.concurrency_limit {
             bail!(
                 "invalid configuration: orchestrator.max_watch_streams ({}) must be below server.concurrency_limit ({}), so that open streams leave room for other calls",
                 o.max_watch_streams,
@@ -972,17 +982,22 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(
+        let set = |limit: &'static str, watch: &'static str| {
             Config::load(
                 None,
                 env(&[
-                    ("DSR_SERVER__CONCURRENCY_LIMIT", "100"),
-                    ("DSR_ORCHESTRATOR__MAX_WATCH_STREAMS", "99"),
+                    ("DSR_SERVER__CONCURRENCY_LIMIT", limit),
+                    ("DSR_ORCHESTRATOR__MAX_WATCH_STREAMS", watch),
                 ]),
                 vec![],
             )
-            .is_ok()
-        );
+            .unwrap()
+            .watch_streams()
+        };
+        assert_eq!(set("100", "99"), 99);
+        // Unset: half the server's places, whatever the limit.
+        assert_eq!(set("30", "0"), 15);
+        assert_eq!(set("256", "0"), 128);
     }
 
     #[test]

@@ -1101,7 +1101,7 @@ fn prepare_orchestrator(
         wake,
         changes,
         watch_slots: orch::grpc::WatchSlots::new(
-            o.max_watch_streams,
+            cfg.watch_streams(),
             o.max_watch_streams_per_caller,
         ),
     };
