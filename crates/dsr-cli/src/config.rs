@@ -266,6 +266,12 @@ pub(crate) struct ServerSection {
     /// A second, plaintext address serving only the gRPC health service
     /// (for the kubelet's probes, which cannot speak TLS); empty: none.
     pub health_listen: String,
+    /// The services that also speak gRPC-Web, for browsers (names as
+    /// `dsr serve` takes them).
+    pub grpc_web_services: Vec<String>,
+    /// Origins (`scheme://host[:port]`) whose pages may call those
+    /// services from a browser (CORS); empty: no cross-origin page may.
+    pub grpc_web_origins: Vec<String>,
 }
 
 /// How this process calls the others over `https://` endpoints.
@@ -385,6 +391,8 @@ impl Default for Config {
                 tls_key: String::new(),
                 tls_client_ca: String::new(),
                 health_listen: String::new(),
+                grpc_web_services: vec!["orchestrator".into(), "identity".into(), "export".into()],
+                grpc_web_origins: Vec::new(),
             },
             client: ClientSection {
                 tls_ca: String::new(),
@@ -630,6 +638,18 @@ impl Config {
                 "invalid configuration: server.health_listen must be host:port, e.g. 0.0.0.0:8081, or empty"
             );
         }
+        for (i, s) in self.server.grpc_web_services.iter().enumerate() {
+            if crate::services::ServiceKind::from_name(s).is_none() {
+                bail!(
+                    "invalid configuration: server.grpc_web_services[{i}]: {s:?} is not a service (orchestrator, identity, export, erasure, discovery, transfer-registry, system-sql)"
+                );
+            }
+        }
+        if let Err(e) = dsr_server::cors_layer(&dsr_server::GrpcWeb {
+            allowed_origins: self.server.grpc_web_origins.clone(),
+        }) {
+            bail!("invalid configuration: server.grpc_web_origins: {e}");
+        }
         if self.client.tls_cert.is_empty() != self.client.tls_key.is_empty() {
             bail!("invalid configuration: client.tls_cert and client.tls_key go together");
         }
@@ -841,10 +861,21 @@ impl Config {
         })
     }
 
-    /// The server runtime settings.
-    pub(crate) fn server_config(&self) -> dsr_server::ServerConfig {
+    /// The server runtime settings of `kind`.
+    pub(crate) fn server_config(
+        &self,
+        kind: crate::services::ServiceKind,
+    ) -> dsr_server::ServerConfig {
         use std::time::Duration;
+        let web = self
+            .server
+            .grpc_web_services
+            .iter()
+            .any(|s| s == kind.name());
         dsr_server::ServerConfig {
+            grpc_web: web.then(|| dsr_server::GrpcWeb {
+                allowed_origins: self.server.grpc_web_origins.clone(),
+            }),
             request_timeout: Duration::from_secs(self.server.request_timeout_secs),
             concurrency_limit: self.server.concurrency_limit,
             shutdown_grace: Duration::from_secs(self.server.shutdown_grace_secs),
@@ -998,6 +1029,42 @@ mod tests {
         // Unset: half the server's places, whatever the limit.
         assert_eq!(set("30", "0"), 15);
         assert_eq!(set("256", "0"), 128);
+    }
+
+    #[test]
+    fn grpc_web_settings_name_what_is_wrong() {
+        let err = |k: &'static str, v: &'static str| {
+            Config::load(None, env(&[(k, v)]), vec![])
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("DSR_SERVER__GRPC_WEB_ORIGINS", "[\"*\"]");
+        assert!(
+            e.contains("server.grpc_web_origins") && e.contains("\"*\""),
+            "{e}"
+        );
+        let e = err("DSR_SERVER__GRPC_WEB_SERVICES", "[\"portal\"]");
+        assert!(e.contains("server.grpc_web_services[0]"), "{e}");
+        let cfg = Config::load(
+            None,
+            env(&[(
+                "DSR_SERVER__GRPC_WEB_ORIGINS",
+                "[\"https://portal.example.se\"]",
+            )]),
+            vec![],
+        )
+        .unwrap();
+        let web = cfg
+            .server_config(crate::services::ServiceKind::Orchestrator)
+            .grpc_web
+            .unwrap();
+        assert_eq!(web.allowed_origins, ["https://portal.example.se"]);
+        assert!(
+            cfg.server_config(crate::services::ServiceKind::Erasure)
+                .grpc_web
+                .is_none(),
+            "erasure is not for browsers"
+        );
     }
 
     #[test]

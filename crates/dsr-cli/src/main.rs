@@ -420,7 +420,7 @@ async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
-    dsr_server::serve(listener, set, &cfg.server_config(), stop).await?;
+    dsr_server::serve(listener, set, &cfg.server_config(kind), stop).await?;
     Ok(())
 }
 

@@ -51,6 +51,21 @@ impl ServiceKind {
         }
     }
 
+    /// The service named `name` on the command line.
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::TransferRegistry,
+            Self::SystemSql,
+            Self::Identity,
+            Self::Discovery,
+            Self::Export,
+            Self::Erasure,
+            Self::Orchestrator,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+
     /// Applies the service's pending migrations; returns how many there were.
     pub(crate) async fn migrate(self, db: &dsr_store::Db) -> anyhow::Result<usize> {
         let pending = self.pending(db).await?;

@@ -145,7 +145,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
                 inst.name
             )
         })?;
-        let server_cfg = cfg.server_config();
+        let server_cfg = cfg.server_config(inst.kind);
         let mut rx = stop_rx.clone();
         let name = inst.name.clone();
         running.push(tokio::spawn(async move {

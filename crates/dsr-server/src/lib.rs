@@ -11,7 +11,10 @@
 //!   end, answering RESOURCE_EXHAUSTED when full; health is never refused
 //!   ([`CallLimitLayer`]); tonic's per-request timeout, which also honours
 //!   the caller's `grpc-timeout`;
-//! - optional TLS (rustls), requiring client certificates when a CA is set.
+//! - optional TLS (rustls), requiring client certificates when a CA is set;
+//! - optional gRPC-Web (HTTP/1.1 and HTTP/2, binary and text encodings) for
+//!   browsers, with CORS for the configured origins only ([`GrpcWeb`]); the
+//!   same scopes and limits apply as for gRPC.
 //!
 //! When the shutdown future completes, every health status turns
 //! NOT_SERVING, the listener closes (new connections are refused, open ones
@@ -58,6 +61,11 @@ pub enum Error {
     /// Reflection could not be built from the descriptor sets.
     #[error("invalid descriptor set for reflection: {0}")]
     Reflection(String),
+    /// A gRPC-Web origin is not a valid origin.
+    #[error(
+        "invalid gRPC-Web origin {0:?}: give scheme://host[:port], e.g. https://portal.example.se"
+    )]
+    GrpcWebOrigin(String),
     /// The health port could not be bound.
     #[error("cannot listen on the health port: {0}")]
     HealthListen(#[source] std::io::Error),
@@ -75,6 +83,58 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// When set, clients must present a certificate signed by this CA.
     pub client_ca: Option<PathBuf>,
+}
+
+/// gRPC-Web for browsers: which origins' pages may call (CORS). A page
+/// from another origin is refused by the browser; calls without an
+/// `Origin` (non-browser clients, same-origin pages) are served as any
+/// gRPC-Web call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrpcWeb {
+    /// Origins allowed, as `scheme://host[:port]` (no path, no `*`).
+    pub allowed_origins: Vec<String>,
+}
+
+/// The headers a browser may send on a gRPC-Web call.
+const WEB_REQUEST_HEADERS: [&str; 8] = [
+    "content-type",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+    "authorization",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
+
+/// The headers a page may read from the answer: the status and its details.
+const WEB_RESPONSE_HEADERS: [&str; 4] = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "x-request-id",
+];
+
+/// The CORS layer for `web`; an origin that is not one is refused.
+pub fn cors_layer(web: &GrpcWeb) -> Result<tower_http::cors::CorsLayer, Error> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let mut origins = Vec::with_capacity(web.allowed_origins.len());
+    for o in &web.allowed_origins {
+        let ok = (o.starts_with("https://") || o.starts_with("http://"))
+            && !o.trim_end_matches('/').contains(['*', '?', '#'])
+            && o.splitn(4, '/').nth(3).is_none_or(str::is_empty);
+        let value = http::HeaderValue::from_str(o.trim_end_matches('/'))
+            .ok()
+            .filter(|_| ok)
+            .ok_or_else(|| Error::GrpcWebOrigin(o.clone()))?;
+        origins.push(value);
+    }
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([http::Method::POST])
+        .allow_headers(WEB_REQUEST_HEADERS.map(http::HeaderName::from_static))
+        .expose_headers(WEB_RESPONSE_HEADERS.map(http::HeaderName::from_static))
+        .max_age(Duration::from_secs(24 * 3600)))
 }
 
 /// How a server runs.
@@ -97,6 +157,8 @@ pub struct ServerConfig {
     /// for probes that cannot speak TLS (the kubelet's); it follows the
     /// same statuses and stops with the server.
     pub health_listen: Option<std::net::SocketAddr>,
+    /// gRPC-Web for browsers, or gRPC only when `None`.
+    pub grpc_web: Option<GrpcWeb>,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +170,7 @@ impl Default for ServerConfig {
             drain_delay: Duration::ZERO,
             tls: None,
             health_listen: None,
+            grpc_web: None,
         }
     }
 }
@@ -250,11 +313,18 @@ pub async fn serve(
         }
         None => None,
     };
+    let cors = cfg.grpc_web.as_ref().map(cors_layer).transpose()?;
+    let web = cfg.grpc_web.is_some();
     let layers = ServiceBuilder::new()
+        .option_layer(cors)
+        .option_layer(web.then(tonic_web::GrpcWebLayer::new))
         .layer(RequestContextLayer)
         .layer(CallLimitLayer::new(cfg.concurrency_limit))
         .into_inner();
-    let mut builder = Server::builder().timeout(cfg.request_timeout);
+    // Browsers speak gRPC-Web over HTTP/1.1 too.
+    let mut builder = Server::builder()
+        .timeout(cfg.request_timeout)
+        .accept_http1(web);
     if let Some(tls) = &cfg.tls {
         builder = builder.tls_config(tls_config(tls)?).map_err(Error::Tls)?;
     }
@@ -283,7 +353,7 @@ pub async fn serve(
     };
 
     let addr = local.map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(%addr, services = ?names, tls = cfg.tls.is_some(), "serving");
+    tracing::info!(%addr, services = ?names, tls = cfg.tls.is_some(), grpc_web = web, "serving");
     let server = builder
         .layer(layers)
         .add_routes(routes.routes())
@@ -350,6 +420,40 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
         tokio::select! {
             () = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
             () = term => tracing::info!(signal = "SIGTERM", "signal received"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, GrpcWeb, cors_layer};
+
+    #[test]
+    fn grpc_web_origins_are_origins_or_refused_by_name() {
+        let web = |o: &[&str]| GrpcWeb {
+            allowed_origins: o.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert!(cors_layer(&web(&[])).is_ok());
+        assert!(
+            cors_layer(&web(&[
+                "https://portal.example.se",
+                "http://127.0.0.1:8080",
+                "https://portal.example.se/"
+            ]))
+            .is_ok()
+        );
+        for bad in [
+            "*",
+            "portal.example.se",
+            "https://*.example.se",
+            "https://portal.example.se/path",
+            "ftp://portal.example.se",
+            "https://portal.example.se\n",
+        ] {
+            assert!(
+                matches!(cors_layer(&web(&[bad])), Err(Error::GrpcWebOrigin(o)) if o == bad),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -1,0 +1,248 @@
+//! In a real browser: headless Chromium (Debian's `chromium` with
+//! `chromedriver`), driven over WebDriver, against `dsr up`.
+//!
+//! Ignored by the README's test command (a fresh machine has no browser);
+//! `.ci/run` installs Chromium and runs them with `--ignored`:
+//! `cargo test --locked -p dsr-cli --test browser -- --ignored`.
+//!
+//! - gRPC-Web: a page of an allowed origin calls `Requests/Get` with the
+//!   browser's own `fetch` (binary gRPC-Web framing, no library): OK with a
+//!   token, UNAUTHENTICATED without; a page of another origin is refused by
+//!   CORS before anything reaches the service.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DSR: &str = env!("CARGO_BIN_EXE_dsr");
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Nine consecutive free ports below the ephemeral range, and more after.
+fn free_ports(n: u16) -> u16 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        ^ std::process::id();
+    for attempt in 0..200u32 {
+        let base = 20_000 + u16::try_from((seed.wrapping_add(attempt * 7919)) % 12_000).unwrap();
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports");
+}
+
+/// `dsr up`, returned once its banner is out.
+fn dsr_up(data: &Path, base: u16, env: &[(&str, String)]) -> Proc {
+    let mut child = Command::new(DSR)
+        .args(["up", "--data-dir", data.to_str().unwrap()])
+        .args(["--base-port", &base.to_string()])
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    assert!(matches!(lines.next(), Some(Ok(_))), "dsr up did not start");
+    std::thread::spawn(move || for _ in lines {});
+    Proc(child)
+}
+
+fn cli(data: &Path, base: u16, args: &[&str]) -> String {
+    let out = Command::new(DSR)
+        .args(args)
+        .args(["--data-dir", data.to_str().unwrap()])
+        .env("DSR_UP__BASE_PORT", base.to_string())
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A page that calls a gRPC-Web method with `fetch` and reports the
+/// status: `window.grpcWeb(url, token, id)` resolves to
+/// `{status, message, body}` or `{refused: text}` when the browser blocked
+/// the call.
+const PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>gRPC-Web probe</title></head>
+<body><p>gRPC-Web probe</p>
+<script>
+window.grpcWeb = async function (url, token, id) {
+  const enc = new TextEncoder().encode(id);
+  const msg = new Uint8Array(2 + enc.length);
+  msg[0] = 0x0a; msg[1] = enc.length; msg.set(enc, 2);
+  const frame = new Uint8Array(5 + msg.length);
+  new DataView(frame.buffer).setUint32(1, msg.length);
+  frame.set(msg, 5);
+  const headers = {'content-type': 'application/grpc-web+proto', 'x-grpc-web': '1'};
+  if (token) headers['authorization'] = 'Bearer ' + token;
+  let res;
+  try {
+    res = await fetch(url + '/dsr.orchestrator.v1.Requests/Get', {method: 'POST', headers, body: frame});
+  } catch (e) {
+    return {refused: String(e)};
+  }
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  let status = res.headers.get('grpc-status');
+  let message = res.headers.get('grpc-message') || '';
+  let body = '';
+  for (let i = 0; i + 5 <= bytes.length;) {
+    const flag = bytes[i];
+    const len = new DataView(bytes.buffer, bytes.byteOffset + i + 1, 4).getUint32(0);
+    const part = bytes.slice(i + 5, i + 5 + len);
+    if (flag & 0x80) {
+      for (const line of new TextDecoder().decode(part).split('\r\n')) {
+        const [k, ...v] = line.split(':');
+        if (k.trim().toLowerCase() === 'grpc-status') status = v.join(':').trim();
+        if (k.trim().toLowerCase() === 'grpc-message') message = v.join(':').trim();
+      }
+    } else {
+      body += new TextDecoder('latin1').decode(part);
+    }
+    i += 5 + len;
+  }
+  return {status: Number(status), message, body};
+};
+</script></body></html>"#;
+
+/// Serves `PAGE` on `port` until the test ends.
+async fn serve_page(port: u16) {
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    PAGE.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(PAGE.as_bytes()).await;
+            });
+        }
+    });
+}
+
+/// A headless Chromium session through chromedriver on `port`.
+async fn browser(port: u16) -> (Proc, fantoccini::Client) {
+    let driver = Proc(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian: apt-get install chromium chromium-driver)"),
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let http = hyper_util::client::legacy::connect::HttpConnector::new();
+        match fantoccini::ClientBuilder::new(http)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => return (driver, c),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no browser session: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn grpc_web(
+    c: &fantoccini::Client,
+    url: &str,
+    token: Option<&str>,
+    id: &str,
+) -> serde_json::Value {
+    c.execute_async(
+        "const [url, token, id, done] = arguments; window.grpcWeb(url, token, id).then(done);",
+        vec![
+            url.into(),
+            token.map_or(serde_json::Value::Null, Into::into),
+            id.into(),
+        ],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver; .ci/run runs it with --ignored"]
+async fn a_browser_page_calls_the_orchestrator_over_grpc_web_within_cors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // dsr up on nine ports, then the two pages' origins and the driver.
+    let base = free_ports(12);
+    let (allowed, other, driver_port) = (base + 9, base + 10, base + 11);
+    let up = dsr_up(
+        &data,
+        base,
+        &[(
+            "DSR_SERVER__GRPC_WEB_ORIGINS",
+            format!("[\"http://127.0.0.1:{allowed}\"]"),
+        )],
+    );
+    serve_page(allowed).await;
+    serve_page(other).await;
+
+    // A request to read: the CLI submits it as a portal would.
+    let printed = cli(
+        &data,
+        base,
+        &["request", "access", "--email", "per.johansson0@bolaget.se"],
+    );
+    let id = printed.lines().next().unwrap().trim().to_owned();
+    let token = cli(&data, base, &["token"]).trim().to_owned();
+    let orchestrator = format!("http://127.0.0.1:{}", base + 7);
+
+    let (_driver, c) = browser(driver_port).await;
+    c.goto(&format!("http://127.0.0.1:{allowed}/"))
+        .await
+        .unwrap();
+    let ok = grpc_web(&c, &orchestrator, Some(&token), &id).await;
+    assert_eq!(ok["status"], 0, "{ok}");
+    assert!(ok["body"].as_str().unwrap().contains(&id), "{ok}");
+    let anonymous = grpc_web(&c, &orchestrator, None, &id).await;
+    assert_eq!(anonymous["status"], 16, "UNAUTHENTICATED: {anonymous}");
+
+    // Another origin: the browser refuses, the service never answers it.
+    c.goto(&format!("http://127.0.0.1:{other}/")).await.unwrap();
+    let refused = grpc_web(&c, &orchestrator, Some(&token), &id).await;
+    assert!(refused.get("refused").is_some(), "{refused}");
+
+    c.close().await.unwrap();
+    drop(up);
+}
