@@ -28,7 +28,7 @@ impl Drop for Proc {
     }
 }
 
-/// Nine consecutive free ports below the ephemeral range, and more after.
+/// `n` consecutive free ports below the ephemeral range.
 fn free_ports(n: u16) -> u16 {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -148,6 +148,11 @@ async fn serve_page(port: u16) {
 
 /// A headless Chromium session through chromedriver on `port`.
 async fn browser(port: u16) -> (Proc, fantoccini::Client) {
+    browser_saving_to(port, None).await
+}
+
+/// As [`browser`], saving downloads into `downloads` when given.
+async fn browser_saving_to(port: u16, downloads: Option<&Path>) -> (Proc, fantoccini::Client) {
     let driver = Proc(
         Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -162,6 +167,10 @@ async fn browser(port: u16) -> (Proc, fantoccini::Client) {
         serde_json::json!({
             "binary": CHROMIUM,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            "prefs": downloads.map_or(serde_json::Value::Null, |d| serde_json::json!({
+                "download.default_directory": d.display().to_string(),
+                "download.prompt_for_download": false,
+            })),
         }),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -204,9 +213,9 @@ async fn grpc_web(
 async fn a_browser_page_calls_the_orchestrator_over_grpc_web_within_cors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // dsr up on nine ports, then the two pages' origins and the driver.
-    let base = free_ports(12);
-    let (allowed, other, driver_port) = (base + 9, base + 10, base + 11);
+    // dsr up on ten ports, then the two pages' origins and the driver.
+    let base = free_ports(13);
+    let (allowed, other, driver_port) = (base + 10, base + 11, base + 12);
     let up = dsr_up(
         &data,
         base,
@@ -243,6 +252,210 @@ async fn a_browser_page_calls_the_orchestrator_over_grpc_web_within_cors() {
     let refused = grpc_web(&c, &orchestrator, Some(&token), &id).await;
     assert!(refused.get("refused").is_some(), "{refused}");
 
+    c.close().await.unwrap();
+    drop(up);
+}
+
+/// The newest code the development outbox holds for `to`.
+fn code_in_outbox(data: &Path, to: &str) -> Option<String> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(data.join("outbox"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .rev()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .filter(|t| t.starts_with(&format!("To: {to}\n")))
+        .find_map(|t| {
+            t.split(|c: char| !c.is_ascii_digit())
+                .find(|w| w.len() == 6)
+                .map(str::to_owned)
+        })
+}
+
+fn outbox_len(data: &Path) -> usize {
+    std::fs::read_dir(data.join("outbox")).map_or(0, |d| d.count())
+}
+
+async fn text_of(c: &fantoccini::Client, css: &str) -> String {
+    c.find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn click(c: &fantoccini::Client, css: &str) {
+    c.find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
+    let e = c.find(fantoccini::Locator::Css(css)).await.unwrap();
+    e.clear().await.unwrap();
+    e.send_keys(text).await.unwrap();
+}
+
+/// Reloads the status page until its state reads `want`.
+async fn wait_status(c: &fantoccini::Client, lang: &str, base_url: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        c.goto(&format!("{base_url}/{lang}/status")).await.unwrap();
+        let state = text_of(c, "[role=status]").await;
+        if state == want {
+            return c.source().await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {want}: {}",
+            c.source().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The person's journeys in the privacy centre, in Chromium: in English,
+/// an access request from the start page to the code from the outbox, the
+/// status page with its deadline, the report read in the page and the
+/// package's files fetched; in Swedish, a form sent empty gets its errors
+/// next to each field and sends no code, then an erasure goes through. No
+/// identity value appears in any URL the browser visited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver; .ci/run runs it with --ignored"]
+async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = free_ports(11);
+    let up = dsr_up(&data, base, &[]);
+    let portal = format!("http://127.0.0.1:{}", base + 9);
+    let people = dsr_system_sql::reference::people(1000, 1);
+    let reader = &people[0];
+    let eraser = people
+        .iter()
+        .find(|p| p.controller == "556134-1248" && p.idx > 50)
+        .unwrap();
+    let downloads = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser_saving_to(base + 10, Some(downloads.path())).await;
+    let mut visited = Vec::new();
+
+    // Access, in English.
+    c.goto(&format!("{portal}/en/")).await.unwrap();
+    assert_eq!(
+        c.find(fantoccini::Locator::Css("html"))
+            .await
+            .unwrap()
+            .attr("lang")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("en")
+    );
+    click(&c, "a[href='/en/begin/access']").await;
+    visited.push(c.current_url().await.unwrap().to_string());
+    click(
+        &c,
+        &format!("input[name=controller][value='{}']", reader.controller),
+    )
+    .await;
+    type_into(&c, "#email", &reader.email).await;
+    click(&c, "button[type=submit]").await;
+    visited.push(c.current_url().await.unwrap().to_string());
+    assert!(c.current_url().await.unwrap().path().ends_with("/en/code"));
+    let code = code_in_outbox(&data, &reader.email).expect("a code in the outbox");
+    type_into(&c, "#code", &code).await;
+    click(&c, "button[type=submit]").await;
+    visited.push(c.current_url().await.unwrap().to_string());
+    let page = wait_status(&c, "en", &portal, "Done").await;
+    assert!(page.contains("We answer by"), "{page}");
+    click(&c, "a[href='/en/report']").await;
+    visited.push(c.current_url().await.unwrap().to_string());
+    let report = c.source().await.unwrap();
+    assert!(
+        report.contains(&reader.email),
+        "the report shows the person's data"
+    );
+    c.back().await.unwrap();
+    click(&c, "a[href='/en/files/manifest.json']").await;
+    let saved = downloads.path().join("manifest.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !saved.exists() {
+        assert!(Instant::now() < deadline, "the download never arrived");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let manifest = std::fs::read_to_string(&saved).unwrap();
+    assert!(manifest.contains("sha256"), "{manifest}");
+
+    // Swedish: an empty form is refused field by field, and nothing is sent.
+    c.goto(&format!("{portal}/sv/begin/erasure")).await.unwrap();
+    let before = outbox_len(&data);
+    click(&c, "button[type=submit]").await;
+    assert_eq!(text_of(&c, "#email-error").await, "Fyll i det här fältet.");
+    assert_eq!(
+        text_of(&c, "#controller-error").await,
+        "Välj ett alternativ."
+    );
+    let email_field = c.find(fantoccini::Locator::Css("#email")).await.unwrap();
+    assert_eq!(
+        email_field.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    type_into(&c, "#email", "inte-en-adress").await;
+    click(&c, "button[type=submit]").await;
+    assert!(
+        text_of(&c, "#email-error")
+            .await
+            .contains("namn@exempel.se")
+    );
+    assert_eq!(outbox_len(&data), before, "no code for a refused form");
+
+    // Then the erasure.
+    click(
+        &c,
+        &format!("input[name=controller][value='{}']", eraser.controller),
+    )
+    .await;
+    type_into(&c, "#email", &eraser.email).await;
+    click(&c, "button[type=submit]").await;
+    let code = code_in_outbox(&data, &eraser.email).expect("a code in the outbox");
+    type_into(&c, "#code", "000000").await;
+    click(&c, "button[type=submit]").await;
+    if code != "000000" {
+        assert!(
+            text_of(&c, "#code-error")
+                .await
+                .contains("Koden stämmer inte")
+        );
+        type_into(&c, "#code", &code).await;
+        click(&c, "button[type=submit]").await;
+    }
+    visited.push(c.current_url().await.unwrap().to_string());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        c.goto(&format!("{portal}/sv/status")).await.unwrap();
+        let state = text_of(&c, "[role=status]").await;
+        if state.starts_with("Klar") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never done: {state}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    for url in &visited {
+        for p in [reader, eraser] {
+            assert!(
+                !url.contains(&p.email) && !url.contains(&p.phone),
+                "an identity in a URL: {url}"
+            );
+        }
+    }
     c.close().await.unwrap();
     drop(up);
 }

@@ -39,6 +39,7 @@ pub(crate) struct Config {
     pub orchestrator: OrchestratorSection,
     pub export: ExportSection,
     pub erasure: ErasureSection,
+    pub portal: PortalSection,
     /// The controller group (controllers, DPO, authority, policy version),
     /// TOML as crates/dsr-domain/data/group.toml; empty: the shipped one.
     pub group_file: String,
@@ -128,6 +129,31 @@ pub(crate) struct ExportSection {
     pub service_key_file: String,
     /// The issuer of those tokens.
     pub service_token_issuer: String,
+}
+
+/// The privacy centre (`dsr serve portal`, a web service on `server.listen`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PortalSection {
+    /// The orchestrator, e.g. "http://orchestrator:50051".
+    pub orchestrator_endpoint: String,
+    /// Identity verification.
+    pub identity_endpoint: String,
+    /// Export.
+    pub export_endpoint: String,
+    /// The Ed25519 key for the portal's tokens (created when missing).
+    pub service_key_file: String,
+    /// The issuer of those tokens.
+    pub service_token_issuer: String,
+    /// The texts, TOML as services/dsr-portal/data/texts.toml; empty: the
+    /// shipped ones.
+    pub texts_file: String,
+    /// Minutes a browser session lives after its last use.
+    pub session_ttl_mins: u32,
+    /// Open sessions at most (the oldest goes first).
+    pub max_sessions: usize,
+    /// Mark the session cookie Secure (the portal is behind HTTPS).
+    pub secure_cookie: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -476,6 +502,17 @@ impl Default for Config {
                 service_key_file: String::new(),
                 service_token_issuer: "dsr-export".into(),
             },
+            portal: PortalSection {
+                orchestrator_endpoint: String::new(),
+                identity_endpoint: String::new(),
+                export_endpoint: String::new(),
+                service_key_file: String::new(),
+                service_token_issuer: dsr_portal::ISSUER.into(),
+                texts_file: String::new(),
+                session_ttl_mins: 30,
+                max_sessions: 10_000,
+                secure_cookie: false,
+            },
             erasure: ErasureSection {
                 registry_endpoint: String::new(),
                 registry_audience: "dsr-transfer-registry".into(),
@@ -639,9 +676,10 @@ impl Config {
             );
         }
         for (i, s) in self.server.grpc_web_services.iter().enumerate() {
-            if crate::services::ServiceKind::from_name(s).is_none() {
+            let kind = crate::services::ServiceKind::from_name(s);
+            if kind.is_none_or(|k| k == crate::services::ServiceKind::Portal) {
                 bail!(
-                    "invalid configuration: server.grpc_web_services[{i}]: {s:?} is not a service (orchestrator, identity, export, erasure, discovery, transfer-registry, system-sql)"
+                    "invalid configuration: server.grpc_web_services[{i}]: {s:?} is not a gRPC service (orchestrator, identity, export, erasure, discovery, transfer-registry, system-sql)"
                 );
             }
         }

@@ -13,6 +13,7 @@ mod conformance;
 mod dev;
 mod erasure;
 mod keys;
+mod portal;
 mod request;
 mod services;
 mod transfers;
@@ -407,6 +408,15 @@ async fn audit_verify(cfg: &Config) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
+    if kind == ServiceKind::Portal {
+        let router = portal::router(cfg)?;
+        let stop = dsr_server::shutdown_signal();
+        let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+        tracing::info!(addr = %cfg.server.listen, "privacy centre serving");
+        return portal::serve(listener, router, stop).await;
+    }
     let trust = Trust::from_config(cfg, &[], &dsr_auth::Grants::default())?;
     let schema = if cfg.database.migrate_on_start {
         Schema::Migrate
@@ -437,6 +447,9 @@ async fn migrate(cfg: &Config, kinds: &[ServiceKind]) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?
     };
     for inst in instances {
+        if matches!(inst.kind, ServiceKind::Discovery | ServiceKind::Portal) {
+            continue;
+        }
         let db = inst.connect(cfg).await?;
         let applied = inst
             .kind

@@ -35,6 +35,9 @@ pub(crate) enum ServiceKind {
     /// The orchestrator (dsr.orchestrator.v1.Requests): the portals' API and
     /// the work queue.
     Orchestrator,
+    /// The privacy centre: the person's web pages (HTTP, not gRPC), over the
+    /// orchestrator, identity and export.
+    Portal,
 }
 
 impl ServiceKind {
@@ -48,6 +51,7 @@ impl ServiceKind {
             Self::Export => "export",
             Self::Erasure => "erasure",
             Self::Orchestrator => "orchestrator",
+            Self::Portal => "portal",
         }
     }
 
@@ -61,6 +65,7 @@ impl ServiceKind {
             Self::Export,
             Self::Erasure,
             Self::Orchestrator,
+            Self::Portal,
         ]
         .into_iter()
         .find(|k| k.name() == name)
@@ -80,8 +85,8 @@ impl ServiceKind {
             Self::Orchestrator => {
                 dsr_store::migrate::<dsr_orchestrator::migration::Migrator>(db).await?
             }
-            // Discovery keeps no state of its own.
-            Self::Discovery => {}
+            // Discovery and the privacy centre keep no state of their own.
+            Self::Discovery | Self::Portal => {}
         }
         Ok(pending)
     }
@@ -99,7 +104,7 @@ impl ServiceKind {
             Self::Orchestrator => {
                 dsr_store::pending::<dsr_orchestrator::migration::Migrator>(db).await?
             }
-            Self::Discovery => 0,
+            Self::Discovery | Self::Portal => 0,
         })
     }
 }
@@ -233,6 +238,11 @@ impl Instance {
             ServiceKind::Export => Ok(Self::export()),
             ServiceKind::Erasure => Ok(Self::erasure()),
             ServiceKind::Orchestrator => Ok(Self::orchestrator()),
+            ServiceKind::Portal => Ok(Self {
+                kind,
+                name: "portal".into(),
+                system: None,
+            }),
             ServiceKind::SystemSql => {
                 if let Some(r) = Reference::parse(&cfg.system_sql.reference) {
                     Ok(Self::reference(r))
@@ -263,6 +273,7 @@ impl Instance {
             ServiceKind::Export => &["dsr.export.v1.Export"],
             ServiceKind::Erasure => &["dsr.erasure.v1.Erasure"],
             ServiceKind::Orchestrator => &["dsr.orchestrator.v1.Requests"],
+            ServiceKind::Portal => &[],
         }
     }
 
@@ -331,6 +342,17 @@ pub(crate) fn mesh_grants() -> Grants {
             ],
         )
         .grant("dsr-discovery", [sys::SCOPE_DESCRIBE, sys::SCOPE_READ])
+        // The privacy centre acts for one person per session: a portal's
+        // scopes, never a case handler's.
+        .grant(
+            dsr_portal::ISSUER,
+            [
+                dsr_orchestrator::grpc::SCOPE_SUBMIT,
+                dsr_orchestrator::grpc::SCOPE_READ,
+                dsr_identity::grpc::SCOPE_VERIFY,
+                dsr_export::grpc::SCOPE_READ,
+            ],
+        )
         .grant(
             "dsr-export",
             [
@@ -523,6 +545,7 @@ pub(crate) async fn prepare(
 ) -> anyhow::Result<ServiceSet> {
     let mut set = ServiceSet::new();
     match (&inst.kind, &inst.system) {
+        (ServiceKind::Portal, _) => bail!("the privacy centre is a web service, not a gRPC one"),
         // Discovery keeps no database.
         (ServiceKind::Discovery, _) => return prepare_discovery(cfg, trust),
         (ServiceKind::Export, _) => {
@@ -824,7 +847,7 @@ fn prepare_discovery(cfg: &Config, trust: &Trust) -> anyhow::Result<ServiceSet> 
 /// missing; `<data_dir>/keys/<name>-service.pem` by default), with its JWKS
 /// written to `<data_dir>/<name>-jwks.json` for the callees to trust. Under
 /// `dsr up` the key is the development key, under its own key id.
-fn service_signer(
+pub(crate) fn service_signer(
     cfg: &Config,
     key_file: &str,
     name: &str,

@@ -23,7 +23,7 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     // as the banner is out (a supervisor, a test) still drains the mesh.
     let signal = dsr_server::shutdown_signal();
     let mesh = start(cfg).await?;
-    banner(&mesh.cfg, &mesh.endpoints);
+    banner(&mesh.cfg, &mesh.endpoints, mesh.portal);
     signal.await;
     mesh.stop().await
 }
@@ -35,6 +35,8 @@ pub(crate) struct Mesh {
     pub(crate) cfg: Config,
     /// Each service and its address.
     pub(crate) endpoints: Vec<(Instance, SocketAddr)>,
+    /// The privacy centre's address.
+    pub(crate) portal: SocketAddr,
     stop_tx: watch::Sender<bool>,
     running: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -158,16 +160,40 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
         }));
         endpoints.push((inst, addr));
     }
+    // The privacy centre, after the nine gRPC services, calling the
+    // orchestrator, identity and export with its own key.
+    let mut cfg = cfg.clone();
+    cfg.portal.orchestrator_endpoint = port(7);
+    cfg.portal.identity_endpoint = port(4);
+    cfg.portal.export_endpoint = port(6);
+    (cfg.portal.service_key_file, cfg.portal.service_token_issuer) =
+        dev::service_key(&cfg.data_dir, "portal")?;
+    let portal: SocketAddr = format!("{}:{}", cfg.up.host, cfg.up.base_port.saturating_add(9))
+        .parse()
+        .context("up.host")?;
+    let router = crate::portal::router(&cfg)?;
+    let listener = tokio::net::TcpListener::bind(portal).await.with_context(|| {
+        format!("privacy centre: cannot listen on {portal} (is another `dsr up` running? try --base-port)")
+    })?;
+    let mut rx = stop_rx.clone();
+    running.push(tokio::spawn(crate::portal::serve(
+        listener,
+        router,
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        },
+    )));
     Ok(Mesh {
-        cfg: cfg.clone(),
+        cfg,
         endpoints,
+        portal,
         stop_tx,
         running,
     })
 }
 
 #[allow(clippy::print_stdout)]
-fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)]) {
+fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)], portal: SocketAddr) {
     let dir = cfg.data_dir.display();
     println!("DSR Mesh is up. Data directory: {dir}");
     for (inst, addr) in endpoints {
@@ -177,6 +203,12 @@ fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)]) {
             inst.grpc_names().join(", ")
         );
     }
+    let host = cfg.up.connect_host();
+    println!(
+        "  {:<20} http://{host}:{}/  the privacy centre (a person's requests, sv and en)",
+        "portal",
+        portal.port()
+    );
     let data = if dir.to_string() == "./dsr-data" {
         String::new()
     } else {

@@ -22,7 +22,7 @@ fn dsr(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Tests that run `dsr up` take it in turn: each binds nine consecutive ports,
+/// Tests that run `dsr up` take it in turn: each binds ten consecutive ports,
 /// and two picking overlapping ranges at once would fail for no fault of
 /// the code.
 static UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -342,7 +342,7 @@ fn bad_configuration_stops_with_a_clear_message() {
 
 #[test]
 fn serve_requires_migrations_and_keys() {
-    // It listens on a port too: not while a `dsr up` picks its nine.
+    // It listens on a port too: not while a `dsr up` picks its ten.
     let _turn = UP.blocking_lock();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
@@ -407,7 +407,7 @@ fn serve_requires_migrations_and_keys() {
     assert!(ok, "{logs}");
 }
 
-/// Nine consecutive free ports (every service of `dsr up`).
+/// Ten consecutive free ports (every service of `dsr up`, the privacy centre last).
 fn free_ports() -> u16 {
     // Below the kernel's ephemeral range (32768 and up): a port picked there
     // may be taken by an outgoing connection before `dsr up` binds it.
@@ -418,11 +418,11 @@ fn free_ports() -> u16 {
         ^ std::process::id();
     for attempt in 0..200u32 {
         let base = 20_000 + u16::try_from((seed.wrapping_add(attempt * 7919)) % 12_000).unwrap();
-        if (0..9).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        if (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
-    panic!("no nine consecutive free ports (dsr up binds nine)");
+    panic!("no ten consecutive free ports (dsr up binds ten)");
 }
 
 // Multi-threaded for the same reason as above.

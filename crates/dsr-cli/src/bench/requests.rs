@@ -104,7 +104,8 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         let p = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        if p < 65_000 && (1..8).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+        if p < 65_000 && (1..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        {
             break p;
         }
     };

@@ -1,0 +1,73 @@
+//! The privacy centre, wired from the configuration: `dsr serve portal`
+//! and `dsr up` (on the base port + 9).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::config::Config;
+
+/// The privacy centre's routes over the mesh at the configured endpoints.
+pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
+    let p = &cfg.portal;
+    for (name, v) in [
+        ("portal.orchestrator_endpoint", &p.orchestrator_endpoint),
+        ("portal.identity_endpoint", &p.identity_endpoint),
+        ("portal.export_endpoint", &p.export_endpoint),
+    ] {
+        anyhow::ensure!(!v.is_empty(), "invalid configuration: {name} is required");
+    }
+    let group = crate::services::group(cfg)?;
+    let controllers: Vec<(String, String)> = group
+        .controllers
+        .iter()
+        .map(|c| (c.organisation_number.as_str().to_owned(), c.name.clone()))
+        .collect();
+    let orgs: Vec<String> = controllers.iter().map(|(o, _)| o.clone()).collect();
+    let texts = if p.texts_file.is_empty() {
+        dsr_portal::texts::Texts::parse(dsr_portal::texts::BUILT_IN, "texts.toml (shipped)", &orgs)?
+    } else {
+        let text = std::fs::read_to_string(&p.texts_file)
+            .with_context(|| format!("cannot read portal.texts_file {}", p.texts_file))?;
+        dsr_portal::texts::Texts::parse(&text, &p.texts_file, &orgs)?
+    };
+    let signer = crate::services::service_signer(
+        cfg,
+        &p.service_key_file,
+        "portal",
+        &p.service_token_issuer,
+    )?;
+    let mesh = dsr_portal::mesh::Mesh::new(
+        &dsr_portal::mesh::Endpoints {
+            orchestrator: p.orchestrator_endpoint.clone(),
+            identity: p.identity_endpoint.clone(),
+            export: p.export_endpoint.clone(),
+        },
+        signer,
+    )
+    .map_err(|e| anyhow::anyhow!("invalid configuration: portal: {e}"))?;
+    Ok(dsr_portal::web::router(dsr_portal::web::Portal {
+        texts: Arc::new(texts),
+        mesh,
+        sessions: Arc::new(dsr_portal::sessions::Sessions::new(
+            chrono::Duration::minutes(i64::from(p.session_ttl_mins)),
+            p.max_sessions,
+            crate::services::clock(cfg),
+        )),
+        controllers,
+        dpo_email: group.dpo_email.clone(),
+        secure_cookie: p.secure_cookie,
+    }))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the privacy centre failed")
+}

@@ -1,0 +1,273 @@
+//! The mesh as the privacy centre calls it: identity, orchestrator and
+//! export over gRPC, each call with a token of the session's own subject
+//! (so the mesh scopes what it reads to what that session submitted).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsr_auth::{TokenRequest, TokenSigner};
+use dsr_proto::common::v1 as common;
+use dsr_proto::export::v1 as exp;
+use dsr_proto::export::v1::export_client::ExportClient;
+use dsr_proto::identity::v1 as idv;
+use dsr_proto::identity::v1::identity_verification_client::IdentityVerificationClient;
+use dsr_proto::orchestrator::v1 as pb;
+use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+/// Why a call did not give what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The input was refused: the fields named, as the API named them.
+    #[error("refused input: {0:?}")]
+    Invalid(Vec<String>),
+    /// Refused for a reason the page can explain (the ErrorInfo reason).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The mesh did not answer; nothing was done.
+    #[error("unavailable")]
+    Unavailable,
+}
+
+impl From<tonic::Status> for MeshError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let details = s.get_error_details();
+        let reason = details.error_info().map(|i| i.reason.clone());
+        let transient = matches!(
+            s.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted
+        );
+        if transient && reason.as_deref() != Some("IDENTITY_RATE_LIMITED") {
+            Self::Unavailable
+        } else if let (Code::InvalidArgument, Some(b)) = (s.code(), details.bad_request()) {
+            Self::Invalid(b.field_violations.iter().map(|v| v.field.clone()).collect())
+        } else {
+            Self::Refused(reason.unwrap_or_else(|| format!("{:?}", s.code())))
+        }
+    }
+}
+
+/// Where the services are.
+#[derive(Clone, Debug)]
+pub struct Endpoints {
+    /// The orchestrator.
+    pub orchestrator: String,
+    /// Identity verification.
+    pub identity: String,
+    /// Export.
+    pub export: String,
+}
+
+/// The clients.
+#[derive(Clone, Debug)]
+pub struct Mesh {
+    orchestrator: Channel,
+    identity: Channel,
+    export: Channel,
+    signer: Arc<TokenSigner>,
+}
+
+/// What a new request asks for.
+#[derive(Clone, Debug)]
+pub struct NewRequest {
+    /// The kind.
+    pub kind: pb::Kind,
+    /// The controller's organisation number.
+    pub controller: String,
+    /// The verification token.
+    pub verification_token: String,
+    /// "sv" or "en".
+    pub language: String,
+    /// Chosen once per session and right.
+    pub idempotency_key: String,
+    /// For a restriction.
+    pub ground: pb::RestrictionGround,
+    /// For an objection: to direct marketing.
+    pub direct_marketing: bool,
+}
+
+fn channel(endpoint: &str) -> Result<Channel, String> {
+    Ok(Channel::from_shared(endpoint.to_owned())
+        .map_err(|e| format!("{endpoint}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+impl Mesh {
+    /// Clients of `e`, with tokens signed by `signer`.
+    pub fn new(e: &Endpoints, signer: Arc<TokenSigner>) -> Result<Self, String> {
+        Ok(Self {
+            orchestrator: channel(&e.orchestrator)?,
+            identity: channel(&e.identity)?,
+            export: channel(&e.export)?,
+            signer,
+        })
+    }
+
+    fn req<T>(
+        &self,
+        subject: &str,
+        audience: &str,
+        scope: &str,
+        m: T,
+    ) -> Result<tonic::Request<T>, MeshError> {
+        let token = self
+            .signer
+            .mint(&TokenRequest {
+                subject: subject.to_owned(),
+                audiences: vec![audience.to_owned()],
+                scopes: vec![scope.to_owned()],
+                ttl: Duration::from_secs(120),
+            })
+            .map_err(|_| MeshError::Unavailable)?;
+        let mut r = tonic::Request::new(m);
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| MeshError::Unavailable)?;
+        r.metadata_mut().insert("authorization", value);
+        Ok(r)
+    }
+
+    /// Sends a one-time code to `email`; the challenge's id.
+    pub async fn start(
+        &self,
+        subject: &str,
+        email: &str,
+        language: &str,
+    ) -> Result<String, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-identity",
+            "identity:verify",
+            idv::StartVerificationRequest {
+                claimed: vec![common::Identity {
+                    r#type: common::IdentityType::Email as i32,
+                    format: common::IdentityFormat::Raw as i32,
+                    value: email.to_owned(),
+                    hmac_key_id: String::new(),
+                }],
+                method: idv::Method::EmailCode as i32,
+                idp_assertion: String::new(),
+                attestation: None,
+                language: language.to_owned(),
+            },
+        )?;
+        Ok(IdentityVerificationClient::new(self.identity.clone())
+            .start_verification(r)
+            .await?
+            .into_inner()
+            .challenge_id)
+    }
+
+    /// The verification token for the code.
+    pub async fn complete(
+        &self,
+        subject: &str,
+        challenge_id: &str,
+        code: &str,
+    ) -> Result<String, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-identity",
+            "identity:verify",
+            idv::CompleteVerificationRequest {
+                challenge_id: challenge_id.to_owned(),
+                code: code.to_owned(),
+            },
+        )?;
+        IdentityVerificationClient::new(self.identity.clone())
+            .complete_verification(r)
+            .await?
+            .into_inner()
+            .token
+            .map(|t| t.jwt)
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// Submits the request; its id.
+    pub async fn submit(&self, subject: &str, n: NewRequest) -> Result<String, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            "requests:submit",
+            pb::SubmitRequest {
+                kind: n.kind as i32,
+                controller: Some(common::ControllerRef {
+                    organisation_number: n.controller,
+                }),
+                verification_token: n.verification_token,
+                language: n.language,
+                idempotency_key: n.idempotency_key,
+                restriction_ground: n.ground as i32,
+                direct_marketing: n.direct_marketing,
+                ..Default::default()
+            },
+        )?;
+        RequestsClient::new(self.orchestrator.clone())
+            .submit(r)
+            .await?
+            .into_inner()
+            .request
+            .map(|r| r.id)
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// The request as it stands.
+    pub async fn get(&self, subject: &str, id: &str) -> Result<pb::DataSubjectRequest, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            "requests:read",
+            pb::GetRequest { id: id.to_owned() },
+        )?;
+        RequestsClient::new(self.orchestrator.clone())
+            .get(r)
+            .await?
+            .into_inner()
+            .request
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// A package's description.
+    pub async fn package(&self, subject: &str, id: &str) -> Result<exp::Package, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-export",
+            "export:read",
+            exp::GetPackageRequest {
+                package_id: id.to_owned(),
+            },
+        )?;
+        ExportClient::new(self.export.clone())
+            .get_package(r)
+            .await?
+            .into_inner()
+            .package
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// One file of a package, as a stream of chunks.
+    pub async fn download(
+        &self,
+        subject: &str,
+        package_id: &str,
+        file: &str,
+    ) -> Result<tonic::Streaming<exp::DownloadResponse>, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-export",
+            "export:read",
+            exp::DownloadRequest {
+                package_id: package_id.to_owned(),
+                file_name: file.to_owned(),
+            },
+        )?;
+        Ok(ExportClient::new(self.export.clone())
+            .download(r)
+            .await?
+            .into_inner())
+    }
+}

@@ -1,0 +1,528 @@
+//! The privacy centre's routes. Every page is under its language
+//! (`/sv/…`, `/en/…`); `/` sends the browser to the one it prefers. The
+//! person's progress lives in a server-side session named by an
+//! HttpOnly, SameSite=Strict cookie; nothing of theirs is in a URL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dsr_domain::identity::{Identity, IdentityType};
+use dsr_domain::text::Lang;
+use dsr_proto::orchestrator::v1 as pb;
+
+use crate::mesh::{Mesh, MeshError, NewRequest};
+use crate::pages::{self, Entered, RIGHTS, Right};
+use crate::sessions::{Session, Sessions};
+use crate::texts::Texts;
+
+const COOKIE: &str = "dsr_portal";
+
+/// What the pages need.
+#[derive(Clone)]
+pub struct Portal {
+    /// The texts.
+    pub texts: Arc<Texts>,
+    /// The mesh.
+    pub mesh: Mesh,
+    /// Open sessions.
+    pub sessions: Arc<Sessions>,
+    /// The group's controllers: organisation number and name.
+    pub controllers: Vec<(String, String)>,
+    /// The data protection officer's address.
+    pub dpo_email: String,
+    /// Mark the cookie `Secure` (behind HTTPS).
+    pub secure_cookie: bool,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Portal").finish_non_exhaustive()
+    }
+}
+
+/// The routes.
+pub fn router(p: Portal) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/{lang}/", get(home))
+        .route("/{lang}/begin/{right}", get(begin_form).post(begin))
+        .route("/{lang}/code", get(code_form).post(code))
+        .route("/{lang}/status", get(status))
+        .route("/{lang}/report", get(report))
+        .route("/{lang}/files/{name}", get(file))
+        .with_state(p)
+}
+
+fn page(html: String) -> Response {
+    let mut r = (StatusCode::OK, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    r
+}
+
+fn see_other(to: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+fn lang_of(code: &str) -> Option<Lang> {
+    Lang::parse(code)
+}
+
+fn right_of(key: &str) -> Option<Right> {
+    RIGHTS.into_iter().find(|r| r.key == key)
+}
+
+fn session_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE}="))
+                .map(str::to_owned)
+        })
+        .filter(|k| k.len() == 32 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+async fn root(headers: HeaderMap) -> Response {
+    let prefers_en = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|first| first.trim().to_ascii_lowercase().starts_with("en"));
+    see_other(if prefers_en { "/en/" } else { "/sv/" })
+}
+
+async fn home(State(p): State<Portal>, Path(lang): Path<String>) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    page(pages::home(&p.texts, lang, &p.dpo_email))
+}
+
+async fn begin_form(
+    State(p): State<Portal>,
+    Path((lang, right)): Path<(String, String)>,
+) -> Response {
+    let (Some(lang), Some(right)) = (lang_of(&lang), right_of(&right)) else {
+        return not_found();
+    };
+    page(pages::form(
+        &p.texts,
+        lang,
+        right,
+        &p.controllers,
+        &Entered::default(),
+        &BTreeMap::new(),
+    ))
+}
+
+/// The request form as posted.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct BeginForm {
+    #[serde(default)]
+    controller: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    ground: String,
+}
+
+async fn begin(
+    State(p): State<Portal>,
+    Path((lang, right)): Path<(String, String)>,
+    Form(f): Form<BeginForm>,
+) -> Response {
+    let (Some(lang), Some(right)) = (lang_of(&lang), right_of(&right)) else {
+        return not_found();
+    };
+    let mut errors: BTreeMap<&'static str, &'static str> = BTreeMap::new();
+    if !p.controllers.iter().any(|(org, _)| *org == f.controller) {
+        errors.insert("controller", "error_choose");
+    }
+    if right.key == "restriction" && !pages::GROUNDS.iter().any(|(k, _)| *k == f.ground) {
+        errors.insert("ground", "error_choose");
+    }
+    let email = match Identity::parse(IdentityType::Email, &f.email) {
+        Ok(i) => Some(i),
+        Err(_) if f.email.trim().is_empty() => {
+            errors.insert("email", "error_required");
+            None
+        }
+        Err(_) => {
+            errors.insert("email", "error_email");
+            None
+        }
+    };
+    let entered = Entered {
+        controller: f.controller.clone(),
+        email: f.email.clone(),
+        ground: f.ground.clone(),
+    };
+    let Some(email) = email.filter(|_| errors.is_empty()) else {
+        return page(pages::form(
+            &p.texts,
+            lang,
+            right,
+            &p.controllers,
+            &entered,
+            &errors,
+        ));
+    };
+    let key = p.sessions.open(Session {
+        right: right.key.to_owned(),
+        controller: f.controller,
+        ground: f.ground,
+        ..Session::default()
+    });
+    let Some(s) = p.sessions.get(&key) else {
+        return page(pages::notice(&p.texts, lang, "error_session"));
+    };
+    match p.mesh.start(&s.subject, email.value(), lang.code()).await {
+        Ok(challenge) => {
+            p.sessions.update(&key, |s| s.challenge_id = challenge);
+            let mut r = see_other(&format!("/{}/code", lang.code()));
+            let cookie = format!(
+                "{COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict{}",
+                if p.secure_cookie { "; Secure" } else { "" }
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(MeshError::Refused(reason)) if reason == "IDENTITY_RATE_LIMITED" => {
+            errors.insert("email", "error_too_many");
+            page(pages::form(
+                &p.texts,
+                lang,
+                right,
+                &p.controllers,
+                &entered,
+                &errors,
+            ))
+        }
+        Err(MeshError::Invalid(_)) => {
+            errors.insert("email", "error_email");
+            page(pages::form(
+                &p.texts,
+                lang,
+                right,
+                &p.controllers,
+                &entered,
+                &errors,
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "verification could not start");
+            page(pages::notice(&p.texts, lang, "error_unavailable"))
+        }
+    }
+}
+
+async fn code_form(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    match session_key(&headers).and_then(|k| p.sessions.get(&k)) {
+        Some(s) if !s.challenge_id.is_empty() => {
+            page(pages::code(&p.texts, lang, &BTreeMap::new()))
+        }
+        _ => page(pages::notice(&p.texts, lang, "error_session")),
+    }
+}
+
+/// The code form as posted.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CodeForm {
+    #[serde(default)]
+    code: String,
+}
+
+fn kind_of(s: &Session) -> Option<(pb::Kind, pb::RestrictionGround, bool)> {
+    use pb::RestrictionGround as G;
+    Some(match s.right.as_str() {
+        "access" => (pb::Kind::Access, G::Unspecified, false),
+        "portability" => (pb::Kind::Portability, G::Unspecified, false),
+        "erasure" => (pb::Kind::Erasure, G::Unspecified, false),
+        "objection" => (pb::Kind::Objection, G::Unspecified, true),
+        "restriction" => (
+            pb::Kind::Restriction,
+            match s.ground.as_str() {
+                "accuracy" => G::AccuracyContested,
+                "unlawful" => G::UnlawfulProcessing,
+                "legal_claims" => G::NeededForLegalClaims,
+                "objection" => G::ObjectionPending,
+                _ => return None,
+            },
+            false,
+        ),
+        _ => return None,
+    })
+}
+
+async fn code(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<CodeForm>,
+) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    let Some((key, s)) = session_key(&headers).and_then(|k| p.sessions.get(&k).map(|s| (k, s)))
+    else {
+        return page(pages::notice(&p.texts, lang, "error_session"));
+    };
+    let Some((kind, ground, direct_marketing)) = kind_of(&s) else {
+        return page(pages::notice(&p.texts, lang, "error_session"));
+    };
+    let mut errors: BTreeMap<&'static str, &'static str> = BTreeMap::new();
+    let code = f.code.trim();
+    if code.is_empty() {
+        errors.insert("code", "error_required");
+        return page(pages::code(&p.texts, lang, &errors));
+    }
+    let token = match p.mesh.complete(&s.subject, &s.challenge_id, code).await {
+        Ok(t) => t,
+        Err(MeshError::Refused(r)) if r == "CODE_MISMATCH" => {
+            errors.insert("code", "error_code");
+            return page(pages::code(&p.texts, lang, &errors));
+        }
+        Err(MeshError::Invalid(_)) => {
+            errors.insert("code", "error_code");
+            return page(pages::code(&p.texts, lang, &errors));
+        }
+        Err(MeshError::Refused(_)) => {
+            return page(pages::notice(&p.texts, lang, "error_code_expired"));
+        }
+        Err(MeshError::Unavailable) => {
+            return page(pages::notice(&p.texts, lang, "error_unavailable"));
+        }
+    };
+    let submitted = p
+        .mesh
+        .submit(
+            &s.subject,
+            NewRequest {
+                kind,
+                controller: s.controller.clone(),
+                verification_token: token,
+                language: lang.code().to_owned(),
+                idempotency_key: format!(
+                    "portal:{}:{}",
+                    s.subject.trim_start_matches("person:"),
+                    s.right
+                ),
+                ground,
+                direct_marketing,
+            },
+        )
+        .await;
+    match submitted {
+        Ok(id) => {
+            p.sessions.update(&key, |s| s.request_id = id);
+            see_other(&format!("/{}/status", lang.code()))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "submission failed");
+            page(pages::notice(&p.texts, lang, "error_unavailable"))
+        }
+    }
+}
+
+fn date(d: Option<&dsr_proto::common::v1::Date>) -> String {
+    d.map_or_else(String::new, |d| {
+        format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
+    })
+}
+
+fn state_key(state: i32) -> (&'static str, bool) {
+    use pb::State as S;
+    match S::try_from(state).unwrap_or(S::Unspecified) {
+        S::Verifying => ("state_verifying", true),
+        S::AwaitingApproval | S::AwaitingReview => ("state_waiting", true),
+        S::Completed => ("state_completed", false),
+        S::CompletedWithRetained => ("state_completed_retained", false),
+        S::Rejected => ("state_rejected", false),
+        S::Cancelled => ("state_cancelled", false),
+        S::Unspecified | S::Submitted | S::Locating | S::Exporting | S::Planning | S::Executing => {
+            ("state_working", true)
+        }
+    }
+}
+
+/// The session's request, or the page to show instead.
+async fn own_request(
+    p: &Portal,
+    lang: Lang,
+    headers: &HeaderMap,
+) -> Result<(Session, pb::DataSubjectRequest), Response> {
+    let Some(s) = session_key(headers).and_then(|k| p.sessions.get(&k)) else {
+        return Err(page(pages::notice(&p.texts, lang, "error_session")));
+    };
+    if s.request_id.is_empty() {
+        return Err(page(pages::notice(&p.texts, lang, "error_session")));
+    }
+    match p.mesh.get(&s.subject, &s.request_id).await {
+        Ok(r) => Ok((s, r)),
+        Err(e) => {
+            tracing::warn!(error = %e, "request could not be read");
+            Err(page(pages::notice(&p.texts, lang, "error_unavailable")))
+        }
+    }
+}
+
+async fn status(State(p): State<Portal>, Path(lang): Path<String>, headers: HeaderMap) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    let (s, r) = match own_request(&p, lang, &headers).await {
+        Ok(x) => x,
+        Err(page) => return page,
+    };
+    let (state_key, open) = state_key(r.state);
+    let deadline = r.deadline.clone().unwrap_or_default();
+    let mut view = pages::Status {
+        right: s.right.clone(),
+        company: p
+            .controllers
+            .iter()
+            .find(|(o, _)| *o == s.controller)
+            .map(|(_, n)| n.clone())
+            .unwrap_or_default(),
+        state_key,
+        open,
+        rejected: r.state == pb::State::Rejected as i32,
+        received: date(deadline.received_on.as_ref()),
+        due: date(deadline.due.as_ref()),
+        extension: (deadline.extended_months > 0)
+            .then(|| (deadline.extended_months, deadline.extension_reason.clone())),
+        reference: r.id.clone(),
+        ..pages::Status::default()
+    };
+    if !open && !r.package_id.is_empty() {
+        match p.mesh.package(&s.subject, &r.package_id).await {
+            Ok(pkg) => {
+                view.report = pkg
+                    .files
+                    .iter()
+                    .any(|f| f.media_type.starts_with("text/html"));
+                view.files = pkg.files.iter().map(|f| f.name.clone()).collect();
+                view.expires = pkg
+                    .expire_time
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                    .map(|t| t.date_naive().to_string())
+                    .unwrap_or_default();
+            }
+            Err(e) => tracing::warn!(error = %e, "package could not be read"),
+        }
+    }
+    page(pages::status(&p.texts, lang, &view))
+}
+
+/// A file of the session's package, streamed from export.
+async fn serve_file(p: &Portal, lang: Lang, headers: &HeaderMap, name: Option<&str>) -> Response {
+    let (s, r) = match own_request(p, lang, headers).await {
+        Ok(x) => x,
+        Err(page) => return page,
+    };
+    if r.package_id.is_empty() {
+        return not_found();
+    }
+    let Ok(pkg) = p.mesh.package(&s.subject, &r.package_id).await else {
+        return page(pages::notice(&p.texts, lang, "error_unavailable"));
+    };
+    let inline = name.is_none();
+    let Some(f) = pkg
+        .files
+        .iter()
+        .find(|f| name.map_or(f.media_type.starts_with("text/html"), |n| f.name == n))
+    else {
+        return not_found();
+    };
+    let stream = match p.mesh.download(&s.subject, &r.package_id, &f.name).await {
+        Ok(s) => s,
+        Err(_) => return page(pages::notice(&p.texts, lang, "error_unavailable")),
+    };
+    use futures_util::StreamExt as _;
+    let body = Body::from_stream(stream.map(|m| m.map(|c| c.chunk)));
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&f.media_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    // The report is the mesh's own HTML: shown, never allowed to run
+    // anything or reach anywhere.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    if !inline
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}\"",
+            f.name.replace('"', "")
+        ))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    resp
+}
+
+async fn report(State(p): State<Portal>, Path(lang): Path<String>, headers: HeaderMap) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    serve_file(&p, lang, &headers, None).await
+}
+
+async fn file(
+    State(p): State<Portal>,
+    Path((lang, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    serve_file(&p, lang, &headers, Some(&name)).await
+}
