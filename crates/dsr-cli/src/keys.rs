@@ -32,11 +32,12 @@ enum KeysCommand {
 }
 
 /// The services that call others with service tokens, and their issuers.
-const CALLERS: [(&str, &str); 4] = [
+const CALLERS: [(&str, &str); 5] = [
     ("orchestrator", "dsr-orchestrator"),
     ("discovery", "dsr-discovery"),
     ("export", "dsr-export"),
     ("erasure", "dsr-erasure"),
+    ("portal", "dsr-portal"),
 ];
 
 #[allow(clippy::print_stdout)]

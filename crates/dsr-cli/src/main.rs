@@ -410,12 +410,38 @@ async fn audit_verify(cfg: &Config) -> anyhow::Result<()> {
 async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
     if kind == ServiceKind::Portal {
         let router = portal::router(cfg)?;
-        let stop = dsr_server::shutdown_signal();
+        let signal = dsr_server::shutdown_signal();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let drain = std::time::Duration::from_secs(cfg.server.drain_delay_secs);
+        // The probes ask gRPC health on their port, as for every service:
+        // NOT_SERVING from SIGTERM on, while the pages still answer for
+        // the drain delay.
+        if let Some(addr) = cfg.server_config(kind).health_listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on the health port {addr}"))?;
+            tokio::spawn(dsr_server::serve_health(l, "dsr-portal", drain, stopped()));
+        }
         let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
         tracing::info!(addr = %cfg.server.listen, "privacy centre serving");
-        return portal::serve(listener, router, stop).await;
+        let until = stopped();
+        return portal::serve(listener, router, async move {
+            until.await;
+            tokio::time::sleep(drain).await;
+        })
+        .await;
     }
     let trust = Trust::from_config(cfg, &[], &dsr_auth::Grants::default())?;
     let schema = if cfg.database.migrate_on_start {

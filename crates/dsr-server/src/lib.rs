@@ -382,6 +382,39 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves only `grpc.health.v1.Health` on `listener`, SERVING for `name`
+/// and overall until `shutdown` completes, then NOT_SERVING for
+/// `drain_delay` before it stops: the probes' port of a process that is not
+/// a gRPC service itself (the privacy centre).
+pub async fn serve_health(
+    listener: TcpListener,
+    name: &str,
+    drain_delay: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(name, ServingStatus::Serving)
+        .await;
+    let signal = async move {
+        shutdown.await;
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+        if !drain_delay.is_zero() {
+            tokio::time::sleep(drain_delay).await;
+        }
+    };
+    Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(incoming(listener), signal)
+        .await
+        .map_err(Error::Transport)
+}
+
 /// Accepted connections with Nagle's algorithm off: gRPC writes headers and
 /// body separately, and with delayed acknowledgements a small answer would
 /// otherwise wait about 40 ms.

@@ -88,10 +88,10 @@ pub struct NewRequest {
     pub direct_marketing: bool,
 }
 
+/// A channel that connects on first use, over TLS for an `https://`
+/// endpoint (the mesh's client TLS settings), each call bounded.
 fn channel(endpoint: &str) -> Result<Channel, String> {
-    Ok(Channel::from_shared(endpoint.to_owned())
-        .map_err(|e| format!("{endpoint}: {e}"))?
-        .connect_timeout(Duration::from_secs(5))
+    Ok(dsr_connector::client::endpoint(endpoint)?
         .timeout(Duration::from_secs(30))
         .connect_lazy())
 }

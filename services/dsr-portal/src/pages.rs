@@ -58,7 +58,7 @@ pub fn layout(
         "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <meta name=\"referrer\" content=\"no-referrer\">{refresh}\
-<title>{title} – {site}</title><style>{STYLE}</style></head><body>\
+<title>{full_title}</title><style>{STYLE}</style></head><body>\
 <a class=\"skip\" href=\"#main\">{skip}</a>\
 <header><a href=\"/{code}/\">{site}</a><a href=\"{other}\" lang=\"{olang}\" hreflang=\"{olang}\">{switch}</a></header>\
 <main id=\"main\"><h1>{title}</h1>{body}</main></body></html>\n",
@@ -67,6 +67,11 @@ pub fn layout(
             "<meta http-equiv=\"refresh\" content=\"5\">"
         } else {
             ""
+        },
+        full_title = if title == t.get("site_title", lang) {
+            esc(title)
+        } else {
+            format!("{} – {}", esc(title), esc(t.get("site_title", lang)))
         },
         title = esc(title),
         site = esc(t.get("site_title", lang)),
