@@ -51,8 +51,12 @@ fn dsr_up(data: &Path, base: u16, env: &[(&str, String)]) -> Proc {
         .args(["--base-port", &base.to_string()])
         .env_remove("DSR_TEST_POSTGRES_URL")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("DSR_LOG", "info")
+        .env("DSR_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(data.with_extension("log")).unwrap(),
+        ))
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -167,7 +171,7 @@ async fn browser_saving_to(port: u16, downloads: Option<&Path>) -> (Proc, fantoc
         serde_json::json!({
             "binary": CHROMIUM,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-            "prefs": downloads.map_or(serde_json::Value::Null, |d| serde_json::json!({
+            "prefs": downloads.map_or_else(|| serde_json::json!({}), |d| serde_json::json!({
                 "download.default_directory": d.display().to_string(),
                 "download.prompt_for_download": false,
             })),
@@ -448,14 +452,20 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    for url in &visited {
-        for p in [reader, eraser] {
+    c.close().await.unwrap();
+    drop(up);
+    // No identity in a URL the browser went to, nor in any log line of the
+    // mesh and the privacy centre (which logged each page it answered).
+    let logs = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(logs.contains("page answered"), "the pages are logged");
+    for p in [reader, eraser] {
+        for url in &visited {
             assert!(
                 !url.contains(&p.email) && !url.contains(&p.phone),
                 "an identity in a URL: {url}"
             );
         }
+        assert!(!logs.contains(&p.email), "an email in the logs");
+        assert!(!logs.contains(&p.phone), "a phone number in the logs");
     }
-    c.close().await.unwrap();
-    drop(up);
 }

@@ -57,7 +57,29 @@ pub fn router(p: Portal) -> Router {
         .route("/{lang}/status", get(status))
         .route("/{lang}/report", get(report))
         .route("/{lang}/files/{name}", get(file))
+        .layer(axum::middleware::from_fn(access_log))
         .with_state(p)
+}
+
+/// One line per request: the route's pattern (never the path as typed, nor
+/// a query, a form or a cookie), the status and the time taken.
+async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    tracing::info!(
+        http.method = %method,
+        http.route = %route,
+        http.status = res.status().as_u16(),
+        latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "page answered"
+    );
+    res
 }
 
 fn page(html: String) -> Response {
