@@ -284,26 +284,30 @@ fn outbox_len(data: &Path) -> usize {
     std::fs::read_dir(data.join("outbox")).map_or(0, |d| d.count())
 }
 
+/// The element `css` once the page shows it (a form's answer may still be
+/// loading).
+async fn element(c: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+    match c
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(fantoccini::Locator::Css(css))
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => panic!("no {css}: {e}: {}", c.source().await.unwrap_or_default()),
+    }
+}
+
 async fn text_of(c: &fantoccini::Client, css: &str) -> String {
-    c.find(fantoccini::Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    element(c, css).await.text().await.unwrap()
 }
 
 async fn click(c: &fantoccini::Client, css: &str) {
-    c.find(fantoccini::Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    element(c, css).await.click().await.unwrap();
 }
 
 async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
-    let e = c.find(fantoccini::Locator::Css(css)).await.unwrap();
+    let e = element(c, css).await;
     e.clear().await.unwrap();
     e.send_keys(text).await.unwrap();
 }
@@ -468,4 +472,145 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
         assert!(!logs.contains(&p.email), "an email in the logs");
         assert!(!logs.contains(&p.phone), "a phone number in the logs");
     }
+}
+
+/// A case handler in the console, in Chromium: signs in (development
+/// sign-in under `dsr up`), finds an erasure awaiting approval in the
+/// queue, extends its deadline (a reason left out is asked for next to its
+/// field), then approves it; each decision is in the request's audit trail
+/// under the handler's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver; .ci/run runs it with --ignored"]
+async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = free_ports(11);
+    // Intrum Finans's erasures wait for a case handler after planning.
+    let up = dsr_up(
+        &data,
+        base,
+        &[(
+            "DSR_ORCHESTRATOR__APPROVAL_CONTROLLERS",
+            "[\"556885-5265\"]".to_owned(),
+        )],
+    );
+    let portal = format!("http://127.0.0.1:{}", base + 9);
+    let person = dsr_system_sql::reference::people(1000, 1)
+        .into_iter()
+        .find(|p| p.controller == "556885-5265")
+        .unwrap();
+    let (_driver, c) = browser(base + 10).await;
+
+    // The person asks for erasure in the privacy centre.
+    c.goto(&format!("{portal}/en/begin/erasure")).await.unwrap();
+    click(&c, "input[name=controller][value='556885-5265']").await;
+    type_into(&c, "#email", &person.email).await;
+    click(&c, "button[type=submit]").await;
+    let code = code_in_outbox(&data, &person.email).expect("a code in the outbox");
+    type_into(&c, "#code", &code).await;
+    click(&c, "button[type=submit]").await;
+    wait_status(
+        &c,
+        "en",
+        &portal,
+        "A case handler is reviewing your request",
+    )
+    .await;
+    let id = text_of(&c, "dd[translate=no]").await;
+
+    // The case handler.
+    c.goto(&format!("{portal}/console/en/")).await.unwrap();
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/console/en/login")
+    );
+    type_into(&c, "#handler", "Not Valid!").await;
+    click(&c, "button[type=submit]").await;
+    assert!(text_of(&c, "#handler-error").await.contains("lower-case"));
+    type_into(&c, "#handler", "anna.handler").await;
+    click(&c, "button[type=submit]").await;
+
+    // The queue, filtered to what awaits approval, shows the request.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        c.goto(&format!("{portal}/console/en/?state=awaiting_approval"))
+            .await
+            .unwrap();
+        if c.source().await.unwrap().contains(&id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never awaiting approval: {}",
+            c.source().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    click(&c, &format!("a[href='/console/en/requests/{id}']")).await;
+    assert_eq!(text_of(&c, "#state").await, "Awaiting approval");
+
+    // Extend: the reason is required, and said so next to its field.
+    click(&c, &format!("form[action$='/{id}/extend'] button")).await;
+    assert_eq!(
+        text_of(&c, "#extend_reason-error").await,
+        "Fill in this field."
+    );
+    type_into(&c, "#extend_reason", "Records at agents abroad").await;
+    click(&c, &format!("form[action$='/{id}/extend'] button")).await;
+    assert!(
+        text_of(&c, "#extension")
+            .await
+            .contains("Records at agents abroad")
+    );
+
+    // Approve: the plan goes ahead and the request leaves the queue's state.
+    type_into(&c, "#note", "Plan checked").await;
+    click(&c, &format!("form[action$='/{id}/approve'] button")).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = text_of(&c, "#state").await;
+        if state.starts_with("Completed") || state == "Awaiting review" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never went on: {state}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.goto(&format!("{portal}/console/en/requests/{id}"))
+            .await
+            .unwrap();
+    }
+    c.close().await.unwrap();
+
+    // The trail names the handler for both decisions.
+    let db = dsr_store::connect(
+        &dsr_store::sqlite_url(&data.join("orchestrator.db")),
+        &dsr_store::StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    use sea_orm::ConnectionTrait as _;
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT actor, action FROM orchestrator_audit WHERE request_id = '{id}'"),
+        ))
+        .await
+        .unwrap();
+    let by_handler: Vec<String> = rows
+        .iter()
+        .filter(|r| {
+            r.try_get::<String>("", "actor")
+                .unwrap()
+                .contains("handler:anna.handler")
+        })
+        .map(|r| r.try_get::<String>("", "action").unwrap())
+        .collect();
+    assert!(
+        by_handler.iter().any(|a| a.contains("extend"))
+            && by_handler.iter().any(|a| a.contains("approv")),
+        "{by_handler:?}"
+    );
+    drop(up);
 }

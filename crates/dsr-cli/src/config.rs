@@ -154,6 +154,10 @@ pub(crate) struct PortalSection {
     pub max_sessions: usize,
     /// Mark the session cookie Secure (the portal is behind HTTPS).
     pub secure_cookie: bool,
+    /// Serve the case handlers' console with a development sign-in (a
+    /// handler's id typed in, tokens signed with the data directory's
+    /// development key). `dsr up` turns it on; never in production.
+    pub console_dev_login: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -512,6 +516,7 @@ impl Default for Config {
                 session_ttl_mins: 30,
                 max_sessions: 10_000,
                 secure_cookie: false,
+                console_dev_login: false,
             },
             erasure: ErasureSection {
                 registry_endpoint: String::new(),

@@ -46,6 +46,32 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
         signer,
     )
     .map_err(|e| anyhow::anyhow!("invalid configuration: portal: {e}"))?;
+    // The console signs its calls as the handler with the development key
+    // (the development identity provider): its issuer holds the people's
+    // scopes, case handlers' included.
+    let console = if p.console_dev_login {
+        let key = crate::dev::load_dev_key(&cfg.data_dir)
+            .context("portal.console_dev_login needs the development key (dsr up makes it)")?;
+        let signer = dsr_auth::TokenSigner::from_ed25519_pem(
+            &key.private_pem,
+            &key.kid,
+            crate::dev::DEV_ISSUER,
+        )?;
+        Some(dsr_portal::console::Console {
+            mesh: dsr_portal::mesh::Mesh::new(
+                &dsr_portal::mesh::Endpoints {
+                    orchestrator: p.orchestrator_endpoint.clone(),
+                    identity: p.identity_endpoint.clone(),
+                    export: p.export_endpoint.clone(),
+                },
+                Arc::new(signer),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid configuration: portal: {e}"))?
+            .as_case_handlers(),
+        })
+    } else {
+        None
+    };
     Ok(dsr_portal::web::router(dsr_portal::web::Portal {
         texts: Arc::new(texts),
         mesh,
@@ -57,6 +83,7 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
         controllers,
         dpo_email: group.dpo_email.clone(),
         secure_cookie: p.secure_cookie,
+        console,
     }))
 }
 

@@ -168,6 +168,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     cfg.portal.export_endpoint = port(6);
     (cfg.portal.service_key_file, cfg.portal.service_token_issuer) =
         dev::service_key(&cfg.data_dir, "portal")?;
+    cfg.portal.console_dev_login = true;
     let portal: SocketAddr = format!("{}:{}", cfg.up.host, cfg.up.base_port.saturating_add(9))
         .parse()
         .context("up.host")?;

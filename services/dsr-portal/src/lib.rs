@@ -13,6 +13,7 @@
 //! state ([`sessions`]) that holds no identity either.
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod mesh;
 pub mod pages;
 pub mod sessions;

@@ -67,6 +67,8 @@ pub struct Mesh {
     identity: Channel,
     export: Channel,
     signer: Arc<TokenSigner>,
+    /// Scopes every token carries besides the call's own.
+    extra_scopes: Vec<String>,
 }
 
 /// What a new request asks for.
@@ -104,7 +106,17 @@ impl Mesh {
             identity: channel(&e.identity)?,
             export: channel(&e.export)?,
             signer,
+            extra_scopes: Vec::new(),
         })
+    }
+
+    /// The same clients calling as case handlers: every token also carries
+    /// `requests:manage`, the role the orchestrator reads every request
+    /// for and takes decisions from.
+    #[must_use]
+    pub fn as_case_handlers(mut self) -> Self {
+        self.extra_scopes = vec!["requests:manage".to_owned()];
+        self
     }
 
     fn req<T>(
@@ -119,7 +131,9 @@ impl Mesh {
             .mint(&TokenRequest {
                 subject: subject.to_owned(),
                 audiences: vec![audience.to_owned()],
-                scopes: vec![scope.to_owned()],
+                scopes: std::iter::once(scope.to_owned())
+                    .chain(self.extra_scopes.iter().cloned())
+                    .collect(),
                 ttl: Duration::from_secs(120),
             })
             .map_err(|_| MeshError::Unavailable)?;
@@ -270,4 +284,108 @@ impl Mesh {
             .await?
             .into_inner())
     }
+
+    /// A page of requests, newest first (a case handler's view).
+    pub async fn list(
+        &self,
+        subject: &str,
+        state: pb::State,
+        overdue: bool,
+    ) -> Result<Vec<pb::DataSubjectRequest>, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            "requests:read",
+            pb::ListRequest {
+                page: Some(common::PageRequest {
+                    page_size: 100,
+                    page_token: String::new(),
+                }),
+                state: state as i32,
+                overdue,
+                ..Default::default()
+            },
+        )?;
+        Ok(RequestsClient::new(self.orchestrator.clone())
+            .list(r)
+            .await?
+            .into_inner()
+            .requests)
+    }
+
+    /// A case handler's decision on a request.
+    pub async fn decide(&self, subject: &str, d: Decision) -> Result<(), MeshError> {
+        let mut c = RequestsClient::new(self.orchestrator.clone());
+        let (aud, scope) = ("dsr-orchestrator", "requests:manage");
+        match d {
+            Decision::Approve { id, note } => {
+                c.approve(self.req(subject, aud, scope, pb::ApproveRequest { id, note })?)
+                    .await?;
+            }
+            Decision::Reject { id, reason, note } => {
+                c.reject(self.req(
+                    subject,
+                    aud,
+                    scope,
+                    pb::RejectRequest {
+                        id,
+                        reason: reason as i32,
+                        note,
+                    },
+                )?)
+                .await?;
+            }
+            Decision::Extend { id, months, reason } => {
+                c.extend(self.req(
+                    subject,
+                    aud,
+                    scope,
+                    pb::ExtendRequest { id, months, reason },
+                )?)
+                .await?;
+            }
+            Decision::Cancel { id, reason } => {
+                c.cancel(self.req(subject, aud, scope, pb::CancelRequest { id, reason })?)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a case handler decides.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    /// Approve (a plan awaiting approval, or a reviewed difference).
+    Approve {
+        /// The request.
+        id: String,
+        /// Why, for the trail.
+        note: String,
+    },
+    /// Refuse, with a typed reason (Art. 12(4)).
+    Reject {
+        /// The request.
+        id: String,
+        /// The reason.
+        reason: pb::RejectionReason,
+        /// Told to the person.
+        note: String,
+    },
+    /// Extend the deadline (Art. 12(3)).
+    Extend {
+        /// The request.
+        id: String,
+        /// 1 or 2.
+        months: u32,
+        /// Told to the person.
+        reason: String,
+    },
+    /// Cancel (the person withdrew it).
+    Cancel {
+        /// The request.
+        id: String,
+        /// Why.
+        reason: String,
+    },
 }

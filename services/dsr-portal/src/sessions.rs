@@ -26,6 +26,8 @@ pub struct Session {
     pub challenge_id: String,
     /// The request, once submitted.
     pub request_id: String,
+    /// In the console: the signed-in case handler's id.
+    pub handler: String,
 }
 
 struct Entry {

@@ -38,6 +38,8 @@ pub struct Portal {
     pub dpo_email: String,
     /// Mark the cookie `Secure` (behind HTTPS).
     pub secure_cookie: bool,
+    /// The case handlers' console, when a sign-in for it is configured.
+    pub console: Option<crate::console::Console>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -57,6 +59,7 @@ pub fn router(p: Portal) -> Router {
         .route("/{lang}/status", get(status))
         .route("/{lang}/report", get(report))
         .route("/{lang}/files/{name}", get(file))
+        .merge(crate::console::router())
         .layer(axum::middleware::from_fn(access_log))
         .with_state(p)
 }
@@ -82,7 +85,7 @@ async fn access_log(req: axum::extract::Request, next: axum::middleware::Next) -
     res
 }
 
-fn page(html: String) -> Response {
+pub(crate) fn page(html: String) -> Response {
     let mut r = (StatusCode::OK, html).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -103,7 +106,7 @@ fn page(html: String) -> Response {
     r
 }
 
-fn see_other(to: &str) -> Response {
+pub(crate) fn see_other(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -111,8 +114,20 @@ fn see_other(to: &str) -> Response {
     r
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// Names the session `key` in the browser: HttpOnly, SameSite=Strict, and
+/// Secure behind HTTPS.
+pub(crate) fn set_cookie(p: &Portal, r: &mut Response, key: &str) {
+    let cookie = format!(
+        "{COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict{}",
+        if p.secure_cookie { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
 }
 
 fn lang_of(code: &str) -> Option<Lang> {
@@ -123,7 +138,7 @@ fn right_of(key: &str) -> Option<Right> {
     RIGHTS.into_iter().find(|r| r.key == key)
 }
 
-fn session_key(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_key(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -235,13 +250,7 @@ async fn begin(
         Ok(challenge) => {
             p.sessions.update(&key, |s| s.challenge_id = challenge);
             let mut r = see_other(&format!("/{}/code", lang.code()));
-            let cookie = format!(
-                "{COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict{}",
-                if p.secure_cookie { "; Secure" } else { "" }
-            );
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
+            set_cookie(&p, &mut r, &key);
             r
         }
         Err(MeshError::Refused(reason)) if reason == "IDENTITY_RATE_LIMITED" => {

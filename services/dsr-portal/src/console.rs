@@ -1,0 +1,653 @@
+//! The case handlers' console: the queue of requests with their deadlines,
+//! one request with its steps and its plan/outcome differences, and the
+//! handler's decisions (approve, refuse with a typed reason, extend with a
+//! reason, cancel), each through the orchestrator's own API with a token
+//! naming the handler, so each lands in the request's trail under their id.
+//!
+//! Sign-in: a development sign-in under `dsr up` (the handler's id typed
+//! in; tokens signed with the development key, as `dsr token` does). The
+//! company's identity provider (OIDC) is not wired yet: without the
+//! development sign-in the console is not served.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+use dsr_domain::text::Lang;
+use dsr_proto::orchestrator::v1 as pb;
+
+use crate::mesh::{Decision, Mesh, MeshError};
+use crate::pages::{esc, layout};
+use crate::sessions::Session;
+use crate::web::{Portal, not_found, page, see_other, session_key, set_cookie};
+
+/// The console's calls, signed as the handlers (development sign-in).
+#[derive(Clone, Debug)]
+pub struct Console {
+    /// The mesh, with the development signer.
+    pub mesh: Mesh,
+}
+
+/// The console's routes, under `/console/{lang}/`.
+pub fn router() -> Router<Portal> {
+    Router::new()
+        .route("/console/{lang}/login", get(login_form).post(login))
+        .route("/console/{lang}/", get(queue))
+        .route("/console/{lang}/requests/{id}", get(request))
+        .route("/console/{lang}/requests/{id}/{action}", post(act))
+}
+
+fn valid_handler(s: &str) -> bool {
+    (2..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
+fn valid_id(s: &str) -> bool {
+    s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+fn console_page(p: &Portal, lang: Lang, title: &str, other: &str, body: &str) -> Response {
+    page(layout(&p.texts, lang, title, other, body, false))
+}
+
+fn other(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Sv => "en",
+        Lang::En => "sv",
+    }
+}
+
+/// The signed-in handler, or the sign-in page.
+fn handler(
+    p: &Portal,
+    lang: Lang,
+    headers: &HeaderMap,
+) -> Result<(String, Console), Box<Response>> {
+    let Some(console) = p.console.clone() else {
+        return Err(Box::new(not_found()));
+    };
+    match session_key(headers).and_then(|k| p.sessions.get(&k)) {
+        Some(s) if !s.handler.is_empty() => Ok((format!("handler:{}", s.handler), console)),
+        _ => Err(Box::new(see_other(&format!(
+            "/console/{}/login",
+            lang.code()
+        )))),
+    }
+}
+
+fn login_body(p: &Portal, lang: Lang, value: &str, error: bool) -> String {
+    let t = &p.texts;
+    let l = lang.code();
+    let err = if error {
+        format!(
+            "<p class=\"error\" id=\"handler-error\">{}</p>",
+            esc(t.get("error_handler", lang))
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<p>{help}</p><form method=\"post\" action=\"/console/{l}/login\" novalidate>\
+<label for=\"handler\">{label}</label>{err}<input type=\"text\" id=\"handler\" name=\"handler\" value=\"{value}\" \
+autocomplete=\"username\" aria-describedby=\"handler-error\"{invalid}><button type=\"submit\">{go}</button></form>",
+        help = esc(t.get("console_login_help", lang)),
+        label = esc(t.get("field_handler", lang)),
+        value = esc(value),
+        invalid = if error { " aria-invalid=\"true\"" } else { "" },
+        go = esc(t.get("console_sign_in", lang)),
+    )
+}
+
+async fn login_form(State(p): State<Portal>, Path(lang): Path<String>) -> Response {
+    let (Some(lang), Some(_)) = (Lang::parse(&lang), p.console.as_ref()) else {
+        return not_found();
+    };
+    let title = p.texts.get("console_login_title", lang).to_owned();
+    console_page(
+        &p,
+        lang,
+        &title,
+        &format!("/console/{}/login", other(lang)),
+        &login_body(&p, lang, "", false),
+    )
+}
+
+/// The sign-in form as posted.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    handler: String,
+}
+
+async fn login(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let (Some(lang), Some(_)) = (Lang::parse(&lang), p.console.as_ref()) else {
+        return not_found();
+    };
+    let who = f.handler.trim();
+    if !valid_handler(who) {
+        let title = p.texts.get("console_login_title", lang).to_owned();
+        return console_page(
+            &p,
+            lang,
+            &title,
+            &format!("/console/{}/login", other(lang)),
+            &login_body(&p, lang, who, true),
+        );
+    }
+    let key = p.sessions.open(Session {
+        handler: who.to_owned(),
+        ..Session::default()
+    });
+    let mut r = see_other(&format!("/console/{}/", lang.code()));
+    set_cookie(&p, &mut r, &key);
+    r
+}
+
+/// The queue's filter.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct QueueFilter {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    overdue: Option<String>,
+}
+
+const STATES: [pb::State; 12] = [
+    pb::State::Submitted,
+    pb::State::Verifying,
+    pb::State::Locating,
+    pb::State::AwaitingApproval,
+    pb::State::Exporting,
+    pb::State::Planning,
+    pb::State::Executing,
+    pb::State::AwaitingReview,
+    pb::State::Completed,
+    pb::State::CompletedWithRetained,
+    pb::State::Rejected,
+    pb::State::Cancelled,
+];
+
+fn state_name(s: pb::State) -> String {
+    s.as_str_name()
+        .trim_start_matches("STATE_")
+        .to_ascii_lowercase()
+}
+
+fn kind_key(k: i32) -> &'static str {
+    match pb::Kind::try_from(k).unwrap_or(pb::Kind::Unspecified) {
+        pb::Kind::Portability => "right_portability",
+        pb::Kind::Erasure => "right_erasure",
+        pb::Kind::Rectification => "right_rectification",
+        pb::Kind::Restriction => "right_restriction",
+        pb::Kind::Objection => "right_objection",
+        pb::Kind::Access | pb::Kind::Unspecified => "right_access",
+    }
+}
+
+fn date(d: Option<&dsr_proto::common::v1::Date>) -> String {
+    d.map_or_else(String::new, |d| {
+        format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
+    })
+}
+
+async fn queue(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    Query(f): Query<QueueFilter>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    let (who, console) = match handler(&p, lang, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let state = STATES
+        .into_iter()
+        .find(|s| state_name(*s) == f.state)
+        .unwrap_or(pb::State::Unspecified);
+    let overdue = f.overdue.is_some();
+    let listed = match console.mesh.list(&who, state, overdue).await {
+        Ok(l) => l,
+        Err(_) => return page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
+    };
+    let t = &p.texts;
+    let l = lang.code();
+    let mut b = format!(
+        "<p>{} <b>{}</b></p><form method=\"get\" action=\"/console/{l}/\"><label for=\"state\">{}</label>\
+<select id=\"state\" name=\"state\"><option value=\"\">{}</option>",
+        esc(t.get("console_signed_in_as", lang)),
+        esc(who.trim_start_matches("handler:")),
+        esc(t.get("console_filter_state", lang)),
+        esc(t.get("console_filter_all", lang)),
+    );
+    for s in STATES {
+        let name = state_name(s);
+        let _ = write!(
+            b,
+            "<option value=\"{name}\"{sel}>{label}</option>",
+            sel = if s == state { " selected" } else { "" },
+            label = esc(t.get(&format!("console_state_{name}"), lang)),
+        );
+    }
+    let _ = write!(
+        b,
+        "</select><div class=\"choice\"><input type=\"checkbox\" id=\"overdue\" name=\"overdue\" value=\"1\"{}>\
+<label for=\"overdue\" style=\"margin:0;font-weight:400\">{}</label></div><button type=\"submit\">{}</button></form>",
+        if overdue { " checked" } else { "" },
+        esc(t.get("console_filter_overdue", lang)),
+        esc(t.get("console_show", lang)),
+    );
+    if listed.is_empty() {
+        let _ = write!(b, "<p>{}</p>", esc(t.get("console_empty", lang)));
+    } else {
+        let _ = write!(
+            b,
+            "<table><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
+            esc(t.get("console_col_reference", lang)),
+            esc(t.get("console_col_kind", lang)),
+            esc(t.get("console_col_state", lang)),
+            esc(t.get("console_col_company", lang)),
+            esc(t.get("console_col_due", lang)),
+        );
+        for r in &listed {
+            let st = pb::State::try_from(r.state).unwrap_or(pb::State::Unspecified);
+            let d = r.deadline.clone().unwrap_or_default();
+            let company = r
+                .controller
+                .as_ref()
+                .and_then(|c| {
+                    p.controllers
+                        .iter()
+                        .find(|(o, _)| *o == c.organisation_number)
+                })
+                .map(|(_, n)| n.clone())
+                .unwrap_or_default();
+            let _ = write!(
+                b,
+                "<tr><td><a href=\"/console/{l}/requests/{id}\" translate=\"no\">{short}</a></td><td>{kind}</td><td>{state}</td><td>{company}</td><td>{due}{late}</td></tr>",
+                id = esc(&r.id),
+                short = esc(r.id.get(..8).unwrap_or(&r.id)),
+                kind = esc(t.get(kind_key(r.kind), lang)),
+                state = esc(t.get(&format!("console_state_{}", state_name(st)), lang)),
+                company = esc(&company),
+                due = esc(&date(d.due.as_ref())),
+                late = if d.overdue {
+                    format!(" <b>({})</b>", esc(t.get("console_overdue", lang)))
+                } else {
+                    String::new()
+                },
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    let title = t.get("console_title", lang).to_owned();
+    console_page(&p, lang, &title, &format!("/console/{}/", other(lang)), &b)
+}
+
+fn action_form(
+    p: &Portal,
+    lang: Lang,
+    id: &str,
+    action: &str,
+    title: &str,
+    fields: &str,
+) -> String {
+    format!(
+        "<form method=\"post\" action=\"/console/{l}/requests/{id}/{action}\" novalidate><h3>{title}</h3>{fields}\
+<button type=\"submit\">{title}</button></form>",
+        l = lang.code(),
+        id = esc(id),
+        title = esc(p.texts.get(title, lang)),
+    )
+}
+
+fn text_field(
+    p: &Portal,
+    lang: Lang,
+    name: &str,
+    label: &str,
+    errors: &BTreeMap<String, &'static str>,
+) -> String {
+    let err = errors.get(name).map_or_else(String::new, |k| {
+        format!(
+            "<p class=\"error\" id=\"{name}-error\">{}</p>",
+            esc(p.texts.get(k, lang))
+        )
+    });
+    format!(
+        "<label for=\"{name}\">{label}</label>{err}<input type=\"text\" id=\"{name}\" name=\"{name}\" aria-describedby=\"{name}-error\"{inv}>",
+        label = esc(p.texts.get(label, lang)),
+        inv = if errors.contains_key(name) {
+            " aria-invalid=\"true\""
+        } else {
+            ""
+        },
+    )
+}
+
+fn request_page(
+    p: &Portal,
+    lang: Lang,
+    r: &pb::DataSubjectRequest,
+    notice: Option<&str>,
+    errors: &BTreeMap<String, &'static str>,
+) -> Response {
+    let t = &p.texts;
+    let st = pb::State::try_from(r.state).unwrap_or(pb::State::Unspecified);
+    let d = r.deadline.clone().unwrap_or_default();
+    let mut b = String::new();
+    if let Some(k) = notice {
+        let _ = write!(b, "<p role=\"status\">{}</p>", esc(t.get(k, lang)));
+    }
+    let _ = write!(
+        b,
+        "<dl><dt>{k_ref}</dt><dd translate=\"no\">{id}</dd><dt>{k_kind}</dt><dd>{kind}</dd>\
+<dt>{k_state}</dt><dd id=\"state\">{state}</dd><dt>{k_received}</dt><dd>{received}</dd><dt>{k_due}</dt><dd>{due}</dd>",
+        k_ref = esc(t.get("console_col_reference", lang)),
+        id = esc(&r.id),
+        k_kind = esc(t.get("console_col_kind", lang)),
+        kind = esc(t.get(kind_key(r.kind), lang)),
+        k_state = esc(t.get("console_col_state", lang)),
+        state = esc(t.get(&format!("console_state_{}", state_name(st)), lang)),
+        k_received = esc(t.get("console_received", lang)),
+        received = esc(&date(d.received_on.as_ref())),
+        k_due = esc(t.get("console_col_due", lang)),
+        due = esc(&date(d.due.as_ref())),
+    );
+    if d.extended_months > 0 {
+        let _ = write!(
+            b,
+            "<dt>{}</dt><dd id=\"extension\">{} – {}</dd>",
+            esc(t.get("console_extension", lang)),
+            d.extended_months,
+            esc(&d.extension_reason)
+        );
+    }
+    b.push_str("</dl>");
+    if !r.discrepancies.is_empty() {
+        let _ = write!(
+            b,
+            "<h2>{}</h2><p>{}</p><table id=\"discrepancies\"><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
+            esc(t.get("console_discrepancies", lang)),
+            esc(t.get("console_disc_help", lang)),
+            esc(t.get("console_disc_system", lang)),
+            esc(t.get("console_disc_record", lang)),
+            esc(t.get("console_disc_expected", lang)),
+            esc(t.get("console_disc_observed", lang)),
+            esc(t.get("console_disc_ground", lang)),
+        );
+        for x in &r.discrepancies {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td translate=\"no\">{} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&x.system_id),
+                esc(&x.store),
+                esc(&x.key),
+                esc(&x.expected),
+                esc(&x.observed),
+                esc(&x.legal_ground),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    if !r.steps.is_empty() {
+        let _ = write!(
+            b,
+            "<h2>{}</h2><table><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
+            esc(t.get("console_steps", lang)),
+            esc(t.get("console_step", lang)),
+            esc(t.get("console_step_status", lang)),
+            esc(t.get("console_step_attempts", lang)),
+        );
+        for s in &r.steps {
+            let _ = write!(
+                b,
+                "<tr><td translate=\"no\">{}</td><td translate=\"no\">{}</td><td>{}</td></tr>",
+                esc(&s.name),
+                esc(&s.status),
+                s.attempts
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    let open = !matches!(
+        st,
+        pb::State::Completed
+            | pb::State::CompletedWithRetained
+            | pb::State::Rejected
+            | pb::State::Cancelled
+    );
+    if open {
+        let _ = write!(b, "<h2>{}</h2>", esc(t.get("console_actions", lang)));
+        if matches!(st, pb::State::AwaitingApproval | pb::State::AwaitingReview) {
+            b.push_str(&action_form(
+                p,
+                lang,
+                &r.id,
+                "approve",
+                "console_approve",
+                &text_field(p, lang, "note", "console_note", errors),
+            ));
+        }
+        let mut reasons = format!(
+            "<fieldset><legend>{}</legend>",
+            esc(t.get("console_reject_reason", lang))
+        );
+        for (value, key) in [
+            ("identity", "reason_identity"),
+            ("unfounded", "reason_unfounded"),
+            ("no_data", "reason_no_data"),
+            ("other", "reason_other"),
+        ] {
+            let _ = write!(
+                reasons,
+                "<div class=\"choice\"><input type=\"radio\" name=\"reason\" id=\"reason-{value}\" value=\"{value}\"{checked}>\
+<label for=\"reason-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
+                esc(t.get(key, lang)),
+                checked = if value == "other" { " checked" } else { "" },
+            );
+        }
+        reasons.push_str("</fieldset>");
+        reasons.push_str(&text_field(
+            p,
+            lang,
+            "reject_note",
+            "console_reject_note",
+            errors,
+        ));
+        b.push_str(&action_form(
+            p,
+            lang,
+            &r.id,
+            "reject",
+            "console_reject",
+            &reasons,
+        ));
+        let months = format!(
+            "<label for=\"months\">{}</label><select id=\"months\" name=\"months\"><option>1</option><option>2</option></select>{}",
+            esc(t.get("console_extend_months", lang)),
+            text_field(p, lang, "extend_reason", "console_extend_reason", errors),
+        );
+        b.push_str(&action_form(
+            p,
+            lang,
+            &r.id,
+            "extend",
+            "console_extend",
+            &months,
+        ));
+        b.push_str(&action_form(
+            p,
+            lang,
+            &r.id,
+            "cancel",
+            "console_cancel",
+            &text_field(p, lang, "cancel_reason", "console_cancel_reason", errors),
+        ));
+    }
+    let _ = write!(
+        b,
+        "<p><a href=\"/console/{}/\">{}</a></p>",
+        lang.code(),
+        esc(t.get("console_back", lang))
+    );
+    let title = t.get("console_request_title", lang).to_owned();
+    console_page(
+        p,
+        lang,
+        &title,
+        &format!("/console/{}/requests/{}", other(lang), r.id),
+        &b,
+    )
+}
+
+/// `?done` after an action went through.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Done {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+async fn request(
+    State(p): State<Portal>,
+    Path((lang, id)): Path<(String, String)>,
+    Query(done): Query<Done>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    if !valid_id(&id) {
+        return not_found();
+    }
+    let (who, console) = match handler(&p, lang, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match console.mesh.get(&who, &id).await {
+        Ok(r) => request_page(
+            &p,
+            lang,
+            &r,
+            done.done.is_some().then_some("console_done"),
+            &BTreeMap::new(),
+        ),
+        Err(MeshError::Refused(_)) => not_found(),
+        Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
+    }
+}
+
+/// An action's form as posted (each action reads its own fields).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ActionForm {
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    reject_note: String,
+    #[serde(default)]
+    months: String,
+    #[serde(default)]
+    extend_reason: String,
+    #[serde(default)]
+    cancel_reason: String,
+}
+
+async fn act(
+    State(p): State<Portal>,
+    Path((lang, id, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    if !valid_id(&id) {
+        return not_found();
+    }
+    let (who, console) = match handler(&p, lang, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let mut errors: BTreeMap<String, &'static str> = BTreeMap::new();
+    let decision = match action.as_str() {
+        "approve" => Decision::Approve {
+            id: id.clone(),
+            note: f.note.trim().to_owned(),
+        },
+        "reject" => Decision::Reject {
+            id: id.clone(),
+            reason: match f.reason.as_str() {
+                "identity" => pb::RejectionReason::IdentityInsufficient,
+                "unfounded" => pb::RejectionReason::ManifestlyUnfoundedOrExcessive,
+                "no_data" => pb::RejectionReason::NoData,
+                _ => pb::RejectionReason::Other,
+            },
+            note: f.reject_note.trim().to_owned(),
+        },
+        "extend" => {
+            if f.extend_reason.trim().is_empty() {
+                errors.insert("extend_reason".into(), "error_required");
+            }
+            Decision::Extend {
+                id: id.clone(),
+                months: f.months.parse().unwrap_or(1),
+                reason: f.extend_reason.trim().to_owned(),
+            }
+        }
+        "cancel" => {
+            if f.cancel_reason.trim().is_empty() {
+                errors.insert("cancel_reason".into(), "error_required");
+            }
+            Decision::Cancel {
+                id: id.clone(),
+                reason: f.cancel_reason.trim().to_owned(),
+            }
+        }
+        _ => return not_found(),
+    };
+    let outcome = if errors.is_empty() {
+        console.mesh.decide(&who, decision).await
+    } else {
+        Err(MeshError::Invalid(Vec::new()))
+    };
+    match outcome {
+        Ok(()) => see_other(&format!("/console/{}/requests/{id}?done=1", lang.code())),
+        Err(e) => {
+            let notice = match &e {
+                MeshError::Invalid(fields) => {
+                    // The API's field, next to the form's.
+                    for field in fields {
+                        let name = match (action.as_str(), field.as_str()) {
+                            ("extend", "reason") => "extend_reason",
+                            ("cancel", "reason") => "cancel_reason",
+                            ("reject", "note") => "reject_note",
+                            (_, "note") => "note",
+                            _ => continue,
+                        };
+                        errors.entry(name.into()).or_insert("error_required");
+                    }
+                    None
+                }
+                MeshError::Refused(_) => Some("console_refused"),
+                MeshError::Unavailable => Some("error_unavailable"),
+            };
+            match console.mesh.get(&who, &id).await {
+                Ok(r) => request_page(&p, lang, &r, notice, &errors),
+                Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
+            }
+        }
+    }
+}
