@@ -210,6 +210,11 @@ fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)], portal: SocketAddr
         "portal",
         portal.port()
     );
+    println!(
+        "  {:<20} http://{host}:{}/console/sv/  the case handlers' console (development sign-in)",
+        "console",
+        portal.port()
+    );
     let data = if dir.to_string() == "./dsr-data" {
         String::new()
     } else {
