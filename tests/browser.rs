@@ -507,8 +507,9 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
 /// (development sign-in under `dsr up`), finds it awaiting approval in the
 /// queue, extends its deadline (a reason left out is asked for next to its
 /// field), approves the plan, sees the difference the legal vendor's
-/// receipt made (it kept its record) and resolves it; each decision is in
-/// the request's audit trail under the handler's id.
+/// receipt made (it kept its record) and resolves it, then marks an Art. 19
+/// task (a debt-collection agent abroad to be told) done; each decision is
+/// recorded under the handler's id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and chromedriver; .ci/run runs it with --ignored"]
 async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
@@ -635,6 +636,32 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
     type_into(&c, "#note", "Legal representatives keep it for the claim").await;
     click(&c, &format!("form[action$='/{id}/approve'] button")).await;
     wait_state(&c, &page_of_request, "Completed").await;
+    // Art. 19: the recipients without a system of their own are tasks; the
+    // handler marks one done, and the list says who did it.
+    let agent = "International debt-collection agent (United Kingdom)";
+    let listed = text_of(&c, "#notifications").await;
+    assert!(
+        listed.contains(agent) && listed.contains("Task for a handler"),
+        "{listed}"
+    );
+    click(&c, &format!("button[aria-label='Mark as done: {agent}']")).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = c
+            .find(fantoccini::Locator::XPath(&format!(
+                "//table[@id='notifications']//tr[td[1][normalize-space()='{agent}']]"
+            )))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if row.contains("Done (handler:anna.handler)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the task never done: {row}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.close().await.unwrap();
 
     // The trail names the handler for both decisions.

@@ -42,6 +42,7 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
             orchestrator: p.orchestrator_endpoint.clone(),
             identity: p.identity_endpoint.clone(),
             export: p.export_endpoint.clone(),
+            erasure: String::new(),
         },
         signer,
     )
@@ -63,6 +64,7 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
                     orchestrator: p.orchestrator_endpoint.clone(),
                     identity: p.identity_endpoint.clone(),
                     export: p.export_endpoint.clone(),
+                    erasure: p.erasure_endpoint.clone(),
                 },
                 Arc::new(signer),
             )

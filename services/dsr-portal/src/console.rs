@@ -18,6 +18,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{get, post};
 use dsr_domain::text::Lang;
+use dsr_proto::erasure::v1 as era;
 use dsr_proto::orchestrator::v1 as pb;
 
 use crate::mesh::{Decision, Mesh, MeshError};
@@ -336,10 +337,88 @@ fn text_field(
     )
 }
 
+fn notifications_table(p: &Portal, lang: Lang, id: &str, notes: &[era::Notification]) -> String {
+    let t = &p.texts;
+    if notes.is_empty() {
+        return String::new();
+    }
+    let mut b = format!(
+        "<h2>{}</h2><table id=\"notifications\"><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
+        esc(t.get("console_notifications", lang)),
+        esc(t.get("console_notif_recipient", lang)),
+        esc(t.get("console_notif_country", lang)),
+        esc(t.get("console_notif_how", lang)),
+        esc(t.get("console_notif_due", lang)),
+        esc(t.get("console_notif_transfer", lang)),
+        esc(t.get("console_notif_done", lang)),
+    );
+    for n in notes {
+        let task = n.channel == era::NotificationChannel::Task as i32;
+        let transfer = era::NotificationTransfer::try_from(n.transfer)
+            .unwrap_or(era::NotificationTransfer::Unspecified);
+        let lawful = matches!(
+            transfer,
+            era::NotificationTransfer::Lawful | era::NotificationTransfer::Approved
+        );
+        let verdict = match transfer {
+            era::NotificationTransfer::Lawful | era::NotificationTransfer::Unspecified => {
+                "console_notif_lawful"
+            }
+            era::NotificationTransfer::Refused => "console_notif_refused",
+            era::NotificationTransfer::AwaitingApproval => "console_notif_awaiting",
+            era::NotificationTransfer::Approved => "console_notif_approved",
+        };
+        let done = if n.done_time.is_some() {
+            format!(
+                "{} ({})",
+                esc(t.get("console_notif_done", lang)),
+                esc(&n.done_by)
+            )
+        } else if task && lawful {
+            format!(
+                "<form method=\"post\" action=\"/console/{l}/requests/{id}/notify\"><input type=\"hidden\" name=\"notification\" value=\"{nid}\">\
+<button type=\"submit\" style=\"margin:0\" aria-label=\"{label}: {who}\">{label}</button></form>",
+                l = lang.code(),
+                id = esc(id),
+                nid = esc(&n.id),
+                label = esc(t.get("console_mark_done", lang)),
+                who = esc(&n.recipient_name),
+            )
+        } else {
+            esc(t.get("console_notif_open", lang))
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+            esc(&n.recipient_name),
+            esc(&n.country),
+            esc(t.get(
+                if task {
+                    "console_notif_task"
+                } else {
+                    "console_notif_system"
+                },
+                lang
+            )),
+            esc(&date(n.due_date.as_ref())),
+            esc(t.get(verdict, lang)),
+            if n.transfer_reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", esc(&n.transfer_reasons.join("; ")))
+            },
+            done,
+        );
+    }
+    b.push_str("</tbody></table>");
+    b
+}
+
 fn request_page(
     p: &Portal,
     lang: Lang,
     r: &pb::DataSubjectRequest,
+    notes: &[era::Notification],
     notice: Option<&str>,
     errors: &BTreeMap<String, &'static str>,
 ) -> Response {
@@ -421,6 +500,7 @@ fn request_page(
         }
         b.push_str("</tbody></table>");
     }
+    b.push_str(&notifications_table(p, lang, &r.id, notes));
     let open = !matches!(
         st,
         pb::State::Completed
@@ -540,6 +620,7 @@ async fn request(
             &p,
             lang,
             &r,
+            &notifications(&console, &who, &id).await,
             done.done.is_some().then_some("console_done"),
             &BTreeMap::new(),
         ),
@@ -548,9 +629,24 @@ async fn request(
     }
 }
 
+/// The request's Art. 19 notifications; none shown when erasure does not
+/// answer (the rest of the page still helps).
+async fn notifications(console: &Console, who: &str, id: &str) -> Vec<era::Notification> {
+    console
+        .mesh
+        .notifications(who, id)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "notifications could not be read");
+            Vec::new()
+        })
+}
+
 /// An action's form as posted (each action reads its own fields).
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct ActionForm {
+    #[serde(default)]
+    notification: String,
     #[serde(default)]
     note: String,
     #[serde(default)]
@@ -607,6 +703,32 @@ async fn act(
                 reason: f.extend_reason.trim().to_owned(),
             }
         }
+        "notify" => {
+            if !valid_id(&f.notification) {
+                return not_found();
+            }
+            return match console
+                .mesh
+                .complete_notification(&who, &f.notification)
+                .await
+            {
+                Ok(()) => see_other(&format!("/console/{}/requests/{id}?done=1", lang.code())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification not completed");
+                    match console.mesh.get(&who, &id).await {
+                        Ok(r) => request_page(
+                            &p,
+                            lang,
+                            &r,
+                            &notifications(&console, &who, &id).await,
+                            Some("console_refused"),
+                            &errors,
+                        ),
+                        Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
+                    }
+                }
+            };
+        }
         "cancel" => {
             if f.cancel_reason.trim().is_empty() {
                 errors.insert("cancel_reason".into(), "error_required");
@@ -645,7 +767,14 @@ async fn act(
                 MeshError::Unavailable => Some("error_unavailable"),
             };
             match console.mesh.get(&who, &id).await {
-                Ok(r) => request_page(&p, lang, &r, notice, &errors),
+                Ok(r) => request_page(
+                    &p,
+                    lang,
+                    &r,
+                    &notifications(&console, &who, &id).await,
+                    notice,
+                    &errors,
+                ),
                 Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
             }
         }

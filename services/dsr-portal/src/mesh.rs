@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use dsr_auth::{TokenRequest, TokenSigner};
 use dsr_proto::common::v1 as common;
+use dsr_proto::erasure::v1 as era;
+use dsr_proto::erasure::v1::erasure_client::ErasureClient;
 use dsr_proto::export::v1 as exp;
 use dsr_proto::export::v1::export_client::ExportClient;
 use dsr_proto::identity::v1 as idv;
@@ -58,6 +60,8 @@ pub struct Endpoints {
     pub identity: String,
     /// Export.
     pub export: String,
+    /// Erasure (the console's Art. 19 tasks); empty: none.
+    pub erasure: String,
 }
 
 /// The clients.
@@ -66,6 +70,7 @@ pub struct Mesh {
     orchestrator: Channel,
     identity: Channel,
     export: Channel,
+    erasure: Option<Channel>,
     signer: Arc<TokenSigner>,
     /// Scopes every token carries besides the call's own.
     extra_scopes: Vec<String>,
@@ -105,6 +110,11 @@ impl Mesh {
             orchestrator: channel(&e.orchestrator)?,
             identity: channel(&e.identity)?,
             export: channel(&e.export)?,
+            erasure: if e.erasure.is_empty() {
+                None
+            } else {
+                Some(channel(&e.erasure)?)
+            },
             signer,
             extra_scopes: Vec::new(),
         })
@@ -311,6 +321,45 @@ impl Mesh {
             .await?
             .into_inner()
             .requests)
+    }
+
+    /// The Art. 19 notifications of a request (none without erasure).
+    pub async fn notifications(
+        &self,
+        subject: &str,
+        request_id: &str,
+    ) -> Result<Vec<era::Notification>, MeshError> {
+        let Some(ch) = &self.erasure else {
+            return Ok(Vec::new());
+        };
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            "erasure:read",
+            era::ListNotificationsRequest {
+                request_id: request_id.to_owned(),
+            },
+        )?;
+        Ok(ErasureClient::new(ch.clone())
+            .list_notifications(r)
+            .await?
+            .into_inner()
+            .notifications)
+    }
+
+    /// Marks an Art. 19 task done.
+    pub async fn complete_notification(&self, subject: &str, id: &str) -> Result<(), MeshError> {
+        let ch = self.erasure.as_ref().ok_or(MeshError::Unavailable)?;
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            "erasure:holds",
+            era::CompleteNotificationRequest { id: id.to_owned() },
+        )?;
+        ErasureClient::new(ch.clone())
+            .complete_notification(r)
+            .await?;
+        Ok(())
     }
 
     /// A case handler's decision on a request.

@@ -144,6 +144,21 @@ pub const KEYS: &[&str] = &[
     "console_state_executing",
     "console_state_awaiting_review",
     "console_state_completed_with_retained",
+    "console_notifications",
+    "console_notif_recipient",
+    "console_notif_country",
+    "console_notif_how",
+    "console_notif_system",
+    "console_notif_task",
+    "console_notif_due",
+    "console_notif_transfer",
+    "console_notif_lawful",
+    "console_notif_refused",
+    "console_notif_awaiting",
+    "console_notif_done",
+    "console_notif_open",
+    "console_mark_done",
+    "console_notif_approved",
 ];
 
 /// Why a text file is refused.
