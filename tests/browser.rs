@@ -174,7 +174,7 @@ async fn browser_saving_to(port: u16, downloads: Option<&Path>) -> (Proc, fantoc
         "goog:chromeOptions".into(),
         serde_json::json!({
             "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1000,1300"],
             "prefs": downloads.map_or_else(|| serde_json::json!({}), |d| serde_json::json!({
                 "download.default_directory": d.display().to_string(),
                 "download.prompt_for_download": false,
@@ -283,6 +283,16 @@ fn code_in_outbox(data: &Path, to: &str) -> Option<String> {
                 .find(|w| w.len() == 6)
                 .map(str::to_owned)
         })
+}
+
+/// With `DOCS_SCREENSHOTS=<dir>`, saves the page as `<dir>/<name>.png`:
+/// how docs/img's screenshots are made
+/// (`DOCS_SCREENSHOTS=$PWD/docs/img cargo test --test browser -- --ignored`).
+async fn shot(c: &fantoccini::Client, name: &str) {
+    if let Some(dir) = std::env::var_os("DOCS_SCREENSHOTS") {
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
 }
 
 /// The code sent to `to`, once the outbox has it.
@@ -404,6 +414,7 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
     click(&c, "button[type=submit]").await;
     visited.push(c.current_url().await.unwrap().to_string());
     let page = wait_status(&c, "en", &portal, "Done").await;
+    shot(&c, "portal-status-en").await;
     assert!(page.contains("We answer by"), "{page}");
     click(&c, "a[href='/en/report']").await;
     visited.push(c.current_url().await.unwrap().to_string());
@@ -604,6 +615,7 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    shot(&c, "console-queue-en").await;
     click(&c, &format!("a[href='/console/en/requests/{id}']")).await;
     assert_eq!(text_of(&c, "#state").await, "Awaiting approval");
 
@@ -627,6 +639,12 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
     click(&c, &format!("form[action$='/{id}/approve'] button")).await;
     let page_of_request = format!("{portal}/console/en/requests/{id}");
     wait_state(&c, &page_of_request, "Awaiting review").await;
+    shot(&c, "console-request-review-en").await;
+    c.goto(&format!("{portal}/console/sv/requests/{id}"))
+        .await
+        .unwrap();
+    shot(&c, "console-request-review-sv").await;
+    c.goto(&page_of_request).await.unwrap();
     let differences = text_of(&c, "#discrepancies").await;
     assert!(
         differences.contains("legal") && differences.contains("retained"),

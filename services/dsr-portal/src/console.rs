@@ -185,12 +185,12 @@ fn state_name(s: pb::State) -> String {
 
 fn kind_key(k: i32) -> &'static str {
     match pb::Kind::try_from(k).unwrap_or(pb::Kind::Unspecified) {
-        pb::Kind::Portability => "right_portability",
-        pb::Kind::Erasure => "right_erasure",
-        pb::Kind::Rectification => "right_rectification",
-        pb::Kind::Restriction => "right_restriction",
-        pb::Kind::Objection => "right_objection",
-        pb::Kind::Access | pb::Kind::Unspecified => "right_access",
+        pb::Kind::Portability => "console_kind_portability",
+        pb::Kind::Erasure => "console_kind_erasure",
+        pb::Kind::Rectification => "console_kind_rectification",
+        pb::Kind::Restriction => "console_kind_restriction",
+        pb::Kind::Objection => "console_kind_objection",
+        pb::Kind::Access | pb::Kind::Unspecified => "console_kind_access",
     }
 }
 

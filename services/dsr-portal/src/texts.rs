@@ -77,7 +77,6 @@ pub const KEYS: &[&str] = &[
     "package_files",
     "package_expires",
     "start_again",
-    "right_rectification",
     "console_title",
     "console_login_title",
     "console_login_help",
@@ -159,6 +158,12 @@ pub const KEYS: &[&str] = &[
     "console_notif_open",
     "console_mark_done",
     "console_notif_approved",
+    "console_kind_access",
+    "console_kind_portability",
+    "console_kind_erasure",
+    "console_kind_rectification",
+    "console_kind_restriction",
+    "console_kind_objection",
 ];
 
 /// Why a text file is refused.
