@@ -729,3 +729,75 @@ async fn wait_state(c: &fantoccini::Client, url: &str, want: &str) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// An erasure that needs more than an email code (configured so): the
+/// person asks in the privacy centre and is told it waits for their
+/// identity; the handler sees what it needs, attests someone else's address
+/// by mistake (refused next to the field), then the person's, and the
+/// erasure goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver; .ci/run runs it with --ignored"]
+async fn a_case_handler_attests_the_person_whose_erasure_needs_stronger_identification() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = free_ports(11);
+    let up = dsr_up(
+        &data,
+        base,
+        &[(
+            "DSR_ORCHESTRATOR__MIN_ASSURANCE",
+            "{ erasure = \"substantial\" }".to_owned(),
+        )],
+    );
+    let portal = format!("http://127.0.0.1:{}", base + 9);
+    let people = dsr_system_sql::reference::people(1000, 1);
+    let person = people
+        .iter()
+        .find(|p| p.controller == "556134-1248" && p.idx > 100)
+        .unwrap();
+    let other = people.iter().find(|p| p.idx > 200).unwrap();
+    let (_driver, c) = browser(base + 10).await;
+
+    c.goto(&format!("{portal}/sv/begin/erasure")).await.unwrap();
+    click(&c, "input[name=controller][value='556134-1248']").await;
+    type_into(&c, "#email", &person.email).await;
+    click(&c, "button[type=submit]").await;
+    let code = wait_code(&data, &person.email).await;
+    type_into(&c, "#code", &code).await;
+    click(&c, "button[type=submit]").await;
+    wait_status(
+        &c,
+        "sv",
+        &portal,
+        "Vi väntar på att din identitet ska bekräftas",
+    )
+    .await;
+    let id = text_of(&c, "dd[translate=no]").await;
+
+    c.goto(&format!("{portal}/console/sv/login")).await.unwrap();
+    type_into(&c, "#handler", "bo.handler").await;
+    click(&c, "button[type=submit]").await;
+    element(&c, "#state").await;
+    c.goto(&format!("{portal}/console/sv/requests/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "#state").await, "Identitetskontroll");
+    assert!(c.source().await.unwrap().contains("substantial"));
+
+    // Someone else's address: refused, said next to the field.
+    type_into(&c, "#identity_value", &other.email).await;
+    click(&c, &format!("form[action$='/{id}/attest'] button")).await;
+    assert!(
+        text_of(&c, "#identity_value-error")
+            .await
+            .contains("den som begäran gäller")
+    );
+    // The person's: the erasure goes on.
+    type_into(&c, "#identity_value", &person.email).await;
+    type_into(&c, "#attest_note", "Pass checked at the counter").await;
+    click(&c, &format!("form[action$='/{id}/attest'] button")).await;
+    wait_state(&c, &format!("{portal}/console/sv/requests/{id}"), "Klart").await;
+    c.close().await.unwrap();
+    drop(up);
+}

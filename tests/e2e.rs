@@ -3553,6 +3553,56 @@ async fn an_erasure_that_needs_stronger_verification_waits_for_it() {
         get(&mut client, &token, &id).await.state,
         pb::State::Verifying as i32
     );
+    // Submitted with the weak token alone (no claimed identities, as a
+    // portal does): the token still names the person, so a stronger proof
+    // of somebody else does not move the request on.
+    let weak_alone = mesh.verification_token(PERSON).await;
+    let alone = client
+        .submit(bearer(
+            &token,
+            pb::SubmitRequest {
+                kind: pb::Kind::Erasure as i32,
+                controller: controller(SVERIGE),
+                verification_token: weak_alone,
+                idempotency_key: "e2e-assurance-0002".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+        .id;
+    wait_state(
+        &mut client,
+        &token,
+        &alone,
+        pb::State::Verifying,
+        Duration::from_secs(30),
+    )
+    .await;
+    let someone_else = mesh.attested_token("someone.else@example.se").await;
+    let st = client
+        .verify(bearer(
+            &token,
+            pb::VerifyRequest {
+                id: alone.clone(),
+                code: String::new(),
+                verification_token: someone_else,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::PermissionDenied, "{st:?}");
+    assert_eq!(
+        st.get_error_details().error_info().unwrap().reason,
+        "VERIFICATION_NOT_THE_PERSON"
+    );
+    assert_eq!(
+        get(&mut client, &token, &alone).await.state,
+        pb::State::Verifying as i32
+    );
     // A case handler identifies the person: the erasure goes on.
     let strong = mesh.attested_token(PERSON).await;
     client

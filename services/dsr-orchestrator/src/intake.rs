@@ -192,24 +192,23 @@ impl Intake {
     }
 
     /// The proof a submission brings with `token` for a request of `kind`
-    /// claiming `claimed`: the vouched identities when the token is strong
-    /// enough; `None` when it is too weak for the kind (the request then
-    /// waits in VERIFYING for a stronger one, and the token is not used up);
-    /// an error when it is no token, or vouches for someone else.
+    /// claiming `claimed`: the vouched identities, and whether the token is
+    /// strong enough for the kind (when not, the request waits in VERIFYING
+    /// for a stronger proof and the token is not used up, but what it
+    /// vouched for names the person: a later proof must cover it); an error
+    /// when it is no token, or vouches for someone else.
     pub fn submission_proof(
         &self,
         token: &str,
         kind: Option<Kind>,
         claimed: &[Identity],
-    ) -> Result<Option<Vouched>, IntakeError> {
+    ) -> Result<(Vouched, bool), IntakeError> {
         let vouched = self.vouched(token)?;
-        if kind.is_some_and(|k| !self.assurance.enough(k, vouched.assurance)) {
-            return Ok(None);
-        }
         if !vouched.covers(claimed) {
             return Err(IntakeError::NotThePerson);
         }
-        Ok(Some(vouched))
+        let enough = kind.is_none_or(|k| self.assurance.enough(k, vouched.assurance));
+        Ok((vouched, enough))
     }
 
     /// Verifies a request waiting in VERIFYING with the person's proof;
@@ -247,8 +246,9 @@ impl Intake {
         };
         let vouched = self.vouched(&token)?;
         // The proof must be of this request's person: every identity they
-        // claimed, vouched for.
-        if !vouched.covers(&r.identities) {
+        // claimed, vouched for (a request always names its person; one that
+        // does not is never verified by whoever comes).
+        if r.identities.is_empty() || !vouched.covers(&r.identities) {
             return Err(IntakeError::NotThePerson);
         }
         if !self.assurance.enough(r.kind, vouched.assurance) {

@@ -444,6 +444,14 @@ fn request_page(
         k_due = esc(t.get("console_col_due", lang)),
         due = esc(&date(d.due.as_ref())),
     );
+    if !r.required_assurance.is_empty() {
+        let _ = write!(
+            b,
+            "<dt>{}</dt><dd translate=\"no\">{}</dd>",
+            esc(t.get("console_required_assurance", lang)),
+            esc(&r.required_assurance)
+        );
+    }
     if d.extended_months > 0 {
         let _ = write!(
             b,
@@ -510,6 +518,48 @@ fn request_page(
     );
     if open {
         let _ = write!(b, "<h2>{}</h2>", esc(t.get("console_actions", lang)));
+        if st == pb::State::Verifying {
+            let mut f = format!(
+                "<p class=\"help\">{}</p><label for=\"identity_type\">{}</label><select id=\"identity_type\" name=\"identity_type\">",
+                esc(t.get("console_attest_help", lang)),
+                esc(t.get("console_attest_type", lang)),
+            );
+            for kind in ["email", "personnummer", "phone"] {
+                let _ = write!(
+                    f,
+                    "<option value=\"{kind}\">{}</option>",
+                    esc(t.get(&format!("identity_{kind}"), lang))
+                );
+            }
+            f.push_str("</select>");
+            f.push_str(&text_field(
+                p,
+                lang,
+                "identity_value",
+                "console_attest_value",
+                errors,
+            ));
+            let _ = write!(
+                f,
+                "<fieldset><legend>{}</legend>",
+                esc(t.get("console_attest_evidence", lang))
+            );
+            for (value, key) in [
+                ("in_person", "evidence_in_person"),
+                ("document", "evidence_document"),
+            ] {
+                let _ = write!(
+                    f,
+                    "<div class=\"choice\"><input type=\"radio\" name=\"evidence\" id=\"evidence-{value}\" value=\"{value}\"{checked}>\
+<label for=\"evidence-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
+                    esc(t.get(key, lang)),
+                    checked = if value == "in_person" { " checked" } else { "" },
+                );
+            }
+            f.push_str("</fieldset>");
+            f.push_str(&text_field(p, lang, "attest_note", "console_note", errors));
+            b.push_str(&action_form(p, lang, &r.id, "attest", "console_attest", &f));
+        }
         if matches!(st, pb::State::AwaitingApproval | pb::State::AwaitingReview) {
             b.push_str(&action_form(
                 p,
@@ -648,6 +698,14 @@ pub struct ActionForm {
     #[serde(default)]
     notification: String,
     #[serde(default)]
+    identity_type: String,
+    #[serde(default)]
+    identity_value: String,
+    #[serde(default)]
+    evidence: String,
+    #[serde(default)]
+    attest_note: String,
+    #[serde(default)]
     note: String,
     #[serde(default)]
     reason: String,
@@ -702,6 +760,81 @@ async fn act(
                 months: f.months.parse().unwrap_or(1),
                 reason: f.extend_reason.trim().to_owned(),
             }
+        }
+        "attest" => {
+            use dsr_domain::identity::{Identity, IdentityType};
+            use dsr_proto::common::v1 as common;
+            let (kind, wire) = match f.identity_type.as_str() {
+                "personnummer" => (
+                    IdentityType::Personnummer,
+                    common::IdentityType::SePersonnummer,
+                ),
+                "phone" => (IdentityType::Phone, common::IdentityType::Phone),
+                _ => (IdentityType::Email, common::IdentityType::Email),
+            };
+            let Ok(identity) = Identity::parse(kind, &f.identity_value) else {
+                errors.insert("identity_value".into(), "error_identity");
+                return match console.mesh.get(&who, &id).await {
+                    Ok(r) => request_page(
+                        &p,
+                        lang,
+                        &r,
+                        &notifications(&console, &who, &id).await,
+                        None,
+                        &errors,
+                    ),
+                    Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
+                };
+            };
+            let evidence = if f.evidence == "document" {
+                dsr_proto::identity::v1::AttestationEvidence::Document
+            } else {
+                dsr_proto::identity::v1::AttestationEvidence::InPerson
+            };
+            let attested = console
+                .mesh
+                .attest(
+                    &who,
+                    &id,
+                    common::Identity {
+                        r#type: wire as i32,
+                        format: common::IdentityFormat::Raw as i32,
+                        value: identity.value().to_owned(),
+                        hmac_key_id: String::new(),
+                    },
+                    evidence,
+                    f.attest_note.trim(),
+                )
+                .await;
+            return match attested {
+                Ok(()) => see_other(&format!("/console/{}/requests/{id}?done=1", lang.code())),
+                Err(e) => {
+                    tracing::info!(error = %e, "attestation not taken");
+                    let notice = match &e {
+                        MeshError::Invalid(_) => {
+                            errors.insert("identity_value".into(), "error_identity");
+                            None
+                        }
+                        MeshError::Refused(reason) if reason == "VERIFICATION_NOT_THE_PERSON" => {
+                            errors.insert("identity_value".into(), "error_identity");
+                            None
+                        }
+                        MeshError::Refused(_) => Some("console_refused"),
+                        MeshError::Unavailable => Some("error_unavailable"),
+                    };
+                    match console.mesh.get(&who, &id).await {
+                        Ok(r) => request_page(
+                            &p,
+                            lang,
+                            &r,
+                            &notifications(&console, &who, &id).await,
+                            notice,
+                            &errors,
+                        ),
+                        Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
+                    }
+                }
+            };
         }
         "notify" => {
             if !valid_id(&f.notification) {

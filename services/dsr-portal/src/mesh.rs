@@ -129,11 +129,13 @@ impl Mesh {
         self
     }
 
+    /// `m` with a token for `subject` to `audience` carrying `scopes`
+    /// (space-separated) and the mesh's extra ones.
     fn req<T>(
         &self,
         subject: &str,
         audience: &str,
-        scope: &str,
+        scopes: &str,
         m: T,
     ) -> Result<tonic::Request<T>, MeshError> {
         let token = self
@@ -141,7 +143,9 @@ impl Mesh {
             .mint(&TokenRequest {
                 subject: subject.to_owned(),
                 audiences: vec![audience.to_owned()],
-                scopes: std::iter::once(scope.to_owned())
+                scopes: scopes
+                    .split(' ')
+                    .map(str::to_owned)
                     .chain(self.extra_scopes.iter().cloned())
                     .collect(),
                 ttl: Duration::from_secs(120),
@@ -321,6 +325,55 @@ impl Mesh {
             .await?
             .into_inner()
             .requests)
+    }
+
+    /// A case handler's attestation of the person behind request `id`: a
+    /// verification token for `identity` from identity, presented to the
+    /// orchestrator's Verify.
+    pub async fn attest(
+        &self,
+        subject: &str,
+        id: &str,
+        identity: common::Identity,
+        evidence: idv::AttestationEvidence,
+        note: &str,
+    ) -> Result<(), MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-identity",
+            "identity:verify identity:attest",
+            idv::StartVerificationRequest {
+                claimed: vec![identity],
+                method: idv::Method::CaseHandlerAttestation as i32,
+                idp_assertion: String::new(),
+                attestation: Some(idv::Attestation {
+                    evidence: evidence as i32,
+                    note: note.to_owned(),
+                }),
+                language: String::new(),
+            },
+        )?;
+        let token = IdentityVerificationClient::new(self.identity.clone())
+            .start_verification(r)
+            .await?
+            .into_inner()
+            .token
+            .map(|t| t.jwt)
+            .ok_or(MeshError::Unavailable)?;
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            "requests:submit",
+            pb::VerifyRequest {
+                id: id.to_owned(),
+                code: String::new(),
+                verification_token: token,
+            },
+        )?;
+        RequestsClient::new(self.orchestrator.clone())
+            .verify(r)
+            .await?;
+        Ok(())
     }
 
     /// The Art. 19 notifications of a request (none without erasure).

@@ -164,6 +164,18 @@ pub const KEYS: &[&str] = &[
     "console_kind_rectification",
     "console_kind_restriction",
     "console_kind_objection",
+    "console_attest",
+    "console_attest_help",
+    "console_attest_type",
+    "console_attest_value",
+    "console_attest_evidence",
+    "evidence_in_person",
+    "evidence_document",
+    "identity_email",
+    "identity_personnummer",
+    "identity_phone",
+    "error_identity",
+    "console_required_assurance",
 ];
 
 /// Why a text file is refused.

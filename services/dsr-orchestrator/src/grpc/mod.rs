@@ -829,6 +829,7 @@ impl Requests for Handlers {
                 }
             }
         };
+        let mut claimed = claimed;
         let vouched = if verification_token.is_empty() {
             if claimed.is_empty() && !v.iter().any(|(f, _)| f.starts_with("claimed")) {
                 v.push((
@@ -843,7 +844,16 @@ impl Requests for Handlers {
                 .intake
                 .submission_proof(&verification_token, kind, &claimed)
             {
-                Ok(vouched) => vouched,
+                Ok((vouched, true)) => Some(vouched),
+                // Too weak to verify this kind of request, but it names the
+                // person: the request claims what it vouched for, and only
+                // a proof of that person moves it on.
+                Ok((weak, false)) => {
+                    if claimed.is_empty() {
+                        claimed = weak.identities;
+                    }
+                    None
+                }
                 Err(IntakeError::NotThePerson) => {
                     v.push((
                         "verification_token".into(),
