@@ -328,18 +328,39 @@ async fn element(c: &fantoccini::Client, css: &str) -> fantoccini::elements::Ele
     }
 }
 
+/// Runs `act` on the element `css`, again when the page changed under it
+/// (a form's answer replaced the page between finding and acting).
+async fn on_element<T, F, Fut>(c: &fantoccini::Client, css: &str, act: F) -> T
+where
+    F: Fn(fantoccini::elements::Element) -> Fut,
+    Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match act(element(c, css).await).await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{css}: {e}"),
+        }
+    }
+}
+
 async fn text_of(c: &fantoccini::Client, css: &str) -> String {
-    element(c, css).await.text().await.unwrap()
+    on_element(c, css, |e| async move { e.text().await }).await
 }
 
 async fn click(c: &fantoccini::Client, css: &str) {
-    element(c, css).await.click().await.unwrap();
+    on_element(c, css, |e| async move { e.click().await }).await;
 }
 
 async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
-    let e = element(c, css).await;
-    e.clear().await.unwrap();
-    e.send_keys(text).await.unwrap();
+    on_element(c, css, |e| async move {
+        e.clear().await?;
+        e.send_keys(text).await
+    })
+    .await;
 }
 
 /// Reloads the status page until its state reads `want`.
@@ -665,15 +686,16 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
     click(&c, &format!("button[aria-label='Mark as done: {agent}']")).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let row = c
+        let row = match c
             .find(fantoccini::Locator::XPath(&format!(
                 "//table[@id='notifications']//tr[td[1][normalize-space()='{agent}']]"
             )))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        {
+            // The page may be changing under the search: look again.
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         if row.contains("Done (handler:anna.handler)") {
             break;
         }
