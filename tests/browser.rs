@@ -363,6 +363,27 @@ async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
     .await;
 }
 
+/// A person asks `controller` for erasure in the privacy centre, in
+/// `lang`, and enters the code the outbox received.
+async fn ask_for_erasure(
+    c: &fantoccini::Client,
+    portal: &str,
+    data: &Path,
+    lang: &str,
+    controller: &str,
+    email: &str,
+) {
+    c.goto(&format!("{portal}/{lang}/begin/erasure"))
+        .await
+        .unwrap();
+    click(c, &format!("input[name=controller][value='{controller}']")).await;
+    type_into(c, "#email", email).await;
+    click(c, "button[type=submit]").await;
+    let code = wait_code(data, email).await;
+    type_into(c, "#code", &code).await;
+    click(c, "button[type=submit]").await;
+}
+
 /// Reloads the status page until its state reads `want`.
 async fn wait_status(c: &fantoccini::Client, lang: &str, base_url: &str, want: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -589,13 +610,7 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
     let (_driver, c) = browser(base + 10).await;
 
     // The person asks for erasure in the privacy centre.
-    c.goto(&format!("{portal}/en/begin/erasure")).await.unwrap();
-    click(&c, "input[name=controller][value='556885-5265']").await;
-    type_into(&c, "#email", &person.email).await;
-    click(&c, "button[type=submit]").await;
-    let code = wait_code(&data, &person.email).await;
-    type_into(&c, "#code", &code).await;
-    click(&c, "button[type=submit]").await;
+    ask_for_erasure(&c, &portal, &data, "en", "556885-5265", &person.email).await;
     wait_status(
         &c,
         "en",
@@ -781,13 +796,7 @@ async fn a_case_handler_attests_the_person_whose_erasure_needs_stronger_identifi
     let other = people.iter().find(|p| p.idx > 200).unwrap();
     let (_driver, c) = browser(base + 10).await;
 
-    c.goto(&format!("{portal}/sv/begin/erasure")).await.unwrap();
-    click(&c, "input[name=controller][value='556134-1248']").await;
-    type_into(&c, "#email", &person.email).await;
-    click(&c, "button[type=submit]").await;
-    let code = wait_code(&data, &person.email).await;
-    type_into(&c, "#code", &code).await;
-    click(&c, "button[type=submit]").await;
+    ask_for_erasure(&c, &portal, &data, "sv", "556134-1248", &person.email).await;
     wait_status(
         &c,
         "sv",

@@ -111,6 +111,14 @@ enum BenchCommand {
     },
 }
 
+/// `m` with `token` as its bearer.
+fn bearer<T>(token: &str, m: T) -> anyhow::Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(m);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    Ok(r)
+}
+
 struct Bench {
     client: DataSystemClient<Channel>,
     token: String,

@@ -2,6 +2,7 @@
 //! `dsr.export.access/1`) and its HTML rendering in Swedish or English, and
 //! the Art. 20 portability archive (JSON and CSV in a zip).
 
+use dsr_domain::text::html_escape as esc;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -209,21 +210,6 @@ pub fn rights(lang: Language) -> Vec<RightOut> {
 /// RFC 3339, seconds, UTC.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 struct Labels {

@@ -121,6 +121,15 @@ impl Vouched {
     }
 }
 
+/// What a submission's token gives the request.
+#[derive(Clone, Debug)]
+pub struct SubmissionProof {
+    /// The identities the request claims.
+    pub claimed: Vec<Identity>,
+    /// What verified it, when the token was strong enough.
+    pub verified: Option<Vouched>,
+}
+
 /// Checks tokens and completes challenges.
 #[derive(Clone)]
 pub struct Intake {
@@ -191,24 +200,37 @@ impl Intake {
         })
     }
 
-    /// The proof a submission brings with `token` for a request of `kind`
-    /// claiming `claimed`: the vouched identities, and whether the token is
-    /// strong enough for the kind (when not, the request waits in VERIFYING
-    /// for a stronger proof and the token is not used up, but what it
-    /// vouched for names the person: a later proof must cover it); an error
-    /// when it is no token, or vouches for someone else.
+    /// What a submission with `token` records for a request of `kind`
+    /// claiming `claimed`: an error when it is no token, or vouches for
+    /// someone else. A token strong enough for the kind verifies the
+    /// request. One too weak does not (the request waits in VERIFYING for a
+    /// stronger proof and the token is not used up), but it still names the
+    /// person: without claimed identities the request claims what it
+    /// vouched for, so only a proof of that person moves it on.
     pub fn submission_proof(
         &self,
         token: &str,
         kind: Option<Kind>,
-        claimed: &[Identity],
-    ) -> Result<(Vouched, bool), IntakeError> {
+        claimed: Vec<Identity>,
+    ) -> Result<SubmissionProof, IntakeError> {
         let vouched = self.vouched(token)?;
-        if !vouched.covers(claimed) {
+        if !vouched.covers(&claimed) {
             return Err(IntakeError::NotThePerson);
         }
-        let enough = kind.is_none_or(|k| self.assurance.enough(k, vouched.assurance));
-        Ok((vouched, enough))
+        if kind.is_none_or(|k| self.assurance.enough(k, vouched.assurance)) {
+            return Ok(SubmissionProof {
+                claimed,
+                verified: Some(vouched),
+            });
+        }
+        Ok(SubmissionProof {
+            claimed: if claimed.is_empty() {
+                vouched.identities
+            } else {
+                claimed
+            },
+            verified: None,
+        })
     }
 
     /// Verifies a request waiting in VERIFYING with the person's proof;

@@ -252,15 +252,18 @@ async fn queue(
     if listed.is_empty() {
         let _ = write!(b, "<p>{}</p>", esc(t.get("console_empty", lang)));
     } else {
-        let _ = write!(
-            b,
-            "<table><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
-            esc(t.get("console_col_reference", lang)),
-            esc(t.get("console_col_kind", lang)),
-            esc(t.get("console_col_state", lang)),
-            esc(t.get("console_col_company", lang)),
-            esc(t.get("console_col_due", lang)),
-        );
+        b.push_str(&table_head(
+            &p,
+            lang,
+            "",
+            &[
+                "console_col_reference",
+                "console_col_kind",
+                "console_col_state",
+                "console_col_company",
+                "console_col_due",
+            ],
+        ));
         for r in &listed {
             let st = pb::State::try_from(r.state).unwrap_or(pb::State::Unspecified);
             let d = r.deadline.clone().unwrap_or_default();
@@ -294,6 +297,20 @@ async fn queue(
     }
     let title = t.get("console_title", lang).to_owned();
     console_page(&p, lang, &title, &format!("/console/{}/", other(lang)), &b)
+}
+
+/// A table's opening with its column headers (the texts `columns`).
+fn table_head(p: &Portal, lang: Lang, id: &str, columns: &[&str]) -> String {
+    let mut h = if id.is_empty() {
+        "<table><thead><tr>".to_owned()
+    } else {
+        format!("<table id=\"{id}\"><thead><tr>")
+    };
+    for c in columns {
+        let _ = write!(h, "<th scope=\"col\">{}</th>", esc(p.texts.get(c, lang)));
+    }
+    h.push_str("</tr></thead><tbody>");
+    h
 }
 
 fn action_form(
@@ -342,16 +359,20 @@ fn notifications_table(p: &Portal, lang: Lang, id: &str, notes: &[era::Notificat
     if notes.is_empty() {
         return String::new();
     }
-    let mut b = format!(
-        "<h2>{}</h2><table id=\"notifications\"><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
-        esc(t.get("console_notifications", lang)),
-        esc(t.get("console_notif_recipient", lang)),
-        esc(t.get("console_notif_country", lang)),
-        esc(t.get("console_notif_how", lang)),
-        esc(t.get("console_notif_due", lang)),
-        esc(t.get("console_notif_transfer", lang)),
-        esc(t.get("console_notif_done", lang)),
-    );
+    let mut b = format!("<h2>{}</h2>", esc(t.get("console_notifications", lang)));
+    b.push_str(&table_head(
+        p,
+        lang,
+        "notifications",
+        &[
+            "console_notif_recipient",
+            "console_notif_country",
+            "console_notif_how",
+            "console_notif_due",
+            "console_notif_transfer",
+            "console_notif_done",
+        ],
+    ));
     for n in notes {
         let task = n.channel == era::NotificationChannel::Task as i32;
         let transfer = era::NotificationTransfer::try_from(n.transfer)
@@ -465,15 +486,22 @@ fn request_page(
     if !r.discrepancies.is_empty() {
         let _ = write!(
             b,
-            "<h2>{}</h2><p>{}</p><table id=\"discrepancies\"><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
+            "<h2>{}</h2><p>{}</p>",
             esc(t.get("console_discrepancies", lang)),
             esc(t.get("console_disc_help", lang)),
-            esc(t.get("console_disc_system", lang)),
-            esc(t.get("console_disc_record", lang)),
-            esc(t.get("console_disc_expected", lang)),
-            esc(t.get("console_disc_observed", lang)),
-            esc(t.get("console_disc_ground", lang)),
         );
+        b.push_str(&table_head(
+            p,
+            lang,
+            "discrepancies",
+            &[
+                "console_disc_system",
+                "console_disc_record",
+                "console_disc_expected",
+                "console_disc_observed",
+                "console_disc_ground",
+            ],
+        ));
         for x in &r.discrepancies {
             let _ = write!(
                 b,
@@ -489,14 +517,17 @@ fn request_page(
         b.push_str("</tbody></table>");
     }
     if !r.steps.is_empty() {
-        let _ = write!(
-            b,
-            "<h2>{}</h2><table><thead><tr><th scope=\"col\">{}</th><th scope=\"col\">{}</th><th scope=\"col\">{}</th></tr></thead><tbody>",
-            esc(t.get("console_steps", lang)),
-            esc(t.get("console_step", lang)),
-            esc(t.get("console_step_status", lang)),
-            esc(t.get("console_step_attempts", lang)),
-        );
+        let _ = write!(b, "<h2>{}</h2>", esc(t.get("console_steps", lang)));
+        b.push_str(&table_head(
+            p,
+            lang,
+            "",
+            &[
+                "console_step",
+                "console_step_status",
+                "console_step_attempts",
+            ],
+        ));
         for s in &r.steps {
             let _ = write!(
                 b,
@@ -679,6 +710,30 @@ async fn request(
     }
 }
 
+/// The request's page again, with `notice` and the fields' `errors`, after
+/// an action that did not go through.
+async fn show_request(
+    p: &Portal,
+    lang: Lang,
+    console: &Console,
+    who: &str,
+    id: &str,
+    notice: Option<&str>,
+    errors: &BTreeMap<String, &'static str>,
+) -> Response {
+    match console.mesh.get(who, id).await {
+        Ok(r) => request_page(
+            p,
+            lang,
+            &r,
+            &notifications(console, who, id).await,
+            notice,
+            errors,
+        ),
+        Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
+    }
+}
+
 /// The request's Art. 19 notifications; none shown when erasure does not
 /// answer (the rest of the page still helps).
 async fn notifications(console: &Console, who: &str, id: &str) -> Vec<era::Notification> {
@@ -774,17 +829,7 @@ async fn act(
             };
             let Ok(identity) = Identity::parse(kind, &f.identity_value) else {
                 errors.insert("identity_value".into(), "error_identity");
-                return match console.mesh.get(&who, &id).await {
-                    Ok(r) => request_page(
-                        &p,
-                        lang,
-                        &r,
-                        &notifications(&console, &who, &id).await,
-                        None,
-                        &errors,
-                    ),
-                    Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
-                };
+                return show_request(&p, lang, &console, &who, &id, None, &errors).await;
             };
             let evidence = if f.evidence == "document" {
                 dsr_proto::identity::v1::AttestationEvidence::Document
@@ -822,17 +867,7 @@ async fn act(
                         MeshError::Refused(_) => Some("console_refused"),
                         MeshError::Unavailable => Some("error_unavailable"),
                     };
-                    match console.mesh.get(&who, &id).await {
-                        Ok(r) => request_page(
-                            &p,
-                            lang,
-                            &r,
-                            &notifications(&console, &who, &id).await,
-                            notice,
-                            &errors,
-                        ),
-                        Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
-                    }
+                    show_request(&p, lang, &console, &who, &id, notice, &errors).await
                 }
             };
         }
@@ -848,17 +883,16 @@ async fn act(
                 Ok(()) => see_other(&format!("/console/{}/requests/{id}?done=1", lang.code())),
                 Err(e) => {
                     tracing::warn!(error = %e, "notification not completed");
-                    match console.mesh.get(&who, &id).await {
-                        Ok(r) => request_page(
-                            &p,
-                            lang,
-                            &r,
-                            &notifications(&console, &who, &id).await,
-                            Some("console_refused"),
-                            &errors,
-                        ),
-                        Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
-                    }
+                    show_request(
+                        &p,
+                        lang,
+                        &console,
+                        &who,
+                        &id,
+                        Some("console_refused"),
+                        &errors,
+                    )
+                    .await
                 }
             };
         }
@@ -899,17 +933,7 @@ async fn act(
                 MeshError::Refused(_) => Some("console_refused"),
                 MeshError::Unavailable => Some("error_unavailable"),
             };
-            match console.mesh.get(&who, &id).await {
-                Ok(r) => request_page(
-                    &p,
-                    lang,
-                    &r,
-                    &notifications(&console, &who, &id).await,
-                    notice,
-                    &errors,
-                ),
-                Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
-            }
+            show_request(&p, lang, &console, &who, &id, notice, &errors).await
         }
     }
 }

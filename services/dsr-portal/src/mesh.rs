@@ -129,13 +129,13 @@ impl Mesh {
         self
     }
 
-    /// `m` with a token for `subject` to `audience` carrying `scopes`
-    /// (space-separated) and the mesh's extra ones.
+    /// `m` with a token for `subject` to `audience` carrying `scopes` and
+    /// the mesh's extra ones.
     fn req<T>(
         &self,
         subject: &str,
         audience: &str,
-        scopes: &str,
+        scopes: &[&str],
         m: T,
     ) -> Result<tonic::Request<T>, MeshError> {
         let token = self
@@ -144,8 +144,8 @@ impl Mesh {
                 subject: subject.to_owned(),
                 audiences: vec![audience.to_owned()],
                 scopes: scopes
-                    .split(' ')
-                    .map(str::to_owned)
+                    .iter()
+                    .map(|s| (*s).to_owned())
                     .chain(self.extra_scopes.iter().cloned())
                     .collect(),
                 ttl: Duration::from_secs(120),
@@ -169,7 +169,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-identity",
-            "identity:verify",
+            &["identity:verify"],
             idv::StartVerificationRequest {
                 claimed: vec![common::Identity {
                     r#type: common::IdentityType::Email as i32,
@@ -200,7 +200,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-identity",
-            "identity:verify",
+            &["identity:verify"],
             idv::CompleteVerificationRequest {
                 challenge_id: challenge_id.to_owned(),
                 code: code.to_owned(),
@@ -220,7 +220,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-orchestrator",
-            "requests:submit",
+            &["requests:submit"],
             pb::SubmitRequest {
                 kind: n.kind as i32,
                 controller: Some(common::ControllerRef {
@@ -248,7 +248,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-orchestrator",
-            "requests:read",
+            &["requests:read"],
             pb::GetRequest { id: id.to_owned() },
         )?;
         RequestsClient::new(self.orchestrator.clone())
@@ -264,7 +264,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-export",
-            "export:read",
+            &["export:read"],
             exp::GetPackageRequest {
                 package_id: id.to_owned(),
             },
@@ -287,7 +287,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-export",
-            "export:read",
+            &["export:read"],
             exp::DownloadRequest {
                 package_id: package_id.to_owned(),
                 file_name: file.to_owned(),
@@ -309,7 +309,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-orchestrator",
-            "requests:read",
+            &["requests:read"],
             pb::ListRequest {
                 page: Some(common::PageRequest {
                     page_size: 100,
@@ -341,7 +341,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-identity",
-            "identity:verify identity:attest",
+            &["identity:verify", "identity:attest"],
             idv::StartVerificationRequest {
                 claimed: vec![identity],
                 method: idv::Method::CaseHandlerAttestation as i32,
@@ -363,7 +363,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-orchestrator",
-            "requests:submit",
+            &["requests:submit"],
             pb::VerifyRequest {
                 id: id.to_owned(),
                 code: String::new(),
@@ -388,7 +388,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-erasure",
-            "erasure:read",
+            &["erasure:read"],
             era::ListNotificationsRequest {
                 request_id: request_id.to_owned(),
             },
@@ -406,7 +406,7 @@ impl Mesh {
         let r = self.req(
             subject,
             "dsr-erasure",
-            "erasure:holds",
+            &["erasure:holds"],
             era::CompleteNotificationRequest { id: id.to_owned() },
         )?;
         ErasureClient::new(ch.clone())
@@ -418,7 +418,7 @@ impl Mesh {
     /// A case handler's decision on a request.
     pub async fn decide(&self, subject: &str, d: Decision) -> Result<(), MeshError> {
         let mut c = RequestsClient::new(self.orchestrator.clone());
-        let (aud, scope) = ("dsr-orchestrator", "requests:manage");
+        let (aud, scope): (&str, &[&str]) = ("dsr-orchestrator", &["requests:manage"]);
         match d {
             Decision::Approve { id, note } => {
                 c.approve(self.req(subject, aud, scope, pb::ApproveRequest { id, note })?)

@@ -10,21 +10,7 @@ use dsr_domain::text::Lang;
 
 use crate::texts::Texts;
 
-/// Text made safe inside HTML, attributes included.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use dsr_domain::text::html_escape as esc;
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;line-height:1.5;margin:0;color:#1b1b1b;background:#fff}\
 main,header,footer{max-width:40rem;margin:0 auto;padding:1rem}\
@@ -433,17 +419,4 @@ pub fn status(t: &Texts, lang: Lang, s: &Status) -> String {
         &b,
         s.open,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::esc;
-
-    #[test]
-    fn html_is_escaped_in_text_and_attributes() {
-        assert_eq!(
-            esc("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
 }

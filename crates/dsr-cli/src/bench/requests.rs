@@ -14,6 +14,7 @@ use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
 use tonic::transport::Channel;
 
+use super::bearer;
 use crate::config::Config;
 
 /// What to run.
@@ -25,13 +26,6 @@ pub(super) struct Plan {
     pub(super) concurrency: usize,
     pub(super) keep: bool,
     pub(super) database_url: Option<String>,
-}
-
-fn bearer<T>(token: &str, m: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(m);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(r)
 }
 
 /// One request, Submit to COMPLETED (followed with Watch).

@@ -21,6 +21,8 @@ use dsr_proto::transfer::v1 as tr;
 use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use tonic::transport::Channel;
 
+use super::bearer;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub(super) struct Plan {
@@ -44,13 +46,6 @@ impl Tally {
             .keys()
             .all(|(_, c)| c == "Ok" || c == "ResourceExhausted")
     }
-}
-
-fn bearer<T>(token: &str, m: T) -> anyhow::Result<tonic::Request<T>> {
-    let mut r = tonic::Request::new(m);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    Ok(r)
 }
 
 /// Resident memory of `pid` in KiB: (now, peak).

@@ -839,20 +839,14 @@ impl Requests for Handlers {
             }
             None
         } else {
-            match self
-                .d
-                .intake
-                .submission_proof(&verification_token, kind, &claimed)
-            {
-                Ok((vouched, true)) => Some(vouched),
-                // Too weak to verify this kind of request, but it names the
-                // person: the request claims what it vouched for, and only
-                // a proof of that person moves it on.
-                Ok((weak, false)) => {
-                    if claimed.is_empty() {
-                        claimed = weak.identities;
-                    }
-                    None
+            match self.d.intake.submission_proof(
+                &verification_token,
+                kind,
+                std::mem::take(&mut claimed),
+            ) {
+                Ok(proof) => {
+                    claimed = proof.claimed;
+                    proof.verified
                 }
                 Err(IntakeError::NotThePerson) => {
                     v.push((
