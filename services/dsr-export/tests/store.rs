@@ -117,3 +117,55 @@ async fn packages_round_trip_sealed_and_expire() {
     ));
     db.finish().await;
 }
+
+/// Packages are dated by the configured clock: past their expiry on it, a
+/// package is no longer served (before any purge), and the purge at that
+/// time deletes its files.
+#[tokio::test]
+async fn a_package_expires_by_the_clock() {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dsr_domain::clock::Clock::starting_at(Utc::now());
+    let packages = Packages::new(
+        db.db.clone(),
+        dir.path().to_path_buf(),
+        MasterKey::new(&[3; 32]),
+    )
+    .with_clock(clock.clone());
+    let now = packages.clock().now();
+    packages
+        .save(
+            "p-clock",
+            "req-clock",
+            Kind::Access,
+            vec![NewFile {
+                name: "access.json".into(),
+                media_type: "application/json".into(),
+                bytes: b"{}".to_vec(),
+            }],
+            0,
+            &[],
+            now,
+            now + Duration::days(30),
+            None,
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::days(29));
+    assert!(packages.get("p-clock").await.is_ok());
+    clock.advance(Duration::days(2));
+    assert!(matches!(
+        packages.get("p-clock").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        read_all(&packages, "p-clock", "access.json").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(packages.purge_expired(clock.now()).await.unwrap(), 1);
+    assert!(!dir.path().join("p-clock").exists());
+    db.finish().await;
+}
