@@ -717,6 +717,136 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
         assert!(Instant::now() < deadline, "the task never done: {row}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The case file: who the person said they were and what was verified,
+    // where the data was, each system's signed receipt, and the trail with
+    // the handler's decisions in words.
+    c.goto(&page_of_request).await.unwrap();
+    let identities = text_of(&c, "#identities").await;
+    // (The privacy centre submits the code's token, not a claim.)
+    assert!(
+        identities
+            .split("Identities verified")
+            .nth(1)
+            .is_some_and(|v| v.contains(person.email.as_str())),
+        "verified: {identities}"
+    );
+    let located = text_of(&c, "#located").await;
+    assert!(
+        located.contains("legal") && located.contains("Found data"),
+        "{located}"
+    );
+    let receipts = text_of(&c, "#receipts").await;
+    assert!(
+        receipts.contains("legal") && receipts.contains("Verified") && !receipts.contains("NOT"),
+        "{receipts}"
+    );
+    let trail = text_of(&c, "#audit").await;
+    assert!(
+        trail.contains("Case handler anna.handler")
+            && trail.contains("Deadline extended by 1 month(s)")
+            && trail.contains("Outcome reviewed and approved"),
+        "{trail}"
+    );
+    shot(&c, "console-case-file-en").await;
+
+    // A legal hold on the person: the ground is required; placed, it is
+    // listed under the handler; lifted, it says so.
+    c.goto(&format!("{portal}/console/en/holds")).await.unwrap();
+    type_into(&c, "#identity_value", &person.email).await;
+    click(&c, "form[action$='/holds'] button").await;
+    assert_eq!(text_of(&c, "#ground-error").await, "Fill in this field.");
+    type_into(&c, "#identity_value", &person.email).await;
+    type_into(&c, "#ground", "Dispute 2026-T-1234").await;
+    click(&c, "form[action$='/holds'] button").await;
+    let holds = text_of(&c, "#holds").await;
+    assert!(
+        holds.contains("Dispute 2026-T-1234")
+            && holds.contains("handler:anna.handler")
+            && !holds.contains(person.email.as_str()),
+        "{holds}"
+    );
+    shot(&c, "console-holds-en").await;
+    click(&c, "form[action$='/holds/lift'] button").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !text_of(&c, "#holds").await.contains("Lifted") {
+        assert!(Instant::now() < deadline, "never lifted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The registry: a recipient with no lawful transfer is NOT LAWFUL, with
+    // the reason, in both languages.
+    let agent_file = dir.path().join("agent-in.toml");
+    std::fs::write(
+        &agent_file,
+        r#"[[recipient]]
+id = "collection-agent-in"
+name = { sv = "Inkassoombud (Indien)", en = "Debt-collection agent (India)" }
+role = "agent"
+country = "IN"
+controllers = ["556134-1248"]
+categories = ["contact.name"]
+systems = ["crm"]
+dpa_reference = "AGENCY-IN-2026-01"
+purpose = { sv = "driver in fordringar i Indien", en = "collects claims in India" }
+"#,
+    )
+    .unwrap();
+    cli(
+        &data,
+        base,
+        &["transfers", "put", "--file", agent_file.to_str().unwrap()],
+    );
+    for (lang, name, verdict, reason) in [
+        (
+            "en",
+            "Debt-collection agent (India)",
+            "NOT LAWFUL",
+            "no safeguard",
+        ),
+        (
+            "sv",
+            "Inkassoombud (Indien)",
+            "INTE LAGLIG",
+            "ingen skyddsåtgärd",
+        ),
+    ] {
+        c.goto(&format!("{portal}/console/{lang}/transfers"))
+            .await
+            .unwrap();
+        let row = c
+            .find(fantoccini::Locator::XPath(&format!(
+                "//table[@id='recipients']//tr[td[1][normalize-space()='{name}']]"
+            )))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(row.contains(verdict) && row.contains(reason), "{row}");
+        shot(&c, &format!("console-transfers-{lang}")).await;
+    }
+
+    // A dry-run sweep, started by the handler, is listed.
+    c.goto(&format!("{portal}/console/en/sweeps"))
+        .await
+        .unwrap();
+    click(&c, "form[action$='/sweeps'] button").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.goto(&format!("{portal}/console/en/sweeps"))
+            .await
+            .unwrap();
+        let listed = c.source().await.unwrap();
+        if listed.contains("id=\"sweeps\"")
+            && listed.contains("Case handler")
+            && listed.contains("dry run")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no sweep listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     c.close().await.unwrap();
 
     // The trail names the handler for both decisions.

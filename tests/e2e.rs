@@ -905,6 +905,37 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
     };
     assert_eq!(watch_as(&portal_a).await, Ok(()));
     assert_eq!(watch_as(&portal_b).await, Err(tonic::Code::NotFound));
+    // The case file (identities, subject map, audit trail) is a case
+    // handler's alone: not even the portal that submitted reads it.
+    let file_as = |token: &str| {
+        let mut c = client.clone();
+        let req = bearer(token, pb::GetCaseFileRequest { id: mine.clone() });
+        async move { c.get_case_file(req).await.map(|r| r.into_inner()) }
+    };
+    assert_eq!(
+        file_as(&portal_a).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+    let file = file_as(&token).await.unwrap();
+    assert_eq!(
+        file.claimed_identities
+            .iter()
+            .map(|i| i.value.as_str())
+            .collect::<Vec<_>>(),
+        vec!["someone.else@example.se"]
+    );
+    assert!(file.verified_identities.is_empty() && !file.identities_purged);
+    assert_eq!(
+        file.audit_entries.first().map(|e| e.action.as_str()),
+        Some("submitted:access")
+    );
+    assert!(
+        file.audit_entries
+            .iter()
+            .all(|e| e.hash.len() == 64 && !e.actor.is_empty() && e.time.is_some()),
+        "{:?}",
+        file.audit_entries
+    );
     // A 3 MiB reason is refused, naming the field (listings stay readable).
     let st = client
         .cancel(bearer(

@@ -141,8 +141,11 @@ pub(crate) struct PortalSection {
     pub identity_endpoint: String,
     /// Export.
     pub export_endpoint: String,
-    /// Erasure, for the console's Art. 19 tasks; empty: none shown.
+    /// Erasure, for the console's Art. 19 tasks, receipts, holds and
+    /// sweeps; empty: none shown.
     pub erasure_endpoint: String,
+    /// The transfer registry, for the console's recipients; empty: none.
+    pub registry_endpoint: String,
     /// The Ed25519 key for the portal's tokens (created when missing).
     pub service_key_file: String,
     /// The issuer of those tokens.
@@ -513,6 +516,7 @@ impl Default for Config {
                 identity_endpoint: String::new(),
                 export_endpoint: String::new(),
                 erasure_endpoint: String::new(),
+                registry_endpoint: String::new(),
                 service_key_file: String::new(),
                 service_token_issuer: dsr_portal::ISSUER.into(),
                 texts_file: String::new(),

@@ -43,6 +43,7 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
             identity: p.identity_endpoint.clone(),
             export: p.export_endpoint.clone(),
             erasure: String::new(),
+            registry: String::new(),
         },
         signer,
     )
@@ -65,6 +66,7 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
                     identity: p.identity_endpoint.clone(),
                     export: p.export_endpoint.clone(),
                     erasure: p.erasure_endpoint.clone(),
+                    registry: p.registry_endpoint.clone(),
                 },
                 Arc::new(signer),
             )

@@ -167,6 +167,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     cfg.portal.identity_endpoint = port(4);
     cfg.portal.export_endpoint = port(6);
     cfg.portal.erasure_endpoint = port(8);
+    cfg.portal.registry_endpoint = port(0);
     (cfg.portal.service_key_file, cfg.portal.service_token_issuer) =
         dev::service_key(&cfg.data_dir, "portal")?;
     cfg.portal.console_dev_login = true;

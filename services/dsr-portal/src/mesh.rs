@@ -15,6 +15,8 @@ use dsr_proto::identity::v1 as idv;
 use dsr_proto::identity::v1::identity_verification_client::IdentityVerificationClient;
 use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
+use dsr_proto::transfer::v1 as tr;
+use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use tonic::transport::Channel;
 use tonic_types::StatusExt as _;
 
@@ -60,8 +62,11 @@ pub struct Endpoints {
     pub identity: String,
     /// Export.
     pub export: String,
-    /// Erasure (the console's Art. 19 tasks); empty: none.
+    /// Erasure (the console's Art. 19 tasks, receipts, holds, sweeps);
+    /// empty: none.
     pub erasure: String,
+    /// The transfer registry (the console's recipients); empty: none.
+    pub registry: String,
 }
 
 /// The clients.
@@ -71,6 +76,7 @@ pub struct Mesh {
     identity: Channel,
     export: Channel,
     erasure: Option<Channel>,
+    registry: Option<Channel>,
     signer: Arc<TokenSigner>,
     /// Scopes every token carries besides the call's own.
     extra_scopes: Vec<String>,
@@ -103,6 +109,14 @@ fn channel(endpoint: &str) -> Result<Channel, String> {
         .connect_lazy())
 }
 
+fn optional_channel(endpoint: &str) -> Result<Option<Channel>, String> {
+    if endpoint.is_empty() {
+        Ok(None)
+    } else {
+        channel(endpoint).map(Some)
+    }
+}
+
 impl Mesh {
     /// Clients of `e`, with tokens signed by `signer`.
     pub fn new(e: &Endpoints, signer: Arc<TokenSigner>) -> Result<Self, String> {
@@ -110,11 +124,8 @@ impl Mesh {
             orchestrator: channel(&e.orchestrator)?,
             identity: channel(&e.identity)?,
             export: channel(&e.export)?,
-            erasure: if e.erasure.is_empty() {
-                None
-            } else {
-                Some(channel(&e.erasure)?)
-            },
+            erasure: optional_channel(&e.erasure)?,
+            registry: optional_channel(&e.registry)?,
             signer,
             extra_scopes: Vec::new(),
         })
@@ -400,18 +411,198 @@ impl Mesh {
             .notifications)
     }
 
+    /// A request's case file (identities, subject map, audit trail).
+    pub async fn case_file(
+        &self,
+        subject: &str,
+        id: &str,
+    ) -> Result<pb::GetCaseFileResponse, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            &["requests:manage"],
+            pb::GetCaseFileRequest { id: id.to_owned() },
+        )?;
+        Ok(RequestsClient::new(self.orchestrator.clone())
+            .get_case_file(r)
+            .await?
+            .into_inner())
+    }
+
+    fn erasure(&self) -> Result<ErasureClient<Channel>, MeshError> {
+        self.erasure
+            .clone()
+            .map(ErasureClient::new)
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// The erasure receipts of a request (none without erasure).
+    pub async fn receipts(
+        &self,
+        subject: &str,
+        request_id: &str,
+    ) -> Result<Vec<era::StoredReceipt>, MeshError> {
+        if self.erasure.is_none() {
+            return Ok(Vec::new());
+        }
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            &["erasure:read"],
+            era::ListReceiptsRequest {
+                request_id: request_id.to_owned(),
+            },
+        )?;
+        Ok(self
+            .erasure()?
+            .list_receipts(r)
+            .await?
+            .into_inner()
+            .receipts)
+    }
+
+    /// The legal holds, lifted ones too.
+    pub async fn holds(&self, subject: &str) -> Result<Vec<era::Hold>, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            &["erasure:holds"],
+            era::ListHoldsRequest {
+                include_lifted: true,
+            },
+        )?;
+        Ok(self.erasure()?.list_holds(r).await?.into_inner().holds)
+    }
+
+    /// Places a hold.
+    pub async fn place_hold(
+        &self,
+        subject: &str,
+        h: era::PlaceHoldRequest,
+    ) -> Result<era::Hold, MeshError> {
+        let r = self.req(subject, "dsr-erasure", &["erasure:holds"], h)?;
+        self.erasure()?
+            .place_hold(r)
+            .await?
+            .into_inner()
+            .hold
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// Lifts a hold.
+    pub async fn lift_hold(&self, subject: &str, id: &str) -> Result<(), MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            &["erasure:holds"],
+            era::LiftHoldRequest { id: id.to_owned() },
+        )?;
+        self.erasure()?.lift_hold(r).await?;
+        Ok(())
+    }
+
+    /// The latest sweeps, newest first.
+    pub async fn sweeps(&self, subject: &str) -> Result<Vec<era::Sweep>, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            &["erasure:sweep"],
+            era::ListSweepsRequest { limit: 20 },
+        )?;
+        Ok(self.erasure()?.list_sweeps(r).await?.into_inner().sweeps)
+    }
+
+    /// Starts a retention sweep over every system.
+    pub async fn start_sweep(&self, subject: &str, dry_run: bool) -> Result<era::Sweep, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            &["erasure:sweep"],
+            era::StartSweepRequest {
+                system_ids: Vec::new(),
+                dry_run,
+                batch_size: 0,
+            },
+        )?;
+        self.erasure()?
+            .start_sweep(r)
+            .await?
+            .into_inner()
+            .sweep
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// Approves a notification held for review (a transfer without a
+    /// lawful basis in the registry), with what it rests on.
+    pub async fn approve_notification(
+        &self,
+        subject: &str,
+        id: &str,
+        note: &str,
+    ) -> Result<(), MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            &["erasure:holds"],
+            era::ApproveNotificationRequest {
+                id: id.to_owned(),
+                note: note.to_owned(),
+            },
+        )?;
+        self.erasure()?.approve_notification(r).await?;
+        Ok(())
+    }
+
+    /// Every recipient in the transfer registry (with its standing today),
+    /// and the safeguard reviews due within `within_days`.
+    pub async fn recipients(
+        &self,
+        subject: &str,
+        within_days: u32,
+    ) -> Result<(Vec<tr::Recipient>, Vec<tr::ReviewDue>), MeshError> {
+        let ch = self.registry.clone().ok_or(MeshError::Unavailable)?;
+        let mut c = TransferRegistryClient::new(ch);
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = self.req(
+                subject,
+                "dsr-transfer-registry",
+                &["transfers:read"],
+                tr::ListRecipientsRequest {
+                    page: Some(common::PageRequest {
+                        page_size: 200,
+                        page_token: token.clone(),
+                    }),
+                    ..Default::default()
+                },
+            )?;
+            let page = c.list_recipients(r).await?.into_inner();
+            all.extend(page.recipients);
+            token = page.page.map(|p| p.next_page_token).unwrap_or_default();
+            if token.is_empty() || all.len() >= 10_000 {
+                break;
+            }
+        }
+        let r = self.req(
+            subject,
+            "dsr-transfer-registry",
+            &["transfers:read"],
+            tr::ListReviewsDueRequest { within_days },
+        )?;
+        let due = c.list_reviews_due(r).await?.into_inner().reviews;
+        Ok((all, due))
+    }
+
     /// Marks an Art. 19 task done.
     pub async fn complete_notification(&self, subject: &str, id: &str) -> Result<(), MeshError> {
-        let ch = self.erasure.as_ref().ok_or(MeshError::Unavailable)?;
         let r = self.req(
             subject,
             "dsr-erasure",
             &["erasure:holds"],
             era::CompleteNotificationRequest { id: id.to_owned() },
         )?;
-        ErasureClient::new(ch.clone())
-            .complete_notification(r)
-            .await?;
+        self.erasure()?.complete_notification(r).await?;
         Ok(())
     }
 

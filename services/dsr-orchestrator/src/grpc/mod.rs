@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, Validator};
-use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
+use dsr_connector::grpc::{self as kit, identities_from_pb, identity_to_pb, invalid_argument};
 use dsr_domain::deadline::DeadlineError;
 use dsr_domain::group::Group;
 use dsr_domain::identity::Organisationsnummer;
@@ -70,6 +70,10 @@ pub const SCOPES: &[ScopeRule] = &[
     },
     ScopeRule {
         method: "Reject",
+        scopes: &[SCOPE_MANAGE],
+    },
+    ScopeRule {
+        method: "GetCaseFile",
         scopes: &[SCOPE_MANAGE],
     },
 ];
@@ -702,6 +706,52 @@ pub fn request_to_pb(
     }
 }
 
+/// The wire form of a request's case file: its identities, its subject
+/// map and its audit trail.
+pub fn case_file_to_pb(
+    r: &ledger::Request,
+    audit: &[dsr_domain::request::AuditEvent],
+) -> pb::GetCaseFileResponse {
+    let map = r.subject_map.as_ref();
+    pb::GetCaseFileResponse {
+        claimed_identities: r.identities.iter().map(identity_to_pb).collect(),
+        verified_identities: r.verified.iter().flatten().map(identity_to_pb).collect(),
+        identities_purged: audit.iter().any(|e| e.action == "identities_purged"),
+        located_systems: map
+            .map(|m| {
+                m.systems
+                    .iter()
+                    .map(|s| pb::LocatedSystem {
+                        system_id: s.system_id.clone(),
+                        outcome: s.outcome.clone(),
+                        stores: s
+                            .stores
+                            .iter()
+                            .map(|st| pb::LocatedStore {
+                                store: st.store.clone(),
+                                record_count: u32::try_from(st.keys.len()).unwrap_or(u32::MAX),
+                                categories: st.categories.clone(),
+                            })
+                            .collect(),
+                        error_reason: s.error_reason.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        location_partial: map.is_some_and(|m| m.partial),
+        audit_entries: audit
+            .iter()
+            .map(|e| pb::AuditEntry {
+                seq: e.seq,
+                time: Some(kit::timestamp(e.at)),
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                hash: e.hash.clone(),
+            })
+            .collect(),
+    }
+}
+
 fn valid_key(k: &str) -> bool {
     (8..=128).contains(&k.len())
         && k.bytes()
@@ -952,6 +1002,17 @@ impl Requests for Handlers {
         Ok(Response::new(pb::GetResponse {
             request: Some(self.view(&r).await?),
         }))
+    }
+
+    async fn get_case_file(
+        &self,
+        req: Request<pb::GetCaseFileRequest>,
+    ) -> Result<Response<pb::GetCaseFileResponse>, Status> {
+        let pb::GetCaseFileRequest { id } = req.into_inner();
+        require_id(&id)?;
+        let r = self.d.ledger.get(&id).await.map_err(ledger_status)?;
+        let audit = self.d.ledger.audit_of(&id).await.map_err(ledger_status)?;
+        Ok(Response::new(case_file_to_pb(&r, &audit)))
     }
 
     async fn list(

@@ -22,6 +22,10 @@ use dsr_proto::erasure::v1 as era;
 use dsr_proto::orchestrator::v1 as pb;
 
 use crate::mesh::{Decision, Mesh, MeshError};
+
+mod casefile;
+mod holds;
+mod transfers;
 use crate::pages::{esc, layout};
 use crate::sessions::Session;
 use crate::web::{Portal, not_found, page, see_other, session_key, set_cookie};
@@ -40,6 +44,46 @@ pub fn router() -> Router<Portal> {
         .route("/console/{lang}/", get(queue))
         .route("/console/{lang}/requests/{id}", get(request))
         .route("/console/{lang}/requests/{id}/{action}", post(act))
+        .route(
+            "/console/{lang}/holds",
+            get(holds::holds).post(holds::place),
+        )
+        .route("/console/{lang}/holds/lift", post(holds::lift))
+        .route(
+            "/console/{lang}/sweeps",
+            get(holds::sweeps).post(holds::start_sweep),
+        )
+        .route("/console/{lang}/transfers", get(transfers::transfers))
+}
+
+/// The console's navigation, at the top of every page after sign-in.
+fn nav(p: &Portal, lang: Lang) -> String {
+    let l = lang.code();
+    let mut b = format!(
+        "<nav aria-label=\"{}\"><ul class=\"nav\">",
+        esc(p.texts.get("console_nav", lang))
+    );
+    for (path, key) in [
+        ("", "console_queue"),
+        ("holds", "console_holds"),
+        ("transfers", "console_transfers"),
+        ("sweeps", "console_sweeps"),
+    ] {
+        let _ = write!(
+            b,
+            "<li><a href=\"/console/{l}/{path}\">{}</a></li>",
+            esc(p.texts.get(key, lang))
+        );
+    }
+    b.push_str("</ul></nav>");
+    b
+}
+
+/// A timestamp as the console prints it (UTC).
+fn timestamp(ts: Option<&prost_types::Timestamp>) -> String {
+    ts.and_then(|ts| chrono::DateTime::from_timestamp(ts.seconds, 0))
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
 }
 
 fn valid_handler(s: &str) -> bool {
@@ -224,7 +268,9 @@ async fn queue(
     };
     let t = &p.texts;
     let l = lang.code();
-    let mut b = format!(
+    let mut b = nav(&p, lang);
+    let _ = write!(
+        b,
         "<p>{} <b>{}</b></p><form method=\"get\" action=\"/console/{l}/\"><label for=\"state\">{}</label>\
 <select id=\"state\" name=\"state\"><option value=\"\">{}</option>",
         esc(t.get("console_signed_in_as", lang)),
@@ -405,6 +451,17 @@ fn notifications_table(p: &Portal, lang: Lang, id: &str, notes: &[era::Notificat
                 label = esc(t.get("console_mark_done", lang)),
                 who = esc(&n.recipient_name),
             )
+        } else if transfer == era::NotificationTransfer::AwaitingApproval {
+            format!(
+                "<form method=\"post\" action=\"/console/{l}/requests/{id}/approve_transfer\"><input type=\"hidden\" name=\"notification\" value=\"{nid}\">\
+<label for=\"transfer_note-{nid}\">{label}</label><input type=\"text\" id=\"transfer_note-{nid}\" name=\"transfer_note\">\
+<button type=\"submit\" style=\"margin:0\">{go}</button></form>",
+                l = lang.code(),
+                id = esc(id),
+                nid = esc(&n.id),
+                label = esc(t.get("console_transfer_note", lang)),
+                go = esc(t.get("console_approve_transfer", lang)),
+            )
         } else {
             esc(t.get("console_notif_open", lang))
         };
@@ -435,18 +492,52 @@ fn notifications_table(p: &Portal, lang: Lang, id: &str, notes: &[era::Notificat
     b
 }
 
+/// One request as the console shows it.
+struct Case {
+    r: pb::DataSubjectRequest,
+    /// The case file; `None` when it could not be read (the rest helps).
+    file: Option<pb::GetCaseFileResponse>,
+    notes: Vec<era::Notification>,
+    receipts: Vec<era::StoredReceipt>,
+}
+
+/// Reads request `id` and its case file, notifications and receipts.
+async fn load(console: &Console, who: &str, id: &str) -> Result<Case, MeshError> {
+    let m = &console.mesh;
+    let (r, file, notes, receipts) = tokio::join!(
+        m.get(who, id),
+        m.case_file(who, id),
+        m.notifications(who, id),
+        m.receipts(who, id)
+    );
+    let r = r?;
+    let or_empty = |what: &str, e: MeshError| {
+        tracing::warn!(error = %e, what, "could not be read");
+    };
+    Ok(Case {
+        r,
+        file: file.map_err(|e| or_empty("case file", e)).ok(),
+        notes: notes
+            .map_err(|e| or_empty("notifications", e))
+            .unwrap_or_default(),
+        receipts: receipts
+            .map_err(|e| or_empty("receipts", e))
+            .unwrap_or_default(),
+    })
+}
+
 fn request_page(
     p: &Portal,
     lang: Lang,
-    r: &pb::DataSubjectRequest,
-    notes: &[era::Notification],
+    case: &Case,
     notice: Option<&str>,
     errors: &BTreeMap<String, &'static str>,
 ) -> Response {
+    let r = &case.r;
     let t = &p.texts;
     let st = pb::State::try_from(r.state).unwrap_or(pb::State::Unspecified);
     let d = r.deadline.clone().unwrap_or_default();
-    let mut b = String::new();
+    let mut b = nav(p, lang);
     if let Some(k) = notice {
         let _ = write!(b, "<p role=\"status\">{}</p>", esc(t.get(k, lang)));
     }
@@ -476,13 +567,17 @@ fn request_page(
     if d.extended_months > 0 {
         let _ = write!(
             b,
-            "<dt>{}</dt><dd id=\"extension\">{} – {}</dd>",
+            "<dt>{}</dt><dd id=\"extension\">{} {} – {}</dd>",
             esc(t.get("console_extension", lang)),
             d.extended_months,
+            esc(t.get("console_months_unit", lang)),
             esc(&d.extension_reason)
         );
     }
     b.push_str("</dl>");
+    if let Some(f) = &case.file {
+        b.push_str(&casefile::identities(p, lang, f));
+    }
     if !r.discrepancies.is_empty() {
         let _ = write!(
             b,
@@ -509,8 +604,8 @@ fn request_page(
                 esc(&x.system_id),
                 esc(&x.store),
                 esc(&x.key),
-                esc(&x.expected),
-                esc(&x.observed),
+                casefile::expected(p, lang, &x.expected),
+                casefile::observed(p, lang, &x.observed),
                 esc(&x.legal_ground),
             );
         }
@@ -526,20 +621,23 @@ fn request_page(
                 "console_step",
                 "console_step_status",
                 "console_step_attempts",
+                "console_last_error",
             ],
         ));
         for s in &r.steps {
             let _ = write!(
                 b,
-                "<tr><td translate=\"no\">{}</td><td translate=\"no\">{}</td><td>{}</td></tr>",
-                esc(&s.name),
-                esc(&s.status),
-                s.attempts
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td translate=\"no\">{}</td></tr>",
+                casefile::step_name(p, lang, &s.name),
+                casefile::step_status(p, lang, &s.status),
+                s.attempts,
+                esc(&s.last_error),
             );
         }
         b.push_str("</tbody></table>");
     }
-    b.push_str(&notifications_table(p, lang, &r.id, notes));
+    b.push_str(&casefile::receipts(p, lang, &case.receipts));
+    b.push_str(&notifications_table(p, lang, &r.id, &case.notes));
     let open = !matches!(
         st,
         pb::State::Completed
@@ -657,6 +755,9 @@ fn request_page(
             &text_field(p, lang, "cancel_reason", "console_cancel_reason", errors),
         ));
     }
+    if let Some(f) = &case.file {
+        b.push_str(&casefile::audit(p, lang, f));
+    }
     let _ = write!(
         b,
         "<p><a href=\"/console/{}/\">{}</a></p>",
@@ -696,12 +797,11 @@ async fn request(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    match console.mesh.get(&who, &id).await {
-        Ok(r) => request_page(
+    match load(&console, &who, &id).await {
+        Ok(case) => request_page(
             &p,
             lang,
-            &r,
-            &notifications(&console, &who, &id).await,
+            &case,
             done.done.is_some().then_some("console_done"),
             &BTreeMap::new(),
         ),
@@ -721,30 +821,10 @@ async fn show_request(
     notice: Option<&str>,
     errors: &BTreeMap<String, &'static str>,
 ) -> Response {
-    match console.mesh.get(who, id).await {
-        Ok(r) => request_page(
-            p,
-            lang,
-            &r,
-            &notifications(console, who, id).await,
-            notice,
-            errors,
-        ),
+    match load(console, who, id).await {
+        Ok(case) => request_page(p, lang, &case, notice, errors),
         Err(_) => page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
     }
-}
-
-/// The request's Art. 19 notifications; none shown when erasure does not
-/// answer (the rest of the page still helps).
-async fn notifications(console: &Console, who: &str, id: &str) -> Vec<era::Notification> {
-    console
-        .mesh
-        .notifications(who, id)
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "notifications could not be read");
-            Vec::new()
-        })
 }
 
 /// An action's form as posted (each action reads its own fields).
@@ -772,6 +852,8 @@ pub struct ActionForm {
     extend_reason: String,
     #[serde(default)]
     cancel_reason: String,
+    #[serde(default)]
+    transfer_note: String,
 }
 
 async fn act(
@@ -893,6 +975,39 @@ async fn act(
                         &errors,
                     )
                     .await
+                }
+            };
+        }
+        "approve_transfer" => {
+            if !valid_id(&f.notification) {
+                return not_found();
+            }
+            if f.transfer_note.trim().is_empty() {
+                return show_request(
+                    &p,
+                    lang,
+                    &console,
+                    &who,
+                    &id,
+                    Some("console_transfer_note_required"),
+                    &errors,
+                )
+                .await;
+            }
+            return match console
+                .mesh
+                .approve_notification(&who, &f.notification, f.transfer_note.trim())
+                .await
+            {
+                Ok(()) => see_other(&format!("/console/{}/requests/{id}?done=1", lang.code())),
+                Err(e) => {
+                    tracing::info!(error = %e, "transfer not approved");
+                    let notice = match e {
+                        MeshError::Invalid(_) => "console_transfer_note_required",
+                        MeshError::Unavailable => "error_unavailable",
+                        MeshError::Refused(_) => "console_refused",
+                    };
+                    show_request(&p, lang, &console, &who, &id, Some(notice), &errors).await
                 }
             };
         }

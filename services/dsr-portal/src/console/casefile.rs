@@ -1,0 +1,310 @@
+//! One request's case file as the console shows it: the identities claimed
+//! and verified, where discovery found the person, the erasure receipts
+//! with their verification, and the audit trail; and the machine words of
+//! the API (step names, outcomes, audit actions) in the handler's language.
+
+use std::fmt::Write as _;
+
+use dsr_domain::text::Lang;
+use dsr_proto::common::v1 as common;
+use dsr_proto::erasure::v1 as era;
+use dsr_proto::orchestrator::v1 as pb;
+use dsr_proto::system::v1 as sys;
+
+use super::{kind_key, state_name, table_head};
+use crate::pages::esc;
+use crate::web::Portal;
+
+/// A word of the API in the handler's language: the text `prefix_word`
+/// when the texts have it, else the word itself (a newer service's word
+/// is shown rather than hidden).
+pub(super) fn word(p: &Portal, lang: Lang, prefix: &str, w: &str) -> String {
+    let key = format!("{prefix}_{w}");
+    if p.texts.has(&key) {
+        esc(p.texts.get(&key, lang))
+    } else {
+        format!("<span translate=\"no\">{}</span>", esc(w))
+    }
+}
+
+/// A step's name ("verify", "locate", …).
+pub(super) fn step_name(p: &Portal, lang: Lang, name: &str) -> String {
+    word(p, lang, "console_step", name)
+}
+
+/// A step's status ("pending", "running", "waiting_retry", "done", "failed").
+pub(super) fn step_status(p: &Portal, lang: Lang, status: &str) -> String {
+    word(p, lang, "console_status", status)
+}
+
+/// What a plan expected of a record ("removed", "retained").
+pub(super) fn expected(p: &Portal, lang: Lang, e: &str) -> String {
+    word(p, lang, "console_expected", e)
+}
+
+/// What a receipt says of a record ("erased", "retained", "not_reported", …).
+pub(super) fn observed(p: &Portal, lang: Lang, o: &str) -> String {
+    word(p, lang, "console_observed", o)
+}
+
+/// Who acted: a service, a case handler, or as recorded.
+pub(super) fn actor(p: &Portal, lang: Lang, a: &str) -> String {
+    let t = &p.texts;
+    if let Some(s) = a.strip_prefix("service:") {
+        format!(
+            "{} <span translate=\"no\">{}</span>",
+            esc(t.get("console_actor_service", lang)),
+            esc(s)
+        )
+    } else if let Some(h) = a.strip_prefix("handler:") {
+        format!(
+            "{} <b translate=\"no\">{}</b>",
+            esc(t.get("console_actor_handler", lang)),
+            esc(h)
+        )
+    } else {
+        format!("<span translate=\"no\">{}</span>", esc(a))
+    }
+}
+
+/// An audit action ("submitted:access", "state:locating", "extended:1",
+/// "rejected:no_data", "discrepancy:…") in words.
+fn action(p: &Portal, lang: Lang, a: &str) -> String {
+    let t = &p.texts;
+    let (head, rest) = a.split_once(':').unwrap_or((a, ""));
+    match head {
+        "submitted" => {
+            let kind = pb::Kind::from_str_name(&format!("KIND_{}", rest.to_ascii_uppercase()))
+                .map_or(0, |k| k as i32);
+            format!(
+                "{}: {}",
+                esc(t.get("console_audit_submitted", lang)),
+                esc(t.get(kind_key(kind), lang))
+            )
+        }
+        "state" => {
+            let state = pb::State::from_str_name(&format!("STATE_{}", rest.to_ascii_uppercase()));
+            match state {
+                Some(s) => format!(
+                    "{}: {}",
+                    esc(t.get("console_audit_state", lang)),
+                    esc(t.get(&format!("console_state_{}", state_name(s)), lang))
+                ),
+                None => format!("<span translate=\"no\">{}</span>", esc(a)),
+            }
+        }
+        "extended" => format!(
+            "{} {} {}",
+            esc(t.get("console_audit_extended", lang)),
+            esc(rest),
+            esc(t.get("console_months_unit", lang))
+        ),
+        "rejected" => format!(
+            "{}: {}",
+            esc(t.get("console_audit_rejected", lang)),
+            word(p, lang, "console_rejection", rest)
+        ),
+        "approved" | "reviewed" | "identities_purged" | "cancelled" => {
+            esc(t.get(&format!("console_audit_{head}"), lang))
+        }
+        "discrepancy" | "disclosure_withheld" => format!(
+            "{}: <span translate=\"no\">{}</span>",
+            esc(t.get(&format!("console_audit_{head}"), lang)),
+            esc(rest.trim())
+        ),
+        _ => format!("<span translate=\"no\">{}</span>", esc(a)),
+    }
+}
+
+fn identity_rows(p: &Portal, lang: Lang, label: &str, ids: &[common::Identity]) -> String {
+    let t = &p.texts;
+    let mut b = format!("<dt>{}</dt>", esc(t.get(label, lang)));
+    if ids.is_empty() {
+        let _ = write!(b, "<dd>{}</dd>", esc(t.get("console_none", lang)));
+    }
+    for i in ids {
+        let kind = match common::IdentityType::try_from(i.r#type)
+            .unwrap_or(common::IdentityType::Unspecified)
+        {
+            common::IdentityType::SePersonnummer => "identity_personnummer",
+            common::IdentityType::Phone => "identity_phone",
+            common::IdentityType::Email => "identity_email",
+            common::IdentityType::Unspecified
+            | common::IdentityType::SeOrganisationsnummer
+            | common::IdentityType::CustomerId => "console_identity_other",
+        };
+        let _ = write!(
+            b,
+            "<dd>{}: <span translate=\"no\">{}</span></dd>",
+            esc(t.get(kind, lang)),
+            esc(&i.value)
+        );
+    }
+    b
+}
+
+/// The person: identities claimed and verified, and where they were found.
+pub(super) fn identities(p: &Portal, lang: Lang, f: &pb::GetCaseFileResponse) -> String {
+    let t = &p.texts;
+    let mut b = format!("<h2>{}</h2>", esc(t.get("console_identities", lang)));
+    if f.identities_purged {
+        let _ = write!(b, "<p>{}</p>", esc(t.get("console_purged", lang)));
+        return b;
+    }
+    b.push_str("<dl id=\"identities\">");
+    b.push_str(&identity_rows(
+        p,
+        lang,
+        "console_claimed",
+        &f.claimed_identities,
+    ));
+    b.push_str(&identity_rows(
+        p,
+        lang,
+        "console_verified",
+        &f.verified_identities,
+    ));
+    b.push_str("</dl>");
+    if f.located_systems.is_empty() {
+        return b;
+    }
+    let _ = write!(b, "<h2>{}</h2>", esc(t.get("console_located", lang)));
+    if f.location_partial {
+        let _ = write!(
+            b,
+            "<p class=\"error\">{}</p>",
+            esc(t.get("console_loc_partial", lang))
+        );
+    }
+    b.push_str(&table_head(
+        p,
+        lang,
+        "located",
+        &[
+            "console_disc_system",
+            "console_loc_outcome",
+            "console_loc_store",
+            "console_loc_records",
+            "console_loc_categories",
+        ],
+    ));
+    for s in &f.located_systems {
+        let outcome = word(p, lang, "console_outcome", &s.outcome);
+        if s.stores.is_empty() {
+            let _ = write!(
+                b,
+                "<tr><td translate=\"no\">{}</td><td>{outcome}{}</td><td></td><td>0</td><td></td></tr>",
+                esc(&s.system_id),
+                if s.error_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (<span translate=\"no\">{}</span>)", esc(&s.error_reason))
+                },
+            );
+        }
+        for st in &s.stores {
+            let _ = write!(
+                b,
+                "<tr><td translate=\"no\">{}</td><td>{outcome}</td><td translate=\"no\">{}</td><td>{}</td><td translate=\"no\">{}</td></tr>",
+                esc(&s.system_id),
+                esc(&st.store),
+                st.record_count,
+                esc(&st.categories.join(", ")),
+            );
+        }
+    }
+    b.push_str("</tbody></table>");
+    b
+}
+
+/// The erasure receipts, each with whether its signature verified.
+pub(super) fn receipts(p: &Portal, lang: Lang, rs: &[era::StoredReceipt]) -> String {
+    let t = &p.texts;
+    if rs.is_empty() {
+        return String::new();
+    }
+    let mut b = format!(
+        "<h2>{}</h2><p>{}</p>",
+        esc(t.get("console_receipts", lang)),
+        esc(t.get("console_receipts_help", lang))
+    );
+    b.push_str(&table_head(
+        p,
+        lang,
+        "receipts",
+        &[
+            "console_disc_system",
+            "console_rcpt_phase",
+            "console_rcpt_action",
+            "console_rcpt_affected",
+            "console_rcpt_retained",
+            "console_rcpt_signature",
+        ],
+    ));
+    for r in rs {
+        let c = r.receipt.clone().unwrap_or_default();
+        let act = sys::ReceiptAction::try_from(c.action)
+            .unwrap_or(sys::ReceiptAction::Unspecified)
+            .as_str_name()
+            .trim_start_matches("RECEIPT_ACTION_")
+            .to_ascii_lowercase();
+        let affected: u64 = c.stores.iter().map(|s| s.affected).sum();
+        let key = r.signed.as_ref().map(|s| s.key_id.as_str()).unwrap_or("");
+        let _ = write!(
+            b,
+            "<tr><td translate=\"no\">{}</td><td translate=\"no\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <span translate=\"no\">{}</span></td></tr>",
+            esc(&r.system_id),
+            esc(&r.phase),
+            word(p, lang, "console_receipt", &act),
+            affected,
+            c.retained.len(),
+            esc(t.get(
+                if r.verified {
+                    "console_rcpt_verified"
+                } else {
+                    "console_rcpt_unverified"
+                },
+                lang
+            )),
+            esc(key),
+        );
+    }
+    b.push_str("</tbody></table>");
+    b
+}
+
+/// The audit trail, oldest first.
+pub(super) fn audit(p: &Portal, lang: Lang, f: &pb::GetCaseFileResponse) -> String {
+    let t = &p.texts;
+    let mut b = format!("<h2>{}</h2>", esc(t.get("console_audit", lang)));
+    b.push_str(&table_head(
+        p,
+        lang,
+        "audit",
+        &[
+            "console_audit_time",
+            "console_audit_actor",
+            "console_audit_action",
+            "console_audit_hash",
+        ],
+    ));
+    for e in &f.audit_entries {
+        let at = e
+            .time
+            .as_ref()
+            .and_then(|ts| chrono::DateTime::from_timestamp(ts.seconds, 0))
+            .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default();
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td translate=\"no\"><code title=\"{}\">{}</code></td></tr>",
+            esc(&at),
+            actor(p, lang, &e.actor),
+            action(p, lang, &e.action),
+            esc(&e.hash),
+            esc(e.hash.get(..12).unwrap_or(&e.hash)),
+        );
+    }
+    b.push_str("</tbody></table>");
+    b
+}

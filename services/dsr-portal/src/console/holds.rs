@@ -1,0 +1,514 @@
+//! Legal holds and retention sweeps, through erasure's own API with the
+//! handler's token: place a hold on a person or one record (nothing of
+//! theirs is erased while it stands), lift it, and start a sweep or read
+//! how the last ones went.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use dsr_domain::identity::{Identity, IdentityType};
+use dsr_domain::text::Lang;
+use dsr_proto::common::v1 as common;
+use dsr_proto::erasure::v1 as era;
+use dsr_proto::system::v1 as sys;
+
+use super::{Done, console_page, date, handler, nav, other, table_head, text_field, timestamp};
+use crate::mesh::MeshError;
+use crate::pages::esc;
+use crate::web::{Portal, not_found, page, see_other};
+
+/// The hold form as posted.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct HoldForm {
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    identity_type: String,
+    #[serde(default)]
+    identity_value: String,
+    #[serde(default)]
+    system_id: String,
+    #[serde(default)]
+    store: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    ground: String,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    controller: String,
+    #[serde(default)]
+    hold: String,
+}
+
+fn holds_page(
+    p: &Portal,
+    lang: Lang,
+    holds: &[era::Hold],
+    notice: Option<&str>,
+    errors: &BTreeMap<String, &'static str>,
+) -> Response {
+    let t = &p.texts;
+    let l = lang.code();
+    let mut b = nav(p, lang);
+    if let Some(k) = notice {
+        let _ = write!(b, "<p role=\"status\">{}</p>", esc(t.get(k, lang)));
+    }
+    let _ = write!(b, "<p>{}</p>", esc(t.get("console_holds_help", lang)));
+    if holds.is_empty() {
+        let _ = write!(b, "<p>{}</p>", esc(t.get("console_holds_none", lang)));
+    } else {
+        b.push_str(&table_head(
+            p,
+            lang,
+            "holds",
+            &[
+                "console_hold_covers",
+                "console_hold_ground",
+                "console_hold_until",
+                "console_hold_placed",
+                "console_hold_state",
+            ],
+        ));
+        for h in holds {
+            let covers = match &h.record {
+                Some(r) if h.scope == "record" => format!(
+                    "{}: <span translate=\"no\">{} {} {}</span>",
+                    esc(t.get("console_hold_record", lang)),
+                    esc(&r.system_id),
+                    esc(r.record.as_ref().map_or("", |x| x.store.as_str())),
+                    esc(r.record.as_ref().map_or("", |x| x.key.as_str())),
+                ),
+                _ => esc(t.get("console_hold_person", lang)),
+            };
+            let state = if h.lifted_at.is_some() {
+                format!(
+                    "{} ({}, <span translate=\"no\">{}</span>)",
+                    esc(t.get("console_hold_lifted", lang)),
+                    esc(&timestamp(h.lifted_at.as_ref())),
+                    esc(&h.lifted_by)
+                )
+            } else {
+                format!(
+                    "<form method=\"post\" action=\"/console/{l}/holds/lift\"><input type=\"hidden\" name=\"hold\" value=\"{id}\">\
+<button type=\"submit\" style=\"margin:0\">{lift}</button></form>",
+                    id = esc(&h.id),
+                    lift = esc(t.get("console_hold_lift", lang)),
+                )
+            };
+            let _ = write!(
+                b,
+                "<tr><td>{covers}</td><td>{}</td><td>{}</td><td><span translate=\"no\">{}</span>, {}</td><td>{state}</td></tr>",
+                esc(&h.ground),
+                if h.until.is_some() {
+                    esc(&date(h.until.as_ref()))
+                } else {
+                    esc(t.get("console_hold_until_lifted", lang))
+                },
+                esc(&h.placed_by),
+                esc(&timestamp(h.placed_at.as_ref())),
+            );
+        }
+        b.push_str("</tbody></table>");
+    }
+    // Place a hold.
+    let mut f = format!(
+        "<fieldset><legend>{}</legend>",
+        esc(t.get("console_hold_covers", lang))
+    );
+    for (value, key) in [
+        ("person", "console_hold_person"),
+        ("record", "console_hold_record"),
+    ] {
+        let _ = write!(
+            f,
+            "<div class=\"choice\"><input type=\"radio\" name=\"target\" id=\"target-{value}\" value=\"{value}\"{checked}>\
+<label for=\"target-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
+            esc(t.get(key, lang)),
+            checked = if value == "person" { " checked" } else { "" },
+        );
+    }
+    f.push_str("</fieldset>");
+    let _ = write!(
+        f,
+        "<label for=\"identity_type\">{}</label><select id=\"identity_type\" name=\"identity_type\">",
+        esc(t.get("console_attest_type", lang))
+    );
+    for kind in ["email", "personnummer", "phone"] {
+        let _ = write!(
+            f,
+            "<option value=\"{kind}\">{}</option>",
+            esc(t.get(&format!("identity_{kind}"), lang))
+        );
+    }
+    f.push_str("</select>");
+    f.push_str(&text_field(
+        p,
+        lang,
+        "identity_value",
+        "console_hold_identity",
+        errors,
+    ));
+    f.push_str(&text_field(
+        p,
+        lang,
+        "system_id",
+        "console_hold_system",
+        errors,
+    ));
+    f.push_str(&text_field(p, lang, "store", "console_hold_store", errors));
+    f.push_str(&text_field(p, lang, "key", "console_hold_key", errors));
+    let _ = write!(
+        f,
+        "<label for=\"controller\">{}</label><select id=\"controller\" name=\"controller\">",
+        esc(t.get("console_col_company", lang))
+    );
+    for (org, name) in &p.controllers {
+        let _ = write!(f, "<option value=\"{}\">{}</option>", esc(org), esc(name));
+    }
+    f.push_str("</select>");
+    f.push_str(&text_field(
+        p,
+        lang,
+        "ground",
+        "console_hold_ground_help",
+        errors,
+    ));
+    f.push_str(&text_field(
+        p,
+        lang,
+        "until",
+        "console_hold_until_help",
+        errors,
+    ));
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/console/{l}/holds\" novalidate><h2>{title}</h2>{f}<button type=\"submit\">{title}</button></form>",
+        title = esc(t.get("console_hold_place", lang)),
+    );
+    let title = t.get("console_holds", lang).to_owned();
+    console_page(
+        p,
+        lang,
+        &title,
+        &format!("/console/{}/holds", other(lang)),
+        &b,
+    )
+}
+
+async fn show_holds(
+    p: &Portal,
+    lang: Lang,
+    who: &str,
+    console: &super::Console,
+    notice: Option<&str>,
+    errors: &BTreeMap<String, &'static str>,
+) -> Response {
+    match console.mesh.holds(who).await {
+        Ok(h) => holds_page(p, lang, &h, notice, errors),
+        Err(e) => {
+            tracing::warn!(error = %e, "holds could not be read");
+            page(crate::pages::notice(&p.texts, lang, "error_unavailable"))
+        }
+    }
+}
+
+/// `GET /console/{lang}/holds`.
+pub(super) async fn holds(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    Query(done): Query<Done>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    let (who, console) = match handler(&p, lang, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let notice = done.done.is_some().then_some("console_done");
+    show_holds(&p, lang, &who, &console, notice, &BTreeMap::new()).await
+}
+
+fn parse_date(s: &str) -> Option<common::Date> {
+    let d = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()?;
+    Some(dsr_connector::grpc::date_to_pb(d))
+}
+
+/// `POST /console/{lang}/holds`: places a hold.
+pub(super) async fn place(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<HoldForm>,
+) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    let (who, console) = match handler(&p, lang, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let mut errors: BTreeMap<String, &'static str> = BTreeMap::new();
+    let target = if f.target == "record" {
+        for (name, v) in [
+            ("system_id", &f.system_id),
+            ("store", &f.store),
+            ("key", &f.key),
+        ] {
+            if v.trim().is_empty() {
+                errors.insert(name.into(), "error_required");
+            }
+        }
+        era::hold_target::Target::Record(era::SystemRecord {
+            system_id: f.system_id.trim().to_owned(),
+            record: Some(sys::RecordRef {
+                store: f.store.trim().to_owned(),
+                key: f.key.trim().to_owned(),
+            }),
+        })
+    } else {
+        let (kind, wire) = match f.identity_type.as_str() {
+            "personnummer" => (
+                IdentityType::Personnummer,
+                common::IdentityType::SePersonnummer,
+            ),
+            "phone" => (IdentityType::Phone, common::IdentityType::Phone),
+            _ => (IdentityType::Email, common::IdentityType::Email),
+        };
+        let value = match Identity::parse(kind, &f.identity_value) {
+            Ok(i) => i.value().to_owned(),
+            Err(_) => {
+                errors.insert("identity_value".into(), "error_identity");
+                String::new()
+            }
+        };
+        era::hold_target::Target::Identity(common::Identity {
+            r#type: wire as i32,
+            format: common::IdentityFormat::Raw as i32,
+            value,
+            hmac_key_id: String::new(),
+        })
+    };
+    if f.ground.trim().is_empty() {
+        errors.insert("ground".into(), "error_required");
+    }
+    let until = if f.until.trim().is_empty() {
+        None
+    } else {
+        let d = parse_date(&f.until);
+        if d.is_none() {
+            errors.insert("until".into(), "error_date");
+        }
+        d
+    };
+    if !errors.is_empty() {
+        return show_holds(&p, lang, &who, &console, None, &errors).await;
+    }
+    let placed = console
+        .mesh
+        .place_hold(
+            &who,
+            era::PlaceHoldRequest {
+                target: Some(era::HoldTarget {
+                    target: Some(target),
+                }),
+                ground: f.ground.trim().to_owned(),
+                until,
+                controller: Some(common::ControllerRef {
+                    organisation_number: f.controller.clone(),
+                }),
+            },
+        )
+        .await;
+    match placed {
+        Ok(_) => see_other(&format!("/console/{}/holds?done=1", lang.code())),
+        Err(MeshError::Invalid(fields)) => {
+            for field in fields {
+                let name = if field.starts_with("target.identity") {
+                    "identity_value"
+                } else if field == "target.record.system_id" {
+                    "system_id"
+                } else if field.starts_with("target.record") {
+                    "key"
+                } else if field == "until" {
+                    "until"
+                } else if field == "ground" {
+                    "ground"
+                } else {
+                    continue;
+                };
+                errors.entry(name.into()).or_insert(if name == "until" {
+                    "error_date"
+                } else {
+                    "error_required"
+                });
+            }
+            show_holds(&p, lang, &who, &console, None, &errors).await
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "hold not placed");
+            show_holds(&p, lang, &who, &console, Some("console_refused"), &errors).await
+        }
+    }
+}
+
+/// `POST /console/{lang}/holds/lift`.
+pub(super) async fn lift(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<HoldForm>,
+) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    let (who, console) = match handler(&p, lang, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match console.mesh.lift_hold(&who, &f.hold).await {
+        Ok(()) => see_other(&format!("/console/{}/holds?done=1", lang.code())),
+        Err(e) => {
+            tracing::info!(error = %e, "hold not lifted");
+            show_holds(
+                &p,
+                lang,
+                &who,
+                &console,
+                Some("console_refused"),
+                &BTreeMap::new(),
+            )
+            .await
+        }
+    }
+}
+
+/// The sweep form as posted.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct SweepForm {
+    #[serde(default)]
+    dry_run: Option<String>,
+}
+
+/// `GET /console/{lang}/sweeps`: the latest sweeps and a form to start one.
+pub(super) async fn sweeps(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    Query(done): Query<Done>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    let (who, console) = match handler(&p, lang, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let list = match console.mesh.sweeps(&who).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "sweeps could not be read");
+            return page(crate::pages::notice(&p.texts, lang, "error_unavailable"));
+        }
+    };
+    let t = &p.texts;
+    let l = lang.code();
+    let mut b = nav(&p, lang);
+    if done.done.is_some() {
+        let _ = write!(
+            b,
+            "<p role=\"status\">{}</p>",
+            esc(t.get("console_done", lang))
+        );
+    }
+    let _ = write!(b, "<p>{}</p>", esc(t.get("console_sweeps_help", lang)));
+    let _ = write!(
+        b,
+        "<form method=\"post\" action=\"/console/{l}/sweeps\"><div class=\"choice\"><input type=\"checkbox\" id=\"dry_run\" name=\"dry_run\" value=\"1\" checked>\
+<label for=\"dry_run\" style=\"margin:0;font-weight:400\">{}</label></div><button type=\"submit\">{}</button></form>",
+        esc(t.get("console_sweep_dry_run", lang)),
+        esc(t.get("console_sweep_start", lang)),
+    );
+    if list.is_empty() {
+        let _ = write!(b, "<p>{}</p>", esc(t.get("console_sweeps_none", lang)));
+    } else {
+        b.push_str(&table_head(
+            &p,
+            lang,
+            "sweeps",
+            &[
+                "console_sweep_started",
+                "console_sweep_trigger",
+                "console_disc_system",
+                "console_sweep_state",
+                "console_sweep_removed",
+            ],
+        ));
+        for s in &list {
+            for x in &s.systems {
+                let state = era::SweepState::try_from(x.state)
+                    .unwrap_or(era::SweepState::Unspecified)
+                    .as_str_name()
+                    .trim_start_matches("SWEEP_STATE_")
+                    .to_ascii_lowercase();
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td>{}{}</td><td translate=\"no\">{}</td><td>{}{}</td><td>{}</td></tr>",
+                    esc(&timestamp(s.start_time.as_ref())),
+                    super::casefile::word(&p, lang, "console_trigger", &s.trigger),
+                    if s.dry_run {
+                        format!(" ({})", esc(t.get("console_sweep_dry", lang)))
+                    } else {
+                        String::new()
+                    },
+                    esc(&x.system_id),
+                    super::casefile::word(&p, lang, "console_sweep_state", &state),
+                    if x.error.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (<span translate=\"no\">{}</span>)", esc(&x.error))
+                    },
+                    if s.dry_run { x.done } else { x.removed },
+                );
+            }
+        }
+        b.push_str("</tbody></table>");
+    }
+    let title = t.get("console_sweeps", lang).to_owned();
+    console_page(
+        &p,
+        lang,
+        &title,
+        &format!("/console/{}/sweeps", other(lang)),
+        &b,
+    )
+}
+
+/// `POST /console/{lang}/sweeps`: starts a sweep over every system.
+pub(super) async fn start_sweep(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<SweepForm>,
+) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    let (who, console) = match handler(&p, lang, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match console.mesh.start_sweep(&who, f.dry_run.is_some()).await {
+        Ok(_) => see_other(&format!("/console/{}/sweeps?done=1", lang.code())),
+        Err(e) => {
+            tracing::info!(error = %e, "sweep not started");
+            page(crate::pages::notice(&p.texts, lang, "console_refused"))
+        }
+    }
+}
