@@ -555,6 +555,94 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
     }
 }
 
+/// Rectification in the privacy centre, in Swedish: a form with nothing to
+/// correct, or a phone number that is not one, is refused next to the
+/// field with no code sent; a corrected job title reaches the CRM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver; .ci/run runs it with --ignored"]
+async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
+    use sea_orm::ConnectionTrait as _;
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = free_ports(11);
+    let up = dsr_up(&data, base, &[]);
+    let portal = format!("http://127.0.0.1:{}", base + 9);
+    let crm = dsr_store::connect(
+        &dsr_store::sqlite_url(&data.join("system-crm.db")),
+        &dsr_store::StoreConfig::default(),
+    )
+    .await
+    .unwrap();
+    let count = |sql: String| {
+        let crm = crm.clone();
+        async move {
+            crm.query_all_raw(sea_orm::Statement::from_string(
+                crm.get_database_backend(),
+                sql,
+            ))
+            .await
+            .unwrap()
+            .len()
+        }
+    };
+    let row = crm
+        .query_one_raw(sea_orm::Statement::from_string(
+            crm.get_database_backend(),
+            "SELECT email, controller_orgnr FROM contacts WHERE controller_orgnr = '556134-1248' \
+             ORDER BY id LIMIT 1 OFFSET 7"
+                .to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let email: String = row.try_get("", "email").unwrap();
+    let (_driver, c) = browser(base + 10).await;
+
+    c.goto(&format!("{portal}/sv/")).await.unwrap();
+    click(&c, "a[href='/sv/begin/rectification']").await;
+    click(&c, "input[name=controller][value='556134-1248']").await;
+    type_into(&c, "#email", &email).await;
+    let before = outbox_len(&data);
+    click(&c, "button[type=submit]").await;
+    assert_eq!(
+        text_of(&c, "#corrections-error").await,
+        "Fyll i minst en uppgift som ska rättas."
+    );
+    type_into(&c, "#fix_phone", "inte ett nummer").await;
+    click(&c, "button[type=submit]").await;
+    assert!(
+        text_of(&c, "#fix_phone-error")
+            .await
+            .starts_with("Ange ett telefonnummer")
+    );
+    assert_eq!(outbox_len(&data), before, "no code for a refused form");
+    shot(&c, "privacy-rectification-errors-sv").await;
+    type_into(&c, "#fix_phone", "").await;
+    type_into(&c, "#fix_job_title", "Kreditchef").await;
+    click(&c, "button[type=submit]").await;
+    let code = wait_code(&data, &email).await;
+    type_into(&c, "#code", &code).await;
+    click(&c, "button[type=submit]").await;
+    wait_status(&c, "sv", &portal, "Klar").await;
+    let url = c.current_url().await.unwrap().to_string();
+    assert!(
+        !url.contains(&email) && !url.contains("Kreditchef"),
+        "{url}"
+    );
+    assert_eq!(
+        count(format!(
+            "SELECT id FROM contacts WHERE email = '{email}' AND job_title = 'Kreditchef'"
+        ))
+        .await,
+        1
+    );
+    c.close().await.unwrap();
+    drop(up);
+    let logs = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(!logs.contains(&email) && !logs.contains("Kreditchef"));
+}
+
 /// A case handler in the console, in Chromium: a person asks Intrum
 /// Finans for erasure in the privacy centre; the handler signs in
 /// (development sign-in under `dsr up`), finds it awaiting approval in the

@@ -99,6 +99,8 @@ pub struct NewRequest {
     pub ground: pb::RestrictionGround,
     /// For an objection: to direct marketing.
     pub direct_marketing: bool,
+    /// For a rectification: (category, correct value).
+    pub corrections: Vec<(String, String)>,
 }
 
 /// A channel that connects on first use, over TLS for an `https://`
@@ -242,6 +244,11 @@ impl Mesh {
                 idempotency_key: n.idempotency_key,
                 restriction_ground: n.ground as i32,
                 direct_marketing: n.direct_marketing,
+                corrections: n
+                    .corrections
+                    .into_iter()
+                    .map(|(category_id, value)| pb::Correction { category_id, value })
+                    .collect(),
                 ..Default::default()
             },
         )?;

@@ -78,9 +78,12 @@ pub struct Right {
 }
 
 /// The rights the privacy centre offers, in order.
-pub const RIGHTS: [Right; 5] = [
+pub const RIGHTS: [Right; 6] = [
     Right { key: "access" },
     Right { key: "portability" },
+    Right {
+        key: "rectification",
+    },
     Right { key: "erasure" },
     Right { key: "restriction" },
     Right { key: "objection" },
@@ -93,6 +96,20 @@ pub const GROUNDS: [(&str, &str); 4] = [
     ("legal_claims", "ground_legal_claims"),
     ("objection", "ground_objection"),
 ];
+
+/// What a person may have corrected in the privacy centre (Art. 16): the
+/// form's field, the category the systems declare, and the label's text.
+/// A system corrects every field of the category in the person's records.
+pub const CORRECTABLE: [(&str, &str, &str); 5] = [
+    ("fix_name", "contact.name", "field_fix_name"),
+    ("fix_address", "contact.address", "field_fix_address"),
+    ("fix_phone", "contact.phone", "field_fix_phone"),
+    ("fix_email", "contact.email", "field_fix_email"),
+    ("fix_job_title", "contact.job_title", "field_fix_job_title"),
+];
+
+/// The longest correct value a person may give (the API's limit).
+pub const MAX_CORRECTION: usize = 500;
 
 /// The start page: every right with what it does.
 pub fn home(t: &Texts, lang: Lang, dpo_email: &str) -> String {
@@ -146,6 +163,8 @@ pub struct Entered {
     pub email: String,
     /// The restriction ground chosen.
     pub ground: String,
+    /// For a rectification: the correct values typed, by form field.
+    pub corrections: BTreeMap<&'static str, String>,
 }
 
 fn summary(t: &Texts, lang: Lang, errors: &BTreeMap<&'static str, &'static str>) -> String {
@@ -250,6 +269,32 @@ pub fn form(
                     ""
                 },
                 text = esc(t.get(text, lang)),
+            );
+        }
+        b.push_str("</fieldset>");
+    }
+    if right.key == "rectification" {
+        let _ = write!(
+            b,
+            "<fieldset id=\"corrections\" {d}><legend>{legend}</legend><p class=\"help\" id=\"corrections-help\">{help}</p>{err}",
+            d = described(errors, "corrections"),
+            legend = esc(t.get("field_corrections", lang)),
+            help = esc(t.get("field_corrections_help", lang)),
+            err = error_line(t, lang, errors, "corrections"),
+        );
+        for (field, _, label) in CORRECTABLE {
+            let _ = write!(
+                b,
+                "<label for=\"{field}\" style=\"font-weight:400\">{label}</label>{err}\
+<input type=\"text\" id=\"{field}\" name=\"{field}\" value=\"{value}\" maxlength=\"{MAX_CORRECTION}\" {d}>",
+                label = esc(t.get(label, lang)),
+                err = error_line(t, lang, errors, field),
+                value = esc(entered.corrections.get(field).map_or("", String::as_str)),
+                d = if errors.contains_key(field) {
+                    format!("aria-describedby=\"{field}-error\" aria-invalid=\"true\"")
+                } else {
+                    String::new()
+                },
             );
         }
         b.push_str("</fieldset>");

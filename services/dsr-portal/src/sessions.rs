@@ -1,7 +1,8 @@
 //! Browser sessions, held on the server: the cookie is only a random key.
 //! A session remembers what the person is doing (the right, the company,
 //! the challenge and then the request's id) and the random subject its
-//! calls to the mesh carry; never an identity value. Sessions end after
+//! calls to the mesh carry; never an identity value (a rectification's
+//! correct values stay only until the request is submitted). Sessions end after
 //! their time to live and are bounded in number (the oldest goes first).
 
 use std::collections::HashMap;
@@ -22,6 +23,9 @@ pub struct Session {
     pub controller: String,
     /// For a restriction: the ground chosen.
     pub ground: String,
+    /// For a rectification: (category, correct value), held until the
+    /// request is submitted, then dropped.
+    pub corrections: Vec<(String, String)>,
     /// The identity service's challenge, once a code is sent.
     pub challenge_id: String,
     /// The request, once submitted.

@@ -194,6 +194,65 @@ pub struct BeginForm {
     email: String,
     #[serde(default)]
     ground: String,
+    #[serde(default)]
+    fix_name: String,
+    #[serde(default)]
+    fix_address: String,
+    #[serde(default)]
+    fix_phone: String,
+    #[serde(default)]
+    fix_email: String,
+    #[serde(default)]
+    fix_job_title: String,
+}
+
+impl BeginForm {
+    /// The correct value typed in `field` (one of [`pages::CORRECTABLE`]).
+    fn correction(&self, field: &str) -> &str {
+        match field {
+            "fix_name" => &self.fix_name,
+            "fix_address" => &self.fix_address,
+            "fix_phone" => &self.fix_phone,
+            "fix_email" => &self.fix_email,
+            "fix_job_title" => &self.fix_job_title,
+            _ => "",
+        }
+    }
+}
+
+/// A rectification's corrections as typed, checked: (category, value)
+/// pairs, or the fields' errors.
+fn corrections(
+    f: &BeginForm,
+    errors: &mut BTreeMap<&'static str, &'static str>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (field, category, _) in pages::CORRECTABLE {
+        let v = f.correction(field).trim();
+        if v.is_empty() {
+            continue;
+        }
+        let checked = match field {
+            "fix_phone" => Identity::parse(IdentityType::Phone, v)
+                .map(|_| ())
+                .map_err(|_| "error_phone"),
+            "fix_email" => Identity::parse(IdentityType::Email, v)
+                .map(|_| ())
+                .map_err(|_| "error_email"),
+            _ if v.chars().count() > pages::MAX_CORRECTION => Err("error_too_long"),
+            _ => Ok(()),
+        };
+        match checked {
+            Ok(()) => out.push((category.to_owned(), v.to_owned())),
+            Err(e) => {
+                errors.insert(field, e);
+            }
+        }
+    }
+    if out.is_empty() && errors.is_empty() {
+        errors.insert("corrections", "error_correction_none");
+    }
+    out
 }
 
 async fn begin(
@@ -211,6 +270,11 @@ async fn begin(
     if right.key == "restriction" && !pages::GROUNDS.iter().any(|(k, _)| *k == f.ground) {
         errors.insert("ground", "error_choose");
     }
+    let fixes = if right.key == "rectification" {
+        corrections(&f, &mut errors)
+    } else {
+        Vec::new()
+    };
     let email = match Identity::parse(IdentityType::Email, &f.email) {
         Ok(i) => Some(i),
         Err(_) if f.email.trim().is_empty() => {
@@ -226,6 +290,10 @@ async fn begin(
         controller: f.controller.clone(),
         email: f.email.clone(),
         ground: f.ground.clone(),
+        corrections: pages::CORRECTABLE
+            .iter()
+            .map(|(field, _, _)| (*field, f.correction(field).to_owned()))
+            .collect(),
     };
     let Some(email) = email.filter(|_| errors.is_empty()) else {
         return page(pages::form(
@@ -241,6 +309,7 @@ async fn begin(
         right: right.key.to_owned(),
         controller: f.controller,
         ground: f.ground,
+        corrections: fixes,
         ..Session::default()
     });
     let Some(s) = p.sessions.get(&key) else {
@@ -311,6 +380,7 @@ fn kind_of(s: &Session) -> Option<(pb::Kind, pb::RestrictionGround, bool)> {
         "access" => (pb::Kind::Access, G::Unspecified, false),
         "portability" => (pb::Kind::Portability, G::Unspecified, false),
         "erasure" => (pb::Kind::Erasure, G::Unspecified, false),
+        "rectification" => (pb::Kind::Rectification, G::Unspecified, false),
         "objection" => (pb::Kind::Objection, G::Unspecified, true),
         "restriction" => (
             pb::Kind::Restriction,
@@ -382,12 +452,16 @@ async fn code(
                 ),
                 ground,
                 direct_marketing,
+                corrections: s.corrections.clone(),
             },
         )
         .await;
     match submitted {
         Ok(id) => {
-            p.sessions.update(&key, |s| s.request_id = id);
+            p.sessions.update(&key, |s| {
+                s.request_id = id;
+                s.corrections = Vec::new();
+            });
             see_other(&format!("/{}/status", lang.code()))
         }
         Err(e) => {
