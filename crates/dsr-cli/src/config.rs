@@ -163,6 +163,129 @@ pub(crate) struct PortalSection {
     /// handler's id typed in, tokens signed with the data directory's
     /// development key). `dsr up` turns it on; never in production.
     pub console_dev_login: bool,
+    /// The console's sign-in through the company's identity provider
+    /// (OpenID Connect); an empty issuer: none.
+    pub console_oidc: OidcSection,
+    /// The console's Ed25519 key, signing each of its calls as the signed-in
+    /// handler (created when missing).
+    pub console_key_file: String,
+    /// The issuer of those tokens (the services grant it case handlers'
+    /// scopes only).
+    pub console_token_issuer: String,
+    /// BankID (or another strong identification) for the person through
+    /// the company's identity provider; an empty issuer: not offered. The
+    /// identity service must trust the same provider (`identity.idp_*`,
+    /// audience this client's id).
+    pub person_oidc: OidcSection,
+}
+
+/// An OpenID Connect client of the company's identity provider.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OidcSection {
+    /// The issuer URL (discovery at `{issuer}/.well-known/openid-configuration`);
+    /// empty: not used.
+    pub issuer: String,
+    /// The client's id at the provider.
+    pub client_id: String,
+    /// A file holding the client's secret.
+    pub client_secret_file: String,
+    /// The callback URL registered at the provider: the portal's public
+    /// address + `/console/oidc/callback` (console) or
+    /// `/oidc/person/callback` (person).
+    pub redirect_url: String,
+    /// Scopes asked for besides `openid`.
+    pub scopes: Vec<String>,
+    /// `acr_values` asked for (e.g. the provider's BankID level).
+    pub acr_values: String,
+    /// Console: the ID token's claim listing the handler's roles or groups
+    /// (a dotted path reads into objects, e.g. "realm_access.roles").
+    pub roles_claim: String,
+    /// Console: the claim naming the handler in the audit trail.
+    pub handler_claim: String,
+    /// Console: the scopes each role gives; a handler whose roles give
+    /// none is not let in.
+    pub role_scopes: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl OidcSection {
+    /// Checks a configured client (an empty issuer: not used).
+    fn validate(&self, name: &str) -> anyhow::Result<()> {
+        if self.issuer.is_empty() {
+            return Ok(());
+        }
+        for (field, v) in [
+            ("issuer", &self.issuer),
+            ("redirect_url", &self.redirect_url),
+        ] {
+            if !(v.starts_with("https://") || v.starts_with("http://")) {
+                bail!("invalid configuration: {name}.{field} must be an http(s) URL");
+            }
+        }
+        for (field, v) in [
+            ("client_id", &self.client_id),
+            ("client_secret_file", &self.client_secret_file),
+        ] {
+            if v.is_empty() {
+                bail!("invalid configuration: {name}.{field} is required with {name}.issuer");
+            }
+        }
+        if name == "portal.console_oidc" {
+            if self.role_scopes.is_empty() {
+                bail!(
+                    "invalid configuration: {name}.role_scopes must give at least one role scopes"
+                );
+            }
+            for (role, scopes) in &self.role_scopes {
+                if let Some(s) = scopes
+                    .iter()
+                    .find(|s| !dsr_portal::console::CASE_HANDLER_SCOPES.contains(&s.as_str()))
+                {
+                    bail!(
+                        "invalid configuration: {name}.role_scopes.{role}: {s} is not a case handler's scope (one of {})",
+                        dsr_portal::console::CASE_HANDLER_SCOPES.join(", ")
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The client's settings, its secret read from its file.
+    pub(crate) fn settings(&self) -> anyhow::Result<dsr_portal::oidc::Settings> {
+        let secret = std::fs::read_to_string(&self.client_secret_file)
+            .with_context(|| format!("cannot read {}", self.client_secret_file))?;
+        Ok(dsr_portal::oidc::Settings {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: secret.trim().to_owned(),
+            redirect_url: self.redirect_url.clone(),
+            scopes: self.scopes.clone(),
+            acr_values: self.acr_values.clone(),
+        })
+    }
+}
+
+impl Default for OidcSection {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret_file: String::new(),
+            redirect_url: String::new(),
+            scopes: Vec::new(),
+            acr_values: String::new(),
+            roles_claim: "roles".into(),
+            handler_claim: "preferred_username".into(),
+            role_scopes: std::collections::BTreeMap::from([(
+                "dsr-case-handler".to_owned(),
+                dsr_portal::console::CASE_HANDLER_SCOPES
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect(),
+            )]),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -524,6 +647,10 @@ impl Default for Config {
                 max_sessions: 10_000,
                 secure_cookie: false,
                 console_dev_login: false,
+                console_oidc: OidcSection::default(),
+                console_key_file: String::new(),
+                console_token_issuer: "dsr-console".into(),
+                person_oidc: OidcSection::default(),
             },
             erasure: ErasureSection {
                 registry_endpoint: String::new(),
@@ -739,6 +866,14 @@ impl Config {
                 "orchestrator.identity_jwks_file",
                 &self.orchestrator.identity_jwks_file,
             ),
+            (
+                "portal.console_oidc.client_secret_file",
+                &self.portal.console_oidc.client_secret_file,
+            ),
+            (
+                "portal.person_oidc.client_secret_file",
+                &self.portal.person_oidc.client_secret_file,
+            ),
         ] {
             if !path.is_empty() && !Path::new(path).is_file() {
                 bail!("invalid configuration: {name}: no such file {path}");
@@ -758,6 +893,18 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             bail!("invalid configuration: database.max_connections must be at least 1");
+        }
+        for (name, o) in [
+            ("portal.console_oidc", &self.portal.console_oidc),
+            ("portal.person_oidc", &self.portal.person_oidc),
+        ] {
+            o.validate(name)?;
+        }
+        if self.portal.console_dev_login && !self.portal.console_oidc.issuer.is_empty() {
+            bail!(
+                "invalid configuration: portal.console_dev_login and portal.console_oidc are exclusive: \
+                 handlers sign in through the identity provider, or (development only) by name"
+            );
         }
         if self.up.host.parse::<std::net::IpAddr>().is_err() {
             bail!("invalid configuration: up.host must be an IP address");
@@ -1115,6 +1262,57 @@ mod tests {
                 .is_none(),
             "erasure is not for browsers"
         );
+    }
+
+    #[test]
+    fn a_console_identity_provider_is_checked_at_start() {
+        let secret = tempfile::NamedTempFile::new().unwrap();
+        let path = secret.path().display().to_string();
+        let load = |extra: &[(&'static str, String)]| {
+            let mut vars = vec![
+                (
+                    "DSR_PORTAL__CONSOLE_OIDC__ISSUER",
+                    "https://login.example.se/staff".to_owned(),
+                ),
+                (
+                    "DSR_PORTAL__CONSOLE_OIDC__CLIENT_ID",
+                    "dsr-console".to_owned(),
+                ),
+                ("DSR_PORTAL__CONSOLE_OIDC__CLIENT_SECRET_FILE", path.clone()),
+                (
+                    "DSR_PORTAL__CONSOLE_OIDC__REDIRECT_URL",
+                    "https://privacy.example.se/console/oidc/callback".to_owned(),
+                ),
+            ];
+            vars.extend(extra.iter().cloned());
+            Config::load(
+                None,
+                vars.into_iter().map(|(k, v)| (k.to_owned(), v)),
+                vec![],
+            )
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+        };
+        load(&[]).unwrap();
+        let e = load(&[(
+            "DSR_PORTAL__CONSOLE_OIDC__ROLE_SCOPES",
+            "{ staff = [\"system:write\"] }".to_owned(),
+        )])
+        .unwrap_err();
+        assert!(
+            e.contains("role_scopes.staff") && e.contains("system:write"),
+            "{e}"
+        );
+        let e = load(&[("DSR_PORTAL__CONSOLE_OIDC__CLIENT_ID", String::new())]).unwrap_err();
+        assert!(e.contains("portal.console_oidc.client_id"), "{e}");
+        let e = load(&[("DSR_PORTAL__CONSOLE_DEV_LOGIN", "true".to_owned())]).unwrap_err();
+        assert!(e.contains("exclusive"), "{e}");
+        let e = load(&[(
+            "DSR_PORTAL__CONSOLE_OIDC__CLIENT_SECRET_FILE",
+            "/no/such/secret".to_owned(),
+        )])
+        .unwrap_err();
+        assert!(e.contains("no such file"), "{e}");
     }
 
     #[test]

@@ -75,8 +75,14 @@ pub(crate) fn load_dev_key(dir: &Path) -> anyhow::Result<DevKey> {
 
 /// The services of the mesh that call others, each with its own key under
 /// `dsr up`.
-pub(crate) const SERVICES_THAT_CALL: [&str; 5] =
-    ["discovery", "export", "erasure", "orchestrator", "portal"];
+pub(crate) const SERVICES_THAT_CALL: [&str; 6] = [
+    "discovery",
+    "export",
+    "erasure",
+    "orchestrator",
+    "portal",
+    "console",
+];
 
 /// The key file and issuer `dsr up` gives service `name` (`keys/<name>-
 /// service.pem`, created once, issuer `dsr-<name>`); its JWKS is written to

@@ -32,12 +32,13 @@ enum KeysCommand {
 }
 
 /// The services that call others with service tokens, and their issuers.
-const CALLERS: [(&str, &str); 5] = [
+const CALLERS: [(&str, &str); 6] = [
     ("orchestrator", "dsr-orchestrator"),
     ("discovery", "dsr-discovery"),
     ("export", "dsr-export"),
     ("erasure", "dsr-erasure"),
     ("portal", "dsr-portal"),
+    ("console", "dsr-console"),
 ];
 
 #[allow(clippy::print_stdout)]

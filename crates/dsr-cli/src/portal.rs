@@ -48,10 +48,48 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
         signer,
     )
     .map_err(|e| anyhow::anyhow!("invalid configuration: portal: {e}"))?;
-    // The console signs its calls as the handler with the development key
-    // (the development identity provider): its issuer holds the people's
-    // scopes, case handlers' included.
-    let console = if p.console_dev_login {
+    let console_mesh = |signer: Arc<dsr_auth::TokenSigner>| {
+        dsr_portal::mesh::Mesh::new(
+            &dsr_portal::mesh::Endpoints {
+                orchestrator: p.orchestrator_endpoint.clone(),
+                identity: p.identity_endpoint.clone(),
+                export: p.export_endpoint.clone(),
+                erasure: p.erasure_endpoint.clone(),
+                registry: p.registry_endpoint.clone(),
+            },
+            signer,
+        )
+        .map(dsr_portal::mesh::Mesh::as_case_handlers)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: portal: {e}"))
+    };
+    let provider = |name: &str, o: &crate::config::OidcSection| -> anyhow::Result<_> {
+        Ok(Arc::new(
+            dsr_portal::oidc::Provider::new(o.settings()?)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {name}.{e}"))?,
+        ))
+    };
+    let console = if !p.console_oidc.issuer.is_empty() {
+        // Through the company's identity provider: the console's own key
+        // signs each call as the handler, with the scopes of their roles.
+        let signer = crate::services::service_signer(
+            cfg,
+            &p.console_key_file,
+            "console",
+            &p.console_token_issuer,
+        )?;
+        Some(dsr_portal::console::Console {
+            mesh: console_mesh(signer)?,
+            sign_in: dsr_portal::console::SignIn::Oidc {
+                provider: provider("portal.console_oidc", &p.console_oidc)?,
+                roles_claim: p.console_oidc.roles_claim.clone(),
+                handler_claim: p.console_oidc.handler_claim.clone(),
+                role_scopes: p.console_oidc.role_scopes.clone(),
+            },
+        })
+    } else if p.console_dev_login {
+        // The development sign-in signs with the development key (the
+        // development identity provider): its issuer holds the people's
+        // scopes, case handlers' included.
         let key = crate::dev::load_dev_key(&cfg.data_dir)
             .context("portal.console_dev_login needs the development key (dsr up makes it)")?;
         let signer = dsr_auth::TokenSigner::from_ed25519_pem(
@@ -60,21 +98,16 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
             crate::dev::DEV_ISSUER,
         )?;
         Some(dsr_portal::console::Console {
-            mesh: dsr_portal::mesh::Mesh::new(
-                &dsr_portal::mesh::Endpoints {
-                    orchestrator: p.orchestrator_endpoint.clone(),
-                    identity: p.identity_endpoint.clone(),
-                    export: p.export_endpoint.clone(),
-                    erasure: p.erasure_endpoint.clone(),
-                    registry: p.registry_endpoint.clone(),
-                },
-                Arc::new(signer),
-            )
-            .map_err(|e| anyhow::anyhow!("invalid configuration: portal: {e}"))?
-            .as_case_handlers(),
+            mesh: console_mesh(Arc::new(signer))?,
+            sign_in: dsr_portal::console::SignIn::Development,
         })
     } else {
         None
+    };
+    let person_idp = if p.person_oidc.issuer.is_empty() {
+        None
+    } else {
+        Some(provider("portal.person_oidc", &p.person_oidc)?)
     };
     Ok(dsr_portal::web::router(dsr_portal::web::Portal {
         texts: Arc::new(texts),
@@ -88,6 +121,7 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
         dpo_email: group.dpo_email.clone(),
         secure_cookie: p.secure_cookie,
         console,
+        person_idp,
     }))
 }
 

@@ -353,6 +353,13 @@ pub(crate) fn mesh_grants() -> Grants {
                 dsr_export::grpc::SCOPE_READ,
             ],
         )
+        // The console acts for the signed-in case handler: a case handler's
+        // scopes (each token carries only those the handler's roles give),
+        // never a data system's.
+        .grant(
+            "dsr-console",
+            dsr_portal::console::CASE_HANDLER_SCOPES.iter().copied(),
+        )
         .grant(
             "dsr-export",
             [

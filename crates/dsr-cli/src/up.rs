@@ -170,7 +170,11 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     cfg.portal.registry_endpoint = port(0);
     (cfg.portal.service_key_file, cfg.portal.service_token_issuer) =
         dev::service_key(&cfg.data_dir, "portal")?;
-    cfg.portal.console_dev_login = true;
+    (cfg.portal.console_key_file, cfg.portal.console_token_issuer) =
+        dev::service_key(&cfg.data_dir, "console")?;
+    // The development sign-in, unless the configuration names an identity
+    // provider for the console.
+    cfg.portal.console_dev_login = cfg.portal.console_oidc.issuer.is_empty();
     let portal: SocketAddr = format!("{}:{}", cfg.up.host, cfg.up.base_port.saturating_add(9))
         .parse()
         .context("up.host")?;

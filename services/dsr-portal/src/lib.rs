@@ -15,6 +15,7 @@
 
 pub mod console;
 pub mod mesh;
+pub mod oidc;
 pub mod pages;
 pub mod sessions;
 pub mod texts;

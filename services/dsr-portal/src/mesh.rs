@@ -80,6 +80,8 @@ pub struct Mesh {
     signer: Arc<TokenSigner>,
     /// Scopes every token carries besides the call's own.
     extra_scopes: Vec<String>,
+    /// When set, the only scopes a token may carry (a case handler's).
+    allowed: Option<Arc<[String]>>,
 }
 
 /// What a new request asks for.
@@ -130,6 +132,7 @@ impl Mesh {
             registry: optional_channel(&e.registry)?,
             signer,
             extra_scopes: Vec::new(),
+            allowed: None,
         })
     }
 
@@ -142,8 +145,19 @@ impl Mesh {
         self
     }
 
+    /// The same clients whose tokens carry no scope but `scopes` (those a
+    /// signed-in case handler holds): a call needing another is refused by
+    /// the service, as it would refuse the handler.
+    #[must_use]
+    pub fn limited_to(&self, scopes: &[String]) -> Self {
+        Self {
+            allowed: Some(scopes.into()),
+            ..self.clone()
+        }
+    }
+
     /// `m` with a token for `subject` to `audience` carrying `scopes` and
-    /// the mesh's extra ones.
+    /// the mesh's extra ones (those allowed).
     fn req<T>(
         &self,
         subject: &str,
@@ -160,6 +174,7 @@ impl Mesh {
                     .iter()
                     .map(|s| (*s).to_owned())
                     .chain(self.extra_scopes.iter().cloned())
+                    .filter(|s| self.allowed.as_ref().is_none_or(|a| a.contains(s)))
                     .collect(),
                 ttl: Duration::from_secs(120),
             })
@@ -201,6 +216,31 @@ impl Mesh {
             .await?
             .into_inner()
             .challenge_id)
+    }
+
+    /// A verification token for the identity provider's assertion (an ID
+    /// token from BankID through the company's provider): identity checks
+    /// it against the provider's keys and vouches at its level.
+    pub async fn assertion(&self, subject: &str, id_token: &str) -> Result<String, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-identity",
+            &["identity:verify"],
+            idv::StartVerificationRequest {
+                claimed: Vec::new(),
+                method: idv::Method::IdpAssertion as i32,
+                idp_assertion: id_token.to_owned(),
+                attestation: None,
+                language: String::new(),
+            },
+        )?;
+        IdentityVerificationClient::new(self.identity.clone())
+            .start_verification(r)
+            .await?
+            .into_inner()
+            .token
+            .map(|t| t.jwt)
+            .ok_or(MeshError::Unavailable)
     }
 
     /// The verification token for the code.

@@ -165,6 +165,10 @@ pub struct Entered {
     pub ground: String,
     /// For a rectification: the correct values typed, by form field.
     pub corrections: BTreeMap<&'static str, String>,
+    /// BankID through the company's identity provider is offered.
+    pub bankid_offered: bool,
+    /// How the person chose to identify: "email" or "bankid".
+    pub method: String,
 }
 
 fn summary(t: &Texts, lang: Lang, errors: &BTreeMap<&'static str, &'static str>) -> String {
@@ -294,6 +298,27 @@ pub fn form(
                     format!("aria-describedby=\"{field}-error\" aria-invalid=\"true\"")
                 } else {
                     String::new()
+                },
+            );
+        }
+        b.push_str("</fieldset>");
+    }
+    if entered.bankid_offered {
+        let _ = write!(
+            b,
+            "<fieldset id=\"method\"><legend>{}</legend>",
+            esc(t.get("field_method", lang))
+        );
+        for (value, key) in [("email", "method_email"), ("bankid", "method_bankid")] {
+            let _ = write!(
+                b,
+                "<div class=\"choice\"><input type=\"radio\" name=\"method\" id=\"method-{value}\" value=\"{value}\"{checked}>\
+<label for=\"method-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
+                esc(t.get(key, lang)),
+                checked = if (entered.method == "bankid") == (value == "bankid") {
+                    " checked"
+                } else {
+                    ""
                 },
             );
         }

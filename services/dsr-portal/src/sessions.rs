@@ -32,6 +32,12 @@ pub struct Session {
     pub request_id: String,
     /// In the console: the signed-in case handler's id.
     pub handler: String,
+    /// In the console: the scopes the handler's roles give.
+    pub scopes: Vec<String>,
+    /// A sign-in at the identity provider underway.
+    pub attempt: crate::oidc::Attempt,
+    /// The language of the page the sign-in started from.
+    pub lang: String,
 }
 
 struct Entry {
@@ -121,6 +127,15 @@ impl Sessions {
             }
             None => None,
         }
+    }
+
+    /// Ends the session under `key` (signed out, or replaced after a
+    /// sign-in so that a key seen before it is worth nothing after).
+    pub fn close(&self, key: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
     }
 
     /// Changes the session under `key`; false when it is gone.

@@ -1,14 +1,16 @@
 //! The privacy centre's routes. Every page is under its language
 //! (`/sv/…`, `/en/…`); `/` sends the browser to the one it prefers. The
 //! person's progress lives in a server-side session named by an
-//! HttpOnly, SameSite=Strict cookie; nothing of theirs is in a URL.
+//! HttpOnly, SameSite=Lax cookie (Lax: it comes back with the identity
+//! provider's redirect; no page changes anything on a GET, and a
+//! cross-site POST carries no cookie); nothing of theirs is in a URL.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -40,6 +42,9 @@ pub struct Portal {
     pub secure_cookie: bool,
     /// The case handlers' console, when a sign-in for it is configured.
     pub console: Option<crate::console::Console>,
+    /// BankID (or another strong identification) through the company's
+    /// identity provider, when configured.
+    pub person_idp: Option<Arc<crate::oidc::Provider>>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -50,6 +55,24 @@ impl std::fmt::Debug for Portal {
 
 /// The routes.
 pub fn router(p: Portal) -> Router {
+    let origins: Vec<String> = p
+        .person_idp
+        .iter()
+        .map(|i| i.origin())
+        .chain(p.console.iter().filter_map(|c| match &c.sign_in {
+            crate::console::SignIn::Oidc { provider, .. } => Some(provider.origin()),
+            crate::console::SignIn::Development => None,
+        }))
+        .collect();
+    let csp = (!origins.is_empty())
+        .then(|| {
+            HeaderValue::from_str(&PAGE_CSP.replace(
+                "form-action 'self'",
+                &format!("form-action 'self' {}", origins.join(" ")),
+            ))
+            .ok()
+        })
+        .flatten();
     Router::new()
         .route("/", get(root))
         .route("/healthz", get(|| async { "ok" }))
@@ -59,9 +82,30 @@ pub fn router(p: Portal) -> Router {
         .route("/{lang}/status", get(status))
         .route("/{lang}/report", get(report))
         .route("/{lang}/files/{name}", get(file))
+        .route("/oidc/person/callback", get(person_callback))
         .merge(crate::console::router())
         .layer(axum::middleware::from_fn(access_log))
+        .layer(axum::middleware::map_response(move |r: Response| {
+            let csp = csp.clone();
+            async move { with_form_targets(r, csp.as_ref()) }
+        }))
         .with_state(p)
+}
+
+/// A form that starts a sign-in posts to the privacy centre, which sends
+/// the browser on to the identity provider: `form-action` covers the whole
+/// redirect chain, so the providers' origins are added to it.
+fn with_form_targets(mut r: Response, csp: Option<&HeaderValue>) -> Response {
+    if let Some(v) = csp
+        && r.headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .map(HeaderValue::as_bytes)
+            == Some(PAGE_CSP.as_bytes())
+    {
+        r.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v.clone());
+    }
+    r
 }
 
 /// One line per request: the route's pattern (never the path as typed, nor
@@ -99,12 +143,15 @@ pub(crate) fn page(html: String) -> Response {
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
+        HeaderValue::from_static(PAGE_CSP),
     );
     r
 }
+
+/// The pages' content security policy: nothing loaded from anywhere, forms
+/// post to the privacy centre only (and, where a sign-in goes on to it,
+/// the identity provider: see [`router`]).
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub(crate) fn see_other(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
@@ -118,11 +165,11 @@ pub(crate) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
 }
 
-/// Names the session `key` in the browser: HttpOnly, SameSite=Strict, and
+/// Names the session `key` in the browser: HttpOnly, SameSite=Lax, and
 /// Secure behind HTTPS.
 pub(crate) fn set_cookie(p: &Portal, r: &mut Response, key: &str) {
     let cookie = format!(
-        "{COOKIE}={key}; Path=/; HttpOnly; SameSite=Strict{}",
+        "{COOKIE}={key}; Path=/; HttpOnly; SameSite=Lax{}",
         if p.secure_cookie { "; Secure" } else { "" }
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -180,7 +227,10 @@ async fn begin_form(
         lang,
         right,
         &p.controllers,
-        &Entered::default(),
+        &Entered {
+            bankid_offered: p.person_idp.is_some(),
+            ..Entered::default()
+        },
         &BTreeMap::new(),
     ))
 }
@@ -204,6 +254,8 @@ pub struct BeginForm {
     fix_email: String,
     #[serde(default)]
     fix_job_title: String,
+    #[serde(default)]
+    method: String,
 }
 
 impl BeginForm {
@@ -275,8 +327,10 @@ async fn begin(
     } else {
         Vec::new()
     };
+    let bankid = f.method == "bankid" && p.person_idp.is_some();
     let email = match Identity::parse(IdentityType::Email, &f.email) {
         Ok(i) => Some(i),
+        Err(_) if bankid => None,
         Err(_) if f.email.trim().is_empty() => {
             errors.insert("email", "error_required");
             None
@@ -294,7 +348,12 @@ async fn begin(
             .iter()
             .map(|(field, _, _)| (*field, f.correction(field).to_owned()))
             .collect(),
+        bankid_offered: p.person_idp.is_some(),
+        method: f.method.clone(),
     };
+    if bankid && errors.is_empty() {
+        return to_identity_provider(&p, lang, right, &entered, fixes).await;
+    }
     let Some(email) = email.filter(|_| errors.is_empty()) else {
         return page(pages::form(
             &p.texts,
@@ -349,6 +408,102 @@ async fn begin(
             page(pages::notice(&p.texts, lang, "error_unavailable"))
         }
     }
+}
+
+/// Off to the company's identity provider (BankID) with the request's
+/// choices kept in a new session until the person comes back.
+async fn to_identity_provider(
+    p: &Portal,
+    lang: Lang,
+    right: Right,
+    entered: &Entered,
+    fixes: Vec<(String, String)>,
+) -> Response {
+    let Some(idp) = &p.person_idp else {
+        return not_found();
+    };
+    match idp.begin().await {
+        Ok((url, attempt)) => {
+            let key = p.sessions.open(Session {
+                right: right.key.to_owned(),
+                controller: entered.controller.clone(),
+                ground: entered.ground.clone(),
+                corrections: fixes,
+                attempt,
+                lang: lang.code().to_owned(),
+                ..Session::default()
+            });
+            let mut r = see_other(&url);
+            set_cookie(p, &mut r, &key);
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "identification could not start");
+            page(pages::notice(&p.texts, lang, "error_unavailable"))
+        }
+    }
+}
+
+/// `GET /oidc/person/callback`: back from the identity provider. The ID
+/// token verified here (state, nonce, signature) is presented to identity
+/// verification, whose token submits the request; the session goes on
+/// under a new key.
+async fn person_callback(
+    State(p): State<Portal>,
+    Query(cb): Query<crate::console::Callback>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(idp) = p.person_idp.clone() else {
+        return not_found();
+    };
+    let Some((key, s)) = session_key(&headers).and_then(|k| p.sessions.get(&k).map(|s| (k, s)))
+    else {
+        return page(pages::notice(&p.texts, Lang::Sv, "error_session"));
+    };
+    let lang = lang_of(&s.lang).unwrap_or(Lang::Sv);
+    p.sessions.close(&key);
+    if cb.error().is_some() {
+        tracing::info!("identification: the identity provider refused or was cancelled");
+        return page(pages::notice(&p.texts, lang, "error_identification"));
+    }
+    let id_token = match idp.finish(&s.attempt, cb.state(), cb.code()).await {
+        Ok((t, _)) => t,
+        Err(e) => {
+            tracing::info!(error = %e, "identification failed");
+            return page(pages::notice(
+                &p.texts,
+                lang,
+                match e {
+                    crate::oidc::OidcError::Unavailable(_) => "error_unavailable",
+                    crate::oidc::OidcError::Refused(_) => "error_identification",
+                },
+            ));
+        }
+    };
+    let key = p.sessions.open(Session {
+        attempt: crate::oidc::Attempt::default(),
+        ..s
+    });
+    let Some(s) = p.sessions.get(&key) else {
+        return page(pages::notice(&p.texts, lang, "error_session"));
+    };
+    let token = match p.mesh.assertion(&s.subject, &id_token).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(error = %e, "identification not accepted");
+            return page(pages::notice(
+                &p.texts,
+                lang,
+                match e {
+                    MeshError::Unavailable => "error_unavailable",
+                    MeshError::Invalid(_) | MeshError::Refused(_) => "error_identification",
+                },
+            ));
+        }
+    };
+    let mut r = submit(&p, lang, &key, &s, token).await;
+    set_cookie(&p, &mut r, &key);
+    r
 }
 
 async fn code_form(
@@ -410,9 +565,9 @@ async fn code(
     else {
         return page(pages::notice(&p.texts, lang, "error_session"));
     };
-    let Some((kind, ground, direct_marketing)) = kind_of(&s) else {
+    if kind_of(&s).is_none() {
         return page(pages::notice(&p.texts, lang, "error_session"));
-    };
+    }
     let mut errors: BTreeMap<&'static str, &'static str> = BTreeMap::new();
     let code = f.code.trim();
     if code.is_empty() {
@@ -436,6 +591,15 @@ async fn code(
             return page(pages::notice(&p.texts, lang, "error_unavailable"));
         }
     };
+    submit(&p, lang, &key, &s, token).await
+}
+
+/// Submits the session's request with the verification `token`; the
+/// status page, or the reason it was not recorded.
+async fn submit(p: &Portal, lang: Lang, key: &str, s: &Session, token: String) -> Response {
+    let Some((kind, ground, direct_marketing)) = kind_of(s) else {
+        return page(pages::notice(&p.texts, lang, "error_session"));
+    };
     let submitted = p
         .mesh
         .submit(
@@ -458,7 +622,7 @@ async fn code(
         .await;
     match submitted {
         Ok(id) => {
-            p.sessions.update(&key, |s| {
+            p.sessions.update(key, |s| {
                 s.request_id = id;
                 s.corrections = Vec::new();
             });

@@ -15,7 +15,9 @@ use dsr_proto::common::v1 as common;
 use dsr_proto::erasure::v1 as era;
 use dsr_proto::system::v1 as sys;
 
-use super::{Done, console_page, date, handler, nav, other, table_head, text_field, timestamp};
+use super::{
+    Done, console_page, date, handler, nav, other, read_failed, table_head, text_field, timestamp,
+};
 use crate::mesh::MeshError;
 use crate::pages::esc;
 use crate::web::{Portal, not_found, page, see_other};
@@ -210,10 +212,7 @@ async fn show_holds(
 ) -> Response {
     match console.mesh.holds(who).await {
         Ok(h) => holds_page(p, lang, &h, notice, errors),
-        Err(e) => {
-            tracing::warn!(error = %e, "holds could not be read");
-            page(crate::pages::notice(&p.texts, lang, "error_unavailable"))
-        }
+        Err(e) => read_failed(p, lang, "holds", &e),
     }
 }
 
@@ -412,10 +411,7 @@ pub(super) async fn sweeps(
     };
     let list = match console.mesh.sweeps(&who).await {
         Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "sweeps could not be read");
-            return page(crate::pages::notice(&p.texts, lang, "error_unavailable"));
-        }
+        Err(e) => return read_failed(&p, lang, "sweeps", &e),
     };
     let t = &p.texts;
     let l = lang.code();

@@ -4,10 +4,12 @@
 //! reason, cancel), each through the orchestrator's own API with a token
 //! naming the handler, so each lands in the request's trail under their id.
 //!
-//! Sign-in: a development sign-in under `dsr up` (the handler's id typed
-//! in; tokens signed with the development key, as `dsr token` does). The
-//! company's identity provider (OIDC) is not wired yet: without the
-//! development sign-in the console is not served.
+//! Sign-in: through the company's identity provider (OpenID Connect, the
+//! handler's roles giving their scopes), or under `dsr up` a development
+//! sign-in (the handler's id typed in). Either way the console's own key
+//! signs a short token per call naming the handler ("handler:<id>") with
+//! only the scopes they hold, so each service checks the handler's rights
+//! and records their id.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,7 +23,10 @@ use dsr_domain::text::Lang;
 use dsr_proto::erasure::v1 as era;
 use dsr_proto::orchestrator::v1 as pb;
 
+use std::sync::Arc;
+
 use crate::mesh::{Decision, Mesh, MeshError};
+use crate::oidc::Provider;
 
 mod casefile;
 mod holds;
@@ -30,17 +35,60 @@ use crate::pages::{esc, layout};
 use crate::sessions::Session;
 use crate::web::{Portal, not_found, page, see_other, session_key, set_cookie};
 
-/// The console's calls, signed as the handlers (development sign-in).
+/// The scopes a case handler may hold: reading and deciding requests,
+/// attesting a person, erasure's receipts, holds, tasks and sweeps, and
+/// reading the transfer registry.
+pub const CASE_HANDLER_SCOPES: &[&str] = &[
+    "requests:read",
+    "requests:manage",
+    "requests:submit",
+    "identity:verify",
+    "identity:attest",
+    "erasure:read",
+    "erasure:holds",
+    "erasure:sweep",
+    "transfers:read",
+];
+
+/// How case handlers sign in.
+#[derive(Clone, Debug)]
+pub enum SignIn {
+    /// Under `dsr up` only: the handler's id typed in, every case handler
+    /// scope.
+    Development,
+    /// The company's identity provider (OpenID Connect).
+    Oidc {
+        /// The provider.
+        provider: Arc<Provider>,
+        /// The claim with the handler's roles, e.g. "roles", "groups" or
+        /// "realm_access.roles".
+        roles_claim: String,
+        /// The claim naming the handler in the trail, e.g.
+        /// "preferred_username" (else `sub`).
+        handler_claim: String,
+        /// The scopes each role gives (the union over the handler's roles);
+        /// a handler with none is not let in.
+        role_scopes: BTreeMap<String, Vec<String>>,
+    },
+}
+
+/// The console: its calls to the mesh, signed for the handler, and its
+/// sign-in.
 #[derive(Clone, Debug)]
 pub struct Console {
-    /// The mesh, with the development signer.
+    /// The mesh, with the console's signer (tokens naming the handler).
     pub mesh: Mesh,
+    /// How handlers sign in.
+    pub sign_in: SignIn,
 }
 
 /// The console's routes, under `/console/{lang}/`.
 pub fn router() -> Router<Portal> {
     Router::new()
         .route("/console/{lang}/login", get(login_form).post(login))
+        .route("/console/{lang}/login/oidc", post(login_oidc))
+        .route("/console/oidc/callback", get(oidc_callback))
+        .route("/console/{lang}/logout", post(logout))
         .route("/console/{lang}/", get(queue))
         .route("/console/{lang}/requests/{id}", get(request))
         .route("/console/{lang}/requests/{id}/{action}", post(act))
@@ -75,8 +123,24 @@ fn nav(p: &Portal, lang: Lang) -> String {
             esc(p.texts.get(key, lang))
         );
     }
+    let _ = write!(
+        b,
+        "<li><form method=\"post\" action=\"/console/{l}/logout\" style=\"display:inline\"><button type=\"submit\" style=\"margin:0;padding:.1rem .6rem\">{}</button></form></li>",
+        esc(p.texts.get("console_sign_out", lang))
+    );
     b.push_str("</ul></nav>");
     b
+}
+
+/// The page for a read the mesh did not answer: refused (the handler's
+/// roles do not give the scope it needs), or unavailable.
+fn read_failed(p: &Portal, lang: Lang, what: &str, e: &MeshError) -> Response {
+    tracing::warn!(error = %e, what, "could not be read");
+    let key = match e {
+        MeshError::Refused(_) => "console_refused",
+        MeshError::Invalid(_) | MeshError::Unavailable => "error_unavailable",
+    };
+    page(crate::pages::notice(&p.texts, lang, key))
 }
 
 /// A timestamp as the console prints it (UTC).
@@ -87,9 +151,10 @@ fn timestamp(ts: Option<&prost_types::Timestamp>) -> String {
 }
 
 fn valid_handler(s: &str) -> bool {
-    (2..=40).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    (2..=64).contains(&s.len())
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_' | b'@')
+        })
 }
 
 fn valid_id(s: &str) -> bool {
@@ -117,7 +182,13 @@ fn handler(
         return Err(Box::new(not_found()));
     };
     match session_key(headers).and_then(|k| p.sessions.get(&k)) {
-        Some(s) if !s.handler.is_empty() => Ok((format!("handler:{}", s.handler), console)),
+        Some(s) if !s.handler.is_empty() => Ok((
+            format!("handler:{}", s.handler),
+            Console {
+                mesh: console.mesh.limited_to(&s.scopes),
+                ..console
+            },
+        )),
         _ => Err(Box::new(see_other(&format!(
             "/console/{}/login",
             lang.code()
@@ -149,17 +220,194 @@ autocomplete=\"username\" aria-describedby=\"handler-error\"{invalid}><button ty
 }
 
 async fn login_form(State(p): State<Portal>, Path(lang): Path<String>) -> Response {
-    let (Some(lang), Some(_)) = (Lang::parse(&lang), p.console.as_ref()) else {
+    let (Some(lang), Some(console)) = (Lang::parse(&lang), p.console.as_ref()) else {
         return not_found();
     };
     let title = p.texts.get("console_login_title", lang).to_owned();
+    let body = match console.sign_in {
+        SignIn::Development => login_body(&p, lang, "", false),
+        SignIn::Oidc { .. } => oidc_login_body(&p, lang, None),
+    };
     console_page(
         &p,
         lang,
         &title,
         &format!("/console/{}/login", other(lang)),
-        &login_body(&p, lang, "", false),
+        &body,
     )
+}
+
+fn oidc_login_body(p: &Portal, lang: Lang, error: Option<&str>) -> String {
+    let t = &p.texts;
+    format!(
+        "{err}<p>{help}</p><form method=\"post\" action=\"/console/{l}/login/oidc\"><button type=\"submit\">{go}</button></form>",
+        err = error.map_or_else(String::new, |k| format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            esc(t.get(k, lang))
+        )),
+        help = esc(t.get("console_oidc_help", lang)),
+        l = lang.code(),
+        go = esc(t.get("console_oidc_sign_in", lang)),
+    )
+}
+
+/// `POST /console/{lang}/login/oidc`: off to the identity provider.
+async fn login_oidc(State(p): State<Portal>, Path(lang): Path<String>) -> Response {
+    let (Some(lang), Some(console)) = (Lang::parse(&lang), p.console.as_ref()) else {
+        return not_found();
+    };
+    let SignIn::Oidc { provider, .. } = &console.sign_in else {
+        return not_found();
+    };
+    match provider.begin().await {
+        Ok((url, attempt)) => {
+            let key = p.sessions.open(Session {
+                attempt,
+                lang: lang.code().to_owned(),
+                ..Session::default()
+            });
+            let mut r = see_other(&url);
+            set_cookie(&p, &mut r, &key);
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in could not start");
+            let title = p.texts.get("console_login_title", lang).to_owned();
+            console_page(
+                &p,
+                lang,
+                &title,
+                &format!("/console/{}/login", other(lang)),
+                &oidc_login_body(&p, lang, Some("error_unavailable")),
+            )
+        }
+    }
+}
+
+/// What the identity provider sends the browser back with.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Callback {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    error: String,
+}
+
+impl Callback {
+    /// The state echoed back.
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+
+    /// The authorization code.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The error the provider sent instead of a code (the person
+    /// cancelled, or was refused).
+    pub fn error(&self) -> Option<&str> {
+        (!self.error.is_empty()).then_some(self.error.as_str())
+    }
+}
+
+/// `GET /console/oidc/callback`: the handler back from the identity
+/// provider; signed in when the token verifies and their roles give
+/// scopes, under a new session key.
+async fn oidc_callback(
+    State(p): State<Portal>,
+    Query(cb): Query<Callback>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(console) = p.console.as_ref() else {
+        return not_found();
+    };
+    let SignIn::Oidc {
+        provider,
+        roles_claim,
+        handler_claim,
+        role_scopes,
+    } = &console.sign_in
+    else {
+        return not_found();
+    };
+    let Some((key, s)) = session_key(&headers).and_then(|k| p.sessions.get(&k).map(|s| (k, s)))
+    else {
+        return page(crate::pages::notice(&p.texts, Lang::Sv, "error_session"));
+    };
+    let lang = Lang::parse(&s.lang).unwrap_or(Lang::Sv);
+    let refused = |k: &str| {
+        let title = p.texts.get("console_login_title", lang).to_owned();
+        console_page(
+            &p,
+            lang,
+            &title,
+            &format!("/console/{}/login", other(lang)),
+            &oidc_login_body(&p, lang, Some(k)),
+        )
+    };
+    p.sessions.close(&key);
+    if !cb.error.is_empty() {
+        tracing::info!("console sign-in: the identity provider refused");
+        return refused("console_oidc_refused");
+    }
+    let claims = match provider.finish(&s.attempt, &cb.state, &cb.code).await {
+        Ok((_, c)) => c,
+        Err(e) => {
+            tracing::info!(error = %e, "console sign-in failed");
+            return refused(match e {
+                crate::oidc::OidcError::Unavailable(_) => "error_unavailable",
+                crate::oidc::OidcError::Refused(_) => "console_oidc_refused",
+            });
+        }
+    };
+    let mut scopes: Vec<String> = crate::oidc::claim_strings(&claims, roles_claim)
+        .iter()
+        .filter_map(|r| role_scopes.get(r))
+        .flatten()
+        .cloned()
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    let who = crate::oidc::claim_strings(&claims, handler_claim)
+        .into_iter()
+        .next()
+        .or_else(|| {
+            crate::oidc::claim_strings(&claims, "sub")
+                .into_iter()
+                .next()
+        })
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if scopes.is_empty() || !valid_handler(&who) {
+        tracing::info!(
+            roles = scopes.is_empty(),
+            "console sign-in: no case handler role, or no usable name"
+        );
+        return refused("console_oidc_no_role");
+    }
+    tracing::info!("case handler signed in through the identity provider");
+    let key = p.sessions.open(Session {
+        handler: who,
+        scopes,
+        ..Session::default()
+    });
+    let mut r = see_other(&format!("/console/{}/", lang.code()));
+    set_cookie(&p, &mut r, &key);
+    r
+}
+
+/// `POST /console/{lang}/logout`.
+async fn logout(State(p): State<Portal>, Path(lang): Path<String>, headers: HeaderMap) -> Response {
+    let Some(lang) = Lang::parse(&lang) else {
+        return not_found();
+    };
+    if let Some(k) = session_key(&headers) {
+        p.sessions.close(&k);
+    }
+    see_other(&format!("/console/{}/login", lang.code()))
 }
 
 /// The sign-in form as posted.
@@ -174,9 +422,12 @@ async fn login(
     Path(lang): Path<String>,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let (Some(lang), Some(_)) = (Lang::parse(&lang), p.console.as_ref()) else {
+    let (Some(lang), Some(console)) = (Lang::parse(&lang), p.console.as_ref()) else {
         return not_found();
     };
+    if !matches!(console.sign_in, SignIn::Development) {
+        return not_found();
+    }
     let who = f.handler.trim();
     if !valid_handler(who) {
         let title = p.texts.get("console_login_title", lang).to_owned();
@@ -190,6 +441,10 @@ async fn login(
     }
     let key = p.sessions.open(Session {
         handler: who.to_owned(),
+        scopes: CASE_HANDLER_SCOPES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
         ..Session::default()
     });
     let mut r = see_other(&format!("/console/{}/", lang.code()));

@@ -11,9 +11,9 @@ use dsr_domain::text::Lang;
 use dsr_proto::transfer::v1 as tr;
 
 use super::casefile::word;
-use super::{console_page, date, handler, nav, other, table_head};
+use super::{console_page, date, handler, nav, other, read_failed, table_head};
 use crate::pages::esc;
-use crate::web::{Portal, not_found, page};
+use crate::web::{Portal, not_found};
 
 /// Days ahead the reviews list looks.
 const REVIEW_WINDOW_DAYS: u32 = 60;
@@ -37,10 +37,7 @@ pub(super) async fn transfers(
     };
     let (recipients, due) = match console.mesh.recipients(&who, REVIEW_WINDOW_DAYS).await {
         Ok(x) => x,
-        Err(e) => {
-            tracing::warn!(error = %e, "registry could not be read");
-            return page(crate::pages::notice(&p.texts, lang, "error_unavailable"));
-        }
+        Err(e) => return read_failed(&p, lang, "registry", &e),
     };
     let t = &p.texts;
     let mut b = nav(&p, lang);
