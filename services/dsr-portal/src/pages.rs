@@ -20,13 +20,14 @@ a{color:#0b57a4}a:focus,button:focus,input:focus{outline:3px solid #f5a623;outli
 label,legend{font-weight:600;display:block;margin-top:1rem}\
 .help{color:#444;margin:.25rem 0}.error{color:#b00020;font-weight:600;margin:.25rem 0}\
 input[type=email],input[type=text]{width:100%;max-width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem;border:2px solid #555}\
-input[aria-invalid=true]{border-color:#b00020}\
+input[aria-invalid=true]{border-color:#b00020}select{max-width:100%;font-size:1rem;padding:.4rem}main{overflow-wrap:break-word}\
 fieldset{border:0;padding:0;margin:1rem 0 0}.choice{display:flex;gap:.5rem;align-items:flex-start;margin:.5rem 0}\
 button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem;background:#0b57a4;color:#fff;border:0;border-radius:4px;cursor:pointer}\
 .summary{border:3px solid #b00020;padding:.5rem 1rem}.rights li{margin:1rem 0}\
 dl{display:grid;grid-template-columns:minmax(6rem,max-content) 1fr;gap:.25rem 1rem}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}\
 table{display:block;overflow-x:auto;max-width:100%;border-collapse:collapse}th,td{text-align:left;vertical-align:top;padding:.25rem .5rem;border-bottom:1px solid #ddd}\
-.nav{display:flex;flex-wrap:wrap;gap:.25rem 1rem;list-style:none;padding:0;margin:0 0 1rem}";
+.nav{display:flex;flex-wrap:wrap;gap:.25rem 1rem;list-style:none;padding:0;margin:0 0 1rem}main:has(table){max-width:72rem}\
+@media (max-width:30rem){dl{grid-template-columns:1fr;gap:0}dd{margin-bottom:.5rem}}";
 
 /// A whole page: `title`, the body, and the same page in the other language
 /// at `other`.

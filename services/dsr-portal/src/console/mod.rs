@@ -814,9 +814,9 @@ fn request_page(
     if !r.required_assurance.is_empty() {
         let _ = write!(
             b,
-            "<dt>{}</dt><dd translate=\"no\">{}</dd>",
+            "<dt>{}</dt><dd>{}</dd>",
             esc(t.get("console_required_assurance", lang)),
-            esc(&r.required_assurance)
+            casefile::word(p, lang, "console_assurance", &r.required_assurance)
         );
     }
     if d.extended_months > 0 {
