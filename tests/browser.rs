@@ -770,6 +770,27 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     shot(&c, "console-queue-en").await;
+    // The other filters: kind, company, due within N days; each row counts
+    // down to its deadline.
+    c.goto(&format!(
+        "{portal}/console/en/?kind=erasure&controller=556885-5265&due_within=60"
+    ))
+    .await
+    .unwrap();
+    let row = text_of(&c, "tbody").await;
+    assert!(row.contains(&id[..8]) && row.contains("days left"), "{row}");
+    for other in ["kind=access", "controller=556134-1248", "overdue=1"] {
+        c.goto(&format!("{portal}/console/en/?{other}"))
+            .await
+            .unwrap();
+        assert!(
+            !c.source().await.unwrap().contains(&id),
+            "{other} lists the request"
+        );
+    }
+    c.goto(&format!("{portal}/console/en/?state=awaiting_approval"))
+        .await
+        .unwrap();
     click(&c, &format!("a[href='/console/en/requests/{id}']")).await;
     assert_eq!(text_of(&c, "#state").await, "Awaiting approval");
 

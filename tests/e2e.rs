@@ -898,6 +898,48 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
     assert_eq!(listed(&portal_a).await, vec![mine.clone()]);
     assert!(listed(&portal_b).await.is_empty());
     assert!(listed(&token).await.contains(&mine));
+    // Due within N days: a month away is within 40 days, not within 1; 367
+    // is refused, naming the field.
+    for (days, found) in [(40u32, true), (1, false)] {
+        let ids: Vec<String> = client
+            .list(bearer(
+                &token,
+                pb::ListRequest {
+                    due_within_days: days,
+                    page: Some(common::PageRequest {
+                        page_size: 500,
+                        page_token: String::new(),
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .requests
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids.contains(&mine), found, "due within {days} days");
+    }
+    let st = client
+        .list(bearer(
+            &token,
+            pb::ListRequest {
+                due_within_days: 367,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        st.get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "due_within_days"
+    );
     let watch_as = |token: &str| {
         let mut c = client.clone();
         let req = bearer(token, pb::WatchRequest { id: mine.clone() });

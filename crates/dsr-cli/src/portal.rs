@@ -122,6 +122,7 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
         secure_cookie: p.secure_cookie,
         console,
         person_idp,
+        clock: crate::services::clock(cfg),
     }))
 }
 

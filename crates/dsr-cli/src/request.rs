@@ -221,6 +221,9 @@ enum RequestCommand {
         /// Only overdue requests.
         #[arg(long)]
         overdue: bool,
+        /// Only open requests due within this many days (overdue ones too).
+        #[arg(long, default_value_t = 0)]
+        due_within_days: u32,
         /// Requests per page.
         #[arg(long, default_value_t = 50)]
         page_size: u32,
@@ -617,10 +620,12 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
             kind,
             controller,
             overdue,
+            due_within_days,
             page_size,
             page_token,
         } => {
             let r = p.req(pb::ListRequest {
+                due_within_days,
                 page: Some(common::PageRequest {
                     page_size,
                     page_token: page_token.unwrap_or_default(),

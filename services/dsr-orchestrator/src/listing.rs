@@ -31,6 +31,8 @@ pub struct Filter {
     pub controller: Option<Organisationsnummer>,
     /// Only open requests past their deadline on `today`.
     pub overdue_on: Option<NaiveDate>,
+    /// Only open requests due on or before this date.
+    pub due_by: Option<NaiveDate>,
     /// Only those this caller submitted (a portal's view).
     pub submitted_by: Option<String>,
 }
@@ -100,6 +102,11 @@ impl Ledger {
         if let Some(today) = filter.overdue_on {
             q = q
                 .filter(req::Column::Due.lt(today))
+                .filter(req::Column::State.is_not_in(FINAL));
+        }
+        if let Some(by) = filter.due_by {
+            q = q
+                .filter(req::Column::Due.lte(by))
                 .filter(req::Column::State.is_not_in(FINAL));
         }
         if let Some(t) = token {

@@ -361,8 +361,7 @@ impl Mesh {
     pub async fn list(
         &self,
         subject: &str,
-        state: pb::State,
-        overdue: bool,
+        f: &ListFilter,
     ) -> Result<Vec<pb::DataSubjectRequest>, MeshError> {
         let r = self.req(
             subject,
@@ -373,9 +372,13 @@ impl Mesh {
                     page_size: 100,
                     page_token: String::new(),
                 }),
-                state: state as i32,
-                overdue,
-                ..Default::default()
+                state: f.state as i32,
+                kind: f.kind as i32,
+                controller: (!f.controller.is_empty()).then(|| common::ControllerRef {
+                    organisation_number: f.controller.clone(),
+                }),
+                overdue: f.overdue,
+                due_within_days: f.due_within_days,
             },
         )?;
         Ok(RequestsClient::new(self.orchestrator.clone())
@@ -691,6 +694,21 @@ impl Mesh {
         }
         Ok(())
     }
+}
+
+/// The console queue's filters (each optional).
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only in this state (`Unspecified`: any).
+    pub state: pb::State,
+    /// Only of this kind (`Unspecified`: any).
+    pub kind: pb::Kind,
+    /// Only for this controller (empty: any).
+    pub controller: String,
+    /// Only overdue ones.
+    pub overdue: bool,
+    /// Only open ones due within this many days (0: no such filter).
+    pub due_within_days: u32,
 }
 
 /// What a case handler decides.

@@ -251,6 +251,7 @@ pub const KEYS: &[&str] = &[
     "console_observed_not_found",
     "console_observed_not_reported",
     "console_last_error",
+    "console_filter_due_within",
     "console_role_agent",
     "console_assurance_low",
     "console_assurance_substantial",

@@ -45,6 +45,8 @@ pub struct Portal {
     /// BankID (or another strong identification) through the company's
     /// identity provider, when configured.
     pub person_idp: Option<Arc<crate::oidc::Provider>>,
+    /// The time the pages count deadlines by.
+    pub clock: dsr_domain::clock::Clock,
 }
 
 impl std::fmt::Debug for Portal {

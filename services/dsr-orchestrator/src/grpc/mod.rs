@@ -1026,8 +1026,12 @@ impl Requests for Handlers {
             kind,
             controller,
             overdue,
+            due_within_days,
         } = req.into_inner();
         let mut v = Vec::new();
+        if due_within_days > 366 {
+            v.push(("due_within_days".into(), "0 to 366".into()));
+        }
         let page = page.unwrap_or_default();
         if page.page_size > 500 {
             v.push(("page.page_size".into(), "0 to 500".into()));
@@ -1056,6 +1060,9 @@ impl Requests for Handlers {
             kind: kind_from_pb(kind),
             controller,
             overdue_on: overdue.then(|| self.d.ledger.clock().today()),
+            due_by: (due_within_days > 0).then(|| {
+                self.d.ledger.clock().today() + chrono::Days::new(u64::from(due_within_days))
+            }),
             submitted_by: reader.only_own(),
         };
         let size = if page.page_size == 0 {

@@ -458,7 +458,50 @@ pub struct QueueFilter {
     #[serde(default)]
     state: String,
     #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    controller: String,
+    #[serde(default)]
+    due_within: String,
+    #[serde(default)]
     overdue: Option<String>,
+}
+
+const KINDS: [pb::Kind; 6] = [
+    pb::Kind::Access,
+    pb::Kind::Portability,
+    pb::Kind::Erasure,
+    pb::Kind::Rectification,
+    pb::Kind::Restriction,
+    pb::Kind::Objection,
+];
+
+/// A `<select>` named `name` with an "all" option first; `options` are
+/// (value, label) pairs, `chosen` the value selected.
+fn select(
+    p: &Portal,
+    lang: Lang,
+    name: &str,
+    label: &str,
+    options: &[(String, String)],
+    chosen: &str,
+) -> String {
+    let mut b = format!(
+        "<label for=\"{name}\">{}</label><select id=\"{name}\" name=\"{name}\"><option value=\"\">{}</option>",
+        esc(p.texts.get(label, lang)),
+        esc(p.texts.get("console_filter_all", lang)),
+    );
+    for (value, text) in options {
+        let _ = write!(
+            b,
+            "<option value=\"{v}\"{sel}>{t}</option>",
+            v = esc(value),
+            sel = if value == chosen { " selected" } else { "" },
+            t = esc(text),
+        );
+    }
+    b.push_str("</select>");
+    b
 }
 
 const STATES: [pb::State; 12] = [
@@ -479,6 +522,12 @@ const STATES: [pb::State; 12] = [
 fn state_name(s: pb::State) -> String {
     s.as_str_name()
         .trim_start_matches("STATE_")
+        .to_ascii_lowercase()
+}
+
+fn kind_name(k: pb::Kind) -> String {
+    k.as_str_name()
+        .trim_start_matches("KIND_")
         .to_ascii_lowercase()
 }
 
@@ -516,37 +565,95 @@ async fn queue(
         .into_iter()
         .find(|s| state_name(*s) == f.state)
         .unwrap_or(pb::State::Unspecified);
-    let overdue = f.overdue.is_some();
-    let listed = match console.mesh.list(&who, state, overdue).await {
+    let kind = KINDS
+        .into_iter()
+        .find(|k| kind_name(*k) == f.kind)
+        .unwrap_or(pb::Kind::Unspecified);
+    let controller = p
+        .controllers
+        .iter()
+        .find(|(o, _)| *o == f.controller)
+        .map(|(o, _)| o.clone())
+        .unwrap_or_default();
+    let due_within: u32 = f.due_within.trim().parse().unwrap_or(0).min(366);
+    let filter = crate::mesh::ListFilter {
+        state,
+        kind,
+        controller: controller.clone(),
+        overdue: f.overdue.is_some(),
+        due_within_days: due_within,
+    };
+    let listed = match console.mesh.list(&who, &filter).await {
         Ok(l) => l,
-        Err(_) => return page(crate::pages::notice(&p.texts, lang, "error_unavailable")),
+        Err(e) => return read_failed(&p, lang, "requests", &e),
     };
     let t = &p.texts;
     let l = lang.code();
     let mut b = nav(&p, lang);
     let _ = write!(
         b,
-        "<p>{} <b>{}</b></p><form method=\"get\" action=\"/console/{l}/\"><label for=\"state\">{}</label>\
-<select id=\"state\" name=\"state\"><option value=\"\">{}</option>",
+        "<p>{} <b>{}</b></p><form method=\"get\" action=\"/console/{l}/\">",
         esc(t.get("console_signed_in_as", lang)),
         esc(who.trim_start_matches("handler:")),
-        esc(t.get("console_filter_state", lang)),
-        esc(t.get("console_filter_all", lang)),
     );
-    for s in STATES {
-        let name = state_name(s);
-        let _ = write!(
-            b,
-            "<option value=\"{name}\"{sel}>{label}</option>",
-            sel = if s == state { " selected" } else { "" },
-            label = esc(t.get(&format!("console_state_{name}"), lang)),
-        );
-    }
+    let states: Vec<(String, String)> = STATES
+        .iter()
+        .map(|s| {
+            let n = state_name(*s);
+            let label = t.get(&format!("console_state_{n}"), lang).to_owned();
+            (n, label)
+        })
+        .collect();
+    b.push_str(&select(
+        &p,
+        lang,
+        "state",
+        "console_filter_state",
+        &states,
+        &f.state,
+    ));
+    let kinds: Vec<(String, String)> = KINDS
+        .iter()
+        .map(|k| (kind_name(*k), t.get(kind_key(*k as i32), lang).to_owned()))
+        .collect();
+    b.push_str(&select(
+        &p,
+        lang,
+        "kind",
+        "console_col_kind",
+        &kinds,
+        &f.kind,
+    ));
+    b.push_str(&select(
+        &p,
+        lang,
+        "controller",
+        "console_col_company",
+        &p.controllers,
+        &controller,
+    ));
+    let windows: Vec<(String, String)> = [3u32, 7, 14, 30, 60]
+        .iter()
+        .map(|d| {
+            (
+                d.to_string(),
+                format!("{d} {}", t.get("console_days", lang)),
+            )
+        })
+        .collect();
+    b.push_str(&select(
+        &p,
+        lang,
+        "due_within",
+        "console_filter_due_within",
+        &windows,
+        &due_within.to_string(),
+    ));
     let _ = write!(
         b,
-        "</select><div class=\"choice\"><input type=\"checkbox\" id=\"overdue\" name=\"overdue\" value=\"1\"{}>\
+        "<div class=\"choice\"><input type=\"checkbox\" id=\"overdue\" name=\"overdue\" value=\"1\"{}>\
 <label for=\"overdue\" style=\"margin:0;font-weight:400\">{}</label></div><button type=\"submit\">{}</button></form>",
-        if overdue { " checked" } else { "" },
+        if filter.overdue { " checked" } else { "" },
         esc(t.get("console_filter_overdue", lang)),
         esc(t.get("console_show", lang)),
     );
@@ -589,6 +696,8 @@ async fn queue(
                 due = esc(&date(d.due.as_ref())),
                 late = if d.overdue {
                     format!(" <b>({})</b>", esc(t.get("console_overdue", lang)))
+                } else if let Some(n) = days_left(&p, &r.state, d.due.as_ref()) {
+                    format!(" ({n} {})", esc(t.get("console_days_left", lang)))
                 } else {
                     String::new()
                 },
@@ -598,6 +707,25 @@ async fn queue(
     }
     let title = t.get("console_title", lang).to_owned();
     console_page(&p, lang, &title, &format!("/console/{}/", other(lang)), &b)
+}
+
+/// Days until an open request's deadline, by the portal's clock (`None`
+/// once answered).
+fn days_left(p: &Portal, state: &i32, due: Option<&dsr_proto::common::v1::Date>) -> Option<i64> {
+    let open = !matches!(
+        pb::State::try_from(*state).unwrap_or(pb::State::Unspecified),
+        pb::State::Completed
+            | pb::State::CompletedWithRetained
+            | pb::State::Rejected
+            | pb::State::Cancelled
+    );
+    let d = due?;
+    let due = chrono::NaiveDate::from_ymd_opt(
+        d.year,
+        u32::try_from(d.month).ok()?,
+        u32::try_from(d.day).ok()?,
+    )?;
+    open.then(|| (due - p.clock.today()).num_days())
 }
 
 /// A table's opening with its column headers (the texts `columns`).
