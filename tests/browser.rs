@@ -875,6 +875,11 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
         located.contains("legal") && located.contains("Found data"),
         "{located}"
     );
+    let plan = text_of(&c, "#plan").await;
+    assert!(
+        plan.contains("crm") && plan.contains("erased") && !plan.contains("no receipt yet"),
+        "{plan}"
+    );
     let receipts = text_of(&c, "#receipts").await;
     assert!(
         receipts.contains("legal") && receipts.contains("Verified") && !receipts.contains("NOT"),

@@ -511,6 +511,31 @@ impl Mesh {
             .receipts)
     }
 
+    /// An erasure's plan; `None` when the request has none (not an
+    /// erasure, or not planned yet) or erasure is not configured.
+    pub async fn plan(
+        &self,
+        subject: &str,
+        request_id: &str,
+    ) -> Result<Option<era::Plan>, MeshError> {
+        if self.erasure.is_none() {
+            return Ok(None);
+        }
+        let r = self.req(
+            subject,
+            "dsr-erasure",
+            &["erasure:read"],
+            era::GetPlanRequest {
+                request_id: request_id.to_owned(),
+            },
+        )?;
+        match self.erasure()?.get_plan(r).await {
+            Ok(p) => Ok(p.into_inner().plan),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    }
+
     /// The legal holds, lifted ones too.
     pub async fn holds(&self, subject: &str) -> Result<Vec<era::Hold>, MeshError> {
         let r = self.req(

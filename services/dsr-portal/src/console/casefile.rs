@@ -217,6 +217,77 @@ pub(super) fn identities(p: &Portal, lang: Lang, f: &pb::GetCaseFileResponse) ->
     b
 }
 
+/// An erasure's plan, record by record, with what the systems' receipts
+/// say was done to each (the latest receipt naming it).
+pub(super) fn plan(p: &Portal, lang: Lang, plan: &era::Plan, rs: &[era::StoredReceipt]) -> String {
+    let t = &p.texts;
+    let mut b = format!(
+        "<h2>{}</h2><p>{} {} · {} {} · {} {}</p>",
+        esc(t.get("console_plan", lang)),
+        plan.erase_count,
+        esc(t.get("console_plan_erase", lang)),
+        plan.anonymise_count,
+        esc(t.get("console_plan_anonymise", lang)),
+        plan.retain_count,
+        esc(t.get("console_plan_retain", lang)),
+    );
+    b.push_str(&table_head(
+        p,
+        lang,
+        "plan",
+        &[
+            "console_disc_system",
+            "console_disc_record",
+            "console_disc_expected",
+            "console_disc_ground",
+            "console_hold_until",
+            "console_disc_observed",
+        ],
+    ));
+    for r in &plan.records {
+        let rec = r.record.clone().unwrap_or_default();
+        let action = era::PlanAction::try_from(r.action)
+            .unwrap_or(era::PlanAction::Unspecified)
+            .as_str_name()
+            .trim_start_matches("PLAN_ACTION_")
+            .to_ascii_lowercase();
+        let outcome = rs
+            .iter()
+            .rev()
+            .filter(|x| x.system_id == r.system_id)
+            .filter_map(|x| x.receipt.as_ref())
+            .flat_map(|x| &x.records)
+            .find(|o| o.record.as_ref() == Some(&rec))
+            .map(|o| {
+                let w = sys::RecordResult::try_from(o.result)
+                    .unwrap_or(sys::RecordResult::Unspecified)
+                    .as_str_name()
+                    .trim_start_matches("RECORD_RESULT_")
+                    .to_ascii_lowercase();
+                observed(p, lang, &w)
+            })
+            .unwrap_or_else(|| esc(t.get("console_plan_no_receipt", lang)));
+        let ground = if lang == Lang::Sv && !r.legal_ground_sv.is_empty() {
+            &r.legal_ground_sv
+        } else {
+            &r.legal_ground
+        };
+        let _ = write!(
+            b,
+            "<tr><td translate=\"no\">{}</td><td translate=\"no\">{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.system_id),
+            esc(&rec.store),
+            esc(&rec.key),
+            word(p, lang, "console_plan_action", &action),
+            esc(ground),
+            esc(&super::date(r.retain_until.as_ref())),
+            outcome,
+        );
+    }
+    b.push_str("</tbody></table>");
+    b
+}
+
 /// The erasure receipts, each with whether its signature verified.
 pub(super) fn receipts(p: &Portal, lang: Lang, rs: &[era::StoredReceipt]) -> String {
     let t = &p.texts;

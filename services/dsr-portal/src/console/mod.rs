@@ -882,18 +882,27 @@ struct Case {
     file: Option<pb::GetCaseFileResponse>,
     notes: Vec<era::Notification>,
     receipts: Vec<era::StoredReceipt>,
+    /// An erasure's plan, once planned.
+    plan: Option<era::Plan>,
 }
 
 /// Reads request `id` and its case file, notifications and receipts.
 async fn load(console: &Console, who: &str, id: &str) -> Result<Case, MeshError> {
     let m = &console.mesh;
-    let (r, file, notes, receipts) = tokio::join!(
-        m.get(who, id),
+    let r = m.get(who, id).await?;
+    let erasure = r.kind == pb::Kind::Erasure as i32;
+    let (file, notes, receipts, plan) = tokio::join!(
         m.case_file(who, id),
         m.notifications(who, id),
-        m.receipts(who, id)
+        m.receipts(who, id),
+        async {
+            if erasure {
+                m.plan(who, id).await
+            } else {
+                Ok(None)
+            }
+        }
     );
-    let r = r?;
     let or_empty = |what: &str, e: MeshError| {
         tracing::warn!(error = %e, what, "could not be read");
     };
@@ -906,6 +915,7 @@ async fn load(console: &Console, who: &str, id: &str) -> Result<Case, MeshError>
         receipts: receipts
             .map_err(|e| or_empty("receipts", e))
             .unwrap_or_default(),
+        plan: plan.map_err(|e| or_empty("plan", e)).ok().flatten(),
     })
 }
 
@@ -1018,6 +1028,9 @@ fn request_page(
             );
         }
         b.push_str("</tbody></table>");
+    }
+    if let Some(plan) = &case.plan {
+        b.push_str(&casefile::plan(p, lang, plan, &case.receipts));
     }
     b.push_str(&casefile::receipts(p, lang, &case.receipts));
     b.push_str(&notifications_table(p, lang, &r.id, &case.notes));
