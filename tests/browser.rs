@@ -584,7 +584,8 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
     }
 }
 
-/// Rectification in the privacy centre, in Swedish: a form with nothing to
+/// Rectification in the privacy centre, in Swedish, with a code by SMS: a
+/// form with nothing to
 /// correct, or a phone number that is not one, is refused next to the
 /// field with no code sent; a corrected job title reaches the CRM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,26 +619,31 @@ async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
     let row = crm
         .query_one_raw(sea_orm::Statement::from_string(
             crm.get_database_backend(),
-            "SELECT email, controller_orgnr FROM contacts WHERE controller_orgnr = '556134-1248' \
-             ORDER BY id LIMIT 1 OFFSET 7"
+            "SELECT email, phone FROM contacts WHERE controller_orgnr = '556134-1248' \
+             AND phone IS NOT NULL ORDER BY id LIMIT 1 OFFSET 7"
                 .to_owned(),
         ))
         .await
         .unwrap()
         .unwrap();
     let email: String = row.try_get("", "email").unwrap();
+    let phone: String = row.try_get("", "phone").unwrap();
     let (_driver, c) = browser(base + 10).await;
 
+    // The code by SMS this time: the phone is then required, the email
+    // address not.
     c.goto(&format!("{portal}/sv/")).await.unwrap();
     click(&c, "a[href='/sv/begin/rectification']").await;
     click(&c, "input[name=controller][value='556134-1248']").await;
-    type_into(&c, "#email", &email).await;
+    click(&c, "#method-sms").await;
     let before = outbox_len(&data);
     click(&c, "button[type=submit]").await;
     assert_eq!(
         text_of(&c, "#corrections-error").await,
         "Fyll i minst en uppgift som ska rättas."
     );
+    assert_eq!(text_of(&c, "#phone-error").await, "Fyll i det här fältet.");
+    type_into(&c, "#phone", &phone).await;
     type_into(&c, "#fix_phone", "inte ett nummer").await;
     click(&c, "button[type=submit]").await;
     assert!(
@@ -651,7 +657,8 @@ async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
     type_into(&c, "#fix_phone", "").await;
     type_into(&c, "#fix_job_title", "Kreditchef").await;
     click(&c, "button[type=submit]").await;
-    let code = wait_code(&data, &email).await;
+    assert!(text_of(&c, "main").await.contains("sms"));
+    let code = wait_code(&data, &phone).await;
     type_into(&c, "#code", &code).await;
     click(&c, "button[type=submit]").await;
     wait_status(&c, "sv", &portal, "Klar").await;
@@ -670,7 +677,7 @@ async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
     c.close().await.unwrap();
     drop(up);
     let logs = std::fs::read_to_string(data.with_extension("log")).unwrap();
-    assert!(!logs.contains(&email) && !logs.contains("Kreditchef"));
+    assert!(!logs.contains(&phone) && !logs.contains(&email) && !logs.contains("Kreditchef"));
 }
 
 /// A case handler in the console, in Chromium: a person asks Intrum

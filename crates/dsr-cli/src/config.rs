@@ -159,6 +159,9 @@ pub(crate) struct PortalSection {
     pub max_sessions: usize,
     /// Mark the session cookie Secure (the portal is behind HTTPS).
     pub secure_cookie: bool,
+    /// Offer a one-time code by SMS besides email (the identity service
+    /// sends it: `identity.sms_gateway_domain`, or the outbox under `dsr up`).
+    pub sms_codes: bool,
     /// Serve the case handlers' console with a development sign-in (a
     /// handler's id typed in, tokens signed with the data directory's
     /// development key). `dsr up` turns it on; never in production.
@@ -646,6 +649,7 @@ impl Default for Config {
                 session_ttl_mins: 30,
                 max_sessions: 10_000,
                 secure_cookie: false,
+                sms_codes: true,
                 console_dev_login: false,
                 console_oidc: OidcSection::default(),
                 console_key_file: String::new(),

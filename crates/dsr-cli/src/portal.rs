@@ -123,6 +123,7 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
         console,
         person_idp,
         clock: crate::services::clock(cfg),
+        sms_codes: p.sms_codes,
     }))
 }
 

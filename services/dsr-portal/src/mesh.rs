@@ -187,25 +187,26 @@ impl Mesh {
         Ok(r)
     }
 
-    /// Sends a one-time code to `email`; the challenge's id.
+    /// Sends a one-time code to `to` (an email address, or a phone number
+    /// by SMS); the challenge's id.
     pub async fn start(
         &self,
         subject: &str,
-        email: &str,
+        to: &dsr_domain::identity::Identity,
         language: &str,
     ) -> Result<String, MeshError> {
+        let sms = to.kind() == dsr_domain::identity::IdentityType::Phone;
         let r = self.req(
             subject,
             "dsr-identity",
             &["identity:verify"],
             idv::StartVerificationRequest {
-                claimed: vec![common::Identity {
-                    r#type: common::IdentityType::Email as i32,
-                    format: common::IdentityFormat::Raw as i32,
-                    value: email.to_owned(),
-                    hmac_key_id: String::new(),
-                }],
-                method: idv::Method::EmailCode as i32,
+                claimed: vec![dsr_connector::grpc::identity_to_pb(to)],
+                method: if sms {
+                    idv::Method::SmsCode
+                } else {
+                    idv::Method::EmailCode
+                } as i32,
                 idp_assertion: String::new(),
                 attestation: None,
                 language: language.to_owned(),

@@ -19,7 +19,7 @@ a{color:#0b57a4}a:focus,button:focus,input:focus{outline:3px solid #f5a623;outli
 .skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:1rem;background:#fff;padding:.5rem}\
 label,legend{font-weight:600;display:block;margin-top:1rem}\
 .help{color:#444;margin:.25rem 0}.error{color:#b00020;font-weight:600;margin:.25rem 0}\
-input[type=email],input[type=text]{width:100%;max-width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem;border:2px solid #555}\
+input[type=email],input[type=text],input[type=tel]{width:100%;max-width:100%;box-sizing:border-box;padding:.5rem;font-size:1rem;border:2px solid #555}\
 input[aria-invalid=true]{border-color:#b00020}select{max-width:100%;font-size:1rem;padding:.4rem}main{overflow-wrap:break-word}\
 fieldset{border:0;padding:0;margin:1rem 0 0}.choice{display:flex;gap:.5rem;align-items:flex-start;margin:.5rem 0}\
 button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem;background:#0b57a4;color:#fff;border:0;border-radius:4px;cursor:pointer}\
@@ -168,8 +168,12 @@ pub struct Entered {
     pub corrections: BTreeMap<&'static str, String>,
     /// BankID through the company's identity provider is offered.
     pub bankid_offered: bool,
-    /// How the person chose to identify: "email" or "bankid".
+    /// A code by SMS is offered.
+    pub sms_offered: bool,
+    /// How the person chose to identify: "email", "sms" or "bankid".
     pub method: String,
+    /// The phone number typed.
+    pub phone: String,
 }
 
 fn summary(t: &Texts, lang: Lang, errors: &BTreeMap<&'static str, &'static str>) -> String {
@@ -304,26 +308,46 @@ pub fn form(
         }
         b.push_str("</fieldset>");
     }
-    if entered.bankid_offered {
+    if entered.bankid_offered || entered.sms_offered {
         let _ = write!(
             b,
             "<fieldset id=\"method\"><legend>{}</legend>",
             esc(t.get("field_method", lang))
         );
-        for (value, key) in [("email", "method_email"), ("bankid", "method_bankid")] {
+        let chosen = match entered.method.as_str() {
+            "sms" if entered.sms_offered => "sms",
+            "bankid" if entered.bankid_offered => "bankid",
+            _ => "email",
+        };
+        for (value, key, offered) in [
+            ("email", "method_email", true),
+            ("sms", "method_sms", entered.sms_offered),
+            ("bankid", "method_bankid", entered.bankid_offered),
+        ] {
+            if !offered {
+                continue;
+            }
             let _ = write!(
                 b,
                 "<div class=\"choice\"><input type=\"radio\" name=\"method\" id=\"method-{value}\" value=\"{value}\"{checked}>\
 <label for=\"method-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
                 esc(t.get(key, lang)),
-                checked = if (entered.method == "bankid") == (value == "bankid") {
-                    " checked"
-                } else {
-                    ""
-                },
+                checked = if chosen == value { " checked" } else { "" },
             );
         }
         b.push_str("</fieldset>");
+    }
+    if entered.sms_offered {
+        let _ = write!(
+            b,
+            "<label for=\"phone\">{label}</label><p class=\"help\" id=\"phone-help\">{help}</p>{err}\
+<input type=\"tel\" id=\"phone\" name=\"phone\" autocomplete=\"tel\" value=\"{value}\" {d}>",
+            label = esc(t.get("field_phone", lang)),
+            help = esc(t.get("field_phone_help", lang)),
+            err = error_line(t, lang, errors, "phone"),
+            value = esc(&entered.phone),
+            d = described(errors, "phone"),
+        );
     }
     let _ = write!(
         b,
@@ -349,7 +373,12 @@ pub fn form(
 }
 
 /// The code form.
-pub fn code(t: &Texts, lang: Lang, errors: &BTreeMap<&'static str, &'static str>) -> String {
+pub fn code(
+    t: &Texts,
+    lang: Lang,
+    sms: bool,
+    errors: &BTreeMap<&'static str, &'static str>,
+) -> String {
     let l = lang.code();
     let b = format!(
         "{sum}<p>{sent}</p><form method=\"post\" action=\"/{l}/code\" novalidate>\
@@ -357,7 +386,7 @@ pub fn code(t: &Texts, lang: Lang, errors: &BTreeMap<&'static str, &'static str>
 <input type=\"text\" id=\"code\" name=\"code\" inputmode=\"numeric\" autocomplete=\"one-time-code\" {d}>\
 <button type=\"submit\">{send}</button></form>",
         sum = summary(t, lang, errors),
-        sent = esc(t.get("code_sent", lang)),
+        sent = esc(t.get(if sms { "code_sent_sms" } else { "code_sent" }, lang)),
         label = esc(t.get("field_code", lang)),
         err = error_line(t, lang, errors, "code"),
         d = described(errors, "code"),

@@ -38,6 +38,8 @@ pub struct Session {
     pub attempt: crate::oidc::Attempt,
     /// The language of the page the sign-in started from.
     pub lang: String,
+    /// Where the code went: "email" or "sms".
+    pub method: String,
 }
 
 struct Entry {

@@ -47,6 +47,9 @@ pub struct Portal {
     pub person_idp: Option<Arc<crate::oidc::Provider>>,
     /// The time the pages count deadlines by.
     pub clock: dsr_domain::clock::Clock,
+    /// Offer a one-time code by SMS besides email (the identity service
+    /// must be able to send one).
+    pub sms_codes: bool,
 }
 
 impl std::fmt::Debug for Portal {
@@ -231,6 +234,7 @@ async fn begin_form(
         &p.controllers,
         &Entered {
             bankid_offered: p.person_idp.is_some(),
+            sms_offered: p.sms_codes,
             ..Entered::default()
         },
         &BTreeMap::new(),
@@ -258,6 +262,8 @@ pub struct BeginForm {
     fix_job_title: String,
     #[serde(default)]
     method: String,
+    #[serde(default)]
+    phone: String,
 }
 
 impl BeginForm {
@@ -330,15 +336,22 @@ async fn begin(
         Vec::new()
     };
     let bankid = f.method == "bankid" && p.person_idp.is_some();
-    let email = match Identity::parse(IdentityType::Email, &f.email) {
+    let sms = f.method == "sms" && p.sms_codes;
+    // Where the code goes: the email address, or the phone for an SMS.
+    let (field, kind, typed, wrong): (&'static str, _, &str, &'static str) = if sms {
+        ("phone", IdentityType::Phone, &f.phone, "error_phone")
+    } else {
+        ("email", IdentityType::Email, &f.email, "error_email")
+    };
+    let to = match Identity::parse(kind, typed) {
         Ok(i) => Some(i),
         Err(_) if bankid => None,
-        Err(_) if f.email.trim().is_empty() => {
-            errors.insert("email", "error_required");
+        Err(_) if typed.trim().is_empty() => {
+            errors.insert(field, "error_required");
             None
         }
         Err(_) => {
-            errors.insert("email", "error_email");
+            errors.insert(field, wrong);
             None
         }
     };
@@ -351,32 +364,38 @@ async fn begin(
             .map(|(field, _, _)| (*field, f.correction(field).to_owned()))
             .collect(),
         bankid_offered: p.person_idp.is_some(),
+        sms_offered: p.sms_codes,
         method: f.method.clone(),
+        phone: f.phone.clone(),
     };
     if bankid && errors.is_empty() {
         return to_identity_provider(&p, lang, right, &entered, fixes).await;
     }
-    let Some(email) = email.filter(|_| errors.is_empty()) else {
-        return page(pages::form(
+    let form_again = |errors: &BTreeMap<&'static str, &'static str>| {
+        page(pages::form(
             &p.texts,
             lang,
             right,
             &p.controllers,
             &entered,
-            &errors,
-        ));
+            errors,
+        ))
+    };
+    let Some(to) = to.filter(|_| errors.is_empty()) else {
+        return form_again(&errors);
     };
     let key = p.sessions.open(Session {
         right: right.key.to_owned(),
         controller: f.controller,
         ground: f.ground,
         corrections: fixes,
+        method: if sms { "sms" } else { "email" }.to_owned(),
         ..Session::default()
     });
     let Some(s) = p.sessions.get(&key) else {
         return page(pages::notice(&p.texts, lang, "error_session"));
     };
-    match p.mesh.start(&s.subject, email.value(), lang.code()).await {
+    match p.mesh.start(&s.subject, &to, lang.code()).await {
         Ok(challenge) => {
             p.sessions.update(&key, |s| s.challenge_id = challenge);
             let mut r = see_other(&format!("/{}/code", lang.code()));
@@ -384,26 +403,12 @@ async fn begin(
             r
         }
         Err(MeshError::Refused(reason)) if reason == "IDENTITY_RATE_LIMITED" => {
-            errors.insert("email", "error_too_many");
-            page(pages::form(
-                &p.texts,
-                lang,
-                right,
-                &p.controllers,
-                &entered,
-                &errors,
-            ))
+            errors.insert(field, "error_too_many");
+            form_again(&errors)
         }
         Err(MeshError::Invalid(_)) => {
-            errors.insert("email", "error_email");
-            page(pages::form(
-                &p.texts,
-                lang,
-                right,
-                &p.controllers,
-                &entered,
-                &errors,
-            ))
+            errors.insert(field, wrong);
+            form_again(&errors)
         }
         Err(e) => {
             tracing::warn!(error = %e, "verification could not start");
@@ -517,9 +522,12 @@ async fn code_form(
         return not_found();
     };
     match session_key(&headers).and_then(|k| p.sessions.get(&k)) {
-        Some(s) if !s.challenge_id.is_empty() => {
-            page(pages::code(&p.texts, lang, &BTreeMap::new()))
-        }
+        Some(s) if !s.challenge_id.is_empty() => page(pages::code(
+            &p.texts,
+            lang,
+            s.method == "sms",
+            &BTreeMap::new(),
+        )),
         _ => page(pages::notice(&p.texts, lang, "error_session")),
     }
 }
@@ -574,17 +582,17 @@ async fn code(
     let code = f.code.trim();
     if code.is_empty() {
         errors.insert("code", "error_required");
-        return page(pages::code(&p.texts, lang, &errors));
+        return page(pages::code(&p.texts, lang, s.method == "sms", &errors));
     }
     let token = match p.mesh.complete(&s.subject, &s.challenge_id, code).await {
         Ok(t) => t,
         Err(MeshError::Refused(r)) if r == "CODE_MISMATCH" => {
             errors.insert("code", "error_code");
-            return page(pages::code(&p.texts, lang, &errors));
+            return page(pages::code(&p.texts, lang, s.method == "sms", &errors));
         }
         Err(MeshError::Invalid(_)) => {
             errors.insert("code", "error_code");
-            return page(pages::code(&p.texts, lang, &errors));
+            return page(pages::code(&p.texts, lang, s.method == "sms", &errors));
         }
         Err(MeshError::Refused(_)) => {
             return page(pages::notice(&p.texts, lang, "error_code_expired"));
