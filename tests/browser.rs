@@ -587,7 +587,8 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
 /// Rectification in the privacy centre, in Swedish, with a code by SMS: a
 /// form with nothing to
 /// correct, or a phone number that is not one, is refused next to the
-/// field with no code sent; a corrected job title reaches the CRM.
+/// field with no code sent; a corrected job title reaches the CRM. Then an
+/// objection to customer surveys, recorded at the CRM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and chromedriver; .ci/run runs it with --ignored"]
 async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
@@ -670,6 +671,36 @@ async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
     assert_eq!(
         count(format!(
             "SELECT id FROM contacts WHERE email = '{email}' AND job_title = 'Kreditchef'"
+        ))
+        .await,
+        1
+    );
+
+    // Then, in English, an objection to customer surveys (Art. 21(1)):
+    // nothing ticked is refused next to the choices; surveys alone is
+    // recorded at the CRM, and direct marketing is not objected to.
+    c.goto(&format!("{portal}/en/begin/objection"))
+        .await
+        .unwrap();
+    click(&c, "input[name=controller][value='556134-1248']").await;
+    type_into(&c, "#email", &email).await;
+    click(&c, "button[type=submit]").await;
+    assert_eq!(
+        text_of(&c, "#purposes-error").await,
+        "Choose what you object to."
+    );
+    type_into(&c, "#email", &email).await;
+    click(&c, "#purpose-customer_surveys").await;
+    click(&c, "button[type=submit]").await;
+    let code = wait_code(&data, &email).await;
+    type_into(&c, "#code", &code).await;
+    click(&c, "button[type=submit]").await;
+    wait_status(&c, "en", &portal, "Done").await;
+    assert_eq!(
+        count(format!(
+            "SELECT id FROM contacts WHERE email = '{email}' \
+             AND objected_purposes LIKE '%customer_surveys%' \
+             AND objected_purposes NOT LIKE '%direct_marketing%'"
         ))
         .await,
         1

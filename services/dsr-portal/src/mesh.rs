@@ -103,6 +103,8 @@ pub struct NewRequest {
     pub direct_marketing: bool,
     /// For a rectification: (category, correct value).
     pub corrections: Vec<(String, String)>,
+    /// For an objection: purposes besides direct marketing.
+    pub purposes: Vec<String>,
 }
 
 /// A channel that connects on first use, over TLS for an `https://`
@@ -285,6 +287,7 @@ impl Mesh {
                 idempotency_key: n.idempotency_key,
                 restriction_ground: n.ground as i32,
                 direct_marketing: n.direct_marketing,
+                purposes: n.purposes,
                 corrections: n
                     .corrections
                     .into_iter()

@@ -109,6 +109,16 @@ pub const CORRECTABLE: [(&str, &str, &str); 5] = [
     ("fix_job_title", "contact.job_title", "field_fix_job_title"),
 ];
 
+/// What a person may object to in the privacy centre (Art. 21): the
+/// purpose as the systems record it, and the label's text. Direct marketing
+/// (profiling for it included) is absolute, Art. 21(2)-(3); the others rest
+/// on the group's legitimate interests (seed policy: customer surveys), so
+/// the objection is weighed, Art. 21(1).
+pub const OBJECTABLE: [(&str, &str); 2] = [
+    ("direct_marketing", "objection_direct_marketing"),
+    ("customer_surveys", "objection_customer_surveys"),
+];
+
 /// The longest correct value a person may give (the API's limit).
 pub const MAX_CORRECTION: usize = 500;
 
@@ -174,6 +184,8 @@ pub struct Entered {
     pub method: String,
     /// The phone number typed.
     pub phone: String,
+    /// For an objection: the purposes ticked.
+    pub purposes: Vec<String>,
 }
 
 fn summary(t: &Texts, lang: Lang, errors: &BTreeMap<&'static str, &'static str>) -> String {
@@ -273,6 +285,30 @@ pub fn form(
                 "<div class=\"choice\"><input type=\"radio\" name=\"ground\" id=\"ground-{key}\" value=\"{key}\"{checked}>\
 <label for=\"ground-{key}\" style=\"margin:0;font-weight:400\">{text}</label></div>",
                 checked = if entered.ground == key {
+                    " checked"
+                } else {
+                    ""
+                },
+                text = esc(t.get(text, lang)),
+            );
+        }
+        b.push_str("</fieldset>");
+    }
+    if right.key == "objection" {
+        let _ = write!(
+            b,
+            "<fieldset id=\"purposes\" {d}><legend>{legend}</legend><p class=\"help\" id=\"purposes-help\">{help}</p>{err}",
+            d = described(errors, "purposes"),
+            legend = esc(t.get("field_objection", lang)),
+            help = esc(t.get("field_objection_help", lang)),
+            err = error_line(t, lang, errors, "purposes"),
+        );
+        for (purpose, text) in OBJECTABLE {
+            let _ = write!(
+                b,
+                "<div class=\"choice\"><input type=\"checkbox\" name=\"purpose_{purpose}\" id=\"purpose-{purpose}\" value=\"1\"{checked}>\
+<label for=\"purpose-{purpose}\" style=\"margin:0;font-weight:400\">{text}</label></div>",
+                checked = if entered.purposes.iter().any(|p| p == purpose) {
                     " checked"
                 } else {
                     ""

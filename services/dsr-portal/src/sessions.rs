@@ -40,6 +40,8 @@ pub struct Session {
     pub lang: String,
     /// Where the code went: "email" or "sms".
     pub method: String,
+    /// For an objection: the purposes objected to.
+    pub purposes: Vec<String>,
 }
 
 struct Entry {

@@ -264,9 +264,26 @@ pub struct BeginForm {
     method: String,
     #[serde(default)]
     phone: String,
+    #[serde(default)]
+    purpose_direct_marketing: Option<String>,
+    #[serde(default)]
+    purpose_customer_surveys: Option<String>,
 }
 
 impl BeginForm {
+    /// The purposes ticked (of [`pages::OBJECTABLE`]).
+    fn purposes(&self) -> Vec<String> {
+        pages::OBJECTABLE
+            .iter()
+            .filter(|(p, _)| match *p {
+                "direct_marketing" => self.purpose_direct_marketing.is_some(),
+                "customer_surveys" => self.purpose_customer_surveys.is_some(),
+                _ => false,
+            })
+            .map(|(p, _)| (*p).to_owned())
+            .collect()
+    }
+
     /// The correct value typed in `field` (one of [`pages::CORRECTABLE`]).
     fn correction(&self, field: &str) -> &str {
         match field {
@@ -330,6 +347,15 @@ async fn begin(
     if right.key == "restriction" && !pages::GROUNDS.iter().any(|(k, _)| *k == f.ground) {
         errors.insert("ground", "error_choose");
     }
+    let purposes = if right.key == "objection" {
+        let p = f.purposes();
+        if p.is_empty() {
+            errors.insert("purposes", "error_objection_none");
+        }
+        p
+    } else {
+        Vec::new()
+    };
     let fixes = if right.key == "rectification" {
         corrections(&f, &mut errors)
     } else {
@@ -367,9 +393,10 @@ async fn begin(
         sms_offered: p.sms_codes,
         method: f.method.clone(),
         phone: f.phone.clone(),
+        purposes: purposes.clone(),
     };
     if bankid && errors.is_empty() {
-        return to_identity_provider(&p, lang, right, &entered, fixes).await;
+        return to_identity_provider(&p, lang, right, &entered, fixes, purposes).await;
     }
     let form_again = |errors: &BTreeMap<&'static str, &'static str>| {
         page(pages::form(
@@ -389,6 +416,7 @@ async fn begin(
         controller: f.controller,
         ground: f.ground,
         corrections: fixes,
+        purposes,
         method: if sms { "sms" } else { "email" }.to_owned(),
         ..Session::default()
     });
@@ -425,6 +453,7 @@ async fn to_identity_provider(
     right: Right,
     entered: &Entered,
     fixes: Vec<(String, String)>,
+    purposes: Vec<String>,
 ) -> Response {
     let Some(idp) = &p.person_idp else {
         return not_found();
@@ -436,6 +465,7 @@ async fn to_identity_provider(
                 controller: entered.controller.clone(),
                 ground: entered.ground.clone(),
                 corrections: fixes,
+                purposes,
                 attempt,
                 lang: lang.code().to_owned(),
                 ..Session::default()
@@ -539,6 +569,9 @@ pub struct CodeForm {
     code: String,
 }
 
+/// The request's kind and, per kind, its ground (a restriction) or whether
+/// it objects to direct marketing (an objection; its other purposes are
+/// the session's).
 fn kind_of(s: &Session) -> Option<(pb::Kind, pb::RestrictionGround, bool)> {
     use pb::RestrictionGround as G;
     Some(match s.right.as_str() {
@@ -546,7 +579,11 @@ fn kind_of(s: &Session) -> Option<(pb::Kind, pb::RestrictionGround, bool)> {
         "portability" => (pb::Kind::Portability, G::Unspecified, false),
         "erasure" => (pb::Kind::Erasure, G::Unspecified, false),
         "rectification" => (pb::Kind::Rectification, G::Unspecified, false),
-        "objection" => (pb::Kind::Objection, G::Unspecified, true),
+        "objection" => (
+            pb::Kind::Objection,
+            G::Unspecified,
+            s.purposes.iter().any(|p| p == "direct_marketing"),
+        ),
         "restriction" => (
             pb::Kind::Restriction,
             match s.ground.as_str() {
@@ -626,6 +663,12 @@ async fn submit(p: &Portal, lang: Lang, key: &str, s: &Session, token: String) -
                 ),
                 ground,
                 direct_marketing,
+                purposes: s
+                    .purposes
+                    .iter()
+                    .filter(|p| *p != "direct_marketing")
+                    .cloned()
+                    .collect(),
                 corrections: s.corrections.clone(),
             },
         )
