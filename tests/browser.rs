@@ -1380,3 +1380,90 @@ async fn a_person_identifies_with_bankid_through_the_company_identity_provider()
     assert!(!logs.contains(&pnr), "a personnummer in the logs");
     assert_eq!(idp.refused(), 0);
 }
+
+/// A notification held for review (`erasure.unlawful_transfers = "review"`):
+/// a recipient abroad with no lawful transfer in the registry; the handler
+/// approves it with what it rests on, the ground left out first is asked
+/// for next to its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver; .ci/run runs it with --ignored"]
+async fn a_case_handler_approves_a_transfer_held_for_review() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = free_ports(11);
+    let up = dsr_up(
+        &data,
+        base,
+        &[("DSR_ERASURE__UNLAWFUL_TRANSFERS", "review".to_owned())],
+    );
+    let portal = format!("http://127.0.0.1:{}", base + 9);
+    let agent_file = dir.path().join("agent-in.toml");
+    std::fs::write(
+        &agent_file,
+        r#"[[recipient]]
+id = "collection-agent-in"
+name = { sv = "Inkassoombud (Indien)", en = "Debt-collection agent (India)" }
+role = "agent"
+country = "IN"
+controllers = ["556134-1248"]
+categories = ["contact.name"]
+systems = ["crm"]
+dpa_reference = "AGENCY-IN-2026-01"
+purpose = { sv = "driver in fordringar i Indien", en = "collects claims in India" }
+"#,
+    )
+    .unwrap();
+    cli(
+        &data,
+        base,
+        &["transfers", "put", "--file", agent_file.to_str().unwrap()],
+    );
+    let person = dsr_system_sql::reference::people(1000, 1)
+        .into_iter()
+        .find(|p| p.controller == "556134-1248" && p.idx > 70)
+        .unwrap();
+    let (_driver, c) = browser(base + 10).await;
+    ask_for_erasure(&c, &portal, &data, "en", "556134-1248", &person.email).await;
+    wait_status(
+        &c,
+        "en",
+        &portal,
+        "A case handler is reviewing your request",
+    )
+    .await;
+    let id = text_of(&c, "dd[translate=no]").await;
+
+    c.goto(&format!("{portal}/console/en/login")).await.unwrap();
+    type_into(&c, "#handler", "cecilia.handler").await;
+    click(&c, "button[type=submit]").await;
+    element(&c, "#state").await;
+    let page_of_request = format!("{portal}/console/en/requests/{id}");
+    wait_state(&c, &page_of_request, "Awaiting review").await;
+    let listed = text_of(&c, "#notifications").await;
+    assert!(
+        listed.contains("Debt-collection agent (India)")
+            && listed.contains("Awaiting a decision on the transfer"),
+        "{listed}"
+    );
+    click(&c, "form[action$='/approve_transfer'] button").await;
+    let err = text_of(&c, "form[action$='/approve_transfer'] .error").await;
+    assert_eq!(err, "Give what the transfer rests on before approving it.");
+    type_into(
+        &c,
+        "form[action$='/approve_transfer'] input[type=text]",
+        "Art. 49(1)(e): needed for the defence of a legal claim",
+    )
+    .await;
+    click(&c, "form[action$='/approve_transfer'] button").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !text_of(&c, "#notifications")
+        .await
+        .contains("Approved by a case handler")
+    {
+        assert!(Instant::now() < deadline, "never approved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.close().await.unwrap();
+    drop(up);
+}

@@ -783,7 +783,13 @@ fn text_field(
     )
 }
 
-fn notifications_table(p: &Portal, lang: Lang, id: &str, notes: &[era::Notification]) -> String {
+fn notifications_table(
+    p: &Portal,
+    lang: Lang,
+    id: &str,
+    notes: &[era::Notification],
+    errors: &BTreeMap<String, &'static str>,
+) -> String {
     let t = &p.texts;
     if notes.is_empty() {
         return String::new();
@@ -837,12 +843,25 @@ fn notifications_table(p: &Portal, lang: Lang, id: &str, notes: &[era::Notificat
         } else if transfer == era::NotificationTransfer::AwaitingApproval {
             format!(
                 "<form method=\"post\" action=\"/console/{l}/requests/{id}/approve_transfer\"><input type=\"hidden\" name=\"notification\" value=\"{nid}\">\
-<label for=\"transfer_note-{nid}\">{label}</label><input type=\"text\" id=\"transfer_note-{nid}\" name=\"transfer_note\">\
+<label for=\"transfer_note-{nid}\">{label}</label>{err}<input type=\"text\" id=\"transfer_note-{nid}\" name=\"transfer_note\" aria-describedby=\"transfer_note-{nid}-error\"{inv}>\
 <button type=\"submit\" style=\"margin:0\">{go}</button></form>",
                 l = lang.code(),
                 id = esc(id),
                 nid = esc(&n.id),
                 label = esc(t.get("console_transfer_note", lang)),
+                err = errors.get(&format!("transfer_note-{}", n.id)).map_or_else(
+                    String::new,
+                    |k| format!(
+                        "<p class=\"error\" id=\"transfer_note-{}-error\">{}</p>",
+                        esc(&n.id),
+                        esc(t.get(k, lang))
+                    )
+                ),
+                inv = if errors.contains_key(&format!("transfer_note-{}", n.id)) {
+                    " aria-invalid=\"true\""
+                } else {
+                    ""
+                },
                 go = esc(t.get("console_approve_transfer", lang)),
             )
         } else {
@@ -1033,7 +1052,7 @@ fn request_page(
         b.push_str(&casefile::plan(p, lang, plan, &case.receipts));
     }
     b.push_str(&casefile::receipts(p, lang, &case.receipts));
-    b.push_str(&notifications_table(p, lang, &r.id, &case.notes));
+    b.push_str(&notifications_table(p, lang, &r.id, &case.notes, errors));
     let open = !matches!(
         st,
         pb::State::Completed
@@ -1378,17 +1397,10 @@ async fn act(
             if !valid_id(&f.notification) {
                 return not_found();
             }
+            let field = format!("transfer_note-{}", f.notification);
             if f.transfer_note.trim().is_empty() {
-                return show_request(
-                    &p,
-                    lang,
-                    &console,
-                    &who,
-                    &id,
-                    Some("console_transfer_note_required"),
-                    &errors,
-                )
-                .await;
+                errors.insert(field, "console_transfer_note_required");
+                return show_request(&p, lang, &console, &who, &id, None, &errors).await;
             }
             return match console
                 .mesh
@@ -1399,11 +1411,14 @@ async fn act(
                 Err(e) => {
                     tracing::info!(error = %e, "transfer not approved");
                     let notice = match e {
-                        MeshError::Invalid(_) => "console_transfer_note_required",
-                        MeshError::Unavailable => "error_unavailable",
-                        MeshError::Refused(_) => "console_refused",
+                        MeshError::Invalid(_) => {
+                            errors.insert(field, "console_transfer_note_required");
+                            None
+                        }
+                        MeshError::Unavailable => Some("error_unavailable"),
+                        MeshError::Refused(_) => Some("console_refused"),
                     };
-                    show_request(&p, lang, &console, &who, &id, Some(notice), &errors).await
+                    show_request(&p, lang, &console, &who, &id, notice, &errors).await
                 }
             };
         }
