@@ -1026,7 +1026,7 @@ purpose = { sv = "driver in fordringar i Indien", en = "collects claims in India
             .unwrap();
         let listed = c.source().await.unwrap();
         if listed.contains("id=\"sweeps\"")
-            && listed.contains("Case handler")
+            && listed.contains("Case handler <b translate=\"no\">anna.handler</b>")
             && listed.contains("dry run")
         {
             break;

@@ -162,6 +162,8 @@ pub(crate) mod sweep {
         pub systems: String,
         pub started_at: DateTimeUtc,
         pub finished_at: Option<DateTimeUtc>,
+        /// Who started it by hand (empty: the schedule).
+        pub started_by: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -818,6 +818,7 @@ impl Eraser {
         &self,
         id: String,
         trigger: &str,
+        started_by: &str,
         only: &BTreeSet<String>,
         dry_run: bool,
         batch_size: u32,
@@ -841,6 +842,7 @@ impl Eraser {
                 .collect(),
             started_at: self.clock.now(),
             finished_at: None,
+            started_by: started_by.to_owned(),
         };
         let Some(created) = self.store.create_sweep(&sweep).await? else {
             return Ok(None);
@@ -977,7 +979,7 @@ impl Eraser {
                 let slot = u64::try_from(Utc::now().timestamp()).unwrap_or(0) / secs;
                 let id = format!("scheduled-{secs}-{slot}");
                 match me
-                    .start_sweep(id, "schedule", &BTreeSet::new(), false, batch_size)
+                    .start_sweep(id, "schedule", "", &BTreeSet::new(), false, batch_size)
                     .await
                 {
                     Ok(_) => {}

@@ -492,6 +492,7 @@ fn sweep_to_pb(s: &Sweep) -> pb::Sweep {
     pb::Sweep {
         id: s.id.clone(),
         trigger: s.trigger.clone(),
+        started_by: s.started_by.clone(),
         dry_run: s.dry_run,
         systems: s
             .systems
@@ -554,6 +555,11 @@ impl Erasure for Handlers {
         &self,
         req: Request<pb::StartSweepRequest>,
     ) -> Result<Response<pb::StartSweepResponse>, Status> {
+        let started_by = req
+            .extensions()
+            .get::<dsr_auth::Principal>()
+            .map(|p| p.subject.clone())
+            .unwrap_or_default();
         let pb::StartSweepRequest {
             system_ids,
             dry_run,
@@ -571,6 +577,7 @@ impl Erasure for Handlers {
             .start_sweep(
                 uuid::Uuid::new_v4().to_string(),
                 "manual",
+                &started_by,
                 &only,
                 dry_run,
                 batch_size,

@@ -192,6 +192,8 @@ pub struct Sweep {
     pub started_at: DateTime<Utc>,
     /// Finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Who started it by hand: the caller's subject (empty: the schedule).
+    pub started_by: String,
 }
 
 /// Storage failures.
@@ -627,6 +629,7 @@ impl Store {
             dry_run: m.dry_run,
             started_at: m.started_at,
             finished_at: m.finished_at,
+            started_by: m.started_by,
         })
     }
 
@@ -640,6 +643,7 @@ impl Store {
             systems: Set(serde_json::to_string(&s.systems).expect("serialisable")),
             started_at: Set(s.started_at),
             finished_at: Set(s.finished_at),
+            started_by: Set(s.started_by.clone()),
         };
         match am.insert(&self.db).await {
             Ok(m) => Ok(Some(Self::sweep_from(m)?)),

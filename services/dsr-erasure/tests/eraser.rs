@@ -534,12 +534,20 @@ async fn an_art_18_restriction_outlives_the_deferred_date_and_shows_as_a_discrep
     // A sweep leaves it too.
     let sweep = w
         .eraser
-        .start_sweep("sweep-2".into(), "manual", &BTreeSet::new(), false, 100)
+        .start_sweep(
+            "sweep-2".into(),
+            "manual",
+            "handler:anna",
+            &BTreeSet::new(),
+            false,
+            100,
+        )
         .await
         .unwrap()
         .unwrap();
     let done = wait_sweep(&w.eraser, &sweep.id).await;
     assert_eq!(done.systems[0].removed, 0);
+    assert_eq!(done.started_by, "handler:anna", "who started it, kept");
     assert!(w.systems.row("kyc_documents", "7").is_some());
     w.db.finish().await;
 }
@@ -599,7 +607,14 @@ async fn a_restored_backup_is_erased_again_by_replay_and_a_sweep_removes_what_ha
     w.clock.advance(TimeDelta::days(365 * 2 + 2));
     let sweep = w
         .eraser
-        .start_sweep("sweep-4".into(), "manual", &BTreeSet::new(), false, 100)
+        .start_sweep(
+            "sweep-4".into(),
+            "manual",
+            "handler:anna",
+            &BTreeSet::new(),
+            false,
+            100,
+        )
         .await
         .unwrap()
         .unwrap();

@@ -6,6 +6,7 @@ mod m20261201_000001_create_erasure;
 mod m20261201_000002_notifications;
 mod m20261201_000003_sweeps;
 mod m20261202_000004_notification_transfer;
+mod m20261202_000005_sweep_started_by;
 
 /// The migrations.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000002_notifications::Migration),
             Box::new(m20261201_000003_sweeps::Migration),
             Box::new(m20261202_000004_notification_transfer::Migration),
+            Box::new(m20261202_000005_sweep_started_by::Migration),
         ]
     }
 }

@@ -457,7 +457,11 @@ pub(super) async fn sweeps(
                     b,
                     "<tr><td>{}</td><td>{}{}</td><td translate=\"no\">{}</td><td>{}{}</td><td>{}</td></tr>",
                     esc(&timestamp(s.start_time.as_ref())),
-                    super::casefile::word(&p, lang, "console_trigger", &s.trigger),
+                    if s.started_by.is_empty() {
+                        super::casefile::word(&p, lang, "console_trigger", &s.trigger)
+                    } else {
+                        super::casefile::actor(&p, lang, &s.started_by)
+                    },
                     if s.dry_run {
                         format!(" ({})", esc(t.get("console_sweep_dry", lang)))
                     } else {
