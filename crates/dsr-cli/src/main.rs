@@ -75,6 +75,8 @@ enum Command {
     Audit(AuditArgs),
     /// Show the retention policy in force (validated).
     Policy(PolicyArgs),
+    /// The letters the mesh writes to a person (templates, validated).
+    Letters(LettersArgs),
     /// After a database restore: erase again what the erasures since the
     /// backup had erased (from their tombstones), and nothing else.
     ReplayErasures(erasure::ReplayArgs),
@@ -87,6 +89,28 @@ enum Command {
     /// tokens, receipts, tombstones, packages, redaction) and the JWKS the
     /// services trust.
     Keys(keys::KeysArgs),
+}
+
+#[derive(Debug, Args)]
+struct LettersArgs {
+    #[command(subcommand)]
+    command: LettersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LettersCommand {
+    /// Write one letter out with sample data: received, identity_needed,
+    /// extended, completed, refused or restriction_lifted.
+    Preview {
+        /// The letter.
+        letter: String,
+        /// sv or en.
+        #[arg(long, default_value = "sv")]
+        language: String,
+        /// A letters file to check and use (default: the shipped letters).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +276,7 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::Sweep(_)
         | Command::Hold(_)
         | Command::Keys(_)
+        | Command::Letters(_)
         | Command::Policy(_) => {}
     }
     f
@@ -350,7 +375,95 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Policy(PolicyArgs {
             command: PolicyCommand::Show,
         }) => policy_show(&cfg),
+        Command::Letters(LettersArgs {
+            command:
+                LettersCommand::Preview {
+                    letter,
+                    language,
+                    file,
+                },
+        }) => letters_preview(&cfg, &letter, &language, file.as_deref()),
     }
+}
+
+/// A letter written out with sample values, as a person would read it.
+#[allow(clippy::print_stdout)]
+fn letters_preview(
+    cfg: &Config,
+    letter: &str,
+    language: &str,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use dsr_domain::letters::{LetterKind, Letters};
+    use dsr_domain::text::Lang;
+    let letters = match file {
+        None => Letters::shipped(),
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            Letters::from_toml(&text).with_context(|| format!("{}", f.display()))?
+        }
+    };
+    let kind = LetterKind::parse(letter).with_context(|| {
+        format!(
+            "no letter {letter:?}: one of {}",
+            LetterKind::ALL.map(LetterKind::as_str).join(", ")
+        )
+    })?;
+    let lang = Lang::parse(language).context("--language: sv or en")?;
+    let group = services::group(cfg)?;
+    let sv = lang == Lang::Sv;
+    let values = std::collections::BTreeMap::from([
+        (
+            "reference",
+            "7d9c1f2e-41b5-4a7e-9f0c-2b6e8d3a5c10".to_owned(),
+        ),
+        (
+            "company",
+            group
+                .controllers
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+        ),
+        (
+            "kind",
+            letters
+                .kind(dsr_domain::request::Kind::Access, lang)
+                .to_owned(),
+        ),
+        ("received", "2026-12-02".to_owned()),
+        ("due", "2027-01-04".to_owned()),
+        ("months", "1".to_owned()),
+        (
+            "reason",
+            if kind == LetterKind::Refused {
+                letters.reason("no_data", lang).to_owned()
+            } else if sv {
+                "Uppgifter hos våra ombud utomlands behöver sammanställas.".to_owned()
+            } else {
+                "Records held by our agents abroad must be gathered.".to_owned()
+            },
+        ),
+        (
+            "fetch",
+            format!("https://privacy.example.se/{}/status", lang.code()),
+        ),
+        ("dpo", group.dpo_email.clone()),
+        (
+            "authority",
+            if sv {
+                group.authority.name_sv.clone()
+            } else {
+                group.authority.name_en.clone()
+            },
+        ),
+        ("authority_url", group.authority.url.clone()),
+        ("lift_on", "2027-01-10".to_owned()),
+    ]);
+    let w = letters.write(kind, lang, &values);
+    println!("Subject: {}\n\n{}", w.subject, w.body);
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)]

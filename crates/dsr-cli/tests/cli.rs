@@ -744,3 +744,50 @@ fn policy_show_prints_the_rules_and_a_bad_policy_stops_with_its_field() {
         "{err}"
     );
 }
+
+#[test]
+fn letters_preview_writes_a_letter_out_and_a_bad_letters_file_is_named() {
+    let out = stdout(&dsr(&[
+        "letters",
+        "preview",
+        "extended",
+        "--language",
+        "en",
+    ]));
+    assert!(
+        out.starts_with("Subject: We need more time for your request")
+            && out.contains("by 1 month(s)")
+            && out.contains("Article 12(3)")
+            && out.contains("https://www.imy.se"),
+        "{out}"
+    );
+    let sv = stdout(&dsr(&["letters", "preview", "refused"]));
+    assert!(
+        sv.contains("Integritetsskyddsmyndigheten") && sv.contains("domstol"),
+        "{sv}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("letters.toml");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dsr-domain/data/letters.toml"
+    ))
+    .unwrap()
+    .replace("Skälet: {reason}", "Skälet: se nedan");
+    std::fs::write(&bad, text).unwrap();
+    let o = dsr(&[
+        "letters",
+        "preview",
+        "received",
+        "--file",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("letters.extended.sv: must tell {reason}"),
+        "{err}"
+    );
+    let o = dsr(&["letters", "preview", "welcome"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no letter \"welcome\""));
+}

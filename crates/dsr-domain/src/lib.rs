@@ -15,6 +15,7 @@ pub mod deadline;
 pub mod erasure;
 pub mod group;
 pub mod identity;
+pub mod letters;
 pub mod request;
 pub mod retention;
 pub mod text;

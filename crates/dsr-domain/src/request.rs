@@ -28,6 +28,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 6] = [
+        Self::Access,
+        Self::Portability,
+        Self::Erasure,
+        Self::Rectification,
+        Self::Restriction,
+        Self::Objection,
+    ];
+
     /// Stable lower-case name, for storage and the audit trail.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -57,16 +67,7 @@ impl Kind {
 
     /// Parses [`Kind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Access,
-            Self::Portability,
-            Self::Erasure,
-            Self::Rectification,
-            Self::Restriction,
-            Self::Objection,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
