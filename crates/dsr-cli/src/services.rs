@@ -118,6 +118,7 @@ pub(crate) const ALL_SCOPES: &[&str] = &[
     dsr_system_sql::grpc::SCOPE_WRITE,
     dsr_identity::grpc::SCOPE_VERIFY,
     dsr_identity::grpc::SCOPE_ATTEST,
+    dsr_identity::grpc::SCOPE_NOTIFY,
     dsr_discovery::grpc::SCOPE_LOCATE,
     dsr_discovery::grpc::SCOPE_READ,
     dsr_export::grpc::SCOPE_BUILD,
@@ -336,6 +337,7 @@ pub(crate) fn mesh_grants() -> Grants {
             "dsr-orchestrator",
             [
                 dsr_identity::grpc::SCOPE_VERIFY,
+                dsr_identity::grpc::SCOPE_NOTIFY,
                 dsr_discovery::grpc::SCOPE_LOCATE,
                 dsr_export::grpc::SCOPE_BUILD,
                 dsr_erasure::grpc::SCOPE_EXECUTE,
@@ -381,12 +383,13 @@ pub(crate) fn mesh_grants() -> Grants {
 
 /// The scopes a person's or a case handler's token may carry (portals and
 /// the CLI): everything but the data systems' own, which only the mesh's
-/// services hold.
+/// services hold, and sending letters, which only the orchestrator does (the
+/// identity service is no relay for anyone's mail).
 pub(crate) fn people_scopes() -> Vec<&'static str> {
     ALL_SCOPES
         .iter()
         .copied()
-        .filter(|s| !s.starts_with("system:"))
+        .filter(|s| !s.starts_with("system:") && *s != dsr_identity::grpc::SCOPE_NOTIFY)
         .collect()
 }
 

@@ -21,6 +21,8 @@ use crate::verifier::{Channel, Error, Evidence, Verifier};
 pub const SCOPE_VERIFY: &str = "identity:verify";
 /// Scope of case handlers' attestations.
 pub const SCOPE_ATTEST: &str = "identity:attest";
+/// Scope of SendLetter (the orchestrator's letters to a person).
+pub const SCOPE_NOTIFY: &str = "identity:notify";
 
 /// Required scopes per RPC (an attestation also needs [`SCOPE_ATTEST`],
 /// checked in the handler since it depends on the method).
@@ -36,6 +38,10 @@ pub const SCOPES: &[ScopeRule] = &[
     ScopeRule {
         method: "GetJwks",
         scopes: &[],
+    },
+    ScopeRule {
+        method: "SendLetter",
+        scopes: &[SCOPE_NOTIFY],
     },
 ];
 
@@ -117,7 +123,7 @@ impl From<Error> for Status {
             ),
             Error::Delivery => status(
                 Code::Unavailable,
-                "the code could not be delivered; try again",
+                "the message could not be delivered; try again",
                 "DELIVERY_FAILED",
             ),
             Error::Internal(m) => {
@@ -276,5 +282,45 @@ impl IdentityVerification for Handlers {
         Ok(Response::new(pb::GetJwksResponse {
             jwks: self.verifier.jwks(),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn send_letter(
+        &self,
+        req: Request<pb::SendLetterRequest>,
+    ) -> Result<Response<pb::SendLetterResponse>, Status> {
+        let pb::SendLetterRequest { to, subject, body } = req.into_inner();
+        let mut v = Vec::new();
+        let to = match identities_from_pb(to.into_iter().collect(), "to") {
+            Ok(ids) => match <[Identity; 1]>::try_from(ids) {
+                Ok([i]) => Some(i),
+                Err(_) => {
+                    v.push((
+                        "to".to_owned(),
+                        "required: one email address or phone number".to_owned(),
+                    ));
+                    None
+                }
+            },
+            Err(bad) => {
+                v.extend(bad);
+                None
+            }
+        };
+        let subject = subject.trim();
+        if subject.is_empty() || subject.chars().count() > 200 || subject.contains('\n') {
+            v.push((
+                "subject".to_owned(),
+                "1 to 200 characters, one line".to_owned(),
+            ));
+        }
+        if body.trim().is_empty() || body.chars().count() > 20_000 {
+            v.push(("body".to_owned(), "1 to 20 000 characters".to_owned()));
+        }
+        let Some(to) = to.filter(|_| v.is_empty()) else {
+            return Err(invalid(v));
+        };
+        self.verifier.send_letter(to, subject, &body).await?;
+        Ok(Response::new(pb::SendLetterResponse {}))
     }
 }

@@ -460,6 +460,28 @@ impl Verifier {
         Ok(issued)
     }
 
+    /// Sends a letter to `to` (an email address or a phone number) through
+    /// the notifier; the text is not kept.
+    pub async fn send_letter(&self, to: Identity, subject: &str, body: &str) -> Result<(), Error> {
+        if !matches!(to.kind(), IdentityType::Email | IdentityType::Phone) {
+            return Err(Error::InvalidArgument(vec![(
+                "to".into(),
+                "an email address or a phone number".into(),
+            )]));
+        }
+        self.notifier
+            .send(&Message {
+                to,
+                subject: subject.to_owned(),
+                body: body.to_owned(),
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "letter not delivered");
+                Error::Delivery
+            })
+    }
+
     /// Verifies an identity provider's assertion and issues a token at its
     /// level with the identities it vouches for.
     pub async fn assertion(&self, jwt: &str) -> Result<Issued, Error> {

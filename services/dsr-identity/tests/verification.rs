@@ -553,3 +553,77 @@ async fn idp_assertions_and_attestations() {
     ])
     .await;
 }
+
+#[tokio::test]
+async fn a_letter_goes_out_through_the_notifier_to_a_valid_address_only_with_the_notify_scope() {
+    let mut h = harness(Settings::default(), chrono::Duration::minutes(15)).await;
+    let letter = |to: common::Identity, subject: &str| pb::SendLetterRequest {
+        to: Some(to),
+        subject: subject.into(),
+        body: "Hej,\n\nVi har tagit emot din begäran.\n".into(),
+    };
+    let email = |v: &str| common::Identity {
+        r#type: common::IdentityType::Email as i32,
+        format: 0,
+        value: v.into(),
+        hmac_key_id: String::new(),
+    };
+    // Without the scope (a portal's verify scope only): refused, nothing sent.
+    let st = h
+        .client
+        .send_letter(h.req(
+            letter(email("anna@example.se"), "Mottaget"),
+            &[grpc::SCOPE_VERIFY],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::PermissionDenied);
+    // Bad input names its fields, never the value.
+    let st = h
+        .client
+        .send_letter(h.req(
+            letter(email("not an address"), "two\nlines"),
+            &[grpc::SCOPE_NOTIFY],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument);
+    let fields: Vec<String> = st
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|f| f.field.clone())
+        .collect();
+    assert!(
+        fields.iter().any(|f| f.starts_with("to")) && fields.contains(&"subject".to_owned()),
+        "{fields:?}"
+    );
+    assert!(!st.message().contains("not an address"));
+    assert_eq!(std::fs::read_dir(h.outbox.path()).unwrap().count(), 0);
+    // With it: in the outbox, to the address, with its subject and text.
+    h.client
+        .send_letter(h.req(
+            letter(email("Anna@Example.se"), "Vi har tagit emot din begäran"),
+            &[grpc::SCOPE_NOTIFY],
+        ))
+        .await
+        .unwrap();
+    let files: Vec<_> = std::fs::read_dir(h.outbox.path())
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1);
+    let text = std::fs::read_to_string(files[0].path()).unwrap();
+    assert!(
+        text.starts_with("To: anna@example.se\n")
+            && text.contains("Vi har tagit emot din begäran")
+            && text.contains("Hej,"),
+        "{text}"
+    );
+    // The codes still go out beside the letters.
+    h.start_email("bo@example.se").await.unwrap();
+    h.finish(&["anna@example.se", "Vi har tagit emot din begäran"])
+        .await;
+}
