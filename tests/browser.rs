@@ -410,6 +410,33 @@ async fn ask_for_erasure(
     click(c, "button[type=submit]").await;
 }
 
+/// Registers a debt-collection agent in India for Intrum Sverige AB's CRM
+/// data: no adequacy decision and no safeguard recorded, so no lawful
+/// transfer.
+fn put_agent_in_india(dir: &Path, data: &Path, base: u16) {
+    let file = dir.join("agent-in.toml");
+    std::fs::write(
+        &file,
+        r#"[[recipient]]
+id = "collection-agent-in"
+name = { sv = "Inkassoombud (Indien)", en = "Debt-collection agent (India)" }
+role = "agent"
+country = "IN"
+controllers = ["556134-1248"]
+categories = ["contact.name"]
+systems = ["crm"]
+dpa_reference = "AGENCY-IN-2026-01"
+purpose = { sv = "driver in fordringar i Indien", en = "collects claims in India" }
+"#,
+    )
+    .unwrap();
+    cli(
+        data,
+        base,
+        &["transfers", "put", "--file", file.to_str().unwrap()],
+    );
+}
+
 /// Reloads the status page until its state starts with `want`.
 async fn wait_status(c: &fantoccini::Client, lang: &str, base_url: &str, want: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -960,27 +987,7 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
 
     // The registry: a recipient with no lawful transfer is NOT LAWFUL, with
     // the reason, in both languages.
-    let agent_file = dir.path().join("agent-in.toml");
-    std::fs::write(
-        &agent_file,
-        r#"[[recipient]]
-id = "collection-agent-in"
-name = { sv = "Inkassoombud (Indien)", en = "Debt-collection agent (India)" }
-role = "agent"
-country = "IN"
-controllers = ["556134-1248"]
-categories = ["contact.name"]
-systems = ["crm"]
-dpa_reference = "AGENCY-IN-2026-01"
-purpose = { sv = "driver in fordringar i Indien", en = "collects claims in India" }
-"#,
-    )
-    .unwrap();
-    cli(
-        &data,
-        base,
-        &["transfers", "put", "--file", agent_file.to_str().unwrap()],
-    );
+    put_agent_in_india(dir.path(), &data, base);
     for (lang, name, verdict, reason) in [
         (
             "en",
@@ -1398,27 +1405,7 @@ async fn a_case_handler_approves_a_transfer_held_for_review() {
         &[("DSR_ERASURE__UNLAWFUL_TRANSFERS", "review".to_owned())],
     );
     let portal = format!("http://127.0.0.1:{}", base + 9);
-    let agent_file = dir.path().join("agent-in.toml");
-    std::fs::write(
-        &agent_file,
-        r#"[[recipient]]
-id = "collection-agent-in"
-name = { sv = "Inkassoombud (Indien)", en = "Debt-collection agent (India)" }
-role = "agent"
-country = "IN"
-controllers = ["556134-1248"]
-categories = ["contact.name"]
-systems = ["crm"]
-dpa_reference = "AGENCY-IN-2026-01"
-purpose = { sv = "driver in fordringar i Indien", en = "collects claims in India" }
-"#,
-    )
-    .unwrap();
-    cli(
-        &data,
-        base,
-        &["transfers", "put", "--file", agent_file.to_str().unwrap()],
-    );
+    put_agent_in_india(dir.path(), &data, base);
     let person = dsr_system_sql::reference::people(1000, 1)
         .into_iter()
         .find(|p| p.controller == "556134-1248" && p.idx > 70)

@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 use axum::extract::{Form, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use dsr_domain::text::Lang;
 use dsr_proto::orchestrator::v1 as pb;
 
-use super::{handler, show_request, valid_id};
+use super::{handler, show_request, typed_identity, valid_id};
 use crate::mesh::{Decision, MeshError};
 use crate::web::{Portal, not_found, see_other};
 
@@ -51,13 +50,10 @@ pub(super) async fn act(
     headers: HeaderMap,
     Form(f): Form<ActionForm>,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
     if !valid_id(&id) {
         return not_found();
     }
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -88,17 +84,7 @@ pub(super) async fn act(
             }
         }
         "attest" => {
-            use dsr_domain::identity::{Identity, IdentityType};
-            use dsr_proto::common::v1 as common;
-            let (kind, wire) = match f.identity_type.as_str() {
-                "personnummer" => (
-                    IdentityType::Personnummer,
-                    common::IdentityType::SePersonnummer,
-                ),
-                "phone" => (IdentityType::Phone, common::IdentityType::Phone),
-                _ => (IdentityType::Email, common::IdentityType::Email),
-            };
-            let Ok(identity) = Identity::parse(kind, &f.identity_value) else {
+            let Some(identity) = typed_identity(&f.identity_type, &f.identity_value) else {
                 errors.insert("identity_value".into(), "error_identity");
                 return show_request(&p, lang, &console, &who, &id, None, &errors).await;
             };
@@ -109,18 +95,7 @@ pub(super) async fn act(
             };
             let attested = console
                 .mesh
-                .attest(
-                    &who,
-                    &id,
-                    common::Identity {
-                        r#type: wire as i32,
-                        format: common::IdentityFormat::Raw as i32,
-                        value: identity.value().to_owned(),
-                        hmac_key_id: String::new(),
-                    },
-                    evidence,
-                    f.attest_note.trim(),
-                )
+                .attest(&who, &id, identity, evidence, f.attest_note.trim())
                 .await;
             return match attested {
                 Ok(()) => see_other(&format!("/console/{}/requests/{id}?done=1", lang.code())),

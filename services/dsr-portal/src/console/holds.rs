@@ -9,18 +9,18 @@ use std::fmt::Write as _;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use dsr_domain::identity::{Identity, IdentityType};
 use dsr_domain::text::Lang;
 use dsr_proto::common::v1 as common;
 use dsr_proto::erasure::v1 as era;
 use dsr_proto::system::v1 as sys;
 
 use super::{
-    Done, console_page, date, handler, nav, other, read_failed, table_head, text_field, timestamp,
+    Done, console_page, date, handler, identity_type_select, nav, other, radios, read_failed,
+    table_head, text_field, timestamp, typed_identity,
 };
 use crate::mesh::MeshError;
 use crate::pages::esc;
-use crate::web::{Portal, not_found, page, see_other};
+use crate::web::{Portal, page, see_other};
 
 /// The hold form as posted.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -118,36 +118,18 @@ fn holds_page(
         b.push_str("</tbody></table>");
     }
     // Place a hold.
-    let mut f = format!(
-        "<fieldset><legend>{}</legend>",
-        esc(t.get("console_hold_covers", lang))
+    let mut f = radios(
+        p,
+        lang,
+        "target",
+        "console_hold_covers",
+        &[
+            ("person", "console_hold_person"),
+            ("record", "console_hold_record"),
+        ],
+        "person",
     );
-    for (value, key) in [
-        ("person", "console_hold_person"),
-        ("record", "console_hold_record"),
-    ] {
-        let _ = write!(
-            f,
-            "<div class=\"choice\"><input type=\"radio\" name=\"target\" id=\"target-{value}\" value=\"{value}\"{checked}>\
-<label for=\"target-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
-            esc(t.get(key, lang)),
-            checked = if value == "person" { " checked" } else { "" },
-        );
-    }
-    f.push_str("</fieldset>");
-    let _ = write!(
-        f,
-        "<label for=\"identity_type\">{}</label><select id=\"identity_type\" name=\"identity_type\">",
-        esc(t.get("console_attest_type", lang))
-    );
-    for kind in ["email", "personnummer", "phone"] {
-        let _ = write!(
-            f,
-            "<option value=\"{kind}\">{}</option>",
-            esc(t.get(&format!("identity_{kind}"), lang))
-        );
-    }
-    f.push_str("</select>");
+    f.push_str(&identity_type_select(p, lang, "console_attest_type"));
     f.push_str(&text_field(
         p,
         lang,
@@ -223,10 +205,7 @@ pub(super) async fn holds(
     Query(done): Query<Done>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -246,10 +225,7 @@ pub(super) async fn place(
     headers: HeaderMap,
     Form(f): Form<HoldForm>,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -272,27 +248,11 @@ pub(super) async fn place(
             }),
         })
     } else {
-        let (kind, wire) = match f.identity_type.as_str() {
-            "personnummer" => (
-                IdentityType::Personnummer,
-                common::IdentityType::SePersonnummer,
-            ),
-            "phone" => (IdentityType::Phone, common::IdentityType::Phone),
-            _ => (IdentityType::Email, common::IdentityType::Email),
-        };
-        let value = match Identity::parse(kind, &f.identity_value) {
-            Ok(i) => i.value().to_owned(),
-            Err(_) => {
-                errors.insert("identity_value".into(), "error_identity");
-                String::new()
-            }
-        };
-        era::hold_target::Target::Identity(common::Identity {
-            r#type: wire as i32,
-            format: common::IdentityFormat::Raw as i32,
-            value,
-            hmac_key_id: String::new(),
-        })
+        let identity = typed_identity(&f.identity_type, &f.identity_value);
+        if identity.is_none() {
+            errors.insert("identity_value".into(), "error_identity");
+        }
+        era::hold_target::Target::Identity(identity.unwrap_or_default())
     };
     if f.ground.trim().is_empty() {
         errors.insert("ground".into(), "error_required");
@@ -364,10 +324,7 @@ pub(super) async fn lift(
     headers: HeaderMap,
     Form(f): Form<HoldForm>,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -402,10 +359,7 @@ pub(super) async fn sweeps(
     Query(done): Query<Done>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -497,10 +451,7 @@ pub(super) async fn start_sweep(
     headers: HeaderMap,
     Form(f): Form<SweepForm>,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };

@@ -147,6 +147,74 @@ fn read_failed(p: &Portal, lang: Lang, what: &str, e: &MeshError) -> Response {
     page(crate::pages::notice(&p.texts, lang, key))
 }
 
+/// A fieldset of radio buttons named `name`: (value, text key) pairs, the
+/// one `checked` chosen.
+fn radios(
+    p: &Portal,
+    lang: Lang,
+    name: &str,
+    legend: &str,
+    options: &[(&str, &str)],
+    checked: &str,
+) -> String {
+    let mut f = format!(
+        "<fieldset><legend>{}</legend>",
+        esc(p.texts.get(legend, lang))
+    );
+    for (value, key) in options {
+        let _ = write!(
+            f,
+            "<div class=\"choice\"><input type=\"radio\" name=\"{name}\" id=\"{name}-{value}\" value=\"{value}\"{c}>\
+<label for=\"{name}-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
+            esc(p.texts.get(key, lang)),
+            c = if *value == checked { " checked" } else { "" },
+        );
+    }
+    f.push_str("</fieldset>");
+    f
+}
+
+/// The identity kinds a handler types in (attesting a person, a hold on a
+/// person): the select, labelled `label`.
+fn identity_type_select(p: &Portal, lang: Lang, label: &str) -> String {
+    let mut f = format!(
+        "<label for=\"identity_type\">{}</label><select id=\"identity_type\" name=\"identity_type\">",
+        esc(p.texts.get(label, lang)),
+    );
+    for kind in ["email", "personnummer", "phone"] {
+        let _ = write!(
+            f,
+            "<option value=\"{kind}\">{}</option>",
+            esc(p.texts.get(&format!("identity_{kind}"), lang))
+        );
+    }
+    f.push_str("</select>");
+    f
+}
+
+/// An identity typed in a console form: `value` checked as the kind chosen
+/// in the select (email when none), on the wire as raw; `None` when it is
+/// not one.
+fn typed_identity(kind: &str, value: &str) -> Option<dsr_proto::common::v1::Identity> {
+    use dsr_domain::identity::{Identity, IdentityType};
+    use dsr_proto::common::v1 as common;
+    let (kind, wire) = match kind {
+        "personnummer" => (
+            IdentityType::Personnummer,
+            common::IdentityType::SePersonnummer,
+        ),
+        "phone" => (IdentityType::Phone, common::IdentityType::Phone),
+        _ => (IdentityType::Email, common::IdentityType::Email),
+    };
+    let i = Identity::parse(kind, value).ok()?;
+    Some(common::Identity {
+        r#type: wire as i32,
+        format: common::IdentityFormat::Raw as i32,
+        value: i.value().to_owned(),
+        hmac_key_id: String::new(),
+    })
+}
+
 /// A timestamp as the console prints it (UTC).
 fn timestamp(ts: Option<&prost_types::Timestamp>) -> String {
     ts.and_then(|ts| chrono::DateTime::from_timestamp(ts.seconds, 0))
@@ -169,17 +237,20 @@ fn other(lang: Lang) -> &'static str {
     }
 }
 
-/// The signed-in handler, or the sign-in page.
+/// The page's language and the signed-in handler with their console, or
+/// the answer instead: not found (no such language, no console), or the
+/// sign-in page.
 fn handler(
     p: &Portal,
-    lang: Lang,
+    lang: &str,
     headers: &HeaderMap,
-) -> Result<(String, Console), Box<Response>> {
-    let Some(console) = p.console.clone() else {
+) -> Result<(Lang, String, Console), Box<Response>> {
+    let (Some(lang), Some(console)) = (Lang::parse(lang), p.console.clone()) else {
         return Err(Box::new(not_found()));
     };
     match session_key(headers).and_then(|k| p.sessions.get(&k)) {
         Some(s) if !s.handler.is_empty() => Ok((
+            lang,
             format!("handler:{}", s.handler),
             Console {
                 mesh: console.mesh.limited_to(&s.scopes),
@@ -295,10 +366,7 @@ async fn queue(
     Query(f): Query<QueueFilter>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -805,18 +873,10 @@ fn request_page(
         let _ = write!(b, "<h2>{}</h2>", esc(t.get("console_actions", lang)));
         if st == pb::State::Verifying {
             let mut f = format!(
-                "<p class=\"help\">{}</p><label for=\"identity_type\">{}</label><select id=\"identity_type\" name=\"identity_type\">",
+                "<p class=\"help\">{}</p>{}",
                 esc(t.get("console_attest_help", lang)),
-                esc(t.get("console_attest_type", lang)),
+                identity_type_select(p, lang, "console_attest_type"),
             );
-            for kind in ["email", "personnummer", "phone"] {
-                let _ = write!(
-                    f,
-                    "<option value=\"{kind}\">{}</option>",
-                    esc(t.get(&format!("identity_{kind}"), lang))
-                );
-            }
-            f.push_str("</select>");
             f.push_str(&text_field(
                 p,
                 lang,
@@ -824,24 +884,17 @@ fn request_page(
                 "console_attest_value",
                 errors,
             ));
-            let _ = write!(
-                f,
-                "<fieldset><legend>{}</legend>",
-                esc(t.get("console_attest_evidence", lang))
-            );
-            for (value, key) in [
-                ("in_person", "evidence_in_person"),
-                ("document", "evidence_document"),
-            ] {
-                let _ = write!(
-                    f,
-                    "<div class=\"choice\"><input type=\"radio\" name=\"evidence\" id=\"evidence-{value}\" value=\"{value}\"{checked}>\
-<label for=\"evidence-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
-                    esc(t.get(key, lang)),
-                    checked = if value == "in_person" { " checked" } else { "" },
-                );
-            }
-            f.push_str("</fieldset>");
+            f.push_str(&radios(
+                p,
+                lang,
+                "evidence",
+                "console_attest_evidence",
+                &[
+                    ("in_person", "evidence_in_person"),
+                    ("document", "evidence_document"),
+                ],
+                "in_person",
+            ));
             f.push_str(&text_field(p, lang, "attest_note", "console_note", errors));
             b.push_str(&action_form(p, lang, &r.id, "attest", "console_attest", &f));
         }
@@ -855,25 +908,19 @@ fn request_page(
                 &text_field(p, lang, "note", "console_note", errors),
             ));
         }
-        let mut reasons = format!(
-            "<fieldset><legend>{}</legend>",
-            esc(t.get("console_reject_reason", lang))
+        let mut reasons = radios(
+            p,
+            lang,
+            "reason",
+            "console_reject_reason",
+            &[
+                ("identity", "reason_identity"),
+                ("unfounded", "reason_unfounded"),
+                ("no_data", "reason_no_data"),
+                ("other", "reason_other"),
+            ],
+            "other",
         );
-        for (value, key) in [
-            ("identity", "reason_identity"),
-            ("unfounded", "reason_unfounded"),
-            ("no_data", "reason_no_data"),
-            ("other", "reason_other"),
-        ] {
-            let _ = write!(
-                reasons,
-                "<div class=\"choice\"><input type=\"radio\" name=\"reason\" id=\"reason-{value}\" value=\"{value}\"{checked}>\
-<label for=\"reason-{value}\" style=\"margin:0;font-weight:400\">{}</label></div>",
-                esc(t.get(key, lang)),
-                checked = if value == "other" { " checked" } else { "" },
-            );
-        }
-        reasons.push_str("</fieldset>");
         reasons.push_str(&text_field(
             p,
             lang,
@@ -943,13 +990,10 @@ async fn request(
     Query(done): Query<Done>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
     if !valid_id(&id) {
         return not_found();
     }
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };

@@ -13,7 +13,7 @@ use dsr_proto::transfer::v1 as tr;
 use super::casefile::word;
 use super::{console_page, date, handler, nav, other, read_failed, table_head};
 use crate::pages::esc;
-use crate::web::{Portal, not_found};
+use crate::web::Portal;
 
 /// Days ahead the reviews list looks.
 const REVIEW_WINDOW_DAYS: u32 = 60;
@@ -28,10 +28,7 @@ pub(super) async fn transfers(
     Path(lang): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(lang) = Lang::parse(&lang) else {
-        return not_found();
-    };
-    let (who, console) = match handler(&p, lang, &headers) {
+    let (lang, who, console) = match handler(&p, &lang, &headers) {
         Ok(x) => x,
         Err(r) => return *r,
     };
