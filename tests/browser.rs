@@ -365,7 +365,14 @@ where
     loop {
         match act(element(c, css).await).await {
             Ok(v) => return v,
-            Err(e) if Instant::now() < deadline && e.to_string().contains("stale element") => {
+            // The page was replaced between finding and acting: Chromium
+            // says "stale element", or, mid-navigation, that the node no
+            // longer belongs to the document.
+            Err(e)
+                if Instant::now() < deadline
+                    && (e.to_string().contains("stale element")
+                        || e.to_string().contains("does not belong to the document")) =>
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("{css}: {e}"),

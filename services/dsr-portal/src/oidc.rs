@@ -19,6 +19,35 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::RwLock;
 
+/// What the identity provider sends the browser back with.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Callback {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    error: String,
+}
+
+impl Callback {
+    /// The state echoed back.
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+
+    /// The authorization code.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The error the provider sent instead of a code (the person
+    /// cancelled, or was refused).
+    pub fn error(&self) -> Option<&str> {
+        (!self.error.is_empty()).then_some(self.error.as_str())
+    }
+}
+
 /// One provider's client settings.
 #[derive(Clone, Debug)]
 pub struct Settings {

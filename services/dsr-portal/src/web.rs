@@ -19,6 +19,7 @@ use dsr_domain::text::Lang;
 use dsr_proto::orchestrator::v1 as pb;
 
 use crate::mesh::{Mesh, MeshError, NewRequest};
+use crate::oidc::{Callback, Provider};
 use crate::pages::{self, Entered, RIGHTS, Right};
 use crate::sessions::{Session, Sessions};
 use crate::texts::Texts;
@@ -481,38 +482,71 @@ async fn to_identity_provider(
     }
 }
 
+/// Why a return from the identity provider signed no one in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Returned {
+    /// Refused or cancelled at the provider, or an answer that does not
+    /// verify (state, nonce, signature).
+    Refused,
+    /// The provider could not be reached.
+    Unavailable,
+}
+
+/// The browser back from identity provider `idp` with `cb`: the session the
+/// sign-in started from (by its cookie; closed, so whatever follows goes on
+/// under a new key), its language, and the provider's ID token and claims,
+/// or why not. `None` when no sign-in started from this browser.
+pub(crate) async fn returned_from(
+    p: &Portal,
+    headers: &HeaderMap,
+    idp: &Provider,
+    cb: &Callback,
+) -> Option<(Session, Lang, Result<(String, serde_json::Value), Returned>)> {
+    let key = session_key(headers)?;
+    let s = p.sessions.get(&key)?;
+    p.sessions.close(&key);
+    let lang = lang_of(&s.lang).unwrap_or(Lang::Sv);
+    let answer = if cb.error().is_some() {
+        tracing::info!("sign-in refused or cancelled at the identity provider");
+        Err(Returned::Refused)
+    } else {
+        idp.finish(&s.attempt, cb.state(), cb.code())
+            .await
+            .map_err(|e| {
+                tracing::info!(error = %e, "sign-in did not go through");
+                match e {
+                    crate::oidc::OidcError::Unavailable(_) => Returned::Unavailable,
+                    crate::oidc::OidcError::Refused(_) => Returned::Refused,
+                }
+            })
+    };
+    Some((s, lang, answer))
+}
+
 /// `GET /oidc/person/callback`: back from the identity provider. The ID
 /// token verified here (state, nonce, signature) is presented to identity
 /// verification, whose token submits the request; the session goes on
 /// under a new key.
 async fn person_callback(
     State(p): State<Portal>,
-    Query(cb): Query<crate::console::Callback>,
+    Query(cb): Query<Callback>,
     headers: HeaderMap,
 ) -> Response {
     let Some(idp) = p.person_idp.clone() else {
         return not_found();
     };
-    let Some((key, s)) = session_key(&headers).and_then(|k| p.sessions.get(&k).map(|s| (k, s)))
-    else {
+    let Some((s, lang, answer)) = returned_from(&p, &headers, &idp, &cb).await else {
         return page(pages::notice(&p.texts, Lang::Sv, "error_session"));
     };
-    let lang = lang_of(&s.lang).unwrap_or(Lang::Sv);
-    p.sessions.close(&key);
-    if cb.error().is_some() {
-        tracing::info!("identification: the identity provider refused or was cancelled");
-        return page(pages::notice(&p.texts, lang, "error_identification"));
-    }
-    let id_token = match idp.finish(&s.attempt, cb.state(), cb.code()).await {
+    let id_token = match answer {
         Ok((t, _)) => t,
-        Err(e) => {
-            tracing::info!(error = %e, "identification failed");
+        Err(why) => {
             return page(pages::notice(
                 &p.texts,
                 lang,
-                match e {
-                    crate::oidc::OidcError::Unavailable(_) => "error_unavailable",
-                    crate::oidc::OidcError::Refused(_) => "error_identification",
+                match why {
+                    Returned::Unavailable => "error_unavailable",
+                    Returned::Refused => "error_identification",
                 },
             ));
         }

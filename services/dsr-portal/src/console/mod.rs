@@ -36,7 +36,6 @@ mod signin;
 mod transfers;
 
 use actions::act;
-pub use signin::Callback;
 use signin::{login, login_form, login_oidc, logout, oidc_callback};
 
 /// The scopes a case handler may hold: reading and deciding requests,

@@ -9,9 +9,12 @@ use axum::response::Response;
 use dsr_domain::text::Lang;
 
 use super::{CASE_HANDLER_SCOPES, SignIn, console_page, other};
+use crate::oidc::Callback;
 use crate::pages::esc;
 use crate::sessions::Session;
-use crate::web::{Portal, not_found, page, see_other, session_key, set_cookie};
+use crate::web::{
+    Portal, Returned, not_found, page, returned_from, see_other, session_key, set_cookie,
+};
 
 fn valid_handler(s: &str) -> bool {
     (2..=64).contains(&s.len())
@@ -108,35 +111,6 @@ pub(super) async fn login_oidc(State(p): State<Portal>, Path(lang): Path<String>
     }
 }
 
-/// What the identity provider sends the browser back with.
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct Callback {
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    error: String,
-}
-
-impl Callback {
-    /// The state echoed back.
-    pub fn state(&self) -> &str {
-        &self.state
-    }
-
-    /// The authorization code.
-    pub fn code(&self) -> &str {
-        &self.code
-    }
-
-    /// The error the provider sent instead of a code (the person
-    /// cancelled, or was refused).
-    pub fn error(&self) -> Option<&str> {
-        (!self.error.is_empty()).then_some(self.error.as_str())
-    }
-}
-
 /// `GET /console/oidc/callback`: the handler back from the identity
 /// provider; signed in when the token verifies and their roles give
 /// scopes, under a new session key.
@@ -157,11 +131,9 @@ pub(super) async fn oidc_callback(
     else {
         return not_found();
     };
-    let Some((key, s)) = session_key(&headers).and_then(|k| p.sessions.get(&k).map(|s| (k, s)))
-    else {
+    let Some((_, lang, answer)) = returned_from(&p, &headers, provider, &cb).await else {
         return page(crate::pages::notice(&p.texts, Lang::Sv, "error_session"));
     };
-    let lang = Lang::parse(&s.lang).unwrap_or(Lang::Sv);
     let refused = |k: &str| {
         let title = p.texts.get("console_login_title", lang).to_owned();
         console_page(
@@ -172,20 +144,10 @@ pub(super) async fn oidc_callback(
             &oidc_login_body(&p, lang, Some(k)),
         )
     };
-    p.sessions.close(&key);
-    if !cb.error.is_empty() {
-        tracing::info!("console sign-in: the identity provider refused");
-        return refused("console_oidc_refused");
-    }
-    let claims = match provider.finish(&s.attempt, &cb.state, &cb.code).await {
+    let claims = match answer {
         Ok((_, c)) => c,
-        Err(e) => {
-            tracing::info!(error = %e, "console sign-in failed");
-            return refused(match e {
-                crate::oidc::OidcError::Unavailable(_) => "error_unavailable",
-                crate::oidc::OidcError::Refused(_) => "console_oidc_refused",
-            });
-        }
+        Err(Returned::Unavailable) => return refused("error_unavailable"),
+        Err(Returned::Refused) => return refused("console_oidc_refused"),
     };
     let mut scopes: Vec<String> = crate::oidc::claim_strings(&claims, roles_claim)
         .iter()
