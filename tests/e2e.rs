@@ -59,7 +59,7 @@ static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Every scope of the mesh's services (the multi-process test mesh signs
 /// every service's calls with one key, whose issuer is granted them all).
-const ALL_SCOPES: [&str; 19] = [
+const ALL_SCOPES: [&str; 20] = [
     "transfers:read",
     "transfers:write",
     "system:describe",
@@ -67,6 +67,7 @@ const ALL_SCOPES: [&str; 19] = [
     "system:write",
     "identity:verify",
     "identity:attest",
+    "identity:notify",
     "discovery:locate",
     "discovery:read",
     "export:build",
@@ -242,6 +243,12 @@ fn controller(o: &str) -> Option<common::ControllerRef> {
     })
 }
 
+/// Whether an outbox file is a one-time code (not a letter about a request).
+fn is_code(text: &str) -> bool {
+    text.contains("\nSubject: Your verification code\n")
+        || text.contains("\nSubject: Din verifieringskod\n")
+}
+
 /// The newest one-time code sent to `to` in the development outbox.
 fn code_in_outbox(data: &Path, to: &str, after: usize) -> Option<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("outbox"))
@@ -255,7 +262,7 @@ fn code_in_outbox(data: &Path, to: &str, after: usize) -> Option<String> {
         .skip(after)
         .rev()
         .filter_map(|f| std::fs::read_to_string(f).ok())
-        .filter(|t| t.starts_with(&format!("To: {to}\n")))
+        .filter(|t| t.starts_with(&format!("To: {to}\n")) && is_code(t))
         .find_map(|t| {
             t.split(|c: char| !c.is_ascii_digit())
                 .find(|w| w.len() == 6)
@@ -265,6 +272,45 @@ fn code_in_outbox(data: &Path, to: &str, after: usize) -> Option<String> {
 
 fn outbox_len(data: &Path) -> usize {
     std::fs::read_dir(data.join("outbox")).map_or(0, |d| d.count())
+}
+
+/// The one-time codes the development outbox holds.
+fn codes_sent(data: &Path) -> usize {
+    std::fs::read_dir(data.join("outbox")).map_or(0, |d| {
+        d.flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter(|t| is_code(t))
+            .count()
+    })
+}
+
+/// The letter to `to` whose subject names request `id` and starts with
+/// `subject`, once the outbox has it: its subject and body.
+async fn wait_letter(data: &Path, to: &str, id: &str, subject: &str) -> (String, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for e in std::fs::read_dir(data.join("outbox"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let Some(rest) = text.strip_prefix(&format!("To: {to}\nSubject: ")) else {
+                continue;
+            };
+            let (subj, body) = rest.split_once("\n\n").unwrap_or((rest, ""));
+            if subj.starts_with(subject) && subj.contains(id) {
+                return (subj.to_owned(), body.to_owned());
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no letter {subject:?} for {id} in the outbox"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn get(
@@ -1265,6 +1311,7 @@ backoff_base_ms = 200
 backoff_max_secs = 1
 call_timeout_secs = 20
 workers = 16
+privacy_centre_url = "https://mina-uppgifter.bolaget.se"
 "#,
             data = data.display(),
             jwks = jwks_file.display(),
@@ -1921,6 +1968,11 @@ async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_r
     );
     let shown = ok(&cli(&data, base, &["request", "show", &rid]));
     assert!(shown.contains("deferred"), "{shown}");
+    // The letters to the person are on the request.
+    assert!(
+        shown.contains("letters to the person\n  received "),
+        "{shown}"
+    );
 
     // Gone everywhere in the CRM; the AML records kept and restricted.
     let c = |sql: String| {
@@ -3576,7 +3628,7 @@ async fn an_erasure_that_needs_stronger_verification_waits_for_it() {
     .await;
     let token = mesh.token.clone();
     let weak = mesh.verification_token(PERSON).await;
-    let codes = outbox_len(&mesh.data);
+    let codes = codes_sent(&mesh.data);
     let mut client = mesh.requests().await;
     let id = client
         .submit(bearer(
@@ -3605,7 +3657,11 @@ async fn an_erasure_that_needs_stronger_verification_waits_for_it() {
     )
     .await;
     assert_eq!(waiting.required_assurance, "substantial");
-    assert_eq!(outbox_len(&mesh.data), codes, "no code is sent");
+    assert_eq!(codes_sent(&mesh.data), codes, "no code is sent");
+    // The person is told how to prove who they are (in Swedish, the
+    // request's language).
+    let (_, body) = wait_letter(&mesh.data, PERSON, &id, "Vi behöver veta att det är du").await;
+    assert!(body.contains("BankID"), "{body}");
     let st = client
         .verify(bearer(
             &token,
@@ -3693,6 +3749,165 @@ async fn an_erasure_that_needs_stronger_verification_waits_for_it() {
         get(&mut client, &token, &id).await.state,
         pb::State::Verifying as i32
     );
+    drop(mesh);
+    if let Some(p) = pg {
+        p.finish().await;
+    }
+}
+
+/// Art. 12 and 18(3) as the person reads them: a request's life writes
+/// each letter once, in the request's language, to the verified address in
+/// the outbox (received with its due date, extended with its months and
+/// reason, completed with where to fetch the answer, never the data); a
+/// refusal tells the reason and the way to the DPO, IMY and a court; each
+/// letter is recorded on the request; no identity reaches the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_person_is_told_of_each_step_in_their_language() {
+    let _turn = TURN.lock().await;
+    let pg = postgres().await;
+    let mut mesh = Mesh::new(pg.as_ref().map(|p| p.url.as_str())).await;
+    let token = mesh.token.clone();
+    let mut client = mesh.requests().await;
+
+    // In English, answered at once: received, then completed.
+    let vt = mesh.verification_token(PERSON).await;
+    let a = mesh.submit_with_token("e2e-letters-0001", &vt).await;
+    let done = wait_state(
+        &mut client,
+        &token,
+        &a,
+        pb::State::Completed,
+        Duration::from_secs(60),
+    )
+    .await;
+    let due = done.deadline.unwrap().due.unwrap();
+    let due = format!("{:04}-{:02}-{:02}", due.year, due.month, due.day);
+    let (_, body) = wait_letter(&mesh.data, PERSON, &a, "We have received your request").await;
+    assert!(body.contains(&format!("We will answer by {due}")), "{body}");
+    assert!(body.contains("access to your data") && body.contains("Intrum Sverige AB"));
+    let (_, body) = wait_letter(&mesh.data, PERSON, &a, "We have answered your request").await;
+    assert!(
+        body.contains("https://mina-uppgifter.bolaget.se/en/"),
+        "{body}"
+    );
+    assert!(!body.contains("Per Johansson"), "never the data itself");
+
+    // In Swedish, for a controller whose answers a case handler approves:
+    // the extension is told with its months and reason.
+    let b = mesh
+        .submit_finans(
+            "e2e-letters-0002",
+            &mesh.attested_token(PERSON).await,
+            pb::Kind::Access,
+        )
+        .await;
+    wait_state(
+        &mut client,
+        &token,
+        &b,
+        pb::State::AwaitingApproval,
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_letter(&mesh.data, PERSON, &b, "Vi har tagit emot din begäran").await;
+    let extended = client
+        .extend(bearer(
+            &token,
+            pb::ExtendRequest {
+                id: b.clone(),
+                months: 1,
+                reason: "Uppgifter hos våra ombud utomlands behöver sammanställas.".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    let due = extended.deadline.unwrap().due.unwrap();
+    let due = format!("{:04}-{:02}-{:02}", due.year, due.month, due.day);
+    let (_, body) = wait_letter(&mesh.data, PERSON, &b, "Vi behöver längre tid").await;
+    assert!(body.contains("med 1 månad(er)") && body.contains(&format!("senast {due}")));
+    assert!(
+        body.contains("ombud utomlands") && body.contains("artikel 12.3"),
+        "{body}"
+    );
+    client
+        .approve(bearer(
+            &token,
+            pb::ApproveRequest {
+                id: b.clone(),
+                note: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    wait_letter(&mesh.data, PERSON, &b, "Vi har besvarat din begäran").await;
+
+    // Refused: the reason, the handler's explanation, the DPO, IMY and a
+    // court.
+    let c = mesh
+        .submit_finans(
+            "e2e-letters-0003",
+            &mesh.attested_token(PERSON).await,
+            pb::Kind::Access,
+        )
+        .await;
+    wait_state(
+        &mut client,
+        &token,
+        &c,
+        pb::State::AwaitingApproval,
+        Duration::from_secs(60),
+    )
+    .await;
+    client
+        .reject(bearer(
+            &token,
+            pb::RejectRequest {
+                id: c.clone(),
+                reason: pb::RejectionReason::ManifestlyUnfoundedOrExcessive as i32,
+                note: "Tredje likadana begäran denna vecka.".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let (_, body) = wait_letter(&mesh.data, PERSON, &c, "Besked om din begäran").await;
+    for told in [
+        "uppenbart ogrundad eller orimlig (artikel 12.5)",
+        "Tredje likadana begäran",
+        "DPO@se.intrum.com",
+        "Integritetsskyddsmyndigheten (IMY), https://www.imy.se",
+        "domstol",
+    ] {
+        assert!(body.contains(told), "{told:?} not in {body}");
+    }
+
+    // Each letter is on its request: what, when, by which channel.
+    let letters = get(&mut client, &token, &a).await.letters;
+    let seen: Vec<(i32, i32, &str)> = letters
+        .iter()
+        .map(|l| (l.kind, l.status, l.channel.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                pb::LetterKind::Received as i32,
+                pb::LetterStatus::Sent as i32,
+                "email (verified)"
+            ),
+            (
+                pb::LetterKind::Completed as i32,
+                pb::LetterStatus::Sent as i32,
+                "email (verified)"
+            ),
+        ]
+    );
+    assert!(letters.iter().all(|l| l.send_time.is_some()));
+
+    let log = mesh.stop("orchestrator") + &mesh.stop("identity");
+    assert!(!log.contains(PERSON), "an identity in the logs");
     drop(mesh);
     if let Some(p) = pg {
         p.finish().await;

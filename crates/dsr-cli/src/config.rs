@@ -108,6 +108,15 @@ pub(crate) struct OrchestratorSection {
     /// keeps the person's identities before they are purged (the request,
     /// its counts and audit trail stay).
     pub identity_retention_days: u32,
+    /// The letters to the person (received, identity needed, extended,
+    /// completed, refused, restriction lifted) as a TOML file of sv/en
+    /// templates (`dsr letters preview --file` shows one); empty: the
+    /// shipped letters. Checked at start.
+    pub letters_file: String,
+    /// The privacy centre's public address, where a letter sends the person
+    /// to fetch an answer (e.g. "https://privacy.example.se"). Required
+    /// when the orchestrator runs a worker; `dsr up` sets its own.
+    pub privacy_centre_url: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -627,6 +636,8 @@ impl Default for Config {
                 max_watch_streams: 0,
                 max_watch_streams_per_caller: 16,
                 identity_retention_days: 30,
+                letters_file: String::new(),
+                privacy_centre_url: String::new(),
             },
             export: ExportSection {
                 registry_endpoint: String::new(),

@@ -143,8 +143,10 @@ enum RequestCommand {
         /// Why (Art. 18(1)); not with --lift.
         #[arg(long, required_unless_present = "lift")]
         ground: Option<GroundArg>,
-        /// Lift the restriction instead.
-        #[arg(long, requires = "person_informed_at", conflicts_with = "ground")]
+        /// Lift the restriction instead: the mesh tells the person first
+        /// (its restriction-lifted letter, Art. 18(3)) unless
+        /// --person-informed-at says they were told already.
+        #[arg(long, conflicts_with = "ground")]
         lift: bool,
         /// With --lift: when the person was told (RFC 3339; Art. 18(3)).
         #[arg(long)]
@@ -456,6 +458,41 @@ fn print_request(r: &pb::DataSubjectRequest) {
         }
         println!("{line}");
     }
+    if !r.letters.is_empty() {
+        println!("letters to the person");
+        for l in &r.letters {
+            let status = pb::LetterStatus::try_from(l.status)
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("LETTER_STATUS_")
+                        .to_lowercase()
+                })
+                .unwrap_or_default();
+            let mut line = format!("  {:<20} {:<13}", l.key, status);
+            if let Some(t) = l.send_time {
+                line.push_str(&format!(
+                    " {} by {}",
+                    chrono::DateTime::from_timestamp(t.seconds, 0)
+                        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                        .unwrap_or_default(),
+                    l.channel
+                ));
+            }
+            if !l.last_error.is_empty() {
+                line.push_str(&format!(
+                    " (attempts {}, last error: {}{})",
+                    l.attempts,
+                    l.last_error,
+                    if status == "pending" {
+                        ""
+                    } else {
+                        "; tell the person another way"
+                    }
+                ));
+            }
+            println!("{line}");
+        }
+    }
 }
 
 /// The newest code sent to `to` in the development outbox after `since`.
@@ -471,7 +508,11 @@ pub(crate) fn code_from_outbox(
             continue;
         }
         let text = std::fs::read_to_string(e.path()).ok()?;
-        if !text.starts_with(&format!("To: {to}\n")) {
+        // A code, not a letter about a request.
+        if !text.starts_with(&format!("To: {to}\n"))
+            || !(text.contains("\nSubject: Your verification code\n")
+                || text.contains("\nSubject: Din verifieringskod\n"))
+        {
             continue;
         }
         let code: String = text

@@ -892,6 +892,17 @@ pub(crate) fn group(cfg: &Config) -> anyhow::Result<Arc<dsr_domain::group::Group
     ))
 }
 
+/// The letters to people: the shipped ones, or `file`'s, checked.
+pub(crate) fn letters(file: &str) -> anyhow::Result<dsr_domain::letters::Letters> {
+    if file.is_empty() {
+        return Ok(dsr_domain::letters::Letters::shipped());
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read orchestrator.letters_file {file}"))?;
+    dsr_domain::letters::Letters::from_toml(&text)
+        .with_context(|| format!("invalid configuration: orchestrator.letters_file {file}"))
+}
+
 /// Export: the package index in its database, sealed files on disk, the
 /// data systems of `discovery.systems` and the registry as sources.
 fn prepare_export(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Result<ServiceSet> {
@@ -1019,6 +1030,15 @@ fn prepare_orchestrator(
             bail!("invalid configuration: {name} is required");
         }
     }
+    let letters = letters(&o.letters_file)?;
+    if o.workers > 0 {
+        let url = o.privacy_centre_url.as_str();
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(' ') {
+            bail!(
+                "invalid configuration: orchestrator.privacy_centre_url must be the privacy centre's http(s) address (the letters send the person there), e.g. https://privacy.example.se; got {url:?}"
+            );
+        }
+    }
     let jwks_file = if o.identity_jwks_file.is_empty() {
         cfg.data_dir.join("identity-jwks.json")
     } else {
@@ -1088,7 +1108,7 @@ fn prepare_orchestrator(
                 erasure: mesh.clone(),
             },
             orch::worker::WorkerConfig {
-                worker_id,
+                worker_id: worker_id.clone(),
                 lease: Duration::from_secs(o.lease_secs),
                 poll: Duration::from_millis(o.poll_ms),
                 concurrency: o.workers,
@@ -1108,11 +1128,29 @@ fn prepare_orchestrator(
             changes.clone(),
             metrics,
         );
+        let sender = orch::letters::Sender::new(
+            ledger.clone(),
+            mesh.clone(),
+            letters,
+            group(cfg)?,
+            orch::letters::SenderConfig {
+                worker_id: format!("{worker_id}/letters"),
+                lease: Duration::from_secs(o.lease_secs),
+                poll: Duration::from_millis(o.poll_ms),
+                backoff_base: Duration::from_millis(o.backoff_base_ms),
+                backoff_max: Duration::from_secs(o.backoff_max_secs),
+                max_attempts: o.max_attempts,
+                call_timeout: Duration::from_secs(o.call_timeout_secs),
+                privacy_centre_url: o.privacy_centre_url.clone(),
+            },
+            changes.clone(),
+        );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             dsr_server::shutdown_signal().await;
             let _ = stop_tx.send(true);
         });
+        tokio::spawn(sender.run(stop_rx.clone()));
         tokio::spawn(worker.run(stop_rx));
         // The person's identities leave the ledger once a request has been
         // answered for good and its retention passed.

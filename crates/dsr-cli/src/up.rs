@@ -126,6 +126,12 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     cfg.orchestrator.discovery_endpoint = port(5);
     cfg.orchestrator.export_endpoint = port(6);
     cfg.orchestrator.erasure_endpoint = port(8);
+    // The letters send the person to this mesh's privacy centre.
+    cfg.orchestrator.privacy_centre_url = format!(
+        "http://{}:{}",
+        cfg.up.host,
+        cfg.up.base_port.saturating_add(9)
+    );
     (
         cfg.orchestrator.service_key_file,
         cfg.orchestrator.service_token_issuer,

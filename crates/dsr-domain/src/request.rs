@@ -120,10 +120,12 @@ pub enum WriteOrder {
         /// Why.
         ground: RestrictionGround,
     },
-    /// Art. 18(3): lift, the person told at `person_informed_at`.
+    /// Art. 18(3): lift, the person told at `person_informed_at`; `None`
+    /// until the mesh has told them itself (its restriction-lifted letter
+    /// is sent before the lift is applied).
     Lift {
         /// When the person was told.
-        person_informed_at: DateTime<Utc>,
+        person_informed_at: Option<DateTime<Utc>>,
     },
     /// Art. 21.
     Object {

@@ -628,10 +628,13 @@ impl Eraser {
             WriteOrder::Lift { person_informed_at } => Write::Restrict {
                 records,
                 lift: true,
-                reason: format!(
-                    "Art. 18(3): restriction lifted; the person was told on {}",
-                    person_informed_at.date_naive()
-                ),
+                reason: match person_informed_at {
+                    Some(t) => format!(
+                        "Art. 18(3): restriction lifted; the person was told on {}",
+                        t.date_naive()
+                    ),
+                    None => "Art. 18(3): restriction lifted".to_owned(),
+                },
             },
             WriteOrder::Object {
                 purposes,

@@ -441,7 +441,7 @@ fn order_from_pb(
         Some(pb::apply_request::Order::Restrict(r)) if r.lift => {
             match kit::time(r.person_informed_time) {
                 Some(t) => Some(WriteOrder::Lift {
-                    person_informed_at: t,
+                    person_informed_at: Some(t),
                 }),
                 None => {
                     v.push((

@@ -123,3 +123,40 @@ pub(crate) mod verification_use {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub(crate) mod letter {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orchestrator_letter")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub request_id: String,
+        /// The letter's place in the request's life, once per request:
+        /// "received", "extended:2", "completed", ...
+        pub key: String,
+        /// `dsr_domain::letters::LetterKind`.
+        pub kind: String,
+        /// JSON: the values it is written with that are not the person's
+        /// data (dates, months, a reason).
+        pub facts: String,
+        /// "pending", "sent", "failed" (attempts exhausted) or
+        /// "undeliverable" (no email address or phone to write to).
+        pub status: String,
+        pub attempts: i32,
+        pub next_attempt_ms: Option<i64>,
+        pub lease_owner: Option<String>,
+        pub lease_until_ms: Option<i64>,
+        pub last_error: Option<String>,
+        /// "email" or "phone", and whether verified: "email (verified)".
+        pub channel: Option<String>,
+        pub queued_at: DateTimeUtc,
+        pub sent_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

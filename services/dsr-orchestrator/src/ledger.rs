@@ -419,6 +419,8 @@ impl Ledger {
         }
         .insert(conn)
         .await?;
+        // The letter the event calls for, in the same transaction.
+        crate::letters::queue_for(conn, request_id, action, self.clock.now()).await?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod grpc;
 pub mod intake;
 pub mod ledger;
+pub mod letters;
 pub mod listing;
 pub mod mesh;
 pub mod metrics;

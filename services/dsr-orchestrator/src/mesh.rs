@@ -139,6 +139,15 @@ pub trait Verification: Send + Sync {
         challenge_id: &str,
         code: &str,
     ) -> Result<String, CallError>;
+    /// Sends a letter to the person's email address or phone (the
+    /// identity service's notifier); the text is not kept.
+    async fn send_letter(
+        &self,
+        call: &Call,
+        to: &Identity,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), CallError>;
 }
 
 /// Discovery.

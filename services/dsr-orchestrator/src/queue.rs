@@ -473,6 +473,17 @@ impl Ledger {
         for d in discrepancies.iter().chain(&withheld) {
             self.append(&txn, actor, &claim.request_id, d).await?;
         }
+        if matches!(&outcome, Outcome::ChallengeStarted(id) if id.is_empty()) {
+            // No code could be enough: the person is told how to prove
+            // who they are.
+            self.append(
+                &txn,
+                actor,
+                &claim.request_id,
+                crate::letters::AWAITING_STRONGER_PROOF,
+            )
+            .await?;
+        }
         self.append(
             &txn,
             actor,

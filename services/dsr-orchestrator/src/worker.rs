@@ -368,6 +368,40 @@ impl Worker {
                         retryable: false,
                     });
                 };
+                // Art. 18(3): the person is told before a lift; when the
+                // mesh tells them, the lift waits for its letter.
+                let told;
+                let order = if let dsr_domain::request::WriteOrder::Lift {
+                    person_informed_at: None,
+                } = order
+                {
+                    match self.ledger.lift_letter_sent(&r.id).await {
+                        Ok(Some(at)) => {
+                            told = dsr_domain::request::WriteOrder::Lift {
+                                person_informed_at: Some(at),
+                            };
+                            &told
+                        }
+                        Ok(None) | Err(crate::letters::LiftNotice::Unknown) => {
+                            return Err(CallError {
+                                service: "orchestrator".into(),
+                                reason: "the restriction-lifted letter is not sent yet".into(),
+                                retryable: true,
+                            });
+                        }
+                        Err(crate::letters::LiftNotice::NotSent) => {
+                            return Err(CallError {
+                                service: "orchestrator".into(),
+                                reason: "the restriction-lifted letter could not be sent: \
+                                         tell the person, then submit the lift with the time"
+                                    .into(),
+                                retryable: false,
+                            });
+                        }
+                    }
+                } else {
+                    order
+                };
                 let e = self.mesh.erasure.apply(&call, order, map).await?;
                 complete(e)
             }

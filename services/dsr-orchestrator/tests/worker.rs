@@ -39,6 +39,10 @@ struct Fake {
     applied: Mutex<Vec<dsr_domain::request::WriteOrder>>,
     /// What the writes withhold from recipients (no lawful transfer).
     withheld: Mutex<Vec<Withheld>>,
+    /// Letters sent: (to, subject, body).
+    letters: Mutex<Vec<(String, String, String)>>,
+    /// Sends that fail (the relay down) before one is taken.
+    letters_failing: AtomicU32,
 }
 
 #[tonic::async_trait]
@@ -50,6 +54,31 @@ impl Verification for Fake {
     }
     async fn complete(&self, _: &Call, _: &str, _: &str) -> Result<String, CallError> {
         unreachable!("the worker never completes challenges")
+    }
+    async fn send_letter(
+        &self,
+        _: &Call,
+        to: &Identity,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), CallError> {
+        if self
+            .letters_failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(CallError {
+                service: "identity".into(),
+                reason: "DELIVERY_FAILED".into(),
+                retryable: true,
+            });
+        }
+        self.letters.lock().unwrap().push((
+            to.value().to_owned(),
+            subject.to_owned(),
+            body.to_owned(),
+        ));
+        Ok(())
     }
 }
 
@@ -762,4 +791,255 @@ async fn a_disclosure_held_for_approval_waits_for_a_case_handler() {
     );
     assert!(trail.contains(&"reviewed".to_owned()), "{trail:?}");
     drop(db);
+}
+
+fn sender(
+    ledger: &Ledger,
+    fake: &Arc<Fake>,
+    max_attempts: u32,
+) -> dsr_orchestrator::letters::Sender {
+    let (changes, _) = broadcast::channel(64);
+    dsr_orchestrator::letters::Sender::new(
+        ledger.clone(),
+        fake.clone(),
+        dsr_domain::letters::Letters::shipped(),
+        Arc::new(dsr_domain::group::Group::shipped()),
+        dsr_orchestrator::letters::SenderConfig {
+            worker_id: "letters".into(),
+            lease: Duration::from_secs(5),
+            poll: Duration::from_millis(20),
+            backoff_base: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(600),
+            max_attempts,
+            call_timeout: Duration::from_secs(5),
+            privacy_centre_url: "https://mina-uppgifter.bolaget.se".into(),
+        },
+        changes,
+    )
+}
+
+/// Sends every letter due now; returns how many were handled.
+async fn send_all(s: &dsr_orchestrator::letters::Sender) -> usize {
+    let mut n = 0;
+    while s.send_next().await.unwrap() {
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test]
+async fn a_request_life_writes_each_letter_once_in_its_language_to_the_verified_address() {
+    use dsr_orchestrator::letters::Status;
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let w = start(&ledger, &fake, "w1", &stop);
+    let letters = sender(&ledger, &fake, 5);
+    let today = chrono::Utc::now().date_naive();
+    // An access request in English, verified at submission: received, then
+    // completed, each once however often the sender looks.
+    let mut sub = submission("letters-0001");
+    sub.language = "en".into();
+    let (a, _) = ledger.submit(sub, today, "portal").await.unwrap();
+    wait_for(&ledger, &a.id, State::Completed).await;
+    assert_eq!(send_all(&letters).await, 2);
+    assert_eq!(send_all(&letters).await, 0);
+    let sent = fake.letters.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let (to, subject, body) = &sent[0];
+    assert_eq!(to, "anna@example.se");
+    assert!(subject.contains("We have received your request") && subject.contains(&a.id));
+    assert!(body.contains(&a.deadline.due().to_string()), "{body}");
+    assert!(body.contains("access to your data") && body.contains("Intrum Sverige AB"));
+    let (_, subject, body) = &sent[1];
+    assert!(subject.starts_with("We have answered"), "{subject}");
+    assert!(
+        body.contains("https://mina-uppgifter.bolaget.se/en/"),
+        "{body}"
+    );
+    let recorded = ledger.letters_of(&a.id).await.unwrap();
+    let keys: Vec<(&str, Status, Option<&str>)> = recorded
+        .iter()
+        .map(|l| (l.key.as_str(), l.status, l.channel.as_deref()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("received", Status::Sent, Some("email (verified)")),
+            ("completed", Status::Sent, Some("email (verified)")),
+        ]
+    );
+    assert!(recorded.iter().all(|l| l.sent_at.is_some()));
+    let trail: Vec<String> = ledger
+        .audit_of(&a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(trail.contains(&"letter_sent:received by email (verified)".to_owned()));
+
+    // In Swedish: the extension with its months and reason, the refusal
+    // with its reason, the handler's note and the way to IMY.
+    fake.system_down.store(true, Ordering::SeqCst);
+    let (b, _) = ledger
+        .submit(submission("letters-0002"), today, "portal")
+        .await
+        .unwrap();
+    ledger
+        .extend(
+            &b.id,
+            2,
+            "Uppgifter hos ombud i tre länder.",
+            today,
+            "case-handler-7",
+        )
+        .await
+        .unwrap();
+    // Refused while the person is still to be verified: the letter goes to
+    // the address they gave (it tells nothing of their data).
+    let mut sub = submission("letters-0003");
+    sub.verified = None;
+    let (c, _) = ledger.submit(sub, today, "portal").await.unwrap();
+    wait_for(&ledger, &c.id, State::Verifying).await;
+    ledger
+        .reject(
+            &c.id,
+            dsr_orchestrator::ledger::Rejection::ManifestlyUnfoundedOrExcessive,
+            "Femte likadana begäran denna månad.",
+            "case-handler-7",
+        )
+        .await
+        .unwrap();
+    fake.letters.lock().unwrap().clear();
+    assert_eq!(send_all(&letters).await, 3);
+    let sent = fake.letters.lock().unwrap().clone();
+    let subjects: Vec<&str> = sent.iter().map(|(_, s, _)| s.as_str()).collect();
+    assert!(subjects[0].starts_with("Vi har tagit emot"), "{subjects:?}");
+    assert!(
+        subjects[1].starts_with("Vi behöver längre tid"),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects[2].starts_with("Besked om din begäran"),
+        "{subjects:?}"
+    );
+    let extended = &sent[1].2;
+    assert!(extended.contains("med 2 månad(er)") && extended.contains("tre länder"));
+    let extended_due = ledger.get(&b.id).await.unwrap().deadline.due();
+    assert!(extended.contains(&extended_due.to_string()), "{extended}");
+    let refused = &sent[2].2;
+    assert!(refused.contains("uppenbart ogrundad eller orimlig (artikel 12.5)"));
+    assert!(refused.contains("Femte likadana"));
+    assert!(
+        refused.contains("Integritetsskyddsmyndigheten") && refused.contains("https://www.imy.se")
+    );
+    assert!(refused.contains("domstol"));
+    let l = &ledger.letters_of(&c.id).await.unwrap()[0];
+    assert_eq!(l.channel.as_deref(), Some("email (claimed)"));
+    stop_tx.send(true).unwrap();
+    w.await.unwrap();
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn a_letter_the_relay_refuses_is_retried_then_shown_as_failed_and_one_with_no_address_as_undeliverable()
+ {
+    use dsr_orchestrator::letters::Status;
+    let (db, ledger) = ledger().await;
+    let clock = dsr_domain::clock::Clock::system();
+    let ledger = ledger.with_clock(clock.clone());
+    let fake = Arc::new(Fake::default());
+    let letters = sender(&ledger, &fake, 3);
+    let today = clock.today();
+    fake.letters_failing.store(100, Ordering::SeqCst);
+    let (a, _) = ledger
+        .submit(submission("letters-0013"), today, "portal")
+        .await
+        .unwrap();
+    assert_eq!(send_all(&letters).await, 1);
+    // Waiting for its next attempt, the failure visible.
+    let l = &ledger.letters_of(&a.id).await.unwrap()[0];
+    assert_eq!((l.status, l.attempts), (Status::Pending, 1));
+    assert_eq!(l.last_error.as_deref(), Some("DELIVERY_FAILED"));
+    assert_eq!(send_all(&letters).await, 0, "not before its time");
+    for _ in 0..2 {
+        clock.advance(chrono::TimeDelta::minutes(30));
+        assert_eq!(send_all(&letters).await, 1);
+    }
+    let l = &ledger.letters_of(&a.id).await.unwrap()[0];
+    assert_eq!((l.status, l.attempts), (Status::Failed, 3));
+    clock.advance(chrono::TimeDelta::days(1));
+    assert_eq!(send_all(&letters).await, 0, "given up");
+    let trail: Vec<String> = ledger
+        .audit_of(&a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(trail.contains(&"letter_failed:received: DELIVERY_FAILED".to_owned()));
+
+    // A person known only by personnummer: nowhere to write.
+    let pnr = Identity::parse(IdentityType::Personnummer, "19811218-9876").unwrap();
+    let mut sub = submission("letters-0004");
+    sub.identities = vec![pnr.clone()];
+    sub.verified = Some(vec![pnr]);
+    let (b, _) = ledger.submit(sub, today, "portal").await.unwrap();
+    assert_eq!(send_all(&letters).await, 1);
+    let l = &ledger.letters_of(&b.id).await.unwrap()[0];
+    assert_eq!(l.status, Status::Undeliverable);
+    assert!(fake.letters.lock().unwrap().is_empty());
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn a_lift_told_by_the_mesh_is_applied_only_after_its_letter_is_sent() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let w = start(&ledger, &fake, "w1", &stop);
+    let letters = sender(&ledger, &fake, 5);
+    let today = chrono::Utc::now().date_naive();
+    let mut sub = submission("lift-00001");
+    sub.kind = Kind::Restriction;
+    sub.write = Some(dsr_domain::request::WriteOrder::Lift {
+        person_informed_at: None,
+    });
+    let (r, _) = ledger.submit(sub, today, "case-handler-7").await.unwrap();
+    // The apply step waits for the letter, visibly.
+    for _ in 0..500 {
+        if ledger.get(&r.id).await.unwrap().attempts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = ledger.get(&r.id).await.unwrap();
+    assert_eq!(waiting.state, State::Executing);
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("restriction-lifted letter")),
+        "{waiting:?}"
+    );
+    assert!(fake.applied.lock().unwrap().is_empty());
+    assert_eq!(send_all(&letters).await, 1);
+    let (_, subject, body) = fake.letters.lock().unwrap()[0].clone();
+    assert!(subject.starts_with("Begränsningen av dina uppgifter upphör"));
+    assert!(body.contains(&today.to_string()) && body.contains("artikel 18.3"));
+    wait_for(&ledger, &r.id, State::Completed).await;
+    let sent_at = ledger.letters_of(&r.id).await.unwrap()[0].sent_at;
+    assert_eq!(
+        *fake.applied.lock().unwrap(),
+        vec![dsr_domain::request::WriteOrder::Lift {
+            person_informed_at: sent_at
+        }]
+    );
+    // Neither a "received" nor a "completed" letter: the lift was not the
+    // person's request.
+    assert_eq!(ledger.letters_of(&r.id).await.unwrap().len(), 1);
+    stop_tx.send(true).unwrap();
+    w.await.unwrap();
+    db.finish().await;
 }

@@ -58,7 +58,12 @@ impl GrpcMesh {
         Ok(Self {
             identity: IdentityVerificationClient::new(calls(
                 ch("identity", &e.identity)?,
-                Outgoing::new(signer.clone(), me, "dsr-identity", &["identity:verify"]),
+                Outgoing::new(
+                    signer.clone(),
+                    me,
+                    "dsr-identity",
+                    &["identity:verify", "identity:notify"],
+                ),
                 "dsr-identity",
             )),
             discovery: DiscoveryClient::new(calls(
@@ -290,6 +295,28 @@ impl Verification for GrpcMesh {
             retryable: true,
         })
     }
+
+    async fn send_letter(
+        &self,
+        call: &Call,
+        to: &Identity,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), CallError> {
+        self.identity
+            .clone()
+            .send_letter(with_deadline(
+                call,
+                idv::SendLetterRequest {
+                    to: Some(identity_to_pb(to)),
+                    subject: subject.to_owned(),
+                    body: body.to_owned(),
+                },
+            ))
+            .await
+            .map_err(|s| call_error("identity", &s))?;
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -400,7 +427,7 @@ fn order_to_pb(o: &WriteOrder) -> era::apply_request::Order {
         WriteOrder::Lift { person_informed_at } => Order::Restrict(era::RestrictOrder {
             ground: 0,
             lift: true,
-            person_informed_time: Some(kit::timestamp(*person_informed_at)),
+            person_informed_time: person_informed_at.map(kit::timestamp),
         }),
         WriteOrder::Object {
             purposes,

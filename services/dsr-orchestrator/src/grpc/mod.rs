@@ -385,7 +385,7 @@ fn order_to_pb(o: &WriteOrder) -> pb::WriteOrder {
         WriteOrder::Restrict { ground } => w.restriction_ground = ground_to_pb(*ground) as i32,
         WriteOrder::Lift { person_informed_at } => {
             w.lift = true;
-            w.person_informed_time = Some(kit::timestamp(*person_informed_at));
+            w.person_informed_time = person_informed_at.map(kit::timestamp);
         }
         WriteOrder::Object {
             purposes,
@@ -491,7 +491,7 @@ fn write_order(
                 }
                 match kit::time(f.person_informed_time) {
                     Some(t) if t <= now + chrono::Duration::minutes(5) => Some(WriteOrder::Lift {
-                        person_informed_at: t,
+                        person_informed_at: Some(t),
                     }),
                     Some(_) => {
                         v.push((
@@ -500,13 +500,11 @@ fn write_order(
                         ));
                         None
                     }
-                    None => {
-                        v.push((
-                            "person_informed_time".into(),
-                            "required with lift: when the person was told (Art. 18(3))".into(),
-                        ));
-                        None
-                    }
+                    // The mesh tells the person (the restriction-lifted
+                    // letter) and lifts once it is sent.
+                    None => Some(WriteOrder::Lift {
+                        person_informed_at: None,
+                    }),
                 }
             } else {
                 let ground = match pb::RestrictionGround::try_from(f.restriction_ground) {
@@ -638,6 +636,7 @@ pub fn request_to_pb(
     let ext = d.extension();
     pb::DataSubjectRequest {
         required_assurance: String::new(),
+        letters: Vec::new(),
         id: r.id.clone(),
         kind: kind_to_pb(r.kind) as i32,
         state: state_to_pb(r.state) as i32,
@@ -703,6 +702,34 @@ pub fn request_to_pb(
             })
             .collect(),
         write_order: r.write_order.as_ref().map(order_to_pb),
+    }
+}
+
+/// The wire form of a letter's record.
+fn letter_to_pb(l: &crate::letters::LetterView) -> pb::Letter {
+    use crate::letters::Status;
+    use dsr_domain::letters::LetterKind;
+    pb::Letter {
+        kind: match l.kind {
+            LetterKind::Received => pb::LetterKind::Received,
+            LetterKind::IdentityNeeded => pb::LetterKind::IdentityNeeded,
+            LetterKind::Extended => pb::LetterKind::Extended,
+            LetterKind::Completed => pb::LetterKind::Completed,
+            LetterKind::Refused => pb::LetterKind::Refused,
+            LetterKind::RestrictionLifted => pb::LetterKind::RestrictionLifted,
+        } as i32,
+        key: l.key.clone(),
+        status: match l.status {
+            Status::Pending => pb::LetterStatus::Pending,
+            Status::Sent => pb::LetterStatus::Sent,
+            Status::Failed => pb::LetterStatus::Failed,
+            Status::Undeliverable => pb::LetterStatus::Undeliverable,
+        } as i32,
+        channel: l.channel.clone().unwrap_or_default(),
+        queue_time: Some(kit::timestamp(l.queued_at)),
+        send_time: l.sent_at.map(kit::timestamp),
+        attempts: l.attempts,
+        last_error: l.last_error.clone().unwrap_or_default(),
     }
 }
 
@@ -793,6 +820,15 @@ impl Handlers {
             dsr_identity::tokens::Assurance::Attested => "attested",
         }
         .into();
+        v.letters = self
+            .d
+            .ledger
+            .letters_of(&r.id)
+            .await
+            .map_err(ledger_status)?
+            .iter()
+            .map(letter_to_pb)
+            .collect();
         Ok(v)
     }
 

@@ -12,6 +12,7 @@ mod m20261202_000007_withheld;
 mod m20261202_000008_verification_use;
 mod m20261202_000009_submitted_by;
 mod m20261202_000010_listing_indexes;
+mod m20261203_000011_letters;
 
 /// The migrations.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_verification_use::Migration),
             Box::new(m20261202_000009_submitted_by::Migration),
             Box::new(m20261202_000010_listing_indexes::Migration),
+            Box::new(m20261203_000011_letters::Migration),
         ]
     }
 }

@@ -1,0 +1,690 @@
+//! The letters of a request's life (Art. 12, and Art. 18(3) before a
+//! restriction is lifted), to the person in their language.
+//!
+//! A letter is queued in the transaction of the audit event that calls for
+//! it ([`queue_for`], called by the ledger's append), so an event is never
+//! recorded without its letter nor a letter without its event; each letter
+//! of a request is queued once (`ux_orchestrator_letter_once`). The
+//! [`Sender`] claims queued letters with a lease (several replicas share
+//! them), writes them from the company's templates
+//! (`dsr_domain::letters`), and sends them through the identity service's
+//! notifier to the person's verified email address or phone (the claimed
+//! one only for a letter that may come before verification: identity
+//! needed, or a refusal, which tells nothing of the person's data). A failure retries with backoff; when the
+//! attempts are spent, or there is no address to write to, the letter is
+//! marked so on the request and in the audit trail, where a case handler
+//! sees it. The text is written when sent and not kept: the row holds the
+//! letter's kind, the values it was written with that are not the person's
+//! data, the channel and the time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use dsr_domain::group::Group;
+use dsr_domain::identity::{Identity, IdentityType};
+use dsr_domain::letters::{LetterKind, Letters};
+use dsr_domain::request::{Kind, WriteOrder};
+use dsr_domain::text::Lang;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, Statement, Value,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::entity::{letter, request as req};
+use crate::ledger::{Error, Ledger, parse_identities};
+use crate::mesh::{Call, Verification};
+
+/// The audit event recorded when a request needs a stronger proof of
+/// identity than a code (it waits in VERIFYING): the identity-needed letter.
+pub const AWAITING_STRONGER_PROOF: &str = "awaiting_stronger_proof";
+
+/// What a letter is written with, besides the request itself: nothing of
+/// the person's data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Facts {
+    /// The day the request was received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<NaiveDate>,
+    /// The due date then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<NaiveDate>,
+    /// An extension's months in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub months: Option<u32>,
+    /// A refusal's reason (its wire name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+    /// The case handler's explanation: an extension's reason, a refusal's
+    /// note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<String>,
+    /// The day a restriction is lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lift_on: Option<NaiveDate>,
+}
+
+/// Where a letter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Queued or being retried.
+    Pending,
+    /// Taken by the relay.
+    Sent,
+    /// Every attempt failed; a case handler writes instead.
+    Failed,
+    /// No email address or phone to write to.
+    Undeliverable,
+}
+
+impl Status {
+    /// Stable name, for storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Undeliverable => "undeliverable",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "sent" => Self::Sent,
+            "failed" => Self::Failed,
+            "undeliverable" => Self::Undeliverable,
+            _ => return None,
+        })
+    }
+}
+
+/// A letter as recorded on its request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LetterView {
+    /// Which letter.
+    pub kind: LetterKind,
+    /// Its place in the request's life ("received", "extended:1", ...).
+    pub key: String,
+    /// Where it is.
+    pub status: Status,
+    /// "email" or "phone", and whether the address was verified.
+    pub channel: Option<String>,
+    /// When it was queued.
+    pub queued_at: DateTime<Utc>,
+    /// When the relay took it.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last failure (a stable reason, no personal data).
+    pub last_error: Option<String>,
+}
+
+/// The letter an audit event on request `m` calls for: its kind, its key
+/// (once per request) and facts.
+fn letter_for(action: &str, m: &req::Model) -> Option<(LetterKind, String, Facts)> {
+    let order: Option<WriteOrder> = m
+        .write_order
+        .as_deref()
+        .and_then(|o| serde_json::from_str(o).ok());
+    // A lift is the controller's decision, not the person's request: they
+    // are told of it (Art. 18(3)), not of a request received or answered.
+    let lift = matches!(order, Some(WriteOrder::Lift { .. }));
+    let (kind, key, facts) = match action {
+        "state:locating" if lift => (
+            LetterKind::RestrictionLifted,
+            "restriction_lifted".to_owned(),
+            Facts {
+                lift_on: Some(m.updated_at.date_naive()),
+                ..Facts::default()
+            },
+        ),
+        "state:locating" => (
+            LetterKind::Received,
+            "received".to_owned(),
+            Facts {
+                received: Some(m.received_on),
+                due: Some(m.due),
+                ..Facts::default()
+            },
+        ),
+        AWAITING_STRONGER_PROOF => (
+            LetterKind::IdentityNeeded,
+            "identity_needed".to_owned(),
+            Facts::default(),
+        ),
+        a if a.starts_with("extended:") => (
+            LetterKind::Extended,
+            a.to_owned(),
+            Facts {
+                due: Some(m.due),
+                months: u32::try_from(m.extended_months).ok(),
+                explanation: m.extension_reason.clone(),
+                ..Facts::default()
+            },
+        ),
+        "state:completed" | "state:completed_with_retained" | "reviewed" if !lift => (
+            LetterKind::Completed,
+            "completed".to_owned(),
+            Facts::default(),
+        ),
+        a if a.starts_with("rejected:") => (
+            LetterKind::Refused,
+            "refused".to_owned(),
+            Facts {
+                reason_code: m.rejection_reason.clone(),
+                explanation: m.rejection_note.clone().filter(|n| !n.trim().is_empty()),
+                ..Facts::default()
+            },
+        ),
+        _ => return None,
+    };
+    Some((kind, key, facts))
+}
+
+/// Whether an audit action may call for a letter (read before the request
+/// is, so that other events cost nothing).
+fn may_call_for_letter(action: &str) -> bool {
+    matches!(
+        action,
+        "state:locating"
+            | AWAITING_STRONGER_PROOF
+            | "state:completed"
+            | "state:completed_with_retained"
+            | "reviewed"
+    ) || action.starts_with("extended:")
+        || action.starts_with("rejected:")
+}
+
+/// Queues the letter that audit event `action` on `request_id` calls for,
+/// in the caller's transaction; nothing when it calls for none or the
+/// request already has that letter.
+pub(crate) async fn queue_for<C: ConnectionTrait>(
+    conn: &C,
+    request_id: &str,
+    action: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    if !may_call_for_letter(action) {
+        return Ok(());
+    }
+    let Some(m) = req::Entity::find_by_id(request_id.to_owned())
+        .one(conn)
+        .await?
+    else {
+        return Ok(());
+    };
+    let Some((kind, key, facts)) = letter_for(action, &m) else {
+        return Ok(());
+    };
+    letter::Entity::insert(letter::ActiveModel {
+        request_id: Set(request_id.to_owned()),
+        key: Set(key),
+        kind: Set(kind.as_str().to_owned()),
+        facts: Set(serde_json::to_string(&facts).expect("serialisable facts")),
+        status: Set(Status::Pending.as_str().to_owned()),
+        attempts: Set(0),
+        next_attempt_ms: Set(Some(now.timestamp_millis())),
+        lease_owner: Set(None),
+        lease_until_ms: Set(None),
+        last_error: Set(None),
+        channel: Set(None),
+        queued_at: Set(now),
+        sent_at: Set(None),
+        ..Default::default()
+    })
+    .on_conflict(
+        OnConflict::columns([letter::Column::RequestId, letter::Column::Key])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+fn view(m: letter::Model) -> Option<LetterView> {
+    Some(LetterView {
+        kind: LetterKind::parse(&m.kind)?,
+        key: m.key,
+        status: Status::parse(&m.status)?,
+        channel: m.channel,
+        queued_at: m.queued_at,
+        sent_at: m.sent_at,
+        attempts: u32::try_from(m.attempts).unwrap_or(0),
+        last_error: m.last_error,
+    })
+}
+
+impl Ledger {
+    /// The letters of a request, in the order they were queued.
+    pub async fn letters_of(&self, request_id: &str) -> Result<Vec<LetterView>, Error> {
+        Ok(letter::Entity::find()
+            .filter(letter::Column::RequestId.eq(request_id))
+            .order_by_asc(letter::Column::Id)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .filter_map(view)
+            .collect())
+    }
+
+    /// When the restriction-lifted letter of request `id` was sent, if it
+    /// was; `Err` when it can no longer be (failed, undeliverable).
+    pub async fn lift_letter_sent(&self, id: &str) -> Result<Option<DateTime<Utc>>, LiftNotice> {
+        let row = letter::Entity::find()
+            .filter(letter::Column::RequestId.eq(id))
+            .filter(letter::Column::Key.eq("restriction_lifted"))
+            .one(self.db())
+            .await
+            .map_err(|_| LiftNotice::Unknown)?;
+        match row.map(|m| (Status::parse(&m.status), m.sent_at)) {
+            Some((Some(Status::Sent), at)) => Ok(at),
+            Some((Some(Status::Failed | Status::Undeliverable), _)) => Err(LiftNotice::NotSent),
+            Some((Some(Status::Pending) | None, _)) | None => Ok(None),
+        }
+    }
+
+    /// Claims the queued letter due first, for `lease`.
+    async fn claim_letter(&self, worker: &str, lease: Duration) -> Result<Option<i64>, DbErr> {
+        let now = self.clock().now().timestamp_millis();
+        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let db = self.db();
+        let backend = db.get_database_backend();
+        let sql = if backend == DbBackend::Postgres {
+            "UPDATE orchestrator_letter SET lease_owner = $1, lease_until_ms = $2 \
+                 WHERE id = (SELECT id FROM orchestrator_letter \
+                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
+                   AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+                   ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id"
+        } else {
+            "UPDATE orchestrator_letter SET lease_owner = ?, lease_until_ms = ? \
+                 WHERE id = (SELECT id FROM orchestrator_letter \
+                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
+                   AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
+                   ORDER BY next_attempt_ms LIMIT 1) \
+                 RETURNING id"
+        };
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    Value::from(worker.to_owned()),
+                    Value::from(until),
+                    Value::from(now),
+                ],
+            ))
+            .await?;
+        row.map(|r| r.try_get::<i64>("", "id")).transpose()
+    }
+
+    /// Records the outcome of one attempt at letter `id` held by `worker`,
+    /// with its audit event when it is final.
+    async fn settle_letter(
+        &self,
+        id: i64,
+        worker: &str,
+        outcome: Attempt,
+        request_id: &str,
+        key: &str,
+    ) -> Result<(), DbErr> {
+        let txn = self.write_txn().await?;
+        let Some(m) = letter::Entity::find_by_id(id)
+            .filter(letter::Column::LeaseOwner.eq(worker))
+            .one(&txn)
+            .await?
+        else {
+            // The lease was lost: another sender has it.
+            return txn.rollback().await;
+        };
+        let now = self.clock().now();
+        let attempts = m.attempts.saturating_add(1);
+        let mut am: letter::ActiveModel = m.into();
+        am.lease_owner = Set(None);
+        am.lease_until_ms = Set(None);
+        let event = match outcome {
+            Attempt::Sent { channel } => {
+                am.attempts = Set(attempts);
+                am.status = Set(Status::Sent.as_str().to_owned());
+                am.sent_at = Set(Some(now));
+                am.next_attempt_ms = Set(None);
+                am.last_error = Set(None);
+                am.channel = Set(Some(channel.clone()));
+                Some(format!("letter_sent:{key} by {channel}"))
+            }
+            Attempt::Retry { error, at } => {
+                am.attempts = Set(attempts);
+                am.last_error = Set(Some(error));
+                am.next_attempt_ms = Set(Some(at.timestamp_millis()));
+                None
+            }
+            Attempt::Failed { error } => {
+                am.attempts = Set(attempts);
+                am.status = Set(Status::Failed.as_str().to_owned());
+                am.next_attempt_ms = Set(None);
+                let e = format!("letter_failed:{key}: {error}");
+                am.last_error = Set(Some(error));
+                Some(e)
+            }
+            Attempt::Undeliverable => {
+                am.status = Set(Status::Undeliverable.as_str().to_owned());
+                am.next_attempt_ms = Set(None);
+                am.last_error = Set(Some("NO_CONTACT_IDENTITY".into()));
+                Some(format!(
+                    "letter_undeliverable:{key}: no email address or phone"
+                ))
+            }
+        };
+        am.update(&txn).await?;
+        if let Some(e) = event {
+            self.append(&txn, "service:orchestrator/letters", request_id, &e)
+                .await?;
+        }
+        txn.commit().await
+    }
+}
+
+/// Why a lift cannot be told by letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiftNotice {
+    /// The letter failed or had nowhere to go: a person tells them.
+    NotSent,
+    /// The ledger could not be read.
+    Unknown,
+}
+
+enum Attempt {
+    Sent { channel: String },
+    Retry { error: String, at: DateTime<Utc> },
+    Failed { error: String },
+    Undeliverable,
+}
+
+/// How the sender runs.
+#[derive(Clone, Debug)]
+pub struct SenderConfig {
+    /// This sender's id in leases.
+    pub worker_id: String,
+    /// How long a claim holds.
+    pub lease: Duration,
+    /// How often an idle sender looks for letters.
+    pub poll: Duration,
+    /// First retry delay (doubling, with jitter).
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Attempts before a letter is marked failed.
+    pub max_attempts: u32,
+    /// Deadline of one send.
+    pub call_timeout: Duration,
+    /// The privacy centre's address, where the person fetches an answer
+    /// (e.g. `https://privacy.example.se`).
+    pub privacy_centre_url: String,
+}
+
+/// Sends the queued letters.
+#[derive(Clone)]
+pub struct Sender {
+    ledger: Ledger,
+    notifier: Arc<dyn Verification>,
+    letters: Arc<Letters>,
+    group: Arc<Group>,
+    cfg: Arc<SenderConfig>,
+    changes: broadcast::Sender<String>,
+    sent: Counter<u64>,
+    failed: Counter<u64>,
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sender(..)")
+    }
+}
+
+impl Sender {
+    /// A sender over `ledger`, writing `letters` for `group`'s controllers
+    /// and sending them through `notifier`. `changes` carries the ids of
+    /// requests that changed (and may have queued a letter).
+    pub fn new(
+        ledger: Ledger,
+        notifier: Arc<dyn Verification>,
+        letters: Letters,
+        group: Arc<Group>,
+        cfg: SenderConfig,
+        changes: broadcast::Sender<String>,
+    ) -> Self {
+        let meter = opentelemetry::global::meter("dsr-orchestrator");
+        Self {
+            ledger,
+            notifier,
+            letters: Arc::new(letters),
+            group,
+            cfg: Arc::new(cfg),
+            changes,
+            sent: meter
+                .u64_counter("dsr.letters.sent")
+                .with_description("letters to people taken by the relay, by letter")
+                .build(),
+            failed: meter
+                .u64_counter("dsr.letters.failed")
+                .with_description(
+                    "letters to people given up (attempts spent, or no address), by letter",
+                )
+                .build(),
+        }
+    }
+
+    /// Sends until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut changed = self.changes.subscribe();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.send_next().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "letters: cannot read the queue"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.poll) => {}
+                _ = changed.recv() => {}
+                _ = shutdown.changed() => {}
+            }
+            // One look at the queue answers every change seen so far.
+            while !matches!(
+                changed.try_recv(),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed)
+            ) {}
+        }
+    }
+
+    /// Sends the letter due first, if any; `true` when one was handled.
+    pub async fn send_next(&self) -> Result<bool, DbErr> {
+        let worker = format!("{}/{}", self.cfg.worker_id, uuid::Uuid::new_v4().simple());
+        let Some(id) = self.ledger.claim_letter(&worker, self.cfg.lease).await? else {
+            return Ok(false);
+        };
+        let Some(m) = letter::Entity::find_by_id(id).one(self.ledger.db()).await? else {
+            return Ok(true);
+        };
+        let (request_id, key, kind) = (m.request_id.clone(), m.key.clone(), m.kind.clone());
+        let outcome = self.attempt(&m).await;
+        match &outcome {
+            Attempt::Sent { .. } => self.sent.add(1, &[KeyValue::new("letter", kind)]),
+            Attempt::Failed { .. } | Attempt::Undeliverable => {
+                self.failed.add(1, &[KeyValue::new("letter", kind)]);
+            }
+            Attempt::Retry { .. } => {}
+        }
+        if let Attempt::Failed { error } = &outcome {
+            tracing::warn!(request = %request_id, letter = %key, error = %error, "letter not sent; attempts spent");
+        }
+        self.ledger
+            .settle_letter(id, &worker, outcome, &request_id, &key)
+            .await?;
+        Ok(true)
+    }
+
+    async fn attempt(&self, m: &letter::Model) -> Attempt {
+        let fail = |error: &str| Attempt::Failed {
+            error: error.to_owned(),
+        };
+        let Some(kind) = LetterKind::parse(&m.kind) else {
+            return fail("UNKNOWN_LETTER");
+        };
+        let facts: Facts = serde_json::from_str(&m.facts).unwrap_or_default();
+        let r = match req::Entity::find_by_id(m.request_id.clone())
+            .one(self.ledger.db())
+            .await
+        {
+            Ok(Some(r)) => r,
+            Ok(None) => return fail("REQUEST_NOT_FOUND"),
+            Err(_) => return self.retry(m, "STORAGE"),
+        };
+        // The verified address; the claimed one only for a letter that may
+        // come before verification.
+        let verified = r
+            .verified_identities
+            .as_deref()
+            .and_then(|v| parse_identities(v).ok());
+        // Art. 12(4): a person refused is told, verified or not.
+        let before_verification = matches!(kind, LetterKind::IdentityNeeded | LetterKind::Refused);
+        let (ids, how) = match verified {
+            Some(v) if !v.is_empty() => (v, "verified"),
+            _ if before_verification => (
+                parse_identities(&r.identities).unwrap_or_default(),
+                "claimed",
+            ),
+            _ => (Vec::new(), ""),
+        };
+        let Some(to) = contact(&ids) else {
+            return Attempt::Undeliverable;
+        };
+        let Some(written) = self.write(kind, &r, &facts) else {
+            return fail("UNKNOWN_REQUEST_KIND");
+        };
+        let call = Call {
+            request_id: r.id.clone(),
+            controller: match dsr_domain::identity::Organisationsnummer::parse(&r.controller) {
+                Ok(c) => c,
+                Err(_) => return fail("INVALID_CONTROLLER"),
+            },
+            due_date: r.due,
+            submitted_by: r.submitted_by.clone(),
+            timeout: self.cfg.call_timeout,
+        };
+        match self
+            .notifier
+            .send_letter(&call, to, &written.subject, &written.body)
+            .await
+        {
+            Ok(()) => Attempt::Sent {
+                channel: format!(
+                    "{} ({how})",
+                    if to.kind() == IdentityType::Email {
+                        "email"
+                    } else {
+                        "phone"
+                    }
+                ),
+            },
+            Err(e) if e.retryable => self.retry(m, &e.reason),
+            Err(e) => fail(&e.reason),
+        }
+    }
+
+    fn retry(&self, m: &letter::Model, error: &str) -> Attempt {
+        let attempt = u32::try_from(m.attempts).unwrap_or(0).saturating_add(1);
+        if attempt >= self.cfg.max_attempts {
+            return Attempt::Failed {
+                error: error.to_owned(),
+            };
+        }
+        let wait = crate::worker::backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max);
+        Attempt::Retry {
+            error: error.to_owned(),
+            at: self.ledger.clock().now()
+                + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(60)),
+        }
+    }
+
+    /// The letter written out for request `r`, in its language.
+    fn write(
+        &self,
+        kind: LetterKind,
+        r: &req::Model,
+        facts: &Facts,
+    ) -> Option<dsr_domain::letters::Written> {
+        let lang = Lang::parse(&r.language).unwrap_or(Lang::Sv);
+        let request_kind = Kind::parse(&r.kind)?;
+        let reason = match kind {
+            LetterKind::Refused => {
+                let code = facts.reason_code.as_deref().unwrap_or("other");
+                let mut s = self.letters.reason(code, lang).to_owned();
+                if let Some(note) = &facts.explanation {
+                    s.push_str("\n\n");
+                    s.push_str(note);
+                }
+                s
+            }
+            LetterKind::Received
+            | LetterKind::IdentityNeeded
+            | LetterKind::Extended
+            | LetterKind::Completed
+            | LetterKind::RestrictionLifted => facts.explanation.clone().unwrap_or_default(),
+        };
+        let date = |d: Option<NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
+        let sv = lang == Lang::Sv;
+        let base = self.cfg.privacy_centre_url.trim_end_matches('/');
+        let values = BTreeMap::from([
+            ("reference", r.id.clone()),
+            (
+                "company",
+                self.group
+                    .controllers
+                    .iter()
+                    .find(|c| c.organisation_number.as_str() == r.controller)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_else(|| r.controller.clone()),
+            ),
+            ("kind", self.letters.kind(request_kind, lang).to_owned()),
+            ("received", date(facts.received.or(Some(r.received_on)))),
+            ("due", date(facts.due.or(Some(r.due)))),
+            (
+                "months",
+                facts.months.map(|m| m.to_string()).unwrap_or_default(),
+            ),
+            ("reason", reason),
+            ("fetch", format!("{base}/{}/", lang.code())),
+            ("dpo", self.group.dpo_email.clone()),
+            (
+                "authority",
+                if sv {
+                    self.group.authority.name_sv.clone()
+                } else {
+                    self.group.authority.name_en.clone()
+                },
+            ),
+            ("authority_url", self.group.authority.url.clone()),
+            ("lift_on", date(facts.lift_on)),
+        ]);
+        Some(self.letters.write(kind, lang, &values))
+    }
+}
+
+/// The address a letter goes to: the first email address, else the first
+/// phone.
+fn contact(ids: &[Identity]) -> Option<&Identity> {
+    ids.iter()
+        .find(|i| i.kind() == IdentityType::Email)
+        .or_else(|| ids.iter().find(|i| i.kind() == IdentityType::Phone))
+}
