@@ -976,6 +976,12 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
             && trail.contains("Outcome reviewed and approved"),
         "{trail}"
     );
+    // The letters the person was sent about it, in the handler's words.
+    let letters = text_of(&c, "#letters").await;
+    assert!(
+        letters.contains("Received") && letters.contains("Time extended"),
+        "{letters}"
+    );
     shot(&c, "console-case-file-en").await;
     fits_320(&c, "console-request-en").await;
 

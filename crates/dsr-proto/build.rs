@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "dsr/erasure/v1/erasure.proto",
     "dsr/export/v1/export.proto",
     "dsr/identity/v1/identity.proto",
+    "dsr/incident/v1/incident.proto",
     "dsr/orchestrator/v1/orchestrator.proto",
     "dsr/system/v1/system.proto",
     "dsr/transfer/v1/transfer.proto",

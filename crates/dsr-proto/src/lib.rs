@@ -47,6 +47,15 @@ pub mod identity {
     }
 }
 
+/// Personal-data breaches and complaints to the DPO.
+pub mod incident {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.incident.v1");
+    }
+}
+
 /// The portals' API: data-subject requests.
 pub mod orchestrator {
     /// Version 1.

@@ -20,7 +20,8 @@ use tonic::{Request, Response, Status};
 use tower_layer::Layer;
 
 use crate::locator::{
-    Capabilities, DataSystems, Found, FoundStore, Header, Locator, Outcome, SystemError,
+    AffectedPerson, Breach, Capabilities, DataSystems, Found, FoundStore, Header, Locator, Outcome,
+    SystemError,
 };
 
 /// Scope of Locate.
@@ -36,6 +37,10 @@ pub const SCOPES: &[ScopeRule] = &[
     },
     ScopeRule {
         method: "Locate",
+        scopes: &[SCOPE_LOCATE],
+    },
+    ScopeRule {
+        method: "FindAffected",
         scopes: &[SCOPE_LOCATE],
     },
 ];
@@ -174,6 +179,48 @@ impl DataSystems for GrpcSystems {
         let linked = identities_from_pb(resp.linked_identities, "linked").unwrap_or_default();
         Ok(Found { stores, linked })
     }
+
+    async fn find_affected(
+        &self,
+        system: &str,
+        h: &Header,
+        breach: &Breach,
+    ) -> Result<Vec<AffectedPerson>, SystemError> {
+        let now = chrono::Utc::now();
+        let instruction = sys::Instruction {
+            request_id: h.request_id.clone(),
+            controller: Some(dsr_proto::common::v1::ControllerRef {
+                organisation_number: h.controller.as_str().to_owned(),
+            }),
+            system_id: system.to_owned(),
+            due_date: Some(kit::date_to_pb(h.due_date)),
+            issued_at: Some(kit::timestamp(now - chrono::Duration::seconds(5))),
+            expires_at: Some(kit::timestamp(now + chrono::Duration::minutes(5))),
+            idempotency_key: h.idempotency_key.clone(),
+        };
+        let mut stream = self
+            .client(system)?
+            .find_affected(sys::FindAffectedRequest {
+                instruction: Some(instruction),
+                category_ids: breach.categories.clone(),
+                from_time: breach.from.map(kit::timestamp),
+                to_time: breach.to.map(kit::timestamp),
+            })
+            .await
+            .map_err(|s| failed(&s))?
+            .into_inner();
+        let mut people = Vec::new();
+        while let Some(p) = stream.message().await.map_err(|s| failed(&s))? {
+            people.push(AffectedPerson {
+                contacts: identities_from_pb(p.contacts, "contacts").unwrap_or_default(),
+                language: p.language,
+                categories: p.category_ids,
+                records: p.record_count,
+                window_applied: p.window_applied,
+            });
+        }
+        Ok(people)
+    }
 }
 
 /// The service.
@@ -201,8 +248,85 @@ fn outcome_to_pb(o: Outcome) -> pb::Outcome {
     }
 }
 
+type AffectedStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<pb::FindAffectedResponse, Status>> + Send>,
+>;
+
 #[tonic::async_trait]
 impl Discovery for Handlers {
+    type FindAffectedStream = AffectedStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn find_affected(
+        &self,
+        req: Request<pb::FindAffectedRequest>,
+    ) -> Result<Response<Self::FindAffectedStream>, Status> {
+        let pb::FindAffectedRequest {
+            incident_id,
+            controller,
+            due_date,
+            system_ids,
+            category_ids,
+            from_time,
+            to_time,
+        } = req.into_inner();
+        let mut v: Vec<(String, String)> = Vec::new();
+        kit::check_request_id(&incident_id, &mut v);
+        let controller = kit::controller_from_pb(controller, &mut v);
+        let due = kit::date(due_date);
+        if due.is_none() {
+            v.push(("due_date".into(), "required, a valid date".into()));
+        }
+        let categories: Vec<String> = category_ids
+            .into_iter()
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if categories.is_empty() {
+            v.push(("category_ids".into(), "at least one category".into()));
+        }
+        let (Some(controller), Some(due), true) = (controller, due, v.is_empty()) else {
+            return Err(invalid_argument(v));
+        };
+        let header = Header {
+            idempotency_key: format!("{incident_id}-affected"),
+            request_id: incident_id,
+            controller,
+            due_date: due,
+        };
+        let breach = Breach {
+            categories,
+            from: kit::time(from_time),
+            to: kit::time(to_time),
+        };
+        let only = system_ids.into_iter().collect();
+        let answers = self.locator.find_affected(&header, &only, &breach).await;
+        let mut out = Vec::new();
+        for a in answers {
+            for p in a.people {
+                out.push(Ok(pb::FindAffectedResponse {
+                    system_id: a.system_id.clone(),
+                    person: Some(sys::FindAffectedResponse {
+                        contacts: p.contacts.iter().map(identity_to_pb).collect(),
+                        language: p.language,
+                        category_ids: p.categories,
+                        record_count: p.records,
+                        window_applied: p.window_applied,
+                    }),
+                    outcome: 0,
+                    error_reason: String::new(),
+                }));
+            }
+            out.push(Ok(pb::FindAffectedResponse {
+                system_id: a.system_id,
+                person: None,
+                outcome: outcome_to_pb(a.outcome) as i32,
+                error_reason: a.error_reason.unwrap_or_default(),
+            }));
+        }
+        Ok(Response::new(Box::pin(futures_util::stream::iter(out))))
+    }
+
     async fn list_systems(
         &self,
         req: Request<pb::ListSystemsRequest>,

@@ -76,6 +76,52 @@ pub trait DataSystems: Send + Sync {
         header: &Header,
         identities: &[Identity],
     ) -> Result<Found, SystemError>;
+    /// For a breach: the people with records in `categories` (FindAffected).
+    async fn find_affected(
+        &self,
+        system: &str,
+        header: &Header,
+        breach: &Breach,
+    ) -> Result<Vec<AffectedPerson>, SystemError>;
+}
+
+/// What a breach concerns, as the systems are asked about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Breach {
+    /// The categories of data.
+    pub categories: Vec<String>,
+    /// Its window, when known.
+    pub from: Option<DateTime<Utc>>,
+    /// See `from`.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One person a system says a breach may have touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AffectedPerson {
+    /// Their email addresses and phones.
+    pub contacts: Vec<Identity>,
+    /// Their language, when the system holds it.
+    pub language: String,
+    /// The categories their records hold.
+    pub categories: Vec<String>,
+    /// Their records in those categories.
+    pub records: u64,
+    /// Whether the system applied the breach's window.
+    pub window_applied: bool,
+}
+
+/// One system's answer about a breach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemAffected {
+    /// The system.
+    pub system_id: String,
+    /// Found (people listed), NotFound, Failed or TimedOut.
+    pub outcome: Outcome,
+    /// The people.
+    pub people: Vec<AffectedPerson>,
+    /// For a failure: a stable reason.
+    pub error_reason: Option<String>,
 }
 
 /// How a system came out of a Locate.
@@ -222,6 +268,80 @@ impl Locator {
                 tokio::time::sleep(every).await;
             }
         })
+    }
+
+    /// For a breach: asks every system in `only` (all when empty) that
+    /// serves `controller` which people it concerns, in parallel, each
+    /// within ten times the Locate timeout (it reads in bulk). A system not
+    /// described, failing or slow is an outcome, never left out.
+    pub async fn find_affected(
+        &self,
+        header: &Header,
+        only: &BTreeSet<String>,
+        breach: &Breach,
+    ) -> Vec<SystemAffected> {
+        let mut asked = Vec::new();
+        for id in self.systems.ids() {
+            if !only.is_empty() && !only.contains(&id) {
+                continue;
+            }
+            let known = self
+                .state
+                .read()
+                .await
+                .get(&id)
+                .and_then(|s| s.capabilities.clone());
+            let caps = match known {
+                Some(c) => Some(c),
+                None => self.describe_one(&id).await,
+            };
+            match caps {
+                Some(c) if !c.controllers.contains(&header.controller) => {}
+                other => asked.push((id, other.is_some())),
+            }
+        }
+        let within = self.timeout.saturating_mul(10);
+        futures_util::future::join_all(asked.into_iter().map(|(id, described)| async move {
+            if !described {
+                return SystemAffected {
+                    system_id: id,
+                    outcome: Outcome::Failed,
+                    people: Vec::new(),
+                    error_reason: Some("NOT_DESCRIBED".into()),
+                };
+            }
+            let res = tokio::time::timeout(within, self.systems.find_affected(&id, header, breach))
+                .await
+                .unwrap_or(Err(SystemError::TimedOut));
+            match res {
+                Ok(people) => SystemAffected {
+                    system_id: id,
+                    outcome: if people.is_empty() {
+                        Outcome::NotFound
+                    } else {
+                        Outcome::Found
+                    },
+                    people,
+                    error_reason: None,
+                },
+                Err(e) => {
+                    tracing::warn!(system = %id, error = %e, "find affected failed");
+                    SystemAffected {
+                        system_id: id,
+                        outcome: match e {
+                            SystemError::TimedOut => Outcome::TimedOut,
+                            SystemError::Failed(_) => Outcome::Failed,
+                        },
+                        people: Vec::new(),
+                        error_reason: Some(match e {
+                            SystemError::TimedOut => "TIMED_OUT".into(),
+                            SystemError::Failed(r) => r,
+                        }),
+                    }
+                }
+            }
+        }))
+        .await
     }
 
     /// Locates the person in every system serving `controller`.

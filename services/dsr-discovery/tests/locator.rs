@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use dsr_discovery::locator::{
-    Capabilities, DataSystems, Found, FoundStore, Header, Locator, Outcome, SystemError,
+    AffectedPerson, Breach, Capabilities, DataSystems, Found, FoundStore, Header, Locator, Outcome,
+    SystemError,
 };
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 
@@ -90,6 +91,30 @@ impl DataSystems for Fake {
         } else {
             Ok(Found::default())
         }
+    }
+    async fn find_affected(
+        &self,
+        system: &str,
+        _h: &Header,
+        breach: &Breach,
+    ) -> Result<Vec<AffectedPerson>, SystemError> {
+        let s = self.systems[system].clone();
+        self.calls.lock().unwrap().push((system.to_owned(), vec![]));
+        match s.behaviour {
+            Behaviour::Fails => return Err(SystemError::Failed("UNIMPLEMENTED".into())),
+            Behaviour::Hangs => tokio::time::sleep(Duration::from_secs(30)).await,
+            Behaviour::Answers => {}
+        }
+        Ok(s.knows
+            .iter()
+            .map(|i| AffectedPerson {
+                contacts: vec![i.clone()],
+                language: "sv".into(),
+                categories: breach.categories.clone(),
+                records: 2,
+                window_applied: false,
+            })
+            .collect())
     }
 }
 
@@ -268,4 +293,53 @@ async fn nothing_found_is_not_found_and_the_round_limit_holds() {
             .count(),
         1
     );
+}
+
+/// A breach: the named systems serving the controller are asked, each
+/// answer kept with its system; a failing or silent system is an outcome,
+/// and a system of another controller or not named is never asked.
+#[tokio::test]
+async fn a_breach_asks_the_named_systems_of_the_controller_and_reports_each_outcome() {
+    let fake = mesh([Behaviour::Answers, Behaviour::Fails, Behaviour::Hangs]);
+    let locator = Locator::new(fake.clone(), Duration::from_millis(50));
+    locator.refresh().await;
+    let header = Header {
+        request_id: "incident-1".into(),
+        controller: org("556134-1248"),
+        due_date: due(),
+        idempotency_key: "incident-1-a".into(),
+    };
+    let breach = Breach {
+        categories: vec!["aml.identity_document".into()],
+        from: None,
+        to: None,
+    };
+    let all = locator
+        .find_affected(&header, &BTreeSet::new(), &breach)
+        .await;
+    let by: BTreeMap<&str, (Outcome, usize, Option<String>)> = all
+        .iter()
+        .map(|s| {
+            (
+                s.system_id.as_str(),
+                (s.outcome, s.people.len(), s.error_reason.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(by.len(), 3, "{by:?}");
+    assert_eq!(by["crm"], (Outcome::Found, 1, None));
+    assert_eq!(
+        by["legal"],
+        (Outcome::Failed, 0, Some("UNIMPLEMENTED".into()))
+    );
+    assert_eq!(
+        by["print"],
+        (Outcome::TimedOut, 0, Some("TIMED_OUT".into()))
+    );
+    assert_eq!(all[0].people[0].records, 2);
+    let only_crm = locator
+        .find_affected(&header, &["crm".to_owned()].into(), &breach)
+        .await;
+    assert_eq!(only_crm.len(), 1);
+    assert_eq!(only_crm[0].system_id, "crm");
 }

@@ -46,6 +46,10 @@ pub const SCOPES: &[ScopeRule] = &[
         scopes: &[SCOPE_READ],
     },
     ScopeRule {
+        method: "FindAffected",
+        scopes: &[SCOPE_READ],
+    },
+    ScopeRule {
         method: "Erase",
         scopes: &[SCOPE_WRITE],
     },
@@ -365,6 +369,7 @@ impl Handlers {
 
 type AccessStream = Pin<Box<dyn Stream<Item = Result<pb::AccessResponse, Status>> + Send>>;
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchOperationResponse, Status>> + Send>>;
+type AffectedStream = Pin<Box<dyn Stream<Item = Result<pb::FindAffectedResponse, Status>> + Send>>;
 
 fn methods_from_pb(v: &[i32]) -> Result<BTreeSet<Method>, Status> {
     let mut out = BTreeSet::new();
@@ -396,6 +401,7 @@ fn methods_from_pb(v: &[i32]) -> Result<BTreeSet<Method>, Status> {
 impl DataSystem for Handlers {
     type AccessStream = AccessStream;
     type WatchOperationStream = WatchStream;
+    type FindAffectedStream = AffectedStream;
 
     async fn describe(
         &self,
@@ -486,6 +492,55 @@ impl DataSystem for Handlers {
                 .collect(),
             ignored_identity_types: ignored.into_iter().collect(),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn find_affected(
+        &self,
+        req: Request<pb::FindAffectedRequest>,
+    ) -> Result<Response<Self::FindAffectedStream>, Status> {
+        let pb::FindAffectedRequest {
+            instruction,
+            category_ids,
+            from_time: _,
+            to_time: _,
+        } = req.into_inner();
+        let instruction = self.instruction(instruction)?;
+        let categories: BTreeSet<String> = category_ids
+            .iter()
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if categories.is_empty() {
+            return Err(invalid_argument(vec![(
+                "category_ids".into(),
+                "at least one category".into(),
+            )]));
+        }
+        let people = self
+            .system
+            .find_affected(&instruction.controller, &categories)
+            .await?;
+        // The tables keep no creation time: the window is not applied.
+        let answers = people.into_iter().map(|p| {
+            Ok(pb::FindAffectedResponse {
+                contacts: p
+                    .contacts
+                    .iter()
+                    .map(|i| common::Identity {
+                        r#type: identity_type_to_pb(i.kind()) as i32,
+                        format: common::IdentityFormat::Raw as i32,
+                        value: i.value().to_owned(),
+                        hmac_key_id: String::new(),
+                    })
+                    .collect(),
+                language: p.language.unwrap_or_default(),
+                category_ids: p.categories.into_iter().collect(),
+                record_count: p.records,
+                window_applied: false,
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(answers))))
     }
 
     #[tracing::instrument(skip_all)]

@@ -232,6 +232,10 @@ pub struct TableSpec {
     /// A nullable text column listing purposes objected to (Art. 21).
     #[serde(default)]
     pub objection_column: Option<String>,
+    /// On a table with identities: a column holding the person's language
+    /// ("sv", "en"), for a breach notice in it (Art. 34).
+    #[serde(default)]
+    pub language_column: Option<String>,
 }
 
 /// A primary key.
@@ -389,6 +393,9 @@ impl TableSpec {
         ));
         if let Some(c) = &self.objection_column {
             v.push(("objection_column".into(), c));
+        }
+        if let Some(c) = &self.language_column {
+            v.push(("language_column".into(), c));
         }
         v
     }

@@ -16,7 +16,7 @@ use dsr_connector::restriction::{Reason, Reasons};
 use dsr_connector::signing::ReceiptSigner;
 use dsr_connector::suppression::Suppressions;
 use dsr_domain::clock::Clock;
-use dsr_domain::identity::{Identity, Organisationsnummer};
+use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, Value};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult, TransactionTrait};
 
@@ -331,6 +331,19 @@ impl Throttle {
     }
 }
 
+/// One person a breach may have touched (see [`SqlSystem::find_affected`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Affected {
+    /// Their email addresses and phones.
+    pub contacts: Vec<Identity>,
+    /// Their language, when the system holds it.
+    pub language: Option<String>,
+    /// The asked-about categories their records hold.
+    pub categories: BTreeSet<String>,
+    /// Their records in those categories.
+    pub records: u64,
+}
+
 /// One system served by the generic connector.
 #[derive(Clone)]
 pub struct SqlSystem {
@@ -509,6 +522,132 @@ impl SqlSystem {
         } else {
             Err(Error::InvalidArgument(v))
         }
+    }
+
+    /// For a breach: every person of `controller` with records in
+    /// `categories`, grouped by the record at the top of each table's
+    /// parent chain (the contact a KYC document belongs to), with their
+    /// contacts and language. The tables keep no creation time, so every
+    /// record in the categories counts (no window). One grouped count per
+    /// table, then the people's contacts in chunks.
+    pub async fn find_affected(
+        &self,
+        controller: &Organisationsnummer,
+        categories: &BTreeSet<String>,
+    ) -> Result<Vec<Affected>, Error> {
+        type Person = (BTreeSet<String>, u64);
+        let mut people: BTreeMap<String, BTreeMap<String, Person>> = BTreeMap::new();
+        let qualified = |t: &str, c: &str| {
+            Expr::col((Alias::new(t), Alias::new(c))).cast_as(Alias::new("text"))
+        };
+        for t in &self.manifest.tables {
+            let hit: BTreeSet<String> = t
+                .categories()
+                .into_iter()
+                .filter(|c| categories.contains(*c))
+                .map(str::to_owned)
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            let mut chain = vec![t];
+            while let Some(p) = chain
+                .last()
+                .and_then(|c| c.parent.as_ref())
+                .and_then(|p| self.manifest.table(&p.table))
+            {
+                if chain.len() > self.manifest.tables.len() {
+                    break;
+                }
+                chain.push(p);
+            }
+            let root = chain[chain.len() - 1];
+            let mut sel = Query::select();
+            sel.from(Alias::new(&t.name))
+                .expr(qualified(&root.name, &root.primary_key.column))
+                .expr(Expr::col((Alias::new(&t.name), Alias::new(&t.primary_key.column))).count());
+            for pair in chain.windows(2) {
+                let (child, parent) = (pair[0], pair[1]);
+                let Some(link) = &child.parent else { continue };
+                sel.inner_join(
+                    Alias::new(&parent.name),
+                    Expr::col((
+                        Alias::new(&parent.name),
+                        Alias::new(&parent.primary_key.column),
+                    ))
+                    .equals((Alias::new(&child.name), Alias::new(&link.column))),
+                );
+            }
+            if let Some(col) = &root.controller_column {
+                sel.and_where(
+                    Expr::col((Alias::new(&root.name), Alias::new(col))).eq(controller.as_str()),
+                );
+            }
+            sel.group_by_col((Alias::new(&root.name), Alias::new(&root.primary_key.column)));
+            for row in self.query(&self.db, &sel).await? {
+                let Some(key) = get_text(&row, 0)? else {
+                    continue;
+                };
+                let n: i64 = row.try_get_by_index(1)?;
+                let e = people
+                    .entry(root.name.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_default();
+                e.0.extend(hit.iter().cloned());
+                e.1 += u64::try_from(n).unwrap_or(0);
+            }
+        }
+        let mut out = Vec::new();
+        for (root_name, by_key) in people {
+            let Some(root) = self.manifest.table(&root_name) else {
+                continue;
+            };
+            let keys: Vec<String> = by_key.keys().cloned().collect();
+            let mut contacts: BTreeMap<String, (Vec<Identity>, Option<String>)> = BTreeMap::new();
+            for chunk in keys.chunks(CHUNK) {
+                let mut sel = Query::select();
+                sel.from(Alias::new(&root.name))
+                    .expr(text_col(&root.primary_key.column))
+                    .and_where(
+                        Expr::col(Alias::new(&root.primary_key.column))
+                            .is_in(self.values(root, chunk)),
+                    );
+                for c in &root.identities {
+                    sel.expr(text_col(&c.column));
+                }
+                if let Some(l) = &root.language_column {
+                    sel.expr(text_col(l));
+                }
+                for row in self.query(&self.db, &sel).await? {
+                    let Some(key) = get_text(&row, 0)? else {
+                        continue;
+                    };
+                    let ids: Vec<Identity> = Self::row_identities(root, &row, 1)?
+                        .into_iter()
+                        .filter_map(|(k, v)| Identity::parse(IdentityType::parse(&k)?, &v).ok())
+                        .filter(|i| matches!(i.kind(), IdentityType::Email | IdentityType::Phone))
+                        .collect();
+                    let language = match root.language_column {
+                        Some(_) => get_text(&row, 1 + root.identities.len())?
+                            .map(|l| l.trim().to_ascii_lowercase())
+                            .filter(|l| l == "sv" || l == "en"),
+                        None => None,
+                    };
+                    contacts.insert(key, (ids, language));
+                }
+            }
+            for (key, (categories, records)) in by_key {
+                let (contacts, language) = contacts.remove(&key).unwrap_or_default();
+                out.push(Affected {
+                    contacts,
+                    language,
+                    categories,
+                    records,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Finds the person's records and linked identities.

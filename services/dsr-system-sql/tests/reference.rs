@@ -878,3 +878,76 @@ fn reference_declarations_agree_with_the_retention_policy() {
         }
     }
 }
+
+/// For a breach on the CRM's KYC documents: every contact of the
+/// controller with such documents, once each, with their records counted,
+/// their email and phone to reach them and their language; other
+/// controllers' contacts left out; no category asked is refused.
+#[tokio::test]
+async fn crm_finds_the_people_a_breach_of_kyc_documents_touches() {
+    let db = seeded(Reference::Crm, 100).await;
+    let mut s = start(&db, Reference::Crm).await;
+    let ctrl = reference::people(100, 42)[0].controller;
+    let rows = db
+        .db
+        .query_all_raw(Statement::from_string(
+            db.db.get_database_backend(),
+            format!(
+                "SELECT c.id, COUNT(k.id) FROM contacts c JOIN kyc_documents k ON k.contact_id = c.id \
+                 WHERE c.controller_orgnr = '{ctrl}' GROUP BY c.id"
+            ),
+        ))
+        .await
+        .unwrap();
+    let want_people = rows.len();
+    let want_records: i64 = rows
+        .iter()
+        .map(|r| r.try_get_by_index::<i64>(1).unwrap())
+        .sum();
+    assert!(want_people > 0);
+    let mut stream = s
+        .client
+        .find_affected(s.req(pb::FindAffectedRequest {
+            instruction: header("crm", ctrl, "affected-0001"),
+            category_ids: vec!["aml.identity_document".into()],
+            from_time: None,
+            to_time: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut people = Vec::new();
+    while let Some(p) = stream.message().await.unwrap() {
+        people.push(p);
+    }
+    assert_eq!(people.len(), want_people);
+    assert_eq!(
+        people.iter().map(|p| p.record_count).sum::<u64>(),
+        u64::try_from(want_records).unwrap()
+    );
+    for p in &people {
+        assert_eq!(p.category_ids, vec!["aml.identity_document".to_owned()]);
+        assert!(!p.window_applied);
+        assert!(
+            p.contacts
+                .iter()
+                .any(|c| c.r#type == common::IdentityType::Email as i32),
+            "{p:?}"
+        );
+        assert!(matches!(p.language.as_str(), "sv" | "en"), "{p:?}");
+    }
+    // Nothing asked: refused.
+    let st = s
+        .client
+        .find_affected(s.req(pb::FindAffectedRequest {
+            instruction: header("crm", ctrl, "affected-0002"),
+            category_ids: vec![],
+            from_time: None,
+            to_time: None,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), Code::InvalidArgument);
+    drop(s);
+    db.finish().await;
+}

@@ -27,6 +27,65 @@ pub(super) fn word(p: &Portal, lang: Lang, prefix: &str, w: &str) -> String {
     }
 }
 
+/// The letters to the person about the request: which, where each is, to
+/// which channel and when, a failure's reason.
+pub(super) fn letters(p: &Portal, lang: Lang, letters: &[pb::Letter]) -> String {
+    if letters.is_empty() {
+        return String::new();
+    }
+    let t = &p.texts;
+    let mut b = format!(
+        "<h2>{}</h2><p class=\"help\">{}</p>",
+        esc(t.get("console_letters", lang)),
+        esc(t.get("console_letters_help", lang))
+    );
+    b.push_str(&table_head(
+        p,
+        lang,
+        "letters",
+        &[
+            "console_letter",
+            "console_letter_status",
+            "console_letter_channel",
+            "console_letter_sent",
+            "console_last_error",
+        ],
+    ));
+    let name = |prefix: &str, v: &str| v.trim_start_matches(prefix).to_ascii_lowercase();
+    for l in letters {
+        let kind = pb::LetterKind::try_from(l.kind)
+            .map(|k| name("LETTER_KIND_", k.as_str_name()))
+            .unwrap_or_default();
+        let status = pb::LetterStatus::try_from(l.status)
+            .map(|s| name("LETTER_STATUS_", s.as_str_name()))
+            .unwrap_or_default();
+        // "email (verified)": the channel and how the address was known.
+        let channel = match l.channel.split_once(" (") {
+            Some((how, known)) => format!(
+                "{} ({})",
+                word(p, lang, "console_channel", how),
+                word(p, lang, "console_channel", known.trim_end_matches(')'))
+            ),
+            None => esc(&l.channel),
+        };
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td translate=\"no\">{}</td></tr>",
+            word(p, lang, "console_letter_kind", &kind),
+            word(p, lang, "console_letter_status", &status),
+            channel,
+            esc(&l
+                .send_time
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default()),
+            esc(&l.last_error),
+        );
+    }
+    b.push_str("</tbody></table>");
+    b
+}
+
 /// A step's name ("verify", "locate", …).
 pub(super) fn step_name(p: &Portal, lang: Lang, name: &str) -> String {
     word(p, lang, "console_step", name)
@@ -104,7 +163,22 @@ fn action(p: &Portal, lang: Lang, a: &str) -> String {
             esc(t.get("console_audit_rejected", lang)),
             word(p, lang, "console_rejection", rest)
         ),
-        "approved" | "reviewed" | "identities_purged" | "cancelled" => {
+        "letter_sent" | "letter_failed" | "letter_undeliverable" => {
+            // "<key> by <channel>" or "<key>: <reason>"; the key's kind
+            // before any ":<months>".
+            let (key, detail) = rest
+                .split_once(" by ")
+                .or_else(|| rest.split_once(": "))
+                .unwrap_or((rest, ""));
+            let kind = key.split(':').next().unwrap_or(key);
+            format!(
+                "{}: {} <span translate=\"no\">{}</span>",
+                esc(t.get(&format!("console_audit_{head}"), lang)),
+                word(p, lang, "console_letter_kind", kind),
+                esc(detail)
+            )
+        }
+        "approved" | "reviewed" | "identities_purged" | "cancelled" | "awaiting_stronger_proof" => {
             esc(t.get(&format!("console_audit_{head}"), lang))
         }
         "discrepancy" | "disclosure_withheld" => format!(

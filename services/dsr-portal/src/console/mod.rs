@@ -856,6 +856,7 @@ fn request_page(
         }
         b.push_str("</tbody></table>");
     }
+    b.push_str(&casefile::letters(p, lang, &r.letters));
     if let Some(plan) = &case.plan {
         b.push_str(&casefile::plan(p, lang, plan, &case.receipts));
     }
