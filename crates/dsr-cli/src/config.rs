@@ -117,6 +117,9 @@ pub(crate) struct OrchestratorSection {
     /// to fetch an answer (e.g. "https://privacy.example.se"). Required
     /// when the orchestrator runs a worker; `dsr up` sets its own.
     pub privacy_centre_url: String,
+    /// Days the DPO has to answer a complaint (its response target; the
+    /// queue shows it overdue after).
+    pub complaint_response_days: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -638,6 +641,7 @@ impl Default for Config {
                 identity_retention_days: 30,
                 letters_file: String::new(),
                 privacy_centre_url: String::new(),
+                complaint_response_days: 30,
             },
             export: ExportSection {
                 registry_endpoint: String::new(),

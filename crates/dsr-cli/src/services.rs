@@ -131,6 +131,8 @@ pub(crate) const ALL_SCOPES: &[&str] = &[
     dsr_orchestrator::grpc::SCOPE_SUBMIT,
     dsr_orchestrator::grpc::SCOPE_READ,
     dsr_orchestrator::grpc::SCOPE_MANAGE,
+    dsr_orchestrator::grpc::incidents::SCOPE_REPORT,
+    dsr_orchestrator::grpc::incidents::SCOPE_MANAGE,
 ];
 
 /// Every audience a development token may name: the registry and the
@@ -351,6 +353,7 @@ pub(crate) fn mesh_grants() -> Grants {
             [
                 dsr_orchestrator::grpc::SCOPE_SUBMIT,
                 dsr_orchestrator::grpc::SCOPE_READ,
+                dsr_orchestrator::grpc::incidents::SCOPE_REPORT,
                 dsr_identity::grpc::SCOPE_VERIFY,
                 dsr_export::grpc::SCOPE_READ,
             ],
@@ -1031,6 +1034,7 @@ fn prepare_orchestrator(
         }
     }
     let letters = letters(&o.letters_file)?;
+    let letters_for_drafts = letters.clone();
     if o.workers > 0 {
         let url = o.privacy_centre_url.as_str();
         if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(' ') {
@@ -1177,6 +1181,18 @@ fn prepare_orchestrator(
         changes.clone(),
         Duration::from_secs(1),
     ));
+    let incident_deps = orch::grpc::incidents::IncidentDeps {
+        ledger: ledger.clone(),
+        discovery: mesh.clone(),
+        letters: Arc::new(letters_for_drafts),
+        group: group(cfg)?,
+        complaint_response: chrono::TimeDelta::days(i64::from(o.complaint_response_days)),
+        call_timeout: Duration::from_secs(o.call_timeout_secs.max(60)),
+    };
+    tokio::spawn(orch::metrics::incident_gauges(
+        ledger.clone(),
+        Duration::from_secs(30),
+    ));
     let deps = orch::grpc::Deps {
         intake: orch::intake::Intake::new(ledger.clone(), verification_tokens, mesh)
             .with_assurance(
@@ -1197,6 +1213,9 @@ fn prepare_orchestrator(
         trust.validator(orch::SERVICE_NAME),
     ))
     .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+    let (incidents, complaints) =
+        orch::grpc::incidents::services(incident_deps, trust.validator(orch::SERVICE_NAME));
+    set.add(incidents).add(complaints);
     Ok(set)
 }
 
@@ -1322,7 +1341,7 @@ mod tests {
     #[test]
     fn every_rpc_of_every_service_has_a_scope_rule() {
         let fds = prost_types::FileDescriptorSet::decode(dsr_proto::FILE_DESCRIPTOR_SET).unwrap();
-        let tables: [(&str, &str, &[ScopeRule]); 7] = [
+        let tables: [(&str, &str, &[ScopeRule]); 9] = [
             (
                 "dsr.transfer.v1",
                 "TransferRegistry",
@@ -1341,6 +1360,16 @@ mod tests {
                 "dsr.orchestrator.v1",
                 "Requests",
                 dsr_orchestrator::grpc::SCOPES,
+            ),
+            (
+                "dsr.incident.v1",
+                "Incidents",
+                dsr_orchestrator::grpc::incidents::INCIDENT_SCOPES,
+            ),
+            (
+                "dsr.incident.v1",
+                "Complaints",
+                dsr_orchestrator::grpc::incidents::COMPLAINT_SCOPES,
             ),
         ];
         for (package, name, rules) in tables {

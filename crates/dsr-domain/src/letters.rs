@@ -38,17 +38,25 @@ pub enum LetterKind {
     Refused,
     /// A restriction is about to be lifted (Art. 18(3): told before).
     RestrictionLifted,
+    /// A personal-data breach likely to result in a high risk (Art. 34(2)):
+    /// its nature, the DPO, the likely consequences, the measures.
+    BreachNotice,
+    /// The DPO's answer to a complaint, with the right to complain to the
+    /// supervisory authority.
+    ComplaintAnswer,
 }
 
 impl LetterKind {
     /// Every letter.
-    pub const ALL: [LetterKind; 6] = [
+    pub const ALL: [LetterKind; 8] = [
         Self::Received,
         Self::IdentityNeeded,
         Self::Extended,
         Self::Completed,
         Self::Refused,
         Self::RestrictionLifted,
+        Self::BreachNotice,
+        Self::ComplaintAnswer,
     ];
 
     /// Its name in the file and on the wire.
@@ -60,6 +68,8 @@ impl LetterKind {
             Self::Completed => "completed",
             Self::Refused => "refused",
             Self::RestrictionLifted => "restriction_lifted",
+            Self::BreachNotice => "breach_notice",
+            Self::ComplaintAnswer => "complaint_answer",
         }
     }
 
@@ -77,6 +87,8 @@ impl LetterKind {
             Self::Completed => &["reference", "fetch"],
             Self::Refused => &["reference", "reason", "authority", "authority_url"],
             Self::RestrictionLifted => &["reference", "lift_on"],
+            Self::BreachNotice => &["reference", "nature", "consequences", "measures", "dpo"],
+            Self::ComplaintAnswer => &["reference", "answer", "authority", "authority_url"],
         }
     }
 }
@@ -95,6 +107,10 @@ pub const NAMES: &[&str] = &[
     "authority",
     "authority_url",
     "lift_on",
+    "nature",
+    "consequences",
+    "measures",
+    "answer",
 ];
 
 /// The refusal reasons a letter explains, by their wire names.
@@ -121,7 +137,35 @@ struct File {
     letters: BTreeMap<String, Template>,
     kinds: BTreeMap<String, Text>,
     reasons: BTreeMap<String, Text>,
+    notification: BTreeMap<String, Text>,
 }
+
+/// The headings of a notification to the supervisory authority
+/// (Art. 33(3)), each required in both languages.
+pub const NOTIFICATION: &[&str] = &[
+    "title",
+    "controllers",
+    "reference",
+    "nature",
+    "started",
+    "discovered",
+    "reported",
+    "systems",
+    "categories",
+    "people",
+    "records",
+    "window",
+    "dpo",
+    "consequences",
+    "measures",
+    "containment",
+    "risk",
+    "people_told",
+    "late",
+    "missing",
+    "unknown",
+    "not_asked",
+];
 
 /// Why a letters file was refused (the letter and the language named).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -143,6 +187,7 @@ pub struct Letters {
     letters: BTreeMap<LetterKind, Template>,
     kinds: BTreeMap<Kind, Text>,
     reasons: BTreeMap<String, Text>,
+    notification: BTreeMap<String, Text>,
 }
 
 /// The names in braces in `s`; an unclosed brace is an error.
@@ -228,11 +273,26 @@ impl Letters {
                 "reasons.{extra}: not a refusal reason"
             )));
         }
+        if let Some(missing) = NOTIFICATION
+            .iter()
+            .find(|k| !f.notification.contains_key(**k))
+        {
+            return Err(LettersError(format!("notification.{missing}: missing")));
+        }
         Ok(Self {
             letters,
             kinds,
             reasons: f.reasons,
+            notification: f.notification,
         })
+    }
+
+    /// A heading of the notification to the supervisory authority in
+    /// `lang` (see [`NOTIFICATION`]).
+    pub fn notification(&self, key: &str, lang: Lang) -> &str {
+        self.notification
+            .get(key)
+            .map_or("", |t| t.get(lang).as_str())
     }
 
     /// The words for a kind of request in `lang`.
@@ -289,6 +349,10 @@ mod tests {
             ("authority_url", "https://www.imy.se".to_owned()),
             ("fetch", "https://privacy.example.se/sv/status".to_owned()),
             ("lift_on", "2027-01-10".to_owned()),
+            ("nature", "Ett obehörigt intrång i CRM-systemet".to_owned()),
+            ("consequences", "Risk för identitetsstöld".to_owned()),
+            ("measures", "Spärrade konton".to_owned()),
+            ("answer", "Vi har rättat uppgiften".to_owned()),
         ])
     }
 

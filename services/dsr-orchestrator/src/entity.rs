@@ -153,6 +153,108 @@ pub(crate) mod letter {
         pub channel: Option<String>,
         pub queued_at: DateTimeUtc,
         pub sent_at: Option<DateTimeUtc>,
+        /// For a letter not to a request's person (a breach notice, a
+        /// complaint's answer): where it goes, `[type, value]`, cleared
+        /// once it is sent or given up.
+        pub to_identity: Option<String>,
+        /// Its language, for such a letter.
+        pub language: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod incident {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orchestrator_incident")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub summary: String,
+        pub started_at: Option<DateTimeUtc>,
+        pub discovered_at: DateTimeUtc,
+        pub reported_at: DateTimeUtc,
+        /// "staff" or "public_form".
+        pub source: String,
+        pub reported_by: String,
+        /// JSON list.
+        pub system_ids: String,
+        /// JSON list.
+        pub category_ids: String,
+        pub approximate_people: i64,
+        pub containment: String,
+        /// "none", "risk" or "high".
+        pub risk: Option<String>,
+        pub risk_reasoning: Option<String>,
+        pub consequences: Option<String>,
+        pub measures: Option<String>,
+        /// JSON: `crate::incidents::Affected`.
+        pub affected: Option<String>,
+        pub authority_notified_at: Option<DateTimeUtc>,
+        pub authority_reference: Option<String>,
+        pub late_reason: Option<String>,
+        pub notices_started_at: Option<DateTimeUtc>,
+        /// "unintelligible", "risk_no_longer_likely", "public_communication".
+        pub notice_exception: Option<String>,
+        pub notice_exception_explanation: Option<String>,
+        pub remedial_action: Option<String>,
+        pub closed_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod incident_person {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orchestrator_incident_person")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub incident_id: String,
+        pub controller: String,
+        /// JSON list of `[type, value]`.
+        pub contacts: String,
+        /// "sv" or "en".
+        pub language: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod complaint {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orchestrator_complaint")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub controller: String,
+        pub text: String,
+        /// `[type, value]` JSON; cleared once the answer is sent.
+        pub reply_to: Option<String>,
+        pub language: String,
+        /// JSON list.
+        pub request_ids: String,
+        pub filed_at: DateTimeUtc,
+        pub answer_due: DateTimeUtc,
+        pub filed_by: String,
+        pub answer: Option<String>,
+        pub answered_at: Option<DateTimeUtc>,
+        pub answered_by: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

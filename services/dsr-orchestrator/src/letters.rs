@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use dsr_domain::group::Group;
-use dsr_domain::identity::{Identity, IdentityType};
+use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::letters::{LetterKind, Letters};
 use dsr_domain::request::{Kind, WriteOrder};
 use dsr_domain::text::Lang;
@@ -68,6 +68,21 @@ pub struct Facts {
     /// The day a restriction is lifted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lift_on: Option<NaiveDate>,
+    /// For a letter not about a request: the controller it speaks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    /// A breach notice's nature of the breach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nature: Option<String>,
+    /// A breach notice's likely consequences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consequences: Option<String>,
+    /// A breach notice's measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measures: Option<String>,
+    /// A complaint's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// Where a letter is.
@@ -94,7 +109,7 @@ impl Status {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "pending" => Self::Pending,
             "sent" => Self::Sent,
@@ -237,6 +252,8 @@ pub(crate) async fn queue_for<C: ConnectionTrait>(
         channel: Set(None),
         queued_at: Set(now),
         sent_at: Set(None),
+        to_identity: Set(None),
+        language: Set(None),
         ..Default::default()
     })
     .on_conflict(
@@ -383,6 +400,10 @@ impl Ledger {
                 ))
             }
         };
+        if event.is_some() {
+            // Sent or given up: an address of its own is no longer needed.
+            am.to_identity = Set(None);
+        }
         am.update(&txn).await?;
         if let Some(e) = event {
             self.append(&txn, "service:orchestrator/letters", request_id, &e)
@@ -542,49 +563,29 @@ impl Sender {
             return fail("UNKNOWN_LETTER");
         };
         let facts: Facts = serde_json::from_str(&m.facts).unwrap_or_default();
-        let r = match req::Entity::find_by_id(m.request_id.clone())
-            .one(self.ledger.db())
-            .await
-        {
-            Ok(Some(r)) => r,
-            Ok(None) => return fail("REQUEST_NOT_FOUND"),
-            Err(_) => return self.retry(m, "STORAGE"),
+        let target = match kind {
+            LetterKind::BreachNotice | LetterKind::ComplaintAnswer => {
+                self.direct(m, kind, &facts, m.to_identity.as_deref())
+            }
+            LetterKind::Received
+            | LetterKind::IdentityNeeded
+            | LetterKind::Extended
+            | LetterKind::Completed
+            | LetterKind::Refused
+            | LetterKind::RestrictionLifted => self.to_requester(m, kind, &facts).await,
         };
-        // The verified address; the claimed one only for a letter that may
-        // come before verification.
-        let verified = r
-            .verified_identities
-            .as_deref()
-            .and_then(|v| parse_identities(v).ok());
-        // Art. 12(4): a person refused is told, verified or not.
-        let before_verification = matches!(kind, LetterKind::IdentityNeeded | LetterKind::Refused);
-        let (ids, how) = match verified {
-            Some(v) if !v.is_empty() => (v, "verified"),
-            _ if before_verification => (
-                parse_identities(&r.identities).unwrap_or_default(),
-                "claimed",
-            ),
-            _ => (Vec::new(), ""),
-        };
-        let Some(to) = contact(&ids) else {
-            return Attempt::Undeliverable;
-        };
-        let Some(written) = self.write(kind, &r, &facts) else {
-            return fail("UNKNOWN_REQUEST_KIND");
-        };
-        let call = Call {
-            request_id: r.id.clone(),
-            controller: match dsr_domain::identity::Organisationsnummer::parse(&r.controller) {
-                Ok(c) => c,
-                Err(_) => return fail("INVALID_CONTROLLER"),
-            },
-            due_date: r.due,
-            submitted_by: r.submitted_by.clone(),
-            timeout: self.cfg.call_timeout,
+        let Target {
+            to,
+            how,
+            call,
+            written,
+        } = match target {
+            Ok(t) => t,
+            Err(a) => return a,
         };
         match self
             .notifier
-            .send_letter(&call, to, &written.subject, &written.body)
+            .send_letter(&call, &to, &written.subject, &written.body)
             .await
         {
             Ok(()) => Attempt::Sent {
@@ -602,6 +603,119 @@ impl Sender {
         }
     }
 
+    /// A letter about a request, to its person.
+    async fn to_requester(
+        &self,
+        m: &letter::Model,
+        kind: LetterKind,
+        facts: &Facts,
+    ) -> Result<Target, Attempt> {
+        let fail = |error: &str| Attempt::Failed {
+            error: error.to_owned(),
+        };
+        let r = match req::Entity::find_by_id(m.request_id.clone())
+            .one(self.ledger.db())
+            .await
+        {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(fail("REQUEST_NOT_FOUND")),
+            Err(_) => return Err(self.retry(m, "STORAGE")),
+        };
+        // The verified address; the claimed one only for a letter that may
+        // come before verification.
+        let verified = r
+            .verified_identities
+            .as_deref()
+            .and_then(|v| parse_identities(v).ok());
+        // Art. 12(4): a person refused is told, verified or not.
+        let before_verification = matches!(kind, LetterKind::IdentityNeeded | LetterKind::Refused);
+        let (ids, how) = match verified {
+            Some(v) if !v.is_empty() => (v, "verified"),
+            _ if before_verification => (
+                parse_identities(&r.identities).unwrap_or_default(),
+                "claimed",
+            ),
+            _ => (Vec::new(), ""),
+        };
+        let Some(to) = contact(&ids).cloned() else {
+            return Err(Attempt::Undeliverable);
+        };
+        let Some(written) = self.write(kind, &r, facts) else {
+            return Err(fail("UNKNOWN_REQUEST_KIND"));
+        };
+        let Ok(controller) = Organisationsnummer::parse(&r.controller) else {
+            return Err(fail("INVALID_CONTROLLER"));
+        };
+        Ok(Target {
+            to,
+            how,
+            call: Call {
+                request_id: r.id.clone(),
+                controller,
+                due_date: r.due,
+                submitted_by: r.submitted_by.clone(),
+                timeout: self.cfg.call_timeout,
+            },
+            written,
+        })
+    }
+
+    /// A letter to an address of its own: a breach notice (the address the
+    /// system holds), a complaint's answer (the address the person gave).
+    fn direct(
+        &self,
+        m: &letter::Model,
+        kind: LetterKind,
+        facts: &Facts,
+        to: Option<&str>,
+    ) -> Result<Target, Attempt> {
+        let to = to
+            .and_then(|t| serde_json::from_str::<[String; 2]>(t).ok())
+            .and_then(|[t, v]| Identity::parse(IdentityType::parse(&t)?, &v).ok())
+            .filter(|i| matches!(i.kind(), IdentityType::Email | IdentityType::Phone))
+            .ok_or(Attempt::Undeliverable)?;
+        let lang = m
+            .language
+            .as_deref()
+            .and_then(Lang::parse)
+            .unwrap_or(Lang::Sv);
+        let controller = facts
+            .controller
+            .as_deref()
+            .and_then(|c| Organisationsnummer::parse(c).ok())
+            .or_else(|| {
+                self.group
+                    .controllers
+                    .first()
+                    .map(|c| c.organisation_number.clone())
+            })
+            .ok_or_else(|| Attempt::Failed {
+                error: "INVALID_CONTROLLER".into(),
+            })?;
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let mut values = self.common_values(&m.request_id, &controller, lang);
+        values.insert("nature", text(&facts.nature));
+        values.insert("consequences", text(&facts.consequences));
+        values.insert("measures", text(&facts.measures));
+        values.insert("answer", text(&facts.answer));
+        Ok(Target {
+            to,
+            how: if kind == LetterKind::BreachNotice {
+                "recorded"
+            } else {
+                "given"
+            },
+            call: Call {
+                request_id: m.request_id.clone(),
+                controller,
+                due_date: self.ledger.clock().today(),
+                submitted_by: None,
+                timeout: self.cfg.call_timeout,
+            },
+            written: self.letters.write(kind, lang, &values),
+        })
+    }
+
     fn retry(&self, m: &letter::Model, error: &str) -> Attempt {
         let attempt = u32::try_from(m.attempts).unwrap_or(0).saturating_add(1);
         if attempt >= self.cfg.max_attempts {
@@ -617,6 +731,38 @@ impl Sender {
         }
     }
 
+    /// The values every letter may use: its reference, the company, the
+    /// DPO and the supervisory authority.
+    fn common_values(
+        &self,
+        reference: &str,
+        controller: &Organisationsnummer,
+        lang: Lang,
+    ) -> BTreeMap<&'static str, String> {
+        BTreeMap::from([
+            ("reference", reference.to_owned()),
+            (
+                "company",
+                self.group
+                    .controllers
+                    .iter()
+                    .find(|c| &c.organisation_number == controller)
+                    .map(|c| c.name.clone())
+                    .unwrap_or_else(|| controller.as_str().to_owned()),
+            ),
+            ("dpo", self.group.dpo_email.clone()),
+            (
+                "authority",
+                if lang == Lang::Sv {
+                    self.group.authority.name_sv.clone()
+                } else {
+                    self.group.authority.name_en.clone()
+                },
+            ),
+            ("authority_url", self.group.authority.url.clone()),
+        ])
+    }
+
     /// The letter written out for request `r`, in its language.
     fn write(
         &self,
@@ -626,6 +772,7 @@ impl Sender {
     ) -> Option<dsr_domain::letters::Written> {
         let lang = Lang::parse(&r.language).unwrap_or(Lang::Sv);
         let request_kind = Kind::parse(&r.kind)?;
+        let controller = Organisationsnummer::parse(&r.controller).ok()?;
         let reason = match kind {
             LetterKind::Refused => {
                 let code = facts.reason_code.as_deref().unwrap_or("other");
@@ -640,22 +787,14 @@ impl Sender {
             | LetterKind::IdentityNeeded
             | LetterKind::Extended
             | LetterKind::Completed
-            | LetterKind::RestrictionLifted => facts.explanation.clone().unwrap_or_default(),
+            | LetterKind::RestrictionLifted
+            | LetterKind::BreachNotice
+            | LetterKind::ComplaintAnswer => facts.explanation.clone().unwrap_or_default(),
         };
         let date = |d: Option<NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
-        let sv = lang == Lang::Sv;
         let base = self.cfg.privacy_centre_url.trim_end_matches('/');
-        let values = BTreeMap::from([
-            ("reference", r.id.clone()),
-            (
-                "company",
-                self.group
-                    .controllers
-                    .iter()
-                    .find(|c| c.organisation_number.as_str() == r.controller)
-                    .map(|c| c.name.clone())
-                    .unwrap_or_else(|| r.controller.clone()),
-            ),
+        let mut values = self.common_values(&r.id, &controller, lang);
+        values.extend([
             ("kind", self.letters.kind(request_kind, lang).to_owned()),
             ("received", date(facts.received.or(Some(r.received_on)))),
             ("due", date(facts.due.or(Some(r.due)))),
@@ -665,20 +804,18 @@ impl Sender {
             ),
             ("reason", reason),
             ("fetch", format!("{base}/{}/", lang.code())),
-            ("dpo", self.group.dpo_email.clone()),
-            (
-                "authority",
-                if sv {
-                    self.group.authority.name_sv.clone()
-                } else {
-                    self.group.authority.name_en.clone()
-                },
-            ),
-            ("authority_url", self.group.authority.url.clone()),
             ("lift_on", date(facts.lift_on)),
         ]);
         Some(self.letters.write(kind, lang, &values))
     }
+}
+
+/// Where a letter goes and what it says.
+struct Target {
+    to: Identity,
+    how: &'static str,
+    call: Call,
+    written: dsr_domain::letters::Written,
 }
 
 /// The address a letter goes to: the first email address, else the first

@@ -6,9 +6,11 @@
 //! [`mesh`] traits, implemented over gRPC in [`grpc::clients`].
 #![forbid(unsafe_code)]
 
+pub mod complaints;
 mod entity;
 pub mod feed;
 pub mod grpc;
+pub mod incidents;
 pub mod intake;
 pub mod ledger;
 pub mod letters;

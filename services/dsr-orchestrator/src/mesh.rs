@@ -150,11 +150,60 @@ pub trait Verification: Send + Sync {
     ) -> Result<(), CallError>;
 }
 
+/// What a breach concerns, as the systems are asked about it for one
+/// controller (the call's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreachQuery {
+    /// The systems concerned; empty: every system serving the controller.
+    pub systems: Vec<String>,
+    /// The categories of data.
+    pub categories: Vec<String>,
+    /// Its window, when known.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// See `from`.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One person a system says a breach may have touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AffectedPerson {
+    /// Their email addresses and phones.
+    pub contacts: Vec<Identity>,
+    /// Their language, when the system holds it ("sv", "en"), else empty.
+    pub language: String,
+    /// The breach's categories their records hold.
+    pub categories: Vec<String>,
+    /// Their records in those categories.
+    pub records: u64,
+    /// Whether the system applied the breach's window.
+    pub window_applied: bool,
+}
+
+/// One system's answer about a breach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemAffected {
+    /// The system.
+    pub system_id: String,
+    /// "found", "not_found", "failed" or "timed_out".
+    pub outcome: String,
+    /// The people.
+    pub people: Vec<AffectedPerson>,
+    /// For a failure: a stable reason.
+    pub error_reason: String,
+}
+
 /// Discovery.
 #[tonic::async_trait]
 pub trait Discovery: Send + Sync {
     /// Locates the person in every system serving the controller.
     async fn locate(&self, call: &Call, identities: &[Identity]) -> Result<SubjectMap, CallError>;
+    /// For a breach (the call's request id is the incident's): the people
+    /// each system serving the call's controller holds in its categories.
+    async fn find_affected(
+        &self,
+        call: &Call,
+        query: &BreachQuery,
+    ) -> Result<Vec<SystemAffected>, CallError>;
 }
 
 /// Export.

@@ -109,3 +109,25 @@ pub fn spawn_request_gauges(ledger: Ledger, every: Duration) -> tokio::task::Joi
         }
     })
 }
+
+/// Counts the incidents whose notification to the supervisory authority is
+/// overdue (past the 72 hours, not notified, not assessed as no risk) every
+/// `every`, as the gauge `dsr.incidents.authority_overdue`.
+pub async fn incident_gauges(ledger: Ledger, every: Duration) {
+    let overdue = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = overdue.clone();
+    let _gauge = opentelemetry::global::meter("dsr-orchestrator")
+        .u64_observable_gauge("dsr.incidents.authority_overdue")
+        .with_description(
+            "personal-data breaches past their 72 hours without a notification to the supervisory authority",
+        )
+        .with_callback(move |o| o.observe(seen.load(std::sync::atomic::Ordering::Relaxed), &[]))
+        .build();
+    loop {
+        match ledger.incidents_overdue().await {
+            Ok(n) => overdue.store(n, std::sync::atomic::Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "incident gauge not updated"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}

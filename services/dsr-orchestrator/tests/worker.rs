@@ -84,6 +84,13 @@ impl Verification for Fake {
 
 #[tonic::async_trait]
 impl Discovery for Fake {
+    async fn find_affected(
+        &self,
+        _: &Call,
+        _: &dsr_orchestrator::mesh::BreachQuery,
+    ) -> Result<Vec<dsr_orchestrator::mesh::SystemAffected>, CallError> {
+        unreachable!("the worker never asks about breaches")
+    }
     async fn locate(&self, _: &Call, ids: &[Identity]) -> Result<SubjectMap, CallError> {
         assert!(!ids.is_empty(), "locate gets the verified identities");
         self.locates.fetch_add(1, Ordering::SeqCst);

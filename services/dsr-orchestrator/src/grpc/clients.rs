@@ -344,6 +344,60 @@ impl Discovery for GrpcMesh {
             retryable: true,
         })
     }
+
+    async fn find_affected(
+        &self,
+        call: &Call,
+        q: &crate::mesh::BreachQuery,
+    ) -> Result<Vec<crate::mesh::SystemAffected>, CallError> {
+        let mut stream = self
+            .discovery
+            .clone()
+            .find_affected(with_deadline(
+                call,
+                disc::FindAffectedRequest {
+                    incident_id: call.request_id.clone(),
+                    controller: controller(call),
+                    due_date: Some(kit::date_to_pb(call.due_date)),
+                    system_ids: q.systems.clone(),
+                    category_ids: q.categories.clone(),
+                    from_time: q.from.map(kit::timestamp),
+                    to_time: q.to.map(kit::timestamp),
+                },
+            ))
+            .await
+            .map_err(|s| call_error("discovery", &s))?
+            .into_inner();
+        let mut by_system: std::collections::BTreeMap<String, crate::mesh::SystemAffected> =
+            std::collections::BTreeMap::new();
+        while let Some(m) = stream
+            .message()
+            .await
+            .map_err(|s| call_error("discovery", &s))?
+        {
+            let entry = by_system.entry(m.system_id.clone()).or_insert_with(|| {
+                crate::mesh::SystemAffected {
+                    system_id: m.system_id.clone(),
+                    outcome: String::new(),
+                    people: Vec::new(),
+                    error_reason: String::new(),
+                }
+            });
+            if let Some(p) = m.person {
+                entry.people.push(crate::mesh::AffectedPerson {
+                    contacts: kit::identities_from_pb(p.contacts, "contacts").unwrap_or_default(),
+                    language: p.language,
+                    categories: p.category_ids,
+                    records: p.record_count,
+                    window_applied: p.window_applied,
+                });
+            } else {
+                entry.outcome = outcome_name(m.outcome);
+                entry.error_reason = m.error_reason;
+            }
+        }
+        Ok(by_system.into_values().collect())
+    }
 }
 
 #[tonic::async_trait]

@@ -3,6 +3,7 @@
 //! [`clients`], the tonic implementations of the mesh traits.
 
 pub mod clients;
+pub mod incidents;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -717,6 +718,8 @@ fn letter_to_pb(l: &crate::letters::LetterView) -> pb::Letter {
             LetterKind::Completed => pb::LetterKind::Completed,
             LetterKind::Refused => pb::LetterKind::Refused,
             LetterKind::RestrictionLifted => pb::LetterKind::RestrictionLifted,
+            LetterKind::BreachNotice => pb::LetterKind::BreachNotice,
+            LetterKind::ComplaintAnswer => pb::LetterKind::ComplaintAnswer,
         } as i32,
         key: l.key.clone(),
         status: match l.status {

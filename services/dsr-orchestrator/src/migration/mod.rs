@@ -13,6 +13,7 @@ mod m20261202_000008_verification_use;
 mod m20261202_000009_submitted_by;
 mod m20261202_000010_listing_indexes;
 mod m20261203_000011_letters;
+mod m20261203_000012_incidents;
 
 /// The migrations.
 #[derive(Debug)]
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_submitted_by::Migration),
             Box::new(m20261202_000010_listing_indexes::Migration),
             Box::new(m20261203_000011_letters::Migration),
+            Box::new(m20261203_000012_incidents::Migration),
         ]
     }
 }

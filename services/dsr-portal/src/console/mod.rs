@@ -51,6 +51,8 @@ pub const CASE_HANDLER_SCOPES: &[&str] = &[
     "erasure:holds",
     "erasure:sweep",
     "transfers:read",
+    "incidents:report",
+    "incidents:manage",
 ];
 
 /// How case handlers sign in.
