@@ -4114,9 +4114,14 @@ async fn a_breach_is_counted_from_the_systems_notified_and_registered_and_a_comp
         }
         assert!(d.text.contains("DPO@se.intrum.com"));
         assert!(d.text.contains("Risk för identitetsstöld"));
+        let unit = if lang == "sv" {
+            ("personer", "poster")
+        } else {
+            ("people", "records")
+        };
         assert!(d.text.contains(&format!(
-            "aml.identity_document: {} / {}",
-            want[0].1, want[0].2
+            "aml.identity_document: {} {}, {} {}",
+            want[0].1, unit.0, want[0].2, unit.1
         )));
         assert!(d.text.contains(&people.to_string()));
     }

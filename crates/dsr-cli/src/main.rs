@@ -12,6 +12,7 @@ mod config;
 mod conformance;
 mod dev;
 mod erasure;
+mod incident;
 mod keys;
 mod portal;
 mod request;
@@ -77,6 +78,11 @@ enum Command {
     Policy(PolicyArgs),
     /// The letters the mesh writes to a person (templates, validated).
     Letters(LettersArgs),
+    /// The register of personal-data breaches (Art. 33-34): report, who is
+    /// affected, the 72 hours, the notification to IMY, notices.
+    Incident(incident::IncidentArgs),
+    /// Complaints to the DPO: file, the queue, answer.
+    Complaint(incident::ComplaintArgs),
     /// After a database restore: erase again what the erasures since the
     /// backup had erased (from their tombstones), and nothing else.
     ReplayErasures(erasure::ReplayArgs),
@@ -277,6 +283,8 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::Hold(_)
         | Command::Keys(_)
         | Command::Letters(_)
+        | Command::Incident(_)
+        | Command::Complaint(_)
         | Command::Policy(_) => {}
     }
     f
@@ -354,6 +362,8 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Token(args) => token(&cfg, args),
         Command::Transfers(args) => transfers::run(&cfg, args).await,
+        Command::Incident(args) => incident::run_incident(&cfg, args).await,
+        Command::Complaint(args) => incident::run_complaint(&cfg, args).await,
         Command::Seed(args) => seed(&cfg, args).await,
         Command::Conformance(args) => conformance::run(&cfg, args).await,
         Command::Bench(args) => {

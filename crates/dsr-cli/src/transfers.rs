@@ -98,7 +98,7 @@ impl Client {
     }
 }
 
-fn explain(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn explain(status: tonic::Status) -> anyhow::Error {
     let mut msg = format!("{:?}: {}", status.code(), status.message());
     if let Some(br) = status.get_details_bad_request() {
         for v in br.field_violations {

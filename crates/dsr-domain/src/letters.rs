@@ -165,6 +165,8 @@ pub const NOTIFICATION: &[&str] = &[
     "missing",
     "unknown",
     "not_asked",
+    "people_unit",
+    "records_unit",
 ];
 
 /// Why a letters file was refused (the letter and the language named).

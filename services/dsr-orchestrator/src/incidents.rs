@@ -855,11 +855,13 @@ pub fn draft(
                 .iter()
                 .map(|c| {
                     format!(
-                        "{}: {}: {} / {}",
+                        "{}: {}: {} {}, {} {}",
                         name(&c.controller),
                         c.category,
                         c.people,
-                        c.records
+                        h("people_unit"),
+                        c.records,
+                        h("records_unit")
                     )
                 })
                 .collect();
