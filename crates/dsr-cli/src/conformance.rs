@@ -476,6 +476,74 @@ pub(crate) async fn run(cfg: &Config, args: ConformanceArgs) -> anyhow::Result<(
         },
     ));
 
+    // For a breach: the person is among those with records in the
+    // categories they hold.
+    let categories: Vec<String> = loc
+        .stores
+        .iter()
+        .flat_map(|s| s.category_ids.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let h = c.header(&org);
+    let affected = async {
+        let mut stream = c
+            .inner
+            .find_affected(c.req(pb::FindAffectedRequest {
+                instruction: Some(h),
+                category_ids: categories.clone(),
+                from_time: None,
+                to_time: None,
+            })?)
+            .await?
+            .into_inner();
+        let (mut people, mut records, mut found) = (0u64, 0u64, false);
+        while let Some(p) = stream.message().await? {
+            people += 1;
+            records += p.record_count;
+            found |= p.contacts.iter().any(|i| i.value == person.value());
+        }
+        Ok::<_, anyhow::Error>((people, records, found))
+    }
+    .await;
+    let contact = matches!(
+        person.kind(),
+        dsr_domain::identity::IdentityType::Email | dsr_domain::identity::IdentityType::Phone
+    );
+    checks.push(check(
+        "FindAffected lists the people a breach of their categories touches",
+        match affected {
+            Ok((people, records, found)) if people > 0 && (found || !contact) => Ok(format!(
+                "{people} people, {records} records in {} categories",
+                categories.len()
+            )),
+            Ok((people, _, _)) if people > 0 => Err(
+                "the located person is not among them with their email address or phone: \
+                 a notice (Art. 34) could not reach them"
+                    .into(),
+            ),
+            Ok(_) => Err("nobody, though the person's records hold these categories".into()),
+            Err(e) => Err(format!(
+                "{e}: implement FindAffected (dsr.system.v1) so that a breach's counts \
+                 and notices include this system"
+            )),
+        },
+    ));
+    let h = c.header(&org);
+    let none = c
+        .inner
+        .find_affected(c.req(pb::FindAffectedRequest {
+            instruction: Some(h),
+            category_ids: vec![],
+            from_time: None,
+            to_time: None,
+        })?)
+        .await;
+    checks.push(check(
+        "FindAffected without a category is INVALID_ARGUMENT",
+        expect_code(none, Code::InvalidArgument),
+    ));
+
     // Restrict, then Access shows the records restricted.
     let h = c.header(&org);
     let r = c
