@@ -1479,3 +1479,158 @@ async fn a_case_handler_approves_a_transfer_held_for_review() {
     c.close().await.unwrap();
     drop(up);
 }
+
+/// The policy's sections 6 and 3.2 in a browser: anyone reports a personal
+/// data incident through the privacy centre (sv) and a person complains to
+/// the DPO (en), a wrong form answered next to its fields; in the console
+/// the DPO finds the incident in the register with its 72 hours, asks the
+/// systems who is affected, assesses it, downloads the notification drafted
+/// for IMY; and answers the complaint, whose letter reaches the person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver; run with --ignored"]
+async fn a_breach_reported_by_anyone_and_a_complaint_reach_the_dpo_in_the_console() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let base = free_ports(11);
+    let _up = dsr_up(&data, base, &[]);
+    let portal = format!("http://127.0.0.1:{}", base + 9);
+    let downloads = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser_saving_to(base + 10, Some(downloads.path())).await;
+
+    // Anyone: an incident report, in Swedish.
+    c.goto(&format!("{portal}/sv/")).await.unwrap();
+    click(&c, "a[href='/sv/incident']").await;
+    click(&c, "button[type=submit]").await;
+    assert!(text_of(&c, "#text-error").await.contains("Fyll i"));
+    type_into(
+        &c,
+        "#text",
+        "Jag fick ett brev med en annan persons passuppgifter.",
+    )
+    .await;
+    click(&c, "button[type=submit]").await;
+    let incident = text_of(&c, "#reference").await;
+    assert_eq!(incident.len(), 36, "{incident}");
+    fits_320(&c, "privacy-incident-received-sv").await;
+
+    // A person: a complaint, in English.
+    c.goto(&format!("{portal}/en/complaint")).await.unwrap();
+    type_into(&c, "#email", "not an address").await;
+    click(&c, "button[type=submit]").await;
+    assert!(text_of(&c, "#controller-error").await.contains("Choose"));
+    assert!(text_of(&c, "#email-error").await.contains("email address"));
+    click(&c, "#controller-0").await;
+    type_into(&c, "#text", "I was sent marketing after I objected to it.").await;
+    type_into(&c, "#email", "anna.klagar@example.se").await;
+    click(&c, "button[type=submit]").await;
+    assert!(
+        text_of(&c, "[role=status]")
+            .await
+            .contains("will answer by")
+    );
+    shot(&c, "privacy-complaint-received-en").await;
+
+    // The DPO in the console.
+    c.goto(&format!("{portal}/console/en/login")).await.unwrap();
+    type_into(&c, "#handler", "dpo").await;
+    click(&c, "button[type=submit]").await;
+    c.goto(&format!("{portal}/console/en/incidents"))
+        .await
+        .unwrap();
+    let register = text_of(&c, "#incidents").await;
+    assert!(
+        register.contains("hours left") && register.contains("Not assessed"),
+        "{register}"
+    );
+    click(&c, &format!("a[href='/console/en/incidents/{incident}']")).await;
+    assert!(text_of(&c, "#clock").await.contains("hours left"));
+    // Asked without categories: the page says what is missing first.
+    click(&c, &format!("form[action$='/{incident}/affected'] button")).await;
+    assert!(text_of(&c, "[role=status]").await.contains("First ask"));
+    shot(&c, "console-incident-en").await;
+    // A staff report with its categories: who is affected, per controller.
+    c.goto(&format!("{portal}/console/en/incidents"))
+        .await
+        .unwrap();
+    type_into(&c, "#summary", "KYC documents exported by mistake").await;
+    type_into(&c, "#discovered_hours_ago", "5").await;
+    type_into(&c, "#systems", "crm").await;
+    type_into(&c, "#categories", "aml.identity_document").await;
+    click(&c, "form[action$='/incidents'] button").await;
+    let staff_url = c.current_url().await.unwrap().to_string();
+    let staff = staff_url.rsplit('/').next().unwrap().to_owned();
+    click(&c, &format!("form[action$='/{staff}/affected'] button")).await;
+    let affected = text_of(&c, "#affected").await;
+    assert!(
+        affected.contains("people") && affected.contains("reachable"),
+        "{affected}"
+    );
+    assert!(text_of(&c, "#counts").await.contains("Intrum Sverige AB"));
+    type_into(&c, "#reasoning", "Passport numbers").await;
+    type_into(&c, "#consequences", "Identity theft").await;
+    type_into(&c, "#measures", "Recalled the export").await;
+    click(&c, &format!("form[action$='/{staff}/assess'] button")).await;
+    assert!(c.source().await.unwrap().contains("High risk"));
+    fits_320(&c, "console-incident-assessed-en").await;
+    // The draft for IMY, in Swedish, downloaded as a file.
+    click(
+        &c,
+        &format!("a[href='/console/en/incidents/{staff}/draft']"),
+    )
+    .await;
+    let saved = downloads.path().join(format!("incident-{staff}-en.txt"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !saved.exists() {
+        assert!(Instant::now() < deadline, "the draft was not downloaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        text.contains("Likely consequences (Article 33(3)(c))") && text.contains("Identity theft"),
+        "{text}"
+    );
+
+    // The complaint: answered; the letter goes to the person.
+    c.goto(&format!("{portal}/console/en/complaints"))
+        .await
+        .unwrap();
+    assert!(
+        c.source()
+            .await
+            .unwrap()
+            .contains("marketing after I objected")
+    );
+    click(&c, ".complaint form button").await;
+    assert!(
+        text_of(&c, "[role=status]")
+            .await
+            .contains("Write an answer")
+    );
+    type_into(
+        &c,
+        ".complaint textarea",
+        "We have stopped it and found why.",
+    )
+    .await;
+    click(&c, ".complaint form button").await;
+    assert!(text_of(&c, ".complaint").await.contains("Answered"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sent = std::fs::read_dir(data.join("outbox"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .any(|t| {
+                t.starts_with("To: anna.klagar@example.se\nSubject: Answer to your complaint")
+                    && t.contains("found why")
+            });
+        if sent {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer in the outbox");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.close().await.unwrap();
+}

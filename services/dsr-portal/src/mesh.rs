@@ -13,6 +13,9 @@ use dsr_proto::export::v1 as exp;
 use dsr_proto::export::v1::export_client::ExportClient;
 use dsr_proto::identity::v1 as idv;
 use dsr_proto::identity::v1::identity_verification_client::IdentityVerificationClient;
+use dsr_proto::incident::v1 as inc;
+use dsr_proto::incident::v1::complaints_client::ComplaintsClient;
+use dsr_proto::incident::v1::incidents_client::IncidentsClient;
 use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
 use dsr_proto::transfer::v1 as tr;
@@ -775,4 +778,269 @@ pub enum Decision {
         /// Why.
         reason: String,
     },
+}
+
+/// A case handler's or the DPO's step on an incident.
+#[derive(Clone, Debug)]
+pub enum IncidentStep {
+    /// Ask the systems who is affected.
+    FindAffected,
+    /// Record the risk assessment.
+    Assess {
+        /// The risk.
+        risk: inc::Risk,
+        /// Why.
+        reasoning: String,
+        /// Likely consequences.
+        consequences: String,
+        /// Measures.
+        measures: String,
+    },
+    /// The authority was notified at `at`.
+    Notified {
+        /// When.
+        at: chrono::DateTime<chrono::Utc>,
+        /// Its reference.
+        reference: String,
+        /// Why late, when late.
+        late_reason: String,
+    },
+    /// Send the notices.
+    NotifyPeople,
+    /// An Art. 34(3) exception.
+    Exception {
+        /// Which.
+        exception: inc::NoticeException,
+        /// Why.
+        explanation: String,
+    },
+    /// Close.
+    Close {
+        /// The remedial action.
+        remedial: String,
+    },
+}
+
+impl Mesh {
+    /// Records an incident (a staff member's, or anyone's through the
+    /// privacy centre's form).
+    pub async fn report_incident(
+        &self,
+        subject: &str,
+        report: inc::ReportRequest,
+    ) -> Result<inc::Incident, MeshError> {
+        let r = self.req(subject, "dsr-orchestrator", &["incidents:report"], report)?;
+        IncidentsClient::new(self.orchestrator.clone())
+            .report(r)
+            .await?
+            .into_inner()
+            .incident
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// The register, newest first.
+    pub async fn incidents(&self, subject: &str) -> Result<Vec<inc::Incident>, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            &["incidents:manage"],
+            inc::ListRequest {
+                open_only: false,
+                page_size: 200,
+                page_token: String::new(),
+            },
+        )?;
+        Ok(IncidentsClient::new(self.orchestrator.clone())
+            .list(r)
+            .await?
+            .into_inner()
+            .incidents)
+    }
+
+    /// One incident.
+    pub async fn incident(&self, subject: &str, id: &str) -> Result<inc::Incident, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            &["incidents:manage"],
+            inc::GetRequest { id: id.to_owned() },
+        )?;
+        IncidentsClient::new(self.orchestrator.clone())
+            .get(r)
+            .await?
+            .into_inner()
+            .incident
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// The notification to the authority, drafted in `language`.
+    pub async fn incident_draft(
+        &self,
+        subject: &str,
+        id: &str,
+        language: &str,
+    ) -> Result<inc::DraftNotificationResponse, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            &["incidents:manage"],
+            inc::DraftNotificationRequest {
+                id: id.to_owned(),
+                language: language.to_owned(),
+            },
+        )?;
+        Ok(IncidentsClient::new(self.orchestrator.clone())
+            .draft_notification(r)
+            .await?
+            .into_inner())
+    }
+
+    /// One step on an incident.
+    pub async fn incident_step(
+        &self,
+        subject: &str,
+        id: &str,
+        step: IncidentStep,
+    ) -> Result<(), MeshError> {
+        let mut c = IncidentsClient::new(self.orchestrator.clone());
+        let id = id.to_owned();
+        let scopes = &["incidents:manage"];
+        let aud = "dsr-orchestrator";
+        match step {
+            IncidentStep::FindAffected => {
+                c.find_affected(self.req(subject, aud, scopes, inc::FindAffectedRequest { id })?)
+                    .await?;
+            }
+            IncidentStep::Assess {
+                risk,
+                reasoning,
+                consequences,
+                measures,
+            } => {
+                c.assess(self.req(
+                    subject,
+                    aud,
+                    scopes,
+                    inc::AssessRequest {
+                        id,
+                        risk: risk as i32,
+                        reasoning,
+                        consequences,
+                        measures,
+                    },
+                )?)
+                .await?;
+            }
+            IncidentStep::Notified {
+                at,
+                reference,
+                late_reason,
+            } => {
+                c.record_authority_notified(self.req(
+                    subject,
+                    aud,
+                    scopes,
+                    inc::RecordAuthorityNotifiedRequest {
+                        id,
+                        notified_time: Some(prost_types::Timestamp {
+                            seconds: at.timestamp(),
+                            nanos: 0,
+                        }),
+                        authority_reference: reference,
+                        late_reason,
+                    },
+                )?)
+                .await?;
+            }
+            IncidentStep::NotifyPeople => {
+                c.notify_people(self.req(subject, aud, scopes, inc::NotifyPeopleRequest { id })?)
+                    .await?;
+            }
+            IncidentStep::Exception {
+                exception,
+                explanation,
+            } => {
+                c.record_notice_exception(self.req(
+                    subject,
+                    aud,
+                    scopes,
+                    inc::RecordNoticeExceptionRequest {
+                        id,
+                        exception: exception as i32,
+                        explanation,
+                    },
+                )?)
+                .await?;
+            }
+            IncidentStep::Close { remedial } => {
+                c.close(self.req(
+                    subject,
+                    aud,
+                    scopes,
+                    inc::CloseRequest {
+                        id,
+                        remedial_action: remedial,
+                    },
+                )?)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Files a complaint (the person's, or a handler's on their behalf).
+    pub async fn file_complaint(
+        &self,
+        subject: &str,
+        f: inc::FileRequest,
+    ) -> Result<inc::Complaint, MeshError> {
+        let r = self.req(subject, "dsr-orchestrator", &["requests:submit"], f)?;
+        ComplaintsClient::new(self.orchestrator.clone())
+            .file(r)
+            .await?
+            .into_inner()
+            .complaint
+            .ok_or(MeshError::Unavailable)
+    }
+
+    /// The DPO's queue.
+    pub async fn complaints(&self, subject: &str) -> Result<Vec<inc::Complaint>, MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            &["requests:manage"],
+            inc::ListComplaintsRequest {
+                open_only: false,
+                page_size: 200,
+                page_token: String::new(),
+            },
+        )?;
+        Ok(ComplaintsClient::new(self.orchestrator.clone())
+            .list_complaints(r)
+            .await?
+            .into_inner()
+            .complaints)
+    }
+
+    /// Answers a complaint.
+    pub async fn answer_complaint(
+        &self,
+        subject: &str,
+        id: &str,
+        answer: &str,
+    ) -> Result<(), MeshError> {
+        let r = self.req(
+            subject,
+            "dsr-orchestrator",
+            &["requests:manage"],
+            inc::AnswerRequest {
+                id: id.to_owned(),
+                answer: answer.to_owned(),
+            },
+        )?;
+        ComplaintsClient::new(self.orchestrator.clone())
+            .answer(r)
+            .await?;
+        Ok(())
+    }
 }

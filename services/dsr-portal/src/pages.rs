@@ -143,6 +143,16 @@ pub fn home(t: &Texts, lang: Lang, dpo_email: &str) -> String {
     }
     let _ = write!(
         b,
+        "</ul><h2>{}</h2><ul class=\"rights\"><li><a href=\"/{l}/complaint\">{}</a><p class=\"help\">{}</p></li>\
+<li><a href=\"/{l}/incident\">{}</a><p class=\"help\">{}</p></li>",
+        esc(t.get("home_other", lang)),
+        esc(t.get("complaint_title", lang)),
+        esc(t.get("complaint_help", lang)),
+        esc(t.get("incident_title", lang)),
+        esc(t.get("incident_help", lang)),
+    );
+    let _ = write!(
+        b,
         "</ul><p>{dpo} <a href=\"mailto:{mail}\">{mail}</a>. {imy}</p>",
         dpo = esc(t.get("home_dpo", lang)),
         mail = esc(dpo_email),
@@ -556,5 +566,186 @@ pub fn status(t: &Texts, lang: Lang, s: &Status) -> String {
         &format!("/{}/status", other(lang)),
         &b,
         s.open,
+    )
+}
+
+/// What a person typed into the incident or complaint form, to show again
+/// with the errors.
+#[derive(Clone, Debug, Default)]
+pub struct Reported {
+    /// The company chosen (complaints).
+    pub controller: String,
+    /// What they wrote.
+    pub text: String,
+    /// Their email address (complaints).
+    pub email: String,
+    /// A request's reference (complaints).
+    pub request: String,
+}
+
+/// A text area named `name`, its label the text `label` and its help
+/// `label_help`.
+fn textarea(
+    t: &Texts,
+    lang: Lang,
+    errors: &BTreeMap<&'static str, &'static str>,
+    name: &'static str,
+    label: &str,
+    value: &str,
+) -> String {
+    let help = format!("{label}_help");
+    format!(
+        "<label for=\"{name}\">{label}</label><p class=\"help\" id=\"{name}-help\">{help}</p>{err}\
+<textarea id=\"{name}\" name=\"{name}\" rows=\"6\" {d}>{value}</textarea>",
+        label = esc(t.get(label, lang)),
+        help = esc(t.get(&help, lang)),
+        err = error_line(t, lang, errors, name),
+        d = described(errors, name),
+        value = esc(value),
+    )
+}
+
+/// An input of `kind` named `name`, its label the text `label` and its
+/// help `label_help`.
+fn input(
+    t: &Texts,
+    lang: Lang,
+    errors: &BTreeMap<&'static str, &'static str>,
+    name: &'static str,
+    kind: &str,
+    label: &str,
+    value: &str,
+) -> String {
+    let help = format!("{label}_help");
+    format!(
+        "<label for=\"{name}\">{label}</label><p class=\"help\" id=\"{name}-help\">{help}</p>{err}\
+<input type=\"{kind}\" id=\"{name}\" name=\"{name}\" value=\"{value}\" {d}>",
+        label = esc(t.get(label, lang)),
+        help = esc(t.get(&help, lang)),
+        err = error_line(t, lang, errors, name),
+        d = described(errors, name),
+        value = esc(value),
+    )
+}
+
+/// The form to report a personal-data incident (the policy, section 6).
+pub fn incident_form(
+    t: &Texts,
+    lang: Lang,
+    entered: &Reported,
+    errors: &BTreeMap<&'static str, &'static str>,
+) -> String {
+    let l = lang.code();
+    let mut b = summary(t, lang, errors);
+    let _ = write!(
+        b,
+        "<p>{}</p><form method=\"post\" action=\"/{l}/incident\" novalidate>{}<button type=\"submit\">{}</button></form>",
+        esc(t.get("incident_intro", lang)),
+        textarea(t, lang, errors, "text", "field_incident", &entered.text),
+        esc(t.get("incident_send", lang)),
+    );
+    layout(
+        t,
+        lang,
+        t.get("incident_title", lang),
+        &format!("/{}/incident", other(lang)),
+        &b,
+        false,
+    )
+}
+
+/// The form to complain to the DPO (the policy, section 3.2).
+pub fn complaint_form(
+    t: &Texts,
+    lang: Lang,
+    controllers: &[(String, String)],
+    entered: &Reported,
+    errors: &BTreeMap<&'static str, &'static str>,
+) -> String {
+    let l = lang.code();
+    let mut b = summary(t, lang, errors);
+    let _ = write!(
+        b,
+        "<p>{}</p><form method=\"post\" action=\"/{l}/complaint\" novalidate>\
+<fieldset id=\"controller\" {d}><legend>{legend}</legend><p class=\"help\" id=\"controller-help\"></p>{err}",
+        esc(t.get("complaint_intro", lang)),
+        d = described(errors, "controller"),
+        legend = esc(t.get("field_company", lang)),
+        err = error_line(t, lang, errors, "controller"),
+    );
+    for (i, (org, name)) in controllers.iter().enumerate() {
+        let _ = write!(
+            b,
+            "<div class=\"choice\"><input type=\"radio\" name=\"controller\" id=\"controller-{i}\" value=\"{org}\"{checked}>\
+<label for=\"controller-{i}\" style=\"margin:0\">{name}</label></div>",
+            org = esc(org),
+            checked = if entered.controller == *org {
+                " checked"
+            } else {
+                ""
+            },
+            name = esc(name),
+        );
+    }
+    b.push_str("</fieldset>");
+    b.push_str(&textarea(
+        t,
+        lang,
+        errors,
+        "text",
+        "field_complaint",
+        &entered.text,
+    ));
+    b.push_str(&input(
+        t,
+        lang,
+        errors,
+        "email",
+        "email",
+        "field_reply_email",
+        &entered.email,
+    ));
+    b.push_str(&input(
+        t,
+        lang,
+        errors,
+        "request",
+        "text",
+        "field_request_reference",
+        &entered.request,
+    ));
+    let _ = write!(
+        b,
+        "<button type=\"submit\">{}</button></form>",
+        esc(t.get("complaint_send", lang))
+    );
+    layout(
+        t,
+        lang,
+        t.get("complaint_title", lang),
+        &format!("/{}/complaint", other(lang)),
+        &b,
+        false,
+    )
+}
+
+/// The receipt of a report or a complaint: its reference and what comes
+/// next.
+pub fn received(t: &Texts, lang: Lang, title: &str, next: &str, reference: &str) -> String {
+    let b = format!(
+        "<p role=\"status\">{}</p><dl><dt>{}</dt><dd translate=\"no\" id=\"reference\">{}</dd></dl><p><a href=\"/{}/\">{}</a></p>",
+        esc(next),
+        esc(t.get("status_reference", lang)),
+        esc(reference),
+        lang.code(),
+        esc(t.get("start_again", lang)),
+    );
+    layout(
+        t,
+        lang,
+        t.get(title, lang),
+        &format!("/{}/", other(lang)),
+        &b,
+        false,
     )
 }

@@ -86,6 +86,8 @@ pub fn router(p: Portal) -> Router {
         .route("/{lang}/begin/{right}", get(begin_form).post(begin))
         .route("/{lang}/code", get(code_form).post(code))
         .route("/{lang}/status", get(status))
+        .route("/{lang}/incident", get(incident_form).post(incident))
+        .route("/{lang}/complaint", get(complaint_form).post(complaint))
         .route("/{lang}/report", get(report))
         .route("/{lang}/files/{name}", get(file))
         .route("/oidc/person/callback", get(person_callback))
@@ -881,4 +883,225 @@ async fn file(
         return not_found();
     };
     serve_file(&p, lang, &headers, Some(&name)).await
+}
+
+/// A request's reference as the letters give it (a UUID).
+fn looks_like_reference(s: &str) -> bool {
+    s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// Who the privacy centre's public forms report as: no session, no person.
+const FORM_SUBJECT: &str = "privacy-centre:form";
+
+/// An incident report or complaint as posted.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ReportForm {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    controller: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    request: String,
+}
+
+async fn incident_form(State(p): State<Portal>, Path(lang): Path<String>) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    page(pages::incident_form(
+        &p.texts,
+        lang,
+        &pages::Reported::default(),
+        &BTreeMap::new(),
+    ))
+}
+
+/// `POST /{lang}/incident`: anyone reports a personal-data incident; the
+/// company is aware from now (the 72 hours run).
+async fn incident(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    Form(f): Form<ReportForm>,
+) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    let text = f.text.trim();
+    let mut errors: BTreeMap<&'static str, &'static str> = BTreeMap::new();
+    if text.is_empty() {
+        errors.insert("text", "error_required");
+    } else if text.chars().count() > 5000 {
+        errors.insert("text", "error_too_long_5000");
+    }
+    let entered = pages::Reported {
+        text: text.to_owned(),
+        ..pages::Reported::default()
+    };
+    if !errors.is_empty() {
+        return page(pages::incident_form(&p.texts, lang, &entered, &errors));
+    }
+    let now = p.clock.now();
+    let reported = p
+        .mesh
+        .report_incident(
+            FORM_SUBJECT,
+            dsr_proto::incident::v1::ReportRequest {
+                summary: text.to_owned(),
+                start_time: None,
+                discovered_time: Some(prost_types::Timestamp {
+                    seconds: now.timestamp(),
+                    nanos: 0,
+                }),
+                system_ids: Vec::new(),
+                category_ids: Vec::new(),
+                approximate_people: 0,
+                containment: String::new(),
+                source: dsr_proto::incident::v1::Source::PublicForm as i32,
+            },
+        )
+        .await;
+    match reported {
+        Ok(i) => page(pages::received(
+            &p.texts,
+            lang,
+            "incident_title",
+            p.texts.get("incident_received", lang),
+            &i.id,
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "incident report not taken");
+            errors.insert("text", "error_unavailable");
+            page(pages::incident_form(&p.texts, lang, &entered, &errors))
+        }
+    }
+}
+
+async fn complaint_form(State(p): State<Portal>, Path(lang): Path<String>) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    page(pages::complaint_form(
+        &p.texts,
+        lang,
+        &p.controllers,
+        &pages::Reported::default(),
+        &BTreeMap::new(),
+    ))
+}
+
+/// `POST /{lang}/complaint`: a complaint to the DPO; the answer goes to
+/// the email address given.
+async fn complaint(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    Form(f): Form<ReportForm>,
+) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    let mut errors: BTreeMap<&'static str, &'static str> = BTreeMap::new();
+    if !p.controllers.iter().any(|(org, _)| *org == f.controller) {
+        errors.insert("controller", "error_choose");
+    }
+    let text = f.text.trim();
+    if text.is_empty() {
+        errors.insert("text", "error_required");
+    } else if text.chars().count() > 5000 {
+        errors.insert("text", "error_too_long_5000");
+    }
+    let email = Identity::parse(IdentityType::Email, &f.email);
+    if email.is_err() {
+        errors.insert("email", "error_email");
+    }
+    let request = f.request.trim();
+    if !request.is_empty() && !looks_like_reference(request) {
+        errors.insert("request", "error_request_reference");
+    }
+    let entered = pages::Reported {
+        controller: f.controller.clone(),
+        text: text.to_owned(),
+        email: f.email.trim().to_owned(),
+        request: request.to_owned(),
+    };
+    let Ok(email) = email else {
+        return page(pages::complaint_form(
+            &p.texts,
+            lang,
+            &p.controllers,
+            &entered,
+            &errors,
+        ));
+    };
+    if !errors.is_empty() {
+        return page(pages::complaint_form(
+            &p.texts,
+            lang,
+            &p.controllers,
+            &entered,
+            &errors,
+        ));
+    }
+    let filed = p
+        .mesh
+        .file_complaint(
+            FORM_SUBJECT,
+            dsr_proto::incident::v1::FileRequest {
+                controller: Some(dsr_proto::common::v1::ControllerRef {
+                    organisation_number: f.controller.clone(),
+                }),
+                text: text.to_owned(),
+                reply_to: Some(dsr_connector::grpc::identity_to_pb(&email)),
+                language: lang.code().to_owned(),
+                request_ids: if request.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![request.to_owned()]
+                },
+            },
+        )
+        .await;
+    match filed {
+        Ok(c) => {
+            let due = c
+                .answer_due_time
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| t.date_naive().to_string())
+                .unwrap_or_default();
+            let next = format!("{} {due}.", p.texts.get("complaint_received", lang));
+            page(pages::received(
+                &p.texts,
+                lang,
+                "complaint_title",
+                &next,
+                &c.id,
+            ))
+        }
+        Err(crate::mesh::MeshError::Invalid(fields)) => {
+            if fields.iter().any(|f| f.starts_with("request_ids")) {
+                errors.insert("request", "error_request_reference");
+            } else {
+                errors.insert("text", "error_unavailable");
+            }
+            page(pages::complaint_form(
+                &p.texts,
+                lang,
+                &p.controllers,
+                &entered,
+                &errors,
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "complaint not taken");
+            errors.insert("text", "error_unavailable");
+            page(pages::complaint_form(
+                &p.texts,
+                lang,
+                &p.controllers,
+                &entered,
+                &errors,
+            ))
+        }
+    }
 }

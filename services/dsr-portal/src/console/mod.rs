@@ -32,6 +32,7 @@ use crate::web::{Portal, not_found, page, see_other, session_key};
 mod actions;
 mod casefile;
 mod holds;
+mod incidents;
 mod signin;
 mod transfers;
 
@@ -107,6 +108,24 @@ pub fn router() -> Router<Portal> {
             get(holds::sweeps).post(holds::start_sweep),
         )
         .route("/console/{lang}/transfers", get(transfers::transfers))
+        .route(
+            "/console/{lang}/incidents",
+            get(incidents::incidents).post(incidents::report),
+        )
+        .route("/console/{lang}/incidents/{id}", get(incidents::incident))
+        .route(
+            "/console/{lang}/incidents/{id}/draft",
+            get(incidents::draft),
+        )
+        .route(
+            "/console/{lang}/incidents/{id}/{step}",
+            post(incidents::step),
+        )
+        .route("/console/{lang}/complaints", get(incidents::complaints))
+        .route(
+            "/console/{lang}/complaints/{id}/answer",
+            post(incidents::answer),
+        )
 }
 
 /// The console's navigation, at the top of every page after sign-in.
@@ -121,6 +140,8 @@ fn nav(p: &Portal, lang: Lang) -> String {
         ("holds", "console_holds"),
         ("transfers", "console_transfers"),
         ("sweeps", "console_sweeps"),
+        ("incidents", "console_incidents"),
+        ("complaints", "console_complaints"),
     ] {
         let _ = write!(
             b,
