@@ -494,6 +494,21 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         ],
     ));
     assert!(printed.contains("state      completed"), "{printed}");
+    // The person is told, in Swedish, that it was received and where the
+    // answer is (this mesh's privacy centre), never the data itself.
+    let access_id = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("request    "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (_, body) = wait_letter(&data, PERSON, &access_id, "Vi har tagit emot din begäran").await;
+    assert!(body.contains("Vi svarar senast"), "{body}");
+    let (_, body) = wait_letter(&data, PERSON, &access_id, "Vi har besvarat din begäran").await;
+    assert!(
+        body.contains(&format!("http://127.0.0.1:{}/sv/", base + 9)),
+        "{body}"
+    );
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     let listed: BTreeSet<&str> = manifest["files"]
@@ -1128,6 +1143,12 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         tonic::Code::FailedPrecondition,
         "at most two months"
     );
+    // Told of the extension, with its reason, at the address they gave.
+    let (_, body) = wait_letter(&data, PERSON, &waiting.id, "Vi behöver längre tid").await;
+    assert!(
+        body.contains("med 2 månad(er)") && body.contains("many systems to search"),
+        "{body}"
+    );
     let cancelled = client
         .cancel(bearer(
             &token,
@@ -1143,6 +1164,48 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
         .unwrap();
     assert_eq!(cancelled.state, pb::State::Cancelled as i32);
     assert_eq!(cancelled.cancel_reason, "withdrawn by the person");
+    // A refusal tells the reason and the way to IMY and a court.
+    let refused = client
+        .submit(bearer(
+            &token,
+            pb::SubmitRequest {
+                idempotency_key: "portal-key-refused".into(),
+                ..good.clone()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    wait_state(
+        &mut client,
+        &token,
+        &refused.id,
+        pb::State::Verifying,
+        Duration::from_secs(30),
+    )
+    .await;
+    client
+        .reject(bearer(
+            &token,
+            pb::RejectRequest {
+                id: refused.id.clone(),
+                reason: pb::RejectionReason::ManifestlyUnfoundedOrExcessive as i32,
+                note: "The same request every day this week.".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let (_, body) = wait_letter(&data, PERSON, &refused.id, "Besked om din begäran").await;
+    for told in [
+        "artikel 12.5",
+        "The same request every day",
+        "Integritetsskyddsmyndigheten (IMY), https://www.imy.se",
+        "domstol",
+    ] {
+        assert!(body.contains(told), "{told:?} not in {body}");
+    }
     let completed_id = {
         let list = client
             .list(bearer(

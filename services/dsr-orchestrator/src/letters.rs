@@ -8,9 +8,10 @@
 //! [`Sender`] claims queued letters with a lease (several replicas share
 //! them), writes them from the company's templates
 //! (`dsr_domain::letters`), and sends them through the identity service's
-//! notifier to the person's verified email address or phone (the claimed
-//! one only for a letter that may come before verification: identity
-//! needed, or a refusal, which tells nothing of the person's data). A failure retries with backoff; when the
+//! notifier to the person's verified email address or phone (before
+//! verification, the one they gave, where their code went: identity
+//! needed, an extension or a refusal, none of which tells anything of the
+//! person's data). A failure retries with backoff; when the
 //! attempts are spent, or there is no address to write to, the letter is
 //! marked so on the request and in the audit trail, where a case handler
 //! sees it. The text is written when sent and not kept: the row holds the
@@ -621,21 +622,20 @@ impl Sender {
             Ok(None) => return Err(fail("REQUEST_NOT_FOUND")),
             Err(_) => return Err(self.retry(m, "STORAGE")),
         };
-        // The verified address; the claimed one only for a letter that may
-        // come before verification.
         let verified = r
             .verified_identities
             .as_deref()
             .and_then(|v| parse_identities(v).ok());
-        // Art. 12(4): a person refused is told, verified or not.
-        let before_verification = matches!(kind, LetterKind::IdentityNeeded | LetterKind::Refused);
+        // Before verification (a stronger proof needed, an extension, a
+        // refusal: Art. 12(3)-(4) say the person is told all the same),
+        // the address they gave, where their code went; no such letter
+        // tells anything of their data.
         let (ids, how) = match verified {
             Some(v) if !v.is_empty() => (v, "verified"),
-            _ if before_verification => (
+            _ => (
                 parse_identities(&r.identities).unwrap_or_default(),
                 "claimed",
             ),
-            _ => (Vec::new(), ""),
         };
         let Some(to) = contact(&ids).cloned() else {
             return Err(Attempt::Undeliverable);
