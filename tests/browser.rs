@@ -525,8 +525,8 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
     element(&c, "#code").await;
     visited.push(c.current_url().await.unwrap().to_string());
     assert!(c.current_url().await.unwrap().path().ends_with("/en/code"));
-    let code = wait_code(&data, &reader.email).await;
-    type_into(&c, "#code", &code).await;
+    let first_code = wait_code(&data, &reader.email).await;
+    type_into(&c, "#code", &first_code).await;
     click(&c, "button[type=submit]").await;
     visited.push(c.current_url().await.unwrap().to_string());
     let page = wait_status(&c, "en", &portal, "Done").await;
@@ -550,6 +550,32 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
     }
     let manifest = std::fs::read_to_string(&saved).unwrap();
     assert!(manifest.contains("sha256"), "{manifest}");
+
+    // Later, in a new session, as the completed letter says: a code to
+    // the same address, and the answer is there again.
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&format!("{portal}/en/")).await.unwrap();
+    click(&c, "a[href='/en/fetch']").await;
+    type_into(&c, "#email", &reader.email).await;
+    click(&c, "button[type=submit]").await;
+    element(&c, "#code").await;
+    let again = loop {
+        let code = wait_code(&data, &reader.email).await;
+        if code != first_code {
+            break code;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    type_into(&c, "#code", &again).await;
+    click(&c, "button[type=submit]").await;
+    let mine = text_of(&c, "#mine").await;
+    assert!(
+        mine.contains("See your data") || mine.contains("access"),
+        "{mine}"
+    );
+    fits_320(&c, "portal-mine-en").await;
+    click(&c, "#mine a").await;
+    element(&c, "a[href='/en/files/manifest.json']").await;
 
     // Swedish: an empty form is refused field by field, and nothing is sent.
     c.goto(&format!("{portal}/sv/begin/erasure")).await.unwrap();

@@ -506,7 +506,7 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
     assert!(body.contains("Vi svarar senast"), "{body}");
     let (_, body) = wait_letter(&data, PERSON, &access_id, "Vi har besvarat din begäran").await;
     assert!(
-        body.contains(&format!("http://127.0.0.1:{}/sv/", base + 9)),
+        body.contains(&format!("http://127.0.0.1:{}/sv/fetch", base + 9)),
         "{body}"
     );
     let manifest: serde_json::Value =
@@ -3854,7 +3854,7 @@ async fn the_person_is_told_of_each_step_in_their_language() {
     assert!(body.contains("access to your data") && body.contains("Intrum Sverige AB"));
     let (_, body) = wait_letter(&mesh.data, PERSON, &a, "We have answered your request").await;
     assert!(
-        body.contains("https://mina-uppgifter.bolaget.se/en/"),
+        body.contains("https://mina-uppgifter.bolaget.se/en/fetch"),
         "{body}"
     );
     assert!(!body.contains("Per Johansson"), "never the data itself");

@@ -171,6 +171,11 @@ pub(crate) struct PortalSection {
     pub max_sessions: usize,
     /// Mark the session cookie Secure (the portal is behind HTTPS).
     pub secure_cookie: bool,
+    /// The 32-byte key (64 hex digits) a person's requests are filed under
+    /// (a keyed hash of the address they proved), so that they find them
+    /// again later (`/{lang}/fetch`); every replica needs the same one.
+    /// Empty: kept in the data directory, created once.
+    pub person_key_file: String,
     /// Offer a one-time code by SMS besides email (the identity service
     /// sends it: `identity.sms_gateway_domain`, or the outbox under `dsr up`).
     pub sms_codes: bool,
@@ -664,6 +669,7 @@ impl Default for Config {
                 session_ttl_mins: 30,
                 max_sessions: 10_000,
                 secure_cookie: false,
+                person_key_file: String::new(),
                 sms_codes: true,
                 console_dev_login: false,
                 console_oidc: OidcSection::default(),

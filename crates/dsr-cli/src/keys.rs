@@ -82,6 +82,7 @@ pub(crate) fn run(args: KeysArgs) -> anyhow::Result<()> {
         ("export", "master.key"),
         ("erasure", "tombstone.key"),
         ("shared", "redaction.key"),
+        ("portal", "person.key"),
     ] {
         let path = out.join(dir).join(file);
         ensure_dir(&path)?;
@@ -178,6 +179,7 @@ mod tests {
             "identity/hmac.key",
             "system-crm/receipt.pem",
             "shared/redaction.key",
+            "portal/person.key",
             "trust/identity-jwks.json",
             "trust/dsr-orchestrator-jwks.json",
             "trust/dsr-discovery-jwks.json",

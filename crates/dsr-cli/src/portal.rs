@@ -124,6 +124,11 @@ pub(crate) fn router(cfg: &Config) -> anyhow::Result<axum::Router> {
         person_idp,
         clock: crate::services::clock(cfg),
         sms_codes: p.sms_codes,
+        person_key: crate::dev::secret_key(
+            &p.person_key_file,
+            &cfg.data_dir.join("portal-person.key"),
+        )
+        .context("portal.person_key_file")?,
     }))
 }
 

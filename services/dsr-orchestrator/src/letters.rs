@@ -803,7 +803,7 @@ impl Sender {
                 facts.months.map(|m| m.to_string()).unwrap_or_default(),
             ),
             ("reason", reason),
-            ("fetch", format!("{base}/{}/", lang.code())),
+            ("fetch", format!("{base}/{}/fetch", lang.code())),
             ("lift_on", date(facts.lift_on)),
         ]);
         Some(self.letters.write(kind, lang, &values))

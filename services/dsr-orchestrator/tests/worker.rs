@@ -861,7 +861,7 @@ async fn a_request_life_writes_each_letter_once_in_its_language_to_the_verified_
     let (_, subject, body) = &sent[1];
     assert!(subject.starts_with("We have answered"), "{subject}");
     assert!(
-        body.contains("https://mina-uppgifter.bolaget.se/en/"),
+        body.contains("https://mina-uppgifter.bolaget.se/en/fetch"),
         "{body}"
     );
     let recorded = ledger.letters_of(&a.id).await.unwrap();

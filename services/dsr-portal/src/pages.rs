@@ -143,9 +143,12 @@ pub fn home(t: &Texts, lang: Lang, dpo_email: &str) -> String {
     }
     let _ = write!(
         b,
-        "</ul><h2>{}</h2><ul class=\"rights\"><li><a href=\"/{l}/complaint\">{}</a><p class=\"help\">{}</p></li>\
+        "</ul><h2>{}</h2><ul class=\"rights\"><li><a href=\"/{l}/fetch\">{}</a><p class=\"help\">{}</p></li>\
+<li><a href=\"/{l}/complaint\">{}</a><p class=\"help\">{}</p></li>\
 <li><a href=\"/{l}/incident\">{}</a><p class=\"help\">{}</p></li>",
         esc(t.get("home_other", lang)),
+        esc(t.get("fetch_title", lang)),
+        esc(t.get("fetch_help", lang)),
         esc(t.get("complaint_title", lang)),
         esc(t.get("complaint_help", lang)),
         esc(t.get("incident_title", lang)),
@@ -745,6 +748,83 @@ pub fn received(t: &Texts, lang: Lang, title: &str, next: &str, reference: &str)
         lang,
         t.get(title, lang),
         &format!("/{}/", other(lang)),
+        &b,
+        false,
+    )
+}
+
+/// The form to see one's earlier requests.
+pub fn fetch_form(
+    t: &Texts,
+    lang: Lang,
+    email: &str,
+    errors: &BTreeMap<&'static str, &'static str>,
+) -> String {
+    let l = lang.code();
+    let mut b = summary(t, lang, errors);
+    let _ = write!(
+        b,
+        "<p>{}</p><form method=\"post\" action=\"/{l}/fetch\" novalidate>{}<button type=\"submit\">{}</button></form>",
+        esc(t.get("fetch_intro", lang)),
+        input(
+            t,
+            lang,
+            errors,
+            "email",
+            "email",
+            "field_fetch_email",
+            email
+        ),
+        esc(t.get("fetch_send", lang)),
+    );
+    layout(
+        t,
+        lang,
+        t.get("fetch_title", lang),
+        &format!("/{}/fetch", other(lang)),
+        &b,
+        false,
+    )
+}
+
+/// One of the person's requests, as their list shows it.
+#[derive(Clone, Debug)]
+pub struct Mine {
+    /// Its reference.
+    pub id: String,
+    /// The right (`access`, …).
+    pub right: String,
+    /// Received on.
+    pub received: String,
+    /// Its state's text key.
+    pub state_key: &'static str,
+}
+
+/// The person's requests, each opening on its status page.
+pub fn mine(t: &Texts, lang: Lang, rows: &[Mine]) -> String {
+    let l = lang.code();
+    let mut b = String::new();
+    if rows.is_empty() {
+        let _ = write!(b, "<p>{}</p>", esc(t.get("mine_none", lang)));
+    } else {
+        b.push_str("<ul class=\"rights\" id=\"mine\">");
+        for r in rows {
+            let _ = write!(
+                b,
+                "<li><a href=\"/{l}/mine/{id}\">{right}</a><p class=\"help\">{received} · {state} · <span translate=\"no\">{id}</span></p></li>",
+                id = esc(&r.id),
+                right = esc(t.get(&format!("right_{}", r.right), lang)),
+                received = esc(&r.received),
+                state = esc(t.get(r.state_key, lang)),
+            );
+        }
+        b.push_str("</ul>");
+    }
+    layout(
+        t,
+        lang,
+        t.get("mine_title", lang),
+        &format!("/{}/mine", other(lang)),
         &b,
         false,
     )

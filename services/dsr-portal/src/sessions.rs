@@ -42,6 +42,9 @@ pub struct Session {
     pub method: String,
     /// For an objection: the purposes objected to.
     pub purposes: Vec<String>,
+    /// The person proved who they are and `subject` is the key their
+    /// requests are filed under (they may list them).
+    pub proven: bool,
 }
 
 struct Entry {

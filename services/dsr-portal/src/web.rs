@@ -51,6 +51,10 @@ pub struct Portal {
     /// Offer a one-time code by SMS besides email (the identity service
     /// must be able to send one).
     pub sms_codes: bool,
+    /// The key a person's requests are filed under: a keyed hash of the
+    /// address (or personnummer) they proved, so that whoever proves it
+    /// again, in another session, finds them (`/{lang}/fetch`).
+    pub person_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Portal {
@@ -86,6 +90,9 @@ pub fn router(p: Portal) -> Router {
         .route("/{lang}/begin/{right}", get(begin_form).post(begin))
         .route("/{lang}/code", get(code_form).post(code))
         .route("/{lang}/status", get(status))
+        .route("/{lang}/fetch", get(fetch_form).post(fetch))
+        .route("/{lang}/mine", get(mine))
+        .route("/{lang}/mine/{id}", get(open_mine))
         .route("/{lang}/incident", get(incident_form).post(incident))
         .route("/{lang}/complaint", get(complaint_form).post(complaint))
         .route("/{lang}/report", get(report))
@@ -648,7 +655,8 @@ async fn code(
     else {
         return page(pages::notice(&p.texts, lang, "error_session"));
     };
-    if kind_of(&s).is_none() {
+    let fetching = s.right == FETCH;
+    if kind_of(&s).is_none() && !fetching {
         return page(pages::notice(&p.texts, lang, "error_session"));
     }
     let mut errors: BTreeMap<&'static str, &'static str> = BTreeMap::new();
@@ -674,7 +682,52 @@ async fn code(
             return page(pages::notice(&p.texts, lang, "error_unavailable"));
         }
     };
+    if fetching {
+        // Proven: the session now reads the requests filed under them.
+        let Some(person) = person_subject(&p.person_key, &token) else {
+            return page(pages::notice(&p.texts, lang, "error_session"));
+        };
+        p.sessions.update(&key, |s| {
+            s.subject = person;
+            s.proven = true;
+        });
+        return see_other(&format!("/{}/mine", lang.code()));
+    }
     submit(&p, lang, &key, &s, token).await
+}
+
+/// The session's purpose while a person proves who they are to see their
+/// earlier requests.
+const FETCH: &str = "fetch";
+
+/// The subject a person's requests are filed under: a keyed hash of the
+/// first address their verification token vouches for (an email address,
+/// else a phone, else a personnummer), never the identity itself. The
+/// token's signature is the orchestrator's to check; it came from the
+/// identity service just now.
+fn person_subject(key: &[u8; 32], token: &str) -> Option<String> {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let ids = claims.get("identities")?.as_array()?;
+    let pick = |kind: &str| {
+        ids.iter().find_map(|i| {
+            (i.get("type")?.as_str()? == kind)
+                .then(|| i.get("value")?.as_str().map(str::to_owned))
+                .flatten()
+        })
+    };
+    let (kind, value) = ["email", "phone", "personnummer"]
+        .into_iter()
+        .find_map(|k| pick(k).map(|v| (k, v)))?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).ok()?;
+    mac.update(format!("{kind}:{value}").as_bytes());
+    let digest = mac.finalize().into_bytes();
+    Some(format!("person:{}", hex::encode(&digest[..16])))
 }
 
 /// Submits the session's request with the verification `token`; the
@@ -683,10 +736,13 @@ async fn submit(p: &Portal, lang: Lang, key: &str, s: &Session, token: String) -
     let Some((kind, ground, direct_marketing)) = kind_of(s) else {
         return page(pages::notice(&p.texts, lang, "error_session"));
     };
+    // Filed under the person, so that they find it again in another
+    // session; the idempotency key stays this session's.
+    let person = person_subject(&p.person_key, &token).unwrap_or_else(|| s.subject.clone());
     let submitted = p
         .mesh
         .submit(
-            &s.subject,
+            &person,
             NewRequest {
                 kind,
                 controller: s.controller.clone(),
@@ -714,6 +770,8 @@ async fn submit(p: &Portal, lang: Lang, key: &str, s: &Session, token: String) -
             p.sessions.update(key, |s| {
                 s.request_id = id;
                 s.corrections = Vec::new();
+                s.proven = s.subject != person;
+                s.subject = person;
             });
             see_other(&format!("/{}/status", lang.code()))
         }
@@ -1103,5 +1161,152 @@ async fn complaint(
                 &errors,
             ))
         }
+    }
+}
+
+/// The form to see one's earlier requests: an email address, for a code.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct FetchForm {
+    #[serde(default)]
+    email: String,
+}
+
+async fn fetch_form(State(p): State<Portal>, Path(lang): Path<String>) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    page(pages::fetch_form(&p.texts, lang, "", &BTreeMap::new()))
+}
+
+/// `POST /{lang}/fetch`: a code to the address the requests were made
+/// with; once entered, the person's requests (`/{lang}/mine`).
+async fn fetch(
+    State(p): State<Portal>,
+    Path(lang): Path<String>,
+    Form(f): Form<FetchForm>,
+) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    let mut errors: BTreeMap<&'static str, &'static str> = BTreeMap::new();
+    let Ok(to) = Identity::parse(IdentityType::Email, &f.email) else {
+        errors.insert("email", "error_email");
+        return page(pages::fetch_form(&p.texts, lang, f.email.trim(), &errors));
+    };
+    let key = p.sessions.open(Session {
+        right: FETCH.to_owned(),
+        method: "email".to_owned(),
+        ..Session::default()
+    });
+    let Some(s) = p.sessions.get(&key) else {
+        return page(pages::notice(&p.texts, lang, "error_session"));
+    };
+    match p.mesh.start(&s.subject, &to, lang.code()).await {
+        Ok(challenge) => {
+            p.sessions.update(&key, |s| s.challenge_id = challenge);
+            let mut r = see_other(&format!("/{}/code", lang.code()));
+            set_cookie(&p, &mut r, &key);
+            r
+        }
+        Err(MeshError::Refused(reason)) if reason == "IDENTITY_RATE_LIMITED" => {
+            errors.insert("email", "error_too_many");
+            page(pages::fetch_form(&p.texts, lang, f.email.trim(), &errors))
+        }
+        Err(MeshError::Invalid(_)) => {
+            errors.insert("email", "error_email");
+            page(pages::fetch_form(&p.texts, lang, f.email.trim(), &errors))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "verification could not start");
+            page(pages::notice(&p.texts, lang, "error_unavailable"))
+        }
+    }
+}
+
+/// The requests of the person this session proved to be (newest first).
+async fn person_requests(
+    p: &Portal,
+    lang: Lang,
+    headers: &HeaderMap,
+) -> Result<(String, Vec<pb::DataSubjectRequest>), Response> {
+    let Some((key, s)) = session_key(headers).and_then(|k| p.sessions.get(&k).map(|s| (k, s)))
+    else {
+        return Err(page(pages::notice(&p.texts, lang, "error_session")));
+    };
+    if !s.proven {
+        return Err(page(pages::notice(&p.texts, lang, "error_session")));
+    }
+    let filter = crate::mesh::ListFilter::default();
+    match p.mesh.list(&s.subject, &filter).await {
+        Ok(list) => Ok((key, list)),
+        Err(e) => {
+            tracing::warn!(error = %e, "requests not read");
+            Err(page(pages::notice(&p.texts, lang, "error_unavailable")))
+        }
+    }
+}
+
+/// `GET /{lang}/mine`: the person's requests, once they proved who they
+/// are.
+async fn mine(State(p): State<Portal>, Path(lang): Path<String>, headers: HeaderMap) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    let (_, list) = match person_requests(&p, lang, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let rows: Vec<pages::Mine> = list
+        .iter()
+        .map(|r| pages::Mine {
+            id: r.id.clone(),
+            right: kind_right(r.kind).to_owned(),
+            received: date(r.deadline.as_ref().and_then(|d| d.received_on.as_ref())),
+            state_key: state_key(r.state).0,
+        })
+        .collect();
+    page(pages::mine(&p.texts, lang, &rows))
+}
+
+/// `GET /{lang}/mine/{id}`: one of the person's requests, on its status
+/// page.
+async fn open_mine(
+    State(p): State<Portal>,
+    Path((lang, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(lang) = lang_of(&lang) else {
+        return not_found();
+    };
+    let (key, list) = match person_requests(&p, lang, &headers).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(r) = list.iter().find(|r| r.id == id) else {
+        return not_found();
+    };
+    let right = kind_right(r.kind).to_owned();
+    let controller = r
+        .controller
+        .as_ref()
+        .map(|c| c.organisation_number.clone())
+        .unwrap_or_default();
+    p.sessions.update(&key, |s| {
+        s.request_id = id.clone();
+        s.right = right;
+        s.controller = controller;
+    });
+    see_other(&format!("/{}/status", lang.code()))
+}
+
+/// The privacy centre's word for a kind of request.
+fn kind_right(kind: i32) -> &'static str {
+    match pb::Kind::try_from(kind).unwrap_or(pb::Kind::Unspecified) {
+        pb::Kind::Access | pb::Kind::Unspecified => "access",
+        pb::Kind::Portability => "portability",
+        pb::Kind::Erasure => "erasure",
+        pb::Kind::Rectification => "rectification",
+        pb::Kind::Restriction => "restriction",
+        pb::Kind::Objection => "objection",
     }
 }
