@@ -116,8 +116,10 @@ enum IncidentCommand {
         #[arg(long, default_value = "sv")]
         language: String,
     },
-    /// Record that the authority was notified.
-    Notified {
+    /// Record that IMY was notified (send `dsr incident draft` through its
+    /// e-service first); past the 72 hours with the reasons.
+    #[command(name = "notify-imy", visible_alias = "notified")]
+    NotifyImy {
         /// Its id.
         id: String,
         /// When (RFC 3339; default: now).
@@ -541,7 +543,7 @@ pub(crate) async fn run_incident(cfg: &Config, args: IncidentArgs) -> anyhow::Re
             }
             None
         }
-        IncidentCommand::Notified {
+        IncidentCommand::NotifyImy {
             id,
             at,
             reference,

@@ -791,3 +791,121 @@ fn letters_preview_writes_a_letter_out_and_a_bad_letters_file_is_named() {
     let o = dsr(&["letters", "preview", "welcome"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no letter \"welcome\""));
 }
+
+/// `dsr incident` and `dsr complaint` under `dsr up`, as the DPO scripts
+/// them: report a breach on the CRM's KYC documents, ask the systems who
+/// is affected, assess it, draft the notification to IMY, record it, and
+/// export the register as CSV; file a complaint and answer it. A bad
+/// argument names its field and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_and_complaints_from_the_command_line() {
+    let _turn = UP.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let port = free_ports();
+    let child = up(&data, port);
+    let base = port.to_string();
+    let cli = |args: &[&str]| {
+        Command::new(DSR)
+            .args(args)
+            .args(["--data-dir", d])
+            .env("DSR_UP__BASE_PORT", &base)
+            .env_remove("DSR_TEST_POSTGRES_URL")
+            .output()
+            .unwrap()
+    };
+    let bad = cli(&["incident", "report", "--summary", " "]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("summary"));
+    let reported = stdout(&cli(&[
+        "incident",
+        "report",
+        "--summary",
+        "KYC documents exported by mistake",
+        "--system",
+        "crm",
+        "--category",
+        "aml.identity_document",
+    ]));
+    let id = reported
+        .lines()
+        .find_map(|l| l.strip_prefix("incident   "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(reported.contains("hours left"), "{reported}");
+    let affected = stdout(&cli(&["incident", "affected", &id]));
+    assert!(
+        affected.contains("556134-1248 aml.identity_document"),
+        "{affected}"
+    );
+    stdout(&cli(&[
+        "incident",
+        "assess",
+        &id,
+        "--risk",
+        "risk",
+        "--reasoning",
+        "Copies of passports",
+        "--consequences",
+        "Identity theft",
+        "--measures",
+        "Export recalled",
+    ]));
+    let draft = cli(&["incident", "draft", &id, "--language", "en"]);
+    let text = stdout(&draft);
+    assert!(
+        text.contains("Likely consequences (Article 33(3)(c))") && text.contains("Identity theft"),
+        "{text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&draft.stderr).is_empty(),
+        "nothing missing"
+    );
+    let told = stdout(&cli(&[
+        "incident",
+        "notify-imy",
+        &id,
+        "--reference",
+        "IMY-2026-77",
+    ]));
+    assert!(told.contains("reference IMY-2026-77"), "{told}");
+    let csv = stdout(&cli(&["incident", "list", "--csv"]));
+    assert!(csv.starts_with("id,discovered,summary"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(&id) && l.contains(",risk,")),
+        "{csv}"
+    );
+
+    let filed = stdout(&cli(&[
+        "complaint",
+        "file",
+        "--controller",
+        "556134-1248",
+        "--reply-to",
+        "karin.lind@exempel.se",
+        "--text",
+        "Marketing after my objection",
+    ]));
+    let cid = filed
+        .lines()
+        .find_map(|l| l.strip_prefix("complaint  "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(stdout(&cli(&["complaint", "list", "--open"])).contains(&cid));
+    let answered = stdout(&cli(&[
+        "complaint",
+        "answer",
+        &cid,
+        "--text",
+        "Stopped, and we found why.",
+    ]));
+    assert!(answered.contains("answered"), "{answered}");
+    assert!(!stdout(&cli(&["complaint", "list", "--open"])).contains(&cid));
+    let (ok, logs) = terminate(child);
+    assert!(ok, "{logs}");
+    assert!(!logs.contains("karin.lind"), "an address in the logs");
+}
