@@ -1,7 +1,8 @@
 //! Browser sessions, held on the server: the cookie is only a random key.
 //! A session remembers what the person is doing (the right, the company,
-//! the challenge and then the request's id) and the random subject its
-//! calls to the mesh carry; never an identity value (a rectification's
+//! the challenge and then the request's id) and the subject its calls to
+//! the mesh carry (random, until the person proves who they are: then a
+//! keyed hash of the address they proved); never an identity value (a rectification's
 //! correct values stay only until the request is submitted). Sessions end after
 //! their time to live and are bounded in number (the oldest goes first).
 
@@ -15,7 +16,8 @@ use rand::RngCore as _;
 /// What one browser is doing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Session {
-    /// The subject of this session's tokens to the mesh (random).
+    /// The subject of this session's tokens to the mesh: random, or once
+    /// `proven` the person's keyed hash.
     pub subject: String,
     /// The right chosen (`access`, `portability`, …).
     pub right: String,
