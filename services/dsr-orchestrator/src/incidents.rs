@@ -586,7 +586,9 @@ impl Ledger {
         self.incident(id).await
     }
 
-    /// Records the risk assessment.
+    /// Records the risk assessment. Below a high risk no one is notified,
+    /// so the affected people's addresses go (their counts stay); a later
+    /// high assessment asks the systems again.
     pub async fn assess_incident(
         &self,
         id: &str,
@@ -596,22 +598,27 @@ impl Ledger {
         measures: String,
         actor: &str,
     ) -> Result<Incident, Error> {
-        self.change_incident(
-            id,
-            actor,
-            format!("incident:assessed {}", risk.as_str()),
-            move |m, am| {
-                if m.closed_at.is_some() {
-                    return Err(Error::Precondition("INCIDENT_CLOSED"));
-                }
-                am.risk = Set(Some(risk.as_str().to_owned()));
-                am.risk_reasoning = Set(Some(reasoning));
-                am.consequences = Set(Some(consequences));
-                am.measures = Set(Some(measures));
-                Ok(())
-            },
-        )
-        .await
+        let done = self
+            .change_incident(
+                id,
+                actor,
+                format!("incident:assessed {}", risk.as_str()),
+                move |m, am| {
+                    if m.closed_at.is_some() {
+                        return Err(Error::Precondition("INCIDENT_CLOSED"));
+                    }
+                    am.risk = Set(Some(risk.as_str().to_owned()));
+                    am.risk_reasoning = Set(Some(reasoning));
+                    am.consequences = Set(Some(consequences));
+                    am.measures = Set(Some(measures));
+                    Ok(())
+                },
+            )
+            .await?;
+        if risk != Risk::High {
+            self.forget_people(id).await?;
+        }
+        Ok(done)
     }
 
     /// Records that the authority was told at `at`; past the 72 hours the

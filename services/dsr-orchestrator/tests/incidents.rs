@@ -153,6 +153,45 @@ async fn who_is_affected_is_merged_across_systems_and_notices_need_a_high_risk()
         ledger.notify_people(&i.id, "dpo").await,
         Err(Error::Precondition("RISK_NOT_HIGH"))
     ));
+    // Assessed below high: no one is notified, so their addresses go; a
+    // high assessment later asks the systems again.
+    ledger
+        .assess_incident(
+            &i.id,
+            Risk::Risk,
+            "Passports, but encrypted at rest".into(),
+            "Little".into(),
+            "Revoked".into(),
+            "dpo",
+        )
+        .await
+        .unwrap();
+    ledger
+        .assess_incident(
+            &i.id,
+            Risk::High,
+            "The key was on the same disk".into(),
+            "Identity theft".into(),
+            "Revoked".into(),
+            "dpo",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .notify_people(&i.id, "dpo")
+            .await
+            .unwrap()
+            .notices
+            .queued,
+        0,
+        "the addresses went with the first assessment"
+    );
+    let i = ledger.report_incident(report(&clock), "dpo").await.unwrap();
+    ledger
+        .record_affected(&i.id, &answers, "dpo")
+        .await
+        .unwrap();
     ledger
         .assess_incident(
             &i.id,
