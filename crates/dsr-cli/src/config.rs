@@ -523,6 +523,13 @@ pub(crate) struct UpSection {
     pub base_port: u16,
     /// Loopback address the services bind.
     pub host: String,
+    /// Processors' own systems (implementing `dsr.system.v1`) that `dsr up`
+    /// adds to discovery, export and erasure beside the reference systems:
+    /// `[[up.systems]]` with `id`, `endpoint` and `operator_recipient_id`
+    /// (the operator in the transfer registry), or `--system
+    /// id=URL,operator=RECIPIENT`.
+    #[serde(default)]
+    pub systems: Vec<DiscoverySystem>,
 }
 
 impl UpSection {
@@ -593,6 +600,7 @@ impl Default for Config {
             up: UpSection {
                 base_port: 50051,
                 host: "127.0.0.1".into(),
+                systems: Vec::new(),
             },
             transfer_registry: TransferRegistrySection {
                 seed_file: String::new(),

@@ -172,6 +172,12 @@ struct UpArgs {
     /// First port; each service takes the next one.
     #[arg(long)]
     base_port: Option<u16>,
+    /// A processor's own system to add to the mesh (repeatable), e.g.
+    /// `--system vendor-x=http://127.0.0.1:7000,operator=print-mail`: its
+    /// id (as its Describe says), its gRPC endpoint and its operator's id
+    /// in the transfer registry.
+    #[arg(long = "system", value_name = "ID=URL,operator=RECIPIENT")]
+    systems: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +242,22 @@ fn flags(cli: &Cli) -> Overrides {
         Command::Up(a) => {
             if let Some(p) = a.base_port {
                 f.push(("up.base_port", V::Integer(i64::from(p))));
+            }
+            if !a.systems.is_empty() {
+                let tables = a.systems.iter().map(|s| {
+                    // "id=URL,operator=R": what is missing is said at start.
+                    let (head, operator) = s.split_once(",operator=").unwrap_or((s, ""));
+                    let (id, url) = head.split_once('=').unwrap_or((head, ""));
+                    let mut t = toml::map::Map::new();
+                    t.insert("id".into(), V::String(id.trim().to_owned()));
+                    t.insert("endpoint".into(), V::String(url.trim().to_owned()));
+                    t.insert(
+                        "operator_recipient_id".into(),
+                        V::String(operator.trim().to_owned()),
+                    );
+                    V::Table(t)
+                });
+                f.push(("up.systems", V::Array(tables.collect())));
             }
         }
         Command::Serve(a) => {

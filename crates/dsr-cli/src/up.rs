@@ -98,6 +98,38 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
             operator_recipient_id: r.operator_recipient_id().to_owned(),
         })
         .collect();
+    // Processors' own systems, beside the reference ones.
+    for (i, s) in cfg.up.systems.iter().enumerate() {
+        let at = format!("up.systems[{i}] (--system {}=…)", s.id);
+        let id_ok = !s.id.is_empty()
+            && s.id.len() <= 63
+            && s.id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !id_ok {
+            anyhow::bail!(
+                "invalid configuration: {at}: id must be 1 to 63 of a-z, 0-9 and '-', as the system's Describe names it"
+            );
+        }
+        if Reference::ALL.iter().any(|r| r.id() == s.id)
+            || cfg.discovery.systems.iter().any(|d| d.id == s.id)
+        {
+            anyhow::bail!("invalid configuration: {at}: the id {} is taken", s.id);
+        }
+        if !(s.endpoint.starts_with("http://") || s.endpoint.starts_with("https://"))
+            || dsr_connector::client::endpoint(&s.endpoint).is_err()
+        {
+            anyhow::bail!(
+                "invalid configuration: {at}: endpoint must be the system's http(s):// gRPC address, e.g. http://127.0.0.1:7000"
+            );
+        }
+        if s.operator_recipient_id.is_empty() {
+            anyhow::bail!(
+                "invalid configuration: {at}: operator_recipient_id (,operator=…) is required: who operates it, as the transfer registry names them"
+            );
+        }
+        cfg.discovery.systems.push(s.clone());
+    }
     let (key_file, issuer) = dev::service_key(&cfg.data_dir, "discovery")?;
     cfg.discovery.service_key_file = key_file;
     cfg.discovery.service_token_issuer = issuer;
@@ -214,6 +246,12 @@ fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)], portal: SocketAddr
             "  {:<20} {addr}  {}",
             inst.name,
             inst.grpc_names().join(", ")
+        );
+    }
+    for s in &cfg.up.systems {
+        println!(
+            "  {:<20} {}  a processor's system (operator {}); it trusts the mesh's callers' keys in {dir}/discovery-jwks.json, export-jwks.json and erasure-jwks.json (issuers dsr-discovery, dsr-export, dsr-erasure; audience {})",
+            s.id, s.endpoint, s.operator_recipient_id, s.id
         );
     }
     let host = cfg.up.connect_host();

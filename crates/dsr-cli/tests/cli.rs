@@ -909,3 +909,168 @@ async fn incidents_and_complaints_from_the_command_line() {
     assert!(ok, "{logs}");
     assert!(!logs.contains("karin.lind"), "an address in the logs");
 }
+
+/// A processor's own system joins `dsr up` with `--system`: here the
+/// generic connector over the vendor's own database, trusting the mesh's
+/// callers' keys from the data directory. A person's access request then
+/// reads it like the reference systems; a bad `--system` stops the start
+/// naming the flag and the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processors_system_joins_dsr_up_and_is_read_for_an_access_request() {
+    let _turn = UP.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    // Refused: a reference system's id, a URL that is none, no operator.
+    for (flag, says) in [
+        ("crm=http://127.0.0.1:1", "is taken"),
+        (
+            "vendor-x=ftp://127.0.0.1:1,operator=print-mail",
+            "http(s)://",
+        ),
+        ("vendor-x=http://127.0.0.1:1", "operator_recipient_id"),
+    ] {
+        let out = dsr(&["up", "--data-dir", d, "--system", flag]);
+        assert!(!out.status.success(), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains("--system"),
+            "{flag}: {err}"
+        );
+    }
+
+    let vendor_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let port = free_ports();
+    let mut child = Command::new(DSR)
+        .args([
+            "up",
+            "--data-dir",
+            d,
+            "--base-port",
+            &port.to_string(),
+            "--log-format",
+            "json",
+            "--system",
+            &format!("vendor-x=http://127.0.0.1:{vendor_port},operator=print-mail"),
+        ])
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        banner.push_str(&l);
+        banner.push('\n');
+        if l.starts_with("Stop with Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    assert!(
+        banner.contains("vendor-x") && banner.contains("discovery-jwks.json"),
+        "{banner}"
+    );
+
+    // The vendor: the print-and-mail schema under its own id, its own
+    // database, trusting the mesh's discovery, export and erasure keys.
+    let vdir = dir.path().join("vendor");
+    std::fs::create_dir_all(&vdir).unwrap();
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../services/dsr-system-sql/reference/print-mail.yaml"
+    ))
+    .unwrap()
+    .replacen("  id: print-mail\n", "  id: vendor-x\n", 1);
+    std::fs::write(vdir.join("vendor.yaml"), manifest).unwrap();
+    let db = format!("sqlite://{}?mode=rwc", vdir.join("vendor.db").display());
+    stdout(&dsr(&[
+        "seed",
+        "--system",
+        "print-mail",
+        "--subjects",
+        "1000",
+        "--seed",
+        "1",
+        "--database-url",
+        &db,
+    ]));
+    let trusted: String = ["discovery", "export", "erasure"]
+        .iter()
+        .map(|s| {
+            format!("[[auth.trusted]]\nissuer = \"dsr-{s}\"\njwks_file = \"{d}/{s}-jwks.json\"\n")
+        })
+        .collect();
+    std::fs::write(
+        vdir.join("vendor.toml"),
+        format!("data_dir = \"{}\"\n{trusted}", vdir.display()),
+    )
+    .unwrap();
+    let mut vendor = Command::new(DSR)
+        .args([
+            "serve",
+            "system-sql",
+            "--manifest",
+            vdir.join("vendor.yaml").to_str().unwrap(),
+            "--database-url",
+            &db,
+            "--migrate",
+            "--listen",
+            &format!("127.0.0.1:{vendor_port}"),
+            "--config",
+            vdir.join("vendor.toml").to_str().unwrap(),
+        ])
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", vendor_port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the vendor never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A person the CRM links to a customer number the vendor knows.
+    let person = dsr_system_sql::reference::people(1000, 1)[1].clone();
+    let out = dir.path().join("answer");
+    let printed = Command::new(DSR)
+        .args([
+            "request",
+            "access",
+            "--data-dir",
+            d,
+            "--email",
+            &person.email,
+            "--wait",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("DSR_UP__BASE_PORT", port.to_string())
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    let text = stdout(&printed);
+    assert!(text.contains("state      completed"), "{text}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("access.json")).unwrap()).unwrap();
+    let systems: Vec<&str> = doc["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert!(systems.contains(&"vendor-x"), "{systems:?}");
+    let _ = vendor.kill();
+    let _ = vendor.wait();
+    let (ok, logs) = terminate(child);
+    assert!(ok, "{logs}");
+}
