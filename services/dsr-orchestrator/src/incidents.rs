@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::entity::{incident, incident_person, letter};
 use crate::ledger::Ledger;
 use crate::letters::{Facts, Status};
-use crate::mesh::SystemAffected;
+use crate::mesh::{BreachQuery, Call, Discovery, SystemAffected};
 
 /// The hours the supervisory authority must be told within (Art. 33(1)).
 pub const AUTHORITY_HOURS: i64 = 72;
@@ -44,6 +44,10 @@ pub enum Error {
     /// Not in a state for it: a stable reason.
     #[error("failed precondition: {0}")]
     Precondition(&'static str),
+    /// Another service did not answer: its stable reason (no personal
+    /// data); trying again may help.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The database failed.
     #[error("storage error: {0}")]
     Storage(#[from] DbErr),
@@ -398,16 +402,27 @@ impl Ledger {
     }
 
     async fn notices_of(&self, id: &str) -> Result<Notices, DbErr> {
-        let rows: Vec<String> = letter::Entity::find()
+        Ok(self
+            .notices_of_many(&[id.to_owned()])
+            .await?
+            .remove(id)
+            .unwrap_or_default())
+    }
+
+    /// The notices of several incidents, in one read.
+    async fn notices_of_many(&self, ids: &[String]) -> Result<BTreeMap<String, Notices>, DbErr> {
+        let rows: Vec<(String, String)> = letter::Entity::find()
             .select_only()
+            .column(letter::Column::RequestId)
             .column(letter::Column::Status)
-            .filter(letter::Column::RequestId.eq(id))
+            .filter(letter::Column::RequestId.is_in(ids.iter().map(String::as_str)))
             .filter(letter::Column::Kind.eq(LetterKind::BreachNotice.as_str()))
             .into_tuple()
             .all(self.db())
             .await?;
-        let mut n = Notices::default();
-        for s in rows {
+        let mut out: BTreeMap<String, Notices> = BTreeMap::new();
+        for (id, s) in rows {
+            let n = out.entry(id).or_default();
             n.queued += 1;
             if s == Status::Sent.as_str() {
                 n.sent += 1;
@@ -415,7 +430,7 @@ impl Ledger {
                 n.failed += 1;
             }
         }
-        Ok(n)
+        Ok(out)
     }
 
     /// One incident.
@@ -443,12 +458,15 @@ impl Ledger {
             .limit(limit)
             .all(self.db())
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for m in rows {
-            let n = self.notices_of(&m.id).await?;
-            out.push(incident_of(m, n));
-        }
-        Ok(out)
+        let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
+        let mut notices = self.notices_of_many(&ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| {
+                let n = notices.remove(&m.id).unwrap_or_default();
+                incident_of(m, n)
+            })
+            .collect())
     }
 
     /// Incidents whose authority notification is overdue now.
@@ -584,6 +602,45 @@ impl Ledger {
         self.append(&txn, actor, id, &action).await?;
         txn.commit().await?;
         self.incident(id).await
+    }
+
+    /// Asks the systems the incident concerns, for each of `controllers`,
+    /// who has records in its categories (through `discovery`, each call
+    /// within `timeout`), and records the answers.
+    pub async fn ask_who_is_affected(
+        &self,
+        id: &str,
+        discovery: &dyn Discovery,
+        controllers: &[Organisationsnummer],
+        timeout: std::time::Duration,
+        actor: &str,
+    ) -> Result<Incident, Error> {
+        let i = self.incident(id).await?;
+        if i.categories.is_empty() {
+            return Err(Error::Precondition("NO_CATEGORIES"));
+        }
+        let query = BreachQuery {
+            systems: i.systems.clone(),
+            categories: i.categories.clone(),
+            from: i.started_at,
+            to: Some(i.discovered_at),
+        };
+        let mut answers = Vec::new();
+        for c in controllers {
+            let call = Call {
+                request_id: i.id.clone(),
+                controller: c.clone(),
+                due_date: i.authority_due().date_naive(),
+                submitted_by: None,
+                timeout,
+            };
+            let systems = discovery
+                .find_affected(&call, &query)
+                .await
+                .map_err(|e| Error::Unavailable(e.reason))?;
+            answers.push((c.clone(), systems));
+        }
+        self.record_affected(id, &answers, actor).await
     }
 
     /// Records the risk assessment. Below a high risk no one is notified,

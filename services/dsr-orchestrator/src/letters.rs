@@ -32,8 +32,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, Statement, Value,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -283,14 +283,34 @@ fn view(m: letter::Model) -> Option<LetterView> {
 impl Ledger {
     /// The letters of a request, in the order they were queued.
     pub async fn letters_of(&self, request_id: &str) -> Result<Vec<LetterView>, Error> {
-        Ok(letter::Entity::find()
-            .filter(letter::Column::RequestId.eq(request_id))
-            .order_by_asc(letter::Column::Id)
-            .all(self.db())
+        Ok(self
+            .letters_of_many(&[request_id.to_owned()])
             .await?
-            .into_iter()
-            .filter_map(view)
-            .collect())
+            .remove(request_id)
+            .unwrap_or_default())
+    }
+
+    /// The letters of several requests (a page of a list), by request, in
+    /// one query per 500.
+    pub async fn letters_of_many(
+        &self,
+        request_ids: &[String],
+    ) -> Result<BTreeMap<String, Vec<LetterView>>, Error> {
+        let mut out: BTreeMap<String, Vec<LetterView>> = BTreeMap::new();
+        for chunk in request_ids.chunks(500) {
+            let rows = letter::Entity::find()
+                .filter(letter::Column::RequestId.is_in(chunk.iter().map(String::as_str)))
+                .order_by_asc(letter::Column::Id)
+                .all(self.db())
+                .await?;
+            for m in rows {
+                let id = m.request_id.clone();
+                if let Some(v) = view(m) {
+                    out.entry(id).or_default().push(v);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// When the restriction-lifted letter of request `id` was sent, if it
@@ -313,34 +333,8 @@ impl Ledger {
     async fn claim_letter(&self, worker: &str, lease: Duration) -> Result<Option<i64>, DbErr> {
         let now = self.clock().now().timestamp_millis();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let db = self.db();
-        let backend = db.get_database_backend();
-        let sql = if backend == DbBackend::Postgres {
-            "UPDATE orchestrator_letter SET lease_owner = $1, lease_until_ms = $2 \
-                 WHERE id = (SELECT id FROM orchestrator_letter \
-                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
-                   AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
-                   ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id"
-        } else {
-            "UPDATE orchestrator_letter SET lease_owner = ?, lease_until_ms = ? \
-                 WHERE id = (SELECT id FROM orchestrator_letter \
-                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
-                   AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
-                   ORDER BY next_attempt_ms LIMIT 1) \
-                 RETURNING id"
-        };
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [
-                    Value::from(worker.to_owned()),
-                    Value::from(until),
-                    Value::from(now),
-                ],
-            ))
-            .await?;
+        let row =
+            crate::queue::claim_due(self.db(), "orchestrator_letter", worker, until, now).await?;
         row.map(|r| r.try_get::<i64>("", "id")).transpose()
     }
 

@@ -185,6 +185,50 @@ async fn begin_attempt<C: ConnectionTrait>(
     Ok((row.id, attempt))
 }
 
+/// Leases to `owner` until `until` the row of `table` whose next attempt
+/// is due first at `now` (ms since the epoch) and not leased: one
+/// statement, `FOR UPDATE SKIP LOCKED` on PostgreSQL (replicas share the
+/// work), SQLite's single writer elsewhere. Returns the row's `id`.
+pub(crate) async fn claim_due(
+    db: &sea_orm::DatabaseConnection,
+    table: &str,
+    owner: &str,
+    until: i64,
+    now: i64,
+) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+    let backend = db.get_database_backend();
+    let sql = if backend == DbBackend::Postgres {
+        format!(
+            "UPDATE {table} SET lease_owner = $1, lease_until_ms = $2 \
+             WHERE id = (SELECT id FROM {table} \
+               WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
+               AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+               ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING id"
+        )
+    } else {
+        // SQLite: one writer at a time makes the statement atomic.
+        format!(
+            "UPDATE {table} SET lease_owner = ?, lease_until_ms = ? \
+             WHERE id = (SELECT id FROM {table} \
+               WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
+               AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
+               ORDER BY next_attempt_ms LIMIT 1) \
+             RETURNING id"
+        )
+    };
+    db.query_one_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [
+            Value::from(owner.to_owned()),
+            Value::from(until),
+            Value::from(now),
+        ],
+    ))
+    .await
+}
+
 /// Records a step the API did itself (a verification token checked at
 /// submission) as one done attempt.
 pub(crate) async fn record_done<C: ConnectionTrait>(
@@ -216,35 +260,7 @@ impl Ledger {
         let now = self.clock().now().timestamp_millis();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
-        let db = self.db();
-        let backend = db.get_database_backend();
-        let sql = if backend == DbBackend::Postgres {
-            "UPDATE orchestrator_request SET lease_owner = $1, lease_until_ms = $2 \
-                 WHERE id = (SELECT id FROM orchestrator_request \
-                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
-                   AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
-                   ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id"
-        } else {
-            // SQLite: one writer at a time makes the statement atomic.
-            "UPDATE orchestrator_request SET lease_owner = ?, lease_until_ms = ? \
-                 WHERE id = (SELECT id FROM orchestrator_request \
-                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
-                   AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
-                   ORDER BY next_attempt_ms LIMIT 1) \
-                 RETURNING id"
-        };
-        let row = db
-            .query_one_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [
-                    Value::from(token.clone()),
-                    Value::from(until),
-                    Value::from(now),
-                ],
-            ))
-            .await?;
+        let row = claim_due(self.db(), "orchestrator_request", &token, until, now).await?;
         let Some(row) = row else { return Ok(None) };
         let request_id: String = row.try_get("", "id")?;
         Ok(Some(Claim { request_id, token }))

@@ -260,30 +260,13 @@ pub fn form(
         esc(t.get(&format!("right_{}_help", right.key), lang)),
         k = right.key
     );
-    let _ = write!(
-        b,
-        "<fieldset id=\"controller\" {d}><legend>{legend}</legend><p class=\"help\" id=\"controller-help\">{help}</p>{err}",
-        d = described(errors, "controller"),
-        legend = esc(t.get("field_company", lang)),
-        help = esc(t.get("field_company_help", lang)),
-        err = error_line(t, lang, errors, "controller"),
-    );
-    for (i, (org, name)) in controllers.iter().enumerate() {
-        let _ = write!(
-            b,
-            "<div class=\"choice\"><input type=\"radio\" name=\"controller\" id=\"controller-{i}\" value=\"{org}\"{checked}>\
-<label for=\"controller-{i}\" style=\"margin:0\">{name} <span class=\"help\" style=\"font-weight:400;display:block\">{what}</span></label></div>",
-            org = esc(org),
-            checked = if entered.controller == *org {
-                " checked"
-            } else {
-                ""
-            },
-            name = esc(name),
-            what = esc(t.get(&format!("company_{org}"), lang)),
-        );
-    }
-    b.push_str("</fieldset>");
+    b.push_str(&controller_choice(
+        t,
+        lang,
+        controllers,
+        &entered.controller,
+        errors,
+    ));
     if right.key == "restriction" {
         let _ = write!(
             b,
@@ -669,28 +652,16 @@ pub fn complaint_form(
     let mut b = summary(t, lang, errors);
     let _ = write!(
         b,
-        "<p>{}</p><form method=\"post\" action=\"/{l}/complaint\" novalidate>\
-<fieldset id=\"controller\" {d}><legend>{legend}</legend><p class=\"help\" id=\"controller-help\"></p>{err}",
+        "<p>{}</p><form method=\"post\" action=\"/{l}/complaint\" novalidate>",
         esc(t.get("complaint_intro", lang)),
-        d = described(errors, "controller"),
-        legend = esc(t.get("field_company", lang)),
-        err = error_line(t, lang, errors, "controller"),
     );
-    for (i, (org, name)) in controllers.iter().enumerate() {
-        let _ = write!(
-            b,
-            "<div class=\"choice\"><input type=\"radio\" name=\"controller\" id=\"controller-{i}\" value=\"{org}\"{checked}>\
-<label for=\"controller-{i}\" style=\"margin:0\">{name}</label></div>",
-            org = esc(org),
-            checked = if entered.controller == *org {
-                " checked"
-            } else {
-                ""
-            },
-            name = esc(name),
-        );
-    }
-    b.push_str("</fieldset>");
+    b.push_str(&controller_choice(
+        t,
+        lang,
+        controllers,
+        &entered.controller,
+        errors,
+    ));
     b.push_str(&textarea(
         t,
         lang,
@@ -828,4 +799,37 @@ pub fn mine(t: &Texts, lang: Lang, rows: &[Mine]) -> String {
         &b,
         false,
     )
+}
+
+/// The group's companies as radio buttons, each with what it holds;
+/// `chosen` checked.
+fn controller_choice(
+    t: &Texts,
+    lang: Lang,
+    controllers: &[(String, String)],
+    chosen: &str,
+    errors: &BTreeMap<&'static str, &'static str>,
+) -> String {
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<fieldset id=\"controller\" {d}><legend>{legend}</legend><p class=\"help\" id=\"controller-help\">{help}</p>{err}",
+        d = described(errors, "controller"),
+        legend = esc(t.get("field_company", lang)),
+        help = esc(t.get("field_company_help", lang)),
+        err = error_line(t, lang, errors, "controller"),
+    );
+    for (i, (org, name)) in controllers.iter().enumerate() {
+        let _ = write!(
+            b,
+            "<div class=\"choice\"><input type=\"radio\" name=\"controller\" id=\"controller-{i}\" value=\"{org}\"{checked}>\
+<label for=\"controller-{i}\" style=\"margin:0\">{name} <span class=\"help\" style=\"font-weight:400;display:block\">{what}</span></label></div>",
+            org = esc(org),
+            checked = if chosen == org { " checked" } else { "" },
+            name = esc(name),
+            what = esc(t.get(&format!("company_{org}"), lang)),
+        );
+    }
+    b.push_str("</fieldset>");
+    b
 }

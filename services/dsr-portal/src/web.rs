@@ -421,7 +421,7 @@ async fn begin(
     let Some(to) = to.filter(|_| errors.is_empty()) else {
         return form_again(&errors);
     };
-    let key = p.sessions.open(Session {
+    let session = Session {
         right: right.key.to_owned(),
         controller: f.controller,
         ground: f.ground,
@@ -429,25 +429,41 @@ async fn begin(
         purposes,
         method: if sms { "sms" } else { "email" }.to_owned(),
         ..Session::default()
-    });
+    };
+    send_code(&p, lang, session, &to, wrong, |k| {
+        errors.insert(field, k);
+        form_again(&errors)
+    })
+    .await
+}
+
+/// Opens `session`, sends a one-time code to `to` and goes on to the code
+/// page; refused, the form again through `again` with the error's text key
+/// (`wrong` for an address the identity service does not take, too many
+/// codes).
+async fn send_code(
+    p: &Portal,
+    lang: Lang,
+    session: Session,
+    to: &Identity,
+    wrong: &'static str,
+    again: impl FnOnce(&'static str) -> Response,
+) -> Response {
+    let key = p.sessions.open(session);
     let Some(s) = p.sessions.get(&key) else {
         return page(pages::notice(&p.texts, lang, "error_session"));
     };
-    match p.mesh.start(&s.subject, &to, lang.code()).await {
+    match p.mesh.start(&s.subject, to, lang.code()).await {
         Ok(challenge) => {
             p.sessions.update(&key, |s| s.challenge_id = challenge);
             let mut r = see_other(&format!("/{}/code", lang.code()));
-            set_cookie(&p, &mut r, &key);
+            set_cookie(p, &mut r, &key);
             r
         }
         Err(MeshError::Refused(reason)) if reason == "IDENTITY_RATE_LIMITED" => {
-            errors.insert(field, "error_too_many");
-            form_again(&errors)
+            again("error_too_many")
         }
-        Err(MeshError::Invalid(_)) => {
-            errors.insert(field, wrong);
-            form_again(&errors)
-        }
+        Err(MeshError::Invalid(_)) => again(wrong),
         Err(e) => {
             tracing::warn!(error = %e, "verification could not start");
             page(pages::notice(&p.texts, lang, "error_unavailable"))
@@ -1193,34 +1209,16 @@ async fn fetch(
         errors.insert("email", "error_email");
         return page(pages::fetch_form(&p.texts, lang, f.email.trim(), &errors));
     };
-    let key = p.sessions.open(Session {
+    let session = Session {
         right: FETCH.to_owned(),
         method: "email".to_owned(),
         ..Session::default()
-    });
-    let Some(s) = p.sessions.get(&key) else {
-        return page(pages::notice(&p.texts, lang, "error_session"));
     };
-    match p.mesh.start(&s.subject, &to, lang.code()).await {
-        Ok(challenge) => {
-            p.sessions.update(&key, |s| s.challenge_id = challenge);
-            let mut r = see_other(&format!("/{}/code", lang.code()));
-            set_cookie(&p, &mut r, &key);
-            r
-        }
-        Err(MeshError::Refused(reason)) if reason == "IDENTITY_RATE_LIMITED" => {
-            errors.insert("email", "error_too_many");
-            page(pages::fetch_form(&p.texts, lang, f.email.trim(), &errors))
-        }
-        Err(MeshError::Invalid(_)) => {
-            errors.insert("email", "error_email");
-            page(pages::fetch_form(&p.texts, lang, f.email.trim(), &errors))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "verification could not start");
-            page(pages::notice(&p.texts, lang, "error_unavailable"))
-        }
-    }
+    send_code(&p, lang, session, &to, "error_email", |k| {
+        errors.insert("email", k);
+        page(pages::fetch_form(&p.texts, lang, f.email.trim(), &errors))
+    })
+    .await
 }
 
 /// The requests of the person this session proved to be (newest first).

@@ -22,7 +22,7 @@ use tower_layer::Layer as _;
 use crate::complaints::{Complaint, Filing};
 use crate::incidents::{self, Error, Incident, NoticeException, Report, Risk};
 use crate::ledger::Ledger;
-use crate::mesh::{BreachQuery, Call, Discovery};
+use crate::mesh::Discovery;
 
 /// Scope of Report.
 pub const SCOPE_REPORT: &str = "incidents:report";
@@ -160,6 +160,11 @@ impl From<Error> for Status {
                 Code::FailedPrecondition,
                 "not possible in the incident's or complaint's present state",
                 reason,
+            ),
+            Error::Unavailable(reason) => status(
+                Code::Unavailable,
+                "discovery could not ask the systems; try again",
+                &reason,
             ),
             Error::Storage(e) => {
                 tracing::error!(error = %e, "incident storage failed");
@@ -482,40 +487,24 @@ impl Incidents for IncidentHandlers {
         let actor = Principal::subject_of(&req);
         let pb::FindAffectedRequest { id } = req.into_inner();
         Self::id(&id)?;
-        let i = self.d.ledger.incident(&id).await?;
-        if i.categories.is_empty() {
-            return Err(Error::Precondition("NO_CATEGORIES").into());
-        }
-        let query = BreachQuery {
-            systems: i.systems.clone(),
-            categories: i.categories.clone(),
-            from: i.started_at,
-            to: Some(i.discovered_at),
-        };
-        let mut answers = Vec::new();
-        for c in &self.d.group.controllers {
-            let call = Call {
-                request_id: i.id.clone(),
-                controller: c.organisation_number.clone(),
-                due_date: i.authority_due().date_naive(),
-                submitted_by: None,
-                timeout: self.d.call_timeout,
-            };
-            let systems = self
-                .d
-                .discovery
-                .find_affected(&call, &query)
-                .await
-                .map_err(|e| {
-                    status(
-                        Code::Unavailable,
-                        "discovery could not ask the systems; try again",
-                        &e.reason,
-                    )
-                })?;
-            answers.push((c.organisation_number.clone(), systems));
-        }
-        let i = self.d.ledger.record_affected(&id, &answers, &actor).await?;
+        let controllers: Vec<_> = self
+            .d
+            .group
+            .controllers
+            .iter()
+            .map(|c| c.organisation_number.clone())
+            .collect();
+        let i = self
+            .d
+            .ledger
+            .ask_who_is_affected(
+                &id,
+                self.d.discovery.as_ref(),
+                &controllers,
+                self.d.call_timeout,
+                &actor,
+            )
+            .await?;
         Ok(Response::new(pb::FindAffectedResponse {
             incident: self.one(&i),
         }))

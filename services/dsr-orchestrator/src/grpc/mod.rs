@@ -814,6 +814,21 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> 
 
 impl Handlers {
     async fn view(&self, r: &ledger::Request) -> Result<pb::DataSubjectRequest, Status> {
+        let letters = self
+            .d
+            .ledger
+            .letters_of(&r.id)
+            .await
+            .map_err(ledger_status)?;
+        self.view_with(r, &letters).await
+    }
+
+    /// [`Self::view`] with the request's letters already read.
+    async fn view_with(
+        &self,
+        r: &ledger::Request,
+        letters: &[crate::letters::LetterView],
+    ) -> Result<pb::DataSubjectRequest, Status> {
         let steps = self.d.ledger.steps(r).await.map_err(ledger_status)?;
         let mut v = request_to_pb(r, &steps, self.d.ledger.clock().today());
         v.required_assurance = match self.d.intake.assurance().required(r.kind) {
@@ -823,15 +838,7 @@ impl Handlers {
             dsr_identity::tokens::Assurance::Attested => "attested",
         }
         .into();
-        v.letters = self
-            .d
-            .ledger
-            .letters_of(&r.id)
-            .await
-            .map_err(ledger_status)?
-            .iter()
-            .map(letter_to_pb)
-            .collect();
+        v.letters = letters.iter().map(letter_to_pb).collect();
         Ok(v)
     }
 
@@ -1122,9 +1129,21 @@ impl Requests for Handlers {
                     "invalid page token".into(),
                 )])
             })?;
+        // The page's letters in one read, not one per request.
+        let ids: Vec<String> = listed.requests.iter().map(|r| r.id.clone()).collect();
+        let mut letters = self
+            .d
+            .ledger
+            .letters_of_many(&ids)
+            .await
+            .map_err(ledger_status)?;
         let mut views = Vec::with_capacity(listed.requests.len());
         for r in &listed.requests {
-            views.push((self.view(r).await?, crate::listing::token_after(r)));
+            let theirs = letters.remove(&r.id).unwrap_or_default();
+            views.push((
+                self.view_with(r, &theirs).await?,
+                crate::listing::token_after(r),
+            ));
         }
         let (requests, cut) = fit_page(views, MAX_PAGE_BYTES);
         Ok(Response::new(pb::ListResponse {

@@ -15,8 +15,8 @@ use dsr_proto::erasure::v1 as era;
 use dsr_proto::system::v1 as sys;
 
 use super::{
-    Done, console_page, date, handler, identity_type_select, nav, other, radios, read_failed,
-    table_head, text_field, timestamp, typed_identity,
+    Done, console_page, date, handler, identity_type_select, nav, nav_with, other, radios,
+    read_failed, table_head, text_field, timestamp, typed_identity,
 };
 use crate::mesh::MeshError;
 use crate::pages::esc;
@@ -56,10 +56,7 @@ fn holds_page(
 ) -> Response {
     let t = &p.texts;
     let l = lang.code();
-    let mut b = nav(p, lang);
-    if let Some(k) = notice {
-        let _ = write!(b, "<p role=\"status\">{}</p>", esc(t.get(k, lang)));
-    }
+    let mut b = nav_with(p, lang, notice);
     let _ = write!(b, "<p>{}</p>", esc(t.get("console_holds_help", lang)));
     if holds.is_empty() {
         let _ = write!(b, "<p>{}</p>", esc(t.get("console_holds_none", lang)));

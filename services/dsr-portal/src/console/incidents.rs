@@ -15,7 +15,7 @@ use dsr_domain::text::Lang;
 use dsr_proto::incident::v1 as inc;
 
 use super::{
-    Done, console_page, handler, nav, other, read_failed, table_head, timestamp, valid_id,
+    Done, console_page, handler, nav_with, other, read_failed, table_head, timestamp, valid_id,
 };
 use crate::mesh::{IncidentStep, MeshError};
 use crate::pages::esc;
@@ -127,10 +127,7 @@ async fn register(
     };
     let t = &p.texts;
     let l = lang.code();
-    let mut b = nav(p, lang);
-    if let Some(k) = notice {
-        let _ = write!(b, "<p role=\"status\">{}</p>", esc(t.get(k, lang)));
-    }
+    let mut b = nav_with(p, lang, notice);
     let _ = write!(b, "<p>{}</p>", esc(t.get("console_inc_help", lang)));
     if list.is_empty() {
         let _ = write!(b, "<p>{}</p>", esc(t.get("console_inc_none", lang)));
@@ -300,10 +297,7 @@ async fn incident_page(
     };
     let t = &p.texts;
     let l = lang.code();
-    let mut b = nav(p, lang);
-    if let Some(k) = notice {
-        let _ = write!(b, "<p role=\"status\">{}</p>", esc(t.get(k, lang)));
-    }
+    let mut b = nav_with(p, lang, notice);
     let row = |k: &str, v: String| format!("<dt>{}</dt><dd>{v}</dd>", esc(t.get(k, lang)));
     b.push_str("<dl>");
     b.push_str(&row(
@@ -713,10 +707,7 @@ async fn complaints_page(
     };
     let t = &p.texts;
     let l = lang.code();
-    let mut b = nav(p, lang);
-    if let Some(k) = notice {
-        let _ = write!(b, "<p role=\"status\">{}</p>", esc(t.get(k, lang)));
-    }
+    let mut b = nav_with(p, lang, notice);
     let _ = write!(b, "<p>{}</p>", esc(t.get("console_cmp_help", lang)));
     if list.is_empty() {
         let _ = write!(b, "<p>{}</p>", esc(t.get("console_cmp_none", lang)));

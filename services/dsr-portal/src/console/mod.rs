@@ -158,6 +158,16 @@ fn nav(p: &Portal, lang: Lang) -> String {
     b
 }
 
+/// The navigation, then what the last action did (`notice`, a text key)
+/// for a screen reader to announce.
+fn nav_with(p: &Portal, lang: Lang, notice: Option<&str>) -> String {
+    let mut b = nav(p, lang);
+    if let Some(k) = notice {
+        let _ = write!(b, "<p role=\"status\">{}</p>", esc(p.texts.get(k, lang)));
+    }
+    b
+}
+
 /// The page for a read the mesh did not answer: refused (the handler's
 /// roles do not give the scope it needs), or unavailable.
 fn read_failed(p: &Portal, lang: Lang, what: &str, e: &MeshError) -> Response {
@@ -780,10 +790,7 @@ fn request_page(
     let t = &p.texts;
     let st = pb::State::try_from(r.state).unwrap_or(pb::State::Unspecified);
     let d = r.deadline.clone().unwrap_or_default();
-    let mut b = nav(p, lang);
-    if let Some(k) = notice {
-        let _ = write!(b, "<p role=\"status\">{}</p>", esc(t.get(k, lang)));
-    }
+    let mut b = nav_with(p, lang, notice);
     let _ = write!(
         b,
         "<dl><dt>{k_ref}</dt><dd translate=\"no\">{id}</dd><dt>{k_kind}</dt><dd>{kind}</dd>\
