@@ -237,16 +237,17 @@ impl Handlers {
     fn describe_pb(&self) -> pb::DescribeResponse {
         let m = self.system.manifest();
         let s = &m.system;
-        let mut rights = vec![
+        // Every right is acted on: an objection to a system with no
+        // objection column is answered, record by record, UNCHANGED (it
+        // processes nothing for those purposes), not UNIMPLEMENTED.
+        let rights = [
             pb::Right::Access,
             pb::Right::Portability,
             pb::Right::Erasure,
             pb::Right::Rectification,
             pb::Right::Restriction,
+            pb::Right::Objection,
         ];
-        if m.tables.iter().any(|t| t.objection_column.is_some()) {
-            rights.push(pb::Right::Objection);
-        }
         let mut methods: BTreeSet<i32> = BTreeSet::new();
         for t in &m.tables {
             let method = match t.erasure {
