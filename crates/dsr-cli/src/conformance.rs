@@ -4,7 +4,7 @@
 //!
 //! The kit mints its own tokens, as the erasure service would, with a key
 //! the system trusts (under `dsr up`, the key `dsr up` gave the erasure
-//! service; otherwise `--key-file` and `--issuer`): correctly scoped ones
+//! service; otherwise a `dsr keys create` folder, `--keys`): correctly scoped ones
 //! for the system's id as audience, and the ones a system must refuse
 //! (none, a key it does not know, another audience, expired, a scope too
 //! few). Writes are followed to their end (WatchOperation, then
@@ -49,19 +49,14 @@ pub(crate) struct ConformanceArgs {
     /// a processor's system refuses: then give it).
     #[arg(long)]
     system_id: Option<String>,
-    /// The Ed25519 private key (PKCS#8 PEM) the kit signs its tokens with:
-    /// one whose public key the system trusts for the erasure service
-    /// (default: `<data dir>/keys/erasure-service.pem`, the key `dsr up`
-    /// gives the erasure service; its JWKS is `<data dir>/erasure-jwks.json`).
+    /// A folder made by `dsr keys create --out DIR`, whose
+    /// `trust/dsr-{discovery,export,erasure}-jwks.json` the system trusts:
+    /// the kit signs as the erasure service with `erasure/service.pem`,
+    /// tries a reader's write with `discovery/service.pem` and a portal's
+    /// call with `portal/service.pem` (default: the keys `dsr up` gave the
+    /// services in the data directory, `keys/<service>-service.pem`).
     #[arg(long)]
-    key_file: Option<PathBuf>,
-    /// The issuer written into the kit's tokens.
-    #[arg(long, default_value = "dsr-erasure")]
-    issuer: String,
-    /// The key id written into the kit's tokens (default: the one derived
-    /// from the public key, as `dsr up` and `dsr keys` derive it).
-    #[arg(long)]
-    key_id: Option<String>,
+    keys: Option<PathBuf>,
     /// A token the system trusts, from a service that may read but not
     /// write (discovery or export), asking for `system:write`: the system
     /// must refuse its writes with PERMISSION_DENIED (default under `dsr up`:
@@ -86,45 +81,76 @@ fn all_scopes() -> Vec<String> {
         .collect()
 }
 
+/// Where the kit's keys are: a `dsr keys create` folder, or `dsr up`'s.
+#[derive(Clone, Debug)]
+enum Keys {
+    Created(PathBuf),
+    Up(PathBuf),
+}
+
+impl Keys {
+    fn of(cfg: &Config, args: &ConformanceArgs) -> Self {
+        match &args.keys {
+            Some(dir) => Self::Created(dir.clone()),
+            None => Self::Up(cfg.data_dir.clone()),
+        }
+    }
+
+    /// The key file of service `name`, and its issuer.
+    fn service(&self, name: &str) -> (PathBuf, String) {
+        let file = match self {
+            Self::Created(dir) => dir.join(name).join("service.pem"),
+            Self::Up(dir) => dir.join(format!("keys/{name}-service.pem")),
+        };
+        (file, format!("dsr-{name}"))
+    }
+
+    /// A token of service `name` for `audience` with every system scope,
+    /// when its key is there.
+    fn token_of(&self, name: &str, audience: &str) -> Option<String> {
+        let (file, issuer) = self.service(name);
+        if !file.exists() {
+            return None;
+        }
+        let (signer, _) = dsr_auth::TokenSigner::from_key_file(&file, None, &issuer).ok()?;
+        signer
+            .mint(&dsr_auth::TokenRequest {
+                subject: format!("service:{issuer}"),
+                audiences: vec![audience.to_owned()],
+                scopes: all_scopes(),
+                ttl: Duration::from_secs(600),
+            })
+            .ok()
+    }
+}
+
 /// Tokens signed by keys the system trusts, for issuers that must not
-/// write to it (the reader) or reach it at all (the portal): minted under
-/// `dsr up` from the keys it gave them, never from a key made up here (a
-/// refusal of an unknown key would prove nothing about the policy).
+/// write to it (the reader) or reach it at all (the portal): the keys the
+/// mesh gave those services, never a key made up here (a refusal of an
+/// unknown key would prove nothing about the policy).
 fn outsider_tokens(
     cfg: &Config,
     args: &ConformanceArgs,
     audience: &str,
 ) -> (Option<String>, Option<String>) {
-    let ttl = Duration::from_secs(600);
-    let audiences = vec![audience.to_owned()];
-    let reader = args.reader_token.clone().or_else(|| {
-        cfg.data_dir
-            .join("keys/discovery-service.pem")
-            .exists()
-            .then(|| {
-                dev::service_token(
-                    &cfg.data_dir,
-                    "discovery",
-                    audiences.clone(),
-                    all_scopes(),
-                    ttl,
-                )
-                .ok()
-            })
-            .flatten()
-    });
-    let portal = args.portal_token.clone().or_else(|| {
-        dev::load_dev_key(&cfg.data_dir).ok().and_then(|_| {
+    let keys = Keys::of(cfg, args);
+    let reader = args
+        .reader_token
+        .clone()
+        .or_else(|| keys.token_of("discovery", audience));
+    let portal = args.portal_token.clone().or_else(|| match &keys {
+        Keys::Created(_) => keys.token_of("portal", audience),
+        Keys::Up(dir) => dev::load_dev_key(dir).ok().and_then(|_| {
             dev::token_or_mint(
-                &cfg.data_dir,
+                dir,
                 None,
                 "conformance-portal",
-                audiences.clone(),
+                vec![audience.to_owned()],
                 all_scopes(),
-                ttl,
+                Duration::from_secs(600),
             )
             .ok()
-        })
+        }),
     });
     (reader, portal)
 }
@@ -137,28 +163,24 @@ struct Minter {
 
 impl Minter {
     fn load(cfg: &Config, args: &ConformanceArgs) -> anyhow::Result<Self> {
-        let path = args
-            .key_file
-            .clone()
-            .unwrap_or_else(|| cfg.data_dir.join("keys/erasure-service.pem"));
+        let (path, issuer) = Keys::of(cfg, args).service("erasure");
         if !path.exists() {
             bail!(
-                "no signing key at {}: pass --key-file with the Ed25519 key whose JWKS the \
-                 system trusts for the erasure service (and --issuer), or run `dsr up` once \
-                 to create the mesh's keys",
+                "no signing key at {}: pass --keys with a `dsr keys create` folder whose \
+                 trust/dsr-erasure-jwks.json the system trusts, or run `dsr up` once to \
+                 create the mesh's keys",
                 path.display()
             );
         }
-        let (trusted, _) =
-            dsr_auth::TokenSigner::from_key_file(&path, args.key_id.as_deref(), &args.issuer)
-                .with_context(|| format!("cannot read the key {}", path.display()))?;
+        let (trusted, _) = dsr_auth::TokenSigner::from_key_file(&path, None, &issuer)
+            .with_context(|| format!("cannot read the key {}", path.display()))?;
         // The same key id and issuer over a key nobody trusts: only the
         // signature tells the two apart.
         let made_up = dsr_auth::generate_ed25519(trusted.kid())?;
         let unknown = dsr_auth::TokenSigner::from_ed25519_pem(
             &made_up.private_pem,
             trusted.kid(),
-            &args.issuer,
+            trusted.issuer(),
         )?;
         Ok(Self { trusted, unknown })
     }

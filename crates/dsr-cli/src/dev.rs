@@ -96,33 +96,6 @@ pub(crate) fn service_key(dir: &Path, name: &str) -> anyhow::Result<(String, Str
     Ok((key_file.display().to_string(), issuer))
 }
 
-/// A token signed with the key `dsr up` gave service `name`, as that
-/// service would mint it (the conformance kit acts as the erasure service
-/// towards a data system).
-pub(crate) fn service_token(
-    dir: &Path,
-    name: &str,
-    audiences: Vec<String>,
-    scopes: Vec<String>,
-    ttl: std::time::Duration,
-) -> anyhow::Result<String> {
-    let issuer = format!("dsr-{name}");
-    let key_file = dir.join(format!("keys/{name}-service.pem"));
-    if !key_file.exists() {
-        anyhow::bail!(
-            "no --token given and no {} (start `dsr up` once, or pass a token the system trusts)",
-            key_file.display()
-        );
-    }
-    let (signer, _) = dsr_auth::TokenSigner::from_key_file(&key_file, None, &issuer)?;
-    Ok(signer.mint(&dsr_auth::TokenRequest {
-        subject: format!("service:{issuer}"),
-        audiences,
-        scopes,
-        ttl,
-    })?)
-}
-
 /// `given` when set, else a development token minted with the data
 /// directory's key for `subject`, `audiences` and `scopes`.
 pub(crate) fn token_or_mint(
