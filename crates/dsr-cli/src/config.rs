@@ -1191,7 +1191,7 @@ mod tests {
         .to_string();
         assert!(err.contains("concurrency_limit"), "{err}");
         let err =
-            Config::load(None, env(&[("DSR_DATABASE__URL", "mysql://h/db")]), vec![]).unwrap_err();
+            Config::load(None, env(&[("DSR_DATABASE__URL", "oracle://h/db")]), vec![]).unwrap_err();
         assert!(format!("{err:#}").contains("database.url"), "{err:#}");
         let err = Config::load(
             None,

@@ -307,6 +307,7 @@ impl Instance {
         max_connections: u32,
     ) -> anyhow::Result<dsr_store::Db> {
         let (url, schema) = self.database(cfg);
+        mesh_backend(&self.kind, &url).with_context(|| format!("{}: database.url", self.name))?;
         dsr_store::connect(
             &url,
             &dsr_store::StoreConfig {
@@ -318,6 +319,19 @@ impl Instance {
         .await
         .with_context(|| format!("{}: cannot open its database", self.name))
     }
+}
+
+/// MySQL and MariaDB hold data systems' tables, which the SQL connector
+/// reads; the mesh's own services keep their state on SQLite or PostgreSQL
+/// only (their migrations and queries are tested on those).
+fn mesh_backend(kind: &ServiceKind, url: &str) -> anyhow::Result<()> {
+    if dsr_store::backend_of(url)? == sea_orm::DbBackend::MySql && *kind != ServiceKind::SystemSql {
+        bail!(
+            "MySQL/MariaDB is for a data system's own database (dsr serve system-sql); \
+             the mesh's services run on sqlite:// or postgres://"
+        );
+    }
+    Ok(())
 }
 
 /// Verification keys and issuers for incoming tokens, and the
@@ -1224,8 +1238,27 @@ mod tests {
     use dsr_auth::ScopeRule;
     use prost::Message as _;
 
-    use super::{ALL_SCOPES, Trust, mesh_grants, people_scopes};
+    use super::{ALL_SCOPES, ServiceKind, Trust, mesh_backend, mesh_grants, people_scopes};
     use crate::config::{Config, TrustedIssuer};
+
+    /// MySQL/MariaDB is opened for a data system only.
+    #[test]
+    fn only_the_sql_connector_opens_mysql() {
+        let url = "mysql://root@127.0.0.1:3306/crm";
+        assert!(mesh_backend(&ServiceKind::SystemSql, url).is_ok());
+        for kind in [
+            ServiceKind::Orchestrator,
+            ServiceKind::Erasure,
+            ServiceKind::Export,
+            ServiceKind::Identity,
+            ServiceKind::Discovery,
+            ServiceKind::TransferRegistry,
+        ] {
+            let err = mesh_backend(&kind, url).unwrap_err().to_string();
+            assert!(err.contains("system-sql"), "{kind:?}: {err}");
+            assert!(mesh_backend(&kind, "postgres://u@h/db").is_ok());
+        }
+    }
 
     /// Every row of the authorisation policy, both ways: each of the mesh's
     /// services and a portal's identity provider, each with its own key,

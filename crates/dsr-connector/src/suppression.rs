@@ -46,6 +46,7 @@ impl Suppressions {
 
     /// Records that the person with these identities (kind, normalised
     /// value) objected to `purposes`; inside the caller's transaction.
+    #[allow(clippy::wildcard_enum_match_arm)]
     pub async fn add<C: ConnectionTrait>(
         &self,
         conn: &C,
@@ -53,11 +54,18 @@ impl Suppressions {
         purposes: &BTreeSet<String>,
     ) -> Result<u64, DbErr> {
         let backend = conn.get_database_backend();
-        // Both PostgreSQL and SQLite (3.24+) take ON CONFLICT DO NOTHING.
-        let sql = if backend == DbBackend::Postgres {
-            "INSERT INTO dsr_suppression (identity_hash, purpose, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
-        } else {
-            "INSERT INTO dsr_suppression (identity_hash, purpose, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        // PostgreSQL and SQLite (3.24+) take ON CONFLICT DO NOTHING; MySQL
+        // and MariaDB INSERT IGNORE (the row is there: nothing to add).
+        let sql = match backend {
+            DbBackend::Postgres => {
+                "INSERT INTO dsr_suppression (identity_hash, purpose, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            }
+            DbBackend::MySql => {
+                "INSERT IGNORE INTO dsr_suppression (identity_hash, purpose, created_at) VALUES (?, ?, ?)"
+            }
+            _ => {
+                "INSERT INTO dsr_suppression (identity_hash, purpose, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+            }
         };
         let mut added = 0;
         let hashes: BTreeSet<String> = identities.iter().map(|(k, v)| self.hash(k, v)).collect();

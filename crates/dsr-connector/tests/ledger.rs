@@ -8,7 +8,7 @@ use dsr_store::testing::TestDb;
 
 #[tokio::test]
 async fn same_key_same_instruction_same_receipt() {
-    let db = TestDb::new().await.unwrap();
+    let db = TestDb::system().await.unwrap();
     dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
     let ops = Operations::new(db.db.clone());
     let signer = ReceiptSigner::generate("k1");

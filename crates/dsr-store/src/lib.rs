@@ -1,8 +1,10 @@
 //! Opening a service's database and running its migrations.
 //!
 //! One URL decides the backend: `sqlite://path/to/file.db` (the embedded
-//! default, one file per service under the data directory) or
-//! `postgres://user@host/db` (production). SQLite files are created when
+//! default, one file per service under the data directory),
+//! `postgres://user@host/db` (production), or `mysql://user@host/db`
+//! (MySQL or MariaDB: a data system's own database that the SQL connector
+//! reads; the mesh's services refuse it). SQLite files are created when
 //! missing and run in WAL mode with a busy timeout and foreign keys on.
 //!
 //! Each service keeps its migrations in its own crate (one file per
@@ -24,8 +26,8 @@ pub use sea_orm::DatabaseConnection as Db;
 /// Why a database could not be opened or migrated.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The URL names neither SQLite nor PostgreSQL.
-    #[error("database url must start with sqlite:// or postgres:// (got scheme {0:?})")]
+    /// The URL names neither SQLite, PostgreSQL nor MySQL.
+    #[error("database url must start with sqlite://, postgres:// or mysql:// (got scheme {0:?})")]
     UnsupportedScheme(String),
     /// The directory for a SQLite file could not be created.
     #[error("cannot create directory {path} for the SQLite database: {source}")]
@@ -76,6 +78,7 @@ pub fn backend_of(url: &str) -> Result<DbBackend, Error> {
     match scheme {
         "sqlite" => Ok(DbBackend::Sqlite),
         "postgres" | "postgresql" => Ok(DbBackend::Postgres),
+        "mysql" => Ok(DbBackend::MySql),
         other => Err(Error::UnsupportedScheme(other.to_owned())),
     }
 }
@@ -86,7 +89,7 @@ pub fn sqlite_url(path: &Path) -> String {
 }
 
 /// Opens the database at `url`.
-// `backend_of` only answers SQLite or PostgreSQL; DbBackend is non-exhaustive.
+// `backend_of` only answers SQLite, PostgreSQL or MySQL; DbBackend is non-exhaustive.
 #[allow(clippy::wildcard_enum_match_arm)]
 pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection, Error> {
     let backend = backend_of(url)?;
@@ -140,6 +143,10 @@ pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection,
                 admin.close().await.map_err(Error::Connect)?;
                 opts.set_schema_search_path(schema.clone());
             }
+        }
+        DbBackend::MySql => {
+            // The database named in the URL is the system's own: no schema.
+            opts.max_connections(cfg.max_connections);
         }
         _ => {
             return Err(Error::UnsupportedScheme(
@@ -203,8 +210,9 @@ mod tests {
             backend_of("postgres://u@h/db").unwrap(),
             DbBackend::Postgres
         );
+        assert_eq!(backend_of("mysql://u@h/db").unwrap(), DbBackend::MySql);
         assert!(
-            matches!(backend_of("mysql://h/db"), Err(Error::UnsupportedScheme(s)) if s == "mysql")
+            matches!(backend_of("oracle://h/db"), Err(Error::UnsupportedScheme(s)) if s == "oracle")
         );
     }
 

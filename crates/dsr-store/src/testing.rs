@@ -1,7 +1,8 @@
 //! Databases for tests: SQLite by default, PostgreSQL when
-//! `DSR_TEST_POSTGRES_URL` is set. Each [`TestDb`] gets a database of its
-//! own (a temporary SQLite file, or a fresh PostgreSQL database dropped
-//! afterwards), so test runs never see each other's data.
+//! `DSR_TEST_POSTGRES_URL` is set, and for a data system's tables MySQL or
+//! MariaDB when `DSR_TEST_MYSQL_URL` is set. Each [`TestDb`] gets a
+//! database of its own (a temporary SQLite file, or a fresh database
+//! dropped afterwards), so test runs never see each other's data.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,6 +13,10 @@ use crate::{Error, StoreConfig, connect, sqlite_url};
 /// The environment variable naming a PostgreSQL server for tests, e.g.
 /// `postgres://postgres@127.0.0.1:5432/test`.
 pub const POSTGRES_ENV: &str = "DSR_TEST_POSTGRES_URL";
+
+/// The environment variable naming a MySQL or MariaDB server for the
+/// tests of data systems' databases, e.g. `mysql://root@127.0.0.1:3306/test`.
+pub const MYSQL_ENV: &str = "DSR_TEST_MYSQL_URL";
 
 /// A database owned by one test.
 #[derive(Debug)]
@@ -27,6 +32,7 @@ pub struct TestDb {
 enum Cleanup {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres { admin_url: String, name: String },
+    MySql { admin_url: String, name: String },
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -39,6 +45,46 @@ impl TestDb {
             Ok(admin_url) if !admin_url.is_empty() => Self::postgres(&admin_url).await,
             _ => Self::sqlite().await,
         }
+    }
+
+    /// A data system's database: MySQL or MariaDB when [`MYSQL_ENV`] is
+    /// set, else as [`TestDb::new`].
+    pub async fn system() -> Result<Self, Error> {
+        match std::env::var(MYSQL_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => Self::mysql(&admin_url).await,
+            _ => Self::new().await,
+        }
+    }
+
+    /// A fresh database on the MySQL or MariaDB server at `admin_url`.
+    pub async fn mysql(admin_url: &str) -> Result<Self, Error> {
+        let name = unique_name();
+        let admin = Database::connect(admin_url).await.map_err(Error::Connect)?;
+        admin
+            .execute_raw(Statement::from_string(
+                DbBackend::MySql,
+                format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"),
+            ))
+            .await
+            .map_err(Error::Connect)?;
+        admin.close().await.map_err(Error::Connect)?;
+        let url = replace_db_name(admin_url, &name);
+        let db = connect(
+            &url,
+            &StoreConfig {
+                max_connections: 4,
+                ..StoreConfig::default()
+            },
+        )
+        .await?;
+        Ok(Self {
+            url,
+            db,
+            cleanup: Cleanup::MySql {
+                admin_url: admin_url.to_owned(),
+                name,
+            },
+        })
     }
 
     /// A SQLite file in a fresh temporary directory.
@@ -58,12 +104,7 @@ impl TestDb {
 
     /// A fresh database on the PostgreSQL server at `admin_url`.
     pub async fn postgres(admin_url: &str) -> Result<Self, Error> {
-        let name = format!(
-            "dsr_test_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            chrono_free_nanos()
-        );
+        let name = unique_name();
         let admin = Database::connect(admin_url).await.map_err(Error::Connect)?;
         admin
             .execute_raw(Statement::from_string(
@@ -119,18 +160,37 @@ impl TestDb {
     /// the file (SQLite).
     pub async fn finish(self) {
         let _ = self.db.close().await;
-        if let Cleanup::Postgres { admin_url, name } = self.cleanup
-            && let Ok(admin) = Database::connect(&admin_url).await
-        {
-            let _ = admin
-                .execute_raw(Statement::from_string(
+        let (admin_url, drop) = match self.cleanup {
+            Cleanup::Sqlite(_) => return,
+            Cleanup::Postgres { admin_url, name } => (
+                admin_url,
+                Statement::from_string(
                     DbBackend::Postgres,
                     format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-                ))
-                .await;
+                ),
+            ),
+            Cleanup::MySql { admin_url, name } => (
+                admin_url,
+                Statement::from_string(
+                    DbBackend::MySql,
+                    format!("DROP DATABASE IF EXISTS `{name}`"),
+                ),
+            ),
+        };
+        if let Ok(admin) = Database::connect(&admin_url).await {
+            let _ = admin.execute_raw(drop).await;
             let _ = admin.close().await;
         }
     }
+}
+
+fn unique_name() -> String {
+    format!(
+        "dsr_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        chrono_free_nanos()
+    )
 }
 
 fn chrono_free_nanos() -> u128 {

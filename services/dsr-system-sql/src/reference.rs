@@ -154,10 +154,26 @@ impl Reference {
 
     /// Creates the schema when it does not exist.
     pub async fn create_schema(self, db: &DatabaseConnection) -> Result<(), DbErr> {
-        for stmt in self.tables() {
+        let mysql = db.get_database_backend() == sea_orm::DbBackend::MySql;
+        for stmt in self.tables(mysql) {
             db.execute(&stmt).await?;
         }
         for (name, table, col) in self.indexes() {
+            // MySQL and MariaDB have no CREATE INDEX IF NOT EXISTS in
+            // sea-query's dialect: ask first.
+            if mysql
+                && !db
+                    .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                        sea_orm::DbBackend::MySql,
+                        "SELECT 1 FROM information_schema.statistics \
+                         WHERE table_schema = DATABASE() AND table_name = ? AND index_name = ?",
+                        [table.into(), name.into()],
+                    ))
+                    .await?
+                    .is_empty()
+            {
+                continue;
+            }
             let idx = Index::create()
                 .if_not_exists()
                 .name(name)
@@ -230,7 +246,9 @@ impl Reference {
         }
     }
 
-    fn tables(self) -> Vec<TableCreateStatement> {
+    /// The tables; on MySQL and MariaDB text columns are `varchar(255)`,
+    /// which (unlike `text`) an index can cover whole.
+    fn tables(self, mysql: bool) -> Vec<TableCreateStatement> {
         let pk = |c: &str| {
             ColumnDef::new(Alias::new(c))
                 .big_integer()
@@ -238,8 +256,17 @@ impl Reference {
                 .primary_key()
                 .to_owned()
         };
-        let text = |c: &str| ColumnDef::new(Alias::new(c)).text().null().to_owned();
-        let text_nn = |c: &str| ColumnDef::new(Alias::new(c)).text().not_null().to_owned();
+        let text_type = |c: &str| {
+            let mut def = ColumnDef::new(Alias::new(c));
+            if mysql {
+                def.string_len(255);
+            } else {
+                def.text();
+            }
+            def
+        };
+        let text = |c: &str| text_type(c).null().to_owned();
+        let text_nn = |c: &str| text_type(c).not_null().to_owned();
         let date = |c: &str| ColumnDef::new(Alias::new(c)).date().null().to_owned();
         let int = |c: &str| {
             ColumnDef::new(Alias::new(c))
@@ -534,6 +561,7 @@ impl Reference {
     /// processing is restricted (Art. 18(2): storage only; they are scored
     /// once the restriction is lifted). Returns (scored,
     /// cleared). Other systems have nothing to score.
+    #[allow(clippy::wildcard_enum_match_arm)]
     pub async fn score_prospects(
         self,
         db: &DatabaseConnection,
@@ -571,10 +599,16 @@ impl Reference {
                 let interactions = db
                     .query_all_raw(sea_orm::Statement::from_sql_and_values(
                         backend,
-                        if backend == sea_orm::DbBackend::Postgres {
-                            "SELECT kind, CAST(occurred_on AS TEXT) FROM prospect_interactions WHERE prospect_id = $1"
-                        } else {
-                            "SELECT kind, CAST(occurred_on AS TEXT) FROM prospect_interactions WHERE prospect_id = ?"
+                        match backend {
+                            sea_orm::DbBackend::Postgres => {
+                                "SELECT kind, CAST(occurred_on AS TEXT) FROM prospect_interactions WHERE prospect_id = $1"
+                            }
+                            sea_orm::DbBackend::MySql => {
+                                "SELECT kind, CAST(occurred_on AS CHAR) FROM prospect_interactions WHERE prospect_id = ?"
+                            }
+                            _ => {
+                                "SELECT kind, CAST(occurred_on AS TEXT) FROM prospect_interactions WHERE prospect_id = ?"
+                            }
                         },
                         [id.into()],
                     ))

@@ -8,13 +8,18 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 use crate::manifest::{Manifest, ManifestError};
 
-// Only SQLite and PostgreSQL are opened (dsr-store); DbBackend is non-exhaustive.
+// Only SQLite, PostgreSQL and MySQL are opened (dsr-store); DbBackend is non-exhaustive.
 #[allow(clippy::wildcard_enum_match_arm)]
 async fn columns(db: &DatabaseConnection, table: &str) -> Result<BTreeSet<String>, sea_orm::DbErr> {
     let stmt = match db.get_database_backend() {
         DbBackend::Postgres => Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+            [table.into()],
+        ),
+        DbBackend::MySql => Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT CAST(column_name AS CHAR) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?",
             [table.into()],
         ),
         _ => Statement::from_sql_and_values(
@@ -41,6 +46,12 @@ async fn indexed_first_columns(
             "SELECT a.attname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0] \
              WHERE c.relname = $1 AND c.relnamespace = current_schema()::regnamespace",
+            [table.into()],
+        ),
+        DbBackend::MySql => Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT CAST(column_name AS CHAR) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = ? AND seq_in_index = 1",
             [table.into()],
         ),
         _ => Statement::from_sql_and_values(

@@ -359,6 +359,7 @@ pub struct SqlSystem {
     /// reads and then writes would otherwise meet another's lock at once
     /// ("database is locked") instead of waiting for it.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    text: TextType,
 }
 
 impl std::fmt::Debug for SqlSystem {
@@ -369,8 +370,23 @@ impl std::fmt::Debug for SqlSystem {
     }
 }
 
-fn text_col(col: &str) -> Expr {
-    Expr::col(Alias::new(col)).cast_as(Alias::new("text"))
+/// The SQL type a value is read as text with: `text` on SQLite and
+/// PostgreSQL, `char` on MySQL and MariaDB (which have no `CAST(… AS text)`).
+#[derive(Clone, Copy, Debug)]
+struct TextType(&'static str);
+
+impl TextType {
+    fn of(backend: sea_orm::DbBackend) -> Self {
+        Self(if backend == sea_orm::DbBackend::MySql {
+            "char"
+        } else {
+            "text"
+        })
+    }
+}
+
+fn text_col(t: TextType, col: &str) -> Expr {
+    Expr::col(Alias::new(col)).cast_as(Alias::new(t.0))
 }
 
 fn get_text(row: &QueryResult, i: usize) -> Result<Option<String>, DbErr> {
@@ -388,6 +404,7 @@ impl SqlSystem {
     ) -> Self {
         let controllers = manifest.controllers();
         Self {
+            text: TextType::of(db.get_database_backend()),
             write_gate: (db.get_database_backend() == sea_orm::DbBackend::Sqlite)
                 .then(|| Arc::new(tokio::sync::Mutex::new(()))),
             ops: Operations::new(db.clone()),
@@ -538,7 +555,7 @@ impl SqlSystem {
         type Person = (BTreeSet<String>, u64);
         let mut people: BTreeMap<String, BTreeMap<String, Person>> = BTreeMap::new();
         let qualified = |t: &str, c: &str| {
-            Expr::col((Alias::new(t), Alias::new(c))).cast_as(Alias::new("text"))
+            Expr::col((Alias::new(t), Alias::new(c))).cast_as(Alias::new(self.text.0))
         };
         for t in &self.manifest.tables {
             let hit: BTreeSet<String> = t
@@ -608,16 +625,16 @@ impl SqlSystem {
             for chunk in keys.chunks(CHUNK) {
                 let mut sel = Query::select();
                 sel.from(Alias::new(&root.name))
-                    .expr(text_col(&root.primary_key.column))
+                    .expr(text_col(self.text, &root.primary_key.column))
                     .and_where(
                         Expr::col(Alias::new(&root.primary_key.column))
                             .is_in(self.values(root, chunk)),
                     );
                 for c in &root.identities {
-                    sel.expr(text_col(&c.column));
+                    sel.expr(text_col(self.text, &c.column));
                 }
                 if let Some(l) = &root.language_column {
-                    sel.expr(text_col(l));
+                    sel.expr(text_col(self.text, l));
                 }
                 for row in self.query(&self.db, &sel).await? {
                     let Some(key) = get_text(&row, 0)? else {
@@ -680,10 +697,10 @@ impl SqlSystem {
                         .collect();
                     for chunk in values.chunks(CHUNK) {
                         let mut sel = Query::select();
-                        sel.expr(text_col(&t.primary_key.column))
+                        sel.expr(text_col(self.text, &t.primary_key.column))
                             .from(Alias::new(&t.name));
                         for c in &t.identities {
-                            sel.expr(text_col(&c.column));
+                            sel.expr(text_col(self.text, &c.column));
                         }
                         let col = Expr::col(Alias::new(&id_col.column));
                         sel.and_where(if let [one] = chunk {
@@ -731,7 +748,7 @@ impl SqlSystem {
                         .filter_map(|k| self.key_value(parent, k))
                         .collect();
                     let mut sel = Query::select();
-                    sel.expr(text_col(&child.primary_key.column))
+                    sel.expr(text_col(self.text, &child.primary_key.column))
                         .from(Alias::new(&child.name))
                         .and_where(Expr::col(Alias::new(&p.column)).is_in(values));
                     for row in self.query(&self.db, &sel).await? {
@@ -825,23 +842,25 @@ impl SqlSystem {
             .filter(|c| !portable_only || portable.contains(c.category.as_str()))
             .collect();
         let mut sel = Query::select();
-        sel.expr(text_col(&t.primary_key.column))
+        sel.expr(text_col(self.text, &t.primary_key.column))
             .from(Alias::new(&t.name));
-        sel.expr(text_col(&t.restriction_column));
-        sel.expr(text_col(&t.restriction_reasons_column));
-        sel.expr(
-            t.objection_column
-                .as_deref()
-                .map_or_else(|| Expr::value(Option::<String>::None), text_col),
-        );
+        sel.expr(text_col(self.text, &t.restriction_column));
+        sel.expr(text_col(self.text, &t.restriction_reasons_column));
+        sel.expr(t.objection_column.as_deref().map_or_else(
+            || Expr::value(Option::<String>::None),
+            |c| text_col(self.text, c),
+        ));
         let anchor = t
             .retain
             .as_ref()
             .map(|r| r.anchor_column.as_str())
             .or(t.retention.as_ref().map(|r| r.anchor_column.as_str()));
-        sel.expr(anchor.map_or_else(|| Expr::value(Option::<String>::None), text_col));
+        sel.expr(anchor.map_or_else(
+            || Expr::value(Option::<String>::None),
+            |c| text_col(self.text, c),
+        ));
         for c in &columns {
-            sel.expr(text_col(&c.name));
+            sel.expr(text_col(self.text, &c.name));
         }
         let values: Vec<Value> = keys.iter().filter_map(|k| self.key_value(t, k)).collect();
         sel.and_where(Expr::col(Alias::new(&t.primary_key.column)).is_in(values));
@@ -1434,7 +1453,7 @@ impl SqlSystem {
             let mut last: Option<Value> = None;
             loop {
                 let mut sel = Query::select();
-                sel.expr(text_col(&t.primary_key.column))
+                sel.expr(text_col(self.text, &t.primary_key.column))
                     .from(Alias::new(&t.name))
                     .cond_where(expired())
                     // Qualified: the select list's `CAST(pk AS text)` is
@@ -1568,7 +1587,7 @@ impl SqlSystem {
         let mut out = Vec::new();
         for chunk in keys.chunks(CHUNK) {
             let mut sel = Query::select();
-            sel.expr(text_col(&t.primary_key.column))
+            sel.expr(text_col(self.text, &t.primary_key.column))
                 .from(Alias::new(&t.name))
                 .and_where(
                     Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk)),
@@ -1594,7 +1613,7 @@ impl SqlSystem {
         months: u32,
     ) -> Result<Option<NaiveDate>, DbErr> {
         let mut sel = Query::select();
-        sel.expr(text_col(anchor))
+        sel.expr(text_col(self.text, anchor))
             .from(Alias::new(&t.name))
             .and_where(
                 Expr::col(Alias::new(&t.primary_key.column))
@@ -1621,9 +1640,9 @@ impl SqlSystem {
         let mut out = Vec::new();
         for chunk in keys.chunks(CHUNK) {
             let mut sel = Query::select();
-            sel.expr(text_col(&t.primary_key.column))
-                .expr(text_col(&t.restriction_column))
-                .expr(text_col(&t.restriction_reasons_column))
+            sel.expr(text_col(self.text, &t.primary_key.column))
+                .expr(text_col(self.text, &t.restriction_column))
+                .expr(text_col(self.text, &t.restriction_reasons_column))
                 .from(Alias::new(&t.name))
                 .and_where(
                     Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk)),
@@ -1752,7 +1771,7 @@ impl SqlSystem {
                 Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk)),
             );
             for c in &t.identities {
-                sel.expr(text_col(&c.column));
+                sel.expr(text_col(self.text, &c.column));
             }
             for row in self.query(conn, &sel).await? {
                 out.extend(Self::row_identities(t, &row, 0)?);
@@ -1799,8 +1818,8 @@ impl SqlSystem {
             let mut last: Option<Value> = None;
             loop {
                 let mut sel = Query::select();
-                sel.expr(text_col(&t.primary_key.column))
-                    .expr(text_col(col))
+                sel.expr(text_col(self.text, &t.primary_key.column))
+                    .expr(text_col(self.text, col))
                     .from(Alias::new(&t.name))
                     // Qualified: the select list's `CAST(pk AS text)` is
                     // named like the key, and PostgreSQL would order by that
@@ -1811,7 +1830,7 @@ impl SqlSystem {
                     )
                     .limit(1000);
                 for c in &t.identities {
-                    sel.expr(text_col(&c.column));
+                    sel.expr(text_col(self.text, &c.column));
                 }
                 if let Some(v) = last.clone() {
                     sel.and_where(Expr::col(Alias::new(&t.primary_key.column)).gt(v));
@@ -1865,10 +1884,12 @@ impl SqlSystem {
         let mut affected = 0;
         for key in keys {
             let mut sel = Query::select();
-            sel.expr(text_col(col)).from(Alias::new(&t.name)).and_where(
-                Expr::col(Alias::new(&t.primary_key.column))
-                    .is_in(self.values(t, std::slice::from_ref(key))),
-            );
+            sel.expr(text_col(self.text, col))
+                .from(Alias::new(&t.name))
+                .and_where(
+                    Expr::col(Alias::new(&t.primary_key.column))
+                        .is_in(self.values(t, std::slice::from_ref(key))),
+                );
             let rows = self.query(conn, &sel).await?;
             let current = rows
                 .first()

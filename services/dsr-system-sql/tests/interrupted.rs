@@ -1,7 +1,8 @@
 //! Writes that always finish: an Erase whose caller stops waiting at any
 //! moment, or whose process is killed after claiming its key, completes
 //! when it is asked again with the same key, with one receipt and the
-//! records erased once (SQLite, or PostgreSQL with DSR_TEST_POSTGRES_URL).
+//! records erased once (SQLite, PostgreSQL with DSR_TEST_POSTGRES_URL, or
+//! MariaDB/MySQL with DSR_TEST_MYSQL_URL).
 //! And concurrent writes on SQLite wait for each other rather than fail.
 
 use std::collections::BTreeSet;
@@ -21,7 +22,7 @@ use dsr_system_sql::system::{Method, RecordRef, SqlSystem, Write};
 use sea_orm::{ConnectionTrait, Statement};
 
 async fn crm(lease: TimeDelta) -> (TestDb, SqlSystem) {
-    let db = TestDb::new().await.unwrap();
+    let db = TestDb::system().await.unwrap();
     dsr_store::migrate::<dsr_connector::migration::Migrator>(&db.db)
         .await
         .unwrap();
@@ -54,6 +55,15 @@ fn instruction(key: &str) -> Instruction {
     }
 }
 
+/// What a value is cast to, to read it as text.
+fn text_type(db: &TestDb) -> &'static str {
+    if db.backend() == sea_orm::DbBackend::MySql {
+        "CHAR"
+    } else {
+        "TEXT"
+    }
+}
+
 /// An Erase of the prospects of the first controller's first `n` people.
 async fn erase_of(db: &TestDb, n: usize) -> Write {
     let rows = db
@@ -61,7 +71,8 @@ async fn erase_of(db: &TestDb, n: usize) -> Write {
         .query_all_raw(Statement::from_string(
             db.db.get_database_backend(),
             format!(
-                "SELECT CAST(id AS TEXT) AS id FROM prospects WHERE controller_orgnr = '556134-1248' ORDER BY id LIMIT {n}"
+                "SELECT CAST(id AS {}) AS id FROM prospects WHERE controller_orgnr = '556134-1248' ORDER BY id LIMIT {n}",
+                text_type(db)
             ),
         ))
         .await

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_ledger;
 mod m20261201_000002_suppressions;
 mod m20261202_000003_operation_lease;
+mod m20261203_000004_mysql_precise_times;
 
 /// The connector's migrations.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_ledger::Migration),
             Box::new(m20261201_000002_suppressions::Migration),
             Box::new(m20261202_000003_operation_lease::Migration),
+            Box::new(m20261203_000004_mysql_precise_times::Migration),
         ]
     }
 }
