@@ -15,6 +15,7 @@ mod erasure;
 mod incident;
 mod keys;
 mod portal;
+mod reference_api;
 mod request;
 mod services;
 mod transfers;
@@ -95,6 +96,9 @@ enum Command {
     /// tokens, receipts, tombstones, packages, redaction) and the JWKS the
     /// services trust.
     Keys(keys::KeysArgs),
+    /// Serve the reference REST system (a customer-survey platform's API)
+    /// that the HTTP connector's reference manifest reaches.
+    ReferenceApi(reference_api::ReferenceApiArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,7 +197,7 @@ struct ServeArgs {
     /// Apply pending migrations before serving.
     #[arg(long)]
     migrate: bool,
-    /// system-sql: the manifest to serve.
+    /// system-sql: the manifest to serve; system-http: its HTTP manifest.
     #[arg(long)]
     manifest: Option<PathBuf>,
     /// system-sql: a reference system to serve (crm, print-mail, legal).
@@ -304,6 +308,7 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::Sweep(_)
         | Command::Hold(_)
         | Command::Keys(_)
+        | Command::ReferenceApi(_)
         | Command::Letters(_)
         | Command::Incident(_)
         | Command::Complaint(_)
@@ -401,6 +406,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         Command::Sweep(args) => erasure::sweep(&cfg, args).await,
         Command::Hold(args) => erasure::hold(&cfg, args).await,
         Command::Keys(args) => keys::run(args),
+        Command::ReferenceApi(args) => reference_api::run(&cfg, args).await,
         Command::Audit(AuditArgs {
             command: AuditCommand::Verify { .. },
         }) => audit_verify(&cfg).await,

@@ -23,6 +23,9 @@ pub(crate) enum ServiceKind {
     TransferRegistry,
     /// The generic SQL connector (dsr.system.v1.DataSystem) over a manifest.
     SystemSql,
+    /// The generic HTTP connector (dsr.system.v1.DataSystem) over a REST
+    /// API an HTTP manifest describes.
+    SystemHttp,
     /// Identity verification (dsr.identity.v1.IdentityVerification).
     Identity,
     /// Discovery (dsr.discovery.v1.Discovery): the registry of data systems.
@@ -46,6 +49,7 @@ impl ServiceKind {
         match self {
             Self::TransferRegistry => "transfer-registry",
             Self::SystemSql => "system-sql",
+            Self::SystemHttp => "system-http",
             Self::Identity => "identity",
             Self::Discovery => "discovery",
             Self::Export => "export",
@@ -60,6 +64,7 @@ impl ServiceKind {
         [
             Self::TransferRegistry,
             Self::SystemSql,
+            Self::SystemHttp,
             Self::Identity,
             Self::Discovery,
             Self::Export,
@@ -78,7 +83,9 @@ impl ServiceKind {
             Self::TransferRegistry => {
                 dsr_store::migrate::<transfer::migration::Migrator>(db).await?
             }
-            Self::SystemSql => dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?,
+            Self::SystemSql | Self::SystemHttp => {
+                dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?
+            }
             Self::Identity => dsr_store::migrate::<dsr_identity::migration::Migrator>(db).await?,
             Self::Export => dsr_store::migrate::<dsr_export::migration::Migrator>(db).await?,
             Self::Erasure => dsr_store::migrate::<dsr_erasure::migration::Migrator>(db).await?,
@@ -97,7 +104,9 @@ impl ServiceKind {
             Self::TransferRegistry => {
                 dsr_store::pending::<transfer::migration::Migrator>(db).await?
             }
-            Self::SystemSql => dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?,
+            Self::SystemSql | Self::SystemHttp => {
+                dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?
+            }
             Self::Identity => dsr_store::pending::<dsr_identity::migration::Migrator>(db).await?,
             Self::Export => dsr_store::pending::<dsr_export::migration::Migrator>(db).await?,
             Self::Erasure => dsr_store::pending::<dsr_erasure::migration::Migrator>(db).await?,
@@ -157,6 +166,8 @@ pub(crate) enum SystemSource {
     Reference(Reference),
     /// A manifest over an existing database.
     Manifest(PathBuf),
+    /// An HTTP manifest over a REST API.
+    Http(PathBuf),
 }
 
 /// One running service: its kind, its name (database file, schema, banner)
@@ -263,6 +274,20 @@ impl Instance {
                     )
                 }
             }
+            ServiceKind::SystemHttp => {
+                if cfg.system_sql.manifest.is_empty() {
+                    bail!(
+                        "invalid configuration: system-http needs its HTTP manifest: system_sql.manifest (--manifest)"
+                    );
+                }
+                let path = PathBuf::from(&cfg.system_sql.manifest);
+                let m = dsr_system_sql::http::manifest::HttpManifest::load(&path)?;
+                Ok(Self {
+                    kind,
+                    name: format!("system-{}", m.system.id),
+                    system: Some(SystemSource::Http(path)),
+                })
+            }
         }
     }
 
@@ -270,7 +295,7 @@ impl Instance {
     pub(crate) fn grpc_names(&self) -> &'static [&'static str] {
         match self.kind {
             ServiceKind::TransferRegistry => &["dsr.transfer.v1.TransferRegistry"],
-            ServiceKind::SystemSql => &["dsr.system.v1.DataSystem"],
+            ServiceKind::SystemSql | ServiceKind::SystemHttp => &["dsr.system.v1.DataSystem"],
             ServiceKind::Identity => &["dsr.identity.v1.IdentityVerification"],
             ServiceKind::Discovery => &["dsr.discovery.v1.Discovery"],
             ServiceKind::Export => &["dsr.export.v1.Export"],
@@ -751,7 +776,7 @@ pub(crate) async fn prepare(
                 Some(SystemSource::Manifest(path)) => {
                     (Manifest::load(path)?, path.display().to_string())
                 }
-                None => bail!("{}: no manifest", inst.name),
+                Some(SystemSource::Http(_)) | None => bail!("{}: no SQL manifest", inst.name),
             };
             dsr_system_sql::schema::check(&db, &manifest, &file).await?;
             let key_file = if cfg.system_sql.signing_key_file.is_empty() {
@@ -772,7 +797,7 @@ pub(crate) async fn prepare(
             .with_clock(clock(cfg));
             let reference = match source {
                 Some(SystemSource::Reference(r)) => Some(*r),
-                Some(SystemSource::Manifest(_)) | None => None,
+                Some(SystemSource::Manifest(_) | SystemSource::Http(_)) | None => None,
             };
             spawn_system_jobs(
                 system.clone(),
@@ -780,6 +805,32 @@ pub(crate) async fn prepare(
                 reference,
                 cfg.system_sql.jobs_interval_secs,
             );
+            set.add(dsr_system_sql::grpc::service(
+                system,
+                trust.validator(&audience),
+            ))
+            .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+        }
+        (ServiceKind::SystemHttp, source) => {
+            let Some(SystemSource::Http(path)) = source else {
+                bail!("{}: no HTTP manifest", inst.name);
+            };
+            let manifest = dsr_system_sql::http::manifest::HttpManifest::load(path)?;
+            // The ledger (operations, idempotency keys) is the connector's
+            // own database; the data stays behind the API.
+            let db = open_database(inst, cfg, schema).await?;
+            let key_file = if cfg.system_sql.signing_key_file.is_empty() {
+                cfg.data_dir
+                    .join("keys")
+                    .join(format!("{}-receipt.pem", manifest.system.id))
+            } else {
+                PathBuf::from(&cfg.system_sql.signing_key_file)
+            };
+            let signer = ReceiptSigner::load_or_create(&key_file)?;
+            let audience = manifest.system.id.clone();
+            let system = dsr_system_sql::http::HttpSystem::new(db, Arc::new(manifest), signer)
+                .with_context(|| format!("{}: {}", inst.name, path.display()))?
+                .with_clock(clock(cfg));
             set.add(dsr_system_sql::grpc::service(
                 system,
                 trust.validator(&audience),

@@ -331,13 +331,25 @@ fn bad_configuration_stops_with_a_clear_message() {
     );
 
     let cfg = dir.path().join("dsr.toml");
-    std::fs::write(&cfg, "[database]\nurl = \"mysql://db/x\"\n").unwrap();
+    std::fs::write(&cfg, "[database]\nurl = \"oracle://db/x\"\n").unwrap();
     let out = Command::new(DSR)
         .args(["--config", cfg.to_str().unwrap(), "migrate"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("database.url"));
+    // MySQL is a data system's database, never the mesh's.
+    std::fs::write(&cfg, "[database]\nurl = \"mysql://db/x\"\n").unwrap();
+    let out = Command::new(DSR)
+        .args(["--config", cfg.to_str().unwrap(), "migrate", "orchestrator"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("database.url") && err.contains("system-sql"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -79,12 +79,144 @@ pub const SCOPES: &[ScopeRule] = &[
     },
 ];
 
-/// The authenticated service.
-pub type Service = AuthService<DataSystemServer<Handlers>>;
+/// The authenticated service over a source of records (a SQL database, or
+/// a REST API through [`crate::http`]).
+pub type Service<S = SqlSystem> = AuthService<DataSystemServer<Handlers<S>>>;
 
 /// Builds the service over `system`.
-pub fn service(system: SqlSystem, validator: Arc<Validator>) -> Service {
+pub fn service<S: Source>(system: S, validator: Arc<Validator>) -> Service<S> {
     AuthLayer::new(validator, SCOPES).layer(DataSystemServer::new(Handlers { system }))
+}
+
+/// Where the generic connector's records live: what the handlers ask of
+/// it. The handlers parse and check the request (the header, identities,
+/// methods) and map the answer; the source finds, reads and changes.
+#[tonic::async_trait]
+pub trait Source: Clone + Send + Sync + 'static {
+    /// The system's id.
+    fn system_id(&self) -> &str;
+    /// The controllers it serves.
+    fn controllers(&self) -> &BTreeSet<dsr_domain::identity::Organisationsnummer>;
+    /// The identity types Locate accepts.
+    fn accepted_identity_types(&self) -> BTreeSet<dsr_domain::identity::IdentityType>;
+    /// Describe's answer.
+    fn describe(&self) -> pb::DescribeResponse;
+    /// Whether it acts on `right` (others answer UNIMPLEMENTED).
+    fn supports(&self, right: pb::Right) -> bool;
+    /// Locate.
+    async fn locate(
+        &self,
+        controller: &dsr_domain::identity::Organisationsnummer,
+        identities: Vec<Identity>,
+    ) -> Result<system::Located, system::Error>;
+    /// FindAffected.
+    async fn find_affected(
+        &self,
+        controller: &dsr_domain::identity::Organisationsnummer,
+        categories: &BTreeSet<String>,
+    ) -> Result<Vec<system::Affected>, system::Error>;
+    /// Access, streamed in batches of at most `batch` records.
+    fn access(
+        &self,
+        controller: dsr_domain::identity::Organisationsnummer,
+        refs: Vec<RecordRef>,
+        portable_only: bool,
+        batch: usize,
+    ) -> Result<
+        tokio::sync::mpsc::Receiver<Result<Vec<system::RecordData>, system::Error>>,
+        system::Error,
+    >;
+    /// A write under the idempotency ledger.
+    async fn write(
+        &self,
+        instruction: dsr_connector::instruction::Instruction,
+        digest: Vec<u8>,
+        write: Write,
+    ) -> Result<dsr_connector::operations::Operation, system::Error>;
+    /// A retention sweep.
+    async fn sweep(
+        &self,
+        instruction: dsr_connector::instruction::Instruction,
+        digest: Vec<u8>,
+        dry_run: bool,
+        batch: usize,
+    ) -> Result<dsr_connector::operations::Operation, system::Error>;
+    /// The operations ledger.
+    fn operations(&self) -> &dsr_connector::operations::Operations;
+}
+
+#[tonic::async_trait]
+impl Source for SqlSystem {
+    fn system_id(&self) -> &str {
+        &self.manifest().system.id
+    }
+    fn controllers(&self) -> &BTreeSet<dsr_domain::identity::Organisationsnummer> {
+        SqlSystem::controllers(self)
+    }
+    fn accepted_identity_types(&self) -> BTreeSet<dsr_domain::identity::IdentityType> {
+        self.manifest().accepted_identity_types()
+    }
+    fn describe(&self) -> pb::DescribeResponse {
+        describe_sql(self)
+    }
+    fn supports(&self, _right: pb::Right) -> bool {
+        true
+    }
+    async fn locate(
+        &self,
+        controller: &dsr_domain::identity::Organisationsnummer,
+        identities: Vec<Identity>,
+    ) -> Result<system::Located, system::Error> {
+        SqlSystem::locate(self, controller, identities).await
+    }
+    async fn find_affected(
+        &self,
+        controller: &dsr_domain::identity::Organisationsnummer,
+        categories: &BTreeSet<String>,
+    ) -> Result<Vec<system::Affected>, system::Error> {
+        SqlSystem::find_affected(self, controller, categories).await
+    }
+    fn access(
+        &self,
+        controller: dsr_domain::identity::Organisationsnummer,
+        refs: Vec<RecordRef>,
+        portable_only: bool,
+        batch: usize,
+    ) -> Result<
+        tokio::sync::mpsc::Receiver<Result<Vec<system::RecordData>, system::Error>>,
+        system::Error,
+    > {
+        SqlSystem::access(self, controller, refs, portable_only, batch)
+    }
+    async fn write(
+        &self,
+        instruction: dsr_connector::instruction::Instruction,
+        digest: Vec<u8>,
+        write: Write,
+    ) -> Result<dsr_connector::operations::Operation, system::Error> {
+        SqlSystem::write(self, instruction, digest, write).await
+    }
+    async fn sweep(
+        &self,
+        instruction: dsr_connector::instruction::Instruction,
+        digest: Vec<u8>,
+        dry_run: bool,
+        batch: usize,
+    ) -> Result<dsr_connector::operations::Operation, system::Error> {
+        SqlSystem::sweep(self, instruction, digest, dry_run, batch).await
+    }
+    fn operations(&self) -> &dsr_connector::operations::Operations {
+        SqlSystem::operations(self)
+    }
+}
+
+/// An UNIMPLEMENTED answer for a right the system does not act on.
+fn unsupported(right: &str) -> Status {
+    kit::status(
+        Code::Unimplemented,
+        &format!("{right} is not among this system's supported rights"),
+        "RIGHT_NOT_SUPPORTED",
+    )
 }
 
 /// Encodes receipts as `dsr.system.v1.Receipt`.
@@ -186,6 +318,15 @@ impl From<system::Error> for Status {
         match e {
             system::Error::InvalidArgument(v) => invalid_argument(v),
             system::Error::Ledger(l) => kit::ledger_status(l),
+            system::Error::Unavailable(why) => {
+                tracing::warn!(error = %why, "the system's API is unavailable");
+                kit::status(
+                    Code::Unavailable,
+                    "the system is unavailable",
+                    "SYSTEM_UNAVAILABLE",
+                )
+            }
+            system::Error::Unsupported(what) => unsupported(what),
             e @ system::Error::Storage(_) => {
                 tracing::error!(error = e.log_kind(), "storage failure");
                 kit::status(Code::Internal, "internal error", "INTERNAL")
@@ -196,8 +337,8 @@ impl From<system::Error> for Status {
 
 /// The handlers.
 #[derive(Clone, Debug)]
-pub struct Handlers {
-    system: SqlSystem,
+pub struct Handlers<S = SqlSystem> {
+    system: S,
 }
 
 fn refs(records: Vec<pb::RecordRef>) -> Vec<RecordRef> {
@@ -222,21 +363,18 @@ fn clear_window(i: &mut Option<pb::Instruction>) {
     }
 }
 
-impl Handlers {
+impl<S: Source> Handlers<S> {
     fn instruction(
         &self,
         header: Option<pb::Instruction>,
     ) -> Result<dsr_connector::instruction::Instruction, Status> {
-        kit::instruction(
-            header,
-            &self.system.manifest().system.id,
-            self.system.controllers(),
-        )
+        kit::instruction(header, self.system.system_id(), self.system.controllers())
     }
+}
 
-    fn describe_pb(&self) -> pb::DescribeResponse {
-        let m = self.system.manifest();
-        let s = &m.system;
+fn describe_sql(system: &SqlSystem) -> pb::DescribeResponse {
+    {
+        let m = system.manifest();
         // Every right is acted on: an objection to a system with no
         // objection column is answered, record by record, UNCHANGED (it
         // processes nothing for those purposes), not UNIMPLEMENTED.
@@ -258,113 +396,127 @@ impl Handlers {
             };
             methods.extend(method.map(|x| x as i32));
         }
-        pb::DescribeResponse {
-            system_id: s.id.clone(),
-            display_name: s.display_name.en.clone(),
-            display_names: Lang::ALL
-                .into_iter()
-                .map(|l| (l.code().to_owned(), s.display_name.get(l).clone()))
-                .collect(),
-            role: match s.role {
-                Role::Controller => pb::SystemRole::Controller,
-                Role::Processor => pb::SystemRole::Processor,
-            } as i32,
-            operator_recipient_id: s.operator_recipient_id.clone(),
-            controllers: self
-                .system
-                .controllers()
-                .iter()
-                .map(|c| common::ControllerRef {
-                    organisation_number: c.as_str().to_owned(),
-                })
-                .collect(),
-            supported_rights: rights.into_iter().map(|r| r as i32).collect(),
-            accepted_identities: m
-                .accepted_identity_types()
-                .into_iter()
-                .map(|t| pb::AcceptedIdentity {
-                    r#type: identity_type_to_pb(t) as i32,
-                    formats: vec![common::IdentityFormat::Raw as i32],
-                })
-                .collect(),
-            categories: m
-                .categories
-                .iter()
-                .map(|c| pb::CategoryDescription {
-                    category: Some(common::DataCategory {
-                        id: c.id.clone(),
-                        display_name: c.display_name.en.clone(),
-                        sensitivity: match c.sensitivity {
-                            manifest::Sensitivity::Ordinary => common::Sensitivity::Ordinary,
-                            manifest::Sensitivity::SpecialCategory => {
-                                common::Sensitivity::SpecialCategory
-                            }
-                            manifest::Sensitivity::Criminal => common::Sensitivity::Criminal,
-                            manifest::Sensitivity::NationalId => common::Sensitivity::NationalId,
-                        } as i32,
-                    }),
-                    purposes: c.purposes.en.clone(),
-                    texts: Lang::ALL
-                        .into_iter()
-                        .map(|l| {
-                            (
-                                l.code().to_owned(),
-                                pb::CategoryTexts {
-                                    display_name: c.display_name.get(l).clone(),
-                                    purposes: c.purposes.get(l).clone(),
-                                    retention_description: c.retention.description.get(l).clone(),
-                                    retention_legal_ground: c.retention.legal_ground.get(l).clone(),
-                                    source: c.source.get(l).clone(),
-                                    automated_decision_logic: c
-                                        .automated_decision_logic
-                                        .get(l)
-                                        .clone(),
-                                },
-                            )
-                        })
-                        .collect(),
-                    legal_basis: match c.legal_basis {
-                        manifest::LegalBasis::Consent => common::LegalBasis::Consent,
-                        manifest::LegalBasis::Contract => common::LegalBasis::Contract,
-                        manifest::LegalBasis::LegalObligation => {
-                            common::LegalBasis::LegalObligation
+        describe_response(
+            &m.system,
+            &m.categories,
+            &m.accepted_identity_types(),
+            &rights,
+            methods,
+            system.signer(),
+        )
+    }
+}
+
+/// Describe's answer from a manifest's `system` and `categories` sections
+/// (shared by the SQL and the HTTP connector).
+pub(crate) fn describe_response(
+    s: &manifest::SystemSpec,
+    categories: &[manifest::CategorySpec],
+    accepted: &BTreeSet<dsr_domain::identity::IdentityType>,
+    rights: &[pb::Right],
+    methods: BTreeSet<i32>,
+    signer: &dsr_connector::signing::ReceiptSigner,
+) -> pb::DescribeResponse {
+    pb::DescribeResponse {
+        system_id: s.id.clone(),
+        display_name: s.display_name.en.clone(),
+        display_names: Lang::ALL
+            .into_iter()
+            .map(|l| (l.code().to_owned(), s.display_name.get(l).clone()))
+            .collect(),
+        role: match s.role {
+            Role::Controller => pb::SystemRole::Controller,
+            Role::Processor => pb::SystemRole::Processor,
+        } as i32,
+        operator_recipient_id: s.operator_recipient_id.clone(),
+        controllers: s
+            .controllers
+            .iter()
+            .filter_map(|c| dsr_domain::identity::Organisationsnummer::parse(c).ok())
+            .map(|c| common::ControllerRef {
+                organisation_number: c.as_str().to_owned(),
+            })
+            .collect(),
+        supported_rights: rights.iter().map(|r| *r as i32).collect(),
+        accepted_identities: accepted
+            .iter()
+            .copied()
+            .map(|t| pb::AcceptedIdentity {
+                r#type: identity_type_to_pb(t) as i32,
+                formats: vec![common::IdentityFormat::Raw as i32],
+            })
+            .collect(),
+        categories: categories
+            .iter()
+            .map(|c| pb::CategoryDescription {
+                category: Some(common::DataCategory {
+                    id: c.id.clone(),
+                    display_name: c.display_name.en.clone(),
+                    sensitivity: match c.sensitivity {
+                        manifest::Sensitivity::Ordinary => common::Sensitivity::Ordinary,
+                        manifest::Sensitivity::SpecialCategory => {
+                            common::Sensitivity::SpecialCategory
                         }
-                        manifest::LegalBasis::VitalInterests => common::LegalBasis::VitalInterests,
-                        manifest::LegalBasis::PublicTask => common::LegalBasis::PublicTask,
-                        manifest::LegalBasis::LegitimateInterests => {
-                            common::LegalBasis::LegitimateInterests
-                        }
+                        manifest::Sensitivity::Criminal => common::Sensitivity::Criminal,
+                        manifest::Sensitivity::NationalId => common::Sensitivity::NationalId,
                     } as i32,
-                    retention: Some(pb::RetentionRule {
-                        description: c.retention.description.en.clone(),
-                        legal_ground: c.retention.legal_ground.en.clone(),
-                        months: c.retention.months.unwrap_or(0),
-                        anchor: c.retention.anchor.clone(),
-                    }),
-                    source: c.source.en.clone(),
-                    provided_by_subject: c.provided_by_subject,
-                    portable: c.portable,
-                    automated_decision: c.automated_decision,
-                    automated_decision_logic: c.automated_decision_logic.en.clone(),
-                })
-                .collect(),
-            erasure_methods: methods.into_iter().collect(),
-            signing_keys: vec![pb::SigningKey {
-                key_id: self.system.signer().key_id().to_owned(),
-                algorithm: "Ed25519".into(),
-                public_key: self.system.signer().public_key().to_vec(),
-                not_after: None,
-            }],
-            typical_completion: Some(prost_types::Duration {
-                seconds: i64::try_from(s.typical_completion_secs).unwrap_or(i64::MAX),
-                nanos: 0,
-            }),
-            backup_retention: Some(prost_types::Duration {
-                seconds: i64::from(s.backup_retention_days) * 86_400,
-                nanos: 0,
-            }),
-            api_version: "1".into(),
-        }
+                }),
+                purposes: c.purposes.en.clone(),
+                texts: Lang::ALL
+                    .into_iter()
+                    .map(|l| {
+                        (
+                            l.code().to_owned(),
+                            pb::CategoryTexts {
+                                display_name: c.display_name.get(l).clone(),
+                                purposes: c.purposes.get(l).clone(),
+                                retention_description: c.retention.description.get(l).clone(),
+                                retention_legal_ground: c.retention.legal_ground.get(l).clone(),
+                                source: c.source.get(l).clone(),
+                                automated_decision_logic: c.automated_decision_logic.get(l).clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+                legal_basis: match c.legal_basis {
+                    manifest::LegalBasis::Consent => common::LegalBasis::Consent,
+                    manifest::LegalBasis::Contract => common::LegalBasis::Contract,
+                    manifest::LegalBasis::LegalObligation => common::LegalBasis::LegalObligation,
+                    manifest::LegalBasis::VitalInterests => common::LegalBasis::VitalInterests,
+                    manifest::LegalBasis::PublicTask => common::LegalBasis::PublicTask,
+                    manifest::LegalBasis::LegitimateInterests => {
+                        common::LegalBasis::LegitimateInterests
+                    }
+                } as i32,
+                retention: Some(pb::RetentionRule {
+                    description: c.retention.description.en.clone(),
+                    legal_ground: c.retention.legal_ground.en.clone(),
+                    months: c.retention.months.unwrap_or(0),
+                    anchor: c.retention.anchor.clone(),
+                }),
+                source: c.source.en.clone(),
+                provided_by_subject: c.provided_by_subject,
+                portable: c.portable,
+                automated_decision: c.automated_decision,
+                automated_decision_logic: c.automated_decision_logic.en.clone(),
+            })
+            .collect(),
+        erasure_methods: methods.into_iter().collect(),
+        signing_keys: vec![pb::SigningKey {
+            key_id: signer.key_id().to_owned(),
+            algorithm: "Ed25519".into(),
+            public_key: signer.public_key().to_vec(),
+            not_after: None,
+        }],
+        typical_completion: Some(prost_types::Duration {
+            seconds: i64::try_from(s.typical_completion_secs).unwrap_or(i64::MAX),
+            nanos: 0,
+        }),
+        backup_retention: Some(prost_types::Duration {
+            seconds: i64::from(s.backup_retention_days) * 86_400,
+            nanos: 0,
+        }),
+        api_version: "1".into(),
     }
 }
 
@@ -399,7 +551,7 @@ fn methods_from_pb(v: &[i32]) -> Result<BTreeSet<Method>, Status> {
 }
 
 #[tonic::async_trait]
-impl DataSystem for Handlers {
+impl<S: Source> DataSystem for Handlers<S> {
     type AccessStream = AccessStream;
     type WatchOperationStream = WatchStream;
     type FindAffectedStream = AffectedStream;
@@ -409,7 +561,7 @@ impl DataSystem for Handlers {
         req: Request<pb::DescribeRequest>,
     ) -> Result<Response<pb::DescribeResponse>, Status> {
         let pb::DescribeRequest {} = req.into_inner();
-        Ok(Response::new(self.describe_pb()))
+        Ok(Response::new(self.system.describe()))
     }
 
     #[tracing::instrument(skip_all)]
@@ -422,7 +574,7 @@ impl DataSystem for Handlers {
             identities,
         } = req.into_inner();
         let instruction = self.instruction(instruction)?;
-        let accepted = self.system.manifest().accepted_identity_types();
+        let accepted = self.system.accepted_identity_types();
         let mut ids = Vec::new();
         let mut ignored = BTreeSet::new();
         let mut v = Vec::new();
@@ -554,6 +706,9 @@ impl DataSystem for Handlers {
             records,
             portable_only,
         } = req.into_inner();
+        if portable_only && !self.system.supports(pb::Right::Portability) {
+            return Err(unsupported("portability"));
+        }
         let instruction = self.instruction(instruction)?;
         let rx = self
             .system
@@ -567,6 +722,9 @@ impl DataSystem for Handlers {
         &self,
         req: Request<pb::EraseRequest>,
     ) -> Result<Response<pb::EraseResponse>, Status> {
+        if !self.system.supports(pb::Right::Erasure) {
+            return Err(unsupported("erasure"));
+        }
         let msg = req.into_inner();
         let d = digest(&msg, |m| clear_window(&mut m.instruction));
         let pb::EraseRequest {
@@ -629,6 +787,9 @@ impl DataSystem for Handlers {
         &self,
         req: Request<pb::RectifyRequest>,
     ) -> Result<Response<pb::RectifyResponse>, Status> {
+        if !self.system.supports(pb::Right::Rectification) {
+            return Err(unsupported("rectification"));
+        }
         let msg = req.into_inner();
         let d = digest(&msg, |m| clear_window(&mut m.instruction));
         let pb::RectifyRequest {
@@ -674,6 +835,9 @@ impl DataSystem for Handlers {
         &self,
         req: Request<pb::RestrictRequest>,
     ) -> Result<Response<pb::RestrictResponse>, Status> {
+        if !self.system.supports(pb::Right::Restriction) {
+            return Err(unsupported("restriction"));
+        }
         let msg = req.into_inner();
         let d = digest(&msg, |m| clear_window(&mut m.instruction));
         let pb::RestrictRequest {
@@ -712,6 +876,9 @@ impl DataSystem for Handlers {
         &self,
         req: Request<pb::ObjectRequest>,
     ) -> Result<Response<pb::ObjectResponse>, Status> {
+        if !self.system.supports(pb::Right::Objection) {
+            return Err(unsupported("objection"));
+        }
         let msg = req.into_inner();
         let d = digest(&msg, |m| clear_window(&mut m.instruction));
         let pb::ObjectRequest {

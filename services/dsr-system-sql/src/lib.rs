@@ -7,10 +7,12 @@
 //! - [`system`]: Locate (with identity expansion and linked records), Access
 //!   (streamed in bounded memory), the writes under the idempotency ledger
 //!   with signed receipts, and Sweep;
-//! - `grpc`: the thin handlers.
+//! - `grpc`: the thin handlers, over a [`grpc::Source`] of records: a SQL
+//!   database ([`system::SqlSystem`]) or a REST API ([`http::HttpSystem`]).
 #![forbid(unsafe_code)]
 
 pub mod grpc;
+pub mod http;
 pub mod manifest;
 pub mod reference;
 pub mod schema;

@@ -414,6 +414,11 @@ impl TableSpec {
     }
 }
 
+/// A store's name: a SQL table name, or an HTTP resource's.
+pub(crate) fn valid_store_name(s: &str) -> bool {
+    sql_name(s)
+}
+
 fn sql_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -500,44 +505,7 @@ impl Manifest {
             problem: problem.to_owned(),
         };
         let s = &self.system;
-        if !dsr_domain::transfer::valid_slug(&s.id) {
-            return Err(err(
-                "system.id".into(),
-                "2-64 lower-case letters, digits and -",
-            ));
-        }
-        if s.controllers.is_empty() {
-            return Err(err("system.controllers".into(), "at least one controller"));
-        }
-        for (i, c) in s.controllers.iter().enumerate() {
-            if let Err(e) = Organisationsnummer::parse(c) {
-                return Err(err(format!("system.controllers[{i}]"), &e.to_string()));
-            }
-        }
-        let mut cats = BTreeMap::new();
-        for (i, c) in self.categories.iter().enumerate() {
-            if !dsr_domain::transfer::valid_category_id(&c.id) {
-                return Err(err(
-                    format!("categories[{i}].id"),
-                    "lower-case letters, digits, _ and .",
-                ));
-            }
-            if cats.insert(c.id.as_str(), i).is_some() {
-                return Err(err(format!("categories[{i}].id"), "declared twice"));
-            }
-            if c.purposes.en.is_empty() {
-                return Err(err(
-                    format!("categories[{i}].purposes"),
-                    "at least one purpose",
-                ));
-            }
-            if c.automated_decision && c.automated_decision_logic.is_empty() {
-                return Err(err(
-                    format!("categories[{i}].automated_decision_logic"),
-                    "required when automated_decision is true (Art. 15(1)(h))",
-                ));
-            }
-        }
+        let cats = check_system(s, &self.categories, file)?;
         let names: BTreeSet<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
         if names.len() != self.tables.len() {
             return Err(err("tables".into(), "a table is listed twice"));
@@ -613,6 +581,59 @@ impl Manifest {
         }
         Ok(())
     }
+}
+
+/// Checks a manifest's `system` and `categories` sections (the SQL and the
+/// HTTP connector's alike); answers the declared categories by id.
+pub(crate) fn check_system<'a>(
+    s: &SystemSpec,
+    categories: &'a [CategorySpec],
+    file: &str,
+) -> Result<BTreeMap<&'a str, usize>, ManifestError> {
+    let err = |field: String, problem: &str| ManifestError {
+        file: file.to_owned(),
+        field,
+        problem: problem.to_owned(),
+    };
+    if !dsr_domain::transfer::valid_slug(&s.id) {
+        return Err(err(
+            "system.id".into(),
+            "2-64 lower-case letters, digits and -",
+        ));
+    }
+    if s.controllers.is_empty() {
+        return Err(err("system.controllers".into(), "at least one controller"));
+    }
+    for (i, c) in s.controllers.iter().enumerate() {
+        if let Err(e) = Organisationsnummer::parse(c) {
+            return Err(err(format!("system.controllers[{i}]"), &e.to_string()));
+        }
+    }
+    let mut cats = BTreeMap::new();
+    for (i, c) in categories.iter().enumerate() {
+        if !dsr_domain::transfer::valid_category_id(&c.id) {
+            return Err(err(
+                format!("categories[{i}].id"),
+                "lower-case letters, digits, _ and .",
+            ));
+        }
+        if cats.insert(c.id.as_str(), i).is_some() {
+            return Err(err(format!("categories[{i}].id"), "declared twice"));
+        }
+        if c.purposes.en.is_empty() {
+            return Err(err(
+                format!("categories[{i}].purposes"),
+                "at least one purpose",
+            ));
+        }
+        if c.automated_decision && c.automated_decision_logic.is_empty() {
+            return Err(err(
+                format!("categories[{i}].automated_decision_logic"),
+                "required when automated_decision is true (Art. 15(1)(h))",
+            ));
+        }
+    }
+    Ok(cats)
 }
 
 #[cfg(test)]

@@ -37,6 +37,13 @@ pub enum Error {
     /// The ledger refused or failed.
     #[error(transparent)]
     Ledger(#[from] operations::Error),
+    /// The system behind the connector (a REST API) is unavailable or
+    /// answered out of contract; the text names the call, never a value.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A right or operation the system does not act on.
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
 }
 
 impl Error {
@@ -46,6 +53,8 @@ impl Error {
     pub fn log_kind(&self) -> &'static str {
         match self {
             Self::InvalidArgument(_) => "invalid argument",
+            Self::Unavailable(_) => "system unavailable",
+            Self::Unsupported(_) => "not supported",
             Self::Ledger(operations::Error::KeyReused) => "idempotency key reused",
             Self::Ledger(operations::Error::NotFound) => "operation not found",
             Self::Storage(e) | Self::Ledger(operations::Error::Storage(e)) => {
