@@ -1090,3 +1090,303 @@ async fn a_processors_system_joins_dsr_up_and_is_read_for_an_access_request() {
     let (ok, logs) = terminate(child);
     assert!(ok, "{logs}");
 }
+
+/// A plain HTTP/1.1 GET with the survey API's key: status line and body.
+fn api_get(port: u16, path: &str, key: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The HTTP connector over the reference REST system (the survey
+/// platform's API): it passes the conformance kit, joins `dsr up` as a
+/// processor's system, an access request answers with the person's survey
+/// answers and an erasure request erases them at the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survey_platforms_rest_api_passes_the_kit_and_answers_access_and_erasure() {
+    let _turn = UP.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let key = "survey-test-key-0123456789";
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (api_port, connector_port) = (free(), free());
+    let port = free_ports();
+    let child = {
+        let mut c = Command::new(DSR)
+            .args([
+                "up",
+                "--data-dir",
+                d,
+                "--base-port",
+                &port.to_string(),
+                "--log-format",
+                "json",
+                "--system",
+                &format!("surveys=http://127.0.0.1:{connector_port},operator=survey-platform"),
+            ])
+            .env_remove("DSR_TEST_POSTGRES_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+        for l in lines.by_ref() {
+            if l.unwrap().starts_with("Stop with Ctrl-C") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        c
+    };
+
+    // The vendor's API, seeded from the same people as `dsr up`'s systems.
+    let vdir = dir.path().join("vendor");
+    std::fs::create_dir_all(&vdir).unwrap();
+    let mut api = Command::new(DSR)
+        .args([
+            "reference-api",
+            "--listen",
+            &format!("127.0.0.1:{api_port}"),
+            "--data",
+            vdir.join("survey.json").to_str().unwrap(),
+            "--page-size",
+            "7",
+        ])
+        .env("SURVEY_API_KEY", key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(api_port, "the survey API");
+    // The connector, trusting the mesh's discovery, export and erasure keys.
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../services/dsr-system-sql/reference/survey-http.yaml"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:50061", &format!("127.0.0.1:{api_port}"));
+    std::fs::write(vdir.join("survey-http.yaml"), manifest).unwrap();
+    let trusted: String = ["discovery", "export", "erasure"]
+        .iter()
+        .map(|s| {
+            format!("[[auth.trusted]]\nissuer = \"dsr-{s}\"\njwks_file = \"{d}/{s}-jwks.json\"\n")
+        })
+        .collect();
+    std::fs::write(
+        vdir.join("connector.toml"),
+        format!("data_dir = \"{}\"\n{trusted}", vdir.display()),
+    )
+    .unwrap();
+    let mut connector = Command::new(DSR)
+        .args([
+            "serve",
+            "system-http",
+            "--manifest",
+            vdir.join("survey-http.yaml").to_str().unwrap(),
+            "--migrate",
+            "--listen",
+            &format!("127.0.0.1:{connector_port}"),
+            "--config",
+            vdir.join("connector.toml").to_str().unwrap(),
+        ])
+        .env("SURVEY_API_KEY", key)
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(connector_port, "the HTTP connector");
+
+    // People who answered a survey for Intrum Sverige AB.
+    let surveyed: Vec<_> = dsr_system_sql::reference::people(1000, 1)
+        .into_iter()
+        .filter(|p| p.idx % 3 == 0 && p.controller == "556134-1248")
+        .collect();
+    let (kit_person, person) = (&surveyed[0], &surveyed[1]);
+
+    let out = dsr(&[
+        "conformance",
+        &format!("http://127.0.0.1:{connector_port}"),
+        "--data-dir",
+        d,
+        "--system-id",
+        "surveys",
+        "--identity",
+        &format!("email:{}", kit_person.email),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(" 0 failed"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Access: the answer names the survey platform and holds the answers.
+    let answer = dir.path().join("answer");
+    let printed = Command::new(DSR)
+        .args([
+            "request",
+            "access",
+            "--data-dir",
+            d,
+            "--email",
+            &person.email,
+            "--wait",
+            "--out",
+            answer.to_str().unwrap(),
+        ])
+        .env("DSR_UP__BASE_PORT", port.to_string())
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    let text = stdout(&printed);
+    assert!(text.contains("state      completed"), "{text}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(answer.join("access.json")).unwrap()).unwrap();
+    let surveys = doc["systems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "surveys")
+        .unwrap_or_else(|| panic!("no surveys in {doc}"));
+    let body = surveys.to_string();
+    assert!(
+        body.contains(&person.email) && body.contains("nps-2026"),
+        "{body}"
+    );
+    let query = format!("/v1/respondents?email={}", person.email.replace('@', "%40"));
+    assert!(api_get(api_port, &query, key).contains(&person.email));
+
+    // Erasure: gone from the API, with a verified receipt from the system.
+    let printed = Command::new(DSR)
+        .args([
+            "request",
+            "erase",
+            "--data-dir",
+            d,
+            "--email",
+            &person.email,
+            "--wait",
+        ])
+        .env("DSR_UP__BASE_PORT", port.to_string())
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    let text = stdout(&printed);
+    assert!(text.contains("state      completed"), "{text}");
+    let after = api_get(api_port, &query, key);
+    assert!(
+        after.contains("\"items\":[]") && !after.contains(&person.email),
+        "{after}"
+    );
+    let rid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("request    "))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no request id: {text}"))
+        .to_owned();
+    let receipts = Command::new(DSR)
+        .args(["request", "receipts", &rid, "--data-dir", d])
+        .env("DSR_UP__BASE_PORT", port.to_string())
+        .output()
+        .unwrap();
+    let receipts = stdout(&receipts);
+    assert!(
+        receipts
+            .lines()
+            .any(|l| l.contains("surveys") && l.contains("verified yes")),
+        "{receipts}"
+    );
+
+    for c in [&mut connector, &mut api] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let (ok, logs) = terminate(child);
+    assert!(ok, "{logs}");
+}
+
+#[test]
+fn a_broken_http_manifest_stops_the_connector_naming_file_field_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dsr-auth/tests/fixtures/jwks.json");
+    let cfg = dir.path().join("dsr.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[[auth.trusted]]\nissuer = \"dsr-erasure\"\njwks_file = \"{}\"\n",
+            dir.path().display(),
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../services/dsr-system-sql/reference/survey-http.yaml"
+    ))
+    .unwrap()
+    .replacen("\"/respondents/{key}\"", "\"/respondents/{id}\"", 1);
+    let manifest = dir.path().join("broken.yaml");
+    std::fs::write(&manifest, text).unwrap();
+    let out = Command::new(DSR)
+        .args([
+            "serve",
+            "system-http",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broken.yaml: resources[0].get.path: unknown placeholder {id}"),
+        "{err}"
+    );
+    // A key that is not there is named too, before anything listens.
+    let out = Command::new(DSR)
+        .args([
+            "serve",
+            "system-http",
+            "--manifest",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../services/dsr-system-sql/reference/survey-http.yaml"
+            ),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--migrate",
+        ])
+        .env_remove("SURVEY_API_KEY")
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SURVEY_API_KEY is not set"), "{err}");
+}
