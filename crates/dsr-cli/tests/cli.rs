@@ -1279,6 +1279,45 @@ async fn the_survey_platforms_rest_api_passes_the_kit_and_answers_access_and_era
     let query = format!("/v1/respondents?email={}", person.email.replace('@', "%40"));
     assert!(api_get(api_port, &query, key).contains(&person.email));
 
+    // An objection: the survey platform does not act on objections (its
+    // Describe says so), so it is not sent one; its operator gets a task.
+    let objector = &surveyed[2];
+    let printed = Command::new(DSR)
+        .args([
+            "request",
+            "object",
+            "--data-dir",
+            d,
+            "--email",
+            &objector.email,
+            "--direct-marketing",
+            "--wait",
+        ])
+        .env("DSR_UP__BASE_PORT", port.to_string())
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    let text = stdout(&printed);
+    assert!(text.contains("state      completed"), "{text}");
+    let oid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("request    "))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no request id: {text}"))
+        .to_owned();
+    let notes = Command::new(DSR)
+        .args(["request", "notifications", &oid, "--data-dir", d])
+        .env("DSR_UP__BASE_PORT", port.to_string())
+        .output()
+        .unwrap();
+    let notes = stdout(&notes);
+    assert!(
+        notes
+            .lines()
+            .any(|l| l.starts_with("survey-platform") && l.contains("task due")),
+        "{notes}"
+    );
+
     // Erasure: gone from the API, with a verified receipt from the system.
     let printed = Command::new(DSR)
         .args([

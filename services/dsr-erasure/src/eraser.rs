@@ -557,6 +557,24 @@ impl Eraser {
             };
             action = write.action();
             categories.extend(s.stores.iter().flat_map(|st| st.categories.clone()));
+            match self.systems.acts_on(&s.system_id, &write).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Not a right the system acts on (Describe): it is not
+                    // sent; its operator is told by a task (Art. 19).
+                    tracing::info!(
+                        system = %s.system_id,
+                        action,
+                        "the system does not act on this right: its operator is told by a task"
+                    );
+                    withheld.push(s.system_id.clone());
+                    continue;
+                }
+                Err(e) => {
+                    out.push((s.system_id.clone(), failed(&s.system_id, e)));
+                    continue;
+                }
+            }
             if let Some(r) = operators_unlawful.get(&s.system_id) {
                 tracing::warn!(
                     system = %s.system_id,
@@ -704,7 +722,7 @@ impl Eraser {
 
     /// Records the Art. 19 notifications of `action`: every recipient the
     /// registry names for these systems (those that acted and those
-    /// `withheld` for an unlawful operator) and categories, through its own
+    /// `withheld`: for an unlawful operator, or not acting on the right) and categories, through its own
     /// data system when it operates one that acted (its receipt), else as a
     /// task due by the request's due date. A recipient the registry finds
     /// no lawful transfer to is told nothing: its notification is refused,

@@ -1125,6 +1125,7 @@ pub struct GrpcSystems {
 struct Described {
     keys: Vec<sys::SigningKey>,
     controllers: Vec<String>,
+    rights: Vec<i32>,
 }
 
 impl GrpcSystems {
@@ -1181,6 +1182,7 @@ impl GrpcSystems {
             .map_err(|s| failed(system, &s))?
             .into_inner();
         let kept = Described {
+            rights: d.supported_rights,
             keys: d.signing_keys,
             controllers: d
                 .controllers
@@ -1526,6 +1528,19 @@ impl Systems for GrpcSystems {
             op,
         )
         .await
+    }
+
+    async fn acts_on(&self, system: &str, write: &Write) -> Result<bool, SystemError> {
+        let right = match write {
+            Write::Rectify(_) => sys::Right::Rectification,
+            Write::Restrict { .. } => sys::Right::Restriction,
+            Write::Object { .. } => sys::Right::Objection,
+        };
+        Ok(self
+            .described(system, false)
+            .await?
+            .rights
+            .contains(&(right as i32)))
     }
 
     fn operator(&self, system: &str) -> Option<String> {

@@ -319,6 +319,14 @@ pub trait Systems: Send + Sync {
         write: &Write,
     ) -> Result<Receipt, SystemError>;
 
+    /// Whether `system` acts on the right `write` exercises (its
+    /// Describe's `supported_rights`). One that does not is not sent the
+    /// write: its operator is told by a notification task instead.
+    async fn acts_on(&self, system: &str, write: &Write) -> Result<bool, SystemError> {
+        let _ = (system, write);
+        Ok(true)
+    }
+
     /// The recipient (in the transfer registry) that operates `system`,
     /// when configured.
     fn operator(&self, system: &str) -> Option<String>;

@@ -53,6 +53,8 @@ struct FakeSystems {
     /// Writes received, as (action, key).
     writes: Mutex<Vec<(String, String)>>,
     operators: BTreeMap<String, String>,
+    /// The writes (actions) the system does not act on, per Describe.
+    unsupported: Mutex<BTreeSet<String>>,
     clock: Clock,
 }
 
@@ -256,6 +258,10 @@ impl Systems for FakeSystems {
             .unwrap()
             .push((write.action().to_owned(), key.to_owned()));
         Ok(Self::receipt(h, key, out))
+    }
+
+    async fn acts_on(&self, _: &str, write: &Write) -> Result<bool, SystemError> {
+        Ok(!self.unsupported.lock().unwrap().contains(write.action()))
     }
 
     fn operator(&self, system: &str) -> Option<String> {
@@ -721,5 +727,58 @@ async fn under_review_an_unlawful_notification_waits_for_a_case_handlers_approva
         .unwrap();
     assert_eq!(done.done_by.as_deref(), Some("handler:anna"));
     assert!(done.done_at.is_some_and(|t| t <= w.clock.now()));
+    w.db.finish().await;
+}
+
+/// A system whose Describe does not list the right (here objection) is not
+/// sent the write, which does not fail the request: its operator gets a
+/// notification task instead; a system that acts on it gets the write.
+#[tokio::test]
+async fn a_system_that_does_not_act_on_a_right_is_not_sent_it_and_its_operator_gets_a_task() {
+    let w = world(
+        &[("crm", "crm-vendor")],
+        vec![recipient("crm-vendor", "IE", true)],
+    )
+    .await;
+    let object = WriteOrder::Object {
+        purposes: vec![],
+        direct_marketing: true,
+    };
+    w.systems
+        .unsupported
+        .lock()
+        .unwrap()
+        .insert("object".to_owned());
+    let h = header("req-object-7", &w.clock);
+    let (e, notes) = w
+        .eraser
+        .apply(&h, &map(), &object, w.clock.today())
+        .await
+        .unwrap();
+    assert!(e.systems.is_empty(), "{:?}", e.systems);
+    assert!(w.systems.writes.lock().unwrap().is_empty());
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].recipient_id, "crm-vendor");
+    assert!(
+        notes[0].due_on.is_some() && notes[0].through.is_none(),
+        "a task: {:?}",
+        notes[0]
+    );
+    // Once it acts on objections, the write is sent and its receipt is the
+    // notification.
+    w.systems.unsupported.lock().unwrap().clear();
+    let h = header("req-object-8", &w.clock);
+    let (e, notes) = w
+        .eraser
+        .apply(&h, &map(), &object, w.clock.today())
+        .await
+        .unwrap();
+    assert!(
+        matches!(e.systems[0].1, SystemOutcome::Done(_)),
+        "{:?}",
+        e.systems
+    );
+    assert_eq!(w.systems.writes.lock().unwrap().len(), 1);
+    assert!(notes[0].through.is_some(), "{:?}", notes[0]);
     w.db.finish().await;
 }
