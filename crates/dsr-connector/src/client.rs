@@ -92,10 +92,33 @@ pub fn endpoint(endpoint: &str) -> Result<Endpoint, String> {
     Ok(e)
 }
 
-/// A stable, personal-data-free reason for a failed call: the gRPC code in
-/// upper case, e.g. "UNAVAILABLE".
+/// A stable, personal-data-free reason for a failed call: the gRPC code's
+/// canonical name, e.g. "UNAVAILABLE", "DEADLINE_EXCEEDED".
 pub fn failure_reason(s: &Status) -> String {
-    format!("{:?}", s.code()).to_uppercase()
+    code_name(s.code()).to_owned()
+}
+
+/// The canonical name of a gRPC status code (as in the gRPC specification).
+pub fn code_name(c: tonic::Code) -> &'static str {
+    match c {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 /// The header of an instruction to `system` for the request `request_id` of
@@ -119,5 +142,23 @@ pub fn instruction(
         issued_at: Some(timestamp(now - chrono::Duration::seconds(5))),
         expires_at: Some(timestamp(now + chrono::Duration::minutes(10))),
         idempotency_key: idempotency_key.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_reason;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn reasons_are_the_codes_canonical_names() {
+        for (code, name) in [
+            (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+            (Code::Unavailable, "UNAVAILABLE"),
+            (Code::FailedPrecondition, "FAILED_PRECONDITION"),
+            (Code::Unauthenticated, "UNAUTHENTICATED"),
+        ] {
+            assert_eq!(failure_reason(&Status::new(code, "a@b.se")), name);
+        }
     }
 }
