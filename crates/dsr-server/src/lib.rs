@@ -284,6 +284,16 @@ pub async fn serve(
         v1 = v1.register_encoded_file_descriptor_set(set);
         v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
     }
+    // Reflection lists what this port serves, not every service of the
+    // descriptor sets (which describe the whole mesh).
+    for name in names.iter().copied().chain([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]) {
+        v1 = v1.with_service_name(name);
+        v1alpha = v1alpha.with_service_name(name);
+    }
     let v1 = v1
         .build_v1()
         .map_err(|e| Error::Reflection(e.to_string()))?;

@@ -189,6 +189,12 @@ async fn health_reflection_and_request_id() {
             "{want} missing from {names:?}"
         );
     }
+    // Only what this port serves: the descriptor set describes the whole
+    // mesh, but no other service of it is listed.
+    assert!(
+        names.iter().all(|n| n == NAME || n.starts_with("grpc.")),
+        "{names:?}"
+    );
 
     // a caller's request id is used and echoed; a bad one is replaced
     let mut req = Request::new(pb::GetRecipientRequest { id: "r".into() });
