@@ -1690,6 +1690,30 @@ async fn the_work_survives_a_system_down_a_killed_orchestrator_and_runs_on_two_r
     .await;
     assert!(!waiting.challenge_id.is_empty());
     let code = code_in_outbox(&mesh.data, PERSON, seen).expect("the person got a code");
+    // A wrong code: INVALID_ARGUMENT with the reason the proto names, and
+    // the request keeps waiting for the right one.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let st = client
+        .verify(bearer(
+            &token,
+            pb::VerifyRequest {
+                id: r.id.clone(),
+                code: wrong.into(),
+                verification_token: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    assert_eq!(
+        st.get_details_error_info().map(|i| i.reason),
+        Some("CODE_MISMATCH".to_owned()),
+        "{st:?}"
+    );
+    assert_eq!(
+        get(&mut client, &token, &r.id).await.state,
+        pb::State::Verifying as i32
+    );
     client
         .verify(bearer(
             &token,

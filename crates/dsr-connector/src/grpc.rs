@@ -28,6 +28,17 @@ pub fn invalid_argument(violations: Vec<(String, String)>) -> Status {
     Status::with_error_details(Code::InvalidArgument, "invalid request", details)
 }
 
+/// INVALID_ARGUMENT with the ErrorInfo `reason` the proto documents for this
+/// refusal (e.g. CODE_MISMATCH) instead of the generic one, and a BadRequest
+/// naming each field.
+pub fn invalid_argument_because(reason: &str, violations: Vec<(String, String)>) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, DOMAIN, []);
+    for (field, description) in violations {
+        details.add_bad_request_violation(field, description);
+    }
+    Status::with_error_details(Code::InvalidArgument, "invalid request", details)
+}
+
 /// A status with a fixed message and a reason.
 pub fn status(code: Code, message: &str, reason: &str) -> Status {
     Status::with_error_details(

@@ -304,10 +304,10 @@ fn ledger_status(e: ledger::Error) -> Status {
 fn intake_status(e: IntakeError) -> Status {
     match e {
         IntakeError::BadToken(why) => invalid_argument(vec![("verification_token".into(), why)]),
-        IntakeError::CodeMismatch => invalid_argument(vec![(
-            "code".into(),
-            "does not match (CODE_MISMATCH)".into(),
-        )]),
+        IntakeError::CodeMismatch => kit::invalid_argument_because(
+            "CODE_MISMATCH",
+            vec![("code".into(), "does not match".into())],
+        ),
         IntakeError::NotVerifying => kit::status(
             Code::FailedPrecondition,
             "the request is not waiting for verification",
