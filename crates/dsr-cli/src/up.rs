@@ -290,19 +290,20 @@ fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)], portal: SocketAddr
             );
         }
     }
+    // Client commands find `dsr up`'s services from its base port.
+    let port = if cfg.up.base_port == 50051 {
+        String::new()
+    } else {
+        format!("DSR_UP__BASE_PORT={} ", cfg.up.base_port)
+    };
     if endpoints.iter().any(|(i, _)| i.name == "identity") {
         println!("Verify a person (the code lands in {dir}/outbox):");
-        println!("  dsr verify start{data} --email anna.svensson@example.se");
-        println!("  dsr verify complete{data} --challenge <id> --code <code>");
+        println!("  {port}dsr verify start{data} --email anna.svensson@example.se");
+        println!("  {port}dsr verify complete{data} --challenge <id> --code <code>");
     }
     if endpoints.iter().any(|(i, _)| i.name == "orchestrator") {
         let person = dsr_system_sql::reference::people(1, cfg.system_sql.seed);
         println!("Ask for a person's data as a portal would (the code is read from the outbox):");
-        let port = if cfg.up.base_port == 50051 {
-            String::new()
-        } else {
-            format!("DSR_UP__BASE_PORT={} ", cfg.up.base_port)
-        };
         println!(
             "  {port}dsr request access{data} --email {} --wait --out ./answer",
             person[0].email

@@ -992,6 +992,13 @@ async fn a_processors_system_joins_dsr_up_and_is_read_for_an_access_request() {
         banner.contains("vendor-x") && banner.contains("discovery-jwks.json"),
         "{banner}"
     );
+    // The client commands it suggests find it on its port.
+    for cmd in ["dsr verify start", "dsr request access"] {
+        assert!(
+            banner.contains(&format!("DSR_UP__BASE_PORT={port} {cmd}")),
+            "{cmd}: {banner}"
+        );
+    }
 
     // The vendor: the print-and-mail schema under its own id, its own
     // database, trusting the mesh's discovery, export and erasure keys.
