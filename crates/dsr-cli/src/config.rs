@@ -120,6 +120,10 @@ pub(crate) struct OrchestratorSection {
     /// Days the DPO has to answer a complaint (its response target; the
     /// queue shows it overdue after).
     pub complaint_response_days: u32,
+    /// Days a request may wait in VERIFYING for the person to prove who
+    /// they are; then it is refused for identity (Art. 12(6)), the person
+    /// is told, and it no longer counts towards the deadline (1 to 60).
+    pub verification_expiry_days: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -655,6 +659,7 @@ impl Default for Config {
                 letters_file: String::new(),
                 privacy_centre_url: String::new(),
                 complaint_response_days: 30,
+                verification_expiry_days: 14,
             },
             export: ExportSection {
                 registry_endpoint: String::new(),
@@ -1013,6 +1018,9 @@ impl Config {
         }
         if o.max_attempts == 0 {
             bail!("invalid configuration: orchestrator.max_attempts must be at least 1");
+        }
+        if !(1..=60).contains(&o.verification_expiry_days) {
+            bail!("invalid configuration: orchestrator.verification_expiry_days must be 1 to 60");
         }
         if u128::from(o.backoff_base_ms) > u128::from(o.backoff_max_secs) * 1000 {
             bail!(

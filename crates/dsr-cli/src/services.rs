@@ -1222,13 +1222,24 @@ fn prepare_orchestrator(
         tokio::spawn(sender.run(stop_rx.clone()));
         tokio::spawn(worker.run(stop_rx));
         // The person's identities leave the ledger once a request has been
-        // answered for good and its retention passed.
+        // answered for good and its retention passed; a request whose
+        // person never proved who they are ends after its time.
         let purging = ledger.clone();
         let keep = chrono::Duration::days(i64::from(o.identity_retention_days));
+        let unverified = chrono::Days::new(u64::from(o.verification_expiry_days));
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(3600));
             loop {
                 every.tick().await;
+                let today = purging.clock().now().date_naive();
+                match purging.expire_unverified(today - unverified).await {
+                    Ok(ended) if !ended.is_empty() => tracing::info!(
+                        ended = ended.len(),
+                        "requests never verified ended (refused for identity)"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "ending unverified requests failed"),
+                }
                 let before = purging.clock().now() - keep;
                 match purging.purge_identities(before).await {
                     Ok(n) if n > 0 => {

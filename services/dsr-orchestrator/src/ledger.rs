@@ -588,6 +588,43 @@ impl Ledger {
         self.get(id).await
     }
 
+    /// Ends the requests received before `received_before` that still wait
+    /// in VERIFYING: the person never proved who they are. Each is refused
+    /// for identity (Art. 12(6)), which queues the refusal letter and stops
+    /// it counting towards the deadline. Returns their ids.
+    pub async fn expire_unverified(
+        &self,
+        received_before: NaiveDate,
+    ) -> Result<Vec<String>, Error> {
+        use sea_orm::QuerySelect as _;
+        let ids: Vec<String> = req::Entity::find()
+            .select_only()
+            .column(req::Column::Id)
+            .filter(req::Column::State.eq(State::Verifying.as_str()))
+            .filter(req::Column::ReceivedOn.lt(received_before))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut ended = Vec::new();
+        for id in ids {
+            match self
+                .reject(
+                    &id,
+                    Rejection::IdentityInsufficient,
+                    "",
+                    "service:orchestrator",
+                )
+                .await
+            {
+                Ok(_) => ended.push(id),
+                // Verified, or ended, since it was read: left as it is.
+                Err(Error::IllegalMove(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ended)
+    }
+
     /// Purges the person's identities (claimed, verified, the subject map
     /// that names them, and a rectification's corrections) from every
     /// request answered for good (completed, with or without retained

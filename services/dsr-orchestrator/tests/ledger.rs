@@ -371,3 +371,67 @@ async fn a_change_at_another_replica_reaches_the_watch_feed() {
     assert!(rx.try_recv().is_err(), "the same change was sent again");
     feed.abort();
 }
+
+/// A person who never proves who they are: the request is refused for
+/// identity once it has waited the configured time in VERIFYING, which
+/// queues the refusal letter and takes it out of the overdue count; a
+/// newer one waits on.
+#[tokio::test]
+async fn a_request_never_verified_ends_after_its_time_and_is_not_overdue() {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let ledger = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+    let mut ids = Vec::new();
+    for (key, received) in [
+        ("portal-key-0301", "2026-11-02"),
+        ("portal-key-0302", "2026-11-30"),
+    ] {
+        let (r, _) = ledger
+            .submit(
+                submission(key, "never.verified@example.se"),
+                d(received),
+                "portal",
+            )
+            .await
+            .unwrap();
+        ledger
+            .advance(&r.id, State::Verifying, "service:orchestrator")
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    let today = d("2026-12-10");
+    // The older one is past its month: counted overdue while it waits.
+    assert_eq!(ledger.counts(today).await.unwrap().overdue, 1);
+    // 14 days after receipt, nobody proved who they are.
+    let ended = ledger
+        .expire_unverified(today - chrono::Days::new(14))
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![ids[0].clone()]);
+    let old = ledger.get(&ids[0]).await.unwrap();
+    assert_eq!(old.state, State::Rejected);
+    assert_eq!(
+        old.rejection.as_ref().map(|(r, _)| r.as_str()),
+        Some("identity_insufficient")
+    );
+    assert_eq!(ledger.get(&ids[1]).await.unwrap().state, State::Verifying);
+    assert_eq!(ledger.counts(today).await.unwrap().overdue, 0);
+    let letters: Vec<String> = ledger
+        .letters_of(&ids[0])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert!(letters.iter().any(|k| k == "refused"), "{letters:?}");
+    // Run again: nothing more to end.
+    assert!(
+        ledger
+            .expire_unverified(today - chrono::Days::new(14))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    db.finish().await;
+}
