@@ -121,9 +121,71 @@ pub struct Claims {
     /// Space-separated scopes (OAuth 2.0 `scope`).
     #[serde(default)]
     pub scope: String,
+    /// Scopes as Entra ID (a space-separated string) and Okta (a list)
+    /// write them; read only for an issuer configured so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scp: Option<ScopeList>,
+    /// Application roles (Entra ID's `roles`, a list); read only for an
+    /// issuer configured so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
     /// Token id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+}
+
+/// Scopes in a `scp` claim: one space-separated string or a list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ScopeList {
+    /// "a b c".
+    Spaced(String),
+    /// ["a", "b", "c"].
+    List(Vec<String>),
+}
+
+/// The claims a token's scopes are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ScopeClaim {
+    /// OAuth 2.0 `scope`, space-separated (the mesh's own tokens).
+    Scope,
+    /// `scp`, a string (Entra ID) or a list (Okta).
+    Scp,
+    /// `roles`, a list (Entra ID application roles).
+    Roles,
+}
+
+impl ScopeClaim {
+    /// The claim named `name`: scope, scp or roles.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "scope" => Some(Self::Scope),
+            "scp" => Some(Self::Scp),
+            "roles" => Some(Self::Roles),
+            _ => None,
+        }
+    }
+}
+
+impl Claims {
+    /// The scopes the token carries in `claims`.
+    pub fn scopes_from(&self, claims: &BTreeSet<ScopeClaim>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for c in claims {
+            match c {
+                ScopeClaim::Scope => out.extend(self.scope.split_whitespace().map(str::to_owned)),
+                ScopeClaim::Scp => match &self.scp {
+                    Some(ScopeList::Spaced(s)) => {
+                        out.extend(s.split_whitespace().map(str::to_owned));
+                    }
+                    Some(ScopeList::List(v)) => out.extend(v.iter().cloned()),
+                    None => {}
+                },
+                ScopeClaim::Roles => out.extend(self.roles.iter().flatten().cloned()),
+            }
+        }
+        out
+    }
 }
 
 /// A token's audience: one value or a list.
@@ -186,6 +248,7 @@ pub struct ValidatorConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
     by_issuer: BTreeMap<String, BTreeSet<String>>,
+    claims: BTreeMap<String, BTreeSet<ScopeClaim>>,
 }
 
 impl Grants {
@@ -201,6 +264,24 @@ impl Grants {
             .or_default()
             .extend(scopes.into_iter().map(Into::into));
         self
+    }
+
+    /// Reads `issuer`'s scopes from `claims` (by default `scope` only): an
+    /// identity provider such as Entra ID writes them in `scp` and `roles`.
+    #[must_use]
+    pub fn scopes_in(mut self, issuer: &str, claims: impl IntoIterator<Item = ScopeClaim>) -> Self {
+        self.claims
+            .insert(issuer.to_owned(), claims.into_iter().collect());
+        self
+    }
+
+    /// The claims `issuer`'s scopes are read from.
+    pub fn scope_claims(&self, issuer: &str) -> BTreeSet<ScopeClaim> {
+        self.claims
+            .get(issuer)
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .unwrap_or_else(|| BTreeSet::from([ScopeClaim::Scope]))
     }
 
     /// The scopes `issuer` may grant, when it has a grant.
@@ -241,15 +322,19 @@ impl Validator {
     /// Verifies `token` and returns the principal.
     pub fn validate(&self, token: &str) -> Result<Principal, Error> {
         let c: Claims = self.decode(token, &["exp", "iss", "aud", "sub"])?;
+        let scopes = match &self.cfg.grants {
+            Some(grants) => c.scopes_from(&grants.scope_claims(&c.iss)),
+            None => c.scopes_from(&BTreeSet::from([ScopeClaim::Scope])),
+        };
         if let Some(grants) = &self.cfg.grants
-            && !grants.permits(&c.iss, c.scope.split_whitespace())
+            && !grants.permits(&c.iss, scopes.iter().map(String::as_str))
         {
             return Err(Error::NotGranted);
         }
         Ok(Principal {
             subject: c.sub,
             issuer: c.iss,
-            scopes: c.scope.split_whitespace().map(str::to_owned).collect(),
+            scopes,
             expires_at: c.exp,
         })
     }

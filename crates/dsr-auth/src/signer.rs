@@ -110,6 +110,8 @@ impl TokenSigner {
             nbf: Some(now),
             iat: Some(now),
             scope: req.scopes.join(" "),
+            scp: None,
+            roles: None,
             jti: Some(uuid::Uuid::new_v4().to_string()),
         };
         self.sign(&claims)

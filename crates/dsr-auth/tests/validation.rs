@@ -35,6 +35,8 @@ fn claims() -> Claims {
         nbf: Some(now),
         iat: Some(now),
         scope: "transfers:read transfers:write".into(),
+        scp: None,
+        roles: None,
         jti: None,
     }
 }
@@ -275,5 +277,76 @@ fn a_scope_outside_the_issuers_grant_is_refused() {
     assert_eq!(
         v.validate(&token("dsr-erasure", "system:read")),
         Err(Error::NotGranted)
+    );
+}
+
+/// Tokens shaped like Entra ID's (`scp` a space-separated string, `roles` a
+/// list) and Okta's (`scp` a list) give their scopes when their issuer is
+/// configured to be read so; the same claims are ignored for an issuer read
+/// from `scope` only, and the grants still bound what any of them carry.
+#[test]
+fn scopes_come_from_the_claims_configured_for_the_issuer() {
+    use dsr_auth::{Grants, ScopeClaim, ScopeList};
+    let entra = "https://login.microsoftonline.com/tenant/v2.0";
+    let okta = "https://bolaget.okta.com/oauth2/default";
+    let v = |grants: Grants| {
+        Validator::new(
+            Arc::new(KeySet::from_jwks_json(JWKS).unwrap()),
+            ValidatorConfig {
+                issuers: vec![entra.into(), okta.into()],
+                audience: "dsr-orchestrator".into(),
+                leeway_secs: 30,
+                grants: Some(Arc::new(grants)),
+            },
+        )
+    };
+    let granted = |g: Grants| {
+        g.grant(entra, ["requests:read", "requests:manage"])
+            .grant(okta, ["requests:read", "requests:submit"])
+    };
+    let shaped = |iss: &str, scp: Option<ScopeList>, roles: Option<Vec<String>>| {
+        let mut c = claims();
+        c.iss = iss.into();
+        c.aud = Audience::One("dsr-orchestrator".into());
+        c.scope = String::new();
+        c.scp = scp;
+        c.roles = roles;
+        sign(Algorithm::EdDSA, "ed-1", &c)
+    };
+    let entra_token = shaped(
+        entra,
+        Some(ScopeList::Spaced("requests:read".into())),
+        Some(vec!["requests:manage".into()]),
+    );
+    let okta_token = shaped(
+        okta,
+        Some(ScopeList::List(vec![
+            "requests:read".into(),
+            "requests:submit".into(),
+        ])),
+        None,
+    );
+    let configured = v(granted(Grants::default())
+        .scopes_in(entra, [ScopeClaim::Scp, ScopeClaim::Roles])
+        .scopes_in(okta, [ScopeClaim::Scp]));
+    let p = configured.validate(&entra_token).unwrap();
+    assert!(
+        p.has_scope("requests:read") && p.has_scope("requests:manage"),
+        "{p:?}"
+    );
+    let p = configured.validate(&okta_token).unwrap();
+    assert!(
+        p.has_scope("requests:read") && p.has_scope("requests:submit"),
+        "{p:?}"
+    );
+    // Read from `scope` only (the default), the same tokens carry nothing.
+    let default = v(granted(Grants::default()));
+    assert!(default.validate(&entra_token).unwrap().scopes.is_empty());
+    assert!(default.validate(&okta_token).unwrap().scopes.is_empty());
+    // A role the issuer is not granted is refused, whichever claim holds it.
+    let too_much = shaped(entra, None, Some(vec!["transfers:write".into()]));
+    assert_eq!(
+        configured.validate(&too_much).unwrap_err(),
+        Error::NotGranted
     );
 }

@@ -507,6 +507,11 @@ pub(crate) struct TrustedIssuer {
     /// Or the JWKS document inline.
     #[serde(default)]
     pub jwks: String,
+    /// The claims its tokens' scopes are read from: `scope` (the default),
+    /// `scp` (Entra ID: a string; Okta: a list), `roles` (Entra ID's
+    /// application roles). The grants still bound what they may carry.
+    #[serde(default)]
+    pub scope_claims: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -198,6 +198,8 @@ impl Minter {
             nbf: Some(at(from)),
             iat: Some(at(from)),
             scope: scopes.join(" "),
+            scp: None,
+            roles: None,
             jti: Some(uuid::Uuid::new_v4().to_string()),
         }
     }

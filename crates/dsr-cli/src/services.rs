@@ -468,6 +468,7 @@ impl Trust {
                 "invalid configuration: auth.jwks_file/auth.jwks hold the keys of several auth.issuers, so one issuer's key could sign for another: give each issuer its own keys in [[auth.trusted]] (issuer, jwks_file)"
             ),
         }
+        let mut scope_claims = Vec::new();
         for (i, t) in cfg.auth.trusted.iter().enumerate() {
             if t.issuer.trim().is_empty() {
                 bail!("invalid configuration: auth.trusted[{i}].issuer is empty");
@@ -483,6 +484,17 @@ impl Trust {
             };
             docs.push((format!("auth.trusted[{i}]"), text, t.issuer.clone()));
             issuers.push(t.issuer.clone());
+            let mut read = Vec::new();
+            for (j, c) in t.scope_claims.iter().enumerate() {
+                read.push(dsr_auth::ScopeClaim::parse(c).with_context(|| {
+                    format!(
+                        "invalid configuration: auth.trusted[{i}].scope_claims[{j}]: {c:?} is none of scope, scp, roles"
+                    )
+                })?);
+            }
+            if !read.is_empty() {
+                scope_claims.push((t.issuer.clone(), read));
+            }
         }
         for (path, issuer) in extra {
             let text = std::fs::read_to_string(path)
@@ -520,6 +532,9 @@ impl Trust {
         for issuer in builtin.issuers().chain(configured.issuers()) {
             let scopes = configured.of(issuer).or(builtin.of(issuer));
             grants = grants.grant(issuer, scopes.into_iter().flatten().cloned());
+        }
+        for (issuer, read) in scope_claims {
+            grants = grants.scopes_in(&issuer, read);
         }
         if let Some(missing) = issuers.iter().find(|i| grants.of(i).is_none()) {
             bail!(
@@ -1303,6 +1318,57 @@ mod tests {
     use super::{ALL_SCOPES, ServiceKind, Trust, mesh_backend, mesh_grants, people_scopes};
     use crate::config::{Config, TrustedIssuer};
 
+    /// An identity provider configured to be read from `scp` and `roles`
+    /// (Entra ID) gives its case handlers' scopes from them, within its
+    /// grant; an unknown claim name is refused at start.
+    #[test]
+    fn a_providers_scopes_are_read_from_its_configured_claims() {
+        let entra = "https://login.microsoftonline.com/tenant/v2.0";
+        let pair = dsr_auth::generate_ed25519("entra-1").unwrap();
+        let mut cfg = Config::default();
+        cfg.auth.trusted.push(TrustedIssuer {
+            issuer: entra.to_owned(),
+            jwks_file: String::new(),
+            jwks: pair.jwks_json.clone(),
+            scope_claims: vec!["scp".into(), "roles".into()],
+        });
+        cfg.auth.grants.insert(
+            entra.to_owned(),
+            vec!["requests:read".into(), "requests:manage".into()],
+        );
+        let trust = Trust::from_config(&cfg, &[], &dsr_auth::Grants::default()).unwrap();
+        let signer =
+            dsr_auth::TokenSigner::from_ed25519_pem(&pair.private_pem, &pair.kid, entra).unwrap();
+        let now = dsr_auth::now_secs();
+        let token = signer
+            .sign(&dsr_auth::Claims {
+                sub: "handler@bolaget.se".into(),
+                iss: entra.into(),
+                aud: dsr_auth::Audience::One("dsr-orchestrator".into()),
+                exp: now + 300,
+                nbf: Some(now),
+                iat: Some(now),
+                scope: String::new(),
+                scp: Some(dsr_auth::ScopeList::Spaced("requests:read".into())),
+                roles: Some(vec!["requests:manage".into()]),
+                jti: None,
+            })
+            .unwrap();
+        let p = trust
+            .validator("dsr-orchestrator")
+            .validate(&token)
+            .unwrap();
+        assert!(
+            p.has_scope("requests:read") && p.has_scope("requests:manage"),
+            "{p:?}"
+        );
+        cfg.auth.trusted[0].scope_claims = vec!["groups".into()];
+        let err = Trust::from_config(&cfg, &[], &dsr_auth::Grants::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.trusted[0].scope_claims[0]"), "{err}");
+    }
+
     /// MySQL/MariaDB is opened for a data system only.
     #[test]
     fn only_the_sql_connector_opens_mysql() {
@@ -1345,6 +1411,7 @@ mod tests {
                 issuer: (*issuer).to_owned(),
                 jwks_file: String::new(),
                 jwks: pair.jwks_json.clone(),
+                scope_claims: vec![],
             });
             signers.push(pair);
         }
