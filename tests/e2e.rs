@@ -1657,6 +1657,26 @@ async fn the_work_survives_a_system_down_a_killed_orchestrator_and_runs_on_two_r
     let token = mesh.token.clone();
     let mut client = mesh.requests().await;
 
+    // 0. A portal learns the controllers it may address from the mesh, with
+    //    the DPO, the authority and the policy version in force.
+    let group = client
+        .list_controllers(bearer(&token, pb::ListControllersRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(group.controllers.len(), 4, "{group:?}");
+    assert!(
+        group
+            .controllers
+            .iter()
+            .any(|c| c.organisation_number == SVERIGE && c.name == "Intrum Sverige AB"),
+        "{group:?}"
+    );
+    assert_eq!(group.dpo_email, "DPO@se.intrum.com");
+    assert_eq!(group.policy_version, "2.1");
+    assert!(group.authority_names["sv"].contains("Integritetsskyddsmyndigheten"));
+    assert!(group.authority_names["en"].contains("Swedish Authority"));
+
     // 1. The legal system is down: the request waits and retries, visibly,
     //    and completes when the system returns. (Verified with the code the
     //    person receives.)

@@ -77,6 +77,10 @@ pub const SCOPES: &[ScopeRule] = &[
         method: "GetCaseFile",
         scopes: &[SCOPE_MANAGE],
     },
+    ScopeRule {
+        method: "ListControllers",
+        scopes: &[SCOPE_SUBMIT],
+    },
 ];
 
 /// Most bytes of requests in one `List` page: a quarter of the 4 MiB a
@@ -1059,6 +1063,33 @@ impl Requests for Handlers {
         let r = self.d.ledger.get(&id).await.map_err(ledger_status)?;
         let audit = self.d.ledger.audit_of(&id).await.map_err(ledger_status)?;
         Ok(Response::new(case_file_to_pb(&r, &audit)))
+    }
+
+    async fn list_controllers(
+        &self,
+        req: Request<pb::ListControllersRequest>,
+    ) -> Result<Response<pb::ListControllersResponse>, Status> {
+        let pb::ListControllersRequest {} = req.into_inner();
+        let g = &self.d.group;
+        Ok(Response::new(pb::ListControllersResponse {
+            controllers: g
+                .controllers
+                .iter()
+                .map(|c| pb::GroupController {
+                    organisation_number: c.organisation_number.as_str().to_owned(),
+                    name: c.name.clone(),
+                })
+                .collect(),
+            dpo_email: g.dpo_email.clone(),
+            authority_names: [
+                ("sv".to_owned(), g.authority.name_sv.clone()),
+                ("en".to_owned(), g.authority.name_en.clone()),
+            ]
+            .into(),
+            authority_url: g.authority.url.clone(),
+            policy_version: g.policy.version.clone(),
+            policy_published: Some(kit::date_to_pb(g.policy.published)),
+        }))
     }
 
     async fn list(
