@@ -400,6 +400,35 @@ async fn click(c: &fantoccini::Client, css: &str) {
     on_element(c, css, |e| async move { e.click().await }).await;
 }
 
+/// Clicks `css`, a button or link that loads another page, and waits until
+/// that page has replaced this one and finished loading: a `goto` right
+/// after a form's submission is otherwise overtaken by the form's answer
+/// (a redirect) still on its way.
+async fn submit(c: &fantoccini::Client, css: &str) {
+    let old = c.find(fantoccini::Locator::Css("html")).await.unwrap();
+    click(c, css).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while old.tag_name().await.is_ok() {
+        assert!(Instant::now() < deadline, "{css}: the page never changed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        let state = c
+            .execute("return document.readyState", vec![])
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        if state.as_deref() == Some("complete") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css}: the next page never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn type_into(c: &fantoccini::Client, css: &str, text: &str) {
     on_element(c, css, |e| async move {
         e.clear().await?;
@@ -861,7 +890,7 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
     click(&c, "button[type=submit]").await;
     assert!(text_of(&c, "#handler-error").await.contains("lower-case"));
     type_into(&c, "#handler", "anna.handler").await;
-    click(&c, "button[type=submit]").await;
+    submit(&c, "button[type=submit]").await;
 
     // The queue, filtered to what awaits approval, shows the request.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -1285,7 +1314,7 @@ async fn case_handlers_sign_in_to_the_console_through_the_company_identity_provi
                 "no development sign-in"
             );
             click(&c, "form[action='/console/en/login/oidc'] button").await;
-            click(&c, who).await;
+            submit(&c, who).await;
         }
     };
 
@@ -1314,7 +1343,7 @@ async fn case_handlers_sign_in_to_the_console_through_the_company_identity_provi
             && holds.contains("handler:cecilia.handler@intrum.example"),
         "{holds}"
     );
-    click(&c, "form[action$='/logout'] button").await;
+    submit(&c, "form[action$='/logout'] button").await;
     c.goto(&format!("{portal}/console/en/holds")).await.unwrap();
     assert!(
         c.current_url()
@@ -1560,7 +1589,7 @@ async fn a_breach_reported_by_anyone_and_a_complaint_reach_the_dpo_in_the_consol
     // The DPO in the console.
     c.goto(&format!("{portal}/console/en/login")).await.unwrap();
     type_into(&c, "#handler", "dpo").await;
-    click(&c, "button[type=submit]").await;
+    submit(&c, "button[type=submit]").await;
     c.goto(&format!("{portal}/console/en/incidents"))
         .await
         .unwrap();
