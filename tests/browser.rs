@@ -1612,7 +1612,7 @@ async fn a_breach_reported_by_anyone_and_a_complaint_reach_the_dpo_in_the_consol
     type_into(&c, "#discovered_hours_ago", "5").await;
     type_into(&c, "#systems", "crm").await;
     type_into(&c, "#categories", "aml.identity_document").await;
-    click(&c, "form[action$='/incidents'] button").await;
+    submit(&c, "form[action$='/incidents'] button").await;
     let staff_url = c.current_url().await.unwrap().to_string();
     let staff = staff_url.rsplit('/').next().unwrap().to_owned();
     click(&c, &format!("form[action$='/{staff}/affected'] button")).await;
