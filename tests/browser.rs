@@ -405,9 +405,18 @@ async fn click(c: &fantoccini::Client, css: &str) {
 /// after a form's submission is otherwise overtaken by the form's answer
 /// (a redirect) still on its way.
 async fn submit(c: &fantoccini::Client, css: &str) {
-    let old = c.find(fantoccini::Locator::Css("html")).await.unwrap();
-    click(c, css).await;
     let deadline = Instant::now() + Duration::from_secs(15);
+    // A page still arriving from an earlier navigation has no document yet.
+    let old = loop {
+        match c.find(fantoccini::Locator::Css("html")).await {
+            Ok(html) => break html,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{css}: no page to act on: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    click(c, css).await;
     while old.tag_name().await.is_ok() {
         assert!(Instant::now() < deadline, "{css}: the page never changed");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1105,7 +1114,7 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
     c.goto(&format!("{portal}/console/en/sweeps"))
         .await
         .unwrap();
-    click(&c, "form[action$='/sweeps'] button").await;
+    submit(&c, "form[action$='/sweeps'] button").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         c.goto(&format!("{portal}/console/en/sweeps"))
@@ -1212,7 +1221,7 @@ async fn a_case_handler_attests_the_person_whose_erasure_needs_stronger_identifi
 
     c.goto(&format!("{portal}/console/sv/login")).await.unwrap();
     type_into(&c, "#handler", "bo.handler").await;
-    click(&c, "button[type=submit]").await;
+    submit(&c, "button[type=submit]").await;
     element(&c, "#state").await;
     c.goto(&format!("{portal}/console/sv/requests/{id}"))
         .await
@@ -1313,7 +1322,7 @@ async fn case_handlers_sign_in_to_the_console_through_the_company_identity_provi
                 c.find(fantoccini::Locator::Css("#handler")).await.is_err(),
                 "no development sign-in"
             );
-            click(&c, "form[action='/console/en/login/oidc'] button").await;
+            submit(&c, "form[action='/console/en/login/oidc'] button").await;
             submit(&c, who).await;
         }
     };
@@ -1441,12 +1450,12 @@ async fn a_person_identifies_with_bankid_through_the_company_identity_provider()
         c.goto(&format!("{portal}/sv/begin/erasure")).await.unwrap();
         click(&c, "input[name=controller][value='556134-1248']").await;
         click(&c, "#method-bankid").await;
-        click(&c, "button[type=submit]").await;
+        submit(&c, "button[type=submit]").await;
     };
 
     // Cancelled at the provider: told, nothing sent.
     start().await;
-    click(&c, "#cancel").await;
+    submit(&c, "#cancel").await;
     assert!(
         text_of(&c, "main")
             .await
@@ -1456,7 +1465,7 @@ async fn a_person_identifies_with_bankid_through_the_company_identity_provider()
     );
 
     start().await;
-    click(&c, "#user-0").await;
+    submit(&c, "#user-0").await;
     wait_status(&c, "sv", &portal, "Klar").await;
     assert_eq!(codes_sent(&data), before, "no code was needed");
     let url = c.current_url().await.unwrap().to_string();
@@ -1503,7 +1512,7 @@ async fn a_case_handler_approves_a_transfer_held_for_review() {
 
     c.goto(&format!("{portal}/console/en/login")).await.unwrap();
     type_into(&c, "#handler", "cecilia.handler").await;
-    click(&c, "button[type=submit]").await;
+    submit(&c, "button[type=submit]").await;
     element(&c, "#state").await;
     let page_of_request = format!("{portal}/console/en/requests/{id}");
     wait_state(&c, &page_of_request, "Awaiting review").await;

@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "dsr/export/v1/export.proto",
     "dsr/identity/v1/identity.proto",
     "dsr/incident/v1/incident.proto",
+    "dsr/manual/v1/manual.proto",
     "dsr/orchestrator/v1/orchestrator.proto",
     "dsr/system/v1/system.proto",
     "dsr/transfer/v1/transfer.proto",

@@ -185,6 +185,25 @@ pub(crate) async fn show_receipts(token: &str, endpoint: &str, id: &str) -> anyh
             refused,
             content.retained.len()
         );
+        if let Some(a) = &content.attestation {
+            // Done by hand at a vendor without an API: the connector signed
+            // for a person's word, not the vendor's system for its own work.
+            println!(
+                "    attested by {} <{}> on {}{}",
+                a.name,
+                a.contact,
+                a.attested_at
+                    .as_ref()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default(),
+                if a.statement.is_empty() {
+                    String::new()
+                } else {
+                    format!(": \"{}\"", a.statement)
+                }
+            );
+        }
         for s in &content.stores {
             println!(
                 "    {:<24} matched {:>4}  changed {:>4}  refused {:>4}",

@@ -18,6 +18,7 @@ mod portal;
 mod reference_api;
 mod request;
 mod services;
+mod task;
 mod transfers;
 mod up;
 mod verify;
@@ -73,6 +74,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Submit and follow data-subject requests (the portal's side).
     Request(Box<request::RequestArgs>),
+    /// The tasks of a vendor without an API: list, show, answer.
+    Task(task::TaskArgs),
     /// Check the orchestrator's hash-chained audit trail.
     Audit(AuditArgs),
     /// Show the retention policy in force (validated).
@@ -304,6 +307,7 @@ fn flags(cli: &Cli) -> Overrides {
         | Command::Bench(_)
         | Command::Verify(_)
         | Command::Request(_)
+        | Command::Task(_)
         | Command::ReplayErasures(_)
         | Command::Sweep(_)
         | Command::Hold(_)
@@ -402,6 +406,7 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
         }
         Command::Verify(args) => verify::run(&cfg, args).await,
         Command::Request(args) => request::run(&cfg, *args).await,
+        Command::Task(args) => task::run(&cfg, args).await,
         Command::ReplayErasures(args) => erasure::replay(&cfg, args).await,
         Command::Sweep(args) => erasure::sweep(&cfg, args).await,
         Command::Hold(args) => erasure::hold(&cfg, args).await,

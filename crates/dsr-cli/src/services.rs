@@ -26,6 +26,10 @@ pub(crate) enum ServiceKind {
     /// The generic HTTP connector (dsr.system.v1.DataSystem) over a REST
     /// API an HTTP manifest describes.
     SystemHttp,
+    /// A vendor without an API (dsr.system.v1.DataSystem and
+    /// dsr.manual.v1.ManualTasks): every call becomes a task for a person
+    /// at the vendor, answered through the task API.
+    SystemManual,
     /// Identity verification (dsr.identity.v1.IdentityVerification).
     Identity,
     /// Discovery (dsr.discovery.v1.Discovery): the registry of data systems.
@@ -50,6 +54,7 @@ impl ServiceKind {
             Self::TransferRegistry => "transfer-registry",
             Self::SystemSql => "system-sql",
             Self::SystemHttp => "system-http",
+            Self::SystemManual => "system-manual",
             Self::Identity => "identity",
             Self::Discovery => "discovery",
             Self::Export => "export",
@@ -65,6 +70,7 @@ impl ServiceKind {
             Self::TransferRegistry,
             Self::SystemSql,
             Self::SystemHttp,
+            Self::SystemManual,
             Self::Identity,
             Self::Discovery,
             Self::Export,
@@ -86,6 +92,10 @@ impl ServiceKind {
             Self::SystemSql | Self::SystemHttp => {
                 dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?
             }
+            Self::SystemManual => {
+                dsr_store::migrate::<dsr_connector::migration::Migrator>(db).await?;
+                dsr_store::migrate::<dsr_system_sql::manual::Migrator>(db).await?
+            }
             Self::Identity => dsr_store::migrate::<dsr_identity::migration::Migrator>(db).await?,
             Self::Export => dsr_store::migrate::<dsr_export::migration::Migrator>(db).await?,
             Self::Erasure => dsr_store::migrate::<dsr_erasure::migration::Migrator>(db).await?,
@@ -106,6 +116,10 @@ impl ServiceKind {
             }
             Self::SystemSql | Self::SystemHttp => {
                 dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?
+            }
+            Self::SystemManual => {
+                dsr_store::pending::<dsr_connector::migration::Migrator>(db).await?
+                    + dsr_store::pending::<dsr_system_sql::manual::Migrator>(db).await?
             }
             Self::Identity => dsr_store::pending::<dsr_identity::migration::Migrator>(db).await?,
             Self::Export => dsr_store::pending::<dsr_export::migration::Migrator>(db).await?,
@@ -142,6 +156,8 @@ pub(crate) const ALL_SCOPES: &[&str] = &[
     dsr_orchestrator::grpc::SCOPE_MANAGE,
     dsr_orchestrator::grpc::incidents::SCOPE_REPORT,
     dsr_orchestrator::grpc::incidents::SCOPE_MANAGE,
+    dsr_system_sql::manual::api::SCOPE_READ,
+    dsr_system_sql::manual::api::SCOPE_ANSWER,
 ];
 
 /// Every audience a development token may name: the registry and the
@@ -168,6 +184,8 @@ pub(crate) enum SystemSource {
     Manifest(PathBuf),
     /// An HTTP manifest over a REST API.
     Http(PathBuf),
+    /// A manual manifest: a vendor without an API.
+    Manual(PathBuf),
 }
 
 /// One running service: its kind, its name (database file, schema, banner)
@@ -288,6 +306,20 @@ impl Instance {
                     system: Some(SystemSource::Http(path)),
                 })
             }
+            ServiceKind::SystemManual => {
+                if cfg.system_sql.manifest.is_empty() {
+                    bail!(
+                        "invalid configuration: system-manual needs the vendor's manual manifest: system_sql.manifest (--manifest)"
+                    );
+                }
+                let path = PathBuf::from(&cfg.system_sql.manifest);
+                let m = dsr_system_sql::manual::manifest::ManualManifest::load(&path)?;
+                Ok(Self {
+                    kind,
+                    name: format!("system-{}", m.system.id),
+                    system: Some(SystemSource::Manual(path)),
+                })
+            }
         }
     }
 
@@ -296,6 +328,7 @@ impl Instance {
         match self.kind {
             ServiceKind::TransferRegistry => &["dsr.transfer.v1.TransferRegistry"],
             ServiceKind::SystemSql | ServiceKind::SystemHttp => &["dsr.system.v1.DataSystem"],
+            ServiceKind::SystemManual => &["dsr.system.v1.DataSystem", "dsr.manual.v1.ManualTasks"],
             ServiceKind::Identity => &["dsr.identity.v1.IdentityVerification"],
             ServiceKind::Discovery => &["dsr.discovery.v1.Discovery"],
             ServiceKind::Export => &["dsr.export.v1.Export"],
@@ -708,23 +741,7 @@ pub(crate) async fn prepare(
             }
             std::fs::write(&jwks_out, issuer.jwks())
                 .with_context(|| format!("cannot write {}", jwks_out.display()))?;
-            let notifier: Arc<dyn dsr_identity::notifier::Notifier> = if id.smtp_url.is_empty() {
-                let dir = if id.outbox_dir.is_empty() {
-                    data.join("outbox")
-                } else {
-                    PathBuf::from(&id.outbox_dir)
-                };
-                Arc::new(dsr_identity::notifier::Outbox::new(dir))
-            } else {
-                Arc::new(
-                    dsr_identity::notifier::Smtp::new(
-                        &id.smtp_url,
-                        &id.smtp_from,
-                        (!id.sms_gateway_domain.is_empty()).then(|| id.sms_gateway_domain.clone()),
-                    )
-                    .context("invalid configuration: identity.smtp_url or identity.smtp_from")?,
-                )
-            };
+            let notifier = notifier(cfg)?;
             let idp = if id.idp_jwks_file.is_empty() {
                 None
             } else {
@@ -791,7 +808,9 @@ pub(crate) async fn prepare(
                 Some(SystemSource::Manifest(path)) => {
                     (Manifest::load(path)?, path.display().to_string())
                 }
-                Some(SystemSource::Http(_)) | None => bail!("{}: no SQL manifest", inst.name),
+                Some(SystemSource::Http(_) | SystemSource::Manual(_)) | None => {
+                    bail!("{}: no SQL manifest", inst.name)
+                }
             };
             dsr_system_sql::schema::check(&db, &manifest, &file).await?;
             let key_file = if cfg.system_sql.signing_key_file.is_empty() {
@@ -812,7 +831,10 @@ pub(crate) async fn prepare(
             .with_clock(clock(cfg));
             let reference = match source {
                 Some(SystemSource::Reference(r)) => Some(*r),
-                Some(SystemSource::Manifest(_) | SystemSource::Http(_)) | None => None,
+                Some(
+                    SystemSource::Manifest(_) | SystemSource::Http(_) | SystemSource::Manual(_),
+                )
+                | None => None,
             };
             spawn_system_jobs(
                 system.clone(),
@@ -852,8 +874,77 @@ pub(crate) async fn prepare(
             ))
             .describe(dsr_proto::FILE_DESCRIPTOR_SET);
         }
+        (ServiceKind::SystemManual, source) => {
+            let Some(SystemSource::Manual(path)) = source else {
+                bail!("{}: no manual manifest", inst.name);
+            };
+            let manifest = dsr_system_sql::manual::manifest::ManualManifest::load(path)?;
+            let texts = match &manifest.vendor.texts {
+                None => dsr_system_sql::manual::texts::Texts::builtin(),
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read vendor.texts {file}"))?;
+                    dsr_system_sql::manual::texts::Texts::parse(&text).map_err(|e| {
+                        anyhow::anyhow!("invalid configuration: vendor.texts {file}: {e}")
+                    })?
+                }
+            };
+            // The tasks and the ledger are the connector's own database.
+            let db = open_database(inst, cfg, schema).await?;
+            let key_file = if cfg.system_sql.signing_key_file.is_empty() {
+                cfg.data_dir
+                    .join("keys")
+                    .join(format!("{}-receipt.pem", manifest.system.id))
+            } else {
+                PathBuf::from(&cfg.system_sql.signing_key_file)
+            };
+            let signer = ReceiptSigner::load_or_create(&key_file)?;
+            let audience = manifest.system.id.clone();
+            let system = dsr_system_sql::manual::ManualSystem::new(
+                db,
+                Arc::new(manifest),
+                signer,
+                notifier(cfg)?,
+                texts,
+            )
+            .with_clock(clock(cfg));
+            spawn_manual_jobs(system.clone(), cfg.system_sql.jobs_interval_secs);
+            set.add(dsr_system_sql::grpc::service(
+                system.clone(),
+                trust.validator(&audience),
+            ))
+            .add(dsr_system_sql::manual::api::service(
+                system,
+                trust.validator(&audience),
+            ))
+            .describe(dsr_proto::FILE_DESCRIPTOR_SET);
+        }
     }
     Ok(set)
+}
+
+/// Email and SMS as the identity service sends them (`identity.smtp_url`,
+/// or the outbox directory under `dsr up`); the manual connector writes to
+/// vendors through it too.
+fn notifier(cfg: &Config) -> anyhow::Result<Arc<dyn dsr_server::notifier::Notifier>> {
+    let id = &cfg.identity;
+    Ok(if id.smtp_url.is_empty() {
+        let dir = if id.outbox_dir.is_empty() {
+            cfg.data_dir.join("outbox")
+        } else {
+            PathBuf::from(&id.outbox_dir)
+        };
+        Arc::new(dsr_server::notifier::Outbox::new(dir))
+    } else {
+        Arc::new(
+            dsr_server::notifier::Smtp::new(
+                &id.smtp_url,
+                &id.smtp_from,
+                (!id.sms_gateway_domain.is_empty()).then(|| id.sms_gateway_domain.clone()),
+            )
+            .context("invalid configuration: identity.smtp_url or identity.smtp_from")?,
+        )
+    })
 }
 
 /// The clock every service of this process runs its rules at (one for
@@ -863,6 +954,34 @@ pub(crate) fn clock(cfg: &Config) -> dsr_domain::clock::Clock {
     CLOCK
         .get_or_init(|| dsr_domain::clock::Clock::parse(&cfg.clock).unwrap_or_default())
         .clone()
+}
+
+/// The manual connector's reminders, escalations and clean-up, every
+/// `every_secs` (0: none).
+fn spawn_manual_jobs(system: dsr_system_sql::manual::ManualSystem, every_secs: u64) {
+    if every_secs == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every_secs));
+        loop {
+            tick.tick().await;
+            match system.tick().await {
+                Ok(r) => {
+                    if r.reminded + r.escalated > 0 || r.purged > 0 {
+                        tracing::info!(
+                            reminded = r.reminded,
+                            escalated = r.escalated,
+                            purged = r.purged,
+                            overdue = r.overdue,
+                            "manual tasks"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = e.log_kind(), "manual tasks job failed"),
+            }
+        }
+    });
 }
 
 /// The data system's background jobs, every `every_secs` (0: none): the

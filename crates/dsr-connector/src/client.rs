@@ -93,9 +93,20 @@ pub fn endpoint(endpoint: &str) -> Result<Endpoint, String> {
 }
 
 /// A stable, personal-data-free reason for a failed call: the gRPC code's
-/// canonical name, e.g. "UNAVAILABLE", "DEADLINE_EXCEEDED".
+/// canonical name, e.g. "UNAVAILABLE", "DEADLINE_EXCEEDED"; or
+/// AWAITING_VENDOR when a system waits for a person's answer (the caller
+/// waits, it does not give up).
 pub fn failure_reason(s: &Status) -> String {
-    code_name(s.code()).to_owned()
+    use tonic_types::StatusExt as _;
+    let waiting = s.code() == tonic::Code::Unavailable
+        && s.get_details_error_info().is_some_and(|i| {
+            i.domain == crate::grpc::DOMAIN && i.reason == crate::grpc::AWAITING_VENDOR
+        });
+    if waiting {
+        crate::grpc::AWAITING_VENDOR.to_owned()
+    } else {
+        code_name(s.code()).to_owned()
+    }
 }
 
 /// The canonical name of a gRPC status code (as in the gRPC specification).

@@ -19,6 +19,11 @@ use crate::signing::{self, Signed};
 /// The ErrorInfo domain of the contract.
 pub const DOMAIN: &str = "system.dsr-mesh";
 
+/// The ErrorInfo reason of an UNAVAILABLE answer from a system whose
+/// people have not answered yet (a manual system's open task): the caller
+/// waits and asks again, it is no fault.
+pub const AWAITING_VENDOR: &str = "AWAITING_VENDOR";
+
 /// INVALID_ARGUMENT naming each `(field, description)`.
 pub fn invalid_argument(violations: Vec<(String, String)>) -> Status {
     let mut details = ErrorDetails::with_error_info("INVALID_ARGUMENT", DOMAIN, []);

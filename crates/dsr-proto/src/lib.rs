@@ -56,6 +56,15 @@ pub mod incident {
     }
 }
 
+/// Tasks for vendors without an API (manual systems).
+pub mod manual {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+        tonic::include_proto!("dsr.manual.v1");
+    }
+}
+
 /// The portals' API: data-subject requests.
 pub mod orchestrator {
     /// Version 1.

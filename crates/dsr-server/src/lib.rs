@@ -16,6 +16,9 @@
 //!   browsers, with CORS for the configured origins only ([`GrpcWeb`]); the
 //!   same scopes and limits apply as for gRPC.
 //!
+//! [`notifier`] sends email and SMS (SMTP, or an outbox directory in
+//! development) for the services that write to people and vendors.
+//!
 //! When the shutdown future completes, every health status turns
 //! NOT_SERVING, the listener closes (new connections are refused, open ones
 //! get GOAWAY so new calls are refused), and in-flight calls run to completion
@@ -24,6 +27,7 @@
 
 mod context;
 mod limit;
+pub mod notifier;
 
 pub use context::{RequestContextLayer, RequestId};
 pub use limit::CallLimitLayer;

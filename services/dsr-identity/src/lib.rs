@@ -13,7 +13,7 @@
 mod entity;
 pub mod grpc;
 pub mod migration;
-pub mod notifier;
+pub use dsr_server::notifier;
 pub mod tokens;
 pub mod verifier;
 

@@ -23,6 +23,38 @@ pub struct CallError {
     pub retryable: bool,
 }
 
+/// How a step's failure reason begins when it only waits on people (a
+/// manual system's vendor has a task open, or a system's operation is
+/// still running): the step is asked again later without using up its
+/// attempts.
+pub const WAITING: &str = "waiting: ";
+
+impl CallError {
+    /// A step that waits on `failures`, each "system X: REASON".
+    pub fn waiting(service: &str, failures: &[String]) -> Self {
+        Self {
+            service: service.to_owned(),
+            reason: format!("{WAITING}{}", failures.join(", ")),
+            retryable: true,
+        }
+    }
+
+    /// Whether the step only waits (see [`WAITING`]).
+    pub fn is_waiting(&self) -> bool {
+        self.reason.starts_with(WAITING)
+    }
+}
+
+/// Whether every failure is a system waiting on people: AWAITING_VENDOR
+/// (a task open at a vendor without an API) or OPERATION_PENDING (a write
+/// still running at the system).
+pub fn only_waiting(failures: &[String]) -> bool {
+    !failures.is_empty()
+        && failures
+            .iter()
+            .all(|f| f.ends_with(": AWAITING_VENDOR") || f.ends_with(": OPERATION_PENDING"))
+}
+
 /// The records of one store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Store {

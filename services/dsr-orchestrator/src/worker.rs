@@ -271,10 +271,20 @@ impl Worker {
                 }
                 Some(Err(e)) => {
                     let failures = r.attempts + 1;
-                    let retry_at = (e.retryable && failures < self.cfg.max_attempts).then(|| {
-                        self.ledger.clock().now()
-                            + backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
-                    });
+                    // A step waiting on people (a vendor's open task) is
+                    // asked again at the longest backoff for as long as it
+                    // takes; the vendor's reminders and escalation run at
+                    // the system.
+                    let waiting = e.is_waiting();
+                    let retry_at = (e.retryable && (waiting || failures < self.cfg.max_attempts))
+                        .then(|| {
+                            self.ledger.clock().now()
+                                + if waiting {
+                                    self.cfg.backoff_max
+                                } else {
+                                    backoff(failures, self.cfg.backoff_base, self.cfg.backoff_max)
+                                }
+                        });
                     self.metrics.step_done(step, "failed", elapsed);
                     tracing::warn!(error = %e, step, failures, retry = retry_at.is_some(), "step failed");
                     if let Err(err) = self
@@ -318,6 +328,9 @@ impl Worker {
             "locate" => {
                 let ids = r.verified.clone().unwrap_or_default();
                 let map = self.mesh.discovery.locate(&call, &ids).await?;
+                if map.partial && crate::mesh::only_waiting(&map.failures()) {
+                    return Err(CallError::waiting("discovery", &map.failures()));
+                }
                 if map.partial {
                     return Err(CallError {
                         service: "discovery".into(),
@@ -428,6 +441,8 @@ impl Worker {
 fn complete(e: Executed) -> Result<Outcome, CallError> {
     if e.complete {
         Ok(Outcome::Executed(e))
+    } else if crate::mesh::only_waiting(&e.failures) {
+        Err(CallError::waiting("erasure", &e.failures))
     } else {
         Err(CallError {
             service: "erasure".into(),

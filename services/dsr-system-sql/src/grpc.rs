@@ -106,7 +106,7 @@ pub trait Source: Clone + Send + Sync + 'static {
     /// Locate.
     async fn locate(
         &self,
-        controller: &dsr_domain::identity::Organisationsnummer,
+        instruction: &dsr_connector::instruction::Instruction,
         identities: Vec<Identity>,
     ) -> Result<system::Located, system::Error>;
     /// FindAffected.
@@ -164,10 +164,10 @@ impl Source for SqlSystem {
     }
     async fn locate(
         &self,
-        controller: &dsr_domain::identity::Organisationsnummer,
+        instruction: &dsr_connector::instruction::Instruction,
         identities: Vec<Identity>,
     ) -> Result<system::Located, system::Error> {
-        SqlSystem::locate(self, controller, identities).await
+        SqlSystem::locate(self, &instruction.controller, identities).await
     }
     async fn find_affected(
         &self,
@@ -308,6 +308,12 @@ impl system::ReceiptCodec for ProtoReceipts {
             controller: Some(common::ControllerRef {
                 organisation_number: r.instruction.controller.as_str().to_owned(),
             }),
+            attestation: r.attestation.as_ref().map(|a| pb::Attestation {
+                name: a.name.clone(),
+                contact: a.contact.clone(),
+                attested_at: Some(timestamp(a.attested_at)),
+                statement: a.statement.clone(),
+            }),
         }
         .encode_to_vec()
     }
@@ -327,6 +333,11 @@ impl From<system::Error> for Status {
                 )
             }
             system::Error::Unsupported(what) => unsupported(what),
+            system::Error::AwaitingVendor => kit::status(
+                Code::Unavailable,
+                "waiting for the vendor to answer a task",
+                kit::AWAITING_VENDOR,
+            ),
             e @ system::Error::Storage(_) => {
                 tracing::error!(error = e.log_kind(), "storage failure");
                 kit::status(Code::Internal, "internal error", "INTERNAL")
@@ -614,7 +625,7 @@ impl<S: Source> DataSystem for Handlers<S> {
                 "at least one identity".into(),
             )]));
         }
-        let located = self.system.locate(&instruction.controller, ids).await?;
+        let located = self.system.locate(&instruction, ids).await?;
         Ok(Response::new(pb::LocateResponse {
             found: !located.stores.is_empty(),
             stores: located

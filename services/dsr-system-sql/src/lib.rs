@@ -8,12 +8,15 @@
 //!   (streamed in bounded memory), the writes under the idempotency ledger
 //!   with signed receipts, and Sweep;
 //! - `grpc`: the thin handlers, over a [`grpc::Source`] of records: a SQL
-//!   database ([`system::SqlSystem`]) or a REST API ([`http::HttpSystem`]).
+//!   database ([`system::SqlSystem`]), a REST API ([`http::HttpSystem`]) or
+//!   a vendor without an API, whose people answer tasks
+//!   ([`manual::ManualSystem`]).
 #![forbid(unsafe_code)]
 
 pub mod grpc;
 pub mod http;
 pub mod manifest;
+pub mod manual;
 pub mod reference;
 pub mod schema;
 pub mod system;

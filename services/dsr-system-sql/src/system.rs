@@ -44,6 +44,10 @@ pub enum Error {
     /// A right or operation the system does not act on.
     #[error("{0} is not supported")]
     Unsupported(&'static str),
+    /// A person at the vendor has not answered the task yet (a manual
+    /// system): the caller asks again later.
+    #[error("awaiting the vendor's answer")]
+    AwaitingVendor,
 }
 
 impl Error {
@@ -55,6 +59,7 @@ impl Error {
             Self::InvalidArgument(_) => "invalid argument",
             Self::Unavailable(_) => "system unavailable",
             Self::Unsupported(_) => "not supported",
+            Self::AwaitingVendor => "awaiting the vendor",
             Self::Ledger(operations::Error::KeyReused) => "idempotency key reused",
             Self::Ledger(operations::Error::NotFound) => "operation not found",
             Self::Storage(e) | Self::Ledger(operations::Error::Storage(e)) => {
@@ -238,6 +243,21 @@ pub struct ReceiptData {
     pub backup_expiry: DateTime<Utc>,
     /// Completed.
     pub completed_at: DateTime<Utc>,
+    /// Work done by hand at a vendor: who attested it.
+    pub attestation: Option<Attestation>,
+}
+
+/// A person's statement that work was done (a manual system).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attestation {
+    /// Who.
+    pub name: String,
+    /// How to reach them.
+    pub contact: String,
+    /// When.
+    pub attested_at: DateTime<Utc>,
+    /// What they stated.
+    pub statement: String,
 }
 
 /// Write actions.
@@ -1083,6 +1103,7 @@ impl SqlSystem {
                 hidden_at: now,
                 backup_expiry: now + chrono::Days::new(backup_days),
                 completed_at: self.clock.now(),
+                attestation: None,
             };
             let signed = self.signer.sign(self.codec.encode(&receipt));
             // The work and its receipt commit together.
@@ -1408,6 +1429,7 @@ impl SqlSystem {
                                 this.manifest.system.backup_retention_days,
                             )),
                         completed_at: this.clock.now(),
+                        attestation: None,
                     };
                     let signed = this.signer.sign(this.codec.encode(&receipt));
                     if let Err(e) = this.ops.succeed(&id, done, signed).await {

@@ -375,6 +375,7 @@ impl HttpSystem {
             hidden_at: now,
             backup_expiry: now + chrono::Days::new(backup_days),
             completed_at: self.clock.now(),
+            attestation: None,
         };
         let signed = self.signer.sign(ProtoReceipts.encode(&receipt));
         Ok(self.ops.succeed(&id, total as u64, signed).await?)
@@ -648,10 +649,10 @@ impl Source for HttpSystem {
 
     async fn locate(
         &self,
-        controller: &Organisationsnummer,
+        instruction: &Instruction,
         identities: Vec<Identity>,
     ) -> Result<Located, Error> {
-        self.locate_all(controller, identities).await
+        self.locate_all(&instruction.controller, identities).await
     }
 
     async fn find_affected(
