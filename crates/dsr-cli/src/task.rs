@@ -158,6 +158,12 @@ fn print_task(t: &pb::Task) {
             .collect();
         println!("  record {}/{} {}", r.store, r.key, fields.join(" "));
     }
+    for k in &t.keep {
+        println!(
+            "  keep {}/{} restricted to storage: {}",
+            k.store, k.key, k.legal_ground
+        );
+    }
     if t.not_found {
         println!("  nothing found");
     }

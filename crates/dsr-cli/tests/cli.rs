@@ -1374,6 +1374,310 @@ async fn the_survey_platforms_rest_api_passes_the_kit_and_answers_access_and_era
     assert!(ok, "{logs}");
 }
 
+/// Runs `dsr task …` against the manual connector on `port`, minting the
+/// token from `data`'s development key; returns stdout, failing on an
+/// error.
+fn task(data: &str, port: u16, args: &[&str]) -> String {
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut all = vec!["task"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--data-dir",
+        data,
+        "--endpoint",
+        &endpoint,
+        "--system",
+        "law-firm",
+    ]);
+    let out = dsr(&all);
+    assert!(
+        out.status.success(),
+        "dsr {all:?}: {}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out)
+}
+
+/// The id of the first open task of `kind` ("search", "erase"), waited for;
+/// `context` says where the request stands if none comes.
+fn open_task(data: &str, port: u16, kind: &str, context: &dyn Fn() -> String) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = task(data, port, &["list"]);
+        if let Some(line) = listed
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(kind))
+        {
+            return line.split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {kind} task: {listed}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A law firm without an API joins the mesh through the manual connector:
+/// an erasure request waits on it (its step log says so), the firm's
+/// contact is emailed what to look for, then to keep the file restricted
+/// (the person's company is still a customer), the answers given with
+/// `dsr task` complete the request, and its receipt says who attested it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_without_an_api_answers_by_task_and_the_receipt_names_who_attested() {
+    let _turn = UP.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let conn = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let port = free_ports();
+    let child = {
+        let mut c = Command::new(DSR)
+            .args([
+                "up",
+                "--data-dir",
+                d,
+                "--base-port",
+                &port.to_string(),
+                "--log-format",
+                "json",
+                "--system",
+                &format!("law-firm=http://127.0.0.1:{conn},operator=legal-representatives"),
+            ])
+            // A waiting step is asked again at the longest backoff.
+            .env("DSR_ORCHESTRATOR__BACKOFF_MAX_SECS", "1")
+            .env_remove("DSR_TEST_POSTGRES_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+        for l in lines.by_ref() {
+            if l.unwrap().starts_with("Stop with Ctrl-C") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        c
+    };
+
+    // The connector trusts the mesh's services and, for answering tasks,
+    // the development key; it emails into its own outbox.
+    let vdir = dir.path().join("vendor");
+    std::fs::create_dir_all(&vdir).unwrap();
+    let mut trusted: String = ["discovery", "export", "erasure", "dev"]
+        .iter()
+        .map(|s| {
+            format!("[[auth.trusted]]\nissuer = \"dsr-{s}\"\njwks_file = \"{d}/{s}-jwks.json\"\n")
+        })
+        .collect();
+    trusted.push_str("[auth.grants]\n\"dsr-dev\" = [\"tasks:read\", \"tasks:answer\"]\n");
+    std::fs::write(
+        vdir.join("connector.toml"),
+        format!(
+            "data_dir = \"{}\"\n[system_sql]\njobs_interval_secs = 1\n{trusted}",
+            vdir.display()
+        ),
+    )
+    .unwrap();
+    let mut connector = Command::new(DSR)
+        .args([
+            "serve",
+            "system-manual",
+            "--manifest",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../services/dsr-system-sql/reference/law-firm-manual.yaml"
+            ),
+            "--migrate",
+            "--listen",
+            &format!("127.0.0.1:{conn}"),
+            "--config",
+            vdir.join("connector.toml").to_str().unwrap(),
+        ])
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(conn, "the manual connector");
+
+    // A contact of a company still a customer: the firm's file on them is
+    // kept under the contract, restricted, and the firm says so.
+    let person = dsr_system_sql::reference::people(1000, 1)
+        .swap_remove(dsr_system_sql::reference::Demo::Ongoing.index());
+    let request = Command::new(DSR)
+        .args([
+            "request",
+            "erase",
+            "--data-dir",
+            d,
+            "--email",
+            &person.email,
+            "--wait",
+            "--timeout-secs",
+            "240",
+        ])
+        .env("DSR_UP__BASE_PORT", port.to_string())
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The search: a task, and an email to the firm's contact naming the
+    // person's email address.
+    let show = |id: &str| {
+        stdout(
+            &Command::new(DSR)
+                .args(["request", "show", id, "--data-dir", d])
+                .env("DSR_UP__BASE_PORT", port.to_string())
+                .output()
+                .unwrap(),
+        )
+    };
+    let search = open_task(d, conn, "search", &|| String::new());
+    let shown = task(d, conn, &["show", &search]);
+    assert!(
+        shown.contains(&format!("look for email: {}", person.email)),
+        "{shown}"
+    );
+    let mail: String = std::fs::read_dir(vdir.join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        mail.contains("To: dsr@advokatlind.example")
+            && mail.contains(&format!("E-post: {}", person.email))
+            && mail.contains(&search),
+        "{mail}"
+    );
+    // The request waits visibly on the vendor.
+    let list = stdout(
+        &Command::new(DSR)
+            .args(["request", "list", "--data-dir", d])
+            .env("DSR_UP__BASE_PORT", port.to_string())
+            .output()
+            .unwrap(),
+    );
+    let id = list
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no request listed: {list}"))
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = show(&id);
+        if shown.contains("system law-firm: AWAITING_VENDOR") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The firm finds one case file, then erases it.
+    let records = vdir.join("found.json");
+    std::fs::write(
+        &records,
+        serde_json::json!([{
+            "store": "case-files",
+            "key": "T-2026-77",
+            "fields": { "name": "Anna Andersson", "email": person.email }
+        }])
+        .to_string(),
+    )
+    .unwrap();
+    let answered = task(
+        d,
+        conn,
+        &[
+            "answer",
+            &search,
+            "--records",
+            records.to_str().unwrap(),
+            "--attested-by",
+            "Maria Lind",
+            "--statement",
+            "sökte i ärenderegistret",
+        ],
+    );
+    assert!(answered.contains("attested by Maria Lind"), "{answered}");
+    let plan = || {
+        stdout(
+            &Command::new(DSR)
+                .args(["request", "plan", &id, "--data-dir", d])
+                .env("DSR_UP__BASE_PORT", port.to_string())
+                .output()
+                .unwrap(),
+        )
+    };
+    let erase = open_task(d, conn, "erase", &|| {
+        format!(
+            "{}\n{}\n{}",
+            show(&id),
+            plan(),
+            task(d, conn, &["list", "--all"])
+        )
+    });
+    let shown = task(d, conn, &["show", &erase]);
+    assert!(
+        shown.contains("keep case-files/T-2026-77 restricted to storage: GDPR Art. 6(1)(b)"),
+        "{shown}\n{}",
+        plan()
+    );
+    task(
+        d,
+        conn,
+        &[
+            "answer",
+            &erase,
+            "--done",
+            "0",
+            "--attested-by",
+            "Maria Lind",
+            "--statement",
+            "akten T-2026-77 spärrad i arkivet",
+        ],
+    );
+
+    let out = request.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("state      completed_with_retained"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipts = stdout(
+        &Command::new(DSR)
+            .args(["request", "receipts", &id, "--data-dir", d])
+            .env("DSR_UP__BASE_PORT", port.to_string())
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        receipts.lines().any(|l| l.contains("law-firm")
+            && l.contains("verified yes")
+            && l.contains("1 retained")),
+        "{receipts}"
+    );
+    assert!(
+        receipts.contains("attested by Maria Lind <dsr@advokatlind.example>")
+            && receipts.contains("akten T-2026-77 spärrad i arkivet"),
+        "{receipts}"
+    );
+
+    let _ = connector.kill();
+    let _ = connector.wait();
+    let (ok, logs) = terminate(child);
+    assert!(ok, "{logs}");
+}
+
 #[test]
 fn a_broken_http_manifest_stops_the_connector_naming_file_field_and_reason() {
     let dir = tempfile::tempdir().unwrap();

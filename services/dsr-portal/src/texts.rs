@@ -201,6 +201,7 @@ pub const KEYS: &[&str] = &[
     "console_rcpt_retained",
     "console_rcpt_signature",
     "console_rcpt_verified",
+    "console_rcpt_attested",
     "console_rcpt_unverified",
     "console_receipt_erase",
     "console_receipt_rectify",

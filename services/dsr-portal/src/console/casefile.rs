@@ -395,9 +395,23 @@ pub(super) fn receipts(p: &Portal, lang: Lang, rs: &[era::StoredReceipt]) -> Str
             .to_ascii_lowercase();
         let affected: u64 = c.stores.iter().map(|s| s.affected).sum();
         let key = r.signed.as_ref().map(|s| s.key_id.as_str()).unwrap_or("");
+        // Done by hand at a vendor without an API: who vouched for it.
+        let attested = c.attestation.as_ref().map_or_else(String::new, |a| {
+            format!(
+                "<br>{} <span translate=\"no\">{} &lt;{}&gt;</span> {}",
+                esc(t.get("console_rcpt_attested", lang)),
+                esc(&a.name),
+                esc(&a.contact),
+                a.attested_at
+                    .as_ref()
+                    .and_then(|ts| chrono::DateTime::from_timestamp(ts.seconds, 0))
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default()
+            )
+        });
         let _ = write!(
             b,
-            "<tr><td translate=\"no\">{}</td><td translate=\"no\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <span translate=\"no\">{}</span></td></tr>",
+            "<tr><td translate=\"no\">{}</td><td translate=\"no\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <span translate=\"no\">{}</span>{attested}</td></tr>",
             esc(&r.system_id),
             esc(&r.phase),
             word(p, lang, "console_receipt", &act),

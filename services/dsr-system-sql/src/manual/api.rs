@@ -170,6 +170,16 @@ pub fn task_to_pb(t: Task) -> pb::Task {
         not_found: t.body.not_found,
         done: t.body.done,
         kept: t.body.kept.into_iter().map(kept_to_pb).collect(),
+        keep: t
+            .body
+            .orders
+            .into_iter()
+            .map(|o| pb::KeptRecord {
+                store: o.store,
+                key: o.key,
+                legal_ground: o.legal_ground,
+            })
+            .collect(),
     }
 }
 

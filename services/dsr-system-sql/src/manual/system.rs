@@ -488,9 +488,10 @@ impl ManualSystem {
         }
         self.ops.start(&id, total as u64).await?;
         let task = self.new_task(kind, &instruction, id.clone(), body);
-        if task.body.records.is_empty() {
-            // Nothing for a person to do: every record is kept, or the
-            // method asked for is not one a vendor applies.
+        if task.body.records.is_empty() && task.body.orders.is_empty() {
+            // Nothing for a person to do: the method asked for is not one a
+            // vendor applies. (Records the mesh orders kept still need the
+            // vendor to restrict them, and to say so.)
             return self.complete(task, None).await;
         }
         self.open(task).await?;
