@@ -1672,6 +1672,67 @@ async fn a_vendor_without_an_api_answers_by_task_and_the_receipt_names_who_attes
         "{receipts}"
     );
 
+    // An access request: it waits on the firm's search too, and the
+    // report marks the firm's answer as attested by a named person.
+    let answer_dir = dir.path().join("answer");
+    let access = Command::new(DSR)
+        .args([
+            "request",
+            "access",
+            "--data-dir",
+            d,
+            "--email",
+            &person.email,
+            "--wait",
+            "--timeout-secs",
+            "240",
+            "--out",
+            answer_dir.to_str().unwrap(),
+        ])
+        .env("DSR_UP__BASE_PORT", port.to_string())
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let search = open_task(d, conn, "search", &|| String::new());
+    task(
+        d,
+        conn,
+        &[
+            "answer",
+            &search,
+            "--records",
+            records.to_str().unwrap(),
+            "--attested-by",
+            "Maria Lind",
+        ],
+    );
+    let out = access.wait_with_output().unwrap();
+    assert!(
+        stdout(&out).contains("state      completed"),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = std::fs::read_to_string(answer_dir.join("access.json")).unwrap();
+    assert!(
+        json.contains("\"attested_by\"")
+            && json.contains("\"name\": \"Maria Lind\"")
+            && json.contains("T-2026-77"),
+        "{json}"
+    );
+    let report: String = std::fs::read_dir(&answer_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "html"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        report.contains("intygad av Maria Lind") || report.contains("attested by Maria Lind"),
+        "{report}"
+    );
+
     let _ = connector.kill();
     let _ = connector.wait();
     let (ok, logs) = terminate(child);

@@ -23,8 +23,8 @@ use tower_layer::Layer;
 
 use crate::exporter::{BuildError, Exporter};
 use crate::model::{
-    BuildRequest, Category, CategoryText, Disclosure, DisclosureText, Field, Header, Kind,
-    Language, Record, SourceError, Sources, SystemInfo,
+    AttestedBy, BuildRequest, Category, CategoryText, Disclosure, DisclosureText, Field, Header,
+    Kind, Language, Record, SourceError, Sources, SystemInfo,
 };
 use crate::store::{PackageInfo, StoreError};
 
@@ -544,6 +544,14 @@ impl Sources for GrpcSources {
                         .collect(),
                     restricted: r.restricted,
                     objected_purposes: r.objected_purposes,
+                    attested_by: r.attestation.map(|a| AttestedBy {
+                        name: a.name,
+                        on: a
+                            .attested_at
+                            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                            .map(|d| d.format("%Y-%m-%d").to_string())
+                            .unwrap_or_default(),
+                    }),
                 }
             }));
         }

@@ -197,6 +197,19 @@ pub struct Record {
     pub restricted: bool,
     /// Purposes objected to (Art. 21).
     pub objected_purposes: Vec<String>,
+    /// Reported by a person at a vendor without an API (a manual system):
+    /// who attested it, not read from a system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attested_by: Option<AttestedBy>,
+}
+
+/// Who at a vendor without an API reported a record, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttestedBy {
+    /// Their name.
+    pub name: String,
+    /// The day they attested it (YYYY-MM-DD).
+    pub on: String,
 }
 
 /// A recipient the person's data is disclosed to, with its transfer

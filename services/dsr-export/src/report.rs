@@ -242,6 +242,7 @@ struct Labels {
     field: &'static str,
     value: &'static str,
     restricted: &'static str,
+    attested: &'static str,
     objected: &'static str,
     request: &'static str,
     dpo: &'static str,
@@ -279,6 +280,7 @@ const SV: Labels = Labels {
     field: "Fält",
     value: "Värde",
     restricted: "begränsad (art. 18)",
+    attested: "uppgiven för hand och intygad av",
     objected: "invändning mot",
     request: "Ärende",
     dpo: "Dataskyddsombud:",
@@ -316,6 +318,7 @@ const EN: Labels = Labels {
     field: "Field",
     value: "Value",
     restricted: "restricted (Art. 18)",
+    attested: "reported by hand and attested by",
     objected: "objected to",
     request: "Request",
     dpo: "Data protection officer:",
@@ -531,6 +534,9 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
             let mut flags = Vec::new();
             if r.restricted {
                 flags.push(l.restricted.to_owned());
+            }
+            if let Some(a) = &r.attested_by {
+                flags.push(format!("{} {}, {}", l.attested, a.name, a.on));
             }
             if !r.objected_purposes.is_empty() {
                 let purposes: Vec<&str> = r

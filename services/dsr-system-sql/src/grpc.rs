@@ -1032,6 +1032,12 @@ impl MapResults
                                     category_id: f.category,
                                 })
                                 .collect(),
+                            attestation: r.attestation.as_ref().map(|a| pb::Attestation {
+                                name: a.name.clone(),
+                                contact: a.contact.clone(),
+                                attested_at: Some(timestamp(a.attested_at)),
+                                statement: a.statement.clone(),
+                            }),
                             restricted: r.restricted,
                             restriction_reasons: r
                                 .restriction

@@ -134,6 +134,8 @@ pub struct RecordData {
     /// The date its retention period runs from, once the anchor event has
     /// happened.
     pub retention_anchor: Option<NaiveDate>,
+    /// Reported by a person at a vendor without an API: who attested it.
+    pub attestation: Option<Attestation>,
 }
 
 /// Erasure methods, as the contract names them.
@@ -922,6 +924,7 @@ impl SqlSystem {
                 });
             }
             out.push(RecordData {
+                attestation: None,
                 reference: RecordRef {
                     store: t.name.clone(),
                     key,

@@ -257,6 +257,7 @@ impl HttpSystem {
         }
         let restriction = Self::reasons(r, item);
         Some(RecordData {
+            attestation: None,
             reference,
             fields,
             restricted: !restriction.is_empty(),

@@ -830,7 +830,8 @@ impl ManualSystem {
         refs: Vec<RecordRef>,
         portable_only: bool,
     ) -> Result<Vec<RecordData>, Error> {
-        let mut reported: BTreeMap<(String, String), TaskRecord> = BTreeMap::new();
+        let mut reported: BTreeMap<(String, String), (TaskRecord, Option<Attested>)> =
+            BTreeMap::new();
         for t in self
             .tasks
             .answered_searches(controller.as_str())
@@ -840,7 +841,7 @@ impl ManualSystem {
             for r in t.body.records {
                 reported
                     .entry((r.store.clone(), r.key.clone()))
-                    .or_insert(r);
+                    .or_insert((r, t.body.attested.clone()));
             }
         }
         let portable: BTreeSet<&str> = self
@@ -852,7 +853,9 @@ impl ManualSystem {
             .collect();
         let mut out = Vec::new();
         for reference in refs {
-            let Some(r) = reported.get(&(reference.store.clone(), reference.key.clone())) else {
+            let Some((r, attested)) =
+                reported.get(&(reference.store.clone(), reference.key.clone()))
+            else {
                 continue;
             };
             let Some(store) = self.manifest.store(&r.store) else {
@@ -876,6 +879,12 @@ impl ManualSystem {
                 continue;
             }
             out.push(RecordData {
+                attestation: attested.as_ref().map(|a| Attestation {
+                    name: a.name.clone(),
+                    contact: a.contact.clone(),
+                    attested_at: a.at,
+                    statement: a.statement.clone(),
+                }),
                 reference,
                 fields,
                 restricted: false,
