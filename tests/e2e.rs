@@ -1725,9 +1725,13 @@ async fn the_work_survives_a_system_down_a_killed_orchestrator_and_runs_on_two_r
         .await
         .unwrap_err();
     assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    // The reason the proto documents, in the orchestrator's own domain.
     assert_eq!(
-        st.get_details_error_info().map(|i| i.reason),
-        Some("CODE_MISMATCH".to_owned()),
+        st.get_details_error_info().map(|i| (i.reason, i.domain)),
+        Some((
+            "CODE_MISMATCH".to_owned(),
+            "orchestrator.dsr-mesh".to_owned()
+        )),
         "{st:?}"
     );
     assert_eq!(

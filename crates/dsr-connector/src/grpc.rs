@@ -24,6 +24,54 @@ pub const DOMAIN: &str = "system.dsr-mesh";
 /// waits and asks again, it is no fault.
 pub const AWAITING_VENDOR: &str = "AWAITING_VENDOR";
 
+/// Statuses stamped with one service's own ErrorInfo domain (e.g.
+/// "erasure.dsr-mesh"), so a caller tells which service refused; the free
+/// functions of this module stamp the contract's ([`DOMAIN`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Errors {
+    domain: &'static str,
+}
+
+impl Errors {
+    /// Statuses of the service whose ErrorInfo domain is `domain`.
+    pub const fn new(domain: &'static str) -> Self {
+        Self { domain }
+    }
+
+    /// The domain.
+    pub fn domain(&self) -> &'static str {
+        self.domain
+    }
+
+    /// A status with a fixed message and a reason.
+    pub fn status(&self, code: Code, message: &str, reason: &str) -> Status {
+        Status::with_error_details(
+            code,
+            message,
+            ErrorDetails::with_error_info(reason, self.domain, []),
+        )
+    }
+
+    /// INVALID_ARGUMENT naming each `(field, description)`.
+    pub fn invalid_argument(&self, violations: Vec<(String, String)>) -> Status {
+        self.invalid_argument_because("INVALID_ARGUMENT", violations)
+    }
+
+    /// INVALID_ARGUMENT with the reason the proto documents for this
+    /// refusal, and a BadRequest naming each field.
+    pub fn invalid_argument_because(
+        &self,
+        reason: &str,
+        violations: Vec<(String, String)>,
+    ) -> Status {
+        let mut details = ErrorDetails::with_error_info(reason, self.domain, []);
+        for (field, description) in violations {
+            details.add_bad_request_violation(field, description);
+        }
+        Status::with_error_details(Code::InvalidArgument, "invalid request", details)
+    }
+}
+
 /// INVALID_ARGUMENT naming each `(field, description)`.
 pub fn invalid_argument(violations: Vec<(String, String)>) -> Status {
     let mut details = ErrorDetails::with_error_info("INVALID_ARGUMENT", DOMAIN, []);

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
 use dsr_connector::client::{Calls, Outgoing, calls, failure_reason, lazy_channel};
-use dsr_connector::grpc::{
-    self as kit, identities_from_pb, identity_to_pb, identity_type_to_pb, invalid_argument,
-};
+use dsr_connector::grpc::{self as kit, identities_from_pb, identity_to_pb, identity_type_to_pb};
 use dsr_domain::identity::{Identity, Organisationsnummer};
 use dsr_proto::discovery::v1 as pb;
 use dsr_proto::discovery::v1::discovery_server::{Discovery, DiscoveryServer};
@@ -23,6 +21,9 @@ use crate::locator::{
     AffectedPerson, Breach, Capabilities, DataSystems, Found, FoundStore, Header, Locator, Outcome,
     SystemError,
 };
+
+/// This service's statuses: ErrorInfo domain "discovery.dsr-mesh".
+pub(crate) const ERR: kit::Errors = kit::Errors::new("discovery.dsr-mesh");
 
 /// Scope of Locate.
 pub const SCOPE_LOCATE: &str = "discovery:locate";
@@ -286,7 +287,7 @@ impl Discovery for Handlers {
             v.push(("category_ids".into(), "at least one category".into()));
         }
         let (Some(controller), Some(due), true) = (controller, due, v.is_empty()) else {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         };
         let header = Header {
             idempotency_key: format!("{incident_id}-affected"),
@@ -388,7 +389,7 @@ impl Discovery for Handlers {
             v.push(("max_rounds".into(), "0 to 5".into()));
         }
         let (Some(controller), Some(due), true) = (controller, due, v.is_empty()) else {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         };
         let rounds = if max_rounds == 0 { 3 } else { max_rounds };
         let map = self

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, TokenSigner, Validator};
 use dsr_connector::client::{self, Calls, Outgoing, calls, failure_reason, lazy_channel};
-use dsr_connector::grpc::{self as kit, identities_from_pb, invalid_argument};
+use dsr_connector::grpc::{self as kit, identities_from_pb};
 use dsr_domain::erasure::Action;
 use dsr_domain::identity::Organisationsnummer;
 use dsr_domain::request::{Correction, RestrictionGround, WriteOrder};
@@ -33,6 +33,9 @@ use crate::reconcile::{Discrepancy, Expected};
 use crate::store::{
     Hold, HoldScope, Notification, StoreError, StoredReceipt, Sweep, TransferVerdict,
 };
+
+/// This service's statuses: ErrorInfo domain "erasure.dsr-mesh".
+pub(crate) const ERR: kit::Errors = kit::Errors::new("erasure.dsr-mesh");
 
 /// Scope of Plan, Execute, ExecuteDeferred (the orchestrator).
 pub const SCOPE_EXECUTE: &str = "erasure:execute";
@@ -129,16 +132,16 @@ pub struct Handlers {
 
 fn erase_status(e: EraseError) -> Status {
     match e {
-        EraseError::Partial => kit::status(
+        EraseError::Partial => ERR.status(
             Code::FailedPrecondition,
             "the subject map is partial; locate again when every system answers",
             "SUBJECT_MAP_PARTIAL",
         ),
         EraseError::NoPlan => {
-            kit::status(Code::NotFound, "no plan for this request", "PLAN_NOT_FOUND")
+            ERR.status(Code::NotFound, "no plan for this request", "PLAN_NOT_FOUND")
         }
         EraseError::System(e) => {
-            kit::status(Code::Unavailable, &e.to_string(), "SYSTEM_UNAVAILABLE")
+            ERR.status(Code::Unavailable, &e.to_string(), "SYSTEM_UNAVAILABLE")
         }
         EraseError::Store(e) => store_status(&e),
     }
@@ -146,10 +149,10 @@ fn erase_status(e: EraseError) -> Status {
 
 fn store_status(e: &StoreError) -> Status {
     match e {
-        StoreError::NotFound => kit::status(Code::NotFound, "not found", "NOT_FOUND"),
+        StoreError::NotFound => ERR.status(Code::NotFound, "not found", "NOT_FOUND"),
         StoreError::Db(_) | StoreError::Corrupt(_) => {
             tracing::error!(error = %e, "erasure store failed");
-            kit::status(Code::Unavailable, "erasure storage unavailable", "STORAGE")
+            ERR.status(Code::Unavailable, "erasure storage unavailable", "STORAGE")
         }
     }
 }
@@ -385,12 +388,12 @@ fn notification_to_pb(n: &Notification) -> pb::Notification {
 
 fn notification_status(e: NotificationError) -> Status {
     match e {
-        NotificationError::NotFound => kit::status(
+        NotificationError::NotFound => ERR.status(
             Code::NotFound,
             "no such notification",
             "NOTIFICATION_NOT_FOUND",
         ),
-        NotificationError::NotLawful(v) => kit::status(
+        NotificationError::NotLawful(v) => ERR.status(
             Code::FailedPrecondition,
             &format!(
                 "the transfer to this recipient is not lawful ({}): nothing may be sent",
@@ -545,7 +548,7 @@ fn required_request_id(id: &str) -> Result<(), Status> {
     if v.is_empty() {
         Ok(())
     } else {
-        Err(invalid_argument(v))
+        Err(ERR.invalid_argument(v))
     }
 }
 
@@ -566,7 +569,7 @@ impl Erasure for Handlers {
             batch_size,
         } = req.into_inner();
         if batch_size > 10_000 {
-            return Err(invalid_argument(vec![(
+            return Err(ERR.invalid_argument(vec![(
                 "batch_size".into(),
                 "1 to 10000, or 0 for 1000".into(),
             )]));
@@ -584,13 +587,13 @@ impl Erasure for Handlers {
             )
             .await
             .map_err(|e| match e {
-                SweepError::UnknownSystem(_) => invalid_argument(vec![(
+                SweepError::UnknownSystem(_) => ERR.invalid_argument(vec![(
                     "system_ids".into(),
                     "not a configured system".into(),
                 )]),
                 SweepError::Store(e) => store_status(&e),
             })?
-            .ok_or_else(|| kit::status(Code::Aborted, "sweep id taken", "SWEEP_EXISTS"))?;
+            .ok_or_else(|| ERR.status(Code::Aborted, "sweep id taken", "SWEEP_EXISTS"))?;
         Ok(Response::new(pb::StartSweepResponse {
             sweep: Some(sweep_to_pb(&started)),
         }))
@@ -602,10 +605,10 @@ impl Erasure for Handlers {
     ) -> Result<Response<pb::GetSweepResponse>, Status> {
         let id = req.into_inner().id;
         if !kit::valid_id(&id) {
-            return Err(invalid_argument(vec![("id".into(), "required".into())]));
+            return Err(ERR.invalid_argument(vec![("id".into(), "required".into())]));
         }
         let s = self.eraser.store().sweep(&id).await.map_err(|e| match e {
-            StoreError::NotFound => kit::status(Code::NotFound, "no such sweep", "SWEEP_NOT_FOUND"),
+            StoreError::NotFound => ERR.status(Code::NotFound, "no such sweep", "SWEEP_NOT_FOUND"),
             other @ (StoreError::Db(_) | StoreError::Corrupt(_)) => store_status(&other),
         })?;
         Ok(Response::new(pb::GetSweepResponse {
@@ -621,10 +624,9 @@ impl Erasure for Handlers {
             0 => 20,
             n if n <= 100 => u64::from(n),
             _ => {
-                return Err(invalid_argument(vec![(
-                    "limit".into(),
-                    "1 to 100, or 0 for 20".into(),
-                )]));
+                return Err(
+                    ERR.invalid_argument(vec![("limit".into(), "1 to 100, or 0 for 20".into())])
+                );
             }
         };
         let sweeps = self
@@ -668,7 +670,7 @@ impl Erasure for Handlers {
         let (Some(controller), Some(due_date), Some(map), Some(order), true) =
             (controller, due, map, order, v.is_empty())
         else {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         };
         let h = Header {
             request_id,
@@ -710,7 +712,7 @@ impl Erasure for Handlers {
         let by = Principal::subject_of(&req);
         let id = req.into_inner().id;
         if !kit::valid_id(&id) {
-            return Err(invalid_argument(vec![("id".into(), "required".into())]));
+            return Err(ERR.invalid_argument(vec![("id".into(), "required".into())]));
         }
         let n = self
             .eraser
@@ -740,7 +742,7 @@ impl Erasure for Handlers {
             ));
         }
         if !v.is_empty() {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         }
         let n = self
             .eraser
@@ -780,7 +782,7 @@ impl Erasure for Handlers {
         let (Some(controller), Some(due_date), Some(map), true) =
             (controller, due, map, v.is_empty())
         else {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         };
         let h = Header {
             request_id,
@@ -849,7 +851,7 @@ impl Erasure for Handlers {
             Some(d) => match kit::date(Some(d)) {
                 Some(d) if d <= self.eraser.clock().today() => d,
                 Some(_) | None => {
-                    return Err(invalid_argument(vec![(
+                    return Err(ERR.invalid_argument(vec![(
                         "as_of".into(),
                         "a valid date, not after today".into(),
                     )]));
@@ -948,7 +950,7 @@ impl Erasure for Handlers {
             },
         };
         let (Some(controller), Some(scope), true) = (controller, scope, v.is_empty()) else {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         };
         let hold = self
             .eraser
@@ -968,7 +970,7 @@ impl Erasure for Handlers {
         let by = Principal::subject_of(&req);
         let id = req.into_inner().id;
         if !kit::valid_id(&id) {
-            return Err(invalid_argument(vec![("id".into(), "required".into())]));
+            return Err(ERR.invalid_argument(vec![("id".into(), "required".into())]));
         }
         let hold = self
             .eraser
@@ -977,7 +979,7 @@ impl Erasure for Handlers {
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => {
-                    kit::status(Code::NotFound, "no such hold", "HOLD_NOT_FOUND")
+                    ERR.status(Code::NotFound, "no such hold", "HOLD_NOT_FOUND")
                 }
                 other @ (StoreError::Db(_) | StoreError::Corrupt(_)) => store_status(&other),
             })?;
@@ -1014,13 +1016,10 @@ impl Erasure for Handlers {
             dry_run,
         } = req.into_inner();
         let since = kit::time(since).ok_or_else(|| {
-            invalid_argument(vec![("since".into(), "required, a timestamp".into())])
+            ERR.invalid_argument(vec![("since".into(), "required, a timestamp".into())])
         })?;
         if since > self.eraser.clock().now() {
-            return Err(invalid_argument(vec![(
-                "since".into(),
-                "in the future".into(),
-            )]));
+            return Err(ERR.invalid_argument(vec![("since".into(), "in the future".into())]));
         }
         let only: BTreeSet<String> = system_ids.into_iter().collect();
         let r = self
@@ -1062,7 +1061,7 @@ impl Handlers {
             v.push(("due_date".into(), "required, a valid date".into()));
         }
         let (Some(due_date), true) = (due, v.is_empty()) else {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         };
         let plan = self
             .eraser

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
 use dsr_connector::client::{Calls, Outgoing, calls, failure_reason, instruction, lazy_channel};
-use dsr_connector::grpc::{self as kit, invalid_argument};
+use dsr_connector::grpc::{self as kit};
 use dsr_domain::identity::Organisationsnummer;
 use dsr_proto::common::v1 as common;
 use dsr_proto::export::v1 as pb;
@@ -27,6 +27,9 @@ use crate::model::{
     Kind, Language, Record, SourceError, Sources, SystemInfo,
 };
 use crate::store::{PackageInfo, StoreError};
+
+/// This service's statuses: ErrorInfo domain "export.dsr-mesh".
+pub(crate) const ERR: kit::Errors = kit::Errors::new("export.dsr-mesh");
 
 /// Scope of BuildPackage (the orchestrator).
 pub const SCOPE_BUILD: &str = "export:build";
@@ -126,21 +129,21 @@ fn package_to_pb(p: PackageInfo) -> pb::Package {
 fn store_status(e: &StoreError) -> Status {
     match e {
         StoreError::NotFound => {
-            kit::status(Code::NotFound, "package not found", "PACKAGE_NOT_FOUND")
+            ERR.status(Code::NotFound, "package not found", "PACKAGE_NOT_FOUND")
         }
-        StoreError::NoSuchFile => kit::status(
+        StoreError::NoSuchFile => ERR.status(
             Code::NotFound,
             "no such file in the package",
             "FILE_NOT_FOUND",
         ),
-        StoreError::Crypt(_) => kit::status(
+        StoreError::Crypt(_) => ERR.status(
             Code::DataLoss,
             "package data does not authenticate",
             "PACKAGE_CORRUPT",
         ),
         StoreError::Io(_) | StoreError::Db(_) => {
             tracing::error!(error = %e, "package store failed");
-            kit::status(Code::Unavailable, "package storage unavailable", "STORAGE")
+            ERR.status(Code::Unavailable, "package storage unavailable", "STORAGE")
         }
     }
 }
@@ -195,7 +198,7 @@ impl Export for Handlers {
         let (Some(kind), Some(controller), Some(due_date), Some(language), Some(map), true) =
             (kind, controller, due, language, map, v.is_empty())
         else {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         };
         let built = self
             .exporter
@@ -213,22 +216,18 @@ impl Export for Handlers {
             Ok(p) => Ok(Response::new(pb::BuildPackageResponse {
                 package: Some(package_to_pb(p)),
             })),
-            Err(BuildError::Partial) => Err(kit::status(
+            Err(BuildError::Partial) => Err(ERR.status(
                 Code::FailedPrecondition,
                 "the subject map is partial; locate again when every system answers",
                 "SUBJECT_MAP_PARTIAL",
             )),
-            Err(BuildError::UnknownController) => Err(invalid_argument(vec![(
+            Err(BuildError::UnknownController) => Err(ERR.invalid_argument(vec![(
                 "controller.organisation_number".into(),
                 "not one of the group's controllers".into(),
             )])),
             Err(BuildError::Source(e)) => {
                 tracing::warn!(error = %e, "a source failed while building");
-                Err(kit::status(
-                    Code::Unavailable,
-                    &e.to_string(),
-                    "SOURCE_UNAVAILABLE",
-                ))
+                Err(ERR.status(Code::Unavailable, &e.to_string(), "SOURCE_UNAVAILABLE"))
             }
             Err(BuildError::Store(e)) => Err(store_status(&e)),
         }
@@ -241,10 +240,7 @@ impl Export for Handlers {
         let reader = Reader::of(&req);
         let pb::GetPackageRequest { package_id } = req.into_inner();
         if !kit::valid_id(&package_id) {
-            return Err(invalid_argument(vec![(
-                "package_id".into(),
-                "required".into(),
-            )]));
+            return Err(ERR.invalid_argument(vec![("package_id".into(), "required".into())]));
         }
         let p = self
             .exporter
@@ -280,7 +276,7 @@ impl Export for Handlers {
             ));
         }
         if !v.is_empty() {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         }
         let p = self
             .exporter

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, Validator};
-use dsr_connector::grpc::{self as kit, identities_from_pb, identity_to_pb, invalid_argument};
+use dsr_connector::grpc::{self as kit, identities_from_pb, identity_to_pb};
 use dsr_domain::deadline::DeadlineError;
 use dsr_domain::group::Group;
 use dsr_domain::identity::Organisationsnummer;
@@ -27,6 +27,9 @@ use crate::intake::{Intake, IntakeError, Proof};
 use crate::ledger::{self, Ledger, Rejection, Submission};
 use crate::listing::Filter;
 use crate::queue::StepView;
+
+/// This service's statuses: ErrorInfo domain "orchestrator.dsr-mesh".
+pub(crate) const ERR: kit::Errors = kit::Errors::new("orchestrator.dsr-mesh");
 
 /// Scope of Submit and Verify.
 pub const SCOPE_SUBMIT: &str = "requests:submit";
@@ -163,7 +166,7 @@ impl WatchSlots {
         let total: usize = open.values().sum();
         let mine = open.get(who).copied().unwrap_or(0);
         if total >= self.max_total || mine >= self.max_per_caller {
-            return Err(kit::status(
+            return Err(ERR.status(
                 Code::ResourceExhausted,
                 "too many open Watch streams; close one, or poll Get",
                 "WATCH_LIMIT",
@@ -250,11 +253,7 @@ impl Reader {
         if self.handler || r.submitted_by.as_deref() == Some(self.who.as_str()) {
             Ok(())
         } else {
-            Err(kit::status(
-                Code::NotFound,
-                "request not found",
-                "REQUEST_NOT_FOUND",
-            ))
+            Err(ERR.status(Code::NotFound, "request not found", "REQUEST_NOT_FOUND"))
         }
     }
 }
@@ -270,14 +269,14 @@ pub const MAX_TEXT: usize = 2000;
 fn ledger_status(e: ledger::Error) -> Status {
     match e {
         ledger::Error::NotFound => {
-            kit::status(Code::NotFound, "request not found", "REQUEST_NOT_FOUND")
+            ERR.status(Code::NotFound, "request not found", "REQUEST_NOT_FOUND")
         }
-        ledger::Error::KeyReused => kit::status(
+        ledger::Error::KeyReused => ERR.status(
             Code::AlreadyExists,
             "the idempotency key was used with another payload",
             "IDEMPOTENCY_KEY_REUSED",
         ),
-        ledger::Error::IllegalMove(m) => kit::status(
+        ledger::Error::IllegalMove(m) => ERR.status(
             Code::FailedPrecondition,
             &format!("a request cannot move from {} to {}", m.from, m.to),
             "ILLEGAL_STATE_CHANGE",
@@ -291,50 +290,50 @@ fn ledger_status(e: ledger::Error) -> Status {
                     "DEADLINE_RULES"
                 }
             };
-            kit::status(Code::FailedPrecondition, &d.to_string(), reason)
+            ERR.status(Code::FailedPrecondition, &d.to_string(), reason)
         }
-        ledger::Error::VerificationUsed => kit::status(
+        ledger::Error::VerificationUsed => ERR.status(
             Code::FailedPrecondition,
             "this verification token was already used for another request: verify again",
             "VERIFICATION_USED",
         ),
         ledger::Error::Storage(e) => {
             tracing::error!(error = %e, "ledger storage failed");
-            kit::status(Code::Unavailable, "the ledger is unavailable", "STORAGE")
+            ERR.status(Code::Unavailable, "the ledger is unavailable", "STORAGE")
         }
     }
 }
 
 fn intake_status(e: IntakeError) -> Status {
     match e {
-        IntakeError::BadToken(why) => invalid_argument(vec![("verification_token".into(), why)]),
-        IntakeError::CodeMismatch => kit::invalid_argument_because(
+        IntakeError::BadToken(why) => ERR.invalid_argument(vec![("verification_token".into(), why)]),
+        IntakeError::CodeMismatch => ERR.invalid_argument_because(
             "CODE_MISMATCH",
             vec![("code".into(), "does not match".into())],
         ),
-        IntakeError::NotVerifying => kit::status(
+        IntakeError::NotVerifying => ERR.status(
             Code::FailedPrecondition,
             "the request is not waiting for verification",
             "NOT_VERIFYING",
         ),
-        IntakeError::ChallengeRefused(reason) => kit::status(
+        IntakeError::ChallengeRefused(reason) => ERR.status(
             Code::FailedPrecondition,
             "the challenge cannot be completed",
             &reason,
         ),
-        IntakeError::Unavailable => kit::status(
+        IntakeError::Unavailable => ERR.status(
             Code::Unavailable,
             "identity verification is unavailable",
             "IDENTITY_UNAVAILABLE",
         ),
-        IntakeError::AssuranceTooLow { needed, got } => kit::status(
+        IntakeError::AssuranceTooLow { needed, got } => ERR.status(
             Code::FailedPrecondition,
             &format!(
                 "this kind of request needs {needed:?} assurance (BankID through the identity provider, or a case handler's attestation); the proof gave {got:?}: the request keeps waiting"
             ),
             "ASSURANCE_TOO_LOW",
         ),
-        IntakeError::NotThePerson => kit::status(
+        IntakeError::NotThePerson => ERR.status(
             Code::PermissionDenied,
             "the verification token does not vouch for every identity the request claims",
             "VERIFICATION_NOT_THE_PERSON",
@@ -796,10 +795,7 @@ fn require_id(id: &str) -> Result<(), Status> {
     if kit::valid_id(id) {
         Ok(())
     } else {
-        Err(invalid_argument(vec![(
-            "id".into(),
-            "required: a request id".into(),
-        )]))
+        Err(ERR.invalid_argument(vec![("id".into(), "required: a request id".into())]))
     }
 }
 
@@ -973,7 +969,7 @@ impl Requests for Handlers {
             ));
         }
         let (Some(kind), Some(controller), true) = (kind, controller, v.is_empty()) else {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         };
         let (r, new) = self
             .d
@@ -1020,7 +1016,7 @@ impl Requests for Handlers {
         } = req.into_inner();
         require_id(&id)?;
         if code.is_empty() == verification_token.is_empty() {
-            return Err(invalid_argument(vec![(
+            return Err(ERR.invalid_argument(vec![(
                 "code".into(),
                 "exactly one of code and verification_token".into(),
             )]));
@@ -1130,7 +1126,7 @@ impl Requests for Handlers {
             v.push(("kind".into(), "unknown kind".into()));
         }
         if !v.is_empty() {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         }
         let filter = Filter {
             state: state_from_pb(state),
@@ -1155,7 +1151,7 @@ impl Requests for Handlers {
             .await
             .map_err(ledger_status)?
             .map_err(|_| {
-                invalid_argument(vec![(
+                ERR.invalid_argument(vec![(
                     "page.page_token".into(),
                     "invalid page token".into(),
                 )])
@@ -1254,7 +1250,7 @@ impl Requests for Handlers {
         let pb::CancelRequest { id, reason } = req.into_inner();
         require_id(&id)?;
         if reason.trim().is_empty() || reason.chars().count() > MAX_TEXT {
-            return Err(invalid_argument(vec![(
+            return Err(ERR.invalid_argument(vec![(
                 "reason".into(),
                 format!("required, at most {MAX_TEXT} characters"),
             )]));
@@ -1289,7 +1285,7 @@ impl Requests for Handlers {
             ));
         }
         if !v.is_empty() {
-            return Err(invalid_argument(v));
+            return Err(ERR.invalid_argument(v));
         }
         let r = self
             .d
@@ -1310,7 +1306,7 @@ impl Requests for Handlers {
         let actor = Principal::subject_of(&req);
         let pb::ApproveRequest { id, note } = req.into_inner();
         if note.chars().count() > MAX_TEXT {
-            return Err(invalid_argument(vec![(
+            return Err(ERR.invalid_argument(vec![(
                 "note".into(),
                 format!("at most {MAX_TEXT} characters"),
             )]));
@@ -1336,7 +1332,7 @@ impl Requests for Handlers {
         let actor = Principal::subject_of(&req);
         let pb::RejectRequest { id, reason, note } = req.into_inner();
         if note.chars().count() > MAX_TEXT {
-            return Err(invalid_argument(vec![(
+            return Err(ERR.invalid_argument(vec![(
                 "note".into(),
                 format!("at most {MAX_TEXT} characters"),
             )]));
@@ -1349,14 +1345,14 @@ impl Requests for Handlers {
             }
             Ok(pb::RejectionReason::NoData) => Rejection::NoData,
             Ok(pb::RejectionReason::Other) if note.trim().is_empty() => {
-                return Err(invalid_argument(vec![(
+                return Err(ERR.invalid_argument(vec![(
                     "note".into(),
                     "required for REJECTION_REASON_OTHER".into(),
                 )]));
             }
             Ok(pb::RejectionReason::Other) => Rejection::Other,
             Ok(pb::RejectionReason::Unspecified) | Err(_) => {
-                return Err(invalid_argument(vec![("reason".into(), "required".into())]));
+                return Err(ERR.invalid_argument(vec![("reason".into(), "required".into())]));
             }
         };
         let r = self
