@@ -308,6 +308,31 @@ pub async fn serve(
         .add_service(health.clone())
         .add_service(v1)
         .add_service(v1alpha);
+    // A call to a service this port does not serve says so, naming what
+    // it serves (the mesh's services each have their own port), instead of
+    // an UNIMPLEMENTED with no message.
+    let served = names.join(", ");
+    let routes = tonic::service::Routes::from(routes.routes().into_axum_router().fallback(
+        move |req: http::Request<axum::body::Body>| {
+            let service = req
+                .uri()
+                .path()
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(128)
+                .collect::<String>();
+            let served = served.clone();
+            async move {
+                tonic::Status::unimplemented(format!(
+                    "{service} is not served on this port; it serves {served} (each service of the mesh listens on its own port)"
+                ))
+                .into_http::<axum::body::Body>()
+            }
+        },
+    ));
 
     // The probes' port: health only, plaintext, the same reporter.
     let health_only = match cfg.health_listen {
@@ -370,7 +395,7 @@ pub async fn serve(
     tracing::info!(%addr, services = ?names, tls = cfg.tls.is_some(), grpc_web = web, "serving");
     let server = builder
         .layer(layers)
-        .add_routes(routes.routes())
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener), signal);
     tokio::pin!(server);
     let grace = cfg.shutdown_grace;

@@ -196,6 +196,21 @@ async fn health_reflection_and_request_id() {
         "{names:?}"
     );
 
+    // A service of the mesh this port does not serve: UNIMPLEMENTED, and
+    // the message says what the port serves.
+    let mut other = dsr_proto::discovery::v1::discovery_client::DiscoveryClient::new(ch.clone());
+    let st = other
+        .list_systems(dsr_proto::discovery::v1::ListSystemsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(st.code(), tonic::Code::Unimplemented, "{st:?}");
+    assert!(
+        st.message()
+            .starts_with("dsr.discovery.v1.Discovery is not served on this port")
+            && st.message().contains(NAME),
+        "{st:?}"
+    );
+
     // a caller's request id is used and echoed; a bad one is replaced
     let mut req = Request::new(pb::GetRecipientRequest { id: "r".into() });
     req.metadata_mut()
