@@ -892,6 +892,7 @@ async fn submit_with(
     }
     let deadline = Instant::now() + Duration::from_secs(n.timeout_secs);
     let mut verified = false;
+    let mut shown = String::new();
     loop {
         let state = pb::State::try_from(r.state).unwrap_or(pb::State::Unspecified);
         if matches!(
@@ -930,8 +931,25 @@ async fn submit_with(
             print_request(&r);
             bail!("gave up waiting after {} s", n.timeout_secs);
         }
+        let now = progress(&r);
+        if now != shown {
+            eprintln!("{now}");
+            shown = now;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        r = p.get(&r.id).await?;
+        // The orchestrator restarting or a moment's network trouble is
+        // waited out, said once, until the deadline.
+        match p.get(&r.id).await {
+            Ok(next) => r = next,
+            Err(e) => {
+                let now = format!("cannot reach the orchestrator ({e}); trying again");
+                if now != shown {
+                    eprintln!("{now}");
+                    shown = now;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
     print_request(&r);
     if r.state == pb::State::AwaitingReview as i32 {
@@ -952,6 +970,23 @@ async fn submit_with(
         download(p, &r, out).await?;
     }
     Ok(())
+}
+
+/// Where a request stands, in a line for `--wait`: its state and, when a
+/// step is being retried or waits (on a vendor, on a system), why.
+fn progress(r: &pb::DataSubjectRequest) -> String {
+    let mut line = format!("state: {}", state_name(r.state));
+    if let Some(s) = r
+        .steps
+        .iter()
+        .find(|s| s.status != "done" && !s.last_error.is_empty())
+    {
+        line.push_str(&format!(
+            " (step {} attempt {}: {})",
+            s.name, s.attempts, s.last_error
+        ));
+    }
+    line
 }
 
 async fn wait_for_code(

@@ -1653,6 +1653,14 @@ async fn a_vendor_without_an_api_answers_by_task_and_the_receipt_names_who_attes
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `--wait` said what it was waiting for.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("state: locating (step locate attempt")
+                && l.ends_with("system law-firm: AWAITING_VENDOR)")),
+        "{said}"
+    );
     let receipts = stdout(
         &Command::new(DSR)
             .args(["request", "receipts", &id, "--data-dir", d])
