@@ -25,6 +25,8 @@ use tokio::sync::{Notify, broadcast, watch};
 #[derive(Default)]
 struct Fake {
     system_down: AtomicBool,
+    /// The CRM is a vendor without an API whose task is still open.
+    vendor_waiting: AtomicBool,
     locates: AtomicU32,
     builds: Mutex<BTreeMap<String, u32>>,
     /// Executions that answer incomplete (a system down) before one
@@ -94,7 +96,8 @@ impl Discovery for Fake {
     async fn locate(&self, _: &Call, ids: &[Identity]) -> Result<SubjectMap, CallError> {
         assert!(!ids.is_empty(), "locate gets the verified identities");
         self.locates.fetch_add(1, Ordering::SeqCst);
-        let down = self.system_down.load(Ordering::SeqCst);
+        let waiting = self.vendor_waiting.load(Ordering::SeqCst);
+        let down = waiting || self.system_down.load(Ordering::SeqCst);
         Ok(SubjectMap {
             identities: vec![("email".into(), "anna@example.se".into())],
             systems: vec![SystemFound {
@@ -109,7 +112,9 @@ impl Discovery for Fake {
                         categories: vec!["contact.email".into()],
                     }]
                 },
-                error_reason: if down {
+                error_reason: if waiting {
+                    "AWAITING_VENDOR".into()
+                } else if down {
                     "UNAVAILABLE".into()
                 } else {
                     String::new()
@@ -285,6 +290,15 @@ fn start(
     id: &str,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    start_with(ledger, fake, config(id), stop)
+}
+
+fn start_with(
+    ledger: &Ledger,
+    fake: &Arc<Fake>,
+    cfg: WorkerConfig,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let mesh = Mesh {
         verification: fake.clone(),
         discovery: fake.clone(),
@@ -295,7 +309,7 @@ fn start(
     let w = Worker::new(
         ledger.clone(),
         mesh,
-        config(id),
+        cfg,
         Arc::new(Notify::new()),
         changes,
         Metrics::new(),
@@ -388,6 +402,60 @@ async fn a_request_runs_its_steps_and_retries_while_a_system_is_down() {
         4,
         "submitted + three moves"
     );
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    db.finish().await;
+}
+
+/// A step that only waits on a vendor's person (AWAITING_VENDOR) is asked
+/// again for as long as it takes, past the attempts a failure gets, and
+/// the request completes once the vendor has answered.
+#[tokio::test]
+async fn a_request_waiting_on_a_vendor_outlasts_the_attempts_and_completes_when_it_answers() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    fake.vendor_waiting.store(true, Ordering::SeqCst);
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = start_with(
+        &ledger,
+        &fake,
+        WorkerConfig {
+            max_attempts: 2,
+            ..config("w1")
+        },
+        &stop,
+    );
+    let today = chrono::Utc::now().date_naive();
+    let (r, _) = ledger
+        .submit(submission("key-vendor-1"), today, "portal")
+        .await
+        .unwrap();
+    // Five attempts, more than the two a failure gets: still waiting.
+    let mut waited = None;
+    for _ in 0..1000 {
+        let now = ledger.get(&r.id).await.unwrap();
+        if now.attempts >= 5 {
+            waited = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waited = waited.expect("the step was asked again past its attempts");
+    assert_eq!(waited.state, State::Locating);
+    assert!(waited.next_attempt_at.is_some(), "another attempt is due");
+    assert!(
+        waited
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("waiting: system crm: AWAITING_VENDOR"),
+        "{:?}",
+        waited.last_error
+    );
+    // The vendor answers: the request completes with what it reported.
+    fake.vendor_waiting.store(false, Ordering::SeqCst);
+    let done = wait_for(&ledger, &r.id, State::Completed).await;
+    assert_eq!(done.record_count, Some(1));
     stop_tx.send(true).unwrap();
     worker.await.unwrap();
     db.finish().await;
