@@ -813,14 +813,7 @@ pub(crate) async fn prepare(
                 }
             };
             dsr_system_sql::schema::check(&db, &manifest, &file).await?;
-            let key_file = if cfg.system_sql.signing_key_file.is_empty() {
-                cfg.data_dir
-                    .join("keys")
-                    .join(format!("{}-receipt.pem", manifest.system.id))
-            } else {
-                PathBuf::from(&cfg.system_sql.signing_key_file)
-            };
-            let signer = ReceiptSigner::load_or_create(&key_file)?;
+            let signer = receipt_signer(cfg, &manifest.system.id)?;
             let audience = manifest.system.id.clone();
             let system = dsr_system_sql::system::SqlSystem::new(
                 db.clone(),
@@ -856,14 +849,7 @@ pub(crate) async fn prepare(
             // The ledger (operations, idempotency keys) is the connector's
             // own database; the data stays behind the API.
             let db = open_database(inst, cfg, schema).await?;
-            let key_file = if cfg.system_sql.signing_key_file.is_empty() {
-                cfg.data_dir
-                    .join("keys")
-                    .join(format!("{}-receipt.pem", manifest.system.id))
-            } else {
-                PathBuf::from(&cfg.system_sql.signing_key_file)
-            };
-            let signer = ReceiptSigner::load_or_create(&key_file)?;
+            let signer = receipt_signer(cfg, &manifest.system.id)?;
             let audience = manifest.system.id.clone();
             let system = dsr_system_sql::http::HttpSystem::new(db, Arc::new(manifest), signer)
                 .with_context(|| format!("{}: {}", inst.name, path.display()))?
@@ -891,14 +877,7 @@ pub(crate) async fn prepare(
             };
             // The tasks and the ledger are the connector's own database.
             let db = open_database(inst, cfg, schema).await?;
-            let key_file = if cfg.system_sql.signing_key_file.is_empty() {
-                cfg.data_dir
-                    .join("keys")
-                    .join(format!("{}-receipt.pem", manifest.system.id))
-            } else {
-                PathBuf::from(&cfg.system_sql.signing_key_file)
-            };
-            let signer = ReceiptSigner::load_or_create(&key_file)?;
+            let signer = receipt_signer(cfg, &manifest.system.id)?;
             let audience = manifest.system.id.clone();
             let system = dsr_system_sql::manual::ManualSystem::new(
                 db,
@@ -921,6 +900,19 @@ pub(crate) async fn prepare(
         }
     }
     Ok(set)
+}
+
+/// A data system's receipt key: `system_sql.signing_key_file`, or one kept
+/// per system in the data directory (created the first time).
+fn receipt_signer(cfg: &Config, system_id: &str) -> anyhow::Result<ReceiptSigner> {
+    let key_file = if cfg.system_sql.signing_key_file.is_empty() {
+        cfg.data_dir
+            .join("keys")
+            .join(format!("{system_id}-receipt.pem"))
+    } else {
+        PathBuf::from(&cfg.system_sql.signing_key_file)
+    };
+    Ok(ReceiptSigner::load_or_create(&key_file)?)
 }
 
 /// Email and SMS as the identity service sends them (`identity.smtp_url`,

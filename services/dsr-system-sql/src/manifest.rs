@@ -430,22 +430,13 @@ fn sql_name(s: &str) -> bool {
 impl Manifest {
     /// Reads and checks the manifest at `path`.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
-            file: file.clone(),
-            field: "(file)".into(),
-            problem: e.to_string(),
-        })?;
+        let (text, file) = read(path)?;
         Self::parse(&text, &file)
     }
 
     /// Parses and checks manifest text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ManifestError> {
-        let m: Manifest = serde_saphyr::from_str(text).map_err(|e| ManifestError {
-            file: file.to_owned(),
-            field: "(syntax)".into(),
-            problem: e.to_string(),
-        })?;
+        let m: Manifest = from_yaml(text, file)?;
         m.check(file)?;
         Ok(m)
     }
@@ -585,6 +576,29 @@ impl Manifest {
 
 /// Checks a manifest's `system` and `categories` sections (the SQL and the
 /// HTTP connector's alike); answers the declared categories by id.
+/// A manifest file's text and its name for errors.
+pub(crate) fn read(path: &Path) -> Result<(String, String), ManifestError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        file: file.clone(),
+        field: "(file)".into(),
+        problem: e.to_string(),
+    })?;
+    Ok((text, file))
+}
+
+/// Manifest text as `T`, a syntax error naming `file`.
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ManifestError> {
+    serde_saphyr::from_str(text).map_err(|e| ManifestError {
+        file: file.to_owned(),
+        field: "(syntax)".into(),
+        problem: e.to_string(),
+    })
+}
+
 pub(crate) fn check_system<'a>(
     s: &SystemSpec,
     categories: &'a [CategorySpec],

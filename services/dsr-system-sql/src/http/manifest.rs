@@ -358,22 +358,13 @@ impl CallSpec {
 impl HttpManifest {
     /// Reads and checks the manifest at `path`.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
-            file: file.clone(),
-            field: "(file)".into(),
-            problem: e.to_string(),
-        })?;
+        let (text, file) = crate::manifest::read(path)?;
         Self::parse(&text, &file)
     }
 
     /// Parses and checks manifest text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ManifestError> {
-        let m: Self = serde_saphyr::from_str(text).map_err(|e| ManifestError {
-            file: file.to_owned(),
-            field: "(syntax)".into(),
-            problem: e.to_string(),
-        })?;
+        let m: Self = crate::manifest::from_yaml(text, file)?;
         m.check(file)?;
         Ok(m)
     }

@@ -11,7 +11,6 @@ use dsr_proto::manual::v1 as pb;
 use dsr_proto::manual::v1::manual_tasks_server::{ManualTasks, ManualTasksServer};
 use dsr_proto::system::v1 as sys;
 use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt as _};
 use tower_layer::Layer as _;
 
 use super::tasks::{Kept, Kind, Task, TaskRecord};
@@ -55,20 +54,15 @@ pub struct Handlers {
     system: ManualSystem,
 }
 
+/// This API's statuses.
+const ERR: dsr_connector::grpc::Errors = dsr_connector::grpc::Errors::new(DOMAIN);
+
 fn status(code: Code, message: &str, reason: &str) -> Status {
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, DOMAIN, []),
-    )
+    ERR.status(code, message, reason)
 }
 
 fn invalid(violations: Vec<(String, String)>) -> Status {
-    let mut details = ErrorDetails::with_error_info("INVALID_ARGUMENT", DOMAIN, []);
-    for (field, description) in violations {
-        details.add_bad_request_violation(field, description);
-    }
-    Status::with_error_details(Code::InvalidArgument, "invalid answer", details)
+    ERR.invalid_argument(violations)
 }
 
 impl From<AnswerError> for Status {

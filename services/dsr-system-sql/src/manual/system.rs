@@ -912,20 +912,17 @@ impl Source for ManualSystem {
     }
 
     fn describe(&self) -> pb::DescribeResponse {
-        let rights: Vec<pb::Right> = [
-            pb::Right::Access,
-            pb::Right::Portability,
-            pb::Right::Erasure,
-            pb::Right::Rectification,
-            pb::Right::Restriction,
-        ]
-        .into_iter()
-        .collect();
         describe_response(
             &self.manifest.system,
             &self.manifest.categories,
             &self.accepted_identity_types(),
-            &rights,
+            &[
+                pb::Right::Access,
+                pb::Right::Portability,
+                pb::Right::Erasure,
+                pb::Right::Rectification,
+                pb::Right::Restriction,
+            ],
             BTreeSet::from([pb::ErasureMethod::Delete as i32]),
             &self.signer,
         )
