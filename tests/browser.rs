@@ -226,8 +226,8 @@ async fn a_browser_page_calls_the_orchestrator_over_grpc_web_within_cors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // dsr up on ten ports, then the two pages' origins and the driver.
-    let base = free_ports(13);
-    let (allowed, other, driver_port) = (base + 10, base + 11, base + 12);
+    let base = free_ports(23);
+    let (allowed, other, driver_port) = (base + 20, base + 21, base + 22);
     let up = dsr_up(
         &data,
         base,
@@ -524,7 +524,7 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = free_ports(11);
+    let base = free_ports(21);
     let up = dsr_up(&data, base, &[]);
     let portal = format!("http://127.0.0.1:{}", base + 9);
     let people = dsr_system_sql::reference::people(1000, 1);
@@ -534,7 +534,7 @@ async fn a_person_asks_for_their_data_and_for_erasure_in_the_privacy_centre() {
         .find(|p| p.controller == "556134-1248" && p.idx > 50)
         .unwrap();
     let downloads = tempfile::tempdir().unwrap();
-    let (_driver, c) = browser_saving_to(base + 10, Some(downloads.path())).await;
+    let (_driver, c) = browser_saving_to(base + 20, Some(downloads.path())).await;
     let mut visited = Vec::new();
 
     // Access, in English.
@@ -706,7 +706,7 @@ async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = free_ports(11);
+    let base = free_ports(21);
     let up = dsr_up(&data, base, &[]);
     let portal = format!("http://127.0.0.1:{}", base + 9);
     let crm = dsr_store::connect(
@@ -739,7 +739,7 @@ async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
         .unwrap();
     let email: String = row.try_get("", "email").unwrap();
     let phone: String = row.try_get("", "phone").unwrap();
-    let (_driver, c) = browser(base + 10).await;
+    let (_driver, c) = browser(base + 20).await;
 
     // The code by SMS this time: the phone is then required, the email
     // address not.
@@ -835,7 +835,7 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = free_ports(11);
+    let base = free_ports(21);
     // Intrum Finans's erasures wait for a case handler after planning.
     let up = dsr_up(
         &data,
@@ -873,7 +873,7 @@ async fn a_case_handler_extends_and_approves_a_request_in_the_console() {
         .into_iter()
         .find(|p| p.controller == "556885-5265" && phones.contains(&p.phone))
         .unwrap();
-    let (_driver, c) = browser(base + 10).await;
+    let (_driver, c) = browser(base + 20).await;
 
     // The person asks for erasure in the privacy centre.
     ask_for_erasure(&c, &portal, &data, "en", "556885-5265", &person.email).await;
@@ -1191,7 +1191,7 @@ async fn a_case_handler_attests_the_person_whose_erasure_needs_stronger_identifi
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = free_ports(11);
+    let base = free_ports(21);
     let up = dsr_up(
         &data,
         base,
@@ -1207,7 +1207,7 @@ async fn a_case_handler_attests_the_person_whose_erasure_needs_stronger_identifi
         .find(|p| p.controller == "556134-1248" && p.idx > 100)
         .unwrap();
     let other = people.iter().find(|p| p.idx > 200).unwrap();
-    let (_driver, c) = browser(base + 10).await;
+    let (_driver, c) = browser(base + 20).await;
 
     ask_for_erasure(&c, &portal, &data, "sv", "556134-1248", &person.email).await;
     wait_status(
@@ -1258,10 +1258,10 @@ async fn case_handlers_sign_in_to_the_console_through_the_company_identity_provi
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = free_ports(12);
+    let base = free_ports(22);
     let portal = format!("http://127.0.0.1:{}", base + 9);
     let idp = oidc_provider::start(
-        base + 11,
+        base + 21,
         "dsr-console",
         "console-secret",
         vec![
@@ -1312,7 +1312,7 @@ async fn case_handlers_sign_in_to_the_console_through_the_company_identity_provi
             ),
         ],
     );
-    let (_driver, c) = browser(base + 10).await;
+    let (_driver, c) = browser(base + 20).await;
     let sign_in = |who: &'static str| {
         let c = c.clone();
         let portal = portal.clone();
@@ -1394,7 +1394,7 @@ async fn a_person_identifies_with_bankid_through_the_company_identity_provider()
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = free_ports(12);
+    let base = free_ports(22);
     let portal = format!("http://127.0.0.1:{}", base + 9);
     let person = dsr_system_sql::reference::people(1000, 1)
         .into_iter()
@@ -1402,7 +1402,7 @@ async fn a_person_identifies_with_bankid_through_the_company_identity_provider()
         .unwrap();
     let pnr = person.personnummer.clone().unwrap();
     let idp = oidc_provider::start(
-        base + 11,
+        base + 21,
         "privacy-centre",
         "centre-secret",
         vec![(
@@ -1444,7 +1444,7 @@ async fn a_person_identifies_with_bankid_through_the_company_identity_provider()
             ),
         ],
     );
-    let (_driver, c) = browser(base + 10).await;
+    let (_driver, c) = browser(base + 20).await;
     let before = codes_sent(&data);
     let start = || async {
         c.goto(&format!("{portal}/sv/begin/erasure")).await.unwrap();
@@ -1487,7 +1487,7 @@ async fn a_case_handler_approves_a_transfer_held_for_review() {
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = free_ports(11);
+    let base = free_ports(21);
     let up = dsr_up(
         &data,
         base,
@@ -1499,7 +1499,7 @@ async fn a_case_handler_approves_a_transfer_held_for_review() {
         .into_iter()
         .find(|p| p.controller == "556134-1248" && p.idx > 70)
         .unwrap();
-    let (_driver, c) = browser(base + 10).await;
+    let (_driver, c) = browser(base + 20).await;
     ask_for_erasure(&c, &portal, &data, "en", "556134-1248", &person.email).await;
     wait_status(
         &c,
@@ -1556,11 +1556,11 @@ async fn a_breach_reported_by_anyone_and_a_complaint_reach_the_dpo_in_the_consol
     let _turn = TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = free_ports(11);
+    let base = free_ports(21);
     let _up = dsr_up(&data, base, &[]);
     let portal = format!("http://127.0.0.1:{}", base + 9);
     let downloads = tempfile::tempdir().unwrap();
-    let (_driver, c) = browser_saving_to(base + 10, Some(downloads.path())).await;
+    let (_driver, c) = browser_saving_to(base + 20, Some(downloads.path())).await;
 
     // Anyone: an incident report, in Swedish.
     c.goto(&format!("{portal}/sv/")).await.unwrap();

@@ -474,7 +474,7 @@ async fn under_dsr_up_access_and_portability_answer_in_full() {
     let pg = postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = consecutive_ports(10);
+    let base = consecutive_ports(20);
     let up = dsr_up(&data, base, pg.as_ref().map(|p| p.url.as_str()));
     ready(base + 7, &up).await;
 
@@ -1989,7 +1989,7 @@ async fn under_dsr_up_an_erasure_erases_retains_by_law_and_is_replayed_after_a_r
     let pg = postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = consecutive_ports(10);
+    let base = consecutive_ports(20);
     let up = dsr_up(&data, base, pg.as_ref().map(|p| p.url.as_str()));
     ready(base + 7, &up).await;
     ready(base + 8, &up).await;
@@ -2451,7 +2451,7 @@ async fn under_dsr_up_objection_rectification_and_restriction_reach_every_system
     let pg = postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = consecutive_ports(10);
+    let base = consecutive_ports(20);
     let up = dsr_up(&data, base, pg.as_ref().map(|p| p.url.as_str()));
     ready(base + 7, &up).await;
     ready(base + 8, &up).await;
@@ -3452,7 +3452,7 @@ async fn a_deferred_erasure_erases_on_its_date_and_a_restriction_or_a_difference
     let pg = postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = consecutive_ports(10);
+    let base = consecutive_ports(20);
     let up = dsr_up(&data, base, pg.as_ref().map(|p| p.url.as_str()));
     ready(base + 7, &up).await;
     ready(base + 8, &up).await;
@@ -3651,7 +3651,7 @@ async fn the_demo_people_tell_the_readmes_stories_whatever_the_date() {
     let pg = postgres().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = consecutive_ports(10);
+    let base = consecutive_ports(20);
     let day = chrono::NaiveDate::from_ymd_opt(2029, 2, 28).unwrap();
     let up = dsr_up_with(
         &data,
@@ -4420,7 +4420,7 @@ async fn no_identity_remains_in_the_meshs_databases_once_its_retention_passed() 
     // The files are read: SQLite, whatever the environment names.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let base = consecutive_ports(10);
+    let base = consecutive_ports(20);
     let up = dsr_up(&data, base, None);
     ready(base + 7, &up).await;
     ready(base + 8, &up).await;

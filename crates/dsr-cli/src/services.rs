@@ -366,7 +366,7 @@ impl Instance {
     ) -> anyhow::Result<dsr_store::Db> {
         let (url, schema) = self.database(cfg);
         mesh_backend(&self.kind, &url).with_context(|| format!("{}: database.url", self.name))?;
-        dsr_store::connect(
+        let db = dsr_store::connect(
             &url,
             &dsr_store::StoreConfig {
                 max_connections,
@@ -375,7 +375,8 @@ impl Instance {
             },
         )
         .await
-        .with_context(|| format!("{}: cannot open its database", self.name))
+        .with_context(|| format!("{}: cannot open its database", self.name))?;
+        Ok(db)
     }
 }
 
@@ -604,7 +605,22 @@ pub(crate) enum Schema {
     Require,
 }
 
-/// Opens an instance's database and applies (or requires) its migrations.
+/// Exports the connections of the pool `db` as `pool`'s.
+fn watch_pool(pool: &str, db: &dsr_store::Db) {
+    let watched = db.clone();
+    dsr_telemetry::metrics::watch_pool(pool, move || {
+        dsr_store::pool_stats(&watched).map_or_else(Default::default, |(open, idle, max)| {
+            dsr_telemetry::metrics::PoolStats {
+                open: open.into(),
+                idle: u64::try_from(idle).unwrap_or(u64::MAX),
+                max: max.into(),
+            }
+        })
+    });
+}
+
+/// Opens an instance's database, applies (or requires) its migrations and
+/// exports its pool's connections.
 async fn open_database(
     inst: &Instance,
     cfg: &Config,
@@ -633,6 +649,7 @@ async fn open_database(
             }
         }
     }
+    watch_pool(&inst.name, &db);
     Ok(db)
 }
 
@@ -659,7 +676,9 @@ pub(crate) async fn prepare(
             let leases = if cfg.orchestrator.workers > 0
                 && db.get_database_backend() == sea_orm::DbBackend::Postgres
             {
-                Some(inst.connect_pool(cfg, 2).await?)
+                let leases = inst.connect_pool(cfg, 2).await?;
+                watch_pool(&format!("{}-leases", inst.name), &leases);
+                Some(leases)
             } else {
                 None
             };
@@ -1169,6 +1188,7 @@ fn prepare_erasure(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Re
     if e.registry_endpoint.is_empty() {
         bail!("invalid configuration: erasure.registry_endpoint is required");
     }
+    dsr_erasure::metrics::start_at_zero(&systems.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
     let grpc_systems = dsr_erasure::grpc::GrpcSystems::new(&systems, signer.clone())
         .map_err(|err| anyhow::anyhow!("invalid configuration: erasure: {err}"))?;
     let registry =

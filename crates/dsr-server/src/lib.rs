@@ -7,6 +7,7 @@
 //! - a request context layer: a request id (`x-request-id`, taken from the
 //!   caller or made up), a span per call whose parent is the caller's W3C
 //!   trace context;
+//! - RPC metrics by service, method and code ([`RpcMetricsLayer`]);
 //! - a server-wide bound on calls in progress, streams counted until they
 //!   end, answering RESOURCE_EXHAUSTED when full; health is never refused
 //!   ([`CallLimitLayer`]); tonic's per-request timeout, which also honours
@@ -27,10 +28,12 @@
 
 mod context;
 mod limit;
+mod metrics;
 pub mod notifier;
 
 pub use context::{RequestContextLayer, RequestId};
 pub use limit::CallLimitLayer;
+pub use metrics::RpcMetricsLayer;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -157,9 +160,10 @@ pub struct ServerConfig {
     pub drain_delay: Duration,
     /// TLS, or plaintext when `None`.
     pub tls: Option<TlsConfig>,
-    /// A second, plaintext address serving only `grpc.health.v1.Health`,
-    /// for probes that cannot speak TLS (the kubelet's); it follows the
-    /// same statuses and stops with the server.
+    /// A second, plaintext address, the ops port: `grpc.health.v1.Health`
+    /// for probes that cannot speak TLS (the kubelet's), following the same
+    /// statuses and stopping with the server, and `GET /metrics` for
+    /// Prometheus.
     pub health_listen: Option<std::net::SocketAddr>,
     /// gRPC-Web for browsers, or gRPC only when `None`.
     pub grpc_web: Option<GrpcWeb>,
@@ -339,10 +343,11 @@ pub async fn serve(
         Some(addr) => {
             let l = TcpListener::bind(addr).await.map_err(Error::HealthListen)?;
             tracing::info!(addr = %addr, "health probes served");
-            let svc = health.clone();
+            let routes = ops_routes(health.clone());
             Some(tokio::spawn(async move {
                 if let Err(e) = Server::builder()
-                    .add_service(svc)
+                    .accept_http1(true)
+                    .add_routes(routes)
                     .serve_with_incoming(incoming(l))
                     .await
                 {
@@ -352,11 +357,21 @@ pub async fn serve(
         }
         None => None,
     };
+    let metric_names: Vec<&'static str> = names
+        .iter()
+        .copied()
+        .chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ])
+        .collect();
     let cors = cfg.grpc_web.as_ref().map(cors_layer).transpose()?;
     let web = cfg.grpc_web.is_some();
     let layers = ServiceBuilder::new()
         .option_layer(cors)
         .option_layer(web.then(tonic_web::GrpcWebLayer::new))
+        .layer(RpcMetricsLayer::new(&metric_names))
         .layer(RequestContextLayer)
         .layer(CallLimitLayer::new(cfg.concurrency_limit))
         .into_inner();
@@ -421,7 +436,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves only `grpc.health.v1.Health` on `listener`, SERVING for `name`
+/// Serves `grpc.health.v1.Health` (and `/metrics`) on `listener`, SERVING for `name`
 /// and overall until `shutdown` completes, then NOT_SERVING for
 /// `drain_delay` before it stops: the probes' port of a process that is not
 /// a gRPC service itself (the privacy centre).
@@ -448,10 +463,39 @@ pub async fn serve_health(
         }
     };
     Server::builder()
-        .add_service(health)
+        .accept_http1(true)
+        .add_routes(ops_routes(health))
         .serve_with_incoming_shutdown(incoming(listener), signal)
         .await
         .map_err(Error::Transport)
+}
+
+/// The ops port's routes: gRPC health for the probes, and `GET /metrics`
+/// (HTTP/1.1 or 2) for Prometheus, the process's metrics in its text format.
+fn ops_routes<H>(health: H) -> tonic::service::Routes
+where
+    H: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    H::Future: Send + 'static,
+{
+    let metrics = axum::routing::get(|| async {
+        (
+            [(
+                http::header::CONTENT_TYPE,
+                dsr_telemetry::metrics::CONTENT_TYPE,
+            )],
+            dsr_telemetry::metrics::render(),
+        )
+    });
+    tonic::service::Routes::from(
+        tonic::service::Routes::new(health)
+            .into_axum_router()
+            .route("/metrics", metrics),
+    )
 }
 
 /// Accepted connections with Nagle's algorithm off: gRPC writes headers and

@@ -157,6 +157,27 @@ pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection,
     Database::connect(opts).await.map_err(Error::Connect)
 }
 
+/// The pool's connections now: open, of which idle, and the most it opens.
+// `connect` only opens SQLite, PostgreSQL or MySQL; DbBackend is non-exhaustive.
+#[allow(clippy::wildcard_enum_match_arm)]
+pub fn pool_stats(db: &DatabaseConnection) -> Option<(u32, usize, u32)> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let p = db.get_postgres_connection_pool();
+            Some((p.size(), p.num_idle(), p.options().get_max_connections()))
+        }
+        DbBackend::Sqlite => {
+            let p = db.get_sqlite_connection_pool();
+            Some((p.size(), p.num_idle(), p.options().get_max_connections()))
+        }
+        DbBackend::MySql => {
+            let p = db.get_mysql_connection_pool();
+            Some((p.size(), p.num_idle(), p.options().get_max_connections()))
+        }
+        _ => None,
+    }
+}
+
 fn valid_schema_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63

@@ -1,7 +1,8 @@
 //! Outgoing calls, observed: a client span per call (the callee's server
 //! span becomes its child, as the trace context is written inside it) and
 //! the `dsr.client.call.duration` histogram (seconds) by peer, method and
-//! gRPC status code: per-system latency and errors.
+//! gRPC status code ("waiting" for a system that awaits a person's answer,
+//! `AWAITING_VENDOR`): per-system latency and errors.
 //!
 //! Wrap the channel *outside* the interceptor that writes the trace
 //! context, so that the context written is the client span's:
@@ -27,8 +28,26 @@ fn histogram() -> &'static Histogram<f64> {
                 "calls to another service or a data system, by peer, method and gRPC status code \
                  (\"transport\" when no answer came)",
             )
+            .with_boundaries(crate::metrics::SECONDS_BUCKETS.to_vec())
             .build()
     })
+}
+
+/// The `code` label of an answer: its gRPC status code ("0" when it is in
+/// the trailers, a success), or "waiting" for an UNAVAILABLE whose
+/// ErrorInfo reason is `AWAITING_VENDOR`: a system that waits for a person
+/// to answer by hand, by design, not a failing one.
+fn code_of(headers: &http::HeaderMap) -> String {
+    use tonic_types::StatusExt as _;
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0");
+    let waiting = code == "14"
+        && tonic::Status::from_header_map(headers)
+            .and_then(|s| s.get_details_error_info())
+            .is_some_and(|i| i.reason == "AWAITING_VENDOR");
+    if waiting { "waiting" } else { code }.to_owned()
 }
 
 /// See the module documentation.
@@ -90,12 +109,7 @@ where
             // An error answer is trailers-only: its status is in the headers.
             // A success carries it in the trailers, after this point: "0".
             let code = match &res {
-                Ok(r) => r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0")
-                    .to_owned(),
+                Ok(r) => code_of(r.headers()),
                 Err(_) => "transport".to_owned(),
             };
             tracing::Span::current().record("rpc.grpc.status_code", code.as_str());

@@ -3,8 +3,10 @@
 //! - [`init`]: a `tracing` subscriber, pretty on a terminal and JSON
 //!   otherwise, plus OpenTelemetry trace export over OTLP/gRPC when an
 //!   endpoint is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`), and nothing when
-//!   not; metrics go the same way (instruments are made with
-//!   `opentelemetry::global::meter`, and are no-ops without an endpoint).
+//!   not; JSON lines carry the trace and span ids of the span they are in.
+//! - [`metrics`]: instruments made with `opentelemetry::global::meter` are
+//!   read by Prometheus (`/metrics` on the ops port) and pushed over OTLP
+//!   when an endpoint is set.
 //! - [`propagation`]: W3C `traceparent` read from incoming gRPC metadata and
 //!   written into outgoing calls, so one request is one trace across services.
 //! - [`client::Observed`]: a client span and a latency histogram per
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod metrics;
 pub mod propagation;
 mod redact;
 
@@ -29,7 +32,10 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -106,12 +112,13 @@ pub enum Error {
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
     meters: Option<SdkMeterProvider>,
+    exporting: bool,
 }
 
 impl TelemetryGuard {
     /// Whether spans are exported.
     pub fn exporting(&self) -> bool {
-        self.provider.is_some()
+        self.exporting
     }
 
     /// Flushes and stops the exporter. Blocks; call it outside the runtime
@@ -140,8 +147,12 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
     let fmt_layer = if json {
         tracing_subscriber::fmt::layer()
             .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .event_format(TraceIds(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ))
             .with_writer(std::io::stderr)
             .boxed()
     } else {
@@ -150,54 +161,85 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard, Error> {
             .with_writer(std::io::stderr)
             .boxed()
     };
-    let provider = match &cfg.otlp_endpoint {
-        Some(endpoint) => Some(otlp_provider(&cfg.service_name, endpoint)?),
-        None => None,
-    };
-    let meters = match &cfg.otlp_endpoint {
-        Some(endpoint) => {
-            let m = otlp_meters(&cfg.service_name, endpoint)?;
-            opentelemetry::global::set_meter_provider(m.clone());
-            Some(m)
-        }
-        None => None,
-    };
-    let otel_layer = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(cfg.service_name.clone())));
+    // Spans always get trace ids (logged, and carried to the services called
+    // in `traceparent`), exported only when an endpoint is set.
+    let provider = otlp_provider(&cfg.service_name, cfg.otlp_endpoint.as_deref())?;
+    let meters = metrics::install(&cfg.service_name, cfg.otlp_endpoint.as_deref())?;
+    let otel_layer =
+        tracing_opentelemetry::layer().with_tracer(provider.tracer(cfg.service_name.clone()));
+    let exporting = cfg.otlp_endpoint.is_some();
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt_layer)
         .with(otel_layer)
         .try_init()
         .map_err(|_| Error::AlreadyInstalled)?;
-    Ok(TelemetryGuard { provider, meters })
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+        meters,
+        exporting,
+    })
 }
 
-fn otlp_meters(service: &str, endpoint: &str) -> Result<SdkMeterProvider, Error> {
-    let exporter = opentelemetry_otlp::MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| Error::Exporter(e.to_string()))?;
-    Ok(SdkMeterProvider::builder()
-        .with_periodic_exporter(exporter)
-        .with_resource(
-            Resource::builder()
-                .with_service_name(service.to_owned())
-                .build(),
-        )
-        .build())
+/// A JSON log line with the `trace_id` and `span_id` of the span it was
+/// written in, so that a log line leads to its trace and the lines of one
+/// request across services are found by one id.
+struct TraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for TraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use opentelemetry::trace::TraceContextExt as _;
+        // The global dispatcher (what `init` installs) is reachable while
+        // an event is being written; under a scoped one this finds none.
+        let ids = ctx
+            .lookup_current()
+            .map(|span| span.id())
+            .and_then(|id| {
+                tracing::dispatcher::get_default(|d| {
+                    tracing_opentelemetry::get_otel_context(&id, d)
+                })
+            })
+            .map(|cx| cx.span().span_context().clone())
+            .filter(opentelemetry::trace::SpanContext::is_valid);
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        if let Some(sc) = ids
+            && let Some(end) = line.rfind('}')
+        {
+            line.insert_str(
+                end,
+                &format!(
+                    ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                    sc.trace_id(),
+                    sc.span_id()
+                ),
+            );
+        }
+        writer.write_str(&line)
+    }
 }
 
-fn otlp_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider, Error> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| Error::Exporter(e.to_string()))?;
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+fn otlp_provider(service: &str, endpoint: Option<&str>) -> Result<SdkTracerProvider, Error> {
+    let mut builder = SdkTracerProvider::builder();
+    if let Some(endpoint) = endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|e| Error::Exporter(e.to_string()))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder
         .with_resource(
             Resource::builder()
                 .with_service_name(service.to_owned())

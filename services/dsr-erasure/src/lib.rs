@@ -15,7 +15,7 @@
 mod entity;
 pub mod eraser;
 pub mod grpc;
-mod metrics;
+pub mod metrics;
 pub mod migration;
 pub mod model;
 pub mod reconcile;

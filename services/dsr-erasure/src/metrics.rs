@@ -58,6 +58,34 @@ fn instruments() -> &'static Instruments {
     })
 }
 
+/// The reasons a receipt is rejected for.
+pub const RECEIPT_REASONS: [&str; 4] = [
+    "RECEIPT_SIGNATURE",
+    "RECEIPT_MISMATCH",
+    "RECEIPT_ACTION",
+    "RECEIPT_MISSING",
+];
+
+/// Starts the counters that pages are written on at zero for each of
+/// `systems`: Prometheus's `increase()` sees a series' first value as its
+/// start, so a counter first exported at 1 would never fire its alert.
+pub fn start_at_zero(systems: &[String]) {
+    for system in systems {
+        for reason in RECEIPT_REASONS {
+            instruments().rejected.add(
+                0,
+                &[
+                    KeyValue::new("system", system.clone()),
+                    KeyValue::new("reason", reason),
+                ],
+            );
+        }
+        instruments()
+            .sweep_failures
+            .add(0, &[KeyValue::new("system", system.clone())]);
+    }
+}
+
 /// A receipt that did not verify.
 pub(crate) fn receipt_rejected(system: &str, reason: &str) {
     instruments().rejected.add(

@@ -478,6 +478,22 @@ impl Sender {
         changes: broadcast::Sender<String>,
     ) -> Self {
         let meter = opentelemetry::global::meter("dsr-orchestrator");
+        let sent = meter
+            .u64_counter("dsr.letters.sent")
+            .with_description("letters to people taken by the relay, by letter")
+            .build();
+        let failed = meter
+            .u64_counter("dsr.letters.failed")
+            .with_description(
+                "letters to people given up (attempts spent, or no address), by letter",
+            )
+            .build();
+        // From zero for every letter, so that the first one given up is an
+        // increase Prometheus sees.
+        for kind in dsr_domain::letters::LetterKind::ALL {
+            sent.add(0, &[KeyValue::new("letter", kind.as_str())]);
+            failed.add(0, &[KeyValue::new("letter", kind.as_str())]);
+        }
         Self {
             ledger,
             notifier,
@@ -485,16 +501,8 @@ impl Sender {
             group,
             cfg: Arc::new(cfg),
             changes,
-            sent: meter
-                .u64_counter("dsr.letters.sent")
-                .with_description("letters to people taken by the relay, by letter")
-                .build(),
-            failed: meter
-                .u64_counter("dsr.letters.failed")
-                .with_description(
-                    "letters to people given up (attempts spent, or no address), by letter",
-                )
-                .build(),
+            sent,
+            failed,
         }
     }
 

@@ -35,6 +35,7 @@ impl Metrics {
                 .f64_histogram("dsr.orchestrator.step.duration")
                 .with_unit("s")
                 .with_description("time one attempt of a step took, by step and outcome")
+                .with_boundaries(dsr_telemetry::metrics::SECONDS_BUCKETS.to_vec())
                 .build(),
         }
     }

@@ -93,12 +93,12 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
     if let Some(u) = &plan.database_url {
         cfg.database.url = u.clone();
     }
-    // Free ports for the eight services.
+    // Free ports for the services and their ops ports.
     let port = loop {
         let p = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        if p < 65_000 && (1..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+        if p < 65_000 && (1..20).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
         {
             break p;
         }

@@ -79,11 +79,11 @@ fn free_base_port() -> anyhow::Result<u16> {
         .map_or(0, |d| d.subsec_nanos());
     for i in 0..200u32 {
         let p = 20_000 + u16::try_from((seed / 7 + i * 97) % 12_000).unwrap_or(0);
-        if (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+        if (0..20).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
             return Ok(p);
         }
     }
-    anyhow::bail!("no ten free consecutive ports")
+    anyhow::bail!("no twenty free consecutive ports (ten services, ten ops ports)")
 }
 
 async fn until_serving(port: u16, child: &mut Child) -> anyhow::Result<Channel> {
