@@ -1479,6 +1479,7 @@ privacy_centre_url = "https://mina-uppgifter.bolaget.se"
                     idp_assertion: String::new(),
                     attestation: None,
                     language: "sv".into(),
+                    dry_run: false,
                 },
             ))
             .await
@@ -1515,6 +1516,7 @@ privacy_centre_url = "https://mina-uppgifter.bolaget.se"
                     note: "e2e".into(),
                 }),
                 language: "sv".into(),
+                dry_run: false,
             },
         ))
         .await

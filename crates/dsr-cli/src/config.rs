@@ -778,7 +778,48 @@ fn lookup<'a>(root: &'a toml::Value, path: &[&str]) -> Option<&'a toml::Value> {
     path.iter().try_fold(root, |cur, k| cur.get(k))
 }
 
+/// What `dsr up` writes in its data directory while it runs
+/// (`up.json`), so that client commands given the same `--data-dir` find
+/// its services whatever its base port.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct UpContext {
+    /// The first port; each service takes the next.
+    pub base_port: u16,
+    /// Where the services are called.
+    pub host: String,
+}
+
+/// The file of [`UpContext`] in a data directory.
+pub(crate) fn up_context_file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("up.json")
+}
+
 impl Config {
+    /// The same configuration with the base port and host of a `dsr up`
+    /// running on its data directory (`up.json`), unless the base port was
+    /// chosen here (`explicit`, or a value other than the default).
+    #[must_use]
+    pub(crate) fn with_up_context(mut self, explicit: bool) -> Self {
+        if explicit || self.up.base_port != Self::default().up.base_port {
+            return self;
+        }
+        let read = std::fs::read(up_context_file(&self.data_dir))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<UpContext>(&b).ok());
+        if let Some(up) = read {
+            self.up.base_port = up.base_port;
+            if let Ok(ip) = up
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+            {
+                self.up.host = ip.to_string();
+            }
+        }
+        self
+    }
+
     /// Open Watch streams at most: the setting, or half of the server's
     /// places when it is 0, so that streams leave room for other calls.
     pub(crate) fn watch_streams(&self) -> usize {

@@ -13,7 +13,8 @@ use tonic::transport::Channel;
 
 use crate::config::Config;
 use crate::dev;
-use crate::request::{connect, explain};
+use crate::request::{Output, connect, date_json, enum_name, explain, print_json, time_json};
+use serde_json::json;
 
 fn req<T>(token: &str, m: T) -> anyhow::Result<tonic::Request<T>> {
     let mut r = tonic::Request::new(m);
@@ -43,7 +44,12 @@ fn action(a: i32) -> &'static str {
 
 /// Prints a request's plan.
 #[allow(clippy::print_stdout)]
-pub(crate) async fn show_plan(token: &str, endpoint: &str, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn show_plan(
+    token: &str,
+    endpoint: &str,
+    id: &str,
+    output: Output,
+) -> anyhow::Result<()> {
     let plan = client(endpoint)
         .await?
         .get_plan(req(
@@ -57,6 +63,9 @@ pub(crate) async fn show_plan(token: &str, endpoint: &str, id: &str) -> anyhow::
         .into_inner()
         .plan
         .context("empty answer")?;
+    if output == Output::Json {
+        return print_json(&plan_json(&plan));
+    }
     println!(
         "plan of {} (retention policy {}): {} to erase, {} to anonymise, {} retained",
         plan.request_id,
@@ -147,7 +156,12 @@ pub(crate) async fn show_plan(token: &str, endpoint: &str, id: &str) -> anyhow::
 
 /// Prints a request's receipts.
 #[allow(clippy::print_stdout)]
-pub(crate) async fn show_receipts(token: &str, endpoint: &str, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn show_receipts(
+    token: &str,
+    endpoint: &str,
+    id: &str,
+    output: Output,
+) -> anyhow::Result<()> {
     let resp = client(endpoint)
         .await?
         .list_receipts(req(
@@ -159,6 +173,11 @@ pub(crate) async fn show_receipts(token: &str, endpoint: &str, id: &str) -> anyh
         .await
         .map_err(|s| explain(&s))?
         .into_inner();
+    if output == Output::Json {
+        return print_json(&json!({
+            "receipts": resp.receipts.iter().map(receipt_json).collect::<Vec<_>>(),
+        }));
+    }
     if resp.receipts.is_empty() {
         println!("no receipts yet");
     }
@@ -220,6 +239,7 @@ pub(crate) async fn show_notifications(
     token: &str,
     endpoint: &str,
     id: &str,
+    output: Output,
 ) -> anyhow::Result<()> {
     let resp = client(endpoint)
         .await?
@@ -232,6 +252,11 @@ pub(crate) async fn show_notifications(
         .await
         .map_err(|s| explain(&s))?
         .into_inner();
+    if output == Output::Json {
+        return print_json(&json!({
+            "notifications": resp.notifications.iter().map(notification_json).collect::<Vec<_>>(),
+        }));
+    }
     if resp.notifications.is_empty() {
         println!("no recipients to notify (yet)");
     }
@@ -239,6 +264,88 @@ pub(crate) async fn show_notifications(
         print_notification(n);
     }
     Ok(())
+}
+
+/// A plan as JSON (`--output json`).
+fn plan_json(plan: &pb::Plan) -> serde_json::Value {
+    let record = |r: Option<&sys::RecordRef>| {
+        let r = r.cloned().unwrap_or_default();
+        json!({ "store": r.store, "key": r.key })
+    };
+    json!({
+        "request_id": plan.request_id,
+        "policy_version": plan.policy_version,
+        "erase_count": plan.erase_count,
+        "anonymise_count": plan.anonymise_count,
+        "retain_count": plan.retain_count,
+        "next_deferred_on": date_json(plan.next_deferred_on.as_ref()),
+        "records": plan.records.iter().map(|r| json!({
+            "system_id": r.system_id,
+            "record": record(r.record.as_ref()),
+            "action": enum_name(pb::PlanAction::try_from(r.action).ok().map(|a| a.as_str_name()), "PLAN_ACTION_"),
+            "retain_until": date_json(r.retain_until.as_ref()),
+            "legal_ground": r.legal_ground,
+        })).collect::<Vec<_>>(),
+        "discrepancies": plan.discrepancies.iter().map(|d| json!({
+            "system_id": d.system_id,
+            "record": record(d.record.as_ref()),
+            "phase": d.phase,
+            "expected": enum_name(pb::Expectation::try_from(d.expected).ok().map(|x| x.as_str_name()), "EXPECTATION_"),
+            "observed": enum_name(sys::RecordResult::try_from(d.observed).ok().map(|x| x.as_str_name()), "RECORD_RESULT_"),
+            "restriction_reason": enum_name(sys::RestrictionReason::try_from(d.restriction_reason).ok().map(|x| x.as_str_name()), "RESTRICTION_REASON_"),
+            "legal_ground": d.legal_ground,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A receipt as JSON (`--output json`), its signed content decoded.
+fn receipt_json(r: &pb::StoredReceipt) -> serde_json::Value {
+    let content = r
+        .signed
+        .as_ref()
+        .and_then(|s| sys::Receipt::decode(s.payload.as_slice()).ok())
+        .unwrap_or_default();
+    json!({
+        "system_id": r.system_id,
+        "phase": r.phase,
+        "received_at": time_json(r.received_at.as_ref()),
+        "key_id": r.signed.as_ref().map(|s| s.key_id.clone()).unwrap_or_default(),
+        "verified": r.verified,
+        "stores": content.stores.iter().map(|s| json!({
+            "store": s.store,
+            "matched": s.matched,
+            "affected": s.affected,
+            "refused": s.refused,
+        })).collect::<Vec<_>>(),
+        "retained": content.retained.len(),
+        "attestation": content.attestation.as_ref().map(|a| json!({
+            "name": a.name,
+            "contact": a.contact,
+            "attested_at": time_json(a.attested_at.as_ref()),
+            "statement": a.statement,
+        })),
+    })
+}
+
+/// An Art. 19 notification as JSON (`--output json`).
+fn notification_json(n: &pb::Notification) -> serde_json::Value {
+    json!({
+        "id": n.id,
+        "recipient_id": n.recipient_id,
+        "recipient_name": n.recipient_name,
+        "country": n.country,
+        "action": n.action,
+        "channel": enum_name(pb::NotificationChannel::try_from(n.channel).ok().map(|x| x.as_str_name()), "NOTIFICATION_CHANNEL_"),
+        "system_id": n.system_id,
+        "receipt_id": n.receipt_id,
+        "due_date": date_json(n.due_date.as_ref()),
+        "done_time": time_json(n.done_time.as_ref()),
+        "done_by": n.done_by,
+        "transfer": enum_name(pb::NotificationTransfer::try_from(n.transfer).ok().map(|x| x.as_str_name()), "NOTIFICATION_TRANSFER_"),
+        "transfer_reasons": n.transfer_reasons,
+        "approved_by": n.approved_by,
+        "approval_note": n.approval_note,
+    })
 }
 
 #[allow(clippy::print_stdout)]

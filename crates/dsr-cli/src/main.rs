@@ -12,6 +12,7 @@ mod config;
 mod conformance;
 mod dev;
 mod erasure;
+mod exit;
 mod incident;
 mod keys;
 mod portal;
@@ -346,7 +347,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dsr: {e:#}");
-            ExitCode::FAILURE
+            exit::code(&e)
         }
     }
 }
@@ -367,6 +368,31 @@ async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     if let Some(tls) = cfg.client_tls()? {
         dsr_connector::client::set_client_tls(tls);
     }
+    // Client commands find a running `dsr up` of the same data directory
+    // by the ports it wrote down, unless told otherwise.
+    let cfg = match cli.command {
+        Command::Transfers(_)
+        | Command::Verify(_)
+        | Command::Request(_)
+        | Command::Task(_)
+        | Command::Incident(_)
+        | Command::Complaint(_)
+        | Command::ReplayErasures(_)
+        | Command::Sweep(_)
+        | Command::Hold(_) => cfg.with_up_context(std::env::var_os("DSR_UP__BASE_PORT").is_some()),
+        Command::Up(_)
+        | Command::Serve(_)
+        | Command::Migrate(_)
+        | Command::Bench(_)
+        | Command::Token(_)
+        | Command::Seed(_)
+        | Command::Conformance(_)
+        | Command::Keys(_)
+        | Command::ReferenceApi(_)
+        | Command::Audit(_)
+        | Command::Policy(_)
+        | Command::Letters(_) => cfg,
+    };
     match cli.command {
         Command::Up(_) => {
             let guard = telemetry(&cfg, "dsr")?;

@@ -15,14 +15,131 @@ use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
 use sha2::Digest as _;
 use tonic::transport::Channel;
-use tonic_types::StatusExt as _;
 
 use crate::config::Config;
 use crate::dev;
+use crate::exit::{Exit, fail};
+
+/// How a read command prints what it read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    /// Lines for a person.
+    #[default]
+    Text,
+    /// One JSON document on standard output, for scripts (`| jq`): the
+    /// proto's field names, enums as lower-case names without their
+    /// prefix, dates as YYYY-MM-DD, times as RFC 3339.
+    Json,
+}
+
+/// Prints `value` as one JSON document.
+#[allow(clippy::print_stdout)]
+pub(crate) fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A protobuf timestamp as RFC 3339, or null.
+pub(crate) fn time_json(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .map_or(serde_json::Value::Null, |t| t.to_rfc3339().into())
+}
+
+/// A date as YYYY-MM-DD, or null.
+pub(crate) fn date_json(d: Option<&common::Date>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| {
+        format!("{:04}-{:02}-{:02}", d.year, d.month, d.day).into()
+    })
+}
+
+/// An enum value's name without its prefix, lower case ("completed").
+pub(crate) fn enum_name(name: Option<&str>, prefix: &str) -> String {
+    name.map(|n| n.trim_start_matches(prefix).to_lowercase())
+        .unwrap_or_default()
+}
+
+/// A request as JSON (`--output json`).
+fn request_json(r: &pb::DataSubjectRequest) -> serde_json::Value {
+    use serde_json::json;
+    let d = r.deadline.clone().unwrap_or_default();
+    json!({
+        "id": r.id,
+        "kind": enum_name(pb::Kind::try_from(r.kind).ok().map(|k| k.as_str_name()), "KIND_"),
+        "state": state_name(r.state),
+        "controller": r.controller.as_ref().map(|c| c.organisation_number.clone()),
+        "language": r.language,
+        "deadline": {
+            "received_on": date_json(d.received_on.as_ref()),
+            "original_due": date_json(d.original_due.as_ref()),
+            "due": date_json(d.due.as_ref()),
+            "extended_months": d.extended_months,
+            "extension_reason": d.extension_reason,
+            "overdue": d.overdue,
+        },
+        "submit_time": time_json(r.submit_time.as_ref()),
+        "update_time": time_json(r.update_time.as_ref()),
+        "awaiting_code": !r.challenge_id.is_empty(),
+        "retrying": r.retrying,
+        "required_assurance": r.required_assurance,
+        "package_id": r.package_id,
+        "record_count": r.record_count,
+        "retained_count": r.retained_count,
+        "system_ids": r.system_ids,
+        "rejection_reason": enum_name(
+            pb::RejectionReason::try_from(r.rejection_reason).ok().map(|x| x.as_str_name()),
+            "REJECTION_REASON_",
+        ),
+        "rejection_note": r.rejection_note,
+        "cancel_reason": r.cancel_reason,
+        "steps": r.steps.iter().map(|s| json!({
+            "name": s.name,
+            "status": s.status,
+            "attempts": s.attempts,
+            "last_error": s.last_error,
+            "next_attempt_at": time_json(s.next_attempt_at.as_ref()),
+            "done_at": time_json(s.done_at.as_ref()),
+        })).collect::<Vec<_>>(),
+        "discrepancies": r.discrepancies.iter().map(|x| json!({
+            "system_id": x.system_id,
+            "store": x.store,
+            "key": x.key,
+            "phase": x.phase,
+            "expected": x.expected,
+            "observed": x.observed,
+            "restriction_reason": x.restriction_reason,
+            "legal_ground": x.legal_ground,
+            "retain_until": date_json(x.retain_until.as_ref()),
+            "receipt_id": x.receipt_id,
+        })).collect::<Vec<_>>(),
+        "withheld_disclosures": r.withheld_disclosures.iter().map(|w| json!({
+            "recipient_id": w.recipient_id,
+            "recipient_name": w.recipient_name,
+            "country": w.country,
+            "action": w.action,
+            "verdict": w.verdict,
+            "reasons": w.reasons,
+            "notification_id": w.notification_id,
+        })).collect::<Vec<_>>(),
+        "letters": r.letters.iter().map(|l| json!({
+            "kind": enum_name(pb::LetterKind::try_from(l.kind).ok().map(|k| k.as_str_name()), "LETTER_KIND_"),
+            "key": l.key,
+            "status": enum_name(pb::LetterStatus::try_from(l.status).ok().map(|k| k.as_str_name()), "LETTER_STATUS_"),
+            "channel": l.channel,
+            "queue_time": time_json(l.queue_time.as_ref()),
+            "send_time": time_json(l.send_time.as_ref()),
+            "attempts": l.attempts,
+            "last_error": l.last_error,
+        })).collect::<Vec<_>>(),
+    })
+}
 
 /// Arguments of `dsr request`.
 #[derive(Debug, Args)]
 pub(crate) struct RequestArgs {
+    /// How read commands (show, list, plan, receipts, notifications) print:
+    /// text, or json for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
     /// The orchestrator (default: `dsr up`'s, base port + 7).
     #[arg(long, global = true)]
     endpoint: Option<String>,
@@ -283,21 +400,7 @@ enum RequestCommand {
     },
 }
 
-/// A status as a line a person can act on: code, message, and each field
-/// violation.
-pub(crate) fn explain(s: &tonic::Status) -> anyhow::Error {
-    let mut text = format!("{:?}: {}", s.code(), s.message());
-    let details = s.get_error_details();
-    if let Some(info) = details.error_info() {
-        text.push_str(&format!(" [{}]", info.reason));
-    }
-    if let Some(br) = details.bad_request() {
-        for v in &br.field_violations {
-            text.push_str(&format!("\n  {}: {}", v.field, v.description));
-        }
-    }
-    anyhow::anyhow!(text)
-}
+pub(crate) use crate::exit::explain;
 
 struct Portal {
     token: String,
@@ -328,11 +431,18 @@ impl Portal {
 
 /// A connection to `endpoint` (TLS for `https://`, with `client.tls_*`).
 pub(crate) async fn connect(endpoint: &str, what: &str) -> anyhow::Result<Channel> {
-    dsr_connector::client::endpoint(endpoint)
-        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {what} at {endpoint}"))
+    let ep = dsr_connector::client::endpoint(endpoint)
+        .map_err(|e| fail(Exit::Usage, format!("{what}: {e}")))?;
+    ep.connect().await.map_err(|e| {
+        fail(
+            Exit::Unavailable,
+            format!(
+                "cannot reach {what} at {endpoint} ({e}): is the mesh running there? \
+                 Under `dsr up`, give the same --data-dir (its up.json says where it listens) \
+                 or DSR_UP__BASE_PORT; else --endpoint"
+            ),
+        )
+    })
 }
 
 fn state_name(s: i32) -> String {
@@ -536,6 +646,7 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
             cfg.up.base_port.saturating_add(offset)
         )
     };
+    let output = args.output;
     let endpoint = args.endpoint.unwrap_or_else(|| base(7));
     let token = dev::token_or_mint(
         &cfg.data_dir,
@@ -622,7 +733,7 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
             submit_with(cfg, &mut p, order, pb::Kind::Objection, n).await
         }
         RequestCommand::Notifications { id } => {
-            crate::erasure::show_notifications(&p.token, &p.erasure_endpoint, &id).await
+            crate::erasure::show_notifications(&p.token, &p.erasure_endpoint, &id, output).await
         }
         RequestCommand::NotificationDone { id } => {
             crate::erasure::settle_notification(&p.token, &p.erasure_endpoint, &id, None).await
@@ -632,10 +743,10 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                 .await
         }
         RequestCommand::Plan { id } => {
-            crate::erasure::show_plan(&p.token, &p.erasure_endpoint, &id).await
+            crate::erasure::show_plan(&p.token, &p.erasure_endpoint, &id, output).await
         }
         RequestCommand::Receipts { id } => {
-            crate::erasure::show_receipts(&p.token, &p.erasure_endpoint, &id).await
+            crate::erasure::show_receipts(&p.token, &p.erasure_endpoint, &id, output).await
         }
         RequestCommand::Verify { id, code } => {
             let r = p.req(pb::VerifyRequest {
@@ -653,7 +764,11 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
             Ok(())
         }
         RequestCommand::Show { id } => {
-            print_request(&p.get(&id).await?);
+            let r = p.get(&id).await?;
+            match output {
+                Output::Json => print_json(&request_json(&r))?,
+                Output::Text => print_request(&r),
+            }
             Ok(())
         }
         RequestCommand::List {
@@ -707,6 +822,12 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(|s| explain(&s))?
                 .into_inner();
+            if output == Output::Json {
+                return print_json(&serde_json::json!({
+                    "requests": r.requests.iter().map(request_json).collect::<Vec<_>>(),
+                    "next_page_token": r.page.map(|pg| pg.next_page_token).unwrap_or_default(),
+                }));
+            }
             for x in &r.requests {
                 println!(
                     "{}  {:<12} {:<18} due {}{}",
@@ -929,7 +1050,13 @@ async fn submit_with(
         }
         if Instant::now() > deadline {
             print_request(&r);
-            bail!("gave up waiting after {} s", n.timeout_secs);
+            return Err(fail(
+                Exit::TimedOut,
+                format!(
+                    "gave up waiting after {} s (the request goes on: `dsr request show {}`)",
+                    n.timeout_secs, r.id
+                ),
+            ));
         }
         let now = progress(&r);
         if now != shown {
@@ -953,18 +1080,24 @@ async fn submit_with(
     }
     print_request(&r);
     if r.state == pb::State::AwaitingReview as i32 {
-        bail!(
-            "the request awaits a case handler: {}",
-            if r.discrepancies.is_empty() {
-                "a disclosure with no lawful transfer awaits approval (above)"
-            } else {
-                "what the systems did differs from the plan (the discrepancies above)"
-            }
-        );
+        return Err(fail(
+            Exit::Refused,
+            format!(
+                "the request awaits a case handler: {}",
+                if r.discrepancies.is_empty() {
+                    "a disclosure with no lawful transfer awaits approval (above)"
+                } else {
+                    "what the systems did differs from the plan (the discrepancies above)"
+                }
+            ),
+        ));
     }
     if r.state != pb::State::Completed as i32 && r.state != pb::State::CompletedWithRetained as i32
     {
-        bail!("the request ended {}", state_name(r.state));
+        return Err(fail(
+            Exit::Refused,
+            format!("the request ended {}", state_name(r.state)),
+        ));
     }
     if let Some(out) = &n.out {
         download(p, &r, out).await?;

@@ -11,14 +11,19 @@ use dsr_proto::transfer::v1 as pb;
 use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use dsr_transfer_registry::{SERVICE_NAME, grpc, seed};
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
 use crate::config::Config;
 use crate::dev;
+use crate::request::{Output, date_json, enum_name, print_json, time_json};
+use serde_json::json;
 
 /// Arguments of `dsr transfers`.
 #[derive(Debug, Args)]
 pub(crate) struct TransfersArgs {
+    /// How read commands (list, get, check, countries, reviews) print: text,
+    /// or json for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
     /// The registry's address (default: `dsr up`'s, on its base port).
     #[arg(long, env = "DSR_ENDPOINT", global = true)]
     endpoint: Option<String>,
@@ -99,16 +104,7 @@ impl Client {
 }
 
 pub(crate) fn explain(status: tonic::Status) -> anyhow::Error {
-    let mut msg = format!("{:?}: {}", status.code(), status.message());
-    if let Some(br) = status.get_details_bad_request() {
-        for v in br.field_violations {
-            msg.push_str(&format!("\n  {}: {}", v.field, v.description));
-        }
-    }
-    if let Some(info) = status.get_details_error_info() {
-        msg.push_str(&format!(" [{}]", info.reason));
-    }
-    anyhow::anyhow!(msg)
+    crate::exit::explain(&status)
 }
 
 fn controller(org: Option<String>) -> Option<common::ControllerRef> {
@@ -166,6 +162,43 @@ fn print_recipient(r: &pb::Recipient) {
     }
 }
 
+/// An assessment as JSON.
+fn assessment_json(a: &pb::TransferAssessment) -> serde_json::Value {
+    json!({
+        "lawful": a.lawful,
+        "basis": enum_name(pb::TransferBasis::try_from(a.basis).ok().map(|b| b.as_str_name()), "TRANSFER_BASIS_"),
+        "country": a.country,
+        "decision_reference": a.decision_reference,
+        "safeguard_summary": a.safeguard_summary,
+        "safeguard_summary_sv": a.safeguard_summary_sv,
+        "reasons": a.reasons.iter().map(|r| json!({
+            "code": r.code, "message": r.message, "blocking": r.blocking,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A recipient as JSON.
+fn recipient_json(r: &pb::Recipient) -> serde_json::Value {
+    json!({
+        "id": r.id,
+        "name": r.name,
+        "name_sv": r.name_sv,
+        "role": enum_name(pb::RecipientRole::try_from(r.role).ok().map(|x| x.as_str_name()), "RECIPIENT_ROLE_"),
+        "country": r.country,
+        "controllers": r.controllers.iter().map(|c| c.organisation_number.clone()).collect::<Vec<_>>(),
+        "category_ids": r.category_ids,
+        "system_ids": r.system_ids,
+        "dpa_reference": r.dpa_reference,
+        "safeguard": safeguard(r),
+        "purpose": r.purpose,
+        "purpose_sv": r.purpose_sv,
+        "revision": r.revision,
+        "create_time": time_json(r.create_time.as_ref()),
+        "update_time": time_json(r.update_time.as_ref()),
+        "standing": r.standing.as_ref().map(assessment_json),
+    })
+}
+
 /// Runs a `dsr transfers` subcommand.
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()> {
@@ -177,6 +210,7 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
         vec![grpc::SCOPE_READ.into(), grpc::SCOPE_WRITE.into()],
         Duration::from_secs(300),
     )?;
+    let output = args.output;
     let endpoint = args
         .endpoint
         .unwrap_or_else(|| format!("http://{}:{}", cfg.up.connect_host(), cfg.up.base_port));
@@ -193,6 +227,7 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
             categories,
         } => {
             let mut page_token = String::new();
+            let mut all = Vec::new();
             loop {
                 let resp = c
                     .inner
@@ -209,11 +244,18 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
                     .await
                     .map_err(explain)?
                     .into_inner();
-                resp.recipients.iter().for_each(print_recipient);
+                if output == Output::Json {
+                    all.extend(resp.recipients.iter().map(recipient_json));
+                } else {
+                    resp.recipients.iter().for_each(print_recipient);
+                }
                 page_token = resp.page.map(|p| p.next_page_token).unwrap_or_default();
                 if page_token.is_empty() {
                     break;
                 }
+            }
+            if output == Output::Json {
+                print_json(&json!({ "recipients": all }))?;
             }
         }
         TransfersCommand::Get { id } => {
@@ -224,6 +266,9 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
                 .map_err(explain)?
                 .into_inner();
             let r = r.recipient.context("empty answer")?;
+            if output == Output::Json {
+                return print_json(&recipient_json(&r));
+            }
             print_recipient(&r);
             println!(
                 "{:<27} controllers: {}",
@@ -259,6 +304,9 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
                 .into_inner()
                 .assessment
                 .context("empty answer")?;
+            if output == Output::Json {
+                return print_json(&assessment_json(&a));
+            }
             let basis = pb::TransferBasis::try_from(a.basis).map_or("?", |b| b.as_str_name());
             println!(
                 "{} ({basis}, {})",
@@ -282,6 +330,19 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
                 .await
                 .map_err(explain)?
                 .into_inner();
+            if output == Output::Json {
+                return print_json(&json!({
+                    "countries": list.countries.iter().map(|k| json!({
+                        "code": k.code,
+                        "name": k.name,
+                        "status": enum_name(pb::CountryStatus::try_from(k.status).ok().map(|x| x.as_str_name()), "COUNTRY_STATUS_"),
+                        "decision_reference": k.decision_reference,
+                        "decision_date": date_json(k.decision_date.as_ref()),
+                        "valid_until": date_json(k.valid_until.as_ref()),
+                        "scope": k.scope,
+                    })).collect::<Vec<_>>(),
+                }));
+            }
             for k in list.countries {
                 let status = pb::CountryStatus::try_from(k.status).map_or("?", |s| s.as_str_name());
                 println!(
@@ -297,6 +358,17 @@ pub(crate) async fn run(cfg: &Config, args: TransfersArgs) -> anyhow::Result<()>
                 .await
                 .map_err(explain)?
                 .into_inner();
+            if output == Output::Json {
+                return print_json(&json!({
+                    "reviews": list.reviews.iter().map(|r| json!({
+                        "recipient_id": r.recipient_id,
+                        "recipient_name": r.recipient_name,
+                        "basis": enum_name(pb::TransferBasis::try_from(r.basis).ok().map(|b| b.as_str_name()), "TRANSFER_BASIS_"),
+                        "review_by": date_json(r.review_by.as_ref()),
+                        "overdue": r.overdue,
+                    })).collect::<Vec<_>>(),
+                }));
+            }
             if list.reviews.is_empty() {
                 println!("no reviews due within {within_days} days");
             }

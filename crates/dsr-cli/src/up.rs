@@ -24,8 +24,19 @@ pub(crate) async fn run(cfg: &Config) -> anyhow::Result<()> {
     // as the banner is out (a supervisor, a test) still drains the mesh.
     let signal = dsr_server::shutdown_signal();
     let mesh = start(cfg).await?;
+    // Client commands with the same data directory find the services here.
+    let context = crate::config::up_context_file(&cfg.data_dir);
+    std::fs::write(
+        &context,
+        serde_json::to_vec_pretty(&crate::config::UpContext {
+            base_port: cfg.up.base_port,
+            host: cfg.up.connect_host(),
+        })?,
+    )
+    .with_context(|| format!("cannot write {}", context.display()))?;
     banner(&mesh.cfg, &mesh.endpoints, mesh.portal);
     signal.await;
+    let _ = std::fs::remove_file(&context);
     mesh.stop().await
 }
 

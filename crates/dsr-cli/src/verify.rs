@@ -106,10 +106,11 @@ pub(crate) async fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<()> {
                         idp_assertion: String::new(),
                         attestation: None,
                         language,
+                        dry_run: false,
                     },
                 )?)
                 .await
-                .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+                .map_err(|s| crate::exit::explain(&s))?
                 .into_inner();
             println!("{}", resp.challenge_id);
             eprintln!(
@@ -127,7 +128,7 @@ pub(crate) async fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<()> {
                     },
                 )?)
                 .await
-                .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+                .map_err(|s| crate::exit::explain(&s))?
                 .into_inner();
             let t = resp.token.context("empty answer")?;
             println!("{}", t.jwt);

@@ -1915,3 +1915,101 @@ async fn the_runbooks_alerts_name_metrics_the_services_export() {
     let (ok, logs) = terminate(child);
     assert!(ok, "{logs}");
 }
+
+/// The CLI as a script uses it: client commands find `dsr up` from its data
+/// directory alone (`up.json`), read commands print JSON with
+/// `--output json`, and each kind of failure has its exit code
+/// (`docs/cli.md`): 2 usage, 3 not found, 5 unavailable (a rate limit
+/// included, saying when to try again). A person who has had too many codes
+/// is refused at Submit at once, and nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_get_json_exit_codes_and_a_rate_limited_submit_is_refused_at_once() {
+    let _turn = UP.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap().to_owned();
+    let port = free_ports();
+    let child = up(&data, port);
+    // No DSR_UP__BASE_PORT: the data directory says where the mesh is.
+    let run = |args: &[&str]| {
+        Command::new(DSR)
+            .args(args)
+            .args(["--data-dir", &d])
+            .env_remove("DSR_TEST_POSTGRES_URL")
+            .env_remove("DSR_UP__BASE_PORT")
+            .output()
+            .unwrap()
+    };
+    let person = dsr_system_sql::reference::people(1000, 1)[3].clone();
+    let submitted = run(&["request", "access", "--email", &person.email]);
+    let id = stdout(&submitted).trim().to_owned();
+
+    let listed = run(&["request", "list", "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    let requests = doc["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 1, "{doc}");
+    assert_eq!(requests[0]["id"], id.as_str());
+    assert_eq!(requests[0]["kind"], "access");
+    assert!(
+        requests[0]["deadline"]["due"].as_str().unwrap().len() == 10,
+        "{doc}"
+    );
+    let shown = run(&["request", "show", &id, "--output", "json"]);
+    let one: serde_json::Value = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(one["id"], id.as_str());
+    assert!(one["steps"].is_array(), "{one}");
+    let registry = run(&["transfers", "get", "storage-us", "--output", "json"]);
+    let recipient: serde_json::Value = serde_json::from_str(&stdout(&registry)).unwrap();
+    assert_eq!(recipient["id"], "storage-us");
+
+    // Exit codes.
+    let code = |o: &Output| o.status.code().unwrap();
+    let missing = run(&["request", "show", "00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(code(&missing), 3, "{missing:?}");
+    let bad = run(&["request", "show", "not an id"]);
+    assert_eq!(code(&bad), 2, "{bad:?}");
+    let usage = run(&["request", "list", "--output", "yaml"]);
+    assert_eq!(code(&usage), 2, "{usage:?}");
+    let nowhere = Command::new(DSR)
+        .args(["request", "list", "--data-dir", &d])
+        .env("DSR_UP__BASE_PORT", "1")
+        .env_remove("DSR_TEST_POSTGRES_URL")
+        .output()
+        .unwrap();
+    assert_eq!(code(&nowhere), 5, "{nowhere:?}");
+    let said = String::from_utf8_lossy(&nowhere.stderr);
+    assert!(
+        said.contains("cannot reach the orchestrator") && said.contains("--data-dir"),
+        "{said}"
+    );
+
+    // Five codes in an hour is the limit; the sixth request is refused at
+    // Submit, saying when a code could go, and no request is recorded.
+    let limited = &dsr_system_sql::reference::people(1000, 1)[4].email;
+    for _ in 0..5 {
+        stdout(&run(&["verify", "start", "--email", limited]));
+    }
+    let asked = std::time::Instant::now();
+    let refused = run(&["request", "access", "--email", limited, "--wait"]);
+    assert!(asked.elapsed() < Duration::from_secs(30), "refused at once");
+    assert_eq!(code(&refused), 5, "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("IDENTITY_RATE_LIMITED") && said.contains("try again in"),
+        "{said}"
+    );
+    let listed = run(&["request", "list", "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert_eq!(
+        doc["requests"].as_array().unwrap().len(),
+        1,
+        "nothing recorded: {doc}"
+    );
+
+    let (ok, logs) = terminate(child);
+    assert!(ok, "{logs}");
+    assert!(
+        !data.join("up.json").exists(),
+        "dsr up removes its up.json when it stops"
+    );
+}

@@ -52,6 +52,20 @@ impl Errors {
         )
     }
 
+    /// A status with a reason and a RetryInfo: when trying again may
+    /// succeed (RESOURCE_EXHAUSTED for a limit, say).
+    pub fn retry_after(
+        &self,
+        code: Code,
+        message: &str,
+        reason: &str,
+        wait: std::time::Duration,
+    ) -> Status {
+        let mut details = ErrorDetails::with_error_info(reason, self.domain, []);
+        details.set_retry_info(Some(wait));
+        Status::with_error_details(code, message, details)
+    }
+
     /// INVALID_ARGUMENT naming each `(field, description)`.
     pub fn invalid_argument(&self, violations: Vec<(String, String)>) -> Status {
         self.invalid_argument_because("INVALID_ARGUMENT", violations)

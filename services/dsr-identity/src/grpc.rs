@@ -81,11 +81,15 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::InvalidArgument(v) => invalid(v),
-            Error::RateLimited => status(
-                Code::ResourceExhausted,
-                "too many codes for this identity; try again later",
-                "IDENTITY_RATE_LIMITED",
-            ),
+            Error::RateLimited { retry_after } => {
+                let mut d = ErrorDetails::with_error_info("IDENTITY_RATE_LIMITED", DOMAIN, []);
+                d.set_retry_info(Some(retry_after.to_std().unwrap_or_default()));
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    "too many codes for this identity; try again later (RetryInfo says when)",
+                    d,
+                )
+            }
             Error::NotFound => status(Code::NotFound, "challenge not found", "CHALLENGE_NOT_FOUND"),
             Error::Expired => status(
                 Code::FailedPrecondition,
@@ -170,6 +174,7 @@ impl IdentityVerification for Handlers {
             idp_assertion,
             attestation,
             language,
+            dry_run,
         } = req.into_inner();
         let language = if language.is_empty() {
             "sv".to_owned()
@@ -193,6 +198,10 @@ impl IdentityVerification for Handlers {
                 } else {
                     Channel::Sms
                 };
+                if dry_run {
+                    self.verifier.check_code(&to, channel).await?;
+                    return Ok(Response::new(pb::StartVerificationResponse::default()));
+                }
                 let started = self.verifier.start_code(to, channel, &language).await?;
                 Ok(Response::new(pb::StartVerificationResponse {
                     challenge_id: started.challenge_id,

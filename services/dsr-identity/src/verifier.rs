@@ -14,7 +14,7 @@ use rand::Rng as _;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter,
+    PaginatorTrait, QueryFilter, QueryOrder,
 };
 use serde::Deserialize;
 use sha2::Sha256;
@@ -22,6 +22,11 @@ use sha2::Sha256;
 use crate::entity::{attempt, challenge};
 use crate::notifier::{Message, Notifier};
 use crate::tokens::{Assurance, Issued, TokenIdentity, TokenIssuer};
+
+/// From `now` to the start of the next clock hour (at least a second).
+fn until_next_hour(now: DateTime<Utc>) -> Duration {
+    Duration::seconds(3600 - now.timestamp().rem_euclid(3600)).max(Duration::seconds(1))
+}
 
 /// Why a verification failed. Messages hold no personal data.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +36,10 @@ pub enum Error {
     InvalidArgument(Vec<(String, String)>),
     /// Too many codes for this identity in the last hour.
     #[error("rate limited")]
-    RateLimited,
+    RateLimited {
+        /// How long until a code can be sent again.
+        retry_after: Duration,
+    },
     /// No such challenge.
     #[error("challenge not found")]
     NotFound,
@@ -260,20 +268,16 @@ impl Verifier {
             )]));
         }
         let now = self.clock.now();
-        let identity_hash = self.mac(&[
-            b"identity",
-            to.kind().as_str().as_bytes(),
-            to.value().as_bytes(),
-        ]);
-        let recent = challenge::Entity::find()
-            .filter(challenge::Column::IdentityHash.eq(identity_hash.as_str()))
-            .filter(challenge::Column::CreatedAt.gt(now - Duration::hours(1)))
-            .count(&self.db)
-            .await?;
-        if recent >= self.settings.per_hour || !self.take_slot(&identity_hash, now).await? {
+        let identity_hash = self.identity_hash(&to);
+        let limited = match self.wait_before_code(&identity_hash, now).await? {
+            Some(wait) => Some(wait),
+            None if !self.take_slot(&identity_hash, now).await? => Some(until_next_hour(now)),
+            None => None,
+        };
+        if let Some(retry_after) = limited {
             self.audit("-", channel.method(), "rate_limited", "subject")
                 .await?;
-            return Err(Error::RateLimited);
+            return Err(Error::RateLimited { retry_after });
         }
         let id = uuid::Uuid::new_v4().to_string();
         let code = format!("{:06}", rand::rngs::OsRng.gen_range(0..1_000_000u32));
@@ -324,6 +328,67 @@ impl Verifier {
         Ok(Started {
             challenge_id: id,
             expires_at,
+        })
+    }
+
+    /// Whether a code could be sent to `to` now, without sending one or
+    /// recording anything: `RateLimited` (with how long to wait) when not.
+    pub async fn check_code(&self, to: &Identity, channel: Channel) -> Result<(), Error> {
+        let expected = match channel {
+            Channel::Email => IdentityType::Email,
+            Channel::Sms => IdentityType::Phone,
+        };
+        if to.kind() != expected {
+            return Err(Error::InvalidArgument(vec![(
+                "claimed[0].type".into(),
+                format!("the code goes to a {expected}: claim exactly one"),
+            )]));
+        }
+        let now = self.clock.now();
+        match self.wait_before_code(&self.identity_hash(to), now).await? {
+            Some(retry_after) => Err(Error::RateLimited { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    fn identity_hash(&self, to: &Identity) -> String {
+        self.mac(&[
+            b"identity",
+            to.kind().as_str().as_bytes(),
+            to.value().as_bytes(),
+        ])
+    }
+
+    /// How long until a code may go to the identity: `None` when one may
+    /// now. Two limits: `per_hour` codes in any sliding hour, and
+    /// `per_hour` slots in each clock hour (see [`Self::take_slot`]).
+    async fn wait_before_code(
+        &self,
+        identity_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Duration>, Error> {
+        use crate::entity::rate_slot;
+        let recent = challenge::Entity::find()
+            .filter(challenge::Column::IdentityHash.eq(identity_hash))
+            .filter(challenge::Column::CreatedAt.gt(now - Duration::hours(1)))
+            .order_by_desc(challenge::Column::CreatedAt)
+            .all(&self.db)
+            .await?;
+        let per_hour = usize::try_from(self.settings.per_hour).unwrap_or(usize::MAX);
+        // The code that must leave the sliding hour before another may go.
+        let sliding = (recent.len() >= per_hour)
+            .then(|| recent.get(per_hour.saturating_sub(1)))
+            .flatten()
+            .map(|c| c.created_at + Duration::hours(1) - now);
+        let hour = now.timestamp().div_euclid(3600);
+        let taken = rate_slot::Entity::find()
+            .filter(rate_slot::Column::Key.starts_with(format!("{identity_hash}:{hour}:")))
+            .count(&self.db)
+            .await?;
+        let slots = (taken >= self.settings.per_hour).then(|| until_next_hour(now));
+        Ok(match (sliding, slots) {
+            (None, None) => None,
+            (a, b) => Some(a.max(b).unwrap_or_default().max(Duration::seconds(1))),
         })
     }
 

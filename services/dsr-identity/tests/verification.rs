@@ -154,6 +154,14 @@ impl Harness {
         &mut self,
         email: &str,
     ) -> Result<pb::StartVerificationResponse, tonic::Status> {
+        self.start_email_dry(email, false).await
+    }
+
+    async fn start_email_dry(
+        &mut self,
+        email: &str,
+        dry_run: bool,
+    ) -> Result<pb::StartVerificationResponse, tonic::Status> {
         let req = self.req(
             pb::StartVerificationRequest {
                 claimed: vec![common::Identity {
@@ -166,6 +174,7 @@ impl Harness {
                 idp_assertion: String::new(),
                 attestation: None,
                 language: "en".into(),
+                dry_run,
             },
             &[grpc::SCOPE_VERIFY],
         );
@@ -370,6 +379,42 @@ async fn rate_limit_per_identity_without_revealing_anyone() {
         (err.code(), reason(&err).as_str()),
         (Code::ResourceExhausted, "IDENTITY_RATE_LIMITED")
     );
+    // A dry run (what the orchestrator asks at Submit) answers the same,
+    // with when a code could go, and sends and records nothing.
+    let in_outbox = std::fs::read_dir(h.outbox.path()).unwrap().count();
+    let err = h
+        .start_email_dry("unknown.person@example.se", true)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::ResourceExhausted, "IDENTITY_RATE_LIMITED")
+    );
+    let wait = err
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .expect("RetryInfo");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(3600),
+        "{wait:?}"
+    );
+    let fresh = h
+        .start_email_dry("fresh.person@example.se", true)
+        .await
+        .unwrap();
+    assert!(fresh.challenge_id.is_empty() && fresh.token.is_none());
+    assert_eq!(
+        std::fs::read_dir(h.outbox.path()).unwrap().count(),
+        in_outbox,
+        "a dry run sends nothing"
+    );
+    // Once the RetryInfo's time has passed, a code can go again.
+    h.clock
+        .advance(chrono::Duration::from_std(wait).unwrap() + chrono::Duration::seconds(1));
+    h.start_email_dry("unknown.person@example.se", true)
+        .await
+        .unwrap();
+    h.start_email("unknown.person@example.se").await.unwrap();
     // other people are not affected
     h.start_email("someone.else@example.se").await.unwrap();
     // bad input names the field, not the value
@@ -406,6 +451,7 @@ async fn parallel_code_requests_for_one_identity_send_no_more_than_the_limit() {
                 idp_assertion: String::new(),
                 attestation: None,
                 language: "sv".into(),
+                dry_run: false,
             },
             &[grpc::SCOPE_VERIFY],
         );
@@ -450,6 +496,7 @@ async fn idp_assertions_and_attestations() {
         idp_assertion: assertion,
         attestation: None,
         language: String::new(),
+        dry_run: false,
     };
     let good = idp_assertion(
         Algorithm::EdDSA,
@@ -527,6 +574,7 @@ async fn idp_assertions_and_attestations() {
             note: "ID checked at the office".into(),
         }),
         language: String::new(),
+        dry_run: false,
     };
     let err = h
         .client

@@ -174,6 +174,36 @@ impl Intake {
         &self.assurance
     }
 
+    /// Before a request that will send the person a code is recorded: how
+    /// long until the identity service would send one, when it rate-limits
+    /// them now (too many codes lately). The portal is then told at once
+    /// instead of the request retrying unheard. `None` when a code could go,
+    /// when the kind needs more than a code, when a request is already
+    /// recorded under `idempotency_key` (a resubmission answers as before),
+    /// or when the identity service does not answer (the verify step then
+    /// tries as usual).
+    pub async fn code_wait(
+        &self,
+        kind: Kind,
+        call: &Call,
+        claimed: &[Identity],
+        idempotency_key: &str,
+    ) -> Result<Option<Duration>, IntakeError> {
+        if self.assurance.required(kind) > Assurance::Low
+            || self.ledger.recorded(idempotency_key).await?
+        {
+            return Ok(None);
+        }
+        Ok(self
+            .verification
+            .code_wait(call, claimed)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(reason = %e, "the code check at submission did not answer");
+                None
+            }))
+    }
+
     /// What a verification token vouches for: its identities, its id and
     /// its assurance.
     pub fn vouched(&self, token: &str) -> Result<Vouched, IntakeError> {

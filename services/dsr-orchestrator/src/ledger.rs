@@ -424,6 +424,15 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether a request was recorded under `idempotency_key`.
+    pub async fn recorded(&self, idempotency_key: &str) -> Result<bool, Error> {
+        Ok(req::Entity::find()
+            .filter(req::Column::IdempotencyKey.eq(idempotency_key))
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
     /// Records a submission received on `received_on`; returns the request and
     /// whether it was new. The same key with the same payload returns the
     /// request first recorded; with another payload it is refused.

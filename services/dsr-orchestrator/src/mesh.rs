@@ -155,6 +155,18 @@ pub struct PackageRef {
 /// Identity verification.
 #[tonic::async_trait]
 pub trait Verification: Send + Sync {
+    /// Whether a code could go to the person now: `Some(wait)` when the
+    /// identity service rate-limits them (too many codes lately), with how
+    /// long until one could; `None` when it could (or no code is needed).
+    /// Sends nothing. Test doubles that never limit keep this default.
+    async fn code_wait(
+        &self,
+        _call: &Call,
+        _claimed: &[Identity],
+    ) -> Result<Option<Duration>, CallError> {
+        Ok(None)
+    }
+
     /// Starts a challenge for the claimed identities (the code goes to the
     /// person).
     async fn start(

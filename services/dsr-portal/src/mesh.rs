@@ -215,6 +215,7 @@ impl Mesh {
                 idp_assertion: String::new(),
                 attestation: None,
                 language: language.to_owned(),
+                dry_run: false,
             },
         )?;
         Ok(IdentityVerificationClient::new(self.identity.clone())
@@ -238,6 +239,7 @@ impl Mesh {
                 idp_assertion: id_token.to_owned(),
                 attestation: None,
                 language: String::new(),
+                dry_run: false,
             },
         )?;
         IdentityVerificationClient::new(self.identity.clone())
@@ -419,6 +421,7 @@ impl Mesh {
                     note: note.to_owned(),
                 }),
                 language: String::new(),
+                dry_run: false,
             },
         )?;
         let token = IdentityVerificationClient::new(self.identity.clone())

@@ -160,6 +160,7 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
                         note: "benchmark".into(),
                     }),
                     language: "sv".into(),
+                    dry_run: false,
                 },
             )?)
             .await

@@ -216,33 +216,74 @@ pub fn map_to_pb(m: &SubjectMap) -> disc::SubjectMap {
     }
 }
 
+/// Where a code goes: the first email, else the first phone; and how.
+fn code_target(claimed: &[Identity]) -> Result<(&Identity, idv::Method), CallError> {
+    let target = claimed
+        .iter()
+        .find(|i| i.kind() == dsr_domain::identity::IdentityType::Email)
+        .or_else(|| {
+            claimed
+                .iter()
+                .find(|i| i.kind() == dsr_domain::identity::IdentityType::Phone)
+        })
+        .ok_or_else(|| CallError {
+            service: "identity".into(),
+            reason: "NO_CONTACT_IDENTITY".into(),
+            retryable: false,
+        })?;
+    let method = if target.kind() == dsr_domain::identity::IdentityType::Email {
+        idv::Method::EmailCode
+    } else {
+        idv::Method::SmsCode
+    };
+    Ok((target, method))
+}
+
 #[tonic::async_trait]
 impl Verification for GrpcMesh {
+    async fn code_wait(
+        &self,
+        call: &Call,
+        claimed: &[Identity],
+    ) -> Result<Option<std::time::Duration>, CallError> {
+        let Ok((target, method)) = code_target(claimed) else {
+            // No address for a code: the verify step says so.
+            return Ok(None);
+        };
+        let asked = self
+            .identity
+            .clone()
+            .start_verification(with_deadline(
+                call,
+                idv::StartVerificationRequest {
+                    claimed: vec![identity_to_pb(target)],
+                    method: method as i32,
+                    idp_assertion: String::new(),
+                    attestation: None,
+                    language: String::new(),
+                    dry_run: true,
+                },
+            ))
+            .await;
+        match asked {
+            Ok(_) => Ok(None),
+            Err(s) if s.code() == Code::ResourceExhausted => Ok(Some(
+                s.get_error_details()
+                    .retry_info()
+                    .and_then(|r| r.retry_delay)
+                    .unwrap_or(std::time::Duration::from_secs(3600)),
+            )),
+            Err(s) => Err(call_error("identity", &s)),
+        }
+    }
+
     async fn start(
         &self,
         call: &Call,
         claimed: &[Identity],
         language: &str,
     ) -> Result<Challenge, CallError> {
-        // A code to the first email, else the first phone.
-        let target = claimed
-            .iter()
-            .find(|i| i.kind() == dsr_domain::identity::IdentityType::Email)
-            .or_else(|| {
-                claimed
-                    .iter()
-                    .find(|i| i.kind() == dsr_domain::identity::IdentityType::Phone)
-            })
-            .ok_or_else(|| CallError {
-                service: "identity".into(),
-                reason: "NO_CONTACT_IDENTITY".into(),
-                retryable: false,
-            })?;
-        let method = if target.kind() == dsr_domain::identity::IdentityType::Email {
-            idv::Method::EmailCode
-        } else {
-            idv::Method::SmsCode
-        };
+        let (target, method) = code_target(claimed)?;
         let resp = self
             .identity
             .clone()
@@ -255,6 +296,7 @@ impl Verification for GrpcMesh {
                     idp_assertion: String::new(),
                     attestation: None,
                     language: language.to_owned(),
+                    dry_run: false,
                 },
             ))
             .await
