@@ -301,16 +301,67 @@ impl Grants {
     }
 }
 
+/// A key set that can be replaced while validators use it: the keys an
+/// identity provider publishes at its `jwks_uri`, fetched again from time to
+/// time. Validators see the new keys at once; a token signed with a key id
+/// the set lacks is remembered ([`SharedKeys::take_missed`]) so that the one
+/// refreshing the set can fetch it sooner (an IdP that rotated its keys).
+#[derive(Clone, Debug, Default)]
+pub struct SharedKeys {
+    current: Arc<std::sync::RwLock<Arc<KeySet>>>,
+    missed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SharedKeys {
+    /// Starts with `keys`.
+    pub fn new(keys: Arc<KeySet>) -> Self {
+        Self {
+            current: Arc::new(std::sync::RwLock::new(keys)),
+            missed: Arc::default(),
+        }
+    }
+
+    /// The keys now.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |k| k.clone())
+    }
+
+    /// Replaces the keys for every validator sharing them.
+    pub fn replace(&self, keys: KeySet) {
+        let keys = Arc::new(keys);
+        match self.current.write() {
+            Ok(mut k) => *k = keys,
+            Err(p) => *p.into_inner() = keys,
+        }
+    }
+
+    /// Whether a token named a key id the set lacks since the last call.
+    pub fn take_missed(&self) -> bool {
+        self.missed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Validates bearer tokens for one service.
 #[derive(Clone, Debug)]
 pub struct Validator {
-    keys: Arc<KeySet>,
+    keys: SharedKeys,
     cfg: ValidatorConfig,
 }
 
 impl Validator {
     /// A validator with `keys` and `cfg`.
     pub fn new(keys: Arc<KeySet>, cfg: ValidatorConfig) -> Self {
+        Self {
+            keys: SharedKeys::new(keys),
+            cfg,
+        }
+    }
+
+    /// A validator whose keys are replaced as `keys` is.
+    pub fn with_shared_keys(keys: SharedKeys, cfg: ValidatorConfig) -> Self {
         Self { keys, cfg }
     }
 
@@ -350,7 +401,13 @@ impl Validator {
     ) -> Result<T, Error> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Error::Malformed)?;
         let kid = header.kid.as_deref().ok_or(Error::UnknownKey)?;
-        let (key, alg, bound) = self.keys.get(kid).ok_or(Error::UnknownKey)?;
+        let keys = self.keys.current();
+        let Some((key, alg, bound)) = keys.get(kid) else {
+            self.keys
+                .missed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(Error::UnknownKey);
+        };
         if header.alg != alg {
             return Err(Error::AlgorithmMismatch);
         }

@@ -493,6 +493,10 @@ pub(crate) struct AuthSection {
     /// built-in grants, which an entry here replaces. Every accepted issuer
     /// needs one.
     pub grants: BTreeMap<String, Vec<String>>,
+    /// How often the keys of issuers trusted by `jwks_uri` are fetched
+    /// again, seconds. A token signed with a key id not yet known brings
+    /// the next fetch forward (at most once every 30 s).
+    pub jwks_refresh_secs: u64,
 }
 
 /// One trusted issuer and its keys.
@@ -507,6 +511,12 @@ pub(crate) struct TrustedIssuer {
     /// Or the JWKS document inline.
     #[serde(default)]
     pub jwks: String,
+    /// Or where the issuer publishes its keys (an identity provider's
+    /// `jwks_uri`, `https://…`): fetched at start and again every
+    /// `auth.jwks_refresh_secs`, the last good keys kept while it does not
+    /// answer.
+    #[serde(default)]
+    pub jwks_uri: String,
     /// The claims its tokens' scopes are read from: `scope` (the default),
     /// `scp` (Entra ID: a string; Okta: a list), `roles` (Entra ID's
     /// application roles). The grants still bound what they may carry.
@@ -600,6 +610,7 @@ impl Default for Config {
                 leeway_secs: 30,
                 trusted: vec![],
                 grants: BTreeMap::new(),
+                jwks_refresh_secs: 300,
             },
             database: DatabaseSection {
                 url: String::new(),

@@ -626,6 +626,7 @@ async fn serve(cfg: &Config, kind: ServiceKind) -> anyhow::Result<()> {
         .await;
     }
     let trust = Trust::from_config(cfg, &[], &dsr_auth::Grants::default())?;
+    trust.keep_keys_fresh().await;
     let schema = if cfg.database.migrate_on_start {
         Schema::Migrate
     } else {

@@ -397,10 +397,16 @@ fn mesh_backend(kind: &ServiceKind, url: &str) -> anyhow::Result<()> {
 /// authorisation policy.
 #[derive(Clone, Debug)]
 pub(crate) struct Trust {
-    pub(crate) keys: Arc<KeySet>,
+    /// Every key, the fetched ones included: what validators use.
+    pub(crate) keys: dsr_auth::SharedKeys,
     pub(crate) issuers: Vec<String>,
     pub(crate) leeway_secs: u64,
     pub(crate) grants: Arc<Grants>,
+    /// The keys from files and inline documents.
+    fixed: Arc<KeySet>,
+    /// Issuers whose keys are fetched: (where, its `jwks_uri`, issuer).
+    remote: Vec<(String, String, String)>,
+    refresh: Duration,
 }
 
 /// What the mesh's own services' tokens may carry: each only the scopes it
@@ -503,20 +509,47 @@ impl Trust {
             ),
         }
         let mut scope_claims = Vec::new();
+        let mut remote = Vec::new();
         for (i, t) in cfg.auth.trusted.iter().enumerate() {
             if t.issuer.trim().is_empty() {
                 bail!("invalid configuration: auth.trusted[{i}].issuer is empty");
             }
-            let text = match (t.jwks_file.is_empty(), t.jwks.is_empty()) {
-                (false, true) => std::fs::read_to_string(&t.jwks_file).with_context(|| {
-                    format!("cannot read auth.trusted[{i}].jwks_file {}", t.jwks_file)
-                })?,
-                (true, false) => t.jwks.clone(),
-                _ => {
-                    bail!("invalid configuration: auth.trusted[{i}] needs one of jwks_file or jwks")
+            match (
+                t.jwks_file.is_empty(),
+                t.jwks.is_empty(),
+                t.jwks_uri.is_empty(),
+            ) {
+                (false, true, true) => {
+                    let text = std::fs::read_to_string(&t.jwks_file).with_context(|| {
+                        format!("cannot read auth.trusted[{i}].jwks_file {}", t.jwks_file)
+                    })?;
+                    docs.push((format!("auth.trusted[{i}]"), text, t.issuer.clone()));
                 }
-            };
-            docs.push((format!("auth.trusted[{i}]"), text, t.issuer.clone()));
+                (true, false, true) => {
+                    docs.push((
+                        format!("auth.trusted[{i}]"),
+                        t.jwks.clone(),
+                        t.issuer.clone(),
+                    ));
+                }
+                (true, true, false) => {
+                    let ok = reqwest::Url::parse(&t.jwks_uri)
+                        .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.has_host());
+                    if !ok {
+                        bail!(
+                            "invalid configuration: auth.trusted[{i}].jwks_uri must be an https:// URL, e.g. https://login.bolaget.se/.well-known/jwks.json"
+                        );
+                    }
+                    remote.push((
+                        format!("auth.trusted[{i}].jwks_uri"),
+                        t.jwks_uri.clone(),
+                        t.issuer.clone(),
+                    ));
+                }
+                _ => bail!(
+                    "invalid configuration: auth.trusted[{i}] needs exactly one of jwks_file, jwks or jwks_uri"
+                ),
+            }
             issuers.push(t.issuer.clone());
             let mut read = Vec::new();
             for (j, c) in t.scope_claims.iter().enumerate() {
@@ -543,10 +576,13 @@ impl Trust {
             keys.merge(set)
                 .with_context(|| format!("invalid configuration: {what}"))?;
         }
-        if keys.is_empty() {
+        if keys.is_empty() && remote.is_empty() {
             bail!(
                 "invalid configuration: no token verification keys (set auth.trusted, or auth.jwks_file with one auth.issuers entry)"
             );
+        }
+        if cfg.auth.jwks_refresh_secs == 0 {
+            bail!("invalid configuration: auth.jwks_refresh_secs must be at least 1");
         }
         if issuers.is_empty() {
             bail!("invalid configuration: auth.issuers is empty");
@@ -575,16 +611,59 @@ impl Trust {
                 "invalid configuration: auth.grants has no entry for issuer {missing}: list the scopes its tokens may carry"
             );
         }
+        let fixed = Arc::new(keys);
         Ok(Self {
-            keys: Arc::new(keys),
+            keys: dsr_auth::SharedKeys::new(fixed.clone()),
             issuers,
             leeway_secs: cfg.auth.leeway_secs,
             grants: Arc::new(grants),
+            fixed,
+            remote,
+            refresh: Duration::from_secs(cfg.auth.jwks_refresh_secs),
         })
     }
 
+    /// Fetches the keys of the issuers trusted by `jwks_uri` now, then keeps
+    /// them fresh in the background: again every `auth.jwks_refresh_secs`,
+    /// sooner (at most every 30 s) after a token named a key id not yet
+    /// known, every 30 s while a fetch fails; the last good keys of each
+    /// issuer are kept meanwhile. Nothing to do without such issuers.
+    pub(crate) async fn keep_keys_fresh(&self) {
+        if self.remote.is_empty() {
+            return;
+        }
+        let fetcher = KeyFetcher {
+            keys: self.keys.clone(),
+            fixed: self.fixed.clone(),
+            remote: self.remote.clone(),
+            fetched: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+        };
+        let refresh = self.refresh;
+        let mut fetcher = fetcher;
+        let mut ok = fetcher.fetch().await;
+        tokio::spawn(async move {
+            const SOONEST: Duration = Duration::from_secs(30);
+            let tick = refresh.min(Duration::from_secs(5));
+            let mut last = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(tick).await;
+                let since = last.elapsed();
+                let due =
+                    since >= refresh || (since >= SOONEST && (!ok || fetcher.keys.take_missed()));
+                if due {
+                    ok = fetcher.fetch().await;
+                    last = tokio::time::Instant::now();
+                }
+            }
+        });
+    }
+
     pub(crate) fn validator(&self, audience: &str) -> Arc<Validator> {
-        Arc::new(Validator::new(
+        Arc::new(Validator::with_shared_keys(
             self.keys.clone(),
             ValidatorConfig {
                 issuers: self.issuers.clone(),
@@ -594,6 +673,51 @@ impl Trust {
             },
         ))
     }
+}
+
+/// Fetches the keys of issuers trusted by `jwks_uri` and puts them, with
+/// the fixed ones, into the keys validators share.
+struct KeyFetcher {
+    keys: dsr_auth::SharedKeys,
+    fixed: Arc<KeySet>,
+    /// (where, uri, issuer), as in [`Trust`].
+    remote: Vec<(String, String, String)>,
+    /// The last good keys of each remote issuer, in `remote`'s order.
+    fetched: Vec<Option<KeySet>>,
+    http: reqwest::Client,
+}
+
+impl KeyFetcher {
+    /// One round: `true` when every issuer's keys were fetched.
+    async fn fetch(&mut self) -> bool {
+        self.fetched.resize_with(self.remote.len(), || None);
+        let mut all = true;
+        for (i, (what, uri, issuer)) in self.remote.iter().enumerate() {
+            match fetch_jwks(&self.http, uri).await {
+                Ok(set) => self.fetched[i] = Some(set.bound_to(issuer)),
+                Err(e) => {
+                    all = false;
+                    tracing::warn!(at = %what, issuer = %issuer, error = %e, "cannot fetch an issuer's keys; keeping the last ones");
+                }
+            }
+        }
+        let mut keys = (*self.fixed).clone();
+        for set in self.fetched.iter().flatten() {
+            if let Err(e) = keys.merge(set.clone()) {
+                tracing::warn!(error = %e, "fetched keys clash with configured ones; not used");
+                return false;
+            }
+        }
+        self.keys.replace(keys);
+        all
+    }
+}
+
+/// The JWKS document at `uri`.
+async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> anyhow::Result<KeySet> {
+    let answer = http.get(uri).send().await?.error_for_status()?;
+    let text = answer.text().await?;
+    Ok(KeySet::from_jwks_json(&text)?)
 }
 
 /// How to treat the database schema at start.
@@ -1461,6 +1585,7 @@ mod tests {
             issuer: entra.to_owned(),
             jwks_file: String::new(),
             jwks: pair.jwks_json.clone(),
+            jwks_uri: String::new(),
             scope_claims: vec!["scp".into(), "roles".into()],
         });
         cfg.auth.grants.insert(
@@ -1498,6 +1623,93 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("auth.trusted[0].scope_claims[0]"), "{err}");
+    }
+
+    /// An identity provider trusted by its `jwks_uri`: its keys are fetched
+    /// over HTTP at start, and fetched again, so that once it rotates to a
+    /// new key (and drops the old) tokens signed with the new key verify
+    /// and the old key's no longer do, without a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_from_a_jwks_uri_are_fetched_and_refreshed() {
+        use std::sync::{Arc, Mutex};
+        let idp = "https://login.bolaget.se";
+        let old = dsr_auth::generate_ed25519("idp-2026-11").unwrap();
+        let new = dsr_auth::generate_ed25519("idp-2026-12").unwrap();
+        // The identity provider: serves whatever JWKS it holds now, and
+        // counts how often it was asked.
+        let published = Arc::new(Mutex::new((old.jwks_json.clone(), 0u32)));
+        let served = published.clone();
+        let app = axum::Router::new().route(
+            "/.well-known/jwks.json",
+            axum::routing::get(move || {
+                let served = served.clone();
+                async move {
+                    let mut s = served.lock().unwrap();
+                    s.1 += 1;
+                    s.0.clone()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut cfg = Config::default();
+        cfg.auth.trusted.push(TrustedIssuer {
+            issuer: idp.to_owned(),
+            jwks_file: String::new(),
+            jwks: String::new(),
+            jwks_uri: format!("http://{addr}/.well-known/jwks.json"),
+            scope_claims: vec![],
+        });
+        cfg.auth
+            .grants
+            .insert(idp.to_owned(), vec!["requests:read".into()]);
+        cfg.auth.jwks_refresh_secs = 1;
+        let trust = Trust::from_config(&cfg, &[], &dsr_auth::Grants::default()).unwrap();
+        trust.keep_keys_fresh().await;
+        let validator = trust.validator("dsr-orchestrator");
+        let token = |pair: &dsr_auth::DevKeyPair| {
+            dsr_auth::TokenSigner::from_ed25519_pem(&pair.private_pem, &pair.kid, idp)
+                .unwrap()
+                .mint(&dsr_auth::TokenRequest {
+                    subject: "portal".into(),
+                    audiences: vec!["dsr-orchestrator".into()],
+                    scopes: vec!["requests:read".into()],
+                    ttl: std::time::Duration::from_secs(60),
+                })
+                .unwrap()
+        };
+        // Fetched at start.
+        validator.validate(&token(&old)).unwrap();
+        assert!(validator.validate(&token(&new)).is_err());
+        assert_eq!(published.lock().unwrap().1, 1);
+
+        // The provider rotates; within a few refreshes the new key verifies
+        // and the old one no longer does.
+        published.lock().unwrap().0 = new.jwks_json.clone();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while validator.validate(&token(&new)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new key was never fetched"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(validator.validate(&token(&old)).is_err());
+        assert!(published.lock().unwrap().1 >= 2);
+
+        // A provider that stops answering: the last good keys stay.
+        published.lock().unwrap().0 = "not a JWKS document".into();
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        validator.validate(&token(&new)).unwrap();
+
+        // A jwks_uri that is not a URL is refused at start.
+        cfg.auth.trusted[0].jwks_uri = "login.bolaget.se/jwks".into();
+        let err = Trust::from_config(&cfg, &[], &dsr_auth::Grants::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.trusted[0].jwks_uri"), "{err}");
     }
 
     /// MySQL/MariaDB is opened for a data system only.
@@ -1542,6 +1754,7 @@ mod tests {
                 issuer: (*issuer).to_owned(),
                 jwks_file: String::new(),
                 jwks: pair.jwks_json.clone(),
+                jwks_uri: String::new(),
                 scope_claims: vec![],
             });
             signers.push(pair);

@@ -84,6 +84,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
         &extra,
         &dsr_auth::Grants::default().grant(dev::DEV_ISSUER, services::people_scopes()),
     )?;
+    trust.keep_keys_fresh().await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = Vec::new();
     let mut endpoints = Vec::new();
