@@ -470,8 +470,9 @@ pub async fn serve_health(
         .map_err(Error::Transport)
 }
 
-/// The ops port's routes: gRPC health for the probes, and `GET /metrics`
-/// (HTTP/1.1 or 2) for Prometheus, the process's metrics in its text format.
+/// The ops port's routes: gRPC health for the probes (with reflection of
+/// health alone, for grpcurl), and `GET /metrics` (HTTP/1.1 or 2) for
+/// Prometheus, the process's metrics in its text format.
 fn ops_routes<H>(health: H) -> tonic::service::Routes
 where
     H: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
@@ -491,11 +492,17 @@ where
             dsr_telemetry::metrics::render(),
         )
     });
-    tonic::service::Routes::from(
-        tonic::service::Routes::new(health)
-            .into_axum_router()
-            .route("/metrics", metrics),
-    )
+    let mut routes = tonic::service::Routes::new(health);
+    // Reflection of health alone, so that `grpcurl -plaintext host:8081
+    // grpc.health.v1.Health/Check` works without proto files.
+    if let Ok(v1) = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name("grpc.health.v1.Health")
+        .build_v1()
+    {
+        routes = routes.add_service(v1);
+    }
+    tonic::service::Routes::from(routes.into_axum_router().route("/metrics", metrics))
 }
 
 /// Accepted connections with Nagle's algorithm off: gRPC writes headers and

@@ -81,7 +81,45 @@ async fn https_endpoints_use_the_client_tls_settings_and_probes_stay_plain() {
         assert!(std::time::Instant::now() < deadline, "no probe port");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(health(plain).await.unwrap(), ServingStatus::Serving as i32);
+    assert_eq!(
+        health(plain.clone()).await.unwrap(),
+        ServingStatus::Serving as i32
+    );
+    // The ops port also describes health (for grpcurl) and serves
+    // Prometheus text at /metrics over plain HTTP/1.1.
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(plain)
+            .server_reflection_info(tokio_stream::iter([ask]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no service list");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["grpc.health.v1.Health"]);
+    }
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(probe).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("text/plain; version=0.0.4"), "{answer}");
+    }
     let api_plain = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect_lazy();
