@@ -79,6 +79,27 @@ enum BenchCommand {
         #[arg(long)]
         keep: bool,
     },
+    /// Erasure requests end to end over the embedded mesh (plan, execute at
+    /// every system, receipts verified and reconciled), each for a person
+    /// of its own: latency at concurrency 1, throughput at --concurrency.
+    Erasures {
+        /// People seeded in each reference system (at least as many as
+        /// requests, of one controller).
+        #[arg(long, default_value_t = 100_000)]
+        subjects: usize,
+        /// Requests one after another.
+        #[arg(long, default_value_t = 100)]
+        sequential: usize,
+        /// Requests at --concurrency.
+        #[arg(long, default_value_t = 500)]
+        concurrent: usize,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Keep the mesh's data directory and print where it is.
+        #[arg(long)]
+        keep: bool,
+    },
     /// A burst of unary calls and Watch streams against a whole `dsr up`
     /// (started as a child process): peak resident memory and the statuses
     /// seen, which must be only OK or RESOURCE_EXHAUSTED.
@@ -313,6 +334,28 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
             requests::run(
                 cfg,
                 requests::Plan {
+                    kind: dsr_proto::orchestrator::v1::Kind::Access,
+                    subjects,
+                    sequential,
+                    concurrent,
+                    concurrency,
+                    keep,
+                    database_url: args.database_url.clone(),
+                },
+            )
+            .await?;
+        }
+        BenchCommand::Erasures {
+            subjects,
+            sequential,
+            concurrent,
+            concurrency,
+            keep,
+        } => {
+            requests::run(
+                cfg,
+                requests::Plan {
+                    kind: dsr_proto::orchestrator::v1::Kind::Erasure,
                     subjects,
                     sequential,
                     concurrent,

@@ -406,6 +406,9 @@ pub(crate) struct IdentitySection {
     /// 64 hex digits keying the hashes of codes and identities (created when
     /// missing); empty: `<data_dir>/keys/identity-hmac.key`.
     pub hmac_key_file: String,
+    /// The message with a one-time code, in Swedish and English (as
+    /// `services/dsr-identity/data/code-message.toml`); empty: the shipped one.
+    pub code_message_file: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -650,6 +653,7 @@ impl Default for Config {
                 signing_key_file: String::new(),
                 jwks_out: String::new(),
                 hmac_key_file: String::new(),
+                code_message_file: String::new(),
             },
             orchestrator: OrchestratorSection {
                 identity_endpoint: String::new(),

@@ -918,6 +918,23 @@ pub(crate) async fn prepare(
                 idp,
             )
             .with_clock(clock(cfg));
+            let verifier = if id.code_message_file.is_empty() {
+                verifier
+            } else {
+                let text = std::fs::read_to_string(&id.code_message_file).with_context(|| {
+                    format!(
+                        "cannot read identity.code_message_file {}",
+                        id.code_message_file
+                    )
+                })?;
+                let message = dsr_identity::texts::CodeMessage::from_toml(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "invalid configuration: identity.code_message_file {}: {e}",
+                        id.code_message_file
+                    )
+                })?;
+                verifier.with_code_message(message)
+            };
             verifier.spawn_purge(Duration::from_secs(60));
             set.add(dsr_identity::grpc::service(
                 verifier,

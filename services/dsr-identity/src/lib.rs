@@ -14,6 +14,7 @@ mod entity;
 pub mod grpc;
 pub mod migration;
 pub use dsr_server::notifier;
+pub mod texts;
 pub mod tokens;
 pub mod verifier;
 

@@ -165,6 +165,7 @@ pub struct Verifier {
     hmac_key: [u8; 32],
     idp: Option<Arc<Validator>>,
     clock: dsr_domain::clock::Clock,
+    code_message: crate::texts::CodeMessage,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -198,7 +199,16 @@ impl Verifier {
             hmac_key,
             idp,
             clock: dsr_domain::clock::Clock::system(),
+            code_message: crate::texts::CodeMessage::shipped(),
         }
+    }
+
+    /// Writes codes with `message` (the company's own wording) instead of
+    /// the shipped one.
+    #[must_use]
+    pub fn with_code_message(mut self, message: crate::texts::CodeMessage) -> Self {
+        self.code_message = message;
+        self
     }
 
     /// Reads the time from `clock`: codes expire and expired challenges
@@ -298,21 +308,7 @@ impl Verifier {
         .insert(&self.db)
         .await?;
         let minutes = std::cmp::max(self.settings.code_ttl.num_minutes(), 1);
-        let (subject, body) = if language == "en" {
-            (
-                "Your verification code".to_owned(),
-                format!(
-                    "Your verification code is {code}. It is valid for {minutes} minutes. If you did not ask for it, ignore this message."
-                ),
-            )
-        } else {
-            (
-                "Din verifieringskod".to_owned(),
-                format!(
-                    "Din verifieringskod är {code}. Den gäller i {minutes} minuter. Om du inte har bett om den kan du bortse från meddelandet."
-                ),
-            )
-        };
+        let (subject, body) = self.code_message.write(language, &code, minutes);
         if self
             .notifier
             .send(&Message { to, subject, body })
