@@ -110,6 +110,12 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
     cfg.data_dir = dir.path().join("data");
     cfg.system_sql.seed_subjects = plan.subjects;
     cfg.orchestrator.workers = plan.concurrency.max(1);
+    // Every request in flight is followed by a Watch of the one bench
+    // portal: the per-caller bound must let them all open.
+    cfg.orchestrator.max_watch_streams_per_caller = cfg
+        .orchestrator
+        .max_watch_streams_per_caller
+        .max(plan.concurrency.saturating_mul(2));
     cfg.database.max_connections = cfg.database.max_connections.max(8);
     if let Some(u) = &plan.database_url {
         cfg.database.url = u.clone();
