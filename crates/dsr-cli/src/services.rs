@@ -632,7 +632,7 @@ impl Trust {
         if self.remote.is_empty() {
             return;
         }
-        let fetcher = KeyFetcher {
+        let mut fetcher = KeyFetcher {
             keys: self.keys.clone(),
             fixed: self.fixed.clone(),
             remote: self.remote.clone(),
@@ -643,7 +643,6 @@ impl Trust {
                 .unwrap_or_default(),
         };
         let refresh = self.refresh;
-        let mut fetcher = fetcher;
         let mut ok = fetcher.fetch().await;
         tokio::spawn(async move {
             const SOONEST: Duration = Duration::from_secs(30);

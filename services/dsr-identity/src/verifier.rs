@@ -116,6 +116,22 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Whether `to` is the kind of address this channel sends to.
+    fn expects(self, to: &Identity) -> Result<(), Error> {
+        let expected = match self {
+            Self::Email => IdentityType::Email,
+            Self::Sms => IdentityType::Phone,
+        };
+        if to.kind() == expected {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(vec![(
+                "claimed[0].type".into(),
+                format!("the code goes to a {expected}: claim exactly one"),
+            )]))
+        }
+    }
+
     fn method(self) -> &'static str {
         match self {
             Self::Email => "email_code",
@@ -267,16 +283,7 @@ impl Verifier {
         channel: Channel,
         language: &str,
     ) -> Result<Started, Error> {
-        let expected = match channel {
-            Channel::Email => IdentityType::Email,
-            Channel::Sms => IdentityType::Phone,
-        };
-        if to.kind() != expected {
-            return Err(Error::InvalidArgument(vec![(
-                "claimed[0].type".into(),
-                format!("the code goes to a {expected}: claim exactly one"),
-            )]));
-        }
+        channel.expects(&to)?;
         let now = self.clock.now();
         let identity_hash = self.identity_hash(&to);
         let limited = match self.wait_before_code(&identity_hash, now).await? {
@@ -330,16 +337,7 @@ impl Verifier {
     /// Whether a code could be sent to `to` now, without sending one or
     /// recording anything: `RateLimited` (with how long to wait) when not.
     pub async fn check_code(&self, to: &Identity, channel: Channel) -> Result<(), Error> {
-        let expected = match channel {
-            Channel::Email => IdentityType::Email,
-            Channel::Sms => IdentityType::Phone,
-        };
-        if to.kind() != expected {
-            return Err(Error::InvalidArgument(vec![(
-                "claimed[0].type".into(),
-                format!("the code goes to a {expected}: claim exactly one"),
-            )]));
-        }
+        channel.expects(to)?;
         let now = self.clock.now();
         match self.wait_before_code(&self.identity_hash(to), now).await? {
             Some(retry_after) => Err(Error::RateLimited { retry_after }),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_auth::Validator;
-use dsr_domain::identity::Identity;
+use dsr_domain::identity::{Identity, Organisationsnummer};
 use dsr_domain::request::Kind;
 use dsr_domain::request::State;
 use dsr_identity::tokens::{Assurance, TokenIdentity, VerificationClaims};
@@ -145,6 +145,10 @@ impl std::fmt::Debug for Intake {
     }
 }
 
+/// How long Submit waits for the identity service to say whether a code
+/// could go now; without an answer the request is recorded as usual.
+const CODE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Intake {
     /// Over `ledger`, checking tokens with `tokens` (the identity service's
     /// keys, issuer `dsr-identity`, audience `dsr-mesh`), completing codes
@@ -185,7 +189,7 @@ impl Intake {
     pub async fn code_wait(
         &self,
         kind: Kind,
-        call: &Call,
+        controller: &Organisationsnummer,
         claimed: &[Identity],
         idempotency_key: &str,
     ) -> Result<Option<Duration>, IntakeError> {
@@ -194,9 +198,17 @@ impl Intake {
         {
             return Ok(None);
         }
+        // No request yet: the call carries the controller alone.
+        let call = Call {
+            request_id: String::new(),
+            controller: controller.clone(),
+            due_date: self.ledger.clock().today(),
+            submitted_by: None,
+            timeout: CODE_CHECK_TIMEOUT,
+        };
         Ok(self
             .verification
-            .code_wait(call, claimed)
+            .code_wait(&call, claimed)
             .await
             .unwrap_or_else(|e| {
                 tracing::debug!(reason = %e, "the code check at submission did not answer");

@@ -239,6 +239,24 @@ fn code_target(claimed: &[Identity]) -> Result<(&Identity, idv::Method), CallErr
     Ok((target, method))
 }
 
+/// Starting (or, `dry_run`, asking about) a code to `target` alone: the
+/// challenge names the one address the code goes to.
+fn code_request(
+    target: &Identity,
+    method: idv::Method,
+    language: &str,
+    dry_run: bool,
+) -> idv::StartVerificationRequest {
+    idv::StartVerificationRequest {
+        claimed: vec![identity_to_pb(target)],
+        method: method as i32,
+        idp_assertion: String::new(),
+        attestation: None,
+        language: language.to_owned(),
+        dry_run,
+    }
+}
+
 #[tonic::async_trait]
 impl Verification for GrpcMesh {
     async fn code_wait(
@@ -253,17 +271,7 @@ impl Verification for GrpcMesh {
         let asked = self
             .identity
             .clone()
-            .start_verification(with_deadline(
-                call,
-                idv::StartVerificationRequest {
-                    claimed: vec![identity_to_pb(target)],
-                    method: method as i32,
-                    idp_assertion: String::new(),
-                    attestation: None,
-                    language: String::new(),
-                    dry_run: true,
-                },
-            ))
+            .start_verification(with_deadline(call, code_request(target, method, "", true)))
             .await;
         match asked {
             Ok(_) => Ok(None),
@@ -289,15 +297,7 @@ impl Verification for GrpcMesh {
             .clone()
             .start_verification(with_deadline(
                 call,
-                idv::StartVerificationRequest {
-                    // The code goes to one address: the challenge names it alone.
-                    claimed: vec![identity_to_pb(target)],
-                    method: method as i32,
-                    idp_assertion: String::new(),
-                    attestation: None,
-                    language: language.to_owned(),
-                    dry_run: false,
-                },
+                code_request(target, method, language, false),
             ))
             .await
             .map_err(|s| call_error("identity", &s))?

@@ -26,7 +26,6 @@ use tower_layer::Layer;
 use crate::intake::{Intake, IntakeError, Proof};
 use crate::ledger::{self, Ledger, Rejection, Submission};
 use crate::listing::Filter;
-use crate::mesh::Call;
 use crate::queue::StepView;
 
 /// This service's statuses: ErrorInfo domain "orchestrator.dsr-mesh".
@@ -90,10 +89,6 @@ pub const SCOPES: &[ScopeRule] = &[
 /// Most bytes of requests in one `List` page: a quarter of the 4 MiB a
 /// default gRPC client reads, whatever the requests hold.
 const MAX_PAGE_BYTES: usize = 1024 * 1024;
-
-/// How long Submit waits for the identity service to say whether a code
-/// could go now; without an answer the request is recorded as usual.
-const CODE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The first requests of a page (each with the token of the page after
 /// it) that fit in `budget` bytes, at least one; and where the next page
@@ -978,28 +973,21 @@ impl Requests for Handlers {
         };
         // A request that will send the person a code: refused at once while
         // they are rate-limited, rather than recorded to retry unheard.
-        if verified.is_none() && verification_token.is_empty() {
-            let call = Call {
-                request_id: String::new(),
-                controller: controller.clone(),
-                due_date: self.d.ledger.clock().today(),
-                submitted_by: None,
-                timeout: CODE_CHECK_TIMEOUT,
-            };
-            if let Some(wait) = self
+        if verified.is_none()
+            && verification_token.is_empty()
+            && let Some(wait) = self
                 .d
                 .intake
-                .code_wait(kind, &call, &claimed, &idempotency_key)
+                .code_wait(kind, &controller, &claimed, &idempotency_key)
                 .await
                 .map_err(intake_status)?
-            {
-                return Err(ERR.retry_after(
-                    Code::ResourceExhausted,
-                    "the person has had too many codes lately: no request was recorded; a code can go after the RetryInfo delay",
-                    "IDENTITY_RATE_LIMITED",
-                    wait,
-                ));
-            }
+        {
+            return Err(ERR.retry_after(
+                Code::ResourceExhausted,
+                "the person has had too many codes lately: no request was recorded; a code can go after the RetryInfo delay",
+                "IDENTITY_RATE_LIMITED",
+                wait,
+            ));
         }
         let (r, new) = self
             .d
