@@ -16,12 +16,7 @@ const JWKS: &str = include_str!("fixtures/jwks.json");
 fn validator() -> Validator {
     Validator::new(
         Arc::new(KeySet::from_jwks_json(JWKS).unwrap()),
-        ValidatorConfig {
-            issuers: vec!["https://idp.test".into()],
-            audience: "dsr-transfer-registry".into(),
-            leeway_secs: 30,
-            grants: None,
-        },
+        validator_config(),
     )
 }
 
@@ -154,6 +149,73 @@ fn expiry_within_leeway_is_accepted() {
         },
     );
     assert!(v.validate(&t).is_ok());
+}
+
+/// A token verified once is remembered (its signature is not checked on
+/// every call), but only until it expires: the same token is then refused
+/// as expired, as a first check would refuse it.
+#[test]
+fn a_remembered_token_is_refused_once_it_expires() {
+    let v = Validator::new(
+        Arc::new(KeySet::from_jwks_json(JWKS).unwrap()),
+        ValidatorConfig {
+            leeway_secs: 0,
+            ..validator_config()
+        },
+    );
+    let t = sign(
+        Algorithm::EdDSA,
+        "ed-1",
+        &Claims {
+            exp: now_secs() + 1,
+            ..claims()
+        },
+    );
+    assert!(v.validate(&t).is_ok());
+    assert!(v.validate(&t).is_ok(), "remembered");
+    // The validator reads the wall clock (as the signature check does).
+    while now_secs() <= t_exp(&t) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(v.validate(&t).unwrap_err(), Error::Expired);
+}
+
+/// A remembered token whose key is rotated out of the key set is refused
+/// at once, not when the memory of it lapses.
+#[test]
+fn a_remembered_token_is_refused_once_its_key_is_rotated_out() {
+    let keys = dsr_auth::SharedKeys::new(Arc::new(KeySet::from_jwks_json(JWKS).unwrap()));
+    let v = Validator::with_shared_keys(keys.clone(), validator_config());
+    let t = sign(Algorithm::EdDSA, "ed-1", &claims());
+    assert!(v.validate(&t).is_ok());
+    let mut doc: serde_json::Value = serde_json::from_str(JWKS).unwrap();
+    doc["keys"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["kid"] != "ed-1");
+    keys.replace(KeySet::from_jwks_json(&doc.to_string()).unwrap());
+    assert_eq!(v.validate(&t).unwrap_err(), Error::UnknownKey);
+    // A token of a key still there keeps verifying.
+    assert!(
+        v.validate(&sign(Algorithm::ES256, "ec-1", &claims()))
+            .is_ok()
+    );
+}
+
+fn validator_config() -> ValidatorConfig {
+    ValidatorConfig {
+        issuers: vec!["https://idp.test".into()],
+        audience: "dsr-transfer-registry".into(),
+        leeway_secs: 30,
+        grants: None,
+    }
+}
+
+/// The `exp` of a token this file signed.
+fn t_exp(token: &str) -> u64 {
+    let payload = token.split('.').nth(1).unwrap();
+    let c: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    c.exp
 }
 
 #[test]

@@ -178,7 +178,11 @@ impl DataSystems for GrpcSystems {
             entry.categories.extend(s.category_ids);
         }
         let linked = identities_from_pb(resp.linked_identities, "linked").unwrap_or_default();
-        Ok(Found { stores, linked })
+        Ok(Found {
+            stores,
+            linked,
+            linked_searched: resp.linked_identities_searched,
+        })
     }
 
     async fn find_affected(

@@ -35,6 +35,9 @@ pub struct Found {
     pub stores: BTreeMap<String, FoundStore>,
     /// Identities the system linked to the person.
     pub linked: Vec<Identity>,
+    /// Whether the system already searched with every one of `linked`
+    /// (it is not asked again with them).
+    pub linked_searched: bool,
 }
 
 /// Why a system gave no answer. No personal data.
@@ -461,6 +464,16 @@ impl Locator {
                             let s = loc.stores.entry(store).or_default();
                             s.keys.extend(f.keys);
                             s.categories.extend(f.categories);
+                        }
+                        if found.linked_searched {
+                            // The system followed them itself: asking it
+                            // again with them would find nothing more.
+                            loc.asked_with
+                                .extend(found.linked.iter().map(Identity::kind));
+                            asked
+                                .entry(id.clone())
+                                .or_default()
+                                .extend(found.linked.iter().cloned());
                         }
                         known.extend(found.linked);
                     }

@@ -35,6 +35,9 @@ struct FakeSystem {
     controllers: BTreeSet<Organisationsnummer>,
     knows: BTreeSet<Identity>,
     links: Vec<Identity>,
+    /// Says it searched with its links itself (LocateResponse's
+    /// `linked_identities_searched`).
+    searched: bool,
     behaviour: Behaviour,
 }
 
@@ -87,6 +90,7 @@ impl DataSystems for Fake {
             Ok(Found {
                 stores,
                 linked: s.links.clone(),
+                linked_searched: s.searched,
             })
         } else {
             Ok(Found::default())
@@ -137,6 +141,7 @@ fn mesh(behaviours: [Behaviour; 3]) -> Arc<Fake> {
             controllers: ctrl.clone(),
             knows: [email.clone()].into(),
             links: vec![phone.clone(), cust.clone()],
+            searched: false,
             behaviour: behaviours[0],
         },
     );
@@ -148,6 +153,7 @@ fn mesh(behaviours: [Behaviour; 3]) -> Arc<Fake> {
             controllers: ctrl.clone(),
             knows: [phone].into(),
             links: vec![],
+            searched: false,
             behaviour: behaviours[1],
         },
     );
@@ -159,6 +165,7 @@ fn mesh(behaviours: [Behaviour; 3]) -> Arc<Fake> {
             controllers: ctrl,
             knows: [cust].into(),
             links: vec![],
+            searched: false,
             behaviour: behaviours[2],
         },
     );
@@ -170,6 +177,7 @@ fn mesh(behaviours: [Behaviour; 3]) -> Arc<Fake> {
             controllers: [org("556885-5265")].into(),
             knows: [email].into(),
             links: vec![],
+            searched: false,
             behaviour: Behaviour::Answers,
         },
     );
@@ -223,6 +231,48 @@ async fn expansion_reaches_systems_that_know_the_person_by_other_identities() {
     assert!(
         calls.iter().filter(|(s, _)| s == "crm").count() == 2,
         "{calls:?}"
+    );
+}
+
+/// A system that followed the person's identities itself (and says so) is
+/// not asked again with the identities it linked; the others still are.
+#[tokio::test]
+async fn a_system_that_searched_with_its_links_is_not_asked_again() {
+    let mut fake = Arc::into_inner(mesh([Behaviour::Answers; 3])).unwrap();
+    fake.systems.get_mut("crm").unwrap().searched = true;
+    let fake = Arc::new(fake);
+    let locator = Locator::new(fake.clone(), Duration::from_secs(2));
+    locator.refresh().await;
+    let map = locator
+        .locate(
+            "req-1",
+            &org("556134-1248"),
+            due(),
+            vec![id(IdentityType::Email, "anna@example.se")],
+            3,
+        )
+        .await;
+    assert!(!map.partial);
+    assert!(
+        map.systems.iter().all(|s| s.outcome == Outcome::Found),
+        "{:?}",
+        map.systems
+    );
+    let calls = fake.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.iter().filter(|(s, _)| s == "crm").count(),
+        1,
+        "{calls:?}"
+    );
+    let crm = map.systems.iter().find(|s| s.system_id == "crm").unwrap();
+    assert_eq!(
+        crm.asked_with,
+        [
+            IdentityType::Email,
+            IdentityType::Phone,
+            IdentityType::CustomerId
+        ]
+        .into()
     );
 }
 

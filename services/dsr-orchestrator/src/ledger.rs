@@ -324,7 +324,7 @@ impl Ledger {
         self.request_of(m)
     }
 
-    fn request_of(&self, m: req::Model) -> Result<Request, Error> {
+    pub(crate) fn request_of(&self, m: req::Model) -> Result<Request, Error> {
         let mut deadline = Deadline::for_request(m.received_on, &self.calendar)?;
         if m.extended_months > 0 {
             deadline = deadline.extend(
@@ -388,6 +388,31 @@ impl Ledger {
         request_id: &str,
         action: &str,
     ) -> Result<(), DbErr> {
+        self.append_event(conn, actor, request_id, action).await?;
+        // The letter the event calls for, in the same transaction.
+        crate::letters::queue_for(conn, request_id, action, self.clock.now()).await
+    }
+
+    /// [`Self::append`] for a request whose row the transaction has just
+    /// written (`m`): its letter is written from it, not read again.
+    pub(crate) async fn append_for<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        actor: &str,
+        m: &req::Model,
+        action: &str,
+    ) -> Result<(), DbErr> {
+        self.append_event(conn, actor, &m.id, action).await?;
+        crate::letters::queue_for_request(conn, m, action, self.clock.now()).await
+    }
+
+    async fn append_event<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        actor: &str,
+        request_id: &str,
+        action: &str,
+    ) -> Result<(), DbErr> {
         // One appender at a time across replicas: the chain has one head.
         // (SQLite's write lock already serialises.)
         if conn.get_database_backend() == DbBackend::Postgres {
@@ -419,8 +444,6 @@ impl Ledger {
         }
         .insert(conn)
         .await?;
-        // The letter the event calls for, in the same transaction.
-        crate::letters::queue_for(conn, request_id, action, self.clock.now()).await?;
         Ok(())
     }
 

@@ -236,11 +236,21 @@ pub(crate) async fn queue_for<C: ConnectionTrait>(
     else {
         return Ok(());
     };
-    let Some((kind, key, facts)) = letter_for(action, &m) else {
+    queue_for_request(conn, &m, action, now).await
+}
+
+/// [`queue_for`] with the request's row as the transaction holds it now.
+pub(crate) async fn queue_for_request<C: ConnectionTrait>(
+    conn: &C,
+    m: &req::Model,
+    action: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let Some((kind, key, facts)) = letter_for(action, m) else {
         return Ok(());
     };
     letter::Entity::insert(letter::ActiveModel {
-        request_id: Set(request_id.to_owned()),
+        request_id: Set(m.id.clone()),
         key: Set(key),
         kind: Set(kind.as_str().to_owned()),
         facts: Set(serde_json::to_string(&facts).expect("serialisable facts")),

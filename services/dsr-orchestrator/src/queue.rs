@@ -14,7 +14,7 @@ use dsr_domain::identity::Identity;
 use dsr_domain::request::{self, Kind, State};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Statement, Value,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
 
 use crate::entity::{request as req, step};
@@ -156,19 +156,26 @@ async fn begin_attempt<C: ConnectionTrait>(
     worker: &str,
     now: DateTime<Utc>,
 ) -> Result<(i64, u32), Error> {
-    step::Entity::update_many()
-        .col_expr(step::Column::Outcome, "abandoned".into())
+    // The earlier attempts' outcomes: how many there were, and whether one
+    // is still marked running (one read; the update only when needed).
+    let previous: Vec<String> = step::Entity::find()
+        .select_only()
+        .column(step::Column::Outcome)
         .filter(step::Column::RequestId.eq(request_id))
         .filter(step::Column::Step.eq(name))
-        .filter(step::Column::Outcome.eq("running"))
-        .exec(conn)
+        .into_tuple()
+        .all(conn)
         .await?;
-    let previous = step::Entity::find()
-        .filter(step::Column::RequestId.eq(request_id))
-        .filter(step::Column::Step.eq(name))
-        .count(conn)
-        .await?;
-    let attempt = u32::try_from(previous + 1).unwrap_or(u32::MAX);
+    if previous.iter().any(|o| o == "running") {
+        step::Entity::update_many()
+            .col_expr(step::Column::Outcome, "abandoned".into())
+            .filter(step::Column::RequestId.eq(request_id))
+            .filter(step::Column::Step.eq(name))
+            .filter(step::Column::Outcome.eq("running"))
+            .exec(conn)
+            .await?;
+    }
+    let attempt = u32::try_from(previous.len() + 1).unwrap_or(u32::MAX);
     let row = step::ActiveModel {
         request_id: Set(request_id.to_owned()),
         step: Set(name.to_owned()),
@@ -475,7 +482,7 @@ impl Ledger {
         am.attempts = Set(0);
         am.last_error = Set(None);
         am.updated_at = Set(now);
-        am.update(&txn).await?;
+        let updated = am.update(&txn).await?;
         let done = step::Entity::update_many()
             .col_expr(step::Column::Outcome, "done".into())
             .col_expr(step::Column::FinishedAt, now.into())
@@ -487,26 +494,21 @@ impl Ledger {
             return Err(lost());
         }
         for d in discrepancies.iter().chain(&withheld) {
-            self.append(&txn, actor, &claim.request_id, d).await?;
+            self.append_for(&txn, actor, &updated, d).await?;
         }
         if matches!(&outcome, Outcome::ChallengeStarted(id) if id.is_empty()) {
             // No code could be enough: the person is told how to prove
             // who they are.
-            self.append(
+            self.append_for(
                 &txn,
                 actor,
-                &claim.request_id,
+                &updated,
                 crate::letters::AWAITING_STRONGER_PROOF,
             )
             .await?;
         }
-        self.append(
-            &txn,
-            actor,
-            &claim.request_id,
-            &format!("state:{}", to.as_str()),
-        )
-        .await?;
+        self.append_for(&txn, actor, &updated, &format!("state:{}", to.as_str()))
+            .await?;
         let next = match (keep, step_for(kind, to)) {
             (Some(worker), Some(name)) => Some(
                 begin_attempt(&txn, &claim.request_id, name, worker, now)
@@ -516,7 +518,7 @@ impl Ledger {
             _ => None,
         };
         txn.commit().await?;
-        Ok((self.get(&claim.request_id).await?, next))
+        Ok((self.request_of(updated)?, next))
     }
 
     /// Fails an attempt: the log row failed with the reason, the request's

@@ -655,6 +655,7 @@ impl<S: Source> DataSystem for Handlers<S> {
                 })
                 .collect(),
             ignored_identity_types: ignored.into_iter().collect(),
+            linked_identities_searched: located.linked_searched,
         }))
     }
 

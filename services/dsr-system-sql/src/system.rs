@@ -105,6 +105,9 @@ pub struct Located {
     pub stores: Vec<LocatedStore>,
     /// Identities found that were not asked about.
     pub linked: Vec<Identity>,
+    /// Whether every one of `linked` was searched with (the expansion ran
+    /// until nothing new turned up, within its bound).
+    pub linked_searched: bool,
 }
 
 /// One field of a record.
@@ -817,6 +820,7 @@ impl SqlSystem {
         Ok(Located {
             stores,
             linked: known.difference(&asked).cloned().collect(),
+            linked_searched: queue.is_empty(),
         })
     }
 

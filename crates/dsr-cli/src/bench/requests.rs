@@ -98,6 +98,19 @@ async fn one(
     anyhow::bail!("the watch of {} ended before completion", r.id)
 }
 
+/// The process's CPU time since `from`, per request, for printing.
+fn cpu_per(from: Option<Duration>, requests: usize) -> String {
+    match (from, super::process_cpu()) {
+        (Some(a), Some(b)) if requests > 0 => {
+            format!(
+                "{:.2?}",
+                (b.saturating_sub(a)) / u32::try_from(requests).unwrap_or(u32::MAX)
+            )
+        }
+        _ => "unknown".to_owned(),
+    }
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     super::percentile(sorted, p)
 }
@@ -222,6 +235,7 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         .await?;
     }
     // Concurrency 1.
+    let cpu0 = super::process_cpu();
     let mut lat = Vec::with_capacity(plan.sequential);
     for i in 0..plan.sequential {
         lat.push(
@@ -235,6 +249,7 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
             .await?,
         );
     }
+    let cpu_seq = cpu_per(cpu0, lat.len());
     lat.sort();
     println!();
     if erasure {
@@ -245,13 +260,14 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         println!("access requests, Submit → COMPLETED (verify, locate over 3 systems, export):");
     }
     println!(
-        "  concurrency  1: {:>5} requests  p50 {:>8.2?}  p99 {:>8.2?}  ({:.1} requests/s)",
+        "  concurrency  1: {:>5} requests  p50 {:>8.2?}  p99 {:>8.2?}  ({:.1} requests/s, {cpu_seq} CPU each)",
         lat.len(),
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.len() as f64 / lat.iter().sum::<Duration>().as_secs_f64()
     );
     // Concurrency N.
+    let cpu0 = super::process_cpu();
     let started = Instant::now();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -289,9 +305,10 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         lat.extend(t.await??);
     }
     let wall = started.elapsed();
+    let cpu_par = cpu_per(cpu0, lat.len());
     lat.sort();
     println!(
-        "  concurrency {:>2}: {:>5} requests  p50 {:>8.2?}  p99 {:>8.2?}  ({:.1} requests/s)",
+        "  concurrency {:>2}: {:>5} requests  p50 {:>8.2?}  p99 {:>8.2?}  ({:.1} requests/s, {cpu_par} CPU each)",
         plan.concurrency,
         lat.len(),
         pct(&lat, 0.5),

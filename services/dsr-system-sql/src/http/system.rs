@@ -225,6 +225,7 @@ impl HttpSystem {
                 })
                 .collect(),
             linked: known.difference(&asked).cloned().collect(),
+            linked_searched: queue.is_empty(),
         })
     }
 

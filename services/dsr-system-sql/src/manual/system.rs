@@ -146,8 +146,7 @@ impl ManualSystem {
     /// When a task created now for a request due on `request_due` must be
     /// answered: within the vendor's answer days and the manifest's margin
     /// before the request's due date, and never less than a day from now.
-    fn due(&self, request_due: NaiveDate) -> DateTime<Utc> {
-        let now = self.clock.now();
+    fn due(&self, now: DateTime<Utc>, request_due: NaiveDate) -> DateTime<Utc> {
         let v = &self.manifest.vendor;
         let by_vendor = now + TimeDelta::days(i64::from(v.answer_days));
         let by_request = request_due
@@ -250,6 +249,8 @@ impl ManualSystem {
     }
 
     fn new_task(&self, kind: Kind, i: &Instruction, lookup: String, body: Body) -> Task {
+        // One reading of the clock: the due date is counted from creation.
+        let now = self.clock.now();
         Task {
             id: uuid::Uuid::new_v4().to_string(),
             system_id: self.manifest.system.id.clone(),
@@ -258,8 +259,8 @@ impl ManualSystem {
             request_id: i.request_id.clone(),
             controller: i.controller.as_str().to_owned(),
             lookup,
-            created_at: self.clock.now(),
-            due_at: self.due(i.due_date),
+            created_at: now,
+            due_at: self.due(now, i.due_date),
             reminders_sent: 0,
             escalated_at: None,
             answered_at: None,
@@ -284,6 +285,7 @@ impl ManualSystem {
             return Ok(Located {
                 stores: vec![],
                 linked: vec![],
+                linked_searched: false,
             });
         }
         // One search per request and controller: identities learnt later in
@@ -342,6 +344,7 @@ impl ManualSystem {
                 })
                 .collect(),
             linked: vec![],
+            linked_searched: false,
         })
     }
 
