@@ -11,6 +11,7 @@
 //! - `soak`: a burst of calls and streams against a whole `dsr up`; its
 //!   memory and the statuses that came back.
 
+mod floor;
 mod requests;
 mod soak;
 mod sweep;

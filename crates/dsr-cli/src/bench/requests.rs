@@ -234,6 +234,15 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         )
         .await?;
     }
+    // The floor, in the same run: the raw SQL for the records of the people
+    // the sequential phase asks about (read before an erasure removes them).
+    let floor_people: Vec<_> = (0..plan.sequential.min(40))
+        .map(|i| people[(5 + i) % people.len()].clone())
+        .collect();
+    let raw = super::floor::open(&mesh.cfg).await?;
+    let (sql, statements) = super::floor::raw_sql(&raw, &floor_people, 5).await?;
+    let ops = port + crate::up::OPS_OFFSET;
+    let calls0 = super::floor::calls_served(ops, 10).await?;
     // Concurrency 1.
     let cpu0 = super::process_cpu();
     let mut lat = Vec::with_capacity(plan.sequential);
@@ -250,6 +259,13 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         );
     }
     let cpu_seq = cpu_per(cpu0, lat.len());
+    let (calls, by_method) = super::floor::per_request(
+        &calls0,
+        &super::floor::calls_served(ops, 10).await?,
+        lat.len(),
+    );
+    let trip = super::floor::round_trip(url(crate::up::OPS_OFFSET + 7), 300).await?;
+    let floor = sql + trip.mul_f64(calls);
     lat.sort();
     println!();
     if erasure {
@@ -266,6 +282,16 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         pct(&lat, 0.99),
         lat.len() as f64 / lat.iter().sum::<Duration>().as_secs_f64()
     );
+    println!(
+        "  floor (same run):   {floor:>8.2?} = raw SQL for the person's records {sql:.2?} ({statements} statements over the 3 systems' databases) + {calls:.1} gRPC calls × {trip:.2?} (an empty call); p50 is {:.1}× the floor",
+        pct(&lat, 0.5).as_secs_f64() / floor.as_secs_f64().max(1e-9)
+    );
+    let top: Vec<String> = by_method
+        .iter()
+        .take(8)
+        .map(|(m, n)| format!("{m} {n:.1}"))
+        .collect();
+    println!("  gRPC calls per request, most first: {}", top.join(", "));
     // Concurrency N.
     let cpu0 = super::process_cpu();
     let started = Instant::now();
