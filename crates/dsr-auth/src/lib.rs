@@ -16,6 +16,7 @@
 mod keys;
 mod layer;
 mod signer;
+pub mod verification;
 
 pub use keys::{DevKeyPair, KeySet, generate_ed25519, load_or_create_ed25519, write_private};
 pub use layer::{AuthLayer, AuthService, ScopeRule};

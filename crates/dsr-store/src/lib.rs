@@ -12,6 +12,7 @@
 //! PostgreSQL database.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::path::Path;

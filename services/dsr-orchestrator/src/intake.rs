@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dsr_auth::Validator;
+use dsr_auth::verification::{Assurance, TokenIdentity, VerificationClaims};
 use dsr_domain::identity::{Identity, Organisationsnummer};
 use dsr_domain::request::Kind;
 use dsr_domain::request::State;
-use dsr_identity::tokens::{Assurance, TokenIdentity, VerificationClaims};
 
 use crate::ledger::{self, Ledger, Request};
 use crate::mesh::{Call, Verification};
@@ -111,7 +111,7 @@ pub struct Vouched {
     /// The token's id: it verifies one request, once.
     pub jti: String,
     /// How strongly.
-    pub assurance: dsr_identity::tokens::Assurance,
+    pub assurance: dsr_auth::verification::Assurance,
 }
 
 impl Vouched {

@@ -314,7 +314,7 @@ impl Worker {
                 if r.verified.is_some() {
                     return Ok(Outcome::Verified);
                 }
-                if self.cfg.assurance.required(r.kind) > dsr_identity::tokens::Assurance::Low {
+                if self.cfg.assurance.required(r.kind) > dsr_auth::verification::Assurance::Low {
                     // A code could not be enough: none is sent.
                     return Ok(Outcome::ChallengeStarted(String::new()));
                 }

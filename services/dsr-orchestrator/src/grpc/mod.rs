@@ -832,10 +832,10 @@ impl Handlers {
         let steps = self.d.ledger.steps(r).await.map_err(ledger_status)?;
         let mut v = request_to_pb(r, &steps, self.d.ledger.clock().today());
         v.required_assurance = match self.d.intake.assurance().required(r.kind) {
-            dsr_identity::tokens::Assurance::Low => "low",
-            dsr_identity::tokens::Assurance::Substantial => "substantial",
-            dsr_identity::tokens::Assurance::High => "high",
-            dsr_identity::tokens::Assurance::Attested => "attested",
+            dsr_auth::verification::Assurance::Low => "low",
+            dsr_auth::verification::Assurance::Substantial => "substantial",
+            dsr_auth::verification::Assurance::High => "high",
+            dsr_auth::verification::Assurance::Attested => "attested",
         }
         .into();
         v.letters = letters.iter().map(letter_to_pb).collect();

@@ -1,0 +1,160 @@
+//! The workspace's layering, read from `cargo metadata`:
+//!
+//! - a service (a crate under `services/`) does not depend on another
+//!   service: services talk over gRPC, and what they share lives in
+//!   `crates/` (the contract in `dsr-proto`, tokens in `dsr-auth`, rules in
+//!   `dsr-domain`). A service's tests may run against another service's
+//!   crate as a real peer (dev-dependencies);
+//! - `dsr-domain` (the rules) knows no transport, database or runtime:
+//!   no tonic, prost, sea-orm, sqlx or tokio;
+//! - crates made for tests (tempfile, proptest) are not normal
+//!   dependencies, except where a command uses them at run time (`dsr
+//!   bench` seeds its databases in a temporary directory).
+//!
+//! `dsr` itself (`crates/dsr-cli`) composes every service: it is the one
+//! crate that links them.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Crates meant for tests, and the workspace crates that may use one at run
+/// time (with why).
+const TEST_ONLY: &[(&str, &[&str])] = &[
+    // `dsr bench` creates its databases in a temporary directory.
+    ("tempfile", &["dsr-cli"]),
+    ("proptest", &[]),
+];
+
+/// What the rules pure of any transport, database or runtime must not use.
+const NOT_IN_DOMAIN: &[&str] = &["tonic", "prost", "sea-orm", "sqlx", "tokio"];
+
+/// Every breach of the rules in a `cargo metadata --no-deps` document.
+fn violations(meta: &Value) -> Vec<String> {
+    let packages = meta["packages"].as_array().cloned().unwrap_or_default();
+    let is_service = |name: &str| {
+        packages.iter().any(|p| {
+            p["name"] == name
+                && p["manifest_path"]
+                    .as_str()
+                    .is_some_and(|m| m.replace('\\', "/").contains("/services/"))
+        })
+    };
+    let mut out = Vec::new();
+    for p in &packages {
+        let name = p["name"].as_str().unwrap_or_default();
+        for d in p["dependencies"].as_array().into_iter().flatten() {
+            let dep = d["name"].as_str().unwrap_or_default();
+            // null: a normal dependency; "dev" or "build" otherwise.
+            let kind = d["kind"].as_str();
+            if is_service(name) && is_service(dep) && kind != Some("dev") {
+                out.push(format!("service {name} depends on service {dep}"));
+            }
+            if name == "dsr-domain" && NOT_IN_DOMAIN.contains(&dep) && kind != Some("dev") {
+                out.push(format!("dsr-domain depends on {dep}"));
+            }
+            if kind.is_none()
+                && let Some((_, allowed)) = TEST_ONLY.iter().find(|(t, _)| *t == dep)
+                && !allowed.contains(&name)
+                && d["optional"] != true
+            {
+                out.push(format!(
+                    "{name} has the test crate {dep} as a normal dependency"
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+            "--manifest-path",
+            manifest,
+        ])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
+}
+
+#[test]
+fn the_workspace_keeps_its_layers() {
+    let meta = metadata();
+    let names: Vec<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    // The rules are read over the real workspace.
+    for expected in ["dsr-domain", "dsr-orchestrator", "dsr-identity", "dsr-cli"] {
+        assert!(names.contains(&expected), "{expected} in {names:?}");
+    }
+    assert_eq!(violations(&meta), Vec::<String>::new());
+}
+
+/// The check itself: each rule broken once in a document shaped like
+/// cargo's is named.
+#[test]
+fn a_broken_layer_is_named() {
+    let meta = serde_json::json!({
+        "packages": [
+            {
+                "name": "dsr-orchestrator",
+                "manifest_path": "/w/services/dsr-orchestrator/Cargo.toml",
+                "dependencies": [
+                    { "name": "dsr-identity", "kind": null },
+                    { "name": "dsr-system-sql", "kind": "dev" },
+                    { "name": "tempfile", "kind": null, "optional": false }
+                ]
+            },
+            {
+                "name": "dsr-identity",
+                "manifest_path": "/w/services/dsr-identity/Cargo.toml",
+                "dependencies": []
+            },
+            {
+                "name": "dsr-system-sql",
+                "manifest_path": "/w/services/dsr-system-sql/Cargo.toml",
+                "dependencies": []
+            },
+            {
+                "name": "dsr-domain",
+                "manifest_path": "/w/crates/dsr-domain/Cargo.toml",
+                "dependencies": [
+                    { "name": "tokio", "kind": null },
+                    { "name": "tokio", "kind": "dev" }
+                ]
+            },
+            {
+                "name": "dsr-store",
+                "manifest_path": "/w/crates/dsr-store/Cargo.toml",
+                "dependencies": [
+                    { "name": "tempfile", "kind": null, "optional": true },
+                    { "name": "tempfile", "kind": "dev" }
+                ]
+            }
+        ]
+    });
+    assert_eq!(
+        violations(&meta),
+        [
+            "service dsr-orchestrator depends on service dsr-identity",
+            "dsr-orchestrator has the test crate tempfile as a normal dependency",
+            "dsr-domain depends on tokio",
+        ]
+    );
+}
