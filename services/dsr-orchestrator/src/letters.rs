@@ -33,7 +33,7 @@ use opentelemetry::metrics::Counter;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder,
+    QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -340,17 +340,12 @@ impl Ledger {
     }
 
     /// Claims the queued letter due first, for `lease`.
-    async fn claim_letter(
-        &self,
-        worker: &str,
-        lease: Duration,
-    ) -> Result<Option<letter::Model>, DbErr> {
+    async fn claim_letter(&self, worker: &str, lease: Duration) -> Result<Option<i64>, DbErr> {
         let now = self.clock().now().timestamp_millis();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let row =
             crate::queue::claim_due(self.db(), "orchestrator_letter", worker, until, now).await?;
-        row.map(|r| letter::Model::from_query_result(&r, ""))
-            .transpose()
+        row.map(|r| r.try_get::<i64>("", "id")).transpose()
     }
 
     /// Records the outcome of one attempt at letter `id` held by `worker`,
@@ -549,10 +544,12 @@ impl Sender {
     /// Sends the letter due first, if any; `true` when one was handled.
     pub async fn send_next(&self) -> Result<bool, DbErr> {
         let worker = format!("{}/{}", self.cfg.worker_id, uuid::Uuid::new_v4().simple());
-        let Some(m) = self.ledger.claim_letter(&worker, self.cfg.lease).await? else {
+        let Some(id) = self.ledger.claim_letter(&worker, self.cfg.lease).await? else {
             return Ok(false);
         };
-        let id = m.id;
+        let Some(m) = letter::Entity::find_by_id(id).one(self.ledger.db()).await? else {
+            return Ok(true);
+        };
         let (request_id, key, kind) = (m.request_id.clone(), m.key.clone(), m.kind.clone());
         let outcome = self.attempt(&m).await;
         match &outcome {
