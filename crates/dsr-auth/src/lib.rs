@@ -413,18 +413,17 @@ impl Validator {
         let keys = self.keys.current();
         let now = now_secs();
         let leeway = self.cfg.leeway_secs;
-        let remembered = match self.verified.lock() {
-            Ok(v) => v.get(token, &keys, now, leeway),
-            Err(p) => p.into_inner().get(token, &keys, now, leeway),
+        // A panic elsewhere while the lock was held leaves a usable map.
+        let verified = || {
+            self.verified
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
         };
-        if let Some(p) = remembered {
+        if let Some(p) = verified().get(token, &keys, now, leeway) {
             return Ok(p);
         }
         let p = self.verify(token)?;
-        match self.verified.lock() {
-            Ok(mut v) => v.put(token, &p, keys, now, leeway),
-            Err(poisoned) => poisoned.into_inner().put(token, &p, keys, now, leeway),
-        }
+        verified().put(token, &p, keys, now, leeway);
         Ok(p)
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use dsr_discovery::locator::{
     AffectedPerson, Breach, Capabilities, DataSystems, Found, FoundStore, Header, Locator, Outcome,
-    SystemError,
+    SubjectMap, SystemError,
 };
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 
@@ -191,20 +191,26 @@ fn due() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 12, 23).unwrap()
 }
 
-#[tokio::test]
-async fn expansion_reaches_systems_that_know_the_person_by_other_identities() {
-    let fake = mesh([Behaviour::Answers; 3]);
+/// Locates, over every system of `fake` (described first), the person of
+/// Intrum Sverige AB who gave `email`, in up to three rounds.
+async fn locate_by_email(fake: &Arc<Fake>, email: &str) -> SubjectMap {
     let locator = Locator::new(fake.clone(), Duration::from_secs(2));
     locator.refresh().await;
-    let map = locator
+    locator
         .locate(
             "req-1",
             &org("556134-1248"),
             due(),
-            vec![id(IdentityType::Email, "Anna@Example.se")],
+            vec![id(IdentityType::Email, email)],
             3,
         )
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn expansion_reaches_systems_that_know_the_person_by_other_identities() {
+    let fake = mesh([Behaviour::Answers; 3]);
+    let map = locate_by_email(&fake, "Anna@Example.se").await;
     assert!(!map.partial);
     let outcomes: Vec<(&str, Outcome)> = map
         .systems
@@ -241,17 +247,7 @@ async fn a_system_that_searched_with_its_links_is_not_asked_again() {
     let mut fake = Arc::into_inner(mesh([Behaviour::Answers; 3])).unwrap();
     fake.systems.get_mut("crm").unwrap().searched = true;
     let fake = Arc::new(fake);
-    let locator = Locator::new(fake.clone(), Duration::from_secs(2));
-    locator.refresh().await;
-    let map = locator
-        .locate(
-            "req-1",
-            &org("556134-1248"),
-            due(),
-            vec![id(IdentityType::Email, "anna@example.se")],
-            3,
-        )
-        .await;
+    let map = locate_by_email(&fake, "anna@example.se").await;
     assert!(!map.partial);
     assert!(
         map.systems.iter().all(|s| s.outcome == Outcome::Found),
