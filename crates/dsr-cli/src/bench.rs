@@ -5,12 +5,15 @@
 //!   loopback, real token) next to the raw indexed SQL lookup of the same
 //!   identity on the same database.
 //! - `access`: peak resident memory while streaming Access for one person
-//!   with `--records` letters at the print-and-mail vendor.
+//!   with `--records` letters at the print-and-mail vendor, then over that
+//!   person's whole access request through the mesh, whose package is
+//!   downloaded and verified.
 //! - `requests`: access requests Submit → COMPLETED over the whole embedded
 //!   mesh, at concurrency 1 and N.
 //! - `soak`: a burst of calls and streams against a whole `dsr up`; its
 //!   memory and the statuses that came back.
 
+mod access;
 mod floor;
 mod requests;
 mod soak;
@@ -547,6 +550,10 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
                 peak as f64 / 1024.0,
                 peak.saturating_sub(before) as f64 / 1024.0
             );
+            drop(client);
+            drop(b);
+            println!();
+            access::whole_request(cfg, records, url).await?;
         }
     }
     Ok(())

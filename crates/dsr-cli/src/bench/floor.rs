@@ -27,11 +27,16 @@ pub(super) struct RawSystem {
     manifest: Manifest,
 }
 
+/// Opens one reference system's database as the mesh under `cfg` has it.
+pub(super) async fn reference_db(cfg: &Config, r: Reference) -> anyhow::Result<dsr_store::Db> {
+    Instance::reference(r).connect_pool(cfg, 1).await
+}
+
 /// Opens the reference systems' databases as the mesh under `cfg` has them.
 pub(super) async fn open(cfg: &Config) -> anyhow::Result<Vec<RawSystem>> {
     let mut out = Vec::new();
     for r in Reference::ALL {
-        let db = Instance::reference(r).connect_pool(cfg, 1).await?;
+        let db = reference_db(cfg, r).await?;
         let manifest = Manifest::parse(r.manifest(), r.manifest_name())?;
         out.push(RawSystem { db, manifest });
     }

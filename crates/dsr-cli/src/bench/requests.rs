@@ -33,7 +33,7 @@ pub(super) struct Plan {
     pub(super) database_url: Option<String>,
 }
 
-/// One request, Submit to COMPLETED (followed with Watch).
+/// One request, Submit to COMPLETED (followed with Watch): its time.
 async fn one(
     client: &mut RequestsClient<Channel>,
     kind: pb::Kind,
@@ -41,6 +41,18 @@ async fn one(
     vt: &str,
     key: String,
 ) -> anyhow::Result<Duration> {
+    Ok(follow(client, kind, token, vt, key).await?.0)
+}
+
+/// One request, Submit to COMPLETED (followed with Watch): its time and
+/// the request as it ended.
+pub(super) async fn follow(
+    client: &mut RequestsClient<Channel>,
+    kind: pb::Kind,
+    token: &str,
+    vt: &str,
+    key: String,
+) -> anyhow::Result<(Duration, pb::DataSubjectRequest)> {
     let t0 = Instant::now();
     let r = client
         .submit(bearer(
@@ -80,12 +92,12 @@ async fn one(
         // records on its own ground (Art. 17(3)(e)) where the group's
         // policy erases them, so a person with a legal case ends here.
         if st == pb::State::AwaitingReview as i32 && kind == pb::Kind::Erasure {
-            return Ok(t0.elapsed());
+            return Ok((t0.elapsed(), seen));
         }
         // Records the retention policy keeps (a debt under collection) end
         // an erasure COMPLETED_WITH_RETAINED: done, as the law asks.
         if st == pb::State::Completed as i32 || st == pb::State::CompletedWithRetained as i32 {
-            return Ok(t0.elapsed());
+            return Ok((t0.elapsed(), seen));
         }
         if st == pb::State::Rejected as i32
             || st == pb::State::Cancelled as i32
@@ -115,59 +127,137 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     super::percentile(sorted, p)
 }
 
+/// The whole mesh, started in this process for a benchmark.
+pub(super) struct Embedded {
+    /// Its data directory (removed on drop unless kept).
+    pub(super) dir: tempfile::TempDir,
+    /// The running mesh.
+    pub(super) mesh: crate::up::Mesh,
+    /// Its base port.
+    pub(super) port: u16,
+    /// A portal's token for every service.
+    pub(super) token: String,
+}
+
+impl Embedded {
+    /// The mesh with `subjects` people per reference system, on `database_url`
+    /// (SQLite files when `None`), with `workers` request workers.
+    #[allow(clippy::print_stdout)]
+    pub(super) async fn start(
+        base: &Config,
+        subjects: usize,
+        database_url: Option<&str>,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = base.clone();
+        cfg.data_dir = dir.path().join("data");
+        cfg.system_sql.seed_subjects = subjects;
+        cfg.orchestrator.workers = workers.max(1);
+        // Every request in flight is followed by a Watch of the one bench
+        // portal: the per-caller bound must let them all open.
+        cfg.orchestrator.max_watch_streams_per_caller = cfg
+            .orchestrator
+            .max_watch_streams_per_caller
+            .max(workers.saturating_mul(2));
+        cfg.database.max_connections = cfg.database.max_connections.max(8);
+        if let Some(u) = database_url {
+            cfg.database.url = u.to_owned();
+        }
+        // Free ports for the services and their ops ports.
+        let port = loop {
+            let p = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            if p < 65_000
+                && (1..20).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
+            {
+                break p;
+            }
+        };
+        cfg.up.base_port = port;
+        let seeding = Instant::now();
+        let mesh = crate::up::start(&cfg).await?;
+        println!(
+            "mesh up with {subjects} people per reference system in {:.1} s ({})",
+            seeding.elapsed().as_secs_f64(),
+            if cfg.database.url.is_empty() {
+                "SQLite"
+            } else {
+                "PostgreSQL"
+            }
+        );
+        let token = crate::dev::token_or_mint(
+            &mesh.cfg.data_dir,
+            None,
+            "bench-portal",
+            crate::services::all_audiences(),
+            crate::services::people_scopes()
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            Duration::from_secs(3600),
+        )?;
+        Ok(Self {
+            dir,
+            mesh,
+            port,
+            token,
+        })
+    }
+
+    /// The URL of the service at `offset` from the base port.
+    pub(super) fn url(&self, offset: u16) -> String {
+        format!("http://127.0.0.1:{}", self.port + offset)
+    }
+
+    /// A verification token for `email`, from a case handler's attestation.
+    pub(super) async fn verification_token(
+        &self,
+        identity: &mut IdentityVerificationClient<Channel>,
+        email: &str,
+    ) -> anyhow::Result<String> {
+        Ok(identity
+            .start_verification(bearer(
+                &self.token,
+                idv::StartVerificationRequest {
+                    claimed: vec![common::Identity {
+                        r#type: common::IdentityType::Email as i32,
+                        format: 0,
+                        value: email.to_owned(),
+                        hmac_key_id: String::new(),
+                    }],
+                    method: idv::Method::CaseHandlerAttestation as i32,
+                    idp_assertion: String::new(),
+                    attestation: Some(idv::Attestation {
+                        evidence: idv::AttestationEvidence::InPerson as i32,
+                        note: "benchmark".into(),
+                    }),
+                    language: "sv".into(),
+                    dry_run: false,
+                },
+            )?)
+            .await
+            .map_err(|s| crate::request::explain(&s))?
+            .into_inner()
+            .token
+            .context("no token")?
+            .jwt)
+    }
+}
+
 /// Runs the benchmark; prints the figures.
 #[allow(clippy::print_stdout)]
 pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut cfg = base.clone();
-    cfg.data_dir = dir.path().join("data");
-    cfg.system_sql.seed_subjects = plan.subjects;
-    cfg.orchestrator.workers = plan.concurrency.max(1);
-    // Every request in flight is followed by a Watch of the one bench
-    // portal: the per-caller bound must let them all open.
-    cfg.orchestrator.max_watch_streams_per_caller = cfg
-        .orchestrator
-        .max_watch_streams_per_caller
-        .max(plan.concurrency.saturating_mul(2));
-    cfg.database.max_connections = cfg.database.max_connections.max(8);
-    if let Some(u) = &plan.database_url {
-        cfg.database.url = u.clone();
-    }
-    // Free ports for the services and their ops ports.
-    let port = loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        if p < 65_000 && (1..20).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok())
-        {
-            break p;
-        }
-    };
-    cfg.up.base_port = port;
-    let seeding = Instant::now();
-    let mesh = crate::up::start(&cfg).await?;
-    println!(
-        "mesh up with {} people per reference system in {:.1} s ({})",
+    let embedded = Embedded::start(
+        base,
         plan.subjects,
-        seeding.elapsed().as_secs_f64(),
-        if cfg.database.url.is_empty() {
-            "SQLite"
-        } else {
-            "PostgreSQL"
-        }
-    );
+        plan.database_url.as_deref(),
+        plan.concurrency,
+    )
+    .await?;
+    let (mesh, port, token) = (&embedded.mesh, embedded.port, embedded.token.clone());
     let url = |offset: u16| format!("http://127.0.0.1:{}", port + offset);
-    let token = crate::dev::token_or_mint(
-        &mesh.cfg.data_dir,
-        None,
-        "bench-portal",
-        crate::services::all_audiences(),
-        crate::services::people_scopes()
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect(),
-        Duration::from_secs(3600),
-    )?;
     // A verification token verifies one request, once: one per request,
     // made before the clock starts, for people of Intrum Sverige AB, from a
     // case handler's attestation (a code per request would meet the code
@@ -192,32 +282,7 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
     let mut tokens = Vec::with_capacity(total);
     for i in 0..total {
         let p = &people[i % people.len()];
-        let t = identity
-            .start_verification(bearer(
-                &token,
-                idv::StartVerificationRequest {
-                    claimed: vec![common::Identity {
-                        r#type: common::IdentityType::Email as i32,
-                        format: 0,
-                        value: p.email.clone(),
-                        hmac_key_id: String::new(),
-                    }],
-                    method: idv::Method::CaseHandlerAttestation as i32,
-                    idp_assertion: String::new(),
-                    attestation: Some(idv::Attestation {
-                        evidence: idv::AttestationEvidence::InPerson as i32,
-                        note: "benchmark".into(),
-                    }),
-                    language: "sv".into(),
-                    dry_run: false,
-                },
-            )?)
-            .await
-            .map_err(|s| crate::request::explain(&s))?
-            .into_inner()
-            .token
-            .context("no token")?;
-        tokens.push(t.jwt);
+        tokens.push(embedded.verification_token(&mut identity, &p.email).await?);
     }
     let tokens = std::sync::Arc::new(tokens);
     let channel = Channel::from_shared(url(7))?.connect().await?;
@@ -341,6 +406,7 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         pct(&lat, 0.99),
         lat.len() as f64 / wall.as_secs_f64()
     );
+    let Embedded { dir, mesh, .. } = embedded;
     mesh.stop().await?;
     if plan.keep {
         println!("data directory kept: {}", dir.keep().join("data").display());
