@@ -553,7 +553,7 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
             drop(client);
             drop(b);
             println!();
-            access::whole_request(cfg, records, url).await?;
+            Box::pin(access::whole_request(cfg, records, url)).await?;
         }
     }
     Ok(())

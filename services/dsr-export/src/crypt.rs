@@ -3,9 +3,16 @@
 //! chunks of 64 KiB so that a download decrypts as it streams; each chunk's
 //! nonce holds the file's index, the chunk's index and a last-chunk flag,
 //! so chunks cannot be reordered, dropped or cut off unnoticed.
+//!
+//! [`SealWriter`] seals as it is written and [`SealReader`] opens as it
+//! reads: a package is built and read in constant memory, whatever its size.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use sha2::Digest as _;
 
 /// Plaintext bytes per sealed chunk.
 pub const CHUNK: usize = 64 * 1024;
@@ -100,6 +107,16 @@ fn chunk_nonce(file_index: u32, chunk: u64, last: bool) -> Nonce {
 }
 
 impl PackageKey {
+    /// A key that is never stored or wrapped: for scratch data that must
+    /// be unreadable once this process is gone.
+    pub fn ephemeral() -> Result<Self, CryptError> {
+        let mut raw = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut raw)
+            .map_err(|_| CryptError::Random)?;
+        Ok(Self(key(&raw)))
+    }
+
     /// Seals a whole file: the sealed chunks, concatenated. An empty file is
     /// one empty last chunk.
     pub fn seal_file(&self, file_index: u32, aad: &[u8], plain: &[u8]) -> Vec<u8> {
@@ -143,6 +160,225 @@ impl PackageKey {
     }
 }
 
+/// What a [`SealWriter`] wrote: the plain size and, when asked for, the
+/// SHA-256 of the plain bytes (hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Plain bytes.
+    pub size: u64,
+    /// SHA-256 of the plain bytes, hex; empty when not asked for.
+    pub sha256: String,
+}
+
+/// Seals a file as it is written, chunk by chunk, into `W`: the same bytes
+/// as [`PackageKey::seal_file`] over the whole, holding one chunk.
+pub struct SealWriter<W: Write> {
+    inner: W,
+    key: Arc<PackageKey>,
+    file_index: u32,
+    aad: Vec<u8>,
+    buf: Vec<u8>,
+    chunk: u64,
+    size: u64,
+    sha: Option<sha2::Sha256>,
+}
+
+impl<W: Write> std::fmt::Debug for SealWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealWriter")
+            .field("file_index", &self.file_index)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: Write> SealWriter<W> {
+    /// A writer of file `file_index` under `key`, bound to `aad`.
+    pub fn new(inner: W, key: Arc<PackageKey>, file_index: u32, aad: Vec<u8>) -> Self {
+        Self {
+            inner,
+            key,
+            file_index,
+            aad,
+            buf: Vec::with_capacity(CHUNK + TAG),
+            chunk: 0,
+            size: 0,
+            sha: None,
+        }
+    }
+
+    /// Also digests the plain bytes (SHA-256).
+    #[must_use]
+    pub fn digested(mut self) -> Self {
+        self.sha = Some(sha2::Sha256::new());
+        self
+    }
+
+    /// Where the sealed chunks go.
+    pub fn inner_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    fn seal_buffered(&mut self, last: bool) -> io::Result<()> {
+        if let Some(sha) = self.sha.as_mut() {
+            sha.update(&self.buf);
+        }
+        self.size += self.buf.len() as u64;
+        self.key
+            .0
+            .seal_in_place_append_tag(
+                chunk_nonce(self.file_index, self.chunk, last),
+                Aad::from(&self.aad),
+                &mut self.buf,
+            )
+            .map_err(|_| io::Error::other("sealing failed"))?;
+        self.inner.write_all(&self.buf)?;
+        self.buf.clear();
+        self.chunk += 1;
+        Ok(())
+    }
+
+    /// Seals the last chunk; returns the sink and what was written.
+    pub fn finish(mut self) -> io::Result<(W, Written)> {
+        self.seal_buffered(true)?;
+        self.inner.flush()?;
+        let sha256 = self
+            .sha
+            .take()
+            .map(|s| hex::encode(s.finalize()))
+            .unwrap_or_default();
+        Ok((
+            self.inner,
+            Written {
+                size: self.size,
+                sha256,
+            },
+        ))
+    }
+}
+
+impl<W: Write> Write for SealWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            // A full chunk is sealed only once more bytes follow it: the
+            // last chunk, full or not, carries the last-chunk flag.
+            if self.buf.len() == CHUNK {
+                self.seal_buffered(false)?;
+            }
+            let take = (CHUNK - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Opens a sealed file as it is read, chunk by chunk. A chunk that does
+/// not authenticate, or a file cut off, is an [`io::ErrorKind::InvalidData`]
+/// error.
+pub struct SealReader<R: Read> {
+    inner: R,
+    key: Arc<PackageKey>,
+    file_index: u32,
+    aad: Vec<u8>,
+    chunk: u64,
+    next: Option<Vec<u8>>,
+    plain: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<R: Read> std::fmt::Debug for SealReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealReader")
+            .field("file_index", &self.file_index)
+            .field("chunk", &self.chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+fn corrupt() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, CryptError::Corrupt)
+}
+
+/// Reads up to one sealed chunk (fewer bytes only at the end).
+fn read_sealed(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; CHUNK + TAG];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+impl<R: Read> SealReader<R> {
+    /// A reader of file `file_index` under `key`, bound to `aad`.
+    pub fn new(inner: R, key: Arc<PackageKey>, file_index: u32, aad: Vec<u8>) -> Self {
+        Self {
+            inner,
+            key,
+            file_index,
+            aad,
+            chunk: 0,
+            next: None,
+            plain: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+
+    /// Opens the next chunk; false at the end.
+    fn fill(&mut self) -> io::Result<bool> {
+        while !self.done {
+            let current = match self.next.take() {
+                Some(c) => c,
+                None => read_sealed(&mut self.inner)?,
+            };
+            if current.len() < TAG {
+                // Every file ends with a sealed last chunk.
+                return Err(corrupt());
+            }
+            let next = read_sealed(&mut self.inner)?;
+            let last = next.is_empty();
+            self.plain = self
+                .key
+                .open_chunk(self.file_index, &self.aad, self.chunk, last, &current)
+                .map_err(|_| corrupt())?;
+            self.pos = 0;
+            self.chunk += 1;
+            self.done = last;
+            self.next = Some(next);
+            if !self.plain.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl<R: Read> Read for SealReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.plain.len() && !self.fill()? {
+            return Ok(0);
+        }
+        let n = out.len().min(self.plain.len() - self.pos);
+        out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +415,55 @@ mod tests {
         assert!(open_all(&k2, 0, b"p1/a.json", &flipped).is_err());
         // Another master key cannot unwrap.
         assert!(MasterKey::new(&[8; 32]).unwrap_key("p1", &wrapped).is_err());
+    }
+
+    #[test]
+    fn the_writer_seals_as_a_whole_file_and_the_reader_opens_it() {
+        let (k, _) = MasterKey::new(&[2; 32]).new_package_key("p").unwrap();
+        let k = Arc::new(k);
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 7] {
+            let plain: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut w = SealWriter::new(Vec::new(), k.clone(), 4, b"p/4".to_vec()).digested();
+            // Written in uneven pieces, as a serialiser writes.
+            for piece in plain.chunks(1000) {
+                w.write_all(piece).unwrap();
+            }
+            let (sealed, written) = w.finish().unwrap();
+            assert_eq!(sealed, k.seal_file(4, b"p/4", &plain), "length {len}");
+            assert_eq!(written.size, len as u64);
+            assert_eq!(
+                written.sha256,
+                hex::encode(sha2::Sha256::digest(&plain)),
+                "length {len}"
+            );
+            let mut opened = Vec::new();
+            SealReader::new(sealed.as_slice(), k.clone(), 4, b"p/4".to_vec())
+                .read_to_end(&mut opened)
+                .unwrap();
+            assert_eq!(opened, plain, "length {len}");
+            // Cut off after a whole chunk, or changed: refused.
+            if sealed.len() > CHUNK + TAG {
+                let mut cut = Vec::new();
+                let err = SealReader::new(&sealed[..CHUNK + TAG], k.clone(), 4, b"p/4".to_vec())
+                    .read_to_end(&mut cut)
+                    .unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            }
+            let mut flipped = sealed.clone();
+            let at = flipped.len() / 2;
+            flipped[at] ^= 1;
+            assert!(
+                SealReader::new(flipped.as_slice(), k.clone(), 4, b"p/4".to_vec())
+                    .read_to_end(&mut Vec::new())
+                    .is_err()
+            );
+            // Nothing at all is not an empty file.
+            assert!(
+                SealReader::new(&[][..], k.clone(), 4, b"p/4".to_vec())
+                    .read_to_end(&mut Vec::new())
+                    .is_err()
+            );
+        }
     }
 
     #[test]

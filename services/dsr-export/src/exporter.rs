@@ -1,19 +1,31 @@
 //! Builds a package from a subject map: reads every record from its system,
 //! joins each category with its declarations and with the registry, and
 //! stores the documents sealed.
+//!
+//! In constant memory, whatever the number of records: each system's
+//! records go, batch by batch as the system streams them, into a sealed
+//! spool ([`crate::spool`]) while the categories they hold are noted; the
+//! documents are then written from the spools into the sealed package
+//! files, record by record.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
 use dsr_domain::group::Group;
+use futures_util::TryStreamExt as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::model::{BuildRequest, Header, Kind, Record, SourceError, Sources, SystemInfo};
+use crate::model::{
+    BuildRequest, Header, Kind, MapSystem, Record, SourceError, Sources, SystemInfo,
+};
 use crate::report::{
     self, AccessDocument, AutomatedOut, CategoryOut, ComplaintOut, ControllerOut, IdentityOut,
     PolicyOut, PortabilityDocument, PortableRecord, PortableSystem, SystemOut,
 };
-use crate::store::{NewFile, PackageInfo, Packages, StoreError};
+use crate::spool::{SpoolDir, Spooled};
+use crate::store::{FileInfo, PackageInfo, PackageWriter, Packages, StoreError};
 
 /// The manifest's schema id.
 pub const MANIFEST_SCHEMA: &str = "dsr.export.manifest/1";
@@ -33,6 +45,114 @@ pub enum BuildError {
     /// Storing failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<std::io::Error> for BuildError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Store(StoreError::Io(e))
+    }
+}
+
+impl From<crate::crypt::CryptError> for BuildError {
+    fn from(e: crate::crypt::CryptError) -> Self {
+        Self::Store(StoreError::Crypt(e))
+    }
+}
+
+/// What the documents keep of a record a system returned.
+trait Kept: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// What the system's declarations decide for every record.
+    type Rule: Send + Sync;
+    /// The rule, from what the system declares.
+    fn rule(info: &SystemInfo) -> Self::Rule;
+    /// The record as kept; `None`: left out.
+    fn keep(rule: &Self::Rule, r: Record) -> Option<Self>;
+    /// Notes what the documents need to know of a kept record before
+    /// they are written.
+    fn note(&self, seen: &mut Seen);
+}
+
+/// What the records of one system held, learnt while spooling them.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The categories of their fields.
+    categories: BTreeSet<String>,
+    /// Per store, field names in the order first seen.
+    columns: BTreeMap<String, Vec<String>>,
+}
+
+impl Kept for Record {
+    type Rule = ();
+
+    fn rule(_: &SystemInfo) {}
+
+    fn keep((): &(), r: Record) -> Option<Self> {
+        Some(r)
+    }
+
+    fn note(&self, seen: &mut Seen) {
+        for f in &self.fields {
+            if !seen.categories.contains(&f.category) {
+                seen.categories.insert(f.category.clone());
+            }
+        }
+    }
+}
+
+/// Only what the person provided, on consent or contract, as the systems
+/// declare it portable: the systems were asked for the portable subset, and
+/// every field is checked again against the declaration.
+impl Kept for PortableRecord {
+    type Rule = BTreeSet<String>;
+
+    fn rule(info: &SystemInfo) -> BTreeSet<String> {
+        info.categories
+            .iter()
+            .filter(|c| {
+                c.portable
+                    && c.provided_by_subject
+                    && matches!(c.legal_basis.as_str(), "consent" | "contract")
+            })
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    fn keep(portable: &BTreeSet<String>, r: Record) -> Option<Self> {
+        let fields: BTreeMap<String, Option<String>> = r
+            .fields
+            .into_iter()
+            .filter(|f| portable.contains(&f.category))
+            .map(|f| (f.name, f.value))
+            .collect();
+        (!fields.is_empty()).then_some(PortableRecord {
+            store: r.store,
+            key: r.key,
+            fields,
+        })
+    }
+
+    fn note(&self, seen: &mut Seen) {
+        let columns = match seen.columns.get_mut(&self.store) {
+            Some(c) => c,
+            None => seen.columns.entry(self.store.clone()).or_default(),
+        };
+        for name in self.fields.keys() {
+            if !columns.contains(name) {
+                columns.push(name.clone());
+            }
+        }
+    }
+}
+
+/// One system as read.
+struct Read<T> {
+    info: SystemInfo,
+    /// The categories the subject map names for it.
+    mapped: BTreeSet<String>,
+    /// Every record it returned.
+    returned: u64,
+    seen: Seen,
+    records: Spooled<T>,
 }
 
 /// The exporter.
@@ -76,7 +196,7 @@ impl Exporter {
 
     /// Builds the package of a request, or returns the one already built.
     #[tracing::instrument(skip_all, fields(request = %req.request_id, kind = req.kind.as_str()))]
-    pub async fn build(&self, req: BuildRequest) -> Result<PackageInfo, BuildError> {
+    pub async fn build(&self, mut req: BuildRequest) -> Result<PackageInfo, BuildError> {
         if let Some(p) = self.packages.by_request(&req.request_id).await? {
             return Ok(p);
         }
@@ -92,99 +212,70 @@ impl Exporter {
             controller: req.controller.clone(),
             due_date: req.due_date,
         };
-        let portable_only = req.kind == Kind::Portability;
-        let t0 = std::time::Instant::now();
-        // Read each system with records (in parallel), with its declarations.
-        let reads = req
-            .map
-            .systems
-            .iter()
-            .filter(|s| s.stores.iter().any(|st| !st.keys.is_empty()))
-            .map(|s| {
-                let sources = self.sources.clone();
-                let header = header.clone();
-                let refs: Vec<(String, String)> = s
-                    .stores
-                    .iter()
-                    .flat_map(|st| st.keys.iter().map(|k| (st.store.clone(), k.clone())))
-                    .collect();
-                let mapped: BTreeSet<String> = s
-                    .stores
-                    .iter()
-                    .flat_map(|st| st.categories.iter().cloned())
-                    .collect();
-                let id = s.system_id.clone();
-                async move {
-                    let info = sources.describe(&id).await?;
-                    let records = sources.access(&id, &header, &refs, portable_only).await?;
-                    Ok::<_, SourceError>((info, records, mapped))
-                }
-            });
-        let mut systems: Vec<(SystemInfo, Vec<Record>, BTreeSet<String>)> =
-            futures_util::future::try_join_all(reads).await?;
-        systems.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        let read_ms = t0.elapsed().as_millis();
-        let now = self.packages.clock().now();
         let package_id = uuid::Uuid::new_v4().to_string();
+        let spool = SpoolDir::new(self.packages.scratch_dir(&package_id))?;
+        let t0 = std::time::Instant::now();
+        let now = self.packages.clock().now();
         let expires_at = now + self.ttl;
         let controller_out = ControllerOut {
             organisation_number: controller.organisation_number.as_str().to_owned(),
             name: controller.name.clone(),
         };
-        let system_ids: Vec<String> = systems.iter().map(|s| s.0.id.clone()).collect();
-        let (files, record_count) = match req.kind {
+        let kind = req.kind;
+        let language = req.language;
+        let (written, record_count, system_ids) = match kind {
             Kind::Access => {
+                let systems = self
+                    .read::<Record>(std::mem::take(&mut req.map.systems), &header, &spool, false)
+                    .await?;
+                let system_ids: Vec<String> = systems.iter().map(|s| s.info.id.clone()).collect();
                 let doc = self
                     .access_document(&req, controller_out, systems, now)
                     .await?;
                 let count = doc.record_count;
-                let html = report::render_html(&doc, req.language);
-                let json = serde_json::to_vec_pretty(&doc).expect("serialisable");
-                (
-                    vec![
-                        NewFile {
-                            name: "access.json".into(),
-                            media_type: "application/json".into(),
-                            bytes: json,
-                        },
-                        NewFile {
-                            name: "report.html".into(),
-                            media_type: "text/html; charset=utf-8".into(),
-                            bytes: html.into_bytes(),
-                        },
-                    ],
-                    count,
-                )
+                let written = self
+                    .write(&package_id, &req, now, expires_at, spool, move |w| {
+                        w.write_file("access.json", "application/json", |out| {
+                            serde_json::to_writer_pretty(&mut *out, &doc)
+                                .map_err(std::io::Error::other)
+                        })?;
+                        w.write_file("report.html", "text/html; charset=utf-8", |out| {
+                            report::render_html(&doc, language, out)
+                        })?;
+                        Ok(())
+                    })
+                    .await?;
+                (written, count, system_ids)
             }
             Kind::Portability => {
+                let systems = self
+                    .read::<PortableRecord>(
+                        std::mem::take(&mut req.map.systems),
+                        &header,
+                        &spool,
+                        true,
+                    )
+                    .await?;
+                let system_ids: Vec<String> = systems.iter().map(|s| s.info.id.clone()).collect();
                 let doc = portability_document(&req, controller_out, systems, now);
-                let count = doc.systems.iter().map(|s| s.records.len() as u64).sum();
-                let zip = report::portability_zip(&doc).map_err(StoreError::Io)?;
-                (
-                    vec![NewFile {
-                        name: "portability.zip".into(),
-                        media_type: "application/zip".into(),
-                        bytes: zip,
-                    }],
-                    count,
-                )
+                let count = doc.systems.iter().map(|s| s.records.len()).sum();
+                let written = self
+                    .write(&package_id, &req, now, expires_at, spool, move |w| {
+                        w.write_file("portability.zip", "application/zip", |out| {
+                            report::portability_zip(&doc, out)
+                        })?;
+                        Ok(())
+                    })
+                    .await?;
+                (written, count, system_ids)
             }
         };
-        let manifest = manifest(&package_id, &req, now, expires_at, &files);
-        let mut files = files;
-        files.push(NewFile {
-            name: "manifest.json".into(),
-            media_type: "application/json".into(),
-            bytes: manifest,
-        });
-        let built_ms = t0.elapsed().as_millis() - read_ms;
         let info = self
             .packages
-            .save(
-                &package_id,
+            .commit(
+                written,
                 &req.request_id,
-                req.kind,
-                files,
+                kind,
                 record_count,
                 &system_ids,
                 now,
@@ -195,31 +286,114 @@ impl Exporter {
         tracing::info!(
             package = %info.id,
             records = info.record_count,
-            read_ms,
-            built_ms,
             total_ms = t0.elapsed().as_millis(),
             "package built"
         );
         Ok(info)
     }
 
+    /// Reads each system with records (in parallel), with its
+    /// declarations, spooling what the documents keep of each record as
+    /// the system streams them.
+    async fn read<T: Kept>(
+        &self,
+        systems: Vec<MapSystem>,
+        header: &Header,
+        spool: &SpoolDir,
+        portable_only: bool,
+    ) -> Result<Vec<Read<T>>, BuildError> {
+        let reads = systems
+            .into_iter()
+            .filter(|s| s.stores.iter().any(|st| !st.keys.is_empty()))
+            .enumerate()
+            .map(|(n, s)| {
+                let sources = self.sources.clone();
+                let header = header.clone();
+                let mapped: BTreeSet<String> = s
+                    .stores
+                    .iter()
+                    .flat_map(|st| st.categories.iter().cloned())
+                    .collect();
+                let MapSystem {
+                    system_id: id,
+                    stores,
+                } = s;
+                let mut writer = spool.writer::<T>(u32::try_from(n).unwrap_or(u32::MAX));
+                async move {
+                    let info = sources.describe(&id).await?;
+                    let rule = T::rule(&info);
+                    let mut batches = sources.access(&id, &header, stores, portable_only).await?;
+                    let mut seen = Seen::default();
+                    let mut returned = 0u64;
+                    while let Some(batch) = batches.try_next().await? {
+                        for r in batch {
+                            returned += 1;
+                            if let Some(kept) = T::keep(&rule, r) {
+                                kept.note(&mut seen);
+                                writer.push(&kept).await?;
+                            }
+                        }
+                    }
+                    Ok::<_, BuildError>(Read {
+                        info,
+                        mapped,
+                        returned,
+                        seen,
+                        records: writer.finish().await?,
+                    })
+                }
+            });
+        let mut systems = futures_util::future::try_join_all(reads).await?;
+        systems.sort_by(|a, b| a.info.id.cmp(&b.info.id));
+        Ok(systems)
+    }
+
+    /// Writes the package's documents with `documents`, then its manifest,
+    /// off the async threads; the spools go once the documents are written.
+    async fn write(
+        &self,
+        package_id: &str,
+        req: &BuildRequest,
+        created: chrono::DateTime<Utc>,
+        expires: chrono::DateTime<Utc>,
+        spool: SpoolDir,
+        documents: impl FnOnce(&mut PackageWriter) -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<PackageWriter, BuildError> {
+        let packages = self.packages.clone();
+        let id = package_id.to_owned();
+        let request_id = req.request_id.clone();
+        let kind = req.kind;
+        let written = tokio::task::spawn_blocking(move || {
+            let mut w = packages.begin(&id)?;
+            documents(&mut w)?;
+            drop(spool);
+            let manifest = manifest(&id, &request_id, kind, created, expires, w.files());
+            w.write_file("manifest.json", "application/json", |out| {
+                out.write_all(&manifest)
+            })?;
+            Ok::<_, StoreError>(w)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        Ok(written)
+    }
+
     async fn access_document(
         &self,
         req: &BuildRequest,
         controller: ControllerOut,
-        systems: Vec<(SystemInfo, Vec<Record>, BTreeSet<String>)>,
+        systems: Vec<Read<Record>>,
         now: chrono::DateTime<Utc>,
     ) -> Result<AccessDocument, BuildError> {
         // Categories: those the map names and those the records hold.
         let mut categories: BTreeMap<String, CategoryOut> = BTreeMap::new();
         let mut automated = Vec::new();
-        for (info, records, mapped) in &systems {
+        for Read {
+            info, mapped, seen, ..
+        } in &systems
+        {
             let mut held: BTreeSet<String> = mapped.clone();
-            held.extend(
-                records
-                    .iter()
-                    .flat_map(|r| r.fields.iter().map(|f| f.category.clone())),
-            );
+            held.extend(seen.categories.iter().cloned());
             for id in &held {
                 let Some(declared) = info.categories.iter().find(|c| &c.id == id) else {
                     continue;
@@ -254,7 +428,7 @@ impl Exporter {
                 }
             }
         }
-        let system_ids: Vec<String> = systems.iter().map(|s| s.0.id.clone()).collect();
+        let system_ids: Vec<String> = systems.iter().map(|s| s.info.id.clone()).collect();
         let category_ids: Vec<String> = categories.keys().cloned().collect();
         let recipients = if system_ids.is_empty() {
             Vec::new()
@@ -275,7 +449,7 @@ impl Exporter {
                 })
                 .collect()
         };
-        let record_count = systems.iter().map(|s| s.1.len() as u64).sum();
+        let record_count = systems.iter().map(|s| s.returned).sum();
         Ok(AccessDocument {
             schema: report::ACCESS_SCHEMA,
             request_id: req.request_id.clone(),
@@ -299,7 +473,7 @@ impl Exporter {
                 .collect(),
             systems: systems
                 .into_iter()
-                .map(|(info, records, _)| SystemOut {
+                .map(|Read { info, records, .. }| SystemOut {
                     display_name: info
                         .display_names
                         .get(req.language.code())
@@ -327,50 +501,28 @@ impl Exporter {
     }
 }
 
-/// Only what the person provided, on consent or contract, as the systems
-/// declare it portable: the systems were asked for the portable subset, and
-/// every field is checked again against the declaration.
+/// The systems with portable records, each with its CSV columns.
 fn portability_document(
     req: &BuildRequest,
     controller: ControllerOut,
-    systems: Vec<(SystemInfo, Vec<Record>, BTreeSet<String>)>,
+    systems: Vec<Read<PortableRecord>>,
     now: chrono::DateTime<Utc>,
 ) -> PortabilityDocument {
     let systems = systems
         .into_iter()
-        .map(|(info, records, _)| {
-            let portable: BTreeSet<&str> = info
-                .categories
-                .iter()
-                .filter(|c| {
-                    c.portable
-                        && c.provided_by_subject
-                        && matches!(c.legal_basis.as_str(), "consent" | "contract")
-                })
-                .map(|c| c.id.as_str())
-                .collect();
-            let records = records
-                .into_iter()
-                .filter_map(|r| {
-                    let fields: BTreeMap<String, Option<String>> = r
-                        .fields
-                        .into_iter()
-                        .filter(|f| portable.contains(f.category.as_str()))
-                        .map(|f| (f.name, f.value))
-                        .collect();
-                    (!fields.is_empty()).then_some(PortableRecord {
-                        store: r.store,
-                        key: r.key,
-                        fields,
-                    })
-                })
-                .collect();
-            PortableSystem {
+        .filter(|s| !s.records.is_empty())
+        .map(
+            |Read {
+                 info,
+                 records,
+                 seen,
+                 ..
+             }| PortableSystem {
                 id: info.id,
                 records,
-            }
-        })
-        .filter(|s| !s.records.is_empty())
+                columns: seen.columns,
+            },
+        )
         .collect();
     PortabilityDocument {
         schema: report::PORTABILITY_SCHEMA,
@@ -383,28 +535,28 @@ fn portability_document(
 
 fn manifest(
     package_id: &str,
-    req: &BuildRequest,
+    request_id: &str,
+    kind: Kind,
     created: chrono::DateTime<Utc>,
     expires: chrono::DateTime<Utc>,
-    files: &[NewFile],
+    files: &[FileInfo],
 ) -> Vec<u8> {
-    use sha2::Digest as _;
     let files: Vec<serde_json::Value> = files
         .iter()
         .map(|f| {
             serde_json::json!({
                 "name": f.name,
                 "media_type": f.media_type,
-                "size": f.bytes.len(),
-                "sha256": hex::encode(sha2::Sha256::digest(&f.bytes)),
+                "size": f.size,
+                "sha256": f.sha256,
             })
         })
         .collect();
     serde_json::to_vec_pretty(&serde_json::json!({
         "schema": MANIFEST_SCHEMA,
         "package_id": package_id,
-        "request_id": req.request_id,
-        "kind": req.kind.as_str(),
+        "request_id": request_id,
+        "kind": kind.as_str(),
         "created_at": report::rfc3339(created),
         "expires_at": report::rfc3339(expires),
         "files": files,

@@ -24,7 +24,7 @@ use tower_layer::Layer;
 use crate::exporter::{BuildError, Exporter};
 use crate::model::{
     AttestedBy, BuildRequest, Category, CategoryText, Disclosure, DisclosureText, Field, Header,
-    Kind, Language, Record, SourceError, Sources, SystemInfo,
+    Kind, Language, MapStore, Record, RecordBatches, SourceError, Sources, SystemInfo,
 };
 use crate::store::{PackageInfo, StoreError};
 
@@ -469,6 +469,34 @@ impl GrpcSources {
     }
 }
 
+/// A record as export works with it.
+fn record_from_pb(r: sys::Record) -> Record {
+    let rf = r.r#ref.unwrap_or_default();
+    Record {
+        store: rf.store,
+        key: rf.key,
+        fields: r
+            .fields
+            .into_iter()
+            .map(|f| Field {
+                value: (!f.null).then_some(f.value),
+                name: f.name,
+                category: f.category_id,
+            })
+            .collect(),
+        restricted: r.restricted,
+        objected_purposes: r.objected_purposes,
+        attested_by: r.attestation.map(|a| AttestedBy {
+            name: a.name,
+            on: a
+                .attested_at
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
+        }),
+    }
+}
+
 #[tonic::async_trait]
 impl Sources for GrpcSources {
     async fn describe(&self, system: &str) -> Result<SystemInfo, SourceError> {
@@ -495,9 +523,9 @@ impl Sources for GrpcSources {
         &self,
         system: &str,
         h: &Header,
-        refs: &[(String, String)],
+        stores: Vec<MapStore>,
         portable_only: bool,
-    ) -> Result<Vec<Record>, SourceError> {
+    ) -> Result<RecordBatches, SourceError> {
         let what = format!("system {system}");
         let instruction = instruction(
             system,
@@ -506,52 +534,38 @@ impl Sources for GrpcSources {
             h.due_date,
             &format!("export-{}", h.request_id),
         );
-        let mut stream = self
+        let mut records = Vec::with_capacity(stores.iter().map(|s| s.keys.len()).sum());
+        for st in stores {
+            for key in st.keys {
+                records.push(sys::RecordRef {
+                    store: st.store.clone(),
+                    key,
+                });
+            }
+        }
+        let stream = self
             .system(system)?
             .access(sys::AccessRequest {
                 instruction: Some(instruction),
-                records: refs
-                    .iter()
-                    .map(|(store, key)| sys::RecordRef {
-                        store: store.clone(),
-                        key: key.clone(),
-                    })
-                    .collect(),
+                records,
                 portable_only,
             })
             .await
             .map_err(|s| source_err(&what, &s))?
             .into_inner();
-        let mut out = Vec::new();
-        while let Some(batch) = stream.message().await.map_err(|s| source_err(&what, &s))? {
-            out.extend(batch.records.into_iter().map(|r| {
-                let rf = r.r#ref.unwrap_or_default();
-                Record {
-                    store: rf.store,
-                    key: rf.key,
-                    fields: r
-                        .fields
-                        .into_iter()
-                        .map(|f| Field {
-                            value: (!f.null).then_some(f.value),
-                            name: f.name,
-                            category: f.category_id,
-                        })
-                        .collect(),
-                    restricted: r.restricted,
-                    objected_purposes: r.objected_purposes,
-                    attested_by: r.attestation.map(|a| AttestedBy {
-                        name: a.name,
-                        on: a
-                            .attested_at
-                            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-                            .map(|d| d.format("%Y-%m-%d").to_string())
-                            .unwrap_or_default(),
-                    }),
-                }
-            }));
-        }
-        Ok(out)
+        let batches = futures_util::stream::try_unfold(stream, move |mut stream| {
+            let what = what.clone();
+            async move {
+                let Some(batch) = stream.message().await.map_err(|s| source_err(&what, &s))? else {
+                    return Ok(None);
+                };
+                Ok(Some((
+                    batch.records.into_iter().map(record_from_pb).collect(),
+                    stream,
+                )))
+            }
+        });
+        Ok(Box::pin(batches))
     }
 
     async fn disclosures(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use dsr_domain::identity::Organisationsnummer;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Access or portability.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -174,7 +174,7 @@ pub struct SystemInfo {
 }
 
 /// One field of a record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {
     /// The name.
     pub name: String,
@@ -185,7 +185,7 @@ pub struct Field {
 }
 
 /// One record, as its system returned it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// The store.
     pub store: String,
@@ -199,12 +199,12 @@ pub struct Record {
     pub objected_purposes: Vec<String>,
     /// Reported by a person at a vendor without an API (a manual system):
     /// who attested it, not read from a system.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attested_by: Option<AttestedBy>,
 }
 
 /// Who at a vendor without an API reported a record, and when.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttestedBy {
     /// Their name.
     pub name: String,
@@ -298,19 +298,24 @@ pub struct Header {
     pub due_date: NaiveDate,
 }
 
+/// A system's records as they arrive, batch by batch.
+pub type RecordBatches = futures_util::stream::BoxStream<'static, Result<Vec<Record>, SourceError>>;
+
 /// Where export reads from.
 #[tonic::async_trait]
 pub trait Sources: Send + Sync {
     /// What a system declares.
     async fn describe(&self, system: &str) -> Result<SystemInfo, SourceError>;
-    /// The records, read from their system (streamed there; collected here).
+    /// The records of `stores` (their keys are moved into the call, not
+    /// copied), as their system streams them: the exporter spools each
+    /// batch as it comes, never holding them all.
     async fn access(
         &self,
         system: &str,
         header: &Header,
-        refs: &[(String, String)],
+        stores: Vec<MapStore>,
         portable_only: bool,
-    ) -> Result<Vec<Record>, SourceError>;
+    ) -> Result<RecordBatches, SourceError>;
     /// The recipients of these systems and categories, for the controller.
     async fn disclosures(
         &self,

@@ -5,12 +5,12 @@
 use dsr_domain::text::html_escape as esc;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Category, Disclosure, Language, Record};
+use crate::spool::Spooled;
 
 /// The access document's schema id.
 pub const ACCESS_SCHEMA: &str = "dsr.export.access/1";
@@ -67,8 +67,8 @@ pub struct SystemOut {
     pub role: String,
     /// The operator in the registry.
     pub operator_recipient_id: String,
-    /// Its records.
-    pub records: Vec<Record>,
+    /// Its records, read from the build's spool as they are written.
+    pub records: Spooled<Record>,
 }
 
 /// One category of the person's data, with its declarations.
@@ -372,8 +372,12 @@ fn same(s: &str) -> String {
 /// The report as a self-contained HTML page, every sentence in `lang`: the
 /// labels here, the texts the systems and the registry give in that
 /// language; names, numbers, dates and the person's own data are marked
-/// `translate="no"`.
-pub fn render_html(doc: &AccessDocument, lang: Language) -> String {
+/// `translate="no"`. Written to `out` as it is rendered, record by record.
+pub fn render_html(
+    doc: &AccessDocument,
+    lang: Language,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let l = match lang {
         Language::Sv => &SV,
         Language::En => &EN,
@@ -530,7 +534,12 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
     let _ = writeln!(h, "<h2>{}</h2>", l.data);
     for s in &doc.systems {
         let _ = writeln!(h, "<h3>{}</h3>", esc(&s.display_name));
-        for r in &s.records {
+        for r in s.records.iter()? {
+            let r = r?;
+            if h.len() >= 32 * 1024 {
+                out.write_all(h.as_bytes())?;
+                h.clear();
+            }
             let mut flags = Vec::new();
             if r.restricted {
                 flags.push(l.restricted.to_owned());
@@ -577,7 +586,7 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
         }
     }
     h.push_str("</body></html>\n");
-    h
+    out.write_all(h.as_bytes())
 }
 
 /// The portability document.
@@ -600,12 +609,16 @@ pub struct PortabilityDocument {
 pub struct PortableSystem {
     /// Id.
     pub id: String,
-    /// Records.
-    pub records: Vec<PortableRecord>,
+    /// Records, read from the build's spool as they are written.
+    pub records: Spooled<PortableRecord>,
+    /// Per store, the field names its records hold, in the order first
+    /// seen: the columns of the store's CSV.
+    #[serde(skip)]
+    pub columns: BTreeMap<String, Vec<String>>,
 }
 
 /// One record: field name → value.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PortableRecord {
     /// The store.
     pub store: String,
@@ -623,58 +636,58 @@ fn csv_cell(v: &str) -> String {
     }
 }
 
-/// One CSV per store of each system: a header of field names, a row per
-/// record.
-pub fn portability_csvs(doc: &PortabilityDocument) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for s in &doc.systems {
-        let mut by_store: BTreeMap<&str, Vec<&PortableRecord>> = BTreeMap::new();
-        for r in &s.records {
-            by_store.entry(r.store.as_str()).or_default().push(r);
-        }
-        for (store, records) in by_store {
-            let mut columns: Vec<&str> = Vec::new();
-            for r in &records {
-                for k in r.fields.keys() {
-                    if !columns.contains(&k.as_str()) {
-                        columns.push(k);
-                    }
-                }
-            }
-            let mut text = String::from("record_key");
-            for c in &columns {
-                text.push(',');
-                text.push_str(&csv_cell(c));
-            }
-            text.push_str("\r\n");
-            for r in records {
-                text.push_str(&csv_cell(&r.key));
-                for c in &columns {
-                    text.push(',');
-                    if let Some(Some(v)) = r.fields.get(*c) {
-                        text.push_str(&csv_cell(v));
-                    }
-                }
-                text.push_str("\r\n");
-            }
-            out.push((format!("{}/{store}.csv", s.id), text));
-        }
+/// The CSV of one store: a header of field names, a row per record.
+fn write_csv(
+    out: &mut dyn std::io::Write,
+    system: &PortableSystem,
+    store: &str,
+    columns: &[String],
+) -> std::io::Result<()> {
+    let mut line = String::from("record_key");
+    for c in columns {
+        line.push(',');
+        line.push_str(&csv_cell(c));
     }
-    out
+    line.push_str("\r\n");
+    out.write_all(line.as_bytes())?;
+    for r in system.records.iter()? {
+        let r = r?;
+        if r.store != store {
+            continue;
+        }
+        line.clear();
+        line.push_str(&csv_cell(&r.key));
+        for c in columns {
+            line.push(',');
+            if let Some(Some(v)) = r.fields.get(c) {
+                line.push_str(&csv_cell(v));
+            }
+        }
+        line.push_str("\r\n");
+        out.write_all(line.as_bytes())?;
+    }
+    Ok(())
 }
 
-/// The zip of `data.json` and the CSVs.
-pub fn portability_zip(doc: &PortabilityDocument) -> std::io::Result<Vec<u8>> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+/// The zip of `data.json` and one CSV per store of each system, written
+/// to `out` as it is made.
+pub fn portability_zip(
+    doc: &PortabilityDocument,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let mut zip = zip::ZipWriter::new_stream(out);
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated);
     zip.start_file("data.json", opts)?;
-    zip.write_all(&serde_json::to_vec_pretty(doc).map_err(std::io::Error::other)?)?;
-    for (name, text) in portability_csvs(doc) {
-        zip.start_file(name, opts)?;
-        zip.write_all(text.as_bytes())?;
+    serde_json::to_writer_pretty(&mut zip, doc).map_err(std::io::Error::other)?;
+    for s in &doc.systems {
+        for (store, columns) in &s.columns {
+            zip.start_file(format!("{}/{store}.csv", s.id), opts)?;
+            write_csv(&mut zip, s, store, columns)?;
+        }
     }
-    Ok(zip.finish()?.into_inner())
+    zip.finish()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! disk (`<dir>/<package id>/<file index>.sealed`: no names, no personal
 //! data in paths), and their deletion at expiry.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 
-use crate::crypt::{CHUNK, CryptError, MasterKey, TAG};
+use crate::crypt::{CHUNK, CryptError, MasterKey, PackageKey, SealWriter, TAG};
 use crate::entity::package;
 use crate::model::Kind;
 
@@ -95,10 +96,9 @@ pub struct Packages {
     clock: dsr_domain::clock::Clock,
 }
 
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(b))
-}
+/// How long a build's scratch directory may stand before the purge takes
+/// it for a build a crash interrupted.
+const SCRATCH_STALE: chrono::Duration = chrono::Duration::hours(1);
 
 fn aad(package_id: &str, index: usize) -> Vec<u8> {
     format!("{package_id}/{index}").into_bytes()
@@ -147,57 +147,57 @@ impl Packages {
         })
     }
 
-    /// Seals and stores the files (the digests are of the plain bytes) and
-    /// indexes the package. When another package for the same request won
-    /// the race, its files are removed and the existing package returned.
+    /// Where a build of package `id` keeps its scratch data (see
+    /// [`crate::spool`]).
+    pub fn scratch_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.spool"))
+    }
+
+    /// Starts writing package `id`: its files go, sealed as they are
+    /// written, into a scratch directory that [`Packages::commit`] moves
+    /// into place at once (a crash leaves no half-written package under its
+    /// id). Blocking: call it, and write, off the async threads.
+    pub fn begin(&self, id: &str) -> Result<PackageWriter, StoreError> {
+        let (key, wrapped) = self.master.new_package_key(id)?;
+        let scratch = self.dir.join(format!("{id}.partial"));
+        std::fs::create_dir_all(&scratch)?;
+        Ok(PackageWriter {
+            id: id.to_owned(),
+            key: Arc::new(key),
+            wrapped,
+            scratch,
+            files: Vec::new(),
+            committed: false,
+        })
+    }
+
+    /// Indexes a written package. When another package for the same
+    /// request won the race, this one's files are removed and the existing
+    /// package returned.
     #[allow(clippy::too_many_arguments)]
-    pub async fn save(
+    pub async fn commit(
         &self,
-        id: &str,
+        mut written: PackageWriter,
         request_id: &str,
         kind: Kind,
-        files: Vec<NewFile>,
         record_count: u64,
         system_ids: &[String],
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
         submitted_by: Option<&str>,
     ) -> Result<PackageInfo, StoreError> {
-        let (key, wrapped) = self.master.new_package_key(id)?;
-        let pdir = self.dir.join(id);
-        let mut infos = Vec::with_capacity(files.len());
-        let mut sealed = Vec::with_capacity(files.len());
-        for (i, f) in files.into_iter().enumerate() {
-            let idx = u32::try_from(i).unwrap_or(u32::MAX);
-            sealed.push(key.seal_file(idx, &aad(id, i), &f.bytes));
-            infos.push(FileInfo {
-                sha256: sha256_hex(&f.bytes),
-                size: f.bytes.len() as u64,
-                name: f.name,
-                media_type: f.media_type,
-            });
-        }
-        // Written into a scratch directory, then moved into place at once:
-        // a crash leaves no half-written package under its id.
-        let scratch = self.dir.join(format!("{id}.partial"));
-        let target = pdir.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&scratch)?;
-            for (i, bytes) in sealed.iter().enumerate() {
-                std::fs::write(scratch.join(format!("{i}.sealed")), bytes)?;
-            }
-            std::fs::rename(&scratch, &target)
-        })
-        .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let id = written.id.clone();
+        let pdir = self.dir.join(&id);
+        tokio::fs::rename(&written.scratch, &pdir).await?;
+        written.committed = true;
         let inserted = package::ActiveModel {
-            id: Set(id.to_owned()),
+            id: Set(id.clone()),
             request_id: Set(request_id.to_owned()),
             kind: Set(kind.as_str().to_owned()),
             created_at: Set(created_at),
             expires_at: Set(expires_at),
-            wrapped_key: Set(hex::encode(&wrapped)),
-            files: Set(serde_json::to_string(&infos).expect("serialisable")),
+            wrapped_key: Set(hex::encode(&written.wrapped)),
+            files: Set(serde_json::to_string(&written.files).expect("serialisable")),
             record_count: Set(i64::try_from(record_count).unwrap_or(i64::MAX)),
             system_ids: Set(serde_json::to_string(system_ids).expect("serialisable")),
             submitted_by: Set(submitted_by.map(str::to_owned)),
@@ -217,6 +217,46 @@ impl Packages {
                 Err(e.into())
             }
         }
+    }
+
+    /// Seals and stores whole files (the digests are of the plain bytes)
+    /// and indexes the package; see [`Packages::begin`] to write a package
+    /// too large to hold.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn save(
+        &self,
+        id: &str,
+        request_id: &str,
+        kind: Kind,
+        files: Vec<NewFile>,
+        record_count: u64,
+        system_ids: &[String],
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        submitted_by: Option<&str>,
+    ) -> Result<PackageInfo, StoreError> {
+        let me = self.clone();
+        let pid = id.to_owned();
+        let written = tokio::task::spawn_blocking(move || -> Result<PackageWriter, StoreError> {
+            let mut w = me.begin(&pid)?;
+            for f in files {
+                w.write_file(&f.name, &f.media_type, |out| out.write_all(&f.bytes))?;
+            }
+            Ok(w)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        self.commit(
+            written,
+            request_id,
+            kind,
+            record_count,
+            system_ids,
+            created_at,
+            expires_at,
+            submitted_by,
+        )
+        .await
     }
 
     /// The live package of a request, if any.
@@ -323,6 +363,39 @@ impl Packages {
         if n > 0 {
             tracing::info!(deleted = n, "expired packages deleted");
         }
+        let scratch = self.remove_stale_scratch(now).await?;
+        if scratch > 0 {
+            tracing::info!(removed = scratch, "scratch of interrupted builds removed");
+        }
+        Ok(n)
+    }
+
+    /// Removes the scratch directories of builds a crash interrupted
+    /// (half-written packages and spools, unreadable without the keys that
+    /// died with the process): those last changed over an hour before
+    /// `now`, so that a build in progress keeps its own.
+    async fn remove_stale_scratch(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut entries = match tokio::fs::read_dir(&*self.dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut n = 0;
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.ends_with(".partial") || name.ends_with(".spool")) {
+                continue;
+            }
+            let changed: DateTime<Utc> = entry.metadata().await?.modified()?.into();
+            if changed + SCRATCH_STALE < now {
+                match tokio::fs::remove_dir_all(entry.path()).await {
+                    Ok(()) => n += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         Ok(n)
     }
 
@@ -338,6 +411,67 @@ impl Packages {
                 }
             }
         })
+    }
+}
+
+/// A package being written; see [`Packages::begin`].
+pub struct PackageWriter {
+    id: String,
+    key: Arc<PackageKey>,
+    wrapped: Vec<u8>,
+    scratch: PathBuf,
+    files: Vec<FileInfo>,
+    committed: bool,
+}
+
+impl std::fmt::Debug for PackageWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackageWriter")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackageWriter {
+    /// Writes the next file through `write`, sealed as it goes; its size
+    /// and SHA-256 (of the plain bytes) are recorded.
+    pub fn write_file(
+        &mut self,
+        name: &str,
+        media_type: &str,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    ) -> Result<&FileInfo, StoreError> {
+        let index = self.files.len();
+        let file = std::fs::File::create(self.scratch.join(format!("{index}.sealed")))?;
+        let mut sealer = SealWriter::new(
+            file,
+            self.key.clone(),
+            u32::try_from(index).unwrap_or(u32::MAX),
+            aad(&self.id, index),
+        )
+        .digested();
+        write(&mut sealer)?;
+        let (_, written) = sealer.finish()?;
+        self.files.push(FileInfo {
+            name: name.to_owned(),
+            media_type: media_type.to_owned(),
+            size: written.size,
+            sha256: written.sha256,
+        });
+        Ok(self.files.last().expect("just pushed"))
+    }
+
+    /// The files written so far.
+    pub fn files(&self) -> &[FileInfo] {
+        &self.files
+    }
+}
+
+impl Drop for PackageWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.scratch);
+        }
     }
 }
 

@@ -169,3 +169,56 @@ async fn a_package_expires_by_the_clock() {
     assert!(!dir.path().join("p-clock").exists());
     db.finish().await;
 }
+
+/// What a crash leaves of a build (a half-written package, a spool) is
+/// removed by the purge once it has stood untouched for over an hour on the
+/// store's clock; a build in progress keeps its scratch; a package's own
+/// directory is not scratch.
+#[tokio::test]
+async fn the_purge_removes_what_an_interrupted_build_left() {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dsr_domain::clock::Clock::starting_at(Utc::now());
+    let packages = Packages::new(
+        db.db.clone(),
+        dir.path().to_path_buf(),
+        MasterKey::new(&[4; 32]),
+    )
+    .with_clock(clock.clone());
+    let now = packages.clock().now();
+    packages
+        .save(
+            "p-kept",
+            "req-kept",
+            Kind::Access,
+            vec![NewFile {
+                name: "access.json".into(),
+                media_type: "application/json".into(),
+                bytes: b"{}".to_vec(),
+            }],
+            0,
+            &[],
+            now,
+            now + Duration::days(30),
+            None,
+        )
+        .await
+        .unwrap();
+    let partial = dir.path().join("p-crashed.partial");
+    let spool = packages.scratch_dir("p-crashed");
+    for d in [&partial, &spool] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("0.sealed"), b"sealed bytes").unwrap();
+    }
+    packages.purge_expired(clock.now()).await.unwrap();
+    assert!(partial.exists() && spool.exists(), "a build in progress");
+    clock.advance(Duration::minutes(61));
+    packages.purge_expired(clock.now()).await.unwrap();
+    assert!(!partial.exists() && !spool.exists());
+    assert!(packages.get("p-kept").await.is_ok());
+    assert!(dir.path().join("p-kept").exists());
+    db.finish().await;
+}

@@ -2,11 +2,17 @@
 //! the print-and-mail vendor asks for access through the whole embedded
 //! mesh (verify, locate, export into the sealed package); the process's
 //! peak resident memory over the request, then the package downloaded and
-//! verified against its manifest.
+//! verified against its manifest. Last, the export service alone, as on
+//! Kubernetes: `dsr serve export` in a process of its own builds that
+//! person's package from the subject map discovery made, and its own peak
+//! resident memory is read from `/proc`.
 
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
+use dsr_proto::common::v1 as common;
+use dsr_proto::discovery::v1 as disc;
+use dsr_proto::discovery::v1::discovery_client::DiscoveryClient;
 use dsr_proto::export::v1 as exp;
 use dsr_proto::export::v1::export_client::ExportClient;
 use dsr_proto::identity::v1::identity_verification_client::IdentityVerificationClient;
@@ -119,6 +125,175 @@ async fn fetch_and_verify(
     Ok(out)
 }
 
+/// A process's resident set now and at its peak (KiB), from `/proc`.
+fn rss_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// A token as the orchestrator mints it for `audience`.
+fn orchestrator_token(cfg: &Config, audience: &str, scope: &str) -> anyhow::Result<String> {
+    let (signer, _) = dsr_auth::TokenSigner::from_key_file(
+        std::path::Path::new(&cfg.orchestrator.service_key_file),
+        None,
+        &cfg.orchestrator.service_token_issuer,
+    )?;
+    Ok(signer.mint(&dsr_auth::TokenRequest {
+        subject: cfg.orchestrator.service_token_issuer.clone(),
+        audiences: vec![audience.to_owned()],
+        scopes: vec![scope.to_owned()],
+        ttl: std::time::Duration::from_secs(600),
+    })?)
+}
+
+/// The export service in a process of its own (`dsr serve export`, its own
+/// data directory and SQLite index), reading the embedded mesh's systems
+/// and registry and trusting the orchestrator's key; killed on drop.
+struct ExportProcess {
+    child: std::process::Child,
+    pid: u32,
+    url: String,
+}
+
+impl ExportProcess {
+    async fn start(embedded: &Embedded) -> anyhow::Result<Self> {
+        let mut cfg = embedded.mesh.cfg.clone();
+        let dir = embedded.dir.path().join("export-alone");
+        std::fs::create_dir_all(&dir)?;
+        cfg.data_dir = dir.clone();
+        cfg.database.url = String::new();
+        cfg.database.migrate_on_start = true;
+        cfg.auth = crate::config::AuthSection {
+            issuers: Vec::new(),
+            jwks_file: String::new(),
+            jwks: String::new(),
+            grants: std::collections::BTreeMap::new(),
+            trusted: vec![crate::config::TrustedIssuer {
+                issuer: cfg.orchestrator.service_token_issuer.clone(),
+                jwks_file: embedded
+                    .mesh
+                    .cfg
+                    .data_dir
+                    .join("orchestrator-jwks.json")
+                    .display()
+                    .to_string(),
+                jwks: String::new(),
+                jwks_uri: String::new(),
+                scope_claims: Vec::new(),
+            }],
+            ..cfg.auth
+        };
+        let file = dir.join("dsr.toml");
+        std::fs::write(&file, toml::to_string(&cfg)?)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(&file)
+            .args(["--log", "warn", "serve", "export", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start `dsr serve export`")?;
+        let pid = child.id();
+        let url = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while Channel::from_shared(url.clone())?.connect().await.is_err() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                bail!("`dsr serve export` did not listen within 30 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(Self { child, pid, url })
+    }
+}
+
+impl Drop for ExportProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The export alone: the person's subject map from discovery, then one
+/// BuildPackage to the export process, as the orchestrator calls it; the
+/// records packaged and the process's resident set before and at its peak
+/// (KiB).
+async fn export_alone(
+    embedded: &Embedded,
+    email: &str,
+) -> anyhow::Result<(u64, u64, u64, std::time::Duration)> {
+    let cfg = &embedded.mesh.cfg;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let due = chrono::Utc::now().date_naive() + chrono::Duration::days(30);
+    let controller = common::ControllerRef {
+        organisation_number: CONTROLLER.into(),
+    };
+    let map = DiscoveryClient::new(Channel::from_shared(embedded.url(5))?.connect().await?)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .locate(bearer(
+            &orchestrator_token(cfg, "dsr-discovery", "discovery:locate")?,
+            disc::LocateRequest {
+                request_id: request_id.clone(),
+                controller: Some(controller.clone()),
+                due_date: Some(dsr_connector::grpc::date_to_pb(due)),
+                identities: vec![common::Identity {
+                    r#type: common::IdentityType::Email as i32,
+                    format: 0,
+                    value: email.to_owned(),
+                    hmac_key_id: String::new(),
+                }],
+                max_rounds: 0,
+            },
+        )?)
+        .await
+        .map_err(|s| crate::request::explain(&s))?
+        .into_inner()
+        .subject_map
+        .context("no subject map")?;
+    let export = ExportProcess::start(embedded).await?;
+    let mut client = ExportClient::new(Channel::from_shared(export.url.clone())?.connect().await?)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let token = orchestrator_token(cfg, "dsr-export", "export:build")?;
+    let (before, _) = rss_of(export.pid).context("no /proc for the export process")?;
+    // Reset the child's peak (Linux: "5" clears VmHWM).
+    std::fs::write(format!("/proc/{}/clear_refs", export.pid), "5")
+        .context("cannot reset the export process's peak")?;
+    let started = Instant::now();
+    let package = client
+        .build_package(bearer(
+            &token,
+            exp::BuildPackageRequest {
+                request_id,
+                kind: exp::PackageKind::Access as i32,
+                controller: Some(controller),
+                due_date: Some(dsr_connector::grpc::date_to_pb(due)),
+                language: "sv".into(),
+                subject_map: Some(map),
+                submitted_by: String::new(),
+            },
+        )?)
+        .await
+        .map_err(|s| crate::request::explain(&s))?
+        .into_inner()
+        .package
+        .context("no package")?;
+    let took = started.elapsed();
+    let (_, peak) = rss_of(export.pid).context("no /proc for the export process")?;
+    drop(export);
+    Ok((package.record_count, before, peak, took))
+}
+
 /// Runs the whole-request part; prints the figures.
 #[allow(clippy::print_stdout)]
 pub(super) async fn whole_request(
@@ -126,7 +301,7 @@ pub(super) async fn whole_request(
     records: usize,
     database_url: Option<&str>,
 ) -> anyhow::Result<()> {
-    let embedded = Embedded::start(base, 1000, database_url, 1).await?;
+    let embedded = Box::pin(Embedded::start(base, 1000, database_url, 1)).await?;
     let people = dsr_system_sql::reference::people(1000, embedded.mesh.cfg.system_sql.seed);
     // A recipient of the print-and-mail vendor (index not a multiple of 3).
     let person = people
@@ -161,21 +336,21 @@ pub(super) async fn whole_request(
     let before = super::current_rss_kib().unwrap_or(0);
     // Reset the peak (Linux: "5" clears VmHWM).
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let (took, request) = super::requests::follow(
+    let (took, request) = Box::pin(super::requests::follow(
         &mut client,
         pb::Kind::Access,
         &embedded.token,
         &vt,
         format!("bench-access-{}", uuid::Uuid::new_v4().simple()),
-    )
+    ))
     .await?;
     let peak = super::peak_rss_kib().unwrap_or(0);
-    let files = fetch_and_verify(
+    let files = Box::pin(fetch_and_verify(
         embedded.url(6),
         &embedded.token,
         &request.package_id,
         "access.json",
-    )
+    ))
     .await?;
     let doc: serde_json::Value = serde_json::from_slice(
         files
@@ -208,6 +383,17 @@ pub(super) async fn whole_request(
     );
     println!(
         "  resident memory before: {:.1} MiB; peak during the request (every service and the client in this process): {:.1} MiB; growth {:.1} MiB",
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        peak.saturating_sub(before) as f64 / 1024.0
+    );
+    let (records, before, peak, took) = Box::pin(export_alone(&embedded, &person.email)).await?;
+    println!(
+        "export alone, as on Kubernetes (`dsr serve export` in its own process; one BuildPackage with the subject map discovery made, as the orchestrator calls it): {records} records in {:.2} s",
+        took.as_secs_f64()
+    );
+    println!(
+        "  the export process's resident memory before: {:.1} MiB; peak while building: {:.1} MiB; growth {:.1} MiB",
         before as f64 / 1024.0,
         peak as f64 / 1024.0,
         peak.saturating_sub(before) as f64 / 1024.0
