@@ -1075,8 +1075,21 @@ impl Reference {
                 }
             }
         }
+        analyze(db).await?;
         Ok(out)
     }
+}
+
+/// Gives PostgreSQL's planner the statistics of what was just loaded, as
+/// its autovacuum would within a minute: right after a bulk load it would
+/// otherwise guess, and walk a person's 100 000 letters for every page of
+/// 200 it reads (12 ms a page instead of 0.2 ms, measured). SQLite plans by
+/// its indexes alone, and needs none.
+async fn analyze(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        db.execute_unprepared("ANALYZE").await?;
+    }
+    Ok(())
 }
 
 /// Gives `person` `n` more monthly statements at the print-and-mail
@@ -1117,7 +1130,9 @@ pub async fn add_letters(
             "Monthly statement".into(),
         ]);
     }
-    letters.write(db).await
+    let n = letters.write(db).await?;
+    analyze(db).await?;
+    Ok(n)
 }
 
 struct Rows {
