@@ -366,7 +366,7 @@ fn telemetry(cfg: &Config, service: &str) -> anyhow::Result<dsr_telemetry::Telem
 
 async fn run(cli: Cli, cfg: Config) -> anyhow::Result<()> {
     if let Some(tls) = cfg.client_tls()? {
-        dsr_connector::client::set_client_tls(tls);
+        dsr_mesh_client::client::set_client_tls(tls);
     }
     // Client commands find a running `dsr up` of the same data directory
     // by the ports it wrote down, unless told otherwise.

@@ -431,7 +431,7 @@ impl Portal {
 
 /// A connection to `endpoint` (TLS for `https://`, with `client.tls_*`).
 pub(crate) async fn connect(endpoint: &str, what: &str) -> anyhow::Result<Channel> {
-    let ep = dsr_connector::client::endpoint(endpoint)
+    let ep = dsr_mesh_client::client::endpoint(endpoint)
         .map_err(|e| fail(Exit::Usage, format!("{what}: {e}")))?;
     ep.connect().await.map_err(|e| {
         fail(

@@ -1271,6 +1271,7 @@ fn prepare_export(db: dsr_store::Db, cfg: &Config, trust: &Trust) -> anyhow::Res
         .map(|s| dsr_export::grpc::SystemEndpoint {
             id: s.id.clone(),
             endpoint: s.endpoint.clone(),
+            operator_recipient_id: s.operator_recipient_id.clone(),
         })
         .collect();
     let sources = dsr_export::grpc::GrpcSources::new(

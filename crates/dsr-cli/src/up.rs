@@ -130,7 +130,7 @@ pub(crate) async fn start(cfg: &Config) -> anyhow::Result<Mesh> {
             anyhow::bail!("invalid configuration: {at}: the id {} is taken", s.id);
         }
         if !(s.endpoint.starts_with("http://") || s.endpoint.starts_with("https://"))
-            || dsr_connector::client::endpoint(&s.endpoint).is_err()
+            || dsr_mesh_client::client::endpoint(&s.endpoint).is_err()
         {
             anyhow::bail!(
                 "invalid configuration: {at}: endpoint must be the system's http(s):// gRPC address, e.g. http://127.0.0.1:7000"

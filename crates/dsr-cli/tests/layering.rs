@@ -13,6 +13,11 @@
 //!
 //! `dsr` itself (`crates/dsr-cli`) composes every service: it is the one
 //! crate that links them.
+//!
+//! And, read from the sources: no service builds a client of the data
+//! systems of its own; discovery, export and erasure share
+//! `dsr_mesh_client::DataSystems` (its clients, its Describe cache, the
+//! instruction header).
 
 use std::process::Command;
 
@@ -65,6 +70,61 @@ fn violations(meta: &Value) -> Vec<String> {
         }
     }
     out
+}
+
+/// Where a service's sources (path, text) build a data-system client of
+/// their own instead of using `dsr_mesh_client::DataSystems`.
+fn own_system_clients(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(_, text)| {
+            text.contains("data_system_client::DataSystemClient")
+                || text.contains("DataSystemClient::new")
+        })
+        .map(|(path, _)| format!("{path} builds its own DataSystem client"))
+        .collect()
+}
+
+/// The Rust sources under `services/*/src`, with paths from the workspace.
+fn service_sources() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let mut out = Vec::new();
+    for service in std::fs::read_dir(root.join("services")).unwrap().flatten() {
+        let src = service.path().join("src");
+        if src.is_dir() {
+            walk(&src, root, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_service_builds_its_own_data_system_client() {
+    let files = service_sources();
+    assert!(
+        files.iter().any(|(p, _)| p.contains("dsr-export")),
+        "the services' sources were found"
+    );
+    assert_eq!(own_system_clients(&files), Vec::<String>::new());
+    // The check names a breach.
+    assert_eq!(
+        own_system_clients(&[(
+            "services/x/src/grpc.rs".into(),
+            "let c = DataSystemClient::new(channel);".into()
+        )]),
+        vec!["services/x/src/grpc.rs builds its own DataSystem client".to_owned()]
+    );
 }
 
 fn metadata() -> Value {

@@ -47,7 +47,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod client;
 mod entity;
 pub mod grpc;
 pub mod instruction;

@@ -1,7 +1,7 @@
 //! Mutual TLS between services as on Kubernetes: a server with TLS on its
 //! API port and plain health on its probe port, and a client that reaches an
 //! `https://` endpoint with the process's client TLS settings
-//! (`dsr_connector::client`). A file of its own: those settings are set once
+//! (`dsr_mesh_client::client`). A file of its own: those settings are set once
 //! per process.
 
 use std::time::Duration;
@@ -65,7 +65,7 @@ async fn https_endpoints_use_the_client_tls_settings_and_probes_stay_plain() {
     let url = format!("https://localhost:{port}");
 
     // Before the settings: an https endpoint is refused, naming the setting.
-    let err = dsr_connector::client::lazy_channel(&url).unwrap_err();
+    let err = dsr_mesh_client::client::lazy_channel(&url).unwrap_err();
     assert!(err.contains("client.tls_ca"), "{err}");
 
     // The probe port answers in plain gRPC, the API port does not.
@@ -126,7 +126,7 @@ async fn https_endpoints_use_the_client_tls_settings_and_probes_stay_plain() {
     assert!(health(api_plain).await.is_err());
 
     // With the mesh CA and a client certificate: through.
-    assert!(dsr_connector::client::set_client_tls(
+    assert!(dsr_mesh_client::client::set_client_tls(
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(fixture("ca.pem")))
             .identity(Identity::from_pem(
@@ -134,9 +134,9 @@ async fn https_endpoints_use_the_client_tls_settings_and_probes_stay_plain() {
                 fixture("client.key")
             ))
     ));
-    let ch = dsr_connector::client::lazy_channel(&url).unwrap();
+    let ch = dsr_mesh_client::client::lazy_channel(&url).unwrap();
     assert_eq!(health(ch).await.unwrap(), ServingStatus::Serving as i32);
-    let cli = dsr_connector::client::endpoint(&url)
+    let cli = dsr_mesh_client::client::endpoint(&url)
         .unwrap()
         .connect()
         .await

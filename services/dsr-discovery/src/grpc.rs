@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
-use dsr_connector::client::{Calls, Outgoing, calls, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identities_from_pb, identity_to_pb, identity_type_to_pb};
 use dsr_domain::identity::{Identity, Organisationsnummer};
+use dsr_mesh_client::SystemClient;
+use dsr_mesh_client::client::failure_reason;
 use dsr_proto::discovery::v1 as pb;
 use dsr_proto::discovery::v1::discovery_server::{Discovery, DiscoveryServer};
 use dsr_proto::system::v1 as sys;
-use dsr_proto::system::v1::data_system_client::DataSystemClient;
-use tokio::sync::RwLock;
 use tonic::{Request, Response, Status};
 use tower_layer::Layer;
 
@@ -46,64 +45,42 @@ pub const SCOPES: &[ScopeRule] = &[
     },
 ];
 
-/// A data system as configured.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SystemEndpoint {
-    /// Its id.
-    pub id: String,
-    /// Its gRPC address, e.g. "http://crm:50051".
-    pub endpoint: String,
-    /// The operator's recipient id.
-    pub operator_recipient_id: String,
-}
-
-type Client = DataSystemClient<Calls>;
+pub use dsr_mesh_client::SystemEndpoint;
 
 /// The data systems over gRPC.
 #[derive(Debug)]
 pub struct GrpcSystems {
-    clients: BTreeMap<String, (SystemEndpoint, Client)>,
-    described: RwLock<BTreeMap<String, sys::DescribeResponse>>,
+    systems: dsr_mesh_client::DataSystems,
 }
 
 impl GrpcSystems {
     /// Clients for `systems`, calling as `service:dsr-discovery` with tokens
     /// from `signer`. Connections are made on first use.
     pub fn new(systems: Vec<SystemEndpoint>, signer: Arc<TokenSigner>) -> Result<Self, String> {
-        let mut clients = BTreeMap::new();
-        for s in systems {
-            let channel = lazy_channel(&s.endpoint).map_err(|e| format!("system {}: {e}", s.id))?;
-            let token = Outgoing::new(
-                signer.clone(),
-                crate::SERVICE_NAME,
-                &s.id,
-                &["system:describe", "system:read"],
-            );
-            let client = DataSystemClient::new(calls(channel, token, &s.id))
-                .max_decoding_message_size(64 * 1024 * 1024);
-            clients.insert(s.id.clone(), (s, client));
-        }
         Ok(Self {
-            clients,
-            described: RwLock::new(BTreeMap::new()),
+            systems: dsr_mesh_client::DataSystems::new(
+                crate::SERVICE_NAME,
+                systems,
+                signer,
+                &["system:describe", "system:read"],
+            )?,
         })
     }
 
     /// The configured systems.
     pub fn endpoints(&self) -> impl Iterator<Item = &SystemEndpoint> {
-        self.clients.values().map(|(e, _)| e)
+        self.systems.endpoints()
     }
 
     /// The last Describe of each system.
-    pub async fn descriptions(&self) -> BTreeMap<String, sys::DescribeResponse> {
-        self.described.read().await.clone()
+    pub fn descriptions(&self) -> BTreeMap<String, sys::DescribeResponse> {
+        self.systems.descriptions()
     }
 
-    fn client(&self, system: &str) -> Result<Client, SystemError> {
-        self.clients
-            .get(system)
-            .map(|(_, c)| c.clone())
-            .ok_or_else(|| SystemError::Failed("UNKNOWN_SYSTEM".into()))
+    fn client(&self, system: &str) -> Result<SystemClient, SystemError> {
+        self.systems
+            .client(system)
+            .map_err(|e| SystemError::Failed(e.reason().to_owned()))
     }
 }
 
@@ -114,16 +91,17 @@ fn failed(s: &Status) -> SystemError {
 #[tonic::async_trait]
 impl DataSystems for GrpcSystems {
     fn ids(&self) -> Vec<String> {
-        self.clients.keys().cloned().collect()
+        self.systems.ids()
     }
 
     async fn describe(&self, system: &str) -> Result<Capabilities, SystemError> {
+        // Asked afresh: the locator describes a system when it starts and
+        // when it comes back, and the status page shows the last answer.
         let d = self
-            .client(system)?
-            .describe(sys::DescribeRequest {})
+            .systems
+            .describe(system, true)
             .await
-            .map_err(|s| failed(&s))?
-            .into_inner();
+            .map_err(|e| SystemError::Failed(e.reason().to_owned()))?;
         let caps = Capabilities {
             accepted: d
                 .accepted_identities
@@ -140,7 +118,6 @@ impl DataSystems for GrpcSystems {
                 .filter_map(|c| Organisationsnummer::parse(&c.organisation_number).ok())
                 .collect(),
         };
-        self.described.write().await.insert(system.to_owned(), d);
         Ok(caps)
     }
 
@@ -338,7 +315,7 @@ impl Discovery for Handlers {
     ) -> Result<Response<pb::ListSystemsResponse>, Status> {
         let pb::ListSystemsRequest {} = req.into_inner();
         let states = self.locator.states().await;
-        let described = self.systems.descriptions().await;
+        let described = self.systems.descriptions();
         let systems = self
             .systems
             .endpoints()

@@ -2,22 +2,22 @@
 //! [`Systems`] (each data system called with a service token of its own;
 //! receipts verified against the keys its `Describe` publishes).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dsr_auth::{AuthLayer, AuthService, Principal, ScopeRule, TokenSigner, Validator};
-use dsr_connector::client::{self, Calls, Outgoing, calls, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identities_from_pb};
 use dsr_domain::erasure::Action;
 use dsr_domain::identity::Organisationsnummer;
 use dsr_domain::request::{Correction, RestrictionGround, WriteOrder};
+use dsr_mesh_client::client::{self, Calls, Outgoing, calls, failure_reason, lazy_channel};
+use dsr_mesh_client::{DataSystems, SystemClient};
 use dsr_proto::common::v1 as common;
 use dsr_proto::erasure::v1 as pb;
 use dsr_proto::erasure::v1::erasure_server::{Erasure, ErasureServer};
 use dsr_proto::system::v1 as sys;
-use dsr_proto::system::v1::data_system_client::DataSystemClient;
 use dsr_proto::transfer::v1 as tr;
 use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use prost::Message as _;
@@ -1079,22 +1079,7 @@ impl Handlers {
     }
 }
 
-/// A data system as configured.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SystemEndpoint {
-    /// Its id.
-    pub id: String,
-    /// Its gRPC address.
-    pub endpoint: String,
-    /// The recipient (in the transfer registry) that operates it; empty
-    /// when none.
-    pub operator_recipient_id: String,
-}
-
-type SystemClient = DataSystemClient<Calls>;
-
-/// How long a system's published keys are reused.
-const KEYS_TTL: Duration = Duration::from_secs(60);
+pub use dsr_mesh_client::SystemEndpoint;
 /// How long to wait for an asynchronous write before trying again later.
 const OPERATION_WAIT: Duration = Duration::from_secs(120);
 /// How long a system's sweep may run.
@@ -1115,8 +1100,7 @@ struct Expect<'a> {
 /// The data systems over gRPC.
 #[derive(Debug)]
 pub struct GrpcSystems {
-    systems: BTreeMap<String, (SystemClient, String)>,
-    described: std::sync::RwLock<BTreeMap<String, (Instant, Described)>>,
+    systems: DataSystems,
 }
 
 /// What erasure keeps of a system's Describe.
@@ -1130,57 +1114,37 @@ struct Described {
 impl GrpcSystems {
     /// Clients calling as `service:dsr-erasure`, with tokens from `signer`.
     pub fn new(systems: &[SystemEndpoint], signer: Arc<TokenSigner>) -> Result<Self, String> {
-        let mut clients = BTreeMap::new();
-        for s in systems {
-            let channel = lazy_channel(&s.endpoint).map_err(|e| format!("system {}: {e}", s.id))?;
-            let out = Outgoing::new(
-                signer.clone(),
-                crate::SERVICE_NAME,
-                &s.id,
-                &["system:describe", "system:read", "system:write"],
-            );
-            clients.insert(
-                s.id.clone(),
-                (
-                    DataSystemClient::new(calls(channel, out, &s.id))
-                        .max_decoding_message_size(64 * 1024 * 1024),
-                    s.operator_recipient_id.clone(),
-                ),
-            );
-        }
         Ok(Self {
-            systems: clients,
-            described: std::sync::RwLock::default(),
+            systems: DataSystems::new(
+                crate::SERVICE_NAME,
+                systems.to_vec(),
+                signer,
+                &["system:describe", "system:read", "system:write"],
+            )?,
         })
     }
 
     fn system(&self, id: &str) -> Result<SystemClient, SystemError> {
-        self.systems
-            .get(id)
-            .map(|(c, _)| c.clone())
-            .ok_or_else(|| SystemError {
-                system: id.to_owned(),
-                reason: "UNKNOWN_SYSTEM".into(),
-                receipt_invalid: false,
-            })
+        self.systems.client(id).map_err(|e| SystemError {
+            system: id.to_owned(),
+            reason: e.reason().to_owned(),
+            receipt_invalid: false,
+        })
     }
 
     /// The system's Describe (its keys and controllers), reused for a
-    /// minute unless `fresh`.
+    /// while unless `fresh` (a receipt signed by a key not yet seen).
     async fn described(&self, system: &str, fresh: bool) -> Result<Described, SystemError> {
-        if !fresh
-            && let Some((at, d)) = self.described.read().expect("describe lock").get(system)
-            && at.elapsed() < KEYS_TTL
-        {
-            return Ok(d.clone());
-        }
         let d = self
-            .system(system)?
-            .describe(sys::DescribeRequest {})
+            .systems
+            .describe(system, fresh)
             .await
-            .map_err(|s| failed(system, &s))?
-            .into_inner();
-        let kept = Described {
+            .map_err(|e| SystemError {
+                system: system.to_owned(),
+                reason: e.reason().to_owned(),
+                receipt_invalid: false,
+            })?;
+        Ok(Described {
             rights: d.supported_rights,
             keys: d.signing_keys,
             controllers: d
@@ -1188,12 +1152,7 @@ impl GrpcSystems {
                 .into_iter()
                 .map(|c| c.organisation_number)
                 .collect(),
-        };
-        self.described
-            .write()
-            .expect("describe lock")
-            .insert(system.to_owned(), (Instant::now(), kept.clone()));
-        Ok(kept)
+        })
     }
 
     /// Waits up to `wait` for `op` to end (polling GetOperation with a
@@ -1481,7 +1440,7 @@ impl Systems for GrpcSystems {
     }
 
     fn system_ids(&self) -> Vec<String> {
-        self.systems.keys().cloned().collect()
+        self.systems.ids()
     }
 
     async fn controllers(&self, system: &str) -> Result<Vec<Organisationsnummer>, SystemError> {
@@ -1544,8 +1503,9 @@ impl Systems for GrpcSystems {
 
     fn operator(&self, system: &str) -> Option<String> {
         self.systems
-            .get(system)
-            .map(|(_, op)| op.clone())
+            .endpoints()
+            .find(|e| e.id == system)
+            .map(|e| e.operator_recipient_id.clone())
             .filter(|op| !op.is_empty())
     }
 }

@@ -2,19 +2,18 @@
 //! [`Sources`] (the data systems and the transfer registry, each called with
 //! a service token of its own and the caller's trace context).
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
-use dsr_connector::client::{Calls, Outgoing, calls, failure_reason, instruction, lazy_channel};
 use dsr_connector::grpc::{self as kit};
 use dsr_domain::identity::Organisationsnummer;
+use dsr_mesh_client::client::{Calls, Outgoing, calls, failure_reason, instruction, lazy_channel};
+use dsr_mesh_client::{DataSystems, SystemClient};
 use dsr_proto::common::v1 as common;
 use dsr_proto::export::v1 as pb;
 use dsr_proto::export::v1::export_server::{Export, ExportServer};
 use dsr_proto::system::v1 as sys;
-use dsr_proto::system::v1::data_system_client::DataSystemClient;
 use dsr_proto::transfer::v1 as tr;
 use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use futures_util::Stream;
@@ -323,27 +322,15 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// A data system as configured.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SystemEndpoint {
-    /// Its id.
-    pub id: String,
-    /// Its gRPC address.
-    pub endpoint: String,
-}
+pub use dsr_mesh_client::SystemEndpoint;
 
-type SystemClient = DataSystemClient<Calls>;
 type RegistryClient = TransferRegistryClient<Calls>;
-
-/// How long a system's Describe is reused.
-const DESCRIBE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The data systems and the registry over gRPC.
 #[derive(Debug)]
 pub struct GrpcSources {
-    systems: BTreeMap<String, SystemClient>,
+    systems: DataSystems,
     registry: RegistryClient,
-    described: std::sync::RwLock<BTreeMap<String, (std::time::Instant, SystemInfo)>>,
 }
 
 impl GrpcSources {
@@ -354,21 +341,12 @@ impl GrpcSources {
         registry_audience: &str,
         signer: Arc<TokenSigner>,
     ) -> Result<Self, String> {
-        let mut clients = BTreeMap::new();
-        for s in systems {
-            let channel = lazy_channel(&s.endpoint).map_err(|e| format!("system {}: {e}", s.id))?;
-            let out = Outgoing::new(
-                signer.clone(),
-                crate::SERVICE_NAME,
-                &s.id,
-                &["system:describe", "system:read"],
-            );
-            clients.insert(
-                s.id.clone(),
-                DataSystemClient::new(calls(channel, out, &s.id))
-                    .max_decoding_message_size(64 * 1024 * 1024),
-            );
-        }
+        let systems = DataSystems::new(
+            crate::SERVICE_NAME,
+            systems.to_vec(),
+            signer.clone(),
+            &["system:describe", "system:read"],
+        )?;
         let channel =
             lazy_channel(registry_endpoint).map_err(|e| format!("transfer registry: {e}"))?;
         let out = Outgoing::new(
@@ -378,16 +356,15 @@ impl GrpcSources {
             &["transfers:read"],
         );
         Ok(Self {
-            systems: clients,
+            systems,
             registry: TransferRegistryClient::new(calls(channel, out, "dsr-transfer-registry")),
-            described: std::sync::RwLock::default(),
         })
     }
 
     fn system(&self, id: &str) -> Result<SystemClient, SourceError> {
-        self.systems.get(id).cloned().ok_or_else(|| SourceError {
+        self.systems.client(id).map_err(|e| SourceError {
             what: format!("system {id}"),
-            reason: "UNKNOWN_SYSTEM".into(),
+            reason: e.reason().to_owned(),
         })
     }
 }
@@ -404,14 +381,16 @@ fn source_err(what: &str, s: &Status) -> SourceError {
 }
 
 impl GrpcSources {
+    /// What a system declares, as export works with it.
     async fn describe_now(&self, system: &str) -> Result<SystemInfo, SourceError> {
-        let what = format!("system {system}");
         let d = self
-            .system(system)?
-            .describe(sys::DescribeRequest {})
+            .systems
+            .describe(system, false)
             .await
-            .map_err(|s| source_err(&what, &s))?
-            .into_inner();
+            .map_err(|e| SourceError {
+                what: format!("system {system}"),
+                reason: e.reason().to_owned(),
+            })?;
         Ok(SystemInfo {
             id: d.system_id,
             display_name: d.display_name,
@@ -500,23 +479,8 @@ fn record_from_pb(r: sys::Record) -> Record {
 #[tonic::async_trait]
 impl Sources for GrpcSources {
     async fn describe(&self, system: &str) -> Result<SystemInfo, SourceError> {
-        // What a system declares changes with its deployments, not per
-        // request: reuse it for a minute.
-        if let Some((at, info)) = self
-            .described
-            .read()
-            .expect("describe cache lock")
-            .get(system)
-            && at.elapsed() < DESCRIBE_TTL
-        {
-            return Ok(info.clone());
-        }
-        let info = self.describe_now(system).await?;
-        self.described
-            .write()
-            .expect("describe cache lock")
-            .insert(system.to_owned(), (std::time::Instant::now(), info.clone()));
-        Ok(info)
+        // Reused for a while (dsr_mesh_client::DESCRIBE_TTL).
+        self.describe_now(system).await
     }
 
     async fn access(

@@ -113,7 +113,7 @@ pub struct NewRequest {
 /// A channel that connects on first use, over TLS for an `https://`
 /// endpoint (the mesh's client TLS settings), each call bounded.
 fn channel(endpoint: &str) -> Result<Channel, String> {
-    Ok(dsr_connector::client::endpoint(endpoint)?
+    Ok(dsr_mesh_client::client::endpoint(endpoint)?
         .timeout(Duration::from_secs(30))
         .connect_lazy())
 }

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use dsr_auth::TokenSigner;
-use dsr_connector::client::{Calls, Outgoing, calls, failure_reason, lazy_channel};
 use dsr_connector::grpc::{self as kit, identity_to_pb};
 use dsr_domain::identity::Identity;
 use dsr_domain::request::{Kind, RestrictionGround, WriteOrder};
+use dsr_mesh_client::client::{Calls, Outgoing, calls, failure_reason, lazy_channel};
 use dsr_proto::common::v1 as common;
 use dsr_proto::discovery::v1 as disc;
 use dsr_proto::discovery::v1::discovery_client::DiscoveryClient;

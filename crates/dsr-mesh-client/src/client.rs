@@ -16,7 +16,7 @@ use tonic::service::Interceptor;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
-use crate::grpc::{date_to_pb, timestamp};
+use dsr_connector::grpc::{date_to_pb, timestamp};
 
 /// Attaches a service token and the current W3C trace context.
 #[derive(Clone, Debug)]
@@ -100,10 +100,11 @@ pub fn failure_reason(s: &Status) -> String {
     use tonic_types::StatusExt as _;
     let waiting = s.code() == tonic::Code::Unavailable
         && s.get_details_error_info().is_some_and(|i| {
-            i.domain == crate::grpc::DOMAIN && i.reason == crate::grpc::AWAITING_VENDOR
+            i.domain == dsr_connector::grpc::DOMAIN
+                && i.reason == dsr_connector::grpc::AWAITING_VENDOR
         });
     if waiting {
-        crate::grpc::AWAITING_VENDOR.to_owned()
+        dsr_connector::grpc::AWAITING_VENDOR.to_owned()
     } else {
         code_name(s.code()).to_owned()
     }
