@@ -215,12 +215,20 @@ impl Operations {
 
     /// Claims `key` for an instruction with `digest` (hex SHA-256).
     pub async fn claim(&self, key: &str, digest: &str, kind: &str) -> Result<Claim, Error> {
-        for _ in 0..3 {
+        for _ in 0..5 {
             let txn = self.db.begin().await?;
-            if let Some(seen) = idempotency::Entity::find_by_id(key.to_owned())
+            let seen = match idempotency::Entity::find_by_id(key.to_owned())
                 .one(&txn)
-                .await?
+                .await
             {
+                Ok(seen) => seen,
+                Err(e) if dsr_store::is_busy(&e) => {
+                    let _ = txn.rollback().await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(seen) = seen {
                 txn.commit().await?;
                 if seen.digest != digest {
                     return Err(Error::KeyReused);
@@ -264,13 +272,20 @@ impl Operations {
             }
             .await;
             match inserted {
-                Ok(_) => {
-                    txn.commit().await?;
-                    return Ok(Claim::New(id));
-                }
-                // Another caller claimed the key at the same moment: read theirs.
-                Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                    txn.rollback().await?;
+                Ok(_) => match txn.commit().await {
+                    Ok(()) => return Ok(Claim::New(id)),
+                    Err(e) if dsr_store::is_busy(&e) => {}
+                    Err(e) => return Err(e.into()),
+                },
+                // Another caller claimed the key at the same moment: read
+                // theirs. Or, on SQLite, another connection wrote since this
+                // transaction read (a caller cut short whose work goes on):
+                // start again from a fresh read.
+                Err(e)
+                    if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+                        || dsr_store::is_busy(&e) =>
+                {
+                    let _ = txn.rollback().await;
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -207,6 +207,23 @@ pub async fn scrub_log(db: &DatabaseConnection) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// Whether `e` is SQLite's "database is locked" that waiting cannot cure:
+/// a transaction that read before it wrote found its snapshot stale when it
+/// came to write (another connection wrote in between: SQLITE_BUSY_SNAPSHOT,
+/// 517), or the busy timeout ran out (SQLITE_BUSY, 5). The cure is to roll
+/// back and run the transaction again from its start.
+pub fn is_busy(e: &DbErr) -> bool {
+    let (DbErr::Query(sea_orm::RuntimeErr::SqlxError(err))
+    | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(err))
+    | DbErr::Conn(sea_orm::RuntimeErr::SqlxError(err))) = e
+    else {
+        return false;
+    };
+    err.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "5" || c == "517")
+}
+
 /// Applies every pending migration of `M`.
 pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), Error> {
     M::up(db, None).await.map_err(Error::Migrate)
@@ -266,5 +283,46 @@ mod tests {
         let busy: i64 = row.try_get_by_index(0).unwrap();
         assert_eq!(busy, 5000);
         assert!(path.exists());
+    }
+
+    /// A transaction that read, then wrote after another connection had
+    /// written, fails with a "database is locked" no waiting cures: named
+    /// as such, so that the caller runs it again from its start.
+    #[tokio::test]
+    async fn a_stale_snapshot_is_told_apart() {
+        use sea_orm::{ConnectionTrait as _, TransactionTrait as _};
+        let dir = tempfile::tempdir().unwrap();
+        let db = connect(
+            &sqlite_url(&dir.path().join("busy.db")),
+            &StoreConfig::default(),
+        )
+        .await
+        .unwrap();
+        db.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .await
+            .unwrap();
+        let txn = db.begin().await.unwrap();
+        txn.query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT count(*) FROM t",
+        ))
+        .await
+        .unwrap();
+        db.execute_unprepared("INSERT INTO t VALUES ('other')")
+            .await
+            .unwrap();
+        let err = txn
+            .execute_unprepared("INSERT INTO t VALUES ('mine')")
+            .await
+            .unwrap_err();
+        assert!(is_busy(&err), "{err}");
+        let _ = txn.rollback().await;
+        // A fresh transaction writes.
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("INSERT INTO t VALUES ('mine')")
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        assert!(!is_busy(&DbErr::Custom("database is locked".into())));
     }
 }
