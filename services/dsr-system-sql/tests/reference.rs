@@ -18,7 +18,7 @@ use dsr_system_sql::manifest::Manifest;
 use dsr_system_sql::reference::{self, Reference};
 use dsr_system_sql::{schema, system::SqlSystem};
 use prost::Message as _;
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -65,17 +65,19 @@ async fn manifests_match_their_schemas_and_a_bad_one_is_named() {
 #[allow(clippy::wildcard_enum_match_arm)]
 async fn identity_lookups_use_indexes() {
     let db = seeded(Reference::Crm, 50).await;
-    // On PostgreSQL a small table is cheaper to scan: forbid scans, so the
-    // plan shows whether an index can serve the lookup at all.
+    // On PostgreSQL a small table is cheaper to scan (the seeding leaves
+    // the planner its statistics): forbid scans, so the plan shows whether
+    // an index can serve the lookup at all. In one transaction, so that the
+    // setting and the plans are on the same connection of the pool.
+    let conn = db.db.begin().await.unwrap();
     let postgres = db.backend() == DbBackend::Postgres;
     if postgres {
-        db.db
-            .execute_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SET enable_seqscan = off",
-            ))
-            .await
-            .unwrap();
+        conn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SET LOCAL enable_seqscan = off",
+        ))
+        .await
+        .unwrap();
     }
     let backend = db.backend();
     let sql = if backend == DbBackend::Sqlite {
@@ -91,8 +93,7 @@ async fn identity_lookups_use_indexes() {
         ("kyc_documents", "contact_id"),
     ] {
         let q = format!("{sql} SELECT id FROM {table} WHERE {col} = '1'");
-        let rows = db
-            .db
+        let rows = conn
             .query_all_raw(Statement::from_string(db.backend(), q))
             .await
             .unwrap();
@@ -119,6 +120,7 @@ async fn identity_lookups_use_indexes() {
             "{table}.{col}: {text}"
         );
     }
+    conn.rollback().await.unwrap();
     db.finish().await;
 }
 
