@@ -27,6 +27,13 @@ pub(super) struct RawSystem {
     manifest: Manifest,
 }
 
+impl RawSystem {
+    /// The system on `db`, its tables as `manifest` maps them.
+    pub(super) fn new(db: dsr_store::Db, manifest: Manifest) -> Self {
+        Self { db, manifest }
+    }
+}
+
 /// Opens one reference system's database as the mesh under `cfg` has it.
 pub(super) async fn reference_db(cfg: &Config, r: Reference) -> anyhow::Result<dsr_store::Db> {
     Instance::reference(r).connect_pool(cfg, 1).await
@@ -93,7 +100,7 @@ async fn rows(
 }
 
 /// Runs the raw statements for `p` on one system; returns how many ran.
-async fn fetch(sys: &RawSystem, p: &Person) -> anyhow::Result<usize> {
+pub(super) async fn fetch(sys: &RawSystem, p: &Person) -> anyhow::Result<usize> {
     let mut statements = 0;
     let mut frontier: Vec<(&TableSpec, Vec<Value>)> = Vec::new();
     for t in sys
