@@ -534,6 +534,9 @@ pub(crate) struct DatabaseSection {
     /// data directory.
     pub url: String,
     pub max_connections: u32,
+    /// Connections each pool opens at start and keeps while idle (at most
+    /// `max_connections`); beyond them it grows under load.
+    pub min_connections: u32,
     /// Apply pending migrations when `dsr serve` starts (`dsr up` always does).
     pub migrate_on_start: bool,
 }
@@ -618,6 +621,7 @@ impl Default for Config {
             database: DatabaseSection {
                 url: String::new(),
                 max_connections: 10,
+                min_connections: 2,
                 migrate_on_start: false,
             },
             up: UpSection {
@@ -993,6 +997,13 @@ impl Config {
         if self.database.max_connections == 0 {
             bail!("invalid configuration: database.max_connections must be at least 1");
         }
+        if self.database.min_connections > self.database.max_connections {
+            bail!(
+                "invalid configuration: database.min_connections ({}) must not exceed database.max_connections ({})",
+                self.database.min_connections,
+                self.database.max_connections
+            );
+        }
         for (name, o) in [
             ("portal.console_oidc", &self.portal.console_oidc),
             ("portal.person_oidc", &self.portal.person_oidc),
@@ -1262,6 +1273,31 @@ mod tests {
         let err =
             Config::load(None, env(&[("DSR_DATABASE__URL", "oracle://h/db")]), vec![]).unwrap_err();
         assert!(format!("{err:#}").contains("database.url"), "{err:#}");
+        let err = Config::load(
+            None,
+            env(&[
+                ("DSR_DATABASE__MIN_CONNECTIONS", "12"),
+                ("DSR_DATABASE__MAX_CONNECTIONS", "4"),
+            ]),
+            vec![],
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains(
+                "database.min_connections (12) must not exceed database.max_connections (4)"
+            ),
+            "{err:#}"
+        );
+        let fixed = Config::load(
+            None,
+            env(&[
+                ("DSR_DATABASE__MIN_CONNECTIONS", "4"),
+                ("DSR_DATABASE__MAX_CONNECTIONS", "4"),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        assert_eq!(fixed.database.min_connections, 4);
         let err = Config::load(
             None,
             vec![],
