@@ -33,7 +33,7 @@ use opentelemetry::metrics::Counter;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    QueryFilter, QueryOrder,
+    FromQueryResult, QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -340,12 +340,17 @@ impl Ledger {
     }
 
     /// Claims the queued letter due first, for `lease`.
-    async fn claim_letter(&self, worker: &str, lease: Duration) -> Result<Option<i64>, DbErr> {
+    async fn claim_letter(
+        &self,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<letter::Model>, DbErr> {
         let now = self.clock().now().timestamp_millis();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let row =
             crate::queue::claim_due(self.db(), "orchestrator_letter", worker, until, now).await?;
-        row.map(|r| r.try_get::<i64>("", "id")).transpose()
+        row.map(|r| letter::Model::from_query_result(&r, ""))
+            .transpose()
     }
 
     /// Records the outcome of one attempt at letter `id` held by `worker`,
@@ -544,12 +549,10 @@ impl Sender {
     /// Sends the letter due first, if any; `true` when one was handled.
     pub async fn send_next(&self) -> Result<bool, DbErr> {
         let worker = format!("{}/{}", self.cfg.worker_id, uuid::Uuid::new_v4().simple());
-        let Some(id) = self.ledger.claim_letter(&worker, self.cfg.lease).await? else {
+        let Some(m) = self.ledger.claim_letter(&worker, self.cfg.lease).await? else {
             return Ok(false);
         };
-        let Some(m) = letter::Entity::find_by_id(id).one(self.ledger.db()).await? else {
-            return Ok(true);
-        };
+        let id = m.id;
         let (request_id, key, kind) = (m.request_id.clone(), m.key.clone(), m.kind.clone());
         let outcome = self.attempt(&m).await;
         match &outcome {

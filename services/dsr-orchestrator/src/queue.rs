@@ -14,7 +14,7 @@ use dsr_domain::identity::Identity;
 use dsr_domain::request::{self, Kind, State};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
 };
 
 use crate::entity::{request as req, step};
@@ -195,7 +195,8 @@ async fn begin_attempt<C: ConnectionTrait>(
 /// Leases to `owner` until `until` the row of `table` whose next attempt
 /// is due first at `now` (ms since the epoch) and not leased: one
 /// statement, `FOR UPDATE SKIP LOCKED` on PostgreSQL (replicas share the
-/// work), SQLite's single writer elsewhere. Returns the row's `id`.
+/// work), SQLite's single writer elsewhere. Returns the leased row, whole
+/// (the claimant needs it at once: no second read).
 pub(crate) async fn claim_due(
     db: &sea_orm::DatabaseConnection,
     table: &str,
@@ -211,7 +212,7 @@ pub(crate) async fn claim_due(
                WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
                AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
                ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id"
+             RETURNING *"
         )
     } else {
         // SQLite: one writer at a time makes the statement atomic.
@@ -221,7 +222,7 @@ pub(crate) async fn claim_due(
                WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
                AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
                ORDER BY next_attempt_ms LIMIT 1) \
-             RETURNING id"
+             RETURNING *"
         )
     };
     db.query_one_raw(Statement::from_sql_and_values(
@@ -264,13 +265,26 @@ pub(crate) async fn record_done<C: ConnectionTrait>(
 impl Ledger {
     /// Claims the runnable request whose attempt is due first, for `lease`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claim>, Error> {
+        Ok(self.claim_request(worker, lease).await?.map(|(c, _)| c))
+    }
+
+    /// [`Self::claim`], with the claimed request as the claim left it.
+    pub async fn claim_request(
+        &self,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<(Claim, Request)>, Error> {
         let now = self.clock().now().timestamp_millis();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
         let row = claim_due(self.db(), "orchestrator_request", &token, until, now).await?;
         let Some(row) = row else { return Ok(None) };
-        let request_id: String = row.try_get("", "id")?;
-        Ok(Some(Claim { request_id, token }))
+        let m = req::Model::from_query_result(&row, "")?;
+        let claim = Claim {
+            request_id: m.id.clone(),
+            token,
+        };
+        Ok(Some((claim, self.request_of(m)?)))
     }
 
     /// Extends a held lease; false when it was lost.

@@ -137,11 +137,15 @@ impl Worker {
                 p = permits.clone().acquire_owned() => p.expect("semaphore open"),
                 _ = shutdown.changed() => break,
             };
-            match self.ledger.claim(&self.cfg.worker_id, self.cfg.lease).await {
-                Ok(Some(claim)) => {
+            match self
+                .ledger
+                .claim_request(&self.cfg.worker_id, self.cfg.lease)
+                .await
+            {
+                Ok(Some((claim, r))) => {
                     let me = self.clone();
                     tokio::spawn(async move {
-                        me.run_claim(claim).await;
+                        me.run_claim(claim, r).await;
                         drop(permit);
                     });
                 }
@@ -168,15 +172,7 @@ impl Worker {
     /// Runs the claimed request's steps one after another while it has
     /// one to run and the lease holds, in a span of the trace of the call
     /// that submitted it.
-    async fn run_claim(&self, claim: Claim) {
-        let r = match self.ledger.get(&claim.request_id).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(request = %claim.request_id, error = %e, "cannot read a claimed request");
-                let _ = self.ledger.release(&claim).await;
-                return;
-            }
-        };
+    async fn run_claim(&self, claim: Claim, r: Request) {
         let span = tracing::info_span!(
             "work",
             otel.name = "work on request",
