@@ -1208,10 +1208,12 @@ impl Requests for Handlers {
         let reader = Reader::of(&req);
         let pb::WatchRequest { id } = req.into_inner();
         require_id(&id)?;
+        // Listen before the first read: a change between the two would
+        // otherwise wait for the next look of the feed.
+        let mut changes = self.d.changes.subscribe();
         let first = self.d.ledger.get(&id).await.map_err(ledger_status)?;
         reader.may_read(&first)?;
         let slot = self.d.watch_slots.take(&reader.who)?;
-        let mut changes = self.d.changes.subscribe();
         let ledger = self.d.ledger.clone();
         let me = Handlers { d: self.d.clone() };
         let (tx, rx) = tokio::sync::mpsc::channel(8);
