@@ -256,6 +256,12 @@ impl Worker {
                             self.metrics.step_done(step, "done", elapsed);
                             tracing::info!(step, state = %next.state, "step done");
                             let _ = self.changes.send(next.id.clone());
+                            if next_row.is_none() {
+                                // The lease went back with the request: its
+                                // next step, if any, waits for a person or a
+                                // date, and is claimed again then.
+                                return;
+                            }
                             r = next;
                             begun = next_row;
                         }
