@@ -14,7 +14,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 // The claims other services read live beside the validator that checks
 // them (services do not link each other's crates).
-pub use dsr_auth::verification::{AUDIENCE, Assurance, ISSUER, TokenIdentity, VerificationClaims};
+pub use dsr_auth::verification::{
+    AUDIENCE, Assurance, ISSUER, Method, TokenIdentity, VerificationClaims,
+};
 
 /// Why a key could not be loaded or a token signed.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +98,7 @@ impl TokenIssuer {
     pub fn issue(
         &self,
         verification_id: &str,
-        method: &str,
+        method: Method,
         assurance: Assurance,
         identities: Vec<Identity>,
     ) -> Result<Issued, KeyError> {
@@ -112,7 +114,7 @@ impl TokenIssuer {
             nbf: secs(now),
             jti: uuid::Uuid::new_v4().to_string(),
             acr: assurance,
-            method: method.to_owned(),
+            method,
             identities: identities
                 .iter()
                 .map(TokenIdentity::from_identity)

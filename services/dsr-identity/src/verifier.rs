@@ -21,7 +21,7 @@ use sha2::Sha256;
 
 use crate::entity::{attempt, challenge};
 use crate::notifier::{Message, Notifier};
-use crate::tokens::{Assurance, Issued, TokenIdentity, TokenIssuer};
+use crate::tokens::{Assurance, Issued, Method, TokenIdentity, TokenIssuer};
 
 /// From `now` to the start of the next clock hour (at least a second).
 fn until_next_hour(now: DateTime<Utc>) -> Duration {
@@ -133,9 +133,13 @@ impl Channel {
     }
 
     fn method(self) -> &'static str {
+        self.token_method().as_str()
+    }
+
+    fn token_method(self) -> Method {
         match self {
-            Self::Email => "email_code",
-            Self::Sms => "sms_code",
+            Self::Email => Method::EmailCode,
+            Self::Sms => Method::SmsCode,
         }
     }
 }
@@ -510,9 +514,11 @@ impl Verifier {
             .iter()
             .filter_map(TokenIdentity::to_identity)
             .collect();
+        let method = Method::parse(&c.method)
+            .ok_or_else(|| Error::Internal("a challenge of an unknown method".into()))?;
         let issued = self
             .issuer
-            .issue(challenge_id, &c.method, Assurance::Low, identities)
+            .issue(challenge_id, method, Assurance::Low, identities)
             .map_err(|e| Error::Internal(e.to_string()))?;
         self.audit(challenge_id, &c.method, "verified", "subject")
             .await?;
@@ -586,7 +592,7 @@ impl Verifier {
         }
         let issued = self
             .issuer
-            .issue(&id, "idp_assertion", assurance, identities)
+            .issue(&id, Method::IdpAssertion, assurance, identities)
             .map_err(|e| Error::Internal(e.to_string()))?;
         self.audit(&id, "idp_assertion", "verified", "subject")
             .await?;
@@ -622,7 +628,7 @@ impl Verifier {
             .issuer
             .issue(
                 &id,
-                "case_handler_attestation",
+                Method::CaseHandlerAttestation,
                 Assurance::Attested,
                 identities,
             )
