@@ -237,6 +237,7 @@ impl Eraser {
     /// The same eraser on `clock` (plans, deferred erasures, sweeps,
     /// notifications' dates).
     pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.store = self.store.with_clock(clock.clone());
         self.clock = clock;
         self
     }
@@ -997,7 +998,7 @@ impl Eraser {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let slot = u64::try_from(Utc::now().timestamp()).unwrap_or(0) / secs;
+                let slot = u64::try_from(me.clock.now().timestamp()).unwrap_or(0) / secs;
                 let id = format!("scheduled-{secs}-{slot}");
                 match me
                     .start_sweep(id, "schedule", "", &BTreeSet::new(), false, batch_size)

@@ -224,6 +224,8 @@ struct Summary {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// The time receipts are received and holds placed and lifted at.
+    clock: dsr_domain::clock::Clock,
 }
 
 fn unique_violation(e: &DbErr) -> bool {
@@ -233,7 +235,16 @@ fn unique_violation(e: &DbErr) -> bool {
 impl Store {
     /// Over `db` (migrated).
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            clock: dsr_domain::clock::Clock::system(),
+        }
+    }
+
+    /// The same store on `clock` (the eraser's).
+    pub fn with_clock(mut self, clock: dsr_domain::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Saves a plan unless one exists for its request; returns the one
@@ -323,7 +334,7 @@ impl Store {
             verified: Set(true),
             summary: Set(serde_json::to_string(&summary).expect("serialisable")),
             retained: Set(i64::try_from(r.retained).unwrap_or(i64::MAX)),
-            received_at: Set(Utc::now()),
+            received_at: Set(self.clock.now()),
         };
         match am.insert(&self.db).await {
             Ok(m) => Self::receipt_from(m),
@@ -403,7 +414,7 @@ impl Store {
             ground: Set(ground.to_owned()),
             until: Set(until),
             placed_by: Set(by.to_owned()),
-            placed_at: Set(Utc::now()),
+            placed_at: Set(self.clock.now()),
             lifted_at: Set(None),
             lifted_by: Set(None),
         }
@@ -422,7 +433,7 @@ impl Store {
             return Self::hold_from(m);
         }
         let mut am: hold::ActiveModel = m.into();
-        am.lifted_at = Set(Some(Utc::now()));
+        am.lifted_at = Set(Some(self.clock.now()));
         am.lifted_by = Set(Some(by.to_owned()));
         Self::hold_from(am.update(&self.db).await?)
     }

@@ -782,3 +782,37 @@ async fn a_system_that_does_not_act_on_a_right_is_not_sent_it_and_its_operator_g
     assert!(notes[0].through.is_some(), "{:?}", notes[0]);
     w.db.finish().await;
 }
+
+/// Holds are placed and lifted, and receipts received, at the mesh's
+/// time, not the machine's: with the clock moved to a date, the hold's
+/// record says that date.
+#[tokio::test]
+async fn a_hold_is_placed_and_lifted_at_the_clocks_time() {
+    let w = world(&[], vec![]).await;
+    let placed = chrono::TimeZone::with_ymd_and_hms(&Utc, 2031, 6, 1, 9, 0, 0).unwrap();
+    w.clock.set(placed);
+    let hold = w
+        .eraser
+        .place_hold(
+            "556134-1248",
+            dsr_erasure::store::HoldScope::Person("person-hash".into()),
+            "legal_claims",
+            None,
+            "handler:anna",
+        )
+        .await
+        .unwrap();
+    let near = |t: chrono::DateTime<Utc>, at| t >= at && t - at < TimeDelta::minutes(1);
+    assert!(near(hold.placed_at, placed), "placed at {}", hold.placed_at);
+    w.clock.advance(TimeDelta::days(30));
+    let lifted = w
+        .eraser
+        .store()
+        .lift_hold(&hold.id, "handler:bo")
+        .await
+        .unwrap();
+    let at = placed + TimeDelta::days(30);
+    let when = lifted.lifted_at.expect("lifted");
+    assert!(near(when, at), "lifted at {when}");
+    w.db.finish().await;
+}
