@@ -156,7 +156,10 @@ impl Registry {
     /// Records a new recipient.
     pub async fn create(&self, r: Recipient) -> Result<StoredRecipient, Error> {
         self.check_rules(&r)?;
-        let stored = self.store.insert(&r, Utc::now(), &self.tables).await?;
+        let stored = self
+            .store
+            .insert(&r, self.clock.now(), &self.tables)
+            .await?;
         tracing::info!(recipient = %stored.recipient.id, "recipient created");
         Ok(stored)
     }
@@ -179,7 +182,7 @@ impl Registry {
         };
         let stored = self
             .store
-            .replace(&r, expected, Utc::now(), &self.tables)
+            .replace(&r, expected, self.clock.now(), &self.tables)
             .await?;
         tracing::info!(recipient = %stored.recipient.id, revision = stored.revision, "recipient updated");
         Ok(stored)
