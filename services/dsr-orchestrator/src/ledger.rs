@@ -8,8 +8,8 @@ use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State, WriteOrder};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
@@ -594,7 +594,11 @@ impl Ledger {
         f: impl FnOnce(&req::Model, &mut req::ActiveModel) -> Result<(), Error>,
     ) -> Result<Request, Error> {
         let txn = self.write_txn().await?;
+        // The row locked until the change commits (PostgreSQL; SQLite's
+        // writer already is alone): a worker recording a step meanwhile
+        // waits, or is waited for, instead of failing the change.
         let m = req::Entity::find_by_id(id.to_owned())
+            .lock_exclusive()
             .one(&txn)
             .await?
             .ok_or(Error::NotFound)?;
@@ -628,7 +632,6 @@ impl Ledger {
         &self,
         received_before: NaiveDate,
     ) -> Result<Vec<String>, Error> {
-        use sea_orm::QuerySelect as _;
         let ids: Vec<String> = req::Entity::find()
             .select_only()
             .column(req::Column::Id)
@@ -665,7 +668,6 @@ impl Ledger {
     /// identity; the database's log keeps no earlier copy. Returns how many
     /// were purged.
     pub async fn purge_identities(&self, before: DateTime<Utc>) -> Result<u64, Error> {
-        use sea_orm::QuerySelect as _;
         let ids: Vec<String> = req::Entity::find()
             .select_only()
             .column(req::Column::Id)
