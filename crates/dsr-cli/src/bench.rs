@@ -286,33 +286,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn identity_of(
-    r: Reference,
-    p: &reference::Person,
-) -> Option<(common::IdentityType, String, &'static str, &'static str)> {
+fn identity_of(r: Reference, p: &reference::Person) -> Option<(common::IdentityType, String)> {
     match r {
-        Reference::Crm => Some((
-            common::IdentityType::Email,
-            p.email.clone(),
-            "contacts",
-            "email",
-        )),
-        Reference::PrintMail => (!p.idx.is_multiple_of(3)).then(|| {
-            (
-                common::IdentityType::CustomerId,
-                p.customer_number.clone(),
-                "recipients",
-                "customer_number",
-            )
-        }),
-        Reference::Legal => p.idx.is_multiple_of(7).then(|| {
-            (
-                common::IdentityType::Phone,
-                p.phone.clone(),
-                "parties",
-                "phone",
-            )
-        }),
+        Reference::Crm => Some((common::IdentityType::Email, p.email.clone())),
+        Reference::PrintMail => (!p.idx.is_multiple_of(3))
+            .then(|| (common::IdentityType::CustomerId, p.customer_number.clone())),
+        Reference::Legal => p
+            .idx
+            .is_multiple_of(7)
+            .then(|| (common::IdentityType::Phone, p.phone.clone())),
     }
 }
 
@@ -449,7 +431,7 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
                 );
                 let mut statements = 0;
                 for n in 0..iterations {
-                    let (person, (t, value, _, _)) = &sample[n % sample.len()];
+                    let (person, (t, value)) = &sample[n % sample.len()];
                     let identity = common::Identity {
                         r#type: *t as i32,
                         format: common::IdentityFormat::Raw as i32,

@@ -370,7 +370,7 @@ impl Instance {
             &url,
             &dsr_store::StoreConfig {
                 max_connections,
-                min_connections: cfg.database.min_connections.min(max_connections),
+                min_connections: cfg.database.min_connections,
                 schema,
                 ..dsr_store::StoreConfig::default()
             },

@@ -816,3 +816,40 @@ async fn a_hold_is_placed_and_lifted_at_the_clocks_time() {
     assert!(near(when, at), "lifted at {when}");
     w.db.finish().await;
 }
+
+/// The scheduled sweep runs in slots of the mesh's clock: with the clock
+/// moved past the AML date, the schedule's sweep is that slot's and removes
+/// what the erasure had kept until then.
+#[tokio::test]
+async fn the_scheduled_sweep_runs_the_clocks_slot_and_removes_what_has_expired() {
+    let w = world(&[], vec![]).await;
+    let h = header("req-erase-5", &w.clock);
+    w.eraser.plan(&h, &map(), w.clock.today()).await.unwrap();
+    w.eraser.execute(&h).await.unwrap();
+    assert!(
+        w.systems.row("kyc_documents", "7").is_some(),
+        "kept to the AML date"
+    );
+    w.clock.advance(TimeDelta::days(365 * 2 + 2));
+    let day = 24 * 3600;
+    let id = format!(
+        "scheduled-{day}-{}",
+        u64::try_from(w.clock.now().timestamp()).unwrap() / day
+    );
+    w.eraser.spawn_schedule(Duration::from_secs(day), 100);
+    let mut done = None;
+    for _ in 0..500 {
+        if let Ok(s) = w.eraser.store().sweep(&id).await
+            && s.finished_at.is_some()
+        {
+            done = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = done.expect("the clock's slot was swept");
+    assert_eq!(done.systems[0].removed, 2);
+    assert!(w.systems.row("kyc_documents", "7").is_none());
+    assert!(w.systems.row("pep_screenings", "8").is_none());
+    w.db.finish().await;
+}

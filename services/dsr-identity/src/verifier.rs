@@ -132,11 +132,7 @@ impl Channel {
         }
     }
 
-    fn method(self) -> &'static str {
-        self.token_method().as_str()
-    }
-
-    fn token_method(self) -> Method {
+    fn method(self) -> Method {
         match self {
             Self::Email => Method::EmailCode,
             Self::Sms => Method::SmsCode,
@@ -296,7 +292,7 @@ impl Verifier {
             None => None,
         };
         if let Some(retry_after) = limited {
-            self.audit("-", channel.method(), "rate_limited", "subject")
+            self.audit("-", channel.method().as_str(), "rate_limited", "subject")
                 .await?;
             return Err(Error::RateLimited { retry_after });
         }
@@ -307,7 +303,7 @@ impl Verifier {
             .map_err(|e| Error::Internal(e.to_string()))?;
         challenge::ActiveModel {
             id: Set(id.clone()),
-            method: Set(channel.method().to_owned()),
+            method: Set(channel.method().as_str().to_owned()),
             identities: Set(identities),
             identity_hash: Set(identity_hash),
             code_hash: Set(self.mac(&[b"code", id.as_bytes(), code.as_bytes()])),
@@ -326,11 +322,11 @@ impl Verifier {
             .await
             .is_err()
         {
-            self.audit(&id, channel.method(), "delivery_failed", "subject")
+            self.audit(&id, channel.method().as_str(), "delivery_failed", "subject")
                 .await?;
             return Err(Error::Delivery);
         }
-        self.audit(&id, channel.method(), "code_sent", "subject")
+        self.audit(&id, channel.method().as_str(), "code_sent", "subject")
             .await?;
         Ok(Started {
             challenge_id: id,
