@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod category;
 pub mod clock;
 pub mod deadline;
 pub mod erasure;

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::Utc;
+use dsr_domain::category::LegalBasis;
 use dsr_domain::group::Group;
 use futures_util::TryStreamExt as _;
 use serde::Serialize;
@@ -111,7 +112,7 @@ impl Kept for PortableRecord {
             .filter(|c| {
                 c.portable
                     && c.provided_by_subject
-                    && matches!(c.legal_basis.as_str(), "consent" | "contract")
+                    && c.legal_basis.is_some_and(LegalBasis::portable)
             })
             .map(|c| c.id.clone())
             .collect()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use dsr_auth::{AuthLayer, AuthService, ScopeRule, TokenSigner, Validator};
 use dsr_connector::grpc::{self as kit};
+use dsr_domain::category::{LegalBasis, Sensitivity};
 use dsr_domain::identity::Organisationsnummer;
 use dsr_mesh_client::client::{Calls, Outgoing, calls, failure_reason, instruction, lazy_channel};
 use dsr_mesh_client::{DataSystems, SystemClient};
@@ -408,15 +409,9 @@ impl GrpcSources {
                     Category {
                         id: cat.id,
                         display_name: cat.display_name,
-                        sensitivity: common::Sensitivity::try_from(cat.sensitivity)
-                            .ok()
-                            .filter(|s| *s != common::Sensitivity::Unspecified)
-                            .map(|s| enum_name(s.as_str_name(), "SENSITIVITY_"))
-                            .unwrap_or_else(|| "ordinary".into()),
+                        sensitivity: sensitivity_of(cat.sensitivity),
                         purposes: c.purposes,
-                        legal_basis: common::LegalBasis::try_from(c.legal_basis)
-                            .map(|b| enum_name(b.as_str_name(), "LEGAL_BASIS_"))
-                            .unwrap_or_default(),
+                        legal_basis: basis_of(c.legal_basis),
                         retention: retention.description,
                         retention_legal_ground: retention.legal_ground,
                         source: c.source,
@@ -581,5 +576,30 @@ impl Sources for GrpcSources {
                 }
             })
             .collect())
+    }
+}
+
+/// A category's sensitivity from the wire; ordinary when unset or unknown.
+fn sensitivity_of(v: i32) -> Sensitivity {
+    match common::Sensitivity::try_from(v) {
+        Ok(common::Sensitivity::SpecialCategory) => Sensitivity::SpecialCategory,
+        Ok(common::Sensitivity::Criminal) => Sensitivity::Criminal,
+        Ok(common::Sensitivity::NationalId) => Sensitivity::NationalId,
+        Ok(common::Sensitivity::Ordinary | common::Sensitivity::Unspecified) | Err(_) => {
+            Sensitivity::Ordinary
+        }
+    }
+}
+
+/// A category's legal basis from the wire; none when unset or unknown.
+fn basis_of(v: i32) -> Option<LegalBasis> {
+    match common::LegalBasis::try_from(v) {
+        Ok(common::LegalBasis::Consent) => Some(LegalBasis::Consent),
+        Ok(common::LegalBasis::Contract) => Some(LegalBasis::Contract),
+        Ok(common::LegalBasis::LegalObligation) => Some(LegalBasis::LegalObligation),
+        Ok(common::LegalBasis::VitalInterests) => Some(LegalBasis::VitalInterests),
+        Ok(common::LegalBasis::PublicTask) => Some(LegalBasis::PublicTask),
+        Ok(common::LegalBasis::LegitimateInterests) => Some(LegalBasis::LegitimateInterests),
+        Ok(common::LegalBasis::Unspecified) | Err(_) => None,
     }
 }

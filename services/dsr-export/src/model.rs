@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
+use dsr_domain::category::{LegalBasis, Sensitivity};
 use dsr_domain::identity::Organisationsnummer;
 use serde::{Deserialize, Serialize};
 
@@ -93,13 +94,15 @@ pub struct Category {
     pub id: String,
     /// Name for people.
     pub display_name: String,
-    /// "ordinary", "special_category" (Art. 9), "criminal" (Art. 10),
-    /// "national_id" (Art. 87).
-    pub sensitivity: String,
+    /// Ordinary, special (Art. 9), criminal (Art. 10) or a national id
+    /// (Art. 87); "ordinary" when a system declares none.
+    pub sensitivity: Sensitivity,
     /// Purposes (Art. 15(1)(a)).
     pub purposes: Vec<String>,
-    /// Legal basis, e.g. "contract" (Art. 6(1)(b)).
-    pub legal_basis: String,
+    /// Legal basis, e.g. contract (Art. 6(1)(b)); none when the system
+    /// declared none it knows (written "" in the document).
+    #[serde(serialize_with = "basis_or_empty")]
+    pub legal_basis: Option<LegalBasis>,
     /// Retention in words (Art. 15(1)(d)).
     pub retention: String,
     /// The law setting the period, when one does.
@@ -323,4 +326,9 @@ pub trait Sources: Send + Sync {
         systems: &[String],
         categories: &[String],
     ) -> Result<Vec<Disclosure>, SourceError>;
+}
+
+/// A legal basis in the document: its name, or "" when none was declared.
+fn basis_or_empty<S: serde::Serializer>(b: &Option<LegalBasis>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(b.map_or("", LegalBasis::as_str))
 }

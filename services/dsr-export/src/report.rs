@@ -2,6 +2,7 @@
 //! `dsr.export.access/1`) and its HTML rendering in Swedish or English, and
 //! the Art. 20 portability archive (JSON and CSV in a zip).
 
+use dsr_domain::category::LegalBasis;
 use dsr_domain::text::html_escape as esc;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -327,22 +328,22 @@ const EN: Labels = Labels {
 };
 
 /// The legal basis in words, with its article.
-pub fn basis_text(basis: &str, lang: Language) -> String {
-    let (sv, en, art) = match basis {
-        "consent" => ("Samtycke", "Consent", "6(1)(a)"),
-        "contract" => ("Avtal", "Contract", "6(1)(b)"),
-        "legal_obligation" => ("Rättslig förpliktelse", "Legal obligation", "6(1)(c)"),
-        "vital_interests" => ("Grundläggande intressen", "Vital interests", "6(1)(d)"),
-        "public_task" => ("Allmänt intresse", "Public task", "6(1)(e)"),
-        "legitimate_interests" => ("Berättigat intresse", "Legitimate interests", "6(1)(f)"),
-        other => (other, other, ""),
+pub fn basis_text(basis: Option<LegalBasis>, lang: Language) -> String {
+    let Some(basis) = basis else {
+        return String::new();
     };
+    let (sv, en) = match basis {
+        LegalBasis::Consent => ("Samtycke", "Consent"),
+        LegalBasis::Contract => ("Avtal", "Contract"),
+        LegalBasis::LegalObligation => ("Rättslig förpliktelse", "Legal obligation"),
+        LegalBasis::VitalInterests => ("Grundläggande intressen", "Vital interests"),
+        LegalBasis::PublicTask => ("Allmänt intresse", "Public task"),
+        LegalBasis::LegitimateInterests => ("Berättigat intresse", "Legitimate interests"),
+    };
+    let point = basis.point();
     match lang {
-        Language::Sv => format!(
-            "{sv} (art. {})",
-            art.replace("(1)(", ".1 ").replace(')', "")
-        ),
-        Language::En => format!("{en} (Art. {art})"),
+        Language::Sv => format!("{sv} (art. 6.1 {point})"),
+        Language::En => format!("{en} (Art. 6(1)({point}))"),
     }
 }
 
@@ -459,7 +460,7 @@ th{{background:#f3f3f3}}</style></head><body>\n<h1>{}</h1>\n<p>{}</p>\n",
             "<tr><td>{}</td><td><ul>{}</ul></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&cat.display_name),
             purposes,
-            esc(&basis_text(&cat.legal_basis, lang)),
+            esc(&basis_text(cat.legal_basis, lang)),
             esc(&retention),
             esc(&source),
             esc(&systems.join(", "))
@@ -710,9 +711,12 @@ mod tests {
     #[test]
     fn legal_bases_name_their_article_in_both_languages() {
         assert_eq!(
-            basis_text("contract", Language::En),
+            basis_text(Some(LegalBasis::Contract), Language::En),
             "Contract (Art. 6(1)(b))"
         );
-        assert_eq!(basis_text("consent", Language::Sv), "Samtycke (art. 6.1 a)");
+        assert_eq!(
+            basis_text(Some(LegalBasis::Consent), Language::Sv),
+            "Samtycke (art. 6.1 a)"
+        );
     }
 }

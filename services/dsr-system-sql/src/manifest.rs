@@ -144,38 +144,7 @@ pub struct CategorySpec {
     pub automated_decision_logic: Text,
 }
 
-/// Sensitivity of a category.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sensitivity {
-    /// Ordinary.
-    #[default]
-    Ordinary,
-    /// Art. 9.
-    SpecialCategory,
-    /// Art. 10.
-    Criminal,
-    /// Art. 87.
-    NationalId,
-}
-
-/// Art. 6(1) bases.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LegalBasis {
-    /// (a)
-    Consent,
-    /// (b)
-    Contract,
-    /// (c)
-    LegalObligation,
-    /// (d)
-    VitalInterests,
-    /// (e)
-    PublicTask,
-    /// (f)
-    LegitimateInterests,
-}
+pub use dsr_domain::category::{LegalBasis, Sensitivity};
 
 /// A category's retention rule, as described to the person.
 #[derive(Clone, Debug, Deserialize)]
