@@ -13,6 +13,7 @@ use dsr_proto::export::v1 as exp;
 use dsr_proto::export::v1::export_client::ExportClient;
 use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
+use dsr_proto::orchestrator::v1::submit_request::Order;
 use sha2::Digest as _;
 use tonic::transport::Channel;
 
@@ -93,7 +94,7 @@ fn request_json(r: &pb::DataSubjectRequest) -> serde_json::Value {
         "cancel_reason": r.cancel_reason,
         "steps": r.steps.iter().map(|s| json!({
             "name": s.name,
-            "status": s.status,
+            "status": step_state(s),
             "attempts": s.attempts,
             "last_error": s.last_error,
             "next_attempt_at": time_json(s.next_attempt_at.as_ref()),
@@ -562,7 +563,12 @@ fn print_request(r: &pb::DataSubjectRequest) {
     }
     println!("steps");
     for s in &r.steps {
-        let mut line = format!("  {:<8} {:<14} attempts {}", s.name, s.status, s.attempts);
+        let mut line = format!(
+            "  {:<8} {:<14} attempts {}",
+            s.name,
+            step_state(s),
+            s.attempts
+        );
         if !s.last_error.is_empty() {
             line.push_str(&format!("  last error: {}", s.last_error));
         }
@@ -678,16 +684,20 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
         RequestCommand::Portability(n) => submit(cfg, &mut p, pb::Kind::Portability, n).await,
         RequestCommand::Erase(n) => submit(cfg, &mut p, pb::Kind::Erasure, n).await,
         RequestCommand::Rectify { n, corrections } => {
-            let mut order = pb::SubmitRequest::default();
+            let mut r = pb::RectificationOrder::default();
             for c in corrections {
                 let (category, value) = c
                     .split_once('=')
                     .with_context(|| format!("--correct {c:?}: category=value"))?;
-                order.corrections.push(pb::Correction {
+                r.corrections.push(pb::Correction {
                     category_id: category.trim().to_owned(),
                     value: value.to_owned(),
                 });
             }
+            let order = pb::SubmitRequest {
+                order: Some(Order::Rectification(r)),
+                ..Default::default()
+            };
             submit_with(cfg, &mut p, order, pb::Kind::Rectification, n).await
         }
         RequestCommand::Restrict {
@@ -713,9 +723,11 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                 GroundArg::ObjectionPending => pb::RestrictionGround::ObjectionPending,
             });
             let order = pb::SubmitRequest {
-                restriction_ground: ground as i32,
-                lift,
-                person_informed_time,
+                order: Some(Order::Restriction(pb::RestrictionOrder {
+                    ground: ground as i32,
+                    lift,
+                    person_informed_time,
+                })),
                 ..Default::default()
             };
             submit_with(cfg, &mut p, order, pb::Kind::Restriction, n).await
@@ -726,8 +738,10 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
             direct_marketing,
         } => {
             let order = pb::SubmitRequest {
-                purposes,
-                direct_marketing,
+                order: Some(Order::Objection(pb::ObjectionOrder {
+                    purposes,
+                    direct_marketing,
+                })),
                 ..Default::default()
             };
             submit_with(cfg, &mut p, order, pb::Kind::Objection, n).await
@@ -859,10 +873,9 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                 .into_inner();
             while let Some(m) = stream.message().await.map_err(|s| explain(&s))? {
                 if let Some(r) = m.request {
-                    let current = r
-                        .steps
-                        .iter()
-                        .find(|s| s.status != "done" && s.status != "pending");
+                    let current = r.steps.iter().find(|s| {
+                        !matches!(s.state(), pb::StepState::Done | pb::StepState::Pending)
+                    });
                     println!(
                         "{}  {}{}",
                         chrono::Utc::now().format("%H:%M:%S"),
@@ -871,7 +884,7 @@ pub(crate) async fn run(cfg: &Config, args: RequestArgs) -> anyhow::Result<()> {
                             .map(|s| format!(
                                 "  ({} {}{})",
                                 s.name,
-                                s.status,
+                                step_state(s),
                                 if s.last_error.is_empty() {
                                     String::new()
                                 } else {
@@ -1112,7 +1125,7 @@ fn progress(r: &pb::DataSubjectRequest) -> String {
     if let Some(s) = r
         .steps
         .iter()
-        .find(|s| s.status != "done" && !s.last_error.is_empty())
+        .find(|s| s.state() != pb::StepState::Done && !s.last_error.is_empty())
     {
         line.push_str(&format!(
             " (step {} attempt {}: {})",
@@ -1217,4 +1230,13 @@ async fn download(p: &Portal, r: &pb::DataSubjectRequest, out: &Path) -> anyhow:
             .unwrap_or_default()
     );
     Ok(())
+}
+
+/// A step's state as the CLI prints it: "pending", "running",
+/// "waiting_retry", "done" or "failed".
+fn step_state(s: &pb::Step) -> String {
+    s.state()
+        .as_str_name()
+        .trim_start_matches("STEP_STATE_")
+        .to_ascii_lowercase()
 }

@@ -22,8 +22,8 @@ use crate::model::{
 };
 use crate::reconcile::{self, Discrepancy};
 use crate::store::{
-    Hold, HoldScope, Notification, Store, StoreError, StoredReceipt, Sweep, SweptSystem, Tombstone,
-    TransferVerdict,
+    Hold, HoldScope, Notification, Store, StoreError, StoredReceipt, Sweep, SweepTrigger,
+    SweptState, SweptSystem, Tombstone, TransferVerdict,
 };
 use dsr_domain::clock::Clock;
 use dsr_domain::request::WriteOrder;
@@ -839,7 +839,7 @@ impl Eraser {
     pub async fn start_sweep(
         &self,
         id: String,
-        trigger: &str,
+        trigger: SweepTrigger,
         started_by: &str,
         only: &BTreeSet<String>,
         dry_run: bool,
@@ -851,14 +851,14 @@ impl Eraser {
         }
         let sweep = Sweep {
             id,
-            trigger: trigger.to_owned(),
+            trigger,
             dry_run,
             systems: all
                 .into_iter()
                 .filter(|s| only.is_empty() || only.contains(s))
                 .map(|system_id| SweptSystem {
                     system_id,
-                    state: "running".into(),
+                    state: SweptState::Running,
                     ..SweptSystem::default()
                 })
                 .collect(),
@@ -869,7 +869,7 @@ impl Eraser {
         let Some(created) = self.store.create_sweep(&sweep).await? else {
             return Ok(None);
         };
-        tracing::info!(sweep = %created.id, trigger, dry_run, "sweep started");
+        tracing::info!(sweep = %created.id, trigger = trigger.as_str(), dry_run, "sweep started");
         let me = self.clone();
         let run = created.clone();
         let span = tracing::info_span!("sweep", otel.name = "sweep", sweep = %created.id, dry_run);
@@ -895,7 +895,7 @@ impl Eraser {
                 Ok(c) => c,
                 Err(e) => {
                     crate::metrics::sweep_ended(&system, false);
-                    sweep.systems[i].state = "failed".into();
+                    sweep.systems[i].state = SweptState::Failed;
                     sweep.systems[i].error = Some(e.reason);
                     self.store.save_sweep(&sweep).await?;
                     continue;
@@ -968,14 +968,14 @@ impl Eraser {
                     Err(e) => {
                         crate::metrics::sweep_ended(&system, false);
                         tracing::warn!(system = %system, reason = %e.reason, "sweep failed");
-                        sweep.systems[i].state = "failed".into();
+                        sweep.systems[i].state = SweptState::Failed;
                         sweep.systems[i].error = Some(e.reason);
                         break;
                     }
                 }
             }
-            if sweep.systems[i].state == "running" {
-                sweep.systems[i].state = "done".into();
+            if sweep.systems[i].state == SweptState::Running {
+                sweep.systems[i].state = SweptState::Done;
                 crate::metrics::sweep_ended(&system, true);
             }
             self.store.save_sweep(&sweep).await?;
@@ -1001,7 +1001,14 @@ impl Eraser {
                 let slot = u64::try_from(me.clock.now().timestamp()).unwrap_or(0) / secs;
                 let id = format!("scheduled-{secs}-{slot}");
                 match me
-                    .start_sweep(id, "schedule", "", &BTreeSet::new(), false, batch_size)
+                    .start_sweep(
+                        id,
+                        SweepTrigger::Schedule,
+                        "",
+                        &BTreeSet::new(),
+                        false,
+                        batch_size,
+                    )
                     .await
                 {
                     Ok(_) => {}

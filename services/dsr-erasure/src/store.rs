@@ -160,13 +160,56 @@ impl TransferVerdict {
     }
 }
 
+/// Where one system's part of a sweep stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SweptState {
+    /// Under way.
+    #[default]
+    Running,
+    /// Every expired record handled, receipts stored.
+    Done,
+    /// Stopped on a failure (`error`).
+    Failed,
+}
+
+/// What started a sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepTrigger {
+    /// A caller (StartSweep, `dsr sweep`).
+    Manual,
+    /// The daily schedule.
+    Schedule,
+}
+
+impl SweepTrigger {
+    /// Its name in the store, the logs and the wire's deprecated string.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Schedule => "schedule",
+        }
+    }
+
+    /// From its name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "manual" => Some(Self::Manual),
+            "schedule" => Some(Self::Schedule),
+            _ => None,
+        }
+    }
+}
+
 /// One system's part of a sweep.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SweptSystem {
     /// The system.
     pub system_id: String,
-    /// "running", "done" or "failed".
-    pub state: String,
+    /// Where it stands.
+    pub state: SweptState,
     /// Records handled so far.
     pub done: u64,
     /// Records removed.
@@ -182,8 +225,8 @@ pub struct SweptSystem {
 pub struct Sweep {
     /// Id.
     pub id: String,
-    /// "manual" or "schedule".
-    pub trigger: String,
+    /// What started it.
+    pub trigger: SweepTrigger,
     /// A dry run.
     pub dry_run: bool,
     /// Per system.
@@ -636,7 +679,7 @@ impl Store {
         Ok(Sweep {
             systems: serde_json::from_str(&m.systems).map_err(|_| StoreError::Corrupt("sweep"))?,
             id: m.id,
-            trigger: m.trigger,
+            trigger: SweepTrigger::parse(&m.trigger).ok_or(StoreError::Corrupt("sweep"))?,
             dry_run: m.dry_run,
             started_at: m.started_at,
             finished_at: m.finished_at,
@@ -649,7 +692,7 @@ impl Store {
     pub async fn create_sweep(&self, s: &Sweep) -> Result<Option<Sweep>, StoreError> {
         let am = sweep::ActiveModel {
             id: Set(s.id.clone()),
-            trigger: Set(s.trigger.clone()),
+            trigger: Set(s.trigger.as_str().to_owned()),
             dry_run: Set(s.dry_run),
             systems: Set(serde_json::to_string(&s.systems).expect("serialisable")),
             started_at: Set(s.started_at),

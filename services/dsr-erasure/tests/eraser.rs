@@ -26,7 +26,7 @@ use dsr_erasure::model::{
     UnlawfulTransfers, Write,
 };
 use dsr_erasure::reconcile::Expected;
-use dsr_erasure::store::{Store, TransferVerdict};
+use dsr_erasure::store::{Store, SweepTrigger, TransferVerdict};
 use dsr_store::testing::TestDb;
 
 const CONTROLLER: &str = "556134-1248";
@@ -542,7 +542,7 @@ async fn an_art_18_restriction_outlives_the_deferred_date_and_shows_as_a_discrep
         .eraser
         .start_sweep(
             "sweep-2".into(),
-            "manual",
+            SweepTrigger::Manual,
             "handler:anna",
             &BTreeSet::new(),
             false,
@@ -615,7 +615,7 @@ async fn a_restored_backup_is_erased_again_by_replay_and_a_sweep_removes_what_ha
         .eraser
         .start_sweep(
             "sweep-4".into(),
-            "manual",
+            SweepTrigger::Manual,
             "handler:anna",
             &BTreeSet::new(),
             false,

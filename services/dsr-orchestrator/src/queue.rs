@@ -105,8 +105,8 @@ pub enum Outcome {
 pub struct StepView {
     /// Its name.
     pub name: &'static str,
-    /// "pending", "running", "waiting_retry", "done" or "failed".
-    pub status: &'static str,
+    /// Where it stands.
+    pub status: StepStatus,
     /// Attempts made.
     pub attempts: u32,
     /// The last failure, without personal data.
@@ -115,6 +115,37 @@ pub struct StepView {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When it was done.
     pub done_at: Option<DateTime<Utc>>,
+}
+
+/// Where one step of a request stands, from its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    /// Not started yet (or an earlier attempt was abandoned by a worker
+    /// that died, and the step is not the request's current one).
+    Pending,
+    /// A worker is on it now.
+    Running,
+    /// Its last attempt failed; the next is due at the request's
+    /// `next_attempt_at`.
+    WaitingRetry,
+    /// Done.
+    Done,
+    /// Failed for good.
+    Failed,
+}
+
+impl StepStatus {
+    /// Its name, as the wire's deprecated string and the CLI show it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::WaitingRetry => "waiting_retry",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
 }
 
 /// One row of the step log.
@@ -648,21 +679,21 @@ impl Ledger {
                 let done = mine.iter().find(|x| x.outcome == "done");
                 let last_error = mine.iter().rev().find_map(|x| x.error.clone());
                 let status = match (done, last.map(|x| x.outcome.as_str())) {
-                    (Some(_), _) => "done",
-                    (None, None) => "pending",
-                    (None, Some("running")) => "running",
+                    (Some(_), _) => StepStatus::Done,
+                    (None, None) => StepStatus::Pending,
+                    (None, Some("running")) => StepStatus::Running,
                     (None, Some(_)) if current == Some(*name) && r.next_attempt_at.is_some() => {
-                        "waiting_retry"
+                        StepStatus::WaitingRetry
                     }
-                    (None, Some(_)) if current == Some(*name) => "failed",
-                    (None, Some(_)) => "pending",
+                    (None, Some(_)) if current == Some(*name) => StepStatus::Failed,
+                    (None, Some(_)) => StepStatus::Pending,
                 };
                 StepView {
                     name,
                     status,
                     attempts: u32::try_from(mine.len()).unwrap_or(u32::MAX),
                     last_error,
-                    next_attempt_at: (status == "waiting_retry")
+                    next_attempt_at: (status == StepStatus::WaitingRetry)
                         .then_some(r.next_attempt_at)
                         .flatten(),
                     done_at: done.and_then(|x| x.finished_at),

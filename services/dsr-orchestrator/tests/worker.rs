@@ -18,6 +18,7 @@ use dsr_orchestrator::mesh::{
 };
 use dsr_orchestrator::metrics::Metrics;
 use dsr_orchestrator::migration::Migrator;
+use dsr_orchestrator::queue::StepStatus;
 use dsr_orchestrator::worker::{Mesh, Worker, WorkerConfig};
 use dsr_store::testing::TestDb;
 use tokio::sync::{Notify, broadcast, watch};
@@ -363,7 +364,10 @@ async fn a_request_runs_its_steps_and_retries_while_a_system_is_down() {
             let steps = ledger.steps(&r).await.unwrap();
             let locate = steps.iter().find(|s| s.name == "locate").unwrap();
             assert!(
-                matches!(locate.status, "waiting_retry" | "running"),
+                matches!(
+                    locate.status,
+                    StepStatus::WaitingRetry | StepStatus::Running
+                ),
                 "{locate:?}"
             );
             assert!(locate.attempts >= 2);
@@ -672,7 +676,7 @@ async fn an_erasure_plans_executes_until_every_system_answers_then_runs_its_defe
     let steps = ledger.steps(&done).await.unwrap();
     let names: Vec<(&str, &str, u32)> = steps
         .iter()
-        .map(|s| (s.name, s.status, s.attempts))
+        .map(|s| (s.name, s.status.as_str(), s.attempts))
         .collect();
     assert_eq!(
         names,
@@ -768,7 +772,7 @@ async fn an_objection_is_located_then_applied_once_with_its_order() {
         .await
         .unwrap()
         .iter()
-        .map(|s| (s.name, s.status))
+        .map(|s| (s.name, s.status.as_str()))
         .collect();
     assert_eq!(
         steps,

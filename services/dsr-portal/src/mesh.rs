@@ -18,6 +18,7 @@ use dsr_proto::incident::v1::complaints_client::ComplaintsClient;
 use dsr_proto::incident::v1::incidents_client::IncidentsClient;
 use dsr_proto::orchestrator::v1 as pb;
 use dsr_proto::orchestrator::v1::requests_client::RequestsClient;
+use dsr_proto::orchestrator::v1::submit_request::Order;
 use dsr_proto::transfer::v1 as tr;
 use dsr_proto::transfer::v1::transfer_registry_client::TransferRegistryClient;
 use tonic::transport::Channel;
@@ -290,14 +291,27 @@ impl Mesh {
                 verification_token: n.verification_token,
                 language: n.language,
                 idempotency_key: n.idempotency_key,
-                restriction_ground: n.ground as i32,
-                direct_marketing: n.direct_marketing,
-                purposes: n.purposes,
-                corrections: n
-                    .corrections
-                    .into_iter()
-                    .map(|(category_id, value)| pb::Correction { category_id, value })
-                    .collect(),
+                order: match n.kind {
+                    pb::Kind::Rectification => Some(Order::Rectification(pb::RectificationOrder {
+                        corrections: n
+                            .corrections
+                            .into_iter()
+                            .map(|(category_id, value)| pb::Correction { category_id, value })
+                            .collect(),
+                    })),
+                    pb::Kind::Restriction => Some(Order::Restriction(pb::RestrictionOrder {
+                        ground: n.ground as i32,
+                        ..Default::default()
+                    })),
+                    pb::Kind::Objection => Some(Order::Objection(pb::ObjectionOrder {
+                        purposes: n.purposes,
+                        direct_marketing: n.direct_marketing,
+                    })),
+                    pb::Kind::Unspecified
+                    | pb::Kind::Access
+                    | pb::Kind::Portability
+                    | pb::Kind::Erasure => None,
+                },
                 ..Default::default()
             },
         )?;

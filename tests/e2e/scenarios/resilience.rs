@@ -149,7 +149,7 @@ async fn the_work_survives_a_system_down_a_killed_orchestrator_and_runs_on_two_r
         let g = get(&mut client, &token, &id).await;
         if g.steps
             .iter()
-            .any(|s| s.name == "export" && s.status == "running")
+            .any(|s| s.name == "export" && s.state() == pb::StepState::Running)
         {
             break;
         }
@@ -315,7 +315,7 @@ async fn an_erasure_killed_at_each_step_erases_everything_once() {
         let g = get(&mut client, &token, &id).await;
         if g.steps
             .iter()
-            .any(|s| s.name == "plan" && s.status == "running")
+            .any(|s| s.name == "plan" && s.state() == pb::StepState::Running)
         {
             break;
         }

@@ -11,7 +11,9 @@ use prost::Message as _;
 use crate::eraser::{Execution, SystemOutcome};
 use crate::model::{Plan, RecordOutcome, RecordRef, RecordResult, RestrictionReason};
 use crate::reconcile::{Discrepancy, Expected};
-use crate::store::{Hold, HoldScope, Notification, StoredReceipt, Sweep, TransferVerdict};
+use crate::store::{
+    Hold, HoldScope, Notification, StoredReceipt, Sweep, SweepTrigger, SweptState, TransferVerdict,
+};
 
 pub(super) fn action_to_pb(a: Action) -> pb::PlanAction {
     match a {
@@ -328,9 +330,15 @@ pub(super) fn order_from_pb(
 }
 
 pub(super) fn sweep_to_pb(s: &Sweep) -> pb::Sweep {
+    // `trigger` is deprecated for `trigger_kind` and still filled.
+    #[allow(deprecated)]
     pb::Sweep {
         id: s.id.clone(),
-        trigger: s.trigger.clone(),
+        trigger: s.trigger.as_str().to_owned(),
+        trigger_kind: match s.trigger {
+            SweepTrigger::Manual => pb::SweepTrigger::Manual,
+            SweepTrigger::Schedule => pb::SweepTrigger::Schedule,
+        } as i32,
         started_by: s.started_by.clone(),
         dry_run: s.dry_run,
         systems: s
@@ -338,10 +346,10 @@ pub(super) fn sweep_to_pb(s: &Sweep) -> pb::Sweep {
             .iter()
             .map(|x| pb::SweptSystem {
                 system_id: x.system_id.clone(),
-                state: match x.state.as_str() {
-                    "done" => pb::SweepState::Done,
-                    "failed" => pb::SweepState::Failed,
-                    _ => pb::SweepState::Running,
+                state: match x.state {
+                    SweptState::Running => pb::SweepState::Running,
+                    SweptState::Done => pb::SweepState::Done,
+                    SweptState::Failed => pb::SweepState::Failed,
                 } as i32,
                 done: x.done,
                 removed: x.removed,
@@ -355,19 +363,26 @@ pub(super) fn sweep_to_pb(s: &Sweep) -> pb::Sweep {
 }
 
 pub(super) fn hold_to_pb(h: &Hold) -> pb::Hold {
-    let (scope, record) = match &h.scope {
-        HoldScope::Person(_) => ("person", None),
+    let (kind, record) = match &h.scope {
+        HoldScope::Person(_) => (pb::HoldKind::Person, None),
         HoldScope::Record { system_id, record } => (
-            "record",
+            pb::HoldKind::Record,
             Some(pb::SystemRecord {
                 system_id: system_id.clone(),
                 record: Some(ref_to_pb(record)),
             }),
         ),
     };
+    // `scope` is deprecated for `kind` and still filled.
+    #[allow(deprecated)]
     pb::Hold {
         id: h.id.clone(),
-        scope: scope.into(),
+        scope: match kind {
+            pb::HoldKind::Record => "record",
+            pb::HoldKind::Person | pb::HoldKind::Unspecified => "person",
+        }
+        .into(),
+        kind: kind as i32,
         record,
         ground: h.ground.clone(),
         until: h.until.map(kit::date_to_pb),

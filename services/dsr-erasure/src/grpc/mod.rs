@@ -26,7 +26,7 @@ use tower_layer::Layer;
 
 use crate::eraser::{Eraser, SweepError};
 use crate::model::{Header, RecordRef};
-use crate::store::{HoldScope, StoreError};
+use crate::store::{HoldScope, StoreError, SweepTrigger};
 
 /// This service's statuses: ErrorInfo domain "erasure.dsr-mesh".
 pub(crate) const ERR: kit::Errors = kit::Errors::new("erasure.dsr-mesh");
@@ -167,7 +167,7 @@ impl Erasure for Handlers {
             .eraser
             .start_sweep(
                 uuid::Uuid::new_v4().to_string(),
-                "manual",
+                SweepTrigger::Manual,
                 &started_by,
                 &only,
                 dry_run,

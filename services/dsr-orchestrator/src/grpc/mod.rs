@@ -26,7 +26,7 @@ use tower_layer::Layer;
 use crate::intake::{Intake, IntakeError, Proof};
 use crate::ledger::{self, Ledger, Rejection, Submission};
 use crate::listing::Filter;
-use crate::queue::StepView;
+use crate::queue::{StepStatus, StepView};
 
 /// This service's statuses: ErrorInfo domain "orchestrator.dsr-mesh".
 pub(crate) const ERR: kit::Errors = kit::Errors::new("orchestrator.dsr-mesh");
@@ -413,18 +413,114 @@ struct WriteFields {
     direct_marketing: bool,
 }
 
+impl WriteFields {
+    /// The same fields, from `order`.
+    fn of(o: pb::submit_request::Order) -> Self {
+        let mut f = Self {
+            corrections: Vec::new(),
+            restriction_ground: 0,
+            lift: false,
+            person_informed_time: None,
+            purposes: Vec::new(),
+            direct_marketing: false,
+        };
+        match o {
+            pb::submit_request::Order::Rectification(r) => f.corrections = r.corrections,
+            pb::submit_request::Order::Restriction(r) => {
+                f.restriction_ground = r.ground;
+                f.lift = r.lift;
+                f.person_informed_time = r.person_informed_time;
+            }
+            pb::submit_request::Order::Objection(o) => {
+                f.purposes = o.purposes;
+                f.direct_marketing = o.direct_marketing;
+            }
+        }
+        f
+    }
+
+    /// Whether any is set.
+    fn given(&self) -> bool {
+        !self.corrections.is_empty()
+            || self.restriction_ground != 0
+            || self.lift
+            || self.person_informed_time.is_some()
+            || !self.purposes.is_empty()
+            || self.direct_marketing
+    }
+}
+
+/// A violation's field, named as inside `order` (which the caller sent)
+/// rather than as the flat field it stands for.
+fn within_order(field: &str) -> String {
+    const NAMES: [(&str, &str); 6] = [
+        ("corrections", "rectification.corrections"),
+        ("restriction_ground", "restriction.ground"),
+        ("lift", "restriction.lift"),
+        ("person_informed_time", "restriction.person_informed_time"),
+        ("purposes", "objection.purposes"),
+        ("direct_marketing", "objection.direct_marketing"),
+    ];
+    if field == "kind" {
+        // Only a kind that takes no order refuses all of it.
+        return "order".into();
+    }
+    NAMES
+        .iter()
+        .find_map(|(flat, inside)| {
+            field
+                .strip_prefix(flat)
+                .filter(|rest| rest.is_empty() || rest.starts_with(['[', '.']))
+                .map(|rest| format!("{inside}{rest}"))
+        })
+        .unwrap_or_else(|| field.to_owned())
+}
+
+/// A write request's order, from `order` or from the deprecated flat
+/// fields (not both), checked against the kind; the violations name the
+/// field as the caller sent it. `None` for a kind without an order.
+fn parse_order(
+    kind: Option<Kind>,
+    order: Option<pb::submit_request::Order>,
+    flat: WriteFields,
+    now: DateTime<Utc>,
+    v: &mut Vec<(String, String)>,
+) -> Option<WriteOrder> {
+    match (kind, order) {
+        (None, _) => {
+            v.push((
+                "kind".into(),
+                "required: ACCESS, PORTABILITY, ERASURE, RECTIFICATION, RESTRICTION or OBJECTION"
+                    .into(),
+            ));
+            None
+        }
+        (Some(_), Some(_)) if flat.given() => {
+            v.push((
+                "order".into(),
+                "given twice: in order and in the deprecated flat fields (corrections, restriction_ground, lift, person_informed_time, purposes, direct_marketing); use order".into(),
+            ));
+            None
+        }
+        (Some(k), None) => write_order(k, flat, now, v),
+        (Some(k), Some(o)) => {
+            let from = v.len();
+            let w = write_order(k, WriteFields::of(o), now, v);
+            for (field, _) in &mut v[from..] {
+                *field = within_order(field);
+            }
+            w
+        }
+    }
+}
+
 fn write_order(
     kind: Kind,
     f: WriteFields,
     now: DateTime<Utc>,
     v: &mut Vec<(String, String)>,
 ) -> Option<WriteOrder> {
-    let given = !f.corrections.is_empty()
-        || f.restriction_ground != 0
-        || f.lift
-        || f.person_informed_time.is_some()
-        || !f.purposes.is_empty()
-        || f.direct_marketing;
+    let given = f.given();
     let refuse = |v: &mut Vec<(String, String)>, field: &str| {
         v.push((
             field.into(),
@@ -436,7 +532,7 @@ fn write_order(
             if given {
                 v.push((
                     "kind".into(),
-                    "corrections, restriction_ground, lift, purposes and direct_marketing are for rectification, restriction and objection requests".into(),
+                    "only rectification, restriction and objection requests take an order (corrections, a restriction ground or lift, purposes)".into(),
                 ));
             }
             None
@@ -620,9 +716,18 @@ fn rejection_to_pb(r: &str) -> pb::RejectionReason {
 }
 
 fn step_to_pb(s: &StepView) -> pb::Step {
+    // `status` is deprecated for `state` and still filled.
+    #[allow(deprecated)]
     pb::Step {
         name: s.name.to_owned(),
-        status: s.status.to_owned(),
+        status: s.status.as_str().to_owned(),
+        state: match s.status {
+            StepStatus::Pending => pb::StepState::Pending,
+            StepStatus::Running => pb::StepState::Running,
+            StepStatus::WaitingRetry => pb::StepState::WaitingRetry,
+            StepStatus::Done => pb::StepState::Done,
+            StepStatus::Failed => pb::StepState::Failed,
+        } as i32,
         attempts: s.attempts,
         last_error: s.last_error.clone().unwrap_or_default(),
         next_attempt_at: s.next_attempt_at.map(kit::timestamp),
@@ -859,6 +964,8 @@ impl Requests for Handlers {
     ) -> Result<Response<pb::SubmitResponse>, Status> {
         let actor = Principal::subject_of(&req);
         let submitted_by = Reader::of(&req).who;
+        // The flat fields 7 to 12 are deprecated for `order` and still read.
+        #[allow(deprecated)]
         let pb::SubmitRequest {
             kind,
             controller,
@@ -866,6 +973,7 @@ impl Requests for Handlers {
             verification_token,
             language: lang,
             idempotency_key,
+            order,
             corrections,
             restriction_ground,
             lift,
@@ -875,29 +983,15 @@ impl Requests for Handlers {
         } = req.into_inner();
         let mut v: Vec<(String, String)> = Vec::new();
         let kind = kind_from_pb(kind);
-        let write = match kind {
-            None => {
-                v.push((
-                    "kind".into(),
-                    "required: ACCESS, PORTABILITY, ERASURE, RECTIFICATION, RESTRICTION or OBJECTION"
-                        .into(),
-                ));
-                None
-            }
-            Some(k) => write_order(
-                k,
-                WriteFields {
-                    corrections,
-                    restriction_ground,
-                    lift,
-                    person_informed_time,
-                    purposes,
-                    direct_marketing,
-                },
-                self.d.ledger.clock().now(),
-                &mut v,
-            ),
+        let flat = WriteFields {
+            corrections,
+            restriction_ground,
+            lift,
+            person_informed_time,
+            purposes,
+            direct_marketing,
         };
+        let write = parse_order(kind, order, flat, self.d.ledger.clock().now(), &mut v);
         let controller = kit::controller_from_pb(controller, &mut v).and_then(|o| {
             if self.d.group.controller(&o).is_some() {
                 Some(o)
@@ -1390,7 +1484,156 @@ impl Requests for Handlers {
 
 #[cfg(test)]
 mod tests {
-    use super::{WatchSlots, fit_page, pb};
+    use super::{WatchSlots, WriteFields, fit_page, parse_order, pb};
+    use chrono::Utc;
+    use dsr_domain::request::{Correction, Kind, RestrictionGround, WriteOrder};
+    use pb::submit_request::Order;
+
+    fn none() -> WriteFields {
+        WriteFields::of(Order::Objection(pb::ObjectionOrder::default()))
+    }
+
+    fn correction(category: &str, value: &str) -> pb::Correction {
+        pb::Correction {
+            category_id: category.into(),
+            value: value.into(),
+        }
+    }
+
+    /// (order, violations) of a submission.
+    fn parse(
+        kind: Kind,
+        order: Option<Order>,
+        flat: WriteFields,
+    ) -> (Option<WriteOrder>, Vec<(String, String)>) {
+        let mut v = Vec::new();
+        let w = parse_order(Some(kind), order, flat, Utc::now(), &mut v);
+        (w, v)
+    }
+
+    fn fields(v: &[(String, String)]) -> Vec<&str> {
+        v.iter().map(|(f, _)| f.as_str()).collect()
+    }
+
+    #[test]
+    fn an_order_reads_the_same_from_the_oneof_as_from_the_deprecated_flat_fields() {
+        let rectify = WriteOrder::Rectify {
+            corrections: vec![Correction {
+                category: "contact.phone".into(),
+                value: "070-1234567".into(),
+            }],
+        };
+        let (w, v) = parse(
+            Kind::Rectification,
+            Some(Order::Rectification(pb::RectificationOrder {
+                corrections: vec![correction("contact.phone", " 070-1234567 ")],
+            })),
+            none(),
+        );
+        assert_eq!((w.as_ref(), v.len()), (Some(&rectify), 0));
+        let mut flat = none();
+        flat.corrections = vec![correction("contact.phone", "070-1234567")];
+        assert_eq!(
+            parse(Kind::Rectification, None, flat),
+            (Some(rectify), vec![])
+        );
+
+        let (w, v) = parse(
+            Kind::Restriction,
+            Some(Order::Restriction(pb::RestrictionOrder {
+                ground: pb::RestrictionGround::AccuracyContested as i32,
+                ..Default::default()
+            })),
+            none(),
+        );
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(
+            w,
+            Some(WriteOrder::Restrict {
+                ground: RestrictionGround::AccuracyContested
+            })
+        );
+        let (w, v) = parse(
+            Kind::Objection,
+            Some(Order::Objection(pb::ObjectionOrder {
+                purposes: vec![],
+                direct_marketing: true,
+            })),
+            none(),
+        );
+        assert!(v.is_empty(), "{v:?}");
+        assert!(matches!(
+            w,
+            Some(WriteOrder::Object {
+                direct_marketing: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn an_order_given_twice_wrong_for_its_kind_or_invalid_is_refused_naming_the_field_sent() {
+        let mut flat = none();
+        flat.direct_marketing = true;
+        let (w, v) = parse(
+            Kind::Objection,
+            Some(Order::Objection(pb::ObjectionOrder {
+                purposes: vec![],
+                direct_marketing: true,
+            })),
+            flat,
+        );
+        assert_eq!((w, fields(&v)), (None, vec!["order"]));
+
+        // A restriction's order on a rectification: both of its problems,
+        // named inside the oneof.
+        let (_, v) = parse(
+            Kind::Rectification,
+            Some(Order::Restriction(pb::RestrictionOrder {
+                ground: pb::RestrictionGround::AccuracyContested as i32,
+                ..Default::default()
+            })),
+            none(),
+        );
+        assert_eq!(
+            fields(&v),
+            vec!["restriction.ground", "rectification.corrections"]
+        );
+
+        let (_, v) = parse(
+            Kind::Rectification,
+            Some(Order::Rectification(pb::RectificationOrder {
+                corrections: vec![
+                    correction("contact.phone", "1"),
+                    correction("contact phone", ""),
+                ],
+            })),
+            none(),
+        );
+        assert_eq!(
+            fields(&v),
+            vec![
+                "rectification.corrections[1].category_id",
+                "rectification.corrections[1].value"
+            ]
+        );
+        // The same mistake in the flat fields keeps their names.
+        let mut flat = none();
+        flat.corrections = vec![correction("contact phone", "x")];
+        let (_, v) = parse(Kind::Rectification, None, flat);
+        assert_eq!(fields(&v), vec!["corrections[0].category_id"]);
+
+        // A kind that takes no order.
+        let (_, v) = parse(
+            Kind::Access,
+            Some(Order::Objection(pb::ObjectionOrder {
+                purposes: vec!["marketing".into()],
+                direct_marketing: false,
+            })),
+            none(),
+        );
+        assert_eq!(fields(&v), vec!["order"]);
+    }
 
     #[test]
     fn a_list_page_stops_before_its_byte_budget_and_says_where_to_go_on() {

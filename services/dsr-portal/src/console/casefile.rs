@@ -92,6 +92,12 @@ pub(super) fn step_name(p: &Portal, lang: Lang, name: &str) -> String {
 }
 
 /// A step's status ("pending", "running", "waiting_retry", "done", "failed").
+/// A wire enum value's name as the texts key it: `as_str_name()` without
+/// its prefix, in lower case ("STEP_STATE_WAITING_RETRY" -> "waiting_retry").
+pub(super) fn enum_word(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
 pub(super) fn step_status(p: &Portal, lang: Lang, status: &str) -> String {
     word(p, lang, "console_status", status)
 }

@@ -75,7 +75,7 @@ fn holds_page(
         ));
         for h in holds {
             let covers = match &h.record {
-                Some(r) if h.scope == "record" => format!(
+                Some(r) if h.kind() == era::HoldKind::Record => format!(
                     "{}: <span translate=\"no\">{} {} {}</span>",
                     esc(t.get("console_hold_record", lang)),
                     esc(&r.system_id),
@@ -409,7 +409,15 @@ pub(super) async fn sweeps(
                     "<tr><td>{}</td><td>{}{}</td><td translate=\"no\">{}</td><td>{}{}</td><td>{}</td></tr>",
                     esc(&timestamp(s.start_time.as_ref())),
                     if s.started_by.is_empty() {
-                        super::casefile::word(&p, lang, "console_trigger", &s.trigger)
+                        super::casefile::word(
+                            &p,
+                            lang,
+                            "console_trigger",
+                            &super::casefile::enum_word(
+                                s.trigger_kind().as_str_name(),
+                                "SWEEP_TRIGGER_",
+                            ),
+                        )
                     } else {
                         super::casefile::actor(&p, lang, &s.started_by)
                     },

@@ -879,7 +879,11 @@ fn request_page(
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td translate=\"no\">{}</td></tr>",
                 casefile::step_name(p, lang, &s.name),
-                casefile::step_status(p, lang, &s.status),
+                casefile::step_status(
+                    p,
+                    lang,
+                    &casefile::enum_word(s.state().as_str_name(), "STEP_STATE_"),
+                ),
                 s.attempts,
                 esc(&s.last_error),
             );
