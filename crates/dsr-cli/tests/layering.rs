@@ -17,7 +17,8 @@
 //! And, read from the sources: no service builds a client of the data
 //! systems of its own; discovery, export and erasure share
 //! `dsr_mesh_client::DataSystems` (its clients, its Describe cache, the
-//! instruction header).
+//! instruction header); the wire's types (generated code, prost, a gRPC
+//! status) stay in each service's gRPC edge, its `grpc` modules.
 
 use std::process::Command;
 
@@ -107,6 +108,75 @@ fn service_sources() -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Where the wire's types may appear in a service: its gRPC edge, the
+/// modules named `grpc` (`grpc.rs`, `grpc/`), which parse, call the domain
+/// and map. Outside the rule, with why: the manual vendor's task API is a
+/// gRPC service of its own (`manual/api.rs`); the privacy centre is a
+/// client of the mesh whose pages render its answers.
+fn outside_the_wire_edge(path: &str) -> bool {
+    let path = path.replace('\\', "/");
+    !(path.ends_with("/grpc.rs")
+        || path.contains("/grpc/")
+        || path.ends_with("dsr-system-sql/src/manual/api.rs")
+        || path.starts_with("services/dsr-portal/"))
+}
+
+/// The service modules outside their gRPC edge that use the wire's types
+/// (the generated code, prost) or answer with a gRPC status.
+fn wire_types_outside_the_edge(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(path, _)| outside_the_wire_edge(path))
+        .filter_map(|(path, text)| {
+            let code: String = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            [
+                "dsr_proto::",
+                "prost::",
+                "prost_types::",
+                "tonic::Status",
+                "tonic::Request",
+            ]
+            .iter()
+            .find(|needle| code.contains(*needle))
+            .map(|needle| format!("{path} uses {needle} outside the gRPC edge"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_wire_types_stay_in_each_services_grpc_edge() {
+    let files = service_sources();
+    assert!(
+        files
+            .iter()
+            .any(|(p, _)| p.ends_with("dsr-orchestrator/src/ledger.rs")),
+        "the services' sources were found"
+    );
+    assert_eq!(wire_types_outside_the_edge(&files), Vec::<String>::new());
+    // The check names a breach, and leaves the edge alone.
+    assert_eq!(
+        wire_types_outside_the_edge(&[
+            (
+                "services/x/src/ledger.rs".into(),
+                "use dsr_proto::orchestrator::v1 as pb;".into()
+            ),
+            (
+                "services/x/src/grpc/mod.rs".into(),
+                "use dsr_proto::orchestrator::v1 as pb;".into()
+            ),
+            (
+                "services/x/src/queue.rs".into(),
+                "// dsr_proto:: in a comment".into()
+            ),
+        ]),
+        vec!["services/x/src/ledger.rs uses dsr_proto:: outside the gRPC edge".to_owned()]
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //!   tests and `dsr up` run it against.
 
 pub mod api;
+mod grpc;
 pub mod manifest;
 pub mod reference_api;
 mod system;

@@ -18,6 +18,7 @@
 //! English from a TOML file the company can replace ([`texts`]).
 
 pub mod api;
+mod grpc;
 pub mod manifest;
 mod system;
 pub mod tasks;

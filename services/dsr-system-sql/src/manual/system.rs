@@ -11,17 +11,15 @@ use dsr_connector::restriction::Reason;
 use dsr_connector::signing::ReceiptSigner;
 use dsr_domain::clock::Clock;
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
-use dsr_proto::system::v1 as pb;
 use dsr_server::notifier::{Message, Notifier};
 
 use super::manifest::{ContactSpec, ManualManifest};
 use super::tasks::{Attested, Body, Issued, Kept, Kind, Order, Task, TaskRecord, Tasks};
 use super::texts::Texts;
-use crate::grpc::{ProtoReceipts, Source, describe_response};
+use crate::grpc::ProtoReceipts;
 use crate::system::{
-    Action, Affected, Attestation, Error, FieldValue, Located, LocatedStore, Method,
-    ReceiptCodec as _, ReceiptData, RecordData, RecordOutcome, RecordRef, RecordResult, Retained,
-    StoreOutcome, Write,
+    Action, Attestation, Error, FieldValue, Located, LocatedStore, Method, ReceiptCodec as _,
+    ReceiptData, RecordData, RecordOutcome, RecordRef, RecordResult, Retained, StoreOutcome, Write,
 };
 
 /// How long a write's claim holds: a vendor answers in days, and a retry of
@@ -81,14 +79,14 @@ pub struct Round {
 /// A vendor without an API.
 #[derive(Clone)]
 pub struct ManualSystem {
-    manifest: Arc<ManualManifest>,
-    tasks: Tasks,
-    ops: Operations,
-    signer: ReceiptSigner,
-    controllers: BTreeSet<Organisationsnummer>,
-    clock: Clock,
-    notifier: Arc<dyn Notifier>,
-    texts: Arc<Texts>,
+    pub(super) manifest: Arc<ManualManifest>,
+    pub(super) tasks: Tasks,
+    pub(super) ops: Operations,
+    pub(super) signer: ReceiptSigner,
+    pub(super) controllers: BTreeSet<Organisationsnummer>,
+    pub(super) clock: Clock,
+    pub(super) notifier: Arc<dyn Notifier>,
+    pub(super) texts: Arc<Texts>,
 }
 
 impl std::fmt::Debug for ManualSystem {
@@ -146,7 +144,7 @@ impl ManualSystem {
     /// When a task created now for a request due on `request_due` must be
     /// answered: within the vendor's answer days and the manifest's margin
     /// before the request's due date, and never less than a day from now.
-    fn due(&self, now: DateTime<Utc>, request_due: NaiveDate) -> DateTime<Utc> {
+    pub(super) fn due(&self, now: DateTime<Utc>, request_due: NaiveDate) -> DateTime<Utc> {
         let v = &self.manifest.vendor;
         let by_vendor = now + TimeDelta::days(i64::from(v.answer_days));
         let by_request = request_due
@@ -157,14 +155,14 @@ impl ManualSystem {
         by_vendor.min(by_request).max(now + TimeDelta::days(1))
     }
 
-    fn categories(&self, store: &str) -> BTreeSet<String> {
+    pub(super) fn categories(&self, store: &str) -> BTreeSet<String> {
         self.manifest
             .store(store)
             .map(|s| s.fields.iter().map(|f| f.category.clone()).collect())
             .unwrap_or_default()
     }
 
-    fn write_to(&self, contact: &ContactSpec, message: &str, task: &Task) -> Message {
+    pub(super) fn write_to(&self, contact: &ContactSpec, message: &str, task: &Task) -> Message {
         let lang = contact.language.as_str();
         let w = |k: &str| self.texts.word(lang, k);
         let items: Vec<String> = match task.kind {
@@ -225,7 +223,7 @@ impl ManualSystem {
 
     /// Sends `message` about `task` to `contact`; a failure is logged (the
     /// background job sends reminders and escalations again until they go).
-    async fn send(&self, contact: &ContactSpec, message: &str, task: &Task) -> bool {
+    pub(super) async fn send(&self, contact: &ContactSpec, message: &str, task: &Task) -> bool {
         match self
             .notifier
             .send(&self.write_to(contact, message, task))
@@ -239,7 +237,7 @@ impl ManualSystem {
         }
     }
 
-    async fn open(&self, task: Task) -> Result<Task, Error> {
+    pub(super) async fn open(&self, task: Task) -> Result<Task, Error> {
         self.tasks.insert(&task).await.map_err(storage)?;
         tracing::info!(task = %task.id, kind = task.kind.as_str(), "task for the vendor opened");
         let message = task.kind.as_str();
@@ -248,7 +246,7 @@ impl ManualSystem {
         Ok(task)
     }
 
-    fn new_task(&self, kind: Kind, i: &Instruction, lookup: String, body: Body) -> Task {
+    pub(super) fn new_task(&self, kind: Kind, i: &Instruction, lookup: String, body: Body) -> Task {
         // One reading of the clock: the due date is counted from creation.
         let now = self.clock.now();
         Task {
@@ -268,7 +266,7 @@ impl ManualSystem {
         }
     }
 
-    async fn search(
+    pub(super) async fn search(
         &self,
         instruction: &Instruction,
         identities: Vec<Identity>,
@@ -348,7 +346,7 @@ impl ManualSystem {
         })
     }
 
-    fn validate(&self, write: &Write) -> Result<(), Error> {
+    pub(super) fn validate(&self, write: &Write) -> Result<(), Error> {
         let mut v = Vec::new();
         let check = |v: &mut Vec<(String, String)>, i: usize, r: &RecordRef, prefix: &str| {
             if self.manifest.store(&r.store).is_none() {
@@ -391,7 +389,7 @@ impl ManualSystem {
         }
     }
 
-    async fn begin(
+    pub(super) async fn begin(
         &self,
         instruction: Instruction,
         digest: Vec<u8>,
@@ -503,7 +501,7 @@ impl ManualSystem {
 
     /// Ends `task`'s operation with a receipt signed by this connector for
     /// `attested` (none when nobody had anything to do).
-    async fn complete(
+    pub(super) async fn complete(
         &self,
         mut task: Task,
         attested: Option<Attested>,
@@ -827,7 +825,7 @@ impl ManualSystem {
         Ok(round)
     }
 
-    async fn recorded(
+    pub(super) async fn recorded(
         &self,
         controller: &Organisationsnummer,
         refs: Vec<RecordRef>,
@@ -897,119 +895,5 @@ impl ManualSystem {
             });
         }
         Ok(out)
-    }
-}
-
-#[tonic::async_trait]
-impl Source for ManualSystem {
-    fn system_id(&self) -> &str {
-        &self.manifest.system.id
-    }
-
-    fn controllers(&self) -> &BTreeSet<Organisationsnummer> {
-        &self.controllers
-    }
-
-    fn accepted_identity_types(&self) -> BTreeSet<IdentityType> {
-        self.manifest.accepted_identity_types()
-    }
-
-    fn describe(&self) -> pb::DescribeResponse {
-        describe_response(
-            &self.manifest.system,
-            &self.manifest.categories,
-            &self.accepted_identity_types(),
-            &[
-                pb::Right::Access,
-                pb::Right::Portability,
-                pb::Right::Erasure,
-                pb::Right::Rectification,
-                pb::Right::Restriction,
-            ],
-            BTreeSet::from([pb::ErasureMethod::Delete as i32]),
-            &self.signer,
-        )
-    }
-
-    fn supports(&self, right: pb::Right) -> bool {
-        !matches!(right, pb::Right::Objection | pb::Right::Unspecified)
-    }
-
-    async fn locate(
-        &self,
-        instruction: &Instruction,
-        identities: Vec<Identity>,
-    ) -> Result<Located, Error> {
-        self.search(instruction, identities).await
-    }
-
-    async fn find_affected(
-        &self,
-        _controller: &Organisationsnummer,
-        _categories: &BTreeSet<String>,
-    ) -> Result<Vec<Affected>, Error> {
-        Err(Error::Unsupported(
-            "FindAffected (a vendor without an API cannot list everyone)",
-        ))
-    }
-
-    fn access(
-        &self,
-        controller: Organisationsnummer,
-        refs: Vec<RecordRef>,
-        portable_only: bool,
-        batch: usize,
-    ) -> Result<tokio::sync::mpsc::Receiver<Result<Vec<RecordData>, Error>>, Error> {
-        for (i, r) in refs.iter().enumerate() {
-            if self.manifest.store(&r.store).is_none() {
-                return Err(Error::InvalidArgument(vec![(
-                    format!("records[{i}].store"),
-                    "unknown store".into(),
-                )]));
-            }
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let this = self.clone();
-        tokio::spawn(tracing::Instrument::in_current_span(async move {
-            match this.recorded(&controller, refs, portable_only).await {
-                Ok(all) => {
-                    for chunk in all.chunks(batch.max(1)) {
-                        if tx.send(Ok(chunk.to_vec())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                }
-            }
-        }));
-        Ok(rx)
-    }
-
-    async fn write(
-        &self,
-        instruction: Instruction,
-        digest: Vec<u8>,
-        write: Write,
-    ) -> Result<Operation, Error> {
-        self.validate(&write)?;
-        self.begin(instruction, digest, write).await
-    }
-
-    async fn sweep(
-        &self,
-        _instruction: Instruction,
-        _digest: Vec<u8>,
-        _dry_run: bool,
-        _batch: usize,
-    ) -> Result<Operation, Error> {
-        Err(Error::Unsupported(
-            "a retention sweep at a vendor without an API",
-        ))
-    }
-
-    fn operations(&self) -> &Operations {
-        &self.ops
     }
 }

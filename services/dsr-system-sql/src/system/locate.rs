@@ -1,0 +1,374 @@
+//! Locate and access: which records of a person each table holds, and
+//! their fields, read in chunks of keys.
+
+use super::*;
+
+impl SqlSystem {
+    /// For a breach: every person of `controller` with records in
+    /// `categories`, grouped by the record at the top of each table's
+    /// parent chain (the contact a KYC document belongs to), with their
+    /// contacts and language. The tables keep no creation time, so every
+    /// record in the categories counts (no window). One grouped count per
+    /// table, then the people's contacts in chunks.
+    pub async fn find_affected(
+        &self,
+        controller: &Organisationsnummer,
+        categories: &BTreeSet<String>,
+    ) -> Result<Vec<Affected>, Error> {
+        type Person = (BTreeSet<String>, u64);
+        let mut people: BTreeMap<String, BTreeMap<String, Person>> = BTreeMap::new();
+        let qualified = |t: &str, c: &str| {
+            Expr::col((Alias::new(t), Alias::new(c))).cast_as(Alias::new(self.text.0))
+        };
+        for t in &self.manifest.tables {
+            let hit: BTreeSet<String> = t
+                .categories()
+                .into_iter()
+                .filter(|c| categories.contains(*c))
+                .map(str::to_owned)
+                .collect();
+            if hit.is_empty() {
+                continue;
+            }
+            let mut chain = vec![t];
+            while let Some(p) = chain
+                .last()
+                .and_then(|c| c.parent.as_ref())
+                .and_then(|p| self.manifest.table(&p.table))
+            {
+                if chain.len() > self.manifest.tables.len() {
+                    break;
+                }
+                chain.push(p);
+            }
+            let root = chain[chain.len() - 1];
+            let mut sel = Query::select();
+            sel.from(Alias::new(&t.name))
+                .expr(qualified(&root.name, &root.primary_key.column))
+                .expr(Expr::col((Alias::new(&t.name), Alias::new(&t.primary_key.column))).count());
+            for pair in chain.windows(2) {
+                let (child, parent) = (pair[0], pair[1]);
+                let Some(link) = &child.parent else { continue };
+                sel.inner_join(
+                    Alias::new(&parent.name),
+                    Expr::col((
+                        Alias::new(&parent.name),
+                        Alias::new(&parent.primary_key.column),
+                    ))
+                    .equals((Alias::new(&child.name), Alias::new(&link.column))),
+                );
+            }
+            if let Some(col) = &root.controller_column {
+                sel.and_where(
+                    Expr::col((Alias::new(&root.name), Alias::new(col))).eq(controller.as_str()),
+                );
+            }
+            sel.group_by_col((Alias::new(&root.name), Alias::new(&root.primary_key.column)));
+            for row in self.query(&self.db, &sel).await? {
+                let Some(key) = get_text(&row, 0)? else {
+                    continue;
+                };
+                let n: i64 = row.try_get_by_index(1)?;
+                let e = people
+                    .entry(root.name.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_default();
+                e.0.extend(hit.iter().cloned());
+                e.1 += u64::try_from(n).unwrap_or(0);
+            }
+        }
+        let mut out = Vec::new();
+        for (root_name, by_key) in people {
+            let Some(root) = self.manifest.table(&root_name) else {
+                continue;
+            };
+            let keys: Vec<String> = by_key.keys().cloned().collect();
+            let mut contacts: BTreeMap<String, (Vec<Identity>, Option<String>)> = BTreeMap::new();
+            for chunk in keys.chunks(CHUNK) {
+                let mut sel = Query::select();
+                sel.from(Alias::new(&root.name))
+                    .expr(text_col(self.text, &root.primary_key.column))
+                    .and_where(
+                        Expr::col(Alias::new(&root.primary_key.column))
+                            .is_in(self.values(root, chunk)),
+                    );
+                for c in &root.identities {
+                    sel.expr(text_col(self.text, &c.column));
+                }
+                if let Some(l) = &root.language_column {
+                    sel.expr(text_col(self.text, l));
+                }
+                for row in self.query(&self.db, &sel).await? {
+                    let Some(key) = get_text(&row, 0)? else {
+                        continue;
+                    };
+                    let ids: Vec<Identity> = Self::row_identities(root, &row, 1)?
+                        .into_iter()
+                        .filter_map(|(k, v)| Identity::parse(IdentityType::parse(&k)?, &v).ok())
+                        .filter(|i| matches!(i.kind(), IdentityType::Email | IdentityType::Phone))
+                        .collect();
+                    let language = match root.language_column {
+                        Some(_) => get_text(&row, 1 + root.identities.len())?
+                            .map(|l| l.trim().to_ascii_lowercase())
+                            .filter(|l| l == "sv" || l == "en"),
+                        None => None,
+                    };
+                    contacts.insert(key, (ids, language));
+                }
+            }
+            for (key, (categories, records)) in by_key {
+                let (contacts, language) = contacts.remove(&key).unwrap_or_default();
+                out.push(Affected {
+                    contacts,
+                    language,
+                    categories,
+                    records,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds the person's records and linked identities.
+    pub async fn locate(
+        &self,
+        controller: &Organisationsnummer,
+        identities: Vec<Identity>,
+    ) -> Result<Located, Error> {
+        let asked: BTreeSet<Identity> = identities.iter().cloned().collect();
+        let mut known = asked.clone();
+        let mut queue: Vec<Identity> = identities;
+        let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // Identity expansion inside the system, bounded.
+        for _round in 0..4 {
+            if queue.is_empty() {
+                break;
+            }
+            let batch = std::mem::take(&mut queue);
+            for t in self
+                .manifest
+                .tables
+                .iter()
+                .filter(|t| !t.identities.is_empty())
+            {
+                for id_col in &t.identities {
+                    let values: Vec<String> = batch
+                        .iter()
+                        .filter(|i| i.kind() == id_col.kind.domain())
+                        .map(|i| i.value().to_owned())
+                        .collect();
+                    for chunk in values.chunks(CHUNK) {
+                        let mut sel = Query::select();
+                        sel.expr(text_col(self.text, &t.primary_key.column))
+                            .from(Alias::new(&t.name));
+                        for c in &t.identities {
+                            sel.expr(text_col(self.text, &c.column));
+                        }
+                        let col = Expr::col(Alias::new(&id_col.column));
+                        sel.and_where(if let [one] = chunk {
+                            col.eq(one.as_str())
+                        } else {
+                            col.is_in(chunk.iter().map(String::as_str))
+                        });
+                        if let Some(scope) = self.scope(t, controller) {
+                            sel.and_where(scope);
+                        }
+                        for row in self.query(&self.db, &sel).await? {
+                            if let Some(key) = get_text(&row, 0)? {
+                                found.entry(t.name.clone()).or_default().insert(key);
+                            }
+                            for (i, c) in t.identities.iter().enumerate() {
+                                let Some(raw) = get_text(&row, i + 1)? else {
+                                    continue;
+                                };
+                                if let Ok(id) = Identity::parse(c.kind.domain(), &raw)
+                                    && known.insert(id.clone())
+                                {
+                                    queue.push(id);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Records linked to those found, down every parent reference.
+        let mut frontier: Vec<(String, Vec<String>)> = found
+            .iter()
+            .map(|(t, k)| (t.clone(), k.iter().cloned().collect()))
+            .collect();
+        while let Some((parent_name, keys)) = frontier.pop() {
+            let Some(parent) = self.manifest.table(&parent_name) else {
+                continue;
+            };
+            for child in self.manifest.children(&parent_name) {
+                let Some(p) = &child.parent else { continue };
+                let mut new_keys = Vec::new();
+                for chunk in keys.chunks(CHUNK) {
+                    let values: Vec<Value> = chunk
+                        .iter()
+                        .filter_map(|k| self.key_value(parent, k))
+                        .collect();
+                    let mut sel = Query::select();
+                    sel.expr(text_col(self.text, &child.primary_key.column))
+                        .from(Alias::new(&child.name))
+                        .and_where(Expr::col(Alias::new(&p.column)).is_in(values));
+                    for row in self.query(&self.db, &sel).await? {
+                        if let Some(key) = get_text(&row, 0)?
+                            && found
+                                .entry(child.name.clone())
+                                .or_default()
+                                .insert(key.clone())
+                        {
+                            new_keys.push(key);
+                        }
+                    }
+                }
+                if !new_keys.is_empty() {
+                    frontier.push((child.name.clone(), new_keys));
+                }
+            }
+        }
+        let stores = found
+            .into_iter()
+            .filter(|(_, keys)| !keys.is_empty())
+            .map(|(store, keys)| {
+                let categories = self
+                    .manifest
+                    .table(&store)
+                    .map(|t| t.categories().into_iter().map(str::to_owned).collect())
+                    .unwrap_or_default();
+                LocatedStore {
+                    store,
+                    keys: keys.into_iter().collect(),
+                    categories,
+                }
+            })
+            .collect();
+        Ok(Located {
+            stores,
+            linked: known.difference(&asked).cloned().collect(),
+            linked_searched: queue.is_empty(),
+        })
+    }
+
+    /// Validates `refs` and streams their content in batches of at most
+    /// `batch` records, through a channel of two batches (bounded memory).
+    pub fn access(
+        &self,
+        controller: Organisationsnummer,
+        refs: Vec<RecordRef>,
+        portable_only: bool,
+        batch: usize,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<Vec<RecordData>, Error>>, Error> {
+        self.check_refs(&refs, "records")?;
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let this = self.clone();
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
+            let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for r in refs {
+                by_table.entry(r.store).or_default().push(r.key);
+            }
+            for (store, keys) in by_table {
+                let Some(t) = this.manifest.table(&store) else {
+                    continue;
+                };
+                for chunk in keys.chunks(batch.clamp(1, CHUNK)) {
+                    let res = this.read_chunk(t, chunk, &controller, portable_only).await;
+                    let stop = res.is_err();
+                    if tx.send(res.map_err(Error::from)).await.is_err() || stop {
+                        return;
+                    }
+                }
+            }
+        }));
+        Ok(rx)
+    }
+
+    pub(super) async fn read_chunk(
+        &self,
+        t: &TableSpec,
+        keys: &[String],
+        controller: &Organisationsnummer,
+        portable_only: bool,
+    ) -> Result<Vec<RecordData>, DbErr> {
+        let portable: BTreeSet<&str> = self
+            .manifest
+            .categories
+            .iter()
+            .filter(|c| c.portable)
+            .map(|c| c.id.as_str())
+            .collect();
+        let columns: Vec<_> = t
+            .columns
+            .iter()
+            .filter(|c| !portable_only || portable.contains(c.category.as_str()))
+            .collect();
+        let mut sel = Query::select();
+        sel.expr(text_col(self.text, &t.primary_key.column))
+            .from(Alias::new(&t.name));
+        sel.expr(text_col(self.text, &t.restriction_column));
+        sel.expr(text_col(self.text, &t.restriction_reasons_column));
+        sel.expr(t.objection_column.as_deref().map_or_else(
+            || Expr::value(Option::<String>::None),
+            |c| text_col(self.text, c),
+        ));
+        let anchor = t
+            .retain
+            .as_ref()
+            .map(|r| r.anchor_column.as_str())
+            .or(t.retention.as_ref().map(|r| r.anchor_column.as_str()));
+        sel.expr(anchor.map_or_else(
+            || Expr::value(Option::<String>::None),
+            |c| text_col(self.text, c),
+        ));
+        for c in &columns {
+            sel.expr(text_col(self.text, &c.name));
+        }
+        let values: Vec<Value> = keys.iter().filter_map(|k| self.key_value(t, k)).collect();
+        sel.and_where(Expr::col(Alias::new(&t.primary_key.column)).is_in(values));
+        if let Some(scope) = self.scope(t, controller) {
+            sel.and_where(scope);
+        }
+        let rows = self.query(&self.db, &sel).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = get_text(&row, 0)?.unwrap_or_default();
+            let restricted = get_text(&row, 1)?.is_some();
+            let restriction = reasons_of(restricted, get_text(&row, 2)?.as_deref());
+            let objected = get_text(&row, 3)?
+                .map(|s| {
+                    s.split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let retention_anchor = get_text(&row, 4)?.and_then(|a| {
+                NaiveDate::parse_from_str(a.get(..10).unwrap_or(&a), "%Y-%m-%d").ok()
+            });
+            let mut fields = Vec::with_capacity(columns.len());
+            for (i, c) in columns.iter().enumerate() {
+                fields.push(FieldValue {
+                    name: c.name.clone(),
+                    category: c.category.clone(),
+                    value: get_text(&row, i + 5)?,
+                });
+            }
+            out.push(RecordData {
+                attestation: None,
+                reference: RecordRef {
+                    store: t.name.clone(),
+                    key,
+                },
+                fields,
+                restricted,
+                restriction,
+                objected,
+                retention_anchor,
+            });
+        }
+        Ok(out)
+    }
+}
