@@ -198,14 +198,6 @@ async fn start(
         dsr_system_sql::reference::base_date(),
     )
     .await?;
-    let manifest = Arc::new(Manifest::parse(r.manifest(), r.manifest_name())?);
-    dsr_system_sql::schema::check(&db, &manifest, r.manifest_name()).await?;
-    let system = dsr_system_sql::system::SqlSystem::new(
-        db.clone(),
-        manifest,
-        ReceiptSigner::generate("bench"),
-        Arc::new(dsr_system_sql::grpc::ProtoReceipts),
-    );
     let keys = dsr_auth::generate_ed25519("bench")?;
     let validator = Arc::new(Validator::new(
         Arc::new(KeySet::from_jwks_json(&keys.jwks_json)?),
@@ -226,8 +218,22 @@ async fn start(
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let mut set = dsr_server::ServiceSet::new();
-    set.add(dsr_system_sql::grpc::service(system, validator));
+    // The system as `dsr serve` assembles it (its manifest checked against
+    // the schema), without its background jobs.
+    let set = dsr_system_sql::assembly::build_sql(
+        dsr_system_sql::assembly::SqlSource::Manifest {
+            manifest: Manifest::parse(r.manifest(), r.manifest_name())?,
+            file: r.manifest_name().to_owned(),
+        },
+        dsr_system_sql::assembly::Deps {
+            db: db.clone(),
+            validator,
+            signer: ReceiptSigner::generate("bench"),
+            clock: dsr_domain::clock::Clock::default(),
+            jobs_every: None,
+        },
+    )
+    .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = dsr_server::serve(listener, set, &dsr_server::ServerConfig::default(), async {

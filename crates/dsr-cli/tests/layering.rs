@@ -179,6 +179,85 @@ fn the_wire_types_stay_in_each_services_grpc_edge() {
     );
 }
 
+/// The Rust sources of the `dsr` binary (this package), paths from the
+/// workspace.
+fn cli_sources() -> Vec<(String, String)> {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join("crates/dsr-cli/src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read_to_string(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Where the binary wires a service's parts itself (its gRPC service, its
+/// workers, its clients) instead of calling the service's
+/// `assembly::build`.
+fn wired_outside_the_service(files: &[(String, String)]) -> Vec<String> {
+    const PARTS: [&str; 6] = [
+        "::grpc::service(",
+        "Worker::new(",
+        "Eraser::new(",
+        "Exporter::new(",
+        "Locator::new(",
+        "Verifier::new(",
+    ];
+    files
+        .iter()
+        .filter_map(|(path, text)| {
+            PARTS
+                .iter()
+                .find(|p| text.contains(*p))
+                .map(|p| format!("{path} wires {p}..) itself"))
+        })
+        .collect()
+}
+
+#[test]
+fn the_binary_composes_each_service_through_its_assembly() {
+    let cli = cli_sources();
+    assert!(cli.iter().any(|(p, _)| p.ends_with("services/compose.rs")));
+    assert_eq!(wired_outside_the_service(&cli), Vec::<String>::new());
+    // Every service has its assembly.
+    let services = service_sources();
+    for s in [
+        "dsr-transfer-registry",
+        "dsr-identity",
+        "dsr-discovery",
+        "dsr-export",
+        "dsr-erasure",
+        "dsr-orchestrator",
+        "dsr-system-sql",
+    ] {
+        assert!(
+            services
+                .iter()
+                .any(|(p, text)| p.ends_with(&format!("{s}/src/assembly.rs"))
+                    && text.contains("pub fn build")
+                    || p.ends_with(&format!("{s}/src/assembly.rs"))
+                        && text.contains("pub async fn build")),
+            "{s} has no assembly::build"
+        );
+    }
+    // The check names a breach.
+    assert_eq!(
+        wired_outside_the_service(&[(
+            "crates/dsr-cli/src/up.rs".into(),
+            "set.add(dsr_erasure::grpc::service(eraser, v));".into()
+        )]),
+        vec!["crates/dsr-cli/src/up.rs wires ::grpc::service(..) itself".to_owned()]
+    );
+}
+
 #[test]
 fn no_service_builds_its_own_data_system_client() {
     let files = service_sources();

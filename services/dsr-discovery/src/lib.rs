@@ -7,6 +7,7 @@
 //!   (one client per system, a service token per system).
 #![forbid(unsafe_code)]
 
+pub mod assembly;
 pub mod grpc;
 pub mod locator;
 

@@ -12,6 +12,7 @@
 //! holds the handlers and the tonic systems.
 #![forbid(unsafe_code)]
 
+pub mod assembly;
 mod entity;
 pub mod eraser;
 pub mod grpc;

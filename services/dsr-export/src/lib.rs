@@ -12,6 +12,7 @@
 //! [`grpc`] holds the handlers and the tonic sources.
 #![forbid(unsafe_code)]
 
+pub mod assembly;
 pub mod crypt;
 mod entity;
 pub mod exporter;

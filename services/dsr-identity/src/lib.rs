@@ -10,6 +10,7 @@
 //! - [`grpc`]: the handlers and the scope table.
 #![forbid(unsafe_code)]
 
+pub mod assembly;
 mod entity;
 pub mod grpc;
 pub mod migration;

@@ -6,6 +6,7 @@
 //! [`mesh`] traits, implemented over gRPC in [`grpc::clients`].
 #![forbid(unsafe_code)]
 
+pub mod assembly;
 pub mod complaints;
 mod entity;
 pub mod feed;

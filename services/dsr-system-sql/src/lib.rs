@@ -13,6 +13,7 @@
 //!   ([`manual::ManualSystem`]).
 #![forbid(unsafe_code)]
 
+pub mod assembly;
 pub mod grpc;
 pub mod http;
 pub mod manifest;

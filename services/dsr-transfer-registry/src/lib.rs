@@ -9,6 +9,7 @@
 //! - [`grpc`]: thin handlers, conversions, the error mapping, the scope table.
 #![forbid(unsafe_code)]
 
+pub mod assembly;
 mod entity;
 pub mod grpc;
 pub mod metrics;
