@@ -54,6 +54,17 @@ impl Lang {
     pub fn parse(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|l| l.code() == code)
     }
+
+    /// The language a request asks for: its code, or none given for
+    /// Swedish (the default); `None` for a language the mesh does not
+    /// answer in.
+    pub fn requested(code: &str) -> Option<Self> {
+        if code.is_empty() {
+            Some(Self::Sv)
+        } else {
+            Self::parse(code)
+        }
+    }
 }
 
 /// A text (or a list of texts) in Swedish and English.
@@ -191,6 +202,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_in_no_language_is_answered_in_swedish_and_only_sv_and_en_are_known() {
+        assert_eq!(Lang::requested(""), Some(Lang::Sv));
+        assert_eq!(Lang::requested("sv"), Some(Lang::Sv));
+        assert_eq!(Lang::requested("en"), Some(Lang::En));
+        assert_eq!(Lang::requested("EN"), None);
+        assert_eq!(Lang::requested("de"), None);
+        assert_eq!(Lang::parse(""), None);
+    }
 
     #[test]
     fn html_is_escaped_in_text_and_attributes() {

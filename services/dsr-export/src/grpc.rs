@@ -184,7 +184,7 @@ impl Export for Handlers {
         if due.is_none() {
             v.push(("due_date".into(), "required, a valid date".into()));
         }
-        let language = Language::parse(&language);
+        let language = Language::requested(&language);
         if language.is_none() {
             v.push(("language".into(), "\"sv\" or \"en\"".into()));
         }

@@ -36,34 +36,8 @@ impl Kind {
     }
 }
 
-/// The language of the report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Language {
-    /// Swedish (the default).
-    Sv,
-    /// English.
-    En,
-}
-
-impl Language {
-    /// "" and "sv" → Swedish, "en" → English.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "" | "sv" => Some(Self::Sv),
-            "en" => Some(Self::En),
-            _ => None,
-        }
-    }
-
-    /// The code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Sv => "sv",
-            Self::En => "en",
-        }
-    }
-}
+/// The language of the report: the mesh's.
+pub use dsr_domain::text::Lang as Language;
 
 pub use dsr_connector::subject::{MapStore, MapSystem, SubjectMap};
 

@@ -176,14 +176,10 @@ impl IdentityVerification for Handlers {
             language,
             dry_run,
         } = req.into_inner();
-        let language = if language.is_empty() {
-            "sv".to_owned()
-        } else {
-            language
-        };
-        if !matches!(language.as_str(), "sv" | "en") {
+        let Some(language) = dsr_domain::text::Lang::requested(&language) else {
             return Err(invalid(vec![("language".into(), "sv or en".into())]));
-        }
+        };
+        let language = language.code().to_owned();
         match pb::Method::try_from(method) {
             Ok(m @ (pb::Method::EmailCode | pb::Method::SmsCode)) => {
                 let ids = claimed(ids)?;

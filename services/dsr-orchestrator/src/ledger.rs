@@ -80,7 +80,22 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    fn as_str(self) -> &'static str {
+    /// From its stored name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::IdentityInsufficient,
+            Self::ManifestlyUnfoundedOrExcessive,
+            Self::NoData,
+            Self::Other,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    /// Its name in the ledger and the letters.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::IdentityInsufficient => "identity_insufficient",
             Self::ManifestlyUnfoundedOrExcessive => "manifestly_unfounded_or_excessive",
@@ -108,7 +123,7 @@ pub struct Request {
     /// The deadline.
     pub deadline: Deadline,
     /// For a rejection: reason and note.
-    pub rejection: Option<(String, String)>,
+    pub rejection: Option<(Rejection, String)>,
     /// The verified identities, once verified.
     pub verified: Option<Vec<Identity>>,
     /// While verifying: the challenge.
@@ -372,9 +387,13 @@ impl Ledger {
             controller: Organisationsnummer::parse(&m.controller)
                 .map_err(|_| corrupt("controller"))?,
             identities: parse_identities(&m.identities)?,
-            rejection: m
-                .rejection_reason
-                .map(|r| (r, m.rejection_note.unwrap_or_default())),
+            rejection: match m.rejection_reason.as_deref() {
+                None => None,
+                Some(r) => Some((
+                    Rejection::parse(r).ok_or_else(|| corrupt("rejection_reason"))?,
+                    m.rejection_note.unwrap_or_default(),
+                )),
+            },
             id: m.id,
             language: m.language,
             deadline,

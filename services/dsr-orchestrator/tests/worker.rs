@@ -11,7 +11,7 @@ use std::time::Duration;
 use dsr_domain::deadline::HolidayCalendar;
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{Kind, State};
-use dsr_orchestrator::ledger::{Ledger, Submission};
+use dsr_orchestrator::ledger::{Ledger, Rejection, Submission};
 use dsr_orchestrator::mesh::{
     Call, CallError, Challenge, Discovery, Discrepancy, Erasure, Executed, Export, PackageRef,
     Planned, Store, SubjectMap, SystemFound, Verification, Withheld,
@@ -628,7 +628,7 @@ async fn a_controller_that_requires_approval_waits_for_a_case_handler() {
     assert_eq!(
         rejected.rejection,
         Some((
-            "manifestly_unfounded_or_excessive".to_owned(),
+            Rejection::ManifestlyUnfoundedOrExcessive,
             "the fifth identical request this month".to_owned()
         ))
     );

@@ -705,13 +705,14 @@ fn state_from_pb(s: i32) -> Option<State> {
     })
 }
 
-fn rejection_to_pb(r: &str) -> pb::RejectionReason {
+fn rejection_to_pb(r: Rejection) -> pb::RejectionReason {
     match r {
-        "identity_insufficient" => pb::RejectionReason::IdentityInsufficient,
-        "manifestly_unfounded_or_excessive" => pb::RejectionReason::ManifestlyUnfoundedOrExcessive,
-        "no_data" => pb::RejectionReason::NoData,
-        "other" => pb::RejectionReason::Other,
-        _ => pb::RejectionReason::Unspecified,
+        Rejection::IdentityInsufficient => pb::RejectionReason::IdentityInsufficient,
+        Rejection::ManifestlyUnfoundedOrExcessive => {
+            pb::RejectionReason::ManifestlyUnfoundedOrExcessive
+        }
+        Rejection::NoData => pb::RejectionReason::NoData,
+        Rejection::Other => pb::RejectionReason::Other,
     }
 }
 
@@ -765,7 +766,7 @@ pub fn request_to_pb(
         rejection_reason: r
             .rejection
             .as_ref()
-            .map(|(reason, _)| rejection_to_pb(reason) as i32)
+            .map(|(reason, _)| rejection_to_pb(*reason) as i32)
             .unwrap_or(0),
         rejection_note: r
             .rejection
@@ -905,10 +906,9 @@ fn require_id(id: &str) -> Result<(), Status> {
 }
 
 fn language(l: &str, v: &mut Vec<(String, String)>) -> String {
-    match l {
-        "" | "sv" => "sv".into(),
-        "en" => "en".into(),
-        _ => {
+    match dsr_domain::text::Lang::requested(l) {
+        Some(lang) => lang.code().into(),
+        None => {
             v.push(("language".into(), "\"sv\" or \"en\"".into()));
             String::new()
         }
