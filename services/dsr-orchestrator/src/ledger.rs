@@ -613,32 +613,44 @@ impl Ledger {
         f: impl FnOnce(&req::Model, &mut req::ActiveModel) -> Result<(), Error>,
     ) -> Result<Request, Error> {
         let txn = self.write_txn().await?;
-        // The row locked until the change commits (PostgreSQL; SQLite's
-        // writer already is alone): a worker recording a step meanwhile
-        // waits, or is waited for, instead of failing the change.
-        let m = req::Entity::find_by_id(id.to_owned())
-            .lock_exclusive()
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound)?;
-        let current = m.clone();
-        let mut am: req::ActiveModel = m.into();
-        f(&current, &mut am)?;
-        am.updated_at = Set(self.clock.now());
-        // Only if nobody moved it meanwhile.
-        let res = req::Entity::update_many()
-            .set(am)
-            .filter(req::Column::Id.eq(id))
-            .filter(req::Column::State.eq(current.state.as_str()))
-            .filter(req::Column::UpdatedAt.eq(current.updated_at))
-            .exec(&txn)
-            .await?;
-        if res.rows_affected == 0 {
-            return Err(Error::Storage(DbErr::Custom(
-                "request changed concurrently; retry".into(),
-            )));
+        let changed = async {
+            // The row locked until the change commits (PostgreSQL; SQLite's
+            // writer already is alone): a worker recording a step meanwhile
+            // waits, or is waited for, instead of failing the change.
+            let m = req::Entity::find_by_id(id.to_owned())
+                .lock_exclusive()
+                .one(&txn)
+                .await?
+                .ok_or(Error::NotFound)?;
+            let current = m.clone();
+            let mut am: req::ActiveModel = m.into();
+            f(&current, &mut am)?;
+            am.updated_at = Set(self.clock.now());
+            // Only if nobody moved it meanwhile.
+            let res = req::Entity::update_many()
+                .set(am)
+                .filter(req::Column::Id.eq(id))
+                .filter(req::Column::State.eq(current.state.as_str()))
+                .filter(req::Column::UpdatedAt.eq(current.updated_at))
+                .exec(&txn)
+                .await?;
+            if res.rows_affected == 0 {
+                return Err(Error::Storage(DbErr::Custom(
+                    "request changed concurrently; retry".into(),
+                )));
+            }
+            self.append(&txn, actor, id, &action).await?;
+            Ok(())
         }
-        self.append(&txn, actor, id, &action).await?;
+        .await;
+        // A refused change (a wrong state, a third extension) ends its
+        // transaction here, at once, rather than whenever the dropped
+        // transaction's rollback runs: on SQLite it holds the write lock
+        // (BEGIN IMMEDIATE) every other writer of the ledger waits for.
+        if let Err(e) = changed {
+            txn.rollback().await?;
+            return Err(e);
+        }
         txn.commit().await?;
         self.get(id).await
     }

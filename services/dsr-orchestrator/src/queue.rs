@@ -224,10 +224,11 @@ async fn begin_attempt<C: ConnectionTrait>(
 }
 
 /// Leases to `owner` until `until` the row of `table` whose next attempt
-/// is due first at `now` (ms since the epoch) and not leased: one
-/// statement, `FOR UPDATE SKIP LOCKED` on PostgreSQL (replicas share the
-/// work), SQLite's single writer elsewhere. Returns the leased row, whole
-/// (the claimant needs it at once: no second read).
+/// is due first at `now` (ms since the epoch) and not leased: on
+/// PostgreSQL one statement, `FOR UPDATE SKIP LOCKED` (replicas share the
+/// work) returning the row; on SQLite, whose single writer makes the
+/// update atomic, the update and then the row read by its owner. Returns
+/// the leased row, whole (the claimant needs it at once).
 pub(crate) async fn claim_due(
     db: &sea_orm::DatabaseConnection,
     table: &str,
@@ -236,34 +237,56 @@ pub(crate) async fn claim_due(
     now: i64,
 ) -> Result<Option<sea_orm::QueryResult>, DbErr> {
     let backend = db.get_database_backend();
-    let sql = if backend == DbBackend::Postgres {
-        format!(
+    if backend == DbBackend::Postgres {
+        let sql = format!(
             "UPDATE {table} SET lease_owner = $1, lease_until_ms = $2 \
              WHERE id = (SELECT id FROM {table} \
                WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
                AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
                ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING *"
-        )
-    } else {
-        // SQLite: one writer at a time makes the statement atomic.
-        format!(
-            "UPDATE {table} SET lease_owner = ?, lease_until_ms = ? \
-             WHERE id = (SELECT id FROM {table} \
-               WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
-               AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
-               ORDER BY next_attempt_ms LIMIT 1) \
-             RETURNING *"
-        )
-    };
+        );
+        return db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    Value::from(owner.to_owned()),
+                    Value::from(until),
+                    Value::from(now),
+                ],
+            ))
+            .await;
+    }
+    // SQLite: one writer at a time makes the statement atomic. The row is
+    // read back by its (unique) owner rather than through `RETURNING *`,
+    // which made sqlx-sqlite 0.9's worker thread panic now and then (index
+    // out of bounds reading the returned row); the connection died holding
+    // the write lock, and every writer of the database waited 30 s.
+    let claimed = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "UPDATE {table} SET lease_owner = ?1, lease_until_ms = ?2 \
+                 WHERE id = (SELECT id FROM {table} \
+                   WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
+                   AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
+                   ORDER BY next_attempt_ms LIMIT 1)"
+            ),
+            [
+                Value::from(owner.to_owned()),
+                Value::from(until),
+                Value::from(now),
+            ],
+        ))
+        .await?;
+    if claimed.rows_affected() == 0 {
+        return Ok(None);
+    }
     db.query_one_raw(Statement::from_sql_and_values(
         backend,
-        sql,
-        [
-            Value::from(owner.to_owned()),
-            Value::from(until),
-            Value::from(now),
-        ],
+        format!("SELECT * FROM {table} WHERE lease_owner = ?1"),
+        [Value::from(owner.to_owned())],
     ))
     .await
 }
