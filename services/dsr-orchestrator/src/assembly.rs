@@ -55,7 +55,7 @@ pub struct Settings {
     pub verification_expiry: chrono::Days,
     /// The time to answer a complaint.
     pub complaint_response: chrono::TimeDelta,
-    /// Watch streams open at once, in all and per caller.
+    /// Watch streams open at once, in all.
     pub watch_streams: usize,
     /// Watch streams open at once per caller.
     pub watch_streams_per_caller: usize,

@@ -326,11 +326,12 @@ pub(super) fn plan(p: &Portal, lang: Lang, plan: &era::Plan, rs: &[era::StoredRe
     ));
     for r in &plan.records {
         let rec = r.record.clone().unwrap_or_default();
-        let action = era::PlanAction::try_from(r.action)
-            .unwrap_or(era::PlanAction::Unspecified)
-            .as_str_name()
-            .trim_start_matches("PLAN_ACTION_")
-            .to_ascii_lowercase();
+        let action = enum_word(
+            era::PlanAction::try_from(r.action)
+                .unwrap_or(era::PlanAction::Unspecified)
+                .as_str_name(),
+            "PLAN_ACTION_",
+        );
         let outcome = rs
             .iter()
             .rev()
@@ -339,11 +340,12 @@ pub(super) fn plan(p: &Portal, lang: Lang, plan: &era::Plan, rs: &[era::StoredRe
             .flat_map(|x| &x.records)
             .find(|o| o.record.as_ref() == Some(&rec))
             .map(|o| {
-                let w = sys::RecordResult::try_from(o.result)
-                    .unwrap_or(sys::RecordResult::Unspecified)
-                    .as_str_name()
-                    .trim_start_matches("RECORD_RESULT_")
-                    .to_ascii_lowercase();
+                let w = enum_word(
+                    sys::RecordResult::try_from(o.result)
+                        .unwrap_or(sys::RecordResult::Unspecified)
+                        .as_str_name(),
+                    "RECORD_RESULT_",
+                );
                 observed(p, lang, &w)
             })
             .unwrap_or_else(|| esc(t.get("console_plan_no_receipt", lang)));
@@ -394,11 +396,12 @@ pub(super) fn receipts(p: &Portal, lang: Lang, rs: &[era::StoredReceipt]) -> Str
     ));
     for r in rs {
         let c = r.receipt.clone().unwrap_or_default();
-        let act = sys::ReceiptAction::try_from(c.action)
-            .unwrap_or(sys::ReceiptAction::Unspecified)
-            .as_str_name()
-            .trim_start_matches("RECEIPT_ACTION_")
-            .to_ascii_lowercase();
+        let act = enum_word(
+            sys::ReceiptAction::try_from(c.action)
+                .unwrap_or(sys::ReceiptAction::Unspecified)
+                .as_str_name(),
+            "RECEIPT_ACTION_",
+        );
         let affected: u64 = c.stores.iter().map(|s| s.affected).sum();
         let key = r.signed.as_ref().map(|s| s.key_id.as_str()).unwrap_or("");
         // Done by hand at a vendor without an API: who vouched for it.

@@ -399,11 +399,12 @@ pub(super) async fn sweeps(
         ));
         for s in &list {
             for x in &s.systems {
-                let state = era::SweepState::try_from(x.state)
-                    .unwrap_or(era::SweepState::Unspecified)
-                    .as_str_name()
-                    .trim_start_matches("SWEEP_STATE_")
-                    .to_ascii_lowercase();
+                let state = super::casefile::enum_word(
+                    era::SweepState::try_from(x.state)
+                        .unwrap_or(era::SweepState::Unspecified)
+                        .as_str_name(),
+                    "SWEEP_STATE_",
+                );
                 let _ = write!(
                     b,
                     "<tr><td>{}</td><td>{}{}</td><td translate=\"no\">{}</td><td>{}{}</td><td>{}</td></tr>",

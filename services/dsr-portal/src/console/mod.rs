@@ -364,15 +364,11 @@ const STATES: [pb::State; 12] = [
 ];
 
 fn state_name(s: pb::State) -> String {
-    s.as_str_name()
-        .trim_start_matches("STATE_")
-        .to_ascii_lowercase()
+    casefile::enum_word(s.as_str_name(), "STATE_")
 }
 
 fn kind_name(k: pb::Kind) -> String {
-    k.as_str_name()
-        .trim_start_matches("KIND_")
-        .to_ascii_lowercase()
+    casefile::enum_word(k.as_str_name(), "KIND_")
 }
 
 fn kind_key(k: i32) -> &'static str {
