@@ -537,6 +537,9 @@ pub(crate) struct DatabaseSection {
     /// Connections each pool opens at start and keeps while idle (at most
     /// `max_connections`); beyond them it grows under load.
     pub min_connections: u32,
+    /// A pooled connection idle at least this many seconds is checked with
+    /// a ping before use; 0: every time (a round trip more per statement).
+    pub ping_idle_secs: u64,
     /// Apply pending migrations when `dsr serve` starts (`dsr up` always does).
     pub migrate_on_start: bool,
 }
@@ -622,6 +625,7 @@ impl Default for Config {
                 url: String::new(),
                 max_connections: 10,
                 min_connections: 2,
+                ping_idle_secs: 30,
                 migrate_on_start: false,
             },
             up: UpSection {

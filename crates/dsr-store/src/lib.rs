@@ -56,6 +56,12 @@ pub struct StoreConfig {
     /// under load, and each connection it opens then costs the caller a
     /// connect (on PostgreSQL with TLS, tens of milliseconds).
     pub min_connections: u32,
+    /// A pooled connection idle at least this long is checked (a ping)
+    /// before it is handed out: one the server, a proxy or a firewall
+    /// dropped meanwhile is replaced instead of failing the statement. One
+    /// in use moments ago is handed out as it is (zero: check every time,
+    /// a round trip more for every statement outside a transaction).
+    pub ping_if_idle_for: Duration,
     /// How long a SQLite writer waits for a lock before giving up.
     pub busy_timeout: Duration,
     /// How long to wait for a pooled connection.
@@ -72,6 +78,7 @@ impl Default for StoreConfig {
         Self {
             max_connections: 10,
             min_connections: 2,
+            ping_if_idle_for: Duration::from_secs(30),
             busy_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(10),
             schema: None,
@@ -103,6 +110,11 @@ pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection,
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.acquire_timeout(cfg.acquire_timeout)
         .sqlx_logging(false);
+    if cfg.ping_if_idle_for.is_zero() {
+        opts.test_before_acquire(true);
+    } else {
+        opts.test_before_acquire_if_idle_for(cfg.ping_if_idle_for);
+    }
     match backend {
         DbBackend::Sqlite => {
             if let Some(dir) = sqlite_file(url).and_then(|p| p.parent().map(Path::to_path_buf))

@@ -552,7 +552,7 @@ impl Ledger {
             .insert(&txn)
             .await;
             match inserted {
-                Ok(_) => {
+                Ok(m) => {
                     if let Some(jti) = &s.verification_jti {
                         // Another request already used this token: refused,
                         // nothing recorded.
@@ -561,15 +561,17 @@ impl Ledger {
                             return Err(Error::VerificationUsed);
                         }
                     }
-                    self.append(&txn, actor, &id, &format!("submitted:{}", s.kind.as_str()))
+                    // The row as inserted is the row committed: its letter
+                    // and the answer are written from it, not read again.
+                    self.append_for(&txn, actor, &m, &format!("submitted:{}", s.kind.as_str()))
                         .await?;
                     if state == State::Locating {
                         crate::queue::record_done(&txn, &id, "verify", "api", now).await?;
-                        self.append(&txn, actor, &id, "state:locating").await?;
+                        self.append_for(&txn, actor, &m, "state:locating").await?;
                     }
                     txn.commit().await?;
                     tracing::info!(request = %id, kind = s.kind.as_str(), "request submitted");
-                    return Ok((self.get(&id).await?, true));
+                    return Ok((self.request_of(m)?, true));
                 }
                 // The same key at the same moment from another caller: read theirs.
                 Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {

@@ -32,8 +32,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
+    QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
@@ -355,28 +355,27 @@ impl Ledger {
 
     /// Records the outcome of one attempt at letter `id` held by `worker`,
     /// with its audit event when it is final.
+    ///
+    /// `attempts` is the letter's count of attempts as claimed: while the
+    /// lease holds nobody else changes it, so the update is fenced on the
+    /// lease and the row is not read again.
     async fn settle_letter(
         &self,
         id: i64,
         worker: &str,
+        attempts: i32,
         outcome: Attempt,
         request_id: &str,
         key: &str,
     ) -> Result<(), DbErr> {
         let txn = self.write_txn().await?;
-        let Some(m) = letter::Entity::find_by_id(id)
-            .filter(letter::Column::LeaseOwner.eq(worker))
-            .one(&txn)
-            .await?
-        else {
-            // The lease was lost: another sender has it.
-            return txn.rollback().await;
-        };
         let now = self.clock().now();
-        let attempts = m.attempts.saturating_add(1);
-        let mut am: letter::ActiveModel = m.into();
-        am.lease_owner = Set(None);
-        am.lease_until_ms = Set(None);
+        let attempts = attempts.saturating_add(1);
+        let mut am = letter::ActiveModel {
+            lease_owner: Set(None),
+            lease_until_ms: Set(None),
+            ..Default::default()
+        };
         let event = match outcome {
             Attempt::Sent { channel } => {
                 am.attempts = Set(attempts);
@@ -414,7 +413,16 @@ impl Ledger {
             // Sent or given up: an address of its own is no longer needed.
             am.to_identity = Set(None);
         }
-        am.update(&txn).await?;
+        let updated = letter::Entity::update_many()
+            .set(am)
+            .filter(letter::Column::Id.eq(id))
+            .filter(letter::Column::LeaseOwner.eq(worker))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected == 0 {
+            // The lease was lost: another sender has it.
+            return txn.rollback().await;
+        }
         if let Some(e) = event {
             self.append(&txn, "service:orchestrator/letters", request_id, &e)
                 .await?;
@@ -552,7 +560,7 @@ impl Sender {
         let Some(m) = self.ledger.claim_letter(&worker, self.cfg.lease).await? else {
             return Ok(false);
         };
-        let id = m.id;
+        let (id, attempts) = (m.id, m.attempts);
         let (request_id, key, kind) = (m.request_id.clone(), m.key.clone(), m.kind.clone());
         let outcome = self.attempt(&m).await;
         match &outcome {
@@ -566,7 +574,7 @@ impl Sender {
             tracing::warn!(request = %request_id, letter = %key, error = %error, "letter not sent; attempts spent");
         }
         self.ledger
-            .settle_letter(id, &worker, outcome, &request_id, &key)
+            .settle_letter(id, &worker, attempts, outcome, &request_id, &key)
             .await?;
         Ok(true)
     }

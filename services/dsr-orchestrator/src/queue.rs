@@ -223,6 +223,63 @@ async fn begin_attempt<C: ConnectionTrait>(
     Ok((row.id, attempt))
 }
 
+/// [`begin_attempt`] in one statement, for the usual case: no earlier
+/// attempt of `name` is still marked running and the claim's lease (token
+/// `lease`) holds. The attempt is inserted only then, numbered after the
+/// earlier ones; `None` when it was not (the caller takes the long way,
+/// which abandons a running attempt or reports the lease lost). One round
+/// trip instead of a transaction's five: the lease read, the earlier
+/// outcomes read and the insert.
+async fn begin_attempt_at_once<C: ConnectionTrait>(
+    conn: &C,
+    request_id: &str,
+    name: &str,
+    worker: &str,
+    now: DateTime<Utc>,
+    lease: &str,
+) -> Result<Option<(i64, u32)>, Error> {
+    let backend = conn.get_database_backend();
+    let p = |n: usize| {
+        if backend == DbBackend::Postgres {
+            format!("${n}")
+        } else {
+            format!("?{n}")
+        }
+    };
+    // Explicit columns, not `RETURNING *` (see `claim_due`).
+    let sql = format!(
+        "INSERT INTO orchestrator_step (request_id, step, attempt, worker, started_at, outcome) \
+         SELECT {r}, {s}, (SELECT COUNT(*) + 1 FROM orchestrator_step \
+                          WHERE request_id = {r} AND step = {s}), {w}, {t}, 'running' \
+         WHERE EXISTS (SELECT 1 FROM orchestrator_request WHERE id = {r} AND lease_owner = {l}) \
+           AND NOT EXISTS (SELECT 1 FROM orchestrator_step \
+                           WHERE request_id = {r} AND step = {s} AND outcome = 'running') \
+         RETURNING id, attempt",
+        r = p(1),
+        s = p(2),
+        w = p(3),
+        t = p(4),
+        l = p(5),
+    );
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                Value::from(request_id.to_owned()),
+                Value::from(name.to_owned()),
+                Value::from(worker.to_owned()),
+                Value::from(now),
+                Value::from(lease.to_owned()),
+            ],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let id: i64 = row.try_get("", "id")?;
+    let attempt: i32 = row.try_get("", "attempt")?;
+    Ok(Some((id, u32::try_from(attempt).unwrap_or(0))))
+}
+
 /// Leases to `owner` until `until` the row of `table` whose next attempt
 /// is due first at `now` (ms since the epoch) and not leased: on
 /// PostgreSQL one statement, `FOR UPDATE SKIP LOCKED` (replicas share the
@@ -376,10 +433,22 @@ impl Ledger {
         name: &str,
         worker: &str,
     ) -> Result<(i64, u32), Error> {
+        let now = self.clock().now();
+        if let Some(begun) = begin_attempt_at_once(
+            self.db(),
+            &claim.request_id,
+            name,
+            worker,
+            now,
+            &claim.token,
+        )
+        .await?
+        {
+            return Ok(begun);
+        }
         let txn = self.write_txn().await?;
         leased(&txn, claim).await?;
-        let (row, attempt) =
-            begin_attempt(&txn, &claim.request_id, name, worker, self.clock().now()).await?;
+        let (row, attempt) = begin_attempt(&txn, &claim.request_id, name, worker, now).await?;
         txn.commit().await?;
         Ok((row, attempt))
     }
@@ -579,9 +648,23 @@ impl Ledger {
             .await?;
         let next = match (keep, step_for(kind, to)) {
             (Some(worker), Some(name)) => Some(
-                begin_attempt(&txn, &claim.request_id, name, worker, now)
-                    .await?
-                    .0,
+                match begin_attempt_at_once(
+                    &txn,
+                    &claim.request_id,
+                    name,
+                    worker,
+                    now,
+                    &claim.token,
+                )
+                .await?
+                {
+                    Some((row, _)) => row,
+                    None => {
+                        begin_attempt(&txn, &claim.request_id, name, worker, now)
+                            .await?
+                            .0
+                    }
+                },
             ),
             _ => None,
         };

@@ -371,6 +371,7 @@ impl Instance {
             &dsr_store::StoreConfig {
                 max_connections,
                 min_connections: cfg.database.min_connections,
+                ping_if_idle_for: std::time::Duration::from_secs(cfg.database.ping_idle_secs),
                 schema,
                 ..dsr_store::StoreConfig::default()
             },
