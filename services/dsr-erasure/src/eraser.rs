@@ -284,8 +284,9 @@ impl Eraser {
             .into_iter()
             .filter(|x| x.controller == h.controller.as_str())
             .collect();
-        let mut records = Vec::new();
-        for s in &map.systems {
+        // Every system's anchor dates read at once: the systems are
+        // independent, and the plan waits for the slowest, not their sum.
+        let reads = map.systems.iter().filter_map(|s| {
             let refs: Vec<RecordRef> = s
                 .stores
                 .iter()
@@ -296,16 +297,15 @@ impl Eraser {
                     })
                 })
                 .collect();
-            if refs.is_empty() {
-                continue;
-            }
-            let anchors: BTreeMap<RecordRef, Option<NaiveDate>> = self
-                .systems
-                .read(&s.system_id, h, &refs)
-                .await?
-                .into_iter()
-                .map(|r| (r.record, r.anchor))
-                .collect();
+            (!refs.is_empty()).then(|| async move {
+                let read = self.systems.read(&s.system_id, h, &refs).await?;
+                Ok::<_, EraseError>((s, read))
+            })
+        });
+        let mut records = Vec::new();
+        for (s, read) in futures_util::future::try_join_all(reads).await? {
+            let anchors: BTreeMap<RecordRef, Option<NaiveDate>> =
+                read.into_iter().map(|r| (r.record, r.anchor)).collect();
             for st in &s.stores {
                 for key in &st.keys {
                     let record = RecordRef {
@@ -483,19 +483,21 @@ impl Eraser {
         phase: &str,
         orders: BTreeMap<String, EraseOrder>,
     ) -> Result<Vec<(String, SystemOutcome)>, EraseError> {
-        let mut out = Vec::new();
-        for (system, order) in &orders {
+        // Every system erases at once (each under its own key, each
+        // receipt stored as it comes): the step waits for the slowest
+        // system, not for their sum.
+        let erasures = orders.iter().map(|(system, order)| async move {
             let key = erase_key(&h.request_id, system, phase);
             if let Some(done) = self.store.receipt_by_key(&key).await? {
-                out.push((system.clone(), SystemOutcome::Done(Box::new(done))));
-                continue;
+                return Ok::<_, EraseError>((system.clone(), SystemOutcome::Done(Box::new(done))));
             }
             let outcome = match self.systems.erase(system, h, &key, order).await {
                 Ok(receipt) => self.stored(h, phase, system, &receipt).await?,
                 Err(e) => failed(system, e),
             };
-            out.push((system.clone(), outcome));
-        }
+            Ok((system.clone(), outcome))
+        });
+        let out = futures_util::future::try_join_all(erasures).await?;
         if out.iter().all(|(_, o)| matches!(o, SystemOutcome::Done(_))) {
             self.store
                 .save_tombstone(&Tombstone {

@@ -407,9 +407,10 @@ impl Ledger {
         request_id: &str,
         action: &str,
     ) -> Result<(), DbErr> {
-        self.append_event(conn, actor, request_id, action).await?;
-        // The letter the event calls for, in the same transaction.
-        crate::letters::queue_for(conn, request_id, action, self.clock.now()).await
+        // The letter the event calls for, in the same transaction; before
+        // the event, which takes the chain's lock until the commit.
+        crate::letters::queue_for(conn, request_id, action, self.clock.now()).await?;
+        self.append_event(conn, actor, request_id, action).await
     }
 
     /// [`Self::append`] for a request whose row the transaction has just
@@ -421,8 +422,8 @@ impl Ledger {
         m: &req::Model,
         action: &str,
     ) -> Result<(), DbErr> {
-        self.append_event(conn, actor, &m.id, action).await?;
-        crate::letters::queue_for_request(conn, m, action, self.clock.now()).await
+        crate::letters::queue_for_request(conn, m, action, self.clock.now()).await?;
+        self.append_event(conn, actor, &m.id, action).await
     }
 
     async fn append_event<C: ConnectionTrait>(
@@ -433,7 +434,8 @@ impl Ledger {
         action: &str,
     ) -> Result<(), DbErr> {
         // One appender at a time across replicas: the chain has one head.
-        // (SQLite's write lock already serialises.)
+        // (SQLite's write lock already serialises.) The lock is held until
+        // the transaction ends: callers append last, just before the commit.
         if conn.get_database_backend() == DbBackend::Postgres {
             conn.execute_unprepared("SELECT pg_advisory_xact_lock(7361001)")
                 .await?;
@@ -563,10 +565,13 @@ impl Ledger {
                     }
                     // The row as inserted is the row committed: its letter
                     // and the answer are written from it, not read again.
+                    if state == State::Locating {
+                        crate::queue::record_done(&txn, &id, "verify", "api", now).await?;
+                    }
+                    // The audit events last (the chain's lock until the commit).
                     self.append_for(&txn, actor, &m, &format!("submitted:{}", s.kind.as_str()))
                         .await?;
                     if state == State::Locating {
-                        crate::queue::record_done(&txn, &id, "verify", "api", now).await?;
                         self.append_for(&txn, actor, &m, "state:locating").await?;
                     }
                     txn.commit().await?;

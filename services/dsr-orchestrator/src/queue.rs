@@ -630,22 +630,6 @@ impl Ledger {
         if done.rows_affected != 1 {
             return Err(lost());
         }
-        for d in discrepancies.iter().chain(&withheld) {
-            self.append_for(&txn, actor, &updated, d).await?;
-        }
-        if matches!(&outcome, Outcome::ChallengeStarted(id) if id.is_empty()) {
-            // No code could be enough: the person is told how to prove
-            // who they are.
-            self.append_for(
-                &txn,
-                actor,
-                &updated,
-                crate::letters::AWAITING_STRONGER_PROOF,
-            )
-            .await?;
-        }
-        self.append_for(&txn, actor, &updated, &format!("state:{}", to.as_str()))
-            .await?;
         let next = match (keep, step_for(kind, to)) {
             (Some(worker), Some(name)) => Some(
                 match begin_attempt_at_once(
@@ -668,6 +652,24 @@ impl Ledger {
             ),
             _ => None,
         };
+        // The audit events last: the chain's lock is held from the first
+        // until the commit.
+        for d in discrepancies.iter().chain(&withheld) {
+            self.append_for(&txn, actor, &updated, d).await?;
+        }
+        if matches!(&outcome, Outcome::ChallengeStarted(id) if id.is_empty()) {
+            // No code could be enough: the person is told how to prove
+            // who they are.
+            self.append_for(
+                &txn,
+                actor,
+                &updated,
+                crate::letters::AWAITING_STRONGER_PROOF,
+            )
+            .await?;
+        }
+        self.append_for(&txn, actor, &updated, &format!("state:{}", to.as_str()))
+            .await?;
         txn.commit().await?;
         Ok((self.request_of(updated)?, next))
     }
