@@ -297,7 +297,9 @@ impl Eraser {
                     })
                 })
                 .collect();
-            (!refs.is_empty()).then(|| async move {
+            // A future does nothing until polled: built for every system,
+            // awaited only for those with records.
+            (!refs.is_empty()).then_some(async move {
                 let read = self.systems.read(&s.system_id, h, &refs).await?;
                 Ok::<_, EraseError>((s, read))
             })
