@@ -9,7 +9,7 @@ use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait, TryInsertResult,
 };
 use sha2::{Digest, Sha256};
 
@@ -203,7 +203,6 @@ pub(crate) fn parse_identities(text: &str) -> Result<Vec<Identity>, Error> {
         .collect()
 }
 
-/// The digest that decides whether a repeated key carries the same payload.
 /// Records the use of verification token `jti` for request `id`; `false`
 /// when it was used for another request (the same request may present it
 /// again).
@@ -214,26 +213,26 @@ async fn use_verification<C: sea_orm::ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     use crate::entity::verification_use;
-    if let Some(seen) = verification_use::Entity::find_by_id(jti.to_owned())
-        .one(db)
-        .await?
-    {
-        return Ok(seen.request_id == id);
-    }
-    let inserted = verification_use::ActiveModel {
+    // The first use is recorded in one statement; a token seen before is
+    // read to tell its own request (presenting it again) from another.
+    let first = verification_use::Entity::insert(verification_use::ActiveModel {
         jti: Set(jti.to_owned()),
         request_id: Set(id.to_owned()),
         used_at: Set(now),
+    })
+    .on_conflict_do_nothing_on([verification_use::Column::Jti])
+    .exec_without_returning(db)
+    .await?;
+    if matches!(first, TryInsertResult::Inserted(1)) {
+        return Ok(true);
     }
-    .insert(db)
-    .await;
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => Ok(false),
-        Err(e) => Err(e),
-    }
+    Ok(verification_use::Entity::find_by_id(jti.to_owned())
+        .one(db)
+        .await?
+        .is_some_and(|seen| seen.request_id == id))
 }
 
+/// The digest that decides whether a repeated key carries the same payload.
 fn payload_digest(s: &Submission) -> String {
     let mut ids: Vec<String> = s
         .identities
@@ -488,16 +487,6 @@ impl Ledger {
     ) -> Result<(Request, bool), Error> {
         let digest = payload_digest(&s);
         for _ in 0..3 {
-            if let Some(m) = req::Entity::find()
-                .filter(req::Column::IdempotencyKey.eq(s.idempotency_key.as_str()))
-                .one(&self.db)
-                .await?
-            {
-                if m.payload_digest != digest {
-                    return Err(Error::KeyReused);
-                }
-                return Ok((self.request_of(m)?, false));
-            }
             let deadline = Deadline::for_request(received_on, &self.calendar)?;
             let id = uuid::Uuid::new_v4().to_string();
             // A verification token checked at submission is the verify step,
@@ -509,7 +498,9 @@ impl Ledger {
             };
             let now = self.clock.now();
             let txn = self.write_txn().await?;
-            let inserted = req::ActiveModel {
+            // Inserted unless the key is taken (a repeated submission): one
+            // statement for a new request, no read before it.
+            let inserted = req::Entity::insert(req::ActiveModel {
                 id: Set(id.clone()),
                 kind: Set(s.kind.as_str().to_owned()),
                 state: Set(state.as_str().to_owned()),
@@ -550,11 +541,12 @@ impl Ledger {
                 discrepancies: Set(None),
                 withheld: Set(None),
                 submitted_by: Set(s.submitted_by.clone()),
-            }
-            .insert(&txn)
+            })
+            .on_conflict_do_nothing_on([req::Column::IdempotencyKey])
+            .exec_with_returning(&txn)
             .await;
             match inserted {
-                Ok(m) => {
+                Ok(TryInsertResult::Inserted(m)) => {
                     if let Some(jti) = &s.verification_jti {
                         // Another request already used this token: refused,
                         // nothing recorded.
@@ -578,9 +570,24 @@ impl Ledger {
                     tracing::info!(request = %id, kind = s.kind.as_str(), "request submitted");
                     return Ok((self.request_of(m)?, true));
                 }
-                // The same key at the same moment from another caller: read theirs.
-                Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                    txn.rollback().await?
+                // The key was used before (or at the same moment by another
+                // caller): the request recorded under it, if the payload is
+                // the same.
+                // (sea-orm 2 reports the row an `ON CONFLICT DO NOTHING`
+                // skipped as not found when it asked for it back.)
+                Ok(TryInsertResult::Conflicted | TryInsertResult::Empty)
+                | Err(DbErr::RecordNotFound(_) | DbErr::RecordNotInserted) => {
+                    txn.rollback().await?;
+                    if let Some(m) = req::Entity::find()
+                        .filter(req::Column::IdempotencyKey.eq(s.idempotency_key.as_str()))
+                        .one(&self.db)
+                        .await?
+                    {
+                        if m.payload_digest != digest {
+                            return Err(Error::KeyReused);
+                        }
+                        return Ok((self.request_of(m)?, false));
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
