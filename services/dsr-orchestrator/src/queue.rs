@@ -224,19 +224,18 @@ async fn begin_attempt<C: ConnectionTrait>(
 }
 
 /// [`begin_attempt`] in one statement, for the usual case: no earlier
-/// attempt of `name` is still marked running and the claim's lease (token
-/// `lease`) holds. The attempt is inserted only then, numbered after the
-/// earlier ones; `None` when it was not (the caller takes the long way,
-/// which abandons a running attempt or reports the lease lost). One round
-/// trip instead of a transaction's five: the lease read, the earlier
-/// outcomes read and the insert.
+/// attempt of `name` is still marked running and `claim`'s lease holds.
+/// The attempt is inserted only then, numbered after the earlier ones;
+/// `None` when it was not (the caller takes the long way, which abandons a
+/// running attempt or reports the lease lost). One round trip instead of a
+/// transaction's five: the lease read, the earlier outcomes read and the
+/// insert.
 async fn begin_attempt_at_once<C: ConnectionTrait>(
     conn: &C,
-    request_id: &str,
+    claim: &Claim,
     name: &str,
     worker: &str,
     now: DateTime<Utc>,
-    lease: &str,
 ) -> Result<Option<(i64, u32)>, Error> {
     let backend = conn.get_database_backend();
     let p = |n: usize| {
@@ -266,11 +265,11 @@ async fn begin_attempt_at_once<C: ConnectionTrait>(
             backend,
             sql,
             [
-                Value::from(request_id.to_owned()),
+                Value::from(claim.request_id.clone()),
                 Value::from(name.to_owned()),
                 Value::from(worker.to_owned()),
                 Value::from(now),
-                Value::from(lease.to_owned()),
+                Value::from(claim.token.clone()),
             ],
         ))
         .await?;
@@ -434,16 +433,7 @@ impl Ledger {
         worker: &str,
     ) -> Result<(i64, u32), Error> {
         let now = self.clock().now();
-        if let Some(begun) = begin_attempt_at_once(
-            self.db(),
-            &claim.request_id,
-            name,
-            worker,
-            now,
-            &claim.token,
-        )
-        .await?
-        {
+        if let Some(begun) = begin_attempt_at_once(self.db(), claim, name, worker, now).await? {
             return Ok(begun);
         }
         let txn = self.write_txn().await?;
@@ -632,16 +622,7 @@ impl Ledger {
         }
         let next = match (keep, step_for(kind, to)) {
             (Some(worker), Some(name)) => Some(
-                match begin_attempt_at_once(
-                    &txn,
-                    &claim.request_id,
-                    name,
-                    worker,
-                    now,
-                    &claim.token,
-                )
-                .await?
-                {
+                match begin_attempt_at_once(&txn, claim, name, worker, now).await? {
                     Some((row, _)) => row,
                     None => {
                         begin_attempt(&txn, &claim.request_id, name, worker, now)
