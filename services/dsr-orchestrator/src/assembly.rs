@@ -164,7 +164,7 @@ fn spawn_workers(
     ledger: &Ledger,
     mesh: &Arc<GrpcMesh>,
     wake: &Arc<tokio::sync::Notify>,
-    changes: &tokio::sync::broadcast::Sender<String>,
+    changes: &tokio::sync::broadcast::Sender<crate::feed::Change>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let worker = worker::Worker::new(

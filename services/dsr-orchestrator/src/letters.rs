@@ -477,7 +477,7 @@ pub struct Sender {
     letters: Arc<Letters>,
     group: Arc<Group>,
     cfg: Arc<SenderConfig>,
-    changes: broadcast::Sender<String>,
+    changes: broadcast::Sender<crate::feed::Change>,
     sent: Counter<u64>,
     failed: Counter<u64>,
 }
@@ -498,7 +498,7 @@ impl Sender {
         letters: Letters,
         group: Arc<Group>,
         cfg: SenderConfig,
-        changes: broadcast::Sender<String>,
+        changes: broadcast::Sender<crate::feed::Change>,
     ) -> Self {
         let meter = opentelemetry::global::meter("dsr-orchestrator");
         let sent = meter

@@ -14,6 +14,7 @@ use rand::Rng as _;
 use tokio::sync::{Notify, Semaphore, broadcast, watch};
 use tracing::Instrument as _;
 
+use crate::feed::Change;
 use crate::ledger::{Ledger, Request};
 use crate::mesh::{Call, CallError, Discovery, Erasure, Executed, Export, Verification};
 use crate::metrics::Metrics;
@@ -99,7 +100,7 @@ pub struct Worker {
     mesh: Mesh,
     cfg: Arc<WorkerConfig>,
     wake: Arc<Notify>,
-    changes: broadcast::Sender<String>,
+    changes: broadcast::Sender<Change>,
     metrics: Metrics,
 }
 
@@ -111,7 +112,7 @@ impl Worker {
         mesh: Mesh,
         cfg: WorkerConfig,
         wake: Arc<Notify>,
-        changes: broadcast::Sender<String>,
+        changes: broadcast::Sender<Change>,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -255,7 +256,7 @@ impl Worker {
                         Ok((next, next_row)) => {
                             self.metrics.step_done(step, "done", elapsed);
                             tracing::info!(step, state = %next.state, "step done");
-                            let _ = self.changes.send(next.id.clone());
+                            let _ = self.changes.send(Change::written(&next));
                             if next_row.is_none() {
                                 // The lease went back with the request: its
                                 // next step, if any, waits for a person or a
@@ -296,7 +297,7 @@ impl Worker {
                     {
                         tracing::warn!(error = %err, "cannot record the failure");
                     }
-                    let _ = self.changes.send(r.id.clone());
+                    let _ = self.changes.send(Change::of(&r.id));
                     return;
                 }
             }

@@ -364,8 +364,16 @@ async fn a_change_at_another_replica_reaches_the_watch_feed() {
         .await
         .expect("the change never reached the feed")
         .unwrap();
-    assert_eq!(got, watched.id);
-    assert_ne!(got, other.id);
+    let dsr_orchestrator::feed::Change::Changed { id, at: Some(at) } = got else {
+        panic!("the feed sends the request and when it changed: {got:?}");
+    };
+    assert_eq!(id, watched.id);
+    assert_ne!(id, other.id);
+    assert_eq!(
+        at,
+        here.get(&watched.id).await.unwrap().updated_at,
+        "when it changed, as recorded"
+    );
     // Told once: later looks see nothing new.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(rx.try_recv().is_err(), "the same change was sent again");

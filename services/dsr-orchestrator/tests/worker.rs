@@ -11,6 +11,7 @@ use std::time::Duration;
 use dsr_domain::deadline::HolidayCalendar;
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{Kind, State};
+use dsr_orchestrator::feed::Change;
 use dsr_orchestrator::ledger::{Ledger, Rejection, Submission};
 use dsr_orchestrator::mesh::{
     Call, CallError, Challenge, Discovery, Discrepancy, Erasure, Executed, Export, PackageRef,
@@ -300,13 +301,22 @@ fn start_with(
     cfg: WorkerConfig,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    start_watched(ledger, fake, cfg, stop, broadcast::channel(64).0)
+}
+
+fn start_watched(
+    ledger: &Ledger,
+    fake: &Arc<Fake>,
+    cfg: WorkerConfig,
+    stop: &watch::Receiver<bool>,
+    changes: broadcast::Sender<Change>,
+) -> tokio::task::JoinHandle<()> {
     let mesh = Mesh {
         verification: fake.clone(),
         discovery: fake.clone(),
         export: fake.clone(),
         erasure: fake.clone(),
     };
-    let (changes, _) = broadcast::channel(64);
     let w = Worker::new(
         ledger.clone(),
         mesh,
@@ -406,6 +416,48 @@ async fn a_request_runs_its_steps_and_retries_while_a_system_is_down() {
         4,
         "submitted + three moves"
     );
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    db.finish().await;
+}
+
+/// What the worker tells `Watch` streams is the request as it committed
+/// it (a stream shows it without reading the ledger again): each state in
+/// order, the last one exactly the request as recorded.
+#[tokio::test]
+async fn the_worker_tells_watchers_each_move_as_recorded() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let (changes, mut rx) = broadcast::channel(64);
+    let worker = start_watched(&ledger, &fake, config("w1"), &stop, changes);
+    let today = chrono::Utc::now().date_naive();
+    let (r, _) = ledger
+        .submit(submission("key-watch-1"), today, "portal")
+        .await
+        .unwrap();
+    let mut told = Vec::new();
+    let last = loop {
+        let c = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the worker told nothing")
+            .unwrap();
+        let Change::Written(w) = c else {
+            panic!("a move is told with the request: {c:?}");
+        };
+        assert_eq!(w.id, r.id);
+        told.push((w.state, w.updated_at));
+        if w.state == State::Completed {
+            break w;
+        }
+    };
+    // Verified at submission, it starts out locating.
+    assert_eq!(
+        told.iter().map(|t| t.0).collect::<Vec<_>>(),
+        vec![State::Exporting, State::Completed]
+    );
+    assert!(told.windows(2).all(|w| w[0].1 <= w[1].1), "{told:?}");
+    assert_eq!(*last, ledger.get(&r.id).await.unwrap());
     stop_tx.send(true).unwrap();
     worker.await.unwrap();
     db.finish().await;

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, broadcast};
 use tonic::{Code, Request, Response, Status};
 use tower_layer::Layer;
 
+use crate::feed::Change;
 use crate::intake::{Intake, IntakeError, Proof};
 use crate::ledger::{self, Ledger, Rejection, Submission};
 use crate::listing::Filter;
@@ -124,7 +125,7 @@ pub struct Deps {
     /// Wakes the worker when work arrives.
     pub wake: Arc<Notify>,
     /// Ids of requests that changed in this process.
-    pub changes: broadcast::Sender<String>,
+    pub changes: broadcast::Sender<Change>,
     /// Open Watch streams, bounded in all and per caller.
     pub watch_slots: Arc<WatchSlots>,
 }
@@ -954,8 +955,9 @@ impl Handlers {
         v
     }
 
-    fn changed(&self, id: &str) {
-        let _ = self.d.changes.send(id.to_owned());
+    /// Tells the watchers of `r` (as committed) that it changed.
+    fn changed(&self, r: &ledger::Request) {
+        let _ = self.d.changes.send(Change::written(r));
     }
 }
 
@@ -1115,7 +1117,7 @@ impl Requests for Handlers {
         span.record("dsr.request.kind", r.kind.as_str());
         if new {
             self.d.wake.notify_one();
-            self.changed(&r.id);
+            self.changed(&r);
         }
         Ok(Response::new(pb::SubmitResponse {
             request: Some(self.view(&r).await?),
@@ -1152,7 +1154,7 @@ impl Requests for Handlers {
             .await
             .map_err(intake_status)?;
         self.d.wake.notify_one();
-        self.changed(&r.id);
+        self.changed(&r);
         Ok(Response::new(pb::VerifyResponse {
             request: Some(self.view(&r).await?),
         }))
@@ -1343,7 +1345,28 @@ impl Requests for Handlers {
                 // replica), changes were missed, or the watcher is gone.
                 tokio::select! {
                     changed = changes.recv() => match changed {
-                        Ok(c) if c != current.id && c != crate::feed::EVERYONE => continue,
+                        Ok(c) if !c.concerns(&current.id) => continue,
+                        // As this process committed it: shown without a
+                        // read, unless it is older than what is shown (two
+                        // writers' messages crossed) or ties with another
+                        // state.
+                        Ok(Change::Written(r)) if r.updated_at > current.updated_at => {
+                            current = Arc::unwrap_or_clone(r);
+                            continue;
+                        }
+                        Ok(Change::Written(r))
+                            if r.updated_at < current.updated_at
+                                || (r.updated_at == current.updated_at
+                                    && r.state == current.state) =>
+                        {
+                            continue;
+                        }
+                        // The feed's look finding the change shown (the
+                        // same time, not any earlier one: replicas' clocks
+                        // may differ).
+                        Ok(Change::Changed { at: Some(at), .. }) if at == current.updated_at => {
+                            continue;
+                        }
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
@@ -1382,7 +1405,7 @@ impl Requests for Handlers {
             .cancel(&id, &reason, &actor)
             .await
             .map_err(ledger_status)?;
-        self.changed(&r.id);
+        self.changed(&r);
         Ok(Response::new(pb::CancelResponse {
             request: Some(self.view(&r).await?),
         }))
@@ -1414,7 +1437,7 @@ impl Requests for Handlers {
             .extend(&id, months, &reason, self.d.ledger.clock().today(), &actor)
             .await
             .map_err(ledger_status)?;
-        self.changed(&r.id);
+        self.changed(&r);
         Ok(Response::new(pb::ExtendResponse {
             request: Some(self.view(&r).await?),
         }))
@@ -1440,7 +1463,7 @@ impl Requests for Handlers {
             .await
             .map_err(ledger_status)?;
         self.d.wake.notify_one();
-        self.changed(&r.id);
+        self.changed(&r);
         Ok(Response::new(pb::ApproveResponse {
             request: Some(self.view(&r).await?),
         }))
@@ -1482,7 +1505,7 @@ impl Requests for Handlers {
             .reject(&id, reason, &note, &actor)
             .await
             .map_err(ledger_status)?;
-        self.changed(&r.id);
+        self.changed(&r);
         Ok(Response::new(pb::RejectResponse {
             request: Some(self.view(&r).await?),
         }))
