@@ -352,7 +352,23 @@ pub fn next_event(
     request_id: &str,
     action: &str,
 ) -> AuditEvent {
-    let (seq, prev_hash) = prev.map_or((1, GENESIS.to_owned()), |p| (p.seq + 1, p.hash.clone()));
+    match prev {
+        Some(p) => event_after(p.seq, &p.hash, at, actor, request_id, action),
+        None => event_after(0, GENESIS, at, actor, request_id, action),
+    }
+}
+
+/// Makes the event that follows the chain's head: the last event's
+/// sequence number and hash (0 and [`GENESIS`] before the first event).
+pub fn event_after(
+    head_seq: u64,
+    head_hash: &str,
+    at: DateTime<Utc>,
+    actor: &str,
+    request_id: &str,
+    action: &str,
+) -> AuditEvent {
+    let (seq, prev_hash) = (head_seq + 1, head_hash.to_owned());
     // Stored times have microsecond precision: hash what will be read back.
     let at = DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
     let hash = event_hash(&prev_hash, seq, at, actor, request_id, action);

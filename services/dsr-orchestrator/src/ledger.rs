@@ -7,9 +7,9 @@ use dsr_domain::deadline::{Deadline, DeadlineError, HolidayCalendar};
 use dsr_domain::identity::{Identity, IdentityType, Organisationsnummer};
 use dsr_domain::request::{self, AuditEvent, ChainError, IllegalMove, Kind, State, WriteOrder};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait, TryInsertResult,
 };
 use sha2::{Digest, Sha256};
 
@@ -432,28 +432,33 @@ impl Ledger {
         request_id: &str,
         action: &str,
     ) -> Result<(), DbErr> {
-        // One appender at a time across replicas: the chain has one head.
-        // (SQLite's write lock already serialises.) The lock is held until
-        // the transaction ends: callers append last, just before the commit.
-        if conn.get_database_backend() == DbBackend::Postgres {
-            conn.execute_unprepared("SELECT pg_advisory_xact_lock(7361001)")
-                .await?;
-        }
-        let last = audit::Entity::find()
-            .order_by_desc(audit::Column::Seq)
-            .one(conn)
-            .await?;
-        let prev = last.map(|m| AuditEvent {
-            seq: u64::try_from(m.seq).unwrap_or(0),
-            at: m.at,
-            actor: m.actor,
-            request_id: m.request_id,
-            action: m.action,
-            prev_hash: m.prev_hash,
-            hash: m.hash,
-        });
-        let e = request::next_event(prev.as_ref(), self.clock.now(), actor, request_id, action);
-        audit::ActiveModel {
+        // One appender at a time across replicas: the chain has one head,
+        // a row kept by a trigger on every event, locked until the
+        // transaction ends (callers append last, just before the commit).
+        // SQLite's write lock already serialises.
+        let backend = conn.get_database_backend();
+        let head = conn
+            .query_one_raw(Statement::from_string(
+                backend,
+                if backend == DbBackend::Sqlite {
+                    "SELECT seq, hash FROM orchestrator_audit_head WHERE id = 1"
+                } else {
+                    "SELECT seq, hash FROM orchestrator_audit_head WHERE id = 1 FOR UPDATE"
+                },
+            ))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("the audit chain's head".into()))?;
+        let seq: i64 = head.try_get_by_index(0)?;
+        let hash: String = head.try_get_by_index(1)?;
+        let e = request::event_after(
+            u64::try_from(seq).unwrap_or(0),
+            &hash,
+            self.clock.now(),
+            actor,
+            request_id,
+            action,
+        );
+        audit::Entity::insert(audit::ActiveModel {
             seq: Set(i64::try_from(e.seq).unwrap_or(i64::MAX)),
             at: Set(e.at),
             actor: Set(e.actor),
@@ -461,8 +466,8 @@ impl Ledger {
             action: Set(e.action),
             prev_hash: Set(e.prev_hash),
             hash: Set(e.hash),
-        }
-        .insert(conn)
+        })
+        .exec_without_returning(conn)
         .await?;
         Ok(())
     }

@@ -443,3 +443,78 @@ async fn a_request_never_verified_ends_after_its_time_and_is_not_overdue() {
     );
     db.finish().await;
 }
+
+/// An event as an orchestrator that knows no chain head inserts it (the
+/// version before it, during a rolling upgrade).
+async fn insert_event_as_before(db: &TestDb, e: &dsr_domain::request::AuditEvent) {
+    use sea_orm::sea_query::{Alias, Query};
+    let mut q = Query::insert();
+    q.into_table(Alias::new("orchestrator_audit"))
+        .columns(
+            [
+                "seq",
+                "at",
+                "actor",
+                "request_id",
+                "action",
+                "prev_hash",
+                "hash",
+            ]
+            .map(Alias::new),
+        )
+        .values_panic([
+            i64::try_from(e.seq).unwrap().into(),
+            e.at.into(),
+            e.actor.clone().into(),
+            e.request_id.clone().into(),
+            e.action.clone().into(),
+            e.prev_hash.clone().into(),
+            e.hash.clone().into(),
+        ]);
+    db.db.execute_raw(db.backend().build(&q)).await.unwrap();
+}
+
+/// The audit chain's head (the row an appender locks and reads) starts
+/// from the events recorded before it existed and follows every event
+/// inserted, also by a replica of the previous version that appends after
+/// the newest event without knowing the head: the trail stays one chain.
+#[tokio::test]
+async fn the_audit_chain_head_follows_every_event_whoever_inserts_it() {
+    use dsr_domain::request::next_event;
+    use sea_orm_migration::MigratorTrait as _;
+    let db = TestDb::new().await.unwrap();
+    // The ledger as it was before the head: two events already recorded.
+    Migrator::up(&db.db, Some(12)).await.unwrap();
+    let t0 = chrono::Utc::now();
+    let first = next_event(None, t0, "portal", "req-old", "submitted");
+    let second = next_event(
+        Some(&first),
+        t0,
+        "service:orchestrator",
+        "req-old",
+        "state:cancelled",
+    );
+    insert_event_as_before(&db, &first).await;
+    insert_event_as_before(&db, &second).await;
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let ledger = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+    let (r, _) = ledger
+        .submit(
+            submission("head-key-0001", "ann@example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    let trail = ledger.audit_of(&r.id).await.unwrap();
+    assert_eq!(trail.first().map(|e| e.seq), Some(3), "{trail:?}");
+    // A replica of the previous version appends after the newest event.
+    let old = next_event(trail.last(), chrono::Utc::now(), "portal", &r.id, "note");
+    insert_event_as_before(&db, &old).await;
+    ledger
+        .cancel(&r.id, "withdrawn by the person", "portal")
+        .await
+        .unwrap();
+    assert_eq!(ledger.verify_audit().await.unwrap(), 5);
+    db.finish().await;
+}

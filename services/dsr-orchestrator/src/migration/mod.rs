@@ -14,6 +14,7 @@ mod m20261202_000009_submitted_by;
 mod m20261202_000010_listing_indexes;
 mod m20261203_000011_letters;
 mod m20261203_000012_incidents;
+mod m20261206_000013_audit_head;
 
 /// The migrations.
 #[derive(Debug)]
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_listing_indexes::Migration),
             Box::new(m20261203_000011_letters::Migration),
             Box::new(m20261203_000012_incidents::Migration),
+            Box::new(m20261206_000013_audit_head::Migration),
         ]
     }
 }
