@@ -749,7 +749,11 @@ impl Eraser {
         categories.sort();
         categories.dedup();
         let recipients = self.registry.recipients(h, &systems, &categories).await?;
+        let mut found: Vec<Notification> = Vec::with_capacity(recipients.len());
         for r in recipients {
+            if found.iter().any(|n| n.recipient_id == r.id) {
+                continue;
+            }
             let verdict = self.verdict(&r);
             if !verdict.may_send() {
                 tracing::warn!(
@@ -791,8 +795,10 @@ impl Eraser {
                 },
                 approval: None,
             };
-            self.store.save_notification(&n).await?;
+            found.push(n);
         }
+        // One statement for all; one already recorded (a retried step) stays.
+        self.store.save_notifications(&found).await?;
         Ok(self.store.notifications(&h.request_id).await?)
     }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, SqlErr,
@@ -571,40 +572,53 @@ impl Store {
         })
     }
 
-    /// Records a notification unless one exists for its request, recipient
-    /// and action.
-    pub async fn save_notification(&self, n: &Notification) -> Result<(), StoreError> {
-        let (system, receipt) = n.through.clone().unzip();
-        let am = notification::ActiveModel {
-            id: Set(n.id.clone()),
-            request_id: Set(n.request_id.clone()),
-            recipient_id: Set(n.recipient_id.clone()),
-            recipient_name: Set(n.recipient_name.clone()),
-            country: Set(n.country.clone()),
-            action: Set(n.action.clone()),
-            channel: Set(if n.through.is_some() {
-                "data_system"
-            } else {
-                "task"
-            }
-            .into()),
-            system_id: Set(system),
-            receipt_id: Set(receipt),
-            due_on: Set(n.due_on),
-            done_at: Set(n.done_at),
-            done_by: Set(n.done_by.clone()),
-            transfer: Set(n.transfer.as_str().to_owned()),
-            transfer_reasons: Set(
-                (!n.transfer_reasons.is_empty()).then(|| n.transfer_reasons.join("\n"))
-            ),
-            approved_by: Set(n.approval.as_ref().map(|a| a.0.clone())),
-            approval_note: Set(n.approval.as_ref().map(|a| a.1.clone())),
-        };
-        match am.insert(&self.db).await {
-            Ok(_) => Ok(()),
-            Err(e) if unique_violation(&e) => Ok(()),
-            Err(e) => Err(e.into()),
+    /// Records the notifications, each unless one exists for its request,
+    /// recipient and action; in one statement.
+    pub async fn save_notifications(&self, ns: &[Notification]) -> Result<(), StoreError> {
+        if ns.is_empty() {
+            return Ok(());
         }
+        let rows = ns.iter().map(|n| {
+            let (system, receipt) = n.through.clone().unzip();
+            notification::ActiveModel {
+                id: Set(n.id.clone()),
+                request_id: Set(n.request_id.clone()),
+                recipient_id: Set(n.recipient_id.clone()),
+                recipient_name: Set(n.recipient_name.clone()),
+                country: Set(n.country.clone()),
+                action: Set(n.action.clone()),
+                channel: Set(if n.through.is_some() {
+                    "data_system"
+                } else {
+                    "task"
+                }
+                .into()),
+                system_id: Set(system),
+                receipt_id: Set(receipt),
+                due_on: Set(n.due_on),
+                done_at: Set(n.done_at),
+                done_by: Set(n.done_by.clone()),
+                transfer: Set(n.transfer.as_str().to_owned()),
+                transfer_reasons: Set(
+                    (!n.transfer_reasons.is_empty()).then(|| n.transfer_reasons.join("\n"))
+                ),
+                approved_by: Set(n.approval.as_ref().map(|a| a.0.clone())),
+                approval_note: Set(n.approval.as_ref().map(|a| a.1.clone())),
+            }
+        });
+        notification::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([
+                    notification::Column::RequestId,
+                    notification::Column::RecipientId,
+                    notification::Column::Action,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// A request's notifications, by recipient and action.
