@@ -217,7 +217,7 @@ pub(crate) async fn run(p: Plan) -> anyhow::Result<()> {
         rate(removed_raw, raw_secs)
     );
     println!(
-        "sweep / raw throughput: {:.2} (aim: at least 0.5); same rows left: {}",
+        "sweep / raw throughput: {:.2} (aim: at least 0.9); same rows left: {}",
         rate(removed, sweep_secs) / rate(removed_raw, raw_secs),
         if after_sweep == after_raw {
             "yes"
