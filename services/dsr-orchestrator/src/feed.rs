@@ -23,7 +23,7 @@ pub enum Change {
     /// This process committed the request as it is here.
     Written(Arc<Request>),
     /// The request changed, at `at` when known (the feed's look): a stream
-    /// that already shows a change at least that recent reads nothing.
+    /// that already shows the change of that very time reads nothing.
     Changed {
         /// The request.
         id: String,

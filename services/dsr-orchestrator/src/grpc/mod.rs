@@ -124,7 +124,8 @@ pub struct Deps {
     pub intake: Intake,
     /// Wakes the worker when work arrives.
     pub wake: Arc<Notify>,
-    /// Ids of requests that changed in this process.
+    /// Requests that changed (in this process, as committed; at another
+    /// replica, by id and time).
     pub changes: broadcast::Sender<Change>,
     /// Open Watch streams, bounded in all and per caller.
     pub watch_slots: Arc<WatchSlots>,

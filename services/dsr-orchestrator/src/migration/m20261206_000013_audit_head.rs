@@ -6,7 +6,11 @@
 //! version of the orchestrator inserts it). An appender locks the row
 //! (`FOR UPDATE`), which serialises appenders across replicas and reads the
 //! head in one statement, where an advisory lock and a read of the newest
-//! event took two. Started from the newest event already recorded.
+//! event took two. Started from the newest event already recorded. While
+//! replicas of the previous version still run (a rolling upgrade), one of
+//! them and a new one may give two events the same number: the number is
+//! the key, so one transaction fails and its step is retried; the chain
+//! stays whole.
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
