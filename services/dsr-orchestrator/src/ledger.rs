@@ -406,10 +406,23 @@ impl Ledger {
         request_id: &str,
         action: &str,
     ) -> Result<(), DbErr> {
-        // The letter the event calls for, in the same transaction; before
-        // the event, which takes the chain's lock until the commit.
-        crate::letters::queue_for(conn, request_id, action, self.clock.now()).await?;
-        self.append_event(conn, actor, request_id, action).await
+        self.append_many(conn, &[(actor, request_id, action)]).await
+    }
+
+    /// [`Self::append`] for several events, of any requests, in this
+    /// order: their letters, then the events in one statement under one
+    /// lock of the chain's head.
+    pub(crate) async fn append_many<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        events: &[(&str, &str, &str)],
+    ) -> Result<(), DbErr> {
+        // The letter each event calls for, in the same transaction; before
+        // the events, which take the chain's lock until the commit.
+        for (_, request_id, action) in events {
+            crate::letters::queue_for(conn, request_id, action, self.clock.now()).await?;
+        }
+        self.append_events(conn, events).await
     }
 
     /// [`Self::append`] for a request whose row the transaction has just
@@ -421,17 +434,38 @@ impl Ledger {
         m: &req::Model,
         action: &str,
     ) -> Result<(), DbErr> {
-        crate::letters::queue_for_request(conn, m, action, self.clock.now()).await?;
-        self.append_event(conn, actor, &m.id, action).await
+        self.append_all_for(conn, actor, m, &[action]).await
     }
 
-    async fn append_event<C: ConnectionTrait>(
+    /// [`Self::append_for`] for several events of request `m`, in this
+    /// order, under one lock of the chain's head.
+    pub(crate) async fn append_all_for<C: ConnectionTrait, A: AsRef<str>>(
         &self,
         conn: &C,
         actor: &str,
-        request_id: &str,
-        action: &str,
+        m: &req::Model,
+        actions: &[A],
     ) -> Result<(), DbErr> {
+        for action in actions {
+            crate::letters::queue_for_request(conn, m, action.as_ref(), self.clock.now()).await?;
+        }
+        let events: Vec<(&str, &str, &str)> = actions
+            .iter()
+            .map(|a| (actor, m.id.as_str(), a.as_ref()))
+            .collect();
+        self.append_events(conn, &events).await
+    }
+
+    /// Appends `events` (actor, request, action) to the chain, in this
+    /// order, in one statement.
+    async fn append_events<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        events: &[(&str, &str, &str)],
+    ) -> Result<(), DbErr> {
+        if events.is_empty() {
+            return Ok(());
+        }
         // One appender at a time across replicas: the chain has one head,
         // a row kept by a trigger on every event, locked until the
         // transaction ends (callers append last, just before the commit).
@@ -449,26 +483,29 @@ impl Ledger {
             .await?
             .ok_or_else(|| DbErr::RecordNotFound("the audit chain's head".into()))?;
         let seq: i64 = head.try_get_by_index(0)?;
-        let hash: String = head.try_get_by_index(1)?;
-        let e = request::event_after(
-            u64::try_from(seq).unwrap_or(0),
-            &hash,
-            self.clock.now(),
-            actor,
-            request_id,
-            action,
-        );
-        audit::Entity::insert(audit::ActiveModel {
-            seq: Set(i64::try_from(e.seq).unwrap_or(i64::MAX)),
-            at: Set(e.at),
-            actor: Set(e.actor),
-            request_id: Set(e.request_id),
-            action: Set(e.action),
-            prev_hash: Set(e.prev_hash),
-            hash: Set(e.hash),
-        })
-        .exec_without_returning(conn)
-        .await?;
+        let mut seq = u64::try_from(seq).unwrap_or(0);
+        let mut hash: String = head.try_get_by_index(1)?;
+        let now = self.clock.now();
+        let mut rows = Vec::with_capacity(events.len());
+        for (actor, request_id, action) in events {
+            let e = request::event_after(seq, &hash, now, actor, request_id, action);
+            seq = e.seq;
+            hash.clone_from(&e.hash);
+            rows.push(audit::ActiveModel {
+                seq: Set(i64::try_from(e.seq).unwrap_or(i64::MAX)),
+                at: Set(e.at),
+                actor: Set(e.actor),
+                request_id: Set(e.request_id),
+                action: Set(e.action),
+                prev_hash: Set(e.prev_hash),
+                hash: Set(e.hash),
+            });
+        }
+        // Rows are inserted, and the head's trigger follows them, in this
+        // order: the head ends at the last.
+        audit::Entity::insert_many(rows)
+            .exec_without_returning(conn)
+            .await?;
         Ok(())
     }
 
@@ -566,10 +603,17 @@ impl Ledger {
                         crate::queue::record_done(&txn, &id, "verify", "api", now).await?;
                     }
                     // The audit events last (the chain's lock until the commit).
-                    self.append_for(&txn, actor, &m, &format!("submitted:{}", s.kind.as_str()))
-                        .await?;
+                    let submitted = format!("submitted:{}", s.kind.as_str());
                     if state == State::Locating {
-                        self.append_for(&txn, actor, &m, "state:locating").await?;
+                        self.append_all_for(
+                            &txn,
+                            actor,
+                            &m,
+                            &[submitted.as_str(), "state:locating"],
+                        )
+                        .await?;
+                    } else {
+                        self.append_for(&txn, actor, &m, &submitted).await?;
                     }
                     txn.commit().await?;
                     tracing::info!(request = %id, kind = s.kind.as_str(), "request submitted");

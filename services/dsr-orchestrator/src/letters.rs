@@ -218,6 +218,28 @@ fn may_call_for_letter(action: &str) -> bool {
         || action.starts_with("rejected:")
 }
 
+/// Whether change `c` may have queued a letter (see [`letter_for`]): a
+/// request of this process committed received, waiting for a stronger
+/// proof, completed or refused, or with an extension. Another replica's
+/// changes are its own sender's; a letter queued otherwise (a breach
+/// notice, a complaint's answer, a retry) is found by the sender's poll.
+fn may_have_queued(c: &crate::feed::Change) -> bool {
+    use dsr_domain::request::State;
+    match c {
+        crate::feed::Change::Written(r) => {
+            matches!(
+                r.state,
+                State::Locating
+                    | State::Verifying
+                    | State::Completed
+                    | State::CompletedWithRetained
+                    | State::Rejected
+            ) || r.deadline.extension().is_some()
+        }
+        crate::feed::Change::Changed { .. } | crate::feed::Change::Everyone => false,
+    }
+}
+
 /// Queues the letter that audit event `action` on `request_id` calls for,
 /// in the caller's transaction; nothing when it calls for none or the
 /// request already has that letter.
@@ -339,97 +361,115 @@ impl Ledger {
         }
     }
 
-    /// Claims the queued letter due first, for `lease`.
-    async fn claim_letter(
+    /// Claims the queued letters due first, at most `limit`, for `lease`.
+    async fn claim_letters(
         &self,
         worker: &str,
         lease: Duration,
-    ) -> Result<Option<letter::Model>, DbErr> {
+        limit: u32,
+    ) -> Result<Vec<letter::Model>, DbErr> {
         let now = self.clock().now().timestamp_millis();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let row =
-            crate::queue::claim_due(self.db(), "orchestrator_letter", worker, until, now).await?;
-        row.map(|r| letter::Model::from_query_result(&r, ""))
-            .transpose()
+        let mut claimed =
+            crate::queue::claim_due(self.db(), "orchestrator_letter", worker, until, now, limit)
+                .await?
+                .iter()
+                .map(|r| letter::Model::from_query_result(r, ""))
+                .collect::<Result<Vec<_>, _>>()?;
+        // Sent in the order they fell due, then were queued.
+        claimed.sort_by_key(|m| (m.next_attempt_ms, m.id));
+        Ok(claimed)
     }
 
-    /// Records the outcome of one attempt at letter `id` held by `worker`,
-    /// with its audit event when it is final.
+    /// Records the outcome of one attempt at each letter held by `worker`,
+    /// with the audit event of each that is final, in one transaction.
     ///
-    /// `attempts` is the letter's count of attempts as claimed: while the
-    /// lease holds nobody else changes it, so the update is fenced on the
-    /// lease and the row is not read again.
-    async fn settle_letter(
+    /// A letter's count of attempts is the one it was claimed with: while
+    /// the lease holds nobody else changes it, so each update is fenced on
+    /// the lease and the row is not read again. A letter whose lease was
+    /// lost (another sender has it) is left as that sender records it.
+    async fn settle_letters(
         &self,
-        id: i64,
         worker: &str,
-        attempts: i32,
-        outcome: Attempt,
-        request_id: &str,
-        key: &str,
+        settled: Vec<(&letter::Model, Attempt)>,
     ) -> Result<(), DbErr> {
         let txn = self.write_txn().await?;
         let now = self.clock().now();
-        let attempts = attempts.saturating_add(1);
-        let mut am = letter::ActiveModel {
-            lease_owner: Set(None),
-            lease_until_ms: Set(None),
-            ..Default::default()
-        };
-        let event = match outcome {
-            Attempt::Sent { channel } => {
-                am.attempts = Set(attempts);
-                am.status = Set(Status::Sent.as_str().to_owned());
-                am.sent_at = Set(Some(now));
-                am.next_attempt_ms = Set(None);
-                am.last_error = Set(None);
-                am.channel = Set(Some(channel.clone()));
-                Some(format!("letter_sent:{key} by {channel}"))
+        let mut events: Vec<(&str, String)> = Vec::new();
+        for (m, outcome) in settled {
+            let attempts = m.attempts.saturating_add(1);
+            let key = &m.key;
+            let mut am = letter::ActiveModel {
+                lease_owner: Set(None),
+                lease_until_ms: Set(None),
+                ..Default::default()
+            };
+            let event = match outcome {
+                Attempt::Sent { channel } => {
+                    am.attempts = Set(attempts);
+                    am.status = Set(Status::Sent.as_str().to_owned());
+                    am.sent_at = Set(Some(now));
+                    am.next_attempt_ms = Set(None);
+                    am.last_error = Set(None);
+                    let e = format!("letter_sent:{key} by {channel}");
+                    am.channel = Set(Some(channel));
+                    Some(e)
+                }
+                Attempt::Retry { error, at } => {
+                    am.attempts = Set(attempts);
+                    am.last_error = Set(Some(error));
+                    am.next_attempt_ms = Set(Some(at.timestamp_millis()));
+                    None
+                }
+                Attempt::Failed { error } => {
+                    am.attempts = Set(attempts);
+                    am.status = Set(Status::Failed.as_str().to_owned());
+                    am.next_attempt_ms = Set(None);
+                    let e = format!("letter_failed:{key}: {error}");
+                    am.last_error = Set(Some(error));
+                    Some(e)
+                }
+                Attempt::Undeliverable => {
+                    am.status = Set(Status::Undeliverable.as_str().to_owned());
+                    am.next_attempt_ms = Set(None);
+                    am.last_error = Set(Some("NO_CONTACT_IDENTITY".into()));
+                    Some(format!(
+                        "letter_undeliverable:{key}: no email address or phone"
+                    ))
+                }
+            };
+            if event.is_some() {
+                // Sent or given up: an address of its own is no longer needed.
+                am.to_identity = Set(None);
             }
-            Attempt::Retry { error, at } => {
-                am.attempts = Set(attempts);
-                am.last_error = Set(Some(error));
-                am.next_attempt_ms = Set(Some(at.timestamp_millis()));
-                None
-            }
-            Attempt::Failed { error } => {
-                am.attempts = Set(attempts);
-                am.status = Set(Status::Failed.as_str().to_owned());
-                am.next_attempt_ms = Set(None);
-                let e = format!("letter_failed:{key}: {error}");
-                am.last_error = Set(Some(error));
-                Some(e)
-            }
-            Attempt::Undeliverable => {
-                am.status = Set(Status::Undeliverable.as_str().to_owned());
-                am.next_attempt_ms = Set(None);
-                am.last_error = Set(Some("NO_CONTACT_IDENTITY".into()));
-                Some(format!(
-                    "letter_undeliverable:{key}: no email address or phone"
-                ))
-            }
-        };
-        if event.is_some() {
-            // Sent or given up: an address of its own is no longer needed.
-            am.to_identity = Set(None);
-        }
-        let updated = letter::Entity::update_many()
-            .set(am)
-            .filter(letter::Column::Id.eq(id))
-            .filter(letter::Column::LeaseOwner.eq(worker))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected == 0 {
-            // The lease was lost: another sender has it.
-            return txn.rollback().await;
-        }
-        if let Some(e) = event {
-            self.append(&txn, "service:orchestrator/letters", request_id, &e)
+            let updated = letter::Entity::update_many()
+                .set(am)
+                .filter(letter::Column::Id.eq(m.id))
+                .filter(letter::Column::LeaseOwner.eq(worker))
+                .exec(&txn)
                 .await?;
+            if updated.rows_affected == 0 {
+                // The lease was lost: another sender has it.
+                continue;
+            }
+            if let Some(e) = event {
+                events.push((m.request_id.as_str(), e));
+            }
         }
+        let events: Vec<(&str, &str, &str)> = events
+            .iter()
+            .map(|(request_id, e)| (SENDER, *request_id, e.as_str()))
+            .collect();
+        self.append_many(&txn, &events).await?;
         txn.commit().await
     }
 }
+
+/// Who records a letter's fate in the audit trail.
+const SENDER: &str = "service:orchestrator/letters";
+
+/// Most letters one sender claims and sends at once.
+const BATCH: u32 = 16;
 
 /// Why a lift cannot be told by letter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -529,21 +569,36 @@ impl Sender {
         }
     }
 
-    /// Sends until `shutdown` turns true.
+    /// Sends until `shutdown` turns true: the letters due, then again at
+    /// each change of this process that may have queued one (or, for
+    /// anything else, every `poll`).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut changed = self.changes.subscribe();
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            match self.send_next().await {
-                Ok(true) => continue,
-                Ok(false) => {}
+            match self.send_due().await {
+                // A full batch: more may be due at once.
+                Ok(n) if n >= BATCH as usize => continue,
+                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "letters: cannot read the queue"),
             }
+            let queued = async {
+                loop {
+                    match changed.recv().await {
+                        Ok(c) if may_have_queued(&c) => return,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.cfg.poll) => {}
-                _ = changed.recv() => {}
+                () = tokio::time::sleep(self.cfg.poll) => {}
+                () = queued => {}
                 _ = shutdown.changed() => {}
             }
             // One look at the queue answers every change seen so far.
@@ -554,32 +609,55 @@ impl Sender {
         }
     }
 
-    /// Sends the letter due first, if any; `true` when one was handled.
-    pub async fn send_next(&self) -> Result<bool, DbErr> {
+    /// Claims the letters due first, up to [`BATCH`], reads the requests
+    /// they answer at once, sends them all at once and records what
+    /// became of each in one transaction; returns how many were handled.
+    pub async fn send_due(&self) -> Result<usize, DbErr> {
         let worker = format!("{}/{}", self.cfg.worker_id, uuid::Uuid::new_v4().simple());
-        let Some(m) = self.ledger.claim_letter(&worker, self.cfg.lease).await? else {
-            return Ok(false);
-        };
-        let (id, attempts) = (m.id, m.attempts);
-        let (request_id, key, kind) = (m.request_id.clone(), m.key.clone(), m.kind.clone());
-        let outcome = self.attempt(&m).await;
-        match &outcome {
-            Attempt::Sent { .. } => self.sent.add(1, &[KeyValue::new("letter", kind)]),
-            Attempt::Failed { .. } | Attempt::Undeliverable => {
-                self.failed.add(1, &[KeyValue::new("letter", kind)]);
-            }
-            Attempt::Retry { .. } => {}
-        }
-        if let Attempt::Failed { error } = &outcome {
-            tracing::warn!(request = %request_id, letter = %key, error = %error, "letter not sent; attempts spent");
-        }
-        self.ledger
-            .settle_letter(id, &worker, attempts, outcome, &request_id, &key)
+        let claimed = self
+            .ledger
+            .claim_letters(&worker, self.cfg.lease, BATCH)
             .await?;
-        Ok(true)
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let ids: std::collections::BTreeSet<&str> =
+            claimed.iter().map(|m| m.request_id.as_str()).collect();
+        let requests: Result<BTreeMap<String, req::Model>, DbErr> = req::Entity::find()
+            .filter(req::Column::Id.is_in(ids))
+            .all(self.ledger.db())
+            .await
+            .map(|rows| rows.into_iter().map(|r| (r.id.clone(), r)).collect());
+        let requests = requests.as_ref().ok();
+        let outcomes = futures_util::future::join_all(
+            claimed
+                .iter()
+                .map(|m| self.attempt(m, requests.map(|rs| rs.get(&m.request_id)))),
+        )
+        .await;
+        for (m, outcome) in claimed.iter().zip(&outcomes) {
+            let kind = KeyValue::new("letter", m.kind.clone());
+            match outcome {
+                Attempt::Sent { .. } => self.sent.add(1, &[kind]),
+                Attempt::Failed { error } => {
+                    self.failed.add(1, &[kind]);
+                    tracing::warn!(request = %m.request_id, letter = %m.key, error = %error, "letter not sent; attempts spent");
+                }
+                Attempt::Undeliverable => self.failed.add(1, &[kind]),
+                Attempt::Retry { .. } => {}
+            }
+        }
+        let n = claimed.len();
+        self.ledger
+            .settle_letters(&worker, claimed.iter().zip(outcomes).collect())
+            .await?;
+        Ok(n)
     }
 
-    async fn attempt(&self, m: &letter::Model) -> Attempt {
+    /// One attempt at letter `m`; `request` is the request it answers as
+    /// read with its batch (`None`: the read failed; `Some(None)`: no such
+    /// request).
+    async fn attempt(&self, m: &letter::Model, request: Option<Option<&req::Model>>) -> Attempt {
         let fail = |error: &str| Attempt::Failed {
             error: error.to_owned(),
         };
@@ -596,7 +674,7 @@ impl Sender {
             | LetterKind::Extended
             | LetterKind::Completed
             | LetterKind::Refused
-            | LetterKind::RestrictionLifted => self.to_requester(m, kind, &facts).await,
+            | LetterKind::RestrictionLifted => self.to_requester(m, kind, &facts, request),
         };
         let Target {
             to,
@@ -628,22 +706,20 @@ impl Sender {
     }
 
     /// A letter about a request, to its person.
-    async fn to_requester(
+    fn to_requester(
         &self,
         m: &letter::Model,
         kind: LetterKind,
         facts: &Facts,
+        request: Option<Option<&req::Model>>,
     ) -> Result<Target, Attempt> {
         let fail = |error: &str| Attempt::Failed {
             error: error.to_owned(),
         };
-        let r = match req::Entity::find_by_id(m.request_id.clone())
-            .one(self.ledger.db())
-            .await
-        {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(fail("REQUEST_NOT_FOUND")),
-            Err(_) => return Err(self.retry(m, "STORAGE")),
+        let r = match request {
+            Some(Some(r)) => r,
+            Some(None) => return Err(fail("REQUEST_NOT_FOUND")),
+            None => return Err(self.retry(m, "STORAGE")),
         };
         let verified = r
             .verified_identities
@@ -663,7 +739,7 @@ impl Sender {
         let Some(to) = contact(&ids).cloned() else {
             return Err(Attempt::Undeliverable);
         };
-        let Some(written) = self.write(kind, &r, facts) else {
+        let Some(written) = self.write(kind, r, facts) else {
             return Err(fail("UNKNOWN_REQUEST_KIND"));
         };
         let Ok(controller) = Organisationsnummer::parse(&r.controller) else {

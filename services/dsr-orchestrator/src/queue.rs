@@ -279,43 +279,46 @@ async fn begin_attempt_at_once<C: ConnectionTrait>(
     Ok(Some((id, u32::try_from(attempt).unwrap_or(0))))
 }
 
-/// Leases to `owner` until `until` the row of `table` whose next attempt
-/// is due first at `now` (ms since the epoch) and not leased: on
-/// PostgreSQL one statement, `FOR UPDATE SKIP LOCKED` (replicas share the
-/// work) returning the row; on SQLite, whose single writer makes the
-/// update atomic, the update and then the row read by its owner. Returns
-/// the leased row, whole (the claimant needs it at once).
+/// Leases to `owner` until `until` the rows of `table` whose next attempt
+/// is due at `now` (ms since the epoch) and not leased, at most `limit`,
+/// those due first: on PostgreSQL one statement, `FOR UPDATE SKIP LOCKED`
+/// (replicas share the work) returning the rows; on SQLite, whose single
+/// writer makes the update atomic, the update and then the rows read by
+/// their owner. Returns the leased rows, whole (the claimant needs them at
+/// once), in no particular order.
 pub(crate) async fn claim_due(
     db: &sea_orm::DatabaseConnection,
     table: &str,
     owner: &str,
     until: i64,
     now: i64,
-) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+    limit: u32,
+) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
     let backend = db.get_database_backend();
     if backend == DbBackend::Postgres {
         let sql = format!(
             "UPDATE {table} SET lease_owner = $1, lease_until_ms = $2 \
-             WHERE id = (SELECT id FROM {table} \
+             WHERE id IN (SELECT id FROM {table} \
                WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
                AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
-               ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
+               ORDER BY next_attempt_ms LIMIT $4 FOR UPDATE SKIP LOCKED) \
              RETURNING *"
         );
         return db
-            .query_one_raw(Statement::from_sql_and_values(
+            .query_all_raw(Statement::from_sql_and_values(
                 backend,
                 sql,
                 [
                     Value::from(owner.to_owned()),
                     Value::from(until),
                     Value::from(now),
+                    Value::from(i64::from(limit)),
                 ],
             ))
             .await;
     }
-    // SQLite: one writer at a time makes the statement atomic. The row is
-    // read back by its (unique) owner rather than through `RETURNING *`,
+    // SQLite: one writer at a time makes the statement atomic. The rows are
+    // read back by their (unique) owner rather than through `RETURNING *`,
     // which made sqlx-sqlite 0.9's worker thread panic now and then (index
     // out of bounds reading the returned row); the connection died holding
     // the write lock, and every writer of the database waited 30 s.
@@ -324,22 +327,23 @@ pub(crate) async fn claim_due(
             backend,
             format!(
                 "UPDATE {table} SET lease_owner = ?1, lease_until_ms = ?2 \
-                 WHERE id = (SELECT id FROM {table} \
+                 WHERE id IN (SELECT id FROM {table} \
                    WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= ?3 \
                    AND (lease_until_ms IS NULL OR lease_until_ms < ?3) \
-                   ORDER BY next_attempt_ms LIMIT 1)"
+                   ORDER BY next_attempt_ms LIMIT ?4)"
             ),
             [
                 Value::from(owner.to_owned()),
                 Value::from(until),
                 Value::from(now),
+                Value::from(i64::from(limit)),
             ],
         ))
         .await?;
     if claimed.rows_affected() == 0 {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    db.query_one_raw(Statement::from_sql_and_values(
+    db.query_all_raw(Statement::from_sql_and_values(
         backend,
         format!("SELECT * FROM {table} WHERE lease_owner = ?1"),
         [Value::from(owner.to_owned())],
@@ -387,7 +391,9 @@ impl Ledger {
         let now = self.clock().now().timestamp_millis();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
-        let row = claim_due(self.db(), "orchestrator_request", &token, until, now).await?;
+        let row = claim_due(self.db(), "orchestrator_request", &token, until, now, 1)
+            .await?
+            .pop();
         let Some(row) = row else { return Ok(None) };
         let m = req::Model::from_query_result(&row, "")?;
         let claim = Claim {
@@ -635,22 +641,15 @@ impl Ledger {
         };
         // The audit events last: the chain's lock is held from the first
         // until the commit.
-        for d in discrepancies.iter().chain(&withheld) {
-            self.append_for(&txn, actor, &updated, d).await?;
-        }
+        let mut events: Vec<String> = discrepancies;
+        events.append(&mut withheld);
         if matches!(&outcome, Outcome::ChallengeStarted(id) if id.is_empty()) {
             // No code could be enough: the person is told how to prove
             // who they are.
-            self.append_for(
-                &txn,
-                actor,
-                &updated,
-                crate::letters::AWAITING_STRONGER_PROOF,
-            )
-            .await?;
+            events.push(crate::letters::AWAITING_STRONGER_PROOF.to_owned());
         }
-        self.append_for(&txn, actor, &updated, &format!("state:{}", to.as_str()))
-            .await?;
+        events.push(format!("state:{}", to.as_str()));
+        self.append_all_for(&txn, actor, &updated, &events).await?;
         txn.commit().await?;
         Ok((self.request_of(updated)?, next))
     }

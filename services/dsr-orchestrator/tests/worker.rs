@@ -930,6 +930,22 @@ fn sender(
     max_attempts: u32,
 ) -> dsr_orchestrator::letters::Sender {
     let (changes, _) = broadcast::channel(64);
+    sender_on(
+        ledger,
+        fake,
+        max_attempts,
+        changes,
+        Duration::from_millis(20),
+    )
+}
+
+fn sender_on(
+    ledger: &Ledger,
+    fake: &Arc<Fake>,
+    max_attempts: u32,
+    changes: broadcast::Sender<Change>,
+    poll: Duration,
+) -> dsr_orchestrator::letters::Sender {
     dsr_orchestrator::letters::Sender::new(
         ledger.clone(),
         fake.clone(),
@@ -938,7 +954,7 @@ fn sender(
         dsr_orchestrator::letters::SenderConfig {
             worker_id: "letters".into(),
             lease: Duration::from_secs(5),
-            poll: Duration::from_millis(20),
+            poll,
             backoff_base: Duration::from_secs(60),
             backoff_max: Duration::from_secs(600),
             max_attempts,
@@ -952,10 +968,12 @@ fn sender(
 /// Sends every letter due now; returns how many were handled.
 async fn send_all(s: &dsr_orchestrator::letters::Sender) -> usize {
     let mut n = 0;
-    while s.send_next().await.unwrap() {
-        n += 1;
+    loop {
+        match s.send_due().await.unwrap() {
+            0 => return n,
+            sent => n += sent,
+        }
     }
-    n
 }
 
 #[tokio::test]
@@ -1070,6 +1088,96 @@ async fn a_request_life_writes_each_letter_once_in_its_language_to_the_verified_
     assert_eq!(l.channel.as_deref(), Some("email (claimed)"));
     stop_tx.send(true).unwrap();
     w.await.unwrap();
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn letters_due_together_are_sent_in_batches_each_once_with_its_event() {
+    use dsr_orchestrator::letters::Status;
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let letters = sender(&ledger, &fake, 5);
+    let today = chrono::Utc::now().date_naive();
+    // Twenty requests verified at submission and not yet worked on: each
+    // has its acknowledgement queued.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (r, _) = ledger
+            .submit(submission(&format!("batch-{i:04}")), today, "portal")
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    // Sixteen at a time, then the rest, then nothing.
+    assert_eq!(letters.send_due().await.unwrap(), 16);
+    assert_eq!(letters.send_due().await.unwrap(), 4);
+    assert_eq!(letters.send_due().await.unwrap(), 0);
+    let sent = fake.letters.lock().unwrap().clone();
+    assert_eq!(sent.len(), 20);
+    // In the order they were queued.
+    for (id, (_, subject, _)) in ids.iter().zip(&sent) {
+        assert!(subject.contains(id.as_str()), "{subject}");
+    }
+    for id in &ids {
+        let recorded = ledger.letters_of(id).await.unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].status, Status::Sent);
+        assert_eq!(recorded[0].attempts, 1);
+        let told = ledger
+            .audit_of(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action.starts_with("letter_sent:received"))
+            .count();
+        assert_eq!(told, 1, "request {id}");
+    }
+    // Each request's submission and start, and its letter's event: the
+    // chain links every one of them, those of one batch included.
+    assert_eq!(ledger.verify_audit().await.unwrap(), 20 * 3);
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn the_sender_is_woken_by_a_change_that_queued_a_letter() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let (changes, _) = broadcast::channel(64);
+    // A poll far longer than the test: only the change wakes the sender.
+    let letters = sender_on(
+        &ledger,
+        &fake,
+        5,
+        changes.clone(),
+        Duration::from_secs(3600),
+    );
+    let (stop_tx, stop) = watch::channel(false);
+    let run = tokio::spawn(letters.run(stop));
+    // Its first look finds nothing; then a request is received.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (r, _) = ledger
+        .submit(
+            submission("wake-0001"),
+            chrono::Utc::now().date_naive(),
+            "portal",
+        )
+        .await
+        .unwrap();
+    assert!(fake.letters.lock().unwrap().is_empty());
+    changes.send(Change::written(&r)).unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ledger.letters_of(&r.id).await.unwrap()[0].status
+        != dsr_orchestrator::letters::Status::Sent
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the letter was not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.letters.lock().unwrap().len(), 1);
+    stop_tx.send(true).unwrap();
+    run.await.unwrap();
     db.finish().await;
 }
 
