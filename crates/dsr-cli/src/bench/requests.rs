@@ -110,6 +110,17 @@ pub(super) async fn follow(
     anyhow::bail!("the watch of {} ended before completion", r.id)
 }
 
+/// Letters the identity service took to send so far (its `SendLetter`
+/// calls served), from the ops ports at `ops`.
+async fn letters_sent(ops: u16) -> anyhow::Result<f64> {
+    Ok(super::floor::calls_served(ops, 10)
+        .await?
+        .iter()
+        .filter(|(m, _)| m.ends_with("/SendLetter"))
+        .map(|(_, n)| n)
+        .sum())
+}
+
 /// The process's CPU time since `from`, per request, for printing.
 fn cpu_per(from: Option<Duration>, requests: usize) -> String {
     match (from, super::process_cpu()) {
@@ -362,6 +373,14 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         .map(|(m, n)| format!("{m} {n:.1}"))
         .collect();
     println!("  gRPC calls per request, most first: {}", top.join(", "));
+    // The letters a request sends (acknowledgement, answer), as the
+    // sequential phase sent them: the concurrent phase's letters are
+    // counted as sent when as many went out per request.
+    let letters_per = by_method
+        .iter()
+        .find(|(m, _)| m.ends_with("/SendLetter"))
+        .map_or(0.0, |(_, n)| (n * 10.0).round() / 10.0);
+    let letters0 = letters_sent(ops).await?;
     // Concurrency N.
     let cpu0 = super::process_cpu();
     let started = Instant::now();
@@ -410,6 +429,24 @@ pub(super) async fn run(base: &Config, plan: Plan) -> anyhow::Result<()> {
         pct(&lat, 0.5),
         pct(&lat, 0.99),
         lat.len() as f64 / wall.as_secs_f64()
+    );
+    // A request is answered when its letters are sent too: a mesh that
+    // completes requests faster than it writes to the people would show
+    // a throughput its letters do not keep up with.
+    let expected = (letters_per * lat.len() as f64).floor();
+    let at_end = letters_sent(ops).await? - letters0;
+    let mut sent = at_end;
+    let drain = Instant::now();
+    while sent < expected && drain.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sent = letters_sent(ops).await? - letters0;
+    }
+    let whole = wall + drain.elapsed();
+    println!(
+        "  letters of the phase ({letters_per:.1} a request): {at_end:.0} of {expected:.0} sent when its last request completed, {sent:.0} {:.2} s later; with every letter sent {:.1} requests/s, {} CPU each",
+        drain.elapsed().as_secs_f64(),
+        lat.len() as f64 / whole.as_secs_f64(),
+        cpu_per(cpu0, lat.len())
     );
     let Embedded { dir, mesh, .. } = embedded;
     mesh.stop().await?;
