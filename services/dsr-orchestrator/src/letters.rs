@@ -300,15 +300,40 @@ pub(crate) async fn queue_for_request<C: ConnectionTrait>(
 }
 
 fn view(m: letter::Model) -> Option<LetterView> {
+    letter_view(
+        &m.kind,
+        m.key,
+        &m.status,
+        m.channel,
+        m.queued_at,
+        m.sent_at,
+        m.attempts,
+        m.last_error,
+    )
+}
+
+/// A letter as shown, from its recorded columns; `None` for a kind or a
+/// status this version does not know.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn letter_view(
+    kind: &str,
+    key: String,
+    status: &str,
+    channel: Option<String>,
+    queued_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    last_error: Option<String>,
+) -> Option<LetterView> {
     Some(LetterView {
-        kind: LetterKind::parse(&m.kind)?,
-        key: m.key,
-        status: Status::parse(&m.status)?,
-        channel: m.channel,
-        queued_at: m.queued_at,
-        sent_at: m.sent_at,
-        attempts: u32::try_from(m.attempts).unwrap_or(0),
-        last_error: m.last_error,
+        kind: LetterKind::parse(kind)?,
+        key,
+        status: Status::parse(status)?,
+        channel,
+        queued_at,
+        sent_at,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        last_error,
     })
 }
 

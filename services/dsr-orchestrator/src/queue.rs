@@ -758,36 +758,68 @@ impl Ledger {
             .order_by_asc(step::Column::Id)
             .all(self.db())
             .await?;
-        let current = step_for(r.kind, r.state);
-        Ok(steps_of(r.kind)
-            .iter()
-            .map(|name| {
-                let mine: Vec<&step::Model> = rows.iter().filter(|x| x.step == *name).collect();
-                let last = mine.last();
-                let done = mine.iter().find(|x| x.outcome == "done");
-                let last_error = mine.iter().rev().find_map(|x| x.error.clone());
-                let status = match (done, last.map(|x| x.outcome.as_str())) {
-                    (Some(_), _) => StepStatus::Done,
-                    (None, None) => StepStatus::Pending,
-                    (None, Some("running")) => StepStatus::Running,
-                    (None, Some(_)) if current == Some(*name) && r.next_attempt_at.is_some() => {
-                        StepStatus::WaitingRetry
-                    }
-                    (None, Some(_)) if current == Some(*name) => StepStatus::Failed,
-                    (None, Some(_)) => StepStatus::Pending,
-                };
-                StepView {
-                    name,
-                    status,
-                    attempts: u32::try_from(mine.len()).unwrap_or(u32::MAX),
-                    last_error,
-                    next_attempt_at: (status == StepStatus::WaitingRetry)
-                        .then_some(r.next_attempt_at)
-                        .flatten(),
-                    done_at: done.and_then(|x| x.finished_at),
-                }
-            })
-            .collect())
+        Ok(step_views(r, &rows))
+    }
+
+    /// A request's letters, in the order they were queued, and its steps
+    /// (what a view of it shows), read in one statement.
+    pub async fn letters_and_steps(
+        &self,
+        r: &Request,
+    ) -> Result<(Vec<crate::letters::LetterView>, Vec<StepView>), Error> {
+        let backend = self.db().get_database_backend();
+        let (a, b) = if backend == DbBackend::Postgres {
+            ("$1", "$2")
+        } else {
+            ("?1", "?2")
+        };
+        let sql = format!(
+            "SELECT 0 AS part, id, key AS s1, kind AS s2, status AS s3, channel AS s4, \
+               last_error AS s5, attempts AS n, queued_at AS t1, sent_at AS t2 \
+             FROM orchestrator_letter WHERE request_id = {a} \
+             UNION ALL \
+             SELECT 1, id, step, worker, outcome, NULL, error, attempt, started_at, finished_at \
+             FROM orchestrator_step WHERE request_id = {b} \
+             ORDER BY part, id"
+        );
+        let rows = self
+            .db()
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [Value::from(r.id.clone()), Value::from(r.id.clone())],
+            ))
+            .await?;
+        let mut letters = Vec::new();
+        let mut steps = Vec::new();
+        for row in rows {
+            let part: i32 = row.try_get("", "part")?;
+            let id: i64 = row.try_get("", "id")?;
+            let s1: String = row.try_get("", "s1")?;
+            let s2: String = row.try_get("", "s2")?;
+            let s3: String = row.try_get("", "s3")?;
+            let s4: Option<String> = row.try_get("", "s4")?;
+            let s5: Option<String> = row.try_get("", "s5")?;
+            let n: i32 = row.try_get("", "n")?;
+            let t1: DateTime<Utc> = row.try_get("", "t1")?;
+            let t2: Option<DateTime<Utc>> = row.try_get("", "t2")?;
+            if part == 0 {
+                letters.extend(crate::letters::letter_view(&s2, s1, &s3, s4, t1, t2, n, s5));
+            } else {
+                steps.push(step::Model {
+                    id,
+                    request_id: r.id.clone(),
+                    step: s1,
+                    attempt: n,
+                    worker: s2,
+                    started_at: t1,
+                    finished_at: t2,
+                    outcome: s3,
+                    error: s5,
+                });
+            }
+        }
+        Ok((letters, step_views(r, &steps)))
     }
 
     /// Every row of the step log of a request, in order (for tests and
@@ -809,4 +841,38 @@ impl Ledger {
             })
             .collect())
     }
+}
+
+/// The steps of request `r` from its step log's rows (in order).
+fn step_views(r: &Request, rows: &[step::Model]) -> Vec<StepView> {
+    let current = step_for(r.kind, r.state);
+    steps_of(r.kind)
+        .iter()
+        .map(|name| {
+            let mine: Vec<&step::Model> = rows.iter().filter(|x| x.step == *name).collect();
+            let last = mine.last();
+            let done = mine.iter().find(|x| x.outcome == "done");
+            let last_error = mine.iter().rev().find_map(|x| x.error.clone());
+            let status = match (done, last.map(|x| x.outcome.as_str())) {
+                (Some(_), _) => StepStatus::Done,
+                (None, None) => StepStatus::Pending,
+                (None, Some("running")) => StepStatus::Running,
+                (None, Some(_)) if current == Some(*name) && r.next_attempt_at.is_some() => {
+                    StepStatus::WaitingRetry
+                }
+                (None, Some(_)) if current == Some(*name) => StepStatus::Failed,
+                (None, Some(_)) => StepStatus::Pending,
+            };
+            StepView {
+                name,
+                status,
+                attempts: u32::try_from(mine.len()).unwrap_or(u32::MAX),
+                last_error,
+                next_attempt_at: (status == StepStatus::WaitingRetry)
+                    .then_some(r.next_attempt_at)
+                    .flatten(),
+                done_at: done.and_then(|x| x.finished_at),
+            }
+        })
+        .collect()
 }

@@ -421,6 +421,68 @@ async fn a_request_runs_its_steps_and_retries_while_a_system_is_down() {
     db.finish().await;
 }
 
+/// What `Get` and `Watch` show of a request's letters and steps, read in
+/// one statement, is what their own reads give: letters queued and sent,
+/// steps failed (with their errors), running and done.
+#[tokio::test]
+async fn a_view_reads_letters_and_steps_as_their_own_reads_do() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    fake.system_down.store(true, Ordering::SeqCst);
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = start(&ledger, &fake, "w1", &stop);
+    let letters = sender(&ledger, &fake, 5);
+    let today = chrono::Utc::now().date_naive();
+    let (r, _) = ledger
+        .submit(submission("view-00001"), today, "portal")
+        .await
+        .unwrap();
+    let agrees = |r: dsr_orchestrator::ledger::Request| {
+        let ledger = ledger.clone();
+        async move {
+            let (letters, steps) = ledger.letters_and_steps(&r).await.unwrap();
+            assert_eq!(letters, ledger.letters_of(&r.id).await.unwrap());
+            assert_eq!(steps, ledger.steps(&r).await.unwrap());
+            (letters, steps)
+        }
+    };
+    // Failing, a letter queued.
+    let mut failing = None;
+    for _ in 0..500 {
+        let now = ledger.get(&r.id).await.unwrap();
+        if now.attempts >= 2 {
+            failing = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (queued, steps) = agrees(failing.expect("the locate step failed twice")).await;
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].sent_at.is_none());
+    let locate = steps.iter().find(|s| s.name == "locate").unwrap();
+    assert!(
+        locate.attempts >= 2 && locate.last_error.is_some(),
+        "{locate:?}"
+    );
+    // Completed, its letters sent.
+    fake.system_down.store(false, Ordering::SeqCst);
+    let done = wait_for(&ledger, &r.id, State::Completed).await;
+    assert_eq!(send_all(&letters).await, 2);
+    let (sent, steps) = agrees(done).await;
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent.iter()
+            .all(|l| l.sent_at.is_some() && l.channel.is_some())
+    );
+    assert!(
+        steps.iter().all(|s| s.status == StepStatus::Done),
+        "{steps:?}"
+    );
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    db.finish().await;
+}
+
 /// What the worker tells `Watch` streams is the request as it committed
 /// it (a stream shows it without reading the ledger again): each state in
 /// order, the last one exactly the request as recorded.

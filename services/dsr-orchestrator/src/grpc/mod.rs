@@ -921,10 +921,13 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> 
 
 impl Handlers {
     async fn view(&self, r: &ledger::Request) -> Result<pb::DataSubjectRequest, Status> {
-        // Two reads at once: a Watch answers one round trip sooner.
-        let (letters, steps) =
-            tokio::try_join!(self.d.ledger.letters_of(&r.id), self.d.ledger.steps(r))
-                .map_err(ledger_status)?;
+        // Letters and steps in one statement: a Watch shows every change.
+        let (letters, steps) = self
+            .d
+            .ledger
+            .letters_and_steps(r)
+            .await
+            .map_err(ledger_status)?;
         Ok(self.view_of(r, &letters, &steps))
     }
 
