@@ -271,6 +271,25 @@ fn submission(key: &str) -> Submission {
     }
 }
 
+/// `n` access requests submitted under keys `<prefix>-00000`, …; their ids
+/// in order.
+async fn submit_many(
+    ledger: &Ledger,
+    prefix: &str,
+    n: usize,
+    today: chrono::NaiveDate,
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let (r, _) = ledger
+            .submit(submission(&format!("{prefix}-{i:05}")), today, "portal")
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    ids
+}
+
 fn config(id: &str) -> WorkerConfig {
     WorkerConfig {
         worker_id: id.into(),
@@ -587,14 +606,7 @@ async fn two_workers_share_the_queue_and_no_step_is_done_twice() {
     let w1 = start(&ledger, &fake, "w1", &stop);
     let w2 = start(&ledger, &fake, "w2", &stop);
     let today = chrono::Utc::now().date_naive();
-    let mut ids = Vec::new();
-    for i in 0..60 {
-        let (r, _) = ledger
-            .submit(submission(&format!("key-{i:05}")), today, "portal")
-            .await
-            .unwrap();
-        ids.push(r.id);
-    }
+    let ids = submit_many(&ledger, "key", 60, today).await;
     for id in &ids {
         wait_for(&ledger, id, State::Completed).await;
     }
@@ -1162,14 +1174,7 @@ async fn letters_due_together_are_sent_in_batches_each_once_with_its_event() {
     let today = chrono::Utc::now().date_naive();
     // Twenty requests verified at submission and not yet worked on: each
     // has its acknowledgement queued.
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        let (r, _) = ledger
-            .submit(submission(&format!("batch-{i:04}")), today, "portal")
-            .await
-            .unwrap();
-        ids.push(r.id);
-    }
+    let ids = submit_many(&ledger, "batch", 20, today).await;
     // Sixteen at a time, then the rest, then nothing.
     assert_eq!(letters.send_due().await.unwrap(), 16);
     assert_eq!(letters.send_due().await.unwrap(), 4);
