@@ -158,7 +158,7 @@ impl Reference {
         for stmt in self.tables(mysql) {
             db.execute(&stmt).await?;
         }
-        for (name, table, col) in self.indexes() {
+        for (name, table, cols) in self.indexes() {
             // MySQL and MariaDB have no CREATE INDEX IF NOT EXISTS in
             // sea-query's dialect: ask first.
             if mysql
@@ -174,74 +174,95 @@ impl Reference {
             {
                 continue;
             }
-            let idx = Index::create()
-                .if_not_exists()
-                .name(name)
-                .table(Alias::new(table))
-                .col(Alias::new(col))
-                .to_owned();
+            let mut idx = Index::create();
+            idx.if_not_exists().name(name).table(Alias::new(table));
+            for col in cols {
+                idx.col(Alias::new(*col));
+            }
             db.execute(&idx).await?;
         }
         Ok(())
     }
 
-    fn indexes(self) -> Vec<(&'static str, &'static str, &'static str)> {
+    fn indexes(self) -> Vec<(&'static str, &'static str, &'static [&'static str])> {
         match self {
+            // A sweep pages through a controller's own rows in key order:
+            // the controller with the key.
             Self::Crm => vec![
-                ("idx_contacts_email", "contacts", "email"),
-                ("idx_contacts_phone", "contacts", "phone"),
-                ("idx_contacts_personnummer", "contacts", "personnummer"),
+                (
+                    "idx_contacts_controller",
+                    "contacts",
+                    &["controller_orgnr", "id"],
+                ),
+                (
+                    "idx_prospects_controller",
+                    "prospects",
+                    &["controller_orgnr", "id"],
+                ),
+                ("idx_contacts_email", "contacts", &["email"]),
+                ("idx_contacts_phone", "contacts", &["phone"]),
+                ("idx_contacts_personnummer", "contacts", &["personnummer"]),
                 (
                     "idx_contacts_customer_number",
                     "contacts",
-                    "customer_number",
+                    &["customer_number"],
                 ),
                 (
                     "idx_contacts_relationship_ended_on",
                     "contacts",
-                    "relationship_ended_on",
+                    &["relationship_ended_on"],
                 ),
                 (
                     "idx_kyc_documents_contact_id",
                     "kyc_documents",
-                    "contact_id",
+                    &["contact_id"],
                 ),
                 (
                     "idx_pep_screenings_contact_id",
                     "pep_screenings",
-                    "contact_id",
+                    &["contact_id"],
                 ),
                 (
                     "idx_event_registrations_contact_id",
                     "event_registrations",
-                    "contact_id",
+                    &["contact_id"],
                 ),
                 (
                     "idx_survey_responses_contact_id",
                     "survey_responses",
-                    "contact_id",
+                    &["contact_id"],
                 ),
-                ("idx_prospects_email", "prospects", "email"),
+                ("idx_prospects_email", "prospects", &["email"]),
                 (
                     "idx_prospect_interactions_prospect_id",
                     "prospect_interactions",
-                    "prospect_id",
+                    &["prospect_id"],
                 ),
             ],
             Self::PrintMail => vec![
                 (
+                    "idx_recipients_controller",
+                    "recipients",
+                    &["controller_orgnr", "id"],
+                ),
+                (
                     "idx_recipients_customer_number",
                     "recipients",
-                    "customer_number",
+                    &["customer_number"],
                 ),
-                ("idx_letters_recipient_id", "letters", "recipient_id"),
-                ("idx_letters_sent_on", "letters", "sent_on"),
+                ("idx_letters_recipient_id", "letters", &["recipient_id"]),
+                ("idx_letters_sent_on", "letters", &["sent_on"]),
             ],
             Self::Legal => vec![
-                ("idx_parties_phone", "parties", "phone"),
-                ("idx_parties_personnummer", "parties", "personnummer"),
-                ("idx_cases_party_id", "cases", "party_id"),
-                ("idx_case_documents_case_id", "case_documents", "case_id"),
+                (
+                    "idx_parties_controller",
+                    "parties",
+                    &["controller_orgnr", "id"],
+                ),
+                ("idx_parties_phone", "parties", &["phone"]),
+                ("idx_parties_personnummer", "parties", &["personnummer"]),
+                ("idx_cases_party_id", "cases", &["party_id"]),
+                ("idx_case_documents_case_id", "case_documents", &["case_id"]),
             ],
         }
     }

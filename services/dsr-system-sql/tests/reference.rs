@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use dsr_auth::{KeySet, TokenRequest, TokenSigner, Validator, ValidatorConfig};
 use dsr_connector::signing::ReceiptSigner;
+use dsr_domain::clock::Clock;
 use dsr_proto::common::v1 as common;
 use dsr_proto::system::v1 as pb;
 use dsr_proto::system::v1::data_system_client::DataSystemClient;
@@ -131,6 +132,11 @@ struct Running {
 }
 
 async fn start(db: &TestDb, r: Reference) -> Running {
+    start_at(db, r, Clock::system()).await
+}
+
+/// [`start`], the system reading the time from `clock`.
+async fn start_at(db: &TestDb, r: Reference, clock: Clock) -> Running {
     let m = Arc::new(Manifest::parse(r.manifest(), r.manifest_name()).unwrap());
     schema::check(&db.db, &m, r.manifest_name()).await.unwrap();
     let system = SqlSystem::new(
@@ -138,7 +144,8 @@ async fn start(db: &TestDb, r: Reference) -> Running {
         m,
         ReceiptSigner::generate("test"),
         Arc::new(ProtoReceipts),
-    );
+    )
+    .with_clock(clock);
     let keys = dsr_auth::generate_ed25519("k").unwrap();
     let validator = Arc::new(Validator::new(
         Arc::new(KeySet::from_jwks_json(&keys.jwks_json).unwrap()),
@@ -823,6 +830,281 @@ async fn rectify_object_and_sweep() {
     assert_eq!(count("contacts").await, before - erased);
     s.stop.take().unwrap().send(()).unwrap();
     db.finish().await;
+}
+
+/// A row of a manifest table as the sweep's rule sees it.
+#[derive(Clone, Debug)]
+struct SweepRow {
+    parent: Option<String>,
+    controller: Option<String>,
+    anchor: Option<String>,
+    restricted: bool,
+    reasons: Option<String>,
+}
+
+/// Every row of every table of `m`, by table and key.
+async fn sweep_rows(
+    db: &sea_orm::DatabaseConnection,
+    m: &Manifest,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, SweepRow>> {
+    let text = if db.get_database_backend() == DbBackend::MySql {
+        "CHAR"
+    } else {
+        "TEXT"
+    };
+    let col =
+        |c: Option<&str>| c.map_or_else(|| "NULL".to_owned(), |c| format!("CAST({c} AS {text})"));
+    let mut out = std::collections::BTreeMap::new();
+    for t in &m.tables {
+        let q = format!(
+            "SELECT {}, {}, {}, {}, {}, {} FROM {}",
+            col(Some(&t.primary_key.column)),
+            col(t.parent.as_ref().map(|p| p.column.as_str())),
+            col(t.controller_column.as_deref()),
+            col(t.retention.as_ref().map(|r| r.anchor_column.as_str())),
+            col(Some(&t.restriction_column)),
+            col(Some(&t.restriction_reasons_column)),
+            t.name
+        );
+        let rows = db
+            .query_all_raw(Statement::from_string(db.get_database_backend(), q))
+            .await
+            .unwrap();
+        let get = |r: &sea_orm::QueryResult, i| r.try_get_by_index::<Option<String>>(i).unwrap();
+        out.insert(
+            t.name.clone(),
+            rows.iter()
+                .map(|r| {
+                    (
+                        get(r, 0).unwrap(),
+                        SweepRow {
+                            parent: get(r, 1),
+                            controller: get(r, 2),
+                            // A date, whatever the database prints after it.
+                            anchor: get(r, 3).map(|d| d.chars().take(10).collect()),
+                            restricted: get(r, 4).is_some(),
+                            reasons: get(r, 5),
+                        },
+                    )
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// The oracle: the keys a sweep for `controller` at `today` removes from
+/// `rows`, by table: rows whose rule's period ended, not restricted (or
+/// restricted for retention alone), and the controller's (its own column, or
+/// its parent's, up the chain) or with no parent left.
+fn sweep_due(
+    m: &Manifest,
+    rows: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, SweepRow>>,
+    controller: &str,
+    today: chrono::NaiveDate,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let owner = |table: &str, key: &str| -> Option<String> {
+        let (mut t, mut k) = (m.table(table)?, key.to_owned());
+        loop {
+            let row = rows.get(&t.name)?.get(&k)?;
+            if t.controller_column.is_some() {
+                return row.controller.clone();
+            }
+            k = row.parent.clone()?;
+            t = m.table(&t.parent.as_ref()?.table)?;
+        }
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for t in &m.tables {
+        let Some(rule) = &t.retention else { continue };
+        let cutoff = today
+            .checked_sub_months(chrono::Months::new(rule.months))
+            .unwrap()
+            .to_string();
+        let due = rows[&t.name]
+            .iter()
+            .filter(|(k, r)| {
+                r.anchor.as_ref().is_some_and(|a| *a < cutoff)
+                    && (!r.restricted || r.reasons.as_deref() == Some("retention"))
+                    && (owner(&t.name, k).as_deref() == Some(controller)
+                        || (t.parent.is_some() && r.parent.is_none()))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.insert(t.name.clone(), due);
+    }
+    out
+}
+
+/// The retention sweep removes exactly what the rule allows for the
+/// controller asking: on every reference system (a parent's children, a
+/// grandchild through two parents), rows whose period ended and whose
+/// controller is the one asking, or whose parent is gone; never another
+/// controller's, never a row restricted by a request or a hold (a row kept
+/// for retention alone goes); a dry run counts the same rows and changes
+/// nothing; pages of 7 rows.
+#[tokio::test]
+async fn a_sweep_removes_exactly_the_controllers_expired_rows() {
+    for r in Reference::ALL {
+        let db = seeded(r, 240).await;
+        let m = Manifest::parse(r.manifest(), r.manifest_name()).unwrap();
+        let today = reference::base_date() + chrono::Days::new(40);
+        let clock = Clock::starting_at(today.and_hms_opt(12, 0, 0).unwrap().and_utc());
+        let mut s = start_at(&db, r, clock).await;
+        // Make the cases the seed lacks: for each table with a rule, among
+        // its rows past their period, one restricted by a request (stays),
+        // one restricted for retention alone (goes), and on a child table
+        // one whose parent is gone (goes, whoever sweeps first).
+        let rows = sweep_rows(&db.db, &m).await;
+        let mut marked = 0;
+        for t in m.tables.iter().filter(|t| t.retention.is_some()) {
+            let cutoff = today
+                .checked_sub_months(chrono::Months::new(t.retention.as_ref().unwrap().months))
+                .unwrap()
+                .to_string();
+            let past: Vec<&String> = rows[&t.name]
+                .iter()
+                .filter(|(_, x)| x.anchor.as_ref().is_some_and(|a| *a < cutoff))
+                .map(|(k, _)| k)
+                .collect();
+            let set = |k: &String, assign: String| {
+                let q = format!(
+                    "UPDATE {} SET {assign} WHERE {} = {k}",
+                    t.name, t.primary_key.column
+                );
+                let db = db.db.clone();
+                async move {
+                    db.execute_unprepared(&q).await.unwrap();
+                }
+            };
+            if let [a, b, c, ..] = past.as_slice() {
+                set(
+                    a,
+                    format!(
+                        "{} = '2026-01-01', {} = 'request'",
+                        t.restriction_column, t.restriction_reasons_column
+                    ),
+                )
+                .await;
+                set(
+                    b,
+                    format!(
+                        "{} = '2026-01-01', {} = 'retention'",
+                        t.restriction_column, t.restriction_reasons_column
+                    ),
+                )
+                .await;
+                if let Some(p) = &t.parent {
+                    set(c, format!("{} = NULL", p.column)).await;
+                }
+                marked += 1;
+            }
+        }
+        assert!(
+            marked > 0,
+            "{}: no table has rows past their period",
+            r.id()
+        );
+
+        let mut removed_any = false;
+        for controller in m.controllers() {
+            let controller = controller.as_str().to_owned();
+            let before = sweep_rows(&db.db, &m).await;
+            let due = sweep_due(&m, &before, &controller, today);
+            let receipt = |op: pb::Operation| {
+                let receipt = pb::Receipt::decode(op.receipt.unwrap().payload.as_slice()).unwrap();
+                receipt
+                    .stores
+                    .iter()
+                    .map(|x| (x.store.clone(), (x.matched, x.affected)))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
+            for dry_run in [true, false] {
+                let key = format!("sweep-{}-{controller}-{dry_run}", r.id());
+                let op = s
+                    .client
+                    .sweep(s.req(pb::SweepRequest {
+                        instruction: header(r.id(), &controller, &key),
+                        dry_run,
+                        batch_size: 7,
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .operation
+                    .unwrap();
+                let done = receipt(watch(&mut s, &op.id).await);
+                let after = sweep_rows(&db.db, &m).await;
+                let removed: std::collections::BTreeMap<
+                    &String,
+                    std::collections::BTreeSet<&String>,
+                > = before
+                    .iter()
+                    .map(|(t, rows)| {
+                        (
+                            t,
+                            rows.keys().filter(|k| !after[t].contains_key(*k)).collect(),
+                        )
+                    })
+                    .collect();
+                for (table, keys) in &due {
+                    let n = keys.len() as u64;
+                    let want = if dry_run { (n, 0) } else { (n, n) };
+                    assert_eq!(
+                        done[table],
+                        want,
+                        "{} {table} {controller} dry {dry_run}",
+                        r.id()
+                    );
+                    if dry_run {
+                        assert!(
+                            removed[table].is_empty(),
+                            "{} {table}: a dry run removed rows",
+                            r.id()
+                        );
+                    } else {
+                        assert!(
+                            keys.iter().all(|k| removed[table].contains(k)),
+                            "{} {table} {controller}: {keys:?} due, {:?} removed",
+                            r.id(),
+                            removed[table]
+                        );
+                    }
+                    removed_any |= !dry_run && n > 0;
+                }
+                // Nothing else went, but rows whose parent went with a
+                // cascading foreign key (the schema's, not the sweep's).
+                for (table, keys) in &removed {
+                    let t = m.table(table).unwrap();
+                    for k in keys {
+                        let due_here = due.get(*table).is_some_and(|d| d.contains(*k));
+                        let cascaded = t.parent.as_ref().is_some_and(|p| {
+                            before[*table][*k]
+                                .parent
+                                .as_ref()
+                                .is_some_and(|pk| removed[&p.table].contains(pk))
+                        });
+                        assert!(
+                            due_here || cascaded,
+                            "{} {table} {k}: removed, not due",
+                            r.id()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(removed_any, "{}: the sweeps removed nothing", r.id());
+        // Whatever is left past its period is restricted by a request or
+        // belongs to no controller's scope.
+        let left = sweep_rows(&db.db, &m).await;
+        for controller in m.controllers() {
+            for (table, keys) in sweep_due(&m, &left, controller.as_str(), today) {
+                assert!(keys.is_empty(), "{} {table}: {keys:?} left", r.id());
+            }
+        }
+        s.stop.take().unwrap().send(()).unwrap();
+        db.finish().await;
+    }
 }
 
 /// Follows WatchOperation until the operation ends.

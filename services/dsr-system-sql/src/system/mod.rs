@@ -504,30 +504,18 @@ impl SqlSystem {
         }
     }
 
-    /// The condition keeping `table`'s rows to `controller`'s.
+    /// The condition keeping `table`'s rows to `controller`'s: a table
+    /// naming the controller filters on it, a child table through a
+    /// correlated EXISTS on its parent (one primary-key lookup of the parent
+    /// per row, where `IN (SELECT …)` would list every parent of the
+    /// controller).
     fn scope(&self, table: &TableSpec, controller: &Organisationsnummer) -> Option<Expr> {
-        self.scope_as(table, controller, false)
-    }
-
-    /// [`Self::scope`]; with `per_row`, the parent is looked up by a scalar
-    /// subquery, `(SELECT 1 … LIMIT 1) IS NOT NULL`, which PostgreSQL always
-    /// evaluates as one primary-key lookup per row read: an `EXISTS` it may
-    /// turn into a hash of every parent of the controller, built again for
-    /// every page of a sweep.
-    fn scope_as(
-        &self,
-        table: &TableSpec,
-        controller: &Organisationsnummer,
-        per_row: bool,
-    ) -> Option<Expr> {
         if let Some(col) = &table.controller_column {
             return Some(Expr::col(Alias::new(col)).eq(controller.as_str()));
         }
-        // A correlated EXISTS: one primary-key lookup of the parent per row,
-        // where `IN (SELECT …)` would list every parent of the controller.
         let parent_ref = table.parent.as_ref()?;
         let parent = self.manifest.table(&parent_ref.table)?;
-        let parent_scope = self.scope_as(parent, controller, per_row)?;
+        let parent_scope = self.scope(parent, controller)?;
         let mut sub = Query::select();
         sub.expr(Expr::val(1))
             .from(Alias::new(&parent.name))
@@ -539,10 +527,6 @@ impl SqlSystem {
                 .equals((Alias::new(&table.name), Alias::new(&parent_ref.column))),
             )
             .and_where(parent_scope);
-        if per_row {
-            sub.limit(1);
-            return Some(Expr::SubQuery(None, Box::new(sub.into())).is_not_null());
-        }
         Some(Expr::exists(sub))
     }
 

@@ -72,6 +72,17 @@ impl SqlSystem {
         Ok(op)
     }
 
+    /// The sweep for `controller`. Tables under a table naming the
+    /// controller (the controller's *own* table: a contact's KYC documents,
+    /// events and surveys under its contact) are swept together with it, in
+    /// pages of `batch` of the controller's own rows in key order: each page
+    /// removes, in one transaction, the expired rows that belong to those
+    /// rows, children first, then the expired ones among them. Each of the
+    /// controller's rows and each row below it is read once, and no other
+    /// controller's row at all (a walk of a child table by its own key would
+    /// pass every controller's rows and look up the parent of each). Rows
+    /// whose parent is gone, and tables no controller names, are walked by
+    /// their own key.
     pub(super) async fn run_sweep(
         &self,
         id: &str,
@@ -80,129 +91,374 @@ impl SqlSystem {
         batch: usize,
         now: DateTime<Utc>,
     ) -> Result<(Vec<StoreOutcome>, u64), Error> {
-        let mut stores = Vec::new();
-        let mut done = 0u64;
-        let mut progress = Throttle::default();
-        for t in self.manifest.children_first() {
-            let Some(rule) = &t.retention else { continue };
+        let order = self.manifest.children_first();
+        let mut tally: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let mut sweep = Pass {
+            controller,
+            dry_run,
+            batch,
+            now,
+            done: 0,
+            progress: Throttle::default(),
+            id,
+        };
+        // Rows whose parent is gone, and tables whose rows no controller
+        // names (one controller's system): by their own key.
+        for t in order.iter().filter(|t| t.retention.is_some()) {
+            let scope = match self.own_table(t) {
+                Some(root) if root.name == t.name => continue,
+                Some(_) => t
+                    .parent
+                    .as_ref()
+                    .map(|p| Expr::col(Alias::new(&p.column)).is_null()),
+                None => None,
+            };
+            let (m, a) = self.sweep_by_key(t, scope, &mut sweep).await?;
+            let e = tally.entry(t.name.as_str()).or_default();
+            e.0 += m;
+            e.1 += a;
+        }
+        // The controller's own tables, each with the tables under it.
+        let mut roots: Vec<&TableSpec> = Vec::new();
+        for t in order.iter().filter(|t| t.retention.is_some()) {
+            if let Some(root) = self.own_table(t)
+                && !roots.iter().any(|r| r.name == root.name)
+            {
+                roots.push(root);
+            }
+        }
+        roots.sort_by_key(|r| order.iter().position(|t| t.name == r.name));
+        for root in roots {
+            let group: Vec<&TableSpec> = order
+                .iter()
+                .copied()
+                .filter(|t| {
+                    t.retention.is_some() && self.own_table(t).is_some_and(|r| r.name == root.name)
+                })
+                .collect();
+            for (name, (m, a)) in self.sweep_under(root, &group, &mut sweep).await? {
+                let e = tally.entry(name).or_default();
+                e.0 += m;
+                e.1 += a;
+            }
+        }
+        let stores = order
+            .iter()
+            .filter(|t| t.retention.is_some())
+            .map(|t| {
+                let (matched, affected) = tally.get(t.name.as_str()).copied().unwrap_or_default();
+                StoreOutcome {
+                    store: t.name.clone(),
+                    categories: t.categories().into_iter().map(str::to_owned).collect(),
+                    matched,
+                    affected,
+                    refused: 0,
+                    method: (!dry_run).then_some(Self::sweep_method(t)),
+                }
+            })
+            .collect();
+        self.ops.progress(id, sweep.done).await?;
+        Ok((stores, sweep.done))
+    }
+
+    fn sweep_method(t: &TableSpec) -> Method {
+        match t.erasure {
+            ErasureAction::Nullify => Method::Nullify,
+            ErasureAction::Anonymise => Method::Anonymise,
+            ErasureAction::Delete | ErasureAction::Retain => Method::Delete,
+        }
+    }
+
+    /// The table naming the controller that `t`'s rows belong to: `t`
+    /// itself, or the nearest parent that names it; none on a system whose
+    /// rows name no controller.
+    fn own_table<'m>(&'m self, t: &'m TableSpec) -> Option<&'m TableSpec> {
+        let mut cur = t;
+        for _ in 0..=self.manifest.tables.len() {
+            if cur.controller_column.is_some() {
+                return Some(cur);
+            }
+            cur = self.manifest.table(&cur.parent.as_ref()?.table)?;
+        }
+        None
+    }
+
+    /// `t`'s rows whose retention ended and that may go
+    /// ([`Self::unprotected`]), whoever's they are.
+    fn expired(&self, t: &TableSpec, now: DateTime<Utc>) -> sea_orm::sea_query::Condition {
+        let mut c = sea_orm::sea_query::Condition::all();
+        if let Some(rule) = &t.retention {
             let cutoff = now
                 .date_naive()
                 .checked_sub_months(Months::new(rule.months))
                 .unwrap_or(NaiveDate::MIN);
-            let method = match t.erasure {
-                ErasureAction::Nullify => Method::Nullify,
-                ErasureAction::Anonymise => Method::Anonymise,
-                ErasureAction::Delete | ErasureAction::Retain => Method::Delete,
+            c = c
+                .add(Expr::col(Alias::new(&rule.anchor_column)).is_not_null())
+                .add(Expr::col(Alias::new(&rule.anchor_column)).lt(cutoff));
+        }
+        c.add(Self::unprotected(t))
+    }
+
+    /// Rows not restricted, or restricted for retention alone (kept over an
+    /// erasure until their date, which the sweep's rule checks); never one
+    /// under an Art. 18 request or a legal hold.
+    fn unprotected(t: &TableSpec) -> Expr {
+        Expr::col(Alias::new(&t.restriction_column))
+            .is_null()
+            .or(Expr::col(Alias::new(&t.restriction_reasons_column)).eq(Reasons::retention_only()))
+    }
+
+    /// `t`'s rows in `scope` whose retention ended, walked in keyset pages
+    /// of `batch` by `t`'s key, one transaction a page; (matched, affected).
+    async fn sweep_by_key(
+        &self,
+        t: &TableSpec,
+        scope: Option<Expr>,
+        pass: &mut Pass<'_>,
+    ) -> Result<(u64, u64), Error> {
+        let method = Self::sweep_method(t);
+        let now = pass.now;
+        let cond = || {
+            let c = self.expired(t, now);
+            match &scope {
+                Some(s) => c.add(s.clone()),
+                None => c,
+            }
+        };
+        let (mut matched, mut affected) = (0u64, 0u64);
+        // Keyset pages in key order: each row is read once, whatever the
+        // rows deleted before (a page restarting from the top would read
+        // those again every batch, quadratic in the table's size).
+        let mut last: Option<Value> = None;
+        loop {
+            let mut sel = Query::select();
+            sel.expr(text_col(self.text, &t.primary_key.column))
+                .from(Alias::new(&t.name))
+                .cond_where(cond())
+                // Qualified: the select list's `CAST(pk AS text)` is named
+                // like the key, and PostgreSQL would order by that text (so
+                // "1000" < "999") and the keyset skip rows.
+                .order_by(
+                    (Alias::new(&t.name), Alias::new(&t.primary_key.column)),
+                    sea_orm::sea_query::Order::Asc,
+                )
+                .limit(pass.batch as u64);
+            if let Some(v) = last.clone() {
+                sel.and_where(
+                    Expr::col((Alias::new(&t.name), Alias::new(&t.primary_key.column))).gt(v),
+                );
+            }
+            let txn = self.sweep_txn().await?;
+            let keys: Vec<String> = self
+                .query(&txn, &sel)
+                .await?
+                .iter()
+                .filter_map(|r| get_text(r, 0).ok().flatten())
+                .collect();
+            let Some(last_key) = keys.last() else {
+                txn.commit().await?;
+                break;
             };
-            let expired = || {
-                let mut c = sea_orm::sea_query::Condition::all()
-                    .add(Expr::col(Alias::new(&rule.anchor_column)).is_not_null())
-                    .add(Expr::col(Alias::new(&rule.anchor_column)).lt(cutoff));
-                if let Some(scope) = self.sweep_scope(t, controller) {
-                    c = c.add(scope);
-                }
-                c
-            };
-            let (mut matched, mut affected) = (0u64, 0u64);
-            // Keyset pages in key order: each row is read once per pass,
-            // whatever the other controllers' expired rows or the rows
-            // deleted before (a page restarting from the top would read
-            // those again every batch, quadratic in the table's size).
-            let mut last: Option<Value> = None;
-            loop {
-                let mut sel = Query::select();
-                sel.expr(text_col(self.text, &t.primary_key.column))
-                    .from(Alias::new(&t.name))
-                    .cond_where(expired())
-                    // Qualified: the select list's `CAST(pk AS text)` is
-                    // named like the key, and PostgreSQL would order by that
-                    // text (so "1000" < "999") and the keyset skip rows.
-                    .order_by(
-                        (Alias::new(&t.name), Alias::new(&t.primary_key.column)),
-                        sea_orm::sea_query::Order::Asc,
+            last = self.key_value(t, last_key);
+            matched += keys.len() as u64;
+            if !pass.dry_run && method == Method::Delete {
+                // The rule is checked again, so a row restricted since the
+                // page was read stays.
+                let mut del = Query::delete();
+                del.from_table(Alias::new(&t.name))
+                    .and_where(
+                        Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, &keys)),
                     )
-                    .limit(batch as u64);
-                if let Some(v) = last.clone() {
-                    sel.and_where(
-                        Expr::col((Alias::new(&t.name), Alias::new(&t.primary_key.column))).gt(v),
-                    );
-                }
-                // One transaction per page. On PostgreSQL without JIT: a page
-                // is a short query, but its estimated cost (the whole table,
-                // before LIMIT) passes the JIT thresholds, and compiling it
-                // took longer than running it, at every page.
-                let txn = self.db.begin().await?;
-                if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-                    txn.execute_unprepared("SET LOCAL jit = off").await?;
-                }
-                let keys: Vec<String> = self
-                    .query(&txn, &sel)
+                    .cond_where(cond());
+                affected += txn
+                    .execute_raw(txn.get_database_backend().build(&del))
                     .await?
-                    .iter()
-                    .filter_map(|r| get_text(r, 0).ok().flatten())
-                    .collect();
-                let Some(last_key) = keys.last() else {
-                    txn.commit().await?;
-                    break;
-                };
-                last = self.key_value(t, last_key);
-                matched += keys.len() as u64;
-                if !dry_run && method == Method::Delete {
-                    // One statement per page; the rule is checked again, so
-                    // a row restricted since the page was read stays.
+                    .rows_affected();
+            } else if !pass.dry_run {
+                affected += self.erase_rows(&txn, t, &keys, method).await?;
+            }
+            txn.commit().await?;
+            pass.advance(&self.ops, keys.len() as u64).await?;
+            if keys.len() < pass.batch {
+                break;
+            }
+        }
+        Ok((matched, affected))
+    }
+
+    /// The controller's rows of `root` in keyset pages of `batch`, and with
+    /// each page the expired rows of `group` (the tables under `root`,
+    /// children first, then `root` itself) that belong to the page's rows;
+    /// (matched, affected) per table.
+    async fn sweep_under<'t>(
+        &self,
+        root: &TableSpec,
+        group: &[&'t TableSpec],
+        pass: &mut Pass<'_>,
+    ) -> Result<BTreeMap<&'t str, (u64, u64)>, Error> {
+        let mut out: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        let Some(ctl) = &root.controller_column else {
+            return Ok(out);
+        };
+        let pk =
+            |t: &TableSpec| Expr::col((Alias::new(&t.name), Alias::new(&t.primary_key.column)));
+        let mut last: Option<Value> = None;
+        loop {
+            // The page: how many of the controller's next rows, and the last
+            // key among them (the keys themselves stay in the database).
+            let mut page = Query::select();
+            page.expr_as(pk(root), Alias::new("k"))
+                .from(Alias::new(&root.name))
+                .and_where(Expr::col(Alias::new(ctl)).eq(pass.controller.as_str()))
+                .order_by(
+                    (Alias::new(&root.name), Alias::new(&root.primary_key.column)),
+                    sea_orm::sea_query::Order::Asc,
+                )
+                .limit(pass.batch as u64);
+            if let Some(v) = last.clone() {
+                page.and_where(pk(root).gt(v));
+            }
+            let mut sel = Query::select();
+            sel.expr(Expr::col(sea_orm::sea_query::Asterisk).count())
+                .expr(
+                    Expr::col((Alias::new("page"), Alias::new("k")))
+                        .max()
+                        .cast_as(Alias::new(self.text.0)),
+                )
+                .from_subquery(page, Alias::new("page"));
+            let txn = self.sweep_txn().await?;
+            let row = self.query(&txn, &sel).await?;
+            let n = row
+                .first()
+                .map(|r| r.try_get_by_index::<i64>(0))
+                .transpose()?
+                .unwrap_or(0);
+            let Some(last_key) = row.first().and_then(|r| get_text(r, 1).ok().flatten()) else {
+                txn.commit().await?;
+                break;
+            };
+            let upper = self.key_value(root, &last_key);
+            // The page's rows of `t`: the root's keys in (last, upper], or
+            // the children of such rows, level by level.
+            let in_page = |t: &TableSpec| -> Option<Expr> {
+                let mut chain = vec![t];
+                while chain.last()?.name != root.name {
+                    let p = chain.last()?.parent.as_ref()?;
+                    chain.push(self.manifest.table(&p.table)?);
+                }
+                let mut range = Expr::col(Alias::new(ctl))
+                    .eq(pass.controller.as_str())
+                    .and(pk(root).lte(upper.clone()?));
+                if let Some(v) = last.clone() {
+                    range = range.and(pk(root).gt(v));
+                }
+                // From the root down: each level's rows whose parent is
+                // among the level above's.
+                let mut cond = range;
+                for w in chain.windows(2).rev() {
+                    let (child, parent) = (w[0], w[1]);
+                    let mut sub = Query::select();
+                    sub.expr(pk(parent))
+                        .from(Alias::new(&parent.name))
+                        .and_where(cond);
+                    cond = Expr::col((
+                        Alias::new(&child.name),
+                        Alias::new(&child.parent.as_ref()?.column),
+                    ))
+                    .in_subquery(sub);
+                }
+                Some(cond)
+            };
+            let mut rows = 0u64;
+            for t in group {
+                let Some(scope) = in_page(t) else { continue };
+                let cond = self.expired(t, pass.now).add(scope);
+                let method = Self::sweep_method(t);
+                let (m, a) = if pass.dry_run {
+                    let mut count = Query::select();
+                    count
+                        .expr(Expr::col(sea_orm::sea_query::Asterisk).count())
+                        .from(Alias::new(&t.name))
+                        .cond_where(cond);
+                    let n = self
+                        .query(&txn, &count)
+                        .await?
+                        .first()
+                        .map(|r| r.try_get_by_index::<i64>(0))
+                        .transpose()?
+                        .unwrap_or(0);
+                    (n.unsigned_abs(), 0)
+                } else if method == Method::Delete {
+                    // One statement: the rule and the restriction are
+                    // checked in it, so a row restricted meanwhile stays.
                     let mut del = Query::delete();
-                    del.from_table(Alias::new(&t.name))
-                        .and_where(
-                            Expr::col(Alias::new(&t.primary_key.column))
-                                .is_in(self.values(t, &keys)),
-                        )
-                        .cond_where(expired());
-                    affected += txn
+                    del.from_table(Alias::new(&t.name)).cond_where(cond);
+                    let n = txn
                         .execute_raw(txn.get_database_backend().build(&del))
                         .await?
                         .rows_affected();
-                } else if !dry_run {
-                    affected += self.erase_rows(&txn, t, &keys, method).await?;
-                }
-                txn.commit().await?;
-                done += keys.len() as u64;
-                progress.report(&self.ops, id, done).await?;
-                if keys.len() < batch {
-                    break;
-                }
+                    (n, n)
+                } else {
+                    let mut sel = Query::select();
+                    sel.expr(text_col(self.text, &t.primary_key.column))
+                        .from(Alias::new(&t.name))
+                        .cond_where(cond);
+                    let keys: Vec<String> = self
+                        .query(&txn, &sel)
+                        .await?
+                        .iter()
+                        .filter_map(|r| get_text(r, 0).ok().flatten())
+                        .collect();
+                    let a = self.erase_rows(&txn, t, &keys, method).await?;
+                    (keys.len() as u64, a)
+                };
+                let e = out.entry(t.name.as_str()).or_default();
+                e.0 += m;
+                e.1 += a;
+                rows += m;
             }
-            stores.push(StoreOutcome {
-                store: t.name.clone(),
-                categories: t.categories().into_iter().map(str::to_owned).collect(),
-                matched,
-                affected,
-                refused: 0,
-                method: (!dry_run).then_some(method),
-            });
+            txn.commit().await?;
+            pass.advance(&self.ops, rows).await?;
+            last = upper;
+            if n < pass.batch as i64 {
+                break;
+            }
         }
-        self.ops.progress(id, done).await?;
-        Ok((stores, done))
+        Ok(out)
     }
 
-    /// The rows a sweep for `controller` may remove: the controller's, and
-    /// rows whose parent is gone (their retention rule still applies, and no
-    /// controller's scope would otherwise reach them); a restricted row only
-    /// when it is restricted for retention alone (kept over an erasure
-    /// until its date, which the sweep's rule checks), never one under an
-    /// Art. 18 request or a legal hold.
-    pub(super) fn sweep_scope(
-        &self,
-        t: &TableSpec,
-        controller: &Organisationsnummer,
-    ) -> Option<Expr> {
-        let scope = self.scope_as(t, controller, true)?;
-        let scope = match &t.parent {
-            Some(p) => scope.or(Expr::col(Alias::new(&p.column)).is_null()),
-            None => scope,
-        };
-        let unprotected = Expr::col(Alias::new(&t.restriction_column))
-            .is_null()
-            .or(Expr::col(Alias::new(&t.restriction_reasons_column)).eq(Reasons::retention_only()));
-        Some(scope.and(unprotected))
+    /// A page's transaction. On PostgreSQL without JIT (a page is a short
+    /// query, but its estimated cost, a whole table before LIMIT, can pass
+    /// the JIT thresholds, and compiling it took longer than running it),
+    /// and with nested loops only: a page's rows below the controller's are
+    /// found from the page's own (a few hundred index lookups), where the
+    /// planner, not knowing the page's bounds when it plans the prepared
+    /// statement once for all pages, read a whole child table into a hash
+    /// at every page.
+    async fn sweep_txn(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        let txn = self.db.begin().await?;
+        if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+            txn.execute_unprepared("SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+                .await?;
+        }
+        Ok(txn)
+    }
+}
+
+/// A sweep's run: what it was asked and how far it got.
+struct Pass<'a> {
+    id: &'a str,
+    controller: &'a Organisationsnummer,
+    dry_run: bool,
+    batch: usize,
+    now: DateTime<Utc>,
+    done: u64,
+    progress: Throttle,
+}
+
+impl Pass<'_> {
+    async fn advance(&mut self, ops: &Operations, rows: u64) -> Result<(), Error> {
+        self.done += rows;
+        self.progress.report(ops, self.id, self.done).await
     }
 }
