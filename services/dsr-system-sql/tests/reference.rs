@@ -137,7 +137,12 @@ async fn start(db: &TestDb, r: Reference) -> Running {
 
 /// [`start`], the system reading the time from `clock`.
 async fn start_at(db: &TestDb, r: Reference, clock: Clock) -> Running {
-    let m = Arc::new(Manifest::parse(r.manifest(), r.manifest_name()).unwrap());
+    start_with(db, r, r.manifest(), clock).await
+}
+
+/// [`start_at`] with `manifest` for `r`'s schema.
+async fn start_with(db: &TestDb, r: Reference, manifest: &str, clock: Clock) -> Running {
+    let m = Arc::new(Manifest::parse(manifest, r.manifest_name()).unwrap());
     schema::check(&db.db, &m, r.manifest_name()).await.unwrap();
     let system = SqlSystem::new(
         db.db.clone(),
@@ -896,7 +901,8 @@ async fn sweep_rows(
 /// The oracle: the keys a sweep for `controller` at `today` removes from
 /// `rows`, by table: rows whose rule's period ended, not restricted (or
 /// restricted for retention alone), and the controller's (its own column, or
-/// its parent's, up the chain) or with no parent left.
+/// its parent's, up the chain), with no parent left, or in a table no
+/// controller's column reaches (a system of one controller).
 fn sweep_due(
     m: &Manifest,
     rows: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, SweepRow>>,
@@ -914,6 +920,16 @@ fn sweep_due(
             t = m.table(&t.parent.as_ref()?.table)?;
         }
     };
+    let unscoped = |t: &dsr_system_sql::manifest::TableSpec| {
+        let mut cur = Some(t);
+        while let Some(c) = cur {
+            if c.controller_column.is_some() {
+                return false;
+            }
+            cur = c.parent.as_ref().and_then(|p| m.table(&p.table));
+        }
+        true
+    };
     let mut out = std::collections::BTreeMap::new();
     for t in &m.tables {
         let Some(rule) = &t.retention else { continue };
@@ -927,6 +943,7 @@ fn sweep_due(
                 r.anchor.as_ref().is_some_and(|a| *a < cutoff)
                     && (!r.restricted || r.reasons.as_deref() == Some("retention"))
                     && (owner(&t.name, k).as_deref() == Some(controller)
+                        || unscoped(t)
                         || (t.parent.is_some() && r.parent.is_none()))
             })
             .map(|(k, _)| k.clone())
@@ -942,15 +959,34 @@ fn sweep_due(
 /// controller is the one asking, or whose parent is gone; never another
 /// controller's, never a row restricted by a request or a hold (a row kept
 /// for retention alone goes); a dry run counts the same rows and changes
-/// nothing; pages of 7 rows.
+/// nothing; pages of 7 rows. The same on the CRM described as one
+/// controller's system whose tables name no controller: every expired row
+/// goes, but the restricted ones.
 #[tokio::test]
 async fn a_sweep_removes_exactly_the_controllers_expired_rows() {
-    for r in Reference::ALL {
+    let one_controller = Reference::Crm
+        .manifest()
+        .replace(
+            r#"controllers: ["556134-1248", "556885-5265", "556786-4854", "556397-1414"]"#,
+            r#"controllers: ["556134-1248"]"#,
+        )
+        .replace("    controller_column: controller_orgnr\n", "");
+    let cases = Reference::ALL
+        .iter()
+        .map(|r| (*r, r.manifest().to_owned()))
+        .chain([(Reference::Crm, one_controller)]);
+    for (r, manifest) in cases {
         let db = seeded(r, 240).await;
-        let m = Manifest::parse(r.manifest(), r.manifest_name()).unwrap();
+        let m = Manifest::parse(&manifest, r.manifest_name()).unwrap();
+        assert_eq!(
+            m.controllers().len() == 1,
+            m.tables.iter().all(|t| t.controller_column.is_none()),
+            "{}: one controller and no controller column, or several and columns",
+            r.id()
+        );
         let today = reference::base_date() + chrono::Days::new(40);
         let clock = Clock::starting_at(today.and_hms_opt(12, 0, 0).unwrap().and_utc());
-        let mut s = start_at(&db, r, clock).await;
+        let mut s = start_with(&db, r, &manifest, clock).await;
         // Make the cases the seed lacks: for each table with a rule, among
         // its rows past their period, one restricted by a request (stays),
         // one restricted for retention alone (goes), and on a child table
