@@ -475,7 +475,14 @@ async fn a_view_reads_letters_and_steps_as_their_own_reads_do() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (queued, steps) = agrees(failing.expect("the locate step failed twice")).await;
+    // The worker stopped first: it would retry the step between the reads.
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap();
+    let failing = ledger
+        .get(&failing.expect("the locate step failed twice").id)
+        .await
+        .unwrap();
+    let (queued, steps) = agrees(failing).await;
     assert_eq!(queued.len(), 1);
     assert!(queued[0].sent_at.is_none());
     let locate = steps.iter().find(|s| s.name == "locate").unwrap();
@@ -485,6 +492,8 @@ async fn a_view_reads_letters_and_steps_as_their_own_reads_do() {
     );
     // Completed, its letters sent.
     fake.system_down.store(false, Ordering::SeqCst);
+    let (stop_tx, stop) = watch::channel(false);
+    let worker = start(&ledger, &fake, "w1", &stop);
     let done = wait_for(&ledger, &r.id, State::Completed).await;
     assert_eq!(send_all(&letters).await, 2);
     let (sent, steps) = agrees(done).await;
