@@ -781,19 +781,14 @@ async fn rectify_object_and_sweep() {
     let before = count("contacts").await;
     let mut total_due = 0;
     for controller in reference::CONTROLLERS {
-        let dry = s
-            .client
-            .sweep(s.req(pb::SweepRequest {
-                instruction: header("crm", controller, &format!("sweep-dry-{controller}")),
-                dry_run: true,
-                batch_size: 7,
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .operation
-            .unwrap();
-        let done = watch(&mut s, &dry.id).await;
+        let done = sweep(
+            &mut s,
+            "crm",
+            controller,
+            &format!("sweep-dry-{controller}"),
+            true,
+        )
+        .await;
         let receipt = pb::Receipt::decode(done.receipt.unwrap().payload.as_slice()).unwrap();
         let contacts = receipt
             .stores
@@ -810,19 +805,14 @@ async fn rectify_object_and_sweep() {
     assert_eq!(count("contacts").await, before);
     let mut erased = 0;
     for controller in reference::CONTROLLERS {
-        let op = s
-            .client
-            .sweep(s.req(pb::SweepRequest {
-                instruction: header("crm", controller, &format!("sweep-run-{controller}")),
-                dry_run: false,
-                batch_size: 7,
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .operation
-            .unwrap();
-        let done = watch(&mut s, &op.id).await;
+        let done = sweep(
+            &mut s,
+            "crm",
+            controller,
+            &format!("sweep-run-{controller}"),
+            false,
+        )
+        .await;
         let receipt = pb::Receipt::decode(done.receipt.unwrap().payload.as_slice()).unwrap();
         erased += receipt
             .stores
@@ -1057,19 +1047,7 @@ async fn a_sweep_removes_exactly_the_controllers_expired_rows() {
             };
             for dry_run in [true, false] {
                 let key = format!("sweep-{}-{controller}-{dry_run}", r.id());
-                let op = s
-                    .client
-                    .sweep(s.req(pb::SweepRequest {
-                        instruction: header(r.id(), &controller, &key),
-                        dry_run,
-                        batch_size: 7,
-                    }))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .operation
-                    .unwrap();
-                let done = receipt(watch(&mut s, &op.id).await);
+                let done = receipt(sweep(&mut s, r.id(), &controller, &key, dry_run).await);
                 let after = sweep_rows(&db.db, &m).await;
                 let removed: std::collections::BTreeMap<
                     &String,
@@ -1141,6 +1119,30 @@ async fn a_sweep_removes_exactly_the_controllers_expired_rows() {
         s.stop.take().unwrap().send(()).unwrap();
         db.finish().await;
     }
+}
+
+/// A sweep of `system` for `controller` in batches of 7, followed until it
+/// ends.
+async fn sweep(
+    s: &mut Running,
+    system: &str,
+    controller: &str,
+    key: &str,
+    dry_run: bool,
+) -> pb::Operation {
+    let op = s
+        .client
+        .sweep(s.req(pb::SweepRequest {
+            instruction: header(system, controller, key),
+            dry_run,
+            batch_size: 7,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .operation
+        .unwrap();
+    watch(s, &op.id).await
 }
 
 /// Follows WatchOperation until the operation ends.

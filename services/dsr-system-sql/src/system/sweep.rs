@@ -249,12 +249,7 @@ impl SqlSystem {
                 );
             }
             let txn = self.sweep_txn().await?;
-            let keys: Vec<String> = self
-                .query(&txn, &sel)
-                .await?
-                .iter()
-                .filter_map(|r| get_text(r, 0).ok().flatten())
-                .collect();
+            let keys = self.keys(&txn, &sel).await?;
             let Some(last_key) = keys.last() else {
                 txn.commit().await?;
                 break;
@@ -328,11 +323,7 @@ impl SqlSystem {
                 .from_subquery(page, Alias::new("page"));
             let txn = self.sweep_txn().await?;
             let row = self.query(&txn, &sel).await?;
-            let n = row
-                .first()
-                .map(|r| r.try_get_by_index::<i64>(0))
-                .transpose()?
-                .unwrap_or(0);
+            let n = first_count(&row)?;
             let Some(last_key) = row.first().and_then(|r| get_text(r, 1).ok().flatten()) else {
                 txn.commit().await?;
                 break;
@@ -380,13 +371,7 @@ impl SqlSystem {
                         .expr(Expr::col(sea_orm::sea_query::Asterisk).count())
                         .from(Alias::new(&t.name))
                         .cond_where(cond);
-                    let n = self
-                        .query(&txn, &count)
-                        .await?
-                        .first()
-                        .map(|r| r.try_get_by_index::<i64>(0))
-                        .transpose()?
-                        .unwrap_or(0);
+                    let n = first_count(&self.query(&txn, &count).await?)?;
                     (n.unsigned_abs(), 0)
                 } else if method == Method::Delete {
                     // One statement: the rule and the restriction are
@@ -403,12 +388,7 @@ impl SqlSystem {
                     sel.expr(text_col(self.text, &t.primary_key.column))
                         .from(Alias::new(&t.name))
                         .cond_where(cond);
-                    let keys: Vec<String> = self
-                        .query(&txn, &sel)
-                        .await?
-                        .iter()
-                        .filter_map(|r| get_text(r, 0).ok().flatten())
-                        .collect();
+                    let keys = self.keys(&txn, &sel).await?;
                     let a = self.erase_rows(&txn, t, &keys, method).await?;
                     (keys.len() as u64, a)
                 };
@@ -425,6 +405,20 @@ impl SqlSystem {
             }
         }
         Ok(out)
+    }
+
+    /// The keys `sel` reads (its first column, as text).
+    async fn keys<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        sel: &SelectStatement,
+    ) -> Result<Vec<String>, DbErr> {
+        Ok(self
+            .query(conn, sel)
+            .await?
+            .iter()
+            .filter_map(|r| get_text(r, 0).ok().flatten())
+            .collect())
     }
 
     /// A page's transaction. On PostgreSQL without JIT (a page is a short
@@ -461,4 +455,13 @@ impl Pass<'_> {
         self.done += rows;
         self.progress.report(ops, self.id, self.done).await
     }
+}
+
+/// The count in the first column of the first row (0 when none).
+fn first_count(rows: &[QueryResult]) -> Result<i64, DbErr> {
+    Ok(rows
+        .first()
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or(0))
 }
