@@ -2,35 +2,44 @@
 //! must exist, or the connector refuses to start naming the manifest file and
 //! field. Identity and parent columns without an index are reported.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 
 use crate::manifest::{Manifest, ManifestError};
 
+/// `table`'s columns, each with whether it may hold NULL.
 // Only SQLite, PostgreSQL and MySQL are opened (dsr-store); DbBackend is non-exhaustive.
 #[allow(clippy::wildcard_enum_match_arm)]
-async fn columns(db: &DatabaseConnection, table: &str) -> Result<BTreeSet<String>, sea_orm::DbErr> {
+async fn columns(
+    db: &DatabaseConnection,
+    table: &str,
+) -> Result<BTreeMap<String, bool>, sea_orm::DbErr> {
     let stmt = match db.get_database_backend() {
         DbBackend::Postgres => Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+            "SELECT column_name::text, is_nullable::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
             [table.into()],
         ),
         DbBackend::MySql => Statement::from_sql_and_values(
             DbBackend::MySql,
-            "SELECT CAST(column_name AS CHAR) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?",
+            "SELECT CAST(column_name AS CHAR), CAST(is_nullable AS CHAR) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?",
             [table.into()],
         ),
         _ => Statement::from_sql_and_values(
             DbBackend::Sqlite,
-            "SELECT name FROM pragma_table_info(?)",
+            "SELECT name, CASE WHEN \"notnull\" = 0 AND pk = 0 THEN 'YES' ELSE 'NO' END FROM pragma_table_info(?)",
             [table.into()],
         ),
     };
     let rows = db.query_all_raw(stmt).await?;
     rows.iter()
-        .map(|r| r.try_get_by_index::<String>(0))
+        .map(|r| {
+            Ok((
+                r.try_get_by_index::<String>(0)?,
+                r.try_get_by_index::<String>(1)? == "YES",
+            ))
+        })
         .collect()
 }
 
@@ -66,6 +75,60 @@ async fn indexed_first_columns(
         .collect()
 }
 
+/// The child tables whose link to their parent the database itself clears
+/// when the parent row is deleted (a foreign key on the parent column with
+/// `ON DELETE SET NULL`). Below any other parent (`CASCADE`, `RESTRICT`, no
+/// foreign key) the connector clears the link of a row it keeps before it
+/// deletes the parent: a cascade would take a record the receipt says is
+/// kept, a restriction would refuse the erasure, and a dangling link would
+/// tie the record to no one's scope.
+// Only SQLite, PostgreSQL and MySQL are opened (dsr-store); DbBackend is non-exhaustive.
+#[allow(clippy::wildcard_enum_match_arm)]
+pub async fn cleared_on_delete<C: ConnectionTrait>(
+    db: &C,
+    manifest: &Manifest,
+) -> Result<BTreeSet<String>, sea_orm::DbErr> {
+    let mut out = BTreeSet::new();
+    for t in &manifest.tables {
+        let Some(p) = &t.parent else { continue };
+        let stmt = match db.get_database_backend() {
+            DbBackend::Postgres => Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT rc.delete_rule::text FROM information_schema.referential_constraints rc \
+                 JOIN information_schema.key_column_usage k ON k.constraint_schema = rc.constraint_schema \
+                 AND k.constraint_name = rc.constraint_name \
+                 WHERE k.table_schema = current_schema() AND k.table_name = $1 AND k.column_name = $2",
+                [t.name.as_str().into(), p.column.as_str().into()],
+            ),
+            DbBackend::MySql => Statement::from_sql_and_values(
+                DbBackend::MySql,
+                "SELECT CAST(rc.delete_rule AS CHAR) FROM information_schema.referential_constraints rc \
+                 JOIN information_schema.key_column_usage k ON k.constraint_schema = rc.constraint_schema \
+                 AND k.constraint_name = rc.constraint_name AND k.table_name = rc.table_name \
+                 WHERE k.table_schema = DATABASE() AND k.table_name = ? AND k.column_name = ?",
+                [t.name.as_str().into(), p.column.as_str().into()],
+            ),
+            _ => Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                "SELECT on_delete FROM pragma_foreign_key_list(?1) WHERE \"from\" = ?2",
+                [t.name.as_str().into(), p.column.as_str().into()],
+            ),
+        };
+        let rules = db
+            .query_all_raw(stmt)
+            .await?
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Every key on the column clears it (a name shared by two tables'
+        // keys can match another table's rule: then the connector clears it).
+        if !rules.is_empty() && rules.iter().all(|r| r.eq_ignore_ascii_case("SET NULL")) {
+            out.insert(t.name.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// Checks `manifest` (read from `file`) against the database.
 pub async fn check(
     db: &DatabaseConnection,
@@ -88,12 +151,17 @@ pub async fn check(
             ));
         }
         for (field, col) in t.named_columns() {
-            if !cols.contains(col) {
+            if !cols.contains_key(col) {
                 return Err(err(
                     format!("tables[{i}].{field}"),
                     format!("no column {col} in table {}", t.name),
                 ));
             }
+        }
+        if let Some(p) = &t.parent
+            && cols.get(&p.column) == Some(&false)
+        {
+            tracing::warn!(manifest = file, table = %t.name, column = %p.column, "parent column is NOT NULL: a record kept below a parent that is deleted cannot be detached from it, and that deletion will fail");
         }
         let indexed = indexed_first_columns(db, &t.name)
             .await

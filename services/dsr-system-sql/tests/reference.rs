@@ -44,6 +44,20 @@ async fn manifests_match_their_schemas_and_a_bad_one_is_named() {
         r.create_schema(&db.db).await.unwrap();
         let m = Manifest::parse(r.manifest(), r.manifest_name()).unwrap();
         schema::check(&db.db, &m, r.manifest_name()).await.unwrap();
+        // The child tables whose link the database clears itself (ON DELETE
+        // SET NULL); the connector detaches the rows it keeps in the others.
+        let cleared = schema::cleared_on_delete(&db.db, &m).await.unwrap();
+        let want: &[&str] = match r {
+            Reference::Crm => &["kyc_documents", "pep_screenings", "survey_responses"],
+            Reference::PrintMail => &[],
+            Reference::Legal => &["case_documents", "cases"],
+        };
+        assert_eq!(
+            cleared.iter().map(String::as_str).collect::<Vec<_>>(),
+            want,
+            "{}",
+            r.id()
+        );
         let broken = r.manifest().replacen(
             "restriction_column: restricted_at",
             "restriction_column: restricted_when",
@@ -573,6 +587,166 @@ async fn crm_locate_access_erase_restrict_over_grpc() {
     db.finish().await;
 }
 
+/// An erasure that deletes a record keeps the records it keeps below it:
+/// an event registration under an Art. 18 restriction and a prospect
+/// interaction under a legal hold stay, detached, when the contact and the
+/// prospect above them go (the reference schema's foreign keys cascade),
+/// the receipt says so, and what was not kept went. Once the restriction is
+/// lifted, the next erasure reaches the event registration.
+#[tokio::test]
+async fn an_erasure_keeps_the_records_it_keeps_below_one_it_deletes() {
+    let db = seeded(Reference::Crm, 100).await;
+    let mut s = start(&db, Reference::Crm).await;
+    // person 1: a contact with an event registration (idx % 10 < 3) and a
+    // prospect with interactions (idx % 5 < 2)
+    let p = &reference::people(100, 42)[1];
+    let ctrl = p.controller;
+    let loc = s
+        .client
+        .locate(s.req(pb::LocateRequest {
+            instruction: header("crm", ctrl, "locate-kept-0001"),
+            identities: vec![email(&p.email)],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let records: Vec<pb::RecordRef> = loc.stores.iter().flat_map(|s| s.records.clone()).collect();
+    let of = |store: &str| -> Vec<pb::RecordRef> {
+        records
+            .iter()
+            .filter(|r| r.store == store)
+            .cloned()
+            .collect()
+    };
+    let (contact, prospect) = (of("contacts"), of("prospects"));
+    let (event, interactions) = (of("event_registrations"), of("prospect_interactions"));
+    assert_eq!((contact.len(), prospect.len(), event.len()), (1, 1, 1));
+    assert!(!interactions.is_empty(), "{records:?}");
+    let held = &interactions[0];
+    s.client
+        .restrict(s.req(pb::RestrictRequest {
+            instruction: header("crm", ctrl, "restrict-kept-0001"),
+            records: event.clone(),
+            lift: false,
+            reason: "accuracy contested".into(),
+            basis: pb::RestrictionReason::Request as i32,
+        }))
+        .await
+        .unwrap();
+    let erase = |key: &str, records: Vec<pb::RecordRef>, retain| pb::EraseRequest {
+        instruction: header("crm", ctrl, key),
+        records,
+        acceptable_methods: vec![
+            pb::ErasureMethod::Delete as i32,
+            pb::ErasureMethod::Anonymise as i32,
+            pb::ErasureMethod::Nullify as i32,
+        ],
+        retain,
+    };
+    let receipt_of = |op: pb::Operation| {
+        assert_eq!(op.state, pb::OperationState::Succeeded as i32);
+        pb::Receipt::decode(op.receipt.unwrap().payload.as_slice()).unwrap()
+    };
+    let receipt = receipt_of(
+        s.client
+            .erase(s.req(erase(
+                "erase-kept-0001",
+                records.clone(),
+                vec![pb::RetentionOrder {
+                    record: Some(held.clone()),
+                    legal_ground: "GDPR Art. 17(3)(e): a dispute".into(),
+                    retain_until: Some(common::Date {
+                        year: 2030,
+                        month: 1,
+                        day: 1,
+                    }),
+                    reason: pb::RestrictionReason::Hold as i32,
+                }],
+            )))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap(),
+    );
+    let result = |r: &pb::RecordRef| {
+        receipt
+            .records
+            .iter()
+            .find(|o| o.record.as_ref() == Some(r))
+            .map(|o| o.result)
+    };
+    for r in [&event[0], held] {
+        assert_eq!(
+            result(r),
+            Some(pb::RecordResult::Retained as i32),
+            "{}",
+            r.store
+        );
+    }
+    for r in contact.iter().chain(&prospect).chain(&interactions[1..]) {
+        assert_eq!(
+            result(r),
+            Some(pb::RecordResult::Erased as i32),
+            "{}",
+            r.store
+        );
+    }
+    // In the database: what the receipt keeps is there, detached from the
+    // rows that went; what it erased is gone.
+    let link = |table: &str, column: &str, key: &str| {
+        let q = format!("SELECT CAST({column} AS CHAR(20)) FROM {table} WHERE id = {key}");
+        let db = db.db.clone();
+        async move {
+            db.query_all_raw(Statement::from_string(db.get_database_backend(), q))
+                .await
+                .unwrap()
+                .first()
+                .map(|r| r.try_get_by_index::<Option<String>>(0).unwrap())
+        }
+    };
+    assert_eq!(
+        link("event_registrations", "contact_id", &event[0].key).await,
+        Some(None)
+    );
+    assert_eq!(
+        link("prospect_interactions", "prospect_id", &held.key).await,
+        Some(None)
+    );
+    assert_eq!(link("contacts", "id", &contact[0].key).await, None);
+    assert_eq!(link("prospects", "id", &prospect[0].key).await, None);
+    for r in &interactions[1..] {
+        assert_eq!(link("prospect_interactions", "id", &r.key).await, None);
+    }
+    // The restriction lifted, the next erasure reaches the detached record.
+    s.client
+        .restrict(s.req(pb::RestrictRequest {
+            instruction: header("crm", ctrl, "lift-kept-0001"),
+            records: event.clone(),
+            lift: true,
+            reason: "Art. 18(3)".into(),
+            basis: pb::RestrictionReason::Request as i32,
+        }))
+        .await
+        .unwrap();
+    let again = receipt_of(
+        s.client
+            .erase(s.req(erase("erase-kept-0002", event.clone(), vec![])))
+            .await
+            .unwrap()
+            .into_inner()
+            .operation
+            .unwrap(),
+    );
+    assert_eq!(
+        again.records.iter().map(|o| o.result).collect::<Vec<_>>(),
+        vec![pb::RecordResult::Erased as i32]
+    );
+    assert_eq!(link("event_registrations", "id", &event[0].key).await, None);
+    s.stop.take().unwrap().send(()).unwrap();
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn rectify_object_and_sweep() {
     let db = seeded(Reference::Crm, 100).await;
@@ -891,8 +1065,9 @@ async fn sweep_rows(
 /// The oracle: the keys a sweep for `controller` at `today` removes from
 /// `rows`, by table: rows whose rule's period ended, not restricted (or
 /// restricted for retention alone), and the controller's (its own column, or
-/// its parent's, up the chain), with no parent left, or in a table no
-/// controller's column reaches (a system of one controller).
+/// its parent's, up the chain), or reaching no controller's row (a link up
+/// the chain is empty), or in a table no controller's column reaches (a
+/// system of one controller).
 fn sweep_due(
     m: &Manifest,
     rows: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, SweepRow>>,
@@ -932,9 +1107,10 @@ fn sweep_due(
             .filter(|(k, r)| {
                 r.anchor.as_ref().is_some_and(|a| *a < cutoff)
                     && (!r.restricted || r.reasons.as_deref() == Some("retention"))
-                    && (owner(&t.name, k).as_deref() == Some(controller)
-                        || unscoped(t)
-                        || (t.parent.is_some() && r.parent.is_none()))
+                    && (unscoped(t) || {
+                        let owner = owner(&t.name, k);
+                        owner.is_none() || owner.as_deref() == Some(controller)
+                    })
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -946,12 +1122,15 @@ fn sweep_due(
 /// The retention sweep removes exactly what the rule allows for the
 /// controller asking: on every reference system (a parent's children, a
 /// grandchild through two parents), rows whose period ended and whose
-/// controller is the one asking, or whose parent is gone; never another
-/// controller's, never a row restricted by a request or a hold (a row kept
-/// for retention alone goes); a dry run counts the same rows and changes
-/// nothing; pages of 7 rows. The same on the CRM described as one
-/// controller's system whose tables name no controller: every expired row
-/// goes, but the restricted ones.
+/// controller is the one asking, or whose parent (or grandparent's) link is
+/// gone; never another controller's, never a row restricted by a request or
+/// a hold (a row kept for retention alone goes); a dry run counts the same
+/// rows and changes nothing; pages of 7 rows. Nothing else goes: a row
+/// that stays below a parent that goes is detached from it, whatever the
+/// schema's foreign key would do (the reference schemas cascade events,
+/// prospect interactions, letters and case documents). The same on the CRM
+/// described as one controller's system whose tables name no controller:
+/// every expired row goes, but the restricted ones.
 #[tokio::test]
 async fn a_sweep_removes_exactly_the_controllers_expired_rows() {
     let one_controller = Reference::Crm
@@ -1003,7 +1182,7 @@ async fn a_sweep_removes_exactly_the_controllers_expired_rows() {
                     db.execute_unprepared(&q).await.unwrap();
                 }
             };
-            if let [a, b, c, ..] = past.as_slice() {
+            if let [a, b, c, rest @ ..] = past.as_slice() {
                 set(
                     a,
                     format!(
@@ -1022,6 +1201,19 @@ async fn a_sweep_removes_exactly_the_controllers_expired_rows() {
                 .await;
                 if let Some(p) = &t.parent {
                     set(c, format!("{} = NULL", p.column)).await;
+                    // A grandchild whose parent's own link is gone.
+                    let up = m.table(&p.table).unwrap();
+                    if let (Some(gp), Some(d)) = (&up.parent, rest.first())
+                        && let Some(pk) = &rows[&t.name][*d].parent
+                    {
+                        db.db
+                            .execute_unprepared(&format!(
+                                "UPDATE {} SET {} = NULL WHERE {} = {pk}",
+                                up.name, gp.column, up.primary_key.column
+                            ))
+                            .await
+                            .unwrap();
+                    }
                 }
                 marked += 1;
             }
@@ -1086,23 +1278,23 @@ async fn a_sweep_removes_exactly_the_controllers_expired_rows() {
                     }
                     removed_any |= !dry_run && n > 0;
                 }
-                // Nothing else went, but rows whose parent went with a
-                // cascading foreign key (the schema's, not the sweep's).
+                // Nothing else went; a row left below one that went is
+                // detached from it.
                 for (table, keys) in &removed {
                     let t = m.table(table).unwrap();
                     for k in keys {
-                        let due_here = due.get(*table).is_some_and(|d| d.contains(*k));
-                        let cascaded = t.parent.as_ref().is_some_and(|p| {
-                            before[*table][*k]
-                                .parent
-                                .as_ref()
-                                .is_some_and(|pk| removed[&p.table].contains(pk))
-                        });
                         assert!(
-                            due_here || cascaded,
+                            due.get(*table).is_some_and(|d| d.contains(*k)),
                             "{} {table} {k}: removed, not due",
                             r.id()
                         );
+                    }
+                    for (k, row) in &after[*table] {
+                        if let (Some(p), Some(pk)) = (&t.parent, &before[*table][k].parent)
+                            && removed[&p.table].contains(pk)
+                        {
+                            assert_eq!(row.parent, None, "{} {table} {k}: still linked", r.id());
+                        }
                     }
                 }
             }

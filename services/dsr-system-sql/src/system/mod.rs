@@ -399,6 +399,10 @@ pub struct SqlSystem {
     /// ("database is locked") instead of waiting for it.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     text: TextType,
+    /// The child tables whose parent link the database clears itself
+    /// ([`crate::schema::cleared_on_delete`]), read once, at the first
+    /// write that deletes.
+    cleared: Arc<tokio::sync::OnceCell<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for SqlSystem {
@@ -454,6 +458,7 @@ impl SqlSystem {
             signer,
             codec,
             clock: Clock::system(),
+            cleared: Arc::default(),
         }
     }
 
@@ -528,6 +533,71 @@ impl SqlSystem {
             )
             .and_where(parent_scope);
         Some(Expr::exists(sub))
+    }
+
+    /// `table`'s rows that reach no row naming a controller any more:
+    /// their parent link is empty, or their parent is such a row itself (a
+    /// record kept over an erasure outlives its parent, and so do the
+    /// records kept below it). Nobody's scope holds them; a deferred
+    /// erasure and every controller's sweep must still reach them.
+    fn orphaned(&self, table: &TableSpec) -> Option<Expr> {
+        let link = table.parent.as_ref()?;
+        let col = Expr::col((Alias::new(&table.name), Alias::new(&link.column)));
+        let parent = self.manifest.table(&link.table)?;
+        let up = match parent.controller_column {
+            Some(_) => None,
+            None => self.orphaned(parent),
+        };
+        Some(match up {
+            Some(up) => {
+                let mut sub = Query::select();
+                sub.expr(Expr::col((
+                    Alias::new(&parent.name),
+                    Alias::new(&parent.primary_key.column),
+                )))
+                .from(Alias::new(&parent.name))
+                .and_where(up);
+                col.clone().is_null().or(col.in_subquery(sub))
+            }
+            None => col.is_null(),
+        })
+    }
+
+    /// Before `parent`'s rows in `rows` (a select of their keys) are
+    /// deleted: the rows below them that stay (kept, restricted, not yet
+    /// due; what goes was deleted first, children first) are detached
+    /// from them, where the database would not clear the link itself (see
+    /// [`crate::schema::cleared_on_delete`]). Returns the rows detached.
+    async fn detach_children<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        parent: &TableSpec,
+        rows: &SelectStatement,
+    ) -> Result<u64, DbErr> {
+        let cleared = self
+            .cleared
+            .get_or_try_init(|| crate::schema::cleared_on_delete(conn, &self.manifest))
+            .await?;
+        let mut detached = 0;
+        for child in &self.manifest.tables {
+            let Some(link) = child.parent.as_ref().filter(|l| l.table == parent.name) else {
+                continue;
+            };
+            if cleared.contains(&child.name) {
+                continue;
+            }
+            let mut upd = Query::update();
+            upd.table(Alias::new(&child.name))
+                // Untyped: PostgreSQL refuses a bound text NULL for the
+                // parent's key type.
+                .value(Alias::new(&link.column), Expr::cust("NULL"))
+                .and_where(Expr::col(Alias::new(&link.column)).in_subquery(rows.clone()));
+            detached += conn
+                .execute_raw(conn.get_database_backend().build(&upd))
+                .await?
+                .rows_affected();
+        }
+        Ok(detached)
     }
 
     async fn query<C: ConnectionTrait>(

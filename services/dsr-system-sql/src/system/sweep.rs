@@ -81,8 +81,10 @@ impl SqlSystem {
     /// controller's rows and each row below it is read once, and no other
     /// controller's row at all (a walk of a child table by its own key would
     /// pass every controller's rows and look up the parent of each). Rows
-    /// whose parent is gone, and tables no controller names, are walked by
-    /// their own key.
+    /// that reach no controller's row any more ([`Self::orphaned`]), and
+    /// tables no controller names, are walked by their own key. A row that
+    /// stays below one that goes is detached from it first
+    /// ([`Self::detach_children`]).
     pub(super) async fn run_sweep(
         &self,
         id: &str,
@@ -102,15 +104,12 @@ impl SqlSystem {
             progress: Throttle::default(),
             id,
         };
-        // Rows whose parent is gone, and tables whose rows no controller
-        // names (one controller's system): by their own key.
+        // Rows that reach no controller's row, and tables whose rows no
+        // controller names (one controller's system): by their own key.
         for t in order.iter().filter(|t| t.retention.is_some()) {
             let scope = match self.own_table(t) {
                 Some(root) if root.name == t.name => continue,
-                Some(_) => t
-                    .parent
-                    .as_ref()
-                    .map(|p| Expr::col(Alias::new(&p.column)).is_null()),
+                Some(_) => self.orphaned(t),
                 None => None,
             };
             let (m, a) = self.sweep_by_key(t, scope, &mut sweep).await?;
@@ -259,11 +258,17 @@ impl SqlSystem {
             if !pass.dry_run && method == Method::Delete {
                 // The rule is checked again, so a row restricted since the
                 // page was read stays.
+                let these =
+                    Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, &keys));
+                let mut rows = Query::select();
+                rows.expr(Expr::col(Alias::new(&t.primary_key.column)))
+                    .from(Alias::new(&t.name))
+                    .and_where(these.clone())
+                    .cond_where(cond());
+                self.detach_children(&txn, t, &rows).await?;
                 let mut del = Query::delete();
                 del.from_table(Alias::new(&t.name))
-                    .and_where(
-                        Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, &keys)),
-                    )
+                    .and_where(these)
                     .cond_where(cond());
                 affected += txn
                     .execute_raw(txn.get_database_backend().build(&del))
@@ -376,6 +381,12 @@ impl SqlSystem {
                 } else if method == Method::Delete {
                     // One statement: the rule and the restriction are
                     // checked in it, so a row restricted meanwhile stays.
+                    // The rows below that stay are detached first.
+                    let mut rows = Query::select();
+                    rows.expr(pk(t))
+                        .from(Alias::new(&t.name))
+                        .cond_where(cond.clone());
+                    self.detach_children(&txn, t, &rows).await?;
                     let mut del = Query::delete();
                     del.from_table(Alias::new(&t.name)).cond_where(cond);
                     let n = txn

@@ -510,10 +510,10 @@ impl SqlSystem {
             .and_then(|d| d.checked_add_months(Months::new(months))))
     }
 
-    /// The keys among `keys` that exist for `controller` (or whose parent
-    /// is gone: a record retained over an erasure outlives its parent, and
-    /// its deferred erasure must still reach it), each with why it is
-    /// restricted.
+    /// The keys among `keys` that exist for `controller` (or that reach no
+    /// controller's row any more, [`Self::orphaned`]: a record retained over
+    /// an erasure outlives its parent, and its deferred erasure must still
+    /// reach it), each with why it is restricted.
     pub(super) async fn restriction_of<C: ConnectionTrait>(
         &self,
         conn: &C,
@@ -532,8 +532,8 @@ impl SqlSystem {
                     Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk)),
                 );
             if let Some(scope) = self.scope(t, controller) {
-                let scope = match &t.parent {
-                    Some(p) => scope.or(Expr::col(Alias::new(&p.column)).is_null()),
+                let scope = match self.orphaned(t) {
+                    Some(o) => scope.or(o),
                     None => scope,
                 };
                 sel.and_where(scope);
@@ -604,6 +604,11 @@ impl SqlSystem {
             let cond = Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk));
             let stmt = match m {
                 Method::Delete => {
+                    let mut rows = Query::select();
+                    rows.expr(Expr::col(Alias::new(&t.primary_key.column)))
+                        .from(Alias::new(&t.name))
+                        .and_where(cond.clone());
+                    self.detach_children(conn, t, &rows).await?;
                     let mut del = Query::delete();
                     del.from_table(Alias::new(&t.name)).and_where(cond);
                     conn.get_database_backend().build(&del)
