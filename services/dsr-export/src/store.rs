@@ -1,6 +1,9 @@
 //! Where packages live: the index in the database, the sealed files on
-//! disk (`<dir>/<package id>/<file index>.sealed`: no names, no personal
-//! data in paths), and their deletion at expiry.
+//! disk, one after another in one file per package (`<dir>/<package
+//! id>.sealed`: no names, no personal data in paths; each file's place in
+//! it is in the index), and their deletion at expiry. A package written
+//! before one file per package (`<dir>/<package id>/<file index>.sealed`)
+//! is read and purged as it was written.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,7 +15,7 @@ use sea_orm::{
     QueryFilter, SqlErr,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::sync::mpsc;
 
 use crate::crypt::{CHUNK, CryptError, MasterKey, PackageKey, SealWriter, TAG};
@@ -30,6 +33,10 @@ pub struct FileInfo {
     pub size: u64,
     /// SHA-256, hex.
     pub sha256: String,
+    /// Where its sealed bytes start in the package's file, and how many
+    /// there are; `None` in a package written a file per file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_at: Option<(u64, u64)>,
 }
 
 /// A package as indexed.
@@ -96,8 +103,8 @@ pub struct Packages {
     clock: dsr_domain::clock::Clock,
 }
 
-/// How long a build's scratch directory may stand before the purge takes
-/// it for a build a crash interrupted.
+/// How long a build's scratch (its package file, its spools) may stand
+/// before the purge takes it for a build a crash interrupted.
 const SCRATCH_STALE: chrono::Duration = chrono::Duration::hours(1);
 
 fn aad(package_id: &str, index: usize) -> Vec<u8> {
@@ -153,19 +160,27 @@ impl Packages {
         self.dir.join(format!("{id}.spool"))
     }
 
+    /// The file holding package `id`'s sealed files.
+    fn package_file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.sealed"))
+    }
+
     /// Starts writing package `id`: its files go, sealed as they are
-    /// written, into a scratch directory that [`Packages::commit`] moves
-    /// into place at once (a crash leaves no half-written package under its
-    /// id). Blocking: call it, and write, off the async threads.
+    /// written, one after another into a scratch file that
+    /// [`Packages::commit`] moves into place at once (a crash leaves no
+    /// half-written package under its id). Blocking: call it, and write,
+    /// off the async threads.
     pub fn begin(&self, id: &str) -> Result<PackageWriter, StoreError> {
         let (key, wrapped) = self.master.new_package_key(id)?;
         let scratch = self.dir.join(format!("{id}.partial"));
-        std::fs::create_dir_all(&scratch)?;
+        let file = std::io::BufWriter::with_capacity(CHUNK + TAG, std::fs::File::create(&scratch)?);
         Ok(PackageWriter {
             id: id.to_owned(),
             key: Arc::new(key),
             wrapped,
             scratch,
+            file: Some(file),
+            written: 0,
             files: Vec::new(),
             committed: false,
         })
@@ -187,8 +202,11 @@ impl Packages {
         submitted_by: Option<&str>,
     ) -> Result<PackageInfo, StoreError> {
         let id = written.id.clone();
-        let pdir = self.dir.join(&id);
-        tokio::fs::rename(&written.scratch, &pdir).await?;
+        let pfile = self.package_file(&id);
+        if let Some(mut f) = written.file.take() {
+            f.flush()?;
+        }
+        tokio::fs::rename(&written.scratch, &pfile).await?;
         written.committed = true;
         let inserted = package::ActiveModel {
             id: Set(id.clone()),
@@ -207,13 +225,13 @@ impl Packages {
         match inserted {
             Ok(m) => Self::info(m),
             Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                let _ = tokio::fs::remove_dir_all(&pdir).await;
+                let _ = tokio::fs::remove_file(&pfile).await;
                 self.by_request(request_id)
                     .await?
                     .ok_or(StoreError::NotFound)
             }
             Err(e) => {
-                let _ = tokio::fs::remove_dir_all(&pdir).await;
+                let _ = tokio::fs::remove_file(&pfile).await;
                 Err(e.into())
             }
         }
@@ -299,15 +317,30 @@ impl Packages {
             .iter()
             .position(|f| f.name == name)
             .ok_or(StoreError::NoSuchFile)?;
-        let mut file = tokio::fs::File::open(self.dir.join(id).join(format!("{index}.sealed")))
-            .await
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    StoreError::NotFound
-                } else {
-                    StoreError::Io(e)
+        let missing = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound
+            } else {
+                StoreError::Io(e)
+            }
+        };
+        // This file's sealed bytes: its stretch of the package's file, or
+        // a file of its own in a package written before.
+        let mut file: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> =
+            match info.files[index].sealed_at {
+                Some((at, len)) => {
+                    let mut f = tokio::fs::File::open(self.package_file(id))
+                        .await
+                        .map_err(missing)?;
+                    f.seek(std::io::SeekFrom::Start(at)).await?;
+                    Box::pin(f.take(len))
                 }
-            })?;
+                None => Box::pin(
+                    tokio::fs::File::open(self.dir.join(id).join(format!("{index}.sealed")))
+                        .await
+                        .map_err(missing)?,
+                ),
+            };
         let aad = aad(id, index);
         let file_index = u32::try_from(index).unwrap_or(u32::MAX);
         let (tx, rx) = mpsc::channel(4);
@@ -352,11 +385,9 @@ impl Packages {
             .await?;
         let mut n = 0;
         for m in expired {
-            match tokio::fs::remove_dir_all(self.dir.join(&m.id)).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
+            remove(&self.package_file(&m.id)).await?;
+            // A package written a file per file.
+            remove(&self.dir.join(&m.id)).await?;
             package::Entity::delete_by_id(m.id).exec(&self.db).await?;
             n += 1;
         }
@@ -370,9 +401,9 @@ impl Packages {
         Ok(n)
     }
 
-    /// Removes the scratch directories of builds a crash interrupted
-    /// (half-written packages and spools, unreadable without the keys that
-    /// died with the process): those last changed over an hour before
+    /// Removes the scratch of builds a crash interrupted (half-written
+    /// package files and spools, unreadable without the keys that died with
+    /// the process): those last changed over an hour before
     /// `now`, so that a build in progress keeps its own.
     async fn remove_stale_scratch(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut entries = match tokio::fs::read_dir(&*self.dir).await {
@@ -388,12 +419,8 @@ impl Packages {
                 continue;
             }
             let changed: DateTime<Utc> = entry.metadata().await?.modified()?.into();
-            if changed + SCRATCH_STALE < now {
-                match tokio::fs::remove_dir_all(entry.path()).await {
-                    Ok(()) => n += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e.into()),
-                }
+            if changed + SCRATCH_STALE < now && remove(&entry.path()).await? {
+                n += 1;
             }
         }
         Ok(n)
@@ -420,6 +447,9 @@ pub struct PackageWriter {
     key: Arc<PackageKey>,
     wrapped: Vec<u8>,
     scratch: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    /// Sealed bytes written so far: where the next file starts.
+    written: u64,
     files: Vec<FileInfo>,
     committed: bool,
 }
@@ -442,21 +472,27 @@ impl PackageWriter {
         write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> Result<&FileInfo, StoreError> {
         let index = self.files.len();
-        let file = std::fs::File::create(self.scratch.join(format!("{index}.sealed")))?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| StoreError::Io(std::io::Error::other("the package is committed")))?;
         let mut sealer = SealWriter::new(
-            file,
+            Counting { inner: file, n: 0 },
             self.key.clone(),
             u32::try_from(index).unwrap_or(u32::MAX),
             aad(&self.id, index),
         )
         .digested();
         write(&mut sealer)?;
-        let (_, written) = sealer.finish()?;
+        let (counted, written) = sealer.finish()?;
+        let at = self.written;
+        self.written += counted.n;
         self.files.push(FileInfo {
             name: name.to_owned(),
             media_type: media_type.to_owned(),
             size: written.size,
             sha256: written.sha256,
+            sealed_at: Some((at, counted.n)),
         });
         Ok(self.files.last().expect("just pushed"))
     }
@@ -470,13 +506,49 @@ impl PackageWriter {
 impl Drop for PackageWriter {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.scratch);
+            drop(self.file.take());
+            let _ = std::fs::remove_file(&self.scratch);
         }
     }
 }
 
+/// A writer that counts the bytes through it.
+struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Removes `path`, a file or a directory with what it holds; whether there
+/// was one.
+async fn remove(path: &std::path::Path) -> Result<bool, StoreError> {
+    let removed = match tokio::fs::symlink_metadata(path).await {
+        Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(path).await,
+        Ok(_) => tokio::fs::remove_file(path).await,
+        Err(e) => Err(e),
+    };
+    match removed {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Reads up to one sealed chunk (fewer bytes only at the end of the file).
-async fn read_sealed_chunk(f: &mut tokio::fs::File) -> std::io::Result<Vec<u8>> {
+async fn read_sealed_chunk(
+    f: &mut (impl tokio::io::AsyncRead + Unpin + ?Sized),
+) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; CHUNK + TAG];
     let mut filled = 0;
     while filled < buf.len() {

@@ -64,8 +64,12 @@ async fn packages_round_trip_sealed_and_expire() {
         b"{\"email\":\"anna@example.se\"}"
     );
     // Sealed on disk: the person's data is not readable there.
-    let on_disk = std::fs::read(dir.path().join("p-1/0.sealed")).unwrap();
+    let on_disk = std::fs::read(dir.path().join("p-1.sealed")).unwrap();
     assert!(!String::from_utf8_lossy(&on_disk).contains("anna@example.se"));
+    // One file a package, its files one after another.
+    let (at, len) = info.files[1].sealed_at.unwrap();
+    assert_eq!(info.files[0].sealed_at.map(|(a, l)| a + l), Some(at));
+    assert_eq!(at + len, on_disk.len() as u64);
     assert!(matches!(
         read_all(&packages, "p-1", "nope.txt").await,
         Err(StoreError::NoSuchFile)
@@ -86,11 +90,11 @@ async fn packages_round_trip_sealed_and_expire() {
         .await
         .unwrap();
     assert_eq!(again.id, "p-1");
-    assert!(!dir.path().join("p-2").exists());
+    assert!(!dir.path().join("p-2.sealed").exists());
     // A changed byte is refused.
-    let mut tampered = std::fs::read(dir.path().join("p-1/1.sealed")).unwrap();
-    tampered[70_000] ^= 1;
-    std::fs::write(dir.path().join("p-1/1.sealed"), tampered).unwrap();
+    let mut tampered = on_disk.clone();
+    tampered[at as usize + 70_000] ^= 1;
+    std::fs::write(dir.path().join("p-1.sealed"), tampered).unwrap();
     assert!(matches!(
         read_all(&packages, "p-1", "big.bin").await,
         Err(StoreError::Crypt(_))
@@ -110,7 +114,7 @@ async fn packages_round_trip_sealed_and_expire() {
             .unwrap(),
         1
     );
-    assert!(!dir.path().join("p-1").exists());
+    assert!(!dir.path().join("p-1.sealed").exists());
     assert!(matches!(
         packages.get("p-1").await,
         Err(StoreError::NotFound)
@@ -156,6 +160,7 @@ async fn a_package_expires_by_the_clock() {
         .unwrap();
     clock.advance(Duration::days(29));
     assert!(packages.get("p-clock").await.is_ok());
+    assert!(dir.path().join("p-clock.sealed").exists());
     clock.advance(Duration::days(2));
     assert!(matches!(
         packages.get("p-clock").await,
@@ -166,14 +171,14 @@ async fn a_package_expires_by_the_clock() {
         Err(StoreError::NotFound)
     ));
     assert_eq!(packages.purge_expired(clock.now()).await.unwrap(), 1);
-    assert!(!dir.path().join("p-clock").exists());
+    assert!(!dir.path().join("p-clock.sealed").exists());
     db.finish().await;
 }
 
 /// What a crash leaves of a build (a half-written package, a spool) is
 /// removed by the purge once it has stood untouched for over an hour on the
 /// store's clock; a build in progress keeps its scratch; a package's own
-/// directory is not scratch.
+/// file is not scratch.
 #[tokio::test]
 async fn the_purge_removes_what_an_interrupted_build_left() {
     let db = TestDb::new().await.unwrap();
@@ -208,17 +213,113 @@ async fn the_purge_removes_what_an_interrupted_build_left() {
         .await
         .unwrap();
     let partial = dir.path().join("p-crashed.partial");
+    std::fs::write(&partial, b"sealed bytes").unwrap();
+    // A build's scratch as it was before one file per package.
+    let partial_dir = dir.path().join("p-older.partial");
     let spool = packages.scratch_dir("p-crashed");
-    for d in [&partial, &spool] {
+    for d in [&partial_dir, &spool] {
         std::fs::create_dir_all(d).unwrap();
         std::fs::write(d.join("0.sealed"), b"sealed bytes").unwrap();
     }
+    let scratch = [&partial, &partial_dir, &spool];
     packages.purge_expired(clock.now()).await.unwrap();
-    assert!(partial.exists() && spool.exists(), "a build in progress");
+    assert!(scratch.iter().all(|p| p.exists()), "a build in progress");
     clock.advance(Duration::minutes(61));
     packages.purge_expired(clock.now()).await.unwrap();
-    assert!(!partial.exists() && !spool.exists());
+    assert!(scratch.iter().all(|p| !p.exists()));
     assert!(packages.get("p-kept").await.is_ok());
-    assert!(dir.path().join("p-kept").exists());
+    assert!(dir.path().join("p-kept.sealed").exists());
+    db.finish().await;
+}
+
+/// A package written before one file per package (a directory of sealed
+/// files, no place in the index) still reads, refuses a changed byte, and
+/// goes at expiry.
+#[tokio::test]
+async fn a_package_written_a_file_per_file_still_reads_and_expires() {
+    use sea_orm::ConnectionTrait as _;
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let packages = Packages::new(
+        db.db.clone(),
+        dir.path().to_path_buf(),
+        MasterKey::new(&[5; 32]),
+    );
+    let big: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_be_bytes()).collect();
+    let now = Utc::now();
+    let files = vec![
+        NewFile {
+            name: "access.json".into(),
+            media_type: "application/json".into(),
+            bytes: b"{}".to_vec(),
+        },
+        NewFile {
+            name: "big.bin".into(),
+            media_type: "application/octet-stream".into(),
+            bytes: big.clone(),
+        },
+    ];
+    let info = packages
+        .save(
+            "p-old",
+            "req-old",
+            Kind::Access,
+            files,
+            1,
+            &[],
+            now,
+            now + Duration::days(30),
+            None,
+        )
+        .await
+        .unwrap();
+    // Rewritten as the store wrote it before: a file per file.
+    let whole = std::fs::read(dir.path().join("p-old.sealed")).unwrap();
+    let old = dir.path().join("p-old");
+    std::fs::create_dir(&old).unwrap();
+    let mut listed = Vec::new();
+    for (i, f) in info.files.iter().enumerate() {
+        let (at, len) = f.sealed_at.unwrap();
+        std::fs::write(
+            old.join(format!("{i}.sealed")),
+            &whole[at as usize..(at + len) as usize],
+        )
+        .unwrap();
+        let mut f = f.clone();
+        f.sealed_at = None;
+        listed.push(f);
+    }
+    std::fs::remove_file(dir.path().join("p-old.sealed")).unwrap();
+    let json = serde_json::to_string(&listed).unwrap();
+    assert!(!json.contains("sealed_at"), "{json}");
+    db.db
+        .execute_unprepared(&format!(
+            "UPDATE export_package SET files = '{json}' WHERE id = 'p-old'"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&packages, "p-old", "big.bin").await.unwrap(), big);
+    assert_eq!(
+        read_all(&packages, "p-old", "access.json").await.unwrap(),
+        b"{}"
+    );
+    let mut tampered = std::fs::read(old.join("1.sealed")).unwrap();
+    tampered[10] ^= 1;
+    std::fs::write(old.join("1.sealed"), tampered).unwrap();
+    assert!(matches!(
+        read_all(&packages, "p-old", "big.bin").await,
+        Err(StoreError::Crypt(_))
+    ));
+    assert_eq!(
+        packages
+            .purge_expired(now + Duration::days(31))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!old.exists());
     db.finish().await;
 }
