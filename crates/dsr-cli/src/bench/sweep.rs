@@ -3,9 +3,9 @@
 //! the reference CRM with the same people; one swept by the connector (for
 //! each controller, keyset-paged batches, its operation and receipt), the
 //! other emptied of the same expired rows by `DELETE … WHERE id IN (SELECT
-//! … LIMIT n)` in the same table order, the rows left below a batch
-//! detached first where the schema's key would cascade. Both must end with
-//! the same rows.
+//! … LIMIT n)` in the same table order, the rows left below a table's
+//! expired ones detached first (one `UPDATE`) where the schema's key would
+//! cascade. Both must end with the same rows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,9 +171,10 @@ pub(crate) async fn run(p: Plan) -> anyhow::Result<()> {
     let after_sweep = counts(&a).await?;
 
     // The raw DELETE: the same rules (restricted rows stay), the same
-    // order, no controller scope; before a batch of parents goes, the rows
-    // left below them are detached where the schema's key would cascade
-    // (as the connector does: a cascade would take rows not yet due).
+    // order, no controller scope; before a table's expired rows go, the
+    // rows left below them are detached in one statement where the
+    // schema's key would cascade (as the connector does, a batch at a time:
+    // a cascade would take rows not yet due).
     let cleared = dsr_system_sql::schema::cleared_on_delete(&b, &manifest).await?;
     let today = Utc::now().date_naive();
     let t_raw = Instant::now();
@@ -182,51 +183,34 @@ pub(crate) async fn run(p: Plan) -> anyhow::Result<()> {
         let cutoff = today
             .checked_sub_months(Months::new(rule.months))
             .context("cutoff")?;
-        let below: Vec<_> = manifest
-            .tables
-            .iter()
-            .filter_map(|c| {
-                c.parent
-                    .as_ref()
-                    .filter(|l| l.table == t.name)
-                    .map(|l| (c, l))
-            })
-            .filter(|(c, _)| !cleared.contains(&c.name))
-            .collect();
-        // The batch, in key order where it is read twice (the detach and
-        // the delete).
-        let batch = format!(
-            "SELECT {pk} FROM {table} WHERE {anchor} < '{cutoff}' AND {restricted} IS NULL{order} LIMIT {n}",
-            table = t.name,
-            pk = t.primary_key.column,
+        let expired = format!(
+            "{anchor} < '{cutoff}' AND {restricted} IS NULL",
             anchor = rule.anchor_column,
             restricted = t.restriction_column,
-            order = if below.is_empty() {
-                String::new()
-            } else {
-                format!(" ORDER BY {}", t.primary_key.column)
-            },
-            n = p.batch
         );
-        let detach: Vec<String> = below
-            .iter()
-            .map(|(c, l)| {
-                format!(
-                    "UPDATE {} SET {col} = NULL WHERE {col} IN ({batch})",
-                    c.name,
-                    col = l.column
-                )
-            })
-            .collect();
+        for c in &manifest.tables {
+            let Some(link) = c.parent.as_ref().filter(|l| l.table == t.name) else {
+                continue;
+            };
+            if cleared.contains(&c.name) {
+                continue;
+            }
+            b.execute_unprepared(&format!(
+                "UPDATE {child} SET {col} = NULL WHERE {col} IN (SELECT {pk} FROM {table} WHERE {expired})",
+                child = c.name,
+                col = link.column,
+                pk = t.primary_key.column,
+                table = t.name,
+            ))
+            .await?;
+        }
         let sql = format!(
-            "DELETE FROM {table} WHERE {pk} IN ({batch})",
+            "DELETE FROM {table} WHERE {pk} IN (SELECT {pk} FROM {table} WHERE {expired} LIMIT {n})",
             table = t.name,
             pk = t.primary_key.column,
+            n = p.batch
         );
         loop {
-            for d in &detach {
-                b.execute_unprepared(d).await?;
-            }
             let res = b.execute_unprepared(&sql).await?;
             if res.rows_affected() == 0 {
                 break;
