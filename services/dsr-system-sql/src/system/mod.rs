@@ -563,8 +563,7 @@ impl SqlSystem {
         })
     }
 
-    /// Before `parent`'s rows in `rows` (a select of their keys) are
-    /// deleted: the rows below them that stay (kept, restricted, not yet
+    /// Before `parent`'s rows matching `rows` are deleted: the rows below them that stay (kept, restricted, not yet
     /// due; what goes was deleted first, children first) are detached
     /// from them, where the database would not clear the link itself (see
     /// [`crate::schema::cleared_on_delete`]). Returns the rows detached.
@@ -572,12 +571,19 @@ impl SqlSystem {
         &self,
         conn: &C,
         parent: &TableSpec,
-        rows: &SelectStatement,
+        rows: sea_orm::sea_query::Condition,
     ) -> Result<u64, DbErr> {
         let cleared = self
             .cleared
             .get_or_try_init(|| crate::schema::cleared_on_delete(conn, &self.manifest))
             .await?;
+        let mut keys = Query::select();
+        keys.expr(Expr::col((
+            Alias::new(&parent.name),
+            Alias::new(&parent.primary_key.column),
+        )))
+        .from(Alias::new(&parent.name))
+        .cond_where(rows);
         let mut detached = 0;
         for child in &self.manifest.tables {
             let Some(link) = child.parent.as_ref().filter(|l| l.table == parent.name) else {
@@ -591,7 +597,7 @@ impl SqlSystem {
                 // Untyped: PostgreSQL refuses a bound text NULL for the
                 // parent's key type.
                 .value(Alias::new(&link.column), Expr::cust("NULL"))
-                .and_where(Expr::col(Alias::new(&link.column)).in_subquery(rows.clone()));
+                .and_where(Expr::col(Alias::new(&link.column)).in_subquery(keys.clone()));
             detached += conn
                 .execute_raw(conn.get_database_backend().build(&upd))
                 .await?

@@ -260,12 +260,8 @@ impl SqlSystem {
                 // page was read stays.
                 let these =
                     Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, &keys));
-                let mut rows = Query::select();
-                rows.expr(Expr::col(Alias::new(&t.primary_key.column)))
-                    .from(Alias::new(&t.name))
-                    .and_where(these.clone())
-                    .cond_where(cond());
-                self.detach_children(&txn, t, &rows).await?;
+                self.detach_children(&txn, t, cond().add(these.clone()))
+                    .await?;
                 let mut del = Query::delete();
                 del.from_table(Alias::new(&t.name))
                     .and_where(these)
@@ -382,11 +378,7 @@ impl SqlSystem {
                     // One statement: the rule and the restriction are
                     // checked in it, so a row restricted meanwhile stays.
                     // The rows below that stay are detached first.
-                    let mut rows = Query::select();
-                    rows.expr(pk(t))
-                        .from(Alias::new(&t.name))
-                        .cond_where(cond.clone());
-                    self.detach_children(&txn, t, &rows).await?;
+                    self.detach_children(&txn, t, cond.clone()).await?;
                     let mut del = Query::delete();
                     del.from_table(Alias::new(&t.name)).cond_where(cond);
                     let n = txn

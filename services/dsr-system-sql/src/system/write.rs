@@ -604,11 +604,8 @@ impl SqlSystem {
             let cond = Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk));
             let stmt = match m {
                 Method::Delete => {
-                    let mut rows = Query::select();
-                    rows.expr(Expr::col(Alias::new(&t.primary_key.column)))
-                        .from(Alias::new(&t.name))
-                        .and_where(cond.clone());
-                    self.detach_children(conn, t, &rows).await?;
+                    let these = sea_orm::sea_query::Condition::all().add(cond.clone());
+                    self.detach_children(conn, t, these).await?;
                     let mut del = Query::delete();
                     del.from_table(Alias::new(&t.name)).and_where(cond);
                     conn.get_database_backend().build(&del)
