@@ -18,8 +18,9 @@ async fn read_all(p: &Packages, id: &str, name: &str) -> Result<Vec<u8>, StoreEr
     Ok(out)
 }
 
-#[tokio::test]
-async fn packages_round_trip_sealed_and_expire() {
+/// A migrated database, a directory and a store over them, sealing under a
+/// master key of bytes `key`.
+async fn store(key: u8) -> (TestDb, tempfile::TempDir, Packages) {
     let db = TestDb::new().await.unwrap();
     dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
         .await
@@ -28,8 +29,14 @@ async fn packages_round_trip_sealed_and_expire() {
     let packages = Packages::new(
         db.db.clone(),
         dir.path().to_path_buf(),
-        MasterKey::new(&[9; 32]),
+        MasterKey::new(&[key; 32]),
     );
+    (db, dir, packages)
+}
+
+#[tokio::test]
+async fn packages_round_trip_sealed_and_expire() {
+    let (db, dir, packages) = store(9).await;
     let big: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
     let now = Utc::now();
     let info = packages
@@ -127,18 +134,9 @@ async fn packages_round_trip_sealed_and_expire() {
 /// time deletes its files.
 #[tokio::test]
 async fn a_package_expires_by_the_clock() {
-    let db = TestDb::new().await.unwrap();
-    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let clock = dsr_domain::clock::Clock::starting_at(Utc::now());
-    let packages = Packages::new(
-        db.db.clone(),
-        dir.path().to_path_buf(),
-        MasterKey::new(&[3; 32]),
-    )
-    .with_clock(clock.clone());
+    let (db, dir, packages) = store(3).await;
+    let packages = packages.with_clock(clock.clone());
     let now = packages.clock().now();
     packages
         .save(
@@ -181,18 +179,9 @@ async fn a_package_expires_by_the_clock() {
 /// file is not scratch.
 #[tokio::test]
 async fn the_purge_removes_what_an_interrupted_build_left() {
-    let db = TestDb::new().await.unwrap();
-    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let clock = dsr_domain::clock::Clock::starting_at(Utc::now());
-    let packages = Packages::new(
-        db.db.clone(),
-        dir.path().to_path_buf(),
-        MasterKey::new(&[4; 32]),
-    )
-    .with_clock(clock.clone());
+    let (db, dir, packages) = store(4).await;
+    let packages = packages.with_clock(clock.clone());
     let now = packages.clock().now();
     packages
         .save(
@@ -238,16 +227,7 @@ async fn the_purge_removes_what_an_interrupted_build_left() {
 #[tokio::test]
 async fn a_package_written_a_file_per_file_still_reads_and_expires() {
     use sea_orm::ConnectionTrait as _;
-    let db = TestDb::new().await.unwrap();
-    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let packages = Packages::new(
-        db.db.clone(),
-        dir.path().to_path_buf(),
-        MasterKey::new(&[5; 32]),
-    );
+    let (db, dir, packages) = store(5).await;
     let big: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_be_bytes()).collect();
     let now = Utc::now();
     let files = vec![
