@@ -774,7 +774,7 @@ async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
     assert!(text_of(&c, "main").await.contains("sms"));
     let code = wait_code(&data, &phone).await;
     type_into(&c, "#code", &code).await;
-    click(&c, "button[type=submit]").await;
+    submit(&c, "button[type=submit]").await;
     wait_status(&c, "sv", &portal, "Klar").await;
     let url = c.current_url().await.unwrap().to_string();
     assert!(
@@ -807,7 +807,7 @@ async fn a_person_corrects_their_job_title_in_the_privacy_centre() {
     click(&c, "button[type=submit]").await;
     let code = wait_code(&data, &email).await;
     type_into(&c, "#code", &code).await;
-    click(&c, "button[type=submit]").await;
+    submit(&c, "button[type=submit]").await;
     wait_status(&c, "en", &portal, "Done").await;
     assert_eq!(
         count(format!(
