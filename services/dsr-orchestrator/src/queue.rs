@@ -63,12 +63,34 @@ pub fn step_for(kind: Kind, state: State) -> Option<&'static str> {
 }
 
 /// A claimed request: the worker holds its lease while it renews it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Claim {
     /// The request.
     pub request_id: String,
     /// The lease token (worker id and a fresh nonce).
     pub token: String,
+    /// The request's row as this claim last read or wrote it: a step's
+    /// completion writes from it without reading the row again, on
+    /// condition that nobody changed the row since (its state and
+    /// `updated_at` unchanged); otherwise it reads the row and decides
+    /// from that.
+    seen: std::sync::Arc<std::sync::Mutex<Option<req::Model>>>,
+}
+
+impl Claim {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<req::Model>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A request moved by a step's outcome: the row to write and the audit
+/// events of the move.
+struct Move {
+    am: req::ActiveModel,
+    runnable: bool,
+    events: Vec<String>,
 }
 
 /// What a completed step produced, and where the request goes next.
@@ -399,6 +421,7 @@ impl Ledger {
         let claim = Claim {
             request_id: m.id.clone(),
             token,
+            seen: std::sync::Arc::new(std::sync::Mutex::new(Some(m.clone()))),
         };
         Ok(Some((claim, self.request_of(m)?)))
     }
@@ -455,6 +478,11 @@ impl Ledger {
     /// the worker and the request has a next step: then that step's attempt
     /// is begun in the same transaction and its log row returned, for the
     /// caller to run at once.
+    ///
+    /// The request's row is written from the claim's last sight of it when
+    /// nobody changed it since (one `UPDATE`, fenced on the lease, the state
+    /// and `updated_at`); otherwise it is read again and the move decided
+    /// from what it holds now.
     pub async fn complete_step(
         &self,
         claim: &Claim,
@@ -463,17 +491,91 @@ impl Ledger {
         actor: &str,
         keep_as: Option<&str>,
     ) -> Result<(Request, Option<i64>), Error> {
+        let now = self.clock().now();
         let txn = self.write_txn().await?;
-        let m = leased(&txn, claim).await?;
+        let seen = claim.seen().take();
+        let mut written = None;
+        if let Some(m) = seen {
+            let (state, updated_at) = (m.state.clone(), m.updated_at);
+            // A move the row as seen does not allow is decided again from
+            // the row as it is.
+            if let Ok(mv) = self.moved(m, &outcome, keep_as.is_some(), now) {
+                match req::Entity::update(mv.am.clone())
+                    .validate()?
+                    .filter(req::Column::LeaseOwner.eq(claim.token.as_str()))
+                    .filter(req::Column::State.eq(state))
+                    .filter(req::Column::UpdatedAt.eq(updated_at))
+                    .exec(&txn)
+                    .await
+                {
+                    Ok(updated) => written = Some((updated, mv)),
+                    Err(DbErr::RecordNotUpdated) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let (updated, mv) = match written {
+            Some(w) => w,
+            None => {
+                let m = leased(&txn, claim).await?;
+                let mv = self.moved(m, &outcome, keep_as.is_some(), now)?;
+                (mv.am.clone().update(&txn).await?, mv)
+            }
+        };
+        let done = step::Entity::update_many()
+            .col_expr(step::Column::Outcome, "done".into())
+            .col_expr(step::Column::FinishedAt, now.into())
+            .filter(step::Column::Id.eq(step_row))
+            .filter(step::Column::Outcome.eq("running"))
+            .exec(&txn)
+            .await?;
+        if done.rows_affected != 1 {
+            return Err(lost());
+        }
+        let kind = Kind::parse(&updated.kind).ok_or_else(|| corrupt("kind"))?;
+        let to = State::parse(&updated.state).ok_or_else(|| corrupt("state"))?;
+        let next = match (keep_as.filter(|_| mv.runnable), step_for(kind, to)) {
+            (Some(worker), Some(name)) => Some(
+                match begin_attempt_at_once(&txn, claim, name, worker, now).await? {
+                    Some((row, _)) => row,
+                    None => {
+                        begin_attempt(&txn, &claim.request_id, name, worker, now)
+                            .await?
+                            .0
+                    }
+                },
+            ),
+            _ => None,
+        };
+        // The audit events last: the chain's lock is held from the first
+        // until the commit.
+        self.append_all_for(&txn, actor, &updated, &mv.events)
+            .await?;
+        txn.commit().await?;
+        if next.is_some() {
+            *claim.seen() = Some(updated.clone());
+        }
+        Ok((self.request_of(updated)?, next))
+    }
+
+    /// How `outcome` moves the request whose row is `m` at `now`: the row
+    /// to write (the lease kept when `keep` and the request has a next
+    /// step to run at once) and the move's audit events, the state's last.
+    fn moved(
+        &self,
+        m: req::Model,
+        outcome: &Outcome,
+        keep: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Move, Error> {
         let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
         let kind = Kind::parse(&m.kind).ok_or_else(|| corrupt("kind"))?;
-        let now = self.clock().now();
         let mut am: req::ActiveModel = m.into();
         // When the next step may run: now, at a date, or when a person acts.
         let mut at: Option<i64> = None;
         let mut discrepancies: Vec<String> = Vec::new();
         let mut withheld: Vec<String> = Vec::new();
-        let (to, runnable) = match &outcome {
+        let (to, runnable) = match outcome {
             Outcome::Verified => (State::Locating, true),
             Outcome::ChallengeStarted(id) => {
                 am.challenge_id = Set(Some(id.clone()));
@@ -607,51 +709,26 @@ impl Ledger {
         } else {
             at
         });
-        let keep = keep_as.filter(|_| runnable);
-        if keep.is_none() {
+        if !(keep && runnable) {
             am.lease_owner = Set(None);
             am.lease_until_ms = Set(None);
         }
         am.attempts = Set(0);
         am.last_error = Set(None);
         am.updated_at = Set(now);
-        let updated = am.update(&txn).await?;
-        let done = step::Entity::update_many()
-            .col_expr(step::Column::Outcome, "done".into())
-            .col_expr(step::Column::FinishedAt, now.into())
-            .filter(step::Column::Id.eq(step_row))
-            .filter(step::Column::Outcome.eq("running"))
-            .exec(&txn)
-            .await?;
-        if done.rows_affected != 1 {
-            return Err(lost());
-        }
-        let next = match (keep, step_for(kind, to)) {
-            (Some(worker), Some(name)) => Some(
-                match begin_attempt_at_once(&txn, claim, name, worker, now).await? {
-                    Some((row, _)) => row,
-                    None => {
-                        begin_attempt(&txn, &claim.request_id, name, worker, now)
-                            .await?
-                            .0
-                    }
-                },
-            ),
-            _ => None,
-        };
-        // The audit events last: the chain's lock is held from the first
-        // until the commit.
         let mut events: Vec<String> = discrepancies;
         events.append(&mut withheld);
-        if matches!(&outcome, Outcome::ChallengeStarted(id) if id.is_empty()) {
+        if matches!(outcome, Outcome::ChallengeStarted(id) if id.is_empty()) {
             // No code could be enough: the person is told how to prove
             // who they are.
             events.push(crate::letters::AWAITING_STRONGER_PROOF.to_owned());
         }
         events.push(format!("state:{}", to.as_str()));
-        self.append_all_for(&txn, actor, &updated, &events).await?;
-        txn.commit().await?;
-        Ok((self.request_of(updated)?, next))
+        Ok(Move {
+            am,
+            runnable,
+            events,
+        })
     }
 
     /// Fails an attempt: the log row failed with the reason, the request's

@@ -702,6 +702,84 @@ async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
     db.finish().await;
 }
 
+/// A step's completion writes the request from the claim's sight of it
+/// only while nobody changed it: a deadline extended while the step ran is
+/// kept and the step still completes; a request cancelled meanwhile stays
+/// cancelled (its completion is refused), not moved on from the state the
+/// worker saw.
+#[tokio::test]
+async fn a_completion_decides_from_the_request_as_it_is_when_it_changed_meanwhile() {
+    let (db, ledger) = ledger().await;
+    let today = chrono::Utc::now().date_naive();
+    let located = || dsr_orchestrator::queue::Outcome::Located {
+        map: SubjectMap {
+            identities: Vec::new(),
+            systems: Vec::new(),
+            partial: false,
+            rounds: 1,
+        },
+        needs_approval: false,
+    };
+    let lease = Duration::from_secs(30);
+
+    // Extended while locating: the completion keeps the extension.
+    let (r, _) = ledger
+        .submit(submission("key-meanwhile-1"), today, "portal")
+        .await
+        .unwrap();
+    let claim = ledger.claim("w", lease).await.unwrap().unwrap();
+    assert_eq!(claim.request_id, r.id);
+    let (row, _) = ledger.start_step(&claim, "locate", "w").await.unwrap();
+    ledger
+        .extend(&r.id, 2, "many systems to search", today, "handler")
+        .await
+        .unwrap();
+    let extended = ledger.get(&r.id).await.unwrap().deadline.due();
+    assert!(extended > r.deadline.due());
+    let (moved, next) = ledger
+        .complete_step(&claim, row, located(), "w", Some("w"))
+        .await
+        .unwrap();
+    assert_eq!(moved.state, State::Exporting);
+    assert!(next.is_some(), "the export's attempt begun");
+    let now = ledger.get(&r.id).await.unwrap();
+    assert_eq!(now.state, State::Exporting);
+    assert_eq!(now.deadline.due(), extended, "the extension stays");
+
+    // Cancelled while locating: the completion is refused, the request
+    // stays cancelled, and the step is not recorded as done.
+    let (r, _) = ledger
+        .submit(submission("key-meanwhile-2"), today, "portal")
+        .await
+        .unwrap();
+    let claim = loop {
+        let c = ledger.claim("w", lease).await.unwrap().unwrap();
+        if c.request_id == r.id {
+            break c;
+        }
+        ledger.release(&c).await.unwrap();
+    };
+    let (row, _) = ledger.start_step(&claim, "locate", "w").await.unwrap();
+    ledger
+        .cancel(&r.id, "the person withdrew it", "handler")
+        .await
+        .unwrap();
+    assert!(
+        ledger
+            .complete_step(&claim, row, located(), "w", Some("w"))
+            .await
+            .is_err()
+    );
+    assert_eq!(ledger.get(&r.id).await.unwrap().state, State::Cancelled);
+    let log = ledger.step_log(&r.id).await.unwrap();
+    assert!(
+        log.iter()
+            .all(|x| x.step != "locate" || x.outcome != "done"),
+        "{log:?}"
+    );
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn a_controller_that_requires_approval_waits_for_a_case_handler() {
     let (db, ledger) = ledger().await;
