@@ -153,6 +153,22 @@ fn terminate(mut child: Child) -> (bool, String) {
     }
 }
 
+/// Reads `from` to its end in a thread of its own (so that the process
+/// writing it never blocks on a full pipe); joined, the text read.
+fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = from.read_to_string(&mut text);
+        text
+    })
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn stdout(o: &Output) -> String {
     assert!(
         o.status.success(),
@@ -1020,9 +1036,10 @@ async fn a_processors_system_joins_dsr_up_and_is_read_for_an_access_request() {
         ])
         .env_remove("DSR_TEST_POSTGRES_URL")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let up_log = drain(child.stderr.take().unwrap());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut banner = String::new();
     for l in lines.by_ref() {
@@ -1099,6 +1116,9 @@ async fn a_processors_system_joins_dsr_up_and_is_read_for_an_access_request() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained as it is written: a pipe nobody reads blocks the vendor's
+    // logging, and with it the vendor, once it holds 64 KiB.
+    let vendor_log = drain(vendor.stderr.take().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", vendor_port)).is_err() {
         assert!(
@@ -1127,6 +1147,18 @@ async fn a_processors_system_joins_dsr_up_and_is_read_for_an_access_request() {
         .env_remove("DSR_TEST_POSTGRES_URL")
         .output()
         .unwrap();
+    if !printed.status.success() {
+        let _ = vendor.kill();
+        let _ = vendor.wait();
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "the request did not complete: {}\nthe last lines of dsr up's log:\n{}\nthe last lines of the vendor's log:\n{}",
+            String::from_utf8_lossy(&printed.stderr),
+            tail(&up_log.join().unwrap(), 40),
+            tail(&vendor_log.join().unwrap(), 40)
+        );
+    }
     let text = stdout(&printed);
     assert!(text.contains("state      completed"), "{text}");
     let doc: serde_json::Value =
@@ -1140,8 +1172,8 @@ async fn a_processors_system_joins_dsr_up_and_is_read_for_an_access_request() {
     assert!(systems.contains(&"vendor-x"), "{systems:?}");
     let _ = vendor.kill();
     let _ = vendor.wait();
-    let (ok, logs) = terminate(child);
-    assert!(ok, "{logs}");
+    let (ok, _) = terminate(child);
+    assert!(ok, "{}", tail(&up_log.join().unwrap(), 40));
 }
 
 /// A plain HTTP/1.1 GET with the survey API's key: status line and body.
