@@ -62,13 +62,7 @@ fn up_with(data: &Path, port: u16, env: &[(&str, &str)]) -> Child {
     // keep draining stdout and stderr so the child never blocks on a full
     // pipe (a busy machine's shutdown logs more than a pipe holds)
     std::thread::spawn(move || for _ in lines {});
-    let mut stderr = child.stderr.take().unwrap();
-    let drained = std::thread::spawn(move || {
-        use std::io::Read as _;
-        let mut err = String::new();
-        let _ = stderr.read_to_string(&mut err);
-        err
-    });
+    let drained = drain(child.stderr.take().unwrap());
     STDERR.lock().unwrap().insert(child.id(), drained);
     child
 }
