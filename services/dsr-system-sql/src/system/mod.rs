@@ -549,16 +549,10 @@ impl SqlSystem {
             None => self.orphaned(parent),
         };
         Some(match up {
-            Some(up) => {
-                let mut sub = Query::select();
-                sub.expr(Expr::col((
-                    Alias::new(&parent.name),
-                    Alias::new(&parent.primary_key.column),
-                )))
-                .from(Alias::new(&parent.name))
-                .and_where(up);
-                col.clone().is_null().or(col.in_subquery(sub))
-            }
+            Some(up) => col
+                .clone()
+                .is_null()
+                .or(col.in_subquery(keys_where(parent, up))),
             None => col.is_null(),
         })
     }
@@ -577,13 +571,7 @@ impl SqlSystem {
             .cleared
             .get_or_try_init(|| crate::schema::cleared_on_delete(conn, &self.manifest))
             .await?;
-        let mut keys = Query::select();
-        keys.expr(Expr::col((
-            Alias::new(&parent.name),
-            Alias::new(&parent.primary_key.column),
-        )))
-        .from(Alias::new(&parent.name))
-        .cond_where(rows);
+        let keys = keys_where(parent, rows);
         let mut detached = 0;
         for child in &self.manifest.tables {
             let Some(link) = child.parent.as_ref().filter(|l| l.table == parent.name) else {
@@ -680,4 +668,17 @@ fn protected_ground(r: Reason) -> &'static str {
             "GDPR Art. 18: processing restricted at the person's request; kept until the restriction is lifted"
         }
     }
+}
+
+/// `SELECT <t's key> FROM t WHERE cond`: the keys of `t`'s rows matching
+/// `cond`, as a subquery.
+fn keys_where(t: &TableSpec, cond: impl sea_orm::sea_query::IntoCondition) -> SelectStatement {
+    let mut q = Query::select();
+    q.expr(Expr::col((
+        Alias::new(&t.name),
+        Alias::new(&t.primary_key.column),
+    )))
+    .from(Alias::new(&t.name))
+    .cond_where(cond);
+    q
 }

@@ -349,15 +349,11 @@ impl SqlSystem {
                 let mut cond = range;
                 for w in chain.windows(2).rev() {
                     let (child, parent) = (w[0], w[1]);
-                    let mut sub = Query::select();
-                    sub.expr(pk(parent))
-                        .from(Alias::new(&parent.name))
-                        .and_where(cond);
                     cond = Expr::col((
                         Alias::new(&child.name),
                         Alias::new(&child.parent.as_ref()?.column),
                     ))
-                    .in_subquery(sub);
+                    .in_subquery(keys_where(parent, cond));
                 }
                 Some(cond)
             };
