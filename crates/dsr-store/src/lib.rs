@@ -183,6 +183,42 @@ pub async fn connect(url: &str, cfg: &StoreConfig) -> Result<DatabaseConnection,
     Database::connect(opts).await.map_err(Error::Connect)
 }
 
+/// A pool of `connections` connections that only read, beside the writer
+/// [`connect`] opened, to the SQLite file at `url`: for reads outside a
+/// transaction, which in WAL mode see every commit made before they begin
+/// and need not queue for the one writing connection (at 32 requests in
+/// flight the orchestrator's was in use at every look, docs/benchmarks.md).
+/// `None` where the pool [`connect`] opened already reads in parallel
+/// (PostgreSQL, MySQL) or a second pool would open another database (an
+/// in-memory SQLite). Open it after the writer: the file is in WAL mode
+/// by then.
+pub async fn connect_reader(
+    url: &str,
+    cfg: &StoreConfig,
+    connections: u32,
+) -> Result<Option<DatabaseConnection>, Error> {
+    if backend_of(url)? != DbBackend::Sqlite
+        || url.contains(":memory:")
+        || url.contains("mode=memory")
+    {
+        return Ok(None);
+    }
+    let n = connections.max(1);
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.acquire_timeout(cfg.acquire_timeout)
+        .sqlx_logging(false)
+        .max_connections(n)
+        .min_connections(n);
+    let busy = cfg.busy_timeout;
+    // Refuses any write: a statement sent here by mistake fails instead of
+    // taking the write lock beside the writer.
+    opts.map_sqlx_sqlite_opts(move |o| o.busy_timeout(busy).pragma("query_only", "ON"));
+    Database::connect(opts)
+        .await
+        .map(Some)
+        .map_err(Error::Connect)
+}
+
 /// The pool's connections now: open, of which idle, and the most it opens.
 // `connect` only opens SQLite, PostgreSQL or MySQL; DbBackend is non-exhaustive.
 #[allow(clippy::wildcard_enum_match_arm)]
@@ -346,6 +382,67 @@ mod tests {
         let db = connect(&url, &capped).await.unwrap();
         let (open, _, most) = pool_stats(&db).unwrap();
         assert_eq!((open, most), (2, 2));
+    }
+
+    /// The reader pool of a SQLite file sees what the writer committed, is
+    /// not held up by a writer's open transaction, and refuses writes; there
+    /// is none for an in-memory database or PostgreSQL.
+    #[tokio::test]
+    async fn a_sqlite_reader_sees_commits_reads_beside_a_writer_and_cannot_write() {
+        use sea_orm::TransactionTrait as _;
+        let dir = tempfile::tempdir().unwrap();
+        let url = sqlite_url(&dir.path().join("read.db"));
+        let cfg = StoreConfig::default();
+        let db = connect(&url, &cfg).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .await
+            .unwrap();
+        let reader = connect_reader(&url, &cfg, 2).await.unwrap().unwrap();
+        assert_eq!(pool_stats(&reader).map(|(o, _, m)| (o, m)), Some((2, 2)));
+        let count = |c: DatabaseConnection| async move {
+            let row = c
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Sqlite,
+                    "SELECT count(*) FROM t",
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<i64>(0).unwrap()
+        };
+        db.execute_unprepared("INSERT INTO t VALUES ('a')")
+            .await
+            .unwrap();
+        assert_eq!(count(reader.clone()).await, 1);
+        // The writer's connection held by an open transaction: the reader
+        // answers with the last commit, without waiting for it.
+        let txn = db.begin().await.unwrap();
+        txn.execute_unprepared("INSERT INTO t VALUES ('b')")
+            .await
+            .unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(2), count(reader.clone()))
+            .await
+            .expect("the reader does not wait for the writer");
+        assert_eq!(seen, 1);
+        txn.commit().await.unwrap();
+        assert_eq!(count(reader.clone()).await, 2);
+        let refused = reader
+            .execute_unprepared("INSERT INTO t VALUES ('c')")
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("readonly"), "{refused}");
+        assert!(
+            connect_reader("sqlite::memory:", &cfg, 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            connect_reader("postgres://u@h/db", &cfg, 2)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// A transaction that read, then wrote after another connection had

@@ -67,6 +67,9 @@ pub struct Deps {
     pub db: dsr_store::Db,
     /// A pool of its own for lease renewals (PostgreSQL), if any.
     pub leases: Option<dsr_store::Db>,
+    /// A pool that only reads, for views and lists beside the one writer
+    /// (SQLite, [`dsr_store::connect_reader`]), if any.
+    pub reads: Option<dsr_store::Db>,
     /// Checks its callers' tokens.
     pub validator: Arc<Validator>,
     /// Checks the identity service's verification tokens.
@@ -88,6 +91,7 @@ impl std::fmt::Debug for Deps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deps")
             .field("leases", &self.leases.is_some())
+            .field("reads", &self.reads.is_some())
             .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
@@ -111,6 +115,9 @@ pub fn build(s: Settings, d: Deps) -> Result<ServiceSet, BuildError> {
         Ledger::new(d.db, dsr_domain::deadline::HolidayCalendar::swedish()).with_clock(d.clock);
     if let Some(leases) = d.leases {
         ledger = ledger.with_lease_pool(leases);
+    }
+    if let Some(reads) = d.reads {
+        ledger = ledger.with_read_pool(reads);
     }
     let wake = Arc::new(tokio::sync::Notify::new());
     let (changes, _) = tokio::sync::broadcast::channel(1024);

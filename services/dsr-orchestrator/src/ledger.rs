@@ -275,6 +275,9 @@ pub struct Ledger {
     db: DatabaseConnection,
     /// Where leases are renewed: `db`, or a small pool of its own.
     leases: DatabaseConnection,
+    /// Where reads outside a transaction go: `db`, or on SQLite a pool of
+    /// readers beside its one writer.
+    reads: DatabaseConnection,
     calendar: HolidayCalendar,
     clock: Clock,
 }
@@ -284,6 +287,7 @@ impl Ledger {
     pub fn new(db: DatabaseConnection, calendar: HolidayCalendar) -> Self {
         Self {
             leases: db.clone(),
+            reads: db.clone(),
             db,
             calendar,
             clock: Clock::system(),
@@ -309,6 +313,21 @@ impl Ledger {
     pub fn with_lease_pool(mut self, leases: DatabaseConnection) -> Self {
         self.leases = leases;
         self
+    }
+
+    /// Reads requests, their steps and letters for views over `reads` (on
+    /// SQLite a pool that only reads, [`dsr_store::connect_reader`]), so
+    /// that a `Get` or a `Watch` does not queue for the writer's one
+    /// connection behind the workers' transactions. Reads inside a
+    /// transaction, and those a write decides from, stay on the writer.
+    pub fn with_read_pool(mut self, reads: DatabaseConnection) -> Self {
+        self.reads = reads;
+        self
+    }
+
+    /// The connection views read over.
+    pub(crate) fn reads(&self) -> &DatabaseConnection {
+        &self.reads
     }
 
     /// The connection leases are renewed over.
@@ -662,7 +681,7 @@ impl Ledger {
     /// One request.
     pub async fn get(&self, id: &str) -> Result<Request, Error> {
         let m = req::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
+            .one(&self.reads)
             .await?
             .ok_or(Error::NotFound)?;
         self.request_of(m)

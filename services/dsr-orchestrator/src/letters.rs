@@ -358,7 +358,7 @@ impl Ledger {
             let rows = letter::Entity::find()
                 .filter(letter::Column::RequestId.is_in(chunk.iter().map(String::as_str)))
                 .order_by_asc(letter::Column::Id)
-                .all(self.db())
+                .all(self.reads())
                 .await?;
             for m in rows {
                 let id = m.request_id.clone();

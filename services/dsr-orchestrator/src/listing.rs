@@ -125,7 +125,7 @@ impl Ledger {
             .order_by_desc(req::Column::SubmittedAt)
             .order_by_desc(req::Column::Id)
             .limit(page_size + 1)
-            .all(self.db())
+            .all(self.reads())
             .await?;
         let more = rows.len() as u64 > page_size;
         let mut requests = Vec::with_capacity(rows.len());
@@ -159,7 +159,7 @@ impl Ledger {
                 .limit(limit),
             None => q.order_by_desc(req::Column::UpdatedAt).limit(1),
         };
-        Ok(q.into_tuple().all(self.db()).await?)
+        Ok(q.into_tuple().all(self.reads()).await?)
     }
 
     /// Counts by kind and state; open requests overdue and due within 7
@@ -173,18 +173,18 @@ impl Ledger {
             .group_by(req::Column::Kind)
             .group_by(req::Column::State)
             .into_tuple()
-            .all(self.db())
+            .all(self.reads())
             .await?;
         let overdue = req::Entity::find()
             .filter(req::Column::State.is_not_in(FINAL))
             .filter(req::Column::Due.lt(today))
-            .count(self.db())
+            .count(self.reads())
             .await?;
         let due_soon = req::Entity::find()
             .filter(req::Column::State.is_not_in(FINAL))
             .filter(req::Column::Due.gte(today))
             .filter(req::Column::Due.lte(today + chrono::Days::new(7)))
-            .count(self.db())
+            .count(self.reads())
             .await?;
         Ok(Counts {
             by_kind_state: rows

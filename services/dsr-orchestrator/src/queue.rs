@@ -833,7 +833,7 @@ impl Ledger {
         let rows = step::Entity::find()
             .filter(step::Column::RequestId.eq(r.id.as_str()))
             .order_by_asc(step::Column::Id)
-            .all(self.db())
+            .all(self.reads())
             .await?;
         Ok(step_views(r, &rows))
     }
@@ -844,7 +844,7 @@ impl Ledger {
         &self,
         r: &Request,
     ) -> Result<(Vec<crate::letters::LetterView>, Vec<StepView>), Error> {
-        let backend = self.db().get_database_backend();
+        let backend = self.reads().get_database_backend();
         let (a, b) = if backend == DbBackend::Postgres {
             ("$1", "$2")
         } else {
@@ -860,7 +860,7 @@ impl Ledger {
              ORDER BY part, id"
         );
         let rows = self
-            .db()
+            .reads()
             .query_all_raw(Statement::from_sql_and_values(
                 backend,
                 sql,

@@ -518,3 +518,65 @@ async fn the_audit_chain_head_follows_every_event_whoever_inserts_it() {
     assert_eq!(ledger.verify_audit().await.unwrap(), 5);
     db.finish().await;
 }
+
+/// On SQLite, views and lists read over a pool of their own beside the
+/// ledger's one writing connection: a `Get` answers while a writer's
+/// transaction holds that connection (it waited for it before), and every
+/// read sees each change the ledger committed before it. On PostgreSQL
+/// there is no such pool (its pool reads in parallel already).
+#[tokio::test]
+async fn views_read_beside_the_writer_and_see_each_commit() {
+    use sea_orm::TransactionTrait as _;
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let reads = dsr_store::connect_reader(&db.url, &dsr_store::StoreConfig::default(), 2)
+        .await
+        .unwrap();
+    if db.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        assert!(reads.is_some(), "a SQLite file has readers");
+    }
+    let Some(reads) = reads else { return };
+    let ledger = Ledger::new(db.db.clone(), HolidayCalendar::swedish()).with_read_pool(reads);
+    let (r, _) = ledger
+        .submit(
+            submission("portal-key-reads", "anna@example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    // Each change is seen by the read after it.
+    for to in [State::Verifying, State::Locating] {
+        let moved = ledger
+            .advance(&r.id, to, "service:orchestrator")
+            .await
+            .unwrap();
+        let seen = ledger.get(&r.id).await.unwrap();
+        assert_eq!((seen.state, seen.updated_at), (to, moved.updated_at));
+        let (_, steps) = ledger.letters_and_steps(&seen).await.unwrap();
+        assert_eq!(steps, ledger.steps(&seen).await.unwrap());
+    }
+    // The writer's one connection held by an open write transaction: the
+    // views answer at once, with the last commit.
+    let txn = db.db.begin().await.unwrap();
+    txn.execute_unprepared("UPDATE orchestrator_request SET language = 'en'")
+        .await
+        .unwrap();
+    let (seen, page) = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        let seen = ledger.get(&r.id).await.unwrap();
+        let page = ledger
+            .list(&Default::default(), 10, None)
+            .await
+            .unwrap()
+            .unwrap();
+        (seen, page)
+    })
+    .await
+    .expect("views do not queue for the writer");
+    assert_eq!(
+        (seen.state, seen.language.as_str()),
+        (State::Locating, "sv")
+    );
+    assert_eq!(page.requests.len(), 1);
+    txn.rollback().await.unwrap();
+}

@@ -47,7 +47,12 @@ pub(crate) async fn prepare(
             } else {
                 None
             };
-            prepare_orchestrator(db, leases, cfg, trust)
+            // On SQLite, views and lists read beside the one writer.
+            let reads = inst.connect_reader(cfg, 2).await?;
+            if let Some(r) = &reads {
+                watch_pool(&format!("{}-reads", inst.name), r);
+            }
+            prepare_orchestrator(db, leases, reads, cfg, trust)
         }
         ServiceKind::Erasure => {
             let db = open_database(inst, cfg, schema).await?;
@@ -501,6 +506,7 @@ fn system_endpoints(cfg: &Config) -> Vec<dsr_mesh_client::SystemEndpoint> {
 fn prepare_orchestrator(
     db: dsr_store::Db,
     leases: Option<dsr_store::Db>,
+    reads: Option<dsr_store::Db>,
     cfg: &Config,
     trust: &Trust,
 ) -> anyhow::Result<ServiceSet> {
@@ -593,6 +599,7 @@ fn prepare_orchestrator(
     let deps = orch::assembly::Deps {
         db,
         leases,
+        reads,
         validator: trust.validator(orch::SERVICE_NAME),
         verification_tokens,
         signer,

@@ -358,6 +358,20 @@ impl Instance {
         self.connect_pool(cfg, cfg.database.max_connections).await
     }
 
+    /// On SQLite, a pool of `connections` that only read, beside the one
+    /// writer [`Self::connect`] opened (call it after that); `None` on
+    /// PostgreSQL, whose pool reads in parallel already.
+    pub(crate) async fn connect_reader(
+        &self,
+        cfg: &Config,
+        connections: u32,
+    ) -> anyhow::Result<Option<dsr_store::Db>> {
+        let (url, _) = self.database(cfg);
+        dsr_store::connect_reader(&url, &dsr_store::StoreConfig::default(), connections)
+            .await
+            .with_context(|| format!("{}: cannot open its database to read", self.name))
+    }
+
     /// Opens its database with a pool of `max_connections`.
     pub(crate) async fn connect_pool(
         &self,
