@@ -319,7 +319,8 @@ impl Ledger {
     /// SQLite a pool that only reads, [`dsr_store::connect_reader`]), so
     /// that a `Get` or a `Watch` does not queue for the writer's one
     /// connection behind the workers' transactions. Reads inside a
-    /// transaction, and those a write decides from, stay on the writer.
+    /// transaction stay on the writer; a read outside one sees, on either
+    /// pool, what was committed before it began.
     pub fn with_read_pool(mut self, reads: DatabaseConnection) -> Self {
         self.reads = reads;
         self
