@@ -695,6 +695,19 @@ impl Ledger {
         action: String,
         f: impl FnOnce(&req::Model, &mut req::ActiveModel) -> Result<(), Error>,
     ) -> Result<Request, Error> {
+        self.change_deciding(id, actor, move |m, am| f(m, am).map(|()| action))
+            .await
+    }
+
+    /// As [`Ledger::change`], for a change whose audit action depends on
+    /// what it finds: `f` decides from the row as locked, and returns the
+    /// action to record.
+    async fn change_deciding(
+        &self,
+        id: &str,
+        actor: &str,
+        f: impl FnOnce(&req::Model, &mut req::ActiveModel) -> Result<String, Error>,
+    ) -> Result<Request, Error> {
         let txn = self.write_txn().await?;
         let changed = async {
             // The row locked until the change commits (PostgreSQL; SQLite's
@@ -707,7 +720,7 @@ impl Ledger {
                 .ok_or(Error::NotFound)?;
             let current = m.clone();
             let mut am: req::ActiveModel = m.into();
-            f(&current, &mut am)?;
+            let action = f(&current, &mut am)?;
             am.updated_at = Set(self.clock.now());
             // Only if nobody moved it meanwhile.
             let res = req::Entity::update_many()
@@ -886,7 +899,10 @@ impl Ledger {
         .await
     }
 
-    /// Extends the deadline (Art. 12(3)), decided on `today`.
+    /// Extends the deadline (Art. 12(3)), decided on `today`. Decided from
+    /// the request as locked for the change, so two extensions at once
+    /// count each other: the second adds to the first, or is refused if
+    /// the two would pass two months.
     pub async fn extend(
         &self,
         id: &str,
@@ -895,33 +911,29 @@ impl Ledger {
         today: NaiveDate,
         actor: &str,
     ) -> Result<Request, Error> {
-        let current = self.get(id).await?;
-        if current.state.is_answered() {
-            return Err(IllegalMove {
-                from: current.state,
-                to: current.state,
+        let reason = reason.to_owned();
+        self.change_deciding(id, actor, move |m, am| {
+            let current = self.request_of(m.clone())?;
+            if current.state.is_answered() {
+                return Err(IllegalMove {
+                    from: current.state,
+                    to: current.state,
+                }
+                .into());
             }
-            .into());
-        }
-        let extended = current
-            .deadline
-            .extend(months, reason, today, &self.calendar)?;
-        let ext = extended
-            .extension()
-            .cloned()
-            .expect("extend sets an extension");
-        self.change(
-            id,
-            actor,
-            format!("extended:{}", ext.months),
-            move |_, am| {
-                am.due = Set(extended.due());
-                am.extended_months = Set(i32::try_from(ext.months).unwrap_or(2));
-                am.extension_reason = Set(Some(ext.reason.clone()));
-                am.extension_decided_on = Set(Some(ext.decided_on));
-                Ok(())
-            },
-        )
+            let extended = current
+                .deadline
+                .extend(months, &reason, today, &self.calendar)?;
+            let ext = extended
+                .extension()
+                .cloned()
+                .expect("extend sets an extension");
+            am.due = Set(extended.due());
+            am.extended_months = Set(i32::try_from(ext.months).unwrap_or(2));
+            am.extension_reason = Set(Some(ext.reason));
+            am.extension_decided_on = Set(Some(ext.decided_on));
+            Ok(format!("extended:{}", ext.months))
+        })
         .await
     }
 

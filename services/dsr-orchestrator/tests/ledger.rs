@@ -176,6 +176,51 @@ async fn the_ledger_keeps_its_rules_and_its_trail() {
     db.finish().await;
 }
 
+/// Two case handlers extend one request at the same moment, a month each:
+/// each decides from the request as the other left it, so the second adds
+/// to the first (two months in all, the trail says 1 then 2), and a third
+/// at the same time is refused rather than overwriting them.
+#[tokio::test]
+async fn extensions_at_once_each_count_the_other() {
+    let db = TestDb::new().await.unwrap();
+    dsr_store::migrate::<Migrator>(&db.db).await.unwrap();
+    let ledger = Ledger::new(db.db.clone(), HolidayCalendar::swedish());
+    let (r, _) = ledger
+        .submit(
+            submission("portal-key-0077", "anna@example.se"),
+            d("2026-11-24"),
+            "portal",
+        )
+        .await
+        .unwrap();
+    let on = d("2026-12-01");
+    let (a, b, c) = tokio::join!(
+        ledger.extend(&r.id, 1, "many systems", on, "handler-a"),
+        ledger.extend(&r.id, 1, "agents abroad", on, "handler-b"),
+        ledger.extend(&r.id, 1, "a third look", on, "handler-c"),
+    );
+    let results = [a, b, c];
+    let granted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(granted, 2, "two months at most: {results:?}");
+    assert!(
+        results.iter().any(|r| matches!(r, Err(Error::Deadline(_)))),
+        "the third is refused for the two months: {results:?}"
+    );
+    let now = ledger.get(&r.id).await.unwrap();
+    assert_eq!(now.deadline.extension().unwrap().months, 2);
+    assert_eq!(now.deadline.due(), d("2027-02-24"));
+    let extended: Vec<String> = ledger
+        .audit_of(&r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .filter(|a| a.starts_with("extended:"))
+        .collect();
+    assert_eq!(extended, ["extended:1", "extended:2"]);
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn a_verification_token_verifies_one_request_once() {
     let db = TestDb::new().await.unwrap();
