@@ -702,7 +702,7 @@ impl Ledger {
     /// As [`Ledger::change`], for a change whose audit action depends on
     /// what it finds: `f` decides from the row as locked, and returns the
     /// action to record.
-    async fn change_deciding(
+    pub(crate) async fn change_deciding(
         &self,
         id: &str,
         actor: &str,

@@ -797,12 +797,7 @@ impl Ledger {
     /// completed with records retained (their deferred erasure runs at
     /// once, and then on its date).
     pub async fn approve(&self, id: &str, actor: &str) -> Result<Request, Error> {
-        let action = if self.get(id).await?.state == State::AwaitingReview {
-            "reviewed"
-        } else {
-            "approved"
-        };
-        self.change(id, actor, action.into(), |m, am| {
+        self.change_deciding(id, actor, |m, am| {
             let from = State::parse(&m.state).ok_or_else(|| corrupt("state"))?;
             let kind = Kind::parse(&m.kind).ok_or_else(|| corrupt("kind"))?;
             let to = if from == State::AwaitingReview {
@@ -823,7 +818,13 @@ impl Ledger {
             am.state = Set(to.as_str().to_owned());
             am.next_attempt_ms =
                 Set(step_for(kind, to).map(|_| self.clock().now().timestamp_millis()));
-            Ok(())
+            // The trail says which decision it was, as the row showed it.
+            Ok(if from == State::AwaitingReview {
+                "reviewed"
+            } else {
+                "approved"
+            }
+            .to_owned())
         })
         .await
     }
