@@ -2,9 +2,10 @@
 //! and noisy), measured on demand.
 //!
 //! - `locate`: per reference system, Locate over gRPC (real server on
-//!   loopback, real token) next to its floor: the same statements run raw on
-//!   the same database (the person's identity columns, then every linked
-//!   table), plus one empty gRPC round trip.
+//!   loopback, real token) next to its floor: the statements a hand-written
+//!   program runs for it on the same database (each of the person's
+//!   identity columns, then every linked table, one statement each), plus
+//!   one empty gRPC round trip.
 //! - `access`: peak resident memory while streaming Access for one person
 //!   with `--records` letters at the print-and-mail vendor, then over that
 //!   person's whole access request through the mesh, whose package is
@@ -49,8 +50,8 @@ pub(crate) struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Locate latency per system against its floor: the same statements run
-    /// raw, plus one empty gRPC round trip.
+    /// Locate latency per system against its floor: a hand-written
+    /// program's statements for it run raw, plus one empty gRPC round trip.
     Locate {
         /// People seeded.
         #[arg(long, default_value_t = 1000)]
@@ -412,7 +413,7 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
             iterations,
         } => {
             println!(
-                "Locate over gRPC vs the same statements run raw plus one round trip ({subjects} people, {iterations} lookups per system, {})",
+                "Locate over gRPC vs a hand-written program's statements run raw plus one round trip ({subjects} people, {iterations} lookups per system, {})",
                 url.map_or("SQLite", |_| "PostgreSQL")
             );
             println!(
@@ -458,9 +459,10 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
                         "{}: a seeded person was not found",
                         r.id()
                     );
-                    // The same statements raw: each of the person's
-                    // identity columns looked up, then every linked table
-                    // by its parent's keys, whole rows.
+                    // A hand-written program's statements, raw: each of
+                    // the person's identity columns looked up, then every
+                    // linked table by its parent's keys, whole rows, one
+                    // statement each.
                     let started = Instant::now();
                     statements = floor::fetch(&raw, person).await?;
                     sql.push(started.elapsed());
@@ -489,7 +491,7 @@ pub(crate) async fn run(cfg: &Config, args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
             println!(
-                "(Locate includes the token check, the instruction checks, identity normalisation, identity expansion and every linked table; the floor is the same statements run raw, in brackets how many, plus one empty gRPC call on the same connection.)"
+                "(Locate includes the token check, the instruction checks, identity normalisation, identity expansion and every linked table; the floor is a hand-written program's statements for it run raw (one per identity column and per linked table, whole rows), in brackets how many, plus one empty gRPC call on the same connection.)"
             );
         }
         BenchCommand::Access { records } => {

@@ -79,7 +79,9 @@ async fn manifests_match_their_schemas_and_a_bad_one_is_named() {
 #[tokio::test]
 #[allow(clippy::wildcard_enum_match_arm)]
 async fn identity_lookups_use_indexes() {
-    let db = seeded(Reference::Crm, 50).await;
+    // Enough people for each controller's rows to be many (a table of a
+    // few dozen rows is read whole by any planner).
+    let db = seeded(Reference::Crm, 4000).await;
     // On PostgreSQL a small table is cheaper to scan (the seeding leaves
     // the planner its statistics): forbid scans, so the plan shows whether
     // an index can serve the lookup at all. In one transaction, so that the
@@ -100,14 +102,26 @@ async fn identity_lookups_use_indexes() {
     } else {
         "EXPLAIN"
     };
-    for (table, col) in [
-        ("contacts", "email"),
-        ("contacts", "phone"),
-        ("contacts", "personnummer"),
-        ("prospects", "email"),
-        ("kyc_documents", "contact_id"),
+    for (table, cond) in [
+        ("contacts", "email = '1'"),
+        ("contacts", "phone = '1'"),
+        ("contacts", "personnummer = '1'"),
+        ("prospects", "email = '1'"),
+        ("kyc_documents", "contact_id = '1'"),
+        // Locate's shape: one identity column, or (PostgreSQL, MySQL) every
+        // identity column the person has values for in one statement,
+        // within the controller's rows.
+        ("contacts", "email = '1' AND controller_orgnr = '{ctrl}'"),
+        (
+            "contacts",
+            "(email = '1' OR phone = '1' OR customer_number = '1') AND controller_orgnr = '{ctrl}'",
+        ),
     ] {
-        let q = format!("{sql} SELECT id FROM {table} WHERE {col} = '1'");
+        if cond.contains(" OR ") && backend == DbBackend::Sqlite {
+            continue;
+        }
+        let cond = cond.replace("{ctrl}", reference::CONTROLLERS[0]);
+        let q = format!("{sql} SELECT id FROM {table} WHERE {cond}");
         let rows = conn
             .query_all_raw(Statement::from_string(db.backend(), q))
             .await
@@ -132,7 +146,13 @@ async fn identity_lookups_use_indexes() {
                 || text.contains("Index Scan")
                 || text.contains("Index Only Scan")
                 || text.contains("Bitmap Index Scan"),
-            "{table}.{col}: {text}"
+            "{table} where {cond}: {text}"
+        );
+        // Through the identity's own index, not by reading every row of
+        // the controller's.
+        assert!(
+            !cond.contains("controller_orgnr") || text.contains("idx_contacts_email"),
+            "{table} where {cond}: {text}"
         );
     }
     conn.rollback().await.unwrap();
@@ -290,6 +310,73 @@ async fn crm_locate_access_erase_restrict_over_grpc() {
     assert!(
         linked.contains(&p.phone.as_str()) && linked.contains(&p.customer_number.as_str()),
         "{linked:?}"
+    );
+    // Each store's keys exactly, read straight from the tables: the person's
+    // contacts and prospects, and the rows below them, each in its own store.
+    let keys = |sql: String| {
+        let db = db.db.clone();
+        async move {
+            let mut k: Vec<String> = db
+                .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.try_get_by_index::<i64>(0).unwrap().to_string())
+                .collect();
+            k.sort();
+            k
+        }
+    };
+    let contact_ids = keys(format!(
+        "SELECT id FROM contacts WHERE email = '{}' AND controller_orgnr = '{ctrl}'",
+        p.email
+    ))
+    .await;
+    let prospect_ids = keys(format!(
+        "SELECT id FROM prospects WHERE email = '{}' AND controller_orgnr = '{ctrl}'",
+        p.email
+    ))
+    .await;
+    let mut expected = std::collections::BTreeMap::new();
+    for child in [
+        "kyc_documents",
+        "pep_screenings",
+        "event_registrations",
+        "survey_responses",
+    ] {
+        expected.insert(
+            child,
+            keys(format!(
+                "SELECT id FROM {child} WHERE contact_id IN ({})",
+                contact_ids.join(", ")
+            ))
+            .await,
+        );
+    }
+    expected.insert(
+        "prospect_interactions",
+        keys(format!(
+            "SELECT id FROM prospect_interactions WHERE prospect_id IN ({})",
+            prospect_ids.join(", ")
+        ))
+        .await,
+    );
+    expected.insert("contacts", contact_ids);
+    expected.insert("prospects", prospect_ids);
+    expected.retain(|_, k| !k.is_empty());
+    let got: std::collections::BTreeMap<&str, Vec<String>> = loc
+        .stores
+        .iter()
+        .map(|s| {
+            let mut k: Vec<String> = s.records.iter().map(|r| r.key.clone()).collect();
+            k.sort();
+            (s.store.as_str(), k)
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert!(
+        expected.len() >= 4,
+        "the person has rows below them: {expected:?}"
     );
 
     // another controller sees nothing; an unknown person is an answer, not an error

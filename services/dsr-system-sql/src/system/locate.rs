@@ -2,6 +2,7 @@
 //! their fields, read in chunks of keys.
 
 use super::*;
+use sea_orm::sea_query::{Condition, UnionType};
 
 impl SqlSystem {
     /// For a breach: every person of `controller` with records in
@@ -152,41 +153,65 @@ impl SqlSystem {
                 .iter()
                 .filter(|t| !t.identities.is_empty())
             {
+                // One statement a table for every identity column the batch
+                // has values for (`email = … OR phone = …`), as many values
+                // as a chunk holds: PostgreSQL and MySQL merge the columns'
+                // indexes. SQLite without statistics reads such an OR
+                // through the controller's index, every row of the
+                // controller's: there, one statement a column.
+                let merge = self.db.get_database_backend() != sea_orm::DbBackend::Sqlite;
+                let mut groups: Vec<Vec<(&str, Vec<&str>)>> = Vec::new();
+                let mut in_group = 0;
                 for id_col in &t.identities {
-                    let values: Vec<String> = batch
+                    let values: Vec<&str> = batch
                         .iter()
                         .filter(|i| i.kind() == id_col.kind.domain())
-                        .map(|i| i.value().to_owned())
+                        .map(Identity::value)
                         .collect();
                     for chunk in values.chunks(CHUNK) {
-                        let mut sel = Query::select();
-                        sel.expr(text_col(self.text, &t.primary_key.column))
-                            .from(Alias::new(&t.name));
-                        for c in &t.identities {
-                            sel.expr(text_col(self.text, &c.column));
+                        if groups.is_empty() || !merge || in_group + chunk.len() > CHUNK {
+                            groups.push(Vec::new());
+                            in_group = 0;
                         }
-                        let col = Expr::col(Alias::new(&id_col.column));
-                        sel.and_where(if let [one] = chunk {
-                            col.eq(one.as_str())
+                        in_group += chunk.len();
+                        if let Some(g) = groups.last_mut() {
+                            g.push((id_col.column.as_str(), chunk.to_vec()));
+                        }
+                    }
+                }
+                for group in groups {
+                    let mut sel = Query::select();
+                    sel.expr(text_col(self.text, &t.primary_key.column))
+                        .from(Alias::new(&t.name));
+                    for c in &t.identities {
+                        sel.expr(text_col(self.text, &c.column));
+                    }
+                    let mut any = Condition::any();
+                    for (column, chunk) in group {
+                        let col = Expr::col(Alias::new(column));
+                        any = any.add(if let [one] = chunk.as_slice() {
+                            col.eq(*one)
                         } else {
-                            col.is_in(chunk.iter().map(String::as_str))
+                            col.is_in(chunk)
                         });
-                        if let Some(scope) = self.scope(t, controller) {
-                            sel.and_where(scope);
+                    }
+                    let mut cond = Condition::all().add(any);
+                    if let Some(scope) = self.scope(t, controller) {
+                        cond = cond.add(scope);
+                    }
+                    sel.cond_where(cond);
+                    for row in self.query(&self.db, &sel).await? {
+                        if let Some(key) = get_text(&row, 0)? {
+                            found.entry(t.name.clone()).or_default().insert(key);
                         }
-                        for row in self.query(&self.db, &sel).await? {
-                            if let Some(key) = get_text(&row, 0)? {
-                                found.entry(t.name.clone()).or_default().insert(key);
-                            }
-                            for (i, c) in t.identities.iter().enumerate() {
-                                let Some(raw) = get_text(&row, i + 1)? else {
-                                    continue;
-                                };
-                                if let Ok(id) = Identity::parse(c.kind.domain(), &raw)
-                                    && known.insert(id.clone())
-                                {
-                                    queue.push(id);
-                                }
+                        for (i, c) in t.identities.iter().enumerate() {
+                            let Some(raw) = get_text(&row, i + 1)? else {
+                                continue;
+                            };
+                            if let Ok(id) = Identity::parse(c.kind.domain(), &raw)
+                                && known.insert(id.clone())
+                            {
+                                queue.push(id);
                             }
                         }
                     }
@@ -202,32 +227,55 @@ impl SqlSystem {
             let Some(parent) = self.manifest.table(&parent_name) else {
                 continue;
             };
-            for child in self.manifest.children(&parent_name) {
-                let Some(p) = &child.parent else { continue };
-                let mut new_keys = Vec::new();
-                for chunk in keys.chunks(CHUNK) {
-                    let values: Vec<Value> = chunk
-                        .iter()
-                        .filter_map(|k| self.key_value(parent, k))
-                        .collect();
+            let children: Vec<(&TableSpec, &str)> = self
+                .manifest
+                .children(&parent_name)
+                .filter_map(|c| Some((c, c.parent.as_ref()?.column.as_str())))
+                .collect();
+            if children.is_empty() {
+                continue;
+            }
+            let mut new_keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for chunk in keys.chunks(CHUNK) {
+                let values: Vec<Value> = chunk
+                    .iter()
+                    .filter_map(|k| self.key_value(parent, k))
+                    .collect();
+                // Every child table of the parent in one statement: each
+                // part's rows tagged with its table's place in the list.
+                let mut union: Option<SelectStatement> = None;
+                for (n, (child, column)) in children.iter().enumerate() {
                     let mut sel = Query::select();
                     sel.expr(text_col(self.text, &child.primary_key.column))
+                        .expr(Expr::val(i64::try_from(n).unwrap_or(i64::MAX)))
                         .from(Alias::new(&child.name))
-                        .and_where(Expr::col(Alias::new(&p.column)).is_in(values));
-                    for row in self.query(&self.db, &sel).await? {
-                        if let Some(key) = get_text(&row, 0)?
-                            && found
-                                .entry(child.name.clone())
-                                .or_default()
-                                .insert(key.clone())
-                        {
-                            new_keys.push(key);
+                        .and_where(Expr::col(Alias::new(*column)).is_in(values.clone()));
+                    match union.as_mut() {
+                        None => union = Some(sel),
+                        Some(u) => {
+                            u.union(UnionType::All, sel);
                         }
                     }
                 }
-                if !new_keys.is_empty() {
-                    frontier.push((child.name.clone(), new_keys));
+                let Some(union) = union else { continue };
+                for row in self.query(&self.db, &union).await? {
+                    let n: i64 = row.try_get_by_index(1)?;
+                    let Some((child, _)) = usize::try_from(n).ok().and_then(|n| children.get(n))
+                    else {
+                        continue;
+                    };
+                    if let Some(key) = get_text(&row, 0)?
+                        && found
+                            .entry(child.name.clone())
+                            .or_default()
+                            .insert(key.clone())
+                    {
+                        new_keys.entry(child.name.as_str()).or_default().push(key);
+                    }
                 }
+            }
+            for (child, keys) in new_keys {
+                frontier.push((child.to_owned(), keys));
             }
         }
         let stores = found
