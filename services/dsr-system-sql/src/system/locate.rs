@@ -4,6 +4,11 @@
 use super::*;
 use sea_orm::sea_query::{Condition, UnionType};
 
+/// Values bound in one statement reading a parent's child tables at most:
+/// a manifest with many child tables splits them over several statements,
+/// within every database's limit on bound parameters.
+const UNION_VALUES: usize = 4 * CHUNK;
+
 impl SqlSystem {
     /// For a breach: every person of `controller` with records in
     /// `categories`, grouped by the record at the top of each table's
@@ -241,24 +246,33 @@ impl SqlSystem {
                     .iter()
                     .filter_map(|k| self.key_value(parent, k))
                     .collect();
-                // Every child table of the parent in one statement: each
-                // part's rows tagged with its table's place in the list.
-                let mut union: Option<SelectStatement> = None;
-                for (n, (child, column)) in children.iter().enumerate() {
-                    let mut sel = Query::select();
-                    sel.expr(text_col(self.text, &child.primary_key.column))
-                        .expr(Expr::val(i64::try_from(n).unwrap_or(i64::MAX)))
-                        .from(Alias::new(&child.name))
-                        .and_where(Expr::col(Alias::new(*column)).is_in(values.clone()));
-                    match union.as_mut() {
-                        None => union = Some(sel),
-                        Some(u) => {
-                            u.union(UnionType::All, sel);
+                // The parent's child tables in one statement (as many as
+                // keep its bound values within UNION_VALUES): each part's
+                // rows tagged with its table's place in the list.
+                let per_statement = (UNION_VALUES / values.len().max(1)).max(1);
+                let numbered: Vec<(usize, &(&TableSpec, &str))> =
+                    children.iter().enumerate().collect();
+                let mut rows = Vec::new();
+                for part in numbered.chunks(per_statement) {
+                    let mut union: Option<SelectStatement> = None;
+                    for (n, (child, column)) in part {
+                        let mut sel = Query::select();
+                        sel.expr(text_col(self.text, &child.primary_key.column))
+                            .expr(Expr::val(i64::try_from(*n).unwrap_or(i64::MAX)))
+                            .from(Alias::new(&child.name))
+                            .and_where(Expr::col(Alias::new(*column)).is_in(values.clone()));
+                        match union.as_mut() {
+                            None => union = Some(sel),
+                            Some(u) => {
+                                u.union(UnionType::All, sel);
+                            }
                         }
                     }
+                    if let Some(union) = union {
+                        rows.extend(self.query(&self.db, &union).await?);
+                    }
                 }
-                let Some(union) = union else { continue };
-                for row in self.query(&self.db, &union).await? {
+                for row in rows {
                     let n: i64 = row.try_get_by_index(1)?;
                     let Some((child, _)) = usize::try_from(n).ok().and_then(|n| children.get(n))
                     else {
