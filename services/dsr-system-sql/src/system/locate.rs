@@ -146,6 +146,11 @@ impl SqlSystem {
         let mut known = asked.clone();
         let mut queue: Vec<Identity> = identities;
         let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // PostgreSQL and MySQL merge the indexes of a table's identity
+        // columns for an OR of them. SQLite without statistics reads such an
+        // OR through the controller's index, every row of the controller's:
+        // there, one statement a column.
+        let merge = self.db.get_database_backend() != sea_orm::DbBackend::Sqlite;
         // Identity expansion inside the system, bounded.
         for _round in 0..4 {
             if queue.is_empty() {
@@ -160,11 +165,7 @@ impl SqlSystem {
             {
                 // One statement a table for every identity column the batch
                 // has values for (`email = … OR phone = …`), as many values
-                // as a chunk holds: PostgreSQL and MySQL merge the columns'
-                // indexes. SQLite without statistics reads such an OR
-                // through the controller's index, every row of the
-                // controller's: there, one statement a column.
-                let merge = self.db.get_database_backend() != sea_orm::DbBackend::Sqlite;
+                // as a chunk holds (see `merge`).
                 let mut groups: Vec<Vec<(&str, Vec<&str>)>> = Vec::new();
                 let mut in_group = 0;
                 for id_col in &t.identities {
