@@ -680,6 +680,141 @@ async fn crm_locate_access_erase_restrict_over_grpc() {
 /// prospect above them go (the reference schema's foreign keys cascade),
 /// the receipt says so, and what was not kept went. Once the restriction is
 /// lifted, the next erasure reaches the event registration.
+/// All of a batch's tables are read in one statement (one part a table,
+/// tagged and padded to the widest): every record comes back once, whole,
+/// in batches of at most the size asked, exactly as read from its table
+/// alone, for a whole access and for a portable one.
+#[tokio::test]
+async fn access_reads_several_tables_at_once_each_record_as_its_table_alone() {
+    use dsr_system_sql::system::RecordRef;
+    let db = seeded(Reference::Crm, 100).await;
+    let m = Arc::new(Manifest::parse(Reference::Crm.manifest(), "crm.yaml").unwrap());
+    let system = SqlSystem::new(
+        db.db.clone(),
+        m.clone(),
+        ReceiptSigner::generate("test"),
+        Arc::new(ProtoReceipts),
+    );
+    let ids = |sql: String| {
+        let db = db.db.clone();
+        async move {
+            db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.try_get_by_index::<i64>(0).unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Three people of one controller, person 0 first (contacts with KYC
+    // documents, PEP screenings, a prospect): tables of several widths.
+    let people = reference::people(100, 42);
+    let ctrl = people[0].controller;
+    let mut refs = Vec::new();
+    for p in people.iter().filter(|p| p.controller == ctrl).take(3) {
+        let contacts = ids(format!(
+            "SELECT id FROM contacts WHERE email = '{}' AND controller_orgnr = '{ctrl}'",
+            p.email
+        ))
+        .await;
+        for child in [
+            "kyc_documents",
+            "pep_screenings",
+            "event_registrations",
+            "survey_responses",
+        ] {
+            for key in ids(format!(
+                "SELECT id FROM {child} WHERE contact_id IN ({})",
+                contacts.join(", ")
+            ))
+            .await
+            {
+                refs.push(RecordRef {
+                    store: child.into(),
+                    key,
+                });
+            }
+        }
+        for key in ids(format!(
+            "SELECT id FROM prospects WHERE email = '{}' AND controller_orgnr = '{ctrl}'",
+            p.email
+        ))
+        .await
+        {
+            refs.push(RecordRef {
+                store: "prospects".into(),
+                key,
+            });
+        }
+        for key in contacts {
+            refs.push(RecordRef {
+                store: "contacts".into(),
+                key,
+            });
+        }
+    }
+    let stores: std::collections::BTreeSet<&str> = refs.iter().map(|r| r.store.as_str()).collect();
+    assert!(stores.len() >= 4, "{stores:?}");
+    let ctrl = dsr_domain::identity::Organisationsnummer::parse(ctrl).unwrap();
+    async fn read(
+        system: &SqlSystem,
+        ctrl: &dsr_domain::identity::Organisationsnummer,
+        refs: Vec<RecordRef>,
+        portable: bool,
+        batch: usize,
+    ) -> Vec<dsr_system_sql::system::RecordData> {
+        let mut rx = system.access(ctrl.clone(), refs, portable, batch).unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = rx.recv().await {
+            let b = b.unwrap();
+            assert!(
+                b.len() <= batch,
+                "{} records in a batch of {batch}",
+                b.len()
+            );
+            out.extend(b);
+        }
+        out
+    }
+    for portable in [false, true] {
+        // The oracle: each table read alone, one record at a time.
+        let mut alone = Vec::new();
+        for r in &refs {
+            alone.extend(read(&system, &ctrl, vec![r.clone()], portable, 1).await);
+        }
+        alone.sort_by(|a, b| a.reference.cmp(&b.reference));
+        assert_eq!(alone.len(), refs.len());
+        for r in &alone {
+            let t = m.table(&r.reference.store).unwrap();
+            let names: Vec<&str> = r.fields.iter().map(|f| f.name.as_str()).collect();
+            let want: Vec<&str> = t
+                .columns
+                .iter()
+                .filter(|c| {
+                    !portable
+                        || m.categories
+                            .iter()
+                            .any(|k| k.portable && k.id == c.category)
+                })
+                .map(|c| c.name.as_str())
+                .collect();
+            assert_eq!(names, want, "{}", r.reference.store);
+        }
+        assert!(
+            alone
+                .iter()
+                .any(|r| r.fields.iter().any(|f| f.value.is_some())),
+            "values read"
+        );
+        for batch in [2, 3, 200] {
+            let mut together = read(&system, &ctrl, refs.clone(), portable, batch).await;
+            together.sort_by(|a, b| a.reference.cmp(&b.reference));
+            assert_eq!(together, alone, "batch {batch}, portable {portable}");
+        }
+    }
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn an_erasure_keeps_the_records_it_keeps_below_one_it_deletes() {
     let db = seeded(Reference::Crm, 100).await;
