@@ -30,7 +30,7 @@ use dsr_domain::request::{Kind, WriteOrder};
 use dsr_domain::text::Lang;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult,
     QueryFilter, QueryOrder,
@@ -413,6 +413,9 @@ impl Ledger {
     /// the lease holds nobody else changes it, so each update is fenced on
     /// the lease and the row is not read again. A letter whose lease was
     /// lost (another sender has it) is left as that sender records it.
+    /// The letters sent by one channel are recorded in one statement (the
+    /// usual outcome, and the same columns for each); any other outcome in
+    /// one statement a letter.
     async fn settle_letters(
         &self,
         worker: &str,
@@ -420,6 +423,34 @@ impl Ledger {
     ) -> Result<(), DbErr> {
         let txn = self.write_txn().await?;
         let now = self.clock().now();
+        let mut sent: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for (m, outcome) in &settled {
+            if let Attempt::Sent { channel } = outcome {
+                sent.entry(channel.as_str()).or_default().push(m.id);
+            }
+        }
+        let mut recorded: std::collections::BTreeSet<i64> = std::collections::BTreeSet::new();
+        for (channel, ids) in sent {
+            // Sent: no address of its own is needed any more.
+            let updated = letter::Entity::update_many()
+                .col_expr(letter::Column::Status, Status::Sent.as_str().into())
+                .col_expr(
+                    letter::Column::Attempts,
+                    Expr::col(letter::Column::Attempts).add(1),
+                )
+                .col_expr(letter::Column::SentAt, Some(now).into())
+                .col_expr(letter::Column::NextAttemptMs, Option::<i64>::None.into())
+                .col_expr(letter::Column::LastError, Option::<String>::None.into())
+                .col_expr(letter::Column::Channel, Some(channel.to_owned()).into())
+                .col_expr(letter::Column::ToIdentity, Option::<String>::None.into())
+                .col_expr(letter::Column::LeaseOwner, Option::<String>::None.into())
+                .col_expr(letter::Column::LeaseUntilMs, Option::<i64>::None.into())
+                .filter(letter::Column::Id.is_in(ids))
+                .filter(letter::Column::LeaseOwner.eq(worker))
+                .exec_with_returning(&txn)
+                .await?;
+            recorded.extend(updated.iter().map(|u| u.id));
+        }
         let mut events: Vec<(&str, String)> = Vec::new();
         for (m, outcome) in settled {
             let attempts = m.attempts.saturating_add(1);
@@ -431,14 +462,15 @@ impl Ledger {
             };
             let event = match outcome {
                 Attempt::Sent { channel } => {
-                    am.attempts = Set(attempts);
-                    am.status = Set(Status::Sent.as_str().to_owned());
-                    am.sent_at = Set(Some(now));
-                    am.next_attempt_ms = Set(None);
-                    am.last_error = Set(None);
-                    let e = format!("letter_sent:{key} by {channel}");
-                    am.channel = Set(Some(channel));
-                    Some(e)
+                    // Recorded above with the channel's other letters,
+                    // unless its lease was lost.
+                    if recorded.contains(&m.id) {
+                        events.push((
+                            m.request_id.as_str(),
+                            format!("letter_sent:{key} by {channel}"),
+                        ));
+                    }
+                    continue;
                 }
                 Attempt::Retry { error, at } => {
                     am.attempts = Set(attempts);
@@ -464,7 +496,7 @@ impl Ledger {
                 }
             };
             if event.is_some() {
-                // Sent or given up: an address of its own is no longer needed.
+                // Given up: an address of its own is no longer needed.
                 am.to_identity = Set(None);
             }
             let updated = letter::Entity::update_many()

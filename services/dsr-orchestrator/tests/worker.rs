@@ -47,6 +47,11 @@ struct Fake {
     letters: Mutex<Vec<(String, String, String)>>,
     /// Sends that fail (the relay down) before one is taken.
     letters_failing: AtomicU32,
+    /// The next send waits, once it has begun (`letter_entered`), for
+    /// `letter_release`.
+    hold_next_letter: AtomicBool,
+    letter_entered: Notify,
+    letter_release: Notify,
 }
 
 #[tonic::async_trait]
@@ -66,6 +71,10 @@ impl Verification for Fake {
         subject: &str,
         body: &str,
     ) -> Result<(), CallError> {
+        if self.hold_next_letter.swap(false, Ordering::SeqCst) {
+            self.letter_entered.notify_one();
+            self.letter_release.notified().await;
+        }
         if self
             .letters_failing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -1097,6 +1106,7 @@ fn sender(
         max_attempts,
         changes,
         Duration::from_millis(20),
+        "letters",
     )
 }
 
@@ -1106,6 +1116,7 @@ fn sender_on(
     max_attempts: u32,
     changes: broadcast::Sender<Change>,
     poll: Duration,
+    worker_id: &str,
 ) -> dsr_orchestrator::letters::Sender {
     dsr_orchestrator::letters::Sender::new(
         ledger.clone(),
@@ -1113,7 +1124,7 @@ fn sender_on(
         dsr_domain::letters::Letters::shipped(),
         Arc::new(dsr_domain::group::Group::shipped()),
         dsr_orchestrator::letters::SenderConfig {
-            worker_id: "letters".into(),
+            worker_id: worker_id.into(),
             lease: Duration::from_secs(5),
             poll,
             backoff_base: Duration::from_secs(60),
@@ -1293,6 +1304,59 @@ async fn letters_due_together_are_sent_in_batches_each_once_with_its_event() {
 }
 
 #[tokio::test]
+async fn a_letter_whose_lease_ran_out_while_it_was_sent_is_recorded_by_the_sender_holding_it() {
+    use dsr_orchestrator::letters::Status;
+    let (db, ledger) = ledger().await;
+    let clock = dsr_domain::clock::Clock::system();
+    let ledger = ledger.with_clock(clock.clone());
+    let fake = Arc::new(Fake::default());
+    let (changes, _) = broadcast::channel(64);
+    let first = sender_on(
+        &ledger,
+        &fake,
+        5,
+        changes.clone(),
+        Duration::from_millis(20),
+        "letters-1",
+    );
+    let second = sender_on(
+        &ledger,
+        &fake,
+        5,
+        changes,
+        Duration::from_millis(20),
+        "letters-2",
+    );
+    let (r, _) = ledger
+        .submit(submission("letters-0031"), clock.today(), "portal")
+        .await
+        .unwrap();
+    // The first sender's relay is slow: its 5 s lease runs out while it
+    // sends, and the second sender claims the letter and sends it too.
+    fake.hold_next_letter.store(true, Ordering::SeqCst);
+    let slow = tokio::spawn(async move { first.send_due().await.unwrap() });
+    fake.letter_entered.notified().await;
+    clock.advance(chrono::TimeDelta::seconds(10));
+    assert_eq!(second.send_due().await.unwrap(), 1);
+    fake.letter_release.notify_one();
+    slow.await.unwrap();
+    // Sent twice (a relay that outlives its lease), recorded once: by the
+    // sender holding it, with its one attempt and one event.
+    assert_eq!(fake.letters.lock().unwrap().len(), 2);
+    let l = &ledger.letters_of(&r.id).await.unwrap()[0];
+    assert_eq!((l.status, l.attempts), (Status::Sent, 1));
+    let told = ledger
+        .audit_of(&r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("letter_sent:received"))
+        .count();
+    assert_eq!(told, 1);
+    db.finish().await;
+}
+
+#[tokio::test]
 async fn the_sender_is_woken_by_a_change_that_queued_a_letter() {
     let (db, ledger) = ledger().await;
     let fake = Arc::new(Fake::default());
@@ -1304,6 +1368,7 @@ async fn the_sender_is_woken_by_a_change_that_queued_a_letter() {
         5,
         changes.clone(),
         Duration::from_secs(3600),
+        "letters",
     );
     let (stop_tx, stop) = watch::channel(false);
     let run = tokio::spawn(letters.run(stop));
