@@ -81,6 +81,10 @@ pub(crate) struct OrchestratorSection {
     pub lease_secs: u64,
     /// How often an idle worker looks for work, milliseconds.
     pub poll_ms: u64,
+    /// How long the letter sender waits, once a letter is queued, for the
+    /// letters of the next moment to go in one batch, milliseconds (0: at
+    /// once; at most 10 000).
+    pub letter_linger_ms: u64,
     /// First retry delay, milliseconds (doubling, with jitter).
     pub backoff_base_ms: u64,
     /// Longest retry delay, seconds.
@@ -675,6 +679,7 @@ impl Default for Config {
                 workers: 16,
                 lease_secs: 30,
                 poll_ms: 500,
+                letter_linger_ms: 200,
                 backoff_base_ms: 1000,
                 backoff_max_secs: 300,
                 max_attempts: 50,
@@ -1095,6 +1100,9 @@ impl Config {
         if o.max_attempts == 0 {
             bail!("invalid configuration: orchestrator.max_attempts must be at least 1");
         }
+        if o.letter_linger_ms > 10_000 {
+            bail!("invalid configuration: orchestrator.letter_linger_ms must be 0 to 10000");
+        }
         if !(1..=60).contains(&o.verification_expiry_days) {
             bail!("invalid configuration: orchestrator.verification_expiry_days must be 1 to 60");
         }
@@ -1332,6 +1340,30 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.log, "info,dsr_server=debug");
         assert_eq!(cfg.auth.issuers, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_letter_linger_past_ten_seconds_is_refused() {
+        let load = |v: &'static str| {
+            Config::load(
+                None,
+                env(&[("DSR_ORCHESTRATOR__LETTER_LINGER_MS", v)]),
+                vec![],
+            )
+        };
+        let err = load("10001").unwrap_err().to_string();
+        assert!(
+            err.contains("orchestrator.letter_linger_ms must be 0 to 10000"),
+            "{err}"
+        );
+        assert_eq!(load("0").unwrap().orchestrator.letter_linger_ms, 0);
+        assert_eq!(
+            Config::load(None, env(&[]), vec![])
+                .unwrap()
+                .orchestrator
+                .letter_linger_ms,
+            200
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct Settings {
     pub lease: Duration,
     /// How often an idle worker looks for work.
     pub poll: Duration,
+    /// How long the letter sender waits for more letters once one is
+    /// queued (zero: none).
+    pub letter_linger: Duration,
     /// The first retry's delay, doubled up to `backoff_max`.
     pub backoff_base: Duration,
     /// The longest delay between retries.
@@ -207,6 +210,7 @@ fn spawn_workers(
             worker_id: format!("{}/letters", s.worker_id),
             lease: s.lease,
             poll: s.poll,
+            linger: s.letter_linger,
             backoff_base: s.backoff_base,
             backoff_max: s.backoff_max,
             max_attempts: s.max_attempts,

@@ -553,6 +553,10 @@ pub struct SenderConfig {
     pub lease: Duration,
     /// How often an idle sender looks for letters.
     pub poll: Duration,
+    /// How long the sender waits, once a change has queued a letter, for
+    /// the letters of the next moment to go in the same batch (one claim
+    /// and one record for all of them); zero sends at once.
+    pub linger: Duration,
     /// First retry delay (doubling, with jitter).
     pub backoff_base: Duration,
     /// Longest retry delay.
@@ -627,8 +631,8 @@ impl Sender {
     }
 
     /// Sends until `shutdown` turns true: the letters due, then again at
-    /// each change of this process that may have queued one (or, for
-    /// anything else, every `poll`).
+    /// each change of this process that may have queued one, `linger`
+    /// after it (or, for anything else, every `poll`).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut changed = self.changes.subscribe();
         loop {
@@ -653,10 +657,17 @@ impl Sender {
                     }
                 }
             };
-            tokio::select! {
-                () = tokio::time::sleep(self.cfg.poll) => {}
-                () = queued => {}
-                _ = shutdown.changed() => {}
+            let woken = tokio::select! {
+                () = tokio::time::sleep(self.cfg.poll) => false,
+                () = queued => true,
+                _ = shutdown.changed() => false,
+            };
+            if woken && !self.cfg.linger.is_zero() {
+                // The letters queued in the next moment go with this one.
+                tokio::select! {
+                    () = tokio::time::sleep(self.cfg.linger) => {}
+                    _ = shutdown.changed() => {}
+                }
             }
             // One look at the queue answers every change seen so far.
             while !matches!(

@@ -1107,6 +1107,7 @@ fn sender(
         changes,
         Duration::from_millis(20),
         "letters",
+        Duration::ZERO,
     )
 }
 
@@ -1117,6 +1118,7 @@ fn sender_on(
     changes: broadcast::Sender<Change>,
     poll: Duration,
     worker_id: &str,
+    linger: Duration,
 ) -> dsr_orchestrator::letters::Sender {
     dsr_orchestrator::letters::Sender::new(
         ledger.clone(),
@@ -1127,6 +1129,7 @@ fn sender_on(
             worker_id: worker_id.into(),
             lease: Duration::from_secs(5),
             poll,
+            linger,
             backoff_base: Duration::from_secs(60),
             backoff_max: Duration::from_secs(600),
             max_attempts,
@@ -1318,6 +1321,7 @@ async fn a_letter_whose_lease_ran_out_while_it_was_sent_is_recorded_by_the_sende
         changes.clone(),
         Duration::from_millis(20),
         "letters-1",
+        Duration::ZERO,
     );
     let second = sender_on(
         &ledger,
@@ -1326,6 +1330,7 @@ async fn a_letter_whose_lease_ran_out_while_it_was_sent_is_recorded_by_the_sende
         changes,
         Duration::from_millis(20),
         "letters-2",
+        Duration::ZERO,
     );
     let (r, _) = ledger
         .submit(submission("letters-0031"), clock.today(), "portal")
@@ -1357,6 +1362,63 @@ async fn a_letter_whose_lease_ran_out_while_it_was_sent_is_recorded_by_the_sende
 }
 
 #[tokio::test]
+async fn letters_queued_while_the_sender_lingers_go_in_one_batch() {
+    let (db, ledger) = ledger().await;
+    let fake = Arc::new(Fake::default());
+    let (changes, _) = broadcast::channel(64);
+    // Woken by changes only (the poll is far longer than the test), and
+    // lingering a second after the first.
+    let letters = sender_on(
+        &ledger,
+        &fake,
+        5,
+        changes.clone(),
+        Duration::from_secs(3600),
+        "letters",
+        Duration::from_secs(1),
+    );
+    let (stop_tx, stop) = watch::channel(false);
+    let run = tokio::spawn(letters.run(stop));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Five requests received one after another, each told at once.
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (r, _) = ledger
+            .submit(
+                submission(&format!("linger-{i:04}")),
+                chrono::Utc::now().date_naive(),
+                "portal",
+            )
+            .await
+            .unwrap();
+        changes.send(Change::written(&r)).unwrap();
+        ids.push(r.id);
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fake.letters.lock().unwrap().len() < 5 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the letters were not sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One batch: the five recorded in one transaction, at one time.
+    let mut at = std::collections::BTreeSet::new();
+    for id in &ids {
+        for e in ledger.audit_of(id).await.unwrap() {
+            if e.action.starts_with("letter_sent:received") {
+                at.insert(e.at);
+            }
+        }
+    }
+    assert_eq!(at.len(), 1, "{at:?}");
+    assert_eq!(fake.letters.lock().unwrap().len(), 5);
+    stop_tx.send(true).unwrap();
+    run.await.unwrap();
+    db.finish().await;
+}
+
+#[tokio::test]
 async fn the_sender_is_woken_by_a_change_that_queued_a_letter() {
     let (db, ledger) = ledger().await;
     let fake = Arc::new(Fake::default());
@@ -1369,6 +1431,7 @@ async fn the_sender_is_woken_by_a_change_that_queued_a_letter() {
         changes.clone(),
         Duration::from_secs(3600),
         "letters",
+        Duration::ZERO,
     );
     let (stop_tx, stop) = watch::channel(false);
     let run = tokio::spawn(letters.run(stop));

@@ -579,6 +579,7 @@ fn prepare_orchestrator(
         worker_id,
         lease: Duration::from_secs(o.lease_secs),
         poll: Duration::from_millis(o.poll_ms),
+        letter_linger: Duration::from_millis(o.letter_linger_ms),
         backoff_base: Duration::from_millis(o.backoff_base_ms),
         backoff_max: Duration::from_secs(o.backoff_max_secs),
         max_attempts: o.max_attempts,
