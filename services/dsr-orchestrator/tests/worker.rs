@@ -1140,6 +1140,41 @@ fn sender_on(
     )
 }
 
+/// A sender running until told to stop, woken by `changes` only (its poll
+/// far longer than any test), after its first look (which finds nothing).
+async fn run_on_changes(
+    ledger: &Ledger,
+    fake: &Arc<Fake>,
+    changes: &broadcast::Sender<Change>,
+    linger: Duration,
+) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let letters = sender_on(
+        ledger,
+        fake,
+        5,
+        changes.clone(),
+        Duration::from_secs(3600),
+        "letters",
+        linger,
+    );
+    let (stop_tx, stop) = watch::channel(false);
+    let run = tokio::spawn(letters.run(stop));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (stop_tx, run)
+}
+
+/// When each "received" letter of request `id` was recorded as sent.
+async fn received_sent_at(ledger: &Ledger, id: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+    ledger
+        .audit_of(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("letter_sent:received"))
+        .map(|e| e.at)
+        .collect()
+}
+
 /// Sends every letter due now; returns how many were handled.
 async fn send_all(s: &dsr_orchestrator::letters::Sender) -> usize {
     let mut n = 0;
@@ -1291,14 +1326,7 @@ async fn letters_due_together_are_sent_in_batches_each_once_with_its_event() {
         assert_eq!(recorded.len(), 1);
         assert_eq!(recorded[0].status, Status::Sent);
         assert_eq!(recorded[0].attempts, 1);
-        let told = ledger
-            .audit_of(id)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.action.starts_with("letter_sent:received"))
-            .count();
-        assert_eq!(told, 1, "request {id}");
+        assert_eq!(received_sent_at(&ledger, id).await.len(), 1, "request {id}");
     }
     // Each request's submission and start, and its letter's event: the
     // chain links every one of them, those of one batch included.
@@ -1350,14 +1378,7 @@ async fn a_letter_whose_lease_ran_out_while_it_was_sent_is_recorded_by_the_sende
     assert_eq!(fake.letters.lock().unwrap().len(), 2);
     let l = &ledger.letters_of(&r.id).await.unwrap()[0];
     assert_eq!((l.status, l.attempts), (Status::Sent, 1));
-    let told = ledger
-        .audit_of(&r.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.action.starts_with("letter_sent:received"))
-        .count();
-    assert_eq!(told, 1);
+    assert_eq!(received_sent_at(&ledger, &r.id).await.len(), 1);
     db.finish().await;
 }
 
@@ -1366,20 +1387,8 @@ async fn letters_queued_while_the_sender_lingers_go_in_one_batch() {
     let (db, ledger) = ledger().await;
     let fake = Arc::new(Fake::default());
     let (changes, _) = broadcast::channel(64);
-    // Woken by changes only (the poll is far longer than the test), and
-    // lingering a second after the first.
-    let letters = sender_on(
-        &ledger,
-        &fake,
-        5,
-        changes.clone(),
-        Duration::from_secs(3600),
-        "letters",
-        Duration::from_secs(1),
-    );
-    let (stop_tx, stop) = watch::channel(false);
-    let run = tokio::spawn(letters.run(stop));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Lingering a second after the first change.
+    let (stop_tx, run) = run_on_changes(&ledger, &fake, &changes, Duration::from_secs(1)).await;
     // Five requests received one after another, each told at once.
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -1405,11 +1414,7 @@ async fn letters_queued_while_the_sender_lingers_go_in_one_batch() {
     // One batch: the five recorded in one transaction, at one time.
     let mut at = std::collections::BTreeSet::new();
     for id in &ids {
-        for e in ledger.audit_of(id).await.unwrap() {
-            if e.action.starts_with("letter_sent:received") {
-                at.insert(e.at);
-            }
-        }
+        at.extend(received_sent_at(&ledger, id).await);
     }
     assert_eq!(at.len(), 1, "{at:?}");
     assert_eq!(fake.letters.lock().unwrap().len(), 5);
@@ -1423,20 +1428,8 @@ async fn the_sender_is_woken_by_a_change_that_queued_a_letter() {
     let (db, ledger) = ledger().await;
     let fake = Arc::new(Fake::default());
     let (changes, _) = broadcast::channel(64);
-    // A poll far longer than the test: only the change wakes the sender.
-    let letters = sender_on(
-        &ledger,
-        &fake,
-        5,
-        changes.clone(),
-        Duration::from_secs(3600),
-        "letters",
-        Duration::ZERO,
-    );
-    let (stop_tx, stop) = watch::channel(false);
-    let run = tokio::spawn(letters.run(stop));
-    // Its first look finds nothing; then a request is received.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (stop_tx, run) = run_on_changes(&ledger, &fake, &changes, Duration::ZERO).await;
+    // Then a request is received.
     let (r, _) = ledger
         .submit(
             submission("wake-0001"),

@@ -280,6 +280,19 @@ fn email(v: &str) -> common::Identity {
     }
 }
 
+/// The integer keys `sql` selects (first column), as text, in order.
+async fn int_keys(db: &sea_orm::DatabaseConnection, sql: String) -> Vec<String> {
+    let mut k: Vec<String> = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get_by_index::<i64>(0).unwrap().to_string())
+        .collect();
+    k.sort();
+    k
+}
+
 #[tokio::test]
 async fn crm_locate_access_erase_restrict_over_grpc() {
     let db = seeded(Reference::Crm, 100).await;
@@ -313,20 +326,7 @@ async fn crm_locate_access_erase_restrict_over_grpc() {
     );
     // Each store's keys exactly, read straight from the tables: the person's
     // contacts and prospects, and the rows below them, each in its own store.
-    let keys = |sql: String| {
-        let db = db.db.clone();
-        async move {
-            let mut k: Vec<String> = db
-                .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.try_get_by_index::<i64>(0).unwrap().to_string())
-                .collect();
-            k.sort();
-            k
-        }
-    };
+    let keys = |sql: String| int_keys(&db.db, sql);
     let contact_ids = keys(format!(
         "SELECT id FROM contacts WHERE email = '{}' AND controller_orgnr = '{ctrl}'",
         p.email
@@ -695,17 +695,7 @@ async fn access_reads_several_tables_at_once_each_record_as_its_table_alone() {
         ReceiptSigner::generate("test"),
         Arc::new(ProtoReceipts),
     );
-    let ids = |sql: String| {
-        let db = db.db.clone();
-        async move {
-            db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.try_get_by_index::<i64>(0).unwrap().to_string())
-                .collect::<Vec<_>>()
-        }
-    };
+    let ids = |sql: String| int_keys(&db.db, sql);
     // Three people of one controller, person 0 first (contacts with KYC
     // documents, PEP screenings, a prospect): tables of several widths.
     let people = reference::people(100, 42);
