@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::model::{
-    BuildRequest, Header, Kind, MapSystem, Record, SourceError, Sources, SystemInfo,
+    BuildRequest, Disclosure, Header, Kind, MapSystem, Record, SourceError, Sources, SystemInfo,
 };
 use crate::report::{
     self, AccessDocument, AutomatedOut, CategoryOut, ComplaintOut, ControllerOut, IdentityOut,
@@ -156,6 +156,31 @@ struct Read<T> {
     records: Spooled<T>,
 }
 
+/// The systems and categories a subject map names, as the access
+/// document will list them when the records hold nothing else: the
+/// systems with keys in the map's order, the categories sorted.
+#[derive(Debug)]
+struct Asked {
+    systems: Vec<String>,
+    categories: Vec<String>,
+}
+
+impl Asked {
+    fn of(map: &[MapSystem]) -> Self {
+        let with_keys = || {
+            map.iter()
+                .filter(|s| s.stores.iter().any(|st| !st.keys.is_empty()))
+        };
+        let categories: BTreeSet<&String> = with_keys()
+            .flat_map(|s| s.stores.iter().flat_map(|st| st.categories.iter()))
+            .collect();
+        Self {
+            systems: with_keys().map(|s| s.system_id.clone()).collect(),
+            categories: categories.into_iter().cloned().collect(),
+        }
+    }
+}
+
 /// The exporter.
 #[derive(Clone)]
 pub struct Exporter {
@@ -226,12 +251,31 @@ impl Exporter {
         let language = req.language;
         let (written, record_count, system_ids) = match kind {
             Kind::Access => {
-                let systems = self
-                    .read::<Record>(std::mem::take(&mut req.map.systems), &header, &spool, false)
-                    .await?;
+                // The recipients of what the map names are asked while the
+                // records are read, not after them.
+                let asked = Asked::of(&req.map.systems);
+                let reading = self.read::<Record>(
+                    std::mem::take(&mut req.map.systems),
+                    &header,
+                    &spool,
+                    false,
+                );
+                let early = async {
+                    if asked.systems.is_empty() {
+                        return None;
+                    }
+                    let found = self
+                        .sources
+                        .disclosures(&req.controller, &asked.systems, &asked.categories)
+                        .await;
+                    Some(found)
+                };
+                let (systems, early) = tokio::join!(reading, early);
+                let systems = systems?;
                 let system_ids: Vec<String> = systems.iter().map(|s| s.info.id.clone()).collect();
+                let early = early.and_then(Result::ok).map(|found| (asked, found));
                 let doc = self
-                    .access_document(&req, controller_out, systems, now)
+                    .access_document(&req, controller_out, systems, now, early)
                     .await?;
                 let count = doc.record_count;
                 let written = self
@@ -385,6 +429,7 @@ impl Exporter {
         controller: ControllerOut,
         systems: Vec<Read<Record>>,
         now: chrono::DateTime<Utc>,
+        early: Option<(Asked, Vec<Disclosure>)>,
     ) -> Result<AccessDocument, BuildError> {
         // Categories: those the map names and those the records hold.
         let mut categories: BTreeMap<String, CategoryOut> = BTreeMap::new();
@@ -434,9 +479,21 @@ impl Exporter {
         let recipients = if system_ids.is_empty() {
             Vec::new()
         } else {
-            self.sources
-                .disclosures(&req.controller, &system_ids, &category_ids)
-                .await?
+            // What the registry said for the map's systems and categories,
+            // when the records showed no other; asked again otherwise.
+            let found = match early {
+                Some((asked, found))
+                    if asked.systems == system_ids && asked.categories == category_ids =>
+                {
+                    found
+                }
+                _ => {
+                    self.sources
+                        .disclosures(&req.controller, &system_ids, &category_ids)
+                        .await?
+                }
+            };
+            found
                 .into_iter()
                 .map(|d| {
                     d.localized(req.language).unwrap_or_else(|| {
