@@ -198,24 +198,25 @@ impl State {
         }
     }
 
+    /// Every state.
+    pub const ALL: [State; 12] = [
+        Self::Submitted,
+        Self::Verifying,
+        Self::Locating,
+        Self::AwaitingApproval,
+        Self::Exporting,
+        Self::Planning,
+        Self::Executing,
+        Self::Completed,
+        Self::CompletedWithRetained,
+        Self::AwaitingReview,
+        Self::Rejected,
+        Self::Cancelled,
+    ];
+
     /// Parses [`State::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Submitted,
-            Self::Verifying,
-            Self::Locating,
-            Self::AwaitingApproval,
-            Self::Exporting,
-            Self::Planning,
-            Self::Executing,
-            Self::Completed,
-            Self::CompletedWithRetained,
-            Self::AwaitingReview,
-            Self::Rejected,
-            Self::Cancelled,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
     /// Whether nothing follows.

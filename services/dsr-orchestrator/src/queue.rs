@@ -62,6 +62,24 @@ pub fn step_for(kind: Kind, state: State) -> Option<&'static str> {
     }
 }
 
+/// An SQL expression of a request row's `kind` and `state` columns naming
+/// the step it runs next, as [`step_for`] does (NULL for none).
+fn next_step_sql(kind: &str, state: &str) -> String {
+    let mut arms = String::new();
+    for k in Kind::ALL {
+        for st in State::ALL {
+            if let Some(step) = step_for(k, st) {
+                arms.push_str(&format!(
+                    " WHEN {kind} = '{}' AND {state} = '{}' THEN '{step}'",
+                    k.as_str(),
+                    st.as_str()
+                ));
+            }
+        }
+    }
+    format!("(CASE{arms} END)")
+}
+
 /// A claimed request: the worker holds its lease while it renews it.
 #[derive(Clone, Debug)]
 pub struct Claim {
@@ -424,6 +442,73 @@ impl Ledger {
             seen: std::sync::Arc::new(std::sync::Mutex::new(Some(m.clone()))),
         };
         Ok(Some((claim, self.request_of(m)?)))
+    }
+
+    /// [`Self::claim_request`] for a worker about to run the claimed
+    /// request's next step: on PostgreSQL the step's attempt is begun in
+    /// the claim's statement (as [`Self::start_step`] begins it when no
+    /// earlier attempt is still marked running) and its log row returned,
+    /// one round trip instead of two. `None` for the row when it was not
+    /// begun (SQLite, a step still marked running, or no step to run): the
+    /// worker starts it the usual way.
+    pub async fn claim_and_begin(
+        &self,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<(Claim, Request, Option<i64>)>, Error> {
+        if self.db().get_database_backend() != DbBackend::Postgres {
+            return Ok(self
+                .claim_request(worker, lease)
+                .await?
+                .map(|(claim, r)| (claim, r, None)));
+        }
+        let now = self.clock().now();
+        let now_ms = now.timestamp_millis();
+        let until = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
+        let step = next_step_sql("c.kind", "c.state");
+        let sql = format!(
+            "WITH claimed AS (\
+               UPDATE orchestrator_request SET lease_owner = $1, lease_until_ms = $2 \
+               WHERE id IN (SELECT id FROM orchestrator_request \
+                 WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
+                 AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+                 ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
+               RETURNING *), \
+             begun AS (\
+               INSERT INTO orchestrator_step (request_id, step, attempt, worker, started_at, outcome) \
+               SELECT c.id, {step}, (SELECT COUNT(*) + 1 FROM orchestrator_step s \
+                                     WHERE s.request_id = c.id AND s.step = {step}), $4, $5, 'running' \
+               FROM claimed c \
+               WHERE {step} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orchestrator_step s \
+                 WHERE s.request_id = c.id AND s.step = {step} AND s.outcome = 'running') \
+               RETURNING id, request_id) \
+             SELECT claimed.*, begun.id AS begun_step FROM claimed \
+             LEFT JOIN begun ON begun.request_id = claimed.id"
+        );
+        let row = self
+            .db()
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                [
+                    Value::from(token.clone()),
+                    Value::from(until),
+                    Value::from(now_ms),
+                    Value::from(worker.to_owned()),
+                    Value::from(now),
+                ],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let m = req::Model::from_query_result(&row, "")?;
+        let begun: Option<i64> = row.try_get("", "begun_step")?;
+        let claim = Claim {
+            request_id: m.id.clone(),
+            token,
+            seen: std::sync::Arc::new(std::sync::Mutex::new(Some(m.clone()))),
+        };
+        Ok(Some((claim, self.request_of(m)?, begun)))
     }
 
     /// Extends a held lease; false when it was lost.

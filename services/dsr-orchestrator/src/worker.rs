@@ -140,13 +140,13 @@ impl Worker {
             };
             match self
                 .ledger
-                .claim_request(&self.cfg.worker_id, self.cfg.lease)
+                .claim_and_begin(&self.cfg.worker_id, self.cfg.lease)
                 .await
             {
-                Ok(Some((claim, r))) => {
+                Ok(Some((claim, r, begun))) => {
                     let me = self.clone();
                     tokio::spawn(async move {
-                        me.run_claim(claim, r).await;
+                        me.run_claim(claim, r, begun).await;
                         drop(permit);
                     });
                 }
@@ -173,7 +173,7 @@ impl Worker {
     /// Runs the claimed request's steps one after another while it has
     /// one to run and the lease holds, in a span of the trace of the call
     /// that submitted it.
-    async fn run_claim(&self, claim: Claim, r: Request) {
+    async fn run_claim(&self, claim: Claim, r: Request, begun: Option<i64>) {
         let span = tracing::info_span!(
             "work",
             otel.name = "work on request",
@@ -184,10 +184,12 @@ impl Worker {
         if let Some(tp) = &r.trace_parent {
             dsr_telemetry::propagation::adopt_traceparent(&span, tp);
         }
-        self.run_steps(claim, r).instrument(span).await;
+        self.run_steps(claim, r, begun).instrument(span).await;
     }
 
-    async fn run_steps(&self, claim: Claim, mut r: Request) {
+    /// Runs the steps; `begun` is the log row of the first one's attempt
+    /// when the claim began it.
+    async fn run_steps(&self, claim: Claim, mut r: Request, mut begun: Option<i64>) {
         let renew = async {
             let mut wait = self.cfg.lease / 3;
             loop {
@@ -206,8 +208,8 @@ impl Worker {
         };
         tokio::pin!(renew);
         let actor = format!("service:orchestrator/{}", self.cfg.worker_id);
-        // The next step's attempt, when the previous completion began it.
-        let mut begun: Option<i64> = None;
+        // The next step's attempt, when the claim or the previous
+        // completion began it.
         loop {
             let Some(step) = step_for(r.kind, r.state) else {
                 let _ = self.ledger.release(&claim).await;

@@ -651,6 +651,82 @@ async fn two_workers_share_the_queue_and_no_step_is_done_twice() {
     db.finish().await;
 }
 
+/// A worker's claim takes the request and, on PostgreSQL, begins its next
+/// step's attempt in the same statement: the step the request's state
+/// calls for (verify for a request not yet verified, locate for one
+/// verified at submission), numbered after earlier attempts. An attempt
+/// still marked running (its worker died) is not begun again: the worker
+/// takes the usual way, which marks it abandoned.
+#[tokio::test]
+async fn a_claim_begins_the_step_the_state_calls_for_unless_one_is_still_running() {
+    let (db, ledger) = ledger().await;
+    let postgres = db.backend() == sea_orm::DbBackend::Postgres;
+    let today = chrono::Utc::now().date_naive();
+    let mut unverified = submission("key-begin-1");
+    unverified.verified = None;
+    let (a, _) = ledger.submit(unverified, today, "portal").await.unwrap();
+    let (b, _) = ledger
+        .submit(submission("key-begin-2"), today, "portal")
+        .await
+        .unwrap();
+    let lease = Duration::from_millis(300);
+    let mut begun = BTreeMap::new();
+    for _ in 0..2 {
+        let (claim, r, row) = ledger.claim_and_begin("w1", lease).await.unwrap().unwrap();
+        assert_eq!(claim.request_id, r.id);
+        assert_eq!(row.is_some(), postgres, "{row:?}");
+        begun.insert(r.id.clone(), row);
+    }
+    assert!(ledger.claim_and_begin("w1", lease).await.unwrap().is_none());
+    for (id, step) in [(&a.id, "verify"), (&b.id, "locate")] {
+        let running: Vec<_> = ledger
+            .step_log(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.outcome == "running")
+            .collect();
+        if postgres {
+            assert_eq!(running.len(), 1, "{running:?}");
+            assert_eq!(
+                (
+                    running[0].step.as_str(),
+                    running[0].attempt,
+                    running[0].worker.as_str()
+                ),
+                (step, 1, "w1")
+            );
+        } else {
+            assert!(running.is_empty(), "{running:?}");
+        }
+    }
+    // Both workers die; a second claims each once the leases lapsed, and
+    // begins nothing where an attempt is still marked running.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..2 {
+        let (claim, r, row) = ledger
+            .claim_and_begin("w2", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row, None);
+        if postgres {
+            let step = if r.id == a.id { "verify" } else { "locate" };
+            let (_, attempt) = ledger.start_step(&claim, step, "w2").await.unwrap();
+            assert_eq!(attempt, 2);
+            let log = ledger.step_log(&r.id).await.unwrap();
+            let outcomes: Vec<_> = log
+                .iter()
+                .filter(|x| x.step == step)
+                .map(|x| (x.outcome.as_str(), x.worker.as_str()))
+                .collect();
+            assert_eq!(outcomes, [("abandoned", "w1"), ("running", "w2")]);
+        }
+    }
+    assert_eq!(begun.len(), 2, "each request claimed once");
+    db.finish().await;
+}
+
 #[tokio::test]
 async fn a_claimed_request_whose_worker_died_is_taken_over_after_its_lease() {
     let (db, ledger) = ledger().await;
