@@ -221,11 +221,12 @@ impl Exporter {
     }
 
     /// Builds the package of a request, or returns the one already built.
+    /// The store is not asked first: a request has its package built once
+    /// but for a retry, so the usual build saves that read, and a retry's
+    /// build, refused by the store's one package a request, is dropped for
+    /// the package already built ([`Packages::commit`]).
     #[tracing::instrument(skip_all, fields(request = %req.request_id, kind = req.kind.as_str()))]
     pub async fn build(&self, mut req: BuildRequest) -> Result<PackageInfo, BuildError> {
-        if let Some(p) = self.packages.by_request(&req.request_id).await? {
-            return Ok(p);
-        }
         if req.map.partial {
             return Err(BuildError::Partial);
         }

@@ -2,7 +2,7 @@
 //! the transfer registry is asked for the recipients of what the subject
 //! map names while the records are read, and asked again for what the
 //! records showed when that is more, so the package lists exactly the
-//! recipients of the categories found.
+//! recipients of the categories found. A request has one package.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -131,11 +131,11 @@ impl Sources for Fake {
     }
 }
 
-/// Builds the access package of a person the map finds in the CRM with
-/// e-mail only, whose record holds `fields`; returns the registry's
-/// questions, whether it was asked while the records were read, and the
-/// package's recipient ids.
-async fn build(fields: Vec<&'static str>) -> (Vec<(Vec<String>, Vec<String>)>, bool, Vec<String>) {
+/// An exporter over `Fake` sources whose record holds `fields`, storing
+/// in a fresh database and directory.
+async fn exporter(
+    fields: Vec<&'static str>,
+) -> (TestDb, tempfile::TempDir, Packages, Exporter, Arc<Fake>) {
     let db = TestDb::new().await.unwrap();
     dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
         .await
@@ -152,43 +152,52 @@ async fn build(fields: Vec<&'static str>) -> (Vec<(Vec<String>, Vec<String>)>, b
         registry_called: Notify::new(),
         asked_while_reading: Mutex::new(None),
     });
-    let group = Arc::new(Group::shipped());
-    let controller = group.controllers[0].organisation_number.clone();
     let exporter = Exporter::new(
         fake.clone(),
         packages.clone(),
-        group,
+        Arc::new(Group::shipped()),
         chrono::Duration::days(30),
     );
-    let info = exporter
-        .build(BuildRequest {
-            request_id: "request-1".into(),
-            kind: Kind::Access,
-            controller,
-            due_date: "2027-01-07".parse().unwrap(),
-            language: Language::En,
-            map: SubjectMap {
-                identities: Vec::new(),
-                systems: vec![
-                    MapSystem {
-                        system_id: "crm".into(),
-                        stores: vec![MapStore {
-                            store: "contacts".into(),
-                            keys: vec!["1".into()],
-                            categories: vec![EMAIL.into()],
-                        }],
-                    },
-                    MapSystem {
-                        system_id: "print-mail".into(),
-                        stores: Vec::new(),
-                    },
-                ],
-                partial: false,
-            },
-            submitted_by: None,
-        })
-        .await
-        .unwrap();
+    (db, dir, packages, exporter, fake)
+}
+
+/// The access request of a person the map finds in the CRM with e-mail
+/// only.
+fn request() -> BuildRequest {
+    BuildRequest {
+        request_id: "request-1".into(),
+        kind: Kind::Access,
+        controller: Group::shipped().controllers[0].organisation_number.clone(),
+        due_date: "2027-01-07".parse().unwrap(),
+        language: Language::En,
+        map: SubjectMap {
+            identities: Vec::new(),
+            systems: vec![
+                MapSystem {
+                    system_id: "crm".into(),
+                    stores: vec![MapStore {
+                        store: "contacts".into(),
+                        keys: vec!["1".into()],
+                        categories: vec![EMAIL.into()],
+                    }],
+                },
+                MapSystem {
+                    system_id: "print-mail".into(),
+                    stores: Vec::new(),
+                },
+            ],
+            partial: false,
+        },
+        submitted_by: None,
+    }
+}
+
+/// Builds the package of [`request`] whose record holds `fields`; returns
+/// the registry's questions, whether it was asked while the records were
+/// read, and the package's recipient ids.
+async fn build(fields: Vec<&'static str>) -> (Vec<(Vec<String>, Vec<String>)>, bool, Vec<String>) {
+    let (db, _dir, packages, exporter, fake) = exporter(fields).await;
+    let info = exporter.build(request()).await.unwrap();
     let mut rx = packages.open(&info.id, "access.json").await.unwrap();
     let mut bytes = Vec::new();
     while let Some(chunk) = rx.recv().await {
@@ -233,4 +242,27 @@ async fn records_holding_a_category_the_map_did_not_name_have_its_recipients_lis
         recipients,
         strings(&["receives-contact.email", "receives-contact.phone"])
     );
+}
+
+/// A build asked again for the same request (the orchestrator retrying
+/// after it lost the first answer) gives the package built first, and no
+/// second one is kept.
+#[tokio::test]
+async fn a_request_built_again_gets_the_package_built_first() {
+    let (db, dir, packages, exporter, _) = exporter(vec![EMAIL]).await;
+    let first = exporter.build(request()).await.unwrap();
+    let again = exporter.build(request()).await.unwrap();
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.created_at, first.created_at);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_file())
+        .collect();
+    assert_eq!(left.len(), 1, "one package file: {left:?}");
+    assert_eq!(
+        packages.by_request("request-1").await.unwrap().unwrap().id,
+        first.id
+    );
+    db.finish().await;
 }
