@@ -80,6 +80,50 @@ fn next_step_sql(kind: &str, state: &str) -> String {
     format!("(CASE{arms} END)")
 }
 
+/// [`Ledger::claim_and_begin`]'s statement on PostgreSQL (made once): the
+/// claim of `claim_due`, then the attempt of the step the claimed row's
+/// state calls for, unless one is still marked running.
+static CLAIM_AND_BEGIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let step = next_step_sql("c.kind", "c.state");
+    format!(
+        "WITH claimed AS (\
+           UPDATE orchestrator_request SET lease_owner = $1, lease_until_ms = $2 \
+           WHERE id IN (SELECT id FROM orchestrator_request \
+             WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
+             AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
+             ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
+           RETURNING *), \
+         begun AS (\
+           INSERT INTO orchestrator_step (request_id, step, attempt, worker, started_at, outcome) \
+           SELECT c.id, {step}, (SELECT COUNT(*) + 1 FROM orchestrator_step s \
+                                 WHERE s.request_id = c.id AND s.step = {step}), $4, $5, 'running' \
+           FROM claimed c \
+           WHERE {step} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orchestrator_step s \
+             WHERE s.request_id = c.id AND s.step = {step} AND s.outcome = 'running') \
+           RETURNING id, request_id) \
+         SELECT claimed.*, begun.id AS begun_step FROM claimed \
+         LEFT JOIN begun ON begun.request_id = claimed.id"
+    )
+});
+
+/// A lease for `worker` taken at `now_ms`: its token (the worker and a
+/// fresh nonce) and when it ends.
+fn lease_terms(worker: &str, now_ms: i64, lease: Duration) -> (String, i64) {
+    let until = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+    (format!("{worker}/{}", uuid::Uuid::new_v4().simple()), until)
+}
+
+/// The claim under `token` of the request row a claim returned, and the row.
+fn claimed(token: String, row: &sea_orm::QueryResult) -> Result<(Claim, req::Model), Error> {
+    let m = req::Model::from_query_result(row, "")?;
+    let claim = Claim {
+        request_id: m.id.clone(),
+        token,
+        seen: std::sync::Arc::new(std::sync::Mutex::new(Some(m.clone()))),
+    };
+    Ok((claim, m))
+}
+
 /// A claimed request: the worker holds its lease while it renews it.
 #[derive(Clone, Debug)]
 pub struct Claim {
@@ -429,18 +473,12 @@ impl Ledger {
         lease: Duration,
     ) -> Result<Option<(Claim, Request)>, Error> {
         let now = self.clock().now().timestamp_millis();
-        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
+        let (token, until) = lease_terms(worker, now, lease);
         let row = claim_due(self.db(), "orchestrator_request", &token, until, now, 1)
             .await?
             .pop();
         let Some(row) = row else { return Ok(None) };
-        let m = req::Model::from_query_result(&row, "")?;
-        let claim = Claim {
-            request_id: m.id.clone(),
-            token,
-            seen: std::sync::Arc::new(std::sync::Mutex::new(Some(m.clone()))),
-        };
+        let (claim, m) = claimed(token, &row)?;
         Ok(Some((claim, self.request_of(m)?)))
     }
 
@@ -464,33 +502,12 @@ impl Ledger {
         }
         let now = self.clock().now();
         let now_ms = now.timestamp_millis();
-        let until = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
-        let token = format!("{worker}/{}", uuid::Uuid::new_v4().simple());
-        let step = next_step_sql("c.kind", "c.state");
-        let sql = format!(
-            "WITH claimed AS (\
-               UPDATE orchestrator_request SET lease_owner = $1, lease_until_ms = $2 \
-               WHERE id IN (SELECT id FROM orchestrator_request \
-                 WHERE next_attempt_ms IS NOT NULL AND next_attempt_ms <= $3 \
-                 AND (lease_until_ms IS NULL OR lease_until_ms < $3) \
-                 ORDER BY next_attempt_ms LIMIT 1 FOR UPDATE SKIP LOCKED) \
-               RETURNING *), \
-             begun AS (\
-               INSERT INTO orchestrator_step (request_id, step, attempt, worker, started_at, outcome) \
-               SELECT c.id, {step}, (SELECT COUNT(*) + 1 FROM orchestrator_step s \
-                                     WHERE s.request_id = c.id AND s.step = {step}), $4, $5, 'running' \
-               FROM claimed c \
-               WHERE {step} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM orchestrator_step s \
-                 WHERE s.request_id = c.id AND s.step = {step} AND s.outcome = 'running') \
-               RETURNING id, request_id) \
-             SELECT claimed.*, begun.id AS begun_step FROM claimed \
-             LEFT JOIN begun ON begun.request_id = claimed.id"
-        );
+        let (token, until) = lease_terms(worker, now_ms, lease);
         let row = self
             .db()
             .query_one_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
-                sql,
+                CLAIM_AND_BEGIN.as_str(),
                 [
                     Value::from(token.clone()),
                     Value::from(until),
@@ -501,13 +518,8 @@ impl Ledger {
             ))
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let m = req::Model::from_query_result(&row, "")?;
         let begun: Option<i64> = row.try_get("", "begun_step")?;
-        let claim = Claim {
-            request_id: m.id.clone(),
-            token,
-            seen: std::sync::Arc::new(std::sync::Mutex::new(Some(m.clone()))),
-        };
+        let (claim, m) = claimed(token, &row)?;
         Ok(Some((claim, self.request_of(m)?, begun)))
     }
 
