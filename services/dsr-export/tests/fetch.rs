@@ -199,4 +199,5 @@ async fn a_portal_fetches_only_the_packages_of_its_own_requests() {
     }
     let _ = stop.send(());
     served.await.unwrap().unwrap();
+    db.finish().await;
 }

@@ -423,6 +423,7 @@ async fn a_change_at_another_replica_reaches_the_watch_feed() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(rx.try_recv().is_err(), "the same change was sent again");
     feed.abort();
+    db.finish().await;
 }
 
 /// A person who never proves who they are: the request is refused for
@@ -580,7 +581,10 @@ async fn views_read_beside_the_writer_and_see_each_commit() {
     if db.db.get_database_backend() == sea_orm::DbBackend::Sqlite {
         assert!(reads.is_some(), "a SQLite file has readers");
     }
-    let Some(reads) = reads else { return };
+    let Some(reads) = reads else {
+        db.finish().await;
+        return;
+    };
     let ledger = Ledger::new(db.db.clone(), HolidayCalendar::swedish()).with_read_pool(reads);
     let (r, _) = ledger
         .submit(
@@ -624,4 +628,5 @@ async fn views_read_beside_the_writer_and_see_each_commit() {
     );
     assert_eq!(page.requests.len(), 1);
     txn.rollback().await.unwrap();
+    db.finish().await;
 }
