@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use dsr_auth::{KeySet, TokenRequest, TokenSigner, Validator, ValidatorConfig};
-use dsr_export::crypt::MasterKey;
 use dsr_export::exporter::Exporter;
 use dsr_export::grpc::GrpcSources;
 use dsr_export::model::Kind;
-use dsr_export::store::{NewFile, Packages};
+use dsr_export::store::NewFile;
 use dsr_proto::export::v1 as pb;
 use dsr_proto::export::v1::export_client::ExportClient;
-use dsr_store::testing::TestDb;
+mod support;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -52,16 +51,7 @@ async fn download(
 
 #[tokio::test]
 async fn a_portal_fetches_only_the_packages_of_its_own_requests() {
-    let db = TestDb::new().await.unwrap();
-    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let packages = Packages::new(
-        db.db.clone(),
-        dir.path().to_path_buf(),
-        MasterKey::new(&[7; 32]),
-    );
+    let (db, _dir, packages) = support::store(7).await;
     let now = Utc::now();
     let mut ids = Vec::new();
     for (req, owner) in [("req-a", Some("portals portal-a")), ("req-old", None)] {

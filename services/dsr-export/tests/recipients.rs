@@ -11,7 +11,6 @@ use std::time::Duration;
 use dsr_domain::category::{LegalBasis, Sensitivity};
 use dsr_domain::group::Group;
 use dsr_domain::identity::Organisationsnummer;
-use dsr_export::crypt::MasterKey;
 use dsr_export::exporter::Exporter;
 use dsr_export::model::{
     BuildRequest, Category, Disclosure, DisclosureText, Field, Header, Kind, Language, MapStore,
@@ -20,6 +19,8 @@ use dsr_export::model::{
 use dsr_export::store::Packages;
 use dsr_store::testing::TestDb;
 use tokio::sync::Notify;
+
+mod support;
 
 const EMAIL: &str = "contact.email";
 const PHONE: &str = "contact.phone";
@@ -136,16 +137,7 @@ impl Sources for Fake {
 async fn exporter(
     fields: Vec<&'static str>,
 ) -> (TestDb, tempfile::TempDir, Packages, Exporter, Arc<Fake>) {
-    let db = TestDb::new().await.unwrap();
-    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let packages = Packages::new(
-        db.db.clone(),
-        dir.path().to_path_buf(),
-        MasterKey::new(&[7; 32]),
-    );
+    let (db, dir, packages) = support::store(7).await;
     let fake = Arc::new(Fake {
         fields,
         asked: Mutex::new(Vec::new()),

@@ -4,10 +4,11 @@
 //! made.
 
 use chrono::{Duration, Utc};
-use dsr_export::crypt::MasterKey;
 use dsr_export::model::Kind;
 use dsr_export::store::{NewFile, Packages, StoreError};
-use dsr_store::testing::TestDb;
+use support::store;
+
+mod support;
 
 async fn read_all(p: &Packages, id: &str, name: &str) -> Result<Vec<u8>, StoreError> {
     let mut rx = p.open(id, name).await?;
@@ -16,22 +17,6 @@ async fn read_all(p: &Packages, id: &str, name: &str) -> Result<Vec<u8>, StoreEr
         out.extend(chunk?);
     }
     Ok(out)
-}
-
-/// A migrated database, a directory and a store over them, sealing under a
-/// master key of bytes `key`.
-async fn store(key: u8) -> (TestDb, tempfile::TempDir, Packages) {
-    let db = TestDb::new().await.unwrap();
-    dsr_store::migrate::<dsr_export::migration::Migrator>(&db.db)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let packages = Packages::new(
-        db.db.clone(),
-        dir.path().to_path_buf(),
-        MasterKey::new(&[key; 32]),
-    );
-    (db, dir, packages)
 }
 
 #[tokio::test]
