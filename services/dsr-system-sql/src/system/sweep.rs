@@ -260,7 +260,7 @@ impl SqlSystem {
                 // page was read stays.
                 let these =
                     Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, &keys));
-                self.detach_children(&txn, t, cond().add(these.clone()))
+                self.detach_children(&txn, t, cond().add(these.clone()), None)
                     .await?;
                 let mut del = Query::delete();
                 del.from_table(Alias::new(&t.name))
@@ -338,22 +338,23 @@ impl SqlSystem {
                     let p = chain.last()?.parent.as_ref()?;
                     chain.push(self.manifest.table(&p.table)?);
                 }
-                let mut range = Expr::col(Alias::new(ctl))
+                let range = Expr::col(Alias::new(ctl))
                     .eq(pass.controller.as_str())
-                    .and(pk(root).lte(upper.clone()?));
-                if let Some(v) = last.clone() {
-                    range = range.and(pk(root).gt(v));
-                }
+                    .and(page_bounds(pk(root), last.clone(), upper.clone()?));
                 // From the root down: each level's rows whose parent is
                 // among the level above's.
                 let mut cond = range;
                 for w in chain.windows(2).rev() {
                     let (child, parent) = (w[0], w[1]);
-                    cond = Expr::col((
+                    let link = Expr::col((
                         Alias::new(&child.name),
                         Alias::new(&child.parent.as_ref()?.column),
-                    ))
-                    .in_subquery(keys_where(parent, cond));
+                    ));
+                    let mut level = link.clone().in_subquery(keys_where(parent, cond));
+                    if parent.name == root.name {
+                        level = level.and(page_bounds(link, last.clone(), upper.clone()?));
+                    }
+                    cond = level;
                 }
                 Some(cond)
             };
@@ -374,7 +375,18 @@ impl SqlSystem {
                     // One statement: the rule and the restriction are
                     // checked in it, so a row restricted meanwhile stays.
                     // The rows below that stay are detached first.
-                    self.detach_children(&txn, t, cond.clone()).await?;
+                    // The root's rows below the page's: in its key range.
+                    let narrow = upper.clone().filter(|_| t.name == root.name).map(|u| {
+                        let last = last.clone();
+                        move |link: Expr| page_bounds(link, last.clone(), u.clone())
+                    });
+                    self.detach_children(
+                        &txn,
+                        t,
+                        cond.clone(),
+                        narrow.as_ref().map(|f| f as &(dyn Fn(Expr) -> Expr + Sync)),
+                    )
+                    .await?;
                     let mut del = Query::delete();
                     del.from_table(Alias::new(&t.name)).cond_where(cond);
                     let n = txn
@@ -463,4 +475,17 @@ fn first_count(rows: &[QueryResult]) -> Result<i64, DbErr> {
         .map(|r| r.try_get_by_index::<i64>(0))
         .transpose()?
         .unwrap_or(0))
+}
+
+/// The page's key range, `(last, upper]`, on `link` (the root's key, or a
+/// child's column naming it). On a child it repeats what its parent's
+/// subquery already says, and lets the database read the children of the
+/// page's range in one range scan of the link's index instead of looking
+/// up the children of each of the page's rows.
+fn page_bounds(link: Expr, last: Option<Value>, upper: Value) -> Expr {
+    let below = link.clone().lte(upper);
+    match last {
+        Some(v) => link.gt(v).and(below),
+        None => below,
+    }
 }

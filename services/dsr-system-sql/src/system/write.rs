@@ -605,7 +605,7 @@ impl SqlSystem {
             let stmt = match m {
                 Method::Delete => {
                     let these = sea_orm::sea_query::Condition::all().add(cond.clone());
-                    self.detach_children(conn, t, these).await?;
+                    self.detach_children(conn, t, these, None).await?;
                     let mut del = Query::delete();
                     del.from_table(Alias::new(&t.name)).and_where(cond);
                     conn.get_database_backend().build(&del)
