@@ -31,8 +31,16 @@ pub struct TestDb {
 #[derive(Debug)]
 enum Cleanup {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-    MySql { admin_url: String, name: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+    MySql {
+        admin_url: String,
+        name: String,
+    },
+    /// Finished: nothing left to drop.
+    Done,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -157,30 +165,75 @@ impl TestDb {
     }
 
     /// Closes the connection and drops the database (PostgreSQL) or removes
-    /// the file (SQLite).
-    pub async fn finish(self) {
-        let _ = self.db.close().await;
-        let (admin_url, drop) = match self.cleanup {
-            Cleanup::Sqlite(_) => return,
-            Cleanup::Postgres { admin_url, name } => (
+    /// the file (SQLite). A test that ends without it, or panics, has the
+    /// database dropped when the `TestDb` is (see its `Drop`).
+    pub async fn finish(mut self) {
+        let _ = self.db.clone().close().await;
+        if let Some((admin_url, drop)) = self.cleanup.take() {
+            drop_database(&admin_url, drop).await;
+        }
+    }
+}
+
+impl Cleanup {
+    /// The server and the statement that drop the database, if any is
+    /// left to drop; the cleanup is done after.
+    fn take(&mut self) -> Option<(String, Statement)> {
+        match std::mem::replace(self, Cleanup::Done) {
+            Cleanup::Sqlite(_) | Cleanup::Done => None,
+            Cleanup::Postgres { admin_url, name } => Some((
                 admin_url,
                 Statement::from_string(
                     DbBackend::Postgres,
                     format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
                 ),
-            ),
-            Cleanup::MySql { admin_url, name } => (
+            )),
+            Cleanup::MySql { admin_url, name } => Some((
                 admin_url,
                 Statement::from_string(
                     DbBackend::MySql,
                     format!("DROP DATABASE IF EXISTS `{name}`"),
                 ),
-            ),
-        };
-        if let Ok(admin) = Database::connect(&admin_url).await {
-            let _ = admin.execute_raw(drop).await;
-            let _ = admin.close().await;
+            )),
         }
+    }
+}
+
+async fn drop_database(admin_url: &str, drop: Statement) {
+    if let Ok(admin) = Database::connect(admin_url).await {
+        if drop.db_backend == DbBackend::MySql {
+            // A transaction a failed test left open holds its tables'
+            // metadata locks (its runtime waits on this drop): give up
+            // after a while rather than wait for it.
+            let _ = admin
+                .execute_raw(Statement::from_string(
+                    DbBackend::MySql,
+                    "SET SESSION lock_wait_timeout = 10",
+                ))
+                .await;
+        }
+        let _ = admin.execute_raw(drop).await;
+        let _ = admin.close().await;
+    }
+}
+
+/// A test that did not finish its database (it returned early, or failed)
+/// still drops it: on a thread of its own with its own runtime, since a
+/// drop cannot wait on the test's.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, drop)) = self.cleanup.take() else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_database(&admin_url, drop));
+            }
+        })
+        .join();
     }
 }
 
@@ -219,7 +272,7 @@ fn replace_db_name(admin_url: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::replace_db_name;
+    use super::*;
 
     #[test]
     fn database_name_is_replaced() {
@@ -232,5 +285,77 @@ mod tests {
             "postgres://h:1/x?sslmode=disable"
         );
         assert_eq!(replace_db_name("postgres://h", "x"), "postgres://h/x");
+    }
+
+    /// Whether the test database at `url` still exists: on its server
+    /// (PostgreSQL, MySQL) or as a file (SQLite).
+    async fn exists(url: &str, admin_url: Option<&str>) -> bool {
+        let Some(admin_url) = admin_url else {
+            let file = url.strip_prefix("sqlite://").unwrap();
+            return std::path::Path::new(file.split('?').next().unwrap()).exists();
+        };
+        let name = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+        let admin = Database::connect(admin_url).await.unwrap();
+        let backend = admin.get_database_backend();
+        let sql = if backend == DbBackend::Postgres {
+            format!("SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        } else {
+            format!("SELECT 1 FROM information_schema.schemata WHERE schema_name = '{name}'")
+        };
+        let found = !admin
+            .query_all_raw(Statement::from_string(backend, sql))
+            .await
+            .unwrap()
+            .is_empty();
+        admin.close().await.unwrap();
+        found
+    }
+
+    /// A test that returns early or panics without `finish` leaves no
+    /// database behind; one that finishes does not either.
+    #[tokio::test]
+    async fn a_test_database_is_dropped_finished_or_not() {
+        for (env, admin) in [
+            (POSTGRES_ENV, std::env::var(POSTGRES_ENV).ok()),
+            (MYSQL_ENV, std::env::var(MYSQL_ENV).ok()),
+            ("", None),
+        ] {
+            let admin = admin.filter(|u| !u.is_empty());
+            if !env.is_empty() && admin.is_none() {
+                continue;
+            }
+            let make = || async {
+                match (env, admin.as_deref()) {
+                    (POSTGRES_ENV, Some(u)) => TestDb::postgres(u).await.unwrap(),
+                    (MYSQL_ENV, Some(u)) => TestDb::mysql(u).await.unwrap(),
+                    _ => TestDb::sqlite().await.unwrap(),
+                }
+            };
+            let finished = make().await;
+            let url = finished.url.clone();
+            assert!(exists(&url, admin.as_deref()).await, "{env}: created");
+            finished.finish().await;
+            assert!(!exists(&url, admin.as_deref()).await, "{env}: finished");
+
+            let dropped = make().await;
+            let url = dropped.url.clone();
+            dropped
+                .db
+                .execute_unprepared("CREATE TABLE t (x INTEGER)")
+                .await
+                .unwrap();
+            drop(dropped);
+            assert!(!exists(&url, admin.as_deref()).await, "{env}: dropped");
+
+            let failed = make().await;
+            let url = failed.url.clone();
+            let panicked = tokio::spawn(async move {
+                let _db = failed;
+                panic!("a failing test");
+            })
+            .await;
+            assert!(panicked.is_err());
+            assert!(!exists(&url, admin.as_deref()).await, "{env}: panicked");
+        }
     }
 }
