@@ -436,15 +436,20 @@ impl SqlSystem {
     /// query, but its estimated cost, a whole table before LIMIT, can pass
     /// the JIT thresholds, and compiling it took longer than running it),
     /// and with nested loops only: a page's rows below the controller's are
-    /// found from the page's own (a few hundred index lookups), where the
+    /// found by the page's key range (one range of an index), where the
     /// planner, not knowing the page's bounds when it plans the prepared
     /// statement once for all pages, read a whole child table into a hash
-    /// at every page.
+    /// at every page. With those joins ruled out, each statement is planned
+    /// once for every page (a generic plan) instead of again at each page's
+    /// values, which took about as long as running it.
     async fn sweep_txn(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
         let txn = self.db.begin().await?;
         if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-            txn.execute_unprepared("SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-                .await?;
+            txn.execute_unprepared(
+                "SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; \
+                 SET LOCAL enable_mergejoin = off; SET LOCAL plan_cache_mode = force_generic_plan",
+            )
+            .await?;
         }
         Ok(txn)
     }
