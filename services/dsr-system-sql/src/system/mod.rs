@@ -560,16 +560,16 @@ impl SqlSystem {
     /// Before `parent`'s rows matching `rows` are deleted: the rows below them that stay (kept, restricted, not yet
     /// due; what goes was deleted first, children first) are detached
     /// from them, where the database would not clear the link itself (see
-    /// [`crate::schema::cleared_on_delete`]). `narrow`, when given, adds a
-    /// condition on each child's link column that every row below `rows`
-    /// meets anyway (a sweep page's key range), so the database can find
-    /// them by one range of the link's index. Returns the rows detached.
+    /// [`crate::schema::cleared_on_delete`]). `within`, when given, is a
+    /// sweep page's key range, which every row below `rows` is in anyway:
+    /// on each child's link column it lets the database find them by one
+    /// range of the link's index. Returns the rows detached.
     async fn detach_children<C: ConnectionTrait>(
         &self,
         conn: &C,
         parent: &TableSpec,
         rows: sea_orm::sea_query::Condition,
-        narrow: Option<&(dyn Fn(Expr) -> Expr + Sync)>,
+        within: Option<&sweep::KeyRange>,
     ) -> Result<u64, DbErr> {
         let cleared = self
             .cleared
@@ -590,8 +590,8 @@ impl SqlSystem {
                 // parent's key type.
                 .value(Alias::new(&link.column), Expr::cust("NULL"))
                 .and_where(Expr::col(Alias::new(&link.column)).in_subquery(keys.clone()));
-            if let Some(narrow) = narrow {
-                upd.and_where(narrow(Expr::col(Alias::new(&link.column))));
+            if let Some(range) = within {
+                upd.and_where(range.on(Expr::col(Alias::new(&link.column))));
             }
             detached += conn
                 .execute_raw(conn.get_database_backend().build(&upd))

@@ -330,6 +330,10 @@ impl SqlSystem {
                 break;
             };
             let upper = self.key_value(root, &last_key);
+            let range = upper.clone().map(|upto| KeyRange {
+                after: last.clone(),
+                upto,
+            });
             // The page's rows of `t`: the root's keys in (last, upper], or
             // the children of such rows, level by level.
             let in_page = |t: &TableSpec| -> Option<Expr> {
@@ -338,12 +342,12 @@ impl SqlSystem {
                     let p = chain.last()?.parent.as_ref()?;
                     chain.push(self.manifest.table(&p.table)?);
                 }
-                let range = Expr::col(Alias::new(ctl))
-                    .eq(pass.controller.as_str())
-                    .and(page_bounds(pk(root), last.clone(), upper.clone()?));
+                let range = range.as_ref()?;
                 // From the root down: each level's rows whose parent is
                 // among the level above's.
-                let mut cond = range;
+                let mut cond = Expr::col(Alias::new(ctl))
+                    .eq(pass.controller.as_str())
+                    .and(range.on(pk(root)));
                 for w in chain.windows(2).rev() {
                     let (child, parent) = (w[0], w[1]);
                     let link = Expr::col((
@@ -352,7 +356,7 @@ impl SqlSystem {
                     ));
                     let mut level = link.clone().in_subquery(keys_where(parent, cond));
                     if parent.name == root.name {
-                        level = level.and(page_bounds(link, last.clone(), upper.clone()?));
+                        level = level.and(range.on(link));
                     }
                     cond = level;
                 }
@@ -375,18 +379,9 @@ impl SqlSystem {
                     // One statement: the rule and the restriction are
                     // checked in it, so a row restricted meanwhile stays.
                     // The rows below that stay are detached first.
-                    // The root's rows below the page's: in its key range.
-                    let narrow = upper.clone().filter(|_| t.name == root.name).map(|u| {
-                        let last = last.clone();
-                        move |link: Expr| page_bounds(link, last.clone(), u.clone())
-                    });
-                    self.detach_children(
-                        &txn,
-                        t,
-                        cond.clone(),
-                        narrow.as_ref().map(|f| f as &(dyn Fn(Expr) -> Expr + Sync)),
-                    )
-                    .await?;
+                    // The rows below the root's: in the page's key range.
+                    let within = range.as_ref().filter(|_| t.name == root.name);
+                    self.detach_children(&txn, t, cond.clone(), within).await?;
                     let mut del = Query::delete();
                     del.from_table(Alias::new(&t.name)).cond_where(cond);
                     let n = txn
@@ -482,15 +477,24 @@ fn first_count(rows: &[QueryResult]) -> Result<i64, DbErr> {
         .unwrap_or(0))
 }
 
-/// The page's key range, `(last, upper]`, on `link` (the root's key, or a
-/// child's column naming it). On a child it repeats what its parent's
-/// subquery already says, and lets the database read the children of the
-/// page's range in one range scan of the link's index instead of looking
-/// up the children of each of the page's rows.
-fn page_bounds(link: Expr, last: Option<Value>, upper: Value) -> Expr {
-    let below = link.clone().lte(upper);
-    match last {
-        Some(v) => link.gt(v).and(below),
-        None => below,
+/// A page's keys of the root table: after `after` (from the start when
+/// none), up to `upto` included.
+pub(super) struct KeyRange {
+    after: Option<Value>,
+    upto: Value,
+}
+
+impl KeyRange {
+    /// The range on `col`: the root's key, or a child's column naming it.
+    /// On a child it repeats what its parent's subquery already says, and
+    /// lets the database read the children of the page's range in one range
+    /// of the link's index instead of looking up the children of each of
+    /// the page's rows.
+    pub(super) fn on(&self, col: Expr) -> Expr {
+        let below = col.clone().lte(self.upto.clone());
+        match &self.after {
+            Some(v) => col.gt(v.clone()).and(below),
+            None => below,
+        }
     }
 }
