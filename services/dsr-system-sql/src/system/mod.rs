@@ -557,9 +557,10 @@ impl SqlSystem {
         })
     }
 
-    /// Before `parent`'s rows matching `rows` are deleted: the rows below them that stay (kept, restricted, not yet
-    /// due; what goes was deleted first, children first) are detached
-    /// from them, where the database would not clear the link itself (see
+    /// Before `parent`'s rows matching `rows` are deleted: the rows below
+    /// them that stay (kept, restricted, not yet due; what goes was deleted
+    /// first, children first) are detached from them, where the database
+    /// would not clear the link itself (see
     /// [`crate::schema::cleared_on_delete`]). `within`, when given, is a
     /// sweep page's key range, which every row below `rows` is in anyway:
     /// on each child's link column it lets the database find them by one
