@@ -572,27 +572,17 @@ impl SqlSystem {
         rows: sea_orm::sea_query::Condition,
         within: Option<&sweep::KeyRange>,
     ) -> Result<u64, DbErr> {
-        let cleared = self
-            .cleared
-            .get_or_try_init(|| crate::schema::cleared_on_delete(conn, &self.manifest))
-            .await?;
         let keys = keys_where(parent, rows);
         let mut detached = 0;
-        for child in &self.manifest.tables {
-            let Some(link) = child.parent.as_ref().filter(|l| l.table == parent.name) else {
-                continue;
-            };
-            if cleared.contains(&child.name) {
-                continue;
-            }
+        for (child, link) in self.to_detach(conn, parent).await? {
             let mut upd = Query::update();
             upd.table(Alias::new(&child.name))
                 // Untyped: PostgreSQL refuses a bound text NULL for the
                 // parent's key type.
-                .value(Alias::new(&link.column), Expr::cust("NULL"))
-                .and_where(Expr::col(Alias::new(&link.column)).in_subquery(keys.clone()));
+                .value(Alias::new(link), Expr::cust("NULL"))
+                .and_where(Expr::col(Alias::new(link)).in_subquery(keys.clone()));
             if let Some(range) = within {
-                upd.and_where(range.on(Expr::col(Alias::new(&link.column))));
+                upd.and_where(range.on(Expr::col(Alias::new(link))));
             }
             detached += conn
                 .execute_raw(conn.get_database_backend().build(&upd))
@@ -600,6 +590,78 @@ impl SqlSystem {
                 .rows_affected();
         }
         Ok(detached)
+    }
+
+    /// The tables below `parent` whose link to it the connector clears
+    /// before it deletes the parent's rows, with the link's column.
+    async fn to_detach<'m, C: ConnectionTrait>(
+        &'m self,
+        conn: &C,
+        parent: &TableSpec,
+    ) -> Result<Vec<(&'m TableSpec, &'m str)>, DbErr> {
+        let cleared = self
+            .cleared
+            .get_or_try_init(|| crate::schema::cleared_on_delete(conn, &self.manifest))
+            .await?;
+        Ok(self
+            .manifest
+            .tables
+            .iter()
+            .filter(|child| !cleared.contains(&child.name))
+            .filter_map(|child| {
+                let link = child.parent.as_ref().filter(|l| l.table == parent.name)?;
+                Some((child, link.column.as_str()))
+            })
+            .collect())
+    }
+
+    /// Deletes `t`'s rows matching `rows`, the rows below them that stay
+    /// detached first ([`Self::detach_children`]); returns the rows
+    /// deleted. On PostgreSQL in one statement, the rows below found from
+    /// the keys the delete returns, instead of by a read of `t` for the
+    /// rows about to go (on a sweep's page, every controller's rows in its
+    /// key range): `WITH gone AS (DELETE … RETURNING key), d0 AS (UPDATE
+    /// child SET link = NULL WHERE link IN (SELECT key FROM gone)) SELECT
+    /// COUNT(*) FROM gone`. The database checks its foreign keys, and
+    /// cascades, when the statement ends, and finds those rows detached.
+    async fn delete_detaching<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        t: &TableSpec,
+        rows: sea_orm::sea_query::Condition,
+        within: Option<&sweep::KeyRange>,
+    ) -> Result<u64, DbErr> {
+        let backend = conn.get_database_backend();
+        let children = self.to_detach(conn, t).await?;
+        let mut del = Query::delete();
+        del.from_table(Alias::new(&t.name)).cond_where(rows.clone());
+        if backend != sea_orm::DbBackend::Postgres || children.is_empty() {
+            if !children.is_empty() {
+                self.detach_children(conn, t, rows, within).await?;
+            }
+            return Ok(conn.execute_raw(backend.build(&del)).await?.rows_affected());
+        }
+        const GONE: &str = "dsr_gone";
+        del.returning_col(Alias::new(&t.primary_key.column));
+        let stmt = backend.build(&del);
+        let mut sql = format!("WITH {GONE} AS ({})", stmt.sql);
+        for (i, (child, link)) in children.iter().enumerate() {
+            let mut gone = Query::select();
+            gone.column(Alias::new(&t.primary_key.column))
+                .from(Alias::new(GONE));
+            let mut upd = Query::update();
+            upd.table(Alias::new(&child.name))
+                .value(Alias::new(*link), Expr::cust("NULL"))
+                .and_where(Expr::col(Alias::new(*link)).in_subquery(gone));
+            // No values of its own: the delete's are the statement's.
+            let upd = upd.to_string(sea_orm::sea_query::PostgresQueryBuilder);
+            sql.push_str(&format!(", d{i} AS ({upd})"));
+        }
+        sql.push_str(&format!(" SELECT COUNT(*) FROM {GONE}"));
+        let rows = conn
+            .query_all_raw(sea_orm::Statement { sql, ..stmt })
+            .await?;
+        Ok(sweep::first_count(&rows)?.unsigned_abs())
     }
 
     async fn query<C: ConnectionTrait>(

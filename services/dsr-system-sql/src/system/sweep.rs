@@ -260,16 +260,9 @@ impl SqlSystem {
                 // page was read stays.
                 let these =
                     Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, &keys));
-                self.detach_children(&txn, t, cond().add(these.clone()), None)
+                affected += self
+                    .delete_detaching(&txn, t, cond().add(these), None)
                     .await?;
-                let mut del = Query::delete();
-                del.from_table(Alias::new(&t.name))
-                    .and_where(these)
-                    .cond_where(cond());
-                affected += txn
-                    .execute_raw(txn.get_database_backend().build(&del))
-                    .await?
-                    .rows_affected();
             } else if !pass.dry_run {
                 affected += self.erase_rows(&txn, t, &keys, method).await?;
             }
@@ -376,18 +369,12 @@ impl SqlSystem {
                     let n = first_count(&self.query(&txn, &count).await?)?;
                     (n.unsigned_abs(), 0)
                 } else if method == Method::Delete {
-                    // One statement: the rule and the restriction are
-                    // checked in it, so a row restricted meanwhile stays.
-                    // The rows below that stay are detached first.
-                    // The rows below the root's: in the page's key range.
+                    // The rule and the restriction are checked in the
+                    // delete, so a row restricted meanwhile stays. The rows
+                    // below that stay are detached first (below the root's:
+                    // in the page's key range).
                     let within = range.as_ref().filter(|_| t.name == root.name);
-                    self.detach_children(&txn, t, cond.clone(), within).await?;
-                    let mut del = Query::delete();
-                    del.from_table(Alias::new(&t.name)).cond_where(cond);
-                    let n = txn
-                        .execute_raw(txn.get_database_backend().build(&del))
-                        .await?
-                        .rows_affected();
+                    let n = self.delete_detaching(&txn, t, cond, within).await?;
                     (n, n)
                 } else {
                     let mut sel = Query::select();
@@ -469,7 +456,7 @@ impl Pass<'_> {
 }
 
 /// The count in the first column of the first row (0 when none).
-fn first_count(rows: &[QueryResult]) -> Result<i64, DbErr> {
+pub(super) fn first_count(rows: &[QueryResult]) -> Result<i64, DbErr> {
     Ok(rows
         .first()
         .map(|r| r.try_get_by_index::<i64>(0))

@@ -604,11 +604,9 @@ impl SqlSystem {
             let cond = Expr::col(Alias::new(&t.primary_key.column)).is_in(self.values(t, chunk));
             let stmt = match m {
                 Method::Delete => {
-                    let these = sea_orm::sea_query::Condition::all().add(cond.clone());
-                    self.detach_children(conn, t, these, None).await?;
-                    let mut del = Query::delete();
-                    del.from_table(Alias::new(&t.name)).and_where(cond);
-                    conn.get_database_backend().build(&del)
+                    let these = sea_orm::sea_query::Condition::all().add(cond);
+                    affected += self.delete_detaching(conn, t, these, None).await?;
+                    continue;
                 }
                 Method::Nullify | Method::Anonymise => {
                     let mut upd = Query::update();
