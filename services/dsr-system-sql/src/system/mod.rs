@@ -559,30 +559,30 @@ impl SqlSystem {
 
     /// Before `parent`'s rows matching `rows` are deleted: the rows below
     /// them that stay (kept, restricted, not yet due; what goes was deleted
-    /// first, children first) are detached from them, where the database
-    /// would not clear the link itself (see
-    /// [`crate::schema::cleared_on_delete`]). `within`, when given, is a
-    /// sweep page's key range, which every row below `rows` is in anyway:
-    /// on each child's link column it lets the database find them by one
-    /// range of the link's index. Returns the rows detached.
+    /// first, children first) are detached from them, in `children` (those
+    /// whose link the database would not clear itself, [`Self::to_detach`]).
+    /// `within`, when given, is a sweep page's key range, which every row
+    /// below `rows` is in anyway: on each child's link column it lets the
+    /// database find them by one range of the link's index. Returns the
+    /// rows detached.
     async fn detach_children<C: ConnectionTrait>(
-        &self,
         conn: &C,
         parent: &TableSpec,
+        children: &[(&TableSpec, &str)],
         rows: sea_orm::sea_query::Condition,
         within: Option<&sweep::KeyRange>,
     ) -> Result<u64, DbErr> {
         let keys = keys_where(parent, rows);
         let mut detached = 0;
-        for (child, link) in self.to_detach(conn, parent).await? {
+        for (child, link) in children {
             let mut upd = Query::update();
             upd.table(Alias::new(&child.name))
                 // Untyped: PostgreSQL refuses a bound text NULL for the
                 // parent's key type.
-                .value(Alias::new(link), Expr::cust("NULL"))
-                .and_where(Expr::col(Alias::new(link)).in_subquery(keys.clone()));
+                .value(Alias::new(*link), Expr::cust("NULL"))
+                .and_where(Expr::col(Alias::new(*link)).in_subquery(keys.clone()));
             if let Some(range) = within {
-                upd.and_where(range.on(Expr::col(Alias::new(link))));
+                upd.and_where(range.on(Expr::col(Alias::new(*link))));
             }
             detached += conn
                 .execute_raw(conn.get_database_backend().build(&upd))
@@ -593,7 +593,9 @@ impl SqlSystem {
     }
 
     /// The tables below `parent` whose link to it the connector clears
-    /// before it deletes the parent's rows, with the link's column.
+    /// before it deletes the parent's rows (the database would not clear
+    /// it itself, see [`crate::schema::cleared_on_delete`]), with the
+    /// link's column.
     async fn to_detach<'m, C: ConnectionTrait>(
         &'m self,
         conn: &C,
@@ -620,9 +622,10 @@ impl SqlSystem {
     /// deleted. On PostgreSQL in one statement, the rows below found from
     /// the keys the delete returns, instead of by a read of `t` for the
     /// rows about to go (on a sweep's page, every controller's rows in its
-    /// key range): `WITH gone AS (DELETE … RETURNING key), d0 AS (UPDATE
-    /// child SET link = NULL WHERE link IN (SELECT key FROM gone)) SELECT
-    /// COUNT(*) FROM gone`. The database checks its foreign keys, and
+    /// key range): `WITH dsr_gone AS (DELETE … RETURNING key), d0 AS
+    /// (UPDATE child SET link = NULL WHERE link IN (SELECT key FROM
+    /// dsr_gone)) SELECT COUNT(*) FROM dsr_gone`. The database checks its
+    /// foreign keys (`NO ACTION`, `RESTRICT`), and
     /// cascades, when the statement ends, and finds those rows detached.
     async fn delete_detaching<C: ConnectionTrait>(
         &self,
@@ -636,9 +639,7 @@ impl SqlSystem {
         let mut del = Query::delete();
         del.from_table(Alias::new(&t.name)).cond_where(rows.clone());
         if backend != sea_orm::DbBackend::Postgres || children.is_empty() {
-            if !children.is_empty() {
-                self.detach_children(conn, t, rows, within).await?;
-            }
+            Self::detach_children(conn, t, &children, rows, within).await?;
             return Ok(conn.execute_raw(backend.build(&del)).await?.rows_affected());
         }
         const GONE: &str = "dsr_gone";

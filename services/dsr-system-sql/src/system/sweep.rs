@@ -77,14 +77,15 @@ impl SqlSystem {
     /// events and surveys under its contact) are swept together with it, in
     /// pages of `batch` of the controller's own rows in key order: each page
     /// removes, in one transaction, the expired rows that belong to those
-    /// rows, children first, then the expired ones among them. Each of the
-    /// controller's rows and each row below it is read once, and no other
-    /// controller's row at all (a walk of a child table by its own key would
-    /// pass every controller's rows and look up the parent of each). Rows
+    /// rows, children first, then the expired ones among them. In one pass
+    /// each row of a table is read by one page: a page reads the rows in
+    /// its key range (on a child, of its link), every controller's, each
+    /// checked against the page's rows (a walk of a child table by its own
+    /// key would look up the parent of each row it passes). Rows
     /// that reach no controller's row any more ([`Self::orphaned`]), and
     /// tables no controller names, are walked by their own key. A row that
     /// stays below one that goes is detached from it first
-    /// ([`Self::detach_children`]).
+    /// ([`Self::delete_detaching`]).
     pub(super) async fn run_sweep(
         &self,
         id: &str,
