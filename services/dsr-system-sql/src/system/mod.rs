@@ -625,8 +625,8 @@ impl SqlSystem {
     /// key range): `WITH dsr_gone AS (DELETE … RETURNING key), d0 AS
     /// (UPDATE child SET link = NULL WHERE link IN (SELECT key FROM
     /// dsr_gone)) SELECT COUNT(*) FROM dsr_gone`. The database checks its
-    /// foreign keys (`NO ACTION`, `RESTRICT`), and
-    /// cascades, when the statement ends, and finds those rows detached.
+    /// foreign keys (`NO ACTION`, `RESTRICT`) and cascades when the
+    /// statement ends, and finds those rows detached.
     async fn delete_detaching<C: ConnectionTrait>(
         &self,
         conn: &C,
