@@ -432,6 +432,15 @@ fn text_col(t: TextType, col: &str) -> Expr {
     Expr::col(Alias::new(col)).cast_as(Alias::new(t.0))
 }
 
+/// The count in the first column of the first row (0 when none).
+fn first_count(rows: &[QueryResult]) -> Result<i64, DbErr> {
+    Ok(rows
+        .first()
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or(0))
+}
+
 fn get_text(row: &QueryResult, i: usize) -> Result<Option<String>, DbErr> {
     row.try_get_by_index::<Option<String>>(i)
 }
@@ -662,7 +671,7 @@ impl SqlSystem {
         let rows = conn
             .query_all_raw(sea_orm::Statement { sql, ..stmt })
             .await?;
-        Ok(sweep::first_count(&rows)?.unsigned_abs())
+        Ok(first_count(&rows)?.unsigned_abs())
     }
 
     async fn query<C: ConnectionTrait>(

@@ -456,15 +456,6 @@ impl Pass<'_> {
     }
 }
 
-/// The count in the first column of the first row (0 when none).
-pub(super) fn first_count(rows: &[QueryResult]) -> Result<i64, DbErr> {
-    Ok(rows
-        .first()
-        .map(|r| r.try_get_by_index::<i64>(0))
-        .transpose()?
-        .unwrap_or(0))
-}
-
 /// A page's keys of the root table: after `after` (from the start when
 /// none), up to `upto` included.
 pub(super) struct KeyRange {
