@@ -338,7 +338,8 @@ pub(crate) struct ErasureSection {
     /// How often the retention sweep runs by itself, hours (0: never; `dsr
     /// up` leaves it off, its seeded data keeps expired records to show).
     pub sweep_every_hours: u64,
-    /// Records per transaction at the systems during a sweep (1 to 10 000).
+    /// Records removed per table and transaction at the systems during a
+    /// sweep, about (1 to 10 000).
     pub sweep_batch_size: u32,
     /// An Art. 19 notification or a correction to a recipient the transfer
     /// registry finds no lawful transfer to: "refuse" (nothing is sent, the

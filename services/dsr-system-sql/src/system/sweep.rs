@@ -5,8 +5,9 @@ use super::*;
 
 impl SqlSystem {
     /// Starts a retention sweep in the background and returns its operation:
-    /// every table with a retention rule, in keyset-paged batches of `batch`
-    /// rows, one transaction per batch. A dry run counts and changes nothing.
+    /// every table with a retention rule, in keyset-paged batches of about
+    /// `batch` rows to remove from a table, one transaction per batch. A dry
+    /// run counts and changes nothing.
     pub async fn sweep(
         &self,
         instruction: Instruction,
@@ -75,7 +76,9 @@ impl SqlSystem {
     /// The sweep for `controller`. Tables under a table naming the
     /// controller (the controller's *own* table: a contact's KYC documents,
     /// events and surveys under its contact) are swept together with it, in
-    /// pages of `batch` of the controller's own rows in key order: each page
+    /// pages of the controller's own rows in key order, each as many as
+    /// should hold about `batch` rows to remove from a table
+    /// ([`next_page`]): each page
     /// removes, in one transaction, the expired rows that belong to those
     /// rows, children first, then the expired ones among them. In one pass
     /// each row of a table is read by one page: a page reads the rows in
@@ -276,7 +279,8 @@ impl SqlSystem {
         Ok((matched, affected))
     }
 
-    /// The controller's rows of `root` in keyset pages of `batch`, and with
+    /// The controller's rows of `root` in keyset pages (the first of `batch`
+    /// rows, the next sized by [`next_page`]), and with
     /// each page the expired rows of `group` (the tables under `root`,
     /// children first, then `root` itself) that belong to the page's rows;
     /// (matched, affected) per table.
@@ -293,6 +297,7 @@ impl SqlSystem {
         let pk =
             |t: &TableSpec| Expr::col((Alias::new(&t.name), Alias::new(&t.primary_key.column)));
         let mut last: Option<Value> = None;
+        let mut size = pass.batch;
         loop {
             // The page: how many of the controller's next rows, and the last
             // key among them (the keys themselves stay in the database).
@@ -304,7 +309,7 @@ impl SqlSystem {
                     (Alias::new(&root.name), Alias::new(&root.primary_key.column)),
                     sea_orm::sea_query::Order::Asc,
                 )
-                .limit(pass.batch as u64);
+                .limit(size as u64);
             if let Some(v) = last.clone() {
                 page.and_where(pk(root).gt(v));
             }
@@ -356,7 +361,7 @@ impl SqlSystem {
                 }
                 Some(cond)
             };
-            let mut rows = 0u64;
+            let (mut rows, mut most) = (0u64, 0u64);
             for t in group {
                 let Some(scope) = in_page(t) else { continue };
                 let cond = self.expired(t, pass.now).add(scope);
@@ -390,13 +395,15 @@ impl SqlSystem {
                 e.0 += m;
                 e.1 += a;
                 rows += m;
+                most = Ord::max(most, m);
             }
             txn.commit().await?;
             pass.advance(&self.ops, rows).await?;
             last = upper;
-            if n < pass.batch as i64 {
+            if n < size as i64 {
                 break;
             }
+            size = next_page(size, pass.batch, most);
         }
         Ok(out)
     }
@@ -438,6 +445,24 @@ impl SqlSystem {
     }
 }
 
+/// How many of the controller's rows the next page of [`SqlSystem::sweep_under`]
+/// takes, after a page of `size` of them found at most `found` rows to
+/// remove in one table: as many as should hold about `batch` in a table
+/// (a statement's work is in the rows it removes, each locked, logged and
+/// its keys checked, more than in the rows it reads), judging by the page
+/// just done. At most twice or half the last page, and from a sixteenth of
+/// `batch` (rows with many expired rows below them) to sixteen times it (a
+/// sweep that finds little: the daily one, after the first).
+fn next_page(size: usize, batch: usize, found: u64) -> usize {
+    let want = match usize::try_from(found) {
+        Ok(0) => size.saturating_mul(2),
+        Ok(found) => size.saturating_mul(batch) / found,
+        Err(_) => size / 2,
+    };
+    want.clamp(size / 2, size.saturating_mul(2))
+        .clamp((batch / 16).max(1), batch.saturating_mul(16))
+}
+
 /// A sweep's run: what it was asked and how far it got.
 struct Pass<'a> {
     id: &'a str,
@@ -475,5 +500,30 @@ impl KeyRange {
             Some(v) => col.gt(v.clone()).and(below),
             None => below,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_page;
+
+    #[test]
+    fn a_page_grows_where_little_is_found_and_shrinks_where_much_is() {
+        // A page of 1 000 that found at most 500 rows in a table: the next
+        // takes twice as many.
+        assert_eq!(next_page(1_000, 1_000, 500), 2_000);
+        // At most 700: about as many as should hold 1 000.
+        assert_eq!(next_page(1_000, 1_000, 700), 1_428);
+        // Found nothing: twice as many, up to sixteen times the batch.
+        assert_eq!(next_page(1_000, 1_000, 0), 2_000);
+        assert_eq!(next_page(12_000, 1_000, 0), 16_000);
+        assert_eq!(next_page(16_000, 1_000, 0), 16_000);
+        // Found as many as wanted: the same size.
+        assert_eq!(next_page(3_000, 1_000, 1_000), 3_000);
+        // Found four times too many: half (at most), down to a sixteenth.
+        assert_eq!(next_page(1_000, 1_000, 4_000), 500);
+        assert_eq!(next_page(70, 1_000, 100_000), 62);
+        // A batch of one stays at least one.
+        assert_eq!(next_page(1, 1, 50), 1);
     }
 }
