@@ -73,22 +73,20 @@ impl SqlSystem {
         Ok(op)
     }
 
-    /// The sweep for `controller`. Tables under a table naming the
-    /// controller (the controller's *own* table: a contact's KYC documents,
-    /// events and surveys under its contact) are swept together with it, in
-    /// pages of the controller's own rows in key order, each as many as
-    /// should hold about `batch` rows to remove from a table
-    /// ([`next_page`]): each page
+    /// The sweep for `controller`. Tables under a table naming the controller
+    /// (the controller's *own* table: a contact's KYC documents, events and
+    /// surveys under its contact) are swept together with it, in pages of the
+    /// controller's own rows in key order, each as many as should hold about
+    /// `batch` rows to remove from a table ([`next_page`]): each page
     /// removes, in one transaction, the expired rows that belong to those
     /// rows, children first, then the expired ones among them. In one pass
-    /// each row of a table is read by one page: a page reads the rows in
-    /// its key range (on a child, of its link), every controller's, each
-    /// checked against the page's rows (a walk of a child table by its own
-    /// key would look up the parent of each row it passes). Rows
-    /// that reach no controller's row any more ([`Self::orphaned`]), and
-    /// tables no controller names, are walked by their own key. A row that
-    /// stays below one that goes is detached from it first
-    /// ([`Self::delete_detaching`]).
+    /// each row of a table is read by one page: a page reads the rows in its
+    /// key range (on a child, of its link), every controller's, each checked
+    /// against the page's rows (a walk of a child table by its own key would
+    /// look up the parent of each row it passes). Rows that reach no
+    /// controller's row any more ([`Self::orphaned`]), and tables no
+    /// controller names, are walked by their own key. A row that stays below
+    /// one that goes is detached from it first ([`Self::delete_detaching`]).
     pub(super) async fn run_sweep(
         &self,
         id: &str,
@@ -280,10 +278,10 @@ impl SqlSystem {
     }
 
     /// The controller's rows of `root` in keyset pages (the first of `batch`
-    /// rows, the next sized by [`next_page`]), and with
-    /// each page the expired rows of `group` (the tables under `root`,
-    /// children first, then `root` itself) that belong to the page's rows;
-    /// (matched, affected) per table.
+    /// rows, the next sized by [`next_page`]), and with each page the
+    /// expired rows of `group` (the tables under `root`, children first,
+    /// then `root` itself) that belong to the page's rows; (matched,
+    /// affected) per table.
     async fn sweep_under<'t>(
         &self,
         root: &TableSpec,
